@@ -1,0 +1,72 @@
+//! Every size and capacity of the data path, derived sizes computed from the base ones.
+
+/// Largest number of VIPs (address, port, protocol) served at once.
+pub const MAX_VIPS: u32 = 16;
+/// Largest number of backends over all VIPs; a backend index is below this.
+pub const MAX_BACKENDS: u32 = 4096;
+/// Largest Maglev table per VIP (a prime); smaller primes may be configured per VIP.
+pub const MAX_RING_SIZE: u32 = 65537;
+/// Default Maglev table size (Eisenbud et al. use 65537 for up to a few hundred backends).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Each VIP owns two table halves so a swap is a single flip of `VipMeta::active_half`.
+pub const RING_HALVES: u32 = 2;
+/// Entries in the flat `RINGS` array: `MAX_VIPS * RING_HALVES * MAX_RING_SIZE`.
+pub const RINGS_SIZE: u32 = MAX_VIPS * RING_HALVES * MAX_RING_SIZE;
+/// Default number of tracked flows (forward entries; the reverse map has the same size).
+pub const DEFAULT_CONNTRACK_SIZE: u32 = 262_144;
+/// Marks a Maglev slot (or a conntrack entry) that points at no backend.
+pub const NO_BACKEND: u32 = u32::MAX;
+/// Default port of a VIP and of a backend: the Kubernetes API server's.
+pub const DEFAULT_PORT: u16 = 6443;
+/// Default first port handed out for SNAT in full-NAT mode.
+pub const DEFAULT_SNAT_PORT_MIN: u16 = 20000;
+/// Default last port handed out for SNAT in full-NAT mode.
+pub const DEFAULT_SNAT_PORT_MAX: u16 = 59999;
+/// How many ports a new flow tries before the packet is dropped as "SNAT ports exhausted".
+pub const SNAT_PROBES: u32 = 16;
+
+/// Idle lifetime of a TCP flow that has only seen a SYN, in nanoseconds.
+pub const TCP_SYN_TIMEOUT_NS: u64 = 30 * NS_PER_SEC;
+/// Idle lifetime of an established TCP flow, in nanoseconds (watches idle for minutes).
+pub const TCP_ESTABLISHED_TIMEOUT_NS: u64 = 2 * 3600 * NS_PER_SEC;
+/// Idle lifetime of a TCP flow after a FIN or RST, in nanoseconds.
+pub const TCP_CLOSING_TIMEOUT_NS: u64 = 10 * NS_PER_SEC;
+/// Idle lifetime of a UDP flow, in nanoseconds.
+pub const UDP_TIMEOUT_NS: u64 = 30 * NS_PER_SEC;
+/// A flow's `last_seen` is only rewritten when older than this, to keep the shared entry
+/// out of every CPU's cache on every packet.
+pub const LAST_SEEN_GRANULARITY_NS: u64 = NS_PER_SEC;
+/// Nanoseconds in one second.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// IP protocol numbers used in keys.
+pub const IPPROTO_ICMP: u8 = 1;
+/// TCP's IP protocol number.
+pub const IPPROTO_TCP: u8 = 6;
+/// UDP's IP protocol number.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Map names, as the daemon looks them up in the object file and pins them.
+pub mod map_names {
+    /// `VipKey -> VipMeta`.
+    pub const VIPS: &str = "VIPS";
+    /// `u32 slot -> u32 backend index`, flat over VIPs and halves.
+    pub const RINGS: &str = "RINGS";
+    /// `u32 backend index -> Backend`.
+    pub const BACKENDS: &str = "BACKENDS";
+    /// `FlowKey (client side) -> CtEntry`.
+    pub const CONNTRACK: &str = "CONNTRACK";
+    /// `FlowKey (backend side, as the reply carries it) -> RevEntry`.
+    pub const REVERSE: &str = "REVERSE";
+    /// `u32 0 -> Config`.
+    pub const CONFIG: &str = "CONFIG";
+    /// Per CPU: `u32 Reason -> u64 packets`.
+    pub const REASONS: &str = "REASONS";
+    /// Per CPU: `u32 VIP index -> Counters`.
+    pub const VIP_STATS: &str = "VIP_STATS";
+    /// Per CPU: `u32 backend index -> Counters`.
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "xvip";

@@ -1,0 +1,14 @@
+//! Types, constants and pure helpers shared by the XDP program (`lb-ebpf`) and the daemon
+//! (`lb-userspace`). Everything here is `no_std` and plain old data, so both sides use one
+//! definition of every map key and value.
+#![no_std]
+
+pub mod checksum;
+pub mod consts;
+pub mod hash;
+pub mod maps;
+pub mod stats;
+
+pub use consts::*;
+pub use maps::*;
+pub use stats::Reason;

@@ -1,0 +1,239 @@
+//! Keys and values of the BPF maps. Addresses and ports are stored exactly as they appear on
+//! the wire (network byte order in memory), so the data path copies them without swapping;
+//! the daemon builds them with [`ip_raw`] and [`port_raw`].
+
+use bytemuck::{Pod, Zeroable};
+
+/// Converts an IPv4 address to the raw `u32` kept in keys (network byte order in memory).
+pub const fn ip_raw(octets: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(octets)
+}
+
+/// Converts a port to the raw `u16` kept in keys (network byte order in memory).
+pub const fn port_raw(port: u16) -> u16 {
+    port.to_be()
+}
+
+/// `VIPS` key: one served (address, port, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct VipKey {
+    /// VIP address, network byte order.
+    pub addr: u32,
+    /// VIP port, network byte order.
+    pub port: u16,
+    /// IP protocol number ([`crate::IPPROTO_TCP`] or [`crate::IPPROTO_UDP`]).
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Full NAT: source rewritten to `snat_addr` and a port from the SNAT range.
+pub const VIP_FLAG_FULLNAT: u32 = 0;
+/// Destination NAT only: the backend sees the client's address; replies must cross the LB.
+pub const VIP_FLAG_DNAT: u32 = 1 << 0;
+
+/// `VIPS` value: where the VIP's Maglev table lives and how it is translated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct VipMeta {
+    /// Index of the VIP, below [`crate::MAX_VIPS`]; selects its table and counters.
+    pub index: u32,
+    /// Maglev table size for this VIP (prime, at most [`crate::MAX_RING_SIZE`]).
+    pub ring_size: u32,
+    /// Which half of the VIP's table is live (0 or 1). The daemon fills the other half,
+    /// then replaces this whole value: a packet sees one complete table.
+    pub active_half: u32,
+    /// `VIP_FLAG_*` bits.
+    pub flags: u32,
+    /// Source address put on forwarded packets in full-NAT mode, network byte order.
+    pub snat_addr: u32,
+    pub _pad: u32,
+}
+
+impl VipMeta {
+    /// First `RINGS` index of the live half of this VIP's table.
+    pub const fn ring_base(&self) -> u32 {
+        ring_base(self.index, self.active_half)
+    }
+}
+
+/// First `RINGS` index of half `half` of VIP `index`'s table.
+pub const fn ring_base(index: u32, half: u32) -> u32 {
+    (index * crate::RING_HALVES + (half & 1)) * crate::MAX_RING_SIZE
+}
+
+/// The backend exists (a removed backend keeps its slot with this bit clear).
+pub const BACKEND_FLAG_PRESENT: u32 = 1 << 0;
+
+/// `BACKENDS` value: one real server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Backend {
+    /// Backend address, network byte order.
+    pub addr: u32,
+    /// `BACKEND_FLAG_*` bits.
+    pub flags: u32,
+    /// Interface to send to it by; the ingress interface means `XDP_TX`.
+    pub ifindex: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// MAC address of the next hop towards the backend (the backend itself on-link).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 4],
+}
+
+/// `CONFIG` value (single entry, key 0): settings of the whole data path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Config {
+    /// First SNAT port, host byte order.
+    pub snat_port_min: u16,
+    /// Last SNAT port (inclusive), host byte order.
+    pub snat_port_max: u16,
+    /// `CONFIG_FLAG_*` bits.
+    pub flags: u32,
+    /// MAC address of the interface the program is attached to (source of sent frames).
+    pub if_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Answer ICMP echo requests sent to a VIP address.
+pub const CONFIG_FLAG_ICMP_ECHO: u32 = 1 << 0;
+
+/// A flow as seen in one direction: the conntrack and reverse maps' key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    /// Source address, network byte order.
+    pub src_addr: u32,
+    /// Destination address, network byte order.
+    pub dst_addr: u32,
+    /// Source port, network byte order.
+    pub src_port: u16,
+    /// Destination port, network byte order.
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Connection state kept per flow; decides the idle timeout.
+pub mod ct_state {
+    /// TCP: only a SYN seen so far.
+    pub const TCP_SYN: u8 = 1;
+    /// TCP: a packet other than the first SYN seen.
+    pub const TCP_ESTABLISHED: u8 = 2;
+    /// TCP: a FIN or RST seen in either direction.
+    pub const TCP_CLOSING: u8 = 3;
+    /// UDP: any packet.
+    pub const UDP: u8 = 4;
+}
+
+/// `CONNTRACK` value: where a client flow goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_ns` of the last packet (coarse, see `LAST_SEEN_GRANULARITY_NS`).
+    pub last_seen_ns: u64,
+    /// Index into `BACKENDS`.
+    pub backend_idx: u32,
+    /// The backend's address when the flow was created (detects a reused index).
+    pub backend_addr: u32,
+    /// Source address after translation, network byte order.
+    pub snat_addr: u32,
+    /// The backend's port, network byte order.
+    pub backend_port: u16,
+    /// Source port after translation, network byte order.
+    pub snat_port: u16,
+    /// One of [`ct_state`].
+    pub state: u8,
+    pub _pad0: u8,
+    /// Source MAC of the client's frames: replies go back to it.
+    pub client_mac: [u8; 6],
+    /// Index of the VIP the flow belongs to.
+    pub vip_index: u32,
+    pub _pad1: u32,
+}
+
+/// `REVERSE` value: how to turn a backend's reply back into what the client expects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RevEntry {
+    /// `bpf_ktime_get_ns` of the last reply (coarse).
+    pub last_seen_ns: u64,
+    /// The client's address, network byte order.
+    pub client_addr: u32,
+    /// The VIP address, network byte order.
+    pub vip_addr: u32,
+    /// The client's port, network byte order.
+    pub client_port: u16,
+    /// The VIP port, network byte order.
+    pub vip_port: u16,
+    /// Index into `BACKENDS` (for counters).
+    pub backend_idx: u32,
+    /// MAC address to send the reply to.
+    pub client_mac: [u8; 6],
+    /// One of [`ct_state`].
+    pub state: u8,
+    pub _pad0: u8,
+    /// Index of the VIP (for counters).
+    pub vip_index: u32,
+    /// Interface the client's packets arrived on: replies leave by it.
+    pub client_ifindex: u32,
+}
+
+/// `VIP_STATS` and `BACKEND_STATS` value (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counters {
+    /// Packets forwarded (both directions).
+    pub packets: u64,
+    /// Bytes forwarded (both directions), whole frames.
+    pub bytes: u64,
+    /// Flows created.
+    pub new_flows: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all are repr(C) with explicit padding (checked by bytemuck's Pod derive).
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipMeta {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for RevEntry {}
+    unsafe impl aya::Pod for Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn map_types_have_the_sizes_the_kernel_side_expects() {
+        assert_eq!(size_of::<VipKey>(), 8);
+        assert_eq!(size_of::<VipMeta>(), 24);
+        assert_eq!(size_of::<Backend>(), 24);
+        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<CtEntry>(), 40);
+        assert_eq!(size_of::<RevEntry>(), 40);
+    }
+
+    #[test]
+    fn ring_halves_do_not_overlap_between_vips() {
+        assert_eq!(ring_base(0, 1), crate::MAX_RING_SIZE);
+        assert_eq!(ring_base(1, 0), 2 * crate::MAX_RING_SIZE);
+        assert!(ring_base(crate::MAX_VIPS - 1, 1) + crate::MAX_RING_SIZE <= crate::RINGS_SIZE);
+    }
+
+    #[test]
+    fn raw_forms_keep_wire_order() {
+        assert_eq!(ip_raw([192, 0, 2, 1]).to_ne_bytes(), [192, 0, 2, 1]);
+        assert_eq!(port_raw(6443).to_ne_bytes(), [0x19, 0x2b]);
+    }
+}

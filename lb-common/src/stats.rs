@@ -1,0 +1,77 @@
+//! Why the data path returned what it returned: one counter per reason (per CPU).
+
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $name:ident = $metric:literal,)*) => {
+        /// Every verdict the XDP program can return has exactly one reason.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason { $($(#[doc = $doc])* $name,)* }
+
+        impl Reason {
+            /// All reasons, in index order.
+            pub const ALL: &[Reason] = &[$(Reason::$name,)*];
+            /// The label used in metrics and `xvip status`.
+            pub const fn name(self) -> &'static str {
+                match self { $(Reason::$name => $metric,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Client packet translated and sent back out of the same interface (`XDP_TX`).
+    TxForward = "tx_forward",
+    /// Backend reply translated and sent back out of the same interface (`XDP_TX`).
+    TxReply = "tx_reply",
+    /// Client packet translated and redirected to another interface.
+    RedirectForward = "redirect_forward",
+    /// Backend reply translated and redirected to another interface.
+    RedirectReply = "redirect_reply",
+    /// ICMP echo request to a VIP answered (`XDP_TX`).
+    IcmpEchoReply = "icmp_echo_reply",
+    /// ICMP error about a translated flow, translated back to the client.
+    IcmpErrorTranslated = "icmp_error_translated",
+    /// Not IPv4 (ARP, IPv6, ...): handed to the kernel.
+    PassNotIpv4 = "pass_not_ipv4",
+    /// Too short or malformed, and not addressed to a VIP: handed to the kernel untouched.
+    PassMalformed = "pass_malformed",
+    /// IPv4 but not for a VIP nor a reply to a translated flow: handed to the kernel.
+    PassNotForVip = "pass_not_for_vip",
+    /// TTL would expire: handed to the kernel, which answers with ICMP time exceeded.
+    PassTtlExpired = "pass_ttl_expired",
+    /// The backend's MAC is not known yet: handed to the kernel untranslated.
+    PassNoNeighbour = "pass_no_neighbour",
+    /// Frame shorter than the headers it announces.
+    DropTruncated = "drop_truncated",
+    /// Malformed IPv4 header (IHL below 5, total length inconsistent).
+    DropBadHeader = "drop_bad_header",
+    /// IP fragment addressed to a VIP (the ports are unknown or unreliable).
+    DropFragment = "drop_fragment",
+    /// Protocol other than TCP, UDP or ICMP addressed to a VIP.
+    DropUnknownProto = "drop_unknown_proto",
+    /// The VIP's table has no backend (no healthy master).
+    DropNoBackend = "drop_no_backend",
+    /// No free SNAT port for the new flow within the probe budget.
+    DropSnatExhausted = "drop_snat_exhausted",
+    /// The conntrack or reverse map refused an insert.
+    DropConntrackFull = "drop_conntrack_full",
+    /// A map lookup that cannot fail did (inconsistent maps).
+    DropInternal = "drop_internal",
+    /// Redirect to the backend's interface failed.
+    DropRedirectFailed = "drop_redirect_failed",
+}
+
+/// Number of reasons: the size of the `REASONS` map.
+pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_indices_follow_declaration_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}

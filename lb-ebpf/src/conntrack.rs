@@ -1,0 +1,216 @@
+//! Connection tracking: finding or creating a flow's entry, its reverse entry for replies,
+//! SNAT port allocation, TCP state and idle expiry.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+};
+use lb_common::{
+    Backend, Config, CtEntry, FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, Reason, RevEntry,
+    SNAT_PROBES, TCP_CLOSING_TIMEOUT_NS, TCP_ESTABLISHED_TIMEOUT_NS, TCP_SYN_TIMEOUT_NS,
+    UDP_TIMEOUT_NS, VIP_FLAG_DNAT, VipMeta, ct_state,
+};
+
+use crate::{
+    Verdict, lookup,
+    maps::{CONNTRACK, REVERSE},
+    packet::{Headers, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+/// A flow ready to be translated.
+pub struct Flow {
+    pub entry: CtEntry,
+    pub backend: Backend,
+    pub new: bool,
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The state after seeing a packet with `flags` in state `state`.
+#[inline(always)]
+pub fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
+    if proto != IPPROTO_TCP {
+        ct_state::UDP
+    } else if flags & (TCP_FIN | TCP_RST) != 0 {
+        ct_state::TCP_CLOSING
+    } else if state == ct_state::TCP_CLOSING {
+        ct_state::TCP_CLOSING
+    } else if flags & TCP_SYN != 0 && state == 0 {
+        ct_state::TCP_SYN
+    } else {
+        ct_state::TCP_ESTABLISHED
+    }
+}
+
+#[inline(always)]
+fn timeout(state: u8) -> u64 {
+    match state {
+        ct_state::TCP_SYN => TCP_SYN_TIMEOUT_NS,
+        ct_state::TCP_ESTABLISHED => TCP_ESTABLISHED_TIMEOUT_NS,
+        ct_state::TCP_CLOSING => TCP_CLOSING_TIMEOUT_NS,
+        _ => UDP_TIMEOUT_NS,
+    }
+}
+
+/// Whether an entry last seen at `last_seen` in `state` has outlived its idle timeout.
+#[inline(always)]
+pub fn expired(state: u8, last_seen: u64, now: u64) -> bool {
+    now.saturating_sub(last_seen) > timeout(state)
+}
+
+/// Rewrites state and `last_seen` only when they change enough to matter, so established
+/// flows do not write the shared entry on every packet.
+#[inline(always)]
+fn touch(state: *mut u8, last_seen: *mut u64, proto: u8, flags: u8, now: u64) {
+    // SAFETY: both point into a live map value.
+    unsafe {
+        let next = next_state(*state, proto, flags);
+        if next != *state || now.saturating_sub(*last_seen) > LAST_SEEN_GRANULARITY_NS {
+            *state = next;
+            *last_seen = now;
+        }
+    }
+}
+
+/// The key under which a flow's replies arrive.
+#[inline(always)]
+pub fn reverse_key(e: &CtEntry, proto: u8) -> FlowKey {
+    FlowKey {
+        src_addr: e.backend_addr,
+        dst_addr: e.snat_addr,
+        src_port: e.backend_port,
+        dst_port: e.snat_port,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Finds the live entry of a client flow, or creates one: backend from Maglev, SNAT port,
+/// reverse entry. An entry whose backend is gone, or that has expired, is replaced.
+#[inline(always)]
+pub fn forward_flow(
+    h: &Headers,
+    meta: &VipMeta,
+    cfg: &Config,
+    client_mac: [u8; 6],
+    ingress_ifindex: u32,
+) -> Result<Flow, Verdict> {
+    let key = FlowKey {
+        src_addr: h.src,
+        dst_addr: h.dst,
+        src_port: h.sport,
+        dst_port: h.dport,
+        proto: h.proto,
+        _pad: [0; 3],
+    };
+    let now = now();
+    if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
+        // SAFETY: `e` points into a live map value; copied before use.
+        let old = unsafe { *e };
+        if !expired(old.state, old.last_seen_ns, now) {
+            if let Some(backend) = lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port) {
+                // SAFETY: fields of the live value.
+                unsafe { touch(&raw mut (*e).state, &raw mut (*e).last_seen_ns, h.proto, h.tcp_flags, now) };
+                return Ok(Flow { entry: old, backend, new: false });
+            }
+        }
+        // Stale: free its SNAT port before picking again.
+        let _ = REVERSE.remove(&reverse_key(&old, h.proto));
+    }
+
+    let hash = lookup::hash_of(&key);
+    let (backend_idx, backend) = lookup::pick_backend(meta, hash)?;
+    if backend.mac == [0; 6] {
+        return Err(Verdict::pass(Reason::PassNoNeighbour));
+    }
+    let state = next_state(0, h.proto, h.tcp_flags);
+    let mut entry = CtEntry {
+        last_seen_ns: now,
+        backend_idx,
+        backend_addr: backend.addr,
+        snat_addr: h.src,
+        backend_port: backend.port,
+        snat_port: h.sport,
+        state,
+        _pad0: 0,
+        client_mac,
+        vip_index: meta.index,
+        _pad1: 0,
+    };
+    let rev = RevEntry {
+        last_seen_ns: now,
+        client_addr: h.src,
+        vip_addr: h.dst,
+        client_port: h.sport,
+        vip_port: h.dport,
+        backend_idx,
+        client_mac,
+        state,
+        _pad0: 0,
+        vip_index: meta.index,
+        client_ifindex: ingress_ifindex,
+    };
+
+    if meta.flags & VIP_FLAG_DNAT != 0 {
+        REVERSE
+            .insert(&reverse_key(&entry, h.proto), &rev, BPF_ANY as u64)
+            .map_err(|_| Verdict::drop(Reason::DropConntrackFull))?;
+    } else {
+        entry.snat_addr = meta.snat_addr;
+        entry.snat_port = allocate_snat_port(&entry, &rev, cfg, hash, h.proto)?;
+    }
+    if CONNTRACK.insert(&key, &entry, BPF_ANY as u64).is_err() {
+        let _ = REVERSE.remove(&reverse_key(&entry, h.proto));
+        return Err(Verdict::drop(Reason::DropConntrackFull));
+    }
+    Ok(Flow { entry, backend, new: true })
+}
+
+/// Claims a SNAT port for the flow by inserting its reverse entry only if absent: the first
+/// probe is derived from the flow hash (so every node picks the same port for the same
+/// flow), the next ones follow it. Returns the port in network byte order.
+#[inline(always)]
+fn allocate_snat_port(
+    entry: &CtEntry,
+    rev: &RevEntry,
+    cfg: &Config,
+    hash: u32,
+    proto: u8,
+) -> Result<u16, Verdict> {
+    let min = cfg.snat_port_min as u32;
+    let max = cfg.snat_port_max as u32;
+    if max < min {
+        return Err(Verdict::drop(Reason::DropSnatExhausted));
+    }
+    let range = max - min + 1;
+    let mut probe = entry.clone();
+    for i in 0..SNAT_PROBES {
+        let port = (min + (hash.wrapping_add(i) % range)) as u16;
+        probe.snat_port = port.to_be();
+        if REVERSE.insert(&reverse_key(&probe, proto), rev, BPF_NOEXIST as u64).is_ok() {
+            return Ok(probe.snat_port);
+        }
+    }
+    Err(Verdict::drop(Reason::DropSnatExhausted))
+}
+
+/// Updates a reply's reverse entry (state, last seen) and returns a copy.
+#[inline(always)]
+pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8) -> RevEntry {
+    let now = now();
+    // SAFETY: `rev` points into a live map value.
+    unsafe {
+        touch(&raw mut (*rev).state, &raw mut (*rev).last_seen_ns, proto, flags, now);
+        *rev
+    }
+}
+
+/// Whether a reverse entry is still usable.
+#[inline(always)]
+pub fn reply_live(rev: &RevEntry) -> bool {
+    !expired(rev.state, rev.last_seen_ns, now())
+}

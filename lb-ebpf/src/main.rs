@@ -1,0 +1,68 @@
+//! xvip's XDP program. The entry point only dispatches and counts the verdict; each concern
+//! lives in its own module.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod icmp;
+mod lookup;
+mod maps;
+mod nat;
+mod packet;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::Reason;
+
+use crate::packet::{Frame, Parsed};
+
+/// What the program returns, and why.
+pub struct Verdict {
+    pub action: u32,
+    pub reason: Reason,
+}
+
+impl Verdict {
+    #[inline(always)]
+    pub const fn pass(reason: Reason) -> Self {
+        Self { action: xdp_action::XDP_PASS, reason }
+    }
+    #[inline(always)]
+    pub const fn drop(reason: Reason) -> Self {
+        Self { action: xdp_action::XDP_DROP, reason }
+    }
+    #[inline(always)]
+    pub const fn tx(reason: Reason) -> Self {
+        Self { action: xdp_action::XDP_TX, reason }
+    }
+}
+
+#[xdp]
+pub fn xvip(ctx: XdpContext) -> u32 {
+    let verdict = process(&ctx);
+    stats::count_reason(verdict.reason);
+    verdict.action
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Verdict {
+    let frame = Frame::new(ctx);
+    let parsed = match packet::parse(&frame) {
+        Ok(p) => p,
+        Err(v) => return v,
+    };
+    match parsed {
+        Parsed::Flow(h) => nat::handle_flow(ctx, &frame, &h),
+        Parsed::Icmp(h) => icmp::handle(ctx, &frame, &h),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

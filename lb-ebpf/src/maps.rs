@@ -1,0 +1,57 @@
+//! The program's maps. Key -> value, byte order and writer of each; the layouts are in
+//! `lb_common::maps`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, MAX_BACKENDS, MAX_VIPS,
+    RINGS_SIZE, RevEntry, VipKey, VipMeta, stats::REASON_COUNT,
+};
+
+/// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
+#[map]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Address (network order) -> `ADDR_FLAG_*`: VIP and SNAT addresses, the cheap first test
+/// that lets traffic for anything else pass after one lookup. Written by the daemon.
+#[map]
+pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(2 * MAX_VIPS, 0);
+
+/// Slot (`ring_base(vip, half) + hash % ring_size`) -> backend index or `NO_BACKEND`.
+/// Written by the daemon into the inactive half, then flipped through `VIPS`.
+#[map]
+pub static RINGS: Array<u32> = Array::with_max_entries(RINGS_SIZE, 0);
+
+/// Backend index -> Backend (addr, port: network order; next-hop MAC). Written by the daemon.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Client-side flow (client -> VIP) -> CtEntry. Written here; read by the daemon for status.
+/// Shared by all CPUs so a flow's entry is found whichever CPU its packets arrive on.
+#[map]
+pub static CONNTRACK: LruHashMap<FlowKey, CtEntry> =
+    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_SIZE, 0);
+
+/// Backend-side flow as the reply carries it (backend -> SNAT address or client) -> RevEntry.
+/// Written here, shared by all CPUs.
+#[map]
+pub static REVERSE: LruHashMap<FlowKey, RevEntry> =
+    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_SIZE, 0);
+
+/// 0 -> Config. Written by the daemon before the program is attached.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Per CPU: Reason -> packets. Written here, summed by the daemon.
+#[map]
+pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
+
+/// Per CPU: VIP index -> Counters. Written here.
+#[map]
+pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// Per CPU: backend index -> Counters. Written here.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

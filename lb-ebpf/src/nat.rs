@@ -1,0 +1,189 @@
+//! Address translation of TCP/UDP: client -> VIP becomes (SNAT ->) backend, and the
+//! backend's reply becomes VIP -> client. Headers are rewritten in place with incremental
+//! checksum updates (RFC 1624).
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
+use lb_common::{
+    IPPROTO_UDP, Reason, VipKey,
+    checksum::{udp_fixup, update_u16, update_u32},
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+
+use crate::{
+    Verdict, conntrack,
+    maps::{CONFIG, REVERSE, VIPS},
+    packet::{ADDR_FLAG_VIP, Frame, Headers},
+    stats,
+};
+
+/// The new addresses and ports of a translated packet (raw, network order).
+pub struct Rewrite {
+    pub src: u32,
+    pub sport: u16,
+    pub dst: u32,
+    pub dport: u16,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+/// TCP or UDP: a packet for a VIP, a reply to a translated flow, or neither.
+#[inline(always)]
+pub fn handle_flow(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+    if h.dst_flags & ADDR_FLAG_VIP != 0 {
+        let key = VipKey { addr: h.dst, port: h.dport, proto: h.proto, _pad: 0 };
+        // SAFETY: plain value copied out of the map.
+        if let Some(meta) = unsafe { VIPS.get(&key) }.copied() {
+            return forward(ctx, frame, h, &meta);
+        }
+    }
+    reply(ctx, frame, h)
+}
+
+#[inline(always)]
+fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMeta) -> Verdict {
+    if h.ttl <= 1 {
+        return Verdict::pass(Reason::PassTtlExpired);
+    }
+    let Some(cfg) = CONFIG.get(0).copied() else {
+        return Verdict::drop(Reason::DropInternal);
+    };
+    let Some(eth) = frame.ptr::<EthHdr>(0) else {
+        return Verdict::drop(Reason::DropTruncated);
+    };
+    // SAFETY: checked by `ptr`.
+    let (client_mac, our_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+    let ingress = ctx.ingress_ifindex() as u32;
+    let flow = match conntrack::forward_flow(h, meta, &cfg, client_mac, ingress) {
+        Ok(f) => f,
+        Err(v) => return v,
+    };
+    let rw = Rewrite {
+        src: flow.entry.snat_addr,
+        sport: flow.entry.snat_port,
+        dst: flow.backend.addr,
+        dport: flow.backend.port,
+        dst_mac: flow.backend.mac,
+        src_mac: if cfg.if_mac == [0; 6] { our_mac } else { cfg.if_mac },
+    };
+    if let Err(v) = rewrite(frame, h, &rw) {
+        return v;
+    }
+    stats::count_traffic(meta.index, flow.entry.backend_idx, frame.len() as u64, flow.new);
+    egress(flow.backend.ifindex, ingress, Reason::TxForward, Reason::RedirectForward)
+}
+
+#[inline(always)]
+fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+    let key = lb_common::FlowKey {
+        src_addr: h.src,
+        dst_addr: h.dst,
+        src_port: h.sport,
+        dst_port: h.dport,
+        proto: h.proto,
+        _pad: [0; 3],
+    };
+    let Some(rev) = REVERSE.get_ptr_mut(&key) else {
+        return Verdict::pass(Reason::PassNotForVip);
+    };
+    // SAFETY: `rev` points into a live map value.
+    if !conntrack::reply_live(unsafe { &*rev }) {
+        return Verdict::pass(Reason::PassNotForVip);
+    }
+    if h.ttl <= 1 {
+        return Verdict::pass(Reason::PassTtlExpired);
+    }
+    let rev = conntrack::reply_touch(rev, h.proto, h.tcp_flags);
+    let Some(cfg) = CONFIG.get(0).copied() else {
+        return Verdict::drop(Reason::DropInternal);
+    };
+    let Some(eth) = frame.ptr::<EthHdr>(0) else {
+        return Verdict::drop(Reason::DropTruncated);
+    };
+    // SAFETY: checked by `ptr`.
+    let our_mac = unsafe { (*eth).dst_addr };
+    let rw = Rewrite {
+        src: rev.vip_addr,
+        sport: rev.vip_port,
+        dst: rev.client_addr,
+        dport: rev.client_port,
+        dst_mac: rev.client_mac,
+        src_mac: if cfg.if_mac == [0; 6] { our_mac } else { cfg.if_mac },
+    };
+    if let Err(v) = rewrite(frame, h, &rw) {
+        return v;
+    }
+    stats::count_traffic(rev.vip_index, rev.backend_idx, frame.len() as u64, false);
+    egress(rev.client_ifindex, ctx.ingress_ifindex() as u32, Reason::TxReply, Reason::RedirectReply)
+}
+
+/// `XDP_TX` when the packet leaves by the interface it came in on, a redirect otherwise.
+#[inline(always)]
+fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
+    if out == 0 || out == ingress {
+        return Verdict::tx(tx);
+    }
+    // SAFETY: helper call with plain arguments.
+    let action = unsafe { bpf_redirect(out, 0) } as u32;
+    if action == xdp_action::XDP_REDIRECT {
+        Verdict { action, reason: redirect }
+    } else {
+        Verdict::drop(Reason::DropRedirectFailed)
+    }
+}
+
+/// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums.
+#[inline(always)]
+pub fn rewrite(frame: &Frame, h: &Headers, rw: &Rewrite) -> Result<(), Verdict> {
+    let eth: *mut EthHdr = frame.ptr(0).ok_or(Verdict::drop(Reason::DropTruncated))?;
+    let ip: *mut Ipv4Hdr = frame.ptr(h.l3).ok_or(Verdict::drop(Reason::DropTruncated))?;
+    let (old_src, old_dst, new_src, new_dst) =
+        (u32::from_be(h.src), u32::from_be(h.dst), u32::from_be(rw.src), u32::from_be(rw.dst));
+    let (old_sport, old_dport, new_sport, new_dport) = (
+        u16::from_be(h.sport),
+        u16::from_be(h.dport),
+        u16::from_be(rw.sport),
+        u16::from_be(rw.dport),
+    );
+    // SAFETY: `eth` and `ip` checked by `ptr`.
+    unsafe {
+        (*eth).dst_addr = rw.dst_mac;
+        (*eth).src_addr = rw.src_mac;
+
+        let ttl_word_old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+        (*ip).ttl -= 1;
+        let ttl_word_new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+        let mut c = u16::from_be_bytes((*ip).check);
+        c = update_u32(c, old_src, new_src);
+        c = update_u32(c, old_dst, new_dst);
+        c = update_u16(c, ttl_word_old, ttl_word_new);
+        (*ip).check = c.to_be_bytes();
+        (*ip).src_addr = rw.src.to_ne_bytes();
+        (*ip).dst_addr = rw.dst.to_ne_bytes();
+    }
+
+    let l4_update = |c: u16| {
+        let mut c = update_u32(c, old_src, new_src);
+        c = update_u32(c, old_dst, new_dst);
+        c = update_u16(c, old_sport, new_sport);
+        update_u16(c, old_dport, new_dport)
+    };
+    if h.proto == IPPROTO_UDP {
+        let udp: *mut UdpHdr = frame.ptr(h.l4).ok_or(Verdict::drop(Reason::DropTruncated))?;
+        // SAFETY: checked by `ptr`.
+        unsafe {
+            let orig = u16::from_be_bytes((*udp).check);
+            (*udp).check = udp_fixup(orig, l4_update(orig)).to_be_bytes();
+            (*udp).src = rw.sport.to_ne_bytes();
+            (*udp).dst = rw.dport.to_ne_bytes();
+        }
+    } else {
+        let tcp: *mut TcpHdr = frame.ptr(h.l4).ok_or(Verdict::drop(Reason::DropTruncated))?;
+        // SAFETY: checked by `ptr`.
+        unsafe {
+            (*tcp).check = l4_update(u16::from_be_bytes((*tcp).check)).to_be_bytes();
+            (*tcp).source = rw.sport.to_ne_bytes();
+            (*tcp).dest = rw.dport.to_ne_bytes();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! All raw packet access: a bounds-checked view of the frame and the parser that turns it
+//! into offsets and the flow's fields. Nothing outside this module dereferences packet memory
+//! without going through [`Frame::ptr`].
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason};
+use network_types::{
+    eth::EthHdr,
+    icmp::Icmpv4Hdr,
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+use crate::{Verdict, maps::VIP_ADDRS};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// IPv4 "more fragments" flag and fragment offset mask, in the host-order `frags` word.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET_MASK: u16 = 0x1fff;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_OFFSET: usize = 13;
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// The address is a VIP (`VIP_ADDRS` value bit).
+pub const ADDR_FLAG_VIP: u32 = 1 << 0;
+/// The address is a SNAT source address: replies come back to it.
+pub const ADDR_FLAG_SNAT: u32 = 1 << 1;
+/// Some VIP uses DNAT: replies may be addressed to any client.
+pub const ADDR_KEY_DNAT_PRESENT: u32 = 0;
+
+/// A bounds-checked view of the frame.
+pub struct Frame {
+    start: usize,
+    end: usize,
+}
+
+impl Frame {
+    #[inline(always)]
+    pub fn new(ctx: &XdpContext) -> Self {
+        Self { start: ctx.data(), end: ctx.data_end() }
+    }
+
+    /// A pointer to a `T` at byte `off`, or `None` when the frame is too short.
+    #[inline(always)]
+    pub fn ptr<T>(&self, off: usize) -> Option<*mut T> {
+        if self.start + off + size_of::<T>() > self.end {
+            return None;
+        }
+        Some((self.start + off) as *mut T)
+    }
+
+    /// Length of the whole frame in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// What the parser found: offsets into the frame and the fields decisions are made on.
+pub struct Headers {
+    /// Offset of the IPv4 header.
+    pub l3: usize,
+    /// Offset of the transport (or ICMP) header.
+    pub l4: usize,
+    pub proto: u8,
+    /// Addresses and ports raw, as on the wire.
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub ttl: u8,
+    /// `VIP_ADDRS` flags of the destination address.
+    pub dst_flags: u32,
+}
+
+pub enum Parsed {
+    /// TCP or UDP.
+    Flow(Headers),
+    /// ICMP (ports zero).
+    Icmp(Headers),
+}
+
+/// Parses Ethernet (one VLAN tag), IPv4 (options honoured) and the TCP/UDP/ICMP header.
+/// Frames that are not ours are passed untouched; frames for a VIP that are broken are
+/// dropped. Traffic for any address that is neither a VIP nor a SNAT address costs one
+/// lookup, unless a DNAT VIP exists (its replies go to client addresses).
+#[inline(always)]
+pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
+    let eth: *mut EthHdr = frame.ptr(0).ok_or(Verdict::pass(Reason::PassMalformed))?;
+    // SAFETY: `eth` is within the frame.
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut l3 = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let vlan: *mut VlanHdr = frame.ptr(l3).ok_or(Verdict::pass(Reason::PassMalformed))?;
+        // SAFETY: checked above.
+        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        l3 += VlanHdr::LEN;
+    }
+    if ether_type != ETH_P_IP {
+        return Err(Verdict::pass(Reason::PassNotIpv4));
+    }
+    let ip: *mut Ipv4Hdr = frame.ptr(l3).ok_or(Verdict::pass(Reason::PassMalformed))?;
+    // SAFETY: the fixed 20 bytes are within the frame.
+    let (vihl, dst, src, proto, ttl, frags, tot_len) = unsafe {
+        (
+            (*ip).vihl,
+            u32::from_ne_bytes((*ip).dst_addr),
+            u32::from_ne_bytes((*ip).src_addr),
+            (*ip).proto,
+            (*ip).ttl,
+            u16::from_be_bytes((*ip).frags),
+            u16::from_be_bytes((*ip).tot_len) as usize,
+        )
+    };
+
+    // SAFETY: map lookup of a plain value.
+    let dst_flags = unsafe { VIP_ADDRS.get(&dst) }.copied().unwrap_or(0);
+    let ours = dst_flags != 0 || dnat_present();
+    if !ours {
+        return Err(Verdict::pass(Reason::PassNotForVip));
+    }
+    let fail = |reason_ours: Reason| {
+        if dst_flags != 0 { Verdict::drop(reason_ours) } else { Verdict::pass(Reason::PassNotForVip) }
+    };
+
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || l3 + tot_len > frame.len() {
+        return Err(fail(Reason::DropBadHeader));
+    }
+    if frags & (IP_MF | IP_OFFSET_MASK) != 0 {
+        return Err(fail(Reason::DropFragment));
+    }
+    let l4 = l3 + ihl;
+    let mut h = Headers { l3, l4, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, ttl, dst_flags };
+    match proto {
+        IPPROTO_TCP => {
+            let tcp: *mut TcpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+            let flags: *mut u8 =
+                frame.ptr(l4 + TCP_FLAGS_OFFSET).ok_or(fail(Reason::DropTruncated))?;
+            // SAFETY: checked above.
+            unsafe {
+                h.sport = u16::from_ne_bytes((*tcp).source);
+                h.dport = u16::from_ne_bytes((*tcp).dest);
+                h.tcp_flags = *flags;
+            }
+            Ok(Parsed::Flow(h))
+        }
+        IPPROTO_UDP => {
+            let udp: *mut UdpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+            // SAFETY: checked above.
+            unsafe {
+                h.sport = u16::from_ne_bytes((*udp).src);
+                h.dport = u16::from_ne_bytes((*udp).dst);
+            }
+            Ok(Parsed::Flow(h))
+        }
+        IPPROTO_ICMP => {
+            frame.ptr::<Icmpv4Hdr>(l4).ok_or(fail(Reason::DropTruncated))?;
+            Ok(Parsed::Icmp(h))
+        }
+        _ => Err(fail(Reason::DropUnknownProto)),
+    }
+}
+
+/// True when some VIP uses DNAT (kept as a `VIP_ADDRS` entry under address 0).
+#[inline(always)]
+fn dnat_present() -> bool {
+    // SAFETY: map lookup of a plain value.
+    unsafe { VIP_ADDRS.get(&ADDR_KEY_DNAT_PRESENT) }.is_some()
+}
