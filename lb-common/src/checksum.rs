@@ -20,11 +20,8 @@ pub const fn update_u16(check: u16, old: u16, new: u16) -> u16 {
 /// Checksum field after a 32-bit value (an address) of the covered data changed.
 #[inline(always)]
 pub const fn update_u32(check: u16, old: u32, new: u32) -> u16 {
-    let sum = (!check as u32)
-        + (!(old >> 16) & 0xffff)
-        + (!old & 0xffff)
-        + (new >> 16)
-        + (new & 0xffff);
+    let sum =
+        (!check as u32) + (!(old >> 16) & 0xffff) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
     !fold(sum)
 }
 

@@ -50,6 +50,8 @@ pub const IPPROTO_UDP: u8 = 17;
 pub mod map_names {
     /// `VipKey -> VipMeta`.
     pub const VIPS: &str = "VIPS";
+    /// `u32 address -> u32 ADDR_FLAG_*`.
+    pub const VIP_ADDRS: &str = "VIP_ADDRS";
     /// `u32 slot -> u32 backend index`, flat over VIPs and halves.
     pub const RINGS: &str = "RINGS";
     /// `u32 backend index -> Backend`.

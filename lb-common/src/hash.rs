@@ -14,7 +14,13 @@ pub const fn mix32(mut h: u32) -> u32 {
 
 /// Hash of a flow's 5-tuple, fields raw as on the wire (see [`crate::FlowKey`]).
 #[inline(always)]
-pub const fn flow_hash(src_addr: u32, dst_addr: u32, src_port: u16, dst_port: u16, proto: u8) -> u32 {
+pub const fn flow_hash(
+    src_addr: u32,
+    dst_addr: u32,
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+) -> u32 {
     let mut h = mix32(src_addr ^ 0x9e37_79b9);
     h = mix32(h ^ dst_addr);
     h = mix32(h ^ ((src_port as u32) << 16 | dst_port as u32));

@@ -32,6 +32,14 @@ pub const VIP_FLAG_FULLNAT: u32 = 0;
 /// Destination NAT only: the backend sees the client's address; replies must cross the LB.
 pub const VIP_FLAG_DNAT: u32 = 1 << 0;
 
+/// `VIP_ADDRS` value bit: the address is a VIP.
+pub const ADDR_FLAG_VIP: u32 = 1 << 0;
+/// `VIP_ADDRS` value bit: the address is a SNAT source address (replies come back to it).
+pub const ADDR_FLAG_SNAT: u32 = 1 << 1;
+/// `VIP_ADDRS` key present when some VIP uses DNAT (its replies go to client addresses, so
+/// the reverse map must be consulted for any destination). No real address is 0.0.0.0.
+pub const ADDR_KEY_DNAT_PRESENT: u32 = 0;
+
 /// `VIPS` value: where the VIP's Maglev table lives and how it is translated.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]

@@ -112,10 +112,24 @@ pub fn forward_flow(
         // SAFETY: `e` points into a live map value; copied before use.
         let old = unsafe { *e };
         if !expired(old.state, old.last_seen_ns, now) {
-            if let Some(backend) = lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port) {
+            if let Some(backend) =
+                lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port)
+            {
                 // SAFETY: fields of the live value.
-                unsafe { touch(&raw mut (*e).state, &raw mut (*e).last_seen_ns, h.proto, h.tcp_flags, now) };
-                return Ok(Flow { entry: old, backend, new: false });
+                unsafe {
+                    touch(
+                        &raw mut (*e).state,
+                        &raw mut (*e).last_seen_ns,
+                        h.proto,
+                        h.tcp_flags,
+                        now,
+                    )
+                };
+                return Ok(Flow {
+                    entry: old,
+                    backend,
+                    new: false,
+                });
             }
         }
         // Stale: free its SNAT port before picking again.
@@ -167,7 +181,11 @@ pub fn forward_flow(
         let _ = REVERSE.remove(&reverse_key(&entry, h.proto));
         return Err(Verdict::drop(Reason::DropConntrackFull));
     }
-    Ok(Flow { entry, backend, new: true })
+    Ok(Flow {
+        entry,
+        backend,
+        new: true,
+    })
 }
 
 /// Claims a SNAT port for the flow by inserting its reverse entry only if absent: the first
@@ -191,7 +209,10 @@ fn allocate_snat_port(
     for i in 0..SNAT_PROBES {
         let port = (min + (hash.wrapping_add(i) % range)) as u16;
         probe.snat_port = port.to_be();
-        if REVERSE.insert(&reverse_key(&probe, proto), rev, BPF_NOEXIST as u64).is_ok() {
+        if REVERSE
+            .insert(&reverse_key(&probe, proto), rev, BPF_NOEXIST as u64)
+            .is_ok()
+        {
             return Ok(probe.snat_port);
         }
     }
@@ -204,7 +225,13 @@ pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8) -> RevEntry {
     let now = now();
     // SAFETY: `rev` points into a live map value.
     unsafe {
-        touch(&raw mut (*rev).state, &raw mut (*rev).last_seen_ns, proto, flags, now);
+        touch(
+            &raw mut (*rev).state,
+            &raw mut (*rev).last_seen_ns,
+            proto,
+            flags,
+            now,
+        );
         *rev
     }
 }

@@ -1,13 +1,13 @@
 //! ICMP: echo requests to a VIP are answered here; anything else is the kernel's.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{CONFIG_FLAG_ICMP_ECHO, Reason, checksum::update_u16};
-use network_types::{eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr};
+use lb_common::{ADDR_FLAG_VIP, CONFIG_FLAG_ICMP_ECHO, Reason, checksum::update_u16};
+use network_types::icmp::Icmpv4Hdr;
 
 use crate::{
     Verdict,
     maps::CONFIG,
-    packet::{ADDR_FLAG_VIP, Frame, Headers},
+    packet::{Frame, Headers},
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -16,19 +16,15 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const REPLY_TTL: u8 = 64;
 
 #[inline(always)]
-pub fn handle(_ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+pub fn handle(_ctx: &XdpContext, _frame: &Frame, h: &Headers) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP == 0 {
         return Verdict::pass(Reason::PassNotForVip);
     }
-    let echo = CONFIG.get(0).is_some_and(|c| c.flags & CONFIG_FLAG_ICMP_ECHO != 0);
-    let (Some(eth), Some(ip), Some(icmp)) = (
-        frame.ptr::<EthHdr>(0),
-        frame.ptr::<Ipv4Hdr>(h.l3),
-        frame.ptr::<Icmpv4Hdr>(h.l4),
-    ) else {
-        return Verdict::drop(Reason::DropTruncated);
-    };
-    // SAFETY: all three checked by `ptr`.
+    let echo = CONFIG
+        .get(0)
+        .is_some_and(|c| c.flags & CONFIG_FLAG_ICMP_ECHO != 0);
+    let (eth, ip, icmp) = (h.eth, h.ip, h.l4 as *mut Icmpv4Hdr);
+    // SAFETY: all three checked by the parser.
     unsafe {
         if !echo || (*icmp).type_ != ICMP_ECHO_REQUEST || (*icmp).code != 0 {
             return Verdict::pass(Reason::PassNotForVip);

@@ -27,7 +27,9 @@ pub fn pick_backend(meta: &VipMeta, hash: u32) -> Result<(u32, Backend), Verdict
     if idx == NO_BACKEND {
         return Err(Verdict::drop(Reason::DropNoBackend));
     }
-    let b = *BACKENDS.get(idx).ok_or(Verdict::drop(Reason::DropInternal))?;
+    let b = *BACKENDS
+        .get(idx)
+        .ok_or(Verdict::drop(Reason::DropInternal))?;
     if b.flags & BACKEND_FLAG_PRESENT == 0 {
         return Err(Verdict::drop(Reason::DropNoBackend));
     }

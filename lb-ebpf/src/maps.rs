@@ -20,9 +20,13 @@ pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 
 pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(2 * MAX_VIPS, 0);
 
 /// Slot (`ring_base(vip, half) + hash % ring_size`) -> backend index or `NO_BACKEND`.
-/// Written by the daemon into the inactive half, then flipped through `VIPS`.
+/// Written by the daemon into the inactive half (through a shared mapping: the map is
+/// mmapable so a 65537-slot table is a memory copy, not 65537 syscalls), then flipped
+/// through `VIPS`.
 #[map]
-pub static RINGS: Array<u32> = Array::with_max_entries(RINGS_SIZE, 0);
+pub static RINGS: Array<u32> = Array::with_max_entries(RINGS_SIZE, BPF_F_MMAPABLE);
+
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Backend index -> Backend (addr, port: network order; next-hop MAC). Written by the daemon.
 #[map]

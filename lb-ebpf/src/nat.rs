@@ -4,15 +4,15 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    IPPROTO_UDP, Reason, VipKey,
+    ADDR_FLAG_VIP, IPPROTO_UDP, Reason, VipKey,
     checksum::{udp_fixup, update_u16, update_u32},
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
     Verdict, conntrack,
     maps::{CONFIG, REVERSE, VIPS},
-    packet::{ADDR_FLAG_VIP, Frame, Headers},
+    packet::{Frame, Headers},
     stats,
 };
 
@@ -30,7 +30,12 @@ pub struct Rewrite {
 #[inline(always)]
 pub fn handle_flow(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP != 0 {
-        let key = VipKey { addr: h.dst, port: h.dport, proto: h.proto, _pad: 0 };
+        let key = VipKey {
+            addr: h.dst,
+            port: h.dport,
+            proto: h.proto,
+            _pad: 0,
+        };
         // SAFETY: plain value copied out of the map.
         if let Some(meta) = unsafe { VIPS.get(&key) }.copied() {
             return forward(ctx, frame, h, &meta);
@@ -47,11 +52,8 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
     let Some(cfg) = CONFIG.get(0).copied() else {
         return Verdict::drop(Reason::DropInternal);
     };
-    let Some(eth) = frame.ptr::<EthHdr>(0) else {
-        return Verdict::drop(Reason::DropTruncated);
-    };
-    // SAFETY: checked by `ptr`.
-    let (client_mac, our_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+    // SAFETY: checked by the parser.
+    let (client_mac, our_mac) = unsafe { ((*h.eth).src_addr, (*h.eth).dst_addr) };
     let ingress = ctx.ingress_ifindex() as u32;
     let flow = match conntrack::forward_flow(h, meta, &cfg, client_mac, ingress) {
         Ok(f) => f,
@@ -63,13 +65,25 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
         dst: flow.backend.addr,
         dport: flow.backend.port,
         dst_mac: flow.backend.mac,
-        src_mac: if cfg.if_mac == [0; 6] { our_mac } else { cfg.if_mac },
+        src_mac: if cfg.if_mac == [0; 6] {
+            our_mac
+        } else {
+            cfg.if_mac
+        },
     };
-    if let Err(v) = rewrite(frame, h, &rw) {
-        return v;
-    }
-    stats::count_traffic(meta.index, flow.entry.backend_idx, frame.len() as u64, flow.new);
-    egress(flow.backend.ifindex, ingress, Reason::TxForward, Reason::RedirectForward)
+    rewrite(h, &rw);
+    stats::count_traffic(
+        meta.index,
+        flow.entry.backend_idx,
+        frame.len() as u64,
+        flow.new,
+    );
+    egress(
+        flow.backend.ifindex,
+        ingress,
+        Reason::TxForward,
+        Reason::RedirectForward,
+    )
 }
 
 #[inline(always)]
@@ -96,24 +110,28 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
     let Some(cfg) = CONFIG.get(0).copied() else {
         return Verdict::drop(Reason::DropInternal);
     };
-    let Some(eth) = frame.ptr::<EthHdr>(0) else {
-        return Verdict::drop(Reason::DropTruncated);
-    };
-    // SAFETY: checked by `ptr`.
-    let our_mac = unsafe { (*eth).dst_addr };
+    // SAFETY: checked by the parser.
+    let our_mac = unsafe { (*h.eth).dst_addr };
     let rw = Rewrite {
         src: rev.vip_addr,
         sport: rev.vip_port,
         dst: rev.client_addr,
         dport: rev.client_port,
         dst_mac: rev.client_mac,
-        src_mac: if cfg.if_mac == [0; 6] { our_mac } else { cfg.if_mac },
+        src_mac: if cfg.if_mac == [0; 6] {
+            our_mac
+        } else {
+            cfg.if_mac
+        },
     };
-    if let Err(v) = rewrite(frame, h, &rw) {
-        return v;
-    }
+    rewrite(h, &rw);
     stats::count_traffic(rev.vip_index, rev.backend_idx, frame.len() as u64, false);
-    egress(rev.client_ifindex, ctx.ingress_ifindex() as u32, Reason::TxReply, Reason::RedirectReply)
+    egress(
+        rev.client_ifindex,
+        ctx.ingress_ifindex() as u32,
+        Reason::TxReply,
+        Reason::RedirectReply,
+    )
 }
 
 /// `XDP_TX` when the packet leaves by the interface it came in on, a redirect otherwise.
@@ -125,7 +143,10 @@ fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
     // SAFETY: helper call with plain arguments.
     let action = unsafe { bpf_redirect(out, 0) } as u32;
     if action == xdp_action::XDP_REDIRECT {
-        Verdict { action, reason: redirect }
+        Verdict {
+            action,
+            reason: redirect,
+        }
     } else {
         Verdict::drop(Reason::DropRedirectFailed)
     }
@@ -133,18 +154,21 @@ fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
 
 /// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums.
 #[inline(always)]
-pub fn rewrite(frame: &Frame, h: &Headers, rw: &Rewrite) -> Result<(), Verdict> {
-    let eth: *mut EthHdr = frame.ptr(0).ok_or(Verdict::drop(Reason::DropTruncated))?;
-    let ip: *mut Ipv4Hdr = frame.ptr(h.l3).ok_or(Verdict::drop(Reason::DropTruncated))?;
-    let (old_src, old_dst, new_src, new_dst) =
-        (u32::from_be(h.src), u32::from_be(h.dst), u32::from_be(rw.src), u32::from_be(rw.dst));
+pub fn rewrite(h: &Headers, rw: &Rewrite) {
+    let (eth, ip) = (h.eth, h.ip);
+    let (old_src, old_dst, new_src, new_dst) = (
+        u32::from_be(h.src),
+        u32::from_be(h.dst),
+        u32::from_be(rw.src),
+        u32::from_be(rw.dst),
+    );
     let (old_sport, old_dport, new_sport, new_dport) = (
         u16::from_be(h.sport),
         u16::from_be(h.dport),
         u16::from_be(rw.sport),
         u16::from_be(rw.dport),
     );
-    // SAFETY: `eth` and `ip` checked by `ptr`.
+    // SAFETY: `eth` and `ip` checked by the parser.
     unsafe {
         (*eth).dst_addr = rw.dst_mac;
         (*eth).src_addr = rw.src_mac;
@@ -168,8 +192,8 @@ pub fn rewrite(frame: &Frame, h: &Headers, rw: &Rewrite) -> Result<(), Verdict> 
         update_u16(c, old_dport, new_dport)
     };
     if h.proto == IPPROTO_UDP {
-        let udp: *mut UdpHdr = frame.ptr(h.l4).ok_or(Verdict::drop(Reason::DropTruncated))?;
-        // SAFETY: checked by `ptr`.
+        let udp = h.l4 as *mut UdpHdr;
+        // SAFETY: the parser checked a whole UDP header.
         unsafe {
             let orig = u16::from_be_bytes((*udp).check);
             (*udp).check = udp_fixup(orig, l4_update(orig)).to_be_bytes();
@@ -177,13 +201,12 @@ pub fn rewrite(frame: &Frame, h: &Headers, rw: &Rewrite) -> Result<(), Verdict> 
             (*udp).dst = rw.dport.to_ne_bytes();
         }
     } else {
-        let tcp: *mut TcpHdr = frame.ptr(h.l4).ok_or(Verdict::drop(Reason::DropTruncated))?;
-        // SAFETY: checked by `ptr`.
+        let tcp = h.l4 as *mut TcpHdr;
+        // SAFETY: the parser checked a whole TCP header.
         unsafe {
             (*tcp).check = l4_update(u16::from_be_bytes((*tcp).check)).to_be_bytes();
             (*tcp).source = rw.sport.to_ne_bytes();
             (*tcp).dest = rw.dport.to_ne_bytes();
         }
     }
-    Ok(())
 }

@@ -5,14 +5,9 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason};
+use lb_common::{ADDR_KEY_DNAT_PRESENT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason};
 use network_types::{
-    eth::EthHdr,
-    icmp::Icmpv4Hdr,
-    ip::Ipv4Hdr,
-    tcp::TcpHdr,
-    udp::UdpHdr,
-    vlan::VlanHdr,
+    eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
 };
 
 use crate::{Verdict, maps::VIP_ADDRS};
@@ -23,19 +18,11 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// IPv4 "more fragments" flag and fragment offset mask, in the host-order `frags` word.
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET_MASK: u16 = 0x1fff;
-/// Offset of the flags byte in the TCP header.
+/// Offset of the flags byte within the fixed TCP header.
 const TCP_FLAGS_OFFSET: usize = 13;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
-
-/// The address is a VIP (`VIP_ADDRS` value bit).
-pub const ADDR_FLAG_VIP: u32 = 1 << 0;
-/// The address is a SNAT source address: replies come back to it.
-pub const ADDR_FLAG_SNAT: u32 = 1 << 1;
-/// Some VIP uses DNAT: replies may be addressed to any client.
-pub const ADDR_KEY_DNAT_PRESENT: u32 = 0;
 
 /// A bounds-checked view of the frame.
 pub struct Frame {
@@ -46,7 +33,10 @@ pub struct Frame {
 impl Frame {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
-        Self { start: ctx.data(), end: ctx.data_end() }
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 
     /// A pointer to a `T` at byte `off`, or `None` when the frame is too short.
@@ -65,12 +55,18 @@ impl Frame {
     }
 }
 
-/// What the parser found: offsets into the frame and the fields decisions are made on.
+/// What the parser found: pointers to the checked headers and the fields decisions are made
+/// on. The pointers are kept (not offsets) because the verifier only trusts the register a
+/// bounds check was made on: recomputing `data + offset` later loses that proof once the
+/// compiler drops the "redundant" second check.
 pub struct Headers {
-    /// Offset of the IPv4 header.
-    pub l3: usize,
-    /// Offset of the transport (or ICMP) header.
-    pub l4: usize,
+    pub eth: *mut EthHdr,
+    pub ip: *mut Ipv4Hdr,
+    /// The transport (or ICMP) header; at least `TcpHdr::LEN`, `UdpHdr::LEN` or
+    /// `Icmpv4Hdr::LEN` bytes are in the frame, according to `proto`.
+    pub l4: *mut u8,
+    /// Offset of the transport header from the start of the frame.
+    pub l4_off: usize,
     pub proto: u8,
     /// Addresses and ports raw, as on the wire.
     pub src: u32,
@@ -130,7 +126,11 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         return Err(Verdict::pass(Reason::PassNotForVip));
     }
     let fail = |reason_ours: Reason| {
-        if dst_flags != 0 { Verdict::drop(reason_ours) } else { Verdict::pass(Reason::PassNotForVip) }
+        if dst_flags != 0 {
+            Verdict::drop(reason_ours)
+        } else {
+            Verdict::pass(Reason::PassNotForVip)
+        }
     };
 
     let ihl = ((vihl & 0x0f) as usize) * 4;
@@ -141,22 +141,35 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         return Err(fail(Reason::DropFragment));
     }
     let l4 = l3 + ihl;
-    let mut h = Headers { l3, l4, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, ttl, dst_flags };
+    let mut h = Headers {
+        eth,
+        ip,
+        l4: core::ptr::null_mut(),
+        l4_off: l4,
+        proto,
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        ttl,
+        dst_flags,
+    };
     match proto {
         IPPROTO_TCP => {
             let tcp: *mut TcpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
-            let flags: *mut u8 =
-                frame.ptr(l4 + TCP_FLAGS_OFFSET).ok_or(fail(Reason::DropTruncated))?;
-            // SAFETY: checked above.
+            h.l4 = tcp.cast();
+            // SAFETY: the whole fixed header (which holds the flags byte) is checked above.
             unsafe {
                 h.sport = u16::from_ne_bytes((*tcp).source);
                 h.dport = u16::from_ne_bytes((*tcp).dest);
-                h.tcp_flags = *flags;
+                h.tcp_flags = *(tcp as *const u8).add(TCP_FLAGS_OFFSET);
             }
             Ok(Parsed::Flow(h))
         }
         IPPROTO_UDP => {
             let udp: *mut UdpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+            h.l4 = udp.cast();
             // SAFETY: checked above.
             unsafe {
                 h.sport = u16::from_ne_bytes((*udp).src);
@@ -165,7 +178,8 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
             Ok(Parsed::Flow(h))
         }
         IPPROTO_ICMP => {
-            frame.ptr::<Icmpv4Hdr>(l4).ok_or(fail(Reason::DropTruncated))?;
+            let icmp: *mut Icmpv4Hdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+            h.l4 = icmp.cast();
             Ok(Parsed::Icmp(h))
         }
         _ => Err(fail(Reason::DropUnknownProto)),

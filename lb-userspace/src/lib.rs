@@ -1,4 +1,11 @@
-//! xvip's daemon: configuration, health checks, Maglev tables, ARP, and the BPF maps.
+//! xvip's daemon: configuration, health checks, Maglev tables, ARP, the BPF maps, and what
+//! it reports.
 
+pub mod arp;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
 pub mod health;
 pub mod maglev;
+pub mod reconcile;
+pub mod status;

@@ -1,1 +1,218 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's entry points. Builds on the machine's default
+//! toolchain, then installs and uses the pinned one for everything else.
+
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  setup            install the pinned toolchain, rust-src and bpf-linker (cached)
+  build            build the XDP object and the xvip daemon
+  run -- ARGS      build, then run `xvip ARGS` as root
+  demo             run xvip in a throw-away namespace lab and send requests through the VIP
+  test             every test: unit, BPF packet tests, namespace integration tests
+  lint             cargo fmt --check and clippy on every crate (the eBPF one for its target)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<ExitCode> {
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    let rest = &args[1..];
+    let rest: Vec<String> = rest.iter().skip_while(|a| *a == "--").cloned().collect();
+    match cmd.as_str() {
+        "setup" => {
+            toolchain::ensure()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "build" => {
+            build(&rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "run" => {
+            let bin = build(&[])?;
+            run_status(Command::new(bin).args(&rest))
+        }
+        "demo" => {
+            build(&[])?;
+            let tc = toolchain::ensure()?;
+            cargo(&tc, &["build", "-p", "tests", "--bins"], &[])?;
+            let target = target_dir();
+            run_status(
+                Command::new(target.join("debug/xvip-demo"))
+                    .env("XVIP_BIN", target.join("debug/xvip"))
+                    .env("XVIP_LAB_APISERVER", target.join("debug/lab-apiserver"))
+                    .args(&rest),
+            )
+        }
+        "test" => test(&rest),
+        "lint" => {
+            lint()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprint!("xtask: unknown command '{other}'\n{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Path of the built XDP object.
+pub fn ebpf_object() -> PathBuf {
+    target_dir().join("bpfel-unknown-none/release/lb-ebpf")
+}
+
+/// Runs cargo of the pinned toolchain in the workspace root.
+fn cargo(tc: &toolchain::Toolchain, args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
+    let mut c = tc.cargo();
+    c.current_dir(root()).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let status = c
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn run_status(cmd: &mut Command) -> Result<ExitCode> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
+        None => ExitCode::FAILURE,
+    })
+}
+
+/// Builds the XDP object, then the daemon with it embedded. Returns the daemon's path.
+fn build(extra: &[String]) -> Result<PathBuf> {
+    let tc = toolchain::ensure()?;
+    build_ebpf(&tc)?;
+    let obj = ebpf_object();
+    let mut args = vec!["build", "-p", "lb-userspace"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&tc, &args, &[("XVIP_EBPF_OBJ", &obj)])?;
+    let profile = if extra.iter().any(|a| a == "--release") {
+        "release"
+    } else {
+        "debug"
+    };
+    Ok(target_dir().join(profile).join("xvip"))
+}
+
+fn build_ebpf(tc: &toolchain::Toolchain) -> Result<()> {
+    cargo(
+        tc,
+        &[
+            "build",
+            "-p",
+            "lb-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ],
+        &[],
+    )
+}
+
+fn lint() -> Result<()> {
+    let tc = toolchain::ensure()?;
+    cargo(&tc, &["fmt", "--all", "--", "--check"], &[])?;
+    build_ebpf(&tc)?;
+    let obj = ebpf_object();
+    cargo(
+        &tc,
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[("XVIP_EBPF_OBJ", &obj)],
+    )?;
+    cargo(
+        &tc,
+        &[
+            "clippy",
+            "-p",
+            "lb-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    Ok(())
+}
+
+fn test(rest: &[String]) -> Result<ExitCode> {
+    let tc = toolchain::ensure()?;
+    build_ebpf(&tc)?;
+    let obj = ebpf_object();
+    // Binaries the namespace tests start.
+    cargo(
+        &tc,
+        &["build", "-p", "lb-userspace", "-p", "tests", "--bins"],
+        &[("XVIP_EBPF_OBJ", &obj)],
+    )?;
+    let target = target_dir();
+    let mut c = tc.cargo();
+    c.current_dir(root())
+        .args(["test", "--workspace", "--exclude", "lb-ebpf"])
+        .args(rest)
+        .env("XVIP_EBPF_OBJ", &obj)
+        .env("XVIP_BIN", target.join("debug/xvip"))
+        .env("XVIP_LAB_APISERVER", target.join("debug/lab-apiserver"));
+    run_status(&mut c)
+}

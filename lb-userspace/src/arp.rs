@@ -1,0 +1,460 @@
+//! ARP for the VIPs from a packet socket: answering requests for the VIPs (the VIPs are not
+//! interface addresses), gratuitous ARP when serving starts and at a refresh interval, and
+//! resolving the backends' next hops so the data path has their MACs before the first packet.
+
+use std::{
+    io,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use tokio::io::unix::AsyncFd;
+
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_HLEN: usize = 14;
+const ARP_LEN: usize = 28;
+/// Ethernet + ARP for IPv4 over Ethernet.
+pub const FRAME_LEN: usize = ETH_HLEN + ARP_LEN;
+const ARP_REQUEST: u16 = 1;
+const ARP_REPLY: u16 = 2;
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// Errors about the interface or the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ArpError {
+    /// No such interface in this network namespace.
+    #[error("unknown interface '{name}'")]
+    UnknownInterface { name: String },
+    /// The interface has no usable MAC address.
+    #[error("interface '{name}' has no Ethernet address ({reason})")]
+    NoMac { name: String, reason: String },
+    /// A socket call failed.
+    #[error("ARP socket on {name}: {source}")]
+    Socket { name: String, source: io::Error },
+}
+
+/// An interface as ARP needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    /// Its first IPv4 address, the sender address of our requests (0.0.0.0 if none).
+    pub ipv4: Ipv4Addr,
+}
+
+impl Interface {
+    /// Looks up `name` in the current network namespace.
+    ///
+    /// # Errors
+    /// [`ArpError::UnknownInterface`] or [`ArpError::NoMac`].
+    pub fn lookup(name: &str) -> Result<Self, ArpError> {
+        let unknown = || ArpError::UnknownInterface { name: name.into() };
+        let c = std::ffi::CString::new(name).map_err(|_| unknown())?;
+        // SAFETY: valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if index == 0 {
+            return Err(unknown());
+        }
+        let text =
+            std::fs::read_to_string(format!("/sys/class/net/{name}/address")).map_err(|e| {
+                ArpError::NoMac {
+                    name: name.into(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let mac = parse_mac(text.trim()).ok_or_else(|| ArpError::NoMac {
+            name: name.into(),
+            reason: format!("'{}'", text.trim()),
+        })?;
+        Ok(Self {
+            name: name.into(),
+            index,
+            mac,
+            ipv4: first_ipv4(name).unwrap_or(Ipv4Addr::UNSPECIFIED),
+        })
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+fn first_ipv4(name: &str) -> Option<Ipv4Addr> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = addrs;
+    while !cur.is_null() {
+        // SAFETY: walking the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_name is a C string.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
+        if ifname == name && !ifa.ifa_addr.is_null() {
+            // SAFETY: non-null sockaddr; family checked before the cast.
+            let sa = unsafe { &*ifa.ifa_addr };
+            if sa.sa_family as i32 == libc::AF_INET {
+                // SAFETY: AF_INET means sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: freeing what getifaddrs allocated.
+    unsafe { libc::freeifaddrs(addrs) };
+    found
+}
+
+/// The next hop towards `dst` out of `iface`: the gateway of the longest matching route
+/// in `/proc/net/route`, or `dst` itself when it is on-link (or no route matches).
+pub fn next_hop(iface: &str, dst: Ipv4Addr) -> Ipv4Addr {
+    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    next_hop_in(&table, iface, dst)
+}
+
+fn next_hop_in(table: &str, iface: &str, dst: Ipv4Addr) -> Ipv4Addr {
+    let d = u32::from(dst);
+    let mut best: Option<(u32, u32)> = None; // (mask, gateway)
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[0] != iface {
+            continue;
+        }
+        // Each field is the address's network-order bytes printed as a little-endian number.
+        let hex = |s: &str| {
+            u32::from_str_radix(s, 16)
+                .ok()
+                .map(|v| u32::from_be_bytes(v.to_le_bytes()))
+        };
+        let (Some(net), Some(gw), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) else {
+            continue;
+        };
+        if d & mask == net & mask && best.is_none_or(|(m, _)| mask >= m) {
+            best = Some((mask, gw));
+        }
+    }
+    match best {
+        Some((_, gw)) if gw != 0 => Ipv4Addr::from(gw),
+        _ => dst,
+    }
+}
+
+/// One parsed ARP packet (IPv4 over Ethernet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arp {
+    pub op: u16,
+    pub sender_mac: [u8; 6],
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: [u8; 6],
+    pub target_ip: Ipv4Addr,
+}
+
+impl Arp {
+    /// Parses a whole Ethernet frame; `None` when it is not IPv4-over-Ethernet ARP.
+    pub fn parse(frame: &[u8]) -> Option<Self> {
+        if frame.len() < FRAME_LEN || u16::from_be_bytes([frame[12], frame[13]]) != ETH_P_ARP {
+            return None;
+        }
+        let a = &frame[ETH_HLEN..FRAME_LEN];
+        // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4
+        if a[0..6] != [0, 1, 8, 0, 6, 4] {
+            return None;
+        }
+        let ip = |o: usize| Ipv4Addr::new(a[o], a[o + 1], a[o + 2], a[o + 3]);
+        let mac = |o: usize| <[u8; 6]>::try_from(&a[o..o + 6]).expect("6 bytes");
+        Some(Self {
+            op: u16::from_be_bytes([a[6], a[7]]),
+            sender_mac: mac(8),
+            sender_ip: ip(14),
+            target_mac: mac(18),
+            target_ip: ip(24),
+        })
+    }
+
+    /// Builds the Ethernet frame carrying this ARP packet to `eth_dst`.
+    pub fn to_frame(&self, eth_dst: [u8; 6]) -> [u8; FRAME_LEN] {
+        let mut f = [0u8; FRAME_LEN];
+        f[0..6].copy_from_slice(&eth_dst);
+        f[6..12].copy_from_slice(&self.sender_mac);
+        f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+        let a = &mut f[ETH_HLEN..];
+        a[0..6].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
+        a[6..8].copy_from_slice(&self.op.to_be_bytes());
+        a[8..14].copy_from_slice(&self.sender_mac);
+        a[14..18].copy_from_slice(&self.sender_ip.octets());
+        a[18..24].copy_from_slice(&self.target_mac);
+        a[24..28].copy_from_slice(&self.target_ip.octets());
+        f
+    }
+
+    /// Our answer to a request for `vip`, or `None` if this is not one.
+    pub fn answer_for(&self, vip: Ipv4Addr, our_mac: [u8; 6]) -> Option<(Arp, [u8; 6])> {
+        (self.op == ARP_REQUEST && self.target_ip == vip && !self.sender_ip.is_unspecified()).then(
+            || {
+                (
+                    Arp {
+                        op: ARP_REPLY,
+                        sender_mac: our_mac,
+                        sender_ip: vip,
+                        target_mac: self.sender_mac,
+                        target_ip: self.sender_ip,
+                    },
+                    self.sender_mac,
+                )
+            },
+        )
+    }
+
+    /// A request for `target` from us.
+    pub fn request(our_mac: [u8; 6], our_ip: Ipv4Addr, target: Ipv4Addr) -> Self {
+        Self {
+            op: ARP_REQUEST,
+            sender_mac: our_mac,
+            sender_ip: our_ip,
+            target_mac: [0; 6],
+            target_ip: target,
+        }
+    }
+
+    /// Gratuitous ARP for `vip`: a request and a reply, both broadcast (RFC 5227 section 3;
+    /// some hosts only update their cache from one of the two).
+    pub fn gratuitous(our_mac: [u8; 6], vip: Ipv4Addr) -> [Self; 2] {
+        [
+            Self {
+                op: ARP_REQUEST,
+                sender_mac: our_mac,
+                sender_ip: vip,
+                target_mac: [0; 6],
+                target_ip: vip,
+            },
+            Self {
+                op: ARP_REPLY,
+                sender_mac: our_mac,
+                sender_ip: vip,
+                target_mac: BROADCAST,
+                target_ip: vip,
+            },
+        ]
+    }
+}
+
+/// A packet socket for ARP on one interface.
+pub struct ArpSocket {
+    fd: AsyncFd<OwnedFd>,
+    ifindex: u32,
+}
+
+impl ArpSocket {
+    /// Opens and binds the socket (needs CAP_NET_RAW).
+    ///
+    /// # Errors
+    /// [`ArpError::Socket`].
+    pub fn open(iface: &Interface) -> Result<Self, ArpError> {
+        let err = |source| ArpError::Socket {
+            name: iface.name.clone(),
+            source,
+        };
+        // SAFETY: plain socket call.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                (ETH_P_ARP.to_be()) as i32,
+            )
+        };
+        if raw < 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ARP.to_be();
+        sll.sll_ifindex = iface.index as i32;
+        // SAFETY: binding with a correctly sized sockaddr_ll.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+        // SAFETY: we own `fd` and hand it over; it is deregistered when `AsyncFd` drops it.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| err(e.into()))?;
+        Ok(Self {
+            fd,
+            ifindex: iface.index,
+        })
+    }
+
+    /// Receives the next ARP packet (other frames are skipped).
+    pub async fn recv(&self) -> io::Result<Arp> {
+        let mut buf = [0u8; 256];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            // SAFETY: reading into a local buffer of the given size.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    guard.clear_ready();
+                    continue;
+                }
+                return Err(e);
+            }
+            if let Some(a) = Arp::parse(&buf[..n as usize]) {
+                return Ok(a);
+            }
+        }
+    }
+
+    /// Sends one ARP packet to `eth_dst`.
+    pub fn send(&self, arp: &Arp, eth_dst: [u8; 6]) -> io::Result<()> {
+        let frame = arp.to_frame(eth_dst);
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ARP.to_be();
+        sll.sll_ifindex = self.ifindex as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&eth_dst);
+        // SAFETY: sending a local buffer to a correctly sized address.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends gratuitous ARP (request and reply) for each VIP.
+    pub fn announce(&self, our_mac: [u8; 6], vips: &[Ipv4Addr]) -> io::Result<()> {
+        for vip in vips {
+            for a in Arp::gratuitous(our_mac, *vip) {
+                self.send(&a, BROADCAST)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks who has `target`.
+    pub fn resolve(&self, iface: &Interface, target: Ipv4Addr) -> io::Result<()> {
+        self.send(&Arp::request(iface.mac, iface.ipv4, target), BROADCAST)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A request "who has 192.0.2.100? tell 192.0.2.10" from 02:00:00:00:00:0a, as captured.
+    const REQUEST: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x08, 0x06, //
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, //
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x0a, 192, 0, 2, 10, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 192, 0, 2, 100,
+    ];
+
+    #[test]
+    fn parses_a_request_and_rebuilds_the_same_bytes() {
+        let a = Arp::parse(&REQUEST).unwrap();
+        assert_eq!(a.op, ARP_REQUEST);
+        assert_eq!(a.sender_ip, Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(a.target_ip, Ipv4Addr::new(192, 0, 2, 100));
+        assert_eq!(a.to_frame(BROADCAST), REQUEST);
+    }
+
+    #[test]
+    fn answers_only_requests_for_the_vip() {
+        let a = Arp::parse(&REQUEST).unwrap();
+        let mac = [2, 0, 0, 0, 0, 2];
+        let (r, to) = a.answer_for(Ipv4Addr::new(192, 0, 2, 100), mac).unwrap();
+        assert_eq!(to, [2, 0, 0, 0, 0, 0x0a]);
+        assert_eq!(r.op, ARP_REPLY);
+        assert_eq!(r.sender_mac, mac);
+        assert_eq!(r.sender_ip, Ipv4Addr::new(192, 0, 2, 100));
+        assert_eq!(r.target_ip, Ipv4Addr::new(192, 0, 2, 10));
+        assert!(a.answer_for(Ipv4Addr::new(192, 0, 2, 101), mac).is_none());
+        let reply = Arp { op: ARP_REPLY, ..a };
+        assert!(
+            reply
+                .answer_for(Ipv4Addr::new(192, 0, 2, 100), mac)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn truncated_or_foreign_frames_are_not_arp() {
+        assert!(Arp::parse(&REQUEST[..41]).is_none());
+        let mut ipv6 = REQUEST;
+        ipv6[16] = 0x86;
+        assert!(Arp::parse(&ipv6).is_none());
+    }
+
+    #[test]
+    fn gratuitous_arp_names_the_vip_as_sender_and_target() {
+        for g in Arp::gratuitous([2; 6], Ipv4Addr::new(192, 0, 2, 100)) {
+            assert_eq!(g.sender_ip, g.target_ip);
+            assert_eq!(g.sender_mac, [2; 6]);
+        }
+    }
+
+    #[test]
+    fn next_hop_is_the_gateway_of_the_longest_matching_route() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(
+            next_hop_in(table, "eth0", Ipv4Addr::new(192, 0, 2, 11)),
+            Ipv4Addr::new(192, 0, 2, 11)
+        );
+        assert_eq!(
+            next_hop_in(table, "eth0", Ipv4Addr::new(198, 51, 100, 7)),
+            Ipv4Addr::new(192, 0, 2, 1)
+        );
+        assert_eq!(
+            next_hop_in(table, "eth1", Ipv4Addr::new(198, 51, 100, 7)),
+            Ipv4Addr::new(198, 51, 100, 7)
+        );
+    }
+
+    #[test]
+    fn macs_parse_and_format() {
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert_eq!(format_mac(&[2, 0, 0, 0, 0, 10]), "02:00:00:00:00:0a");
+    }
+}

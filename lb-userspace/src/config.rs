@@ -1,0 +1,844 @@
+//! Configuration: the `xvip run` flags, their environment variables and the optional TOML
+//! file, merged in that order of precedence and validated into [`Settings`].
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Args, ValueEnum};
+use lb_common::{
+    DEFAULT_PORT, DEFAULT_RING_SIZE, DEFAULT_SNAT_PORT_MAX, DEFAULT_SNAT_PORT_MIN, MAX_BACKENDS,
+    MAX_RING_SIZE, MAX_VIPS,
+};
+use serde::Deserialize;
+
+/// Default address of the metrics, status and health endpoint (loopback only).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9106";
+/// Default bpffs directory under which each interface gets its pins.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/xvip";
+/// Default interval between gratuitous ARP refreshes.
+pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_secs(10);
+/// Default conntrack capacity (flows).
+pub const DEFAULT_CONNTRACK_SIZE: u32 = lb_common::DEFAULT_CONNTRACK_SIZE;
+
+/// A configuration error: which setting, the bad value, and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("invalid {field} '{value}': {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A required setting was given nowhere.
+    #[error("missing {field}: {hint}")]
+    Missing {
+        field: &'static str,
+        hint: &'static str,
+    },
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(field: &'static str, value: impl ToString, reason: impl ToString) -> Self {
+        Self::Invalid {
+            field,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Translation mode of the VIPs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One-armed: source and destination rewritten; masters need no configuration.
+    #[default]
+    Fullnat,
+    /// Destination only: the LB must be on the return path.
+    Dnat,
+}
+
+/// Kind of backend health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// HTTPS GET of `--health-path` (default `/readyz`), 200 means healthy.
+    #[default]
+    Https,
+    /// TCP connect.
+    Tcp,
+    /// No checks: every backend is always healthy.
+    None,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttachMode {
+    /// Native (driver) mode, falling back to generic with a log line.
+    #[default]
+    Auto,
+    /// Native only: fail if the driver lacks XDP support.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// `xvip run` and `xvip check-config` settings as given on the command line or in the
+/// environment. Every field is optional here: unset ones come from `--config`, then defaults.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// Interface to attach to and answer ARP on.
+    #[arg(long, env = "XVIP_INTERFACE")]
+    pub interface: Option<String>,
+    /// Virtual IP, IP[:PORT] (port 6443 by default); repeat for several.
+    #[arg(long = "vip", env = "XVIP_VIPS", value_delimiter = ',')]
+    pub vips: Vec<String>,
+    /// Backend, IP[:PORT][@WEIGHT] (port 6443, weight 1 by default; weight 0 drains).
+    #[arg(long = "backend", env = "XVIP_BACKENDS", value_delimiter = ',')]
+    pub backends: Vec<String>,
+    /// fullnat (default) or dnat.
+    #[arg(long, env = "XVIP_MODE", value_enum)]
+    pub mode: Option<Mode>,
+    /// Source address of translated packets in fullnat mode (default: the first VIP).
+    #[arg(long, env = "XVIP_SNAT_IP")]
+    pub snat_ip: Option<String>,
+    /// SNAT port range, MIN-MAX (default 20000-59999).
+    #[arg(long, env = "XVIP_SNAT_PORTS")]
+    pub snat_ports: Option<String>,
+    /// Health check: https (default), tcp or none.
+    #[arg(long, env = "XVIP_HEALTH", value_enum)]
+    pub health: Option<HealthKind>,
+    /// Path of the HTTPS check (default /readyz).
+    #[arg(long, env = "XVIP_HEALTH_PATH")]
+    pub health_path: Option<String>,
+    /// Time between checks of one backend, e.g. 200ms.
+    #[arg(long, env = "XVIP_HEALTH_INTERVAL")]
+    pub health_interval: Option<String>,
+    /// Time a check may take, e.g. 300ms.
+    #[arg(long, env = "XVIP_HEALTH_TIMEOUT")]
+    pub health_timeout: Option<String>,
+    /// Consecutive successes that bring a backend back.
+    #[arg(long, env = "XVIP_RISE")]
+    pub rise: Option<u32>,
+    /// Consecutive failures that take a backend out.
+    #[arg(long, env = "XVIP_FALL")]
+    pub fall: Option<u32>,
+    /// CA bundle (PEM) to verify the API servers' certificates with.
+    #[arg(long, env = "XVIP_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for clusters that refuse anonymous /readyz.
+    #[arg(long, env = "XVIP_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) matching --cert-file.
+    #[arg(long, env = "XVIP_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Do not verify the API servers' certificates even with --ca-file.
+    #[arg(long, env = "XVIP_INSECURE_SKIP_VERIFY")]
+    pub insecure_skip_verify: bool,
+    /// Address of the metrics/status endpoint (default 127.0.0.1:9106).
+    #[arg(long, env = "XVIP_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// TOML file with any of these settings (flags and environment win).
+    #[arg(long, env = "XVIP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// XDP attach mode: auto (default), native or generic.
+    #[arg(long, env = "XVIP_XDP_MODE", value_enum)]
+    pub xdp_mode: Option<XdpAttachMode>,
+    /// Leave the program attached on exit (flows keep being served by the pinned maps).
+    #[arg(long, env = "XVIP_KEEP_ATTACHED")]
+    pub keep_attached: bool,
+    /// Maglev table size per VIP, a prime up to 65537 (default 65537).
+    #[arg(long, env = "XVIP_TABLE_SIZE")]
+    pub table_size: Option<u32>,
+    /// Tracked flows (default 262144).
+    #[arg(long, env = "XVIP_CONNTRACK_SIZE")]
+    pub conntrack_size: Option<u32>,
+    /// Interval between gratuitous ARP refreshes, e.g. 10s.
+    #[arg(long, env = "XVIP_GARP_INTERVAL")]
+    pub garp_interval: Option<String>,
+    /// bpffs directory for pins (default /sys/fs/bpf/xvip).
+    #[arg(long, env = "XVIP_PIN_ROOT")]
+    pub pin_root: Option<PathBuf>,
+    /// Do not answer ICMP echo requests to the VIPs.
+    #[arg(long, env = "XVIP_NO_ICMP_ECHO")]
+    pub no_icmp_echo: bool,
+}
+
+/// The TOML file: the same settings, named as the flags with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    interface: Option<String>,
+    vips: Option<Vec<String>>,
+    backends: Option<Vec<String>>,
+    mode: Option<Mode>,
+    snat_ip: Option<String>,
+    snat_ports: Option<String>,
+    health: Option<HealthKind>,
+    health_path: Option<String>,
+    health_interval: Option<String>,
+    health_timeout: Option<String>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    insecure_skip_verify: Option<bool>,
+    metrics_addr: Option<String>,
+    xdp_mode: Option<XdpAttachMode>,
+    keep_attached: Option<bool>,
+    table_size: Option<u32>,
+    conntrack_size: Option<u32>,
+    garp_interval: Option<String>,
+    pin_root: Option<PathBuf>,
+    no_icmp_echo: Option<bool>,
+}
+
+/// One VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipSpec {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// One backend as configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: SocketAddrV4,
+    /// Relative weight; 0 drains (no new flows, existing ones kept).
+    pub weight: u32,
+}
+
+/// Validated health-check settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Everything `xvip run` needs, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub interface: String,
+    pub vips: Vec<VipSpec>,
+    pub backends: Vec<BackendSpec>,
+    pub mode: Mode,
+    pub snat_ip: Ipv4Addr,
+    pub snat_ports: (u16, u16),
+    pub health: HealthConfig,
+    pub metrics_addr: SocketAddr,
+    pub xdp_mode: XdpAttachMode,
+    pub keep_attached: bool,
+    pub table_size: u32,
+    pub conntrack_size: u32,
+    pub garp_interval: Duration,
+    pub pin_root: PathBuf,
+    pub icmp_echo: bool,
+}
+
+impl RunArgs {
+    /// Merges flags/environment over the config file and defaults, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad or missing setting.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let interface = self
+            .interface
+            .clone()
+            .or(file.interface)
+            .ok_or(ConfigError::Missing {
+                field: "--interface",
+                hint: "the interface to serve the VIP on",
+            })?;
+        validate_interface_name(&interface)?;
+
+        let vip_strs = pick_list(&self.vips, file.vips);
+        if vip_strs.is_empty() {
+            return Err(ConfigError::Missing {
+                field: "--vip",
+                hint: "at least one VIP, IP[:PORT]",
+            });
+        }
+        let vips = vip_strs
+            .iter()
+            .map(|s| parse_vip(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if vips.len() > MAX_VIPS as usize {
+            return Err(ConfigError::invalid(
+                "--vip",
+                vips.len(),
+                format!("at most {MAX_VIPS} VIPs"),
+            ));
+        }
+        for (i, v) in vips.iter().enumerate() {
+            if vips[..i].contains(v) {
+                return Err(ConfigError::invalid(
+                    "--vip",
+                    format!("{}:{}", v.addr, v.port),
+                    "given twice",
+                ));
+            }
+        }
+
+        let backend_strs = pick_list(&self.backends, file.backends);
+        if backend_strs.is_empty() {
+            return Err(ConfigError::Missing {
+                field: "--backend",
+                hint: "at least one backend, IP[:PORT][@WEIGHT]",
+            });
+        }
+        let backends = backend_strs
+            .iter()
+            .map(|s| parse_backend(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if backends.len() > MAX_BACKENDS as usize {
+            return Err(ConfigError::invalid(
+                "--backend",
+                backends.len(),
+                format!("at most {MAX_BACKENDS} backends"),
+            ));
+        }
+        for (i, b) in backends.iter().enumerate() {
+            if backends[..i].iter().any(|o| o.addr == b.addr) {
+                return Err(ConfigError::invalid("--backend", b.addr, "given twice"));
+            }
+        }
+
+        let mode = self.mode.or(file.mode).unwrap_or_default();
+        let snat_ip = match self.snat_ip.clone().or(file.snat_ip) {
+            Some(s) => parse_ip("--snat-ip", &s)?,
+            None => vips[0].addr,
+        };
+        let snat_ports = match self.snat_ports.clone().or(file.snat_ports) {
+            Some(s) => parse_port_range(&s)?,
+            None => (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX),
+        };
+        if mode == Mode::Fullnat {
+            if let Some(v) = vips
+                .iter()
+                .find(|v| v.addr == snat_ip && (snat_ports.0..=snat_ports.1).contains(&v.port))
+            {
+                return Err(ConfigError::invalid(
+                    "--snat-ports",
+                    format!("{}-{}", snat_ports.0, snat_ports.1),
+                    format!(
+                        "contains the VIP port {} of the SNAT address {}",
+                        v.port, snat_ip
+                    ),
+                ));
+            }
+        }
+
+        let kind = self.health.or(file.health).unwrap_or_default();
+        let path = self
+            .health_path
+            .clone()
+            .or(file.health_path)
+            .unwrap_or_else(|| "/readyz".into());
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "--health-path",
+                &path,
+                "must start with / and contain no spaces",
+            ));
+        }
+        let interval = match self.health_interval.clone().or(file.health_interval) {
+            Some(s) => parse_duration("--health-interval", &s)?,
+            None => Duration::from_millis(200),
+        };
+        let timeout = match self.health_timeout.clone().or(file.health_timeout) {
+            Some(s) => parse_duration("--health-timeout", &s)?,
+            None => Duration::from_millis(300),
+        };
+        let rise = self.rise.or(file.rise).unwrap_or(2);
+        let fall = self.fall.or(file.fall).unwrap_or(3);
+        if rise == 0 {
+            return Err(ConfigError::invalid("--rise", rise, "must be at least 1"));
+        }
+        if fall == 0 {
+            return Err(ConfigError::invalid("--fall", fall, "must be at least 1"));
+        }
+        let ca_file = self.ca_file.clone().or(file.ca_file);
+        let cert_file = self.cert_file.clone().or(file.cert_file);
+        let key_file = self.key_file.clone().or(file.key_file);
+        if cert_file.is_some() != key_file.is_some() {
+            let (field, value) = match &cert_file {
+                Some(c) => ("--cert-file", c.display().to_string()),
+                None => (
+                    "--key-file",
+                    key_file
+                        .as_ref()
+                        .map(|k| k.display().to_string())
+                        .unwrap_or_default(),
+                ),
+            };
+            return Err(ConfigError::invalid(
+                field,
+                value,
+                "--cert-file and --key-file go together",
+            ));
+        }
+        for (field, p) in [
+            ("--ca-file", &ca_file),
+            ("--cert-file", &cert_file),
+            ("--key-file", &key_file),
+        ] {
+            if let Some(p) = p {
+                if !p.is_file() {
+                    return Err(ConfigError::invalid(field, p.display(), "no such file"));
+                }
+            }
+        }
+        let insecure_skip_verify =
+            self.insecure_skip_verify || file.insecure_skip_verify.unwrap_or(false);
+
+        let metrics_addr = self
+            .metrics_addr
+            .clone()
+            .or(file.metrics_addr)
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
+        let metrics_addr: SocketAddr = metrics_addr
+            .parse()
+            .map_err(|e| ConfigError::invalid("--metrics-addr", &metrics_addr, e))?;
+
+        let table_size = self
+            .table_size
+            .or(file.table_size)
+            .unwrap_or(DEFAULT_RING_SIZE);
+        if !(2..=MAX_RING_SIZE).contains(&table_size) || !crate::maglev::is_prime(table_size) {
+            return Err(ConfigError::invalid(
+                "--table-size",
+                table_size,
+                format!("must be a prime up to {MAX_RING_SIZE}"),
+            ));
+        }
+        let conntrack_size = self
+            .conntrack_size
+            .or(file.conntrack_size)
+            .unwrap_or(DEFAULT_CONNTRACK_SIZE);
+        if !(1024..=16 << 20).contains(&conntrack_size) {
+            return Err(ConfigError::invalid(
+                "--conntrack-size",
+                conntrack_size,
+                "must be between 1024 and 16777216",
+            ));
+        }
+        let garp_interval = match self.garp_interval.clone().or(file.garp_interval) {
+            Some(s) => parse_duration("--garp-interval", &s)?,
+            None => DEFAULT_GARP_INTERVAL,
+        };
+
+        Ok(Settings {
+            interface,
+            vips,
+            backends,
+            mode,
+            snat_ip,
+            snat_ports,
+            health: HealthConfig {
+                kind,
+                path,
+                interval,
+                timeout,
+                rise,
+                fall,
+                ca_file,
+                cert_file,
+                key_file,
+                insecure_skip_verify,
+            },
+            metrics_addr,
+            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+            keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
+            table_size,
+            conntrack_size,
+            garp_interval,
+            pin_root: self
+                .pin_root
+                .clone()
+                .or(file.pin_root)
+                .unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
+            icmp_echo: !(self.no_icmp_echo || file.no_icmp_echo.unwrap_or(false)),
+        })
+    }
+}
+
+fn pick_list(cli: &[String], file: Option<Vec<String>>) -> Vec<String> {
+    if cli.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        cli.to_vec()
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.message().to_string(),
+    })
+}
+
+fn validate_interface_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+        return Err(ConfigError::invalid(
+            "--interface",
+            name,
+            "not a valid interface name",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_ip(field: &'static str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    let ip: Ipv4Addr = s
+        .parse()
+        .map_err(|_| ConfigError::invalid(field, s, "not an IPv4 address"))?;
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(ConfigError::invalid(field, s, "not a unicast address"));
+    }
+    Ok(ip)
+}
+
+fn parse_port(field: &'static str, whole: &str, s: &str) -> Result<u16, ConfigError> {
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err(ConfigError::invalid(
+            field,
+            whole,
+            format!("port '{s}' is not in 1-65535"),
+        )),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn split_host_port<'a>(
+    field: &'static str,
+    s: &'a str,
+) -> Result<(Ipv4Addr, Option<&'a str>), ConfigError> {
+    match s.split_once(':') {
+        Some((ip, port)) => Ok((
+            parse_ip(field, ip).map_err(|_| {
+                ConfigError::invalid(field, s, format!("'{ip}' is not an IPv4 address"))
+            })?,
+            Some(port),
+        )),
+        None => Ok((parse_ip(field, s)?, None)),
+    }
+}
+
+/// Parses `IP[:PORT]`.
+pub fn parse_vip(s: &str) -> Result<VipSpec, ConfigError> {
+    let (addr, port) = split_host_port("--vip", s)?;
+    let port = port
+        .map(|p| parse_port("--vip", s, p))
+        .transpose()?
+        .unwrap_or(DEFAULT_PORT);
+    Ok(VipSpec { addr, port })
+}
+
+/// Parses `IP[:PORT][@WEIGHT]`.
+pub fn parse_backend(s: &str) -> Result<BackendSpec, ConfigError> {
+    let (hostport, weight) = match s.split_once('@') {
+        Some((hp, w)) => {
+            let w = w
+                .parse::<u32>()
+                .ok()
+                .filter(|w| *w <= 1000)
+                .ok_or_else(|| {
+                    ConfigError::invalid("--backend", s, format!("weight '{w}' is not in 0-1000"))
+                })?;
+            (hp, w)
+        }
+        None => (s, 1),
+    };
+    let (addr, port) = split_host_port("--backend", hostport).map_err(|e| match e {
+        ConfigError::Invalid { field, reason, .. } => ConfigError::Invalid {
+            field,
+            value: s.into(),
+            reason,
+        },
+        e => e,
+    })?;
+    let port = port
+        .map(|p| parse_port("--backend", s, p))
+        .transpose()?
+        .unwrap_or(DEFAULT_PORT);
+    Ok(BackendSpec {
+        addr: SocketAddrV4::new(addr, port),
+        weight,
+    })
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = |r: &str| ConfigError::invalid("--snat-ports", s, r);
+    let (a, b) = s.split_once('-').ok_or_else(|| bad("expected MIN-MAX"))?;
+    let a = a
+        .trim()
+        .parse::<u16>()
+        .map_err(|_| bad("MIN is not a port"))?;
+    let b = b
+        .trim()
+        .parse::<u16>()
+        .map_err(|_| bad("MAX is not a port"))?;
+    if a < 1024 || b < a {
+        return Err(bad("need 1024 <= MIN <= MAX"));
+    }
+    Ok((a, b))
+}
+
+/// Parses durations such as `200ms`, `1s`, `1.5s`, `2m`.
+pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::invalid(field, s, "expected a duration such as 200ms, 1s or 2m");
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    if !(0.001..=3600.0).contains(&secs) {
+        return Err(ConfigError::invalid(field, s, "must be between 1ms and 1h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            interface: Some("eth0".into()),
+            vips: vec!["192.0.2.100".into()],
+            backends: vec!["192.0.2.11".into(), "192.0.2.12:6444@2".into()],
+            ..Default::default()
+        }
+    }
+
+    fn field_of(e: ConfigError) -> &'static str {
+        match e {
+            ConfigError::Invalid { field, .. } | ConfigError::Missing { field, .. } => field,
+            ConfigError::File { .. } => "file",
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let s = args().resolve().unwrap();
+        assert_eq!(
+            s.vips,
+            vec![VipSpec {
+                addr: Ipv4Addr::new(192, 0, 2, 100),
+                port: 6443
+            }]
+        );
+        assert_eq!(
+            s.backends[0],
+            BackendSpec {
+                addr: "192.0.2.11:6443".parse().unwrap(),
+                weight: 1
+            }
+        );
+        assert_eq!(
+            s.backends[1],
+            BackendSpec {
+                addr: "192.0.2.12:6444".parse().unwrap(),
+                weight: 2
+            }
+        );
+        assert_eq!(s.snat_ip, Ipv4Addr::new(192, 0, 2, 100));
+        assert_eq!(s.health.kind, HealthKind::Https);
+        assert_eq!(s.health.path, "/readyz");
+        assert_eq!(s.health.interval, Duration::from_millis(200));
+        assert_eq!(s.table_size, 65537);
+        assert_eq!(s.mode, Mode::Fullnat);
+    }
+
+    #[test]
+    fn every_bad_value_is_named_in_the_error() {
+        let cases: Vec<(fn(&mut RunArgs), &str, &str)> = vec![
+            (
+                |a| a.vips = vec!["192.0.2.300".into()],
+                "--vip",
+                "192.0.2.300",
+            ),
+            (
+                |a| a.vips = vec!["192.0.2.1:0".into()],
+                "--vip",
+                "192.0.2.1:0",
+            ),
+            (
+                |a| a.backends = vec!["10.0.0.1:99999".into()],
+                "--backend",
+                "10.0.0.1:99999",
+            ),
+            (
+                |a| a.backends = vec!["nonsense".into()],
+                "--backend",
+                "nonsense",
+            ),
+            (
+                |a| a.backends = vec!["192.0.2.5@x".into()],
+                "--backend",
+                "192.0.2.5@x",
+            ),
+            (
+                |a| a.backends = vec!["192.0.2.5".into(), "192.0.2.5".into()],
+                "--backend",
+                "192.0.2.5:6443",
+            ),
+            (|a| a.snat_ip = Some("1.2.3".into()), "--snat-ip", "1.2.3"),
+            (
+                |a| a.snat_ports = Some("5000-100".into()),
+                "--snat-ports",
+                "5000-100",
+            ),
+            (
+                |a| a.snat_ports = Some("6000-7000".into()),
+                "--snat-ports",
+                "6000-7000",
+            ),
+            (
+                |a| a.health_interval = Some("fast".into()),
+                "--health-interval",
+                "fast",
+            ),
+            (
+                |a| a.health_timeout = Some("0ms".into()),
+                "--health-timeout",
+                "0ms",
+            ),
+            (
+                |a| a.health_path = Some("readyz".into()),
+                "--health-path",
+                "readyz",
+            ),
+            (|a| a.rise = Some(0), "--rise", "0"),
+            (|a| a.fall = Some(0), "--fall", "0"),
+            (|a| a.table_size = Some(65536), "--table-size", "65536"),
+            (|a| a.conntrack_size = Some(10), "--conntrack-size", "10"),
+            (
+                |a| a.metrics_addr = Some("localhost".into()),
+                "--metrics-addr",
+                "localhost",
+            ),
+            (|a| a.interface = Some("a/b".into()), "--interface", "a/b"),
+            (
+                |a| a.ca_file = Some("/nonexistent/ca.pem".into()),
+                "--ca-file",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                |a| a.cert_file = Some("/etc/hostname".into()),
+                "--cert-file",
+                "/etc/hostname",
+            ),
+        ];
+        for (mutate, field, value) in cases {
+            let mut a = args();
+            mutate(&mut a);
+            let err = a.resolve().expect_err(field);
+            let msg = err.to_string();
+            assert!(msg.contains(value), "{msg:?} should name {value:?}");
+            assert_eq!(field_of(err), field, "{msg}");
+        }
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        let mut a = args();
+        a.interface = None;
+        assert_eq!(field_of(a.resolve().unwrap_err()), "--interface");
+        let mut a = args();
+        a.backends.clear();
+        assert_eq!(field_of(a.resolve().unwrap_err()), "--backend");
+        let mut a = args();
+        a.vips.clear();
+        assert_eq!(field_of(a.resolve().unwrap_err()), "--vip");
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_which_wins_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("xvip-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xvip.toml");
+        std::fs::write(
+            &path,
+            "interface = \"eth9\"\nvips = [\"198.51.100.1\"]\nbackends = [\"198.51.100.2\"]\nfall = 5\nrise = 4\nmode = \"dnat\"\n",
+        )
+        .unwrap();
+        let a = RunArgs {
+            config: Some(path.clone()),
+            rise: Some(7),
+            ..Default::default()
+        };
+        let s = a.resolve().unwrap();
+        assert_eq!(s.interface, "eth9");
+        assert_eq!(s.fall, 5);
+        assert_eq!(s.rise, 7);
+        assert_eq!(s.mode, Mode::Dnat);
+        assert_eq!(s.vips[0].addr, Ipv4Addr::new(198, 51, 100, 1));
+        let a = RunArgs {
+            config: Some(path.clone()),
+            backends: vec!["198.51.100.3".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            a.resolve().unwrap().backends[0].addr.ip(),
+            &Ipv4Addr::new(198, 51, 100, 3)
+        );
+
+        std::fs::write(&path, "interfaces = \"eth0\"\n").unwrap();
+        let err = RunArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("interfaces"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations_parse_in_the_usual_units() {
+        assert_eq!(
+            parse_duration("x", "200ms").unwrap(),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            parse_duration("x", "1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("x", "10").is_err());
+        assert!(parse_duration("x", "2h").is_err());
+    }
+}

@@ -1,0 +1,439 @@
+//! `xvip run`: the daemon's tasks wired together. One loop owns the reconciler and the maps;
+//! health checkers, the ARP socket, timers and signals feed it.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use lb_common::{CONFIG_FLAG_ICMP_ECHO, Config, Reason};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    arp::{ArpSocket, Interface, format_mac, next_hop},
+    config::{ConfigError, HealthKind, RunArgs, Settings},
+    dataplane::{Dataplane, DataplaneError},
+    health::{self, CheckKind, HealthEvent, HealthSettings},
+    maglev::slot_shares,
+    reconcile::Reconciler,
+    status::{BackendStatus, Status, StatusSource},
+};
+
+/// The compiled XDP object, embedded at build time (empty when built without it).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// Why the daemon stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad configuration (exit status 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The interface does not exist or is unusable (exit status 2).
+    #[error(transparent)]
+    Interface(#[from] crate::arp::ArpError),
+    /// TLS material for the health checks is unusable (exit status 2).
+    #[error(transparent)]
+    Tls(#[from] health::TlsConfigError),
+    /// The kernel side failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// Anything else at run time.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl DaemonError {
+    /// The process exit status: 2 for bad configuration, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) | Self::Interface(_) | Self::Tls(_) => 2,
+            Self::Dataplane(DataplaneError::Attach { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct CheckStats {
+    ok: u64,
+    failed: u64,
+    transitions: u64,
+    last_latency: Option<Duration>,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    dataplane: Dataplane,
+    reconciler: Reconciler,
+    checks: BTreeMap<SocketAddrV4, CheckStats>,
+    swaps: u64,
+    last_reconcile: Option<Duration>,
+    last_detection: Option<Duration>,
+    fail_open: bool,
+    announcing: bool,
+}
+
+/// Builds the health-check settings from the configuration.
+///
+/// # Errors
+/// Unusable TLS files.
+pub fn health_settings(s: &Settings) -> Result<HealthSettings, DaemonError> {
+    let h = &s.health;
+    let kind = match h.kind {
+        HealthKind::Https => CheckKind::Https {
+            path: h.path.clone(),
+            host: None,
+            tls: health::tls_config(
+                h.ca_file.as_deref(),
+                h.cert_file.as_deref(),
+                h.key_file.as_deref(),
+                h.insecure_skip_verify,
+            )?,
+        },
+        HealthKind::Tcp => CheckKind::Tcp,
+        HealthKind::None => CheckKind::None,
+    };
+    Ok(HealthSettings {
+        kind,
+        interval: h.interval,
+        timeout: h.timeout,
+        rise: h.rise,
+        fall: h.fall,
+    })
+}
+
+/// Validates everything that can be validated without touching the kernel.
+///
+/// # Errors
+/// The first bad setting.
+pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
+    let s = args.resolve()?;
+    health_settings(&s)?;
+    Ok(s)
+}
+
+/// Runs until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Startup failures leave the interface as it was.
+pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
+    let settings = args.resolve()?;
+    let iface = Interface::lookup(&settings.interface)?;
+    let hs = Arc::new(health_settings(&settings)?);
+    if matches!(settings.health.kind, HealthKind::Https)
+        && settings.health.ca_file.is_none()
+        && !settings.health.insecure_skip_verify
+    {
+        log::info!("no --ca-file: API server certificates are not verified by the health checks");
+    }
+
+    let mut dataplane = Dataplane::load(OBJECT, settings.conntrack_size)?;
+    let cfg = Config {
+        snat_port_min: settings.snat_ports.0,
+        snat_port_max: settings.snat_ports.1,
+        flags: if settings.icmp_echo {
+            CONFIG_FLAG_ICMP_ECHO
+        } else {
+            0
+        },
+        if_mac: iface.mac,
+        _pad: [0; 2],
+    };
+    use crate::dataplane::MapStore;
+    dataplane.set_config(&cfg)?;
+    let mut reconciler = Reconciler::new(&settings);
+    reconciler.apply(&mut dataplane, &[])?;
+    let arp = ArpSocket::open(&iface)?;
+    let xdp_mode = dataplane.attach(&iface.name, settings.xdp_mode)?;
+    log::info!(
+        "attached to {} ({xdp_mode} XDP), VIPs {}, {} backends, {:?} mode",
+        iface.name,
+        settings
+            .vips
+            .iter()
+            .map(|v| format!("{}:{}", v.addr, v.port))
+            .collect::<Vec<_>>()
+            .join(" "),
+        settings.backends.len(),
+        settings.mode
+    );
+
+    let started = Instant::now();
+    let shared = Arc::new(Mutex::new(Shared {
+        dataplane,
+        reconciler,
+        checks: BTreeMap::new(),
+        swaps: 0,
+        last_reconcile: None,
+        last_detection: None,
+        fail_open: false,
+        announcing: true,
+    }));
+
+    let status_source: StatusSource = {
+        let shared = shared.clone();
+        let settings = settings.clone();
+        let xdp_mode = xdp_mode.to_string();
+        Arc::new(move || {
+            status_of(
+                &shared.lock().expect("poisoned"),
+                &settings,
+                &xdp_mode,
+                started,
+            )
+        })
+    };
+    let metrics = crate::status::serve(settings.metrics_addr, status_source)
+        .await
+        .map_err(|e| {
+            DaemonError::Runtime(format!(
+                "cannot serve metrics on {}: {e}",
+                settings.metrics_addr
+            ))
+        })?;
+
+    let (htx, mut hrx) = mpsc::channel::<HealthEvent>(1024);
+    let mut checkers: BTreeMap<SocketAddrV4, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    for b in &settings.backends {
+        checkers.insert(
+            b.addr,
+            health::spawn_checker(b.addr, hs.clone(), true, htx.clone()),
+        );
+    }
+
+    let vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+    let resolve_all = |shared: &Mutex<Shared>| {
+        let targets: Vec<Ipv4Addr> = {
+            let s = shared.lock().expect("poisoned");
+            s.reconciler
+                .backends()
+                .keys()
+                .map(|a| next_hop(&iface.name, *a.ip()))
+                .collect()
+        };
+        for t in targets {
+            if let Err(e) = arp.resolve(&iface, t) {
+                log::warn!("ARP request for {t}: {e}");
+            }
+        }
+    };
+    resolve_all(&shared);
+    if let Err(e) = arp.announce(iface.mac, &vip_addrs) {
+        log::warn!("gratuitous ARP: {e}");
+    }
+
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mut garp = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.garp_interval,
+        settings.garp_interval,
+    );
+    let mut resolve_tick = tokio::time::interval(Duration::from_secs(1));
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                match args.resolve() {
+                    Ok(new) => {
+                        let mut s = shared.lock().expect("poisoned");
+                        let removed = s.reconciler.set_backends(new.backends.iter().map(|b| (b.addr, b.weight)));
+                        for (addr, _) in &removed {
+                            if let Some(h) = checkers.remove(addr) { h.abort(); }
+                        }
+                        for b in &new.backends {
+                            checkers.entry(b.addr).or_insert_with(|| health::spawn_checker(b.addr, hs.clone(), true, htx.clone()));
+                        }
+                        let st = &mut *s;
+                        match st.reconciler.apply(&mut st.dataplane, &removed) {
+                            Ok(a) => { st.swaps += a.swaps as u64; log::info!("SIGHUP: {} backends ({} removed)", new.backends.len(), removed.len()); }
+                            Err(e) => log::error!("SIGHUP reload: {e}"),
+                        }
+                        drop(s);
+                        resolve_all(&shared);
+                    }
+                    Err(e) => log::error!("SIGHUP: configuration rejected, keeping the current one: {e}"),
+                }
+            }
+            Some(ev) = hrx.recv() => handle_health(&shared, ev),
+            pkt = arp.recv() => match pkt {
+                Ok(a) => {
+                    let announcing = shared.lock().expect("poisoned").announcing;
+                    if announcing {
+                        for vip in &vip_addrs {
+                            if let Some((reply, to)) = a.answer_for(*vip, iface.mac) {
+                                if let Err(e) = arp.send(&reply, to) { log::warn!("ARP reply: {e}"); }
+                            }
+                        }
+                    }
+                    learn_mac(&shared, &iface, a.sender_ip, a.sender_mac);
+                }
+                Err(e) => log::warn!("ARP socket: {e}"),
+            },
+            _ = garp.tick() => {
+                if shared.lock().expect("poisoned").announcing {
+                    if let Err(e) = arp.announce(iface.mac, &vip_addrs) { log::warn!("gratuitous ARP: {e}"); }
+                }
+            }
+            _ = resolve_tick.tick() => resolve_all(&shared),
+        }
+    }
+
+    // Stop announcing first, so neighbours stop sending here, then detach.
+    shared.lock().expect("poisoned").announcing = false;
+    for (_, h) in checkers {
+        h.abort();
+    }
+    metrics.abort();
+    let mut s = shared.lock().expect("poisoned");
+    if settings.keep_attached {
+        s.dataplane.leak_link();
+        log::info!("left attached to {} (--keep-attached)", iface.name);
+    } else {
+        s.dataplane.detach()?;
+        log::info!("detached from {}", iface.name);
+    }
+    Ok(())
+}
+
+fn learn_mac(shared: &Mutex<Shared>, iface: &Interface, ip: Ipv4Addr, mac: [u8; 6]) {
+    let mut s = shared.lock().expect("poisoned");
+    let hits: Vec<SocketAddrV4> = s
+        .reconciler
+        .backends()
+        .keys()
+        .filter(|a| next_hop(&iface.name, *a.ip()) == ip)
+        .copied()
+        .collect();
+    let mut changed = false;
+    for a in hits {
+        if s.reconciler.set_mac(a, mac) {
+            log::info!("backend {a}: next hop {ip} is at {}", format_mac(&mac));
+            changed = true;
+        }
+    }
+    if changed {
+        reconcile(&mut s, None, None);
+    }
+}
+
+fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
+    let mut s = shared.lock().expect("poisoned");
+    let st = s.checks.entry(ev.backend).or_default();
+    match &ev.result {
+        Ok(lat) => {
+            st.ok += 1;
+            st.last_latency = Some(*lat);
+        }
+        Err(f) => {
+            st.failed += 1;
+            st.last_error = Some(f.to_string());
+        }
+    }
+    if let Some(t) = ev.transition {
+        st.transitions += 1;
+        if t.healthy {
+            log::info!("backend {} is up: {}", ev.backend, t.reason);
+        } else {
+            log::warn!("backend {} is down: {}", ev.backend, t.reason);
+        }
+        if s.reconciler.set_health(ev.backend, t.healthy) {
+            reconcile(&mut s, Some(ev.at), t.first_failure_at);
+        }
+    }
+}
+
+fn reconcile(s: &mut Shared, transition_at: Option<Instant>, first_failure: Option<Instant>) {
+    let st = &mut *s;
+    match st.reconciler.apply(&mut st.dataplane, &[]) {
+        Ok(a) => {
+            if a.fail_open && !st.fail_open {
+                log::error!("no healthy backend: the table fails open to every reachable backend");
+            }
+            st.fail_open = a.fail_open;
+            if a.swaps > 0 {
+                st.swaps += a.swaps as u64;
+                if let Some(t) = transition_at {
+                    st.last_reconcile = Some(t.elapsed());
+                }
+                if let Some(f) = first_failure {
+                    st.last_detection = Some(f.elapsed());
+                    log::info!(
+                        "table swapped {:.0} ms after the first failed check",
+                        f.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+            }
+        }
+        Err(e) => log::error!("table update failed, the previous table stays live: {e}"),
+    }
+}
+
+fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) -> Status {
+    let shares = slot_shares(s.reconciler.table(0));
+    let indices: Vec<u32> = s.reconciler.backends().values().map(|b| b.index).collect();
+    let snap = s.dataplane.snapshot(&indices).unwrap_or_default();
+    let backends = s
+        .reconciler
+        .backends()
+        .iter()
+        .map(|(addr, b)| {
+            let c = s.checks.get(addr).cloned().unwrap_or_default();
+            let t = snap.backends.get(&b.index).copied().unwrap_or_default();
+            BackendStatus {
+                addr: addr.to_string(),
+                index: b.index,
+                weight: b.weight,
+                healthy: b.healthy,
+                mac: b.mac.map(|m| format_mac(&m)),
+                slots: shares.get(&b.index).copied().unwrap_or(0),
+                check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
+                last_error: c.last_error,
+                checks_ok: c.ok,
+                checks_failed: c.failed,
+                transitions: c.transitions,
+                packets: t.packets,
+                bytes: t.bytes,
+                new_flows: t.new_flows,
+            }
+        })
+        .collect();
+    Status {
+        interface: settings.interface.clone(),
+        xdp_mode: xdp_mode.into(),
+        mode: format!("{:?}", settings.mode).to_lowercase(),
+        vips: settings
+            .vips
+            .iter()
+            .map(|v| format!("{}:{}", v.addr, v.port))
+            .collect(),
+        table_size: settings.table_size,
+        backends,
+        reasons: Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    snap.reasons.get(*r as usize).copied().unwrap_or(0),
+                )
+            })
+            .collect(),
+        conntrack_entries: s.dataplane.conntrack_entries(),
+        table_swaps: s.swaps,
+        last_reconcile_ms: s.last_reconcile.map(|d| d.as_secs_f64() * 1e3),
+        last_detection_ms: s.last_detection.map(|d| d.as_secs_f64() * 1e3),
+        fail_open: s.fail_open,
+        announcing: s.announcing,
+        uptime_s: started.elapsed().as_secs_f64(),
+    }
+}

@@ -1,0 +1,392 @@
+//! Reconciliation: from configured backends, their health and their next-hop MACs to the
+//! `BACKENDS` slots and each VIP's Maglev table, swapped in atomically. Pure logic over a
+//! [`MapStore`], so it is tested without a kernel.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Instant,
+};
+
+use lb_common::{
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend,
+    NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ip_raw, port_raw,
+};
+
+use crate::{
+    config::{Mode, Settings, VipSpec},
+    dataplane::{DataplaneError, MapStore},
+    maglev::{BackendId, MaglevBackend, build_table},
+};
+
+/// What the daemon knows about one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendState {
+    /// Slot in `BACKENDS`; stable while the backend is configured.
+    pub index: u32,
+    pub weight: u32,
+    pub healthy: bool,
+    /// MAC of the next hop towards it, once resolved.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// The outcome of one reconciliation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Tables rewritten (one per VIP whose table changed).
+    pub swaps: usize,
+    /// No backend was eligible, so the table fell back to every reachable backend.
+    pub fail_open: bool,
+}
+
+/// Owns the backend set and the live tables.
+pub struct Reconciler {
+    vips: Vec<VipSpec>,
+    mode: Mode,
+    snat_ip: Ipv4Addr,
+    table_size: u32,
+    backends: BTreeMap<SocketAddrV4, BackendState>,
+    free: Vec<u32>,
+    next_index: u32,
+    tables: Vec<Vec<u32>>,
+    /// When the last swap happened.
+    pub last_swap: Option<Instant>,
+}
+
+impl Reconciler {
+    /// Starts with every configured backend healthy (so the VIP serves from the first
+    /// moment, before any check has run) and no MAC known.
+    pub fn new(s: &Settings) -> Self {
+        let mut r = Self {
+            vips: s.vips.clone(),
+            mode: s.mode,
+            snat_ip: s.snat_ip,
+            table_size: s.table_size,
+            backends: BTreeMap::new(),
+            free: Vec::new(),
+            next_index: 0,
+            tables: vec![Vec::new(); s.vips.len()],
+            last_swap: None,
+        };
+        r.set_backends(s.backends.iter().map(|b| (b.addr, b.weight)));
+        r
+    }
+
+    /// Replaces the configured backend set (SIGHUP): new ones get a free index and start
+    /// healthy; kept ones keep index, health and MAC; removed ones free their index.
+    pub fn set_backends(
+        &mut self,
+        wanted: impl IntoIterator<Item = (SocketAddrV4, u32)>,
+    ) -> Vec<(SocketAddrV4, u32)> {
+        let wanted: BTreeMap<_, _> = wanted.into_iter().collect();
+        let mut removed = Vec::new();
+        self.backends.retain(|addr, st| {
+            if wanted.contains_key(addr) {
+                true
+            } else {
+                removed.push((*addr, st.index));
+                false
+            }
+        });
+        for (_, idx) in &removed {
+            self.free.push(*idx);
+        }
+        for (addr, weight) in wanted {
+            if let Some(st) = self.backends.get_mut(&addr) {
+                st.weight = weight;
+            } else {
+                let index = self.free.pop().unwrap_or_else(|| {
+                    self.next_index += 1;
+                    self.next_index - 1
+                });
+                self.backends.insert(
+                    addr,
+                    BackendState {
+                        index,
+                        weight,
+                        healthy: true,
+                        mac: None,
+                    },
+                );
+            }
+        }
+        removed
+    }
+
+    /// Records a health transition; returns whether anything changed.
+    pub fn set_health(&mut self, addr: SocketAddrV4, healthy: bool) -> bool {
+        match self.backends.get_mut(&addr) {
+            Some(st) if st.healthy != healthy => {
+                st.healthy = healthy;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a resolved next-hop MAC; returns whether anything changed.
+    pub fn set_mac(&mut self, addr: SocketAddrV4, mac: [u8; 6]) -> bool {
+        match self.backends.get_mut(&addr) {
+            Some(st) if st.mac != Some(mac) => {
+                st.mac = Some(mac);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The backends and their state.
+    pub fn backends(&self) -> &BTreeMap<SocketAddrV4, BackendState> {
+        &self.backends
+    }
+
+    /// The live table of VIP `i`.
+    pub fn table(&self, i: usize) -> &[u32] {
+        &self.tables[i]
+    }
+
+    /// Writes the data path's view: config-level maps, backends, then each VIP's table when
+    /// it changed (into the inactive half, then the VIP entry flips to it).
+    ///
+    /// # Errors
+    /// A failed map write; the live table stays the previous one.
+    pub fn apply(
+        &mut self,
+        store: &mut impl MapStore,
+        removed: &[(SocketAddrV4, u32)],
+    ) -> Result<Applied, DataplaneError> {
+        let mut applied = Applied::default();
+        let snat = ip_raw(self.snat_ip.octets());
+        let mut addr_flags: BTreeMap<u32, u32> = BTreeMap::new();
+        for v in &self.vips {
+            *addr_flags.entry(ip_raw(v.addr.octets())).or_default() |= ADDR_FLAG_VIP;
+        }
+        match self.mode {
+            Mode::Fullnat => *addr_flags.entry(snat).or_default() |= ADDR_FLAG_SNAT,
+            Mode::Dnat => {
+                addr_flags.insert(ADDR_KEY_DNAT_PRESENT, 1);
+            }
+        }
+        for (a, f) in addr_flags {
+            store.set_vip_addr(a, f)?;
+        }
+        for (_, idx) in removed {
+            store.set_backend(*idx, &Backend::default())?;
+        }
+        for (addr, st) in &self.backends {
+            let b = Backend {
+                addr: ip_raw(addr.ip().octets()),
+                flags: BACKEND_FLAG_PRESENT,
+                ifindex: 0,
+                port: port_raw(addr.port()),
+                mac: st.mac.unwrap_or([0; 6]),
+                _pad: [0; 4],
+            };
+            store.set_backend(st.index, &b)?;
+        }
+
+        let (table, fail_open) = self.compute_table();
+        applied.fail_open = fail_open;
+        for (i, v) in self.vips.clone().iter().enumerate() {
+            if self.tables[i] == table {
+                continue;
+            }
+            let key = vip_key(v);
+            let old = store.vip(&key);
+            let half = old.map(|m| m.active_half ^ 1).unwrap_or(0);
+            let meta = VipMeta {
+                index: i as u32,
+                ring_size: self.table_size,
+                active_half: half,
+                flags: if self.mode == Mode::Dnat {
+                    VIP_FLAG_DNAT
+                } else {
+                    VIP_FLAG_FULLNAT
+                },
+                snat_addr: snat,
+                _pad: 0,
+            };
+            store.write_ring(meta.ring_base(), &table)?;
+            store.set_vip(&key, &meta)?;
+            self.tables[i] = table.clone();
+            applied.swaps += 1;
+        }
+        if applied.swaps > 0 {
+            self.last_swap = Some(Instant::now());
+        }
+        Ok(applied)
+    }
+
+    /// The table all VIPs share: healthy backends with a known MAC; if none, every backend
+    /// with a known MAC (fail open: see docs/health-checks.md).
+    fn compute_table(&self) -> (Vec<u32>, bool) {
+        let pick = |require_healthy: bool| -> Vec<MaglevBackend> {
+            self.backends
+                .iter()
+                .filter(|(_, st)| st.mac.is_some() && (st.healthy || !require_healthy))
+                .map(|(addr, st)| MaglevBackend {
+                    id: BackendId {
+                        addr: *addr.ip(),
+                        port: addr.port(),
+                    },
+                    index: st.index,
+                    weight: st.weight,
+                })
+                .collect()
+        };
+        let healthy = pick(true);
+        let (set, fail_open) = if healthy.iter().any(|b| b.weight > 0) {
+            (healthy, false)
+        } else {
+            let all = pick(false);
+            let open = all.iter().any(|b| b.weight > 0);
+            (all, open)
+        };
+        let table = build_table(&set, self.table_size)
+            .unwrap_or_else(|_| vec![NO_BACKEND; self.table_size as usize]);
+        (table, fail_open)
+    }
+}
+
+/// The `VIPS` key of a VIP (TCP).
+pub fn vip_key(v: &VipSpec) -> VipKey {
+    VipKey {
+        addr: ip_raw(v.addr.octets()),
+        port: port_raw(v.port),
+        proto: lb_common::IPPROTO_TCP,
+        _pad: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::RunArgs, dataplane::FakeMaps};
+
+    fn settings(backends: &[&str]) -> Settings {
+        RunArgs {
+            interface: Some("eth0".into()),
+            vips: vec!["192.0.2.100".into()],
+            backends: backends.iter().map(|s| s.to_string()).collect(),
+            table_size: Some(13),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddrV4 {
+        format!("{s}:6443").parse().unwrap()
+    }
+
+    fn owners(maps: &FakeMaps, s: &Settings) -> std::collections::BTreeSet<u32> {
+        maps.live_table(&vip_key(&s.vips[0]))
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn backends_without_a_mac_are_not_in_the_table() {
+        let s = settings(&["192.0.2.11", "192.0.2.12"]);
+        let mut r = Reconciler::new(&s);
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        assert_eq!(owners(&m, &s), [NO_BACKEND].into());
+        r.set_mac(addr("192.0.2.11"), [2, 0, 0, 0, 0, 11]);
+        r.apply(&mut m, &[]).unwrap();
+        let idx = r.backends()[&addr("192.0.2.11")].index;
+        assert_eq!(owners(&m, &s), [idx].into());
+    }
+
+    #[test]
+    fn an_unhealthy_backend_leaves_the_table_and_comes_back() {
+        let s = settings(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]);
+        let mut r = Reconciler::new(&s);
+        for (i, b) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+            .iter()
+            .enumerate()
+        {
+            r.set_mac(addr(b), [2, 0, 0, 0, 0, i as u8]);
+        }
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        let down = r.backends()[&addr("192.0.2.12")].index;
+        assert!(owners(&m, &s).contains(&down));
+        assert!(r.set_health(addr("192.0.2.12"), false));
+        let a = r.apply(&mut m, &[]).unwrap();
+        assert_eq!(a.swaps, 1);
+        assert!(!owners(&m, &s).contains(&down));
+        assert!(
+            !r.set_health(addr("192.0.2.12"), false),
+            "no change, no work"
+        );
+        r.set_health(addr("192.0.2.12"), true);
+        r.apply(&mut m, &[]).unwrap();
+        assert!(owners(&m, &s).contains(&down));
+    }
+
+    #[test]
+    fn a_swap_writes_the_inactive_half_then_flips() {
+        let s = settings(&["192.0.2.11", "192.0.2.12"]);
+        let mut r = Reconciler::new(&s);
+        r.set_mac(addr("192.0.2.11"), [2; 6]);
+        r.set_mac(addr("192.0.2.12"), [3; 6]);
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        let key = vip_key(&s.vips[0]);
+        let first = m.vips[&key];
+        let old_table = m.live_table(&key).unwrap();
+        r.set_health(addr("192.0.2.12"), false);
+        r.apply(&mut m, &[]).unwrap();
+        let second = m.vips[&key];
+        assert_ne!(first.active_half, second.active_half);
+        // The previous half is untouched: a packet that read the old VIP value still sees a
+        // complete old table.
+        let base = first.ring_base();
+        let still: Vec<u32> = (0..13).map(|i| m.rings[&(base + i)]).collect();
+        assert_eq!(still, old_table);
+    }
+
+    #[test]
+    fn with_no_healthy_backend_the_table_fails_open_to_all_reachable_ones() {
+        let s = settings(&["192.0.2.11", "192.0.2.12"]);
+        let mut r = Reconciler::new(&s);
+        r.set_mac(addr("192.0.2.11"), [2; 6]);
+        r.set_mac(addr("192.0.2.12"), [3; 6]);
+        r.set_health(addr("192.0.2.11"), false);
+        r.set_health(addr("192.0.2.12"), false);
+        let mut m = FakeMaps::default();
+        let a = r.apply(&mut m, &[]).unwrap();
+        assert!(a.fail_open);
+        assert_eq!(owners(&m, &s).len(), 2);
+    }
+
+    #[test]
+    fn a_removed_backend_is_cleared_and_its_index_reused() {
+        let s = settings(&["192.0.2.11", "192.0.2.12"]);
+        let mut r = Reconciler::new(&s);
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        let gone = r.backends()[&addr("192.0.2.12")].index;
+        let removed = r.set_backends([(addr("192.0.2.11"), 1)]);
+        assert_eq!(removed, vec![(addr("192.0.2.12"), gone)]);
+        r.apply(&mut m, &removed).unwrap();
+        assert_eq!(m.backends[&gone].flags & BACKEND_FLAG_PRESENT, 0);
+        r.set_backends([(addr("192.0.2.11"), 1), (addr("192.0.2.14"), 1)]);
+        assert_eq!(r.backends()[&addr("192.0.2.14")].index, gone);
+    }
+
+    #[test]
+    fn draining_keeps_the_backend_present_but_out_of_the_table() {
+        let s = settings(&["192.0.2.11", "192.0.2.12@0"]);
+        let mut r = Reconciler::new(&s);
+        r.set_mac(addr("192.0.2.11"), [2; 6]);
+        r.set_mac(addr("192.0.2.12"), [3; 6]);
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        let drained = r.backends()[&addr("192.0.2.12")].index;
+        assert!(!owners(&m, &s).contains(&drained));
+        assert_ne!(m.backends[&drained].flags & BACKEND_FLAG_PRESENT, 0);
+    }
+}

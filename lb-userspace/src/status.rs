@@ -1,0 +1,399 @@
+//! What the daemon reports: the status document (`/status`, `xvip status`), the Prometheus
+//! text exposition (`/metrics`) and the small HTTP endpoint serving both plus `/healthz`.
+
+use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+/// One backend in the status document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub addr: String,
+    pub index: u32,
+    pub weight: u32,
+    pub healthy: bool,
+    /// Next-hop MAC, once resolved.
+    pub mac: Option<String>,
+    /// Slots owned in the (shared) Maglev table.
+    pub slots: usize,
+    /// Latency of the last successful check, in milliseconds.
+    pub check_ms: Option<f64>,
+    /// Reason of the last failed check.
+    pub last_error: Option<String>,
+    pub checks_ok: u64,
+    pub checks_failed: u64,
+    pub transitions: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// The whole status document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub interface: String,
+    pub xdp_mode: String,
+    pub mode: String,
+    pub vips: Vec<String>,
+    pub table_size: u32,
+    pub backends: Vec<BackendStatus>,
+    /// Packets per verdict reason.
+    pub reasons: BTreeMap<String, u64>,
+    pub conntrack_entries: usize,
+    pub table_swaps: u64,
+    /// From the health transition to the table swap, last time, in milliseconds.
+    pub last_reconcile_ms: Option<f64>,
+    /// From the first failed check of a streak to the table swap, last time, in milliseconds.
+    pub last_detection_ms: Option<f64>,
+    /// No backend is healthy: the table holds every reachable backend.
+    pub fail_open: bool,
+    /// Whether this node answers ARP for the VIPs.
+    pub announcing: bool,
+    pub uptime_s: f64,
+}
+
+impl Status {
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP xvip_{name} {help}\n# TYPE xvip_{name} {kind}");
+            for (labels, v) in rows {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "xvip_{name} {v}");
+                } else {
+                    let _ = writeln!(out, "xvip_{name}{{{labels}}} {v}");
+                }
+            }
+        };
+        let per_backend = |f: &dyn Fn(&BackendStatus) -> String| {
+            self.backends
+                .iter()
+                .map(|b| (format!("backend=\"{}\"", b.addr), f(b)))
+                .collect::<Vec<_>>()
+        };
+        metric(
+            "backend_healthy",
+            "gauge",
+            "1 when the backend passes its health check.",
+            per_backend(&|b| (b.healthy as u8).to_string()),
+        );
+        metric(
+            "backend_slots",
+            "gauge",
+            "Maglev table slots owned by the backend.",
+            per_backend(&|b| b.slots.to_string()),
+        );
+        metric(
+            "backend_weight",
+            "gauge",
+            "Configured weight (0 = draining).",
+            per_backend(&|b| b.weight.to_string()),
+        );
+        metric(
+            "backend_check_latency_seconds",
+            "gauge",
+            "Latency of the last successful health check.",
+            self.backends
+                .iter()
+                .filter_map(|b| {
+                    b.check_ms.map(|ms| {
+                        (
+                            format!("backend=\"{}\"", b.addr),
+                            format!("{:.6}", ms / 1000.0),
+                        )
+                    })
+                })
+                .collect(),
+        );
+        metric(
+            "backend_checks_total",
+            "counter",
+            "Health checks by result.",
+            {
+                let mut r = Vec::new();
+                for b in &self.backends {
+                    r.push((
+                        format!("backend=\"{}\",result=\"ok\"", b.addr),
+                        b.checks_ok.to_string(),
+                    ));
+                    r.push((
+                        format!("backend=\"{}\",result=\"failed\"", b.addr),
+                        b.checks_failed.to_string(),
+                    ));
+                }
+                r
+            },
+        );
+        metric(
+            "backend_transitions_total",
+            "counter",
+            "Health state changes.",
+            per_backend(&|b| b.transitions.to_string()),
+        );
+        metric(
+            "backend_packets_total",
+            "counter",
+            "Packets forwarded to or from the backend.",
+            per_backend(&|b| b.packets.to_string()),
+        );
+        metric(
+            "backend_bytes_total",
+            "counter",
+            "Bytes forwarded to or from the backend.",
+            per_backend(&|b| b.bytes.to_string()),
+        );
+        metric(
+            "backend_new_flows_total",
+            "counter",
+            "Flows assigned to the backend.",
+            per_backend(&|b| b.new_flows.to_string()),
+        );
+        metric(
+            "packets_total",
+            "counter",
+            "Packets seen by the XDP program, by verdict reason.",
+            self.reasons
+                .iter()
+                .map(|(k, v)| (format!("reason=\"{k}\""), v.to_string()))
+                .collect(),
+        );
+        metric(
+            "conntrack_entries",
+            "gauge",
+            "Tracked flows.",
+            vec![(String::new(), self.conntrack_entries.to_string())],
+        );
+        metric(
+            "table_swaps_total",
+            "counter",
+            "Maglev table swaps.",
+            vec![(String::new(), self.table_swaps.to_string())],
+        );
+        if let Some(ms) = self.last_reconcile_ms {
+            metric(
+                "reconcile_seconds",
+                "gauge",
+                "Last health transition to table swap.",
+                vec![(String::new(), format!("{:.6}", ms / 1000.0))],
+            );
+        }
+        if let Some(ms) = self.last_detection_ms {
+            metric(
+                "detection_seconds",
+                "gauge",
+                "Last first failed check to table swap.",
+                vec![(String::new(), format!("{:.6}", ms / 1000.0))],
+            );
+        }
+        metric(
+            "all_backends_down",
+            "gauge",
+            "1 when no backend is healthy (table fails open).",
+            vec![(String::new(), (self.fail_open as u8).to_string())],
+        );
+        metric(
+            "announcing",
+            "gauge",
+            "1 when this node answers ARP for the VIPs.",
+            vec![(String::new(), (self.announcing as u8).to_string())],
+        );
+        out
+    }
+
+    /// The table `xvip status` prints.
+    pub fn to_table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "xvip on {} ({} XDP, {}), VIPs {}, table {} slots{}",
+            self.interface,
+            self.xdp_mode,
+            self.mode,
+            self.vips.join(" "),
+            self.table_size,
+            if self.fail_open {
+                ", ALL BACKENDS DOWN (fail open)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            o,
+            "{:<22} {:>5} {:>6} {:<9} {:>7} {:>9} {:>10} {:>9}  {}",
+            "BACKEND",
+            "INDEX",
+            "WEIGHT",
+            "HEALTH",
+            "SHARE",
+            "CHECK",
+            "PACKETS",
+            "FLOWS",
+            "LAST ERROR"
+        );
+        let total: usize = self.backends.iter().map(|b| b.slots).sum::<usize>().max(1);
+        for b in &self.backends {
+            let _ = writeln!(
+                o,
+                "{:<22} {:>5} {:>6} {:<9} {:>6.1}% {:>9} {:>10} {:>9}  {}",
+                b.addr,
+                b.index,
+                b.weight,
+                if b.healthy { "up" } else { "DOWN" },
+                100.0 * b.slots as f64 / total as f64,
+                b.check_ms
+                    .map(|m| format!("{m:.1}ms"))
+                    .unwrap_or_else(|| "-".into()),
+                b.packets,
+                b.new_flows,
+                b.last_error.as_deref().unwrap_or("")
+            );
+        }
+        let _ = writeln!(
+            o,
+            "conntrack entries: {}   table swaps: {}",
+            self.conntrack_entries, self.table_swaps
+        );
+        let nonzero: Vec<String> = self
+            .reasons
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "packets: {}",
+            if nonzero.is_empty() {
+                "none yet".into()
+            } else {
+                nonzero.join(" ")
+            }
+        );
+        o
+    }
+}
+
+/// Produces the current status on demand.
+pub type StatusSource = Arc<dyn Fn() -> Status + Send + Sync>;
+
+/// Serves `/metrics`, `/status` (JSON) and `/healthz` until the task is dropped.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    source: StatusSource,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let source = source.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n =
+                    match tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("/");
+                let (code, ctype, body) = match path {
+                    "/metrics" => (
+                        "200 OK",
+                        "text/plain; version=0.0.4",
+                        source().to_prometheus(),
+                    ),
+                    "/status" => (
+                        "200 OK",
+                        "application/json",
+                        serde_json::to_string_pretty(&source()).unwrap_or_default(),
+                    ),
+                    "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
+                    _ => ("404 Not Found", "text/plain", "not found\n".into()),
+                };
+                let resp = format!(
+                    "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+            });
+        }
+    }))
+}
+
+/// Fetches the status document from a running daemon.
+///
+/// # Errors
+/// When the daemon cannot be reached or answers something else.
+pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timeout connecting to xvip at {addr}"))?
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach xvip at {addr}: {e} (is `xvip run` running, with this --metrics-addr?)"
+        )
+    })?;
+    conn.write_all(b"GET /status HTTP/1.1\r\nHost: xvip\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut body)).await??;
+    let text = String::from_utf8_lossy(&body);
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok(serde_json::from_str(json)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Status {
+        Status {
+            interface: "eth0".into(),
+            backends: vec![BackendStatus {
+                addr: "192.0.2.11:6443".into(),
+                healthy: true,
+                slots: 7,
+                weight: 1,
+                ..Default::default()
+            }],
+            reasons: [("tx_forward".to_string(), 5u64)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prometheus_exposition_has_help_type_and_labelled_samples() {
+        let t = sample().to_prometheus();
+        assert!(t.contains("# TYPE xvip_backend_healthy gauge"));
+        assert!(t.contains("xvip_backend_healthy{backend=\"192.0.2.11:6443\"} 1"));
+        assert!(t.contains("xvip_packets_total{reason=\"tx_forward\"} 5"));
+        assert!(t.contains("xvip_backend_slots{backend=\"192.0.2.11:6443\"} 7"));
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("xvip_"), "{line}");
+            value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_serves_status_that_fetch_reads_back() {
+        let source: StatusSource = Arc::new(sample);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let task = serve(addr, source).await.unwrap();
+        assert_eq!(fetch(addr).await.unwrap(), sample());
+        task.abort();
+    }
+}

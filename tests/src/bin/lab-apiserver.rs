@@ -1,0 +1,385 @@
+//! `lab-apiserver`: a tiny fake Kubernetes API server for the xvip lab, the demo and
+//! the integration tests.
+//!
+//! It answers the handful of endpoints that health checks, `kubectl version` and load
+//! tests touch, and labels every answer with its name (body of `/whoami`, header
+//! `X-Lab-Server`) so a test can tell which backend the VIP picked.
+//!
+//! ```text
+//! lab-apiserver --listen IP:PORT --name NAME [--not-ready-file PATH] [--plain]
+//! ```
+//!
+//! Once listening it prints `lab-apiserver NAME listening on IP:PORT (https|http)`, so
+//! a parent process can wait for that line instead of polling the port.
+
+use std::error::Error;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use rustls::ServerConfig;
+use rustls::pki_types::PrivateKeyDer;
+use tokio::io::BufReader;
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_rustls::TlsAcceptor;
+
+/// Command line.
+#[derive(Parser, Debug)]
+#[command(about = "A tiny fake Kubernetes API server for the xvip lab")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the banner shows the real one).
+    #[arg(long, value_name = "IP:PORT")]
+    listen: SocketAddr,
+    /// Name reported by /whoami, /watch and the X-Lab-Server header.
+    #[arg(long)]
+    name: String,
+    /// While this file exists, /readyz answers 503, like a draining API server.
+    #[arg(long, value_name = "PATH")]
+    not_ready_file: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (for wrk and other plain-HTTP load tools).
+    #[arg(long)]
+    plain: bool,
+}
+
+/// Longest request or header line accepted; real clients stay far below.
+const MAX_LINE: u64 = 8192;
+/// Guards against a client that streams headers forever.
+const MAX_HEADERS: usize = 100;
+/// A client that connects but never finishes the handshake must not pin a task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// Shared, read-only state of the server.
+struct Server {
+    name: String,
+    /// The bound address, advertised by `/api` like a real API server does.
+    listen: SocketAddr,
+    not_ready_file: Option<PathBuf>,
+}
+
+/// The parts of a request the routes look at.
+struct Request {
+    method: String,
+    /// Path without the query string (kubectl sends `/version?timeout=32s`).
+    path: String,
+    keep_alive: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lab-apiserver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    // The name goes into a header line verbatim; CR/LF or spaces would corrupt it.
+    if args.name.is_empty() || !args.name.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "invalid --name {:?}: use printable ASCII, no spaces",
+            args.name
+        )
+        .into());
+    }
+    let acceptor = match args.plain {
+        true => None,
+        false => Some(tls_acceptor(args.listen.ip())?),
+    };
+    let listener =
+        bind(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let server = Arc::new(Server {
+        name: args.name,
+        listen: listener.local_addr()?,
+        not_ready_file: args.not_ready_file,
+    });
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    println!(
+        "lab-apiserver {} listening on {} ({scheme})",
+        server.name, server.listen
+    );
+    // stdout is a pipe when a parent waits for this line, so do not leave it buffered.
+    io::stdout().flush()?;
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        let tcp = tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Usually EMFILE under a load test: back off instead of spinning.
+                    eprintln!("lab-apiserver: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (server, acceptor) = (Arc::clone(&server), acceptor.clone());
+        tokio::spawn(async move {
+            // Errors only mean the client went away; there is nobody to tell.
+            let _ = match acceptor {
+                None => server.serve(tcp).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => server.serve(tls).await,
+                        _ => Ok(()),
+                    }
+                }
+            };
+        });
+    }
+}
+
+/// Binds with a deep backlog (load tests open thousands of connections at once) and
+/// SO_REUSEADDR (the lab restarts servers on the same port right away).
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// A fresh self-signed certificate for the listen IP and "localhost": clients of the
+/// lab skip verification, just as xvip's health checks do without a CA file.
+fn tls_acceptor(ip: IpAddr) -> Result<TlsAcceptor, Box<dyn Error>> {
+    let certified = rcgen::generate_simple_self_signed(vec![ip.to_string(), "localhost".into()])?;
+    let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)?;
+    // Only HTTP/1.1 is spoken; saying so stops Go clients (kubectl) from trying h2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Server {
+    /// Serves requests on one connection until the client closes it or asks to.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) -> io::Result<()> {
+        let mut stream = BufReader::new(stream);
+        loop {
+            let request = match read_request(&mut stream).await {
+                Ok(Some(request)) => request,
+                Ok(None) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    let body = "bad request\n".to_owned();
+                    return self.respond(&mut stream, 400, TEXT, body, false).await;
+                }
+                Err(e) => return Err(e),
+            };
+            if request.method == "GET" && request.path == "/watch" {
+                // A stream owns the connection until the client leaves.
+                return self.watch(stream).await;
+            }
+            let (status, content_type, body) = self.route(&request).await;
+            self.respond(&mut stream, status, content_type, body, request.keep_alive)
+                .await?;
+            if !request.keep_alive {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn route(&self, request: &Request) -> (u16, &'static str, String) {
+        if request.method != "GET" {
+            return (404, TEXT, "404 page not found\n".into());
+        }
+        match request.path.as_str() {
+            "/readyz" => match &self.not_ready_file {
+                Some(file) if tokio::fs::try_exists(file).await.unwrap_or(false) => {
+                    (503, TEXT, "not ready".into())
+                }
+                _ => (200, TEXT, "ok".into()),
+            },
+            "/healthz" | "/livez" => (200, TEXT, "ok".into()),
+            "/" | "/whoami" => (200, TEXT, format!("{}\n", self.name)),
+            "/version" => (200, JSON, version_json()),
+            "/api" => (
+                200,
+                JSON,
+                format!(
+                    concat!(
+                        r#"{{"kind":"APIVersions","versions":["v1"],"#,
+                        r#""serverAddressByClientCIDRs":[{{"clientCIDR":"0.0.0.0/0","#,
+                        r#""serverAddress":"{}"}}]}}"#
+                    ),
+                    self.listen
+                ),
+            ),
+            "/apis" => (
+                200,
+                JSON,
+                r#"{"kind":"APIGroupList","apiVersion":"v1","groups":[]}"#.into(),
+            ),
+            _ => (404, TEXT, "404 page not found\n".into()),
+        }
+    }
+
+    async fn respond<W: AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+        status: u16,
+        content_type: &str,
+        body: String,
+        keep_alive: bool,
+    ) -> io::Result<()> {
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            _ => "Service Unavailable",
+        };
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        let mut response = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+             X-Lab-Server: {}\r\nConnection: {connection}\r\n\r\n",
+            body.len(),
+            self.name
+        );
+        response.push_str(&body);
+        // One write, so that head and body share a TLS record and a TCP segment.
+        out.write_all(response.as_bytes()).await?;
+        out.flush().await
+    }
+
+    /// `GET /watch`: a chunked line every 100 ms until the client goes away, standing in
+    /// for the long-lived watch connections that must survive backend changes.
+    async fn watch<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) -> io::Result<()> {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {TEXT}\r\nTransfer-Encoding: chunked\r\n\
+             X-Lab-Server: {}\r\n\r\n",
+            self.name
+        );
+        wr.write_all(head.as_bytes()).await?;
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        let mut scratch = [0u8; 512];
+        for n in 0u64.. {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let line = format!("{} tick {n}\n", self.name);
+                    wr.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes()).await?;
+                    wr.flush().await?;
+                }
+                // Reading notices the client's FIN at once; writes alone would only fail
+                // after the peer's RST, or never if the path is black-holed.
+                read = rd.read(&mut scratch) => if read? == 0 { return Ok(()) },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `/version` answer, in the shape `kubectl version` decodes.
+fn version_json() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!(
+        concat!(
+            r#"{{"major":"1","minor":"31","gitVersion":"v1.31.0-xvip-lab","#,
+            r#""gitCommit":"0000000000000000000000000000000000000000","gitTreeState":"clean","#,
+            r#""buildDate":"2024-08-13T00:00:00Z","goVersion":"go1.22.5","compiler":"gc","#,
+            r#""platform":"linux/{arch}"}}"#
+        ),
+        arch = arch
+    )
+}
+
+/// Reads one request head and skips its body. `Ok(None)`: the client closed cleanly
+/// between requests. Malformed requests are `InvalidData` errors.
+async fn read_request<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Option<Request>> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+    let mut line = Vec::new();
+    // Empty lines before a request are allowed (RFC 9112 section 2.2).
+    loop {
+        line.clear();
+        if read_line(r, &mut line).await? == 0 {
+            return Ok(None);
+        }
+        if !line.trim_ascii().is_empty() {
+            break;
+        }
+    }
+    let start = String::from_utf8_lossy(line.trim_ascii()).into_owned();
+    let mut parts = start.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("malformed request line"));
+    };
+    let mut keep_alive = version == "HTTP/1.1";
+    let mut content_length = 0u64;
+    for count in 0.. {
+        line.clear();
+        if read_line(r, &mut line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let header = line.trim_ascii();
+        if header.is_empty() {
+            break;
+        }
+        if count == MAX_HEADERS {
+            return Err(bad("too many headers"));
+        }
+        let header = String::from_utf8_lossy(header);
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(bad("malformed header"));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().map_err(|_| bad("bad Content-Length"))?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(bad(
+                "request bodies with Transfer-Encoding are not supported",
+            ));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    // No route reads a body, but it must be consumed to find the next request.
+    tokio::io::copy(&mut (&mut *r).take(content_length), &mut tokio::io::sink()).await?;
+    Ok(Some(Request {
+        method: method.to_owned(),
+        path: target.split('?').next().unwrap_or_default().to_owned(),
+        keep_alive,
+    }))
+}
+
+/// Reads up to and including `\n`, refusing lines longer than [`MAX_LINE`].
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let n = (&mut *r).take(MAX_LINE).read_until(b'\n', buf).await?;
+    if n as u64 == MAX_LINE && !buf.ends_with(b"\n") {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
+    }
+    Ok(n)
+}

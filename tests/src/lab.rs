@@ -1,0 +1,393 @@
+//! The namespace lab: hosts on one L2 segment (a bridge in its own namespace), each with
+//! one veth `eth0`, plus helpers to start the daemon, lab API servers and clients in them.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command, failing with its stderr when it fails.
+pub fn sh(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> Result<Output> {
+    sh(Command::new("ip").args(args))
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with loopback up.
+    pub fn new(name: String) -> Result<Self> {
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A command that runs inside the namespace (`ip netns exec`).
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `ip -n NS ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        Ok(String::from_utf8_lossy(&ip(&full)?.stdout).to_string())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// One host of the lab.
+pub struct Host {
+    pub name: String,
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its status if it did.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            if self.wait_timeout(Duration::from_secs(3)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Hosts on one segment. Dropping it kills the processes, then deletes the namespaces.
+pub struct Lab {
+    /// Processes first: they must die before their namespaces go.
+    pub procs: Vec<Proc>,
+    /// The pass-through XDP program on the switch ports (see `attach_port_programs`).
+    port_programs: Option<aya::Ebpf>,
+    pub hosts: Vec<Host>,
+    pub switch: Netns,
+    pub prefix: String,
+}
+
+/// Runs `f` on a thread that has entered network namespace `name`.
+pub fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::spawn(move || -> Result<T> {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        // SAFETY: setns on this thread only, with a valid namespace file.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {path}: {}", std::io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in {name} panicked"))?
+}
+
+/// The lab's helper XDP object (`lab-xdp`): next to the daemon's object.
+pub fn lab_object() -> PathBuf {
+    if let Some(p) = std::env::var_os("XVIP_LAB_EBPF_OBJ") {
+        return PathBuf::from(p);
+    }
+    let obj = std::env::var_os("XVIP_EBPF_OBJ")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/bpfel-unknown-none/release/lb-ebpf")
+        });
+    obj.with_file_name("lab-xdp")
+}
+
+/// Attaches `lab_pass` to the switch ports: a veth only receives frames that its peer sends
+/// with `XDP_TX` when it runs an XDP program itself (GRO alone did not do it on 6.18).
+fn attach_port_programs(ports: &[String]) -> Result<aya::Ebpf> {
+    let path = lab_object();
+    let mut ebpf =
+        aya::Ebpf::load_file(&path).with_context(|| format!("loading {}", path.display()))?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut("lab_pass")
+        .context("lab_pass not in lab-xdp")?
+        .try_into()?;
+    prog.load()?;
+    for port in ports {
+        let name = std::ffi::CString::new(port.as_str())?;
+        prog.attach(name.as_c_str(), aya::programs::XdpMode::Driver)
+            .with_context(|| format!("attaching lab_pass to {port}"))?;
+    }
+    Ok(ebpf)
+}
+
+/// Path of a binary the tests start: from the environment (set by `cargo xtask test`) or
+/// next to the test executable.
+pub fn bin(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .skip(1)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/debug")
+                .join(name)
+        })
+}
+
+/// The `xvip` binary.
+pub fn xvip_bin() -> PathBuf {
+    bin("XVIP_BIN", "xvip")
+}
+
+/// The `lab-apiserver` binary.
+pub fn apiserver_bin() -> PathBuf {
+    bin("XVIP_LAB_APISERVER", "lab-apiserver")
+}
+
+impl Lab {
+    /// Creates the switch and one host per `(name, address)`, all in 192.0.2.0/24-style
+    /// subnets given by the caller (prefix length 24).
+    pub fn new(tag: &str, hosts: &[(&str, Ipv4Addr)]) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("xv{}-{tag}{n}", std::process::id());
+        let switch = Netns::new(format!("{prefix}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut lab = Self {
+            procs: Vec::new(),
+            port_programs: None,
+            hosts: Vec::new(),
+            switch,
+            prefix,
+        };
+        for (i, (name, addr)) in hosts.iter().enumerate() {
+            lab.add_host(name, *addr, i)?;
+        }
+        let ports: Vec<String> = (0..hosts.len()).map(|i| format!("p{i}")).collect();
+        lab.port_programs = Some(in_netns(&lab.switch.name, move || {
+            attach_port_programs(&ports)
+        })??);
+        Ok(lab)
+    }
+
+    fn add_host(&mut self, name: &str, addr: Ipv4Addr, i: usize) -> Result<()> {
+        let ns = Netns::new(format!("{}-{name}", self.prefix))?;
+        let port = format!("p{i}");
+        let mac = format!("02:00:00:00:{:02x}:{:02x}", i + 1, addr.octets()[3]);
+        ns.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "address",
+            &mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch.name,
+        ])?;
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        self.switch
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
+        // Frames the lab's hosts generate carry partial checksums on veth; a real NIC would
+        // have completed them. Have the kernel complete them before they leave.
+        sh(ns.cmd("ethtool").args(["-K", "eth0", "tx", "off"]))
+            .context("ethtool is needed for the lab (Debian package ethtool)")?;
+        // The host must not send anything by itself to the documentation ranges beyond
+        // the lab: no default route is added.
+        self.hosts.push(Host {
+            name: name.into(),
+            ns,
+            ip: addr,
+        });
+        Ok(())
+    }
+
+    /// The host called `name`.
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    /// Starts `cmd` (already built with `Host.ns.cmd`), keeping it until the lab drops.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<&mut Proc> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {name}: {cmd:?}"))?;
+        self.procs.push(Proc {
+            name: name.into(),
+            child,
+        });
+        Ok(self.procs.last_mut().expect("just pushed"))
+    }
+
+    /// Index of the process called `name`.
+    pub fn proc_index(&self, name: &str) -> Option<usize> {
+        self.procs.iter().position(|p| p.name == name)
+    }
+
+    /// Stops (SIGTERM, then SIGKILL) and forgets the process called `name`.
+    pub fn stop(&mut self, name: &str) {
+        if let Some(i) = self.proc_index(name) {
+            drop(self.procs.remove(i));
+        }
+    }
+
+    /// Starts a lab API server on `host`:port and waits until it listens.
+    pub fn start_apiserver(
+        &mut self,
+        host: &str,
+        port: u16,
+        not_ready_file: Option<&std::path::Path>,
+    ) -> Result<()> {
+        let h = self.host(host);
+        let mut cmd = h.ns.cmd(apiserver_bin());
+        cmd.args(["--listen", &format!("{}:{port}", h.ip), "--name", host]);
+        if let Some(f) = not_ready_file {
+            cmd.arg("--not-ready-file").arg(f);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let p = self.spawn(&format!("apiserver-{host}"), cmd)?;
+        let stdout = p.child.stdout.take().context("apiserver stdout")?;
+        let mut line = String::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let mut sink = String::new();
+            while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("apiserver did not start in 10 s")?;
+        if !line.contains("listening") {
+            bail!("apiserver on {host} said {line:?}");
+        }
+        Ok(())
+    }
+
+    /// Starts `xvip run ARGS` on `host` (logs to stderr), named "xvip-HOST".
+    pub fn start_xvip(&mut self, host: &str, args: &[&str]) -> Result<()> {
+        let h = self.host(host);
+        let mut cmd = h.ns.cmd(xvip_bin());
+        cmd.arg("run").args(args).env(
+            "RUST_LOG",
+            std::env::var("XVIP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        cmd.stdout(Stdio::null());
+        self.spawn(&format!("xvip-{host}"), cmd)?;
+        Ok(())
+    }
+
+    /// One HTTPS GET from `host` with curl; returns the body or the error.
+    pub fn curl(&self, host: &str, url: &str, timeout: Duration) -> Result<String> {
+        let h = self.host(host);
+        let out =
+            h.ns.cmd("curl")
+                .args([
+                    "-sk",
+                    "--max-time",
+                    &format!("{:.1}", timeout.as_secs_f64()),
+                    url,
+                ])
+                .output()
+                .context("running curl")?;
+        if !out.status.success() {
+            bail!("curl {url} from {host}: exit {:?}", out.status.code());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Retries `curl` until it succeeds or `within` passes.
+    pub fn curl_until_ok(&self, host: &str, url: &str, within: Duration) -> Result<String> {
+        let end = Instant::now() + within;
+        loop {
+            match self.curl(host, url, Duration::from_secs(1)) {
+                Ok(b) => return Ok(b),
+                Err(e) if Instant::now() > end => {
+                    return Err(e.context(format!("no answer within {within:?}")));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Whether `host`'s eth0 has an XDP program attached.
+    pub fn has_xdp(&self, host: &str) -> Result<bool> {
+        Ok(self
+            .host(host)
+            .ns
+            .ip(&["link", "show", "dev", "eth0"])?
+            .contains("xdp"))
+    }
+}
