@@ -18,6 +18,7 @@ usage: cargo xtask <command>
   run -- ARGS      build, then run `xvip ARGS` as root
   demo             run xvip in a throw-away namespace lab and send requests through the VIP
   test             every test: unit, BPF packet tests, namespace integration tests
+  bench [--quick]  benchmarks in a namespace lab; report in target/bench/
   lint             cargo fmt --check and clippy on every crate (the eBPF one for its target)
 ";
 
@@ -65,6 +66,22 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             )
         }
         "test" => test(&rest),
+        "bench" => {
+            build(&["--release".to_string()])?;
+            let tc = toolchain::ensure()?;
+            let obj = ebpf_object();
+            cargo(&tc, &["build", "--release", "-p", "tests", "--bins"], &[("XVIP_EBPF_OBJ", &obj)])?;
+            let target = target_dir();
+            run_status(
+                Command::new(target.join("release/xvip-bench"))
+                    .env("XVIP_BIN", target.join("release/xvip"))
+                    .env("XVIP_LAB_APISERVER", target.join("release/lab-apiserver"))
+                    .env("XVIP_EBPF_OBJ", &obj)
+                    .env("XVIP_BENCH_OUT", target.join("bench"))
+                    .current_dir(root())
+                    .args(&rest),
+            )
+        }
         "lint" => {
             lint()?;
             Ok(ExitCode::SUCCESS)
