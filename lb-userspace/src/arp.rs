@@ -208,8 +208,7 @@ impl Arp {
 
     /// Our answer to a request for `vip`, or `None` if this is not one.
     pub fn answer_for(&self, vip: Ipv4Addr, our_mac: [u8; 6]) -> Option<(Arp, [u8; 6])> {
-        (self.op == ARP_REQUEST && self.target_ip == vip && !self.sender_ip.is_unspecified()).then(
-            || {
+        (self.op == ARP_REQUEST && self.target_ip == vip && !self.sender_ip.is_unspecified()).then_some({
                 (
                     Arp {
                         op: ARP_REPLY,
@@ -220,8 +219,7 @@ impl Arp {
                     },
                     self.sender_mac,
                 )
-            },
-        )
+            })
     }
 
     /// A request for `target` from us.

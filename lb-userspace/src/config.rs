@@ -333,8 +333,8 @@ impl RunArgs {
             Some(s) => parse_port_range(&s)?,
             None => (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX),
         };
-        if mode == Mode::Fullnat {
-            if let Some(v) = vips
+        if mode == Mode::Fullnat
+            && let Some(v) = vips
                 .iter()
                 .find(|v| v.addr == snat_ip && (snat_ports.0..=snat_ports.1).contains(&v.port))
             {
@@ -347,7 +347,6 @@ impl RunArgs {
                     ),
                 ));
             }
-        }
 
         let kind = self.health.or(file.health).unwrap_or_default();
         let path = self
@@ -403,11 +402,10 @@ impl RunArgs {
             ("--cert-file", &cert_file),
             ("--key-file", &key_file),
         ] {
-            if let Some(p) = p {
-                if !p.is_file() {
+            if let Some(p) = p
+                && !p.is_file() {
                     return Err(ConfigError::invalid(field, p.display(), "no such file"));
                 }
-            }
         }
         let insecure_skip_verify =
             self.insecure_skip_verify || file.insecure_skip_verify.unwrap_or(false);
@@ -684,7 +682,8 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_named_in_the_error() {
-        let cases: Vec<(fn(&mut RunArgs), &str, &str)> = vec![
+        type Case = (fn(&mut RunArgs), &'static str, &'static str);
+        let cases: Vec<Case> = vec![
             (
                 |a| a.vips = vec!["192.0.2.300".into()],
                 "--vip",
@@ -802,8 +801,8 @@ mod tests {
         };
         let s = a.resolve().unwrap();
         assert_eq!(s.interface, "eth9");
-        assert_eq!(s.fall, 5);
-        assert_eq!(s.rise, 7);
+        assert_eq!(s.health.fall, 5);
+        assert_eq!(s.health.rise, 7);
         assert_eq!(s.mode, Mode::Dnat);
         assert_eq!(s.vips[0].addr, Ipv4Addr::new(198, 51, 100, 1));
         let a = RunArgs {

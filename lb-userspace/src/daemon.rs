@@ -271,9 +271,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                     let announcing = shared.lock().expect("poisoned").announcing;
                     if announcing {
                         for vip in &vip_addrs {
-                            if let Some((reply, to)) = a.answer_for(*vip, iface.mac) {
-                                if let Err(e) = arp.send(&reply, to) { log::warn!("ARP reply: {e}"); }
-                            }
+                            if let Some((reply, to)) = a.answer_for(*vip, iface.mac)
+                                && let Err(e) = arp.send(&reply, to) { log::warn!("ARP reply: {e}"); }
                         }
                     }
                     learn_mac(&shared, &iface, a.sender_ip, a.sender_mac);
@@ -281,9 +280,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 Err(e) => log::warn!("ARP socket: {e}"),
             },
             _ = garp.tick() => {
-                if shared.lock().expect("poisoned").announcing {
-                    if let Err(e) = arp.announce(iface.mac, &vip_addrs) { log::warn!("gratuitous ARP: {e}"); }
-                }
+                if shared.lock().expect("poisoned").announcing
+                    && let Err(e) = arp.announce(iface.mac, &vip_addrs) { log::warn!("gratuitous ARP: {e}"); }
             }
             _ = resolve_tick.tick() => resolve_all(&shared),
         }

@@ -373,11 +373,10 @@ impl Dataplane {
     /// Leaves the program attached after this process exits: takes the link out of aya's
     /// ownership (used with `--keep-attached`).
     pub fn leak_link(&mut self) {
-        if let Some(link) = self.link.take() {
-            if let Ok(owned) = self.program_mut().take_link(link) {
+        if let Some(link) = self.link.take()
+            && let Ok(owned) = self.program_mut().take_link(link) {
                 std::mem::forget(owned);
             }
-        }
     }
 
     /// Counters summed over CPUs, for the backend indices given.

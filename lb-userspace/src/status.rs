@@ -224,7 +224,7 @@ impl Status {
         );
         let _ = writeln!(
             o,
-            "{:<22} {:>5} {:>6} {:<9} {:>7} {:>9} {:>10} {:>9}  {}",
+            "{:<22} {:>5} {:>6} {:<9} {:>7} {:>9} {:>10} {:>9}  LAST ERROR",
             "BACKEND",
             "INDEX",
             "WEIGHT",
@@ -232,8 +232,7 @@ impl Status {
             "SHARE",
             "CHECK",
             "PACKETS",
-            "FLOWS",
-            "LAST ERROR"
+            "FLOWS"
         );
         let total: usize = self.backends.iter().map(|b| b.slots).sum::<usize>().max(1);
         for b in &self.backends {

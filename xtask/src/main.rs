@@ -70,7 +70,11 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             build(&["--release".to_string()])?;
             let tc = toolchain::ensure()?;
             let obj = ebpf_object();
-            cargo(&tc, &["build", "--release", "-p", "tests", "--bins"], &[("XVIP_EBPF_OBJ", &obj)])?;
+            cargo(
+                &tc,
+                &["build", "--release", "-p", "tests", "--bins"],
+                &[("XVIP_EBPF_OBJ", &obj)],
+            )?;
             let target = target_dir();
             run_status(
                 Command::new(target.join("release/xvip-bench"))
