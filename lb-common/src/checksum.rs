@@ -40,12 +40,12 @@ pub const fn udp_fixup(orig: u16, updated: u16) -> u16 {
 
 /// Adds `data` (big-endian 16-bit words, an odd last byte padded with zero) to `sum`.
 pub fn accumulate(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    let (words, rest) = data.as_chunks::<2>();
+    for w in words {
+        sum += u16::from_be_bytes(*w) as u32;
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    if let [b] = chunks.remainder() {
+    if let [b] = rest {
         sum += (*b as u32) << 8;
     }
     sum

@@ -160,7 +160,8 @@ pub struct CtEntry {
     pub client_mac: [u8; 6],
     /// Index of the VIP the flow belongs to.
     pub vip_index: u32,
-    pub _pad1: u32,
+    /// Interface the client's packets arrive on (restores an evicted reverse entry).
+    pub client_ifindex: u32,
 }
 
 /// `REVERSE` value: how to turn a backend's reply back into what the client expects.

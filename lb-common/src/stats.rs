@@ -41,6 +41,9 @@ reasons! {
     PassTtlExpired = "pass_ttl_expired",
     /// The backend's MAC is not known yet: handed to the kernel untranslated.
     PassNoNeighbour = "pass_no_neighbour",
+    /// ICMP to a VIP address that is neither answered nor translated here (echo disabled,
+    /// other types, errors about no tracked flow): handed to the kernel.
+    PassIcmp = "pass_icmp",
     /// Frame shorter than the headers it announces.
     DropTruncated = "drop_truncated",
     /// Malformed IPv4 header (IHL below 5, total length inconsistent).
@@ -55,6 +58,9 @@ reasons! {
     DropSnatExhausted = "drop_snat_exhausted",
     /// The conntrack or reverse map refused an insert.
     DropConntrackFull = "drop_conntrack_full",
+    /// DNAT: the backend-side tuple (backend, client address and port) is held by another
+    /// live flow (the same client port to two VIPs served by one backend).
+    DropTupleInUse = "drop_tuple_in_use",
     /// A map lookup that cannot fail did (inconsistent maps).
     DropInternal = "drop_internal",
     /// Redirect to the backend's interface failed.

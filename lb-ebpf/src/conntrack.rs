@@ -14,7 +14,7 @@ use lb_common::{
 use crate::{
     Verdict, lookup,
     maps::{CONNTRACK, REVERSE},
-    packet::{Headers, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 /// A flow ready to be translated.
@@ -30,16 +30,21 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The state after seeing a packet with `flags` in state `state`.
+/// The state after seeing a packet with `flags` in state `state`. A bare SYN on a closing
+/// entry is the client reusing its port: a new connection to the same backend.
 #[inline(always)]
 pub fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
     if proto != IPPROTO_TCP {
         ct_state::UDP
     } else if flags & (TCP_FIN | TCP_RST) != 0 {
         ct_state::TCP_CLOSING
+    } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        && (state == 0 || state == ct_state::TCP_CLOSING)
+    {
+        ct_state::TCP_SYN
     } else if state == ct_state::TCP_CLOSING {
         ct_state::TCP_CLOSING
-    } else if flags & TCP_SYN != 0 && state == 0 {
+    } else if flags & TCP_SYN != 0 && state == ct_state::TCP_SYN {
         ct_state::TCP_SYN
     } else {
         ct_state::TCP_ESTABLISHED
@@ -89,8 +94,98 @@ pub fn reverse_key(e: &CtEntry, proto: u8) -> FlowKey {
     }
 }
 
+/// Whether a reverse entry belongs to the client flow `key`.
+#[inline(always)]
+fn owns(rev: &RevEntry, key: &FlowKey) -> bool {
+    rev.client_addr == key.src_addr
+        && rev.client_port == key.src_port
+        && rev.vip_addr == key.dst_addr
+        && rev.vip_port == key.dst_port
+}
+
+/// The reverse entry of a forward entry (`key` being its client side).
+#[inline(always)]
+fn reverse_of(e: &CtEntry, key: &FlowKey) -> RevEntry {
+    RevEntry {
+        last_seen_ns: e.last_seen_ns,
+        client_addr: key.src_addr,
+        vip_addr: key.dst_addr,
+        client_port: key.src_port,
+        vip_port: key.dst_port,
+        backend_idx: e.backend_idx,
+        client_mac: e.client_mac,
+        state: e.state,
+        _pad0: 0,
+        vip_index: e.vip_index,
+        client_ifindex: e.client_ifindex,
+    }
+}
+
+/// Makes sure an established flow still holds its reverse entry (so its SNAT port is still
+/// reserved for it) and refreshes it. An entry the LRU evicted is put back if the tuple is
+/// still free; false when another flow took the tuple meanwhile.
+#[inline(always)]
+fn hold_reverse(e: &CtEntry, key: &FlowKey, flags: u8, now: u64) -> bool {
+    let rkey = reverse_key(e, key.proto);
+    match REVERSE.get_ptr_mut(&rkey) {
+        Some(r) => {
+            // SAFETY: `r` points into a live map value.
+            if !owns(unsafe { &*r }, key) {
+                return false;
+            }
+            // SAFETY: fields of the live value.
+            unsafe {
+                touch(
+                    &raw mut (*r).state,
+                    &raw mut (*r).last_seen_ns,
+                    key.proto,
+                    flags,
+                    now,
+                )
+            };
+            true
+        }
+        None => {
+            let mut rev = reverse_of(e, key);
+            rev.last_seen_ns = now;
+            REVERSE.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok()
+        }
+    }
+}
+
+/// Deletes the reverse entry of a stale flow, unless another flow owns that tuple now.
+#[inline(always)]
+fn release_reverse(e: &CtEntry, key: &FlowKey) {
+    let rkey = reverse_key(e, key.proto);
+    // SAFETY: plain value copied out of the map.
+    if let Some(r) = unsafe { REVERSE.get(&rkey) }.copied()
+        && owns(&r, key)
+    {
+        let _ = REVERSE.remove(&rkey);
+    }
+}
+
+/// Inserts a reverse entry only if its tuple is free, or held by an entry that has expired
+/// (an LRU map only evicts under pressure, so expired entries linger).
+#[inline(always)]
+fn claim(rkey: &FlowKey, rev: &RevEntry, now: u64) -> bool {
+    if REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok() {
+        return true;
+    }
+    // SAFETY: plain value copied out of the map.
+    let Some(old) = (unsafe { REVERSE.get(rkey) }).copied() else {
+        return REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok();
+    };
+    if !expired(old.state, old.last_seen_ns, now) {
+        return false;
+    }
+    let _ = REVERSE.remove(rkey);
+    REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok()
+}
+
 /// Finds the live entry of a client flow, or creates one: backend from Maglev, SNAT port,
-/// reverse entry. An entry whose backend is gone, or that has expired, is replaced.
+/// reverse entry. An entry whose backend is gone (removed, or its slot reused by another
+/// address or port), that has expired, or whose reverse tuple was lost, is replaced.
 #[inline(always)]
 pub fn forward_flow(
     h: &Headers,
@@ -111,29 +206,29 @@ pub fn forward_flow(
     if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
         // SAFETY: `e` points into a live map value; copied before use.
         let old = unsafe { *e };
-        if !expired(old.state, old.last_seen_ns, now) {
-            if let Some(backend) =
+        if !expired(old.state, old.last_seen_ns, now)
+            && let Some(backend) =
                 lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port)
-            {
-                // SAFETY: fields of the live value.
-                unsafe {
-                    touch(
-                        &raw mut (*e).state,
-                        &raw mut (*e).last_seen_ns,
-                        h.proto,
-                        h.tcp_flags,
-                        now,
-                    )
-                };
-                return Ok(Flow {
-                    entry: old,
-                    backend,
-                    new: false,
-                });
-            }
+            && hold_reverse(&old, &key, h.tcp_flags, now)
+        {
+            // SAFETY: fields of the live value.
+            unsafe {
+                touch(
+                    &raw mut (*e).state,
+                    &raw mut (*e).last_seen_ns,
+                    h.proto,
+                    h.tcp_flags,
+                    now,
+                )
+            };
+            return Ok(Flow {
+                entry: old,
+                backend,
+                new: false,
+            });
         }
-        // Stale: free its SNAT port before picking again.
-        let _ = REVERSE.remove(&reverse_key(&old, h.proto));
+        // Stale: free its tuple (SNAT port) before picking again.
+        release_reverse(&old, &key);
     }
 
     let hash = lookup::hash_of(&key);
@@ -153,29 +248,17 @@ pub fn forward_flow(
         _pad0: 0,
         client_mac,
         vip_index: meta.index,
-        _pad1: 0,
-    };
-    let rev = RevEntry {
-        last_seen_ns: now,
-        client_addr: h.src,
-        vip_addr: h.dst,
-        client_port: h.sport,
-        vip_port: h.dport,
-        backend_idx,
-        client_mac,
-        state,
-        _pad0: 0,
-        vip_index: meta.index,
         client_ifindex: ingress_ifindex,
     };
+    let rev = reverse_of(&entry, &key);
 
     if meta.flags & VIP_FLAG_DNAT != 0 {
-        REVERSE
-            .insert(&reverse_key(&entry, h.proto), &rev, BPF_ANY as u64)
-            .map_err(|_| Verdict::drop(Reason::DropConntrackFull))?;
+        if !claim(&reverse_key(&entry, h.proto), &rev, now) {
+            return Err(Verdict::drop(Reason::DropTupleInUse));
+        }
     } else {
         entry.snat_addr = meta.snat_addr;
-        entry.snat_port = allocate_snat_port(&entry, &rev, cfg, hash, h.proto)?;
+        entry.snat_port = allocate_snat_port(&entry, &rev, cfg, hash, h.proto, now)?;
     }
     if CONNTRACK.insert(&key, &entry, BPF_ANY as u64).is_err() {
         let _ = REVERSE.remove(&reverse_key(&entry, h.proto));
@@ -190,7 +273,8 @@ pub fn forward_flow(
 
 /// Claims a SNAT port for the flow by inserting its reverse entry only if absent: the first
 /// probe is derived from the flow hash (so every node picks the same port for the same
-/// flow), the next ones follow it. Returns the port in network byte order.
+/// flow), the next ones follow it, at most once around the range. Returns the port in
+/// network byte order.
 #[inline(always)]
 fn allocate_snat_port(
     entry: &CtEntry,
@@ -198,33 +282,36 @@ fn allocate_snat_port(
     cfg: &Config,
     hash: u32,
     proto: u8,
+    now: u64,
 ) -> Result<u16, Verdict> {
-    let min = cfg.snat_port_min as u32;
+    // Port 0 is never handed out.
+    let min = (cfg.snat_port_min as u32).max(1);
     let max = cfg.snat_port_max as u32;
     if max < min {
         return Err(Verdict::drop(Reason::DropSnatExhausted));
     }
     let range = max - min + 1;
-    let mut probe = entry.clone();
+    let mut probe = *entry;
     for i in 0..SNAT_PROBES {
+        if i >= range {
+            break;
+        }
         let port = (min + (hash.wrapping_add(i) % range)) as u16;
         probe.snat_port = port.to_be();
-        if REVERSE
-            .insert(&reverse_key(&probe, proto), rev, BPF_NOEXIST as u64)
-            .is_ok()
-        {
+        if claim(&reverse_key(&probe, proto), rev, now) {
             return Ok(probe.snat_port);
         }
     }
     Err(Verdict::drop(Reason::DropSnatExhausted))
 }
 
-/// Updates a reply's reverse entry (state, last seen) and returns a copy.
+/// Updates a reply's reverse entry (state, last seen) and returns a copy. A FIN or RST
+/// from the backend also shortens the forward entry's life.
 #[inline(always)]
 pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8) -> RevEntry {
     let now = now();
     // SAFETY: `rev` points into a live map value.
-    unsafe {
+    let r = unsafe {
         touch(
             &raw mut (*rev).state,
             &raw mut (*rev).last_seen_ns,
@@ -233,7 +320,30 @@ pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8) -> RevEntry {
             now,
         );
         *rev
+    };
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        let key = FlowKey {
+            src_addr: r.client_addr,
+            dst_addr: r.vip_addr,
+            src_port: r.client_port,
+            dst_port: r.vip_port,
+            proto,
+            _pad: [0; 3],
+        };
+        if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
+            // SAFETY: fields of the live value.
+            unsafe {
+                touch(
+                    &raw mut (*e).state,
+                    &raw mut (*e).last_seen_ns,
+                    proto,
+                    flags,
+                    now,
+                )
+            };
+        }
     }
+    r
 }
 
 /// Whether a reverse entry is still usable.

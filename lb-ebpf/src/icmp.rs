@@ -1,37 +1,59 @@
-//! ICMP: echo requests to a VIP are answered here; anything else is the kernel's.
+//! ICMP: echo requests to a VIP are answered here; errors (destination unreachable, time
+//! exceeded) about a translated flow are translated back to its client; anything else is
+//! the kernel's.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{ADDR_FLAG_VIP, CONFIG_FLAG_ICMP_ECHO, Reason, checksum::update_u16};
-use network_types::icmp::Icmpv4Hdr;
+use lb_common::{
+    ADDR_FLAG_VIP, CONFIG_FLAG_ICMP_ECHO, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason,
+    checksum::{udp_fixup, update_u16, update_u32},
+};
+use network_types::{icmp::Icmpv4Hdr, ip::Ipv4Hdr};
 
 use crate::{
-    Verdict,
-    maps::CONFIG,
-    packet::{Frame, Headers},
+    Verdict, conntrack,
+    maps::{CONFIG, REVERSE},
+    nat,
+    packet::{Frame, Headers, ptr_within},
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
 /// TTL of the echo replies we originate.
 const REPLY_TTL: u8 = 64;
+/// The quoted transport header: RFC 792 guarantees its first 8 bytes (ports, and the UDP
+/// checksum).
+const QUOTE_L4_MIN: usize = 8;
+/// Offset of the checksum in a UDP header.
+const UDP_CHECK: usize = 6;
+/// Offset of the checksum in a TCP header, and the quote length that includes it.
+const TCP_CHECK: usize = 16;
+const TCP_CHECK_END: usize = TCP_CHECK + 2;
+/// Fragment offset mask of the host-order `frags` word.
+const IP_OFFSET_MASK: u16 = 0x1fff;
 
 #[inline(always)]
-pub fn handle(_ctx: &XdpContext, _frame: &Frame, h: &Headers) -> Verdict {
+pub fn handle(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+    let icmp = h.l4 as *mut Icmpv4Hdr;
+    // SAFETY: checked by the parser.
+    let (ty, code) = unsafe { ((*icmp).type_, (*icmp).code) };
+    if ty == ICMP_DEST_UNREACH || ty == ICMP_TIME_EXCEEDED {
+        return translate_error(ctx, frame, h, icmp);
+    }
     if h.dst_flags & ADDR_FLAG_VIP == 0 {
         return Verdict::pass(Reason::PassNotForVip);
     }
     let echo = CONFIG
         .get(0)
         .is_some_and(|c| c.flags & CONFIG_FLAG_ICMP_ECHO != 0);
-    let (eth, ip, icmp) = (h.eth, h.ip, h.l4 as *mut Icmpv4Hdr);
+    if !echo || ty != ICMP_ECHO_REQUEST || code != 0 {
+        return Verdict::pass(Reason::PassIcmp);
+    }
+    let (eth, ip) = (h.eth, h.ip);
     // SAFETY: all three checked by the parser.
     unsafe {
-        if !echo || (*icmp).type_ != ICMP_ECHO_REQUEST || (*icmp).code != 0 {
-            return Verdict::pass(Reason::PassNotForVip);
-        }
-        let mac = (*eth).dst_addr;
-        (*eth).dst_addr = (*eth).src_addr;
-        (*eth).src_addr = mac;
+        core::mem::swap(&mut (*eth).dst_addr, &mut (*eth).src_addr);
 
         // Swapping the addresses leaves the header checksum unchanged; the TTL does not.
         let (src, dst) = ((*ip).src_addr, (*ip).dst_addr);
@@ -45,7 +67,159 @@ pub fn handle(_ctx: &XdpContext, _frame: &Frame, h: &Headers) -> Verdict {
         let old = u16::from_be_bytes([(*icmp).type_, (*icmp).code]);
         (*icmp).type_ = ICMP_ECHO_REPLY;
         let new = u16::from_be_bytes([(*icmp).type_, (*icmp).code]);
-        (*icmp).check = update_u16(u16::from_be_bytes((*icmp).check), old, new).to_be_bytes();
+        // Eqn. 3 gives 0x0000 when the new data sums to zero, which for an all-zero reply
+        // (id 0, sequence 0, no data) is wrong: only 0xffff is. For any other data both
+        // are right, so 0xffff is always safe.
+        let c = match update_u16(u16::from_be_bytes((*icmp).check), old, new) {
+            0 => 0xffff,
+            c => c,
+        };
+        (*icmp).check = c.to_be_bytes();
     }
     Verdict::tx(Reason::IcmpEchoReply)
+}
+
+/// The verdict for an ICMP error that is not about a flow we translate.
+#[inline(always)]
+fn not_ours(h: &Headers) -> Verdict {
+    if h.dst_flags & ADDR_FLAG_VIP != 0 {
+        Verdict::pass(Reason::PassIcmp)
+    } else {
+        Verdict::pass(Reason::PassNotForVip)
+    }
+}
+
+/// An error quoting a packet we sent to a backend (SNAT address or client -> backend) is
+/// sent on to the client as if it were about the packet the client sent to the VIP: the
+/// quoted header gets the client and VIP back, the outer header goes to the client (from
+/// the VIP when the backend itself reported it).
+#[inline(always)]
+fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmpv4Hdr) -> Verdict {
+    let limit = h.l3_end;
+    let inner_off = h.l4_off + Icmpv4Hdr::LEN;
+    let Some(iip) = ptr_within::<Ipv4Hdr>(frame, inner_off, limit) else {
+        return not_ours(h);
+    };
+    // SAFETY: the quoted fixed header is within the frame (checked above).
+    let (ivihl, iproto, isrc, idst, ifrags) = unsafe {
+        (
+            (*iip).vihl,
+            (*iip).proto,
+            u32::from_ne_bytes((*iip).src_addr),
+            u32::from_ne_bytes((*iip).dst_addr),
+            u16::from_be_bytes((*iip).frags),
+        )
+    };
+    let iihl = ((ivihl & 0x0f) as usize) * 4;
+    if ivihl >> 4 != 4
+        || iihl < Ipv4Hdr::LEN
+        || ifrags & IP_OFFSET_MASK != 0
+        || (iproto != IPPROTO_TCP && iproto != IPPROTO_UDP)
+        || isrc != h.dst
+    {
+        return not_ours(h);
+    }
+    let il4_off = inner_off + iihl;
+    let Some(il4) = ptr_within::<[u8; QUOTE_L4_MIN]>(frame, il4_off, limit) else {
+        return not_ours(h);
+    };
+    // SAFETY: checked above.
+    let (isport, idport) = unsafe {
+        (
+            u16::from_ne_bytes([(*il4)[0], (*il4)[1]]),
+            u16::from_ne_bytes([(*il4)[2], (*il4)[3]]),
+        )
+    };
+    // The reply to the quoted packet would carry the reversed tuple: that is the key.
+    let key = FlowKey {
+        src_addr: idst,
+        dst_addr: isrc,
+        src_port: idport,
+        dst_port: isport,
+        proto: iproto,
+        _pad: [0; 3],
+    };
+    // SAFETY: plain value copied out of the map.
+    let Some(rev) = (unsafe { REVERSE.get(&key) }).copied() else {
+        return not_ours(h);
+    };
+    if !conntrack::reply_live(&rev) {
+        return not_ours(h);
+    }
+    if h.ttl <= 1 {
+        return Verdict::pass(Reason::PassTtlExpired);
+    }
+    let Some(cfg) = CONFIG.get(0).copied() else {
+        return Verdict::drop(Reason::DropInternal);
+    };
+
+    // Outer header: to the client, from the VIP when the backend itself reported it.
+    // SAFETY: checked by the parser.
+    let our_mac = unsafe { (*h.eth).dst_addr };
+    let src_mac = if cfg.if_mac == [0; 6] {
+        our_mac
+    } else {
+        cfg.if_mac
+    };
+    let outer_src = if h.src == idst { rev.vip_addr } else { h.src };
+    nat::rewrite_ip(h, outer_src, rev.client_addr, src_mac, rev.client_mac);
+
+    // Quoted header: client -> VIP, as the client sent it. Every changed 16-bit word is
+    // also folded into the ICMP checksum (all sit at even offsets from the ICMP header).
+    let (o_src, o_dst, n_src, n_dst) = (
+        u32::from_be(isrc),
+        u32::from_be(idst),
+        u32::from_be(rev.client_addr),
+        u32::from_be(rev.vip_addr),
+    );
+    let (o_sport, o_dport, n_sport, n_dport) = (
+        u16::from_be(isport),
+        u16::from_be(idport),
+        u16::from_be(rev.client_port),
+        u16::from_be(rev.vip_port),
+    );
+    // SAFETY: `icmp` checked by the parser, `iip` and `il4` above.
+    unsafe {
+        let mut ic = u16::from_be_bytes((*icmp).check);
+        ic = update_u32(ic, o_src, n_src);
+        ic = update_u32(ic, o_dst, n_dst);
+        ic = update_u16(ic, o_sport, n_sport);
+        ic = update_u16(ic, o_dport, n_dport);
+
+        let old_ipc = u16::from_be_bytes((*iip).check);
+        let mut ipc = update_u32(old_ipc, o_src, n_src);
+        ipc = update_u32(ipc, o_dst, n_dst);
+        (*iip).check = ipc.to_be_bytes();
+        (*iip).src_addr = rev.client_addr.to_ne_bytes();
+        (*iip).dst_addr = rev.vip_addr.to_ne_bytes();
+        ic = update_u16(ic, old_ipc, ipc);
+
+        let l4_update = |c: u16| {
+            let mut c = update_u32(c, o_src, n_src);
+            c = update_u32(c, o_dst, n_dst);
+            c = update_u16(c, o_sport, n_sport);
+            update_u16(c, o_dport, n_dport)
+        };
+        if iproto == IPPROTO_UDP {
+            let old = u16::from_be_bytes([(*il4)[UDP_CHECK], (*il4)[UDP_CHECK + 1]]);
+            let new = udp_fixup(old, l4_update(old));
+            [(*il4)[UDP_CHECK], (*il4)[UDP_CHECK + 1]] = new.to_be_bytes();
+            ic = update_u16(ic, old, new);
+        } else if let Some(tcp) = ptr_within::<[u8; TCP_CHECK_END]>(frame, il4_off, limit) {
+            // Only when the quote is long enough to hold it (often just 8 bytes).
+            let old = u16::from_be_bytes([(*tcp)[TCP_CHECK], (*tcp)[TCP_CHECK + 1]]);
+            let new = l4_update(old);
+            [(*tcp)[TCP_CHECK], (*tcp)[TCP_CHECK + 1]] = new.to_be_bytes();
+            ic = update_u16(ic, old, new);
+        }
+        [(*il4)[0], (*il4)[1]] = rev.client_port.to_ne_bytes();
+        [(*il4)[2], (*il4)[3]] = rev.vip_port.to_ne_bytes();
+        (*icmp).check = ic.to_be_bytes();
+    }
+    nat::egress(
+        rev.client_ifindex,
+        ctx.ingress_ifindex() as u32,
+        Reason::IcmpErrorTranslated,
+        Reason::IcmpErrorTranslated,
+    )
 }

@@ -136,7 +136,7 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
 
 /// `XDP_TX` when the packet leaves by the interface it came in on, a redirect otherwise.
 #[inline(always)]
-fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
+pub fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
     if out == 0 || out == ingress {
         return Verdict::tx(tx);
     }
@@ -152,10 +152,33 @@ fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
     }
 }
 
+/// Rewrites the MACs, the IPv4 addresses and the TTL (decremented), updating the header
+/// checksum.
+#[inline(always)]
+pub fn rewrite_ip(h: &Headers, src: u32, dst: u32, src_mac: [u8; 6], dst_mac: [u8; 6]) {
+    let (eth, ip) = (h.eth, h.ip);
+    // SAFETY: `eth` and `ip` checked by the parser.
+    unsafe {
+        (*eth).dst_addr = dst_mac;
+        (*eth).src_addr = src_mac;
+
+        let ttl_word_old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+        (*ip).ttl -= 1;
+        let ttl_word_new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+        let mut c = u16::from_be_bytes((*ip).check);
+        c = update_u32(c, u32::from_be(h.src), u32::from_be(src));
+        c = update_u32(c, u32::from_be(h.dst), u32::from_be(dst));
+        c = update_u16(c, ttl_word_old, ttl_word_new);
+        (*ip).check = c.to_be_bytes();
+        (*ip).src_addr = src.to_ne_bytes();
+        (*ip).dst_addr = dst.to_ne_bytes();
+    }
+}
+
 /// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums.
 #[inline(always)]
 pub fn rewrite(h: &Headers, rw: &Rewrite) {
-    let (eth, ip) = (h.eth, h.ip);
+    rewrite_ip(h, rw.src, rw.dst, rw.src_mac, rw.dst_mac);
     let (old_src, old_dst, new_src, new_dst) = (
         u32::from_be(h.src),
         u32::from_be(h.dst),
@@ -168,23 +191,6 @@ pub fn rewrite(h: &Headers, rw: &Rewrite) {
         u16::from_be(rw.sport),
         u16::from_be(rw.dport),
     );
-    // SAFETY: `eth` and `ip` checked by the parser.
-    unsafe {
-        (*eth).dst_addr = rw.dst_mac;
-        (*eth).src_addr = rw.src_mac;
-
-        let ttl_word_old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
-        (*ip).ttl -= 1;
-        let ttl_word_new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
-        let mut c = u16::from_be_bytes((*ip).check);
-        c = update_u32(c, old_src, new_src);
-        c = update_u32(c, old_dst, new_dst);
-        c = update_u16(c, ttl_word_old, ttl_word_new);
-        (*ip).check = c.to_be_bytes();
-        (*ip).src_addr = rw.src.to_ne_bytes();
-        (*ip).dst_addr = rw.dst.to_ne_bytes();
-    }
-
     let l4_update = |c: u16| {
         let mut c = update_u32(c, old_src, new_src);
         c = update_u32(c, old_dst, new_dst);

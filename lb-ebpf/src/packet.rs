@@ -23,6 +23,7 @@ const TCP_FLAGS_OFFSET: usize = 13;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// A bounds-checked view of the frame.
 pub struct Frame {
@@ -67,6 +68,9 @@ pub struct Headers {
     pub l4: *mut u8,
     /// Offset of the transport header from the start of the frame.
     pub l4_off: usize,
+    /// Offset of the end of the IPv4 datagram (`l3 + total length`): later bytes are
+    /// Ethernet padding.
+    pub l3_end: usize,
     pub proto: u8,
     /// Addresses and ports raw, as on the wire.
     pub src: u32,
@@ -134,8 +138,14 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
     };
 
     let ihl = ((vihl & 0x0f) as usize) * 4;
-    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || l3 + tot_len > frame.len() {
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl {
         return Err(fail(Reason::DropBadHeader));
+    }
+    // The options and the datagram must be in the frame; bytes after `l3_end` are
+    // Ethernet padding and never read as headers.
+    let l3_end = l3 + tot_len;
+    if l3_end > frame.len() {
+        return Err(fail(Reason::DropTruncated));
     }
     if frags & (IP_MF | IP_OFFSET_MASK) != 0 {
         return Err(fail(Reason::DropFragment));
@@ -146,6 +156,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         ip,
         l4: core::ptr::null_mut(),
         l4_off: l4,
+        l3_end,
         proto,
         src,
         dst,
@@ -158,6 +169,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
     match proto {
         IPPROTO_TCP => {
             let tcp: *mut TcpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+            within(l4 + TcpHdr::LEN, l3_end).ok_or(fail(Reason::DropTruncated))?;
             h.l4 = tcp.cast();
             // SAFETY: the whole fixed header (which holds the flags byte) is checked above.
             unsafe {
@@ -169,6 +181,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         }
         IPPROTO_UDP => {
             let udp: *mut UdpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+            within(l4 + UdpHdr::LEN, l3_end).ok_or(fail(Reason::DropTruncated))?;
             h.l4 = udp.cast();
             // SAFETY: checked above.
             unsafe {
@@ -179,11 +192,31 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         }
         IPPROTO_ICMP => {
             let icmp: *mut Icmpv4Hdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+            within(l4 + Icmpv4Hdr::LEN, l3_end).ok_or(fail(Reason::DropTruncated))?;
             h.l4 = icmp.cast();
             Ok(Parsed::Icmp(h))
         }
         _ => Err(fail(Reason::DropUnknownProto)),
     }
+}
+
+/// A pointer to a `T` at frame offset `off` when it also ends before `limit`, a bound
+/// tighter than the frame (the end of the IPv4 datagram). Used for the headers quoted in
+/// ICMP errors, whose offsets depend on two IHLs.
+#[inline(always)]
+pub fn ptr_within<T>(frame: &Frame, off: usize, limit: usize) -> Option<*mut T> {
+    // The frame check first: were the tighter one first, the compiler could prove the
+    // frame check redundant (`limit` is within the frame) and drop the only check the
+    // verifier understands.
+    let p = frame.ptr(off)?;
+    within(off + size_of::<T>(), limit)?;
+    Some(p)
+}
+
+/// `Some` when `end <= limit` (offsets, not pointers: see [`ptr_within`] for the order).
+#[inline(always)]
+fn within(end: usize, limit: usize) -> Option<()> {
+    (end <= limit).then_some(())
 }
 
 /// True when some VIP uses DNAT (kept as a `VIP_ADDRS` entry under address 0).

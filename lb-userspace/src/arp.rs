@@ -56,22 +56,20 @@ impl Interface {
         if index == 0 {
             return Err(unknown());
         }
-        let text =
-            std::fs::read_to_string(format!("/sys/class/net/{name}/address")).map_err(|e| {
-                ArpError::NoMac {
-                    name: name.into(),
-                    reason: e.to_string(),
-                }
+        // Not /sys/class/net: sysfs shows the namespace it was mounted in, which is not ours
+        // when entered with `nsenter --net`.
+        let (mac, ipv4) = addresses(name);
+        let mac = mac
+            .filter(|m| *m != [0; 6])
+            .ok_or_else(|| ArpError::NoMac {
+                name: name.into(),
+                reason: "no link-layer address".into(),
             })?;
-        let mac = parse_mac(text.trim()).ok_or_else(|| ArpError::NoMac {
-            name: name.into(),
-            reason: format!("'{}'", text.trim()),
-        })?;
         Ok(Self {
             name: name.into(),
             index,
             mac,
-            ipv4: first_ipv4(name).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ipv4: ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
         })
     }
 }
@@ -94,13 +92,14 @@ pub fn format_mac(m: &[u8; 6]) -> String {
     )
 }
 
-fn first_ipv4(name: &str) -> Option<Ipv4Addr> {
+/// The interface's MAC (from its AF_PACKET entry) and first IPv4 address.
+fn addresses(name: &str) -> (Option<[u8; 6]>, Option<Ipv4Addr>) {
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below.
     if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return None;
+        return (None, None);
     }
-    let mut found = None;
+    let (mut mac, mut ipv4) = (None, None);
     let mut cur = addrs;
     while !cur.is_null() {
         // SAFETY: walking the list getifaddrs returned.
@@ -108,20 +107,27 @@ fn first_ipv4(name: &str) -> Option<Ipv4Addr> {
         // SAFETY: ifa_name is a C string.
         let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
         if ifname == name && !ifa.ifa_addr.is_null() {
-            // SAFETY: non-null sockaddr; family checked before the cast.
-            let sa = unsafe { &*ifa.ifa_addr };
-            if sa.sa_family as i32 == libc::AF_INET {
+            // SAFETY: non-null sockaddr; the family decides the cast below.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET && ipv4.is_none() {
                 // SAFETY: AF_INET means sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
+                ipv4 = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            } else if family == libc::AF_PACKET {
+                // SAFETY: AF_PACKET means sockaddr_ll.
+                let sll = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_ll) };
+                if sll.sll_halen == 6 {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(&sll.sll_addr[..6]);
+                    mac = Some(m);
+                }
             }
         }
         cur = ifa.ifa_next;
     }
     // SAFETY: freeing what getifaddrs allocated.
     unsafe { libc::freeifaddrs(addrs) };
-    found
+    (mac, ipv4)
 }
 
 /// The next hop towards `dst` out of `iface`: the gateway of the longest matching route
@@ -208,7 +214,8 @@ impl Arp {
 
     /// Our answer to a request for `vip`, or `None` if this is not one.
     pub fn answer_for(&self, vip: Ipv4Addr, our_mac: [u8; 6]) -> Option<(Arp, [u8; 6])> {
-        (self.op == ARP_REQUEST && self.target_ip == vip && !self.sender_ip.is_unspecified()).then_some({
+        (self.op == ARP_REQUEST && self.target_ip == vip && !self.sender_ip.is_unspecified())
+            .then_some({
                 (
                     Arp {
                         op: ARP_REPLY,

@@ -78,6 +78,17 @@ pub enum HealthKind {
     None,
 }
 
+/// How the VIPs are announced to the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Announce {
+    /// Answer ARP for the VIPs and send gratuitous ARP (with VRRP: only while master).
+    #[default]
+    Arp,
+    /// Never: per-node mode, where only processes on this node use the VIP.
+    None,
+}
+
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -170,6 +181,31 @@ pub struct RunArgs {
     /// Do not answer ICMP echo requests to the VIPs.
     #[arg(long, env = "XVIP_NO_ICMP_ECHO")]
     pub no_icmp_echo: bool,
+    /// VRRP virtual router ID (1-255): fail the VIP over between xvip nodes (VRRPv3).
+    #[arg(long, env = "XVIP_VRRP_VRID")]
+    pub vrrp_vrid: Option<u32>,
+    /// VRRP priority, 1-254 (default 100); the highest live node is master.
+    #[arg(long, env = "XVIP_VRRP_PRIORITY")]
+    pub vrrp_priority: Option<u32>,
+    /// VRRP advertisement interval, a multiple of 10ms up to 40.95s (default 100ms).
+    #[arg(long, env = "XVIP_VRRP_ADVERT_INT")]
+    pub vrrp_advert_int: Option<String>,
+    /// Whether a higher-priority node takes the VIP from a live master (default true).
+    #[arg(long, env = "XVIP_VRRP_PREEMPT")]
+    pub vrrp_preempt: Option<bool>,
+    /// Unicast VRRP peer instead of multicast 224.0.0.18; repeat for several.
+    #[arg(long = "vrrp-peer", env = "XVIP_VRRP_PEERS", value_delimiter = ',')]
+    pub vrrp_peers: Vec<String>,
+    /// Priority taken off while no backend can be served (default 50).
+    #[arg(long, env = "XVIP_VRRP_HEALTH_PENALTY")]
+    pub vrrp_health_penalty: Option<u32>,
+    /// Follow the `kubernetes` EndpointSlices with this kubeconfig and add/remove masters
+    /// (the --backend list stays the fallback while the API is unreachable).
+    #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]
+    pub discover_from_kubeconfig: Option<PathBuf>,
+    /// arp (default): answer ARP for the VIPs; none: per-node mode, no ARP, no VRRP.
+    #[arg(long, env = "XVIP_ANNOUNCE", value_enum)]
+    pub announce: Option<Announce>,
 }
 
 /// The TOML file: the same settings, named as the flags with `_` for `-`.
@@ -200,6 +236,14 @@ struct FileConfig {
     garp_interval: Option<String>,
     pin_root: Option<PathBuf>,
     no_icmp_echo: Option<bool>,
+    vrrp_vrid: Option<u32>,
+    vrrp_priority: Option<u32>,
+    vrrp_advert_int: Option<String>,
+    vrrp_preempt: Option<bool>,
+    vrrp_peers: Option<Vec<String>>,
+    vrrp_health_penalty: Option<u32>,
+    discover_from_kubeconfig: Option<PathBuf>,
+    announce: Option<Announce>,
 }
 
 /// One VIP.
@@ -250,6 +294,12 @@ pub struct Settings {
     pub garp_interval: Duration,
     pub pin_root: PathBuf,
     pub icmp_echo: bool,
+    /// VIP failover, when `--vrrp-vrid` is given.
+    pub vrrp: Option<crate::vrrp::VrrpSettings>,
+    /// Kubeconfig to discover masters with (`--discover-from-kubeconfig`).
+    pub discover_from_kubeconfig: Option<PathBuf>,
+    /// Whether the VIPs are announced (ARP) or only used on this node.
+    pub announce: Announce,
 }
 
 impl RunArgs {
@@ -337,16 +387,16 @@ impl RunArgs {
             && let Some(v) = vips
                 .iter()
                 .find(|v| v.addr == snat_ip && (snat_ports.0..=snat_ports.1).contains(&v.port))
-            {
-                return Err(ConfigError::invalid(
-                    "--snat-ports",
-                    format!("{}-{}", snat_ports.0, snat_ports.1),
-                    format!(
-                        "contains the VIP port {} of the SNAT address {}",
-                        v.port, snat_ip
-                    ),
-                ));
-            }
+        {
+            return Err(ConfigError::invalid(
+                "--snat-ports",
+                format!("{}-{}", snat_ports.0, snat_ports.1),
+                format!(
+                    "contains the VIP port {} of the SNAT address {}",
+                    v.port, snat_ip
+                ),
+            ));
+        }
 
         let kind = self.health.or(file.health).unwrap_or_default();
         let path = self
@@ -403,9 +453,10 @@ impl RunArgs {
             ("--key-file", &key_file),
         ] {
             if let Some(p) = p
-                && !p.is_file() {
-                    return Err(ConfigError::invalid(field, p.display(), "no such file"));
-                }
+                && !p.is_file()
+            {
+                return Err(ConfigError::invalid(field, p.display(), "no such file"));
+            }
         }
         let insecure_skip_verify =
             self.insecure_skip_verify || file.insecure_skip_verify.unwrap_or(false);
@@ -445,6 +496,28 @@ impl RunArgs {
             Some(s) => parse_duration("--garp-interval", &s)?,
             None => DEFAULT_GARP_INTERVAL,
         };
+        let vrrp = crate::vrrp::VrrpSettings::resolve(crate::vrrp::VrrpInput {
+            vrid: self.vrrp_vrid.or(file.vrrp_vrid),
+            priority: self.vrrp_priority.or(file.vrrp_priority),
+            advert_int: self.vrrp_advert_int.clone().or(file.vrrp_advert_int),
+            preempt: self.vrrp_preempt.or(file.vrrp_preempt),
+            peers: pick_list(&self.vrrp_peers, file.vrrp_peers),
+            health_penalty: self.vrrp_health_penalty.or(file.vrrp_health_penalty),
+        })?;
+        let announce = self.announce.or(file.announce).unwrap_or_default();
+        if announce == Announce::None && vrrp.is_some() {
+            return Err(ConfigError::invalid(
+                "--announce",
+                "none",
+                "VRRP (--vrrp-vrid) announces the VIP; per-node mode does not",
+            ));
+        }
+        // Not checked for existence: /etc/kubernetes/admin.conf appears only after
+        // `kubeadm init`, and discovery retries until it can read it.
+        let discover_from_kubeconfig = self
+            .discover_from_kubeconfig
+            .clone()
+            .or(file.discover_from_kubeconfig);
 
         Ok(Settings {
             interface,
@@ -477,6 +550,9 @@ impl RunArgs {
                 .or(file.pin_root)
                 .unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
             icmp_echo: !(self.no_icmp_echo || file.no_icmp_echo.unwrap_or(false)),
+            vrrp,
+            discover_from_kubeconfig,
+            announce,
         })
     }
 }
@@ -494,9 +570,17 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::File {
-        path: path.display().to_string(),
-        reason: e.message().to_string(),
+    toml::from_str(&text).map_err(|e| {
+        // One line that names the setting: the offending line of the file, then the reason.
+        let at = e.span().map(|sp| {
+            let line_no = text[..sp.start].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!(" line {line_no} ({line})")
+        });
+        ConfigError::File {
+            path: format!("{}{}", path.display(), at.unwrap_or_default()),
+            reason: e.message().to_string(),
+        }
     })
 }
 

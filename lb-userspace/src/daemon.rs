@@ -16,7 +16,7 @@ use tokio::{
 
 use crate::{
     arp::{ArpSocket, Interface, format_mac, next_hop},
-    config::{ConfigError, HealthKind, RunArgs, Settings},
+    config::{Announce, ConfigError, HealthKind, RunArgs, Settings},
     dataplane::{Dataplane, DataplaneError},
     health::{self, CheckKind, HealthEvent, HealthSettings},
     maglev::slot_shares,
@@ -42,6 +42,9 @@ pub enum DaemonError {
     /// The kernel side failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// The VRRP socket could not be set up.
+    #[error(transparent)]
+    Vrrp(#[from] crate::vrrp::VrrpError),
     /// Anything else at run time.
     #[error("{0}")]
     Runtime(String),
@@ -132,7 +135,16 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         log::info!("no --ca-file: API server certificates are not verified by the health checks");
     }
 
-    let mut dataplane = Dataplane::load(OBJECT, settings.conntrack_size)?;
+    let pins = crate::dataplane::pin_dir(&settings.pin_root, &iface.name);
+    let mut dataplane =
+        Dataplane::load_pinned(OBJECT, settings.conntrack_size, Some((&pins, &iface.name)))?;
+    if dataplane.adopted() {
+        log::info!(
+            "adopted the pinned state in {} ({} tracked flows)",
+            pins.display(),
+            dataplane.conntrack_entries()
+        );
+    }
     let cfg = Config {
         snat_port_min: settings.snat_ports.0,
         snat_port_max: settings.snat_ports.1,
@@ -147,6 +159,10 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     use crate::dataplane::MapStore;
     dataplane.set_config(&cfg)?;
     let mut reconciler = Reconciler::new(&settings);
+    if dataplane.adopted() {
+        // Keep backend indices and next-hop MACs: tracked flows name their backend by index.
+        reconciler.adopt(&dataplane.present_backends());
+    }
     reconciler.apply(&mut dataplane, &[])?;
     let arp = ArpSocket::open(&iface)?;
     let xdp_mode = dataplane.attach(&iface.name, settings.xdp_mode)?;
@@ -172,20 +188,51 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         last_reconcile: None,
         last_detection: None,
         fail_open: false,
-        announcing: true,
+        // With VRRP, only the master answers ARP for the VIPs.
+        // `--announce none` (per-node mode): never.
+        announcing: settings.vrrp.is_none() && settings.announce == Announce::Arp,
     }));
+
+    let (vrrp_tx, mut vrrp_rx) = mpsc::unbounded_channel();
+    let (serve_tx, serve_rx) = tokio::sync::watch::channel(true);
+    let vrrp = match &settings.vrrp {
+        Some(v) => {
+            let vips: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+            let h = crate::vrrp::spawn(v, &iface, &vips, serve_rx, vrrp_tx)?;
+            log::info!(
+                "VRRP vrid {} from {}: priority {}, advertising every {:?}, preempt {}, {}",
+                v.vrid,
+                iface.ipv4,
+                v.priority,
+                v.advert_interval,
+                v.preempt,
+                if v.peers.is_empty() {
+                    "multicast".to_string()
+                } else {
+                    format!("unicast to {:?}", v.peers)
+                }
+            );
+            Some(h)
+        }
+        None => None,
+    };
 
     let status_source: StatusSource = {
         let shared = shared.clone();
         let settings = settings.clone();
         let xdp_mode = xdp_mode.to_string();
+        let vrrp_report = vrrp.as_ref().map(|h| h.report());
         Arc::new(move || {
-            status_of(
+            let mut st = status_of(
                 &shared.lock().expect("poisoned"),
                 &settings,
                 &xdp_mode,
                 started,
-            )
+            );
+            st.vrrp = vrrp_report
+                .as_ref()
+                .and_then(|r| r.lock().ok().map(|v| v.clone()));
+            st
         })
     };
     let metrics = crate::status::serve(settings.metrics_addr, status_source)
@@ -223,7 +270,10 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         }
     };
     resolve_all(&shared);
-    if let Err(e) = arp.announce(iface.mac, &vip_addrs) {
+    if settings.vrrp.is_none()
+        && settings.announce == Announce::Arp
+        && let Err(e) = arp.announce(iface.mac, &vip_addrs)
+    {
         log::warn!("gratuitous ARP: {e}");
     }
 
@@ -239,7 +289,35 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     );
     let mut resolve_tick = tokio::time::interval(Duration::from_secs(1));
 
+    // Master discovery: the API's list replaces the static one (see discovery.rs).
+    let (dtx, mut drx) = mpsc::channel(1);
+    let discovery = settings.discover_from_kubeconfig.clone().map(|kc| {
+        let shared = shared.clone();
+        let candidates: crate::discovery::Candidates = Arc::new(move || {
+            let s = shared.lock().expect("poisoned");
+            s.reconciler
+                .backends()
+                .iter()
+                .filter(|(_, b)| b.healthy)
+                .map(|(a, _)| *a)
+                .collect()
+        });
+        log::info!(
+            "discovering masters with {} every {:?}",
+            kc.display(),
+            crate::discovery::POLL_INTERVAL
+        );
+        crate::discovery::spawn(kc, candidates, dtx)
+    });
+
+    // Gratuitous ARP rounds still to send after becoming VRRP master, and when.
+    let mut garp_burst = 0u32;
+    let mut garp_burst_at = tokio::time::Instant::now();
     loop {
+        if vrrp.is_some() {
+            let ok = can_serve(&shared);
+            serve_tx.send_if_modified(|v| std::mem::replace(v, ok) != ok);
+        }
         tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
@@ -266,6 +344,31 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 }
             }
             Some(ev) = hrx.recv() => handle_health(&shared, ev),
+            Some(found) = drx.recv(), if discovery.is_some() => {
+                // Same steps as a SIGHUP reload; a static backend keeps its weight.
+                let wanted: Vec<(SocketAddrV4, u32)> = found
+                    .iter()
+                    .map(|a| (*a, settings.backends.iter().find(|b| b.addr == *a).map_or(1, |b| b.weight)))
+                    .collect();
+                let mut s = shared.lock().expect("poisoned");
+                let current: Vec<(SocketAddrV4, u32)> = s.reconciler.backends().iter().map(|(a, b)| (*a, b.weight)).collect();
+                if current != wanted {
+                    let removed = s.reconciler.set_backends(wanted.iter().copied());
+                    for (addr, _) in &removed {
+                        if let Some(h) = checkers.remove(addr) { h.abort(); }
+                    }
+                    for (addr, _) in &wanted {
+                        checkers.entry(*addr).or_insert_with(|| health::spawn_checker(*addr, hs.clone(), true, htx.clone()));
+                    }
+                    let st = &mut *s;
+                    match st.reconciler.apply(&mut st.dataplane, &removed) {
+                        Ok(a) => { st.swaps += a.swaps as u64; log::info!("discovery: {} backends ({} removed)", wanted.len(), removed.len()); }
+                        Err(e) => log::error!("discovery update: {e}"),
+                    }
+                    drop(s);
+                    resolve_all(&shared);
+                }
+            }
             pkt = arp.recv() => match pkt {
                 Ok(a) => {
                     let announcing = shared.lock().expect("poisoned").announcing;
@@ -284,21 +387,51 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                     && let Err(e) = arp.announce(iface.mac, &vip_addrs) { log::warn!("gratuitous ARP: {e}"); }
             }
             _ = resolve_tick.tick() => resolve_all(&shared),
+            Some(state) = vrrp_rx.recv(), if vrrp.is_some() => {
+                let master = state == crate::vrrp::State::Master;
+                shared.lock().expect("poisoned").announcing = master;
+                garp_burst = 0;
+                if master {
+                    if let Err(e) = arp.announce(iface.mac, &vip_addrs) { log::warn!("gratuitous ARP: {e}"); }
+                    garp_burst = crate::vrrp::GARP_BURST - 1;
+                    garp_burst_at = tokio::time::Instant::now() + crate::vrrp::GARP_BURST_SPACING;
+                }
+            }
+            _ = tokio::time::sleep_until(garp_burst_at), if garp_burst > 0 => {
+                garp_burst -= 1;
+                garp_burst_at += crate::vrrp::GARP_BURST_SPACING;
+                if shared.lock().expect("poisoned").announcing
+                    && let Err(e) = arp.announce(iface.mac, &vip_addrs) { log::warn!("gratuitous ARP: {e}"); }
+            }
         }
     }
 
     // Stop announcing first, so neighbours stop sending here, then detach.
     shared.lock().expect("poisoned").announcing = false;
+    if let Some(v) = vrrp {
+        let grace = settings
+            .vrrp
+            .as_ref()
+            .map(|s| s.handover_grace())
+            .unwrap_or_default();
+        if v.stop().await {
+            // Priority 0 sent: keep forwarding while a backup takes over and announces.
+            tokio::time::sleep(grace).await;
+        }
+    }
+    if let Some(d) = discovery {
+        d.abort();
+    }
     for (_, h) in checkers {
         h.abort();
     }
     metrics.abort();
     let mut s = shared.lock().expect("poisoned");
     if settings.keep_attached {
-        s.dataplane.leak_link();
+        s.dataplane.keep_attached();
         log::info!("left attached to {} (--keep-attached)", iface.name);
     } else {
-        s.dataplane.detach()?;
+        s.dataplane.detach(&iface.name)?;
         log::info!("detached from {}", iface.name);
     }
     Ok(())
@@ -377,6 +510,15 @@ fn reconcile(s: &mut Shared, transition_at: Option<Instant>, first_failure: Opti
     }
 }
 
+/// Whether this node has a backend to send new flows to (else VRRP lowers its priority).
+fn can_serve(shared: &Mutex<Shared>) -> bool {
+    let s = shared.lock().expect("poisoned");
+    s.reconciler
+        .backends()
+        .values()
+        .any(|b| b.healthy && b.weight > 0)
+}
+
 fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) -> Status {
     let shares = slot_shares(s.reconciler.table(0));
     let indices: Vec<u32> = s.reconciler.backends().values().map(|b| b.index).collect();
@@ -433,5 +575,6 @@ fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) 
         fail_open: s.fail_open,
         announcing: s.announcing,
         uptime_s: started.elapsed().as_secs_f64(),
+        vrrp: None,
     }
 }

@@ -8,10 +8,16 @@ use std::{
     ptr::NonNull,
 };
 
+use std::path::{Path, PathBuf};
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use lb_common::{
     Backend, Config, Counters, CtEntry, FlowKey, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, RevEntry,
@@ -54,6 +60,21 @@ pub enum DataplaneError {
         name: &'static str,
         source: std::io::Error,
     },
+    /// A pinned map from an earlier xvip does not match this one's layout.
+    #[error(
+        "pinned state in {dir} does not match this xvip ({reason}); `xvip detach --interface {interface}` removes it (and drops tracked connections)"
+    )]
+    PinnedMismatch {
+        dir: String,
+        interface: String,
+        reason: String,
+    },
+    /// The bpffs directory could not be prepared.
+    #[error("bpffs directory {dir}: {reason}")]
+    PinDir { dir: String, reason: String },
+    /// Nothing is pinned for that interface.
+    #[error("nothing pinned for {interface} in {dir}")]
+    NothingPinned { interface: String, dir: String },
     /// A table that does not fit its slot.
     #[error("table of {len} slots does not fit (at most {max})")]
     TableTooLarge { len: usize, max: u32 },
@@ -236,6 +257,126 @@ pub struct Dataplane {
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     link: Option<XdpLinkId>,
+    /// The bpffs directory holding this interface's pins, when pinning.
+    pins: Option<PathBuf>,
+    /// The pinned link (keeps the program attached when this process is gone).
+    pinned_link: Option<PinnedLink>,
+    /// Our reference to an adopted link after the in-place program update.
+    owned_link: Option<XdpLink>,
+    /// The maps were adopted from a previous xvip rather than created.
+    adopted: bool,
+}
+
+/// Every map of the object, all pinned under the interface's directory.
+const PINNED_MAPS: &[&str] = &[
+    map_names::VIPS,
+    map_names::VIP_ADDRS,
+    map_names::RINGS,
+    map_names::BACKENDS,
+    map_names::CONNTRACK,
+    map_names::REVERSE,
+    map_names::CONFIG,
+    map_names::REASONS,
+    map_names::VIP_STATS,
+    map_names::BACKEND_STATS,
+];
+const LINK_PIN: &str = "link";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// The directory under `root` that holds `interface`'s pins.
+pub fn pin_dir(root: &Path, interface: &str) -> PathBuf {
+    root.join(interface)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs into a zeroed struct with a valid path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Makes `dir` exist on a bpffs, mounting bpffs on `/sys/fs/bpf` first if it is missing
+/// (it is not mounted at boot on some systems).
+///
+/// # Errors
+/// [`DataplaneError::PinDir`].
+pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
+    let err = |reason: String| DataplaneError::PinDir {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let mount_point = Path::new("/sys/fs/bpf");
+    if dir.starts_with(mount_point) && !is_bpffs(mount_point) {
+        std::fs::create_dir_all(mount_point).map_err(|e| err(e.to_string()))?;
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+        let (src, target, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
+        // SAFETY: mount(2) with valid C strings and no data.
+        if unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Err(err(format!(
+                "cannot mount bpffs on /sys/fs/bpf: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        log::info!("mounted bpffs on /sys/fs/bpf");
+    }
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    if !is_bpffs(dir) {
+        return Err(err("not on a bpffs".into()));
+    }
+    Ok(())
+}
+
+/// Removes everything pinned for `interface` under `root`: the link (which detaches the
+/// program) and the maps (which drops tracked connections). Returns how many pins went.
+///
+/// # Errors
+/// [`DataplaneError::NothingPinned`] when there is nothing to remove.
+pub fn remove_pins(root: &Path, interface: &str) -> Result<usize, DataplaneError> {
+    let dir = pin_dir(root, interface);
+    if !dir.is_dir() {
+        return Err(DataplaneError::NothingPinned {
+            interface: interface.into(),
+            dir: dir.display().to_string(),
+        });
+    }
+    let mut n = 0;
+    let link = dir.join(LINK_PIN);
+    if link.exists() {
+        match PinnedLink::from_pin(&link) {
+            Ok(l) => {
+                // Dropping the last reference to the link detaches the program.
+                if l.unpin().is_ok() {
+                    n += 1;
+                }
+            }
+            Err(e) => log::warn!("{}: {e}", link.display()),
+        }
+    }
+    for entry in std::fs::read_dir(&dir).map_err(|e| DataplaneError::PinDir {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })? {
+        let entry = entry.map_err(|e| DataplaneError::PinDir {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if std::fs::remove_file(entry.path()).is_ok() {
+            n += 1;
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+    Ok(n)
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -262,13 +403,49 @@ impl Dataplane {
     /// # Errors
     /// [`DataplaneError`] when the object cannot be loaded or lacks a map.
     pub fn load(object: &[u8], conntrack_size: u32) -> Result<Self, DataplaneError> {
+        Self::load_pinned(object, conntrack_size, None)
+    }
+
+    /// Like [`Dataplane::load`], with every map pinned in `pins` (a per-interface bpffs
+    /// directory). Maps already pinned there by an earlier xvip are adopted, so tracked
+    /// connections survive a restart; ones whose layout differs are refused.
+    ///
+    /// # Errors
+    /// [`DataplaneError::PinnedMismatch`] for an incompatible pinned map, or a load error.
+    pub fn load_pinned(
+        object: &[u8],
+        conntrack_size: u32,
+        pins: Option<(&Path, &str)>,
+    ) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(map_names::CONNTRACK, conntrack_size)
-            .map_max_entries(map_names::REVERSE, conntrack_size)
-            .load(object)?;
+            .map_max_entries(map_names::REVERSE, conntrack_size);
+        let mut adopted = false;
+        let paths: Vec<(&str, PathBuf)> = match pins {
+            Some((dir, _)) => {
+                prepare_pin_dir(dir)?;
+                PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &paths {
+            adopted |= path.exists();
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(object).map_err(|e| match (pins, &e) {
+            (Some((dir, interface)), aya::EbpfError::MapError(_)) => {
+                DataplaneError::PinnedMismatch {
+                    dir: dir.display().to_string(),
+                    interface: interface.into(),
+                    reason: e.to_string(),
+                }
+            }
+            _ => DataplaneError::Load(e),
+        })?;
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
             log::debug!("no aya-log channel in the XDP program ({e}): it logs nothing");
         }
@@ -302,7 +479,34 @@ impl Dataplane {
             rings,
             ebpf,
             link: None,
+            pins: pins.map(|(d, _)| d.to_path_buf()),
+            pinned_link: None,
+            owned_link: None,
+            adopted,
         })
+    }
+
+    /// Whether the maps (and so the tracked connections) came from an earlier xvip.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Backends present in the (adopted) `BACKENDS` map: index, address and MAC.
+    pub fn present_backends(&self) -> Vec<(u32, std::net::SocketAddrV4, [u8; 6])> {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, b)))
+            .filter(|(_, b)| b.flags & lb_common::BACKEND_FLAG_PRESENT != 0)
+            .map(|(i, b)| {
+                let addr = std::net::Ipv4Addr::from(b.addr.to_ne_bytes());
+                (
+                    i,
+                    std::net::SocketAddrV4::new(addr, u16::from_be(b.port)),
+                    b.mac,
+                )
+            })
+            .collect()
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -335,6 +539,12 @@ impl Dataplane {
             mode: "any",
             reason: "interface name contains NUL".into(),
         })?;
+        if let Some(dir) = self.pins.clone() {
+            let path = dir.join(LINK_PIN);
+            if path.exists() {
+                return self.replace_pinned(&path, interface);
+            }
+        }
         let tries: &[(XdpMode, &'static str)] = match mode {
             XdpAttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
             XdpAttachMode::Native => &[(XdpMode::Driver, "native")],
@@ -350,6 +560,7 @@ impl Dataplane {
                         );
                     }
                     self.link = Some(link);
+                    self.pin_link(interface);
                     return Ok(name);
                 }
                 Err(e) => last = e.to_string(),
@@ -362,21 +573,93 @@ impl Dataplane {
         })
     }
 
-    /// Detaches the program if attached.
-    pub fn detach(&mut self) -> Result<(), DataplaneError> {
+    /// Pins the fresh link so the program stays attached if this process dies.
+    fn pin_link(&mut self, interface: &str) {
+        let (Some(dir), Some(id)) = (self.pins.clone(), self.link.take()) else {
+            return;
+        };
+        let link = match self.program_mut().take_link(id) {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("{interface}: cannot take the XDP link to pin it: {e}");
+                return;
+            }
+        };
+        match FdLink::try_from(link) {
+            Ok(fd) => match fd.pin(dir.join(LINK_PIN)) {
+                Ok(p) => self.pinned_link = Some(p),
+                Err(e) => log::warn!(
+                    "{interface}: cannot pin the XDP link ({e}): a crash will detach the program"
+                ),
+            },
+            Err(e) => log::warn!(
+                "{interface}: XDP attached through netlink ({e}): it cannot be pinned and adopted"
+            ),
+        }
+    }
+
+    /// Swaps this program into the pinned link of an earlier xvip: one atomic update, no
+    /// moment without a program.
+    fn replace_pinned(
+        &mut self,
+        path: &Path,
+        interface: &str,
+    ) -> Result<&'static str, DataplaneError> {
+        let fail = |reason: String| DataplaneError::Attach {
+            interface: interface.into(),
+            mode: "pinned",
+            reason,
+        };
+        let pinned =
+            PinnedLink::from_pin(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        let fd: FdLink = pinned.into();
+        let xdp = XdpLink::try_from(fd).map_err(|e| fail(e.to_string()))?;
+        let id = self.program_mut().attach_to_link(xdp)?;
+        // The program now owns the link and the pin stays valid: keep our own references to
+        // both, for unpinning and closing at shutdown.
+        self.owned_link = self.program_mut().take_link(id).ok();
+        self.pinned_link = Some(PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?);
+        log::info!("{interface}: replaced the pinned program in place");
+        Ok("pinned")
+    }
+
+    /// Detaches the program and removes this interface's pins.
+    ///
+    /// # Errors
+    /// A failed detach.
+    pub fn detach(&mut self, interface: &str) -> Result<(), DataplaneError> {
         if let Some(link) = self.link.take() {
             self.program_mut().detach(link)?;
+        }
+        if let Some(p) = self.pinned_link.take() {
+            drop(p.unpin());
+        }
+        // With the pin gone, closing the last reference detaches the program.
+        drop(self.owned_link.take());
+        if let Some(root) = self
+            .pins
+            .as_ref()
+            .and_then(|d| d.parent().map(Path::to_path_buf))
+        {
+            let _ = remove_pins(&root, interface);
         }
         Ok(())
     }
 
-    /// Leaves the program attached after this process exits: takes the link out of aya's
-    /// ownership (used with `--keep-attached`).
-    pub fn leak_link(&mut self) {
-        if let Some(link) = self.link.take()
-            && let Ok(owned) = self.program_mut().take_link(link) {
-                std::mem::forget(owned);
-            }
+    /// Leaves the program attached after this process exits (`--keep-attached`): the link
+    /// and the maps stay pinned, and the next `xvip run` adopts them.
+    pub fn keep_attached(&mut self) {
+        if self.pinned_link.is_none()
+            && let Some(link) = self.link.take()
+            && let Ok(owned) = self.program_mut().take_link(link)
+        {
+            log::warn!(
+                "the XDP link is not pinned: it stays attached only while this process lives"
+            );
+            std::mem::forget(owned);
+        }
+        self.pinned_link = None;
+        self.owned_link = None;
     }
 
     /// Counters summed over CPUs, for the backend indices given.

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use xvip::{config::RunArgs, daemon};
 
 /// XDP virtual IP for the Kubernetes API server.
@@ -22,6 +22,15 @@ enum Command {
     Run(RunArgs),
     /// Validate the configuration without touching the kernel.
     CheckConfig(RunArgs),
+    /// Detach from an interface and remove its pinned state (drops tracked connections).
+    Detach {
+        /// The interface xvip ran on.
+        #[arg(long, env = "XVIP_INTERFACE")]
+        interface: String,
+        /// bpffs directory of the pins.
+        #[arg(long, env = "XVIP_PIN_ROOT", default_value = xvip::config::DEFAULT_PIN_ROOT)]
+        pin_root: std::path::PathBuf,
+    },
     /// Show backends, health, table shares and counters of a running xvip.
     Status {
         /// Metrics/status address of the daemon.
@@ -31,14 +40,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a static pod manifest or a systemd unit running `xvip run` with these flags.
+    #[command(subcommand)]
+    Manifest(xvip::manifest::ManifestCommand),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept: `manifest` copies the flags that were actually given.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     env_logger::Builder::new()
         .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone()))
         .format_timestamp_millis()
         .init();
+    if let Command::Manifest(cmd) = &cli.command {
+        let sub = matches
+            .subcommand_matches("manifest")
+            .and_then(|m| m.subcommand())
+            .map(|(_, m)| m)
+            .expect("clap matched manifest");
+        return match xvip::manifest::render(cmd, sub) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xvip: {e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,6 +105,24 @@ fn main() -> ExitCode {
                 ExitCode::from(e.exit_code() as u8)
             }
         },
+        Command::Detach {
+            interface,
+            pin_root,
+        } => {
+            match xvip::dataplane::prepare_pin_dir(&pin_root)
+                .and_then(|()| xvip::dataplane::remove_pins(&pin_root, &interface))
+            {
+                Ok(n) => {
+                    println!("detached from {interface}: removed {n} pins");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xvip: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Manifest(_) => unreachable!("handled before the runtime starts"),
         Command::Status { metrics_addr, json } => {
             match rt.block_on(xvip::status::fetch(metrics_addr)) {
                 Ok(s) => {

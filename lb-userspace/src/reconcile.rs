@@ -113,6 +113,58 @@ impl Reconciler {
         removed
     }
 
+    /// Takes over the backend indices and MACs an earlier xvip left in the pinned maps, for
+    /// backends that are still configured, so tracked flows keep pointing at the right slot
+    /// and the first table written equals the live one.
+    pub fn adopt(&mut self, present: &[(u32, SocketAddrV4, [u8; 6])]) {
+        let wanted: BTreeMap<SocketAddrV4, u32> = self
+            .backends
+            .iter()
+            .map(|(a, st)| (*a, st.weight))
+            .collect();
+        let mut taken: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        let mut states = BTreeMap::new();
+        for (index, addr, mac) in present {
+            if let Some(weight) = wanted.get(addr) {
+                let mac = (*mac != [0; 6]).then_some(*mac);
+                states.insert(
+                    *addr,
+                    BackendState {
+                        index: *index,
+                        weight: *weight,
+                        healthy: true,
+                        mac,
+                    },
+                );
+                taken.insert(*index);
+            }
+        }
+        let mut next = 0u32;
+        for (addr, weight) in wanted {
+            if states.contains_key(&addr) {
+                continue;
+            }
+            while taken.contains(&next) {
+                next += 1;
+            }
+            states.insert(
+                addr,
+                BackendState {
+                    index: next,
+                    weight,
+                    healthy: true,
+                    mac: None,
+                },
+            );
+            taken.insert(next);
+        }
+        self.next_index = taken.iter().next_back().map_or(0, |m| m + 1);
+        self.free = (0..self.next_index)
+            .filter(|i| !taken.contains(i))
+            .collect();
+        self.backends = states;
+    }
+
     /// Records a health transition; returns whether anything changed.
     pub fn set_health(&mut self, addr: SocketAddrV4, healthy: bool) -> bool {
         match self.backends.get_mut(&addr) {
@@ -375,6 +427,26 @@ mod tests {
         assert_eq!(m.backends[&gone].flags & BACKEND_FLAG_PRESENT, 0);
         r.set_backends([(addr("192.0.2.11"), 1), (addr("192.0.2.14"), 1)]);
         assert_eq!(r.backends()[&addr("192.0.2.14")].index, gone);
+    }
+
+    #[test]
+    fn adopting_keeps_indices_and_macs_of_configured_backends() {
+        let s = settings(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]);
+        let mut r = Reconciler::new(&s);
+        // An earlier run had .13 at index 0, .11 at index 5, and a backend no longer configured.
+        r.adopt(&[
+            (0, addr("192.0.2.13"), [3; 6]),
+            (5, addr("192.0.2.11"), [1; 6]),
+            (2, addr("192.0.2.99"), [9; 6]),
+        ]);
+        let b = r.backends();
+        assert_eq!(b[&addr("192.0.2.13")].index, 0);
+        assert_eq!(b[&addr("192.0.2.11")].index, 5);
+        assert_eq!(b[&addr("192.0.2.11")].mac, Some([1; 6]));
+        let new = b[&addr("192.0.2.12")].index;
+        assert!(![0, 5].contains(&new));
+        assert_eq!(b[&addr("192.0.2.12")].mac, None);
+        assert!(!b.contains_key(&addr("192.0.2.99")));
     }
 
     #[test]

@@ -32,6 +32,33 @@ pub struct BackendStatus {
     pub new_flows: u64,
 }
 
+/// VRRP failover (absent without `--vrrp-vrid`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VrrpStatus {
+    pub vrid: u8,
+    /// initialize, backup or master.
+    pub state: String,
+    /// The current master's address, when known.
+    pub master: Option<String>,
+    /// Our own (primary) address.
+    pub address: String,
+    /// Priority advertised now (configured, minus the health penalty while no backend can
+    /// be served).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub preempt: bool,
+    pub advert_interval_ms: f64,
+    /// Learnt from the master's advertisements.
+    pub master_adver_interval_ms: f64,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    /// Advertisements that passed every check.
+    pub adverts_received: u64,
+    pub send_errors: u64,
+    /// Advertisements dropped, by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
 /// The whole status document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -54,6 +81,9 @@ pub struct Status {
     /// Whether this node answers ARP for the VIPs.
     pub announcing: bool,
     pub uptime_s: f64,
+    /// VRRP failover state, when enabled.
+    #[serde(default)]
+    pub vrrp: Option<VrrpStatus>,
 }
 
 impl Status {
@@ -202,6 +232,48 @@ impl Status {
             "1 when this node answers ARP for the VIPs.",
             vec![(String::new(), (self.announcing as u8).to_string())],
         );
+        if let Some(v) = &self.vrrp {
+            let one = |x: String| vec![(String::new(), x)];
+            metric(
+                "vrrp_master",
+                "gauge",
+                "1 when this node is the VRRP master.",
+                one(((v.state == "master") as u8).to_string()),
+            );
+            metric(
+                "vrrp_priority",
+                "gauge",
+                "Priority advertised now (after the health penalty).",
+                one(v.priority.to_string()),
+            );
+            metric(
+                "vrrp_transitions_total",
+                "counter",
+                "VRRP state changes.",
+                one(v.transitions.to_string()),
+            );
+            metric(
+                "vrrp_adverts_sent_total",
+                "counter",
+                "VRRP advertisements sent.",
+                one(v.adverts_sent.to_string()),
+            );
+            metric(
+                "vrrp_adverts_received_total",
+                "counter",
+                "VRRP advertisements accepted.",
+                one(v.adverts_received.to_string()),
+            );
+            metric(
+                "vrrp_dropped_total",
+                "counter",
+                "VRRP advertisements dropped, by reason.",
+                v.drops
+                    .iter()
+                    .map(|(k, n)| (format!("reason=\"{k}\""), n.to_string()))
+                    .collect(),
+            );
+        }
         out
     }
 
@@ -225,14 +297,7 @@ impl Status {
         let _ = writeln!(
             o,
             "{:<22} {:>5} {:>6} {:<9} {:>7} {:>9} {:>10} {:>9}  LAST ERROR",
-            "BACKEND",
-            "INDEX",
-            "WEIGHT",
-            "HEALTH",
-            "SHARE",
-            "CHECK",
-            "PACKETS",
-            "FLOWS"
+            "BACKEND", "INDEX", "WEIGHT", "HEALTH", "SHARE", "CHECK", "PACKETS", "FLOWS"
         );
         let total: usize = self.backends.iter().map(|b| b.slots).sum::<usize>().max(1);
         for b in &self.backends {
@@ -272,6 +337,32 @@ impl Status {
                 nonzero.join(" ")
             }
         );
+        if let Some(v) = &self.vrrp {
+            let drops: Vec<String> = v
+                .drops
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "vrrp vrid {}: {} (master {}), priority {}/{}, {}preempt, {} transitions, adverts sent {} received {}, dropped: {}",
+                v.vrid,
+                v.state.to_uppercase(),
+                v.master.as_deref().unwrap_or("unknown"),
+                v.priority,
+                v.configured_priority,
+                if v.preempt { "" } else { "no " },
+                v.transitions,
+                v.adverts_sent,
+                v.adverts_received,
+                if drops.is_empty() {
+                    "none".into()
+                } else {
+                    drops.join(" ")
+                }
+            );
+        }
         o
     }
 }

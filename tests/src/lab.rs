@@ -53,6 +53,15 @@ impl Netns {
         c
     }
 
+    /// A command that enters only the network namespace (`nsenter --net`): unlike
+    /// `ip netns exec` it keeps the host's mounts, so bpffs pins made by it outlive it.
+    pub fn cmd_net_only(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{}", self.name))
+            .arg(program);
+        c
+    }
+
     /// Runs `ip -n NS ARGS`.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", &self.name];
@@ -347,6 +356,63 @@ impl Lab {
         cmd.stdout(Stdio::null());
         self.spawn(&format!("xvip-{host}"), cmd)?;
         Ok(())
+    }
+
+    /// The status document of the xvip running on `host` (default metrics address).
+    pub fn xvip_status(&self, host: &str) -> Result<xvip::status::Status> {
+        let out = sh(self
+            .host(host)
+            .ns
+            .cmd(xvip_bin())
+            .args(["status", "--json"]))?;
+        Ok(serde_json::from_slice(&out.stdout).context("parsing xvip status --json")?)
+    }
+
+    /// Polls `cond` on `host`'s status every 20 ms until it holds or `within` passes;
+    /// returns how long it took.
+    pub fn wait_status(
+        &self,
+        host: &str,
+        within: Duration,
+        cond: impl Fn(&xvip::status::Status) -> bool,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if let Ok(s) = self.xvip_status(host)
+                && cond(&s)
+            {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                bail!("status condition not met within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `curl -N` on `host` reading a stream for at most `max` (e.g. `/watch`).
+    pub fn start_stream(&mut self, name: &str, host: &str, url: &str, max: Duration) -> Result<()> {
+        let mut cmd = self.host(host).ns.cmd("curl");
+        cmd.args(["-skN", "--max-time", &format!("{}", max.as_secs_f64()), url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        self.spawn(name, cmd)?;
+        Ok(())
+    }
+
+    /// Waits for the stream started as `name` to end; returns curl's exit code and output.
+    pub fn finish_stream(&mut self, name: &str, within: Duration) -> Result<(Option<i32>, String)> {
+        let i = self.proc_index(name).context("no such stream")?;
+        let mut p = self.procs.remove(i);
+        let status = p
+            .wait_timeout(within)
+            .context("stream did not end in time")?;
+        let mut out = String::new();
+        if let Some(mut o) = p.child.stdout.take() {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut out);
+        }
+        Ok((status.code(), out))
     }
 
     /// One HTTPS GET from `host` with curl; returns the body or the error.

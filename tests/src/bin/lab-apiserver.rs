@@ -7,7 +7,13 @@
 //!
 //! ```text
 //! lab-apiserver --listen IP:PORT --name NAME [--not-ready-file PATH] [--plain]
+//!               [--endpointslices-file PATH]
 //! ```
+//!
+//! With `--endpointslices-file`, `GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices`
+//! (any query: the label selector is not evaluated) answers the file's content as JSON, read
+//! anew on every request so a test can change it; 503 while the file is missing. No watch:
+//! xvip's discovery polls.
 //!
 //! Once listening it prints `lab-apiserver NAME listening on IP:PORT (https|http)`, so
 //! a parent process can wait for that line instead of polling the port.
@@ -47,6 +53,9 @@ struct Args {
     /// Serve plain HTTP instead of HTTPS (for wrk and other plain-HTTP load tools).
     #[arg(long)]
     plain: bool,
+    /// JSON EndpointSliceList served for the `kubernetes` EndpointSlices (re-read per request).
+    #[arg(long, value_name = "PATH")]
+    endpointslices_file: Option<PathBuf>,
 }
 
 /// Longest request or header line accepted; real clients stay far below.
@@ -65,6 +74,7 @@ struct Server {
     /// The bound address, advertised by `/api` like a real API server does.
     listen: SocketAddr,
     not_ready_file: Option<PathBuf>,
+    endpointslices_file: Option<PathBuf>,
 }
 
 /// The parts of a request the routes look at.
@@ -105,6 +115,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         name: args.name,
         listen: listener.local_addr()?,
         not_ready_file: args.not_ready_file,
+        endpointslices_file: args.endpointslices_file,
     });
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     println!(
@@ -215,6 +226,15 @@ impl Server {
             "/healthz" | "/livez" => (200, TEXT, "ok".into()),
             "/" | "/whoami" => (200, TEXT, format!("{}\n", self.name)),
             "/version" => (200, JSON, version_json()),
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices" => {
+                match &self.endpointslices_file {
+                    Some(file) => match tokio::fs::read_to_string(file).await {
+                        Ok(body) => (200, JSON, body),
+                        Err(_) => (503, TEXT, "no endpointslices file\n".into()),
+                    },
+                    None => (404, TEXT, "404 page not found\n".into()),
+                }
+            }
             "/api" => (
                 200,
                 JSON,

@@ -1,0 +1,87 @@
+//! Socket-level balancing for processes on this node: a cgroup `connect4` hook turns a
+//! `connect()` to VIP:port into a `connect()` to a backend picked from the same Maglev table
+//! the XDP program uses. Only sockets in the daemon's network namespace are touched: the hook
+//! sits on the root cgroup, which every namespace on the machine shares.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32},
+    macros::{cgroup_sock_addr, map},
+    maps::{Array, PerCpuArray},
+    programs::SockAddrContext,
+};
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP, VipKey};
+
+use crate::{lookup, maps::VIPS};
+
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+/// `SOCK_COUNTS` index: connects redirected to a backend.
+pub const SOCK_BALANCED: u32 = 0;
+/// `SOCK_COUNTS` index: connects to a VIP left alone because no backend was available.
+pub const SOCK_NO_BACKEND: u32 = 1;
+
+/// 0 -> network-namespace cookie of the daemon (0: hook off). Written by the daemon.
+#[map]
+static SOCK_CONFIG: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per CPU: `SOCK_*` -> connects. Written here, read by the daemon.
+#[map]
+static SOCK_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Always allows the connect (returns 1); only its destination may change.
+#[cgroup_sock_addr(connect4)]
+pub fn xvip_connect4(ctx: SockAddrContext) -> i32 {
+    balance(&ctx);
+    1
+}
+
+#[inline(always)]
+fn balance(ctx: &SockAddrContext) {
+    let cookie = SOCK_CONFIG.get(0).copied().unwrap_or(0);
+    // SAFETY: helper on the program's own context.
+    if cookie == 0 || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != cookie {
+        return;
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: the context is valid for the program's duration; these fields are readable.
+    let (addr, port, ty) = unsafe { ((*sa).user_ip4, (*sa).user_port, (*sa).type_) };
+    let proto = match ty {
+        SOCK_STREAM => IPPROTO_TCP,
+        SOCK_DGRAM => IPPROTO_UDP,
+        _ => return,
+    };
+    // `user_port` holds the port in network byte order in its low 16 bits.
+    let key = VipKey {
+        addr,
+        port: port as u16,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: plain value copied out of the map.
+    let Some(meta) = (unsafe { VIPS.get(&key) }).copied() else {
+        return;
+    };
+    // No source port exists yet to hash: a random slot spreads connects like the table does.
+    // SAFETY: helper without arguments.
+    let hash = unsafe { bpf_get_prandom_u32() };
+    match lookup::pick_backend(&meta, hash) {
+        Ok((_, backend)) => {
+            // SAFETY: these fields are writable in connect4 programs.
+            unsafe {
+                (*sa).user_ip4 = backend.addr;
+                (*sa).user_port = backend.port as u32;
+            }
+            count(SOCK_BALANCED);
+        }
+        Err(_) => count(SOCK_NO_BACKEND),
+    }
+}
+
+#[inline(always)]
+fn count(i: u32) {
+    if let Some(c) = SOCK_COUNTS.get_ptr_mut(i) {
+        // SAFETY: per-CPU slot.
+        unsafe { *c += 1 };
+    }
+}

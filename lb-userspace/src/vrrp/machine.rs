@@ -1,0 +1,523 @@
+//! The VRRPv3 state machine of RFC 5798 section 6.4 (Initialize, Backup, Master) as pure
+//! logic: every input carries the time it happens at, every output is an [`Action`] for the
+//! caller to carry out, and [`Machine::next_deadline`] says when to call [`Machine::poll`].
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+/// A virtual router's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not participating (before start-up and after shut-down).
+    Initialize,
+    /// Watching the master; silent on ARP.
+    Backup,
+    /// Advertising and answering ARP for the VIPs.
+    Master,
+}
+
+impl State {
+    /// Lower-case name for status and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Initialize => "initialize",
+            Self::Backup => "backup",
+            Self::Master => "master",
+        }
+    }
+}
+
+/// What the caller must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send one advertisement with this priority (0 when resigning).
+    Send { priority: u8 },
+    /// The state changed; `why` is for the log.
+    Transition {
+        from: State,
+        to: State,
+        why: &'static str,
+    },
+}
+
+/// The fixed parameters of one virtual router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Priority advertised while healthy, 1-254.
+    pub priority: u8,
+    /// Advertisement_Interval: our advertising period as master.
+    pub advert_interval: Duration,
+    /// Preempt_Mode: whether a higher-priority backup takes over from a live master.
+    pub preempt: bool,
+    /// Our primary address, the tie-break between equal priorities.
+    pub primary: Ipv4Addr,
+}
+
+/// One virtual router.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    params: Params,
+    /// The priority we advertise now (lowered by the health penalty).
+    priority: u8,
+    state: State,
+    master_adver_interval: Duration,
+    /// Master_Down_Timer (Backup only).
+    master_down_at: Option<Instant>,
+    /// Adver_Timer (Master only).
+    adver_at: Option<Instant>,
+    /// Who we believe is master.
+    master: Option<Ipv4Addr>,
+    transitions: u64,
+}
+
+impl Machine {
+    /// A router in Initialize.
+    pub fn new(params: Params) -> Self {
+        Self {
+            priority: params.priority,
+            params,
+            state: State::Initialize,
+            master_adver_interval: params.advert_interval,
+            master_down_at: None,
+            adver_at: None,
+            master: None,
+            transitions: 0,
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The priority advertised now.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// The master as far as we know: ourselves in Master, the last accepted sender in Backup.
+    pub fn master(&self) -> Option<Ipv4Addr> {
+        self.master
+    }
+
+    /// State changes so far.
+    pub fn transitions(&self) -> u64 {
+        self.transitions
+    }
+
+    /// Master_Adver_Interval: learnt from the master's advertisements.
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
+    }
+
+    /// Skew_Time = ((256 - Priority) x Master_Adver_Interval) / 256.
+    pub fn skew_time(&self) -> Duration {
+        self.master_adver_interval * (256 - u32::from(self.priority)) / 256
+    }
+
+    /// Master_Down_Interval = 3 x Master_Adver_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        self.master_adver_interval * 3 + self.skew_time()
+    }
+
+    /// When [`poll`](Self::poll) has something to do, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Initialize => None,
+            State::Backup => self.master_down_at,
+            State::Master => self.adver_at,
+        }
+    }
+
+    /// Sets the advertised priority (clamped to 1-254); it counts from the next
+    /// advertisement sent or received.
+    pub fn set_priority(&mut self, priority: u8) {
+        self.priority = priority.clamp(1, 254);
+    }
+
+    /// Startup event: Initialize -> Backup with a full Master_Down_Timer (priority 255,
+    /// the address owner, is never used: the VIP is not an interface address).
+    pub fn startup(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != State::Initialize {
+            return Vec::new();
+        }
+        self.master_adver_interval = self.params.advert_interval;
+        self.master_down_at = Some(now + self.master_down_interval());
+        self.master = None;
+        vec![self.go(State::Backup, "startup")]
+    }
+
+    /// Shutdown event: a master resigns with a priority 0 advertisement.
+    pub fn shutdown(&mut self, _now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Initialize => return out,
+            State::Master => out.push(Action::Send { priority: 0 }),
+            State::Backup => {}
+        }
+        self.master_down_at = None;
+        self.adver_at = None;
+        self.master = None;
+        out.push(self.go(State::Initialize, "shutdown"));
+        out
+    }
+
+    /// Fires the timers that are due at `now`.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
+                out.push(Action::Send {
+                    priority: self.priority,
+                });
+                self.become_master(now);
+                out.push(self.go(State::Master, "master down timer expired"));
+            }
+            State::Master if self.adver_at.is_some_and(|t| t <= now) => {
+                out.push(Action::Send {
+                    priority: self.priority,
+                });
+                self.adver_at = Some(now + self.params.advert_interval);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// An advertisement that passed every check, from `src` with `priority` and a
+    /// Max Advertise Interval of `interval` (not zero).
+    pub fn on_advert(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        priority: u8,
+        interval: Duration,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Initialize => {}
+            State::Backup => {
+                if priority == 0 {
+                    // The master resigned: take over after Skew_Time only.
+                    self.master_down_at = Some(now + self.skew_time());
+                    self.master = None;
+                } else if !self.params.preempt || priority >= self.priority {
+                    self.master_adver_interval = interval;
+                    self.master_down_at = Some(now + self.master_down_interval());
+                    self.master = Some(src);
+                }
+                // else: a lower-priority master we preempt; its advert is discarded.
+            }
+            State::Master => {
+                if priority == 0 {
+                    // Another router resigned: assert ourselves at once.
+                    out.push(Action::Send {
+                        priority: self.priority,
+                    });
+                    self.adver_at = Some(now + self.params.advert_interval);
+                } else if priority > self.priority
+                    || (priority == self.priority && src > self.params.primary)
+                {
+                    self.adver_at = None;
+                    self.master_adver_interval = interval;
+                    self.master_down_at = Some(now + self.master_down_interval());
+                    self.master = Some(src);
+                    out.push(self.go(State::Backup, "advertisement from a better master"));
+                }
+            }
+        }
+        out
+    }
+
+    fn become_master(&mut self, now: Instant) {
+        self.master_down_at = None;
+        self.adver_at = Some(now + self.params.advert_interval);
+        self.master_adver_interval = self.params.advert_interval;
+        self.master = Some(self.params.primary);
+    }
+
+    fn go(&mut self, to: State, why: &'static str) -> Action {
+        let from = self.state;
+        self.state = to;
+        self.transitions += 1;
+        Action::Transition { from, to, why }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const LOWER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+    const INT: Duration = Duration::from_millis(100);
+
+    fn machine(priority: u8, preempt: bool) -> (Machine, Instant) {
+        let m = Machine::new(Params {
+            priority,
+            advert_interval: INT,
+            preempt,
+            primary: ME,
+        });
+        (m, Instant::now())
+    }
+
+    fn became(actions: &[Action]) -> Option<State> {
+        actions.iter().find_map(|a| match a {
+            Action::Transition { to, .. } => Some(*to),
+            _ => None,
+        })
+    }
+
+    fn sent(actions: &[Action]) -> Option<u8> {
+        actions.iter().find_map(|a| match a {
+            Action::Send { priority } => Some(*priority),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn timers_follow_the_rfc_formulas() {
+        let (m, _) = machine(100, true);
+        // Skew = (256 - 100) * 100 ms / 256 = 60.9375 ms; down = 300 ms + skew.
+        assert_eq!(m.skew_time(), Duration::from_nanos(60_937_500));
+        assert_eq!(m.master_down_interval(), Duration::from_nanos(360_937_500));
+        let (m, _) = machine(254, true);
+        assert_eq!(m.skew_time(), Duration::from_nanos(781_250));
+    }
+
+    #[test]
+    fn startup_goes_to_backup_and_becomes_master_when_nobody_advertises() {
+        let (mut m, t0) = machine(100, true);
+        assert_eq!(m.next_deadline(), None);
+        assert_eq!(became(&m.startup(t0)), Some(State::Backup));
+        let down = m.next_deadline().unwrap();
+        assert_eq!(down, t0 + m.master_down_interval());
+        assert!(m.poll(down - MS).is_empty());
+        let a = m.poll(down);
+        assert_eq!(sent(&a), Some(100));
+        assert_eq!(became(&a), Some(State::Master));
+        assert_eq!(m.master(), Some(ME));
+        assert_eq!(m.transitions(), 2);
+        // Then one advertisement per interval.
+        assert_eq!(m.next_deadline(), Some(down + INT));
+        assert!(m.poll(down + INT - MS).is_empty());
+        assert_eq!(sent(&m.poll(down + INT)), Some(100));
+        assert_eq!(m.next_deadline(), Some(down + 2 * INT));
+    }
+
+    #[test]
+    fn a_backup_stays_backup_while_the_master_advertises() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        for i in 1..50 {
+            let t = t0 + INT * i;
+            assert!(m.on_advert(t, HIGHER_IP, 150, INT).is_empty());
+            assert!(m.poll(t + 3 * INT).is_empty(), "tick {i}");
+        }
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master(), Some(HIGHER_IP));
+    }
+
+    #[test]
+    fn a_backup_learns_the_masters_interval() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        let theirs = Duration::from_secs(1);
+        m.on_advert(t0, HIGHER_IP, 200, theirs);
+        assert_eq!(m.master_adver_interval(), theirs);
+        assert_eq!(m.master_down_interval(), theirs * 3 + theirs * 156 / 256);
+        assert!(m.poll(t0 + Duration::from_millis(3500)).is_empty());
+        assert_eq!(
+            became(&m.poll(t0 + m.master_down_interval())),
+            Some(State::Master)
+        );
+        // As master it advertises at its own interval again.
+        assert_eq!(m.master_adver_interval(), INT);
+    }
+
+    #[test]
+    fn priority_zero_makes_a_backup_take_over_after_skew_time() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 200, INT);
+        let t1 = t0 + 50 * MS;
+        assert!(m.on_advert(t1, HIGHER_IP, 0, INT).is_empty());
+        assert_eq!(m.master(), None);
+        assert_eq!(m.next_deadline(), Some(t1 + m.skew_time()));
+        assert!(m.skew_time() < 3 * INT);
+        assert_eq!(became(&m.poll(t1 + m.skew_time())), Some(State::Master));
+    }
+
+    #[test]
+    fn with_preempt_a_higher_priority_backup_ignores_a_lower_master_and_takes_over() {
+        let (mut m, t0) = machine(200, true);
+        m.startup(t0);
+        m.on_advert(t0, LOWER_IP, 100, INT);
+        assert_eq!(m.master(), None, "the lower master's advert is discarded");
+        // Its adverts do not reset the timer: master down fires on schedule.
+        m.on_advert(t0 + INT, LOWER_IP, 100, INT);
+        let down = t0 + m.master_down_interval();
+        assert_eq!(m.next_deadline(), Some(down));
+        assert_eq!(became(&m.poll(down)), Some(State::Master));
+        // The old master then sees our higher priority and steps down (other side below).
+    }
+
+    #[test]
+    fn without_preempt_a_higher_priority_backup_leaves_a_live_master_alone() {
+        let (mut m, t0) = machine(200, false);
+        m.startup(t0);
+        for i in 0..20 {
+            m.on_advert(t0 + INT * i, LOWER_IP, 100, INT);
+            assert!(m.poll(t0 + INT * i + 2 * INT).is_empty());
+        }
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master(), Some(LOWER_IP));
+        // ... but takes over when it dies.
+        let last = t0 + INT * 19;
+        assert_eq!(
+            became(&m.poll(last + m.master_down_interval())),
+            Some(State::Master)
+        );
+    }
+
+    #[test]
+    fn a_master_steps_down_for_a_higher_priority() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        let t1 = t0 + m.master_down_interval();
+        m.poll(t1);
+        let a = m.on_advert(t1 + MS, LOWER_IP, 101, INT);
+        assert_eq!(became(&a), Some(State::Backup));
+        assert_eq!(sent(&a), None);
+        assert_eq!(m.master(), Some(LOWER_IP));
+        assert_eq!(m.next_deadline(), Some(t1 + MS + m.master_down_interval()));
+    }
+
+    #[test]
+    fn split_brain_converges_on_priority_then_on_the_higher_address() {
+        // Two masters that see each other: the one with lower priority yields ...
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        let t1 = t0 + m.master_down_interval();
+        m.poll(t1);
+        assert!(m.on_advert(t1, HIGHER_IP, 99, INT).is_empty());
+        assert_eq!(m.state(), State::Master);
+        // ... and with equal priorities the higher primary address wins.
+        assert!(m.on_advert(t1, LOWER_IP, 100, INT).is_empty());
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(
+            became(&m.on_advert(t1, HIGHER_IP, 100, INT)),
+            Some(State::Backup)
+        );
+    }
+
+    #[test]
+    fn two_simulated_routers_elect_one_master_and_fail_over() {
+        // A tiny segment: each advertisement is delivered to the other router at once.
+        let ips = [ME, HIGHER_IP];
+        let mut r: Vec<Machine> = [150u8, 100]
+            .iter()
+            .zip(ips)
+            .map(|(p, ip)| {
+                Machine::new(Params {
+                    priority: *p,
+                    advert_interval: INT,
+                    preempt: true,
+                    primary: ip,
+                })
+            })
+            .collect();
+        let t0 = Instant::now();
+        for m in &mut r {
+            m.startup(t0);
+        }
+        let mut alive = [true, true];
+        let mut t = t0;
+        let mut masters_at = Vec::new();
+        while t < t0 + Duration::from_secs(3) {
+            t += 5 * MS;
+            if t >= t0 + Duration::from_secs(1) && alive[0] {
+                alive[0] = false; // the first master dies silently
+            }
+            for i in 0..2 {
+                if !alive[i] {
+                    continue;
+                }
+                let acts = r[i].poll(t);
+                if let Some(p) = sent(&acts) {
+                    let j = 1 - i;
+                    if alive[j] {
+                        r[j].on_advert(t, ips[i], p, INT);
+                    }
+                }
+            }
+            let masters: Vec<usize> = (0..2)
+                .filter(|i| alive[*i] && r[*i].state() == State::Master)
+                .collect();
+            masters_at.push((t - t0, masters));
+        }
+        let at = |d: Duration| {
+            masters_at
+                .iter()
+                .find(|(x, _)| *x >= d)
+                .map(|(_, m)| m.clone())
+                .unwrap()
+        };
+        assert_eq!(at(Duration::from_millis(800)), vec![0]);
+        assert_eq!(at(Duration::from_millis(1500)), vec![1]);
+        // Never two masters at once.
+        assert!(masters_at.iter().all(|(_, m)| m.len() <= 1));
+    }
+
+    #[test]
+    fn shutdown_sends_priority_zero_only_from_master() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        let a = m.shutdown(t0);
+        assert_eq!(sent(&a), None);
+        assert_eq!(became(&a), Some(State::Initialize));
+        m.startup(t0);
+        m.poll(t0 + Duration::from_secs(1));
+        assert_eq!(m.state(), State::Master);
+        let a = m.shutdown(t0 + Duration::from_secs(1));
+        assert_eq!(sent(&a), Some(0));
+        assert_eq!(m.next_deadline(), None);
+        assert!(m.on_advert(t0, HIGHER_IP, 200, INT).is_empty());
+    }
+
+    #[test]
+    fn a_master_answers_a_resignation_with_an_advert() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        m.poll(t1);
+        let a = m.on_advert(t1 + MS, HIGHER_IP, 0, INT);
+        assert_eq!(sent(&a), Some(100));
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(m.next_deadline(), Some(t1 + MS + INT));
+    }
+
+    #[test]
+    fn the_health_penalty_lowers_the_advertised_priority_and_the_skew() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        m.poll(t0 + Duration::from_secs(1));
+        m.set_priority(50);
+        assert_eq!(sent(&m.poll(t0 + Duration::from_secs(2))), Some(50));
+        // A healthy peer at 100 now wins ...
+        assert_eq!(
+            became(&m.on_advert(t0 + Duration::from_secs(2), LOWER_IP, 100, INT)),
+            Some(State::Backup)
+        );
+        // ... and the priority stays in 1-254.
+        m.set_priority(0);
+        assert_eq!(m.priority(), 1);
+        m.set_priority(255);
+        assert_eq!(m.priority(), 254);
+    }
+}

@@ -1,0 +1,580 @@
+//! VIP failover between xvip nodes with VRRPv3 for IPv4 (RFC 5798), interoperable with
+//! keepalived: the settings, and the task that runs the election on the interface and tells
+//! the daemon when this node becomes master (answer ARP, gratuitous ARP burst) or backup
+//! (stay silent).
+//!
+//! The VIPs are never interface addresses here, so priority 255 (address owner) is not used.
+//! Data path state is not synchronised: see `docs/failover.md`.
+
+pub mod machine;
+pub mod packet;
+pub mod socket;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{arp::Interface, config::ConfigError, status::VrrpStatus};
+pub use machine::{Action, Machine, Params, State};
+pub use packet::{Advert, DropReason};
+pub use socket::{SocketError, VrrpSocket};
+
+/// Default advertisement interval (RFC 5798 says 1 s; sub-second takeover needs less).
+pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default priority.
+pub const DEFAULT_PRIORITY: u8 = 100;
+/// Default priority taken off while no backend can be served.
+pub const DEFAULT_HEALTH_PENALTY: u8 = 50;
+/// Gratuitous ARP rounds sent on becoming master ...
+pub const GARP_BURST: u32 = 3;
+/// ... this far apart.
+pub const GARP_BURST_SPACING: Duration = Duration::from_millis(100);
+
+/// Validated VRRP settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpSettings {
+    /// Virtual router ID, 1-255.
+    pub vrid: u8,
+    /// Priority, 1-254.
+    pub priority: u8,
+    /// Advertisement interval, a multiple of 10 ms up to 40.95 s.
+    pub advert_interval: Duration,
+    /// Whether a higher-priority backup takes over from a live master.
+    pub preempt: bool,
+    /// Unicast peers; empty means multicast to 224.0.0.18.
+    pub peers: Vec<Ipv4Addr>,
+    /// Priority taken off (down to 1) while this node has no backend to serve.
+    pub health_penalty: u8,
+}
+
+/// The VRRP settings as given (flags, environment or file), before validation.
+#[derive(Clone, Debug, Default)]
+pub struct VrrpInput {
+    pub vrid: Option<u32>,
+    pub priority: Option<u32>,
+    pub advert_int: Option<String>,
+    pub preempt: Option<bool>,
+    pub peers: Vec<String>,
+    pub health_penalty: Option<u32>,
+}
+
+fn invalid(field: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl VrrpSettings {
+    /// Validates the VRRP settings; `None` when `--vrrp-vrid` is not given (no failover).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the flag and the value.
+    pub fn resolve(i: VrrpInput) -> Result<Option<Self>, ConfigError> {
+        let Some(vrid) = i.vrid else {
+            let stray = [
+                ("--vrrp-priority", i.priority.map(|p| p.to_string())),
+                ("--vrrp-advert-int", i.advert_int.clone()),
+                ("--vrrp-preempt", i.preempt.map(|p| p.to_string())),
+                ("--vrrp-peer", i.peers.first().cloned()),
+                (
+                    "--vrrp-health-penalty",
+                    i.health_penalty.map(|p| p.to_string()),
+                ),
+            ];
+            if let Some((field, Some(v))) = stray.into_iter().find(|(_, v)| v.is_some()) {
+                return Err(invalid(field, v, "needs --vrrp-vrid"));
+            }
+            return Ok(None);
+        };
+        let vrid = u8::try_from(vrid)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| invalid("--vrrp-vrid", vrid, "must be in 1-255"))?;
+        let priority = match i.priority {
+            Some(p) => u8::try_from(p)
+                .ok()
+                .filter(|p| (1..=254).contains(p))
+                .ok_or_else(|| {
+                    invalid(
+                        "--vrrp-priority",
+                        p,
+                        "must be in 1-254 (255, the address owner, is not used)",
+                    )
+                })?,
+            None => DEFAULT_PRIORITY,
+        };
+        let advert_interval = match &i.advert_int {
+            Some(s) => {
+                let d = crate::config::parse_duration("--vrrp-advert-int", s)?;
+                let ms = d.as_secs_f64() * 1e3;
+                let cs = (ms / 10.0).round();
+                if (ms - cs * 10.0).abs() > 1e-6 {
+                    return Err(invalid(
+                        "--vrrp-advert-int",
+                        s,
+                        "must be a multiple of 10ms",
+                    ));
+                }
+                if !(1.0..=f64::from(packet::MAX_ADVER_INT_CS)).contains(&cs) {
+                    return Err(invalid(
+                        "--vrrp-advert-int",
+                        s,
+                        "must be between 10ms and 40.95s",
+                    ));
+                }
+                Duration::from_millis(cs as u64 * 10)
+            }
+            None => DEFAULT_ADVERT_INTERVAL,
+        };
+        let mut peers = Vec::new();
+        for p in &i.peers {
+            let ip: Ipv4Addr = p
+                .parse()
+                .map_err(|_| invalid("--vrrp-peer", p, "not an IPv4 address"))?;
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                return Err(invalid("--vrrp-peer", p, "not a unicast address"));
+            }
+            if peers.contains(&ip) {
+                return Err(invalid("--vrrp-peer", p, "given twice"));
+            }
+            peers.push(ip);
+        }
+        let health_penalty = match i.health_penalty {
+            Some(n) => u8::try_from(n)
+                .ok()
+                .filter(|n| *n <= 253)
+                .ok_or_else(|| invalid("--vrrp-health-penalty", n, "must be in 0-253"))?,
+            None => DEFAULT_HEALTH_PENALTY,
+        };
+        Ok(Some(Self {
+            vrid,
+            priority,
+            advert_interval,
+            preempt: i.preempt.unwrap_or(true),
+            peers,
+            health_penalty,
+        }))
+    }
+
+    /// The priority to advertise: configured, or lowered by the penalty (to at least 1)
+    /// while `can_serve` is false.
+    pub fn effective_priority(&self, can_serve: bool) -> u8 {
+        if can_serve {
+            self.priority
+        } else {
+            self.priority.saturating_sub(self.health_penalty).max(1)
+        }
+    }
+
+    /// How long a resigning master keeps forwarding after its priority 0 advertisement:
+    /// long enough for a backup to wait Skew_Time and send its gratuitous ARP.
+    pub fn handover_grace(&self) -> Duration {
+        (self.advert_interval * 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+/// Why the VRRP task could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    /// The interface has no IPv4 address to send advertisements from.
+    #[error("VRRP on {name}: the interface has no IPv4 address to advertise from")]
+    NoAddress { name: String },
+    /// The socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+}
+
+/// The live VRRP status, shared with the status endpoint.
+pub type Report = Arc<Mutex<VrrpStatus>>;
+
+/// The running VRRP task.
+pub struct Handle {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<bool>,
+    report: Report,
+}
+
+impl Handle {
+    /// The live status.
+    pub fn report(&self) -> Report {
+        self.report.clone()
+    }
+
+    /// Shuts the router down (a master sends priority 0); returns whether it was master.
+    pub async fn stop(self) -> bool {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(false)
+    }
+}
+
+/// Starts the election on `iface` for `vips`. State changes are sent on `events`; the
+/// advertised priority follows `can_serve` (false: the health penalty applies).
+///
+/// # Errors
+/// [`VrrpError`] when the interface has no IPv4 address or the socket cannot be set up.
+pub fn spawn(
+    settings: &VrrpSettings,
+    iface: &Interface,
+    vips: &[Ipv4Addr],
+    can_serve: watch::Receiver<bool>,
+    events: mpsc::UnboundedSender<State>,
+) -> Result<Handle, VrrpError> {
+    if iface.ipv4.is_unspecified() {
+        return Err(VrrpError::NoAddress {
+            name: iface.name.clone(),
+        });
+    }
+    let sock = VrrpSocket::open(&iface.name, iface.index, iface.ipv4)?;
+    let mut addrs: Vec<Ipv4Addr> = Vec::new();
+    for v in vips {
+        if !addrs.contains(v) {
+            addrs.push(*v);
+        }
+    }
+    let report: Report = Arc::new(Mutex::new(VrrpStatus::default()));
+    let ctx = Ctx {
+        machine: Machine::new(Params {
+            priority: settings.effective_priority(*can_serve.borrow()),
+            advert_interval: settings.advert_interval,
+            preempt: settings.preempt,
+            primary: iface.ipv4,
+        }),
+        settings: settings.clone(),
+        src: iface.ipv4,
+        addrs,
+        events,
+        report: report.clone(),
+        sent: 0,
+        received: 0,
+        send_errors: 0,
+        addr_mismatch: 0,
+        drops: BTreeMap::new(),
+    };
+    ctx.publish();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(async move { ctx.run(sock, can_serve, stop_rx).await });
+    Ok(Handle {
+        stop: stop_tx,
+        task,
+        report,
+    })
+}
+
+struct Ctx {
+    machine: Machine,
+    settings: VrrpSettings,
+    src: Ipv4Addr,
+    /// The VIP addresses, as advertised.
+    addrs: Vec<Ipv4Addr>,
+    events: mpsc::UnboundedSender<State>,
+    report: Report,
+    sent: u64,
+    received: u64,
+    send_errors: u64,
+    addr_mismatch: u64,
+    drops: BTreeMap<DropReason, u64>,
+}
+
+impl Ctx {
+    async fn run(
+        mut self,
+        sock: VrrpSocket,
+        mut can_serve: watch::Receiver<bool>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> bool {
+        let mut buf = vec![0u8; 4096];
+        let mut health_open = true;
+        let acts = self.machine.startup(Instant::now());
+        self.apply(&sock, acts);
+        self.publish();
+        loop {
+            let deadline = self.machine.next_deadline();
+            let sleep = tokio::time::sleep_until(
+                deadline
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                _ = &mut stop => break,
+                r = sock.recv(&mut buf) => match r {
+                    Ok(n) => self.on_packet(&sock, &buf[..n]),
+                    Err(e) => {
+                        log::warn!("VRRP receive: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                _ = sleep, if deadline.is_some() => {
+                    let acts = self.machine.poll(Instant::now());
+                    self.apply(&sock, acts);
+                }
+                r = can_serve.changed(), if health_open => match r {
+                    Ok(()) => {
+                        let ok = *can_serve.borrow_and_update();
+                        let p = self.settings.effective_priority(ok);
+                        if p != self.machine.priority() {
+                            log::warn!(
+                                "VRRP vrid {}: {} backend to serve, advertising priority {p}",
+                                self.settings.vrid,
+                                if ok { "a" } else { "no" }
+                            );
+                            self.machine.set_priority(p);
+                        }
+                    }
+                    Err(_) => health_open = false,
+                },
+            }
+            self.publish();
+        }
+        let was_master = self.machine.state() == State::Master;
+        let acts = self.machine.shutdown(Instant::now());
+        self.apply(&sock, acts);
+        self.publish();
+        was_master
+    }
+
+    fn on_packet(&mut self, sock: &VrrpSocket, pkt: &[u8]) {
+        match self.check(pkt) {
+            Ok(r) => {
+                self.received += 1;
+                let int = Duration::from_millis(u64::from(r.advert.max_adver_int_cs) * 10);
+                let acts = self
+                    .machine
+                    .on_advert(Instant::now(), r.src, r.advert.priority, int);
+                self.apply(sock, acts);
+            }
+            Err((reason, src)) => {
+                let n = self.drops.entry(reason).or_default();
+                *n += 1;
+                if *n == 1 && reason != DropReason::Own {
+                    log::warn!(
+                        "VRRP vrid {}: dropped an advertisement from {src:?} ({}; counted from now on)",
+                        self.settings.vrid,
+                        reason.name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// RFC 5798 section 7.1 plus the peer list.
+    fn check(&mut self, pkt: &[u8]) -> Result<packet::Received, (DropReason, Option<Ipv4Addr>)> {
+        let src = (pkt.len() >= 16).then(|| Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
+        let r = packet::parse_ipv4(pkt).map_err(|e| (e, src))?;
+        let from = r.src;
+        let fail = |reason| Err((reason, Some(from)));
+        if r.src == self.src {
+            return fail(DropReason::Own);
+        }
+        if r.advert.vrid != self.settings.vrid {
+            return fail(DropReason::Vrid);
+        }
+        if !self.settings.peers.is_empty() && !self.settings.peers.contains(&r.src) {
+            return fail(DropReason::NotPeer);
+        }
+        if r.advert.max_adver_int_cs == 0 {
+            return fail(DropReason::Interval);
+        }
+        // RFC 5798 section 7.1: a different address list is logged, not dropped.
+        let same = r.advert.addrs.len() == self.addrs.len()
+            && self.addrs.iter().all(|a| r.advert.addrs.contains(a));
+        if !same {
+            self.addr_mismatch += 1;
+            if self.addr_mismatch == 1 {
+                log::warn!(
+                    "VRRP vrid {}: {} advertises {:?}, we have {:?} (misconfiguration?)",
+                    self.settings.vrid,
+                    r.src,
+                    r.advert.addrs,
+                    self.addrs
+                );
+            }
+        }
+        Ok(r)
+    }
+
+    fn apply(&mut self, sock: &VrrpSocket, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { priority } => {
+                    let advert = Advert {
+                        vrid: self.settings.vrid,
+                        priority,
+                        max_adver_int_cs: (self.settings.advert_interval.as_millis() / 10) as u16,
+                        addrs: self.addrs.clone(),
+                    };
+                    let dsts: Vec<Ipv4Addr> = if self.settings.peers.is_empty() {
+                        vec![packet::MULTICAST]
+                    } else {
+                        self.settings.peers.clone()
+                    };
+                    for dst in dsts {
+                        match sock.send(&advert.encode(self.src, dst), dst) {
+                            Ok(()) => self.sent += 1,
+                            Err(e) => {
+                                self.send_errors += 1;
+                                if self.send_errors == 1 || self.send_errors.is_power_of_two() {
+                                    log::warn!("VRRP advertisement to {dst}: {e}");
+                                }
+                            }
+                        }
+                    }
+                }
+                Action::Transition { from, to, why } => {
+                    log::info!(
+                        "VRRP vrid {}: {} -> {} ({why}), priority {}",
+                        self.settings.vrid,
+                        from.name(),
+                        to.name(),
+                        self.machine.priority()
+                    );
+                    let _ = self.events.send(to);
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let m = &self.machine;
+        let mut drops: BTreeMap<String, u64> = DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    self.drops.get(r).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        drops.insert("addr_list_mismatch".into(), self.addr_mismatch);
+        let st = VrrpStatus {
+            vrid: self.settings.vrid,
+            state: m.state().name().into(),
+            master: m.master().map(|a| a.to_string()),
+            address: self.src.to_string(),
+            priority: m.priority(),
+            configured_priority: self.settings.priority,
+            preempt: self.settings.preempt,
+            advert_interval_ms: self.settings.advert_interval.as_secs_f64() * 1e3,
+            master_adver_interval_ms: m.master_adver_interval().as_secs_f64() * 1e3,
+            transitions: m.transitions(),
+            adverts_sent: self.sent,
+            adverts_received: self.received,
+            send_errors: self.send_errors,
+            drops,
+        };
+        if let Ok(mut r) = self.report.lock() {
+            *r = st;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> VrrpInput {
+        VrrpInput {
+            vrid: Some(51),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_priority_100_every_100ms_with_preempt() {
+        let s = VrrpSettings::resolve(input()).unwrap().unwrap();
+        assert_eq!(s.priority, 100);
+        assert_eq!(s.advert_interval, Duration::from_millis(100));
+        assert!(s.preempt);
+        assert_eq!(s.health_penalty, 50);
+        assert!(s.peers.is_empty());
+        assert_eq!(VrrpSettings::resolve(VrrpInput::default()), Ok(None));
+    }
+
+    #[test]
+    fn every_bad_vrrp_value_is_named() {
+        type Case = (fn(&mut VrrpInput), &'static str, &'static str);
+        let cases: Vec<Case> = vec![
+            (|i| i.vrid = Some(0), "--vrrp-vrid", "0"),
+            (|i| i.vrid = Some(256), "--vrrp-vrid", "256"),
+            (|i| i.priority = Some(255), "--vrrp-priority", "255"),
+            (|i| i.priority = Some(0), "--vrrp-priority", "0"),
+            (
+                |i| i.advert_int = Some("15ms".into()),
+                "--vrrp-advert-int",
+                "15ms",
+            ),
+            (
+                |i| i.advert_int = Some("41s".into()),
+                "--vrrp-advert-int",
+                "41s",
+            ),
+            (
+                |i| i.advert_int = Some("5ms".into()),
+                "--vrrp-advert-int",
+                "5ms",
+            ),
+            (
+                |i| i.peers = vec!["192.0.2.300".into()],
+                "--vrrp-peer",
+                "192.0.2.300",
+            ),
+            (
+                |i| i.peers = vec!["224.0.0.18".into()],
+                "--vrrp-peer",
+                "224.0.0.18",
+            ),
+            (
+                |i| i.health_penalty = Some(300),
+                "--vrrp-health-penalty",
+                "300",
+            ),
+            (
+                |i| {
+                    i.vrid = None;
+                    i.priority = Some(120);
+                },
+                "--vrrp-priority",
+                "120",
+            ),
+        ];
+        for (mutate, field, value) in cases {
+            let mut i = input();
+            mutate(&mut i);
+            match VrrpSettings::resolve(i) {
+                Err(ConfigError::Invalid {
+                    field: f, value: v, ..
+                }) => {
+                    assert_eq!((f, v.as_str()), (field, value));
+                }
+                other => panic!("{field} {value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn intervals_are_whole_centiseconds_up_to_4095() {
+        for (s, ms) in [("10ms", 10), ("1s", 1000), ("40.95s", 40950), ("0.1s", 100)] {
+            let mut i = input();
+            i.advert_int = Some(s.into());
+            let v = VrrpSettings::resolve(i).unwrap().unwrap();
+            assert_eq!(v.advert_interval, Duration::from_millis(ms), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_penalty_never_goes_below_priority_1() {
+        let mut i = input();
+        i.priority = Some(30);
+        let s = VrrpSettings::resolve(i).unwrap().unwrap();
+        assert_eq!(s.effective_priority(true), 30);
+        assert_eq!(s.effective_priority(false), 1);
+        let s = VrrpSettings { priority: 150, ..s };
+        assert_eq!(s.effective_priority(false), 100);
+    }
+}

@@ -1,0 +1,1180 @@
+//! The XDP program on packet fixtures, through `BPF_PROG_TEST_RUN`: each row is {input
+//! frame, expected verdict, expected output frame, expected counter}, compared byte for byte
+//! with frames built independently (etherparse); the same rows give a cost per packet. A
+//! randomized run feeds a million valid and mutated frames and checks the invariants.
+//! Needs root (loading BPF) and the built object (`XVIP_EBPF_OBJ`).
+
+use std::{collections::BTreeSet, path::PathBuf, time::Instant};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use lb_common::{
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend,
+    CONFIG_FLAG_ICMP_ECHO, Config, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, PROGRAM_NAME,
+    Reason, RevEntry, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ct_state, hash::flow_hash,
+    ip_raw, map_names, port_raw, ring_base,
+};
+use tests::packets::{
+    BACKEND_MACS, BACKENDS, CLIENT, CLIENT_MAC, DestUnreachableHeader, Icmpv4Type, LB, LB_MAC,
+    OTHER, Pkt, ROUTER, TimeExceededCode, VIP, VIP_DNAT, checks, fix_checksums, tcp_flags::*,
+};
+
+const XDP_ABORTED: u32 = 0;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// The VIPs of the standard setup: (address, port, protocol, index, flags).
+const VIP_TCP: (u32, u16, u8) = (0, 6443, IPPROTO_TCP);
+const VIP_UDP: (u32, u16, u8) = (1, 53, IPPROTO_UDP);
+const VIP_DNAT_TCP: (u32, u16, u8) = (2, 6443, IPPROTO_TCP);
+/// Backends 0..3 serve TCP on 6443, 3..6 serve UDP on 5353 (same hosts).
+const UDP_BACKEND_PORT: u16 = 5353;
+/// A small prime table, so the tests know every slot.
+const RING: u32 = 7;
+const SNAT_MIN: u16 = 20000;
+const SNAT_MAX: u16 = 59999;
+/// Flows the tests track: kept small so loading is quick.
+const CONNTRACK_SIZE: u32 = 65536;
+
+fn object() -> PathBuf {
+    std::env::var_os("XVIP_EBPF_OBJ")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/bpfel-unknown-none/release/lb-ebpf")
+        })
+}
+
+/// The loaded program and its maps.
+struct Dp {
+    ebpf: Ebpf,
+}
+
+impl Dp {
+    fn load() -> Self {
+        let path = object();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map_names::CONNTRACK, CONNTRACK_SIZE)
+            .map_max_entries(map_names::REVERSE, CONNTRACK_SIZE)
+            .load_file(&path)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        if let Err(e) = prog.load() {
+            panic!("the verifier refused the program: {e:?}");
+        }
+        Self { ebpf }
+    }
+
+    /// The standard setup: three VIPs (fullnat TCP and UDP on one address, DNAT TCP on
+    /// another), six backends, SNAT ports 20000-59999, echo answered.
+    fn standard() -> Self {
+        let mut dp = Self::load();
+        dp.config(SNAT_MIN, SNAT_MAX);
+        for (i, (addr, mac)) in BACKENDS.iter().zip(BACKEND_MACS).enumerate() {
+            dp.backend(i as u32, *addr, 6443, mac, true);
+            dp.backend(i as u32 + 3, *addr, UDP_BACKEND_PORT, mac, true);
+        }
+        let mut addrs: HashMap<_, u32, u32> =
+            HashMap::try_from(dp.ebpf.map_mut(map_names::VIP_ADDRS).unwrap()).unwrap();
+        addrs.insert(&ip_raw(VIP), &ADDR_FLAG_VIP, 0).unwrap();
+        addrs.insert(&ip_raw(VIP_DNAT), &ADDR_FLAG_VIP, 0).unwrap();
+        addrs.insert(&ip_raw(LB), &ADDR_FLAG_SNAT, 0).unwrap();
+        addrs.insert(&ADDR_KEY_DNAT_PRESENT, &1, 0).unwrap();
+        dp.vip(VIP, VIP_TCP, 0, VIP_FLAG_FULLNAT);
+        dp.vip(VIP, VIP_UDP, 0, VIP_FLAG_FULLNAT);
+        dp.vip(VIP_DNAT, VIP_DNAT_TCP, 0, VIP_FLAG_DNAT);
+        dp.ring(VIP_TCP.0, 0, &[0, 1, 2, 0, 1, 2, 0]);
+        dp.ring(VIP_UDP.0, 0, &[3, 4, 5, 3, 4, 5, 3]);
+        dp.ring(VIP_DNAT_TCP.0, 0, &[2, 1, 0, 2, 1, 0, 2]);
+        dp
+    }
+
+    fn config(&mut self, min: u16, max: u16) {
+        let mut m: Array<_, Config> =
+            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+        let c = Config {
+            snat_port_min: min,
+            snat_port_max: max,
+            flags: CONFIG_FLAG_ICMP_ECHO,
+            if_mac: LB_MAC,
+            _pad: [0; 2],
+        };
+        m.set(0, &c, 0).unwrap();
+    }
+
+    fn backend(&mut self, idx: u32, addr: [u8; 4], port: u16, mac: [u8; 6], present: bool) {
+        let mut m: Array<_, Backend> =
+            Array::try_from(self.ebpf.map_mut(map_names::BACKENDS).unwrap()).unwrap();
+        let b = Backend {
+            addr: ip_raw(addr),
+            flags: if present { BACKEND_FLAG_PRESENT } else { 0 },
+            ifindex: 0,
+            port: port_raw(port),
+            mac,
+            _pad: [0; 4],
+        };
+        m.set(idx, &b, 0).unwrap();
+    }
+
+    fn vip(&mut self, addr: [u8; 4], v: (u32, u16, u8), half: u32, flags: u32) {
+        let mut m: HashMap<_, VipKey, VipMeta> =
+            HashMap::try_from(self.ebpf.map_mut(map_names::VIPS).unwrap()).unwrap();
+        let key = VipKey {
+            addr: ip_raw(addr),
+            port: port_raw(v.1),
+            proto: v.2,
+            _pad: 0,
+        };
+        let meta = VipMeta {
+            index: v.0,
+            ring_size: RING,
+            active_half: half,
+            flags,
+            snat_addr: if flags & VIP_FLAG_DNAT != 0 {
+                0
+            } else {
+                ip_raw(LB)
+            },
+            _pad: 0,
+        };
+        m.insert(&key, &meta, 0).unwrap();
+    }
+
+    fn ring(&mut self, vip_index: u32, half: u32, table: &[u32]) {
+        let mut m: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut(map_names::RINGS).unwrap()).unwrap();
+        let base = ring_base(vip_index, half);
+        for (i, b) in table.iter().enumerate() {
+            m.set(base + i as u32, b, 0).unwrap();
+        }
+    }
+
+    fn prog(&self) -> &Xdp {
+        self.ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap()
+    }
+
+    /// Runs one frame; returns the verdict and the frame as the program left it.
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 64];
+        let r = self
+            .prog()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .expect("test run");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// Mean cost in ns of `frame` run `repeat` times in the kernel (the frame as rewritten
+    /// by the previous run is what the next one sees).
+    fn cost_repeat(&self, frame: &[u8], repeat: u32) -> u128 {
+        let mut out = vec![0u8; frame.len() + 64];
+        self.prog()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..Default::default()
+            })
+            .expect("test run")
+            .duration
+            .as_nanos()
+    }
+
+    /// Mean of the kernel-measured cost of `n` single runs of the original frame.
+    fn cost_single(&self, frame: &[u8], n: u32) -> u128 {
+        let mut out = vec![0u8; frame.len() + 64];
+        let mut total = 0u128;
+        for _ in 0..n {
+            total += self
+                .prog()
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    repeat: 1,
+                    ..Default::default()
+                })
+                .expect("test run")
+                .duration
+                .as_nanos();
+        }
+        total / u128::from(n)
+    }
+
+    fn reason(&self, r: Reason) -> u64 {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::REASONS).unwrap()).unwrap();
+        m.get(&(r as u32), 0).unwrap().iter().sum()
+    }
+
+    fn conntrack(&self, key: &FlowKey) -> Option<CtEntry> {
+        let m: HashMap<_, FlowKey, CtEntry> =
+            HashMap::try_from(self.ebpf.map(map_names::CONNTRACK).unwrap()).unwrap();
+        m.get(key, 0).ok()
+    }
+
+    fn reverse(&self, key: &FlowKey) -> Option<RevEntry> {
+        let m: HashMap<_, FlowKey, RevEntry> =
+            HashMap::try_from(self.ebpf.map(map_names::REVERSE).unwrap()).unwrap();
+        m.get(key, 0).ok()
+    }
+}
+
+fn key(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8) -> FlowKey {
+    FlowKey {
+        src_addr: ip_raw(src.0),
+        dst_addr: ip_raw(dst.0),
+        src_port: port_raw(src.1),
+        dst_port: port_raw(dst.1),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+fn hash(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8) -> u32 {
+    flow_hash(
+        ip_raw(src.0),
+        ip_raw(dst.0),
+        port_raw(src.1),
+        port_raw(dst.1),
+        proto,
+    )
+}
+
+/// The backend index the standard tables give a new flow.
+fn backend_of(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8, table: &[u32]) -> u32 {
+    table[(hash(src, dst, proto) % RING) as usize]
+}
+
+/// The SNAT port a new flow gets first (free in a fresh map): derived from its hash.
+fn snat_port(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8) -> u16 {
+    let range = u32::from(SNAT_MAX - SNAT_MIN) + 1;
+    (u32::from(SNAT_MIN) + hash(src, dst, proto) % range) as u16
+}
+
+/// One row: a frame, what the program must do with it and why.
+struct Fixture {
+    name: &'static str,
+    input: Vec<u8>,
+    verdict: u32,
+    /// The frame after the program; None: unchanged.
+    output: Option<Vec<u8>>,
+    reason: Reason,
+}
+
+fn row(name: &'static str, input: Vec<u8>, verdict: u32, reason: Reason) -> Fixture {
+    Fixture {
+        name,
+        input,
+        verdict,
+        output: None,
+        reason,
+    }
+}
+
+fn tx(name: &'static str, input: &Pkt, output: &Pkt, reason: Reason) -> Fixture {
+    Fixture {
+        name,
+        input: input.bytes(),
+        verdict: XDP_TX,
+        output: Some(output.bytes()),
+        reason,
+    }
+}
+
+/// Sets the IPv4 total length (and fixes the header checksum).
+fn with_tot_len(mut frame: Vec<u8>, l3: usize, len: u16) -> Vec<u8> {
+    frame[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
+    fix_ip_header(&mut frame, l3);
+    frame
+}
+
+fn fix_ip_header(frame: &mut [u8], l3: usize) {
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
+    frame[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+    let c = !tests::packets::ones_sum(&frame[l3..l3 + ihl], 0);
+    frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The quoted part of a datagram in an ICMP error: the header and `l4_bytes` of it.
+fn quote(p: &Pkt, l4_bytes: usize) -> Vec<u8> {
+    let d = p.datagram();
+    let n = (20 + p.options.len() + l4_bytes).min(d.len());
+    d[..n].to_vec()
+}
+
+const TCP: u8 = IPPROTO_TCP;
+const UDP: u8 = IPPROTO_UDP;
+
+/// The fixture table, in order (later rows rely on the flows earlier ones created).
+fn fixtures() -> Vec<Fixture> {
+    let tcp_table = [0, 1, 2, 0, 1, 2, 0];
+    let udp_table = [3, 4, 5, 3, 4, 5, 3];
+    let dnat_table = [2, 1, 0, 2, 1, 0, 2];
+    let vip = (VIP, 6443);
+    let mut rows = Vec::new();
+
+    // A fullnat TCP flow: SYN, the backend's SYN-ACK, the client's ACK with data.
+    let c1 = (CLIENT, 40001);
+    let b1 = backend_of(c1, vip, TCP, &tcp_table) as usize;
+    let s1 = snat_port(c1, vip, TCP);
+    let to_backend = |p: Pkt, b: usize, sport: u16| {
+        p.macs(LB_MAC, BACKEND_MACS[b])
+            .src(LB, sport)
+            .dst(BACKENDS[b], 6443)
+            .ttl(63)
+    };
+    let syn = Pkt::tcp(c1, vip, SYN);
+    rows.push(tx(
+        "fullnat: new TCP flow (SYN) goes to its Maglev backend from a SNAT port",
+        &syn,
+        &to_backend(syn.clone(), b1, s1),
+        Reason::TxForward,
+    ));
+    let synack = Pkt::tcp((BACKENDS[b1], 6443), (LB, s1), SYN | ACK).macs(BACKEND_MACS[b1], LB_MAC);
+    rows.push(tx(
+        "fullnat: reply (backend -> SNAT address:port) goes back to the client from the VIP",
+        &synack,
+        &synack
+            .clone()
+            .macs(LB_MAC, CLIENT_MAC)
+            .src(VIP, 6443)
+            .dst(CLIENT, 40001)
+            .ttl(63),
+        Reason::TxReply,
+    ));
+    let data = Pkt::tcp(c1, vip, ACK | PSH).payload(b"GET /version HTTP/1.1\r\n\r\n");
+    rows.push(tx(
+        "fullnat: established flow keeps its backend and SNAT port",
+        &data,
+        &to_backend(data.clone(), b1, s1),
+        Reason::TxForward,
+    ));
+
+    // IPv4 options (IHL 7) and a VLAN tag, each on its own new flow.
+    let c2 = (CLIENT, 40002);
+    let b2 = backend_of(c2, vip, TCP, &tcp_table) as usize;
+    let opts = Pkt::tcp(c2, vip, SYN).options(&[0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00]);
+    rows.push(tx(
+        "IPv4 options (IHL 7): honoured and kept",
+        &opts,
+        &to_backend(opts.clone(), b2, snat_port(c2, vip, TCP)),
+        Reason::TxForward,
+    ));
+    let c3 = (CLIENT, 40003);
+    let b3 = backend_of(c3, vip, TCP, &tcp_table) as usize;
+    let vlan = Pkt::tcp(c3, vip, SYN).vlan(100);
+    rows.push(tx(
+        "802.1Q-tagged frame: translated, tag kept",
+        &vlan,
+        &to_backend(vlan.clone(), b3, snat_port(c3, vip, TCP)),
+        Reason::TxForward,
+    ));
+
+    // FIN from the client, RST from a backend.
+    let fin = Pkt::tcp(c1, vip, FIN | ACK);
+    rows.push(tx(
+        "FIN from the client: forwarded, flow now closing",
+        &fin,
+        &to_backend(fin.clone(), b1, s1),
+        Reason::TxForward,
+    ));
+    let rst = Pkt::tcp((BACKENDS[b2], 6443), (LB, snat_port(c2, vip, TCP)), RST)
+        .macs(BACKEND_MACS[b2], LB_MAC);
+    rows.push(tx(
+        "RST from the backend: sent to the client, flow now closing",
+        &rst,
+        &rst.clone()
+            .macs(LB_MAC, CLIENT_MAC)
+            .src(VIP, 6443)
+            .dst(CLIENT, 40002)
+            .ttl(63),
+        Reason::TxReply,
+    ));
+
+    // DNAT: the backend sees the client's address; its replies come to the client address.
+    let vd = (VIP_DNAT, 6443);
+    let cd = (CLIENT, 40010);
+    let bd = backend_of(cd, vd, TCP, &dnat_table) as usize;
+    let dsyn = Pkt::tcp(cd, vd, SYN);
+    rows.push(tx(
+        "dnat: new TCP flow keeps the client's address",
+        &dsyn,
+        &dsyn
+            .clone()
+            .macs(LB_MAC, BACKEND_MACS[bd])
+            .dst(BACKENDS[bd], 6443)
+            .ttl(63),
+        Reason::TxForward,
+    ));
+    let dreply = Pkt::tcp((BACKENDS[bd], 6443), cd, SYN | ACK).macs(BACKEND_MACS[bd], LB_MAC);
+    rows.push(tx(
+        "dnat: reply (backend -> client) leaves from the VIP",
+        &dreply,
+        &dreply
+            .clone()
+            .macs(LB_MAC, CLIENT_MAC)
+            .src(VIP_DNAT, 6443)
+            .ttl(63),
+        Reason::TxReply,
+    ));
+
+    // UDP: with a checksum, without one (0 stays 0), and one whose result is 0 (-> 0xffff).
+    let vu = (VIP, 53);
+    let to_udp_backend = |p: Pkt, src: ([u8; 4], u16)| {
+        let b = backend_of(src, vu, UDP, &udp_table) as usize - 3;
+        p.macs(LB_MAC, BACKEND_MACS[b])
+            .src(LB, snat_port(src, vu, UDP))
+            .dst(BACKENDS[b], UDP_BACKEND_PORT)
+            .ttl(63)
+    };
+    let cu = (CLIENT, 5001);
+    let u = Pkt::udp(cu, vu).payload(b"query");
+    rows.push(tx(
+        "UDP with checksum",
+        &u,
+        &to_udp_backend(u.clone(), cu),
+        Reason::TxForward,
+    ));
+    let cu0 = (CLIENT, 5002);
+    let u0 = Pkt::udp(cu0, vu).payload(b"query").no_udp_checksum();
+    rows.push(tx(
+        "UDP without checksum: stays 0",
+        &u0,
+        &to_udp_backend(u0.clone(), cu0),
+        Reason::TxForward,
+    ));
+    let cuf = (CLIENT, 5003);
+    let probe = to_udp_backend(Pkt::udp(cuf, vu).payload(&[0, 0]), cuf).bytes();
+    let l4 = 14 + 20;
+    let w = [probe[l4 + 6], probe[l4 + 7]];
+    let uf = Pkt::udp(cuf, vu).payload(&w);
+    let ufo = to_udp_backend(uf.clone(), cuf);
+    assert_eq!(
+        ufo.bytes()[l4 + 6..l4 + 8],
+        [0xff, 0xff],
+        "fixture construction"
+    );
+    rows.push(tx(
+        "UDP whose translated checksum computes to 0: sent as 0xffff",
+        &uf,
+        &ufo,
+        Reason::TxForward,
+    ));
+    let bu = backend_of(cu, vu, UDP, &udp_table) as usize - 3;
+    let su = snat_port(cu, vu, UDP);
+    let ureply = Pkt::udp((BACKENDS[bu], UDP_BACKEND_PORT), (LB, su))
+        .macs(BACKEND_MACS[bu], LB_MAC)
+        .payload(b"answer");
+    rows.push(tx(
+        "UDP reply",
+        &ureply,
+        &ureply
+            .clone()
+            .macs(LB_MAC, CLIENT_MAC)
+            .src(VIP, 53)
+            .dst(CLIENT, 5001)
+            .ttl(63),
+        Reason::TxReply,
+    ));
+
+    // ICMP.
+    let echo = Pkt::icmp(
+        CLIENT,
+        VIP,
+        Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: 7, seq: 1 }),
+    )
+    .payload(b"ping");
+    let echo_reply = Pkt::icmp(
+        VIP,
+        CLIENT,
+        Icmpv4Type::EchoReply(etherparse::IcmpEchoHeader { id: 7, seq: 1 }),
+    )
+    .macs(LB_MAC, CLIENT_MAC)
+    .payload(b"ping");
+    rows.push(tx(
+        "ICMP echo request to the VIP: answered",
+        &echo,
+        &echo_reply,
+        Reason::IcmpEchoReply,
+    ));
+    let zero = |t: fn(etherparse::IcmpEchoHeader) -> Icmpv4Type| {
+        t(etherparse::IcmpEchoHeader { id: 0, seq: 0 })
+    };
+    rows.push(tx(
+        "ICMP echo with id 0, sequence 0, no data: reply checksum 0xffff, not 0",
+        &Pkt::icmp(CLIENT, VIP, zero(Icmpv4Type::EchoRequest)),
+        &Pkt::icmp(VIP, CLIENT, zero(Icmpv4Type::EchoReply)).macs(LB_MAC, CLIENT_MAC),
+        Reason::IcmpEchoReply,
+    ));
+    let frag_needed =
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1400,
+        });
+    // What we sent the backend for `data`, and what the client sent us.
+    let sent = to_backend(data.clone(), b1, s1);
+    let orig = data.clone().ttl(63);
+    let err = Pkt::icmp(BACKENDS[b1], LB, frag_needed.clone())
+        .macs(BACKEND_MACS[b1], LB_MAC)
+        .payload(&quote(&sent, 8));
+    rows.push(tx(
+        "ICMP fragmentation needed from the backend, 8-byte TCP quote: to the client",
+        &err,
+        &Pkt::icmp(VIP, CLIENT, frag_needed.clone())
+            .macs(LB_MAC, CLIENT_MAC)
+            .ttl(63)
+            .payload(&quote(&orig, 8)),
+        Reason::IcmpErrorTranslated,
+    ));
+    let ttl_exc = Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit);
+    let err = Pkt::icmp(ROUTER, LB, ttl_exc.clone())
+        .macs(BACKEND_MACS[b1], LB_MAC)
+        .payload(&sent.datagram());
+    rows.push(tx(
+        "ICMP time exceeded from a router, whole TCP segment quoted: TCP checksum fixed too",
+        &err,
+        &Pkt::icmp(ROUTER, CLIENT, ttl_exc.clone())
+            .macs(LB_MAC, CLIENT_MAC)
+            .ttl(63)
+            .payload(&orig.datagram()),
+        Reason::IcmpErrorTranslated,
+    ));
+    let usent = to_udp_backend(u.clone(), cu);
+    let port_unreach = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
+    let err = Pkt::icmp(BACKENDS[bu], LB, port_unreach.clone())
+        .macs(BACKEND_MACS[bu], LB_MAC)
+        .payload(&usent.datagram());
+    rows.push(tx(
+        "ICMP port unreachable about a UDP flow: UDP checksum in the quote fixed",
+        &err,
+        &Pkt::icmp(VIP, CLIENT, port_unreach.clone())
+            .macs(LB_MAC, CLIENT_MAC)
+            .ttl(63)
+            .payload(&u.clone().ttl(63).datagram()),
+        Reason::IcmpErrorTranslated,
+    ));
+    let dsent = dsyn.clone().dst(BACKENDS[bd], 6443).ttl(63);
+    let err = Pkt::icmp(BACKENDS[bd], CLIENT, frag_needed.clone())
+        .macs(BACKEND_MACS[bd], LB_MAC)
+        .payload(&quote(&dsent, 8));
+    rows.push(tx(
+        "dnat: ICMP fragmentation needed addressed to the client: from the VIP",
+        &err,
+        &Pkt::icmp(VIP_DNAT, CLIENT, frag_needed.clone())
+            .macs(LB_MAC, CLIENT_MAC)
+            .ttl(63)
+            .payload(&quote(&dsyn.clone().ttl(63), 8)),
+        Reason::IcmpErrorTranslated,
+    ));
+    let stray = Pkt::icmp(BACKENDS[0], LB, frag_needed.clone())
+        .macs(BACKEND_MACS[0], LB_MAC)
+        .payload(&quote(&Pkt::tcp((LB, 1), (BACKENDS[0], 6443), ACK), 8));
+    rows.push(row(
+        "ICMP error about no tracked flow: to the kernel",
+        stray.bytes(),
+        XDP_PASS,
+        Reason::PassNotForVip,
+    ));
+    rows.push(row(
+        "ICMP other than echo to the VIP: to the kernel",
+        Pkt::icmp(
+            CLIENT,
+            VIP,
+            Icmpv4Type::Unknown {
+                type_u8: 13,
+                code_u8: 0,
+                bytes5to8: [0; 4],
+            },
+        )
+        .bytes(),
+        XDP_PASS,
+        Reason::PassIcmp,
+    ));
+
+    // Passed to the kernel, untouched.
+    let c4 = (CLIENT, 40004);
+    rows.push(row(
+        "TTL 1 to the VIP: to the kernel (it answers time exceeded)",
+        Pkt::tcp(c4, vip, SYN).ttl(1).bytes(),
+        XDP_PASS,
+        Reason::PassTtlExpired,
+    ));
+    rows.push(row(
+        "not for a VIP: passed unchanged",
+        Pkt::tcp(c4, (OTHER, 80), SYN).bytes(),
+        XDP_PASS,
+        Reason::PassNotForVip,
+    ));
+    rows.push(row(
+        "VIP address, port not served: passed unchanged",
+        Pkt::tcp(c4, (VIP, 80), SYN).bytes(),
+        XDP_PASS,
+        Reason::PassNotForVip,
+    ));
+    rows.push(row(
+        "to the SNAT address, no flow: passed unchanged",
+        Pkt::tcp((BACKENDS[0], 6443), (LB, 12345), ACK).bytes(),
+        XDP_PASS,
+        Reason::PassNotForVip,
+    ));
+    rows.push(row(
+        "ARP: passed",
+        arp_frame(),
+        XDP_PASS,
+        Reason::PassNotIpv4,
+    ));
+    rows.push(row(
+        "IPv6: passed",
+        ipv6_frame(),
+        XDP_PASS,
+        Reason::PassNotIpv4,
+    ));
+
+    // Dropped: fragments and broken headers addressed to a VIP.
+    rows.push(row(
+        "first fragment (MF) to the VIP: dropped",
+        Pkt::tcp(c4, vip, SYN).fragment(true, 0).bytes(),
+        XDP_DROP,
+        Reason::DropFragment,
+    ));
+    rows.push(row(
+        "later fragment to the VIP: dropped",
+        Pkt::tcp(c4, vip, SYN).fragment(false, 100).bytes(),
+        XDP_DROP,
+        Reason::DropFragment,
+    ));
+    let mut gre = Pkt::udp(c4, vu).bytes();
+    gre[14 + 9] = 47;
+    fix_ip_header(&mut gre, 14);
+    rows.push(row(
+        "GRE to the VIP: dropped",
+        gre,
+        XDP_DROP,
+        Reason::DropUnknownProto,
+    ));
+    let mut ihl4 = Pkt::tcp(c4, vip, SYN).bytes();
+    ihl4[14] = 0x44;
+    rows.push(row(
+        "IHL 4 to the VIP: dropped",
+        ihl4,
+        XDP_DROP,
+        Reason::DropBadHeader,
+    ));
+
+    // Truncated at every boundary. A frame shorter than 14 bytes cannot be injected (the
+    // kernel refuses it: see `frames_shorter_than_ethernet_are_refused`).
+    let full = Pkt::tcp(c4, vip, SYN).bytes();
+    rows.push(row(
+        "Ethernet header only (IPv4 type): passed",
+        full[..14].to_vec(),
+        XDP_PASS,
+        Reason::PassMalformed,
+    ));
+    let tagged = Pkt::tcp(c4, vip, SYN).vlan(5).bytes();
+    rows.push(row(
+        "VLAN tag cut: passed",
+        tagged[..16].to_vec(),
+        XDP_PASS,
+        Reason::PassMalformed,
+    ));
+    rows.push(row(
+        "IPv4 fixed header cut: passed",
+        full[..14 + 19].to_vec(),
+        XDP_PASS,
+        Reason::PassMalformed,
+    ));
+    let with_opts = opts.clone().src(CLIENT, 40005).bytes();
+    rows.push(row(
+        "IPv4 options cut: dropped",
+        with_opts[..14 + 24].to_vec(),
+        XDP_DROP,
+        Reason::DropTruncated,
+    ));
+    rows.push(row(
+        "TCP header cut: dropped",
+        full[..14 + 20 + 19].to_vec(),
+        XDP_DROP,
+        Reason::DropTruncated,
+    ));
+    let mut padded = with_tot_len(full.clone(), 14, 20 + 8);
+    padded.resize(64, 0);
+    rows.push(row(
+        "TCP header past the IPv4 total length (in Ethernet padding): dropped",
+        padded,
+        XDP_DROP,
+        Reason::DropTruncated,
+    ));
+    let ufull = Pkt::udp((CLIENT, 5009), vu).payload(b"x").bytes();
+    rows.push(row(
+        "UDP header cut: dropped",
+        ufull[..14 + 20 + 7].to_vec(),
+        XDP_DROP,
+        Reason::DropTruncated,
+    ));
+    rows.push(row(
+        "ICMP header cut: dropped",
+        with_tot_len(echo.bytes()[..14 + 20 + 4].to_vec(), 14, 24),
+        XDP_DROP,
+        Reason::DropTruncated,
+    ));
+    rows.push(row(
+        "IPv4 total length beyond the frame: dropped",
+        with_tot_len(full.clone(), 14, 200),
+        XDP_DROP,
+        Reason::DropTruncated,
+    ));
+    rows
+}
+
+fn arp_frame() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&CLIENT);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&VIP);
+    f
+}
+
+fn ipv6_frame() -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
+        .tcp(40000, 6443, 1, 1000)
+        .write(&mut f, &[])
+        .unwrap();
+    f
+}
+
+fn describe(frame: &[u8]) -> String {
+    format!("{:?}", etherparse::SlicedPacket::from_ethernet(frame))
+}
+
+#[test]
+fn fixtures_translate_every_packet_class_byte_for_byte() {
+    let dp = Dp::standard();
+    let mut failures = Vec::new();
+    for f in fixtures() {
+        let before = dp.reason(f.reason);
+        let (verdict, out) = dp.run(&f.input);
+        let expected = f.output.as_ref().unwrap_or(&f.input);
+        if verdict != f.verdict {
+            failures.push(format!(
+                "{}: verdict {verdict}, expected {}",
+                f.name, f.verdict
+            ));
+        } else if &out != expected {
+            failures.push(format!(
+                "{}: output differs\n  got      {}\n  expected {}\n  got      {out:02x?}\n  expected {expected:02x?}",
+                f.name,
+                describe(&out),
+                describe(expected)
+            ));
+        } else if dp.reason(f.reason) != before + 1 {
+            failures.push(format!(
+                "{}: counter {:?} not incremented",
+                f.name, f.reason
+            ));
+        }
+        if verdict == XDP_TX {
+            let c = checks(&out);
+            let ok = c
+                .as_ref()
+                .is_some_and(|c| c.ipv4 && c.l4 && c.inner_ipv4 && c.inner_l4 != Some(false));
+            if !ok {
+                failures.push(format!("{}: checksums of the output: {c:?}", f.name));
+            }
+        }
+    }
+    // Conntrack after the rows: FIN and RST made their flows closing in both maps.
+    let vip = (VIP, 6443);
+    let e = dp
+        .conntrack(&key((CLIENT, 40001), vip, TCP))
+        .expect("flow 1 tracked");
+    if e.state != ct_state::TCP_CLOSING {
+        failures.push(format!("after FIN: forward state {}", e.state));
+    }
+    let r = dp
+        .reverse(&FlowKey {
+            src_addr: e.backend_addr,
+            dst_addr: e.snat_addr,
+            src_port: e.backend_port,
+            dst_port: e.snat_port,
+            proto: TCP,
+            _pad: [0; 3],
+        })
+        .expect("reverse of flow 1");
+    if r.state != ct_state::TCP_CLOSING {
+        failures.push(format!("after FIN: reverse state {}", r.state));
+    }
+    let e2 = dp
+        .conntrack(&key((CLIENT, 40002), vip, TCP))
+        .expect("flow 2 tracked");
+    if e2.state != ct_state::TCP_CLOSING {
+        failures.push(format!(
+            "after RST from the backend: forward state {}",
+            e2.state
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn fixture_costs_per_packet_class() {
+    const REPEAT: u32 = 100_000;
+    const SINGLE: u32 = 20_000;
+    let dp = Dp::standard();
+    let mut rows = Vec::new();
+    for f in fixtures() {
+        // Establish the state the row expects, then measure.
+        let _ = dp.run(&f.input);
+        let repeat = dp.cost_repeat(&f.input, REPEAT);
+        let single = dp.cost_single(&f.input, SINGLE);
+        rows.push((f.name, f.verdict, repeat, single));
+    }
+    println!(
+        "\n{:<90} {:>8} {:>10} {:>10}",
+        "class", "verdict", "ns/pkt", "ns/single"
+    );
+    for (name, v, r, s) in &rows {
+        println!("{name:<90} {v:>8} {r:>10} {s:>10}");
+    }
+    println!(
+        "ns/pkt: repeat={REPEAT} in the kernel (a rewritten frame is re-run as rewritten, so for \
+         XDP_TX rows it is mostly the cost of the rewritten frame); ns/single: mean of {SINGLE} \
+         single runs of the original frame (includes ~timer overhead)."
+    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let json: Vec<String> = rows
+            .iter()
+            .map(|(n, v, r, s)| {
+                format!(
+                    "  {{\"class\": {n:?}, \"verdict\": {v}, \"ns_per_packet_repeat\": {r}, \"ns_per_packet_single\": {s}}}"
+                )
+            })
+            .collect();
+        let _ = std::fs::write(
+            dir.join("fixture_costs.json"),
+            format!("[\n{}\n]\n", json.join(",\n")),
+        );
+    }
+}
+
+#[test]
+fn frames_shorter_than_ethernet_are_refused_by_the_kernel() {
+    let dp = Dp::standard();
+    let mut out = [0u8; 64];
+    let r = dp.prog().test_run(TestRunOptions {
+        data_in: Some(&[0u8; 13]),
+        data_out: Some(&mut out),
+        repeat: 1,
+        ..Default::default()
+    });
+    assert!(r.is_err(), "13-byte frame accepted: {r:?}");
+}
+
+#[test]
+fn snat_port_exhaustion_drops_and_never_reuses_a_port() {
+    let mut dp = Dp::standard();
+    dp.config(30000, 30001);
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let mut ports = Vec::new();
+    let mut dropped = 0;
+    for p in 41000..41006 {
+        let syn = Pkt::tcp((CLIENT, p), vip, SYN);
+        let (v, out) = dp.run(&syn.bytes());
+        match v {
+            XDP_TX => {
+                let sport = u16::from_be_bytes([out[34], out[35]]);
+                assert_eq!(&out[30..34], &BACKENDS[0], "all flows go to backend 0");
+                ports.push((p, sport));
+            }
+            XDP_DROP => dropped += 1,
+            other => panic!("verdict {other} for a new flow"),
+        }
+    }
+    let distinct: BTreeSet<u16> = ports.iter().map(|(_, s)| *s).collect();
+    assert_eq!(ports.len(), 2, "two ports, two flows: {ports:?}");
+    assert_eq!(distinct, [30000, 30001].into(), "{ports:?}");
+    assert_eq!(dropped, 4);
+    assert_eq!(dp.reason(Reason::DropSnatExhausted), 4);
+    // The flows that got a port keep it; the others still get none.
+    for (p, sport) in &ports {
+        let (v, out) = dp.run(&Pkt::tcp((CLIENT, *p), vip, ACK).bytes());
+        assert_eq!(v, XDP_TX);
+        assert_eq!(u16::from_be_bytes([out[34], out[35]]), *sport);
+    }
+    let (v, _) = dp.run(&Pkt::tcp((CLIENT, 41005), vip, SYN).bytes());
+    assert_eq!(v, XDP_DROP);
+    assert_eq!(dp.reason(Reason::DropSnatExhausted), 5);
+    // Another backend has its own port space: the same ports are free towards it.
+    dp.ring(VIP_TCP.0, 0, &[1; RING as usize]);
+    let (v, out) = dp.run(&Pkt::tcp((CLIENT, 41100), vip, SYN).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(&out[30..34], &BACKENDS[1]);
+}
+
+#[test]
+fn table_swap_keeps_established_flows_and_a_removed_backend_is_picked_again() {
+    let mut dp = Dp::standard();
+    let vip = (VIP, 6443);
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let f = (CLIENT, 42000);
+    let (v, out) = dp.run(&Pkt::tcp(f, vip, SYN).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(&out[30..34], &BACKENDS[0]);
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+
+    // The other half maps every slot to backend 1; flip to it.
+    dp.ring(VIP_TCP.0, 1, &[1; RING as usize]);
+    dp.vip(VIP, VIP_TCP, 1, VIP_FLAG_FULLNAT);
+    let (v, out) = dp.run(&Pkt::tcp(f, vip, ACK).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(
+        &out[30..34],
+        &BACKENDS[0],
+        "established flow kept its backend"
+    );
+    assert_eq!(u16::from_be_bytes([out[34], out[35]]), sport);
+    let (v, out) = dp.run(&Pkt::tcp((CLIENT, 42001), vip, SYN).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(
+        &out[30..34],
+        &BACKENDS[1],
+        "a new flow follows the new table"
+    );
+
+    // Backend 0 is draining (present, out of the table): its flow still reaches it.
+    let (v, out) = dp.run(&Pkt::tcp(f, vip, ACK).bytes());
+    assert_eq!((v, &out[30..34]), (XDP_TX, &BACKENDS[0][..]));
+
+    // Removed: the next SYN of the flow picks again from the live table.
+    dp.backend(0, BACKENDS[0], 6443, BACKEND_MACS[0], false);
+    let (v, out) = dp.run(&Pkt::tcp(f, vip, SYN).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(&out[30..34], &BACKENDS[1], "picked again after removal");
+    // Its slot reused by another address: not the flow's backend any more either.
+    let g = (CLIENT, 42002);
+    dp.ring(VIP_TCP.0, 1, &[2; RING as usize]);
+    let (_, out) = dp.run(&Pkt::tcp(g, vip, SYN).bytes());
+    assert_eq!(&out[30..34], &BACKENDS[2]);
+    dp.backend(2, OTHER, 6443, BACKEND_MACS[2], true);
+    dp.ring(VIP_TCP.0, 1, &[1; RING as usize]);
+    let (_, out) = dp.run(&Pkt::tcp(g, vip, ACK).bytes());
+    assert_eq!(
+        &out[30..34],
+        &BACKENDS[1],
+        "backend identity is address and port"
+    );
+}
+
+/// splitmix64: tiny, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Valid frames of every class the program handles, after the flows they refer to exist.
+fn base_frames(dp: &Dp) -> Vec<Vec<u8>> {
+    let mut bases = Vec::new();
+    for f in fixtures() {
+        // Run every fixture once, so replies and errors find their flows.
+        let _ = dp.run(&f.input);
+        bases.push(f.input);
+    }
+    let vip = (VIP, 6443);
+    for p in 0..8u16 {
+        bases.push(
+            Pkt::tcp((CLIENT, 43000 + p), vip, ACK)
+                .payload(b"data")
+                .bytes(),
+        );
+        bases.push(Pkt::tcp((OTHER, 43000 + p), (CLIENT, 80), ACK).bytes());
+        bases.push(
+            Pkt::udp((CLIENT, 43000 + p), (VIP, 53))
+                .payload(b"q")
+                .vlan(7)
+                .bytes(),
+        );
+    }
+    bases
+}
+
+/// Whether an (input) frame is addressed to one of the program's addresses: a VIP, the
+/// SNAT address or, since a DNAT VIP exists, the client.
+fn addressed_to_us(frame: &[u8]) -> bool {
+    let (l3, et) = match frame.get(12..14) {
+        Some([0x81, 0x00]) | Some([0x88, 0xa8]) => (18, frame.get(16..18)),
+        et => (14, et),
+    };
+    if et != Some(&[0x08, 0x00][..]) {
+        return false;
+    }
+    match frame.get(l3 + 16..l3 + 20) {
+        Some(d) => [VIP, VIP_DNAT, LB, CLIENT].iter().any(|a| a == d),
+        None => false,
+    }
+}
+
+/// Whether `out` is `input` sent on as a reply of the DNAT VIP: same destination, source
+/// the VIP (or, for an ICMP error from a router, unchanged).
+fn dnat_reply(input: &[u8], out: &[u8]) -> bool {
+    let l3 = if input[12..14] == [0x81, 0x00] {
+        18
+    } else {
+        14
+    };
+    let (Some(isrc), Some(idst), Some(osrc), Some(odst)) = (
+        input.get(l3 + 12..l3 + 16),
+        input.get(l3 + 16..l3 + 20),
+        out.get(l3 + 12..l3 + 16),
+        out.get(l3 + 16..l3 + 20),
+    ) else {
+        return false;
+    };
+    idst == odst && (osrc == VIP_DNAT || (osrc == isrc && input[l3 + 9] == 1))
+}
+
+#[test]
+fn a_million_random_and_mutated_frames_keep_the_invariants() {
+    const FRAMES: u64 = 1_000_000;
+    let seed: u64 = std::env::var("XVIP_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c0ff_ee00);
+    let dp = Dp::standard();
+    let bases = base_frames(&dp);
+    let mut rng = Rng(seed);
+    let start = Instant::now();
+    let (mut pass, mut drop, mut txed, mut tx_valid) = (0u64, 0u64, 0u64, 0u64);
+    let mut failures: Vec<String> = Vec::new();
+    for n in 0..FRAMES {
+        let mut f = bases[rng.below(bases.len())].clone();
+        let l3 = if f[12..14] == [0x81, 0x00] { 18 } else { 14 };
+        let mutations = rng.below(4);
+        for _ in 0..mutations {
+            match rng.below(8) {
+                0 | 1 => {
+                    let i = rng.below(f.len());
+                    f[i] ^= 1 << rng.below(8);
+                }
+                2 => {
+                    let i = rng.below(f.len());
+                    f[i] = rng.next() as u8;
+                }
+                3 => {
+                    let len = 14 + rng.below(f.len() - 13);
+                    f.truncate(len);
+                }
+                4 if f.len() > l3 => f[l3] = 0x40 | (rng.next() as u8 & 0x0f),
+                5 if f.len() > l3 + 7 => {
+                    let v = rng.next() as u16 & 0xbfff;
+                    f[l3 + 6..l3 + 8].copy_from_slice(&v.to_be_bytes());
+                }
+                6 if f.len() > l3 + 3 => {
+                    let v = rng.next() as u16 % 200;
+                    f[l3 + 2..l3 + 4].copy_from_slice(&v.to_be_bytes());
+                }
+                7 if f.len() > l3 + 9 => f[l3 + 9] = [1u8, 6, 17, 47, 0][rng.below(5)],
+                _ => {}
+            }
+        }
+        if rng.below(2) == 0 {
+            fix_checksums(&mut f);
+        }
+        let (v, out) = dp.run(&f);
+        let mut fail = |what: String| {
+            if failures.len() < 20 {
+                failures.push(format!(
+                    "frame {n}: {what}\n  in  {f:02x?}\n  out {out:02x?}"
+                ));
+            }
+        };
+        match v {
+            XDP_PASS | XDP_DROP => {
+                if v == XDP_PASS {
+                    pass += 1;
+                } else {
+                    drop += 1;
+                }
+                if out != f {
+                    fail(format!("verdict {v} but the frame was modified"));
+                }
+                if !addressed_to_us(&f) && v != XDP_PASS {
+                    fail("not addressed to us, yet not passed".into());
+                }
+            }
+            XDP_TX => {
+                txed += 1;
+                // Any address can be a DNAT client (mutated sources made new ones): a frame
+                // to one is rewritten only as a reply from the DNAT VIP to that client.
+                if !addressed_to_us(&f) && !dnat_reply(&f, &out) {
+                    fail("not addressed to us, yet rewritten, not as a DNAT reply".into());
+                }
+                if out.len() != f.len() {
+                    fail("length changed".into());
+                }
+                match (checks(&f), checks(&out)) {
+                    (Some(i), Some(o)) => {
+                        if i.ipv4 && i.l4 && i.inner_ipv4 && i.inner_l4 != Some(false) {
+                            tx_valid += 1;
+                        }
+                        // Incremental updates keep each checksum exactly as right as it was.
+                        if i != o {
+                            fail(format!("checksums in {i:?} out {o:?}"));
+                        }
+                    }
+                    (i, o) => fail(format!("unparsable: in {i:?} out {o:?}")),
+                }
+            }
+            XDP_ABORTED => fail("XDP_ABORTED".into()),
+            other => fail(format!("unexpected verdict {other}")),
+        }
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "{FRAMES} frames (seed {seed:#x}) in {elapsed:.2?} ({:.0} ns/frame): {pass} passed, \
+         {drop} dropped, {txed} rewritten ({tx_valid} from frames with valid checksums)",
+        elapsed.as_nanos() as f64 / FRAMES as f64
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        tx_valid > FRAMES / 20,
+        "too few valid rewrites ({tx_valid}) to mean anything"
+    );
+}

@@ -1,0 +1,436 @@
+//! The daemon in the namespace lab: health checks taking masters out of rotation and back,
+//! ARP and gratuitous ARP for the VIP, restart without losing connections, reloads.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use tests::lab::{Lab, sh, xvip_bin};
+
+const VIP: &str = "192.0.2.100";
+const LB_MAC: &str = "02:00:00:00:02:02";
+
+struct Files(PathBuf);
+
+impl Files {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("xvip-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn lab(tag: &str, files: &Files) -> Lab {
+    let mut lab = Lab::new(
+        tag,
+        &[
+            ("client", Ipv4Addr::new(192, 0, 2, 10)),
+            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
+            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
+            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
+            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
+        ],
+    )
+    .expect("lab");
+    for m in ["m1", "m2", "m3"] {
+        lab.start_apiserver(m, 6443, Some(&files.path(&format!("{m}.notready"))))
+            .expect("apiserver");
+    }
+    lab
+}
+
+const BACKENDS: [&str; 6] = [
+    "--backend",
+    "192.0.2.11",
+    "--backend",
+    "192.0.2.12",
+    "--backend",
+    "192.0.2.13",
+];
+
+fn run_args(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v = vec!["--interface", "eth0", "--vip", VIP];
+    v.extend_from_slice(&BACKENDS);
+    v.extend_from_slice(extra);
+    v
+}
+
+fn spread(lab: &Lab, n: usize) -> BTreeMap<String, u32> {
+    let url = format!("https://{VIP}:6443/whoami");
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let who = lab
+            .curl("client", &url, Duration::from_secs(2))
+            .map(|b| b.trim().to_string())
+            .unwrap_or_else(|e| format!("error: {e}"));
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn healthy(s: &xvip::status::Status, addr: &str) -> Option<bool> {
+    s.backends
+        .iter()
+        .find(|b| b.addr == addr)
+        .map(|b| b.healthy)
+}
+
+#[test]
+fn a_master_failing_readyz_leaves_rotation_within_a_second_and_comes_back() {
+    let files = Files::new("readyz");
+    let mut lab = lab("ready", &files);
+    lab.start_xvip("lb", &run_args(&[])).unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.iter().all(|b| b.healthy && b.mac.is_some())
+    })
+    .unwrap();
+
+    // Streams held open to every master while m2 goes away must not be reset.
+    for i in 0..6 {
+        lab.start_stream(
+            &format!("watch{i}"),
+            "client",
+            &format!("https://{VIP}:6443/watch"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    std::fs::write(files.path("m2.notready"), b"").unwrap();
+    let took = lab
+        .wait_status("lb", Duration::from_secs(3), |s| {
+            healthy(s, "192.0.2.12:6443") == Some(false)
+        })
+        .expect("m2 marked down");
+    println!(
+        "m2 out of rotation {:.0} ms after /readyz started failing",
+        took.as_secs_f64() * 1e3
+    );
+    // fall 3 x interval 200 ms, plus one check in flight and the status poll.
+    assert!(took < Duration::from_millis(1200), "took {took:?}");
+    let s = lab.xvip_status("lb").unwrap();
+    assert_eq!(
+        s.backends
+            .iter()
+            .find(|b| b.addr == "192.0.2.12:6443")
+            .unwrap()
+            .slots,
+        0
+    );
+    assert!(s.last_detection_ms.is_some());
+
+    let seen = spread(&lab, 24);
+    assert!(
+        !seen.contains_key("m2"),
+        "new connections reached m2 after it failed: {seen:?}"
+    );
+    assert!(seen.keys().all(|k| k == "m1" || k == "m3"), "{seen:?}");
+
+    std::fs::remove_file(files.path("m2.notready")).unwrap();
+    lab.wait_status("lb", Duration::from_secs(3), |s| {
+        healthy(s, "192.0.2.12:6443") == Some(true)
+    })
+    .expect("m2 back");
+    let seen = spread(&lab, 30);
+    assert!(
+        seen.contains_key("m2"),
+        "m2 got no new connection after coming back: {seen:?}"
+    );
+
+    for i in 0..6 {
+        let (code, out) = lab
+            .finish_stream(&format!("watch{i}"), Duration::from_secs(8))
+            .unwrap();
+        let ticks = out.lines().count();
+        // curl exits 28 when --max-time ends the stream; a reset would be 56 or 18.
+        assert_eq!(
+            code,
+            Some(28),
+            "stream {i} ended by something else than its time limit: {out}"
+        );
+        assert!(
+            ticks >= 40,
+            "stream {i} delivered only {ticks} lines in 5 s: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_stopped_master_is_taken_out_and_its_return_puts_it_back() {
+    let files = Files::new("stop");
+    let mut lab = lab("stop", &files);
+    lab.start_xvip("lb", &run_args(&[])).unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.iter().all(|b| b.mac.is_some())
+    })
+    .unwrap();
+    lab.stop("apiserver-m3");
+    let took = lab
+        .wait_status("lb", Duration::from_secs(3), |s| {
+            healthy(s, "192.0.2.13:6443") == Some(false)
+        })
+        .expect("m3 marked down");
+    println!(
+        "stopped m3 out of rotation after {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
+    assert!(took < Duration::from_millis(1200));
+    let seen = spread(&lab, 24);
+    assert_eq!(seen.get("m3"), None, "{seen:?}");
+    assert!(
+        seen.keys().all(|k| !k.starts_with("error")),
+        "connections failed after m3 stopped: {seen:?}"
+    );
+    lab.start_apiserver("m3", 6443, None).unwrap();
+    lab.wait_status("lb", Duration::from_secs(3), |s| {
+        healthy(s, "192.0.2.13:6443") == Some(true)
+    })
+    .expect("m3 back");
+}
+
+#[test]
+fn the_client_resolves_the_vip_to_xvips_mac_and_garp_corrects_a_stale_entry() {
+    let files = Files::new("arp");
+    let mut lab = lab("arp", &files);
+    let client = &lab.host("client").ns;
+    // A stale, wrong entry, as left by a previous holder of the VIP.
+    client
+        .ip(&[
+            "neigh",
+            "replace",
+            VIP,
+            "lladdr",
+            "02:de:ad:be:ef:00",
+            "dev",
+            "eth0",
+            "nud",
+            "stale",
+        ])
+        .unwrap();
+    lab.start_xvip("lb", &run_args(&["--garp-interval", "200ms"]))
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let n = lab.host("client").ns.ip(&["neigh", "show", VIP]).unwrap();
+        if n.contains(LB_MAC) {
+            println!(
+                "client's entry for the VIP corrected after {:.0} ms: {}",
+                start.elapsed().as_secs_f64() * 1e3,
+                n.trim()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "gratuitous ARP did not correct {n:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A request for the VIP from scratch resolves it by ARP to xvip's MAC.
+    lab.host("client")
+        .ns
+        .ip(&["neigh", "flush", "dev", "eth0"])
+        .unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let n = lab.host("client").ns.ip(&["neigh", "show", VIP]).unwrap();
+    assert!(n.contains(LB_MAC), "{n}");
+    // Nobody answers for an address that is not a VIP.
+    let out = lab
+        .host("client")
+        .ns
+        .cmd("ping")
+        .args(["-c1", "-W1", "192.0.2.101"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// Removes the test's pin directory even when the test fails.
+struct PinGuard(PathBuf);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(xvip_bin())
+            .args(["detach", "--interface", "eth0", "--pin-root"])
+            .arg(&self.0)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
+    let files = Files::new("restart");
+    let mut lab = lab("rst", &files);
+    let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
+    let _guard = PinGuard(pin_root.clone());
+    let pin = pin_root.to_str().unwrap().to_string();
+    let start = |lab: &mut Lab| {
+        let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
+        cmd.arg("run")
+            .args(run_args(&[]))
+            .args(["--pin-root", &pin]);
+        lab.spawn("xvip-lb", cmd).unwrap();
+    };
+    start(&mut lab);
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    lab.start_stream(
+        "watch",
+        "client",
+        &format!("https://{VIP}:6443/watch"),
+        Duration::from_secs(6),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let i = lab.proc_index("xvip-lb").unwrap();
+    lab.procs[i].signal(libc::SIGKILL);
+    lab.procs[i]
+        .wait_timeout(Duration::from_secs(2))
+        .expect("killed");
+    lab.procs.remove(i);
+    assert!(
+        lab.has_xdp("lb").unwrap(),
+        "the pinned program must stay attached while xvip is down"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+
+    start(&mut lab);
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.iter().all(|b| b.mac.is_some())
+    })
+    .unwrap();
+    let s = lab.xvip_status("lb").unwrap();
+    assert!(s.conntrack_entries >= 1, "adopted conntrack is empty");
+    let (code, out) = lab.finish_stream("watch", Duration::from_secs(10)).unwrap();
+    let ticks = out.lines().count();
+    assert_eq!(code, Some(28), "the stream was broken: {out}");
+    assert!(ticks >= 50, "only {ticks} lines in 6 s: {out}");
+    // New connections work after the restart.
+    lab.curl(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+
+    // Stop the daemon without detaching, then detach explicitly.
+    let i = lab.proc_index("xvip-lb").unwrap();
+    lab.procs[i].signal(libc::SIGKILL);
+    lab.procs[i].wait_timeout(Duration::from_secs(2)).unwrap();
+    lab.procs.remove(i);
+    let out = sh(lab.host("lb").ns.cmd_net_only(xvip_bin()).args([
+        "detach",
+        "--interface",
+        "eth0",
+        "--pin-root",
+        &pin,
+    ]))
+    .unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !lab.has_xdp("lb").unwrap(),
+        "detach left the program attached"
+    );
+    assert!(!pin_root.join("eth0").exists(), "detach left pins");
+}
+
+#[test]
+fn a_bad_config_file_exits_2_and_names_the_field() {
+    let files = Files::new("cfg");
+    let path = files.path("xvip.toml");
+    std::fs::write(&path, "interface = \"eth0\"\nvips = [\"192.0.2.100\"]\nbackends = [\"192.0.2.11\"]\nfall = \"three\"\n").unwrap();
+    let out = std::process::Command::new(xvip_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fall"), "{err}");
+    std::fs::write(
+        &path,
+        "interface = \"eth0\"\nvips = [\"192.0.2.100\"]\nbackends = [\"192.0.2.11@7\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(xvip_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sighup_reloads_the_backend_list_without_dropping_flows() {
+    let files = Files::new("hup");
+    let mut lab = lab("hup", &files);
+    let path = files.path("xvip.toml");
+    std::fs::write(
+        &path,
+        "backends = [\"192.0.2.11\", \"192.0.2.12\", \"192.0.2.13\"]\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap().to_string();
+    lab.start_xvip("lb", &["--interface", "eth0", "--vip", VIP, "--config", &p])
+        .unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.len() == 3 && s.backends.iter().all(|b| b.mac.is_some())
+    })
+    .unwrap();
+    std::fs::write(&path, "backends = [\"192.0.2.11\", \"192.0.2.13\"]\n").unwrap();
+    let i = lab.proc_index("xvip-lb").unwrap();
+    lab.procs[i].signal(libc::SIGHUP);
+    lab.wait_status("lb", Duration::from_secs(3), |s| s.backends.len() == 2)
+        .expect("reloaded");
+    let seen = spread(&lab, 18);
+    assert!(!seen.contains_key("m2"), "{seen:?}");
+    assert!(seen.keys().all(|k| !k.starts_with("error")), "{seen:?}");
+}

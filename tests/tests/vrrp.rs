@@ -1,0 +1,792 @@
+//! VIP failover between xvip nodes with VRRPv3: one master, takeover on SIGKILL (measured
+//! from the client: last connection before the kill to the first after) and on SIGTERM
+//! (priority 0), preempt on and off, the health-gated priority, forged advertisements, an
+//! established connection across a takeover, and interop with keepalived.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    os::fd::AsRawFd,
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use tests::lab::{Lab, apiserver_bin, in_netns};
+use xvip::{status::VrrpStatus, vrrp::packet::Advert};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const METRICS: &str = "127.0.0.1:9106";
+const VRID: u8 = 51;
+/// Bound on any takeover with the default 100 ms advertisement interval.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(1);
+
+fn lb_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 1 + i)
+}
+
+/// client, lb1..lbN (192.0.2.2..), m1..m3 running lab API servers.
+fn lab(tag: &str, lbs: u8, not_ready: Option<&std::path::Path>) -> Lab {
+    let mut hosts = vec![("client".to_string(), CLIENT)];
+    for i in 1..=lbs {
+        hosts.push((format!("lb{i}"), lb_ip(i)));
+    }
+    for i in 1..=3u8 {
+        hosts.push((format!("m{i}"), Ipv4Addr::new(192, 0, 2, 10 + i)));
+    }
+    let refs: Vec<(&str, Ipv4Addr)> = hosts.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    let mut lab = Lab::new(tag, &refs).expect("lab");
+    for m in ["m1", "m2", "m3"] {
+        let nr = if m == "m1" { not_ready } else { None };
+        lab.start_apiserver(m, 6443, nr).expect("apiserver");
+    }
+    lab
+}
+
+/// Starts xvip with VRRP on `host`; `extra` may replace the default backends (m1..m3).
+fn start_node(lab: &mut Lab, host: &str, priority: u8, extra: &[&str]) {
+    let vip = VIP.to_string();
+    let prio = priority.to_string();
+    let vrid = VRID.to_string();
+    let mut args = vec![
+        "--interface",
+        "eth0",
+        "--vip",
+        &vip,
+        "--metrics-addr",
+        METRICS,
+        "--vrrp-vrid",
+        &vrid,
+        "--vrrp-priority",
+        &prio,
+    ];
+    if !extra.contains(&"--backend") {
+        args.extend(["--backend", "192.0.2.11", "--backend", "192.0.2.12"]);
+        args.extend(["--backend", "192.0.2.13"]);
+    }
+    args.extend_from_slice(extra);
+    lab.start_xvip(host, &args).expect("start xvip");
+}
+
+/// The VRRP part of `host`'s status, `None` when xvip does not answer.
+fn vrrp(lab: &Lab, host: &str) -> Option<VrrpStatus> {
+    let ns = lab.host(host).ns.name.clone();
+    in_netns(&ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+            .ok()?
+            .vrrp
+    })
+    .ok()
+    .flatten()
+}
+
+fn state(lab: &Lab, host: &str) -> String {
+    vrrp(lab, host)
+        .map(|v| v.state)
+        .unwrap_or_else(|| "down".into())
+}
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after `within`.
+fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `master` is master and every host in `backups` is backup naming it.
+fn wait_master(lab: &Lab, master: &str, backups: &[&str], within: Duration) -> Duration {
+    let ip = lab.host(master).ip.to_string();
+    wait_for(
+        within,
+        &format!("{master} master, {backups:?} backup"),
+        || {
+            state(lab, master) == "master"
+                && backups.iter().all(|b| {
+                    vrrp(lab, b)
+                        .is_some_and(|v| v.state == "backup" && v.master.as_ref() == Some(&ip))
+                })
+        },
+    )
+}
+
+fn mac_of(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["link", "show", "eth0"])
+        .expect("ip link");
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("link/ether")
+        .to_string()
+}
+
+/// The MAC the client's neighbour entry for the VIP holds.
+fn client_vip_mac(lab: &Lab) -> String {
+    lab.host("client")
+        .ns
+        .ip(&["neigh", "show", &VIP.to_string()])
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Opens a TCP connection to VIP:6443 every ~20 ms from the client (150 ms timeout) and
+/// records when each attempt ended and whether it connected.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<Vec<(Instant, bool)>>,
+}
+
+impl Prober {
+    fn start(lab: &Lab) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let path = format!("/var/run/netns/{}", lab.host("client").ns.name);
+        let s = stop.clone();
+        let thread = thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("netns file");
+            // SAFETY: setns on this thread only.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let to = SocketAddr::V4(SocketAddrV4::new(VIP, 6443));
+            let mut out = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                let ok = TcpStream::connect_timeout(&to, Duration::from_millis(150)).is_ok();
+                out.push((Instant::now(), ok));
+                if let Some(rest) = Duration::from_millis(20).checked_sub(began.elapsed()) {
+                    thread::sleep(rest);
+                }
+            }
+            out
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops and returns the client-visible outage around `event`: the longest time
+    /// without a successful connection that ends after it.
+    fn outage(self, event: Instant) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.thread.join().expect("prober");
+        let ok: Vec<Instant> = samples
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(t, _)| *t)
+            .collect();
+        assert!(
+            ok.iter().any(|t| *t <= event),
+            "no successful connection before the event"
+        );
+        assert!(
+            ok.iter().any(|t| *t > event),
+            "no successful connection after the event"
+        );
+        // The longest gap between two successes that ends after the event (an attempt that
+        // began before the event may still succeed just after it).
+        ok.windows(2)
+            .filter(|w| w[1] > event)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+fn xvip_index(lab: &Lab, host: &str) -> usize {
+    lab.proc_index(&format!("xvip-{host}")).expect("xvip proc")
+}
+
+#[test]
+fn two_nodes_elect_one_master_and_a_killed_master_is_replaced_within_a_second() {
+    let mut lab = lab("vrrp2", 2, None);
+    start_node(&mut lab, "lb1", 150, &[]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    let url = format!("https://{VIP}:6443/whoami");
+    lab.curl_until_ok("client", &url, Duration::from_secs(5))
+        .expect("through the VIP");
+    assert_eq!(
+        client_vip_mac(&lab),
+        mac_of(&lab, "lb1"),
+        "only the master answers ARP"
+    );
+    let table = tests::lab::sh(lab.host("lb1").ns.cmd(tests::lab::xvip_bin()).args([
+        "status",
+        "--metrics-addr",
+        METRICS,
+    ]))
+    .expect("xvip status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("vrrp vrid 51: MASTER (master 192.0.2.2), priority 150/150"),
+        "{table}"
+    );
+
+    let prober = Prober::start(&lab);
+    thread::sleep(Duration::from_millis(500));
+    let i = xvip_index(&lab, "lb1");
+    let kill = Instant::now();
+    lab.procs[i].signal(libc::SIGKILL);
+    let seen = wait_for(Duration::from_secs(3), "lb2 master", || {
+        state(&lab, "lb2") == "master"
+    });
+    thread::sleep(Duration::from_millis(800));
+    let outage = prober.outage(kill);
+    println!(
+        "SIGKILL takeover: lb2 reports master {} ms after the kill, client outage {} ms",
+        seen.as_millis(),
+        outage.as_millis()
+    );
+    assert!(outage < TAKEOVER_BOUND, "outage {outage:?}");
+    assert_eq!(
+        client_vip_mac(&lab),
+        mac_of(&lab, "lb2"),
+        "the new master's GARP"
+    );
+    lab.curl("client", &url, Duration::from_secs(2))
+        .expect("through the new master");
+}
+
+#[test]
+fn three_nodes_elect_one_master_and_the_next_best_takes_over() {
+    let mut lab = lab("vrrp3", 3, None);
+    start_node(&mut lab, "lb1", 200, &[]);
+    start_node(&mut lab, "lb2", 150, &[]);
+    start_node(&mut lab, "lb3", 100, &[]);
+    wait_master(&lab, "lb1", &["lb2", "lb3"], Duration::from_secs(5));
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .expect("through the VIP");
+    let prober = Prober::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    let i = xvip_index(&lab, "lb1");
+    let kill = Instant::now();
+    lab.procs[i].signal(libc::SIGKILL);
+    wait_master(&lab, "lb2", &["lb3"], Duration::from_secs(3));
+    thread::sleep(Duration::from_millis(500));
+    let outage = prober.outage(kill);
+    println!(
+        "three nodes, SIGKILL takeover: client outage {} ms",
+        outage.as_millis()
+    );
+    assert!(outage < TAKEOVER_BOUND, "outage {outage:?}");
+    assert_eq!(state(&lab, "lb3"), "backup");
+}
+
+#[test]
+fn sigterm_resigns_with_priority_zero_and_the_backup_takes_over_without_the_down_timer() {
+    let mut lab = lab("vrrpterm", 2, None);
+    start_node(&mut lab, "lb1", 150, &[]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .expect("through the VIP");
+    let prober = Prober::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    let i = xvip_index(&lab, "lb1");
+    let term = Instant::now();
+    lab.procs[i].signal(libc::SIGTERM);
+    let took = wait_for(Duration::from_secs(2), "lb2 master", || {
+        state(&lab, "lb2") == "master"
+    });
+    let status = lab.procs[i]
+        .wait_timeout(Duration::from_secs(5))
+        .expect("xvip exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    thread::sleep(Duration::from_millis(500));
+    let outage = prober.outage(term);
+    println!(
+        "SIGTERM handover: lb2 master {} ms after the signal, client outage {} ms",
+        took.as_millis(),
+        outage.as_millis()
+    );
+    // Master_Down_Interval would be 3 x 100 ms + skew; priority 0 cuts it to the skew.
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    assert!(outage < TAKEOVER_BOUND, "outage {outage:?}");
+}
+
+#[test]
+fn with_preempt_a_higher_priority_node_takes_the_vip_from_a_live_master() {
+    let mut lab = lab("vrrppre", 2, None);
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_for(Duration::from_secs(5), "lb2 master", || {
+        state(&lab, "lb2") == "master"
+    });
+    start_node(&mut lab, "lb1", 200, &[]);
+    let took = wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    println!(
+        "preempt: lb1 master {} ms after it was started",
+        took.as_millis()
+    );
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(3),
+    )
+    .expect("through the VIP");
+    assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb1"));
+}
+
+#[test]
+fn without_preempt_a_higher_priority_node_leaves_a_live_master_alone() {
+    let mut lab = lab("vrrpnopre", 2, None);
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_for(Duration::from_secs(5), "lb2 master", || {
+        state(&lab, "lb2") == "master"
+    });
+    start_node(&mut lab, "lb1", 200, &["--vrrp-preempt", "false"]);
+    wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(5));
+    let before = vrrp(&lab, "lb2").expect("lb2").transitions;
+    thread::sleep(Duration::from_millis(1500));
+    wait_master(&lab, "lb2", &["lb1"], Duration::from_millis(100));
+    assert_eq!(vrrp(&lab, "lb2").expect("lb2").transitions, before);
+    // It still takes over when the master dies.
+    let i = xvip_index(&lab, "lb2");
+    lab.procs[i].signal(libc::SIGKILL);
+    wait_for(Duration::from_secs(2), "lb1 master", || {
+        state(&lab, "lb1") == "master"
+    });
+}
+
+#[test]
+fn the_vip_moves_away_from_a_node_whose_backends_all_fail_and_comes_back() {
+    let dir = std::env::temp_dir().join(format!("xvip-vrrp-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let not_ready = dir.join("m1-not-ready");
+    let _ = std::fs::remove_file(&not_ready);
+    let mut lab = lab("vrrphealth", 2, Some(&not_ready));
+    // lb1 only knows m1; lb2 knows m2 and m3.
+    start_node(&mut lab, "lb1", 150, &["--backend", "192.0.2.11"]);
+    start_node(
+        &mut lab,
+        "lb2",
+        120,
+        &["--backend", "192.0.2.12", "--backend", "192.0.2.13"],
+    );
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    let url = format!("https://{VIP}:6443/whoami");
+    assert_eq!(
+        lab.curl_until_ok("client", &url, Duration::from_secs(5))
+            .expect("via lb1")
+            .trim(),
+        "m1"
+    );
+
+    std::fs::write(&not_ready, b"").expect("not ready");
+    let took = wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(5));
+    println!(
+        "all of lb1's backends failing: VIP on lb2 after {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        vrrp(&lab, "lb1").expect("lb1").priority,
+        100,
+        "150 - penalty 50"
+    );
+    let body = lab
+        .curl_until_ok("client", &url, Duration::from_secs(3))
+        .expect("via lb2");
+    assert!(["m2", "m3"].contains(&body.trim()), "{body}");
+
+    std::fs::remove_file(&not_ready).expect("ready again");
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 150);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends raw IPv4 packets (header built here, `IPPROTO_RAW`) from the client namespace.
+fn send_raw(lab: &Lab, packets: Vec<Vec<u8>>, dst: Ipv4Addr) {
+    let ns = lab.host("client").ns.name.clone();
+    in_netns(&ns, move || {
+        // SAFETY: plain socket calls on a descriptor we close below.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "raw socket");
+            let name = c"eth0";
+            let mreqn = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: libc::if_nametoindex(name.as_ptr()) as i32,
+            };
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&mreqn as *const libc::ip_mreqn).cast(),
+                size_of::<libc::ip_mreqn>() as u32,
+            );
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from(dst).to_be();
+            for p in &packets {
+                let n = libc::sendto(
+                    fd,
+                    p.as_ptr().cast(),
+                    p.len(),
+                    0,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as u32,
+                );
+                assert_eq!(n, p.len() as isize, "{}", std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+    })
+    .expect("client netns");
+}
+
+/// An IPv4 packet around a VRRP message (the kernel fills in the header checksum).
+fn ip_packet(ttl: u8, dst: Ipv4Addr, vrrp: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x45, 0xc0];
+    p.extend_from_slice(&((20 + vrrp.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, ttl, 112, 0, 0]);
+    p.extend_from_slice(&CLIENT.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(vrrp);
+    p
+}
+
+#[test]
+fn forged_and_malformed_advertisements_change_nothing() {
+    let mut lab = lab("vrrpforge", 2, None);
+    start_node(&mut lab, "lb1", 150, &[]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    let t1 = vrrp(&lab, "lb1").expect("lb1").transitions;
+    let t2 = vrrp(&lab, "lb2").expect("lb2").transitions;
+    let dst = xvip::vrrp::packet::MULTICAST;
+    let forged = |vrid: u8| Advert {
+        vrid,
+        priority: 254,
+        max_adver_int_cs: 10,
+        addrs: vec![VIP],
+    };
+    let good = forged(VRID).encode(CLIENT, dst);
+    let mut bad_sum = good.clone();
+    bad_sum[6] ^= 0x55;
+    let mut v2 = good.clone();
+    v2[0] = 0x21;
+    let mut long = good.clone();
+    long.extend_from_slice(&[0; 4]);
+    let rounds = 20;
+    for _ in 0..rounds {
+        send_raw(
+            &lab,
+            vec![
+                ip_packet(64, dst, &good),                            // routed: TTL != 255
+                ip_packet(255, dst, &bad_sum),                        // checksum
+                ip_packet(255, dst, &forged(52).encode(CLIENT, dst)), // another VRID
+                ip_packet(255, dst, &v2),                             // VRRPv2
+                ip_packet(255, dst, &good[..5]),                      // truncated
+                ip_packet(255, dst, &long),                           // length vs count
+            ],
+            dst,
+        );
+        thread::sleep(Duration::from_millis(30));
+    }
+    thread::sleep(Duration::from_millis(300));
+    for (host, before) in [("lb1", t1), ("lb2", t2)] {
+        let v = vrrp(&lab, host).expect(host);
+        assert_eq!(v.transitions, before, "{host}: {v:?}");
+        for reason in ["ttl", "checksum", "vrid", "version", "truncated", "length"] {
+            assert!(v.drops[reason] >= rounds, "{host} {reason}: {:?}", v.drops);
+        }
+    }
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_millis(100));
+
+    // Control: the same sender with a valid advertisement is heard (VRRP has no
+    // authentication), so the drops above were the checks at work.
+    send_raw(&lab, vec![ip_packet(255, dst, &good)], dst);
+    wait_for(
+        Duration::from_secs(1),
+        "lb1 yields to the valid forged advert",
+        || vrrp(&lab, "lb1").is_some_and(|v| v.transitions > t1),
+    );
+    // Without further adverts from the forger the real routers elect lb1 again.
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(3));
+}
+
+#[test]
+fn an_established_connection_across_a_takeover() {
+    let mut lab = lab("vrrpconn", 2, None);
+    start_node(&mut lab, "lb1", 150, &[]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    let url = format!("https://{VIP}:6443/whoami");
+    lab.curl_until_ok("client", &url, Duration::from_secs(5))
+        .expect("through the VIP");
+    // Six requests on one kept-alive connection, 500 ms apart; lb1 dies after the second.
+    let mut cmd = lab.host("client").ns.cmd("curl");
+    cmd.args([
+        "-sk",
+        "--max-time",
+        "8",
+        "--rate",
+        "2/s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%header{x-lab-server} %{num_connects} %{http_code}\\n",
+    ]);
+    for _ in 0..6 {
+        cmd.arg(&url);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    lab.spawn("curl-keepalive", cmd).expect("curl");
+    thread::sleep(Duration::from_millis(800));
+    let i = xvip_index(&lab, "lb1");
+    lab.procs[i].signal(libc::SIGKILL);
+    wait_for(Duration::from_secs(3), "lb2 master", || {
+        state(&lab, "lb2") == "master"
+    });
+    let c = lab.proc_index("curl-keepalive").expect("curl");
+    let mut p = lab.procs.remove(c);
+    let st = p.wait_timeout(Duration::from_secs(12)).expect("curl ends");
+    let mut out = String::new();
+    if let Some(o) = p.child.stdout.take() {
+        for l in BufReader::new(o).lines().map_while(Result::ok) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    // Each line: "<server> <new connections for this request> <status>".
+    println!(
+        "keep-alive connection across the takeover (curl exit {:?}):\n{out}",
+        st.code()
+    );
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|l| l.len() == 3) // the -w lines; later bodies go to stdout too
+        .collect();
+    assert!(lines.len() >= 2, "{out}");
+    assert_eq!(
+        lines[0][1], "1",
+        "first request opens the connection: {out}"
+    );
+    let later_ok = lines
+        .iter()
+        .skip(2)
+        .filter(|l| l.last() == Some(&"200"))
+        .count();
+    let reused_after = lines
+        .iter()
+        .skip(2)
+        .filter(|l| l.last() == Some(&"200") && l.get(1) == Some(&"0"))
+        .count();
+    println!(
+        "{later_ok} requests after the kill answered, {reused_after} of them on the original connection"
+    );
+    // The new master has no conntrack entry, but it creates one for the mid-stream packet,
+    // its SNAT port's first probe comes from the flow hash and the Maglev table is the same:
+    // the backend sees the same 4-tuple and the connection carries on.
+    assert_eq!(lines.len(), 6, "{out}");
+    assert_eq!(reused_after, 4, "requests after the takeover: {out}");
+    assert!(
+        lines.iter().all(|l| l[0] == lines[0][0]),
+        "same backend: {out}"
+    );
+}
+
+/// Runs `lab-apiserver` named `name` on `host` listening on the VIP itself (non-local bind):
+/// it answers when keepalived holds the VIP on that host.
+fn start_vip_apiserver(lab: &mut Lab, host: &str, name: &str) {
+    let ns = lab.host(host).ns.name.clone();
+    tests::lab::sh(
+        lab.host(host)
+            .ns
+            .cmd("sysctl")
+            .args(["-qw", "net.ipv4.ip_nonlocal_bind=1"]),
+    )
+    .expect(&ns);
+    let mut cmd = lab.host(host).ns.cmd(apiserver_bin());
+    cmd.args(["--listen", &format!("{VIP}:6443"), "--name", name])
+        .stdout(Stdio::piped());
+    let p = lab
+        .spawn(&format!("apiserver-{name}"), cmd)
+        .expect("apiserver");
+    let mut r = BufReader::new(p.child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    r.read_line(&mut line).expect("banner");
+    assert!(line.contains("listening"), "{line}");
+    thread::spawn(move || {
+        let mut sink = String::new();
+        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+}
+
+/// Starts keepalived (VRRPv3, 100 ms adverts) in `host`'s namespace, foreground, files in `dir`.
+fn start_keepalived(lab: &mut Lab, host: &str, priority: u8, dir: &std::path::Path, run: &str) {
+    let conf = dir.join(format!("keepalived-{run}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id {host}\n  vrrp_version 3\n  enable_script_security\n}}\n\
+             vrrp_instance xvip {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n  \
+             priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n"
+        ),
+    )
+    .expect("keepalived.conf");
+    let mut cmd = lab.host(host).ns.cmd("keepalived");
+    cmd.args(["-n", "-l", "-D", "-P", "-f"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.join(format!("keepalived-{run}.pid")))
+        .arg("-r")
+        .arg(dir.join(format!("vrrp-{run}.pid")))
+        .stdout(Stdio::null());
+    lab.spawn(&format!("keepalived-{run}"), cmd)
+        .expect("keepalived (Debian package keepalived)");
+}
+
+/// SIGKILL to keepalived's VRRP child first (the parent's death would make it resign
+/// cleanly with priority 0), then to the parent.
+fn kill_keepalived(lab: &mut Lab, dir: &std::path::Path, run: &str) {
+    let pid: i32 = std::fs::read_to_string(dir.join(format!("vrrp-{run}.pid")))
+        .expect("keepalived VRRP pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    // SAFETY: kill(2) on keepalived's VRRP child, started by this test.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let k = lab
+        .proc_index(&format!("keepalived-{run}"))
+        .expect("keepalived");
+    lab.procs[k].signal(libc::SIGKILL);
+}
+
+fn has_vip(lab: &Lab, host: &str) -> bool {
+    lab.host(host)
+        .ns
+        .ip(&["-4", "addr", "show", "dev", "eth0"])
+        .unwrap_or_default()
+        .contains(&format!("{VIP}/32"))
+}
+
+#[test]
+fn keepalived_and_xvip_elect_one_master_and_take_over_from_each_other() {
+    let dir = std::env::temp_dir().join(format!("xvip-vrrp-ka-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let mut lab = lab("vrrpka", 2, None);
+    start_vip_apiserver(&mut lab, "lb1", "ka");
+    let url = format!("https://{VIP}:6443/whoami");
+
+    // keepalived (150) on lb1 and xvip (100) on lb2: keepalived is master, xvip hears it.
+    start_keepalived(&mut lab, "lb1", 150, &dir, "a");
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_for(
+        Duration::from_secs(5),
+        "keepalived master, xvip backup",
+        || {
+            has_vip(&lab, "lb1")
+                && vrrp(&lab, "lb2").is_some_and(|v| {
+                    v.state == "backup" && v.master.as_deref() == Some("192.0.2.2")
+                })
+        },
+    );
+    let sent = vrrp(&lab, "lb2").expect("lb2").transitions;
+    thread::sleep(Duration::from_millis(1000));
+    let v = vrrp(&lab, "lb2").expect("lb2");
+    assert!(
+        has_vip(&lab, "lb1") && v.state == "backup" && v.transitions == sent,
+        "{v:?}"
+    );
+    assert_eq!(
+        v.drops["checksum"], 0,
+        "keepalived's checksum is accepted: {v:?}"
+    );
+    assert_eq!(
+        lab.curl_until_ok("client", &url, Duration::from_secs(3))
+            .expect("via keepalived")
+            .trim(),
+        "ka"
+    );
+
+    // keepalived dies (the node with it: its VIP goes too) -> xvip takes over.
+    let prober = Prober::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    let kill = Instant::now();
+    kill_keepalived(&mut lab, &dir, "a");
+    // The VIP goes with its node.
+    let _ = lab
+        .host("lb1")
+        .ns
+        .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"]);
+    wait_for(Duration::from_secs(3), "xvip master", || {
+        state(&lab, "lb2") == "master"
+    });
+    thread::sleep(Duration::from_millis(500));
+    let outage = prober.outage(kill);
+    println!(
+        "keepalived -> xvip takeover: client outage {} ms",
+        outage.as_millis()
+    );
+    assert!(outage < TAKEOVER_BOUND, "outage {outage:?}");
+    let body = lab
+        .curl("client", &url, Duration::from_secs(2))
+        .expect("via xvip");
+    assert!(body.trim().starts_with('m'), "{body}");
+    lab.stop("keepalived-a");
+
+    // keepalived comes back lower (50): it stays backup under the xvip master.
+    start_keepalived(&mut lab, "lb1", 50, &dir, "b");
+    let t = vrrp(&lab, "lb2").expect("lb2").transitions;
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !has_vip(&lab, "lb1"),
+        "keepalived took the VIP from a higher xvip master"
+    );
+    let v = vrrp(&lab, "lb2").expect("lb2");
+    assert_eq!((v.state.as_str(), v.transitions), ("master", t), "{v:?}");
+
+    // xvip dies -> keepalived takes over.
+    let prober = Prober::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    let i = xvip_index(&lab, "lb2");
+    let kill = Instant::now();
+    lab.procs[i].signal(libc::SIGKILL);
+    let took = wait_for(Duration::from_secs(3), "keepalived master", || {
+        has_vip(&lab, "lb1")
+    });
+    thread::sleep(Duration::from_millis(500));
+    let outage = prober.outage(kill);
+    println!(
+        "xvip -> keepalived takeover: VIP on lb1 after {} ms, client outage {} ms",
+        took.as_millis(),
+        outage.as_millis()
+    );
+    assert!(outage < TAKEOVER_BOUND, "outage {outage:?}");
+    assert_eq!(
+        lab.curl("client", &url, Duration::from_secs(2))
+            .expect("via keepalived")
+            .trim(),
+        "ka"
+    );
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
