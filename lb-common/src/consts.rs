@@ -25,8 +25,11 @@ pub const DEFAULT_SNAT_PORT_MAX: u16 = 59999;
 /// How many ports a new flow tries before the packet is dropped as "SNAT ports exhausted".
 pub const SNAT_PROBES: u32 = 16;
 
-/// Idle lifetime of a TCP flow that has only seen a SYN, in nanoseconds.
-pub const TCP_SYN_TIMEOUT_NS: u64 = 30 * NS_PER_SEC;
+/// Idle lifetime of a TCP flow that has only seen a SYN, in nanoseconds. Short, because in
+/// full NAT each such flow holds a SNAT port: a SYN flood must not pin the port range for
+/// long. A client's retransmitted SYN after expiry hashes to the same backend and, port
+/// free, the same SNAT port.
+pub const TCP_SYN_TIMEOUT_NS: u64 = 5 * NS_PER_SEC;
 /// Idle lifetime of an established TCP flow, in nanoseconds (watches idle for minutes).
 pub const TCP_ESTABLISHED_TIMEOUT_NS: u64 = 2 * 3600 * NS_PER_SEC;
 /// Idle lifetime of a TCP flow after a FIN or RST, in nanoseconds.

@@ -72,6 +72,9 @@ pub const fn ring_base(index: u32, half: u32) -> u32 {
 
 /// The backend exists (a removed backend keeps its slot with this bit clear).
 pub const BACKEND_FLAG_PRESENT: u32 = 1 << 0;
+/// The backend is this node: its packets go up the local stack unchanged (the VIP is on
+/// `lo`), and it answers from the VIP itself.
+pub const BACKEND_FLAG_LOCAL: u32 = 1 << 1;
 
 /// `BACKENDS` value: one real server.
 #[repr(C)]

@@ -65,6 +65,8 @@ reasons! {
     DropInternal = "drop_internal",
     /// Redirect to the backend's interface failed.
     DropRedirectFailed = "drop_redirect_failed",
+    /// Packet of a flow whose backend is this node: handed to the local stack unchanged.
+    PassLocalBackend = "pass_local_backend",
 }
 
 /// Number of reasons: the size of the `REASONS` map.

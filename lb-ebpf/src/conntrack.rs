@@ -6,9 +6,9 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
 };
 use lb_common::{
-    Backend, Config, CtEntry, FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, Reason, RevEntry,
-    SNAT_PROBES, TCP_CLOSING_TIMEOUT_NS, TCP_ESTABLISHED_TIMEOUT_NS, TCP_SYN_TIMEOUT_NS,
-    UDP_TIMEOUT_NS, VIP_FLAG_DNAT, VipMeta, ct_state,
+    BACKEND_FLAG_LOCAL, Backend, Config, CtEntry, FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS,
+    Reason, RevEntry, SNAT_PROBES, TCP_CLOSING_TIMEOUT_NS, TCP_ESTABLISHED_TIMEOUT_NS,
+    TCP_SYN_TIMEOUT_NS, UDP_TIMEOUT_NS, VIP_FLAG_DNAT, VipMeta, ct_state,
 };
 
 use crate::{
@@ -209,7 +209,8 @@ pub fn forward_flow(
         if !expired(old.state, old.last_seen_ns, now)
             && let Some(backend) =
                 lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port)
-            && hold_reverse(&old, &key, h.tcp_flags, now)
+            && (backend.flags & BACKEND_FLAG_LOCAL != 0
+                || hold_reverse(&old, &key, h.tcp_flags, now))
         {
             // SAFETY: fields of the live value.
             unsafe {
@@ -233,7 +234,8 @@ pub fn forward_flow(
 
     let hash = lookup::hash_of(&key);
     let (backend_idx, backend) = lookup::pick_backend(meta, hash)?;
-    if backend.mac == [0; 6] {
+    let local = backend.flags & BACKEND_FLAG_LOCAL != 0;
+    if backend.mac == [0; 6] && !local {
         return Err(Verdict::pass(Reason::PassNoNeighbour));
     }
     let state = next_state(0, h.proto, h.tcp_flags);
@@ -252,7 +254,9 @@ pub fn forward_flow(
     };
     let rev = reverse_of(&entry, &key);
 
-    if meta.flags & VIP_FLAG_DNAT != 0 {
+    if local {
+        // The local stack answers from the VIP itself: no translation, no reverse entry.
+    } else if meta.flags & VIP_FLAG_DNAT != 0 {
         if !claim(&reverse_key(&entry, h.proto), &rev, now) {
             return Err(Verdict::drop(Reason::DropTupleInUse));
         }

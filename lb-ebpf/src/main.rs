@@ -9,6 +9,7 @@ mod lookup;
 mod maps;
 mod nat;
 mod packet;
+mod sock;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    ADDR_FLAG_VIP, IPPROTO_UDP, Reason, VipKey,
+    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, IPPROTO_UDP, Reason, VipKey,
     checksum::{udp_fixup, update_u16, update_u32},
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
@@ -59,6 +59,15 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
         Ok(f) => f,
         Err(v) => return v,
     };
+    if flow.backend.flags & BACKEND_FLAG_LOCAL != 0 {
+        stats::count_traffic(
+            meta.index,
+            flow.entry.backend_idx,
+            frame.len() as u64,
+            flow.new,
+        );
+        return Verdict::pass(Reason::PassLocalBackend);
+    }
     let rw = Rewrite {
         src: flow.entry.snat_addr,
         sport: flow.entry.snat_port,

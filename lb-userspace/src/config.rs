@@ -181,6 +181,10 @@ pub struct RunArgs {
     /// Do not answer ICMP echo requests to the VIPs.
     #[arg(long, env = "XVIP_NO_ICMP_ECHO")]
     pub no_icmp_echo: bool,
+    /// Leave connect()s from this node's processes to the VIPs alone (by default a cgroup
+    /// hook sends them straight to a healthy backend).
+    #[arg(long, env = "XVIP_NO_LOCAL_CONNECT")]
+    pub no_local_connect: bool,
     /// VRRP virtual router ID (1-255): fail the VIP over between xvip nodes (VRRPv3).
     #[arg(long, env = "XVIP_VRRP_VRID")]
     pub vrrp_vrid: Option<u32>,
@@ -236,6 +240,7 @@ struct FileConfig {
     garp_interval: Option<String>,
     pin_root: Option<PathBuf>,
     no_icmp_echo: Option<bool>,
+    no_local_connect: Option<bool>,
     vrrp_vrid: Option<u32>,
     vrrp_priority: Option<u32>,
     vrrp_advert_int: Option<String>,
@@ -294,6 +299,8 @@ pub struct Settings {
     pub garp_interval: Duration,
     pub pin_root: PathBuf,
     pub icmp_echo: bool,
+    /// Balance this node's own connect()s to the VIPs with the cgroup hook.
+    pub local_connect: bool,
     /// VIP failover, when `--vrrp-vrid` is given.
     pub vrrp: Option<crate::vrrp::VrrpSettings>,
     /// Kubeconfig to discover masters with (`--discover-from-kubeconfig`).
@@ -550,6 +557,7 @@ impl RunArgs {
                 .or(file.pin_root)
                 .unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
             icmp_echo: !(self.no_icmp_echo || file.no_icmp_echo.unwrap_or(false)),
+            local_connect: !(self.no_local_connect || file.no_local_connect.unwrap_or(false)),
             vrrp,
             discover_from_kubeconfig,
             announce,

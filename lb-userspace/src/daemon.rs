@@ -39,6 +39,9 @@ pub enum DaemonError {
     /// TLS material for the health checks is unusable (exit status 2).
     #[error(transparent)]
     Tls(#[from] health::TlsConfigError),
+    /// Serving the node itself (VIP on lo, connect hook) failed.
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
     /// The kernel side failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
@@ -163,9 +166,49 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         // Keep backend indices and next-hop MACs: tracked flows name their backend by index.
         reconciler.adopt(&dataplane.present_backends());
     }
-    reconciler.apply(&mut dataplane, &[])?;
+    reconciler.set_local_addresses(crate::local::local_addresses());
+    mark_local_backends(&mut reconciler, iface.mac);
+    // A backend that is this node is reached through the local stack, with the VIP on lo.
+    let _vip_on_lo = if reconciler.backends().keys().any(|a| reconciler.is_local(a)) {
+        let vips: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+        let lo = crate::local::VipOnLo::install(&vips, &iface.name)?;
+        log::info!("this node is a backend: the VIPs are on lo (arp_ignore=1, arp_announce=2)");
+        Some(lo)
+    } else {
+        None
+    };
     let arp = ArpSocket::open(&iface)?;
-    let xdp_mode = dataplane.attach(&iface.name, settings.xdp_mode)?;
+    // Resolve the backends' next hops before attaching, so the first table is not empty.
+    resolve_before_attach(&arp, &iface, &mut reconciler, Duration::from_millis(500)).await;
+    let known = reconciler
+        .backends()
+        .values()
+        .filter(|b| b.mac.is_some())
+        .count();
+    log::info!(
+        "{known} of {} backends' next hops resolved before attaching",
+        reconciler.backends().len()
+    );
+    reconciler.apply(&mut dataplane, &[])?;
+    // From here on a failure must not leave a hook or pins behind (unless they were adopted:
+    // then the previous xvip's program keeps serving).
+    let adopted = dataplane.adopted();
+    let attached = (|| -> Result<&'static str, DaemonError> {
+        if settings.local_connect {
+            let cgroup = crate::local::cgroup_root()?;
+            dataplane.attach_connect4(&cgroup, crate::local::netns_cookie()?)?;
+        }
+        Ok(dataplane.attach(&iface.name, settings.xdp_mode)?)
+    })();
+    let xdp_mode = match attached {
+        Ok(m) => m,
+        Err(e) => {
+            if !adopted {
+                let _ = dataplane.detach(&iface.name);
+            }
+            return Err(e);
+        }
+    };
     log::info!(
         "attached to {} ({xdp_mode} XDP), VIPs {}, {} backends, {:?} mode",
         iface.name,
@@ -326,6 +369,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                     Ok(new) => {
                         let mut s = shared.lock().expect("poisoned");
                         let removed = s.reconciler.set_backends(new.backends.iter().map(|b| (b.addr, b.weight)));
+                        mark_local_backends(&mut s.reconciler, iface.mac);
                         for (addr, _) in &removed {
                             if let Some(h) = checkers.remove(addr) { h.abort(); }
                         }
@@ -354,6 +398,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 let current: Vec<(SocketAddrV4, u32)> = s.reconciler.backends().iter().map(|(a, b)| (*a, b.weight)).collect();
                 if current != wanted {
                     let removed = s.reconciler.set_backends(wanted.iter().copied());
+                    mark_local_backends(&mut s.reconciler, iface.mac);
                     for (addr, _) in &removed {
                         if let Some(h) = checkers.remove(addr) { h.abort(); }
                     }
@@ -435,6 +480,52 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         log::info!("detached from {}", iface.name);
     }
     Ok(())
+}
+
+/// Gives backends on this node's own addresses the interface's MAC: they need no ARP.
+fn mark_local_backends(r: &mut Reconciler, mac: [u8; 6]) {
+    let locals: Vec<SocketAddrV4> = r
+        .backends()
+        .keys()
+        .filter(|a| r.is_local(a))
+        .copied()
+        .collect();
+    for a in locals {
+        r.set_mac(a, mac);
+    }
+}
+
+/// Asks for every backend's next hop and waits up to `within` for the answers.
+async fn resolve_before_attach(
+    arp: &ArpSocket,
+    iface: &Interface,
+    r: &mut Reconciler,
+    within: Duration,
+) {
+    let pending = |r: &Reconciler| -> Vec<(SocketAddrV4, Ipv4Addr)> {
+        r.backends()
+            .iter()
+            .filter(|(_, st)| st.mac.is_none())
+            .map(|(a, _)| (*a, next_hop(&iface.name, *a.ip())))
+            .collect()
+    };
+    for (_, hop) in pending(r) {
+        let _ = arp.resolve(iface, hop);
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    while !pending(r).is_empty() {
+        match tokio::time::timeout_at(deadline, arp.recv()).await {
+            Ok(Ok(a)) => {
+                for (backend, hop) in pending(r) {
+                    if hop == a.sender_ip {
+                        r.set_mac(backend, a.sender_mac);
+                    }
+                }
+            }
+            Ok(Err(_)) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 fn learn_mac(shared: &Mutex<Shared>, iface: &Interface, ip: Ipv4Addr, mac: [u8; 6]) {
@@ -559,15 +650,22 @@ fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) 
             .collect(),
         table_size: settings.table_size,
         backends,
-        reasons: Reason::ALL
-            .iter()
-            .map(|r| {
-                (
-                    r.name().to_string(),
-                    snap.reasons.get(*r as usize).copied().unwrap_or(0),
-                )
-            })
-            .collect(),
+        reasons: {
+            let (balanced, no_backend) = s.dataplane.connect4_counts();
+            Reason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.name().to_string(),
+                        snap.reasons.get(*r as usize).copied().unwrap_or(0),
+                    )
+                })
+                .chain([
+                    ("sock_connect_balanced".to_string(), balanced),
+                    ("sock_connect_no_backend".to_string(), no_backend),
+                ])
+                .collect()
+        },
         conntrack_entries: s.dataplane.conntrack_entries(),
         table_swaps: s.swaps,
         last_reconcile_ms: s.last_reconcile.map(|d| d.as_secs_f64() * 1e3),

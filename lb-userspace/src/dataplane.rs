@@ -14,7 +14,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
-        Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, Xdp, XdpMode,
+        cgroup_sock_addr::CgroupSockAddrLink,
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
     },
@@ -263,6 +264,9 @@ pub struct Dataplane {
     pinned_link: Option<PinnedLink>,
     /// Our reference to an adopted link after the in-place program update.
     owned_link: Option<XdpLink>,
+    /// The cgroup `connect4` link: pinned, or owned when pinning is off.
+    connect4: Option<PinnedLink>,
+    connect4_owned: Option<CgroupSockAddrLink>,
     /// The maps were adopted from a previous xvip rather than created.
     adopted: bool,
 }
@@ -279,8 +283,16 @@ const PINNED_MAPS: &[&str] = &[
     map_names::REASONS,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
+    SOCK_CONFIG,
+    SOCK_COUNTS,
 ];
 const LINK_PIN: &str = "link";
+/// Pin of the cgroup `connect4` link.
+const CONNECT4_PIN: &str = "connect4";
+/// The `connect4` program and its maps (in `lb-ebpf/src/sock.rs`).
+const CONNECT4_PROGRAM: &str = "xvip_connect4";
+const SOCK_CONFIG: &str = "SOCK_CONFIG";
+const SOCK_COUNTS: &str = "SOCK_COUNTS";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// The directory under `root` that holds `interface`'s pins.
@@ -482,6 +494,8 @@ impl Dataplane {
             pins: pins.map(|(d, _)| d.to_path_buf()),
             pinned_link: None,
             owned_link: None,
+            connect4: None,
+            connect4_owned: None,
             adopted,
         })
     }
@@ -563,7 +577,7 @@ impl Dataplane {
                     self.pin_link(interface);
                     return Ok(name);
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = error_chain(&e),
             }
         }
         Err(DataplaneError::Attach {
@@ -636,6 +650,10 @@ impl Dataplane {
         }
         // With the pin gone, closing the last reference detaches the program.
         drop(self.owned_link.take());
+        if let Some(p) = self.connect4.take() {
+            drop(p.unpin());
+        }
+        drop(self.connect4_owned.take());
         if let Some(root) = self
             .pins
             .as_ref()
@@ -660,6 +678,92 @@ impl Dataplane {
         }
         self.pinned_link = None;
         self.owned_link = None;
+        self.connect4 = None;
+        if let Some(l) = self.connect4_owned.take() {
+            std::mem::forget(l);
+        }
+    }
+
+    /// Balances `connect()`s to the VIPs from processes in this network namespace
+    /// (`netns_cookie`): a cgroup `connect4` program on the cgroup v2 root `cgroup`, which it
+    /// shares with every other program there. Adopts (and updates in place) a pinned link of
+    /// an earlier xvip.
+    ///
+    /// # Errors
+    /// Loading or attaching the program failed.
+    pub fn attach_connect4(
+        &mut self,
+        cgroup: &std::fs::File,
+        netns_cookie: u64,
+    ) -> Result<(), DataplaneError> {
+        let cfg = self.ebpf.map_mut(SOCK_CONFIG).ok_or(DataplaneError::Map {
+            name: "SOCK_CONFIG",
+            reason: "not in the object".into(),
+        })?;
+        let mut cfg: Array<&mut MapData, u64> =
+            Array::try_from(cfg).map_err(|e| DataplaneError::Map {
+                name: "SOCK_CONFIG",
+                reason: e.to_string(),
+            })?;
+        op("SOCK_CONFIG", cfg.set(0, &netns_cookie, 0))?;
+        let program: &mut CgroupSockAddr = self
+            .ebpf
+            .program_mut(CONNECT4_PROGRAM)
+            .ok_or(DataplaneError::Map {
+                name: "program",
+                reason: format!("{CONNECT4_PROGRAM} not in the object"),
+            })?
+            .try_into()?;
+        program.load()?;
+        let pin = self.pins.as_ref().map(|d| d.join(CONNECT4_PIN));
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            let fail = |reason: String| DataplaneError::Attach {
+                interface: "cgroup".into(),
+                mode: "pinned",
+                reason,
+            };
+            let fd: FdLink = PinnedLink::from_pin(path)
+                .map_err(|e| fail(e.to_string()))?
+                .into();
+            let link = CgroupSockAddrLink::try_from(fd).map_err(|e| fail(e.to_string()))?;
+            let id = program.attach_to_link(link)?;
+            self.connect4_owned = program.take_link(id).ok();
+            self.connect4 = Some(PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?);
+            return Ok(());
+        }
+        // Links on a cgroup always coexist with other links; the kernel refuses mode flags here.
+        let id = program
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(|e| DataplaneError::Attach {
+                interface: "the cgroup v2 root".into(),
+                mode: "connect4",
+                reason: error_chain(&e),
+            })?;
+        let link = program.take_link(id)?;
+        match (pin, FdLink::try_from(link)) {
+            (Some(path), Ok(fd)) => match fd.pin(&path) {
+                Ok(p) => self.connect4 = Some(p),
+                Err(e) => log::warn!("cannot pin the connect4 link at {}: {e}", path.display()),
+            },
+            (_, Ok(fd)) => self.connect4_owned = CgroupSockAddrLink::try_from(fd).ok(),
+            (_, Err(e)) => {
+                log::warn!("connect4 attached without a link ({e}): it cannot be pinned")
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects balanced by the `connect4` hook, and connects to a VIP left alone because
+    /// no backend was available.
+    pub fn connect4_counts(&self) -> (u64, u64) {
+        let Some(m) = self.ebpf.map(SOCK_COUNTS) else {
+            return (0, 0);
+        };
+        let Ok(a) = PerCpuArray::<&MapData, u64>::try_from(m) else {
+            return (0, 0);
+        };
+        let sum = |i: u32| a.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        (sum(0), sum(1))
     }
 
     /// Counters summed over CPUs, for the backend indices given.
@@ -692,6 +796,18 @@ impl Dataplane {
     pub fn reverse_entries(&self) -> usize {
         self.reverse.keys().filter(|k| k.is_ok()).count()
     }
+}
+
+/// An error and its sources on one line (aya's syscall errors keep the errno in a source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn sum_counters<'a>(it: impl Iterator<Item = &'a Counters>) -> Counters {

@@ -352,7 +352,7 @@ pub fn ready_masters(list: &List<EndpointSlice>) -> BTreeSet<SocketAddrV4> {
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(lb_common::DEFAULT_PORT);
-        for ep in &slice.endpoints {
+        for ep in slice.endpoints.as_deref().unwrap_or_default() {
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
@@ -630,7 +630,7 @@ mod tests {
         );
         assert!(a.bearer_token.is_none());
 
-        std::fs::write(&dir.join("token"), "abc\n").unwrap();
+        std::fs::write(dir.join("token"), "abc\n").unwrap();
         std::fs::write(
             &path,
             "clusters:\n- name: c\n  cluster:\n    server: https://api.example:8443/\n    insecure-skip-tls-verify: true\n\

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod discovery;
 pub mod health;
+pub mod local;
 pub mod maglev;
 pub mod manifest;
 pub mod reconcile;

@@ -30,6 +30,9 @@ pub const DEFAULT_BINARY: &str = "/usr/local/bin/xvip";
 /// bpffs mount point: the pins (maps, XDP link) live below it and must outlive the process.
 pub const BPFFS: &str = "/sys/fs/bpf";
 
+/// The host's cgroup v2 root, mounted over the container's for the `connect4` hook.
+pub const CGROUP2: &str = "/sys/fs/cgroup";
+
 /// The capabilities `xvip run` needs, and why; nothing else is granted:
 /// * `BPF`: create maps, load programs, pin and adopt them (`bpf(2)`, kernel >= 5.8);
 /// * `PERFMON`: with `BPF`, what the verifier asks of non-trivial programs (pointer
@@ -129,7 +132,9 @@ fn validate(run: &RunArgs) -> Result<Settings, ManifestError> {
                 value,
                 reason,
             }) if reason == "no such file" => {
-                eprintln!("warning: {field} {value} does not exist here; xvip run waits for it");
+                eprintln!(
+                    "warning: {field} {value} does not exist yet; xvip run refuses to start (and the kubelet or systemd retries) until it does"
+                );
                 let slot = match field {
                     "--ca-file" => &mut probe.ca_file,
                     "--cert-file" => &mut probe.cert_file,
@@ -187,6 +192,14 @@ fn host_dirs(run: &RunArgs, settings: &Settings) -> Result<Vec<(PathBuf, bool)>,
         if !dirs.iter().any(|(d, _)| *d == dir) {
             dirs.push((dir, false));
         }
+    }
+    // A directory below another mounted one is already there.
+    let all = dirs.clone();
+    dirs.retain(|(d, w)| *w || !all.iter().any(|(o, ow)| !ow && o != d && d.starts_with(o)));
+    // The connect4 hook goes on the host's cgroup v2 root; the container's own
+    // /sys/fs/cgroup is only its namespaced subtree. Attaching needs no write access.
+    if settings.local_connect && !dirs.iter().any(|(d, _)| d == Path::new(CGROUP2)) {
+        dirs.push((PathBuf::from(CGROUP2), false));
     }
     Ok(dirs)
 }
@@ -454,8 +467,8 @@ mod tests {
     ];
 
     fn manifest(kind: &str, extra: &[&str]) -> (ManifestCommand, ArgMatches) {
-        let argv = ["manifest", kind].iter().chain(FLAGS).chain(extra).copied();
-        parse_from(argv).unwrap()
+        let head = ["manifest", kind];
+        parse_from(head.iter().chain(FLAGS).chain(extra).copied()).unwrap()
     }
 
     fn render_pod(extra: &[&str]) -> String {
@@ -518,7 +531,8 @@ mod tests {
             mounts,
             [
                 ("/sys/fs/bpf", Some(false)),
-                ("/etc/kubernetes", Some(true))
+                ("/etc/kubernetes", Some(true)),
+                ("/sys/fs/cgroup", Some(true))
             ]
         );
     }
@@ -598,9 +612,12 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(render(&cmd, &m), Err(ManifestError::Config(_))));
-        let (cmd, m) = manifest("pod", &["--discover-from-kubeconfig", "admin.conf"]);
+        let (cmd, m) = manifest(
+            "pod",
+            &["--cert-file", "client.crt", "--key-file", "client.key"],
+        );
         let err = render(&cmd, &m).unwrap_err();
-        assert!(err.to_string().contains("admin.conf"), "{err}");
+        assert!(err.to_string().contains("client.crt"), "{err}");
         assert_eq!(err.exit_code(), 2);
     }
 
@@ -609,5 +626,9 @@ mod tests {
         let yaml = render_pod(&["--ca-file", "/nonexistent/pki/ca.crt"]);
         assert!(yaml.contains("path: /nonexistent/pki"), "{yaml}");
         assert!(yaml.contains("/nonexistent/pki/ca.crt"), "{yaml}");
+        // Under the kubeconfig's /etc/kubernetes: mounted with it, not twice.
+        let yaml = render_pod(&["--ca-file", "/etc/kubernetes/pki/ca.crt"]);
+        assert!(!yaml.contains("path: /etc/kubernetes/pki"), "{yaml}");
+        assert!(yaml.contains("path: /etc/kubernetes\n"), "{yaml}");
     }
 }

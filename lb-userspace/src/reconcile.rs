@@ -9,8 +9,8 @@ use std::{
 };
 
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend,
-    NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ip_raw, port_raw,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_LOCAL, BACKEND_FLAG_PRESENT,
+    Backend, NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ip_raw, port_raw,
 };
 
 use crate::{
@@ -49,6 +49,8 @@ pub struct Reconciler {
     free: Vec<u32>,
     next_index: u32,
     tables: Vec<Vec<u32>>,
+    /// This node's addresses: a backend on one of them is served by the local stack.
+    locals: std::collections::BTreeSet<Ipv4Addr>,
     /// When the last swap happened.
     pub last_swap: Option<Instant>,
 }
@@ -66,6 +68,7 @@ impl Reconciler {
             free: Vec::new(),
             next_index: 0,
             tables: vec![Vec::new(); s.vips.len()],
+            locals: Default::default(),
             last_swap: None,
         };
         r.set_backends(s.backends.iter().map(|b| (b.addr, b.weight)));
@@ -165,6 +168,16 @@ impl Reconciler {
         self.backends = states;
     }
 
+    /// Declares this node's addresses; backends on them get `BACKEND_FLAG_LOCAL`.
+    pub fn set_local_addresses(&mut self, addrs: impl IntoIterator<Item = Ipv4Addr>) {
+        self.locals = addrs.into_iter().collect();
+    }
+
+    /// Whether `addr` is one of this node's addresses.
+    pub fn is_local(&self, addr: &SocketAddrV4) -> bool {
+        self.locals.contains(addr.ip())
+    }
+
     /// Records a health transition; returns whether anything changed.
     pub fn set_health(&mut self, addr: SocketAddrV4, healthy: bool) -> bool {
         match self.backends.get_mut(&addr) {
@@ -228,7 +241,12 @@ impl Reconciler {
         for (addr, st) in &self.backends {
             let b = Backend {
                 addr: ip_raw(addr.ip().octets()),
-                flags: BACKEND_FLAG_PRESENT,
+                flags: BACKEND_FLAG_PRESENT
+                    | if self.locals.contains(addr.ip()) {
+                        BACKEND_FLAG_LOCAL
+                    } else {
+                        0
+                    },
                 ifindex: 0,
                 port: port_raw(addr.port()),
                 mac: st.mac.unwrap_or([0; 6]),
@@ -447,6 +465,19 @@ mod tests {
         assert!(![0, 5].contains(&new));
         assert_eq!(b[&addr("192.0.2.12")].mac, None);
         assert!(!b.contains_key(&addr("192.0.2.99")));
+    }
+
+    #[test]
+    fn a_backend_on_a_local_address_is_flagged_local() {
+        let s = settings(&["192.0.2.2", "192.0.2.12"]);
+        let mut r = Reconciler::new(&s);
+        r.set_local_addresses([Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::LOCALHOST]);
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        let local = r.backends()[&addr("192.0.2.2")].index;
+        let remote = r.backends()[&addr("192.0.2.12")].index;
+        assert_ne!(m.backends[&local].flags & BACKEND_FLAG_LOCAL, 0);
+        assert_eq!(m.backends[&remote].flags & BACKEND_FLAG_LOCAL, 0);
     }
 
     #[test]

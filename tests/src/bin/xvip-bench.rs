@@ -74,6 +74,8 @@ struct Ctx {
     gen_cpus: u32,
     prefix: String,
     tmp: PathBuf,
+    /// Where the report and the logs of started programs go.
+    out: PathBuf,
 }
 
 impl Ctx {
@@ -137,6 +139,7 @@ fn run(args: Args) -> Result<()> {
         gen_cpus: args.gen_cpus.max(1),
         prefix: format!("xvb{}", std::process::id()),
         tmp,
+        out: out.clone(),
     };
     let mut report = Report {
         machine: Machine::detect(),
@@ -722,7 +725,7 @@ fn measure_trafgen(ctx: &Ctx, lab: &XdpLab, conf: &Path) -> Result<Vec<PpsSample
         .arg(conf)
         .args(["--cpus", &ctx.gen_cpus.to_string(), "--no-cpu-stats"])
         .stdin(Stdio::null());
-    let log = std::fs::File::create(ctx.tmp.join("trafgen.log"))?;
+    let log = std::fs::File::create(ctx.out.join("trafgen.log"))?;
     cmd.stdout(log.try_clone()?).stderr(log);
     let child = cmd
         .spawn()
@@ -733,7 +736,7 @@ fn measure_trafgen(ctx: &Ctx, lab: &XdpLab, conf: &Path) -> Result<Vec<PpsSample
     };
     std::thread::sleep(Duration::from_millis(500));
     if let Ok(Some(st)) = proc.child.try_wait() {
-        let log = std::fs::read_to_string(ctx.tmp.join("trafgen.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(ctx.out.join("trafgen.log")).unwrap_or_default();
         bail!("trafgen exited at once ({st}): {}", log.trim());
     }
     let mut v = Vec::new();
@@ -959,7 +962,7 @@ fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
 
     // xvip: the real daemon, fullnat, TCP health checks.
     let pin_root = PathBuf::from(format!("/sys/fs/bpf/{}-tcp", ctx.prefix));
-    let log = std::fs::File::create(ctx.tmp.join("xvip.log"))?;
+    let log = std::fs::File::create(ctx.out.join("xvip.log"))?;
     let mut cmd = lab.host("lb").ns.cmd(xvip_bin());
     cmd.args([
         "run",
@@ -1002,7 +1005,7 @@ fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             .arg(&cfg)
             .arg("-db")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(ctx.tmp.join("haproxy.log"))?);
+            .stderr(std::fs::File::create(ctx.out.join("haproxy.log"))?);
         lab.spawn("haproxy", cmd)?;
         let r = tcp_measure(
             ctx,

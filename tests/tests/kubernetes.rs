@@ -1,0 +1,605 @@
+//! xvip in a Kubernetes control plane, in the namespace lab: bootstrap before any API server
+//! exists, master discovery from the `kubernetes` EndpointSlices, kubectl through the VIP,
+//! per-node mode (`--announce none`), and the capabilities the static pod grants.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tests::lab::{Lab, apiserver_bin, sh, xvip_bin};
+
+const VIP: &str = "192.0.2.100";
+const MASTERS: [(&str, &str); 3] = [
+    ("m1", "192.0.2.11"),
+    ("m2", "192.0.2.12"),
+    ("m3", "192.0.2.13"),
+];
+
+/// A temporary directory, removed on drop.
+struct Files(PathBuf);
+
+impl Files {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("xvip-k8s-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn str(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// client, lb and three masters; no API server started yet.
+fn lab(tag: &str) -> Lab {
+    Lab::new(
+        tag,
+        &[
+            ("client", Ipv4Addr::new(192, 0, 2, 10)),
+            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
+            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
+            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
+            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
+        ],
+    )
+    .expect("lab")
+}
+
+/// Starts the lab API server on `host`:6443 with a not-ready file and, when given, the
+/// EndpointSlices file; waits for its banner.
+fn start_apiserver(lab: &mut Lab, host: &str, files: &Files, slices: Option<&Path>) {
+    let h = lab.host(host);
+    let mut cmd = h.ns.cmd(apiserver_bin());
+    cmd.args(["--listen", &format!("{}:6443", h.ip), "--name", host])
+        .arg("--not-ready-file")
+        .arg(files.path(&format!("{host}.notready")));
+    if let Some(s) = slices {
+        cmd.arg("--endpointslices-file").arg(s);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let p = lab.spawn(&format!("apiserver-{host}"), cmd).unwrap();
+    let stdout = p.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        let mut sink = String::new();
+        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("apiserver banner");
+    assert!(line.contains("listening"), "{line}");
+}
+
+fn all_backends() -> Vec<&'static str> {
+    MASTERS
+        .iter()
+        .flat_map(|(_, ip)| ["--backend", ip])
+        .collect()
+}
+
+fn who(lab: &Lab, host: &str) -> String {
+    lab.curl(
+        host,
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(1),
+    )
+    .map(|b| b.trim().to_string())
+    .unwrap_or_else(|_| "error".into())
+}
+
+fn spread(lab: &Lab, host: &str, n: usize) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(who(lab, host)).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn backend_set(s: &xvip::status::Status) -> BTreeSet<String> {
+    s.backends.iter().map(|b| b.addr.clone()).collect()
+}
+
+fn set(addrs: &[&str]) -> BTreeSet<String> {
+    addrs.iter().map(|a| format!("{a}:6443")).collect()
+}
+
+#[test]
+fn xvip_serves_before_any_api_server_exists_and_picks_up_the_first_one() {
+    let files = Files::new("boot");
+    let mut lab = lab("boot");
+    let mut args = vec!["--interface", "eth0", "--vip", VIP];
+    args.extend(all_backends());
+    lab.start_xvip("lb", &args).unwrap();
+    // Every check fails (nothing listens): all down, the table fails open.
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.fail_open && s.backends.iter().all(|b| !b.healthy && b.mac.is_some())
+    })
+    .expect("all masters down, failing open");
+
+    // `kubeadm init` on m1: its API server comes up.
+    start_apiserver(&mut lab, "m1", &files, None);
+    let t0 = Instant::now();
+    let mut streak = 0;
+    let took = loop {
+        if who(&lab, "client") == "m1" {
+            streak += 1;
+            if streak == 5 {
+                break t0.elapsed();
+            }
+        } else {
+            streak = 0;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "m1 was not picked up in 5 s"
+        );
+    };
+    println!(
+        "first API server picked up: 5 requests in a row answered by m1 {:.0} ms after it started",
+        took.as_secs_f64() * 1e3
+    );
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    let s = lab.xvip_status("lb").unwrap();
+    assert!(!s.fail_open);
+    let seen = spread(&lab, "client", 12);
+    assert_eq!(seen.get("m1"), Some(&12), "{seen:?}");
+}
+
+fn slices_json(endpoints: &[(&str, bool)]) -> String {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|(ip, ready)| format!(r#"{{"addresses":["{ip}"],"conditions":{{"ready":{ready}}}}}"#))
+        .collect();
+    format!(
+        r#"{{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{{"resourceVersion":"1"}},"items":[{{"metadata":{{"name":"kubernetes","namespace":"default","labels":{{"kubernetes.io/service-name":"kubernetes"}}}},"addressType":"IPv4","endpoints":[{}],"ports":[{{"name":"https","port":6443,"protocol":"TCP"}}]}}]}}"#,
+        eps.join(",")
+    )
+}
+
+/// A kubeconfig like kubeadm's admin.conf, pointing at `server`.
+fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\n\
+         users:\n- name: admin\n  user:\n    token: lab-token\ncontexts:\n- name: admin@lab\n  context:\n    cluster: lab\n    user: admin\n\
+         current-context: admin@lab\n"
+    )
+}
+
+#[test]
+fn discovery_follows_the_kubernetes_endpointslices_and_keeps_the_last_set_without_the_api() {
+    let files = Files::new("disc");
+    let mut lab = lab("disc");
+    let slices = files.path("slices.json");
+    std::fs::write(
+        &slices,
+        slices_json(&[("192.0.2.11", true), ("192.0.2.12", true)]),
+    )
+    .unwrap();
+    for (m, _) in MASTERS {
+        start_apiserver(&mut lab, m, &files, Some(&slices));
+    }
+    // The kubeconfig does not exist yet (before `kubeadm init`): the static list serves.
+    let kc = files.str("admin.conf");
+    lab.start_xvip(
+        "lb",
+        &[
+            "--interface",
+            "eth0",
+            "--vip",
+            VIP,
+            "--backend",
+            "192.0.2.11",
+            "--discover-from-kubeconfig",
+            &kc,
+        ],
+    )
+    .unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        backend_set(&lab.xvip_status("lb").unwrap()),
+        set(&["192.0.2.11"])
+    );
+
+    // The server named is the VIP, which xvip's own node cannot reach through itself:
+    // discovery asks the healthy backends first.
+    std::fs::write(&kc, kubeconfig(&format!("https://{VIP}:6443"))).unwrap();
+    let wait = |lab: &Lab, want: BTreeSet<String>, what: &str| {
+        let took = lab
+            .wait_status("lb", Duration::from_secs(8), |s| backend_set(s) == want)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{what}: {e}; status {:?}",
+                    lab.xvip_status("lb").map(|s| backend_set(&s))
+                )
+            });
+        println!(
+            "{what}: backends {want:?} after {:.1} s",
+            took.as_secs_f64()
+        );
+    };
+    wait(
+        &lab,
+        set(&["192.0.2.11", "192.0.2.12"]),
+        "kubeconfig written",
+    );
+
+    std::fs::write(
+        &slices,
+        slices_json(&[
+            ("192.0.2.11", true),
+            ("192.0.2.12", true),
+            ("192.0.2.13", true),
+        ]),
+    )
+    .unwrap();
+    wait(
+        &lab,
+        set(&["192.0.2.11", "192.0.2.12", "192.0.2.13"]),
+        "m3 joined",
+    );
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.iter().all(|b| b.healthy && b.mac.is_some())
+    })
+    .unwrap();
+    let seen = spread(&lab, "client", 30);
+    assert!(
+        seen.contains_key("m3"),
+        "the joined master gets no connection: {seen:?}"
+    );
+
+    std::fs::write(
+        &slices,
+        slices_json(&[("192.0.2.11", true), ("192.0.2.13", true)]),
+    )
+    .unwrap();
+    wait(&lab, set(&["192.0.2.11", "192.0.2.13"]), "m2 left");
+    let seen = spread(&lab, "client", 18);
+    assert!(
+        !seen.contains_key("m2") && !seen.contains_key("error"),
+        "{seen:?}"
+    );
+
+    std::fs::write(
+        &slices,
+        slices_json(&[
+            ("192.0.2.11", true),
+            ("192.0.2.12", true),
+            ("192.0.2.13", false),
+        ]),
+    )
+    .unwrap();
+    wait(
+        &lab,
+        set(&["192.0.2.11", "192.0.2.12"]),
+        "m3 not ready, m2 back",
+    );
+
+    // The API answers errors (503: no list), then nothing at all: the last set stays.
+    std::fs::remove_file(&slices).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        backend_set(&lab.xvip_status("lb").unwrap()),
+        set(&["192.0.2.11", "192.0.2.12"])
+    );
+    for (m, _) in MASTERS {
+        lab.stop(&format!("apiserver-{m}"));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let s = lab.xvip_status("lb").unwrap();
+    assert_eq!(
+        backend_set(&s),
+        set(&["192.0.2.11", "192.0.2.12"]),
+        "the set changed without the API"
+    );
+    assert!(
+        s.backends.iter().all(|b| !b.healthy),
+        "health checks still run"
+    );
+}
+
+/// kubectl in `host`'s namespace with `kubeconfig`.
+fn kubectl(lab: &Lab, host: &str, kubeconfig: &str) -> Command {
+    let mut c = lab.host(host).ns.cmd("kubectl");
+    c.args(["--kubeconfig", kubeconfig, "--request-timeout", "5s"]);
+    c
+}
+
+#[test]
+fn kubectl_works_through_the_vip_and_its_watch_survives_a_master_leaving() {
+    let files = Files::new("kubectl");
+    let mut lab = lab("kctl");
+    for (m, _) in MASTERS {
+        start_apiserver(&mut lab, m, &files, None);
+    }
+    let mut args = vec!["--interface", "eth0", "--vip", VIP];
+    args.extend(all_backends());
+    lab.start_xvip("lb", &args).unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.iter().all(|b| b.healthy && b.mac.is_some())
+    })
+    .unwrap();
+    let kc = files.str("client.conf");
+    std::fs::write(&kc, kubeconfig(&format!("https://{VIP}:6443"))).unwrap();
+
+    let out = sh(kubectl(&lab, "client", &kc).arg("version")).expect("kubectl version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{}", text.trim());
+    assert!(text.contains("Server Version: v1.31.0-xvip-lab"), "{text}");
+    let out = sh(kubectl(&lab, "client", &kc).args(["get", "--raw", "/readyz"])).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+
+    // Watches to every master, held open while one master leaves rotation.
+    for i in 0..6 {
+        let mut c = lab.host("client").ns.cmd("timeout");
+        c.args([
+            "5",
+            "kubectl",
+            "--kubeconfig",
+            &kc,
+            "get",
+            "--raw",
+            "/watch",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        lab.spawn(&format!("watch{i}"), c).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(files.path("m2.notready"), b"").unwrap();
+    lab.wait_status("lb", Duration::from_secs(3), |s| {
+        s.backends
+            .iter()
+            .any(|b| b.addr == "192.0.2.12:6443" && !b.healthy)
+    })
+    .expect("m2 out of rotation");
+    let out = sh(kubectl(&lab, "client", &kc).args(["get", "--raw", "/whoami"])).unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "m2");
+
+    let mut servers = BTreeSet::new();
+    for i in 0..6 {
+        let name = format!("watch{i}");
+        let idx = lab.proc_index(&name).unwrap();
+        let mut p = lab.procs.remove(idx);
+        let status = p
+            .wait_timeout(Duration::from_secs(10))
+            .expect("watch ended");
+        let mut out = String::new();
+        let mut err = String::new();
+        use std::io::Read;
+        p.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        p.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let lines = out.lines().count();
+        // timeout(1) exits 124 when it ended the watch; kubectl failing would be 1.
+        assert_eq!(
+            status.code(),
+            Some(124),
+            "watch {i} ended early: {err}\n{out}"
+        );
+        assert!(
+            lines >= 40,
+            "watch {i} streamed only {lines} lines in 5 s: {err}"
+        );
+        servers.insert(
+            out.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    println!("watches were served by {servers:?}");
+}
+
+#[test]
+fn announce_none_answers_no_arp_and_sends_no_gratuitous_arp_for_the_vip() {
+    let files = Files::new("noarp");
+    let mut lab = lab("noarp");
+    for (m, _) in MASTERS {
+        start_apiserver(&mut lab, m, &files, None);
+    }
+    let mut args = vec![
+        "--interface",
+        "eth0",
+        "--vip",
+        VIP,
+        "--announce",
+        "none",
+        "--garp-interval",
+        "200ms",
+    ];
+    args.extend(all_backends());
+    lab.start_xvip("lb", &args).unwrap();
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.iter().all(|b| b.healthy && b.mac.is_some())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let s = lab.xvip_status("lb").unwrap();
+    assert!(!s.announcing);
+    // No gratuitous ARP taught the client the VIP, and nobody answers a request for it.
+    let n = lab.host("client").ns.ip(&["neigh", "show", VIP]).unwrap();
+    assert!(!n.contains("lladdr"), "the client learnt the VIP: {n}");
+    assert!(
+        lab.curl(
+            "client",
+            &format!("https://{VIP}:6443/whoami"),
+            Duration::from_secs(2)
+        )
+        .is_err()
+    );
+    // --announce none excludes VRRP.
+    let out = Command::new(xvip_bin())
+        .args([
+            "check-config",
+            "--interface",
+            "eth0",
+            "--vip",
+            VIP,
+            "--backend",
+            "192.0.2.11",
+        ])
+        .args(["--announce", "none", "--vrrp-vrid", "7"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--announce"));
+}
+
+/// Per-node mode (sealos' shape): xvip with `--announce none` on a node; processes on the
+/// node reach VIP:6443 through the cgroup connect4 hook that rewrites the destination to a
+/// healthy master. The VIP itself is never announced.
+#[test]
+fn per_node_mode_sends_local_connections_to_healthy_masters() {
+    let files = Files::new("node");
+    let mut lab = lab("node");
+    for (m, _) in MASTERS {
+        start_apiserver(&mut lab, m, &files, None);
+    }
+    // "lb" plays a worker node: xvip and the clients both run in its namespace.
+    let mut args = vec!["--interface", "eth0", "--vip", VIP, "--announce", "none"];
+    args.extend(all_backends());
+    lab.start_xvip("lb", &args).unwrap();
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.backends.iter().all(|b| b.healthy && b.mac.is_some())
+    })
+    .unwrap();
+    lab.curl_until_ok(
+        "lb",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let seen = spread(&lab, "lb", 30);
+    assert!(seen.keys().all(|k| k.starts_with('m')), "{seen:?}");
+    assert!(seen.len() >= 2, "one master got everything: {seen:?}");
+
+    std::fs::write(files.path("m1.notready"), b"").unwrap();
+    lab.wait_status("lb", Duration::from_secs(3), |s| {
+        s.backends
+            .iter()
+            .any(|b| b.addr == "192.0.2.11:6443" && !b.healthy)
+    })
+    .unwrap();
+    let seen = spread(&lab, "lb", 24);
+    assert!(
+        !seen.contains_key("m1") && !seen.contains_key("error"),
+        "{seen:?}"
+    );
+    // Still nobody on the segment learns the VIP.
+    let n = lab.host("client").ns.ip(&["neigh", "show", VIP]).unwrap();
+    assert!(!n.contains("lladdr"), "{n}");
+}
+
+/// Removes the test's pin directory even when the test fails.
+struct PinGuard(PathBuf);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(xvip_bin())
+            .args(["detach", "--interface", "eth0", "--pin-root"])
+            .arg(&self.0)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_capabilities_the_manifest_grants_are_enough_to_serve_the_vip() {
+    let files = Files::new("caps");
+    let mut lab = lab("caps");
+    for (m, _) in MASTERS {
+        start_apiserver(&mut lab, m, &files, None);
+    }
+    // The host's bpffs, as the pod mounts it (nsenter keeps the host's mounts).
+    let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
+    let _guard = PinGuard(pin_root.clone());
+    let caps: Vec<String> = xvip::manifest::CAPABILITIES
+        .iter()
+        .map(|c| format!("+{}", c.to_lowercase()))
+        .collect();
+    let caps = format!("-all,{}", caps.join(","));
+    let mut cmd = lab.host("lb").ns.cmd_net_only("setpriv");
+    cmd.args([
+        "--inh-caps",
+        &caps,
+        "--ambient-caps",
+        &caps,
+        "--bounding-set",
+        &caps,
+        "--",
+    ])
+    .arg(xvip_bin())
+    .args(["run", "--interface", "eth0", "--vip", VIP, "--pin-root"])
+    .arg(&pin_root)
+    .args(all_backends())
+    .env("RUST_LOG", "info");
+    lab.spawn("xvip-lb", cmd).unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .expect("xvip with only the manifest's capabilities serves the VIP");
+    // The process really has nothing else.
+    let pid = lab.procs.last().unwrap().child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    let eff = u64::from_str_radix(eff, 16).unwrap();
+    // CAP_NET_ADMIN 12, CAP_NET_RAW 13, CAP_PERFMON 38, CAP_BPF 39.
+    assert_eq!(
+        eff,
+        (1 << 12) | (1 << 13) | (1 << 38) | (1 << 39),
+        "CapEff {eff:#x}"
+    );
+    let seen = spread(&lab, "client", 12);
+    assert!(seen.keys().all(|k| k.starts_with('m')), "{seen:?}");
+}
