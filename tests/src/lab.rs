@@ -365,7 +365,7 @@ impl Lab {
             .ns
             .cmd(xvip_bin())
             .args(["status", "--json"]))?;
-        Ok(serde_json::from_slice(&out.stdout).context("parsing xvip status --json")?)
+        serde_json::from_slice(&out.stdout).context("parsing xvip status --json")
     }
 
     /// Polls `cond` on `host`'s status every 20 ms until it holds or `within` passes;

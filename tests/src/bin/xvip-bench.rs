@@ -159,7 +159,8 @@ fn run(args: Args) -> Result<()> {
         report.command = "cargo xtask bench".into();
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
-    let parts: [(&str, fn(&Ctx, &mut Report) -> Result<()>); 6] = [
+    type Part = fn(&Ctx, &mut Report) -> Result<()>;
+    let parts: [(&str, Part); 6] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("cost", cost_part),
@@ -502,7 +503,7 @@ fn verdict_text(total: &[(&'static str, u64)]) -> String {
         return String::new();
     }
     let mut v: Vec<_> = total.to_vec();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v.iter()
         .take(3)
         .map(|(r, n)| format!("{r} {:.1}%", 100.0 * *n as f64 / sum as f64))
