@@ -58,7 +58,9 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config(_) | Self::Interface(_) | Self::Tls(_) => 2,
-            Self::Dataplane(DataplaneError::Attach { .. }) => 2,
+            Self::Dataplane(
+                DataplaneError::Attach { .. } | DataplaneError::PinnedMismatch { .. },
+            ) => 2,
             _ => 1,
         }
     }
@@ -82,6 +84,8 @@ struct Shared {
     last_detection: Option<Duration>,
     fail_open: bool,
     announcing: bool,
+    /// Tracked flows, counted off the main loop (see `dataplane::count_conntrack`).
+    conntrack_entries: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Builds the health-check settings from the configuration.
@@ -223,7 +227,12 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     );
 
     let started = Instant::now();
+    let conntrack_entries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let Some(map) = dataplane.conntrack_handle() {
+        crate::dataplane::count_conntrack(map, conntrack_entries.clone(), Duration::from_secs(2));
+    }
     let shared = Arc::new(Mutex::new(Shared {
+        conntrack_entries,
         dataplane,
         reconciler,
         checks: BTreeMap::new(),
@@ -260,11 +269,16 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         None => None,
     };
 
+    let discovery_report = crate::discovery::SharedReport::default();
     let status_source: StatusSource = {
         let shared = shared.clone();
         let settings = settings.clone();
         let xdp_mode = xdp_mode.to_string();
         let vrrp_report = vrrp.as_ref().map(|h| h.report());
+        let discovery = settings
+            .discover_from_kubeconfig
+            .clone()
+            .map(|kc| (kc, discovery_report.clone()));
         Arc::new(move || {
             let mut st = status_of(
                 &shared.lock().expect("poisoned"),
@@ -275,6 +289,9 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             st.vrrp = vrrp_report
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
+            st.discovery = discovery
+                .as_ref()
+                .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
             st
         })
     };
@@ -286,6 +303,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 settings.metrics_addr
             ))
         })?;
+    crate::status::record_addr(&iface.name, settings.metrics_addr);
 
     let (htx, mut hrx) = mpsc::channel::<HealthEvent>(1024);
     let mut checkers: BTreeMap<SocketAddrV4, tokio::task::JoinHandle<()>> = BTreeMap::new();
@@ -350,7 +368,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             kc.display(),
             crate::discovery::POLL_INTERVAL
         );
-        crate::discovery::spawn(kc, candidates, dtx)
+        crate::discovery::spawn(kc, candidates, discovery_report.clone(), dtx)
     });
 
     // Gratuitous ARP rounds still to send after becoming VRRP master, and when.
@@ -666,7 +684,9 @@ fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) 
                 ])
                 .collect()
         },
-        conntrack_entries: s.dataplane.conntrack_entries(),
+        conntrack_entries: s
+            .conntrack_entries
+            .load(std::sync::atomic::Ordering::Relaxed),
         table_swaps: s.swaps,
         last_reconcile_ms: s.last_reconcile.map(|d| d.as_secs_f64() * 1e3),
         last_detection_ms: s.last_detection.map(|d| d.as_secs_f64() * 1e3),
@@ -674,5 +694,6 @@ fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) 
         announcing: s.announcing,
         uptime_s: started.elapsed().as_secs_f64(),
         vrrp: None,
+        discovery: None,
     }
 }

@@ -787,15 +787,40 @@ impl Dataplane {
         Ok(s)
     }
 
-    /// Number of tracked flows (walks the map: for status and metrics, not the hot path).
+    /// Number of tracked flows. Walks the whole map (one syscall per entry): call it from
+    /// [`count_conntrack`]'s background task, never while holding the daemon's state.
     pub fn conntrack_entries(&self) -> usize {
         self.conntrack.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// A second handle on the pinned `CONNTRACK` map, for counting it off the main loop.
+    pub fn conntrack_handle(&self) -> Option<HashMap<MapData, FlowKey, CtEntry>> {
+        let path = self.pins.as_ref()?.join(map_names::CONNTRACK);
+        let data = MapData::from_pin(&path).ok()?;
+        HashMap::try_from(Map::LruHashMap(data)).ok()
     }
 
     /// Number of reverse entries.
     pub fn reverse_entries(&self) -> usize {
         self.reverse.keys().filter(|k| k.is_ok()).count()
     }
+}
+
+/// Counts `map`'s entries every `every`, storing the result in `out`, until `out` is the
+/// only reference left. Runs on a blocking thread: a walk of a million entries takes a
+/// second or so and must not delay health transitions.
+pub fn count_conntrack(
+    map: HashMap<MapData, FlowKey, CtEntry>,
+    out: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    every: std::time::Duration,
+) {
+    std::thread::spawn(move || {
+        while std::sync::Arc::strong_count(&out) > 1 {
+            let n = map.keys().filter(|k| k.is_ok()).count();
+            out.store(n, std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(every);
+        }
+    });
 }
 
 /// An error and its sources on one line (aya's syscall errors keep the errno in a source).

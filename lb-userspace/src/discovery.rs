@@ -25,8 +25,8 @@ use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use base64::Engine as _;
@@ -505,6 +505,38 @@ pub async fn poll_once(
 /// Who to ask first: the daemon's currently healthy backends.
 pub type Candidates = Arc<dyn Fn() -> Vec<SocketAddrV4> + Send + Sync>;
 
+/// What discovery has seen so far, for `xvip status` and the metrics.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub masters: BTreeSet<SocketAddrV4>,
+    pub last_success: Option<Instant>,
+    pub last_error: Option<String>,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+}
+
+/// The report, shared between the discovery task and the status endpoint.
+pub type SharedReport = Arc<Mutex<Report>>;
+
+impl Report {
+    /// The status document's view of it.
+    pub fn status(&self, kubeconfig: &Path) -> crate::status::DiscoveryStatus {
+        crate::status::DiscoveryStatus {
+            kubeconfig: kubeconfig.display().to_string(),
+            masters: self.masters.iter().map(|a| a.to_string()).collect(),
+            last_success_age_s: self.last_success.map(|t| t.elapsed().as_secs_f64()),
+            last_error: self.last_error.clone(),
+            polls_ok: self.polls_ok,
+            polls_failed: self.polls_failed,
+        }
+    }
+
+    fn failed(&mut self, why: &str) {
+        self.polls_failed += 1;
+        self.last_error = Some(why.to_string());
+    }
+}
+
 /// Polls every [`POLL_INTERVAL`] and sends every non-empty set of ready masters (also an
 /// unchanged one: a SIGHUP may have put the static list back meanwhile). The
 /// kubeconfig is re-read until it loads (it appears with `kubeadm init`), and on every
@@ -512,8 +544,14 @@ pub type Candidates = Arc<dyn Fn() -> Vec<SocketAddrV4> + Send + Sync>;
 pub fn spawn(
     kubeconfig: PathBuf,
     candidates: Candidates,
+    report: SharedReport,
     tx: mpsc::Sender<BTreeSet<SocketAddrV4>>,
 ) -> JoinHandle<()> {
+    let note = move |f: &dyn Fn(&mut Report)| {
+        if let Ok(mut r) = report.lock() {
+            f(&mut r);
+        }
+    };
     tokio::spawn(async move {
         let mut access: Option<ApiAccess> = None;
         let mut last_seen: Option<BTreeSet<SocketAddrV4>> = None;
@@ -526,9 +564,11 @@ pub fn spawn(
                 match load_kubeconfig(&kubeconfig) {
                     Ok(a) => access = Some(a),
                     Err(e) => {
-                        report(
+                        let why = e.to_string();
+                        note(&|r| r.failed(&why));
+                        log_once(
                             &mut last_problem,
-                            format!("discovery: {e}; keeping the current backends"),
+                            format!("discovery: {why}; keeping the current backends"),
                         );
                         continue;
                     }
@@ -536,11 +576,21 @@ pub fn spawn(
             }
             let Some(a) = &access else { continue };
             match poll_once(a, &candidates()).await {
-                Ok(set) if set.is_empty() => report(
-                    &mut last_problem,
-                    "discovery: no ready API server listed; keeping the current backends".into(),
-                ),
+                Ok(set) if set.is_empty() => {
+                    let why = "no ready API server listed";
+                    note(&|r| r.failed(why));
+                    log_once(
+                        &mut last_problem,
+                        format!("discovery: {why}; keeping the current backends"),
+                    );
+                }
                 Ok(set) => {
+                    note(&|r| {
+                        r.polls_ok += 1;
+                        r.last_success = Some(Instant::now());
+                        r.last_error = None;
+                        r.masters = set.clone();
+                    });
                     if last_problem.take().is_some() {
                         log::info!("discovery: the API answers again");
                     }
@@ -553,9 +603,11 @@ pub fn spawn(
                     }
                 }
                 Err(e) => {
-                    report(
+                    let why = e.to_string();
+                    note(&|r| r.failed(&why));
+                    log_once(
                         &mut last_problem,
-                        format!("discovery: {e}; keeping the current backends"),
+                        format!("discovery: {why}; keeping the current backends"),
                     );
                     access = None;
                 }
@@ -564,7 +616,7 @@ pub fn spawn(
     })
 }
 
-fn report(last: &mut Option<String>, problem: String) {
+fn log_once(last: &mut Option<String>, problem: String) {
     if last.as_deref() != Some(problem.as_str()) {
         log::warn!("{problem}");
         *last = Some(problem);
@@ -583,6 +635,169 @@ mod tests {
                      {"addresses":["10.0.0.13"],"conditions":{"ready":false}}],
         "ports":[{"name":"https","port":6443,"protocol":"TCP"}]},
        {"metadata":{"name":"v6"},"addressType":"IPv6","endpoints":[{"addresses":["fd00::1"]}],"ports":[{"name":"https","port":6443}]}]}"#;
+
+    struct Ca {
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+        pem: String,
+    }
+
+    fn new_ca() -> Ca {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A certificate for `sans` signed by `ca`: (cert PEM, key PEM).
+    fn leaf(ca: &Ca, sans: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let sans = sans.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cert = rcgen::CertificateParams::new(sans)
+            .unwrap()
+            .signed_by(&key, &ca.issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// An API server on 127.0.0.1 that requires a client certificate from `ca` and answers
+    /// every request with [`SLICES`], chunked, as Go's server does for larger bodies.
+    async fn api_server(ca: &Ca) -> SocketAddrV4 {
+        use rustls::server::{ServerConfig, WebPkiClientVerifier};
+        let (cert, key) = leaf(ca, &["127.0.0.1"]);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .unwrap();
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if tls.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    assert!(String::from_utf8_lossy(&head).starts_with(&format!("GET {PATH} ")));
+                    let (a, b) = SLICES.split_at(100);
+                    let body = format!("{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", a.len(), b.len());
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+                    );
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn write_kubeconfig(dir: &Path, ca: &str, cert: &str, key: &str) -> PathBuf {
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let path = dir.join("admin.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    certificate-authority-data: {}\n\
+                 users:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
+                 contexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+                b(ca),
+                b(cert),
+                b(key)
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_master_is_asked_directly_with_the_cluster_ca_and_a_client_certificate() {
+        let ca = new_ca();
+        let addr = api_server(&ca).await;
+        let dir = std::env::temp_dir().join(format!("xvip-kc-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = leaf(&ca, &["admin"]);
+        let access = load_kubeconfig(&write_kubeconfig(&dir, &ca.pem, &cert, &key)).unwrap();
+        // The kubeconfig's server (port 1) refuses; the healthy backend answers.
+        let got = poll_once(&access, &[addr]).await.unwrap();
+        let got: Vec<String> = got.iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["10.0.0.11:6443", "10.0.0.12:6443"]);
+
+        // Another CA: the server's certificate is refused, and the error says so.
+        let other = new_ca();
+        let (cert, key) = leaf(&other, &["admin"]);
+        let access = load_kubeconfig(&write_kubeconfig(&dir, &other.pem, &cert, &key)).unwrap();
+        let err = poll_once(&access, &[addr]).await.unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains(&format!("{addr}: TLS")), "{err}");
+    }
+
+    #[test]
+    fn the_report_shows_in_the_status_table_and_the_metrics() {
+        let mut r = Report {
+            masters: ["10.0.0.11:6443".parse().unwrap()].into(),
+            last_success: Some(Instant::now()),
+            polls_ok: 3,
+            ..Default::default()
+        };
+        r.failed("HTTP 403 Forbidden");
+        let st = crate::status::Status {
+            discovery: Some(r.status(Path::new("/etc/kubernetes/admin.conf"))),
+            ..Default::default()
+        };
+        let table = st.to_table();
+        assert!(
+            table.contains("discovery from /etc/kubernetes/admin.conf: masters 10.0.0.11:6443"),
+            "{table}"
+        );
+        assert!(
+            table.contains("polls ok 3 failed 1, last error: HTTP 403 Forbidden"),
+            "{table}"
+        );
+        let prom = st.to_prometheus();
+        assert!(
+            prom.contains("xvip_discovery_polls_total{result=\"failed\"} 1"),
+            "{prom}"
+        );
+        assert!(prom.contains("xvip_discovery_masters 1"), "{prom}");
+        assert!(
+            prom.contains("xvip_discovery_last_success_age_seconds 0.0"),
+            "{prom}"
+        );
+    }
 
     #[test]
     fn ready_addresses_at_the_https_port_are_the_masters() {

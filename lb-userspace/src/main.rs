@@ -33,6 +33,9 @@ enum Command {
     },
     /// Show backends, health, table shares and counters of a running xvip.
     Status {
+        /// Interface of the daemon to ask (its address is recorded under /run/xvip).
+        #[arg(long, conflicts_with = "metrics_addr")]
+        interface: Option<String>,
         /// Metrics/status address of the daemon.
         #[arg(long, env = "XVIP_METRICS_ADDR", default_value = xvip::config::DEFAULT_METRICS_ADDR)]
         metrics_addr: SocketAddr,
@@ -123,8 +126,23 @@ fn main() -> ExitCode {
             }
         }
         Command::Manifest(_) => unreachable!("handled before the runtime starts"),
-        Command::Status { metrics_addr, json } => {
-            match rt.block_on(xvip::status::fetch(metrics_addr)) {
+        Command::Status {
+            interface,
+            metrics_addr,
+            json,
+        } => {
+            let addr = match interface
+                .as_deref()
+                .map(xvip::status::recorded_addr)
+                .transpose()
+            {
+                Ok(a) => a.unwrap_or(metrics_addr),
+                Err(e) => {
+                    eprintln!("xvip: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(xvip::status::fetch(addr)) {
                 Ok(s) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());

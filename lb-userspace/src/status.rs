@@ -59,6 +59,20 @@ pub struct VrrpStatus {
     pub drops: BTreeMap<String, u64>,
 }
 
+/// Master discovery (absent without `--discover-from-kubeconfig`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DiscoveryStatus {
+    pub kubeconfig: String,
+    /// Ready API servers of the last answer.
+    pub masters: Vec<String>,
+    /// Seconds since the last answer, when there was one.
+    pub last_success_age_s: Option<f64>,
+    /// Why the last poll failed, while polls fail.
+    pub last_error: Option<String>,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+}
+
 /// The whole status document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -84,6 +98,9 @@ pub struct Status {
     /// VRRP failover state, when enabled.
     #[serde(default)]
     pub vrrp: Option<VrrpStatus>,
+    /// Master discovery, when enabled.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryStatus>,
 }
 
 impl Status {
@@ -274,6 +291,31 @@ impl Status {
                     .collect(),
             );
         }
+        if let Some(d) = &self.discovery {
+            metric(
+                "discovery_polls_total",
+                "counter",
+                "EndpointSlice polls by result.",
+                vec![
+                    ("result=\"ok\"".into(), d.polls_ok.to_string()),
+                    ("result=\"failed\"".into(), d.polls_failed.to_string()),
+                ],
+            );
+            metric(
+                "discovery_masters",
+                "gauge",
+                "Ready API servers in the last EndpointSlice answer.",
+                vec![(String::new(), d.masters.len().to_string())],
+            );
+            if let Some(age) = d.last_success_age_s {
+                metric(
+                    "discovery_last_success_age_seconds",
+                    "gauge",
+                    "Time since the last EndpointSlice answer.",
+                    vec![(String::new(), format!("{age:.3}"))],
+                );
+            }
+        }
         out
     }
 
@@ -363,6 +405,26 @@ impl Status {
                 }
             );
         }
+        if let Some(d) = &self.discovery {
+            let _ = writeln!(
+                o,
+                "discovery from {}: masters {}, last answer {}, polls ok {} failed {}{}",
+                d.kubeconfig,
+                if d.masters.is_empty() {
+                    "none yet".into()
+                } else {
+                    d.masters.join(" ")
+                },
+                d.last_success_age_s
+                    .map_or("never".into(), |a| format!("{a:.1}s ago")),
+                d.polls_ok,
+                d.polls_failed,
+                d.last_error
+                    .as_ref()
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
         o
     }
 }
@@ -405,7 +467,12 @@ pub async fn serve(
                         "application/json",
                         serde_json::to_string_pretty(&source()).unwrap_or_default(),
                     ),
-                    "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
+                    // Rendering the status takes the daemon's state lock: a stuck main loop
+                    // makes this hang, and the liveness probe notices.
+                    "/healthz" => {
+                        let _ = source();
+                        ("200 OK", "text/plain", "ok\n".into())
+                    }
                     _ => ("404 Not Found", "text/plain", "not found\n".into()),
                 };
                 let resp = format!(
@@ -416,6 +483,34 @@ pub async fn serve(
             });
         }
     }))
+}
+
+/// Where a daemon records its status address, per interface, for `xvip status --interface`.
+pub fn record_path(interface: &str) -> std::path::PathBuf {
+    std::path::Path::new("/run/xvip").join(format!("{interface}.addr"))
+}
+
+/// Records the status address of the daemon serving `interface`.
+pub fn record_addr(interface: &str, addr: SocketAddr) {
+    let p = record_path(interface);
+    let _ = std::fs::create_dir_all("/run/xvip");
+    if let Err(e) = std::fs::write(&p, addr.to_string()) {
+        log::debug!("cannot record the status address in {}: {e}", p.display());
+    }
+}
+
+/// The status address recorded by the daemon serving `interface`.
+///
+/// # Errors
+/// When no daemon recorded one.
+pub fn recorded_addr(interface: &str) -> anyhow::Result<SocketAddr> {
+    let p = record_path(interface);
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        anyhow::anyhow!("no xvip recorded for {interface} in {} ({e})", p.display())
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: '{}': {e}", p.display(), text.trim()))
 }
 
 /// Fetches the status document from a running daemon.

@@ -457,3 +457,97 @@ impl Lab {
             .contains("xdp"))
     }
 }
+
+/// The VIP of the standard lab.
+pub const VIP: &str = "192.0.2.100";
+/// The masters of the standard lab.
+pub const MASTERS: [&str; 3] = ["m1", "m2", "m3"];
+
+/// `xvip run` arguments for the standard lab (eth0, the VIP, the three masters), then `extra`.
+pub fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--interface",
+        "eth0",
+        "--vip",
+        VIP,
+        "--backend",
+        "192.0.2.11",
+        "--backend",
+        "192.0.2.12",
+        "--backend",
+        "192.0.2.13",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+impl Lab {
+    /// The standard lab: client 192.0.2.10, lb 192.0.2.2, masters m1-m3 192.0.2.11-13 each
+    /// running a lab API server on :6443 (with a not-ready file `DIR/NAME.notready` when
+    /// `not_ready_dir` is given).
+    pub fn standard(tag: &str, not_ready_dir: Option<&std::path::Path>) -> Result<Self> {
+        let mut lab = Lab::segment(tag)?;
+        for m in MASTERS {
+            let file = not_ready_dir.map(|d| d.join(format!("{m}.notready")));
+            lab.start_apiserver(m, 6443, file.as_deref())?;
+        }
+        Ok(lab)
+    }
+
+    /// The standard lab's hosts, with no API server started.
+    pub fn segment(tag: &str) -> Result<Self> {
+        Lab::new(
+            tag,
+            &[
+                ("client", Ipv4Addr::new(192, 0, 2, 10)),
+                ("lb", Ipv4Addr::new(192, 0, 2, 2)),
+                ("m1", Ipv4Addr::new(192, 0, 2, 11)),
+                ("m2", Ipv4Addr::new(192, 0, 2, 12)),
+                ("m3", Ipv4Addr::new(192, 0, 2, 13)),
+            ],
+        )
+    }
+
+    /// `n` new connections from `from` to the VIP's `/whoami`: which server answered how
+    /// often (failures counted under "error: ...").
+    pub fn spread(&self, from: &str, n: usize) -> std::collections::BTreeMap<String, u32> {
+        let url = format!("https://{VIP}:6443/whoami");
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let who = self
+                .curl(from, &url, Duration::from_secs(2))
+                .map(|b| b.trim().to_string())
+                .unwrap_or_else(|e| format!("error: {e}"));
+            *seen.entry(who).or_insert(0) += 1;
+        }
+        seen
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/xvip-test-TAG-PID`.
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("xvip-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Self(d)
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A path inside the directory, as a string (for command lines).
+    pub fn str(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

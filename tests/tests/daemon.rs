@@ -2,83 +2,13 @@
 //! ARP and gratuitous ARP for the VIP, restart without losing connections, reloads.
 
 use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use tests::lab::{Lab, sh, xvip_bin};
+use tests::lab::{Lab, TempDir as Files, VIP, run_args, sh, xvip_bin};
 
-const VIP: &str = "192.0.2.100";
 const LB_MAC: &str = "02:00:00:00:02:02";
-
-struct Files(PathBuf);
-
-impl Files {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("xvip-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn lab(tag: &str, files: &Files) -> Lab {
-    let mut lab = Lab::new(
-        tag,
-        &[
-            ("client", Ipv4Addr::new(192, 0, 2, 10)),
-            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
-            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
-            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
-            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
-        ],
-    )
-    .expect("lab");
-    for m in ["m1", "m2", "m3"] {
-        lab.start_apiserver(m, 6443, Some(&files.path(&format!("{m}.notready"))))
-            .expect("apiserver");
-    }
-    lab
-}
-
-const BACKENDS: [&str; 6] = [
-    "--backend",
-    "192.0.2.11",
-    "--backend",
-    "192.0.2.12",
-    "--backend",
-    "192.0.2.13",
-];
-
-fn run_args(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut v = vec!["--interface", "eth0", "--vip", VIP];
-    v.extend_from_slice(&BACKENDS);
-    v.extend_from_slice(extra);
-    v
-}
-
-fn spread(lab: &Lab, n: usize) -> BTreeMap<String, u32> {
-    let url = format!("https://{VIP}:6443/whoami");
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let who = lab
-            .curl("client", &url, Duration::from_secs(2))
-            .map(|b| b.trim().to_string())
-            .unwrap_or_else(|e| format!("error: {e}"));
-        *seen.entry(who).or_insert(0) += 1;
-    }
-    seen
-}
 
 fn healthy(s: &xvip::status::Status, addr: &str) -> Option<bool> {
     s.backends
@@ -90,7 +20,7 @@ fn healthy(s: &xvip::status::Status, addr: &str) -> Option<bool> {
 #[test]
 fn a_master_failing_readyz_leaves_rotation_within_a_second_and_comes_back() {
     let files = Files::new("readyz");
-    let mut lab = lab("ready", &files);
+    let mut lab = Lab::standard("ready", Some(&files.0)).unwrap();
     lab.start_xvip("lb", &run_args(&[])).unwrap();
     lab.curl_until_ok(
         "client",
@@ -138,7 +68,7 @@ fn a_master_failing_readyz_leaves_rotation_within_a_second_and_comes_back() {
     );
     assert!(s.last_detection_ms.is_some());
 
-    let seen = spread(&lab, 24);
+    let seen = lab.spread("client", 24);
     assert!(
         !seen.contains_key("m2"),
         "new connections reached m2 after it failed: {seen:?}"
@@ -150,7 +80,7 @@ fn a_master_failing_readyz_leaves_rotation_within_a_second_and_comes_back() {
         healthy(s, "192.0.2.12:6443") == Some(true)
     })
     .expect("m2 back");
-    let seen = spread(&lab, 30);
+    let seen = lab.spread("client", 30);
     assert!(
         seen.contains_key("m2"),
         "m2 got no new connection after coming back: {seen:?}"
@@ -177,7 +107,7 @@ fn a_master_failing_readyz_leaves_rotation_within_a_second_and_comes_back() {
 #[test]
 fn a_stopped_master_is_taken_out_and_its_return_puts_it_back() {
     let files = Files::new("stop");
-    let mut lab = lab("stop", &files);
+    let mut lab = Lab::standard("stop", Some(&files.0)).unwrap();
     lab.start_xvip("lb", &run_args(&[])).unwrap();
     lab.curl_until_ok(
         "client",
@@ -200,7 +130,7 @@ fn a_stopped_master_is_taken_out_and_its_return_puts_it_back() {
         took.as_secs_f64() * 1e3
     );
     assert!(took < Duration::from_millis(1200));
-    let seen = spread(&lab, 24);
+    let seen = lab.spread("client", 24);
     assert_eq!(seen.get("m3"), None, "{seen:?}");
     assert!(
         seen.keys().all(|k| !k.starts_with("error")),
@@ -216,7 +146,7 @@ fn a_stopped_master_is_taken_out_and_its_return_puts_it_back() {
 #[test]
 fn the_client_resolves_the_vip_to_xvips_mac_and_garp_corrects_a_stale_entry() {
     let files = Files::new("arp");
-    let mut lab = lab("arp", &files);
+    let mut lab = Lab::standard("arp", Some(&files.0)).unwrap();
     let client = &lab.host("client").ns;
     // A stale, wrong entry, as left by a previous holder of the VIP.
     client
@@ -291,7 +221,7 @@ impl Drop for PinGuard {
 #[test]
 fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     let files = Files::new("restart");
-    let mut lab = lab("rst", &files);
+    let mut lab = Lab::standard("rst", Some(&files.0)).unwrap();
     let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
     let _guard = PinGuard(pin_root.clone());
     let pin = pin_root.to_str().unwrap().to_string();
@@ -405,7 +335,7 @@ fn a_bad_config_file_exits_2_and_names_the_field() {
 #[test]
 fn sighup_reloads_the_backend_list_without_dropping_flows() {
     let files = Files::new("hup");
-    let mut lab = lab("hup", &files);
+    let mut lab = Lab::standard("hup", Some(&files.0)).unwrap();
     let path = files.path("xvip.toml");
     std::fs::write(
         &path,
@@ -430,7 +360,71 @@ fn sighup_reloads_the_backend_list_without_dropping_flows() {
     lab.procs[i].signal(libc::SIGHUP);
     lab.wait_status("lb", Duration::from_secs(3), |s| s.backends.len() == 2)
         .expect("reloaded");
-    let seen = spread(&lab, 18);
+    let seen = lab.spread("client", 18);
     assert!(!seen.contains_key("m2"), "{seen:?}");
     assert!(seen.keys().all(|k| !k.starts_with("error")), "{seen:?}");
+}
+
+#[test]
+fn pinned_state_of_another_layout_is_refused_and_left_serving() {
+    let files = Files::new("mismatch");
+    let mut lab = Lab::standard("mism", Some(&files.0)).unwrap();
+    let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
+    let _guard = PinGuard(pin_root.clone());
+    let pin = pin_root.to_str().unwrap().to_string();
+    let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
+    cmd.arg("run")
+        .args(run_args(&[]))
+        .args(["--pin-root", &pin]);
+    lab.spawn("xvip-lb", cmd).unwrap();
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let i = lab.proc_index("xvip-lb").unwrap();
+    lab.procs[i].signal(libc::SIGKILL);
+    lab.procs[i].wait_timeout(Duration::from_secs(2)).unwrap();
+    lab.procs.remove(i);
+
+    // Another conntrack size is another map layout: refused, nothing replaced.
+    let out = lab
+        .host("lb")
+        .ns
+        .cmd_net_only(xvip_bin())
+        .arg("run")
+        .args(run_args(&["--conntrack-size", "4096"]))
+        .args(["--pin-root", &pin])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.trim().lines().last().unwrap_or("");
+    assert!(
+        last.contains("does not match") && last.contains("xvip detach"),
+        "{err}"
+    );
+    assert!(
+        lab.has_xdp("lb").unwrap(),
+        "the pinned program must keep serving"
+    );
+    assert!(
+        pin_root.join("eth0/CONNTRACK").exists(),
+        "the refused run removed the pinned state"
+    );
+    // The state was left whole: the original configuration adopts it again.
+    let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
+    cmd.arg("run")
+        .args(run_args(&[]))
+        .args(["--pin-root", &pin]);
+    lab.spawn("xvip-lb", cmd).unwrap();
+    lab.wait_status("lb", Duration::from_secs(5), |s| s.conntrack_entries > 0)
+        .expect("adopted again");
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
 }

@@ -3,55 +3,15 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::Ipv4Addr,
     process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use tests::lab::Lab;
+use tests::lab::{Lab, MASTERS, TempDir, VIP, run_args};
 
-const VIP: &str = "192.0.2.100";
 const CLIENT: &str = "192.0.2.10";
 const LB: &str = "192.0.2.2";
-const MASTERS: [&str; 3] = ["m1", "m2", "m3"];
-
-fn lab(tag: &str, not_ready: Option<&std::path::Path>) -> Lab {
-    let mut lab = Lab::new(
-        tag,
-        &[
-            ("client", Ipv4Addr::new(192, 0, 2, 10)),
-            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
-            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
-            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
-            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
-        ],
-    )
-    .expect("lab");
-    for m in MASTERS {
-        let file = not_ready.map(|d| d.join(m));
-        lab.start_apiserver(m, 6443, file.as_deref())
-            .expect("apiserver");
-    }
-    lab
-}
-
-fn xvip_args(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut a = vec![
-        "--interface",
-        "eth0",
-        "--vip",
-        VIP,
-        "--backend",
-        "192.0.2.11",
-        "--backend",
-        "192.0.2.12",
-        "--backend",
-        "192.0.2.13",
-    ];
-    a.extend_from_slice(extra);
-    a
-}
 
 /// Lines of a `curl -N` stream from the client, collected with their arrival time.
 struct Stream {
@@ -95,14 +55,14 @@ impl Stream {
 
 #[test]
 fn dnat_mode_masters_see_the_client_address() {
-    let mut lab = lab("dnat", None);
+    let mut lab = Lab::standard("dnat", None).unwrap();
     for m in MASTERS {
         lab.host(m)
             .ns
             .ip(&["route", "add", &format!("{CLIENT}/32"), "via", LB])
             .expect("route to the client via the LB");
     }
-    lab.start_xvip("lb", &xvip_args(&["--mode", "dnat"]))
+    lab.start_xvip("lb", &run_args(&["--mode", "dnat"]))
         .expect("xvip");
     let url = format!("https://{VIP}:6443/whoami");
     lab.curl_until_ok("client", &url, Duration::from_secs(10))
@@ -137,10 +97,9 @@ fn dnat_mode_masters_see_the_client_address() {
 
 #[test]
 fn a_stream_survives_a_table_change_that_keeps_its_backend() {
-    let dir = std::env::temp_dir().join(format!("xvip-dp-notready-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = lab("stream", Some(&dir));
-    lab.start_xvip("lb", &xvip_args(&[])).expect("xvip");
+    let dir = TempDir::new("dp-notready");
+    let mut lab = Lab::standard("stream", Some(&dir.0)).unwrap();
+    lab.start_xvip("lb", &run_args(&[])).expect("xvip");
     let url = format!("https://{VIP}:6443/whoami");
     lab.curl_until_ok("client", &url, Duration::from_secs(10))
         .expect("first request through the VIP");
@@ -152,7 +111,7 @@ fn a_stream_survives_a_table_change_that_keeps_its_backend() {
 
     // Another master goes unready: the health checks take it out of the table.
     let changed = Instant::now();
-    std::fs::write(dir.join(&other), b"").unwrap();
+    std::fs::write(dir.path(&format!("{other}.notready")), b"").unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..12 {
@@ -166,7 +125,6 @@ fn a_stream_survives_a_table_change_that_keeps_its_backend() {
     );
 
     let lines = stream.snapshot();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         lines
             .iter()

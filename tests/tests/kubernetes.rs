@@ -5,57 +5,22 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use tests::lab::{Lab, apiserver_bin, sh, xvip_bin};
+use tests::lab::{Lab, TempDir as Files, VIP, apiserver_bin, sh, xvip_bin};
 
-const VIP: &str = "192.0.2.100";
 const MASTERS: [(&str, &str); 3] = [
     ("m1", "192.0.2.11"),
     ("m2", "192.0.2.12"),
     ("m3", "192.0.2.13"),
 ];
 
-/// A temporary directory, removed on drop.
-struct Files(PathBuf);
-
-impl Files {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("xvip-k8s-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn str(&self, name: &str) -> String {
-        self.path(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// client, lb and three masters; no API server started yet.
 fn lab(tag: &str) -> Lab {
-    Lab::new(
-        tag,
-        &[
-            ("client", Ipv4Addr::new(192, 0, 2, 10)),
-            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
-            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
-            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
-            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
-        ],
-    )
-    .expect("lab")
+    Lab::segment(tag).expect("lab")
 }
 
 /// Starts the lab API server on `host`:6443 with a not-ready file and, when given, the
@@ -220,10 +185,11 @@ fn discovery_follows_the_kubernetes_endpointslices_and_keeps_the_last_set_withou
     )
     .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        backend_set(&lab.xvip_status("lb").unwrap()),
-        set(&["192.0.2.11"])
-    );
+    let s = lab.xvip_status("lb").unwrap();
+    assert_eq!(backend_set(&s), set(&["192.0.2.11"]));
+    let d = s.discovery.expect("discovery in the status");
+    assert_eq!(d.polls_ok, 0);
+    assert!(d.last_error.unwrap().contains("admin.conf"));
 
     // The server named is the VIP, which xvip's own node cannot reach through itself:
     // discovery asks the healthy backends first.
@@ -320,6 +286,14 @@ fn discovery_follows_the_kubernetes_endpointslices_and_keeps_the_last_set_withou
         s.backends.iter().all(|b| !b.healthy),
         "health checks still run"
     );
+    let d = s.discovery.unwrap();
+    println!(
+        "discovery without the API: {:?}, last answer {:?} s ago",
+        d.last_error, d.last_success_age_s
+    );
+    assert_eq!(d.masters, ["192.0.2.11:6443", "192.0.2.12:6443"]);
+    assert!(d.polls_ok >= 4 && d.polls_failed >= 4, "{d:?}");
+    assert!(d.last_success_age_s.unwrap() > 8.0, "{d:?}");
 }
 
 /// The kubectl binary: `XVIP_KUBECTL` or `kubectl` from PATH.
@@ -611,4 +585,67 @@ fn the_capabilities_the_manifest_grants_are_enough_to_serve_the_vip() {
     );
     let seen = spread(&lab, "client", 12);
     assert!(seen.keys().all(|k| k.starts_with('m')), "{seen:?}");
+}
+
+#[test]
+fn xvip_manifest_prints_a_pod_and_a_unit_whose_commands_xvip_accepts() {
+    let files = Files::new("manifest");
+    let kc = files.str("admin.conf");
+    let flags = [
+        "--interface",
+        "eth0",
+        "--vip",
+        VIP,
+        "--backend",
+        "192.0.2.11,192.0.2.12",
+        "--discover-from-kubeconfig",
+        &kc,
+    ];
+    // Environment variables are carried over as flags, like the command line.
+    let out = sh(Command::new(xvip_bin())
+        .args(["manifest", "pod", "--image", "registry.example/xvip:test"])
+        .args(flags)
+        .env("XVIP_FALL", "5"))
+    .unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_yaml_ng::from_slice(&out.stdout).unwrap();
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some("registry.example/xvip:test"));
+    let args = c.args.clone().unwrap();
+    assert!(args.windows(2).any(|w| w == ["--fall", "5"]), "{args:?}");
+    let out = sh(Command::new(xvip_bin()).arg("check-config").args(&args)).unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+
+    let out = sh(Command::new(xvip_bin())
+        .args(["manifest", "systemd"])
+        .args(flags))
+    .unwrap();
+    let unit = String::from_utf8_lossy(&out.stdout);
+    let exec: Vec<&str> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert_eq!(exec[..2], [xvip::manifest::DEFAULT_BINARY, "run"]);
+    sh(Command::new(xvip_bin())
+        .arg("check-config")
+        .args(&exec[2..]))
+    .unwrap();
+
+    // A bad value prints no manifest and exits 2, naming it.
+    let out = Command::new(xvip_bin())
+        .args([
+            "manifest",
+            "pod",
+            "--interface",
+            "eth0",
+            "--vip",
+            "192.0.2.300",
+        ])
+        .args(["--backend", "192.0.2.11"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("192.0.2.300"));
 }

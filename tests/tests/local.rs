@@ -2,29 +2,13 @@
 //! `connect4` hook), and a load balancer that is also one of the masters (VIP on `lo`).
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead, BufReader},
     net::Ipv4Addr,
     process::Stdio,
     time::Duration,
 };
 
-use tests::lab::{Lab, apiserver_bin};
-
-const VIP: &str = "192.0.2.100";
-
-fn spread(lab: &Lab, from: &str, n: usize) -> BTreeMap<String, u32> {
-    let url = format!("https://{VIP}:6443/whoami");
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let who = lab
-            .curl(from, &url, Duration::from_secs(2))
-            .map(|b| b.trim().to_string())
-            .unwrap_or_else(|e| format!("error: {e}"));
-        *seen.entry(who).or_insert(0) += 1;
-    }
-    seen
-}
+use tests::lab::{Lab, VIP, apiserver_bin, run_args};
 
 #[test]
 fn processes_on_the_node_reach_the_vip_balanced_over_healthy_masters() {
@@ -44,27 +28,12 @@ fn processes_on_the_node_reach_the_vip_balanced_over_healthy_masters() {
         lab.start_apiserver(m, 6443, Some(&dir.join(format!("{m}.notready"))))
             .unwrap();
     }
-    lab.start_xvip(
-        "lb",
-        &[
-            "--interface",
-            "eth0",
-            "--vip",
-            VIP,
-            "--backend",
-            "192.0.2.11",
-            "--backend",
-            "192.0.2.12",
-            "--backend",
-            "192.0.2.13",
-        ],
-    )
-    .unwrap();
+    lab.start_xvip("lb", &run_args(&[])).unwrap();
     lab.wait_status("lb", Duration::from_secs(10), |s| {
         s.backends.iter().all(|b| b.healthy && b.mac.is_some())
     })
     .unwrap();
-    let seen = spread(&lab, "lb", 24);
+    let seen = lab.spread("lb", 24);
     assert!(
         seen.keys()
             .all(|k| ["m1", "m2", "m3"].contains(&k.as_str())),
@@ -79,7 +48,7 @@ fn processes_on_the_node_reach_the_vip_balanced_over_healthy_masters() {
             .any(|b| b.addr.starts_with("192.0.2.11:") && !b.healthy)
     })
     .unwrap();
-    let seen = spread(&lab, "lb", 24);
+    let seen = lab.spread("lb", 24);
     assert!(!seen.contains_key("m1"), "{seen:?}");
     assert!(seen.keys().all(|k| k == "m2" || k == "m3"), "{seen:?}");
     let s = lab.xvip_status("lb").unwrap();
@@ -137,7 +106,7 @@ fn a_load_balancer_that_is_also_a_master_serves_its_share_locally() {
         s.backends.iter().all(|b| b.healthy && b.mac.is_some())
     })
     .unwrap();
-    let seen = spread(&lab, "client", 30);
+    let seen = lab.spread("client", 30);
     assert!(
         seen.keys()
             .all(|k| ["lb", "m2", "m3"].contains(&k.as_str())),

@@ -2,49 +2,13 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
-use tests::lab::Lab;
-
-const VIP: &str = "192.0.2.100";
-
-fn lab_with_masters(tag: &str) -> Lab {
-    let mut lab = Lab::new(
-        tag,
-        &[
-            ("client", Ipv4Addr::new(192, 0, 2, 10)),
-            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
-            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
-            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
-            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
-        ],
-    )
-    .expect("lab");
-    for m in ["m1", "m2", "m3"] {
-        lab.start_apiserver(m, 6443, None).expect("apiserver");
-    }
-    lab
-}
+use tests::lab::{Lab, VIP, run_args};
 
 #[test]
 fn requests_through_the_vip_reach_several_masters() {
-    let mut lab = lab_with_masters("skel");
-    lab.start_xvip(
-        "lb",
-        &[
-            "--interface",
-            "eth0",
-            "--vip",
-            VIP,
-            "--backend",
-            "192.0.2.11",
-            "--backend",
-            "192.0.2.12",
-            "--backend",
-            "192.0.2.13",
-            "--metrics-addr",
-            "127.0.0.1:9106",
-        ],
-    )
-    .unwrap();
+    let mut lab = Lab::standard("skel", None).unwrap();
+    lab.start_xvip("lb", &run_args(&["--metrics-addr", "127.0.0.1:9106"]))
+        .unwrap();
     let url = format!("https://{VIP}:6443/whoami");
     lab.curl_until_ok("client", &url, Duration::from_secs(10))
         .expect("first request through the VIP");

@@ -4,16 +4,14 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use tests::lab::{Lab, xvip_bin};
+use tests::lab::{Lab, VIP, run_args, xvip_bin};
 
-const VIP: &str = "192.0.2.100";
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -73,38 +71,12 @@ fn demo() -> Result<()> {
     println!(
         "== building the lab: client 192.0.2.10, load balancer 192.0.2.2, masters m1-m3 192.0.2.11-13, VIP {VIP}"
     );
-    let mut lab = Lab::new(
-        "demo",
-        &[
-            ("client", Ipv4Addr::new(192, 0, 2, 10)),
-            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
-            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
-            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
-            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
-        ],
-    )?;
-    for m in ["m1", "m2", "m3"] {
-        lab.start_apiserver(m, 6443, None)?;
-    }
+    let mut lab = Lab::standard("demo", None)?;
     check_stop()?;
     println!(
         "== starting xvip on the load balancer (HTTPS /readyz checks every 200 ms, fall 3, rise 2)"
     );
-    lab.start_xvip(
-        "lb",
-        &[
-            "--interface",
-            "eth0",
-            "--vip",
-            VIP,
-            "--backend",
-            "192.0.2.11",
-            "--backend",
-            "192.0.2.12",
-            "--backend",
-            "192.0.2.13",
-        ],
-    )?;
+    lab.start_xvip("lb", &run_args(&[]))?;
     lab.curl_until_ok(
         "client",
         &format!("https://{VIP}:6443/readyz"),
