@@ -81,6 +81,14 @@ fn touch(state: *mut u8, last_seen: *mut u64, proto: u8, flags: u8, now: u64) {
     }
 }
 
+/// Whether a packet with `flags` would change an entry's state or its coarse `last_seen`:
+/// only then is the entry (and its reverse entry) written.
+#[inline(always)]
+fn stale(state: u8, last_seen: u64, proto: u8, flags: u8, now: u64) -> bool {
+    next_state(state, proto, flags) != state
+        || now.saturating_sub(last_seen) > LAST_SEEN_GRANULARITY_NS
+}
+
 /// The key under which a flow's replies arrive.
 #[inline(always)]
 pub fn reverse_key(e: &CtEntry, proto: u8) -> FlowKey {
@@ -209,7 +217,10 @@ pub fn forward_flow(
         if !expired(old.state, old.last_seen_ns, now)
             && let Some(backend) =
                 lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port)
+            // The reverse entry is checked (and refreshed) with the same coarse clock as the
+            // entry itself, not on every packet: an established flow costs one lookup less.
             && (backend.flags & BACKEND_FLAG_LOCAL != 0
+                || !stale(old.state, old.last_seen_ns, h.proto, h.tcp_flags, now)
                 || hold_reverse(&old, &key, h.tcp_flags, now))
         {
             // SAFETY: fields of the live value.
