@@ -12,6 +12,24 @@ pub const fn mix32(mut h: u32) -> u32 {
     h
 }
 
+/// The `VIP_FILTER` bit of an address (raw, as on the wire).
+#[inline(always)]
+pub const fn filter_bit(addr: u32) -> u32 {
+    mix32(addr ^ 0x5bd1_e995) & (crate::VIP_FILTER_BITS - 1)
+}
+
+/// The `VIP_FILTER` words with the bits of `addrs` set.
+pub fn filter_words(
+    addrs: impl IntoIterator<Item = u32>,
+) -> [u64; crate::VIP_FILTER_WORDS as usize] {
+    let mut w = [0u64; crate::VIP_FILTER_WORDS as usize];
+    for a in addrs {
+        let b = filter_bit(a);
+        w[(b >> 6) as usize] |= 1 << (b & 63);
+    }
+    w
+}
+
 /// Hash of a flow's 5-tuple, fields raw as on the wire (see [`crate::FlowKey`]).
 #[inline(always)]
 pub const fn flow_hash(
@@ -30,6 +48,23 @@ pub const fn flow_hash(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_filter_has_the_bits_of_its_addresses_and_few_others() {
+        let addrs = [0u32, 0x6400_02c0, 0x0200_02c0];
+        let w = filter_words(addrs);
+        for a in addrs {
+            let b = filter_bit(a);
+            assert_ne!(w[(b >> 6) as usize] & (1 << (b & 63)), 0);
+        }
+        let set: u32 = w.iter().map(|x| x.count_ones()).sum();
+        assert!(set <= 3);
+        let hits = (0..100_000u32).filter(|a| {
+            let b = filter_bit(a.wrapping_mul(2_654_435_761));
+            w[(b >> 6) as usize] & (1 << (b & 63)) != 0
+        });
+        assert!(hits.count() < 100, "false positives should be ~3 in 65536");
+    }
 
     #[test]
     fn flow_hash_changes_with_every_field() {

@@ -7,12 +7,18 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, MAX_BACKENDS, MAX_VIPS,
-    RINGS_SIZE, RevEntry, VipKey, VipMeta, stats::REASON_COUNT,
+    RINGS_SIZE, RevEntry, VIP_FILTER_WORDS, VipKey, VipMeta, stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
 #[map]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Word -> 64 bits: a one-hash Bloom filter of the `VIP_ADDRS` keys (`filter_bit`). Traffic
+/// for other addresses passes after one inlined array read instead of a hash lookup.
+/// Written by the daemon, always before the addresses it covers.
+#[map]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
 /// Address (network order) -> `ADDR_FLAG_*`: VIP and SNAT addresses, the cheap first test
 /// that lets traffic for anything else pass after one lookup. Written by the daemon.

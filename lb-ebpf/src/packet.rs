@@ -5,12 +5,17 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{ADDR_KEY_DNAT_PRESENT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason};
+use lb_common::{
+    ADDR_KEY_DNAT_PRESENT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason, hash::filter_bit,
+};
 use network_types::{
     eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
 };
 
-use crate::{Verdict, maps::VIP_ADDRS};
+use crate::{
+    Verdict,
+    maps::{VIP_ADDRS, VIP_FILTER},
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -124,7 +129,11 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
     };
 
     // SAFETY: map lookup of a plain value.
-    let dst_flags = unsafe { VIP_ADDRS.get(&dst) }.copied().unwrap_or(0);
+    let dst_flags = if maybe_vip_addr(dst) {
+        unsafe { VIP_ADDRS.get(&dst) }.copied().unwrap_or(0)
+    } else {
+        0
+    };
     let ours = dst_flags != 0 || dnat_present();
     if !ours {
         return Err(Verdict::pass(Reason::PassNotForVip));
@@ -219,9 +228,21 @@ fn within(end: usize, limit: usize) -> Option<()> {
     (end <= limit).then_some(())
 }
 
+/// Whether `addr` may be a `VIP_ADDRS` key (no false negatives).
+#[inline(always)]
+fn maybe_vip_addr(addr: u32) -> bool {
+    let b = filter_bit(addr);
+    VIP_FILTER
+        .get(b >> 6)
+        .is_some_and(|w| w & (1 << (b & 63)) != 0)
+}
+
 /// True when some VIP uses DNAT (kept as a `VIP_ADDRS` entry under address 0).
 #[inline(always)]
 fn dnat_present() -> bool {
+    if !maybe_vip_addr(ADDR_KEY_DNAT_PRESENT) {
+        return false;
+    }
     // SAFETY: map lookup of a plain value.
     unsafe { VIP_ADDRS.get(&ADDR_KEY_DNAT_PRESENT) }.is_some()
 }

@@ -232,6 +232,8 @@ impl Reconciler {
                 addr_flags.insert(ADDR_KEY_DNAT_PRESENT, 1);
             }
         }
+        // The filter first: a packet must never find an address the filter does not cover.
+        store.set_vip_filter(&lb_common::hash::filter_words(addr_flags.keys().copied()))?;
         for (a, f) in addr_flags {
             store.set_vip_addr(a, f)?;
         }
@@ -465,6 +467,23 @@ mod tests {
         assert!(![0, 5].contains(&new));
         assert_eq!(b[&addr("192.0.2.12")].mac, None);
         assert!(!b.contains_key(&addr("192.0.2.99")));
+    }
+
+    #[test]
+    fn the_vip_filter_covers_every_vip_and_snat_address() {
+        let s = settings(&["192.0.2.11"]);
+        let mut r = Reconciler::new(&s);
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        assert!(!m.vip_addrs.is_empty());
+        for a in m.vip_addrs.keys() {
+            let b = lb_common::hash::filter_bit(*a);
+            assert_ne!(
+                m.vip_filter[(b >> 6) as usize] & (1 << (b & 63)),
+                0,
+                "{a:#x}"
+            );
+        }
     }
 
     #[test]

@@ -88,6 +88,17 @@ impl Dp {
         addrs.insert(&ip_raw(VIP_DNAT), &ADDR_FLAG_VIP, 0).unwrap();
         addrs.insert(&ip_raw(LB), &ADDR_FLAG_SNAT, 0).unwrap();
         addrs.insert(&ADDR_KEY_DNAT_PRESENT, &1, 0).unwrap();
+        let mut filter: Array<_, u64> =
+            Array::try_from(dp.ebpf.map_mut(map_names::VIP_FILTER).unwrap()).unwrap();
+        let words = lb_common::hash::filter_words([
+            ip_raw(VIP),
+            ip_raw(VIP_DNAT),
+            ip_raw(LB),
+            ADDR_KEY_DNAT_PRESENT,
+        ]);
+        for (i, w) in words.iter().enumerate() {
+            filter.set(i as u32, w, 0).unwrap();
+        }
         dp.vip(VIP, VIP_TCP, 0, VIP_FLAG_FULLNAT);
         dp.vip(VIP, VIP_UDP, 0, VIP_FLAG_FULLNAT);
         dp.vip(VIP_DNAT, VIP_DNAT_TCP, 0, VIP_FLAG_DNAT);
