@@ -319,19 +319,8 @@ impl ArpSocket {
     pub async fn recv(&self) -> io::Result<Arp> {
         let mut buf = [0u8; 256];
         loop {
-            let mut guard = self.fd.readable().await?;
-            // SAFETY: reading into a local buffer of the given size.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    guard.clear_ready();
-                    continue;
-                }
-                return Err(e);
-            }
-            if let Some(a) = Arp::parse(&buf[..n as usize]) {
+            let n = crate::sys::recv(&self.fd, &mut buf).await?;
+            if let Some(a) = Arp::parse(&buf[..n]) {
                 return Ok(a);
             }
         }

@@ -310,12 +310,7 @@ pub fn pin_dir(root: &Path, interface: &str) -> PathBuf {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs into a zeroed struct with a valid path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
+    crate::sys::fs_magic(path) == Some(BPF_FS_MAGIC)
 }
 
 /// Makes `dir` exist on a bpffs, mounting bpffs on `/sys/fs/bpf` first if it is missing
@@ -331,24 +326,8 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     let mount_point = Path::new("/sys/fs/bpf");
     if dir.starts_with(mount_point) && !is_bpffs(mount_point) {
         std::fs::create_dir_all(mount_point).map_err(|e| err(e.to_string()))?;
-        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-        let (src, target, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
-        // SAFETY: mount(2) with valid C strings and no data.
-        if unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        } != 0
-        {
-            return Err(err(format!(
-                "cannot mount bpffs on /sys/fs/bpf: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        crate::sys::mount("bpf", "/sys/fs/bpf")
+            .map_err(|e| err(format!("cannot mount bpffs on /sys/fs/bpf: {e}")))?;
         log::info!("mounted bpffs on /sys/fs/bpf");
     }
     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;

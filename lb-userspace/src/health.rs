@@ -655,12 +655,12 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
 /// the provider's algorithms: skipping them would leave the TLS handshake itself
 /// unsound, not just unauthenticated.
 #[derive(Debug)]
-struct NoCertVerification {
+pub(crate) struct NoCertVerification {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl NoCertVerification {
-    fn new(provider: &CryptoProvider) -> Self {
+    pub(crate) fn new(provider: &CryptoProvider) -> Self {
         NoCertVerification {
             algorithms: provider.signature_verification_algorithms,
         }

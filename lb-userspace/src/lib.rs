@@ -12,4 +12,5 @@ pub mod maglev;
 pub mod manifest;
 pub mod reconcile;
 pub mod status;
+pub mod sys;
 pub mod vrrp;

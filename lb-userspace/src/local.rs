@@ -59,12 +59,7 @@ pub fn netns_cookie() -> Result<u64, LocalError> {
     Ok(cookie)
 }
 
-fn fs_magic(path: &Path) -> Option<i64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statfs into a zeroed struct with a valid path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
-}
+use crate::sys::fs_magic;
 
 /// The root of the cgroup v2 hierarchy: `/sys/fs/cgroup`, or a private mount of cgroup2
 /// under `/run/xvip` when `/sys` is not the host's (as under `ip netns exec`).
@@ -79,23 +74,8 @@ pub fn cgroup_root() -> Result<File, LocalError> {
         let p = PathBuf::from("/run/xvip/cgroup2");
         if fs_magic(&p) != Some(CGROUP2_SUPER_MAGIC) {
             std::fs::create_dir_all(&p).map_err(sys(format!("creating {}", p.display())))?;
-            let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-            let (src, target, fstype) = (c("cgroup2"), c("/run/xvip/cgroup2"), c("cgroup2"));
-            // SAFETY: mount(2) with valid C strings and no data.
-            if unsafe {
-                libc::mount(
-                    src.as_ptr(),
-                    target.as_ptr(),
-                    fstype.as_ptr(),
-                    0,
-                    std::ptr::null(),
-                )
-            } != 0
-            {
-                return Err(sys("mounting cgroup2 on /run/xvip/cgroup2")(
-                    io::Error::last_os_error(),
-                ));
-            }
+            crate::sys::mount("cgroup2", "/run/xvip/cgroup2")
+                .map_err(sys("mounting cgroup2 on /run/xvip/cgroup2"))?;
         }
         p
     };

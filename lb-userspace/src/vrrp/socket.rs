@@ -145,21 +145,7 @@ impl VrrpSocket {
 
     /// Receives one packet, IPv4 header included, into `buf`; returns its length.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            // SAFETY: reading into the caller's buffer of the given size.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    guard.clear_ready();
-                    continue;
-                }
-                return Err(e);
-            }
-            return Ok(n as usize);
-        }
+        crate::sys::recv(&self.fd, buf).await
     }
 
     /// Sends one VRRP message (the kernel adds the IPv4 header) to `dst` out of the
