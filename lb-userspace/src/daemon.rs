@@ -583,9 +583,9 @@ fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
     if let Some(t) = ev.transition {
         st.transitions += 1;
         if t.healthy {
-            log::info!("backend {} is up: {}", ev.backend, t.reason);
+            tracing::info!(backend = %ev.backend, reason = %t.reason, "backend {} is up: {}", ev.backend, t.reason);
         } else {
-            log::warn!("backend {} is down: {}", ev.backend, t.reason);
+            tracing::warn!(backend = %ev.backend, reason = %t.reason, "backend {} is down: {}", ev.backend, t.reason);
         }
         if s.reconciler.set_health(ev.backend, t.healthy) {
             reconcile(&mut s, Some(ev.at), t.first_failure_at);
@@ -608,9 +608,10 @@ fn reconcile(s: &mut Shared, transition_at: Option<Instant>, first_failure: Opti
                 }
                 if let Some(f) = first_failure {
                     st.last_detection = Some(f.elapsed());
-                    log::info!(
-                        "table swapped {:.0} ms after the first failed check",
-                        f.elapsed().as_secs_f64() * 1e3
+                    let ms = f.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!(
+                        detection_ms = ms,
+                        "table swapped {ms:.0} ms after the first failed check"
                     );
                 }
             }

@@ -12,8 +12,23 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
     #[arg(long, global = true, env = "XVIP_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Log format: text (default) or json (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "XVIP_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -52,10 +67,16 @@ fn main() -> ExitCode {
     // The matches are kept: `manifest` copies the flags that were actually given.
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    env_logger::Builder::new()
-        .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level.clone()))
-        .format_timestamp_millis()
-        .init();
+    // `log` records (ours and aya-log's) go through tracing's bridge; RUST_LOG wins.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
     if let Command::Manifest(cmd) = &cli.command {
         let sub = matches
             .subcommand_matches("manifest")
