@@ -667,6 +667,20 @@ fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) 
             .iter()
             .map(|v| format!("{}:{}", v.addr, v.port))
             .collect(),
+        vip_traffic: settings
+            .vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = snap.vips.get(i).copied().unwrap_or_default();
+                crate::status::VipTraffic {
+                    vip: format!("{}:{}", v.addr, v.port),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    new_flows: c.new_flows,
+                }
+            })
+            .collect(),
         table_size: settings.table_size,
         backends,
         reasons: {

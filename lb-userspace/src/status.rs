@@ -73,6 +73,15 @@ pub struct DiscoveryStatus {
     pub polls_failed: u64,
 }
 
+/// Traffic of one VIP through the data path.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VipTraffic {
+    pub vip: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
 /// The whole status document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -80,6 +89,9 @@ pub struct Status {
     pub xdp_mode: String,
     pub mode: String,
     pub vips: Vec<String>,
+    /// Packets, bytes and new flows per VIP (in the order of `vips`).
+    #[serde(default)]
+    pub vip_traffic: Vec<VipTraffic>,
     pub table_size: u32,
     pub backends: Vec<BackendStatus>,
     /// Packets per verdict reason.
@@ -209,6 +221,33 @@ impl Status {
                 .map(|(k, v)| (format!("reason=\"{k}\""), v.to_string()))
                 .collect(),
         );
+        for (name, help, f) in [
+            (
+                "vip_packets_total",
+                "Packets forwarded for the VIP (both directions).",
+                (|v: &VipTraffic| v.packets) as fn(&VipTraffic) -> u64,
+            ),
+            (
+                "vip_bytes_total",
+                "Bytes forwarded for the VIP (both directions).",
+                |v: &VipTraffic| v.bytes,
+            ),
+            (
+                "vip_new_flows_total",
+                "Flows created for the VIP.",
+                |v: &VipTraffic| v.new_flows,
+            ),
+        ] {
+            metric(
+                name,
+                "counter",
+                help,
+                self.vip_traffic
+                    .iter()
+                    .map(|v| (format!("vip=\"{}\"", v.vip), f(v).to_string()))
+                    .collect(),
+            );
+        }
         metric(
             "conntrack_entries",
             "gauge",
