@@ -34,7 +34,10 @@ fn requests_through_the_vip_reach_several_masters() {
     assert_eq!(s.vip_traffic[0].vip, format!("{VIP}:6443"));
     assert!(s.vip_traffic[0].new_flows >= 25, "{:?}", s.vip_traffic);
     let per_backend: u64 = s.backends.iter().map(|b| b.new_flows).sum();
-    assert_eq!(per_backend, s.vip_traffic[0].new_flows, "VIP and backend counters disagree");
+    assert_eq!(
+        per_backend, s.vip_traffic[0].new_flows,
+        "VIP and backend counters disagree"
+    );
 
     // Clean stop detaches the program.
     let i = lab.proc_index("xvip-lb").unwrap();
