@@ -508,6 +508,21 @@ impl Lab {
         )
     }
 
+    /// Starts `xvip run ARGS` on the lb host and waits until the client gets an answer
+    /// through the VIP and every backend is healthy with a known MAC.
+    pub fn start_xvip_and_wait(&mut self, args: &[&str]) -> Result<()> {
+        self.start_xvip("lb", args)?;
+        self.curl_until_ok(
+            "client",
+            &format!("https://{VIP}:6443/readyz"),
+            Duration::from_secs(10),
+        )?;
+        self.wait_status("lb", Duration::from_secs(5), |s| {
+            s.backends.iter().all(|b| b.healthy && b.mac.is_some())
+        })?;
+        Ok(())
+    }
+
     /// `n` new connections from `from` to the VIP's `/whoami`: which server answered how
     /// often (failures counted under "error: ...").
     pub fn spread(&self, from: &str, n: usize) -> std::collections::BTreeMap<String, u32> {

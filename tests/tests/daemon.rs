@@ -21,17 +21,7 @@ fn healthy(s: &xvip::status::Status, addr: &str) -> Option<bool> {
 fn a_master_failing_readyz_leaves_rotation_within_a_second_and_comes_back() {
     let files = Files::new("readyz");
     let mut lab = Lab::standard("ready", Some(&files.0)).unwrap();
-    lab.start_xvip("lb", &run_args(&[])).unwrap();
-    lab.curl_until_ok(
-        "client",
-        &format!("https://{VIP}:6443/readyz"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    lab.wait_status("lb", Duration::from_secs(5), |s| {
-        s.backends.iter().all(|b| b.healthy && b.mac.is_some())
-    })
-    .unwrap();
+    lab.start_xvip_and_wait(&run_args(&[])).unwrap();
 
     // Streams held open to every master while m2 goes away must not be reset.
     for i in 0..6 {
@@ -108,17 +98,7 @@ fn a_master_failing_readyz_leaves_rotation_within_a_second_and_comes_back() {
 fn a_stopped_master_is_taken_out_and_its_return_puts_it_back() {
     let files = Files::new("stop");
     let mut lab = Lab::standard("stop", Some(&files.0)).unwrap();
-    lab.start_xvip("lb", &run_args(&[])).unwrap();
-    lab.curl_until_ok(
-        "client",
-        &format!("https://{VIP}:6443/readyz"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    lab.wait_status("lb", Duration::from_secs(5), |s| {
-        s.backends.iter().all(|b| b.mac.is_some())
-    })
-    .unwrap();
+    lab.start_xvip_and_wait(&run_args(&[])).unwrap();
     lab.stop("apiserver-m3");
     let took = lab
         .wait_status("lb", Duration::from_secs(3), |s| {

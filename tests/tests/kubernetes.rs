@@ -317,17 +317,7 @@ fn kubectl_works_through_the_vip_and_its_watch_survives_a_master_leaving() {
     }
     let mut args = vec!["--interface", "eth0", "--vip", VIP];
     args.extend(all_backends());
-    lab.start_xvip("lb", &args).unwrap();
-    lab.curl_until_ok(
-        "client",
-        &format!("https://{VIP}:6443/readyz"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    lab.wait_status("lb", Duration::from_secs(5), |s| {
-        s.backends.iter().all(|b| b.healthy && b.mac.is_some())
-    })
-    .unwrap();
+    lab.start_xvip_and_wait(&args).unwrap();
     let kc = files.str("client.conf");
     std::fs::write(&kc, kubeconfig(&format!("https://{VIP}:6443"))).unwrap();
 
