@@ -377,7 +377,7 @@ impl Status {
         );
         let _ = writeln!(
             o,
-            "{:<22} {:>5} {:>6} {:<9} {:>7} {:>9} {:>10} {:>9}  LAST ERROR",
+            "{:<22} {:>5} {:>6} {:<9} {:>7} {:>9} {:>10} {:>9}  WHY DOWN",
             "BACKEND", "INDEX", "WEIGHT", "HEALTH", "SHARE", "CHECK", "PACKETS", "FLOWS"
         );
         let total: usize = self.backends.iter().map(|b| b.slots).sum::<usize>().max(1);
@@ -395,7 +395,11 @@ impl Status {
                     .unwrap_or_else(|| "-".into()),
                 b.packets,
                 b.new_flows,
-                b.last_error.as_deref().unwrap_or("")
+                if b.healthy {
+                    ""
+                } else {
+                    b.last_error.as_deref().unwrap_or("")
+                }
             );
         }
         let _ = writeln!(
