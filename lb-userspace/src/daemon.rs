@@ -314,7 +314,15 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         );
     }
 
-    let vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+    // The addresses xvip answers ARP for: the VIPs, and in full NAT a SNAT address that is
+    // not one of this node's own (the backends' replies must reach it).
+    let mut vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+    if settings.mode == crate::config::Mode::Fullnat
+        && !vip_addrs.contains(&settings.snat_ip)
+        && !crate::local::local_addresses().contains(&settings.snat_ip)
+    {
+        vip_addrs.push(settings.snat_ip);
+    }
     let resolve_all = |shared: &Mutex<Shared>| {
         let targets: Vec<Ipv4Addr> = {
             let s = shared.lock().expect("poisoned");

@@ -113,3 +113,23 @@ fn bad_arguments_exit_2_name_the_value_and_attach_nothing() {
         );
     }
 }
+
+#[test]
+fn a_snat_address_of_its_own_is_announced_and_serves_the_replies() {
+    let mut lab = Lab::standard("snat", None).unwrap();
+    lab.start_xvip_and_wait(&run_args(&["--snat-ip", "192.0.2.200"]))
+        .unwrap();
+    let seen = lab.spread("client", 12);
+    assert!(
+        seen.keys()
+            .all(|k| ["m1", "m2", "m3"].contains(&k.as_str())),
+        "{seen:?}"
+    );
+    // The masters learned the SNAT address's MAC from xvip (it is nobody's interface address).
+    let n = lab
+        .host("m1")
+        .ns
+        .ip(&["neigh", "show", "192.0.2.200"])
+        .unwrap();
+    assert!(n.contains("02:00:00:00:02:02"), "{n}");
+}
