@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's entry points. Builds on the machine's default
 //! toolchain, then installs and uses the pinned one for everything else.
 
+mod packages;
 mod toolchain;
 
 use std::{
@@ -54,6 +55,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             run_status(Command::new(bin).args(&rest))
         }
         "demo" => {
+            packages::ensure(packages::DEMO)?;
             build(&[])?;
             let tc = toolchain::ensure()?;
             cargo(&tc, &["build", "-p", "tests", "--bins"], &[])?;
@@ -67,6 +69,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         }
         "test" => test(&rest),
         "bench" => {
+            packages::ensure(packages::BENCH)?;
             build(&["--release".to_string()])?;
             let tc = toolchain::ensure()?;
             let obj = ebpf_object();
@@ -218,6 +221,7 @@ fn lint() -> Result<()> {
 }
 
 fn test(rest: &[String]) -> Result<ExitCode> {
+    packages::ensure(packages::TEST)?;
     let tc = toolchain::ensure()?;
     build_ebpf(&tc)?;
     let obj = ebpf_object();
