@@ -393,21 +393,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             _ = sighup.recv() => {
                 match args.resolve() {
                     Ok(new) => {
-                        let mut s = shared.lock().expect("poisoned");
-                        let removed = s.reconciler.set_backends(new.backends.iter().map(|b| (b.addr, b.weight)));
-                        mark_local_backends(&mut s.reconciler, iface.mac);
-                        for (addr, _) in &removed {
-                            if let Some(h) = checkers.remove(addr) { h.abort(); }
-                        }
-                        for b in &new.backends {
-                            checkers.entry(b.addr).or_insert_with(|| health::spawn_checker(b.addr, hs.clone(), true, htx.clone()));
-                        }
-                        let st = &mut *s;
-                        match st.reconciler.apply(&mut st.dataplane, &removed) {
-                            Ok(a) => { st.swaps += a.swaps as u64; log::info!("SIGHUP: {} backends ({} removed)", new.backends.len(), removed.len()); }
-                            Err(e) => log::error!("SIGHUP reload: {e}"),
-                        }
-                        drop(s);
+                        let wanted: Vec<(SocketAddrV4, u32)> = new.backends.iter().map(|b| (b.addr, b.weight)).collect();
+                        replace_backends(&shared, &mut checkers, &wanted, &hs, &htx, iface.mac, "SIGHUP");
                         resolve_all(&shared);
                     }
                     Err(e) => log::error!("SIGHUP: configuration rejected, keeping the current one: {e}"),
@@ -420,23 +407,16 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                     .iter()
                     .map(|a| (*a, settings.backends.iter().find(|b| b.addr == *a).map_or(1, |b| b.weight)))
                     .collect();
-                let mut s = shared.lock().expect("poisoned");
-                let current: Vec<(SocketAddrV4, u32)> = s.reconciler.backends().iter().map(|(a, b)| (*a, b.weight)).collect();
+                let current: Vec<(SocketAddrV4, u32)> = shared
+                    .lock()
+                    .expect("poisoned")
+                    .reconciler
+                    .backends()
+                    .iter()
+                    .map(|(a, b)| (*a, b.weight))
+                    .collect();
                 if current != wanted {
-                    let removed = s.reconciler.set_backends(wanted.iter().copied());
-                    mark_local_backends(&mut s.reconciler, iface.mac);
-                    for (addr, _) in &removed {
-                        if let Some(h) = checkers.remove(addr) { h.abort(); }
-                    }
-                    for (addr, _) in &wanted {
-                        checkers.entry(*addr).or_insert_with(|| health::spawn_checker(*addr, hs.clone(), true, htx.clone()));
-                    }
-                    let st = &mut *s;
-                    match st.reconciler.apply(&mut st.dataplane, &removed) {
-                        Ok(a) => { st.swaps += a.swaps as u64; log::info!("discovery: {} backends ({} removed)", wanted.len(), removed.len()); }
-                        Err(e) => log::error!("discovery update: {e}"),
-                    }
-                    drop(s);
+                    replace_backends(&shared, &mut checkers, &wanted, &hs, &htx, iface.mac, "discovery");
                     resolve_all(&shared);
                 }
             }
@@ -506,6 +486,44 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         log::info!("detached from {}", iface.name);
     }
     Ok(())
+}
+
+/// Replaces the backend set (SIGHUP, discovery): flows to backends that stay are kept,
+/// removed backends lose their checker, new ones get one, and the tables are rewritten.
+fn replace_backends(
+    shared: &Mutex<Shared>,
+    checkers: &mut BTreeMap<SocketAddrV4, tokio::task::JoinHandle<()>>,
+    wanted: &[(SocketAddrV4, u32)],
+    hs: &Arc<HealthSettings>,
+    htx: &mpsc::Sender<HealthEvent>,
+    mac: [u8; 6],
+    why: &str,
+) {
+    let mut s = shared.lock().expect("poisoned");
+    let removed = s.reconciler.set_backends(wanted.iter().copied());
+    mark_local_backends(&mut s.reconciler, mac);
+    for (addr, _) in &removed {
+        if let Some(h) = checkers.remove(addr) {
+            h.abort();
+        }
+    }
+    for (addr, _) in wanted {
+        checkers
+            .entry(*addr)
+            .or_insert_with(|| health::spawn_checker(*addr, hs.clone(), true, htx.clone()));
+    }
+    let st = &mut *s;
+    match st.reconciler.apply(&mut st.dataplane, &removed) {
+        Ok(a) => {
+            st.swaps += a.swaps as u64;
+            log::info!(
+                "{why}: {} backends ({} removed)",
+                wanted.len(),
+                removed.len()
+            );
+        }
+        Err(e) => log::error!("{why}: table update failed, the previous table stays live: {e}"),
+    }
 }
 
 /// Gives backends on this node's own addresses the interface's MAC: they need no ARP.
