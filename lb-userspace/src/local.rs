@@ -108,7 +108,7 @@ pub fn local_addresses() -> Vec<Ipv4Addr> {
 }
 
 /// Adds or removes `addr/32` on interface `ifindex` over rtnetlink. Returns `false` when
-/// adding found it already there (so the caller does not remove what it did not add).
+/// there was nothing to do (already there, already gone).
 fn netlink_addr(add: bool, ifindex: u32, addr: Ipv4Addr) -> Result<bool, LocalError> {
     const RTM_NEWADDR: u16 = 20;
     const RTM_DELADDR: u16 = 21;
@@ -226,9 +226,10 @@ impl VipOnLo {
         }
         let lo = 1; // the loopback device is always ifindex 1 in a network namespace
         for vip in vips {
-            if netlink_addr(true, lo, *vip)? {
-                me.added.push(*vip);
-            }
+            // Already there means an earlier xvip on this node died without cleaning up (the
+            // README tells operators never to assign a VIP themselves): ours to remove too.
+            netlink_addr(true, lo, *vip)?;
+            me.added.push(*vip);
         }
         Ok(me)
     }
