@@ -790,3 +790,30 @@ fn keepalived_and_xvip_elect_one_master_and_take_over_from_each_other() {
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn unicast_peers_elect_one_master_and_fail_over() {
+    let mut lab = lab("vrrpuc", 2, None);
+    let (ip1, ip2) = (lb_ip(1).to_string(), lb_ip(2).to_string());
+    start_node(&mut lab, "lb1", 150, &["--vrrp-peer", &ip2]);
+    start_node(&mut lab, "lb2", 100, &["--vrrp-peer", &ip1]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    let url = format!("https://{VIP}:6443/whoami");
+    lab.curl_until_ok("client", &url, Duration::from_secs(5))
+        .expect("through the VIP");
+    assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb1"));
+
+    let i = xvip_index(&lab, "lb1");
+    lab.procs[i].signal(libc::SIGKILL);
+    let took = wait_for(Duration::from_secs(3), "lb2 master over unicast", || {
+        state(&lab, "lb2") == "master"
+    });
+    println!(
+        "unicast peers: lb2 master {} ms after the kill",
+        took.as_millis()
+    );
+    assert!(took < TAKEOVER_BOUND, "{took:?}");
+    lab.curl_until_ok("client", &url, Duration::from_secs(2))
+        .expect("through the new master");
+    assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb2"));
+}
