@@ -12,10 +12,11 @@ pub const DEFAULT_RING_SIZE: u32 = 65537;
 pub const RING_HALVES: u32 = 2;
 /// Entries in the flat `RINGS` array: `MAX_VIPS * RING_HALVES * MAX_RING_SIZE`.
 pub const RINGS_SIZE: u32 = MAX_VIPS * RING_HALVES * MAX_RING_SIZE;
-/// Bits in `VIP_FILTER`, the bitmap in front of `VIP_ADDRS` (a one-hash Bloom filter).
-pub const VIP_FILTER_BITS: u32 = 1 << 16;
-/// `u64` words of `VIP_FILTER`.
-pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
+/// Slots of `VIP_SLOTS`, the direct-mapped address table in front of `VIP_ADDRS` (a power
+/// of two).
+pub const VIP_SLOTS: u32 = 4096;
+/// `VIP_SLOTS` value flag: several addresses share the slot, ask `VIP_ADDRS`.
+pub const ADDR_SLOT_OVERFLOW: u32 = 1 << 31;
 /// Default number of tracked flows (forward entries; the reverse map has the same size).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 262_144;
 /// Marks a Maglev slot (or a conntrack entry) that points at no backend.
@@ -57,8 +58,8 @@ pub const IPPROTO_UDP: u8 = 17;
 pub mod map_names {
     /// `VipKey -> VipMeta`.
     pub const VIPS: &str = "VIPS";
-    /// `u32 word -> u64 bits`: addresses that may be in `VIP_ADDRS`.
-    pub const VIP_FILTER: &str = "VIP_FILTER";
+    /// `u32 slot -> u64 (address << 32 | ADDR_FLAG_* or ADDR_SLOT_OVERFLOW)`.
+    pub const VIP_SLOTS: &str = "VIP_SLOTS";
     /// `u32 address -> u32 ADDR_FLAG_*`.
     pub const VIP_ADDRS: &str = "VIP_ADDRS";
     /// `u32 slot -> u32 backend index`, flat over VIPs and halves.

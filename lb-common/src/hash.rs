@@ -12,22 +12,27 @@ pub const fn mix32(mut h: u32) -> u32 {
     h
 }
 
-/// The `VIP_FILTER` bit of an address (raw, as on the wire).
+/// The `VIP_SLOTS` slot of an address (raw, as on the wire).
 #[inline(always)]
-pub const fn filter_bit(addr: u32) -> u32 {
-    mix32(addr ^ 0x5bd1_e995) & (crate::VIP_FILTER_BITS - 1)
+pub const fn addr_slot(addr: u32) -> u32 {
+    mix32(addr ^ 0x5bd1_e995) & (crate::VIP_SLOTS - 1)
 }
 
-/// The `VIP_FILTER` words with the bits of `addrs` set.
-pub fn filter_words(
-    addrs: impl IntoIterator<Item = u32>,
-) -> [u64; crate::VIP_FILTER_WORDS as usize] {
-    let mut w = [0u64; crate::VIP_FILTER_WORDS as usize];
-    for a in addrs {
-        let b = filter_bit(a);
-        w[(b >> 6) as usize] |= 1 << (b & 63);
+/// The `VIP_SLOTS` contents for `VIP_ADDRS` entries `(address, flags)`: a slot holds its
+/// one address and flags, or `ADDR_SLOT_OVERFLOW` when several addresses share it.
+pub fn addr_slots(
+    entries: impl IntoIterator<Item = (u32, u32)>,
+) -> [u64; crate::VIP_SLOTS as usize] {
+    let mut slots = [0u64; crate::VIP_SLOTS as usize];
+    for (addr, flags) in entries {
+        let s = &mut slots[addr_slot(addr) as usize];
+        *s = if *s == 0 {
+            (u64::from(addr) << 32) | u64::from(flags)
+        } else {
+            u64::from(crate::ADDR_SLOT_OVERFLOW)
+        };
     }
-    w
+    slots
 }
 
 /// Hash of a flow's 5-tuple, fields raw as on the wire (see [`crate::FlowKey`]).
@@ -50,20 +55,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_filter_has_the_bits_of_its_addresses_and_few_others() {
-        let addrs = [0u32, 0x6400_02c0, 0x0200_02c0];
-        let w = filter_words(addrs);
-        for a in addrs {
-            let b = filter_bit(a);
-            assert_ne!(w[(b >> 6) as usize] & (1 << (b & 63)), 0);
+    fn a_slot_holds_its_address_or_overflows() {
+        let slots = addr_slots([(0x6400_02c0, 1), (0x0200_02c0, 2)]);
+        for (a, f) in [(0x6400_02c0u32, 1u64), (0x0200_02c0, 2)] {
+            let v = slots[addr_slot(a) as usize];
+            assert!(v == (u64::from(a) << 32 | f) || v == u64::from(crate::ADDR_SLOT_OVERFLOW));
         }
-        let set: u32 = w.iter().map(|x| x.count_ones()).sum();
-        assert!(set <= 3);
-        let hits = (0..100_000u32).filter(|a| {
-            let b = filter_bit(a.wrapping_mul(2_654_435_761));
-            w[(b >> 6) as usize] & (1 << (b & 63)) != 0
-        });
-        assert!(hits.count() < 100, "false positives should be ~3 in 65536");
+        assert_eq!(slots.iter().filter(|v| **v != 0).count(), 2);
+        // Two addresses in one slot: that slot says "ask VIP_ADDRS".
+        let a = 7u32;
+        let b = (1..u32::MAX)
+            .find(|b| addr_slot(*b) == addr_slot(a))
+            .unwrap();
+        let slots = addr_slots([(a, 1), (b, 2)]);
+        assert_eq!(
+            slots[addr_slot(a) as usize],
+            u64::from(crate::ADDR_SLOT_OVERFLOW)
+        );
     }
 
     #[test]

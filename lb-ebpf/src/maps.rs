@@ -7,18 +7,20 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, MAX_BACKENDS, MAX_VIPS,
-    RINGS_SIZE, RevEntry, VIP_FILTER_WORDS, VipKey, VipMeta, stats::REASON_COUNT,
+    RINGS_SIZE, RevEntry, VipKey, VipMeta, stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
 #[map]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// Word -> 64 bits: a one-hash Bloom filter of the `VIP_ADDRS` keys (`filter_bit`). Traffic
-/// for other addresses passes after one inlined array read instead of a hash lookup.
-/// Written by the daemon, always before the addresses it covers.
+/// Slot (`addr_slot(addr)`) -> `address << 32 | ADDR_FLAG_*` for the one `VIP_ADDRS` key
+/// in that slot, `ADDR_SLOT_OVERFLOW` when several share it, 0 when none: answers most
+/// packets with one inlined array read instead of a hash lookup. Written by the daemon.
 #[map]
-pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+pub static VIP_SLOTS: Array<u64> = Array::with_max_entries(VIP_SLOTS_LEN, 0);
+
+const VIP_SLOTS_LEN: u32 = lb_common::VIP_SLOTS;
 
 /// Address (network order) -> `ADDR_FLAG_*`: VIP and SNAT addresses, the cheap first test
 /// that lets traffic for anything else pass after one lookup. Written by the daemon.

@@ -6,7 +6,8 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    ADDR_KEY_DNAT_PRESENT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason, hash::filter_bit,
+    ADDR_KEY_DNAT_PRESENT, ADDR_SLOT_OVERFLOW, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason,
+    hash::addr_slot,
 };
 use network_types::{
     eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
@@ -14,7 +15,7 @@ use network_types::{
 
 use crate::{
     Verdict,
-    maps::{VIP_ADDRS, VIP_FILTER},
+    maps::{VIP_ADDRS, VIP_SLOTS},
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -128,12 +129,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         )
     };
 
-    // SAFETY: map lookup of a plain value.
-    let dst_flags = if maybe_vip_addr(dst) {
-        unsafe { VIP_ADDRS.get(&dst) }.copied().unwrap_or(0)
-    } else {
-        0
-    };
+    let dst_flags = addr_flags(dst);
     let ours = dst_flags != 0 || dnat_present();
     if !ours {
         return Err(Verdict::pass(Reason::PassNotForVip));
@@ -228,21 +224,24 @@ fn within(end: usize, limit: usize) -> Option<()> {
     (end <= limit).then_some(())
 }
 
-/// Whether `addr` may be a `VIP_ADDRS` key (no false negatives).
+/// `VIP_ADDRS` flags of `addr` (0: not ours), from its `VIP_SLOTS` slot when the slot is
+/// its alone, from `VIP_ADDRS` when the slot is shared.
 #[inline(always)]
-fn maybe_vip_addr(addr: u32) -> bool {
-    let b = filter_bit(addr);
-    VIP_FILTER
-        .get(b >> 6)
-        .is_some_and(|w| w & (1 << (b & 63)) != 0)
+fn addr_flags(addr: u32) -> u32 {
+    let v = VIP_SLOTS.get(addr_slot(addr)).copied().unwrap_or(0);
+    if v == 0 {
+        return 0;
+    }
+    let flags = v as u32;
+    if flags & ADDR_SLOT_OVERFLOW != 0 {
+        // SAFETY: map lookup of a plain value.
+        return unsafe { VIP_ADDRS.get(&addr) }.copied().unwrap_or(0);
+    }
+    if (v >> 32) as u32 == addr { flags } else { 0 }
 }
 
 /// True when some VIP uses DNAT (kept as a `VIP_ADDRS` entry under address 0).
 #[inline(always)]
 fn dnat_present() -> bool {
-    if !maybe_vip_addr(ADDR_KEY_DNAT_PRESENT) {
-        return false;
-    }
-    // SAFETY: map lookup of a plain value.
-    unsafe { VIP_ADDRS.get(&ADDR_KEY_DNAT_PRESENT) }.is_some()
+    addr_flags(ADDR_KEY_DNAT_PRESENT) != 0
 }

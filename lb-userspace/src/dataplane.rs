@@ -85,8 +85,8 @@ pub enum DataplaneError {
 pub trait MapStore {
     /// Replaces the single `CONFIG` entry.
     fn set_config(&mut self, cfg: &Config) -> Result<(), DataplaneError>;
-    /// Replaces the `VIP_FILTER` bitmap (`lb_common::hash::filter_words`).
-    fn set_vip_filter(&mut self, words: &[u64]) -> Result<(), DataplaneError>;
+    /// Writes one `VIP_SLOTS` slot (`lb_common::hash::addr_slots`).
+    fn set_vip_slot(&mut self, slot: u32, value: u64) -> Result<(), DataplaneError>;
     /// Marks an address as VIP and/or SNAT address (`flags` = 0 removes it).
     fn set_vip_addr(&mut self, addr: u32, flags: u32) -> Result<(), DataplaneError>;
     /// Adds or replaces a VIP. Replacing is atomic for packets (a new hash element).
@@ -104,7 +104,7 @@ pub trait MapStore {
 pub struct FakeMaps {
     pub config: Config,
     pub vip_addrs: StdHashMap<u32, u32>,
-    pub vip_filter: Vec<u64>,
+    pub vip_slots: StdHashMap<u32, u64>,
     pub vips: StdHashMap<VipKey, VipMeta>,
     pub backends: StdHashMap<u32, Backend>,
     pub rings: StdHashMap<u32, u32>,
@@ -126,8 +126,8 @@ impl FakeMaps {
 }
 
 impl MapStore for FakeMaps {
-    fn set_vip_filter(&mut self, words: &[u64]) -> Result<(), DataplaneError> {
-        self.vip_filter = words.to_vec();
+    fn set_vip_slot(&mut self, slot: u32, value: u64) -> Result<(), DataplaneError> {
+        self.vip_slots.insert(slot, value);
         Ok(())
     }
     fn set_config(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
@@ -257,7 +257,7 @@ pub struct Dataplane {
     config: Array<MapData, Config>,
     vips: HashMap<MapData, VipKey, VipMeta>,
     vip_addrs: HashMap<MapData, u32, u32>,
-    vip_filter: Array<MapData, u64>,
+    vip_slots: Array<MapData, u64>,
     backends: Array<MapData, Backend>,
     rings: RingMmap,
     conntrack: HashMap<MapData, FlowKey, CtEntry>,
@@ -283,7 +283,7 @@ pub struct Dataplane {
 const PINNED_MAPS: &[&str] = &[
     map_names::VIPS,
     map_names::VIP_ADDRS,
-    map_names::VIP_FILTER,
+    map_names::VIP_SLOTS,
     map_names::RINGS,
     map_names::BACKENDS,
     map_names::CONNTRACK,
@@ -470,7 +470,7 @@ impl Dataplane {
             config: take(&mut ebpf, map_names::CONFIG)?,
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
-            vip_filter: take(&mut ebpf, map_names::VIP_FILTER)?,
+            vip_slots: take(&mut ebpf, map_names::VIP_SLOTS)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
             reverse: take(&mut ebpf, map_names::REVERSE)?,
@@ -833,11 +833,8 @@ fn sum_counters<'a>(it: impl Iterator<Item = &'a Counters>) -> Counters {
 }
 
 impl MapStore for Dataplane {
-    fn set_vip_filter(&mut self, words: &[u64]) -> Result<(), DataplaneError> {
-        for (i, w) in words.iter().enumerate() {
-            op(map_names::VIP_FILTER, self.vip_filter.set(i as u32, w, 0))?;
-        }
-        Ok(())
+    fn set_vip_slot(&mut self, slot: u32, value: u64) -> Result<(), DataplaneError> {
+        op(map_names::VIP_SLOTS, self.vip_slots.set(slot, &value, 0))
     }
     fn set_config(&mut self, cfg: &Config) -> Result<(), DataplaneError> {
         op(map_names::CONFIG, self.config.set(0, cfg, 0))

@@ -49,6 +49,8 @@ pub struct Reconciler {
     free: Vec<u32>,
     next_index: u32,
     tables: Vec<Vec<u32>>,
+    /// The `VIP_SLOTS` contents last written (`None`: never written by us).
+    slots: Option<Vec<u64>>,
     /// This node's addresses: a backend on one of them is served by the local stack.
     locals: std::collections::BTreeSet<Ipv4Addr>,
     /// When the last swap happened.
@@ -69,6 +71,7 @@ impl Reconciler {
             next_index: 0,
             tables: vec![Vec::new(); s.vips.len()],
             locals: Default::default(),
+            slots: None,
             last_swap: None,
         };
         r.set_backends(s.backends.iter().map(|b| (b.addr, b.weight)));
@@ -232,11 +235,19 @@ impl Reconciler {
                 addr_flags.insert(ADDR_KEY_DNAT_PRESENT, 1);
             }
         }
-        // The filter first: a packet must never find an address the filter does not cover.
-        store.set_vip_filter(&lb_common::hash::filter_words(addr_flags.keys().copied()))?;
-        for (a, f) in addr_flags {
-            store.set_vip_addr(a, f)?;
+        for (a, f) in &addr_flags {
+            store.set_vip_addr(*a, *f)?;
         }
+        // Then the slots in front of them (a shared slot sends packets to `VIP_ADDRS`, which
+        // is complete by now). Only changed slots are written; all of them the first time,
+        // which also clears what an adopted map held.
+        let slots = lb_common::hash::addr_slots(addr_flags.iter().map(|(a, f)| (*a, *f)));
+        for (i, v) in slots.iter().enumerate() {
+            if self.slots.as_ref().is_none_or(|old| old[i] != *v) {
+                store.set_vip_slot(i as u32, *v)?;
+            }
+        }
+        self.slots = Some(slots.to_vec());
         for (_, idx) in removed {
             store.set_backend(*idx, &Backend::default())?;
         }
@@ -470,20 +481,28 @@ mod tests {
     }
 
     #[test]
-    fn the_vip_filter_covers_every_vip_and_snat_address() {
+    fn every_vip_and_snat_address_is_found_through_its_slot() {
         let s = settings(&["192.0.2.11"]);
         let mut r = Reconciler::new(&s);
         let mut m = FakeMaps::default();
         r.apply(&mut m, &[]).unwrap();
         assert!(!m.vip_addrs.is_empty());
-        for a in m.vip_addrs.keys() {
-            let b = lb_common::hash::filter_bit(*a);
-            assert_ne!(
-                m.vip_filter[(b >> 6) as usize] & (1 << (b & 63)),
-                0,
-                "{a:#x}"
+        for (a, f) in &m.vip_addrs {
+            let v = m.vip_slots[&lb_common::hash::addr_slot(*a)];
+            assert!(
+                v == (u64::from(*a) << 32 | u64::from(*f))
+                    || v == u64::from(lb_common::ADDR_SLOT_OVERFLOW)
             );
         }
+        assert_eq!(
+            m.vip_slots.len(),
+            lb_common::VIP_SLOTS as usize,
+            "first apply writes every slot"
+        );
+        // Unchanged addresses: nothing rewritten.
+        m.vip_slots.clear();
+        r.apply(&mut m, &[]).unwrap();
+        assert!(m.vip_slots.is_empty());
     }
 
     #[test]

@@ -88,16 +88,16 @@ impl Dp {
         addrs.insert(&ip_raw(VIP_DNAT), &ADDR_FLAG_VIP, 0).unwrap();
         addrs.insert(&ip_raw(LB), &ADDR_FLAG_SNAT, 0).unwrap();
         addrs.insert(&ADDR_KEY_DNAT_PRESENT, &1, 0).unwrap();
-        let mut filter: Array<_, u64> =
-            Array::try_from(dp.ebpf.map_mut(map_names::VIP_FILTER).unwrap()).unwrap();
-        let words = lb_common::hash::filter_words([
-            ip_raw(VIP),
-            ip_raw(VIP_DNAT),
-            ip_raw(LB),
-            ADDR_KEY_DNAT_PRESENT,
+        let mut slots: Array<_, u64> =
+            Array::try_from(dp.ebpf.map_mut(map_names::VIP_SLOTS).unwrap()).unwrap();
+        let values = lb_common::hash::addr_slots([
+            (ip_raw(VIP), ADDR_FLAG_VIP),
+            (ip_raw(VIP_DNAT), ADDR_FLAG_VIP),
+            (ip_raw(LB), ADDR_FLAG_SNAT),
+            (ADDR_KEY_DNAT_PRESENT, 1),
         ]);
-        for (i, w) in words.iter().enumerate() {
-            filter.set(i as u32, w, 0).unwrap();
+        for (i, v) in values.iter().enumerate().filter(|(_, v)| **v != 0) {
+            slots.set(i as u32, v, 0).unwrap();
         }
         dp.vip(VIP, VIP_TCP, 0, VIP_FLAG_FULLNAT);
         dp.vip(VIP, VIP_UDP, 0, VIP_FLAG_FULLNAT);
