@@ -21,8 +21,8 @@ use aya::{
     },
 };
 use lb_common::{
-    Backend, Config, Counters, CtEntry, FlowKey, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, RevEntry,
-    VipKey, VipMeta, map_names,
+    Backend, Config, Counters, CtEntry, FlowKey, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey,
+    VipMeta, map_names,
 };
 
 use crate::config::XdpAttachMode;
@@ -261,7 +261,6 @@ pub struct Dataplane {
     backends: Array<MapData, Backend>,
     rings: RingMmap,
     conntrack: HashMap<MapData, FlowKey, CtEntry>,
-    reverse: HashMap<MapData, FlowKey, RevEntry>,
     reasons: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
@@ -473,7 +472,6 @@ impl Dataplane {
             vip_slots: take(&mut ebpf, map_names::VIP_SLOTS)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
-            reverse: take(&mut ebpf, map_names::REVERSE)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
@@ -787,11 +785,6 @@ impl Dataplane {
         let path = self.pins.as_ref()?.join(map_names::CONNTRACK);
         let data = MapData::from_pin(&path).ok()?;
         HashMap::try_from(Map::LruHashMap(data)).ok()
-    }
-
-    /// Number of reverse entries.
-    pub fn reverse_entries(&self) -> usize {
-        self.reverse.keys().filter(|k| k.is_ok()).count()
     }
 }
 
