@@ -323,8 +323,7 @@ fn allocate_snat_port(
 /// Updates a reply's reverse entry (state, last seen) and returns a copy. A FIN or RST
 /// from the backend also shortens the forward entry's life.
 #[inline(always)]
-pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8) -> RevEntry {
-    let now = now();
+pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8, now: u64) -> RevEntry {
     // SAFETY: `rev` points into a live map value.
     let r = unsafe {
         touch(
@@ -363,6 +362,6 @@ pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8) -> RevEntry {
 
 /// Whether a reverse entry is still usable.
 #[inline(always)]
-pub fn reply_live(rev: &RevEntry) -> bool {
-    !expired(rev.state, rev.last_seen_ns, now())
+pub fn reply_live(rev: &RevEntry, now: u64) -> bool {
+    !expired(rev.state, rev.last_seen_ns, now)
 }

@@ -143,7 +143,7 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
     let Some(rev) = (unsafe { REVERSE.get(&key) }).copied() else {
         return not_ours(h);
     };
-    if !conntrack::reply_live(&rev) {
+    if !conntrack::reply_live(&rev, conntrack::now()) {
         return not_ours(h);
     }
     if h.ttl <= 1 {
@@ -154,13 +154,7 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
     };
 
     // Outer header: to the client, from the VIP when the backend itself reported it.
-    // SAFETY: checked by the parser.
-    let our_mac = unsafe { (*h.eth).dst_addr };
-    let src_mac = if cfg.if_mac == [0; 6] {
-        our_mac
-    } else {
-        cfg.if_mac
-    };
+    let src_mac = crate::nat::source_mac(&cfg, h);
     let outer_src = if h.src == idst { rev.vip_addr } else { h.src };
     nat::rewrite_ip(h, outer_src, rev.client_addr, src_mac, rev.client_mac);
 

@@ -53,7 +53,7 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
         return Verdict::drop(Reason::DropInternal);
     };
     // SAFETY: checked by the parser.
-    let (client_mac, our_mac) = unsafe { ((*h.eth).src_addr, (*h.eth).dst_addr) };
+    let client_mac = unsafe { (*h.eth).src_addr };
     let ingress = ctx.ingress_ifindex() as u32;
     let flow = match conntrack::forward_flow(h, meta, &cfg, client_mac, ingress) {
         Ok(f) => f,
@@ -74,11 +74,7 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
         dst: flow.backend.addr,
         dport: flow.backend.port,
         dst_mac: flow.backend.mac,
-        src_mac: if cfg.if_mac == [0; 6] {
-            our_mac
-        } else {
-            cfg.if_mac
-        },
+        src_mac: source_mac(&cfg, h),
     };
     rewrite(h, &rw);
     stats::count_traffic(
@@ -108,30 +104,26 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
     let Some(rev) = REVERSE.get_ptr_mut(&key) else {
         return Verdict::pass(Reason::PassNotForVip);
     };
+    // One clock read for the expiry check and the refresh.
+    let now = conntrack::now();
     // SAFETY: `rev` points into a live map value.
-    if !conntrack::reply_live(unsafe { &*rev }) {
+    if !conntrack::reply_live(unsafe { &*rev }, now) {
         return Verdict::pass(Reason::PassNotForVip);
     }
     if h.ttl <= 1 {
         return Verdict::pass(Reason::PassTtlExpired);
     }
-    let rev = conntrack::reply_touch(rev, h.proto, h.tcp_flags);
+    let rev = conntrack::reply_touch(rev, h.proto, h.tcp_flags, now);
     let Some(cfg) = CONFIG.get(0).copied() else {
         return Verdict::drop(Reason::DropInternal);
     };
-    // SAFETY: checked by the parser.
-    let our_mac = unsafe { (*h.eth).dst_addr };
     let rw = Rewrite {
         src: rev.vip_addr,
         sport: rev.vip_port,
         dst: rev.client_addr,
         dport: rev.client_port,
         dst_mac: rev.client_mac,
-        src_mac: if cfg.if_mac == [0; 6] {
-            our_mac
-        } else {
-            cfg.if_mac
-        },
+        src_mac: source_mac(&cfg, h),
     };
     rewrite(h, &rw);
     stats::count_traffic(rev.vip_index, rev.backend_idx, frame.len() as u64, false);
@@ -141,6 +133,17 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
         Reason::TxReply,
         Reason::RedirectReply,
     )
+}
+
+/// The source MAC of frames we send: the interface's, as the daemon configured it, or else
+/// the address the frame was sent to (ours, on the interface it arrived on).
+#[inline(always)]
+pub fn source_mac(cfg: &lb_common::Config, h: &Headers) -> [u8; 6] {
+    if cfg.if_mac != [0; 6] {
+        return cfg.if_mac;
+    }
+    // SAFETY: checked by the parser.
+    unsafe { (*h.eth).dst_addr }
 }
 
 /// `XDP_TX` when the packet leaves by the interface it came in on, a redirect otherwise.

@@ -133,8 +133,15 @@ fn addresses(name: &str) -> (Option<[u8; 6]>, Option<Ipv4Addr>) {
 /// The next hop towards `dst` out of `iface`: the gateway of the longest matching route
 /// in `/proc/net/route`, or `dst` itself when it is on-link (or no route matches).
 pub fn next_hop(iface: &str, dst: Ipv4Addr) -> Ipv4Addr {
+    next_hops(iface, [dst]).pop().unwrap_or(dst)
+}
+
+/// [`next_hop`] for several destinations, reading the route table once.
+pub fn next_hops(iface: &str, dsts: impl IntoIterator<Item = Ipv4Addr>) -> Vec<Ipv4Addr> {
     let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    next_hop_in(&table, iface, dst)
+    dsts.into_iter()
+        .map(|d| next_hop_in(&table, iface, d))
+        .collect()
 }
 
 fn next_hop_in(table: &str, iface: &str, dst: Ipv4Addr) -> Ipv4Addr {

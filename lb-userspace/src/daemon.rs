@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    arp::{ArpSocket, Interface, format_mac, next_hop},
+    arp::{ArpSocket, Interface, format_mac, next_hops},
     config::{Announce, ConfigError, HealthKind, RunArgs, Settings},
     dataplane::{Dataplane, DataplaneError},
     health::{self, CheckKind, HealthEvent, HealthSettings},
@@ -86,6 +86,16 @@ struct Shared {
     announcing: bool,
     /// Tracked flows, counted off the main loop (see `dataplane::count_conntrack`).
     conntrack_entries: Arc<std::sync::atomic::AtomicUsize>,
+    /// Each backend's next hop, from the route table at the last resolution round: ARP
+    /// answers are matched against it without reading the route table per packet.
+    next_hops: BTreeMap<SocketAddrV4, Ipv4Addr>,
+}
+
+/// Every backend's next hop, from one read of the route table.
+fn backend_next_hops(r: &Reconciler, iface: &str) -> BTreeMap<SocketAddrV4, Ipv4Addr> {
+    let backends: Vec<SocketAddrV4> = r.backends().keys().copied().collect();
+    let hops = next_hops(iface, backends.iter().map(|a| *a.ip()));
+    backends.into_iter().zip(hops).collect()
 }
 
 /// Builds the health-check settings from the configuration.
@@ -233,6 +243,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     }
     let shared = Arc::new(Mutex::new(Shared {
         conntrack_entries,
+        next_hops: BTreeMap::new(),
         dataplane,
         reconciler,
         checks: BTreeMap::new(),
@@ -324,13 +335,10 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         vip_addrs.push(settings.snat_ip);
     }
     let resolve_all = |shared: &Mutex<Shared>| {
-        let targets: Vec<Ipv4Addr> = {
-            let s = shared.lock().expect("poisoned");
-            s.reconciler
-                .backends()
-                .keys()
-                .map(|a| next_hop(&iface.name, *a.ip()))
-                .collect()
+        let targets: std::collections::BTreeSet<Ipv4Addr> = {
+            let mut s = shared.lock().expect("poisoned");
+            s.next_hops = backend_next_hops(&s.reconciler, &iface.name);
+            s.next_hops.values().copied().collect()
         };
         for t in targets {
             if let Err(e) = arp.resolve(&iface, t) {
@@ -429,7 +437,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                                 && let Err(e) = arp.send(&reply, to) { log::warn!("ARP reply: {e}"); }
                         }
                     }
-                    learn_mac(&shared, &iface, a.sender_ip, a.sender_mac);
+                    learn_mac(&shared, a.sender_ip, a.sender_mac);
                 }
                 Err(e) => log::warn!("ARP socket: {e}"),
             },
@@ -546,14 +554,16 @@ async fn resolve_before_attach(
     r: &mut Reconciler,
     within: Duration,
 ) {
+    let hops = backend_next_hops(r, &iface.name);
     let pending = |r: &Reconciler| -> Vec<(SocketAddrV4, Ipv4Addr)> {
-        r.backends()
-            .iter()
-            .filter(|(_, st)| st.mac.is_none())
-            .map(|(a, _)| (*a, next_hop(&iface.name, *a.ip())))
+        hops.iter()
+            .filter(|(a, _)| r.backends().get(a).is_some_and(|st| st.mac.is_none()))
+            .map(|(a, hop)| (*a, *hop))
             .collect()
     };
-    for (_, hop) in pending(r) {
+    let targets: std::collections::BTreeSet<Ipv4Addr> =
+        pending(r).into_iter().map(|(_, hop)| hop).collect();
+    for hop in targets {
         let _ = arp.resolve(iface, hop);
     }
     let deadline = tokio::time::Instant::now() + within;
@@ -572,14 +582,13 @@ async fn resolve_before_attach(
     }
 }
 
-fn learn_mac(shared: &Mutex<Shared>, iface: &Interface, ip: Ipv4Addr, mac: [u8; 6]) {
+fn learn_mac(shared: &Mutex<Shared>, ip: Ipv4Addr, mac: [u8; 6]) {
     let mut s = shared.lock().expect("poisoned");
     let hits: Vec<SocketAddrV4> = s
-        .reconciler
-        .backends()
-        .keys()
-        .filter(|a| next_hop(&iface.name, *a.ip()) == ip)
-        .copied()
+        .next_hops
+        .iter()
+        .filter(|(_, hop)| **hop == ip)
+        .map(|(a, _)| *a)
         .collect();
     let mut changed = false;
     for a in hits {
