@@ -308,6 +308,19 @@ impl Lab {
         }
     }
 
+    /// Sends SIGKILL to the process called `name`, waits for it and forgets it.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .proc_index(name)
+            .with_context(|| format!("no process {name}"))?;
+        self.procs[i].signal(libc::SIGKILL);
+        self.procs[i]
+            .wait_timeout(Duration::from_secs(2))
+            .with_context(|| format!("{name} did not die"))?;
+        self.procs.remove(i);
+        Ok(())
+    }
+
     /// Starts a lab API server on `host`:port and waits until it listens.
     pub fn start_apiserver(
         &mut self,

@@ -185,6 +185,16 @@ fn the_client_resolves_the_vip_to_xvips_mac_and_garp_corrects_a_stale_entry() {
     assert!(!out.status.success());
 }
 
+/// Starts xvip on the lb host entering only its network namespace, so its pins (under
+/// `pin_root`) outlive it.
+fn start_pinned(lab: &mut Lab, pin_root: &str) {
+    let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
+    cmd.arg("run")
+        .args(run_args(&[]))
+        .args(["--pin-root", pin_root]);
+    lab.spawn("xvip-lb", cmd).unwrap();
+}
+
 /// Removes the test's pin directory even when the test fails.
 struct PinGuard(PathBuf);
 
@@ -205,14 +215,7 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
     let _guard = PinGuard(pin_root.clone());
     let pin = pin_root.to_str().unwrap().to_string();
-    let start = |lab: &mut Lab| {
-        let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
-        cmd.arg("run")
-            .args(run_args(&[]))
-            .args(["--pin-root", &pin]);
-        lab.spawn("xvip-lb", cmd).unwrap();
-    };
-    start(&mut lab);
+    start_pinned(&mut lab, &pin);
     lab.curl_until_ok(
         "client",
         &format!("https://{VIP}:6443/readyz"),
@@ -228,19 +231,14 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
 
-    let i = lab.proc_index("xvip-lb").unwrap();
-    lab.procs[i].signal(libc::SIGKILL);
-    lab.procs[i]
-        .wait_timeout(Duration::from_secs(2))
-        .expect("killed");
-    lab.procs.remove(i);
+    lab.kill("xvip-lb").unwrap();
     assert!(
         lab.has_xdp("lb").unwrap(),
         "the pinned program must stay attached while xvip is down"
     );
     std::thread::sleep(Duration::from_millis(1000));
 
-    start(&mut lab);
+    start_pinned(&mut lab, &pin);
     lab.wait_status("lb", Duration::from_secs(5), |s| {
         s.backends.iter().all(|b| b.mac.is_some())
     })
@@ -260,10 +258,7 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     .unwrap();
 
     // Stop the daemon without detaching, then detach explicitly.
-    let i = lab.proc_index("xvip-lb").unwrap();
-    lab.procs[i].signal(libc::SIGKILL);
-    lab.procs[i].wait_timeout(Duration::from_secs(2)).unwrap();
-    lab.procs.remove(i);
+    lab.kill("xvip-lb").unwrap();
     let out = sh(lab.host("lb").ns.cmd_net_only(xvip_bin()).args([
         "detach",
         "--interface",
@@ -352,21 +347,14 @@ fn pinned_state_of_another_layout_is_refused_and_left_serving() {
     let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
     let _guard = PinGuard(pin_root.clone());
     let pin = pin_root.to_str().unwrap().to_string();
-    let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
-    cmd.arg("run")
-        .args(run_args(&[]))
-        .args(["--pin-root", &pin]);
-    lab.spawn("xvip-lb", cmd).unwrap();
+    start_pinned(&mut lab, &pin);
     lab.curl_until_ok(
         "client",
         &format!("https://{VIP}:6443/readyz"),
         Duration::from_secs(10),
     )
     .unwrap();
-    let i = lab.proc_index("xvip-lb").unwrap();
-    lab.procs[i].signal(libc::SIGKILL);
-    lab.procs[i].wait_timeout(Duration::from_secs(2)).unwrap();
-    lab.procs.remove(i);
+    lab.kill("xvip-lb").unwrap();
 
     // Another conntrack size is another map layout: refused, nothing replaced.
     let out = lab
@@ -394,11 +382,7 @@ fn pinned_state_of_another_layout_is_refused_and_left_serving() {
         "the refused run removed the pinned state"
     );
     // The state was left whole: the original configuration adopts it again.
-    let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
-    cmd.arg("run")
-        .args(run_args(&[]))
-        .args(["--pin-root", &pin]);
-    lab.spawn("xvip-lb", cmd).unwrap();
+    start_pinned(&mut lab, &pin);
     lab.wait_status("lb", Duration::from_secs(5), |s| s.conntrack_entries > 0)
         .expect("adopted again");
     lab.curl_until_ok(

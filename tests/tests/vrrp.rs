@@ -73,6 +73,18 @@ fn start_node(lab: &mut Lab, host: &str, priority: u8, extra: &[&str]) {
     lab.start_xvip(host, &args).expect("start xvip");
 }
 
+/// Waits until `master` is master and the others backups, then until the client gets an
+/// answer through the VIP.
+fn serving(lab: &Lab, master: &str, backups: &[&str]) {
+    wait_master(lab, master, backups, Duration::from_secs(5));
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .expect("through the VIP");
+}
+
 /// The VRRP part of `host`'s status, `None` when xvip does not answer.
 fn vrrp(lab: &Lab, host: &str) -> Option<VrrpStatus> {
     let ns = lab.host(host).ns.name.clone();
@@ -217,10 +229,8 @@ fn two_nodes_elect_one_master_and_a_killed_master_is_replaced_within_a_second() 
     let mut lab = lab("vrrp2", 2, None);
     start_node(&mut lab, "lb1", 150, &[]);
     start_node(&mut lab, "lb2", 100, &[]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    serving(&lab, "lb1", &["lb2"]);
     let url = format!("https://{VIP}:6443/whoami");
-    lab.curl_until_ok("client", &url, Duration::from_secs(5))
-        .expect("through the VIP");
     assert_eq!(
         client_vip_mac(&lab),
         mac_of(&lab, "lb1"),
@@ -269,13 +279,7 @@ fn three_nodes_elect_one_master_and_the_next_best_takes_over() {
     start_node(&mut lab, "lb1", 200, &[]);
     start_node(&mut lab, "lb2", 150, &[]);
     start_node(&mut lab, "lb3", 100, &[]);
-    wait_master(&lab, "lb1", &["lb2", "lb3"], Duration::from_secs(5));
-    lab.curl_until_ok(
-        "client",
-        &format!("https://{VIP}:6443/whoami"),
-        Duration::from_secs(5),
-    )
-    .expect("through the VIP");
+    serving(&lab, "lb1", &["lb2", "lb3"]);
     let prober = Prober::start(&lab);
     thread::sleep(Duration::from_millis(300));
     let i = xvip_index(&lab, "lb1");
@@ -297,13 +301,7 @@ fn sigterm_resigns_with_priority_zero_and_the_backup_takes_over_without_the_down
     let mut lab = lab("vrrpterm", 2, None);
     start_node(&mut lab, "lb1", 150, &[]);
     start_node(&mut lab, "lb2", 100, &[]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
-    lab.curl_until_ok(
-        "client",
-        &format!("https://{VIP}:6443/whoami"),
-        Duration::from_secs(5),
-    )
-    .expect("through the VIP");
+    serving(&lab, "lb1", &["lb2"]);
     let prober = Prober::start(&lab);
     thread::sleep(Duration::from_millis(300));
     let i = xvip_index(&lab, "lb1");
@@ -534,10 +532,8 @@ fn an_established_connection_across_a_takeover() {
     let mut lab = lab("vrrpconn", 2, None);
     start_node(&mut lab, "lb1", 150, &[]);
     start_node(&mut lab, "lb2", 100, &[]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    serving(&lab, "lb1", &["lb2"]);
     let url = format!("https://{VIP}:6443/whoami");
-    lab.curl_until_ok("client", &url, Duration::from_secs(5))
-        .expect("through the VIP");
     // Six requests on one kept-alive connection, 500 ms apart; lb1 dies after the second.
     let mut cmd = lab.host("client").ns.cmd("curl");
     cmd.args([
@@ -797,10 +793,8 @@ fn unicast_peers_elect_one_master_and_fail_over() {
     let (ip1, ip2) = (lb_ip(1).to_string(), lb_ip(2).to_string());
     start_node(&mut lab, "lb1", 150, &["--vrrp-peer", &ip2]);
     start_node(&mut lab, "lb2", 100, &["--vrrp-peer", &ip1]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    serving(&lab, "lb1", &["lb2"]);
     let url = format!("https://{VIP}:6443/whoami");
-    lab.curl_until_ok("client", &url, Duration::from_secs(5))
-        .expect("through the VIP");
     assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb1"));
 
     let i = xvip_index(&lab, "lb1");
