@@ -334,16 +334,21 @@ impl Lab {
         if let Some(f) = not_ready_file {
             cmd.arg("--not-ready-file").arg(f);
         }
+        self.spawn_apiserver(&format!("apiserver-{host}"), cmd)
+    }
+
+    /// Starts a lab API server from `cmd` (any flags) as process `name`, and waits for its
+    /// "listening" banner; its output is drained afterwards so it never blocks on the pipe.
+    pub fn spawn_apiserver(&mut self, name: &str, mut cmd: Command) -> Result<()> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let p = self.spawn(&format!("apiserver-{host}"), cmd)?;
+        let p = self.spawn(name, cmd)?;
         let stdout = p.child.stdout.take().context("apiserver stdout")?;
-        let mut line = String::new();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut r = BufReader::new(stdout);
+            let mut line = String::new();
             let _ = r.read_line(&mut line);
             let _ = tx.send(line);
-            // Keep draining so the server never blocks on a full pipe.
             let mut sink = String::new();
             while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
                 sink.clear();
@@ -351,9 +356,9 @@ impl Lab {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(10))
-            .context("apiserver did not start in 10 s")?;
+            .with_context(|| format!("{name} did not start in 10 s"))?;
         if !line.contains("listening") {
-            bail!("apiserver on {host} said {line:?}");
+            bail!("{name} said {line:?}");
         }
         Ok(())
     }

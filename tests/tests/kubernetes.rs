@@ -4,7 +4,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -34,24 +33,8 @@ fn start_apiserver(lab: &mut Lab, host: &str, files: &Files, slices: Option<&Pat
     if let Some(s) = slices {
         cmd.arg("--endpointslices-file").arg(s);
     }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let p = lab.spawn(&format!("apiserver-{host}"), cmd).unwrap();
-    let stdout = p.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
-        let mut sink = String::new();
-        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("apiserver banner");
-    assert!(line.contains("listening"), "{line}");
+    lab.spawn_apiserver(&format!("apiserver-{host}"), cmd)
+        .expect("apiserver");
 }
 
 fn all_backends() -> Vec<&'static str> {

@@ -1,12 +1,7 @@
 //! Serving the node itself: processes on the load balancer reaching the VIP (cgroup
 //! `connect4` hook), and a load balancer that is also one of the masters (VIP on `lo`).
 
-use std::{
-    io::{BufRead, BufReader},
-    net::Ipv4Addr,
-    process::Stdio,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, time::Duration};
 
 use tests::lab::{Lab, VIP, apiserver_bin, run_args};
 
@@ -77,14 +72,8 @@ fn a_load_balancer_that_is_also_a_master_serves_its_share_locally() {
     }
     // The local API server listens on every address, as kube-apiserver does by default.
     let mut cmd = lab.host("lb").ns.cmd(apiserver_bin());
-    cmd.args(["--listen", "0.0.0.0:6443", "--name", "lb"])
-        .stdout(Stdio::piped());
-    let p = lab.spawn("apiserver-lb", cmd).unwrap();
-    let mut line = String::new();
-    BufReader::new(p.child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
+    cmd.args(["--listen", "0.0.0.0:6443", "--name", "lb"]);
+    lab.spawn_apiserver("apiserver-lb", cmd).unwrap();
 
     lab.start_xvip(
         "lb",

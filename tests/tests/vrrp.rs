@@ -619,21 +619,9 @@ fn start_vip_apiserver(lab: &mut Lab, host: &str, name: &str) {
     )
     .expect(&ns);
     let mut cmd = lab.host(host).ns.cmd(apiserver_bin());
-    cmd.args(["--listen", &format!("{VIP}:6443"), "--name", name])
-        .stdout(Stdio::piped());
-    let p = lab
-        .spawn(&format!("apiserver-{name}"), cmd)
+    cmd.args(["--listen", &format!("{VIP}:6443"), "--name", name]);
+    lab.spawn_apiserver(&format!("apiserver-{name}"), cmd)
         .expect("apiserver");
-    let mut r = BufReader::new(p.child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    r.read_line(&mut line).expect("banner");
-    assert!(line.contains("listening"), "{line}");
-    thread::spawn(move || {
-        let mut sink = String::new();
-        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
 }
 
 /// Starts keepalived (VRRPv3, 100 ms adverts) in `host`'s namespace, foreground, files in `dir`.
