@@ -234,10 +234,102 @@ fn test(rest: &[String]) -> Result<ExitCode> {
     let target = target_dir();
     let mut c = tc.cargo();
     c.current_dir(root())
-        .args(["test", "--workspace", "--exclude", "lb-ebpf"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--no-fail-fast",
+        ])
         .args(rest)
         .env("XVIP_EBPF_OBJ", &obj)
         .env("XVIP_BIN", target.join("debug/xvip"))
         .env("XVIP_LAB_APISERVER", target.join("debug/lab-apiserver"));
-    run_status(&mut c)
+    run_tests(&mut c)
+}
+
+/// Runs `cargo test`, echoing its output, and ends with one line over every test binary:
+/// `N passed, N failed` (`, N skipped` for ignored tests). Fails when a test failed or when
+/// cargo itself did (a build error, a test binary that crashed before its summary).
+fn run_tests(cmd: &mut Command) -> Result<ExitCode> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    let mut totals = TestTotals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        totals.add_result_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    let skipped = if totals.ignored > 0 {
+        format!(", {} skipped", totals.ignored)
+    } else {
+        String::new()
+    };
+    println!(
+        "{} passed, {} failed{skipped}",
+        totals.passed, totals.failed
+    );
+    Ok(if status.success() && totals.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Sums of the `test result:` lines of every test binary.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Adds a line such as `test result: ok. 12 passed; 0 failed; 1 ignored; ...`; other
+    /// lines are ignored.
+    fn add_result_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn result_lines_of_several_binaries_add_up() {
+        let mut t = TestTotals::default();
+        t.add_result_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        t.add_result_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.50s");
+        t.add_result_line("running 5 tests");
+        t.add_result_line("test foo ... ok");
+        assert_eq!(
+            t,
+            TestTotals {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 }
