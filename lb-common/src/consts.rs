@@ -19,6 +19,14 @@ pub const VIP_SLOTS: u32 = 4096;
 pub const ADDR_SLOT_OVERFLOW: u32 = 1 << 31;
 /// Default number of tracked flows (forward entries; the reverse map has the same size).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 262_144;
+/// Entries of `UNCONFIRMED` and `UNCONFIRMED_REV`: flows whose ends have not both spoken
+/// (handshakes in progress, spoofed SYNs, bare ACKs). A flood churns these LRU maps and
+/// never the confirmed ones; at the default size a legitimate handshake survives as long as
+/// fewer than this many other new flows arrive within its round trip to the backend.
+pub const UNCONFIRMED_SIZE: u32 = 65_536;
+/// `xvip status` says the VIP is flooded above this many unconfirmed flows (a healthy
+/// control plane has a few: each lives one round trip).
+pub const UNCONFIRMED_FLOOD_THRESHOLD: u32 = UNCONFIRMED_SIZE / 16;
 /// Marks a Maglev slot (or a conntrack entry) that points at no backend.
 pub const NO_BACKEND: u32 = u32::MAX;
 /// Default port of a VIP and of a backend: the Kubernetes API server's.
@@ -30,11 +38,14 @@ pub const DEFAULT_SNAT_PORT_MAX: u16 = 59999;
 /// How many ports a new flow tries before the packet is dropped as "SNAT ports exhausted".
 pub const SNAT_PROBES: u32 = 16;
 
-/// Idle lifetime of a TCP flow that has only seen a SYN, in nanoseconds. Short, because in
-/// full NAT each such flow holds a SNAT port: a SYN flood must not pin the port range for
-/// long. A client's retransmitted SYN after expiry hashes to the same backend and, port
-/// free, the same SNAT port.
+/// Idle lifetime of an unconfirmed flow, and of a closing flow reused by a bare SYN, in
+/// nanoseconds. Short: such a flow holds a SNAT tuple. A client's retransmitted SYN after
+/// expiry hashes to the same backend and, tuple free, the same SNAT port.
 pub const TCP_SYN_TIMEOUT_NS: u64 = 5 * NS_PER_SEC;
+/// When every SNAT port a new flow probes is held, one held by an unconfirmed flow idle
+/// for longer than this (nanoseconds) is taken over: a real handshake completes within a
+/// round trip, so a flow silent this long is almost always a spoofed SYN.
+pub const UNCONFIRMED_STEAL_AFTER_NS: u64 = 200 * NS_PER_SEC / 1000;
 /// Idle lifetime of an established TCP flow, in nanoseconds (watches idle for minutes).
 pub const TCP_ESTABLISHED_TIMEOUT_NS: u64 = 2 * 3600 * NS_PER_SEC;
 /// Idle lifetime of a TCP flow after a FIN or RST, in nanoseconds.
@@ -44,6 +55,16 @@ pub const UDP_TIMEOUT_NS: u64 = 30 * NS_PER_SEC;
 /// A flow's `last_seen` is only rewritten when older than this, to keep the shared entry
 /// out of every CPU's cache on every packet.
 pub const LAST_SEEN_GRANULARITY_NS: u64 = NS_PER_SEC;
+/// A FIN or RST is honoured (and forwarded) only when its sequence number lies within
+/// this many bytes below the sender's recorded stream position (a sender that rewinds
+/// after a timeout sends from below its highest sequence)...
+pub const SEQ_WINDOW_BELOW: u32 = 1 << 20;
+/// ...or within this many above it (the recorded position lags by up to `SEQ_SLACK`). A
+/// blind attacker must guess within about 1.1 MiB of 4 GiB: some 3,800 tries per flow.
+pub const SEQ_WINDOW_ABOVE: u32 = 2 * SEQ_SLACK;
+/// A stream position is rewritten only when it has moved this many bytes, so a bulk
+/// stream writes its entry every few dozen packets, not on each.
+pub const SEQ_SLACK: u32 = 1 << 16;
 /// Nanoseconds in one second.
 pub const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -70,6 +91,10 @@ pub mod map_names {
     pub const CONNTRACK: &str = "CONNTRACK";
     /// `FlowKey (backend side, as the reply carries it) -> RevEntry`.
     pub const REVERSE: &str = "REVERSE";
+    /// `FlowKey (client side) -> CtEntry` of flows not confirmed yet.
+    pub const UNCONFIRMED: &str = "UNCONFIRMED";
+    /// `FlowKey (backend side) -> RevEntry` of flows not confirmed yet.
+    pub const UNCONFIRMED_REV: &str = "UNCONFIRMED_REV";
     /// `u32 0 -> Config`.
     pub const CONFIG: &str = "CONFIG";
     /// Per CPU: `u32 Reason -> u64 packets`.

@@ -130,17 +130,23 @@ pub struct FlowKey {
 
 /// Connection state kept per flow; decides the idle timeout.
 pub mod ct_state {
-    /// TCP: only a SYN seen so far.
+    /// TCP: a bare SYN on a closing confirmed flow (the client reusing its port).
     pub const TCP_SYN: u8 = 1;
-    /// TCP: a packet other than the first SYN seen.
+    /// TCP: a confirmed flow (both ends have spoken).
     pub const TCP_ESTABLISHED: u8 = 2;
-    /// TCP: a FIN or RST seen in either direction.
+    /// TCP: an in-window FIN or RST seen in either direction.
     pub const TCP_CLOSING: u8 = 3;
     /// UDP: any packet.
     pub const UDP: u8 = 4;
+    /// Not confirmed yet (`UNCONFIRMED` maps only): the client has sent, but not both ends
+    /// have spoken; short-lived, and never in `CONNTRACK`/`REVERSE`.
+    pub const UNCONFIRMED: u8 = 5;
 }
 
-/// `CONNTRACK` value: where a client flow goes.
+/// `CtEntry::flags`: `seq_next` holds the client's stream position.
+pub const CT_FLAG_SEQ_KNOWN: u8 = 1 << 0;
+
+/// `CONNTRACK` and `UNCONFIRMED` value: where a client flow goes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CtEntry {
@@ -158,20 +164,35 @@ pub struct CtEntry {
     pub snat_port: u16,
     /// One of [`ct_state`].
     pub state: u8,
-    pub _pad0: u8,
+    /// `CT_FLAG_*` bits.
+    pub flags: u8,
     /// Source MAC of the client's frames: replies go back to it.
     pub client_mac: [u8; 6],
     /// Index of the VIP the flow belongs to.
     pub vip_index: u32,
     /// Interface the client's packets arrive on (restores an evicted reverse entry).
     pub client_ifindex: u32,
+    /// TCP: the client's next sequence number as last recorded (host order; lags the
+    /// stream by at most `SEQ_SLACK`): a FIN or RST from the client must fit it.
+    pub seq_next: u32,
+    pub _pad1: u32,
 }
 
-/// `REVERSE` value: how to turn a backend's reply back into what the client expects.
+/// `RevEntry::flags`: `seq_next` holds the backend's stream position.
+pub const REV_FLAG_SEQ_KNOWN: u8 = 1 << 0;
+/// `RevEntry::flags` (unconfirmed entries): the backend has answered.
+pub const REV_FLAG_BACKEND_SEEN: u8 = 1 << 1;
+/// `RevEntry::flags` (unconfirmed entries): the client's first packet was not a SYN (a
+/// flow picked up mid-stream): the backend's first answer confirms it.
+pub const REV_FLAG_MIDSTREAM: u8 = 1 << 2;
+
+/// `REVERSE` and `UNCONFIRMED_REV` value: how to turn a backend's reply back into what the
+/// client expects. Its key (backend -> SNAT address and port) is the tuple the flow holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct RevEntry {
-    /// `bpf_ktime_get_ns` of the last reply (coarse).
+    /// `bpf_ktime_get_ns` of the last reply (coarse); also the word a tuple is reclaimed
+    /// by (compare-and-swap), so two CPUs never both take over one expired tuple.
     pub last_seen_ns: u64,
     /// The client's address, network byte order.
     pub client_addr: u32,
@@ -187,11 +208,16 @@ pub struct RevEntry {
     pub client_mac: [u8; 6],
     /// One of [`ct_state`].
     pub state: u8,
-    pub _pad0: u8,
+    /// `REV_FLAG_*` bits.
+    pub flags: u8,
     /// Index of the VIP (for counters).
     pub vip_index: u32,
     /// Interface the client's packets arrived on: replies leave by it.
     pub client_ifindex: u32,
+    /// TCP: the backend's next sequence number as last recorded (host order, lagging by at
+    /// most `SEQ_SLACK`): a FIN or RST from the backend must fit it.
+    pub seq_next: u32,
+    pub _pad1: u32,
 }
 
 /// `VIP_STATS` and `BACKEND_STATS` value (per CPU).
@@ -232,8 +258,8 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 24);
         assert_eq!(size_of::<Config>(), 16);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<CtEntry>(), 40);
-        assert_eq!(size_of::<RevEntry>(), 40);
+        assert_eq!(size_of::<CtEntry>(), 48);
+        assert_eq!(size_of::<RevEntry>(), 48);
     }
 
     #[test]

@@ -67,6 +67,12 @@ reasons! {
     DropRedirectFailed = "drop_redirect_failed",
     /// Packet of a flow whose backend is this node: handed to the local stack unchanged.
     PassLocalBackend = "pass_local_backend",
+    /// TCP FIN or RST whose sequence number does not fit its flow's stream (a blind
+    /// teardown attempt, RFC 5961): dropped, the flow keeps its state.
+    DropOutOfWindow = "drop_out_of_window",
+    /// ICMP error about a VIP -> client packet (packet too big above all), translated and
+    /// sent to the flow's backend.
+    IcmpErrorToBackend = "icmp_error_to_backend",
 }
 
 /// Number of reasons: the size of the `REASONS` map.

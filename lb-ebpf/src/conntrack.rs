@@ -1,27 +1,56 @@
-//! Connection tracking: finding or creating a flow's entry, its reverse entry for replies,
-//! SNAT port allocation, TCP state and idle expiry.
+//! Connection tracking: finding or creating a flow's entry, the tuple (SNAT port) it holds
+//! for replies, TCP state, sequence windows for FIN/RST, and idle expiry.
+//!
+//! A flow starts *unconfirmed* (`UNCONFIRMED`, `UNCONFIRMED_REV`: small LRU maps of their
+//! own) and becomes *confirmed* (`CONNTRACK`, `REVERSE`) only once both ends have spoken:
+//! the client completes the handshake after the backend's SYN-ACK, or, for a flow picked up
+//! mid-stream, the backend answers. Spoofed SYNs and bare ACKs therefore only ever churn
+//! the unconfirmed maps: they cannot evict a confirmed flow nor pin a tuple for long.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_EXIST, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
+    maps::LruHashMap,
 };
 use lb_common::{
-    BACKEND_FLAG_LOCAL, Backend, Config, CtEntry, FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS,
-    Reason, RevEntry, SNAT_PROBES, TCP_CLOSING_TIMEOUT_NS, TCP_ESTABLISHED_TIMEOUT_NS,
-    TCP_SYN_TIMEOUT_NS, UDP_TIMEOUT_NS, VIP_FLAG_DNAT, VipMeta, ct_state,
+    BACKEND_FLAG_LOCAL, Backend, CT_FLAG_SEQ_KNOWN, Config, CtEntry, FlowKey, IPPROTO_TCP,
+    LAST_SEEN_GRANULARITY_NS, REV_FLAG_BACKEND_SEEN, REV_FLAG_MIDSTREAM, REV_FLAG_SEQ_KNOWN,
+    Reason, RevEntry, SEQ_SLACK, SEQ_WINDOW_ABOVE, SEQ_WINDOW_BELOW, SNAT_PROBES,
+    TCP_CLOSING_TIMEOUT_NS, TCP_ESTABLISHED_TIMEOUT_NS, TCP_SYN_TIMEOUT_NS, UDP_TIMEOUT_NS,
+    UNCONFIRMED_STEAL_AFTER_NS, VIP_FLAG_DNAT, VipMeta, ct_state,
 };
 
 use crate::{
     Verdict, lookup,
-    maps::{CONNTRACK, REVERSE},
+    maps::{CONNTRACK, REVERSE, SCRATCH, Scratch, UNCONFIRMED, UNCONFIRMED_REV},
     packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
-/// A flow ready to be translated.
+/// `last_seen_ns` of a tuple given up by its flow: expired whatever its state.
+const RELEASED: u64 = 0;
+
+/// A flow ready to be translated: only what the rewrite needs (the stack is small).
 pub struct Flow {
-    pub entry: CtEntry,
     pub backend: Backend,
+    pub backend_idx: u32,
+    pub snat_addr: u32,
+    pub snat_port: u16,
     pub new: bool,
+}
+
+impl Flow {
+    #[inline(always)]
+    fn of(e: &CtEntry, backend: Backend, new: bool) -> Self {
+        Self {
+            backend,
+            backend_idx: e.backend_idx,
+            snat_addr: e.snat_addr,
+            snat_port: e.snat_port,
+            new,
+        }
+    }
 }
 
 #[inline(always)]
@@ -30,17 +59,15 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The state after seeing a packet with `flags` in state `state`. A bare SYN on a closing
-/// entry is the client reusing its port: a new connection to the same backend.
+/// The state of a confirmed flow after a packet with `flags` in state `state`. A bare SYN
+/// on a closing entry is the client reusing its port: a new connection to the same backend.
 #[inline(always)]
 pub fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
     if proto != IPPROTO_TCP {
         ct_state::UDP
     } else if flags & (TCP_FIN | TCP_RST) != 0 {
         ct_state::TCP_CLOSING
-    } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-        && (state == 0 || state == ct_state::TCP_CLOSING)
-    {
+    } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN && state == ct_state::TCP_CLOSING {
         ct_state::TCP_SYN
     } else if state == ct_state::TCP_CLOSING {
         ct_state::TCP_CLOSING
@@ -54,17 +81,53 @@ pub fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
 #[inline(always)]
 fn timeout(state: u8) -> u64 {
     match state {
-        ct_state::TCP_SYN => TCP_SYN_TIMEOUT_NS,
+        ct_state::TCP_SYN | ct_state::UNCONFIRMED => TCP_SYN_TIMEOUT_NS,
         ct_state::TCP_ESTABLISHED => TCP_ESTABLISHED_TIMEOUT_NS,
         ct_state::TCP_CLOSING => TCP_CLOSING_TIMEOUT_NS,
         _ => UDP_TIMEOUT_NS,
     }
 }
 
-/// Whether an entry last seen at `last_seen` in `state` has outlived its idle timeout.
+/// Whether an entry last seen at `last_seen` in `state` has outlived its idle timeout (or
+/// was released).
 #[inline(always)]
 pub fn expired(state: u8, last_seen: u64, now: u64) -> bool {
-    now.saturating_sub(last_seen) > timeout(state)
+    last_seen == RELEASED || now.saturating_sub(last_seen) > timeout(state)
+}
+
+/// Whether a FIN or RST with sequence number `seq` fits a stream last recorded at `next`
+/// (RFC 5961's concern: a blind attacker must not be able to tear a flow down). A stream
+/// not recorded yet accepts anything.
+#[inline(always)]
+pub fn in_window(known: bool, next: u32, seq: u32) -> bool {
+    let d = seq.wrapping_sub(next) as i32;
+    !known || (d >= -(SEQ_WINDOW_BELOW as i32) && d <= SEQ_WINDOW_ABOVE as i32)
+}
+
+/// Records a stream's position `end` when it is the first or has moved more than
+/// `SEQ_SLACK` ahead, so a bulk stream rewrites its entry only every few dozen packets.
+#[inline(always)]
+fn advance(next: *mut u32, flags: *mut u8, known: u8, end: u32) {
+    // SAFETY: both point into a live map value.
+    unsafe {
+        if *flags & known == 0 || end.wrapping_sub(*next) as i32 > SEQ_SLACK as i32 {
+            *next = end;
+            *flags |= known;
+        }
+    }
+}
+
+/// Atomically replaces `*word` by `new` if it still holds `old` (the BPF instruction
+/// `cmpxchg`): of several CPUs racing for one expired tuple, exactly one wins. The
+/// intrinsic, because `AtomicU64::compare_exchange` is not offered for the BPF target.
+#[inline(always)]
+fn compare_and_swap(word: *mut u64, old: u64, new: u64) -> bool {
+    // SAFETY: `word` is an aligned u64 inside a live map value, only ever accessed through
+    // raw pointers.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(word, old, new)
+    }
+    .1
 }
 
 /// Rewrites state and `last_seen` only when they change enough to matter, so established
@@ -89,7 +152,20 @@ fn stale(state: u8, last_seen: u64, proto: u8, flags: u8, now: u64) -> bool {
         || now.saturating_sub(last_seen) > LAST_SEEN_GRANULARITY_NS
 }
 
-/// The key under which a flow's replies arrive.
+/// The client-side key of a packet to a VIP.
+#[inline(always)]
+pub fn key_of(h: &Headers) -> FlowKey {
+    FlowKey {
+        src_addr: h.src,
+        dst_addr: h.dst,
+        src_port: h.sport,
+        dst_port: h.dport,
+        proto: h.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The key under which a flow's replies arrive: the tuple the flow holds.
 #[inline(always)]
 pub fn reverse_key(e: &CtEntry, proto: u8) -> FlowKey {
     FlowKey {
@@ -97,6 +173,19 @@ pub fn reverse_key(e: &CtEntry, proto: u8) -> FlowKey {
         dst_addr: e.snat_addr,
         src_port: e.backend_port,
         dst_port: e.snat_port,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The client-side key of the flow a reverse entry belongs to.
+#[inline(always)]
+pub fn client_key(r: &RevEntry, proto: u8) -> FlowKey {
+    FlowKey {
+        src_addr: r.client_addr,
+        dst_addr: r.vip_addr,
+        src_port: r.client_port,
+        dst_port: r.vip_port,
         proto,
         _pad: [0; 3],
     }
@@ -123,72 +212,212 @@ fn reverse_of(e: &CtEntry, key: &FlowKey) -> RevEntry {
         backend_idx: e.backend_idx,
         client_mac: e.client_mac,
         state: e.state,
-        _pad0: 0,
+        flags: 0,
         vip_index: e.vip_index,
         client_ifindex: e.client_ifindex,
+        seq_next: 0,
+        _pad1: 0,
     }
 }
 
-/// Makes sure an established flow still holds its reverse entry (so its SNAT port is still
-/// reserved for it) and refreshes it. An entry the LRU evicted is put back if the tuple is
-/// still free; false when another flow took the tuple meanwhile.
+/// The forward entry of the flow that holds tuple `rkey` with reverse entry `r`.
+#[inline(always)]
+fn forward_of(rkey: &FlowKey, r: &RevEntry) -> CtEntry {
+    CtEntry {
+        last_seen_ns: r.last_seen_ns,
+        backend_idx: r.backend_idx,
+        backend_addr: rkey.src_addr,
+        snat_addr: rkey.dst_addr,
+        backend_port: rkey.src_port,
+        snat_port: rkey.dst_port,
+        state: r.state,
+        flags: 0,
+        client_mac: r.client_mac,
+        vip_index: r.vip_index,
+        client_ifindex: r.client_ifindex,
+        seq_next: 0,
+        _pad1: 0,
+    }
+}
+
+/// Takes tuple `rkey` in `map` for the flow `key`: free, already the flow's own, or held by
+/// an expired entry. Reclaiming is a compare-and-swap of the old entry's `last_seen_ns`
+/// (only one CPU wins, and the others then see a live entry), followed by a replace of the
+/// whole value: no tuple is ever held by two live flows, and nothing deletes an entry it
+/// has not checked in the same atomic step.
+/// With `steal_after` below `u64::MAX`, an entry idle for longer than that counts as
+/// expired too.
+#[inline(always)]
+fn take_tuple(
+    map: &LruHashMap<FlowKey, RevEntry>,
+    rkey: &FlowKey,
+    rev: &RevEntry,
+    key: &FlowKey,
+    now: u64,
+    steal_after: u64,
+) -> bool {
+    if map.insert(rkey, rev, BPF_NOEXIST as u64).is_ok() {
+        return true;
+    }
+    let Some(p) = map.get_ptr_mut(rkey) else {
+        return map.insert(rkey, rev, BPF_NOEXIST as u64).is_ok();
+    };
+    // SAFETY: `p` points into a live map value; fields read through the raw pointer.
+    let (seen, state, mine) = unsafe { ((*p).last_seen_ns, (*p).state, owns(&*p, key)) };
+    if !mine && !expired(state, seen, now) && now.saturating_sub(seen) <= steal_after {
+        return false;
+    }
+    // SAFETY: `last_seen_ns` of the live value.
+    if !mine && !compare_and_swap(unsafe { &raw mut (*p).last_seen_ns }, seen, now) {
+        return false;
+    }
+    map.insert(rkey, rev, BPF_EXIST as u64).is_ok()
+        || map.insert(rkey, rev, BPF_NOEXIST as u64).is_ok()
+}
+
+/// Gives up tuple `rkey` if the flow `key` still holds it: its `last_seen_ns` is swapped to
+/// `RELEASED` only if unchanged since the ownership check, so a tuple another CPU has
+/// meanwhile reclaimed is left alone. The entry stays until reclaimed or evicted.
+#[inline(always)]
+fn release(map: &LruHashMap<FlowKey, RevEntry>, rkey: &FlowKey, key: &FlowKey) {
+    if let Some(p) = map.get_ptr_mut(rkey) {
+        // SAFETY: `p` points into a live map value.
+        unsafe {
+            let seen = (*p).last_seen_ns;
+            if owns(&*p, key) {
+                compare_and_swap(&raw mut (*p).last_seen_ns, seen, RELEASED);
+            }
+        }
+    }
+}
+
+/// Makes sure a confirmed flow still holds its tuple, on every packet: a tuple whose
+/// reverse entry the LRU evicted may be claimed by a new flow at once, and from then on
+/// the old flow must not send with it. Refreshes the reverse entry on the coarse clock.
+/// An entry the LRU evicted is put back if the tuple is still free; false when another
+/// flow took the tuple meanwhile.
 #[inline(always)]
 fn hold_reverse(e: &CtEntry, key: &FlowKey, flags: u8, now: u64) -> bool {
     let rkey = reverse_key(e, key.proto);
     match REVERSE.get_ptr_mut(&rkey) {
         Some(r) => {
             // SAFETY: `r` points into a live map value.
-            if !owns(unsafe { &*r }, key) {
-                return false;
-            }
-            // SAFETY: fields of the live value.
             unsafe {
-                touch(
-                    &raw mut (*r).state,
-                    &raw mut (*r).last_seen_ns,
-                    key.proto,
-                    flags,
-                    now,
-                )
-            };
+                if !owns(&*r, key) || (*r).last_seen_ns == RELEASED {
+                    return false;
+                }
+                if stale((*r).state, (*r).last_seen_ns, key.proto, flags, now) {
+                    touch(
+                        &raw mut (*r).state,
+                        &raw mut (*r).last_seen_ns,
+                        key.proto,
+                        flags,
+                        now,
+                    );
+                }
+            }
             true
         }
         None => {
             let mut rev = reverse_of(e, key);
             rev.last_seen_ns = now;
-            REVERSE.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok()
+            take_tuple(&REVERSE, &rkey, &rev, key, now, u64::MAX)
         }
     }
 }
 
-/// Deletes the reverse entry of a stale flow, unless another flow owns that tuple now.
+/// What probing a tuple for a new flow found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The tuple is the new flow's (unconfirmed).
+    Taken,
+    /// A live confirmed flow of this very client holds it (its forward entry was lost):
+    /// its forward entry, rebuilt, is in the scratch `ct`.
+    Adopted,
+    /// A confirmed flow holds it.
+    Busy,
+    /// An unconfirmed flow holds it, last seen at this time.
+    BusyUnconfirmed(u64),
+}
+
+/// Per-CPU room for the entries a new or confirming flow builds: the program's stack is
+/// 512 bytes, and each entry is 48.
 #[inline(always)]
-fn release_reverse(e: &CtEntry, key: &FlowKey) {
-    let rkey = reverse_key(e, key.proto);
+fn scratch() -> Result<*mut Scratch, Verdict> {
+    SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(Verdict::drop(Reason::DropInternal))
+}
+
+/// Claims tuple `rkey` for the new unconfirmed flow `key` (reverse entry `rev`), unless a
+/// live confirmed flow holds it; an unconfirmed holder idle for longer than `steal_after`
+/// loses it.
+#[inline(always)]
+fn claim(
+    rkey: &FlowKey,
+    rev: &RevEntry,
+    key: &FlowKey,
+    now: u64,
+    steal_after: u64,
+    s: *mut Scratch,
+) -> Claim {
+    if let Some(r) = REVERSE.get_ptr_mut(rkey) {
+        // SAFETY: `r` points into a live map value; `s` is this CPU's scratch.
+        unsafe {
+            if !expired((*r).state, (*r).last_seen_ns, now) {
+                if !owns(&*r, key) {
+                    return Claim::Busy;
+                }
+                (*s).ct = forward_of(rkey, &*r);
+                return Claim::Adopted;
+            }
+        }
+    }
+    if take_tuple(&UNCONFIRMED_REV, rkey, rev, key, now, steal_after) {
+        return Claim::Taken;
+    }
     // SAFETY: plain value copied out of the map.
-    if let Some(r) = unsafe { REVERSE.get(&rkey) }.copied()
-        && owns(&r, key)
-    {
-        let _ = REVERSE.remove(&rkey);
+    match unsafe { UNCONFIRMED_REV.get(rkey) } {
+        Some(r) => Claim::BusyUnconfirmed(r.last_seen_ns),
+        None => Claim::Busy,
     }
 }
 
-/// Inserts a reverse entry only if its tuple is free, or held by an entry that has expired
-/// (an LRU map only evicts under pressure, so expired entries linger).
+/// Moves a flow into the confirmed maps (both ends have spoken): its tuple into `REVERSE`
+/// first, so the tuple is held throughout, then its forward entry; the unconfirmed
+/// entries go. `ct` and `rev` may point into the unconfirmed maps: read nothing through
+/// them afterwards.
 #[inline(always)]
-fn claim(rkey: &FlowKey, rev: &RevEntry, now: u64) -> bool {
-    if REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok() {
-        return true;
-    }
-    // SAFETY: plain value copied out of the map.
-    let Some(old) = (unsafe { REVERSE.get(rkey) }).copied() else {
-        return REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok();
+fn confirm(
+    key: &FlowKey,
+    rkey: &FlowKey,
+    ct: *mut CtEntry,
+    rev: *mut RevEntry,
+    local: bool,
+    now: u64,
+) -> Result<(), Verdict> {
+    let state = next_state(ct_state::TCP_ESTABLISHED, key.proto, 0);
+    // SAFETY: both point into live map values (or this CPU's scratch).
+    let (ct, rev) = unsafe {
+        (*ct).state = state;
+        (*ct).last_seen_ns = now;
+        (*rev).state = state;
+        (*rev).last_seen_ns = now;
+        (*rev).flags &= REV_FLAG_SEQ_KNOWN;
+        (&*ct, &*rev)
     };
-    if !expired(old.state, old.last_seen_ns, now) {
-        return false;
+    if !local && !take_tuple(&REVERSE, rkey, rev, key, now, u64::MAX) {
+        return Err(Verdict::drop(Reason::DropTupleInUse));
     }
-    let _ = REVERSE.remove(rkey);
-    REVERSE.insert(rkey, rev, BPF_NOEXIST as u64).is_ok()
+    if CONNTRACK.insert(key, ct, BPF_ANY as u64).is_err() {
+        release(&REVERSE, rkey, key);
+        return Err(Verdict::drop(Reason::DropConntrackFull));
+    }
+    if !local {
+        let _ = UNCONFIRMED_REV.remove(rkey);
+    }
+    let _ = UNCONFIRMED.remove(key);
+    Ok(())
 }
 
 /// Finds the live entry of a client flow, or creates one: backend from Maglev, SNAT port,
@@ -202,130 +431,329 @@ pub fn forward_flow(
     client_mac: [u8; 6],
     ingress_ifindex: u32,
 ) -> Result<Flow, Verdict> {
-    let key = FlowKey {
-        src_addr: h.src,
-        dst_addr: h.dst,
-        src_port: h.sport,
-        dst_port: h.dport,
-        proto: h.proto,
-        _pad: [0; 3],
-    };
+    let key = key_of(h);
     let now = now();
+    let tcp = h.proto == IPPROTO_TCP;
     if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
         // SAFETY: `e` points into a live map value; copied before use.
         let old = unsafe { *e };
         if !expired(old.state, old.last_seen_ns, now)
             && let Some(backend) =
                 lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port)
-            // The reverse entry is checked (and refreshed) with the same coarse clock as the
-            // entry itself, not on every packet: an established flow costs one lookup less.
-            && (backend.flags & BACKEND_FLAG_LOCAL != 0
-                || !stale(old.state, old.last_seen_ns, h.proto, h.tcp_flags, now)
-                || hold_reverse(&old, &key, h.tcp_flags, now))
         {
-            // SAFETY: fields of the live value.
-            unsafe {
-                touch(
-                    &raw mut (*e).state,
-                    &raw mut (*e).last_seen_ns,
-                    h.proto,
-                    h.tcp_flags,
-                    now,
-                )
-            };
-            return Ok(Flow {
-                entry: old,
-                backend,
-                new: false,
-            });
+            let local = backend.flags & BACKEND_FLAG_LOCAL != 0;
+            let fits = !tcp || in_window(old.flags & CT_FLAG_SEQ_KNOWN != 0, old.seq_next, h.seq);
+            if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && !fits {
+                return Err(Verdict::drop(Reason::DropOutOfWindow));
+            }
+            if local || hold_reverse(&old, &key, h.tcp_flags, now) {
+                // SAFETY: fields of the live value.
+                unsafe {
+                    touch(
+                        &raw mut (*e).state,
+                        &raw mut (*e).last_seen_ns,
+                        h.proto,
+                        h.tcp_flags,
+                        now,
+                    );
+                    // Only a segment that fits moves the window: a blind one must not.
+                    if tcp && fits {
+                        advance(
+                            &raw mut (*e).seq_next,
+                            &raw mut (*e).flags,
+                            CT_FLAG_SEQ_KNOWN,
+                            h.seq_end,
+                        );
+                    }
+                }
+                if (client_mac != old.client_mac || ingress_ifindex != old.client_ifindex)
+                    && fits
+                    && !local
+                {
+                    follow_client(e, &old, &key, client_mac, ingress_ifindex);
+                }
+                return Ok(Flow::of(&old, backend, false));
+            }
         }
-        // Stale: free its tuple (SNAT port) before picking again.
-        release_reverse(&old, &key);
+        // Stale: free its tuple (SNAT port) and its entry before looking further.
+        release(&REVERSE, &reverse_key(&old, h.proto), &key);
+        let _ = CONNTRACK.remove(&key);
     }
+    if let Some(flow) = unconfirmed_flow(h, &key, client_mac, ingress_ifindex, now)? {
+        return Ok(flow);
+    }
+    new_flow(h, &key, meta, cfg, client_mac, ingress_ifindex, now)
+}
 
-    let hash = lookup::hash_of(&key);
+/// A confirmed flow's client now sends from another MAC or interface (a router failover,
+/// a moved VM), in window: replies follow it.
+#[inline(always)]
+fn follow_client(e: *mut CtEntry, old: &CtEntry, key: &FlowKey, mac: [u8; 6], ifindex: u32) {
+    // SAFETY: fields of the live value.
+    unsafe {
+        (*e).client_mac = mac;
+        (*e).client_ifindex = ifindex;
+    }
+    if let Some(r) = REVERSE.get_ptr_mut(&reverse_key(old, key.proto)) {
+        // SAFETY: `r` points into a live map value.
+        unsafe {
+            if owns(&*r, key) {
+                (*r).client_mac = mac;
+                (*r).client_ifindex = ifindex;
+            }
+        }
+    }
+}
+
+/// The packet of a flow not confirmed yet: refreshes it (replies go to whoever sends, as
+/// nothing is confirmed), and confirms it when this is the client's answer to the
+/// backend's (the handshake's last ACK). `None` when there is no usable unconfirmed entry.
+#[inline(always)]
+fn unconfirmed_flow(
+    h: &Headers,
+    key: &FlowKey,
+    client_mac: [u8; 6],
+    ingress_ifindex: u32,
+    now: u64,
+) -> Result<Option<Flow>, Verdict> {
+    let Some(u) = UNCONFIRMED.get_ptr_mut(key) else {
+        return Ok(None);
+    };
+    // SAFETY: `u` points into a live map value.
+    let (backend, rkey) = unsafe {
+        match lookup::live_backend((*u).backend_idx, (*u).backend_addr, (*u).backend_port) {
+            Some(b) if !expired((*u).state, (*u).last_seen_ns, now) => {
+                (b, reverse_key(&*u, h.proto))
+            }
+            _ => {
+                let _ = UNCONFIRMED.remove(key);
+                return Ok(None);
+            }
+        }
+    };
+    let local = backend.flags & BACKEND_FLAG_LOCAL != 0;
+    let rev: *mut RevEntry = if local {
+        // No tuple: the scratch holds the reverse entry `confirm` wants.
+        let s = scratch()?;
+        // SAFETY: this CPU's scratch, `u` a live map value.
+        unsafe {
+            (*s).rev = reverse_of(&*u, key);
+            &raw mut (*s).rev
+        }
+    } else {
+        match UNCONFIRMED_REV.get_ptr_mut(&rkey) {
+            // SAFETY: `r` points into a live map value.
+            Some(r)
+                if unsafe { owns(&*r, key) && !expired((*r).state, (*r).last_seen_ns, now) } =>
+            {
+                r
+            }
+            _ => {
+                let _ = UNCONFIRMED.remove(key);
+                return Ok(None);
+            }
+        }
+    };
+    // SAFETY: fields of live values.
+    let answered = unsafe {
+        (*rev).client_mac = client_mac;
+        (*rev).client_ifindex = ingress_ifindex;
+        (*rev).last_seen_ns = now;
+        (*u).client_mac = client_mac;
+        (*u).client_ifindex = ingress_ifindex;
+        (*u).last_seen_ns = now;
+        if h.proto == IPPROTO_TCP {
+            advance(
+                &raw mut (*u).seq_next,
+                &raw mut (*u).flags,
+                CT_FLAG_SEQ_KNOWN,
+                h.seq_end,
+            );
+        }
+        (*rev).flags & REV_FLAG_BACKEND_SEEN != 0
+    };
+    // SAFETY: `u` is live.
+    let flow = Flow::of(unsafe { &*u }, backend, false);
+    // A local backend's answers never pass here: the client's next packet after its SYN
+    // is the proof that it got one.
+    let confirming = h.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_RST) == 0;
+    if (answered || local) && confirming {
+        confirm(key, &rkey, u, rev, local, now)?;
+    }
+    Ok(Some(flow))
+}
+
+/// A new flow: a backend from the live Maglev table, a tuple (SNAT port in full NAT), an
+/// unconfirmed entry.
+#[inline(always)]
+fn new_flow(
+    h: &Headers,
+    key: &FlowKey,
+    meta: &VipMeta,
+    cfg: &Config,
+    client_mac: [u8; 6],
+    ingress_ifindex: u32,
+    now: u64,
+) -> Result<Flow, Verdict> {
+    let hash = lookup::hash_of(key);
     let (backend_idx, backend) = lookup::pick_backend(meta, hash)?;
     let local = backend.flags & BACKEND_FLAG_LOCAL != 0;
     if backend.mac == [0; 6] && !local {
         return Err(Verdict::pass(Reason::PassNoNeighbour));
     }
-    let state = next_state(0, h.proto, h.tcp_flags);
-    let mut entry = CtEntry {
-        last_seen_ns: now,
-        backend_idx,
-        backend_addr: backend.addr,
-        snat_addr: h.src,
-        backend_port: backend.port,
-        snat_port: h.sport,
-        state,
-        _pad0: 0,
-        client_mac,
-        vip_index: meta.index,
-        client_ifindex: ingress_ifindex,
+    let tcp = h.proto == IPPROTO_TCP;
+    let s = scratch()?;
+    // SAFETY: this CPU's scratch, used by this packet only.
+    let (entry, rev) = unsafe {
+        let entry = &raw mut (*s).ct;
+        let rev = &raw mut (*s).rev;
+        *entry = CtEntry {
+            last_seen_ns: now,
+            backend_idx,
+            backend_addr: backend.addr,
+            snat_addr: if meta.flags & VIP_FLAG_DNAT != 0 || local {
+                h.src
+            } else {
+                meta.snat_addr
+            },
+            backend_port: backend.port,
+            snat_port: h.sport,
+            state: ct_state::UNCONFIRMED,
+            flags: if tcp { CT_FLAG_SEQ_KNOWN } else { 0 },
+            client_mac,
+            vip_index: meta.index,
+            client_ifindex: ingress_ifindex,
+            seq_next: h.seq_end,
+            _pad1: 0,
+        };
+        *rev = reverse_of(&*entry, key);
+        if !tcp || h.tcp_flags & TCP_SYN == 0 {
+            (*rev).flags = REV_FLAG_MIDSTREAM;
+        }
+        (entry, rev)
     };
-    let rev = reverse_of(&entry, &key);
 
-    if local {
-        // The local stack answers from the VIP itself: no translation, no reverse entry.
+    let claimed = if local {
+        // The local stack answers from the VIP itself: no translation, no tuple.
+        Claim::Taken
     } else if meta.flags & VIP_FLAG_DNAT != 0 {
-        if !claim(&reverse_key(&entry, h.proto), &rev, now) {
+        // SAFETY: scratch values.
+        unsafe { claim(&reverse_key(&*entry, h.proto), &*rev, key, now, u64::MAX, s) }
+    } else {
+        // SAFETY: scratch values.
+        unsafe { claim_snat_port(entry, &*rev, key, cfg, hash, now, s) }
+    };
+    match claimed {
+        Claim::Taken => {}
+        Claim::Busy | Claim::BusyUnconfirmed(_) if meta.flags & VIP_FLAG_DNAT != 0 => {
             return Err(Verdict::drop(Reason::DropTupleInUse));
         }
-    } else {
-        entry.snat_addr = meta.snat_addr;
-        entry.snat_port = allocate_snat_port(&entry, &rev, cfg, hash, h.proto, now)?;
+        Claim::Busy | Claim::BusyUnconfirmed(_) => {
+            return Err(Verdict::drop(Reason::DropSnatExhausted));
+        }
+        Claim::Adopted => {
+            // SAFETY: `claim` rebuilt the forward entry in the scratch.
+            let ct = unsafe { &*entry };
+            if CONNTRACK.insert(key, ct, BPF_ANY as u64).is_err() {
+                return Err(Verdict::drop(Reason::DropConntrackFull));
+            }
+            return Ok(Flow::of(ct, backend, false));
+        }
     }
-    if CONNTRACK.insert(&key, &entry, BPF_ANY as u64).is_err() {
-        let _ = REVERSE.remove(&reverse_key(&entry, h.proto));
+    // SAFETY: scratch value.
+    let entry = unsafe { &*entry };
+    if UNCONFIRMED.insert(key, entry, BPF_ANY as u64).is_err() {
+        if !local {
+            release(&UNCONFIRMED_REV, &reverse_key(entry, h.proto), key);
+        }
         return Err(Verdict::drop(Reason::DropConntrackFull));
     }
-    Ok(Flow {
-        entry,
-        backend,
-        new: true,
-    })
+    Ok(Flow::of(entry, backend, true))
 }
 
-/// Claims a SNAT port for the flow by inserting its reverse entry only if absent: the first
-/// probe is derived from the flow hash (so every node picks the same port for the same
-/// flow), the next ones follow it, at most once around the range. Returns the port in
-/// network byte order.
+/// Claims a SNAT port for the flow (`entry`, in the scratch, gets it): the first probe is
+/// derived from the flow hash (so every node picks the same port for the same flow), the
+/// next ones follow it, at most once around the range. When every probe is held, the one
+/// held by the unconfirmed flow idle the longest is taken over if it has been idle for
+/// `UNCONFIRMED_STEAL_AFTER_NS`: a flood of spoofed SYNs then slows new handshakes down
+/// instead of stopping them, and never touches a confirmed flow.
 #[inline(always)]
-fn allocate_snat_port(
-    entry: &CtEntry,
+fn claim_snat_port(
+    entry: *mut CtEntry,
     rev: &RevEntry,
+    key: &FlowKey,
     cfg: &Config,
     hash: u32,
-    proto: u8,
     now: u64,
-) -> Result<u16, Verdict> {
+    s: *mut Scratch,
+) -> Claim {
     // Port 0 is never handed out.
     let min = (cfg.snat_port_min as u32).max(1);
     let max = cfg.snat_port_max as u32;
     if max < min {
-        return Err(Verdict::drop(Reason::DropSnatExhausted));
+        return Claim::Busy;
     }
     let range = max - min + 1;
-    let mut probe = *entry;
+    // SAFETY: scratch value.
+    let mut rkey = reverse_key(unsafe { &*entry }, key.proto);
+    let (mut oldest_port, mut oldest_seen) = (0u16, u64::MAX);
     for i in 0..SNAT_PROBES {
         if i >= range {
             break;
         }
-        let port = (min + (hash.wrapping_add(i) % range)) as u16;
-        probe.snat_port = port.to_be();
-        if claim(&reverse_key(&probe, proto), rev, now) {
-            return Ok(probe.snat_port);
+        rkey.dst_port = ((min + (hash.wrapping_add(i) % range)) as u16).to_be();
+        match claim(&rkey, rev, key, now, u64::MAX, s) {
+            Claim::Busy => {}
+            Claim::BusyUnconfirmed(seen) => {
+                if seen < oldest_seen {
+                    (oldest_port, oldest_seen) = (rkey.dst_port, seen);
+                }
+            }
+            Claim::Taken => {
+                // SAFETY: scratch value.
+                unsafe { (*entry).snat_port = rkey.dst_port };
+                return Claim::Taken;
+            }
+            Claim::Adopted => return Claim::Adopted,
         }
     }
-    Err(Verdict::drop(Reason::DropSnatExhausted))
+    if oldest_seen != u64::MAX && now.saturating_sub(oldest_seen) > UNCONFIRMED_STEAL_AFTER_NS {
+        rkey.dst_port = oldest_port;
+        if claim(&rkey, rev, key, now, UNCONFIRMED_STEAL_AFTER_NS, s) == Claim::Taken {
+            // SAFETY: scratch value.
+            unsafe { (*entry).snat_port = oldest_port };
+            return Claim::Taken;
+        }
+    }
+    Claim::Busy
 }
 
-/// Updates a reply's reverse entry (state, last seen) and returns a copy. A FIN or RST
-/// from the backend also shortens the forward entry's life.
+/// A reply of a confirmed flow: a FIN or RST must fit the backend's stream; updates the
+/// reverse entry (state, last seen, stream position) and returns a copy. An in-window FIN
+/// or RST from the backend also shortens the forward entry's life.
 #[inline(always)]
-pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8, now: u64) -> RevEntry {
+pub fn reply_touch(rev: *mut RevEntry, h: &Headers, now: u64) -> Result<RevEntry, Verdict> {
+    let (proto, flags) = (h.proto, h.tcp_flags);
     // SAFETY: `rev` points into a live map value.
     let r = unsafe {
+        if proto == IPPROTO_TCP {
+            if !in_window(
+                (*rev).flags & REV_FLAG_SEQ_KNOWN != 0,
+                (*rev).seq_next,
+                h.seq,
+            ) {
+                if flags & (TCP_FIN | TCP_RST) != 0 {
+                    return Err(Verdict::drop(Reason::DropOutOfWindow));
+                }
+            } else {
+                advance(
+                    &raw mut (*rev).seq_next,
+                    &raw mut (*rev).flags,
+                    REV_FLAG_SEQ_KNOWN,
+                    h.seq_end,
+                );
+            }
+        }
         touch(
             &raw mut (*rev).state,
             &raw mut (*rev).last_seen_ns,
@@ -335,29 +763,69 @@ pub fn reply_touch(rev: *mut RevEntry, proto: u8, flags: u8, now: u64) -> RevEnt
         );
         *rev
     };
-    if flags & (TCP_FIN | TCP_RST) != 0 {
-        let key = FlowKey {
-            src_addr: r.client_addr,
-            dst_addr: r.vip_addr,
-            src_port: r.client_port,
-            dst_port: r.vip_port,
-            proto,
-            _pad: [0; 3],
+    if flags & (TCP_FIN | TCP_RST) != 0
+        && let Some(e) = CONNTRACK.get_ptr_mut(&client_key(&r, proto))
+    {
+        // SAFETY: fields of the live value.
+        unsafe {
+            touch(
+                &raw mut (*e).state,
+                &raw mut (*e).last_seen_ns,
+                proto,
+                flags,
+                now,
+            )
         };
-        if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
-            // SAFETY: fields of the live value.
-            unsafe {
-                touch(
-                    &raw mut (*e).state,
-                    &raw mut (*e).last_seen_ns,
-                    proto,
-                    flags,
-                    now,
-                )
-            };
-        }
     }
-    r
+    Ok(r)
+}
+
+/// A reply of a flow not confirmed yet (`rkey` its tuple): marks that the backend has
+/// answered and confirms a flow picked up mid-stream (or UDP); a RST from the backend ends
+/// the attempt. Returns the entry to translate the reply with.
+#[inline(always)]
+pub fn unconfirmed_reply(
+    rev: *mut RevEntry,
+    rkey: &FlowKey,
+    h: &Headers,
+    now: u64,
+) -> Result<RevEntry, Verdict> {
+    let tcp = h.proto == IPPROTO_TCP;
+    // SAFETY: `rev` points into a live map value.
+    let r = unsafe {
+        (*rev).flags |= REV_FLAG_BACKEND_SEEN;
+        (*rev).last_seen_ns = now;
+        if tcp {
+            advance(
+                &raw mut (*rev).seq_next,
+                &raw mut (*rev).flags,
+                REV_FLAG_SEQ_KNOWN,
+                h.seq_end,
+            );
+        }
+        *rev
+    };
+    let key = client_key(&r, h.proto);
+    if tcp && h.tcp_flags & TCP_RST != 0 {
+        release(&UNCONFIRMED_REV, rkey, &key);
+        let _ = UNCONFIRMED.remove(&key);
+    } else if r.flags & REV_FLAG_MIDSTREAM != 0 && h.tcp_flags & TCP_SYN == 0 {
+        let ct = match UNCONFIRMED.get_ptr_mut(&key) {
+            Some(ct) => ct,
+            None => {
+                // Its forward entry was evicted: the reverse entry has all of it but the
+                // client's stream position.
+                let s = scratch()?;
+                // SAFETY: this CPU's scratch.
+                unsafe {
+                    (*s).ct = forward_of(rkey, &r);
+                    &raw mut (*s).ct
+                }
+            }
+        };
+        confirm(&key, rkey, ct, rev, false, now)?;
+    }
+    Ok(r)
 }
 
 /// Whether a reverse entry is still usable.

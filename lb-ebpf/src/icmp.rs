@@ -1,17 +1,18 @@
 //! ICMP: echo requests to a VIP are answered here; errors (destination unreachable, time
-//! exceeded) about a translated flow are translated back to its client; anything else is
-//! the kernel's.
+//! exceeded) about a translated flow are translated towards whichever end sent the packet
+//! they quote (the client, or the backend); anything else is the kernel's.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    ADDR_FLAG_VIP, CONFIG_FLAG_ICMP_ECHO, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason,
+    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CONFIG_FLAG_ICMP_ECHO, FlowKey, IPPROTO_TCP, IPPROTO_UDP,
+    Reason,
     checksum::{udp_fixup, update_u16, update_u32},
 };
 use network_types::{icmp::Icmpv4Hdr, ip::Ipv4Hdr};
 
 use crate::{
-    Verdict, conntrack,
-    maps::{CONFIG, REVERSE},
+    Verdict, conntrack, lookup,
+    maps::{CONFIG, CONNTRACK, REVERSE, UNCONFIRMED_REV},
     nat,
     packet::{Frame, Headers, ptr_within},
 };
@@ -89,10 +90,22 @@ fn not_ours(h: &Headers) -> Verdict {
     }
 }
 
-/// An error quoting a packet we sent to a backend (SNAT address or client -> backend) is
-/// sent on to the client as if it were about the packet the client sent to the VIP: the
-/// quoted header gets the client and VIP back, the outer header goes to the client (from
-/// the VIP when the backend itself reported it).
+/// The addresses and ports of a quoted header, raw (network order).
+struct Tuple {
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+}
+
+/// An ICMP error about a translated flow, in either direction:
+/// - quoting a packet we sent to a backend (SNAT address or client -> backend): sent on
+///   to the client as if it were about the packet the client sent to the VIP (the quoted
+///   header gets the client and VIP back; the outer header goes to the client, from the
+///   VIP when the backend itself reported it);
+/// - quoting a packet we sent to a client (VIP -> client), reported by a router on the
+///   client's path (fragmentation needed above all: path MTU discovery): sent on to the
+///   flow's backend as if it were about the packet the backend sent.
 #[inline(always)]
 fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmpv4Hdr) -> Verdict {
     let limit = h.l3_end;
@@ -130,6 +143,12 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
             u16::from_ne_bytes([(*il4)[2], (*il4)[3]]),
         )
     };
+    let old = Tuple {
+        src: isrc,
+        dst: idst,
+        sport: isport,
+        dport: idport,
+    };
     // The reply to the quoted packet would carry the reversed tuple: that is the key.
     let key = FlowKey {
         src_addr: idst,
@@ -139,40 +158,114 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
         proto: iproto,
         _pad: [0; 3],
     };
+    let now = conntrack::now();
+    let Some(cfg) = CONFIG.get(0).copied() else {
+        return Verdict::drop(Reason::DropInternal);
+    };
+    let src_mac = crate::nat::source_mac(&cfg, h);
+    // About a packet to a backend: the tuple is one a flow holds, confirmed or not.
+    // SAFETY: plain values copied out of the maps.
+    let rev = unsafe { REVERSE.get(&key) }
+        .copied()
+        .filter(|r| conntrack::reply_live(r, now))
+        .or_else(|| {
+            // SAFETY: as above.
+            unsafe { UNCONFIRMED_REV.get(&key) }
+                .copied()
+                .filter(|r| conntrack::reply_live(r, now))
+        });
+    if let Some(rev) = rev {
+        if h.ttl <= 1 {
+            return Verdict::pass(Reason::PassTtlExpired);
+        }
+        // Outer header: to the client, from the VIP when the backend itself reported it.
+        let outer_src = if h.src == idst { rev.vip_addr } else { h.src };
+        nat::rewrite_ip(h, outer_src, rev.client_addr, src_mac, rev.client_mac);
+        let new = Tuple {
+            src: rev.client_addr,
+            dst: rev.vip_addr,
+            sport: rev.client_port,
+            dport: rev.vip_port,
+        };
+        rewrite_quote(frame, icmp, iip, il4, il4_off, limit, iproto, &old, &new);
+        return nat::egress(
+            rev.client_ifindex,
+            ctx.ingress_ifindex() as u32,
+            Reason::IcmpErrorTranslated,
+            Reason::IcmpErrorTranslated,
+        );
+    }
+    // About a packet to a client (VIP -> client): the flow is the client's, keyed as the
+    // client sends.
+    if h.dst_flags & ADDR_FLAG_VIP == 0 {
+        return not_ours(h);
+    }
     // SAFETY: plain value copied out of the map.
-    let Some(rev) = (unsafe { REVERSE.get(&key) }).copied() else {
+    let Some(e) = (unsafe { CONNTRACK.get(&key) }).copied() else {
         return not_ours(h);
     };
-    if !conntrack::reply_live(&rev, conntrack::now()) {
+    if conntrack::expired(e.state, e.last_seen_ns, now) {
         return not_ours(h);
+    }
+    let Some(backend) = lookup::live_backend(e.backend_idx, e.backend_addr, e.backend_port) else {
+        return not_ours(h);
+    };
+    if backend.flags & BACKEND_FLAG_LOCAL != 0 {
+        // The VIP is on `lo`: the local stack takes the error itself.
+        return Verdict::pass(Reason::PassIcmp);
     }
     if h.ttl <= 1 {
         return Verdict::pass(Reason::PassTtlExpired);
     }
-    let Some(cfg) = CONFIG.get(0).copied() else {
-        return Verdict::drop(Reason::DropInternal);
+    // Full NAT: from our SNAT address, which the backend knows; DNAT: as reported.
+    let fullnat = e.snat_addr != key.src_addr;
+    let outer_src = if fullnat { e.snat_addr } else { h.src };
+    nat::rewrite_ip(h, outer_src, backend.addr, src_mac, backend.mac);
+    let new = Tuple {
+        src: backend.addr,
+        dst: e.snat_addr,
+        sport: backend.port,
+        dport: e.snat_port,
     };
+    rewrite_quote(frame, icmp, iip, il4, il4_off, limit, iproto, &old, &new);
+    nat::egress(
+        backend.ifindex,
+        ctx.ingress_ifindex() as u32,
+        Reason::IcmpErrorToBackend,
+        Reason::IcmpErrorToBackend,
+    )
+}
 
-    // Outer header: to the client, from the VIP when the backend itself reported it.
-    let src_mac = crate::nat::source_mac(&cfg, h);
-    let outer_src = if h.src == idst { rev.vip_addr } else { h.src };
-    nat::rewrite_ip(h, outer_src, rev.client_addr, src_mac, rev.client_mac);
-
-    // Quoted header: client -> VIP, as the client sent it. Every changed 16-bit word is
-    // also folded into the ICMP checksum (all sit at even offsets from the ICMP header).
+/// Rewrites the quoted header's addresses and ports from `old` to `new`, with the quoted
+/// IPv4 and transport checksums (the TCP one only when the quote holds it, often just 8
+/// bytes), folding every changed 16-bit word into the ICMP checksum (all sit at even
+/// offsets from the ICMP header).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rewrite_quote(
+    frame: &Frame,
+    icmp: *mut Icmpv4Hdr,
+    iip: *mut Ipv4Hdr,
+    il4: *mut [u8; QUOTE_L4_MIN],
+    il4_off: usize,
+    limit: usize,
+    iproto: u8,
+    old: &Tuple,
+    new: &Tuple,
+) {
     let (o_src, o_dst, n_src, n_dst) = (
-        u32::from_be(isrc),
-        u32::from_be(idst),
-        u32::from_be(rev.client_addr),
-        u32::from_be(rev.vip_addr),
+        u32::from_be(old.src),
+        u32::from_be(old.dst),
+        u32::from_be(new.src),
+        u32::from_be(new.dst),
     );
     let (o_sport, o_dport, n_sport, n_dport) = (
-        u16::from_be(isport),
-        u16::from_be(idport),
-        u16::from_be(rev.client_port),
-        u16::from_be(rev.vip_port),
+        u16::from_be(old.sport),
+        u16::from_be(old.dport),
+        u16::from_be(new.sport),
+        u16::from_be(new.dport),
     );
-    // SAFETY: `icmp` checked by the parser, `iip` and `il4` above.
+    // SAFETY: `icmp` checked by the parser, `iip` and `il4` by the caller.
     unsafe {
         let mut ic = u16::from_be_bytes((*icmp).check);
         ic = update_u32(ic, o_src, n_src);
@@ -184,8 +277,8 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
         let mut ipc = update_u32(old_ipc, o_src, n_src);
         ipc = update_u32(ipc, o_dst, n_dst);
         (*iip).check = ipc.to_be_bytes();
-        (*iip).src_addr = rev.client_addr.to_ne_bytes();
-        (*iip).dst_addr = rev.vip_addr.to_ne_bytes();
+        (*iip).src_addr = new.src.to_ne_bytes();
+        (*iip).dst_addr = new.dst.to_ne_bytes();
         ic = update_u16(ic, old_ipc, ipc);
 
         let l4_update = |c: u16| {
@@ -200,20 +293,13 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
             [(*il4)[UDP_CHECK], (*il4)[UDP_CHECK + 1]] = new.to_be_bytes();
             ic = update_u16(ic, old, new);
         } else if let Some(tcp) = ptr_within::<[u8; TCP_CHECK_END]>(frame, il4_off, limit) {
-            // Only when the quote is long enough to hold it (often just 8 bytes).
             let old = u16::from_be_bytes([(*tcp)[TCP_CHECK], (*tcp)[TCP_CHECK + 1]]);
             let new = l4_update(old);
             [(*tcp)[TCP_CHECK], (*tcp)[TCP_CHECK + 1]] = new.to_be_bytes();
             ic = update_u16(ic, old, new);
         }
-        [(*il4)[0], (*il4)[1]] = rev.client_port.to_ne_bytes();
-        [(*il4)[2], (*il4)[3]] = rev.vip_port.to_ne_bytes();
+        [(*il4)[0], (*il4)[1]] = new.sport.to_ne_bytes();
+        [(*il4)[2], (*il4)[3]] = new.dport.to_ne_bytes();
         (*icmp).check = ic.to_be_bytes();
     }
-    nat::egress(
-        rev.client_ifindex,
-        ctx.ingress_ifindex() as u32,
-        Reason::IcmpErrorTranslated,
-        Reason::IcmpErrorTranslated,
-    )
 }

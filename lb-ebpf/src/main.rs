@@ -2,6 +2,9 @@
 //! lives in its own module.
 #![no_std]
 #![no_main]
+// `atomic_cxchg`: the only compare-and-swap the BPF target offers (see conntrack.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod conntrack;
 mod icmp;

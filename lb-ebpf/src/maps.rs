@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, MAX_BACKENDS, MAX_VIPS,
-    RINGS_SIZE, RevEntry, VipKey, VipMeta, stats::REASON_COUNT,
+    RINGS_SIZE, RevEntry, UNCONFIRMED_SIZE, VipKey, VipMeta, stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
@@ -51,6 +51,29 @@ pub static CONNTRACK: LruHashMap<FlowKey, CtEntry> =
 #[map]
 pub static REVERSE: LruHashMap<FlowKey, RevEntry> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_SIZE, 0);
+
+/// Client-side flow -> CtEntry of flows not confirmed yet (see `conntrack`). Written here.
+/// Its own LRU: a flood of spoofed SYNs or bare ACKs evicts only its own kind.
+#[map]
+pub static UNCONFIRMED: LruHashMap<FlowKey, CtEntry> =
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
+
+/// Backend-side tuple -> RevEntry of flows not confirmed yet: the tuples they hold.
+/// Written here.
+#[map]
+pub static UNCONFIRMED_REV: LruHashMap<FlowKey, RevEntry> =
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
+
+/// 0 -> room for the entries a new or confirming flow builds (per CPU, used within one
+/// packet): the program's 512-byte stack cannot hold them as well.
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// `SCRATCH` value.
+pub struct Scratch {
+    pub ct: CtEntry,
+    pub rev: RevEntry,
+}
 
 /// 0 -> Config. Written by the daemon before the program is attached.
 #[map]

@@ -11,7 +11,7 @@ use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
     Verdict, conntrack,
-    maps::{CONFIG, REVERSE, VIPS},
+    maps::{CONFIG, REVERSE, UNCONFIRMED_REV, VIPS},
     packet::{Frame, Headers},
     stats,
 };
@@ -60,29 +60,19 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
         Err(v) => return v,
     };
     if flow.backend.flags & BACKEND_FLAG_LOCAL != 0 {
-        stats::count_traffic(
-            meta.index,
-            flow.entry.backend_idx,
-            frame.len() as u64,
-            flow.new,
-        );
+        stats::count_traffic(meta.index, flow.backend_idx, frame.len() as u64, flow.new);
         return Verdict::pass(Reason::PassLocalBackend);
     }
     let rw = Rewrite {
-        src: flow.entry.snat_addr,
-        sport: flow.entry.snat_port,
+        src: flow.snat_addr,
+        sport: flow.snat_port,
         dst: flow.backend.addr,
         dport: flow.backend.port,
         dst_mac: flow.backend.mac,
         src_mac: source_mac(&cfg, h),
     };
     rewrite(h, &rw);
-    stats::count_traffic(
-        meta.index,
-        flow.entry.backend_idx,
-        frame.len() as u64,
-        flow.new,
-    );
+    stats::count_traffic(meta.index, flow.backend_idx, frame.len() as u64, flow.new);
     egress(
         flow.backend.ifindex,
         ingress,
@@ -101,19 +91,35 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
         proto: h.proto,
         _pad: [0; 3],
     };
-    let Some(rev) = REVERSE.get_ptr_mut(&key) else {
-        return Verdict::pass(Reason::PassNotForVip);
-    };
     // One clock read for the expiry check and the refresh.
     let now = conntrack::now();
-    // SAFETY: `rev` points into a live map value.
-    if !conntrack::reply_live(unsafe { &*rev }, now) {
-        return Verdict::pass(Reason::PassNotForVip);
-    }
-    if h.ttl <= 1 {
-        return Verdict::pass(Reason::PassTtlExpired);
-    }
-    let rev = conntrack::reply_touch(rev, h.proto, h.tcp_flags, now);
+    let rev = match REVERSE.get_ptr_mut(&key) {
+        // SAFETY: `rev` points into a live map value.
+        Some(rev) if conntrack::reply_live(unsafe { &*rev }, now) => {
+            if h.ttl <= 1 {
+                return Verdict::pass(Reason::PassTtlExpired);
+            }
+            match conntrack::reply_touch(rev, h, now) {
+                Ok(r) => r,
+                Err(v) => return v,
+            }
+        }
+        // Not confirmed (or the confirmed entry on this tuple is dead): the backend's
+        // answer to a flow that has just started.
+        _ => match UNCONFIRMED_REV.get_ptr_mut(&key) {
+            // SAFETY: `rev` points into a live map value.
+            Some(rev) if conntrack::reply_live(unsafe { &*rev }, now) => {
+                if h.ttl <= 1 {
+                    return Verdict::pass(Reason::PassTtlExpired);
+                }
+                match conntrack::unconfirmed_reply(rev, &key, h, now) {
+                    Ok(r) => r,
+                    Err(v) => return v,
+                }
+            }
+            _ => return Verdict::pass(Reason::PassNotForVip),
+        },
+    };
     let Some(cfg) = CONFIG.get(0).copied() else {
         return Verdict::drop(Reason::DropInternal);
     };

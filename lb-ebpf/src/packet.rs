@@ -6,8 +6,8 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    ADDR_KEY_DNAT_PRESENT, ADDR_SLOT_OVERFLOW, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Reason,
-    hash::addr_slot,
+    ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, ADDR_SLOT_OVERFLOW, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP, Reason, hash::addr_slot,
 };
 use network_types::{
     eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
@@ -26,6 +26,8 @@ const IP_MF: u16 = 0x2000;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 /// Offset of the flags byte within the fixed TCP header.
 const TCP_FLAGS_OFFSET: usize = 13;
+/// Offset of the data-offset byte (header length in 32-bit words, high nibble).
+const TCP_DOFF_OFFSET: usize = 12;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
@@ -84,6 +86,10 @@ pub struct Headers {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    /// TCP: the segment's sequence number and the one after it (payload, SYN and FIN
+    /// counted), host order; zero otherwise.
+    pub seq: u32,
+    pub seq_end: u32,
     pub ttl: u8,
     /// `VIP_ADDRS` flags of the destination address.
     pub dst_flags: u32,
@@ -134,8 +140,10 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
     if !ours {
         return Err(Verdict::pass(Reason::PassNotForVip));
     }
+    // Only a VIP's broken frames are dropped: a SNAT address may be the node's own, and the
+    // node's fragments, tunnels and other protocols must reach it.
     let fail = |reason_ours: Reason| {
-        if dst_flags != 0 {
+        if dst_flags & ADDR_FLAG_VIP != 0 {
             Verdict::drop(reason_ours)
         } else {
             Verdict::pass(Reason::PassNotForVip)
@@ -168,6 +176,8 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         sport: 0,
         dport: 0,
         tcp_flags: 0,
+        seq: 0,
+        seq_end: 0,
         ttl,
         dst_flags,
     };
@@ -177,11 +187,19 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
             within(l4 + TcpHdr::LEN, l3_end).ok_or(fail(Reason::DropTruncated))?;
             h.l4 = tcp.cast();
             // SAFETY: the whole fixed header (which holds the flags byte) is checked above.
-            unsafe {
+            let doff = unsafe {
                 h.sport = u16::from_ne_bytes((*tcp).source);
                 h.dport = u16::from_ne_bytes((*tcp).dest);
                 h.tcp_flags = *(tcp as *const u8).add(TCP_FLAGS_OFFSET);
+                h.seq = u32::from_be_bytes((*tcp).seq);
+                ((*(tcp as *const u8).add(TCP_DOFF_OFFSET) >> 4) as usize) * 4
+            };
+            if doff < TcpHdr::LEN || l4 + doff > l3_end {
+                return Err(fail(Reason::DropBadHeader));
             }
+            let payload = (l3_end - l4 - doff) as u32;
+            let syn_fin = (h.tcp_flags & TCP_SYN != 0) as u32 + (h.tcp_flags & TCP_FIN != 0) as u32;
+            h.seq_end = h.seq.wrapping_add(payload).wrapping_add(syn_fin);
             Ok(Parsed::Flow(h))
         }
         IPPROTO_UDP => {

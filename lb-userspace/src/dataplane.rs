@@ -287,6 +287,8 @@ const PINNED_MAPS: &[&str] = &[
     map_names::BACKENDS,
     map_names::CONNTRACK,
     map_names::REVERSE,
+    map_names::UNCONFIRMED,
+    map_names::UNCONFIRMED_REV,
     map_names::CONFIG,
     map_names::REASONS,
     map_names::VIP_STATS,

@@ -153,6 +153,13 @@ impl Pkt {
         self.payload = payload.to_vec();
         self
     }
+    /// TCP sequence number (1000 unless set).
+    pub fn seq(mut self, n: u32) -> Self {
+        if let L4::Tcp { seq, .. } = &mut self.l4 {
+            *seq = n;
+        }
+        self
+    }
     pub fn no_udp_checksum(mut self) -> Self {
         if let L4::Udp { checksum, .. } = &mut self.l4 {
             *checksum = false;

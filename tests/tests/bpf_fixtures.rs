@@ -236,6 +236,18 @@ impl Dp {
         m.get(key, 0).ok()
     }
 
+    fn unconfirmed(&self, key: &FlowKey) -> Option<CtEntry> {
+        let m: HashMap<_, FlowKey, CtEntry> =
+            HashMap::try_from(self.ebpf.map(map_names::UNCONFIRMED).unwrap()).unwrap();
+        m.get(key, 0).ok()
+    }
+
+    fn count(&self, name: &str) -> usize {
+        let m: HashMap<_, FlowKey, CtEntry> =
+            HashMap::try_from(self.ebpf.map(name).unwrap()).unwrap();
+        m.keys().filter_map(Result::ok).count()
+    }
+
     fn reverse(&self, key: &FlowKey) -> Option<RevEntry> {
         let m: HashMap<_, FlowKey, RevEntry> =
             HashMap::try_from(self.ebpf.map(map_names::REVERSE).unwrap()).unwrap();
@@ -394,6 +406,24 @@ fn fixtures() -> Vec<Fixture> {
         Reason::TxForward,
     ));
 
+    // Blind teardown attempts on the confirmed flow 1: a RST from "the backend" and a FIN
+    // from "the client" with sequence numbers far from either stream (RFC 5961).
+    let blind_rst = Pkt::tcp((BACKENDS[b1], 6443), (LB, s1), RST)
+        .macs(BACKEND_MACS[b1], LB_MAC)
+        .seq(1000 + (1 << 31));
+    rows.push(row(
+        "RST to a SNAT port outside the backend's window: dropped, the flow stays",
+        blind_rst.bytes(),
+        XDP_DROP,
+        Reason::DropOutOfWindow,
+    ));
+    rows.push(row(
+        "FIN from the client outside its window: dropped, the flow stays",
+        Pkt::tcp(c1, vip, FIN | ACK).seq(1000 + (1 << 24)).bytes(),
+        XDP_DROP,
+        Reason::DropOutOfWindow,
+    ));
+
     // FIN from the client, RST from a backend.
     let fin = Pkt::tcp(c1, vip, FIN | ACK);
     rows.push(tx(
@@ -405,7 +435,7 @@ fn fixtures() -> Vec<Fixture> {
     let rst = Pkt::tcp((BACKENDS[b2], 6443), (LB, snat_port(c2, vip, TCP)), RST)
         .macs(BACKEND_MACS[b2], LB_MAC);
     rows.push(tx(
-        "RST from the backend: sent to the client, flow now closing",
+        "RST from the backend to a SYN: sent to the client, the attempt ends",
         &rst,
         &rst.clone()
             .macs(LB_MAC, CLIENT_MAC)
@@ -589,6 +619,36 @@ fn fixtures() -> Vec<Fixture> {
             .payload(&quote(&dsyn.clone().ttl(63), 8)),
         Reason::IcmpErrorTranslated,
     ));
+    // A router on the client's path cannot forward our reply (VIP -> client) whole: the
+    // backend, which sent it, must learn the MTU.
+    let to_client = synack
+        .clone()
+        .macs(LB_MAC, CLIENT_MAC)
+        .src(VIP, 6443)
+        .dst(CLIENT, 40001)
+        .ttl(63);
+    let err = Pkt::icmp(ROUTER, VIP, frag_needed.clone()).payload(&quote(&to_client, 8));
+    rows.push(tx(
+        "ICMP fragmentation needed from a router about VIP -> client: to the backend, from the SNAT address",
+        &err,
+        &Pkt::icmp(LB, BACKENDS[b1], frag_needed.clone())
+            .macs(LB_MAC, BACKEND_MACS[b1])
+            .ttl(63)
+            .payload(&quote(&synack.clone().ttl(63), 8)),
+        Reason::IcmpErrorToBackend,
+    ));
+    let dto_client = dreply
+        .clone()
+        .macs(LB_MAC, CLIENT_MAC)
+        .src(VIP_DNAT, 6443)
+        .ttl(63);
+    let err = Pkt::icmp(ROUTER, VIP_DNAT, frag_needed.clone()).payload(&quote(&dto_client, 8));
+    rows.push(row(
+        "ICMP about VIP -> client of a flow not confirmed yet: to the kernel",
+        err.bytes(),
+        XDP_PASS,
+        Reason::PassIcmp,
+    ));
     let stray = Pkt::icmp(BACKENDS[0], LB, frag_needed.clone())
         .macs(BACKEND_MACS[0], LB_MAC)
         .payload(&quote(&Pkt::tcp((LB, 1), (BACKENDS[0], 6443), ACK), 8));
@@ -637,6 +697,22 @@ fn fixtures() -> Vec<Fixture> {
     rows.push(row(
         "to the SNAT address, no flow: passed unchanged",
         Pkt::tcp((BACKENDS[0], 6443), (LB, 12345), ACK).bytes(),
+        XDP_PASS,
+        Reason::PassNotForVip,
+    ));
+    let node_frag = Pkt::tcp((BACKENDS[0], 6443), (LB, 12345), ACK).fragment(true, 0);
+    rows.push(row(
+        "fragment to the SNAT address (it may be the node's own): passed, not dropped",
+        node_frag.bytes(),
+        XDP_PASS,
+        Reason::PassNotForVip,
+    ));
+    let mut node_gre = Pkt::udp((OTHER, 1), (LB, 2)).bytes();
+    node_gre[14 + 9] = 47;
+    fix_ip_header(&mut node_gre, 14);
+    rows.push(row(
+        "GRE to the SNAT address: passed, not dropped",
+        node_gre,
         XDP_PASS,
         Reason::PassNotForVip,
     ));
@@ -836,14 +912,16 @@ fn fixtures_translate_every_packet_class_byte_for_byte() {
     if r.state != ct_state::TCP_CLOSING {
         failures.push(format!("after FIN: reverse state {}", r.state));
     }
-    let e2 = dp
-        .conntrack(&key((CLIENT, 40002), vip, TCP))
-        .expect("flow 2 tracked");
-    if e2.state != ct_state::TCP_CLOSING {
-        failures.push(format!(
-            "after RST from the backend: forward state {}",
-            e2.state
-        ));
+    // Flow 2 was refused by its backend (RST to the SYN): nothing of it stays live.
+    let k2 = key((CLIENT, 40002), vip, TCP);
+    if dp.conntrack(&k2).is_some() || dp.unconfirmed(&k2).is_some() {
+        failures.push("after RST from the backend: flow 2 still tracked".into());
+    }
+    // Flow 3 only ever sent a SYN: unconfirmed, never in the confirmed maps.
+    let k3 = key((CLIENT, 40003), vip, TCP);
+    match (dp.conntrack(&k3), dp.unconfirmed(&k3)) {
+        (None, Some(u)) if u.state == ct_state::UNCONFIRMED => {}
+        other => failures.push(format!("SYN only: flow 3 is {other:?}")),
     }
     assert!(
         failures.is_empty(),
@@ -1188,4 +1266,178 @@ fn a_million_random_and_mutated_frames_keep_the_invariants() {
         tx_valid > FRAMES / 20,
         "too few valid rewrites ({tx_valid}) to mean anything"
     );
+}
+
+/// A full handshake of `client` to the fullnat TCP VIP through backend 0 (the test's table
+/// has only it): SYN, SYN-ACK, ACK. Returns the SNAT port, or None when the SYN was dropped.
+fn handshake(dp: &Dp, client: ([u8; 4], u16)) -> Option<u16> {
+    let vip = (VIP, 6443);
+    let (v, out) = dp.run(&Pkt::tcp(client, vip, SYN).bytes());
+    if v == XDP_DROP {
+        return None;
+    }
+    assert_eq!(
+        (v, &out[30..34]),
+        (XDP_TX, &BACKENDS[0][..]),
+        "SYN forwarded"
+    );
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+    let synack =
+        Pkt::tcp((BACKENDS[0], 6443), (LB, sport), SYN | ACK).macs(BACKEND_MACS[0], LB_MAC);
+    let (v, out) = dp.run(&synack.bytes());
+    assert_eq!(v, XDP_TX, "SYN-ACK translated");
+    assert_eq!(
+        &out[30..34],
+        &client.0,
+        "SYN-ACK to the client that sent the SYN"
+    );
+    assert_eq!(u16::from_be_bytes([out[36], out[37]]), client.1);
+    let (v, out) = dp.run(&Pkt::tcp(client, vip, ACK).seq(1001).bytes());
+    assert_eq!(v, XDP_TX, "handshake ACK forwarded");
+    assert_eq!(u16::from_be_bytes([out[34], out[35]]), sport, "same tuple");
+    Some(sport)
+}
+
+#[test]
+fn spoofed_syns_and_bare_acks_never_reach_the_confirmed_maps_nor_stop_a_handshake() {
+    let mut dp = Dp::standard();
+    // 16 ports: a new flow's probes cover the whole range, which the flood can fill.
+    dp.config(30000, 30015);
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let before = (CLIENT, 43000);
+    let port = handshake(&dp, before).expect("a port before the flood");
+
+    let mut rng = Rng(7);
+    for _ in 0..3000 {
+        let src = (
+            [203, 0, 113, rng.below(250) as u8 + 1],
+            1024 + rng.below(60000) as u16,
+        );
+        let _ = dp.run(&Pkt::tcp(src, vip, SYN).bytes());
+    }
+    for p in 0..3000u16 {
+        let _ = dp.run(&Pkt::tcp((CLIENT, 1024 + p), vip, ACK).bytes());
+    }
+    assert_eq!(
+        dp.count(map_names::CONNTRACK),
+        1,
+        "only the confirmed flow is in CONNTRACK"
+    );
+    // 16 ports, one of them the confirmed flow's: the flood holds the other 15.
+    assert_eq!(
+        dp.count(map_names::UNCONFIRMED),
+        15,
+        "the flood holds every free port"
+    );
+    // The confirmed flow keeps its tuple through the flood.
+    let (v, out) = dp.run(
+        &Pkt::tcp(before, vip, ACK | PSH)
+            .seq(1001)
+            .payload(b"x")
+            .bytes(),
+    );
+    assert_eq!((v, u16::from_be_bytes([out[34], out[35]])), (XDP_TX, port));
+
+    // Every port is held by a fresh unconfirmed flow: a new SYN is refused for now...
+    let drops = dp.reason(Reason::DropSnatExhausted);
+    assert_eq!(handshake(&dp, (CLIENT, 43001)), None);
+    assert_eq!(dp.reason(Reason::DropSnatExhausted), drops + 1);
+    // ...and takes over the stalest once it has been silent long enough; never the
+    // confirmed flow's port.
+    std::thread::sleep(std::time::Duration::from_millis(
+        lb_common::UNCONFIRMED_STEAL_AFTER_NS / 1_000_000 + 50,
+    ));
+    let new = handshake(&dp, (CLIENT, 43001)).expect("a port after the steal age");
+    assert_ne!(new, port);
+    assert_eq!(dp.count(map_names::CONNTRACK), 2);
+}
+
+#[test]
+fn a_planted_entry_never_redirects_a_real_client_and_the_mac_follows_only_in_window() {
+    let dp = Dp::standard();
+    let vd = (VIP_DNAT, 6443);
+    let c = (CLIENT, 44000);
+    let attacker = [0x02, 0, 0, 0, 0x66, 0x66];
+    let moved = [0x02, 0, 0, 0, 0x77, 0x77];
+    let b = backend_of(c, vd, TCP, &[2, 1, 0, 2, 1, 0, 2]) as usize;
+    let reply_mac = |flags: u8| {
+        let reply = Pkt::tcp((BACKENDS[b], 6443), c, flags).macs(BACKEND_MACS[b], LB_MAC);
+        let (v, out) = dp.run(&reply.bytes());
+        assert_eq!(v, XDP_TX);
+        <[u8; 6]>::try_from(&out[0..6]).unwrap()
+    };
+    // A spoofed ACK with the client's address from the attacker's MAC...
+    let (v, _) = dp.run(&Pkt::tcp(c, vd, ACK).macs(attacker, LB_MAC).bytes());
+    assert_eq!(v, XDP_TX, "mid-stream pickup is still forwarded");
+    // ...then the real client connects from that port: its SYN-ACK goes to it.
+    let (v, _) = dp.run(&Pkt::tcp(c, vd, SYN).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(reply_mac(SYN | ACK), CLIENT_MAC);
+    let (v, _) = dp.run(&Pkt::tcp(c, vd, ACK).seq(1001).bytes());
+    assert_eq!(v, XDP_TX);
+    assert!(dp.conntrack(&key(c, vd, TCP)).is_some(), "confirmed");
+    // Confirmed: a segment from another MAC outside the client's window moves nothing...
+    let (v, _) = dp.run(
+        &Pkt::tcp(c, vd, ACK)
+            .macs(attacker, LB_MAC)
+            .seq(1001 + (1 << 30))
+            .bytes(),
+    );
+    assert_eq!(v, XDP_TX);
+    assert_eq!(reply_mac(ACK), CLIENT_MAC);
+    // ...one in window (the client moved behind another router) does.
+    let (v, _) = dp.run(&Pkt::tcp(c, vd, ACK).macs(moved, LB_MAC).seq(1001).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(reply_mac(ACK), moved);
+}
+
+#[test]
+fn concurrent_claimers_never_share_a_tuple() {
+    // Two threads race for four SNAT ports: each claims one with a SYN, checks that the
+    // backend's SYN-ACK on it reaches its own client, and gives it back with the backend's
+    // RST. A tuple claimed by both would send one of the SYN-ACKs to the wrong client.
+    let mut dp = Dp::standard();
+    dp.config(31000, 31003);
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let dp = &dp;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2u8)
+            .map(|t| {
+                scope.spawn(move || {
+                    let (mut won, mut lost) = (0u32, 0u32);
+                    for i in 0..3000u16 {
+                        let client = ([198, 51, 100, 10 + t], 1024 + i);
+                        let (v, out) = dp.run(&Pkt::tcp(client, vip, SYN).bytes());
+                        if v != XDP_TX {
+                            lost += 1;
+                            continue;
+                        }
+                        won += 1;
+                        let sport = u16::from_be_bytes([out[34], out[35]]);
+                        let from_backend = |flags| {
+                            Pkt::tcp((BACKENDS[0], 6443), (LB, sport), flags)
+                                .macs(BACKEND_MACS[0], LB_MAC)
+                                .bytes()
+                        };
+                        let (v, out) = dp.run(&from_backend(SYN | ACK));
+                        assert_eq!(v, XDP_TX);
+                        assert_eq!(
+                            (&out[30..34], u16::from_be_bytes([out[36], out[37]])),
+                            (&client.0[..], client.1),
+                            "port {sport} answered to another client"
+                        );
+                        let (v, _) = dp.run(&from_backend(RST | ACK));
+                        assert_eq!(v, XDP_TX);
+                    }
+                    (won, lost)
+                })
+            })
+            .collect();
+        for w in workers {
+            let (won, lost) = w.join().expect("no tuple shared");
+            assert!(won > 100, "claims won {won}, lost {lost}");
+        }
+    });
 }
