@@ -104,13 +104,19 @@ pub fn in_window(known: bool, next: u32, seq: u32) -> bool {
     !known || (d >= -(SEQ_WINDOW_BELOW as i32) && d <= SEQ_WINDOW_ABOVE as i32)
 }
 
-/// Records a stream's position `end` when it is the first or has moved more than
-/// `SEQ_SLACK` ahead, so a bulk stream rewrites its entry only every few dozen packets.
+/// Records a stream's position `end` when it is the first, when the segment is a SYN
+/// (which starts the stream anew: a retransmitted handshake may carry another initial
+/// sequence number), or when it has moved more than `SEQ_SLACK` ahead, so a bulk stream
+/// rewrites its entry only every few dozen packets.
 #[inline(always)]
-fn advance(next: *mut u32, flags: *mut u8, known: u8, end: u32) {
+fn advance(next: *mut u32, flags: *mut u8, known: u8, h: &Headers) {
+    let end = h.seq_end;
     // SAFETY: both point into a live map value.
     unsafe {
-        if *flags & known == 0 || end.wrapping_sub(*next) as i32 > SEQ_SLACK as i32 {
+        if *flags & known == 0
+            || h.tcp_flags & TCP_SYN != 0
+            || end.wrapping_sub(*next) as i32 > SEQ_SLACK as i32
+        {
             *next = end;
             *flags |= known;
         }
@@ -462,7 +468,7 @@ pub fn forward_flow(
                             &raw mut (*e).seq_next,
                             &raw mut (*e).flags,
                             CT_FLAG_SEQ_KNOWN,
-                            h.seq_end,
+                            h,
                         );
                     }
                 }
@@ -567,7 +573,7 @@ fn unconfirmed_flow(
                 &raw mut (*u).seq_next,
                 &raw mut (*u).flags,
                 CT_FLAG_SEQ_KNOWN,
-                h.seq_end,
+                h,
             );
         }
         (*rev).flags & REV_FLAG_BACKEND_SEEN != 0
@@ -750,7 +756,7 @@ pub fn reply_touch(rev: *mut RevEntry, h: &Headers, now: u64) -> Result<RevEntry
                     &raw mut (*rev).seq_next,
                     &raw mut (*rev).flags,
                     REV_FLAG_SEQ_KNOWN,
-                    h.seq_end,
+                    h,
                 );
             }
         }
@@ -800,7 +806,7 @@ pub fn unconfirmed_reply(
                 &raw mut (*rev).seq_next,
                 &raw mut (*rev).flags,
                 REV_FLAG_SEQ_KNOWN,
-                h.seq_end,
+                h,
             );
         }
         *rev

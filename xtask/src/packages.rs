@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 
 /// (command, Debian package) pairs the demo needs.
 pub const DEMO: &[(&str, &str)] = &[("ip", "iproute2"), ("ethtool", "ethtool"), ("curl", "curl")];
-/// ... and what the tests need on top (VRRP interop, kubectl, nsenter/setpriv).
+/// ... and what the tests need on top (VRRP interop, kubectl, nsenter/setpriv, a packet
+/// crafter for the blind RST sweep).
 pub const TEST: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
@@ -17,6 +18,7 @@ pub const TEST: &[(&str, &str)] = &[
     ("kubectl", "kubernetes-client"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
+    ("hping3", "hping3"),
 ];
 /// ... and what the benchmarks compare against.
 pub const BENCH: &[(&str, &str)] = &[

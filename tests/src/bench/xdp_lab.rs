@@ -46,9 +46,9 @@ pub const GEN_DEV: &str = "g0";
 /// LB-side veth.
 pub const LB_DEV: &str = "l0";
 /// Frames per `BPF_PROG_TEST_RUN` call of the generator (about 10 ms of traffic).
-const GEN_REPEAT: u32 = 32_768;
+pub const GEN_REPEAT: u32 = 32_768;
 /// Live-frames batch: below the veth ring (256) so a batch never overflows it.
-const GEN_BATCH: u32 = 64;
+pub const GEN_BATCH: u32 = 64;
 /// Length of the generated frames (64-byte minimum Ethernet frame without FCS).
 pub const FRAME_PAYLOAD: usize = 10;
 
@@ -159,6 +159,32 @@ impl GenSpec {
             payload: FRAME_PAYLOAD,
         }
     }
+}
+
+/// The generator's configuration for `spec` with template `t` (its addresses, MACs and
+/// TTL), sending out of `ifindex` from `cpus` CPUs; and the template frame to feed it.
+pub fn gen_config(spec: &GenSpec, t: &TcpFrame, ifindex: u32, cpus: u32) -> (GenConfig, Vec<u8>) {
+    let frame = t.build();
+    let word = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    let cfg = GenConfig {
+        ifindex,
+        flows: spec.flows.max(1),
+        cpus,
+        src_base: u32::from(spec.src_base),
+        tmpl_src: u32::from_ne_bytes(spec.src_base.octets()),
+        dst_addr: u32::from_ne_bytes(spec.dst.octets()),
+        first_port: spec.first_port,
+        port_span: spec.port_span.max(1),
+        tmpl_sport: spec.first_port.to_be(),
+        dport: t.dport.to_be(),
+        ip_check: word(super::frame::IP_CHECK),
+        tcp_check: word(super::frame::TCP_CHECK),
+        dst_mac: t.dst_mac,
+        src_mac: t.src_mac,
+        ttl: t.ttl,
+        _pad: [0; 3],
+    };
+    (cfg, frame)
 }
 
 /// One measured run of the generator.
@@ -304,26 +330,7 @@ impl XdpLab {
     /// Points the generator at `spec` and returns the template frame to feed it.
     pub fn configure(&mut self, spec: &GenSpec) -> Result<Vec<u8>> {
         let t = spec.frame();
-        let frame = t.build();
-        let word = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
-        let cfg = GenConfig {
-            ifindex: self.gen_ifindex,
-            flows: spec.flows.max(1),
-            cpus: self.cpus,
-            src_base: u32::from(spec.src_base),
-            tmpl_src: u32::from_ne_bytes(spec.src_base.octets()),
-            dst_addr: u32::from_ne_bytes(spec.dst.octets()),
-            first_port: spec.first_port,
-            port_span: spec.port_span.max(1),
-            tmpl_sport: spec.first_port.to_be(),
-            dport: VIP_PORT.to_be(),
-            ip_check: word(super::frame::IP_CHECK),
-            tcp_check: word(super::frame::TCP_CHECK),
-            dst_mac: t.dst_mac,
-            src_mac: t.src_mac,
-            ttl: t.ttl,
-            _pad: [0; 3],
-        };
+        let (cfg, frame) = gen_config(spec, &t, self.gen_ifindex, self.cpus);
         let mut m: Array<&mut MapData, GenConfig> =
             Array::try_from(self.lab.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
         m.set(0, &cfg, 0)?;

@@ -1,0 +1,295 @@
+//! Hostile traffic in the namespace lab, from an attacker host on the client segment: a
+//! spoofed SYN flood (both modes), a burst of bare ACKs with bad checksums, and a blind RST
+//! sweep over the SNAT range. Legitimate clients must keep connecting, and confirmed
+//! connections must survive. The floods use the benchmarks' live-frames generator; they
+//! take both CPUs, so the tests of this file run one at a time.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, TcpStream},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tests::{
+    flood::{Flood, FloodSpec},
+    lab::{Lab, MASTERS, VIP, in_netns, run_args},
+};
+
+const CLIENT: &str = "192.0.2.10";
+const LB: &str = "192.0.2.2";
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// The floods saturate the machine: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn vip() -> Ipv4Addr {
+    VIP.parse().unwrap()
+}
+
+/// The standard lab plus an attacker on the same segment; the masters serve.
+fn lab(tag: &str) -> Lab {
+    let mut lab = Lab::new(
+        tag,
+        &[
+            ("client", Ipv4Addr::new(192, 0, 2, 10)),
+            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
+            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
+            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
+            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
+            ("attacker", Ipv4Addr::new(192, 0, 2, 66)),
+        ],
+    )
+    .expect("lab");
+    for m in MASTERS {
+        lab.start_apiserver(m, 6443, None).expect("API server");
+    }
+    lab
+}
+
+/// `n` HTTPS requests from the client through the VIP, one connection each: how many got
+/// an answer, and the slowest 1% (p99) in milliseconds.
+fn requests(lab: &Lab, n: usize) -> (usize, f64) {
+    let url = format!("https://{VIP}:6443/whoami");
+    let mut times = Vec::new();
+    let mut ok = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        if lab.curl("client", &url, Duration::from_secs(3)).is_ok() {
+            ok += 1;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+    (ok, p99)
+}
+
+/// Spoofed SYNs from every address of 203.0.113.0/24, 60,000 ports each (never repeating
+/// a flow within the run), at 50,000 per second: twice what exhausted every SNAT port of
+/// the three masters (120,000 tuples, 5 s each) before flows started unconfirmed, while
+/// leaving the 2-CPU lab room for the legitimate client (`cargo xtask bench` floods at full
+/// rate).
+fn syn_flood() -> FloodSpec {
+    FloodSpec {
+        src_base: Ipv4Addr::new(203, 0, 113, 0),
+        addresses: 256,
+        first_port: 2000,
+        port_span: 60_000,
+        dst: vip(),
+        dport: 6443,
+        flags: SYN,
+        bad_checksum: false,
+        max_frames: u64::MAX,
+        max_time: Duration::from_secs(60),
+        max_rate: Some(50_000.0),
+    }
+}
+
+fn syn_flood_case(tag: &str, extra: &[&str]) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab(tag);
+    if extra.contains(&"dnat") {
+        // The masters answer clients (and the spoofed addresses) through the LB.
+        for m in MASTERS {
+            for net in [format!("{CLIENT}/32"), "203.0.113.0/24".to_string()] {
+                lab.host(m)
+                    .ns
+                    .ip(&["route", "add", &net, "via", LB])
+                    .expect("route via the LB");
+            }
+        }
+    }
+    lab.start_xvip_and_wait(&run_args(extra)).expect("xvip");
+    let flood = Flood::start(&lab, "attacker", "lb", syn_flood()).expect("flood");
+    // Long enough for the flood to fill what it can (the old code lost every port in well
+    // under a second at this rate).
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, p99) = requests(&lab, 100);
+    let during = lab.xvip_status("lb").expect("status during the flood");
+    let (sent, rate) = flood.stop().expect("flood ran");
+    println!(
+        "{tag}: {ok}/100 requests answered during a spoofed SYN flood of {sent} frames \
+         ({rate:.0}/s); p99 {p99:.0} ms; reasons {:?}",
+        during.reasons
+    );
+    assert!(
+        rate > 30_000.0,
+        "the flood was too slow to mean anything: {rate:.0}/s"
+    );
+    assert!(
+        during.conntrack_entries < 1000,
+        "spoofed SYNs reached the confirmed table: {}",
+        during.conntrack_entries
+    );
+    assert!(ok >= 99, "{ok}/100 answered during the flood");
+}
+
+#[test]
+fn legitimate_clients_connect_during_a_spoofed_syn_flood_fullnat() {
+    syn_flood_case("synfn", &[]);
+}
+
+#[test]
+fn legitimate_clients_connect_during_a_spoofed_syn_flood_dnat() {
+    syn_flood_case("synd", &["--mode", "dnat"]);
+}
+
+#[test]
+fn bare_acks_with_bad_checksums_leave_no_state_that_blocks_new_connections() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("acks");
+    lab.start_xvip_and_wait(&run_args(&[])).expect("xvip");
+    // 200,000 bare ACKs "from the client" (its address, every port from 1024 on): the
+    // masters drop them silently (bad checksum), so no RST ever answers them.
+    let flood = Flood::start(
+        &lab,
+        "attacker",
+        "lb",
+        FloodSpec {
+            src_base: CLIENT.parse().unwrap(),
+            addresses: 1,
+            first_port: 1024,
+            port_span: 60_000,
+            dst: vip(),
+            dport: 6443,
+            flags: ACK,
+            bad_checksum: true,
+            max_frames: 200_000,
+            max_time: Duration::from_secs(30),
+            max_rate: None,
+        },
+    )
+    .expect("flood");
+    let end = Instant::now() + Duration::from_secs(35);
+    while !flood.finished() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (sent, rate) = flood.stop().expect("flood ran");
+    assert!(sent >= 200_000, "sent {sent}");
+    // At once, not 15 s later: nothing the ACKs created can hold a port.
+    let (ok, _) = requests(&lab, 20);
+    let s = lab.xvip_status("lb").expect("status");
+    println!(
+        "{sent} bare ACKs ({rate:.0}/s); then {ok}/20 new connections; confirmed flows {}",
+        s.conntrack_entries
+    );
+    assert_eq!(ok, 20, "{ok}/20 connections after the ACKs");
+    assert!(s.conntrack_entries < 100, "{}", s.conntrack_entries);
+}
+
+/// An HTTPS client that holds one keep-alive connection through the VIP (from the
+/// client's namespace) and sends a request on it when asked.
+struct KeepAlive {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl KeepAlive {
+    fn connect(lab: &Lab) -> Self {
+        let ns = lab.host("client").ns.name.clone();
+        let tcp = in_netns(&ns, || {
+            TcpStream::connect_timeout(
+                &format!("{VIP}:6443").parse().unwrap(),
+                Duration::from_secs(3),
+            )
+        })
+        .expect("netns")
+        .expect("connect through the VIP");
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(xvip::health::NoCertVerification::new(
+                &rustls::crypto::ring::default_provider(),
+            )))
+            .with_no_client_auth();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), "192.0.2.100".try_into().unwrap())
+                .expect("TLS client");
+        Self {
+            tls: rustls::StreamOwned::new(conn, tcp),
+        }
+    }
+
+    /// GET /whoami on the kept connection: the answering master's name.
+    fn whoami(&mut self) -> std::io::Result<String> {
+        self.tls.write_all(
+            b"GET /whoami HTTP/1.1\r\nHost: 192.0.2.100\r\nConnection: keep-alive\r\n\r\n",
+        )?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.tls.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let len = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= head_end + 4 + len {
+                    return Ok(text[head_end + 4..head_end + 4 + len].trim().to_string());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_blind_rst_sweep_over_the_snat_range_does_not_break_an_idle_connection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("rst");
+    lab.start_xvip_and_wait(&run_args(&[])).expect("xvip");
+    let mut conn = KeepAlive::connect(&lab);
+    let master = conn.whoami().expect("first request");
+    let ip = match master.as_str() {
+        "m1" => "192.0.2.11",
+        "m2" => "192.0.2.12",
+        "m3" => "192.0.2.13",
+        other => panic!("answered by {other:?}"),
+    };
+    // RSTs "from its master" (master:6443 -> VIP:P) for every SNAT port P of the default
+    // range 20000-59999: every field but the sequence number is public. hping3 counts the
+    // destination port up (`++`) and keeps the source port (`-k`).
+    let passed_before = lab.xvip_status("lb").expect("status").reasons["pass_not_for_vip"];
+    let sweep = lab
+        .host("attacker")
+        .ns
+        .cmd("timeout")
+        .args([
+            "30", "hping3", "-q", "-R", "-A", "-a", ip, "-s", "6443", "-k",
+        ])
+        .args(["-p", "++20000", "-c", "40000", "-i", "u20", VIP])
+        .output()
+        .expect("hping3");
+    let sent = String::from_utf8_lossy(&sweep.stderr).to_string()
+        + &String::from_utf8_lossy(&sweep.stdout);
+    let s = lab.xvip_status("lb").expect("status");
+    let out_of_window = s.reasons.get("drop_out_of_window").copied().unwrap_or(0);
+    let passed = s.reasons["pass_not_for_vip"] - passed_before;
+    println!(
+        "RST sweep: {}; {passed} to tuples no flow holds (passed), {out_of_window} to the \
+         connection's tuple (dropped out of window)",
+        sent.lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("?")
+    );
+    assert!(passed >= 39_000, "the sweep did not reach xvip: {passed}");
+    assert!(
+        out_of_window >= 1,
+        "the RST on the connection's own tuple was not refused"
+    );
+    // Idle past the closing timeout (10 s): a shortened flow would be gone by now.
+    std::thread::sleep(Duration::from_secs(15));
+    let again = conn
+        .whoami()
+        .expect("the idle connection answers 15 s later");
+    assert_eq!(again, master);
+}
