@@ -72,6 +72,8 @@ pub struct TcpRow {
     pub p50_us: Summary,
     pub p99_us: Summary,
     pub errors: u64,
+    /// Requests answered, in percent of those tried.
+    pub success_pct: Summary,
 }
 
 /// Per-packet cost of one packet class.
@@ -191,16 +193,19 @@ impl Report {
     /// The TCP table alone.
     pub fn tcp_markdown(&self) -> String {
         let mut m = String::new();
-        m.push_str("| path | connections/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---:|\n");
+        m.push_str(
+            "| path | connections/s | p50 ms | p99 ms | errors | answered % |\n|---|---|---|---|---:|---|\n",
+        );
         for r in &self.tcp {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 r.path,
                 cell(&r.conns_per_s, 1.0, 0),
                 cell(&r.p50_us, 1000.0, 2),
                 cell(&r.p99_us, 1000.0, 2),
-                r.errors
+                r.errors,
+                cell(&r.success_pct, 1.0, 2)
             );
         }
         m

@@ -30,6 +30,8 @@ pub struct TcpSample {
     pub p99_us: f64,
     /// Failed connections or requests.
     pub errors: u64,
+    /// Completed requests.
+    pub ok: u64,
 }
 
 /// Connects, sends [`REQUEST`], reads the answer to the end; fails unless it is a 200.
@@ -133,5 +135,6 @@ pub fn load(
         p50_us: percentile(&all, 0.50),
         p99_us: percentile(&all, 0.99),
         errors: results.iter().map(|(_, e)| e).sum(),
+        ok: all.len() as u64,
     })
 }

@@ -26,6 +26,7 @@ use tests::{
             with_netns,
         },
     },
+    flood::{Flood, FloodSpec},
     lab::{Lab, Proc, apiserver_bin, lab_object, sh, xvip_bin},
 };
 use xvip::{
@@ -912,6 +913,7 @@ fn tcp_measure(ctx: &Ctx, lab: &Lab, path: &str, target: SocketAddr) -> Result<T
         p50_us: f(|s| s.p50_us),
         p99_us: f(|s| s.p99_us),
         errors: v.iter().map(|s| s.errors).sum(),
+        success_pct: f(|s| 100.0 * s.ok as f64 / (s.ok + s.errors).max(1) as f64),
     };
     eprintln!(
         "   {:<32} {:>8.0} conn/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
@@ -933,6 +935,7 @@ fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             ("m1", Ipv4Addr::new(192, 0, 2, 11)),
             ("m2", Ipv4Addr::new(192, 0, 2, 12)),
             ("m3", Ipv4Addr::new(192, 0, 2, 13)),
+            ("attacker", Ipv4Addr::new(192, 0, 2, 66)),
         ],
     )?;
     for m in ["m1", "m2", "m3"] {
@@ -984,6 +987,8 @@ fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
     .stderr(log);
     lab.spawn("xvip", cmd)?;
     let r = tcp_measure(ctx, &lab, "through xvip (fullnat)", vip);
+    report.tcp.push(r?);
+    let r = under_syn_flood(ctx, report, &lab, "through xvip (fullnat)", vip);
     lab.stop("xvip");
     let _ = std::fs::remove_dir_all(&pin_root);
     report.tcp.push(r?);
@@ -1008,12 +1013,10 @@ fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(ctx.out.join("haproxy.log"))?);
         lab.spawn("haproxy", cmd)?;
-        let r = tcp_measure(
-            ctx,
-            &lab,
-            "through haproxy (mode tcp)",
-            "192.0.2.2:6443".parse()?,
-        );
+        let haproxy = "192.0.2.2:6443".parse()?;
+        let r = tcp_measure(ctx, &lab, "through haproxy (mode tcp)", haproxy);
+        report.tcp.push(r?);
+        let r = under_syn_flood(ctx, report, &lab, "through haproxy (mode tcp)", haproxy);
         lab.stop("haproxy");
         report.tcp.push(r?);
     } else {
@@ -1036,6 +1039,46 @@ fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
     }
     with_netns(&lab.host("client").ns.name, || Ok(()))?;
     Ok(())
+}
+
+/// The TCP load on `path` while the attacker floods `target` with spoofed SYNs from every
+/// address of 203.0.113.0/24 at the generator's full rate (one CPU).
+fn under_syn_flood(
+    ctx: &Ctx,
+    report: &mut Report,
+    lab: &Lab,
+    path: &str,
+    target: SocketAddr,
+) -> Result<TcpRow> {
+    let SocketAddr::V4(t) = target else {
+        bail!("IPv4 only");
+    };
+    let flood = Flood::start(
+        lab,
+        "attacker",
+        "lb",
+        FloodSpec {
+            src_base: Ipv4Addr::new(203, 0, 113, 0),
+            addresses: 256,
+            first_port: 2000,
+            port_span: 60_000,
+            dst: *t.ip(),
+            dport: t.port(),
+            flags: tests::bench::frame::TCP_SYN,
+            bad_checksum: false,
+            max_frames: u64::MAX,
+            max_time: Duration::from_secs(600),
+            max_rate: None,
+        },
+    )?;
+    let row = tcp_measure(ctx, lab, &format!("{path}, spoofed SYN flood"), target);
+    let (sent, rate) = flood.stop()?;
+    report.notes.push(format!(
+        "SYN flood against {path}: {sent} spoofed SYNs at {:.0} k/s from one CPU, during the \
+         legitimate load",
+        rate / 1e3
+    ));
+    row
 }
 
 // ---------------------------------------------------------------- targets
@@ -1189,6 +1232,22 @@ fn targets(r: &mut Report) {
         p99.map(|(a, b)| a < b),
         String::new(),
     );
+    for who in ["through xvip", "through haproxy"] {
+        let f = r
+            .tcp
+            .iter()
+            .find(|x| x.path.starts_with(who) && x.path.ends_with("spoofed SYN flood"));
+        let v = f.map(|f| f.success_pct.median);
+        push(
+            &format!("SYN flood: legitimate connections answered, {}", &who[8..]),
+            ">= 99%",
+            show(v, "%"),
+            v.map(|v| v >= 99.0),
+            f.map_or(String::new(), |f| {
+                format!("p99 {:.2} ms", f.p99_us.median / 1e3)
+            }),
+        );
+    }
     let mag = |n: u32| {
         r.maglev
             .iter()
