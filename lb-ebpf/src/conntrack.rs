@@ -262,10 +262,10 @@ fn take_tuple(
     now: u64,
     steal_after: u64,
 ) -> bool {
-    if map.insert(rkey, rev, BPF_NOEXIST as u64).is_ok() {
-        return true;
-    }
+    // Looked up first: a refused insert into an LRU map still takes (and gives back) a free
+    // element, which under a flood costs an eviction each time.
     let Some(p) = map.get_ptr_mut(rkey) else {
+        // Free: of several racing claimers, only one insert succeeds.
         return map.insert(rkey, rev, BPF_NOEXIST as u64).is_ok();
     };
     // SAFETY: `p` points into a live map value; fields read through the raw pointer.

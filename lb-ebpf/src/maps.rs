@@ -53,16 +53,20 @@ pub static REVERSE: LruHashMap<FlowKey, RevEntry> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_SIZE, 0);
 
 /// Client-side flow -> CtEntry of flows not confirmed yet (see `conntrack`). Written here.
-/// Its own LRU: a flood of spoofed SYNs or bare ACKs evicts only its own kind.
+/// Its own LRU: a flood of spoofed SYNs or bare ACKs evicts only its own kind. Under a
+/// flood every packet inserts here, so each CPU keeps its own LRU list (no shared lock);
+/// entries are still found from any CPU.
 #[map]
 pub static UNCONFIRMED: LruHashMap<FlowKey, CtEntry> =
-    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, BPF_F_NO_COMMON_LRU);
 
 /// Backend-side tuple -> RevEntry of flows not confirmed yet: the tuples they hold.
-/// Written here.
+/// Written here; per-CPU LRU lists as `UNCONFIRMED`.
 #[map]
 pub static UNCONFIRMED_REV: LruHashMap<FlowKey, RevEntry> =
-    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, BPF_F_NO_COMMON_LRU);
+
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// 0 -> room for the entries a new or confirming flow builds (per CPU, used within one
 /// packet): the program's 512-byte stack cannot hold them as well.
