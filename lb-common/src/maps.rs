@@ -175,8 +175,19 @@ pub struct CtEntry {
     /// TCP: the client's next sequence number as last recorded (host order; lags the
     /// stream by at most `SEQ_SLACK`): a FIN or RST from the client must fit it.
     pub seq_next: u32,
-    pub _pad1: u32,
+    /// The 802.1Q/802.1ad tag of the client's frames ([`vlan_tag`]; 0: untagged).
+    pub client_vlan: u32,
 }
+
+/// A frame's VLAN tag as kept in `client_vlan`: 0 for an untagged frame, else
+/// `VLAN_TAGGED | tci`, with `VLAN_8021AD` when the tag protocol is 802.1ad (0x88a8).
+pub const fn vlan_tag(tpid: u16, tci: u16) -> u32 {
+    VLAN_TAGGED | if tpid == 0x88a8 { VLAN_8021AD } else { 0 } | tci as u32
+}
+/// `client_vlan`: the frame was tagged.
+pub const VLAN_TAGGED: u32 = 1 << 16;
+/// `client_vlan`: the tag protocol is 802.1ad.
+pub const VLAN_8021AD: u32 = 1 << 17;
 
 /// `RevEntry::flags`: `seq_next` holds the backend's stream position.
 pub const REV_FLAG_SEQ_KNOWN: u8 = 1 << 0;
@@ -217,7 +228,8 @@ pub struct RevEntry {
     /// TCP: the backend's next sequence number as last recorded (host order, lagging by at
     /// most `SEQ_SLACK`): a FIN or RST from the backend must fit it.
     pub seq_next: u32,
-    pub _pad1: u32,
+    /// The tag replies leave with: the client's ([`vlan_tag`]; 0: untagged).
+    pub client_vlan: u32,
 }
 
 /// `VIP_STATS` and `BACKEND_STATS` value (per CPU).

@@ -222,7 +222,7 @@ fn reverse_of(e: &CtEntry, key: &FlowKey) -> RevEntry {
         vip_index: e.vip_index,
         client_ifindex: e.client_ifindex,
         seq_next: 0,
-        _pad1: 0,
+        client_vlan: e.client_vlan,
     }
 }
 
@@ -242,7 +242,7 @@ fn forward_of(rkey: &FlowKey, r: &RevEntry) -> CtEntry {
         vip_index: r.vip_index,
         client_ifindex: r.client_ifindex,
         seq_next: 0,
-        _pad1: 0,
+        client_vlan: r.client_vlan,
     }
 }
 
@@ -472,11 +472,13 @@ pub fn forward_flow(
                         );
                     }
                 }
-                if (client_mac != old.client_mac || ingress_ifindex != old.client_ifindex)
+                if (client_mac != old.client_mac
+                    || ingress_ifindex != old.client_ifindex
+                    || h.vlan != old.client_vlan)
                     && fits
                     && !local
                 {
-                    follow_client(e, &old, &key, client_mac, ingress_ifindex);
+                    follow_client(e, &old, &key, client_mac, ingress_ifindex, h.vlan);
                 }
                 return Ok(Flow::of(&old, backend, false));
             }
@@ -491,14 +493,22 @@ pub fn forward_flow(
     new_flow(h, &key, meta, cfg, client_mac, ingress_ifindex, now)
 }
 
-/// A confirmed flow's client now sends from another MAC or interface (a router failover,
-/// a moved VM), in window: replies follow it.
+/// A confirmed flow's client now sends from another MAC, interface or VLAN (a router
+/// failover, a moved VM), in window: replies follow it.
 #[inline(always)]
-fn follow_client(e: *mut CtEntry, old: &CtEntry, key: &FlowKey, mac: [u8; 6], ifindex: u32) {
+fn follow_client(
+    e: *mut CtEntry,
+    old: &CtEntry,
+    key: &FlowKey,
+    mac: [u8; 6],
+    ifindex: u32,
+    vlan: u32,
+) {
     // SAFETY: fields of the live value.
     unsafe {
         (*e).client_mac = mac;
         (*e).client_ifindex = ifindex;
+        (*e).client_vlan = vlan;
     }
     if let Some(r) = REVERSE.get_ptr_mut(&reverse_key(old, key.proto)) {
         // SAFETY: `r` points into a live map value.
@@ -506,6 +516,7 @@ fn follow_client(e: *mut CtEntry, old: &CtEntry, key: &FlowKey, mac: [u8; 6], if
             if owns(&*r, key) {
                 (*r).client_mac = mac;
                 (*r).client_ifindex = ifindex;
+                (*r).client_vlan = vlan;
             }
         }
     }
@@ -564,9 +575,11 @@ fn unconfirmed_flow(
     let answered = unsafe {
         (*rev).client_mac = client_mac;
         (*rev).client_ifindex = ingress_ifindex;
+        (*rev).client_vlan = h.vlan;
         (*rev).last_seen_ns = now;
         (*u).client_mac = client_mac;
         (*u).client_ifindex = ingress_ifindex;
+        (*u).client_vlan = h.vlan;
         (*u).last_seen_ns = now;
         if h.proto == IPPROTO_TCP {
             advance(
@@ -630,7 +643,7 @@ fn new_flow(
             vip_index: meta.index,
             client_ifindex: ingress_ifindex,
             seq_next: h.seq_end,
-            _pad1: 0,
+            client_vlan: h.vlan,
         };
         *rev = reverse_of(&*entry, key);
         if !tcp || h.tcp_flags & TCP_SYN == 0 {

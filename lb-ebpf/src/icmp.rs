@@ -188,6 +188,9 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
             dport: rev.vip_port,
         };
         rewrite_quote(frame, icmp, iip, il4, il4_off, limit, iproto, &old, &new);
+        if let Err(v) = crate::vlan::restore(ctx, h, rev.client_vlan) {
+            return v;
+        }
         return nat::egress(
             rev.client_ifindex,
             ctx.ingress_ifindex() as u32,

@@ -133,6 +133,9 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
     };
     rewrite(h, &rw);
     stats::count_traffic(rev.vip_index, rev.backend_idx, frame.len() as u64, false);
+    if let Err(v) = crate::vlan::restore(ctx, h, rev.client_vlan) {
+        return v;
+    }
     egress(
         rev.client_ifindex,
         ctx.ingress_ifindex() as u32,

@@ -7,7 +7,7 @@ use core::mem::size_of;
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, ADDR_SLOT_OVERFLOW, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP, Reason, hash::addr_slot,
+    IPPROTO_UDP, Reason, hash::addr_slot, vlan_tag,
 };
 use network_types::{
     eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
@@ -70,6 +70,10 @@ impl Frame {
 /// compiler drops the "redundant" second check.
 pub struct Headers {
     pub eth: *mut EthHdr,
+    /// The 802.1Q/802.1ad header, or null for an untagged frame.
+    pub vlan_hdr: *mut VlanHdr,
+    /// The frame's tag as `lb_common::vlan_tag` encodes it (0: untagged).
+    pub vlan: u32,
     pub ip: *mut Ipv4Hdr,
     /// The transport (or ICMP) header; at least `TcpHdr::LEN`, `UdpHdr::LEN` or
     /// `Icmpv4Hdr::LEN` bytes are in the frame, according to `proto`.
@@ -112,10 +116,16 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
     // SAFETY: `eth` is within the frame.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut l3 = EthHdr::LEN;
+    let (mut vlan_hdr, mut vlan) = (core::ptr::null_mut(), 0);
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let vlan: *mut VlanHdr = frame.ptr(l3).ok_or(Verdict::pass(Reason::PassMalformed))?;
+        let v: *mut VlanHdr = frame.ptr(l3).ok_or(Verdict::pass(Reason::PassMalformed))?;
         // SAFETY: checked above.
-        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        let tci = unsafe {
+            ether_type = u16::from_be((*v).ether_type);
+            u16::from_be_bytes((*v).tci)
+        };
+        vlan = vlan_tag(u16::from_be(unsafe { (*eth).ether_type }), tci);
+        vlan_hdr = v;
         l3 += VlanHdr::LEN;
     }
     if ether_type != ETH_P_IP {
@@ -166,6 +176,8 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
     let l4 = l3 + ihl;
     let mut h = Headers {
         eth,
+        vlan_hdr,
+        vlan,
         ip,
         l4: core::ptr::null_mut(),
         l4_off: l4,
