@@ -45,6 +45,9 @@ pub enum DaemonError {
     /// The kernel side failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// Pinned state or an attached program that is not this interface's xvip's.
+    #[error(transparent)]
+    Pins(#[from] crate::pins::PinError),
     /// The VRRP socket could not be set up.
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::VrrpError),
@@ -58,6 +61,7 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config(_) | Self::Interface(_) | Self::Tls(_) => 2,
+            Self::Pins(e) => e.exit_code(),
             Self::Dataplane(
                 DataplaneError::Attach { .. } | DataplaneError::PinnedMismatch { .. },
             ) => 2,
@@ -152,7 +156,9 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         log::info!("no --ca-file: API server certificates are not verified by the health checks");
     }
 
-    let pins = crate::dataplane::pin_dir(&settings.pin_root, &iface.name);
+    // Pins are keyed by namespace and interface; another program in the way is refused here,
+    // before anything is loaded.
+    let pins = crate::pins::claim(&settings.pin_root, &iface)?;
     let mut dataplane =
         Dataplane::load_pinned(OBJECT, settings.conntrack_size, Some((&pins, &iface.name)))?;
     if dataplane.adopted() {

@@ -10,6 +10,7 @@ pub mod health;
 pub mod local;
 pub mod maglev;
 pub mod manifest;
+pub mod pins;
 pub mod reconcile;
 pub mod status;
 pub mod sys;

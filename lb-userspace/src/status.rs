@@ -528,15 +528,21 @@ pub async fn serve(
     }))
 }
 
-/// Where a daemon records its status address, per interface, for `xvip status --interface`.
+/// Where a daemon records its status address for `xvip status --interface`: keyed like the
+/// pins, by network namespace then interface (`/run/xvip/<netns inode>/<if>.addr`).
 pub fn record_path(interface: &str) -> std::path::PathBuf {
-    std::path::Path::new("/run/xvip").join(format!("{interface}.addr"))
+    let ns = crate::pins::netns_inode().unwrap_or(0);
+    std::path::Path::new("/run/xvip")
+        .join(ns.to_string())
+        .join(format!("{interface}.addr"))
 }
 
 /// Records the status address of the daemon serving `interface`.
 pub fn record_addr(interface: &str, addr: SocketAddr) {
     let p = record_path(interface);
-    let _ = std::fs::create_dir_all("/run/xvip");
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     if let Err(e) = std::fs::write(&p, addr.to_string()) {
         log::debug!("cannot record the status address in {}: {e}", p.display());
     }
