@@ -62,6 +62,15 @@ impl Netns {
         c
     }
 
+    /// The namespace's inode: what xvip keys its pins by (`<pin-root>/<inode>/<if>`).
+    pub fn inode(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = format!("/var/run/netns/{}", self.name);
+        Ok(std::fs::metadata(&path)
+            .with_context(|| format!("stat {path}"))?
+            .ino())
+    }
+
     /// Runs `ip -n NS ARGS`.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", &self.name];
@@ -130,6 +139,8 @@ pub struct Lab {
     pub procs: Vec<Proc>,
     /// The pass-through XDP program on the switch ports (see `attach_port_programs`).
     port_programs: Option<aya::Ebpf>,
+    /// The same, on ports of hosts made again by `recreate_host`.
+    recreated_ports: Vec<aya::Ebpf>,
     pub hosts: Vec<Host>,
     pub switch: Netns,
     pub prefix: String,
@@ -226,6 +237,7 @@ impl Lab {
         let mut lab = Self {
             procs: Vec::new(),
             port_programs: None,
+            recreated_ports: Vec::new(),
             hosts: Vec::new(),
             switch,
             prefix,
@@ -273,6 +285,32 @@ impl Lab {
             ns,
             ip: addr,
         });
+        Ok(())
+    }
+
+    /// Deletes `name`'s namespace (its veth and switch port go with it), waits until the
+    /// kernel has destroyed them, and creates the host again: same name, address and MAC.
+    pub fn recreate_host(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.name == name)
+            .with_context(|| format!("no host {name}"))?;
+        let port = format!("p{i}");
+        let addr = self.hosts.remove(i).ip;
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.switch.ip(&["link", "show", &port]).is_ok() {
+            if Instant::now() > end {
+                bail!("{port} of {name} still exists 10 s after its namespace was deleted");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.add_host(name, addr, i)?;
+        let h = self.hosts.pop().expect("just added");
+        self.hosts.insert(i, h);
+        let ports = vec![port];
+        let programs = in_netns(&self.switch.name, move || attach_port_programs(&ports))??;
+        self.recreated_ports.push(programs);
         Ok(())
     }
 

@@ -272,7 +272,8 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
         !lab.has_xdp("lb").unwrap(),
         "detach left the program attached"
     );
-    assert!(!pin_root.join("eth0").exists(), "detach left pins");
+    let ns = lab.host("lb").ns.inode().unwrap().to_string();
+    assert!(!pin_root.join(ns).join("eth0").exists(), "detach left pins");
 }
 
 #[test]
@@ -378,7 +379,10 @@ fn pinned_state_of_another_layout_is_refused_and_left_serving() {
         "the pinned program must keep serving"
     );
     assert!(
-        pin_root.join("eth0/CONNTRACK").exists(),
+        pin_root
+            .join(lab.host("lb").ns.inode().unwrap().to_string())
+            .join("eth0/CONNTRACK")
+            .exists(),
         "the refused run removed the pinned state"
     );
     // The state was left whole: the original configuration adopts it again.
