@@ -138,7 +138,17 @@ pub fn health_settings(s: &Settings) -> Result<HealthSettings, DaemonError> {
 pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
     let s = args.resolve()?;
     health_settings(&s)?;
+    check_snat_range(&s)?;
     Ok(s)
+}
+
+/// The SNAT ports must stay clear of this namespace's ephemeral ports when the SNAT address
+/// is the node's own (see `config::check_snat_ephemeral`).
+fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
+    let ephemeral = std::fs::read_to_string(crate::config::LOCAL_PORT_RANGE)
+        .ok()
+        .and_then(|t| crate::config::parse_local_port_range(&t));
+    crate::config::check_snat_ephemeral(s, &crate::local::local_addresses(), ephemeral)
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -147,6 +157,7 @@ pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
 /// Startup failures leave the interface as it was.
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let settings = args.resolve()?;
+    check_snat_range(&settings)?;
     let iface = Interface::lookup(&settings.interface)?;
     let hs = Arc::new(health_settings(&settings)?);
     if matches!(settings.health.kind, HealthKind::Https)

@@ -132,8 +132,8 @@ pub fn read_link(path: &Path) -> io::Result<Option<LinkState>> {
     // struct bpf_link_info: type, id, prog_id, pad, then the per-type union (xdp.ifindex).
     let mut info = [0u64; 32];
     let mut attr = [0u64; 8];
-    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32)
-        | (size_of_val(&info) as u64) << 32;
+    attr[0] =
+        u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32) | (size_of_val(&info) as u64) << 32;
     attr[1] = info.as_mut_ptr() as u64;
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     let words: &[u32] = bytemuck::cast_slice(&info);
@@ -342,9 +342,7 @@ pub fn defunct_dirs(root: &Path) -> Vec<PathBuf> {
             })
             .unwrap_or_default()
     };
-    let defunct = |d: &Path| {
-        matches!(read_link(&d.join(LINK_PIN)), Ok(Some(l)) if l.link_type == BPF_LINK_TYPE_XDP && l.ifindex == 0)
-    };
+    let defunct = |d: &Path| matches!(read_link(&d.join(LINK_PIN)), Ok(Some(l)) if l.link_type == BPF_LINK_TYPE_XDP && l.ifindex == 0);
     let mut out = Vec::new();
     for d in subdirs(root) {
         if d.join(LINK_PIN).exists() {
@@ -522,7 +520,7 @@ mod tests {
         let mut v = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
         v.extend_from_slice(&kind.to_ne_bytes());
         v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
         v

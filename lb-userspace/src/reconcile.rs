@@ -542,16 +542,26 @@ mod tests {
 
         // Restart (same maps) with only .100, full NAT.
         Reconciler::new(&s).apply(&mut m, &[]).unwrap();
-        assert_eq!(m.vips.keys().copied().collect::<Vec<_>>(), [vip_key(&s.vips[0])]);
+        assert_eq!(
+            m.vips.keys().copied().collect::<Vec<_>>(),
+            [vip_key(&s.vips[0])]
+        );
         let vip = ip_raw(s.vips[0].addr.octets());
         assert_eq!(
-            m.vip_addrs.keys().copied().collect::<std::collections::BTreeSet<_>>(),
+            m.vip_addrs
+                .keys()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
             [vip].into(),
             "only the VIP (which is also the SNAT address) is left"
         );
         let gone_addr = ip_raw([192, 0, 2, 101]);
         let slot = m.vip_slots[&lb_common::hash::addr_slot(gone_addr)];
-        assert_ne!(slot >> 32, u64::from(gone_addr), "its slot no longer names it");
+        assert_ne!(
+            slot >> 32,
+            u64::from(gone_addr),
+            "its slot no longer names it"
+        );
     }
 
     #[test]

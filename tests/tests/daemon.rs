@@ -309,6 +309,53 @@ fn a_bad_config_file_exits_2_and_names_the_field() {
 }
 
 #[test]
+fn a_node_snat_address_with_ports_in_the_ephemeral_range_exits_2_naming_both() {
+    let lab = Lab::new("snat", &[("lb", std::net::Ipv4Addr::new(192, 0, 2, 2))]).unwrap();
+    let ns = &lab.host("lb").ns;
+    // The namespace's own ephemeral range, read by xvip in its namespace.
+    sh(ns.cmd("sh").args([
+        "-c",
+        "echo 40000 50000 > /proc/sys/net/ipv4/ip_local_port_range",
+    ]))
+    .unwrap();
+    let xvip = |cmd: &str, ports: &str| {
+        ns.cmd(xvip_bin())
+            .args([
+                cmd,
+                "--interface",
+                "eth0",
+                "--vip",
+                VIP,
+                "--backend",
+                "192.0.2.11",
+            ])
+            .args(["--snat-ip", "192.0.2.2", "--snat-ports", ports])
+            .output()
+            .unwrap()
+    };
+    for cmd in ["check-config", "run"] {
+        let out = xvip(cmd, "20000-59999");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        let last = err.trim().lines().last().unwrap_or("");
+        println!("{cmd}: {last}");
+        assert!(
+            last.contains("20000-59999")
+                && last.contains("40000-50000")
+                && last.contains("--snat-ports"),
+            "{err}"
+        );
+    }
+    assert!(!lab.has_xdp("lb").unwrap(), "the refused run attached");
+    let out = xvip("check-config", "20000-39999");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn sighup_reloads_the_backend_list_without_dropping_flows() {
     let files = Files::new("hup");
     let mut lab = Lab::standard("hup", Some(&files.0)).unwrap();

@@ -62,7 +62,10 @@ fn xdp_prog(lab: &Lab, host: &str) -> Option<u32> {
         .ip(&["link", "show", "dev", "eth0"])
         .ok()?;
     let rest = &out[out.find("prog/xdp id ")? + "prog/xdp id ".len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -239,7 +242,11 @@ fn a_foreign_xdp_program_on_the_interface_exits_2_naming_it() {
         last.contains("bpftool link") || last.contains("ip link set dev eth0"),
         "{err}"
     );
-    assert_eq!(xdp_prog(&lab, "lb"), Some(id), "the foreign program was touched");
+    assert_eq!(
+        xdp_prog(&lab, "lb"),
+        Some(id),
+        "the foreign program was touched"
+    );
     assert!(!pins_of(ns).exists(), "the refused run left pins");
 }
 
