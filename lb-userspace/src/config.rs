@@ -1084,3 +1084,79 @@ mod snat_range_tests {
         check_snat_ephemeral(&settings("192.0.2.2", "20000-59999"), &node, None).unwrap();
     }
 }
+
+/// Bounded fuzzing of the config file: whatever an operator (or a broken template) writes.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use crate::fuzz::Rng;
+
+    const VALID: &str = r#"interface = "eth0"
+vips = ["192.0.2.100", "192.0.2.101:443"]
+backends = ["192.0.2.11", "192.0.2.12:6443@2", "192.0.2.13@0"]
+mode = "fullnat"
+snat_ports = "20000-29999"
+health_interval = "200ms"
+fall = 3
+rise = 2
+metrics_addr = "127.0.0.1:9106"
+"#;
+
+    #[test]
+    fn random_mutated_and_truncated_files_give_settings_or_one_clean_line() {
+        let dir = std::env::temp_dir().join(format!("xvip-cfg-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xvip.toml");
+        let interesting: &[&[u8]] = &[
+            b"\"",
+            b"[",
+            b"]",
+            b"=",
+            b"\n",
+            b"#",
+            b"@",
+            b":",
+            b"-",
+            b"99999999999999999999",
+            b"-1",
+            b"0",
+            b"\"\xc3\xa9\"",
+            b"\xff",
+            b"'''",
+            b"{}",
+            b"nan",
+            b"1e400",
+            b"\"999.1.1.1\"",
+            b"\"192.0.2.11:0@4294967296\"",
+            b"\"5ms\"",
+            b"\"1h1m\"",
+        ];
+        let mut rng = Rng::new(0xc0f1);
+        let (mut ok, mut err) = (0, 0);
+        for case in 0..600 {
+            let text = match case % 4 {
+                0 => VALID.as_bytes()[..rng.below(VALID.len() + 1)].to_vec(),
+                _ => rng.mutate(VALID.as_bytes(), interesting),
+            };
+            std::fs::write(&path, &text).unwrap();
+            let args = RunArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            match args.resolve() {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    err += 1;
+                    let line = e.to_string();
+                    assert!(
+                        !line.is_empty() && !line.contains('\n'),
+                        "case {case}: {line:?} for {:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ok > 10 && err > 100, "{ok} ok, {err} errors");
+    }
+}

@@ -6,6 +6,8 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod discovery;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod health;
 pub mod local;
 pub mod maglev;
