@@ -502,6 +502,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         h.abort();
     }
     metrics.abort();
+    crate::status::forget_addr(&iface.name);
     let mut s = shared.lock().expect("poisoned");
     if settings.keep_attached {
         s.dataplane.keep_attached();

@@ -371,11 +371,18 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
         reason: e.to_string(),
     })?;
     let read = |d: &Path| {
-        read_link(&d.join(LINK_PIN)).map_err(|e| PinError::Unreadable {
+        let unreadable = |reason: String| PinError::Unreadable {
             path: d.join(LINK_PIN).display().to_string(),
             interface: iface.name.clone(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        match read_link(&d.join(LINK_PIN)) {
+            Ok(Some(l)) if l.link_type != BPF_LINK_TYPE_XDP => {
+                Err(unreadable(format!("a link of type {}", l.link_type)))
+            }
+            Ok(l) => Ok(l),
+            Err(e) => Err(unreadable(e.to_string())),
+        }
     };
     let legacy = root.join(&iface.name);
     if !dir.exists()

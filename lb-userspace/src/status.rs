@@ -637,6 +637,15 @@ pub fn record_addr(interface: &str, addr: SocketAddr) {
     }
 }
 
+/// Removes the record of [`record_addr`] (the daemon is stopping).
+pub fn forget_addr(interface: &str) {
+    let p = record_path(interface);
+    let _ = std::fs::remove_file(&p);
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 /// The status address recorded by the daemon serving `interface`.
 ///
 /// # Errors
