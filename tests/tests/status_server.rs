@@ -109,6 +109,18 @@ async fn a_request_in_several_pieces_is_served_and_a_silent_client_is_timed_out(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_do_not_stop_metrics_for_a_new_client() {
+    // 1000 client sockets in this process: lift a 1024 soft limit up to the hard one.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < 4096 {
+            lim.rlim_cur = lim.rlim_max.min(4096);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     let (addr, task) = server().await;
     let mut idle = Vec::new();
     for _ in 0..1000 {
