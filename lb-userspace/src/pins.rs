@@ -24,6 +24,11 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_PROG_ID: u16 = 4;
+/// With several modes attached (`XDP_ATTACHED_MULTI`), one id per mode.
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
+const XDP_ATTACHED_MULTI: u8 = 4;
 /// Attribute type bits that are flags, not part of the type.
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
@@ -153,11 +158,11 @@ pub struct Attached {
     pub mode: u8,
 }
 
-/// The XDP program attached to interface `ifindex` of this namespace, if any.
+/// The XDP programs attached to interface `ifindex` of this namespace (one per mode).
 ///
 /// # Errors
 /// The netlink request failed.
-pub fn attached_xdp(ifindex: u32) -> io::Result<Option<Attached>> {
+pub fn attached_xdp(ifindex: u32) -> io::Result<Vec<Attached>> {
     // SAFETY: a plain netlink socket, owned at once.
     let raw = unsafe {
         libc::socket(
@@ -214,7 +219,7 @@ fn attrs(mut b: &[u8], want: u16) -> Option<&[u8]> {
 }
 
 /// The XDP attachment in one `RTM_NEWLINK` answer (or the error it carries).
-fn parse_getlink(msg: &[u8]) -> io::Result<Option<Attached>> {
+fn parse_getlink(msg: &[u8]) -> io::Result<Vec<Attached>> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
     let len = msg
         .get(0..4)
@@ -230,16 +235,31 @@ fn parse_getlink(msg: &[u8]) -> io::Result<Option<Attached>> {
         return Err(io::Error::from_raw_os_error(-code));
     }
     let Some(xdp) = msg.get(32..).and_then(|b| attrs(b, IFLA_XDP)) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let mode = attrs(xdp, IFLA_XDP_ATTACHED)
         .and_then(|v| v.first().copied())
         .unwrap_or(0);
-    let prog_id = attrs(xdp, IFLA_XDP_PROG_ID)
-        .and_then(|v| v.get(..4))
-        .map(|v| u32::from_ne_bytes(v.try_into().expect("4")))
-        .unwrap_or(0);
-    Ok((mode != 0 && prog_id != 0).then_some(Attached { prog_id, mode }))
+    let id = |kind: u16| {
+        attrs(xdp, kind)
+            .and_then(|v| v.get(..4))
+            .map(|v| u32::from_ne_bytes(v.try_into().expect("4")))
+            .unwrap_or(0)
+    };
+    let found: Vec<(u32, u8)> = match mode {
+        0 => Vec::new(),
+        XDP_ATTACHED_MULTI => vec![
+            (id(IFLA_XDP_DRV_PROG_ID), 1),
+            (id(IFLA_XDP_SKB_PROG_ID), 2),
+            (id(IFLA_XDP_HW_PROG_ID), 3),
+        ],
+        m => vec![(id(IFLA_XDP_PROG_ID), m)],
+    };
+    Ok(found
+        .into_iter()
+        .filter(|(prog_id, _)| *prog_id != 0)
+        .map(|(prog_id, mode)| Attached { prog_id, mode })
+        .collect())
 }
 
 /// What to do with the pins found under this interface's key.
@@ -258,14 +278,23 @@ pub enum Decision {
 }
 
 /// Decides from the pinned link (if any), the interface's index and what the kernel says
-/// is attached to it. Pure, so every case is tested.
-pub fn decide(link: Option<LinkState>, ifindex: u32, attached: Option<Attached>) -> Decision {
-    match (link, attached) {
-        (Some(l), _) if l.ifindex == 0 => Decision::DropStale,
-        (Some(l), Some(a)) if l.ifindex == ifindex && a.prog_id == l.prog_id => Decision::Adopt,
-        (Some(l), _) => Decision::Elsewhere(l),
-        (None, Some(a)) => Decision::Foreign(a),
-        (None, None) => Decision::Fresh,
+/// is attached to it (one program per mode). Pure, so every case is tested.
+pub fn decide(link: Option<LinkState>, ifindex: u32, attached: &[Attached]) -> Decision {
+    let ours = |a: &Attached| link.is_some_and(|l| l.prog_id == a.prog_id);
+    if let Some(other) = attached.iter().find(|a| !ours(a))
+        && link.is_none_or(|l| l.ifindex != 0)
+    {
+        // Even next to our own link (in another mode): refuse rather than run half-shadowed.
+        return match link {
+            Some(l) if !attached.iter().any(ours) => Decision::Elsewhere(l),
+            _ => Decision::Foreign(*other),
+        };
+    }
+    match link {
+        None => Decision::Fresh,
+        Some(l) if l.ifindex == 0 => Decision::DropStale,
+        Some(l) if l.ifindex == ifindex && attached.iter().any(ours) => Decision::Adopt,
+        Some(l) => Decision::Elsewhere(l),
     }
 }
 
@@ -387,7 +416,7 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
     let legacy = root.join(&iface.name);
     if !dir.exists()
         && let Ok(Some(l)) = read_link(&legacy.join(LINK_PIN))
-        && decide(Some(l), iface.index, attached) == Decision::Adopt
+        && decide(Some(l), iface.index, &attached) == Decision::Adopt
     {
         if let Some(parent) = dir.parent() {
             let _ = std::fs::create_dir_all(parent);
@@ -402,7 +431,7 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
             Err(e) => log::warn!("cannot move {} to {}: {e}", legacy.display(), dir.display()),
         }
     }
-    let mut decision = decide(read(&dir)?, iface.index, attached);
+    let mut decision = decide(read(&dir)?, iface.index, &attached);
     if decision == Decision::DropStale {
         let n = remove_dir(&dir).unwrap_or(0);
         log::warn!(
@@ -410,7 +439,7 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
             iface.name,
             dir.display()
         );
-        decision = decide(None, iface.index, attached);
+        decision = decide(None, iface.index, &attached);
     }
     match decision {
         Decision::Fresh | Decision::Adopt => {}
@@ -452,7 +481,7 @@ pub fn detach_dirs(root: &Path, interface: &str) -> Result<Vec<PathBuf>, PinErro
     let legacy = root.join(interface);
     if let Ok(Some(l)) = read_link(&legacy.join(LINK_PIN)) {
         let ours = Interface::lookup(interface).ok().is_some_and(|i| {
-            attached_xdp(i.index).ok().flatten().map(|a| a.prog_id) == Some(l.prog_id)
+            attached_xdp(i.index).is_ok_and(|a| a.iter().any(|a| a.prog_id == l.prog_id))
                 && l.ifindex == i.index
         });
         if ours || l.ifindex == 0 {
@@ -474,38 +503,54 @@ mod tests {
             ifindex,
         })
     }
-    fn att(prog_id: u32) -> Option<Attached> {
-        Some(Attached { prog_id, mode: 2 })
+    fn att(prog_id: u32) -> Vec<Attached> {
+        vec![Attached { prog_id, mode: 2 }]
     }
 
     #[test]
     fn only_the_link_attached_to_this_interface_is_adopted() {
-        assert_eq!(decide(link(3, 40), 3, att(40)), Decision::Adopt);
+        assert_eq!(decide(link(3, 40), 3, &att(40)), Decision::Adopt);
         // Same ifindex in another namespace: our interface runs another program.
         assert!(matches!(
-            decide(link(3, 40), 3, att(41)),
+            decide(link(3, 40), 3, &att(41)),
             Decision::Elsewhere(_)
         ));
         assert!(matches!(
-            decide(link(3, 40), 3, None),
+            decide(link(3, 40), 3, &[]),
             Decision::Elsewhere(_)
         ));
         assert!(matches!(
-            decide(link(5, 40), 3, att(40)),
+            decide(link(5, 40), 3, &att(40)),
             Decision::Elsewhere(_)
         ));
     }
 
     #[test]
     fn a_defunct_link_is_dropped_whatever_is_attached() {
-        assert_eq!(decide(link(0, 40), 3, None), Decision::DropStale);
-        assert_eq!(decide(link(0, 40), 3, att(7)), Decision::DropStale);
+        assert_eq!(decide(link(0, 40), 3, &[]), Decision::DropStale);
+        assert_eq!(decide(link(0, 40), 3, &att(7)), Decision::DropStale);
     }
 
     #[test]
     fn without_a_pinned_link_any_attached_program_is_foreign() {
-        assert_eq!(decide(None, 3, None), Decision::Fresh);
-        assert_eq!(decide(None, 3, att(7)), Decision::Foreign(att(7).unwrap()));
+        assert_eq!(decide(None, 3, &[]), Decision::Fresh);
+        assert_eq!(decide(None, 3, &att(7)), Decision::Foreign(att(7)[0]));
+    }
+
+    #[test]
+    fn a_foreign_program_in_another_mode_next_to_our_link_is_refused() {
+        let both = [
+            Attached {
+                prog_id: 40,
+                mode: 2,
+            },
+            Attached {
+                prog_id: 7,
+                mode: 1,
+            },
+        ];
+        assert_eq!(decide(link(3, 40), 3, &both), Decision::Foreign(both[1]));
+        assert_eq!(decide(link(3, 40), 3, &both[..1]), Decision::Adopt);
     }
 
     #[test]
@@ -550,14 +595,30 @@ mod tests {
         attrs.extend(nlattr(IFLA_XDP | 0x8000, &xdp));
         assert_eq!(
             parse_getlink(&newlink(&attrs)).unwrap(),
-            Some(Attached {
+            [Attached {
                 prog_id: 77,
                 mode: 2
-            })
+            }]
         );
         let none = nlattr(IFLA_XDP, &nlattr(IFLA_XDP_ATTACHED, &[0]));
-        assert_eq!(parse_getlink(&newlink(&none)).unwrap(), None);
-        assert_eq!(parse_getlink(&newlink(&[])).unwrap(), None);
+        assert_eq!(parse_getlink(&newlink(&none)).unwrap(), []);
+        assert_eq!(parse_getlink(&newlink(&[])).unwrap(), []);
+        let mut multi = nlattr(IFLA_XDP_ATTACHED, &[XDP_ATTACHED_MULTI]);
+        multi.extend(nlattr(IFLA_XDP_DRV_PROG_ID, &5u32.to_ne_bytes()));
+        multi.extend(nlattr(IFLA_XDP_SKB_PROG_ID, &6u32.to_ne_bytes()));
+        assert_eq!(
+            parse_getlink(&newlink(&nlattr(IFLA_XDP, &multi))).unwrap(),
+            [
+                Attached {
+                    prog_id: 5,
+                    mode: 1
+                },
+                Attached {
+                    prog_id: 6,
+                    mode: 2
+                }
+            ]
+        );
         // Truncated and garbage answers are errors or nothing, never a panic.
         let full = newlink(&attrs);
         for cut in 0..full.len() {
