@@ -56,11 +56,16 @@ fn args(vips: &[&'static str]) -> Vec<&'static str> {
 
 /// The id of the XDP program on `host`'s eth0, as `ip link` shows it.
 fn xdp_prog(lab: &Lab, host: &str) -> Option<u32> {
-    let out = lab
-        .host(host)
-        .ns
-        .ip(&["link", "show", "dev", "eth0"])
-        .ok()?;
+    prog_in(
+        &lab.host(host)
+            .ns
+            .ip(&["link", "show", "dev", "eth0"])
+            .ok()?,
+    )
+}
+
+/// The XDP program id in `ip link show` output.
+fn prog_in(out: &str) -> Option<u32> {
     let rest = &out[out.find("prog/xdp id ")? + "prog/xdp id ".len()..];
     rest.split(|c: char| !c.is_ascii_digit())
         .next()?
@@ -354,4 +359,54 @@ fn pins_of_an_older_xvip_at_root_ifname_are_moved_and_adopted_when_their_link_is
     assert_ne!(xdp_prog(&lab, "lb"), Some(prog), "updated in place");
     lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(5))
         .unwrap();
+}
+
+#[test]
+fn a_pinned_link_whose_interface_moved_to_another_namespace_is_refused_and_left_alone() {
+    let mut own = OwnPins::default();
+    let mut lab = lab("moved", &mut own, &[("lb", Ipv4Addr::new(192, 0, 2, 2))]);
+    let ns = own.0[0];
+    start(&mut lab, "lb", &args(&["192.0.2.100"]), None);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+    lab.kill("xvip-lb").unwrap();
+    let prog = xdp_prog(&lab, "lb").expect("pinned program stays");
+
+    // The interface (with the link) moves to another namespace; a new eth0 appears here.
+    let other = tests::lab::Netns::new(format!("{}-other", lab.prefix)).unwrap();
+    lab.host("lb")
+        .ns
+        .ip(&["link", "set", "eth0", "netns", &other.name])
+        .unwrap();
+    let lb = &lab.host("lb").ns;
+    lb.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ])
+    .unwrap();
+    lb.ip(&["link", "set", "eth0", "up"]).unwrap();
+    let moved = other.ip(&["link", "show", "dev", "eth0"]).unwrap();
+
+    let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
+    cmd.arg("run")
+        .args(args(&["192.0.2.100"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let p = lab.spawn("xvip-lb", cmd).unwrap();
+    let status = p.wait_timeout(Duration::from_secs(10)).expect("xvip exits");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut p.child.stderr.take().unwrap(), &mut err).unwrap();
+    let last = err.trim().lines().last().unwrap_or("").to_string();
+    println!("{last}");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(last.contains("xvip detach --interface eth0"), "{err}");
+    assert!(xdp_prog(&lab, "lb").is_none(), "attached to the new eth0");
+    assert!(pins_of(ns).join("link").exists(), "the pins were removed");
+    // The link went with the device; it still runs the killed xvip's program, untouched.
+    assert_eq!(prog_in(&moved), Some(prog), "{moved}");
+    assert_eq!(
+        prog_in(&other.ip(&["link", "show", "dev", "eth0"]).unwrap()),
+        Some(prog),
+        "the moved interface's program was changed"
+    );
+    println!("moved interface: {}", moved.trim());
 }
