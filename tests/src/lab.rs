@@ -81,6 +81,10 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // What an xvip in it recorded for `xvip status --interface` (keyed by namespace).
+        if let Ok(ino) = self.inode() {
+            let _ = std::fs::remove_dir_all(format!("/run/xvip/{ino}"));
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
