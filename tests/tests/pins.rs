@@ -28,6 +28,15 @@ impl Drop for OwnPins {
     }
 }
 
+/// Removes a test's own pin root.
+struct RemoveRoot(PathBuf);
+
+impl Drop for RemoveRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn pins_of(ns: u64) -> PathBuf {
     Path::new(ROOT).join(ns.to_string()).join("eth0")
 }
@@ -323,12 +332,6 @@ fn pins_of_an_older_xvip_at_root_ifname_are_moved_and_adopted_when_their_link_is
     );
     // A pin root of its own: the older layout `<root>/eth0` must not meet anyone else's.
     let root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
-    struct RemoveRoot(PathBuf);
-    impl Drop for RemoveRoot {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     let _root_guard = RemoveRoot(root.clone());
     let ns = lab.host("lb").ns.inode().unwrap();
     let pin_root = root.to_str().unwrap().to_string();
@@ -409,4 +412,41 @@ fn a_pinned_link_whose_interface_moved_to_another_namespace_is_refused_and_left_
         "the moved interface's program was changed"
     );
     println!("moved interface: {}", moved.trim());
+}
+
+#[test]
+fn an_interface_recreated_under_a_killed_xvip_gets_a_fresh_attach_with_one_log_line() {
+    let files = TempDir::new("pins-relink");
+    let mut lab = lab(
+        "relink",
+        &mut OwnPins::default(),
+        &[("lb", Ipv4Addr::new(192, 0, 2, 2))],
+    );
+    // A pin root of its own: no other test's xvip sweeps these defunct pins first.
+    let root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
+    let _root_guard = RemoveRoot(root.clone());
+    let pins = root
+        .join(lab.host("lb").ns.inode().unwrap().to_string())
+        .join("eth0");
+    let pin_root = root.to_str().unwrap().to_string();
+    let mut a = args(&["192.0.2.100"]);
+    a.extend(["--pin-root", &pin_root]);
+    start(&mut lab, "lb", &a, None);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+    lab.kill("xvip-lb").unwrap();
+    lab.recreate_eth0("lb").unwrap();
+    assert_eq!(xdp_prog(&lab, "lb"), None, "a new eth0 has no program");
+
+    let log = files.path("lb.log");
+    start(&mut lab, "lb", &a, Some(&log));
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", std::fs::read_to_string(&log).unwrap()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let stale: Vec<&str> = text.lines().filter(|l| l.contains("defunct")).collect();
+    assert_eq!(stale.len(), 1, "{text}");
+    println!("{}", stale[0]);
+    assert!(!text.contains("adopted the pinned state"), "{text}");
+    assert!(xdp_prog(&lab, "lb").is_some());
+    assert!(pins.join("link").exists());
 }
