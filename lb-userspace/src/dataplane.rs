@@ -25,7 +25,7 @@ use lb_common::{
     VipMeta, map_names,
 };
 
-use crate::config::XdpAttachMode;
+use crate::{config::XdpAttachMode, pins::LINK_PIN};
 
 /// Errors of the kernel side.
 #[derive(Debug, thiserror::Error)]
@@ -312,7 +312,6 @@ const PINNED_MAPS: &[&str] = &[
     SOCK_CONFIG,
     SOCK_COUNTS,
 ];
-use crate::pins::LINK_PIN;
 /// Pin of the cgroup `connect4` link.
 const CONNECT4_PIN: &str = "connect4";
 /// The `connect4` program and its maps (in `lb-ebpf/src/sock.rs`).
