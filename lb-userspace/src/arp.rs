@@ -459,3 +459,41 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(format_mac(&[2, 0, 0, 0, 0, 10]), "02:00:00:00:00:0a");
     }
 }
+
+/// Bounded fuzzing of the ARP parser: whatever arrives on the packet socket.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use crate::fuzz::Rng;
+
+    #[test]
+    fn random_mutated_and_truncated_frames_never_panic_and_parsed_ones_round_trip() {
+        let valid = Arp::request(
+            [2, 0, 0, 0, 0, 1],
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(192, 0, 2, 100),
+        )
+        .to_frame(BROADCAST);
+        for cut in 0..FRAME_LEN {
+            assert_eq!(Arp::parse(&valid[..cut]), None, "{cut} bytes");
+        }
+        let mut rng = Rng::new(0xa2b);
+        let mut parsed = 0;
+        for case in 0..20_000 {
+            let frame = match case % 3 {
+                0 => rng.bytes(2 * FRAME_LEN),
+                _ => rng.mutate(&valid, &[&[8, 6], &[0, 1, 8, 0, 6, 4], &[0xff; 6]]),
+            };
+            if let Some(a) = Arp::parse(&frame) {
+                parsed += 1;
+                // Whatever was accepted is exactly what the frame said.
+                assert_eq!(Arp::parse(&a.to_frame(BROADCAST)), Some(a), "case {case}");
+                let _ = a.answer_for(Ipv4Addr::new(192, 0, 2, 100), [2; 6]);
+            }
+        }
+        assert!(
+            parsed > 100,
+            "the mutations reach the accepting path: {parsed}"
+        );
+    }
+}

@@ -699,6 +699,61 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), ConfigError> {
     Ok((a, b))
 }
 
+/// The kernel's ephemeral (local) port range in this network namespace.
+pub const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// Parses `ip_local_port_range` ("32768\t60999\n").
+pub fn parse_local_port_range(s: &str) -> Option<(u16, u16)> {
+    let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+    match (it.next()??, it.next()??, it.next()) {
+        (a, b, None) if a <= b => Some((a, b)),
+        _ => None,
+    }
+}
+
+/// The ports two inclusive ranges share, if any.
+pub fn range_overlap(a: (u16, u16), b: (u16, u16)) -> Option<(u16, u16)> {
+    let (lo, hi) = (a.0.max(b.0), a.1.min(b.1));
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Refuses a SNAT port range that overlaps the kernel's ephemeral ports `ephemeral` when the
+/// SNAT address is one of this node's addresses (`locals`): the data path would take the
+/// replies of the node's own connections. Refused rather than carved out: every node must
+/// pick the same SNAT port for a flow (takeover), so the range cannot silently depend on each
+/// node's sysctl.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming both ranges and `--snat-ports`.
+pub fn check_snat_ephemeral(
+    s: &Settings,
+    locals: &[Ipv4Addr],
+    ephemeral: Option<(u16, u16)>,
+) -> Result<(), ConfigError> {
+    let (Mode::Fullnat, Some(eph)) = (s.mode, ephemeral) else {
+        return Ok(());
+    };
+    if !locals.contains(&s.snat_ip) || range_overlap(s.snat_ports, eph).is_none() {
+        return Ok(());
+    }
+    let (min, max) = s.snat_ports;
+    let hint = if min < eph.0 {
+        format!("{min}-{}", eph.0 - 1)
+    } else if eph.1 < u16::MAX {
+        format!("{}-{}", eph.1 + 1, if max > eph.1 { max } else { u16::MAX })
+    } else {
+        format!("1024-{}", eph.0.saturating_sub(1).max(1024))
+    };
+    Err(ConfigError::invalid(
+        "--snat-ports",
+        format!("{min}-{max}"),
+        format!(
+            "overlaps the kernel's ephemeral ports {}-{} ({LOCAL_PORT_RANGE}) and the SNAT address {} is this node's own: choose --snat-ports outside them (e.g. {hint}) or narrow net.ipv4.ip_local_port_range",
+            eph.0, eph.1, s.snat_ip
+        ),
+    ))
+}
+
 /// Parses durations such as `200ms`, `1s`, `1.5s`, `2m`.
 pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
     let bad = || ConfigError::invalid(field, s, "expected a duration such as 200ms, 1s or 2m");
@@ -931,5 +986,177 @@ mod tests {
         assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("x", "10").is_err());
         assert!(parse_duration("x", "2h").is_err());
+    }
+}
+
+#[cfg(test)]
+mod snat_range_tests {
+    use super::*;
+
+    fn settings(snat_ip: &str, ports: &str) -> Settings {
+        RunArgs {
+            interface: Some("eth0".into()),
+            vips: vec!["192.0.2.100".into()],
+            backends: vec!["192.0.2.11".into()],
+            snat_ip: Some(snat_ip.into()),
+            snat_ports: Some(ports.into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_local_port_range_file_is_parsed_and_garbage_is_not() {
+        assert_eq!(
+            parse_local_port_range("32768\t60999\n"),
+            Some((32768, 60999))
+        );
+        assert_eq!(parse_local_port_range("1024 1024"), Some((1024, 1024)));
+        for bad in ["", "32768", "60999 32768", "a b", "1 2 3", "70000 80000"] {
+            assert_eq!(parse_local_port_range(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn overlaps_are_found_at_every_edge() {
+        assert_eq!(
+            range_overlap((20000, 59999), (32768, 60999)),
+            Some((32768, 59999))
+        );
+        assert_eq!(
+            range_overlap((20000, 32768), (32768, 60999)),
+            Some((32768, 32768))
+        );
+        assert_eq!(range_overlap((20000, 32767), (32768, 60999)), None);
+        assert_eq!(range_overlap((61000, 65535), (32768, 60999)), None);
+        assert_eq!(
+            range_overlap((40000, 41000), (32768, 60999)),
+            Some((40000, 41000))
+        );
+        assert_eq!(
+            range_overlap((1024, 65535), (32768, 60999)),
+            Some((32768, 60999))
+        );
+    }
+
+    #[test]
+    fn a_node_snat_address_with_overlapping_ports_is_refused_naming_both_ranges() {
+        let node = [Ipv4Addr::new(192, 0, 2, 2)];
+        let e = check_snat_ephemeral(
+            &settings("192.0.2.2", "20000-59999"),
+            &node,
+            Some((32768, 60999)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--snat-ports '20000-59999'"), "{e}");
+        assert!(
+            e.contains("32768-60999") && e.contains("e.g. 20000-32767"),
+            "{e}"
+        );
+        // The suggestion is itself accepted.
+        check_snat_ephemeral(
+            &settings("192.0.2.2", "20000-32767"),
+            &node,
+            Some((32768, 60999)),
+        )
+        .unwrap();
+        let e = check_snat_ephemeral(
+            &settings("192.0.2.2", "40000-65000"),
+            &node,
+            Some((1024, 50000)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("e.g. 50001-65000"), "{e}");
+    }
+
+    #[test]
+    fn a_snat_address_that_is_not_the_nodes_or_an_unreadable_range_is_not_checked() {
+        let node = [Ipv4Addr::new(192, 0, 2, 2)];
+        check_snat_ephemeral(
+            &settings("192.0.2.50", "20000-59999"),
+            &node,
+            Some((32768, 60999)),
+        )
+        .unwrap();
+        check_snat_ephemeral(&settings("192.0.2.2", "20000-59999"), &node, None).unwrap();
+    }
+}
+
+/// Bounded fuzzing of the config file: whatever an operator (or a broken template) writes.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use crate::fuzz::Rng;
+
+    const VALID: &str = r#"interface = "eth0"
+vips = ["192.0.2.100", "192.0.2.101:443"]
+backends = ["192.0.2.11", "192.0.2.12:6443@2", "192.0.2.13@0"]
+mode = "fullnat"
+snat_ports = "20000-29999"
+health_interval = "200ms"
+fall = 3
+rise = 2
+metrics_addr = "127.0.0.1:9106"
+"#;
+
+    #[test]
+    fn random_mutated_and_truncated_files_give_settings_or_one_clean_line() {
+        let dir = std::env::temp_dir().join(format!("xvip-cfg-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xvip.toml");
+        let interesting: &[&[u8]] = &[
+            b"\"",
+            b"[",
+            b"]",
+            b"=",
+            b"\n",
+            b"#",
+            b"@",
+            b":",
+            b"-",
+            b"99999999999999999999",
+            b"-1",
+            b"0",
+            b"\"\xc3\xa9\"",
+            b"\xff",
+            b"'''",
+            b"{}",
+            b"nan",
+            b"1e400",
+            b"\"999.1.1.1\"",
+            b"\"192.0.2.11:0@4294967296\"",
+            b"\"5ms\"",
+            b"\"1h1m\"",
+        ];
+        let mut rng = Rng::new(0xc0f1);
+        let (mut ok, mut err) = (0, 0);
+        for case in 0..600 {
+            let text = match case % 4 {
+                0 => VALID.as_bytes()[..rng.below(VALID.len() + 1)].to_vec(),
+                _ => rng.mutate(VALID.as_bytes(), interesting),
+            };
+            std::fs::write(&path, &text).unwrap();
+            let args = RunArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            match args.resolve() {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    err += 1;
+                    let line = e.to_string();
+                    assert!(
+                        !line.is_empty() && !line.contains('\n'),
+                        "case {case}: {line:?} for {:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ok > 10 && err > 100, "{ok} ok, {err} errors");
     }
 }

@@ -45,6 +45,9 @@ pub enum DaemonError {
     /// The kernel side failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// Pinned state or an attached program that is not this interface's xvip's.
+    #[error(transparent)]
+    Pins(#[from] crate::pins::PinError),
     /// The VRRP socket could not be set up.
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::VrrpError),
@@ -58,6 +61,7 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config(_) | Self::Interface(_) | Self::Tls(_) => 2,
+            Self::Pins(e) => e.exit_code(),
             Self::Dataplane(
                 DataplaneError::Attach { .. } | DataplaneError::PinnedMismatch { .. },
             ) => 2,
@@ -134,7 +138,17 @@ pub fn health_settings(s: &Settings) -> Result<HealthSettings, DaemonError> {
 pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
     let s = args.resolve()?;
     health_settings(&s)?;
+    check_snat_range(&s)?;
     Ok(s)
+}
+
+/// The SNAT ports must stay clear of this namespace's ephemeral ports when the SNAT address
+/// is the node's own (see `config::check_snat_ephemeral`).
+fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
+    let ephemeral = std::fs::read_to_string(crate::config::LOCAL_PORT_RANGE)
+        .ok()
+        .and_then(|t| crate::config::parse_local_port_range(&t));
+    crate::config::check_snat_ephemeral(s, &crate::local::local_addresses(), ephemeral)
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -143,6 +157,7 @@ pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
 /// Startup failures leave the interface as it was.
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let settings = args.resolve()?;
+    check_snat_range(&settings)?;
     let iface = Interface::lookup(&settings.interface)?;
     let hs = Arc::new(health_settings(&settings)?);
     if matches!(settings.health.kind, HealthKind::Https)
@@ -152,7 +167,9 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         log::info!("no --ca-file: API server certificates are not verified by the health checks");
     }
 
-    let pins = crate::dataplane::pin_dir(&settings.pin_root, &iface.name);
+    // Pins are keyed by namespace and interface; another program in the way is refused here,
+    // before anything is loaded.
+    let pins = crate::pins::claim(&settings.pin_root, &iface)?;
     let mut dataplane =
         Dataplane::load_pinned(OBJECT, settings.conntrack_size, Some((&pins, &iface.name)))?;
     if dataplane.adopted() {
@@ -485,6 +502,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         h.abort();
     }
     metrics.abort();
+    crate::status::forget_addr(&iface.name);
     let mut s = shared.lock().expect("poisoned");
     if settings.keep_attached {
         s.dataplane.keep_attached();

@@ -25,7 +25,7 @@ use lb_common::{
     VipMeta, map_names,
 };
 
-use crate::config::XdpAttachMode;
+use crate::{config::XdpAttachMode, pins::LINK_PIN};
 
 /// Errors of the kernel side.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,12 @@ pub trait MapStore {
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataplaneError>;
     /// The VIP's current value, if any.
     fn vip(&self, key: &VipKey) -> Option<VipMeta>;
+    /// Every VIP in `VIPS` (an adopted map may hold VIPs no longer configured).
+    fn vip_keys(&self) -> Vec<VipKey>;
+    /// Removes a VIP from `VIPS` (absent is fine).
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError>;
+    /// Every address in `VIP_ADDRS`.
+    fn vip_addr_keys(&self) -> Vec<u32>;
     /// Writes a backend slot.
     fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError>;
     /// Writes `table` into `RINGS` starting at `base`.
@@ -148,6 +154,16 @@ impl MapStore for FakeMaps {
     }
     fn vip(&self, key: &VipKey) -> Option<VipMeta> {
         self.vips.get(key).copied()
+    }
+    fn vip_keys(&self) -> Vec<VipKey> {
+        self.vips.keys().copied().collect()
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        self.vips.remove(key);
+        Ok(())
+    }
+    fn vip_addr_keys(&self) -> Vec<u32> {
+        self.vip_addrs.keys().copied().collect()
     }
     fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
         self.backends.insert(index, *backend);
@@ -296,7 +312,6 @@ const PINNED_MAPS: &[&str] = &[
     SOCK_CONFIG,
     SOCK_COUNTS,
 ];
-const LINK_PIN: &str = "link";
 /// Pin of the cgroup `connect4` link.
 const CONNECT4_PIN: &str = "connect4";
 /// The `connect4` program and its maps (in `lb-ebpf/src/sock.rs`).
@@ -304,11 +319,6 @@ const CONNECT4_PROGRAM: &str = "xvip_connect4";
 const SOCK_CONFIG: &str = "SOCK_CONFIG";
 const SOCK_COUNTS: &str = "SOCK_COUNTS";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-
-/// The directory under `root` that holds `interface`'s pins.
-pub fn pin_dir(root: &Path, interface: &str) -> PathBuf {
-    root.join(interface)
-}
 
 fn is_bpffs(path: &Path) -> bool {
     crate::sys::fs_magic(path) == Some(BPF_FS_MAGIC)
@@ -338,46 +348,23 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-/// Removes everything pinned for `interface` under `root`: the link (which detaches the
-/// program) and the maps (which drops tracked connections). Returns how many pins went.
+/// Removes everything pinned in `dir` (an interface's pin directory): the link (which
+/// detaches the program) and the maps (which drops tracked connections). Returns how many
+/// pins went.
 ///
 /// # Errors
 /// [`DataplaneError::NothingPinned`] when there is nothing to remove.
-pub fn remove_pins(root: &Path, interface: &str) -> Result<usize, DataplaneError> {
-    let dir = pin_dir(root, interface);
+pub fn remove_pins(dir: &Path, interface: &str) -> Result<usize, DataplaneError> {
     if !dir.is_dir() {
         return Err(DataplaneError::NothingPinned {
             interface: interface.into(),
             dir: dir.display().to_string(),
         });
     }
-    let mut n = 0;
-    let link = dir.join(LINK_PIN);
-    if link.exists() {
-        match PinnedLink::from_pin(&link) {
-            Ok(l) => {
-                // Dropping the last reference to the link detaches the program.
-                if l.unpin().is_ok() {
-                    n += 1;
-                }
-            }
-            Err(e) => log::warn!("{}: {e}", link.display()),
-        }
-    }
-    for entry in std::fs::read_dir(&dir).map_err(|e| DataplaneError::PinDir {
+    crate::pins::remove_dir(dir).map_err(|e| DataplaneError::PinDir {
         dir: dir.display().to_string(),
         reason: e.to_string(),
-    })? {
-        let entry = entry.map_err(|e| DataplaneError::PinDir {
-            dir: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        if std::fs::remove_file(entry.path()).is_ok() {
-            n += 1;
-        }
-    }
-    let _ = std::fs::remove_dir(&dir);
-    Ok(n)
+    })
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -643,12 +630,8 @@ impl Dataplane {
             drop(p.unpin());
         }
         drop(self.connect4_owned.take());
-        if let Some(root) = self
-            .pins
-            .as_ref()
-            .and_then(|d| d.parent().map(Path::to_path_buf))
-        {
-            let _ = remove_pins(&root, interface);
+        if let Some(dir) = self.pins.as_ref() {
+            let _ = remove_pins(dir, interface);
         }
         Ok(())
     }
@@ -852,6 +835,18 @@ impl MapStore for Dataplane {
     }
     fn vip(&self, key: &VipKey) -> Option<VipMeta> {
         self.vips.get(key, 0).ok()
+    }
+    fn vip_keys(&self) -> Vec<VipKey> {
+        self.vips.keys().filter_map(Result::ok).collect()
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        match self.vips.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => op(map_names::VIPS, Err(e)),
+        }
+    }
+    fn vip_addr_keys(&self) -> Vec<u32> {
+        self.vip_addrs.keys().filter_map(Result::ok).collect()
     }
     fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
         op(map_names::BACKENDS, self.backends.set(index, backend, 0))

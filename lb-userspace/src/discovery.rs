@@ -817,3 +817,63 @@ mod tests {
         assert_eq!(a.bearer_token.as_deref(), Some("abc"));
     }
 }
+
+/// Bounded fuzzing of the HTTP answer parser: whatever the API server (or an impostor on
+/// its address) answers.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use crate::fuzz::Rng;
+
+    const SIZED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"items\":1}";
+    const CHUNKED: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{\"it\r\n7\r\nems\":1}\r\n0\r\n\r\n";
+
+    #[test]
+    fn truncated_answers_are_errors_never_a_short_body() {
+        for full in [SIZED, CHUNKED] {
+            let body = parse_response(full).unwrap();
+            assert_eq!(body, b"{\"items\":1}");
+            for cut in 0..full.len() {
+                match parse_response(&full[..cut]) {
+                    Err(e) => assert!(!e.is_empty() && !e.contains('\n')),
+                    // Only the chunked end marker's last bytes may be missing.
+                    Ok(b) => assert_eq!(b, body, "{cut} bytes"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_answers_never_panic_and_errors_are_one_line() {
+        let interesting: &[&[u8]] = &[
+            b"\r\n",
+            b"\r\n\r\n",
+            b"ffffffffffffffff",
+            b"Content-Length: 99999999999999999999\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"-1",
+            b"\xff\xfe",
+        ];
+        let mut rng = Rng::new(0xd15c);
+        let (mut ok, mut err) = (0, 0);
+        for case in 0..10_000 {
+            let buf = match case % 5 {
+                0 => rng.bytes(200),
+                1 | 2 => rng.mutate(SIZED, interesting),
+                _ => rng.mutate(CHUNKED, interesting),
+            };
+            match parse_response(&buf) {
+                Ok(body) => {
+                    ok += 1;
+                    assert!(body.len() <= buf.len(), "case {case}");
+                }
+                Err(e) => {
+                    err += 1;
+                    assert!(!e.is_empty(), "case {case}");
+                }
+            }
+        }
+        assert!(ok > 100 && err > 100, "{ok} ok, {err} errors");
+    }
+}

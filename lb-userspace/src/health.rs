@@ -1438,3 +1438,71 @@ mod tests {
             .unwrap();
     }
 }
+
+/// Bounded fuzzing of the status line parser: whatever a backend (or anything listening on
+/// its port) answers.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use crate::fuzz::Rng;
+
+    #[test]
+    fn random_mutated_and_truncated_answers_give_a_code_more_bytes_or_a_clean_error() {
+        let valid = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+        let interesting: &[&[u8]] = &[b"HTTP/", b"\r\n", b"\n", b" ", b"999", b"1.1", b"\xff"];
+        let mut rng = Rng::new(0x4ea1);
+        let (mut codes, mut errors) = (0, 0);
+        for case in 0..20_000 {
+            let buf = match case % 4 {
+                0 => rng.bytes(64),
+                1 => {
+                    let mut b = valid.to_vec();
+                    b.truncate(rng.below(valid.len() + 1));
+                    b
+                }
+                _ => rng.mutate(valid, interesting),
+            };
+            if buf.is_empty() {
+                continue;
+            }
+            match parse_status_line(&buf) {
+                Ok(Some(code)) => {
+                    codes += 1;
+                    assert!((100..=599).contains(&code), "case {case}: {code}");
+                }
+                Ok(None) => assert!(
+                    !buf.contains(&b'\n') && buf.len() <= MAX_STATUS_LINE,
+                    "case {case}: more bytes asked for {buf:?}"
+                ),
+                Err(Failure::BadResponse(why)) => {
+                    errors += 1;
+                    assert!(
+                        !why.is_empty() && !why.contains('\n'),
+                        "case {case}: {why:?}"
+                    );
+                }
+                Err(other) => panic!("case {case}: unexpected {other:?}"),
+            }
+        }
+        assert!(
+            codes > 100 && errors > 100,
+            "{codes} codes, {errors} errors"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_of_random_bytes_ends_with_a_code_or_a_clean_error() {
+        let mut rng = Rng::new(0x4ea2);
+        for case in 0..500 {
+            let mut bytes = rng.mutate(b"HTTP/1.1 503 Service Unavailable\r\n\r\n", &[b"\n"]);
+            if case % 2 == 0 {
+                bytes = rng.bytes(700);
+            }
+            let mut reader = &bytes[..];
+            match read_status(&mut reader).await {
+                Ok(code) => assert!((100..=599).contains(&code)),
+                Err(e) => assert!(!e.to_string().is_empty(), "case {case}"),
+            }
+        }
+    }
+}

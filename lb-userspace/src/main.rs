@@ -133,18 +133,44 @@ fn main() -> ExitCode {
             interface,
             pin_root,
         } => {
-            match xvip::dataplane::prepare_pin_dir(&pin_root)
-                .and_then(|()| xvip::dataplane::remove_pins(&pin_root, &interface))
-            {
-                Ok(n) => {
-                    println!("detached from {interface}: removed {n} pins");
-                    ExitCode::SUCCESS
-                }
+            // The same lookup as `xvip run`: this namespace's pins for that interface.
+            let dirs = match xvip::pins::detach_dirs(&pin_root, &interface) {
+                Ok(d) => d,
                 Err(e) => {
                     eprintln!("xvip: {e}");
-                    ExitCode::FAILURE
+                    return ExitCode::FAILURE;
+                }
+            };
+            if dirs.is_empty() {
+                let e = xvip::dataplane::DataplaneError::NothingPinned {
+                    dir: xvip::pins::netns_inode()
+                        .map(|ns| xvip::pins::pin_dir(&pin_root, ns, &interface))
+                        .unwrap_or_else(|_| pin_root.clone())
+                        .display()
+                        .to_string(),
+                    interface,
+                };
+                eprintln!("xvip: {e}");
+                return ExitCode::FAILURE;
+            }
+            let mut removed = 0;
+            for dir in &dirs {
+                match xvip::dataplane::remove_pins(dir, &interface) {
+                    Ok(n) => removed += n,
+                    Err(e) => {
+                        eprintln!("xvip: {e}");
+                        return ExitCode::FAILURE;
+                    }
                 }
             }
+            println!(
+                "detached from {interface}: removed {removed} pins in {}",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ExitCode::SUCCESS
         }
         Command::Manifest(_) => unreachable!("handled before the runtime starts"),
         Command::Status {

@@ -235,6 +235,17 @@ impl Reconciler {
                 addr_flags.insert(ADDR_KEY_DNAT_PRESENT, 1);
             }
         }
+        // The first time, adopted maps may hold VIPs of an earlier configuration: out of
+        // `VIPS` first, so neither XDP nor the connect4 hook balances them any more.
+        let first = self.slots.is_none();
+        if first {
+            let wanted: Vec<VipKey> = self.vips.iter().map(vip_key).collect();
+            for key in store.vip_keys() {
+                if !wanted.contains(&key) {
+                    store.remove_vip(&key)?;
+                }
+            }
+        }
         for (a, f) in &addr_flags {
             store.set_vip_addr(*a, *f)?;
         }
@@ -248,6 +259,14 @@ impl Reconciler {
             }
         }
         self.slots = Some(slots.to_vec());
+        // Stale addresses go only now that no slot points at them.
+        if first {
+            for a in store.vip_addr_keys() {
+                if !addr_flags.contains_key(&a) {
+                    store.set_vip_addr(a, 0)?;
+                }
+            }
+        }
         for (_, idx) in removed {
             store.set_backend(*idx, &Backend::default())?;
         }
@@ -503,6 +522,46 @@ mod tests {
         m.vip_slots.clear();
         r.apply(&mut m, &[]).unwrap();
         assert!(m.vip_slots.is_empty());
+    }
+
+    #[test]
+    fn vips_removed_from_the_configuration_leave_adopted_maps() {
+        let s = settings(&["192.0.2.11"]);
+        let mut m = FakeMaps::default();
+        // What an earlier run with VIPs .100 and .101 in DNAT mode left pinned.
+        let mut earlier = s.clone();
+        earlier.vips.push(VipSpec {
+            addr: Ipv4Addr::new(192, 0, 2, 101),
+            port: 6443,
+        });
+        earlier.mode = Mode::Dnat;
+        Reconciler::new(&earlier).apply(&mut m, &[]).unwrap();
+        let gone = vip_key(&earlier.vips[1]);
+        assert!(m.vips.contains_key(&gone));
+        assert!(m.vip_addrs.contains_key(&ADDR_KEY_DNAT_PRESENT));
+
+        // Restart (same maps) with only .100, full NAT.
+        Reconciler::new(&s).apply(&mut m, &[]).unwrap();
+        assert_eq!(
+            m.vips.keys().copied().collect::<Vec<_>>(),
+            [vip_key(&s.vips[0])]
+        );
+        let vip = ip_raw(s.vips[0].addr.octets());
+        assert_eq!(
+            m.vip_addrs
+                .keys()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            [vip].into(),
+            "only the VIP (which is also the SNAT address) is left"
+        );
+        let gone_addr = ip_raw([192, 0, 2, 101]);
+        let slot = m.vip_slots[&lb_common::hash::addr_slot(gone_addr)];
+        assert_ne!(
+            slot >> 32,
+            u64::from(gone_addr),
+            "its slot no longer names it"
+        );
     }
 
     #[test]

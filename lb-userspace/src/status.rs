@@ -475,7 +475,118 @@ impl Status {
 /// Produces the current status on demand.
 pub type StatusSource = Arc<dyn Fn() -> Status + Send + Sync>;
 
-/// Serves `/metrics`, `/status` (JSON) and `/healthz` until the task is dropped.
+/// Connections served at once. One more evicts the oldest, so idle clients cannot lock
+/// out a scraper.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request (and to read the answer).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request head (request line and headers) read.
+pub const MAX_REQUEST_BYTES: usize = 8192;
+
+/// The path of a request head (everything before the blank line), or the status line to
+/// refuse it with: only `GET` over HTTP/1.x.
+///
+/// # Errors
+/// `400 Bad Request` for a malformed request line, `405 Method Not Allowed` for any method
+/// but `GET`.
+pub fn parse_request(head: &[u8]) -> Result<&str, &'static str> {
+    const BAD: &str = "400 Bad Request";
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)).map_err(|_| BAD)?;
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(BAD);
+    };
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || !target.starts_with('/') {
+        return Err(BAD);
+    }
+    if method != "GET" {
+        return Err("405 Method Not Allowed");
+    }
+    Ok(target.split('?').next().unwrap_or(target))
+}
+
+/// Reads a request head, at most [`MAX_REQUEST_BYTES`].
+async fn read_head(conn: &mut tokio::net::TcpStream) -> Result<Vec<u8>, Option<&'static str>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.truncate(end);
+            return Ok(buf);
+        }
+        if buf.len() >= MAX_REQUEST_BYTES {
+            return Err(Some("431 Request Header Fields Too Large"));
+        }
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn answer(mut conn: tokio::net::TcpStream, source: StatusSource) {
+    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut conn)).await {
+        Ok(Ok(h)) => Ok(h),
+        Ok(Err(None)) => return,
+        Ok(Err(Some(code))) => Err(code),
+        Err(_) => Err("408 Request Timeout"),
+    };
+    let parsed = head.as_deref().map_err(|c| *c).and_then(parse_request);
+    let refused = parsed.is_err();
+    let (code, ctype, body) = match parsed {
+        Ok("/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            source().to_prometheus(),
+        ),
+        Ok("/status") => (
+            "200 OK",
+            "application/json",
+            serde_json::to_string_pretty(&source()).unwrap_or_default(),
+        ),
+        // Rendering the status takes the daemon's state lock: a stuck main loop makes this
+        // hang, and the liveness probe notices.
+        Ok("/healthz") => {
+            let _ = source();
+            ("200 OK", "text/plain", "ok\n".into())
+        }
+        Ok(_) => ("404 Not Found", "text/plain", "not found\n".into()),
+        Err(code) => (code, "text/plain", format!("{code}\n")),
+    };
+    let allow = if code.starts_with("405") {
+        "Allow: GET\r\n"
+    } else {
+        ""
+    };
+    let resp = format!(
+        "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.write_all(resp.as_bytes())).await;
+    if refused {
+        // Closing with unread bytes would reset the connection before the client reads why:
+        // end our side, then read a little of what it still sends.
+        let _ = conn.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let drain = async {
+            let mut left = 16 * MAX_REQUEST_BYTES;
+            while left > 0 {
+                match conn.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    }
+}
+
+/// Serves `/metrics`, `/status` (JSON) and `/healthz` until the task is dropped: `GET` only,
+/// at most [`MAX_CONNECTIONS`] at once (a new one evicts the oldest), each with
+/// [`REQUEST_TIMEOUT`] to send a request of at most [`MAX_REQUEST_BYTES`].
 ///
 /// # Errors
 /// When the address cannot be bound.
@@ -485,60 +596,53 @@ pub async fn serve(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     Ok(tokio::spawn(async move {
+        // Connection tasks by arrival; only this loop touches it.
+        let mut live: std::collections::VecDeque<tokio::task::AbortHandle> =
+            std::collections::VecDeque::new();
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
+            let Ok((conn, _)) = listener.accept().await else {
+                // Out of descriptors, say: do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
-            let source = source.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("/");
-                let (code, ctype, body) = match path {
-                    "/metrics" => (
-                        "200 OK",
-                        "text/plain; version=0.0.4",
-                        source().to_prometheus(),
-                    ),
-                    "/status" => (
-                        "200 OK",
-                        "application/json",
-                        serde_json::to_string_pretty(&source()).unwrap_or_default(),
-                    ),
-                    // Rendering the status takes the daemon's state lock: a stuck main loop
-                    // makes this hang, and the liveness probe notices.
-                    "/healthz" => {
-                        let _ = source();
-                        ("200 OK", "text/plain", "ok\n".into())
-                    }
-                    _ => ("404 Not Found", "text/plain", "not found\n".into()),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
-            });
+            live.retain(|t| !t.is_finished());
+            while live.len() >= MAX_CONNECTIONS {
+                if let Some(oldest) = live.pop_front() {
+                    oldest.abort();
+                }
+            }
+            let task = tokio::spawn(answer(conn, source.clone()));
+            live.push_back(task.abort_handle());
         }
     }))
 }
 
-/// Where a daemon records its status address, per interface, for `xvip status --interface`.
+/// Where a daemon records its status address for `xvip status --interface`: keyed like the
+/// pins, by network namespace then interface (`/run/xvip/<netns inode>/<if>.addr`).
 pub fn record_path(interface: &str) -> std::path::PathBuf {
-    std::path::Path::new("/run/xvip").join(format!("{interface}.addr"))
+    let ns = crate::pins::netns_inode().unwrap_or(0);
+    std::path::Path::new("/run/xvip")
+        .join(ns.to_string())
+        .join(format!("{interface}.addr"))
 }
 
 /// Records the status address of the daemon serving `interface`.
 pub fn record_addr(interface: &str, addr: SocketAddr) {
     let p = record_path(interface);
-    let _ = std::fs::create_dir_all("/run/xvip");
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     if let Err(e) = std::fs::write(&p, addr.to_string()) {
         log::debug!("cannot record the status address in {}: {e}", p.display());
+    }
+}
+
+/// Removes the record of [`record_addr`] (the daemon is stopping).
+pub fn forget_addr(interface: &str) {
+    let p = record_path(interface);
+    let _ = std::fs::remove_file(&p);
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

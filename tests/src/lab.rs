@@ -62,6 +62,15 @@ impl Netns {
         c
     }
 
+    /// The namespace's inode: what xvip keys its pins by (`<pin-root>/<inode>/<if>`).
+    pub fn inode(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = format!("/var/run/netns/{}", self.name);
+        Ok(std::fs::metadata(&path)
+            .with_context(|| format!("stat {path}"))?
+            .ino())
+    }
+
     /// Runs `ip -n NS ARGS`.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", &self.name];
@@ -72,6 +81,10 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // What an xvip in it recorded for `xvip status --interface` (keyed by namespace).
+        if let Ok(ino) = self.inode() {
+            let _ = std::fs::remove_dir_all(format!("/run/xvip/{ino}"));
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
@@ -130,6 +143,8 @@ pub struct Lab {
     pub procs: Vec<Proc>,
     /// The pass-through XDP program on the switch ports (see `attach_port_programs`).
     port_programs: Option<aya::Ebpf>,
+    /// The same, on ports of hosts made again by `recreate_host`.
+    recreated_ports: Vec<aya::Ebpf>,
     pub hosts: Vec<Host>,
     pub switch: Netns,
     pub prefix: String,
@@ -226,6 +241,7 @@ impl Lab {
         let mut lab = Self {
             procs: Vec::new(),
             port_programs: None,
+            recreated_ports: Vec::new(),
             hosts: Vec::new(),
             switch,
             prefix,
@@ -242,6 +258,19 @@ impl Lab {
 
     fn add_host(&mut self, name: &str, addr: Ipv4Addr, i: usize) -> Result<()> {
         let ns = Netns::new(format!("{}-{name}", self.prefix))?;
+        self.plug(&ns, addr, i)?;
+        // The host must not send anything by itself to the documentation ranges beyond
+        // the lab: no default route is added.
+        self.hosts.push(Host {
+            name: name.into(),
+            ns,
+            ip: addr,
+        });
+        Ok(())
+    }
+
+    /// Gives `ns` its `eth0` (address `addr`), plugged into switch port `p{i}`.
+    fn plug(&self, ns: &Netns, addr: Ipv4Addr, i: usize) -> Result<()> {
         let port = format!("p{i}");
         let mac = format!("02:00:00:00:{:02x}:{:02x}", i + 1, addr.octets()[3]);
         ns.ip(&[
@@ -266,14 +295,59 @@ impl Lab {
         // have completed them. Have the kernel complete them before they leave.
         sh(ns.cmd("ethtool").args(["-K", "eth0", "tx", "off"]))
             .context("ethtool is needed for the lab (Debian package ethtool)")?;
-        // The host must not send anything by itself to the documentation ranges beyond
-        // the lab: no default route is added.
-        self.hosts.push(Host {
-            name: name.into(),
-            ns,
-            ip: addr,
-        });
         Ok(())
+    }
+
+    /// Waits (at most 10 s) until switch port `port` is gone after its peer was deleted.
+    fn wait_port_gone(&self, port: &str) -> Result<()> {
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.switch.ip(&["link", "show", port]).is_ok() {
+            if Instant::now() > end {
+                bail!("{port} still exists 10 s after its peer was deleted");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Attaches `lab_pass` to a switch port plugged in again (see `attach_port_programs`).
+    fn reattach_port(&mut self, port: String) -> Result<()> {
+        let ports = vec![port];
+        let programs = in_netns(&self.switch.name, move || attach_port_programs(&ports))??;
+        self.recreated_ports.push(programs);
+        Ok(())
+    }
+
+    /// Deletes `name`'s eth0 (its switch port goes with it) and makes it again, same MAC
+    /// and address, in the same namespace: a veth, VLAN or bond recreated under a daemon.
+    pub fn recreate_eth0(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.name == name)
+            .with_context(|| format!("no host {name}"))?;
+        let port = format!("p{i}");
+        self.hosts[i].ns.ip(&["link", "del", "eth0"])?;
+        self.wait_port_gone(&port)?;
+        self.plug(&self.hosts[i].ns, self.hosts[i].ip, i)?;
+        self.reattach_port(port)
+    }
+
+    /// Deletes `name`'s namespace (its veth and switch port go with it), waits until the
+    /// kernel has destroyed them, and creates the host again: same name, address and MAC.
+    pub fn recreate_host(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.name == name)
+            .with_context(|| format!("no host {name}"))?;
+        let port = format!("p{i}");
+        let addr = self.hosts.remove(i).ip;
+        self.wait_port_gone(&port)?;
+        self.add_host(name, addr, i)?;
+        let h = self.hosts.pop().expect("just added");
+        self.hosts.insert(i, h);
+        self.reattach_port(port)
     }
 
     /// The host called `name`.

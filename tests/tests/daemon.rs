@@ -272,7 +272,8 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
         !lab.has_xdp("lb").unwrap(),
         "detach left the program attached"
     );
-    assert!(!pin_root.join("eth0").exists(), "detach left pins");
+    let ns = lab.host("lb").ns.inode().unwrap().to_string();
+    assert!(!pin_root.join(ns).join("eth0").exists(), "detach left pins");
 }
 
 #[test]
@@ -300,6 +301,53 @@ fn a_bad_config_file_exits_2_and_names_the_field() {
         .arg(&path)
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_node_snat_address_with_ports_in_the_ephemeral_range_exits_2_naming_both() {
+    let lab = Lab::new("snat", &[("lb", std::net::Ipv4Addr::new(192, 0, 2, 2))]).unwrap();
+    let ns = &lab.host("lb").ns;
+    // The namespace's own ephemeral range, read by xvip in its namespace.
+    sh(ns.cmd("sh").args([
+        "-c",
+        "echo 40000 50000 > /proc/sys/net/ipv4/ip_local_port_range",
+    ]))
+    .unwrap();
+    let xvip = |cmd: &str, ports: &str| {
+        ns.cmd(xvip_bin())
+            .args([
+                cmd,
+                "--interface",
+                "eth0",
+                "--vip",
+                VIP,
+                "--backend",
+                "192.0.2.11",
+            ])
+            .args(["--snat-ip", "192.0.2.2", "--snat-ports", ports])
+            .output()
+            .unwrap()
+    };
+    for cmd in ["check-config", "run"] {
+        let out = xvip(cmd, "20000-59999");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        let last = err.trim().lines().last().unwrap_or("");
+        println!("{cmd}: {last}");
+        assert!(
+            last.contains("20000-59999")
+                && last.contains("40000-50000")
+                && last.contains("--snat-ports"),
+            "{err}"
+        );
+    }
+    assert!(!lab.has_xdp("lb").unwrap(), "the refused run attached");
+    let out = xvip("check-config", "20000-39999");
     assert!(
         out.status.success(),
         "{}",
@@ -378,7 +426,10 @@ fn pinned_state_of_another_layout_is_refused_and_left_serving() {
         "the pinned program must keep serving"
     );
     assert!(
-        pin_root.join("eth0/CONNTRACK").exists(),
+        pin_root
+            .join(lab.host("lb").ns.inode().unwrap().to_string())
+            .join("eth0/CONNTRACK")
+            .exists(),
         "the refused run removed the pinned state"
     );
     // The state was left whole: the original configuration adopts it again.

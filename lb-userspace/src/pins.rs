@@ -1,0 +1,628 @@
+//! Where an interface's pins live and whether pinned state belongs to it. Pins are keyed by
+//! network namespace and interface name (`<pin-root>/<netns inode>/<ifname>`), and a pinned
+//! XDP link is adopted only when the kernel says it is the one attached to this very
+//! interface; a link whose interface is gone is dropped with its maps.
+
+use std::{
+    io,
+    os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use crate::arp::Interface;
+
+/// File name of the pinned XDP link inside an interface's pin directory.
+pub const LINK_PIN: &str = "link";
+/// `BPF_LINK_TYPE_XDP` in `bpf_link_info.type`.
+const BPF_LINK_TYPE_XDP: u32 = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `IFLA_XDP` and its nested attributes (`linux/if_link.h`).
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_PROG_ID: u16 = 4;
+/// With several modes attached (`XDP_ATTACHED_MULTI`), one id per mode.
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
+const XDP_ATTACHED_MULTI: u8 = 4;
+/// Attribute type bits that are flags, not part of the type.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// Errors about pinned state and programs already on the interface.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// Another XDP program is attached to the interface.
+    #[error(
+        "{interface} already has XDP program {name} (id {prog_id}) attached, not by this xvip: {how}"
+    )]
+    ForeignProgram {
+        interface: String,
+        name: String,
+        prog_id: u32,
+        how: String,
+    },
+    /// The pinned link under this interface's key is attached to something else.
+    #[error(
+        "the pinned XDP link in {dir} is attached to ifindex {ifindex} (program id {prog_id}), not to {interface} (ifindex {expected}); `xvip detach --interface {interface}` removes those pins"
+    )]
+    Elsewhere {
+        dir: String,
+        interface: String,
+        ifindex: u32,
+        expected: u32,
+        prog_id: u32,
+    },
+    /// The link pin exists but is not a readable XDP link.
+    #[error(
+        "{path} is not an XDP link xvip can use ({reason}); `xvip detach --interface {interface}` removes those pins"
+    )]
+    Unreadable {
+        path: String,
+        interface: String,
+        reason: String,
+    },
+    /// The interface's XDP attachment could not be read.
+    #[error("cannot tell which XDP program is on {interface}: {reason}")]
+    Query { interface: String, reason: String },
+    /// This process's network namespace could not be identified.
+    #[error("cannot identify this network namespace (/proc/self/ns/net): {0}")]
+    Netns(io::Error),
+}
+
+impl PinError {
+    /// 2 for state the operator has to clear, 1 for a failed query.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Query { .. } | Self::Netns(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The inode of this process's network namespace (what `lsns -t net` shows).
+///
+/// # Errors
+/// [`PinError::Netns`].
+pub fn netns_inode() -> Result<u64, PinError> {
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .map_err(PinError::Netns)
+}
+
+/// The directory under `root` holding the pins of `interface` in namespace `netns`.
+pub fn pin_dir(root: &Path, netns: u64, interface: &str) -> PathBuf {
+    root.join(netns.to_string()).join(interface)
+}
+
+/// What the kernel says about a pinned link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub id: u32,
+    pub prog_id: u32,
+    /// `bpf_link_info.type`.
+    pub link_type: u32,
+    /// The interface an XDP link is attached to; 0 once that interface is gone (defunct).
+    pub ifindex: u32,
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 8]) -> io::Result<i64> {
+    // SAFETY: bpf(2) with an attribute buffer larger than every command used here.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of_val(attr)) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Reads the link pinned at `path`; `None` when nothing is pinned there.
+///
+/// # Errors
+/// The path exists but is not a link the kernel describes.
+pub fn read_link(path: &Path) -> io::Result<Option<LinkState>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = [0u64; 8];
+    attr[0] = c.as_ptr() as u64;
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, pad, then the per-type union (xdp.ifindex).
+    let mut info = [0u64; 32];
+    let mut attr = [0u64; 8];
+    attr[0] =
+        u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32) | (size_of_val(&info) as u64) << 32;
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let words: &[u32] = bytemuck::cast_slice(&info);
+    Ok(Some(LinkState {
+        link_type: words[0],
+        id: words[1],
+        prog_id: words[2],
+        ifindex: words[4],
+    }))
+}
+
+/// An XDP program attached to an interface, as `RTM_GETLINK` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub prog_id: u32,
+    /// `IFLA_XDP_ATTACHED`: 1 native, 2 generic, 3 offloaded, 4 several.
+    pub mode: u8,
+}
+
+/// The XDP programs attached to interface `ifindex` of this namespace (one per mode).
+///
+/// # Errors
+/// The netlink request failed.
+pub fn attached_xdp(ifindex: u32) -> io::Result<Vec<Attached>> {
+    // SAFETY: a plain netlink socket, owned at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd_raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes).
+    let mut req = [0u8; 32];
+    req[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = libc::AF_UNSPEC as u8;
+    req[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    // SAFETY: sending our buffer on our socket (to the kernel: no address needed).
+    if unsafe { libc::send(fd_raw, req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: receiving into our buffer.
+    let n = unsafe { libc::recv(fd_raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    parse_getlink(&buf[..n as usize])
+}
+
+fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+    b.get(i..i + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]))
+}
+
+/// The payload of the first attribute of type `want` in a run of netlink attributes.
+fn attrs(mut b: &[u8], want: u16) -> Option<&[u8]> {
+    while b.len() >= 4 {
+        let l = usize::from(u16_at(b, 0)?);
+        let t = u16_at(b, 2)? & NLA_TYPE_MASK;
+        if l < 4 || l > b.len() {
+            return None;
+        }
+        if t == want {
+            return Some(&b[4..l]);
+        }
+        b = &b[l.next_multiple_of(4).min(b.len())..];
+    }
+    None
+}
+
+/// The XDP attachment in one `RTM_NEWLINK` answer (or the error it carries).
+fn parse_getlink(msg: &[u8]) -> io::Result<Vec<Attached>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
+    let len = msg
+        .get(0..4)
+        .map(|s| u32::from_ne_bytes(s.try_into().expect("4")) as usize)
+        .ok_or_else(bad)?;
+    let msg = msg.get(..len).ok_or_else(bad)?;
+    let kind = u16_at(msg, 4).ok_or_else(bad)?;
+    if kind == libc::NLMSG_ERROR as u16 {
+        let code = msg
+            .get(16..20)
+            .map(|s| i32::from_ne_bytes(s.try_into().expect("4")))
+            .ok_or_else(bad)?;
+        return Err(io::Error::from_raw_os_error(-code));
+    }
+    let Some(xdp) = msg.get(32..).and_then(|b| attrs(b, IFLA_XDP)) else {
+        return Ok(Vec::new());
+    };
+    let mode = attrs(xdp, IFLA_XDP_ATTACHED)
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0);
+    let id = |kind: u16| {
+        attrs(xdp, kind)
+            .and_then(|v| v.get(..4))
+            .map(|v| u32::from_ne_bytes(v.try_into().expect("4")))
+            .unwrap_or(0)
+    };
+    let found: Vec<(u32, u8)> = match mode {
+        0 => Vec::new(),
+        XDP_ATTACHED_MULTI => vec![
+            (id(IFLA_XDP_DRV_PROG_ID), 1),
+            (id(IFLA_XDP_SKB_PROG_ID), 2),
+            (id(IFLA_XDP_HW_PROG_ID), 3),
+        ],
+        m => vec![(id(IFLA_XDP_PROG_ID), m)],
+    };
+    Ok(found
+        .into_iter()
+        .filter(|(prog_id, _)| *prog_id != 0)
+        .map(|(prog_id, mode)| Attached { prog_id, mode })
+        .collect())
+}
+
+/// What to do with the pins found under this interface's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing attached, no link pinned: attach afresh (pinned maps, if any, are adopted).
+    Fresh,
+    /// The pinned link is the one on this interface: update it in place.
+    Adopt,
+    /// The pinned link's interface is gone: drop these pins, then decide again.
+    DropStale,
+    /// A program that is not ours is attached: refuse.
+    Foreign(Attached),
+    /// The pinned link is attached to another interface: refuse.
+    Elsewhere(LinkState),
+}
+
+/// Decides from the pinned link (if any), the interface's index and what the kernel says
+/// is attached to it (one program per mode). Pure, so every case is tested.
+pub fn decide(link: Option<LinkState>, ifindex: u32, attached: &[Attached]) -> Decision {
+    let ours = |a: &Attached| link.is_some_and(|l| l.prog_id == a.prog_id);
+    if let Some(other) = attached.iter().find(|a| !ours(a))
+        && link.is_none_or(|l| l.ifindex != 0)
+    {
+        // Even next to our own link (in another mode): refuse rather than run half-shadowed.
+        return match link {
+            Some(l) if !attached.iter().any(ours) => Decision::Elsewhere(l),
+            _ => Decision::Foreign(*other),
+        };
+    }
+    match link {
+        None => Decision::Fresh,
+        Some(l) if l.ifindex == 0 => Decision::DropStale,
+        Some(l) if l.ifindex == ifindex && attached.iter().any(ours) => Decision::Adopt,
+        Some(l) => Decision::Elsewhere(l),
+    }
+}
+
+fn foreign(interface: &str, a: Attached) -> PinError {
+    let name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == a.prog_id)
+        .and_then(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "(unnamed)".into());
+    let link = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .find(|l| l.program_id() == a.prog_id)
+        .map(|l| l.id());
+    PinError::ForeignProgram {
+        interface: interface.into(),
+        name,
+        prog_id: a.prog_id,
+        how: removal_hint(interface, a.mode, link),
+    }
+}
+
+/// How an operator removes a program attached in `mode`, through BPF link `link` if any.
+pub fn removal_hint(interface: &str, mode: u8, link: Option<u32>) -> String {
+    match link {
+        Some(id) => format!(
+            "it is held by BPF link {id} (`bpftool link show id {id}`): stop the process that owns it or remove its pin"
+        ),
+        None => {
+            let kind = match mode {
+                1 => "xdpdrv",
+                2 => "xdpgeneric",
+                3 => "xdpoffload",
+                _ => "xdp",
+            };
+            format!("remove it with `ip link set dev {interface} {kind} off`")
+        }
+    }
+}
+
+/// Removes a pin directory (the link pin first: that detaches its program) and its
+/// namespace directory when that is left empty. Returns how many pins went.
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn remove_dir(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    let link = dir.join(LINK_PIN);
+    if std::fs::remove_file(&link).is_ok() {
+        n += 1;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        if std::fs::remove_file(entry?.path()).is_ok() {
+            n += 1;
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(n)
+}
+
+/// Pin directories under `root` whose pinned XDP link is defunct (its interface, and maybe
+/// its namespace, is gone): the new layout's `<ns>/<if>` and the older `<if>`.
+pub fn defunct_dirs(root: &Path) -> Vec<PathBuf> {
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|it| {
+                it.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let defunct = |d: &Path| matches!(read_link(&d.join(LINK_PIN)), Ok(Some(l)) if l.link_type == BPF_LINK_TYPE_XDP && l.ifindex == 0);
+    let mut out = Vec::new();
+    for d in subdirs(root) {
+        if d.join(LINK_PIN).exists() {
+            // The layout before pins were keyed by namespace: `<root>/<if>`.
+            if defunct(&d) {
+                out.push(d);
+            }
+        } else {
+            out.extend(subdirs(&d).into_iter().filter(|d| defunct(d)));
+        }
+    }
+    out
+}
+
+/// Finds (and prepares) the pin directory of `iface` under `root`: drops pins whose
+/// interface is gone, moves an older xvip's `<root>/<if>` pins when their link is attached to
+/// this interface, and refuses when another program or another interface's link is in the
+/// way. Changes nothing when it refuses.
+///
+/// # Errors
+/// [`PinError`]: a foreign program, a link attached elsewhere, or an unreadable pin.
+pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
+    let dir = pin_dir(root, netns_inode()?, &iface.name);
+    let attached = attached_xdp(iface.index).map_err(|e| PinError::Query {
+        interface: iface.name.clone(),
+        reason: e.to_string(),
+    })?;
+    let read = |d: &Path| {
+        let unreadable = |reason: String| PinError::Unreadable {
+            path: d.join(LINK_PIN).display().to_string(),
+            interface: iface.name.clone(),
+            reason,
+        };
+        match read_link(&d.join(LINK_PIN)) {
+            Ok(Some(l)) if l.link_type != BPF_LINK_TYPE_XDP => {
+                Err(unreadable(format!("a link of type {}", l.link_type)))
+            }
+            Ok(l) => Ok(l),
+            Err(e) => Err(unreadable(e.to_string())),
+        }
+    };
+    let legacy = root.join(&iface.name);
+    if !dir.exists()
+        && let Ok(Some(l)) = read_link(&legacy.join(LINK_PIN))
+        && decide(Some(l), iface.index, &attached) == Decision::Adopt
+    {
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        match std::fs::rename(&legacy, &dir) {
+            Ok(()) => log::info!(
+                "moved an earlier xvip's pins for {} from {} to {}",
+                iface.name,
+                legacy.display(),
+                dir.display()
+            ),
+            Err(e) => log::warn!("cannot move {} to {}: {e}", legacy.display(), dir.display()),
+        }
+    }
+    let mut decision = decide(read(&dir)?, iface.index, &attached);
+    if decision == Decision::DropStale {
+        let n = remove_dir(&dir).unwrap_or(0);
+        log::warn!(
+            "{}: the pinned XDP link in {} is defunct (its interface is gone): removed its {n} pins and their tracked connections, attaching afresh",
+            iface.name,
+            dir.display()
+        );
+        decision = decide(None, iface.index, &attached);
+    }
+    match decision {
+        Decision::Fresh | Decision::Adopt => {}
+        Decision::Foreign(a) => return Err(foreign(&iface.name, a)),
+        Decision::Elsewhere(l) => {
+            return Err(PinError::Elsewhere {
+                dir: dir.display().to_string(),
+                interface: iface.name.clone(),
+                ifindex: l.ifindex,
+                expected: iface.index,
+                prog_id: l.prog_id,
+            });
+        }
+        Decision::DropStale => unreachable!("decided again without a link"),
+    }
+    for stale in defunct_dirs(root).into_iter().filter(|d| *d != dir) {
+        if let Ok(n) = remove_dir(&stale) {
+            log::info!(
+                "removed {n} pins in {}: their XDP link's interface is gone",
+                stale.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// The pin directories `xvip detach --interface IF` removes in this namespace: this
+/// namespace's `<ns>/<if>`, and an older xvip's `<if>` when its link is attached to this
+/// namespace's interface of that name or is defunct.
+///
+/// # Errors
+/// [`PinError::Netns`].
+pub fn detach_dirs(root: &Path, interface: &str) -> Result<Vec<PathBuf>, PinError> {
+    let mut out = Vec::new();
+    let dir = pin_dir(root, netns_inode()?, interface);
+    if dir.is_dir() {
+        out.push(dir);
+    }
+    let legacy = root.join(interface);
+    if let Ok(Some(l)) = read_link(&legacy.join(LINK_PIN)) {
+        let ours = Interface::lookup(interface).ok().is_some_and(|i| {
+            attached_xdp(i.index).is_ok_and(|a| a.iter().any(|a| a.prog_id == l.prog_id))
+                && l.ifindex == i.index
+        });
+        if ours || l.ifindex == 0 {
+            out.push(legacy);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(ifindex: u32, prog_id: u32) -> Option<LinkState> {
+        Some(LinkState {
+            id: 9,
+            prog_id,
+            link_type: BPF_LINK_TYPE_XDP,
+            ifindex,
+        })
+    }
+    fn att(prog_id: u32) -> Vec<Attached> {
+        vec![Attached { prog_id, mode: 2 }]
+    }
+
+    #[test]
+    fn only_the_link_attached_to_this_interface_is_adopted() {
+        assert_eq!(decide(link(3, 40), 3, &att(40)), Decision::Adopt);
+        // Same ifindex in another namespace: our interface runs another program.
+        assert!(matches!(
+            decide(link(3, 40), 3, &att(41)),
+            Decision::Elsewhere(_)
+        ));
+        assert!(matches!(
+            decide(link(3, 40), 3, &[]),
+            Decision::Elsewhere(_)
+        ));
+        assert!(matches!(
+            decide(link(5, 40), 3, &att(40)),
+            Decision::Elsewhere(_)
+        ));
+    }
+
+    #[test]
+    fn a_defunct_link_is_dropped_whatever_is_attached() {
+        assert_eq!(decide(link(0, 40), 3, &[]), Decision::DropStale);
+        assert_eq!(decide(link(0, 40), 3, &att(7)), Decision::DropStale);
+    }
+
+    #[test]
+    fn without_a_pinned_link_any_attached_program_is_foreign() {
+        assert_eq!(decide(None, 3, &[]), Decision::Fresh);
+        assert_eq!(decide(None, 3, &att(7)), Decision::Foreign(att(7)[0]));
+    }
+
+    #[test]
+    fn a_foreign_program_in_another_mode_next_to_our_link_is_refused() {
+        let both = [
+            Attached {
+                prog_id: 40,
+                mode: 2,
+            },
+            Attached {
+                prog_id: 7,
+                mode: 1,
+            },
+        ];
+        assert_eq!(decide(link(3, 40), 3, &both), Decision::Foreign(both[1]));
+        assert_eq!(decide(link(3, 40), 3, &both[..1]), Decision::Adopt);
+    }
+
+    #[test]
+    fn the_removal_hint_names_the_mode_or_the_link() {
+        assert!(removal_hint("eth0", 2, None).contains("ip link set dev eth0 xdpgeneric off"));
+        assert!(removal_hint("eth0", 1, None).contains("xdpdrv off"));
+        assert!(removal_hint("eth0", 2, Some(12)).contains("bpftool link show id 12"));
+    }
+
+    #[test]
+    fn pins_are_keyed_by_namespace_then_interface() {
+        assert_eq!(
+            pin_dir(Path::new("/sys/fs/bpf/xvip"), 4026531840, "eth0"),
+            PathBuf::from("/sys/fs/bpf/xvip/4026531840/eth0")
+        );
+    }
+
+    fn nlattr(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(payload);
+        while !v.len().is_multiple_of(4) {
+            v.push(0);
+        }
+        v
+    }
+
+    fn newlink(attrs: &[u8]) -> Vec<u8> {
+        let mut m = vec![0u8; 32];
+        m.extend_from_slice(attrs);
+        let len = m.len() as u32;
+        m[0..4].copy_from_slice(&len.to_ne_bytes());
+        m[4..6].copy_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn the_netlink_answer_gives_the_attached_program() {
+        let mut xdp = nlattr(IFLA_XDP_ATTACHED, &[2]);
+        xdp.extend(nlattr(IFLA_XDP_PROG_ID, &77u32.to_ne_bytes()));
+        let mut attrs = nlattr(3, b"eth0\0");
+        attrs.extend(nlattr(IFLA_XDP | 0x8000, &xdp));
+        assert_eq!(
+            parse_getlink(&newlink(&attrs)).unwrap(),
+            [Attached {
+                prog_id: 77,
+                mode: 2
+            }]
+        );
+        let none = nlattr(IFLA_XDP, &nlattr(IFLA_XDP_ATTACHED, &[0]));
+        assert_eq!(parse_getlink(&newlink(&none)).unwrap(), []);
+        assert_eq!(parse_getlink(&newlink(&[])).unwrap(), []);
+        let mut multi = nlattr(IFLA_XDP_ATTACHED, &[XDP_ATTACHED_MULTI]);
+        multi.extend(nlattr(IFLA_XDP_DRV_PROG_ID, &5u32.to_ne_bytes()));
+        multi.extend(nlattr(IFLA_XDP_SKB_PROG_ID, &6u32.to_ne_bytes()));
+        assert_eq!(
+            parse_getlink(&newlink(&nlattr(IFLA_XDP, &multi))).unwrap(),
+            [
+                Attached {
+                    prog_id: 5,
+                    mode: 1
+                },
+                Attached {
+                    prog_id: 6,
+                    mode: 2
+                }
+            ]
+        );
+        // Truncated and garbage answers are errors or nothing, never a panic.
+        let full = newlink(&attrs);
+        for cut in 0..full.len() {
+            let _ = parse_getlink(&full[..cut]);
+        }
+    }
+}
