@@ -90,6 +90,8 @@ struct Shared {
     announcing: bool,
     /// Tracked flows, counted off the main loop (see `dataplane::count_conntrack`).
     conntrack_entries: Arc<std::sync::atomic::AtomicUsize>,
+    /// Flows not confirmed yet, counted the same way.
+    unconfirmed_entries: Arc<std::sync::atomic::AtomicUsize>,
     /// Each backend's next hop, from the route table at the last resolution round: ARP
     /// answers are matched against it without reading the route table per packet.
     next_hops: BTreeMap<SocketAddrV4, Ipv4Addr>,
@@ -258,8 +260,18 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     if let Some(map) = dataplane.conntrack_handle() {
         crate::dataplane::count_conntrack(map, conntrack_entries.clone(), Duration::from_secs(2));
     }
+    let unconfirmed_entries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let Some(map) = dataplane.unconfirmed_handle() {
+        crate::dataplane::count_live(
+            map,
+            Duration::from_nanos(lb_common::TCP_SYN_TIMEOUT_NS),
+            unconfirmed_entries.clone(),
+            Duration::from_secs(2),
+        );
+    }
     let shared = Arc::new(Mutex::new(Shared {
         conntrack_entries,
+        unconfirmed_entries,
         next_hops: BTreeMap::new(),
         dataplane,
         reconciler,
@@ -754,6 +766,9 @@ fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) 
         },
         conntrack_entries: s
             .conntrack_entries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        unconfirmed_entries: s
+            .unconfirmed_entries
             .load(std::sync::atomic::Ordering::Relaxed),
         table_swaps: s.swaps,
         last_reconcile_ms: s.last_reconcile.map(|d| d.as_secs_f64() * 1e3),

@@ -767,7 +767,16 @@ impl Dataplane {
 
     /// A second handle on the pinned `CONNTRACK` map, for counting it off the main loop.
     pub fn conntrack_handle(&self) -> Option<HashMap<MapData, FlowKey, CtEntry>> {
-        let path = self.pins.as_ref()?.join(map_names::CONNTRACK);
+        self.flow_map_handle(map_names::CONNTRACK)
+    }
+
+    /// The same for `UNCONFIRMED` (flows not confirmed yet: a flood shows there).
+    pub fn unconfirmed_handle(&self) -> Option<HashMap<MapData, FlowKey, CtEntry>> {
+        self.flow_map_handle(map_names::UNCONFIRMED)
+    }
+
+    fn flow_map_handle(&self, name: &str) -> Option<HashMap<MapData, FlowKey, CtEntry>> {
+        let path = self.pins.as_ref()?.join(name);
         let data = MapData::from_pin(&path).ok()?;
         HashMap::try_from(Map::LruHashMap(data)).ok()
     }
@@ -788,6 +797,40 @@ pub fn count_conntrack(
             std::thread::sleep(every);
         }
     });
+}
+
+/// Like [`count_conntrack`], counting only entries seen within `lifetime` (an LRU map keeps
+/// expired entries until it needs the room): for the small `UNCONFIRMED` map, whose live
+/// count is what tells a flood.
+pub fn count_live(
+    map: HashMap<MapData, FlowKey, CtEntry>,
+    lifetime: std::time::Duration,
+    out: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    every: std::time::Duration,
+) {
+    std::thread::spawn(move || {
+        while std::sync::Arc::strong_count(&out) > 1 {
+            let now = monotonic_ns();
+            let n = map
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, e)| now.saturating_sub(e.last_seen_ns) <= lifetime.as_nanos() as u64)
+                .count();
+            out.store(n, std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(every);
+        }
+    });
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// An error and its sources on one line (aya's syscall errors keep the errno in a source).

@@ -96,7 +96,11 @@ pub struct Status {
     pub backends: Vec<BackendStatus>,
     /// Packets per verdict reason.
     pub reasons: BTreeMap<String, u64>,
+    /// Confirmed flows (both ends have spoken).
     pub conntrack_entries: usize,
+    /// Flows not confirmed yet: handshakes in progress, spoofed SYNs, stray packets.
+    #[serde(default)]
+    pub unconfirmed_entries: usize,
     pub table_swaps: u64,
     /// From the health transition to the table swap, last time, in milliseconds.
     pub last_reconcile_ms: Option<f64>,
@@ -116,6 +120,12 @@ pub struct Status {
 }
 
 impl Status {
+    /// Whether the VIP is under a flood: more unconfirmed flows than a control plane makes
+    /// (each real one lives a round trip), as spoofed SYNs or bare ACKs leave.
+    pub fn under_flood(&self) -> bool {
+        self.unconfirmed_entries >= lb_common::UNCONFIRMED_FLOOD_THRESHOLD as usize
+    }
+
     /// Prometheus text exposition (version 0.0.4).
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
@@ -251,8 +261,20 @@ impl Status {
         metric(
             "conntrack_entries",
             "gauge",
-            "Tracked flows.",
+            "Tracked flows (confirmed: both ends have spoken).",
             vec![(String::new(), self.conntrack_entries.to_string())],
+        );
+        metric(
+            "unconfirmed_flows",
+            "gauge",
+            "Flows not confirmed yet (handshakes in progress, spoofed SYNs, stray packets).",
+            vec![(String::new(), self.unconfirmed_entries.to_string())],
+        );
+        metric(
+            "under_flood",
+            "gauge",
+            "1 while more flows wait for confirmation than a control plane makes (a flood).",
+            vec![(String::new(), (self.under_flood() as u8).to_string())],
         );
         metric(
             "table_swaps_total",
@@ -404,9 +426,17 @@ impl Status {
         }
         let _ = writeln!(
             o,
-            "conntrack entries: {}   table swaps: {}",
-            self.conntrack_entries, self.table_swaps
+            "conntrack entries: {}   unconfirmed: {}   table swaps: {}",
+            self.conntrack_entries, self.unconfirmed_entries, self.table_swaps
         );
+        if self.under_flood() {
+            let _ = writeln!(
+                o,
+                "UNDER A FLOOD: {} flows wait for confirmation (spoofed SYNs or stray packets); \
+                 confirmed flows and real handshakes are still served",
+                self.unconfirmed_entries
+            );
+        }
         let nonzero: Vec<String> = self
             .reasons
             .iter()
@@ -702,6 +732,24 @@ mod tests {
             reasons: [("tx_forward".to_string(), 5u64)].into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_flood_of_unconfirmed_flows_shows_in_the_table_and_the_metrics() {
+        let mut s = sample();
+        s.unconfirmed_entries = 12;
+        assert!(!s.under_flood());
+        assert!(!s.to_table().contains("UNDER A FLOOD"));
+        assert!(s.to_prometheus().contains("xvip_under_flood 0"));
+        s.unconfirmed_entries = lb_common::UNCONFIRMED_FLOOD_THRESHOLD as usize;
+        assert!(s.under_flood());
+        assert!(s.to_table().contains("UNDER A FLOOD"));
+        let m = s.to_prometheus();
+        assert!(m.contains("xvip_under_flood 1"));
+        assert!(m.contains(&format!(
+            "xvip_unconfirmed_flows {}",
+            lb_common::UNCONFIRMED_FLOOD_THRESHOLD
+        )));
     }
 
     #[test]

@@ -114,6 +114,15 @@ fn syn_flood_case(tag: &str, extra: &[&str]) {
     let (ok, p99) = requests(&lab, 100);
     let during = lab.xvip_status("lb").expect("status during the flood");
     let (sent, rate) = flood.stop().expect("flood ran");
+    // `xvip status` said so while it lasted, and stops saying so once the flood's flows
+    // have expired (5 s) and been counted again (every 2 s).
+    assert!(
+        during.under_flood(),
+        "not shown as a flood: {} unconfirmed",
+        during.unconfirmed_entries
+    );
+    lab.wait_status("lb", Duration::from_secs(12), |s| !s.under_flood())
+        .expect("the flood flag clears after the flood");
     println!(
         "{tag}: {ok}/100 requests answered during a spoofed SYN flood of {sent} frames \
          ({rate:.0}/s); p99 {p99:.0} ms; reasons {:?}",
