@@ -248,6 +248,12 @@ impl Dp {
         m.keys().filter_map(Result::ok).count()
     }
 
+    fn count_rev(&self, name: &str) -> usize {
+        let m: HashMap<_, FlowKey, RevEntry> =
+            HashMap::try_from(self.ebpf.map(name).unwrap()).unwrap();
+        m.keys().filter_map(Result::ok).count()
+    }
+
     fn reverse(&self, key: &FlowKey) -> Option<RevEntry> {
         let m: HashMap<_, FlowKey, RevEntry> =
             HashMap::try_from(self.ebpf.map(map_names::REVERSE).unwrap()).unwrap();
@@ -1370,9 +1376,10 @@ fn spoofed_syns_and_bare_acks_never_reach_the_confirmed_maps_nor_stop_a_handshak
         1,
         "only the confirmed flow is in CONNTRACK"
     );
-    // 16 ports, one of them the confirmed flow's: the flood holds the other 15.
+    // 16 ports, one of them the confirmed flow's: the flood holds the other 15 (some
+    // taken over from one flood flow by another when the run is slow: still 15 tuples).
     assert_eq!(
-        dp.count(map_names::UNCONFIRMED),
+        dp.count_rev(map_names::UNCONFIRMED_REV),
         15,
         "the flood holds every free port"
     );
@@ -1385,12 +1392,9 @@ fn spoofed_syns_and_bare_acks_never_reach_the_confirmed_maps_nor_stop_a_handshak
     );
     assert_eq!((v, u16::from_be_bytes([out[34], out[35]])), (XDP_TX, port));
 
-    // Every port is held by a fresh unconfirmed flow: a new SYN is refused for now...
-    let drops = dp.reason(Reason::DropSnatExhausted);
-    assert_eq!(handshake(&dp, (CLIENT, 43001)), None);
-    assert_eq!(dp.reason(Reason::DropSnatExhausted), drops + 1);
-    // ...and takes over the stalest once it has been silent long enough; never the
-    // confirmed flow's port.
+    // Every port is held by an unconfirmed flow: a new SYN takes over the stalest once it
+    // has been silent long enough (whether it is refused before depends on this test's
+    // speed, so that is left to the exhaustion test); never the confirmed flow's port.
     std::thread::sleep(std::time::Duration::from_millis(
         lb_common::UNCONFIRMED_STEAL_AFTER_NS / 1_000_000 + 50,
     ));
