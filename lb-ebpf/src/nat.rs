@@ -83,14 +83,8 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
 
 #[inline(always)]
 fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
-    let key = lb_common::FlowKey {
-        src_addr: h.src,
-        dst_addr: h.dst,
-        src_port: h.sport,
-        dst_port: h.dport,
-        proto: h.proto,
-        _pad: [0; 3],
-    };
+    // A reply is keyed by its own tuple, as received.
+    let key = conntrack::key_of(h);
     // One clock read for the expiry check and the refresh.
     let now = conntrack::now();
     let rev = match REVERSE.get_ptr_mut(&key) {
