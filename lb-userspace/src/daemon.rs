@@ -292,7 +292,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             let vips: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
             let h = crate::vrrp::spawn(v, &iface, &vips, serve_rx, vrrp_tx)?;
             log::info!(
-                "VRRP vrid {} from {}: priority {}, advertising every {:?}, preempt {}, {}",
+                "VRRPv{} vrid {} from {}: priority {}, advertising every {:?}, preempt {}, {}",
+                v.version.number(),
                 v.vrid,
                 iface.ipv4,
                 v.priority,

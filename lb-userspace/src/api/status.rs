@@ -57,6 +57,34 @@ pub struct VrrpStatus {
     pub send_errors: u64,
     /// Advertisements dropped, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// VRRP version spoken, 2 or 3.
+    #[serde(default)]
+    pub version: u8,
+    /// Authentication: "none" or "pass" (never the password).
+    #[serde(default)]
+    pub auth: String,
+    /// The mismatch guard holds: adverts for our VRID arrive that we cannot join (other
+    /// version, password or v2 interval), so this node does not become master.
+    #[serde(default)]
+    pub guard_holding: bool,
+    /// Routers seen advertising our VRID that way.
+    #[serde(default)]
+    pub conflicts: Vec<VrrpConflict>,
+}
+
+/// A router advertising our VRID in a way we cannot join (the mismatch guard).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VrrpConflict {
+    pub peer: String,
+    /// The drop reason: version_mismatch, auth_type, auth_pass or interval_mismatch.
+    pub reason: String,
+    /// The VRRP version it speaks.
+    pub version: u8,
+    pub adverts: u64,
+    /// Seconds since its last such advertisement.
+    pub last_seen_s: f64,
+    /// Whether it still holds the guard.
+    pub active: bool,
 }
 
 /// Master discovery (absent without `--discover-from-kubeconfig`).
@@ -351,6 +379,29 @@ impl Status {
                     .map(|(k, n)| (format!("reason=\"{k}\""), n.to_string()))
                     .collect(),
             );
+            metric(
+                "vrrp_guard_holding",
+                "gauge",
+                "1 while adverts for our VRID in another version or with another password arrive (never master then).",
+                one((v.guard_holding as u8).to_string()),
+            );
+            metric(
+                "vrrp_conflict_adverts_total",
+                "counter",
+                "Adverts for our VRID we cannot join, by sender, reason and version.",
+                v.conflicts
+                    .iter()
+                    .map(|c| {
+                        (
+                            format!(
+                                "peer=\"{}\",reason=\"{}\",version=\"{}\"",
+                                c.peer, c.reason, c.version
+                            ),
+                            c.adverts.to_string(),
+                        )
+                    })
+                    .collect(),
+            );
         }
         if let Some(d) = &self.discovery {
             metric(
@@ -477,6 +528,22 @@ impl Status {
                     drops.join(" ")
                 }
             );
+            for c in &v.conflicts {
+                let _ = writeln!(
+                    o,
+                    "vrrp conflict: {} speaks VRRPv{} ({}, {} adverts, last {:.1}s ago){}",
+                    c.peer,
+                    c.version,
+                    c.reason,
+                    c.adverts,
+                    c.last_seen_s,
+                    if c.active {
+                        ": guard HOLDING, this node will not become master"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         if let Some(d) = &self.discovery {
             let _ = writeln!(

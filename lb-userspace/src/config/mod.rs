@@ -203,6 +203,16 @@ pub struct RunArgs {
     /// Priority taken off while no backend can be served (default 50).
     #[arg(long, env = "XVIP_VRRP_HEALTH_PENALTY")]
     pub vrrp_health_penalty: Option<u32>,
+    /// VRRP version, 2 (RFC 3768, keepalived's default) or 3 (default).
+    #[arg(long, env = "XVIP_VRRP_VERSION")]
+    pub vrrp_version: Option<u32>,
+    /// VRRPv2 authentication: none or pass (implied by --vrrp-auth-pass); ah is refused.
+    #[arg(long, env = "XVIP_VRRP_AUTH_TYPE")]
+    pub vrrp_auth_type: Option<String>,
+    /// VRRPv2 PASS password, as keepalived's auth_pass (first 8 bytes count). Prefer the
+    /// environment or the config file: a flag shows in `ps`.
+    #[arg(long, env = "XVIP_VRRP_AUTH_PASS", hide_env_values = true)]
+    pub vrrp_auth_pass: Option<crate::vrrp::Secret>,
     /// Follow the `kubernetes` EndpointSlices with this kubeconfig and add/remove masters
     /// (the --backend list stays the fallback while the API is unreachable).
     #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]
@@ -247,6 +257,9 @@ struct FileConfig {
     vrrp_preempt: Option<bool>,
     vrrp_peers: Option<Vec<String>>,
     vrrp_health_penalty: Option<u32>,
+    vrrp_version: Option<u32>,
+    vrrp_auth_type: Option<String>,
+    vrrp_auth_pass: Option<crate::vrrp::Secret>,
     discover_from_kubeconfig: Option<PathBuf>,
     announce: Option<Announce>,
 }
@@ -510,6 +523,9 @@ impl RunArgs {
             preempt: self.vrrp_preempt.or(file.vrrp_preempt),
             peers: pick_list(&self.vrrp_peers, file.vrrp_peers),
             health_penalty: self.vrrp_health_penalty.or(file.vrrp_health_penalty),
+            version: self.vrrp_version.or(file.vrrp_version),
+            auth_type: self.vrrp_auth_type.clone().or(file.vrrp_auth_type),
+            auth_pass: self.vrrp_auth_pass.clone().or(file.vrrp_auth_pass),
         })?;
         let announce = self.announce.or(file.announce).unwrap_or_default();
         if announce == Announce::None && vrrp.is_some() {

@@ -1,11 +1,22 @@
-//! The VRRPv3 state machine of RFC 5798 section 6.4 (Initialize, Backup, Master) as pure
-//! logic: every input carries the time it happens at, every output is an [`Action`] for the
-//! caller to carry out, and [`Machine::next_deadline`] says when to call [`Machine::poll`].
+//! The VRRP state machine of RFC 5798 section 6.4 (and RFC 3768 section 6.4, the same
+//! machine with v2 timers) (Initialize, Backup, Master) as pure logic: every input carries
+//! the time it happens at, every output is an [`Action`] for the caller to carry out, and
+//! [`Machine::next_deadline`] says when to call [`Machine::poll`]. On top of the RFCs, a
+//! hold (the mismatch guard): while another router owns the VRID in a way that cannot hear
+//! us (other version, other password), this router does not become master.
 
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
+
+use super::packet::Version;
+
+/// The least time a router listens after start-up before it may become master: three
+/// intervals of 1 s, the v2 default (keepalived's `advert_int 1`), so that a group speaking
+/// the other version or another password is heard (and held off by the guard) before this
+/// router could answer ARP, even when it advertises every 100 ms itself.
+pub const STARTUP_LISTEN: Duration = Duration::from_secs(3);
 
 /// A virtual router's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +64,10 @@ pub struct Params {
     pub preempt: bool,
     /// Our primary address, the tie-break between equal priorities.
     pub primary: Ipv4Addr,
+    /// VRRP version: v2 has a Skew_Time in seconds, independent of the interval.
+    pub version: Version,
+    /// The first Master_Down_Timer after start-up is at least this long.
+    pub startup_listen: Duration,
 }
 
 /// One virtual router.
@@ -69,6 +84,8 @@ pub struct Machine {
     adver_at: Option<Instant>,
     /// Who we believe is master.
     master: Option<Ipv4Addr>,
+    /// The mismatch guard: no transition to Master before this.
+    hold_until: Option<Instant>,
     transitions: u64,
 }
 
@@ -83,6 +100,7 @@ impl Machine {
             master_down_at: None,
             adver_at: None,
             master: None,
+            hold_until: None,
             transitions: 0,
         }
     }
@@ -112,9 +130,43 @@ impl Machine {
         self.master_adver_interval
     }
 
-    /// Skew_Time = ((256 - Priority) x Master_Adver_Interval) / 256.
+    /// Skew_Time = ((256 - Priority) x Master_Adver_Interval) / 256 (RFC 5798); in v2
+    /// (256 - Priority) / 256 seconds (RFC 3768 section 6.1).
     pub fn skew_time(&self) -> Duration {
-        self.master_adver_interval * (256 - u32::from(self.priority)) / 256
+        let unit = match self.params.version {
+            Version::V3 => self.master_adver_interval,
+            Version::V2 => Duration::from_secs(1),
+        };
+        unit * (256 - u32::from(self.priority)) / 256
+    }
+
+    /// Whether the mismatch guard holds at `now`.
+    pub fn held(&self, now: Instant) -> bool {
+        self.hold_until.is_some_and(|t| t > now)
+    }
+
+    /// The mismatch guard: another router owns this VRID and cannot hear us, until `until`
+    /// unless it advertises again. A master steps down at once (two owners otherwise); a
+    /// backup does not become master before `until`.
+    pub fn hold(&mut self, now: Instant, until: Instant) -> Vec<Action> {
+        self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+        let mut out = Vec::new();
+        match self.state {
+            State::Initialize => {}
+            State::Backup => {
+                self.master_down_at = Some(self.master_down_at.map_or(until, |t| t.max(until)));
+            }
+            State::Master => {
+                self.adver_at = None;
+                self.master_down_at = Some(until.max(now));
+                self.master = None;
+                out.push(self.go(
+                    State::Backup,
+                    "another router owns this VRID (other version or password)",
+                ));
+            }
+        }
+        out
     }
 
     /// Master_Down_Interval = 3 x Master_Adver_Interval + Skew_Time.
@@ -144,7 +196,8 @@ impl Machine {
             return Vec::new();
         }
         self.master_adver_interval = self.params.advert_interval;
-        self.master_down_at = Some(now + self.master_down_interval());
+        self.master_down_at =
+            Some(now + self.master_down_interval().max(self.params.startup_listen));
         self.master = None;
         vec![self.go(State::Backup, "startup")]
     }
@@ -169,6 +222,10 @@ impl Machine {
         let mut out = Vec::new();
         match self.state {
             State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
+                if let Some(until) = self.hold_until.filter(|t| *t > now) {
+                    self.master_down_at = Some(until);
+                    return out;
+                }
                 out.push(Action::Send {
                     priority: self.priority,
                 });
@@ -262,6 +319,8 @@ mod tests {
             advert_interval: INT,
             preempt,
             primary: ME,
+            version: Version::V3,
+            startup_listen: Duration::ZERO,
         });
         (m, Instant::now())
     }
@@ -429,6 +488,8 @@ mod tests {
                     advert_interval: INT,
                     preempt: true,
                     primary: ip,
+                    version: Version::V3,
+                    startup_listen: Duration::ZERO,
                 })
             })
             .collect();
@@ -520,4 +581,97 @@ mod tests {
         m.set_priority(255);
         assert_eq!(m.priority(), 254);
     }
+
+    fn v2_machine(priority: u8) -> (Machine, Instant) {
+        let m = Machine::new(Params {
+            priority,
+            advert_interval: Duration::from_secs(1),
+            preempt: true,
+            primary: ME,
+            version: Version::V2,
+            startup_listen: STARTUP_LISTEN,
+        });
+        (m, Instant::now())
+    }
+
+    #[test]
+    fn v2_timers_follow_rfc_3768() {
+        // Skew_Time = (256 - 100) / 256 s = 609.375 ms; down = 3 x 1 s + skew.
+        let (m, _) = v2_machine(100);
+        assert_eq!(m.skew_time(), Duration::from_nanos(609_375_000));
+        assert_eq!(m.master_down_interval(), Duration::from_nanos(3_609_375_000));
+        // The skew does not scale with the interval in v2 (it does in v3).
+        let mut m = Machine::new(Params {
+            advert_interval: Duration::from_secs(2),
+            ..m.params
+        });
+        m.startup(Instant::now());
+        assert_eq!(m.skew_time(), Duration::from_nanos(609_375_000));
+        assert_eq!(m.master_down_interval(), Duration::from_nanos(6_609_375_000));
+    }
+
+    #[test]
+    fn startup_listens_at_least_startup_listen_before_becoming_master() {
+        let m = Machine::new(Params {
+            priority: 100,
+            advert_interval: INT,
+            preempt: true,
+            primary: ME,
+            version: Version::V3,
+            startup_listen: STARTUP_LISTEN,
+        });
+        let (mut m, t0) = (m, Instant::now());
+        m.startup(t0);
+        assert_eq!(m.next_deadline(), Some(t0 + STARTUP_LISTEN));
+        assert!(m.poll(t0 + STARTUP_LISTEN - MS).is_empty());
+        assert_eq!(became(&m.poll(t0 + STARTUP_LISTEN)), Some(State::Master));
+        // A v2 router's own Master_Down_Interval is already longer.
+        let (mut m, t0) = v2_machine(100);
+        m.startup(t0);
+        assert_eq!(m.next_deadline(), Some(t0 + m.master_down_interval()));
+    }
+
+    #[test]
+    fn the_guard_keeps_a_backup_from_becoming_master_while_it_holds() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        let mut t = t0;
+        // A foreign group advertises every second for 10 s: each advert renews the hold.
+        for _ in 0..10 {
+            t += Duration::from_secs(1);
+            assert!(m.hold(t, t + Duration::from_secs(3)).is_empty());
+            assert!(m.held(t));
+            assert!(m.poll(t + Duration::from_millis(999)).is_empty());
+            assert_eq!(m.state(), State::Backup);
+        }
+        // A same-version peer resigning (priority 0) does not cut the hold short.
+        assert!(m.on_advert(t, HIGHER_IP, 0, INT).is_empty());
+        assert!(m.poll(t + m.skew_time()).is_empty());
+        assert_eq!(m.state(), State::Backup);
+        // They stop: the hold runs out, then the router takes over.
+        let end = t + Duration::from_secs(3);
+        assert_eq!(m.next_deadline(), Some(end));
+        assert!(m.poll(end - MS).is_empty());
+        assert!(!m.held(end));
+        assert_eq!(became(&m.poll(end)), Some(State::Master));
+    }
+
+    #[test]
+    fn the_guard_makes_a_master_step_down_at_once_and_silently() {
+        let (mut m, t0) = machine(200, true);
+        m.startup(t0);
+        let t1 = t0 + m.master_down_interval();
+        m.poll(t1);
+        assert_eq!(m.state(), State::Master);
+        let a = m.hold(t1 + MS, t1 + Duration::from_secs(3));
+        assert_eq!(became(&a), Some(State::Backup));
+        assert_eq!(sent(&a), None, "no priority 0: we never owned it alone");
+        assert_eq!(m.master(), None);
+        assert_eq!(m.next_deadline(), Some(t1 + Duration::from_secs(3)));
+        // Even a lower same-version router's adverts cannot bring us back during the hold.
+        assert!(m.on_advert(t1 + INT, LOWER_IP, 100, INT).is_empty());
+        assert!(m.poll(t1 + Duration::from_secs(2)).is_empty());
+        assert_eq!(m.state(), State::Backup);
+    }
 }
+

@@ -1,7 +1,9 @@
-//! VIP failover between xvip nodes with VRRPv3 for IPv4 (RFC 5798), interoperable with
+//! VIP failover between xvip nodes with VRRPv3 (RFC 5798) or VRRPv2 with PASS
+//! authentication (RFC 3768, as keepalived speaks it) for IPv4, interoperable with
 //! keepalived: the settings, and the task that runs the election on the interface and tells
 //! the daemon when this node becomes master (answer ARP, gratuitous ARP burst) or backup
-//! (stay silent).
+//! (stay silent). The mismatch guard keeps this node from becoming master while adverts for
+//! its VRID arrive that it cannot join (other version, other password, other v2 interval).
 //!
 //! The VIPs are never interface addresses here, so priority 255 (address owner) is not used.
 //! Data path state is not synchronised: see `docs/failover.md`.
@@ -19,13 +21,38 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{arp::Interface, config::ConfigError, status::VrrpStatus};
-pub use machine::{Action, Machine, Params, State};
-pub use packet::{Advert, DropReason};
+use crate::{
+    arp::Interface,
+    config::ConfigError,
+    status::{VrrpConflict, VrrpStatus},
+};
+pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
+pub use packet::{Advert, Auth, DropReason, Version};
 pub use socket::{SocketError, VrrpSocket};
 
 /// Default advertisement interval (RFC 5798 says 1 s; sub-second takeover needs less).
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default advertisement interval of VRRPv2 (whole seconds; keepalived's default too).
+pub const DEFAULT_V2_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A secret setting (the VRRP password): parsed from flags, environment or file like any
+/// string, but `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.into()))
+    }
+}
 /// Default priority.
 pub const DEFAULT_PRIORITY: u8 = 100;
 /// Default priority taken off while no backend can be served.
@@ -50,6 +77,10 @@ pub struct VrrpSettings {
     pub peers: Vec<Ipv4Addr>,
     /// Priority taken off (down to 1) while this node has no backend to serve.
     pub health_penalty: u8,
+    /// VRRP version spoken (v3 by default).
+    pub version: Version,
+    /// v2 authentication ([`Auth::NONE`] or PASS); its `Debug` hides the password.
+    pub auth: Auth,
 }
 
 /// The VRRP settings as given (flags, environment or file), before validation.
@@ -61,7 +92,13 @@ pub struct VrrpInput {
     pub preempt: Option<bool>,
     pub peers: Vec<String>,
     pub health_penalty: Option<u32>,
+    pub version: Option<u32>,
+    pub auth_type: Option<String>,
+    pub auth_pass: Option<Secret>,
 }
+
+/// What an error shows instead of the password.
+const HIDDEN: &str = "(not shown)";
 
 fn invalid(field: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
     ConfigError::Invalid {
@@ -87,6 +124,9 @@ impl VrrpSettings {
                     "--vrrp-health-penalty",
                     i.health_penalty.map(|p| p.to_string()),
                 ),
+                ("--vrrp-version", i.version.map(|v| v.to_string())),
+                ("--vrrp-auth-type", i.auth_type.clone()),
+                ("--vrrp-auth-pass", i.auth_pass.as_ref().map(|_| HIDDEN.into())),
             ];
             if let Some((field, Some(v))) = stray.into_iter().find(|(_, v)| v.is_some()) {
                 return Err(invalid(field, v, "needs --vrrp-vrid"));
@@ -110,7 +150,24 @@ impl VrrpSettings {
                 })?,
             None => DEFAULT_PRIORITY,
         };
+        let version = match i.version {
+            None | Some(3) => Version::V3,
+            Some(2) => Version::V2,
+            Some(v) => return Err(invalid("--vrrp-version", v, "must be 2 or 3")),
+        };
         let advert_interval = match &i.advert_int {
+            Some(s) if version == Version::V2 => {
+                let d = crate::config::parse_duration("--vrrp-advert-int", s)?;
+                if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) {
+                    return Err(invalid(
+                        "--vrrp-advert-int",
+                        s,
+                        "VRRPv2 advertises whole seconds, 1s to 255s",
+                    ));
+                }
+                d
+            }
+            None if version == Version::V2 => DEFAULT_V2_ADVERT_INTERVAL,
             Some(s) => {
                 let d = crate::config::parse_duration("--vrrp-advert-int", s)?;
                 let ms = d.as_secs_f64() * 1e3;
@@ -153,6 +210,54 @@ impl VrrpSettings {
                 .ok_or_else(|| invalid("--vrrp-health-penalty", n, "must be in 0-253"))?,
             None => DEFAULT_HEALTH_PENALTY,
         };
+        let auth_type = i.auth_type.as_deref().map(str::to_ascii_lowercase);
+        let auth = match (auth_type.as_deref(), &i.auth_pass) {
+            (Some("ah"), _) => {
+                return Err(invalid(
+                    "--vrrp-auth-type",
+                    "ah",
+                    "IPsec AH authentication is not supported (PASS is, with --vrrp-version 2)",
+                ));
+            }
+            (Some(t), _) if !["none", "pass"].contains(&t) => {
+                return Err(invalid("--vrrp-auth-type", t, "must be none or pass"));
+            }
+            (Some("none") | None, None) => Auth::NONE,
+            (Some("none"), Some(_)) => {
+                return Err(invalid(
+                    "--vrrp-auth-type",
+                    "none",
+                    "contradicts --vrrp-auth-pass",
+                ));
+            }
+            (_, None) => {
+                return Err(invalid(
+                    "--vrrp-auth-type",
+                    "pass",
+                    "needs --vrrp-auth-pass",
+                ));
+            }
+            (_, Some(pw)) => {
+                if version != Version::V2 {
+                    return Err(invalid(
+                        "--vrrp-auth-pass",
+                        HIDDEN,
+                        "PASS authentication exists only in VRRPv2: add --vrrp-version 2",
+                    ));
+                }
+                if pw.0.is_empty() {
+                    return Err(invalid("--vrrp-auth-pass", "", "must not be empty"));
+                }
+                if pw.0.len() > packet::AUTH_LEN {
+                    log::warn!(
+                        "--vrrp-auth-pass is longer than {} bytes: only the first {} count, as in keepalived",
+                        packet::AUTH_LEN,
+                        packet::AUTH_LEN
+                    );
+                }
+                Auth::pass(pw.0.as_bytes())
+            }
+        };
         Ok(Some(Self {
             vrid,
             priority,
@@ -160,6 +265,8 @@ impl VrrpSettings {
             preempt: i.preempt.unwrap_or(true),
             peers,
             health_penalty,
+            version,
+            auth,
         }))
     }
 
@@ -177,6 +284,16 @@ impl VrrpSettings {
     /// long enough for a backup to wait Skew_Time and send its gratuitous ARP.
     pub fn handover_grace(&self) -> Duration {
         (self.advert_interval * 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+/// keepalived's name of a v2 Auth Type (for logs and status; never the data).
+fn auth_name(kind: u8) -> String {
+    match kind {
+        packet::AUTH_TYPE_NONE => "NONE".into(),
+        packet::AUTH_TYPE_PASS => "PASS".into(),
+        packet::AUTH_TYPE_AH => "AH".into(),
+        k => format!("type {k}"),
     }
 }
 
@@ -245,6 +362,8 @@ pub fn spawn(
             advert_interval: settings.advert_interval,
             preempt: settings.preempt,
             primary: iface.ipv4,
+            version: settings.version,
+            startup_listen: STARTUP_LISTEN,
         }),
         settings: settings.clone(),
         src: iface.ipv4,
@@ -256,7 +375,10 @@ pub fn spawn(
         send_errors: 0,
         addr_mismatch: 0,
         drops: BTreeMap::new(),
+        conflicts: BTreeMap::new(),
+        guard_was_holding: false,
     };
+    let mut ctx = ctx;
     ctx.publish();
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move { ctx.run(sock, can_serve, stop_rx).await });
@@ -280,7 +402,23 @@ struct Ctx {
     send_errors: u64,
     addr_mismatch: u64,
     drops: BTreeMap<DropReason, u64>,
+    /// Routers that own our VRID in a way we cannot join, by address.
+    conflicts: BTreeMap<Ipv4Addr, Conflict>,
+    guard_was_holding: bool,
 }
+
+/// Another router advertising our VRID with another version, password or v2 interval.
+struct Conflict {
+    reason: DropReason,
+    version: Version,
+    adverts: u64,
+    last: Instant,
+    until: Instant,
+}
+
+/// A rejected packet: why, its sender when known, and the advert when it decoded (for the
+/// mismatch guard).
+type Rejected = (DropReason, Option<Ipv4Addr>, Option<packet::Received>);
 
 impl Ctx {
     async fn run(
@@ -349,7 +487,11 @@ impl Ctx {
                     .on_advert(Instant::now(), r.src, r.advert.priority, int);
                 self.apply(sock, acts);
             }
-            Err((reason, src)) => {
+            Err((reason, _, Some(r))) if reason.is_conflict() => {
+                *self.drops.entry(reason).or_default() += 1;
+                self.on_conflict(sock, reason, &r);
+            }
+            Err((reason, src, _)) => {
                 let n = self.drops.entry(reason).or_default();
                 *n += 1;
                 if *n == 1 && reason != DropReason::Own {
@@ -363,12 +505,83 @@ impl Ctx {
         }
     }
 
-    /// RFC 5798 section 7.1 plus the peer list.
-    fn check(&mut self, pkt: &[u8]) -> Result<packet::Received, (DropReason, Option<Ipv4Addr>)> {
+    /// The mismatch guard: `r` (for our VRID, from an allowed sender) comes from a router
+    /// that owns the VRID and cannot hear us. Hold off becoming master (a master steps
+    /// down) until it has been silent for its Master_Down_Interval; log once per peer.
+    fn on_conflict(&mut self, sock: &VrrpSocket, reason: DropReason, r: &packet::Received) {
+        let now = Instant::now();
+        let theirs = Duration::from_millis(u64::from(r.advert.max_adver_int_cs.max(1)) * 10);
+        let skew = theirs * (256 - u32::from(self.machine.priority())) / 256;
+        let until = now + theirs * 3 + skew;
+        let acts = self.machine.hold(now, until);
+        self.apply(sock, acts);
+        let ours = self.settings.version.number();
+        let c = self.conflicts.entry(r.src).or_insert_with(|| {
+            let vrid = self.settings.vrid;
+            let (what, fix) = match reason {
+                DropReason::VersionMismatch => (
+                    format!(
+                        "advertises it in VRRPv{}, we speak VRRPv{ours}",
+                        r.advert.version.number()
+                    ),
+                    format!(
+                        "set --vrrp-version {} (XVIP_VRRP_VERSION, vrrp_version) to join its group",
+                        r.advert.version.number()
+                    ),
+                ),
+                DropReason::AuthType => (
+                    format!(
+                        "uses authentication {}, we {}",
+                        auth_name(r.advert.auth.kind),
+                        auth_name(self.settings.auth.kind)
+                    ),
+                    if r.advert.auth.kind == packet::AUTH_TYPE_PASS {
+                        "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into()
+                    } else {
+                        "give no --vrrp-auth-pass, as the group has none".into()
+                    },
+                ),
+                DropReason::AuthPass => (
+                    "advertises it with another password".into(),
+                    "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into(),
+                ),
+                _ => (
+                    format!(
+                        "advertises every {} s, we every {} s (VRRPv2 drops adverts with another interval)",
+                        r.advert.max_adver_int_cs / 100,
+                        self.settings.advert_interval.as_secs()
+                    ),
+                    format!(
+                        "set --vrrp-advert-int {}s to join its group",
+                        r.advert.max_adver_int_cs / 100
+                    ),
+                ),
+            };
+            log::error!(
+                "VRRP vrid {vrid}: {} {what}: another router owns this VRID, so this node will not become master while its advertisements arrive; {fix}",
+                r.src
+            );
+            Conflict {
+                reason,
+                version: r.advert.version,
+                adverts: 0,
+                last: now,
+                until,
+            }
+        });
+        c.reason = reason;
+        c.version = r.advert.version;
+        c.adverts += 1;
+        c.last = now;
+        c.until = until;
+    }
+
+    /// RFC 5798 / RFC 3768 section 7.1 plus the peer list and the mismatch guard's checks.
+    fn check(&mut self, pkt: &[u8]) -> Result<packet::Received, Rejected> {
         let src = (pkt.len() >= 16).then(|| Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
-        let r = packet::parse_ipv4(pkt).map_err(|e| (e, src))?;
+        let r = packet::parse_ipv4(pkt).map_err(|e| (e, src, None))?;
         let from = r.src;
-        let fail = |reason| Err((reason, Some(from)));
+        let fail = |reason| Err((reason, Some(from), None));
         if r.src == self.src {
             return fail(DropReason::Own);
         }
@@ -378,8 +591,25 @@ impl Ctx {
         if !self.settings.peers.is_empty() && !self.settings.peers.contains(&r.src) {
             return fail(DropReason::NotPeer);
         }
+        if r.advert.version != self.settings.version {
+            return Err((DropReason::VersionMismatch, Some(from), Some(r)));
+        }
+        if r.advert.version == Version::V2 {
+            // keepalived `vrrp_check_packet`: auth type first, then the 8 bytes of PASS data.
+            if r.advert.auth.kind != self.settings.auth.kind {
+                return Err((DropReason::AuthType, Some(from), Some(r)));
+            }
+            if !r.advert.auth.matches(&self.settings.auth) {
+                return Err((DropReason::AuthPass, Some(from), Some(r)));
+            }
+        }
         if r.advert.max_adver_int_cs == 0 {
             return fail(DropReason::Interval);
+        }
+        if r.advert.version == Version::V2
+            && u128::from(r.advert.max_adver_int_cs) * 10 != self.settings.advert_interval.as_millis()
+        {
+            return Err((DropReason::IntervalMismatch, Some(from), Some(r)));
         }
         // RFC 5798 section 7.1: a different address list is logged, not dropped.
         let same = r.advert.addrs.len() == self.addrs.len()
@@ -404,10 +634,12 @@ impl Ctx {
             match a {
                 Action::Send { priority } => {
                     let advert = Advert {
+                        version: self.settings.version,
                         vrid: self.settings.vrid,
                         priority,
                         max_adver_int_cs: (self.settings.advert_interval.as_millis() / 10) as u16,
                         addrs: self.addrs.clone(),
+                        auth: self.settings.auth,
                     };
                     let dsts: Vec<Ipv4Addr> = if self.settings.peers.is_empty() {
                         vec![packet::MULTICAST]
@@ -440,7 +672,16 @@ impl Ctx {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let holding = self.machine.held(now);
+        if self.guard_was_holding && !holding {
+            log::warn!(
+                "VRRP vrid {}: no advertisement from another group for its down interval; the mismatch guard released",
+                self.settings.vrid
+            );
+        }
+        self.guard_was_holding = holding;
         let m = &self.machine;
         let mut drops: BTreeMap<String, u64> = DropReason::ALL
             .iter()
@@ -467,6 +708,21 @@ impl Ctx {
             adverts_received: self.received,
             send_errors: self.send_errors,
             drops,
+            version: self.settings.version.number(),
+            auth: auth_name(self.settings.auth.kind).to_ascii_lowercase(),
+            guard_holding: holding,
+            conflicts: self
+                .conflicts
+                .iter()
+                .map(|(peer, c)| VrrpConflict {
+                    peer: peer.to_string(),
+                    reason: c.reason.name().into(),
+                    version: c.version.number(),
+                    adverts: c.adverts,
+                    last_seen_s: now.duration_since(c.last).as_secs_f64(),
+                    active: c.until > now,
+                })
+                .collect(),
         };
         if let Ok(mut r) = self.report.lock() {
             *r = st;
@@ -577,4 +833,129 @@ mod tests {
         let s = VrrpSettings { priority: 150, ..s };
         assert_eq!(s.effective_priority(false), 100);
     }
+
+    fn v2(pass: Option<&str>) -> VrrpInput {
+        VrrpInput {
+            version: Some(2),
+            auth_pass: pass.map(|p| Secret(p.into())),
+            ..input()
+        }
+    }
+
+    #[test]
+    fn v2_defaults_to_one_second_and_carries_the_pass() {
+        let s = VrrpSettings::resolve(v2(Some("42"))).unwrap().unwrap();
+        assert_eq!(s.version, Version::V2);
+        assert_eq!(s.advert_interval, Duration::from_secs(1));
+        assert_eq!(s.auth, Auth::pass(b"42"));
+        let s = VrrpSettings::resolve(v2(None)).unwrap().unwrap();
+        assert_eq!(s.auth, Auth::NONE);
+        let mut i = v2(Some("42"));
+        i.auth_type = Some("PASS".into());
+        i.advert_int = Some("3s".into());
+        let s = VrrpSettings::resolve(i).unwrap().unwrap();
+        assert_eq!(s.advert_interval, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_v2_and_auth_settings_are_named_and_never_show_the_password() {
+        type Case = (fn(&mut VrrpInput), &'static str, &'static str);
+        let cases: Vec<Case> = vec![
+            (|i| i.version = Some(4), "--vrrp-version", "4"),
+            (
+                |i| i.advert_int = Some("100ms".into()),
+                "--vrrp-advert-int",
+                "100ms",
+            ),
+            (
+                |i| i.advert_int = Some("1.5s".into()),
+                "--vrrp-advert-int",
+                "1.5s",
+            ),
+            (
+                |i| i.advert_int = Some("256s".into()),
+                "--vrrp-advert-int",
+                "256s",
+            ),
+            (|i| i.auth_type = Some("AH".into()), "--vrrp-auth-type", "ah"),
+            (|i| i.auth_type = Some("md5".into()), "--vrrp-auth-type", "md5"),
+            (
+                |i| i.auth_type = Some("none".into()),
+                "--vrrp-auth-type",
+                "none",
+            ),
+            (|i| i.version = Some(3), "--vrrp-auth-pass", HIDDEN),
+            (|i| i.version = None, "--vrrp-auth-pass", HIDDEN),
+            (
+                |i| {
+                    i.auth_pass = None;
+                    i.auth_type = Some("pass".into());
+                },
+                "--vrrp-auth-type",
+                "pass",
+            ),
+            (
+                |i| i.vrid = None,
+                "--vrrp-version",
+                "2", // the first stray VRRP setting
+            ),
+        ];
+        for (mutate, field, value) in cases {
+            let mut i = v2(Some("sekrit"));
+            mutate(&mut i);
+            match VrrpSettings::resolve(i) {
+                Err(e @ ConfigError::Invalid { .. }) => {
+                    let msg = e.to_string();
+                    assert!(!msg.contains("sekrit"), "{msg}");
+                    let ConfigError::Invalid {
+                        field: f, value: v, ..
+                    } = e
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!((f, v.as_str()), (field, value), "{msg}");
+                }
+                other => panic!("{field} {value}: {other:?}"),
+            }
+        }
+        let mut i = v2(Some(""));
+        i.auth_type = None;
+        assert!(VrrpSettings::resolve(i).is_err(), "empty password");
+    }
+
+    #[test]
+    fn the_password_is_not_in_debug_output_of_the_settings_or_the_flags() {
+        let i = v2(Some("sekrit"));
+        let s = VrrpSettings::resolve(i.clone()).unwrap().unwrap();
+        let args = crate::config::RunArgs {
+            vrrp_auth_pass: Some(Secret("sekrit".into())),
+            ..Default::default()
+        };
+        let all = format!("{i:?} {s:?} {args:?}");
+        assert!(!all.contains("sekrit") && !all.contains("115, 101, 107"), "{all}");
+    }
+
+    #[test]
+    fn version_and_password_come_from_the_toml_file_too() {
+        let dir = std::env::temp_dir().join(format!("xvip-vrrp2-toml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xvip.toml");
+        std::fs::write(
+            &path,
+            "interface = \"eth0\"\nvips = [\"192.0.2.100\"]\nbackends = [\"192.0.2.11\"]\n\
+             vrrp_vrid = 51\nvrrp_version = 2\nvrrp_auth_type = \"pass\"\nvrrp_auth_pass = \"42\"\n",
+        )
+        .unwrap();
+        let s = crate::config::RunArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let v = s.vrrp.unwrap();
+        assert_eq!((v.version, v.auth), (Version::V2, Auth::pass(b"42")));
+        assert_eq!(v.advert_interval, Duration::from_secs(1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
+
