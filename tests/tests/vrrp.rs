@@ -1,228 +1,22 @@
 //! VIP failover between xvip nodes with VRRPv3: one master, takeover on SIGKILL (measured
 //! from the client: last connection before the kill to the first after) and on SIGTERM
 //! (priority 0), preempt on and off, the health-gated priority, forged advertisements, an
-//! established connection across a takeover, and interop with keepalived.
+//! established connection across a takeover, and interop with keepalived (VRRPv3). The
+//! VRRPv2 / keepalived-guide tests are in `keepalived.rs`.
 
 use std::{
     io::{BufRead, BufReader},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
-    os::fd::AsRawFd,
+    net::Ipv4Addr,
     process::Stdio,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     thread,
     time::{Duration, Instant},
 };
 
-use tests::lab::{Lab, apiserver_bin, in_netns};
-use xvip::{status::VrrpStatus, vrrp::packet::Advert};
+mod common;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-const METRICS: &str = "127.0.0.1:9106";
-const VRID: u8 = 51;
-/// Bound on any takeover with the default 100 ms advertisement interval.
-const TAKEOVER_BOUND: Duration = Duration::from_secs(1);
-
-fn lb_ip(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, 1 + i)
-}
-
-/// client, lb1..lbN (192.0.2.2..), m1..m3 running lab API servers.
-fn lab(tag: &str, lbs: u8, not_ready: Option<&std::path::Path>) -> Lab {
-    let mut hosts = vec![("client".to_string(), CLIENT)];
-    for i in 1..=lbs {
-        hosts.push((format!("lb{i}"), lb_ip(i)));
-    }
-    for i in 1..=3u8 {
-        hosts.push((format!("m{i}"), Ipv4Addr::new(192, 0, 2, 10 + i)));
-    }
-    let refs: Vec<(&str, Ipv4Addr)> = hosts.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-    let mut lab = Lab::new(tag, &refs).expect("lab");
-    for m in ["m1", "m2", "m3"] {
-        let nr = if m == "m1" { not_ready } else { None };
-        lab.start_apiserver(m, 6443, nr).expect("apiserver");
-    }
-    lab
-}
-
-/// Starts xvip with VRRP on `host`; `extra` may replace the default backends (m1..m3).
-fn start_node(lab: &mut Lab, host: &str, priority: u8, extra: &[&str]) {
-    let vip = VIP.to_string();
-    let prio = priority.to_string();
-    let vrid = VRID.to_string();
-    let mut args = vec![
-        "--interface",
-        "eth0",
-        "--vip",
-        &vip,
-        "--metrics-addr",
-        METRICS,
-        "--vrrp-vrid",
-        &vrid,
-        "--vrrp-priority",
-        &prio,
-    ];
-    if !extra.contains(&"--backend") {
-        args.extend(["--backend", "192.0.2.11", "--backend", "192.0.2.12"]);
-        args.extend(["--backend", "192.0.2.13"]);
-    }
-    args.extend_from_slice(extra);
-    lab.start_xvip(host, &args).expect("start xvip");
-}
-
-/// Waits until `master` is master and the others backups, then until the client gets an
-/// answer through the VIP.
-fn serving(lab: &Lab, master: &str, backups: &[&str]) {
-    wait_master(lab, master, backups, Duration::from_secs(5));
-    lab.curl_until_ok(
-        "client",
-        &format!("https://{VIP}:6443/whoami"),
-        Duration::from_secs(5),
-    )
-    .expect("through the VIP");
-}
-
-/// The VRRP part of `host`'s status, `None` when xvip does not answer.
-fn vrrp(lab: &Lab, host: &str) -> Option<VrrpStatus> {
-    let ns = lab.host(host).ns.name.clone();
-    in_netns(&ns, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
-            .ok()?
-            .vrrp
-    })
-    .ok()
-    .flatten()
-}
-
-fn state(lab: &Lab, host: &str) -> String {
-    vrrp(lab, host)
-        .map(|v| v.state)
-        .unwrap_or_else(|| "down".into())
-}
-
-/// Polls `cond` every 10 ms until it holds; panics naming `what` after `within`.
-fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits until `master` is master and every host in `backups` is backup naming it.
-fn wait_master(lab: &Lab, master: &str, backups: &[&str], within: Duration) -> Duration {
-    let ip = lab.host(master).ip.to_string();
-    wait_for(
-        within,
-        &format!("{master} master, {backups:?} backup"),
-        || {
-            state(lab, master) == "master"
-                && backups.iter().all(|b| {
-                    vrrp(lab, b)
-                        .is_some_and(|v| v.state == "backup" && v.master.as_ref() == Some(&ip))
-                })
-        },
-    )
-}
-
-fn mac_of(lab: &Lab, host: &str) -> String {
-    let out = lab
-        .host(host)
-        .ns
-        .ip(&["link", "show", "eth0"])
-        .expect("ip link");
-    out.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("link/ether")
-        .to_string()
-}
-
-/// The MAC the client's neighbour entry for the VIP holds.
-fn client_vip_mac(lab: &Lab) -> String {
-    lab.host("client")
-        .ns
-        .ip(&["neigh", "show", &VIP.to_string()])
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Opens a TCP connection to VIP:6443 every ~20 ms from the client (150 ms timeout) and
-/// records when each attempt ended and whether it connected.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Vec<(Instant, bool)>>,
-}
-
-impl Prober {
-    fn start(lab: &Lab) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let path = format!("/var/run/netns/{}", lab.host("client").ns.name);
-        let s = stop.clone();
-        let thread = thread::spawn(move || {
-            let f = std::fs::File::open(&path).expect("netns file");
-            // SAFETY: setns on this thread only.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let to = SocketAddr::V4(SocketAddrV4::new(VIP, 6443));
-            let mut out = Vec::new();
-            while !s.load(Ordering::Relaxed) {
-                let began = Instant::now();
-                let ok = TcpStream::connect_timeout(&to, Duration::from_millis(150)).is_ok();
-                out.push((Instant::now(), ok));
-                if let Some(rest) = Duration::from_millis(20).checked_sub(began.elapsed()) {
-                    thread::sleep(rest);
-                }
-            }
-            out
-        });
-        Self { stop, thread }
-    }
-
-    /// Stops and returns the client-visible outage around `event`: the longest time
-    /// without a successful connection that ends after it.
-    fn outage(self, event: Instant) -> Duration {
-        self.stop.store(true, Ordering::Relaxed);
-        let samples = self.thread.join().expect("prober");
-        let ok: Vec<Instant> = samples
-            .iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(t, _)| *t)
-            .collect();
-        assert!(
-            ok.iter().any(|t| *t <= event),
-            "no successful connection before the event"
-        );
-        assert!(
-            ok.iter().any(|t| *t > event),
-            "no successful connection after the event"
-        );
-        // The longest gap between two successes that ends after the event (an attempt that
-        // began before the event may still succeed just after it).
-        ok.windows(2)
-            .filter(|w| w[1] > event)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default()
-    }
-}
-
-fn xvip_index(lab: &Lab, host: &str) -> usize {
-    lab.proc_index(&format!("xvip-{host}")).expect("xvip proc")
-}
+use common::*;
+use tests::lab::{Lab, in_netns};
+use xvip::vrrp::packet::{Advert, Auth, Version};
 
 #[test]
 fn two_nodes_elect_one_master_and_a_killed_master_is_replaced_within_a_second() {
@@ -311,7 +105,7 @@ fn sigterm_resigns_with_priority_zero_and_the_backup_takes_over_without_the_down
         state(&lab, "lb2") == "master"
     });
     let status = lab.procs[i]
-        .wait_timeout(Duration::from_secs(5))
+        .wait_timeout(Duration::from_secs(8))
         .expect("xvip exits on SIGTERM");
     assert!(status.success(), "{status:?}");
     thread::sleep(Duration::from_millis(500));
@@ -330,11 +124,11 @@ fn sigterm_resigns_with_priority_zero_and_the_backup_takes_over_without_the_down
 fn with_preempt_a_higher_priority_node_takes_the_vip_from_a_live_master() {
     let mut lab = lab("vrrppre", 2, None);
     start_node(&mut lab, "lb2", 100, &[]);
-    wait_for(Duration::from_secs(5), "lb2 master", || {
+    wait_for(Duration::from_secs(8), "lb2 master", || {
         state(&lab, "lb2") == "master"
     });
     start_node(&mut lab, "lb1", 200, &[]);
-    let took = wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    let took = wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     println!(
         "preempt: lb1 master {} ms after it was started",
         took.as_millis()
@@ -352,11 +146,11 @@ fn with_preempt_a_higher_priority_node_takes_the_vip_from_a_live_master() {
 fn without_preempt_a_higher_priority_node_leaves_a_live_master_alone() {
     let mut lab = lab("vrrpnopre", 2, None);
     start_node(&mut lab, "lb2", 100, &[]);
-    wait_for(Duration::from_secs(5), "lb2 master", || {
+    wait_for(Duration::from_secs(8), "lb2 master", || {
         state(&lab, "lb2") == "master"
     });
     start_node(&mut lab, "lb1", 200, &["--vrrp-preempt", "false"]);
-    wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(5));
+    wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(8));
     let before = vrrp(&lab, "lb2").expect("lb2").transitions;
     thread::sleep(Duration::from_millis(1500));
     wait_master(&lab, "lb2", &["lb1"], Duration::from_millis(100));
@@ -384,17 +178,17 @@ fn the_vip_moves_away_from_a_node_whose_backends_all_fail_and_comes_back() {
         120,
         &["--backend", "192.0.2.12", "--backend", "192.0.2.13"],
     );
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     let url = format!("https://{VIP}:6443/whoami");
     assert_eq!(
-        lab.curl_until_ok("client", &url, Duration::from_secs(5))
+        lab.curl_until_ok("client", &url, Duration::from_secs(8))
             .expect("via lb1")
             .trim(),
         "m1"
     );
 
     std::fs::write(&not_ready, b"").expect("not ready");
-    let took = wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(5));
+    let took = wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(8));
     println!(
         "all of lb1's backends failing: VIP on lb2 after {} ms",
         took.as_millis()
@@ -410,7 +204,7 @@ fn the_vip_moves_away_from_a_node_whose_backends_all_fail_and_comes_back() {
     assert!(["m2", "m3"].contains(&body.trim()), "{body}");
 
     std::fs::remove_file(&not_ready).expect("ready again");
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 150);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -472,21 +266,23 @@ fn forged_and_malformed_advertisements_change_nothing() {
     let mut lab = lab("vrrpforge", 2, None);
     start_node(&mut lab, "lb1", 150, &[]);
     start_node(&mut lab, "lb2", 100, &[]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(5));
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     let t1 = vrrp(&lab, "lb1").expect("lb1").transitions;
     let t2 = vrrp(&lab, "lb2").expect("lb2").transitions;
     let dst = xvip::vrrp::packet::MULTICAST;
     let forged = |vrid: u8| Advert {
+        version: Version::V3,
         vrid,
         priority: 254,
         max_adver_int_cs: 10,
         addrs: vec![VIP],
+        auth: Auth::NONE,
     };
     let good = forged(VRID).encode(CLIENT, dst);
     let mut bad_sum = good.clone();
     bad_sum[6] ^= 0x55;
-    let mut v2 = good.clone();
-    v2[0] = 0x21;
+    let mut v4 = good.clone();
+    v4[0] = 0x41;
     let mut long = good.clone();
     long.extend_from_slice(&[0; 4]);
     let rounds = 20;
@@ -497,7 +293,7 @@ fn forged_and_malformed_advertisements_change_nothing() {
                 ip_packet(64, dst, &good),                            // routed: TTL != 255
                 ip_packet(255, dst, &bad_sum),                        // checksum
                 ip_packet(255, dst, &forged(52).encode(CLIENT, dst)), // another VRID
-                ip_packet(255, dst, &v2),                             // VRRPv2
+                ip_packet(255, dst, &v4),                             // VRRPv4
                 ip_packet(255, dst, &good[..5]),                      // truncated
                 ip_packet(255, dst, &long),                           // length vs count
             ],
@@ -607,69 +403,14 @@ fn an_established_connection_across_a_takeover() {
     );
 }
 
-/// Runs `lab-apiserver` named `name` on `host` listening on the VIP itself (non-local bind):
-/// it answers when keepalived holds the VIP on that host.
-fn start_vip_apiserver(lab: &mut Lab, host: &str, name: &str) {
-    let ns = lab.host(host).ns.name.clone();
-    tests::lab::sh(
-        lab.host(host)
-            .ns
-            .cmd("sysctl")
-            .args(["-qw", "net.ipv4.ip_nonlocal_bind=1"]),
-    )
-    .expect(&ns);
-    let mut cmd = lab.host(host).ns.cmd(apiserver_bin());
-    cmd.args(["--listen", &format!("{VIP}:6443"), "--name", name]);
-    lab.spawn_apiserver(&format!("apiserver-{name}"), cmd)
-        .expect("apiserver");
-}
-
 /// Starts keepalived (VRRPv3, 100 ms adverts) in `host`'s namespace, foreground, files in `dir`.
 fn start_keepalived(lab: &mut Lab, host: &str, priority: u8, dir: &std::path::Path, run: &str) {
-    let conf = dir.join(format!("keepalived-{run}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n  router_id {host}\n  vrrp_version 3\n  enable_script_security\n}}\n\
+    let conf = format!(
+        "global_defs {{\n  router_id {host}\n  vrrp_version 3\n  enable_script_security\n}}\n\
              vrrp_instance xvip {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n  \
              priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n"
-        ),
-    )
-    .expect("keepalived.conf");
-    let mut cmd = lab.host(host).ns.cmd("keepalived");
-    cmd.args(["-n", "-l", "-D", "-P", "-f"])
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir.join(format!("keepalived-{run}.pid")))
-        .arg("-r")
-        .arg(dir.join(format!("vrrp-{run}.pid")))
-        .stdout(Stdio::null());
-    lab.spawn(&format!("keepalived-{run}"), cmd)
-        .expect("keepalived (Debian package keepalived)");
-}
-
-/// SIGKILL to keepalived's VRRP child first (the parent's death would make it resign
-/// cleanly with priority 0), then to the parent.
-fn kill_keepalived(lab: &mut Lab, dir: &std::path::Path, run: &str) {
-    let pid: i32 = std::fs::read_to_string(dir.join(format!("vrrp-{run}.pid")))
-        .expect("keepalived VRRP pid file")
-        .trim()
-        .parse()
-        .expect("pid");
-    // SAFETY: kill(2) on keepalived's VRRP child, started by this test.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    let k = lab
-        .proc_index(&format!("keepalived-{run}"))
-        .expect("keepalived");
-    lab.procs[k].signal(libc::SIGKILL);
-}
-
-fn has_vip(lab: &Lab, host: &str) -> bool {
-    lab.host(host)
-        .ns
-        .ip(&["-4", "addr", "show", "dev", "eth0"])
-        .unwrap_or_default()
-        .contains(&format!("{VIP}/32"))
+    );
+    spawn_keepalived(lab, host, &conf, dir, run);
 }
 
 #[test]
@@ -684,7 +425,7 @@ fn keepalived_and_xvip_elect_one_master_and_take_over_from_each_other() {
     start_keepalived(&mut lab, "lb1", 150, &dir, "a");
     start_node(&mut lab, "lb2", 100, &[]);
     wait_for(
-        Duration::from_secs(5),
+        Duration::from_secs(8),
         "keepalived master, xvip backup",
         || {
             has_vip(&lab, "lb1")

@@ -599,7 +599,10 @@ mod tests {
         // Skew_Time = (256 - 100) / 256 s = 609.375 ms; down = 3 x 1 s + skew.
         let (m, _) = v2_machine(100);
         assert_eq!(m.skew_time(), Duration::from_nanos(609_375_000));
-        assert_eq!(m.master_down_interval(), Duration::from_nanos(3_609_375_000));
+        assert_eq!(
+            m.master_down_interval(),
+            Duration::from_nanos(3_609_375_000)
+        );
         // The skew does not scale with the interval in v2 (it does in v3).
         let mut m = Machine::new(Params {
             advert_interval: Duration::from_secs(2),
@@ -607,7 +610,10 @@ mod tests {
         });
         m.startup(Instant::now());
         assert_eq!(m.skew_time(), Duration::from_nanos(609_375_000));
-        assert_eq!(m.master_down_interval(), Duration::from_nanos(6_609_375_000));
+        assert_eq!(
+            m.master_down_interval(),
+            Duration::from_nanos(6_609_375_000)
+        );
     }
 
     #[test]
@@ -674,4 +680,3 @@ mod tests {
         assert_eq!(m.state(), State::Backup);
     }
 }
-

@@ -126,7 +126,10 @@ impl VrrpSettings {
                 ),
                 ("--vrrp-version", i.version.map(|v| v.to_string())),
                 ("--vrrp-auth-type", i.auth_type.clone()),
-                ("--vrrp-auth-pass", i.auth_pass.as_ref().map(|_| HIDDEN.into())),
+                (
+                    "--vrrp-auth-pass",
+                    i.auth_pass.as_ref().map(|_| HIDDEN.into()),
+                ),
             ];
             if let Some((field, Some(v))) = stray.into_iter().find(|(_, v)| v.is_some()) {
                 return Err(invalid(field, v, "needs --vrrp-vrid"));
@@ -607,7 +610,8 @@ impl Ctx {
             return fail(DropReason::Interval);
         }
         if r.advert.version == Version::V2
-            && u128::from(r.advert.max_adver_int_cs) * 10 != self.settings.advert_interval.as_millis()
+            && u128::from(r.advert.max_adver_int_cs) * 10
+                != self.settings.advert_interval.as_millis()
         {
             return Err((DropReason::IntervalMismatch, Some(from), Some(r)));
         }
@@ -877,8 +881,16 @@ mod tests {
                 "--vrrp-advert-int",
                 "256s",
             ),
-            (|i| i.auth_type = Some("AH".into()), "--vrrp-auth-type", "ah"),
-            (|i| i.auth_type = Some("md5".into()), "--vrrp-auth-type", "md5"),
+            (
+                |i| i.auth_type = Some("AH".into()),
+                "--vrrp-auth-type",
+                "ah",
+            ),
+            (
+                |i| i.auth_type = Some("md5".into()),
+                "--vrrp-auth-type",
+                "md5",
+            ),
             (
                 |i| i.auth_type = Some("none".into()),
                 "--vrrp-auth-type",
@@ -932,7 +944,10 @@ mod tests {
             ..Default::default()
         };
         let all = format!("{i:?} {s:?} {args:?}");
-        assert!(!all.contains("sekrit") && !all.contains("115, 101, 107"), "{all}");
+        assert!(
+            !all.contains("sekrit") && !all.contains("115, 101, 107"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -958,4 +973,3 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
-

@@ -320,9 +320,8 @@ impl Advert {
             }
             Version::V2 => {
                 m[field::AUTH_TYPE] = self.auth.kind;
-                m[field::ADVER_INT_S] = (self.max_adver_int_cs / 100)
-                    .clamp(1, u16::from(MAX_V2_ADVER_INT_S))
-                    as u8;
+                m[field::ADVER_INT_S] =
+                    (self.max_adver_int_cs / 100).clamp(1, u16::from(MAX_V2_ADVER_INT_S)) as u8;
                 m[addr_end..].copy_from_slice(&self.auth.data);
                 checksum_v2(&m)
             }
@@ -551,10 +550,7 @@ mod tests {
             DropReason::Version
         );
         // A v3 message relabelled v2 lacks the 8 bytes of authentication data.
-        assert_eq!(
-            parse_ipv4(&with(20, 0x21)).unwrap_err(),
-            DropReason::Length
-        );
+        assert_eq!(parse_ipv4(&with(20, 0x21)).unwrap_err(), DropReason::Length);
         assert_eq!(parse_ipv4(&with(20, 0x32)).unwrap_err(), DropReason::Type);
         assert_eq!(parse_ipv4(&with(23, 2)).unwrap_err(), DropReason::Length);
         assert_eq!(
