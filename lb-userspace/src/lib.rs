@@ -19,4 +19,4 @@ pub use announce::{arp, vrrp};
 pub use api::status;
 pub use control::{discovery, health, maglev, reconcile};
 pub use dataplane::{local, pins};
-pub use deploy::manifest;
+pub use deploy::{import, manifest};

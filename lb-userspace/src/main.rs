@@ -61,6 +61,25 @@ enum Command {
     /// Print a static pod manifest or a systemd unit running `xvip run` with these flags.
     #[command(subcommand)]
     Manifest(xvip::manifest::ManifestCommand),
+    /// Print an xvip configuration (TOML) equivalent to another tool's.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// From keepalived's configuration, plus haproxy's for the backends and health check;
+    /// what cannot be carried over is listed on stderr.
+    Keepalived {
+        /// keepalived.conf (includes are followed).
+        conf: std::path::PathBuf,
+        /// The vrrp_instance to import (needed when there are several).
+        #[arg(long)]
+        instance: Option<String>,
+        /// haproxy.cfg: backends from the servers behind the :6443 frontend.
+        #[arg(long)]
+        haproxy: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +109,26 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("xvip: {e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        };
+    }
+    if let Command::Import(ImportCommand::Keepalived {
+        conf,
+        instance,
+        haproxy,
+    }) = &cli.command
+    {
+        return match xvip::import::keepalived(conf, instance.as_deref(), haproxy.as_deref()) {
+            Ok(out) => {
+                for n in &out.notes {
+                    eprintln!("xvip import: {n}");
+                }
+                print!("{}", out.toml);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xvip import: {e}");
                 ExitCode::from(e.exit_code() as u8)
             }
         };
@@ -172,7 +211,9 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Manifest(_) => unreachable!("handled before the runtime starts"),
+        Command::Manifest(_) | Command::Import(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Status {
             interface,
             metrics_addr,

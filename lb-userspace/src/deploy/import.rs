@@ -1,0 +1,1247 @@
+//! `xvip import keepalived`: reads a keepalived configuration (nested blocks, `!`/`#`
+//! comments, `include`) and optionally haproxy's, and renders the equivalent xvip TOML
+//! configuration. What cannot be carried over is returned as notes, one per source line.
+
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+};
+
+/// Deepest `include` nesting followed (keepalived has no limit; a loop must end).
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Why nothing was imported.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImportError {
+    /// A file could not be read.
+    #[error("{path}: {reason}")]
+    Read { path: String, reason: String },
+    /// A file does not parse, or holds something xvip cannot take over.
+    #[error("{path} line {line}: {reason}")]
+    Parse {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    /// No (or no unique) `vrrp_instance` / frontend to import.
+    #[error("{path}: {reason}")]
+    Choice { path: String, reason: String },
+}
+
+impl ImportError {
+    /// 2, like every configuration error.
+    pub fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
+/// Where a statement came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// One keepalived statement: its words and, for `name ... { ... }`, the block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stmt {
+    pub words: Vec<String>,
+    pub at: Origin,
+    pub block: Option<Vec<Stmt>>,
+}
+
+impl Stmt {
+    fn key(&self) -> &str {
+        self.words.first().map(String::as_str).unwrap_or("")
+    }
+    fn arg(&self, i: usize) -> Option<&str> {
+        self.words.get(i).map(String::as_str)
+    }
+    fn children(&self) -> &[Stmt] {
+        self.block.as_deref().unwrap_or(&[])
+    }
+    fn text(&self) -> String {
+        self.words.join(" ")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Tok {
+    Word(String),
+    Open,
+    Close,
+    Eol,
+}
+
+fn perr(file: &Path, line: usize, reason: impl ToString) -> ImportError {
+    ImportError::Parse {
+        path: file.display().to_string(),
+        line,
+        reason: reason.to_string(),
+    }
+}
+
+/// `*` and `?` in the last component of an include pattern.
+fn glob_match(pat: &[u8], name: &[u8]) -> bool {
+    match (pat.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pat[1..], name) || (!name.is_empty() && glob_match(pat, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pat[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => glob_match(&pat[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+fn include_paths(from: &Path, line: usize, pattern: &str) -> Result<Vec<PathBuf>, ImportError> {
+    let base = from.parent().unwrap_or(Path::new("."));
+    let full = if Path::new(pattern).is_absolute() {
+        PathBuf::from(pattern)
+    } else {
+        base.join(pattern)
+    };
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        return Ok(vec![full]);
+    }
+    let dir = full.parent().unwrap_or(Path::new("."));
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| perr(from, line, format!("include {pattern}: {e}")))?;
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| glob_match(name.as_bytes(), n.to_string_lossy().as_bytes()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn tokenize(path: &Path, depth: usize, out: &mut Vec<(Tok, Origin)>) -> Result<(), ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let at = Origin {
+            file: path.to_path_buf(),
+            line,
+        };
+        let mut words: Vec<Tok> = Vec::new();
+        let mut cur = String::new();
+        let mut chars = raw.chars();
+        let flush = |cur: &mut String, words: &mut Vec<Tok>| {
+            if !cur.is_empty() {
+                words.push(Tok::Word(std::mem::take(cur)));
+            }
+        };
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => {
+                    let mut closed = false;
+                    for q in chars.by_ref() {
+                        if q == '"' {
+                            closed = true;
+                            break;
+                        }
+                        cur.push(q);
+                    }
+                    if !closed {
+                        return Err(perr(path, line, "unterminated quoted string"));
+                    }
+                    words.push(Tok::Word(std::mem::take(&mut cur)));
+                }
+                '!' | '#' if cur.is_empty() => break,
+                '{' | '}' => {
+                    flush(&mut cur, &mut words);
+                    words.push(if c == '{' { Tok::Open } else { Tok::Close });
+                }
+                c if c.is_whitespace() => flush(&mut cur, &mut words),
+                c => cur.push(c),
+            }
+        }
+        flush(&mut cur, &mut words);
+        if let [Tok::Word(k), rest @ ..] = words.as_slice()
+            && k == "include"
+        {
+            let [Tok::Word(pattern)] = rest else {
+                return Err(perr(path, line, "include needs exactly one file"));
+            };
+            if depth >= MAX_INCLUDE_DEPTH {
+                return Err(perr(
+                    path,
+                    line,
+                    format!("include nested deeper than {MAX_INCLUDE_DEPTH}"),
+                ));
+            }
+            for p in include_paths(path, line, pattern)? {
+                tokenize(&p, depth + 1, out)?;
+            }
+            continue;
+        }
+        out.extend(words.into_iter().map(|t| (t, at.clone())));
+        out.push((Tok::Eol, at));
+    }
+    Ok(())
+}
+
+fn parse_block(
+    toks: &[(Tok, Origin)],
+    pos: &mut usize,
+    opened: Option<&Origin>,
+) -> Result<Vec<Stmt>, ImportError> {
+    let mut out: Vec<Stmt> = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut first: Option<Origin> = None;
+    while *pos < toks.len() {
+        let (t, at) = &toks[*pos];
+        *pos += 1;
+        match t {
+            Tok::Word(w) => {
+                first.get_or_insert_with(|| at.clone());
+                words.push(w.clone());
+            }
+            Tok::Eol => {
+                if let Some(o) = first.take() {
+                    out.push(Stmt {
+                        words: std::mem::take(&mut words),
+                        at: o,
+                        block: None,
+                    });
+                }
+            }
+            Tok::Open => {
+                let block = parse_block(toks, pos, Some(at))?;
+                match first.take() {
+                    Some(o) => out.push(Stmt {
+                        words: std::mem::take(&mut words),
+                        at: o,
+                        block: Some(block),
+                    }),
+                    // `name` on one line, `{` alone on the next one.
+                    None => match out.last_mut() {
+                        Some(prev) if prev.block.is_none() => prev.block = Some(block),
+                        _ => return Err(perr(&at.file, at.line, "'{' without a name")),
+                    },
+                }
+            }
+            Tok::Close => {
+                if opened.is_none() {
+                    return Err(perr(&at.file, at.line, "'}' without a matching '{'"));
+                }
+                if let Some(o) = first.take() {
+                    out.push(Stmt {
+                        words: std::mem::take(&mut words),
+                        at: o,
+                        block: None,
+                    });
+                }
+                return Ok(out);
+            }
+        }
+    }
+    match opened {
+        Some(o) => Err(perr(&o.file, o.line, "'{' is never closed")),
+        None => Ok(out),
+    }
+}
+
+/// Parses a keepalived configuration file (following `include`s) into statements.
+///
+/// # Errors
+/// [`ImportError`] naming the file and line that does not parse.
+pub fn parse_keepalived(path: &Path) -> Result<Vec<Stmt>, ImportError> {
+    let mut toks = Vec::new();
+    tokenize(path, 0, &mut toks)?;
+    parse_block(&toks, &mut 0, None)
+}
+
+/// What haproxy's configuration contributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Haproxy {
+    /// The frontend's port (the VIP's port).
+    pub port: u16,
+    /// `IP:PORT[@WEIGHT]` of each server.
+    pub backends: Vec<String>,
+    /// `https` or `tcp`.
+    pub health: Option<&'static str>,
+    pub health_path: Option<String>,
+    pub health_interval: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+struct Section {
+    kind: String,
+    name: String,
+    at: usize,
+    lines: Vec<(usize, Vec<String>)>,
+}
+
+const SECTIONS: &[&str] = &[
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "resolvers",
+    "peers",
+    "userlist",
+    "mailers",
+    "program",
+    "http-errors",
+    "ring",
+    "cache",
+];
+
+fn bind_port(spec: &str) -> Option<u16> {
+    spec.split(',')
+        .filter_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
+        .next()
+}
+
+/// haproxy's time format (`2s`, `500ms`, bare milliseconds) as an xvip duration.
+fn haproxy_time(s: &str) -> Option<String> {
+    if s.chars().all(|c| c.is_ascii_digit()) {
+        return Some(format!("{s}ms"));
+    }
+    let t = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[t.len()..];
+    (["ms", "s", "m"].contains(&unit) && t.parse::<f64>().is_ok()).then(|| s.to_string())
+}
+
+/// Reads the frontend for port 6443 (or the only one) of a haproxy configuration, its
+/// backend's servers and health check; `notes` gets what does not carry over.
+///
+/// # Errors
+/// [`ImportError`] when the file cannot be read, no frontend can be chosen, or a server
+/// address is not an IPv4 address.
+pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let file = path.display().to_string();
+    let mut sections: Vec<Section> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("");
+        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let Some(first) = words.first() else { continue };
+        if SECTIONS.contains(&first.as_str()) {
+            sections.push(Section {
+                kind: first.clone(),
+                name: words.get(1).cloned().unwrap_or_default(),
+                at: i + 1,
+                lines: Vec::new(),
+            });
+        } else if let Some(s) = sections.last_mut() {
+            s.lines.push((i + 1, words));
+        } else {
+            return Err(perr(
+                path,
+                i + 1,
+                format!("'{first}' outside of any section"),
+            ));
+        }
+    }
+    // Frontends (and listen sections) with their ports.
+    let fronts: Vec<(&Section, u16)> = sections
+        .iter()
+        .filter(|s| s.kind == "frontend" || s.kind == "listen")
+        .filter_map(|s| {
+            s.lines
+                .iter()
+                .find(|(_, w)| w[0] == "bind")
+                .and_then(|(_, w)| w.get(1))
+                .and_then(|b| bind_port(b))
+                .map(|p| (s, p))
+        })
+        .collect();
+    let (front, port) = match fronts.iter().find(|(_, p)| *p == lb_common::DEFAULT_PORT) {
+        Some(f) => *f,
+        None if fronts.len() == 1 => fronts[0],
+        None => {
+            return Err(ImportError::Choice {
+                path: file,
+                reason: format!(
+                    "no frontend binds port {} and there is not exactly one frontend ({} found)",
+                    lb_common::DEFAULT_PORT,
+                    fronts.len()
+                ),
+            });
+        }
+    };
+    for (line, w) in &front.lines {
+        if w[0] == "use_backend" {
+            notes.push(format!(
+                "{file}:{line}: '{}': xvip has one backend set per VIP; only default_backend is carried over",
+                w.join(" ")
+            ));
+        }
+    }
+    let back = if front.kind == "listen" {
+        front
+    } else {
+        let name = front
+            .lines
+            .iter()
+            .find(|(_, w)| w[0] == "default_backend")
+            .and_then(|(_, w)| w.get(1))
+            .ok_or_else(|| ImportError::Choice {
+                path: file.clone(),
+                reason: format!(
+                    "frontend {} (line {}) has no default_backend",
+                    front.name, front.at
+                ),
+            })?;
+        sections
+            .iter()
+            .find(|s| s.kind == "backend" && &s.name == name)
+            .ok_or_else(|| ImportError::Choice {
+                path: file.clone(),
+                reason: format!(
+                    "backend {name} (default_backend of frontend {}) not found",
+                    front.name
+                ),
+            })?
+    };
+    let mut h = Haproxy {
+        port,
+        ..Default::default()
+    };
+    let mut tls = false;
+    let mut checks = 0;
+    let mut check_kind: Option<(usize, &'static str)> = None;
+    let mut server_params: Vec<(usize, String, String)> = Vec::new();
+    for (line, w) in &back.lines {
+        let l = w.join(" ");
+        match (w[0].as_str(), w.get(1).map(String::as_str)) {
+            ("server", _) => {
+                let (Some(name), Some(addr)) = (w.get(1), w.get(2)) else {
+                    return Err(perr(path, *line, "server needs a name and an address"));
+                };
+                let params = &w[3..];
+                if params.iter().any(|p| p == "backup" || p == "disabled") {
+                    notes.push(format!(
+                        "{file}:{line}: '{l}': backup/disabled servers are not carried over (xvip balances over every healthy backend)"
+                    ));
+                    continue;
+                }
+                let (ip, p) = match addr.rsplit_once(':') {
+                    Some((ip, p)) => (ip, p.parse::<u16>().ok()),
+                    None => (addr.as_str(), None),
+                };
+                let ip: Ipv4Addr = ip.parse().map_err(|_| {
+                    perr(path, *line, format!("server {name}: '{addr}' is not an IPv4 address (xvip needs addresses, not names)"))
+                })?;
+                let port = p.unwrap_or(port);
+                let mut spec = SocketAddrV4::new(ip, port).to_string();
+                let mut it = params.iter();
+                while let Some(p) = it.next() {
+                    match p.as_str() {
+                        "check" => checks += 1,
+                        "check-ssl" => tls = true,
+                        "weight" => {
+                            if let Some(v) = it.next() {
+                                spec = format!("{spec}@{v}");
+                            }
+                        }
+                        "inter" | "fall" | "rise" => {
+                            if let Some(v) = it.next() {
+                                server_params.push((*line, p.clone(), v.clone()));
+                            }
+                        }
+                        "ssl" => tls = true,
+                        "verify" | "sni" | "ca-file" | "crt" => {
+                            it.next();
+                        }
+                        "port" => {
+                            let v = it.next().cloned().unwrap_or_default();
+                            notes.push(format!(
+                                "{file}:{line}: server {name} 'port {v}': xvip checks the server's own port"
+                            ));
+                        }
+                        other => notes.push(format!(
+                            "{file}:{line}: server {name} '{other}': not carried over"
+                        )),
+                    }
+                }
+                h.backends.push(spec);
+            }
+            ("default-server", _) => {
+                let mut it = w[1..].iter();
+                while let Some(p) = it.next() {
+                    if ["inter", "fall", "rise"].contains(&p.as_str())
+                        && let Some(v) = it.next()
+                    {
+                        server_params.push((*line, p.clone(), v.clone()));
+                    }
+                }
+            }
+            ("option", Some("httpchk")) => {
+                check_kind = Some((*line, "https"));
+                // option httpchk [<method>] <uri> [<version>]
+                let uri = match w.len() {
+                    3 => Some(w[2].clone()),
+                    n if n >= 4 => Some(w[3].clone()),
+                    _ => None,
+                };
+                if uri.is_some() {
+                    h.health_path = uri;
+                }
+            }
+            ("http-check", Some("send")) => {
+                if let Some(i) = w.iter().position(|x| x == "uri") {
+                    h.health_path = w.get(i + 1).cloned();
+                }
+                if let Some(i) = w.iter().position(|x| x == "meth")
+                    && w.get(i + 1).is_some_and(|m| m != "GET")
+                {
+                    notes.push(format!("{file}:{line}: '{l}': xvip's check is always GET"));
+                }
+            }
+            ("http-check", Some("connect")) => tls |= w.iter().any(|x| x == "ssl"),
+            ("http-check", Some("expect")) => {
+                if l != "http-check expect status 200" {
+                    notes.push(format!(
+                        "{file}:{line}: '{l}': xvip's check expects status 200"
+                    ));
+                }
+            }
+            ("option", Some("ssl-hello-chk")) => {
+                tls = true;
+                notes.push(format!(
+                    "{file}:{line}: '{l}': haproxy then checks only the TLS handshake; xvip checks HTTPS GET of the health path"
+                ));
+            }
+            ("option", Some("tcp-check")) => check_kind = Some((*line, "tcp")),
+            ("mode", Some("tcp")) => {}
+            ("balance", _) => notes.push(format!(
+                "{file}:{line}: '{l}': xvip balances new connections with a Maglev table (consistent hashing)"
+            )),
+            ("timeout", _) | ("option", Some("tcplog")) | ("log", _) => {}
+            _ => notes.push(format!("{file}:{line}: '{l}': not carried over")),
+        }
+    }
+    if h.backends.is_empty() {
+        return Err(ImportError::Choice {
+            path: file,
+            reason: format!(
+                "backend {} (line {}) has no usable server",
+                back.name, back.at
+            ),
+        });
+    }
+    h.health = match check_kind {
+        Some((_, "https")) => Some("https"),
+        Some((line, _)) => {
+            notes.push(format!(
+                "{file}:{line}: a TCP check; xvip's HTTPS /readyz check is better for API servers (docs/health-checks.md)"
+            ));
+            Some("tcp")
+        }
+        None if checks > 0 => Some("tcp"),
+        None => None,
+    };
+    if h.health == Some("https") && !tls {
+        notes.push(format!(
+            "{file}:{}: haproxy's HTTP check is plain HTTP; xvip checks over HTTPS (API servers serve TLS only)",
+            back.at
+        ));
+    }
+    if let Some(p) = &h.health_path
+        && p == "/healthz"
+    {
+        notes.push(format!(
+            "{file}:{}: health path /healthz kept; xvip recommends /readyz (docs/health-checks.md)",
+            back.at
+        ));
+    }
+    for key in ["inter", "fall", "rise"] {
+        let vals: Vec<&(usize, String, String)> =
+            server_params.iter().filter(|(_, k, _)| k == key).collect();
+        let Some((line, _, v)) = vals.first() else {
+            continue;
+        };
+        if vals.iter().any(|(_, _, o)| o != v) {
+            notes.push(format!(
+                "{file}:{line}: '{key}' differs between servers; xvip has one value, {v} taken"
+            ));
+        }
+        match key {
+            "inter" => match haproxy_time(v) {
+                Some(t) => h.health_interval = Some(t),
+                None => notes.push(format!("{file}:{line}: inter {v}: not a time xvip reads")),
+            },
+            "fall" => h.fall = v.parse().ok(),
+            _ => h.rise = v.parse().ok(),
+        }
+    }
+    Ok(h)
+}
+
+/// The result of an import.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// The xvip TOML configuration.
+    pub toml: String,
+    /// One line per thing that could not be carried over, naming its source line.
+    pub notes: Vec<String>,
+}
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.into()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    let v: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// Imports `vrrp_instance` `instance` (or the only one) of the keepalived configuration at
+/// `keepalived`, with backends and health check from `haproxy` when given.
+///
+/// # Errors
+/// [`ImportError`] naming the file and line that cannot be parsed or carried over.
+pub fn keepalived(
+    keepalived: &Path,
+    instance: Option<&str>,
+    haproxy: Option<&Path>,
+) -> Result<Imported, ImportError> {
+    let top = parse_keepalived(keepalived)?;
+    let file = keepalived.display().to_string();
+    let mut notes: Vec<String> = Vec::new();
+    let note = |notes: &mut Vec<String>, s: &Stmt, why: &str| {
+        notes.push(format!("{}: '{}': {why}", s.at, s.text()));
+    };
+    let instances: Vec<&Stmt> = top.iter().filter(|s| s.key() == "vrrp_instance").collect();
+    let mut version: u32 = 2;
+    let scripts: Vec<&Stmt> = top.iter().filter(|s| s.key() == "vrrp_script").collect();
+    for s in &top {
+        match s.key() {
+            "global_defs" => {
+                for g in s.children() {
+                    match g.key() {
+                        "vrrp_version" => {
+                            version = g
+                                .arg(1)
+                                .and_then(|v| v.parse().ok())
+                                .filter(|v| *v == 2 || *v == 3)
+                                .ok_or_else(|| {
+                                    perr(&g.at.file, g.at.line, "vrrp_version must be 2 or 3")
+                                })?;
+                        }
+                        "router_id" | "enable_script_security" | "script_user" => {}
+                        _ => note(&mut notes, g, "global setting not carried over"),
+                    }
+                }
+            }
+            "vrrp_instance" | "vrrp_script" => {}
+            "vrrp_sync_group" => note(
+                &mut notes,
+                s,
+                "sync groups are not carried over (xvip runs one VRRP instance)",
+            ),
+            "virtual_server" | "virtual_server_group" => note(
+                &mut notes,
+                s,
+                "LVS is not carried over: the backends come from --haproxy or the backends key",
+            ),
+            _ => note(&mut notes, s, "not carried over"),
+        }
+    }
+    let inst = match instance {
+        Some(name) => instances
+            .iter()
+            .find(|s| s.arg(1) == Some(name))
+            .copied()
+            .ok_or_else(|| ImportError::Choice {
+                path: file.clone(),
+                reason: format!("no vrrp_instance {name}"),
+            })?,
+        None => match instances.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(ImportError::Choice {
+                    path: file.clone(),
+                    reason: "no vrrp_instance".into(),
+                });
+            }
+            many => {
+                let names: Vec<&str> = many.iter().filter_map(|s| s.arg(1)).collect();
+                return Err(ImportError::Choice {
+                    path: file.clone(),
+                    reason: format!(
+                        "several vrrp_instance blocks ({}): choose one with --instance",
+                        names.join(", ")
+                    ),
+                });
+            }
+        },
+    };
+    let iname = inst.arg(1).unwrap_or("").to_string();
+    if instances.len() > 1 {
+        for other in instances
+            .iter()
+            .filter(|s| s.arg(1) != Some(iname.as_str()))
+        {
+            note(
+                &mut notes,
+                other,
+                "other vrrp_instance, not imported (see --instance)",
+            );
+        }
+    }
+
+    let mut interface = None;
+    let mut vrid = None;
+    let mut priority = None;
+    let mut advert = None;
+    let mut preempt = true;
+    let mut password: Option<String> = None;
+    let mut peers: Vec<String> = Vec::new();
+    let mut vips: Vec<String> = Vec::new();
+    let mut penalty: Option<u32> = None;
+    for s in inst.children() {
+        match s.key() {
+            "interface" => interface = s.arg(1).map(str::to_string),
+            "virtual_router_id" => vrid = s.arg(1).map(str::to_string),
+            "priority" => {
+                let p = s.arg(1).unwrap_or("");
+                if p == "255" {
+                    note(
+                        &mut notes,
+                        s,
+                        "xvip never uses 255 (it does not own the address): 254",
+                    );
+                    priority = Some("254".into());
+                } else {
+                    priority = Some(p.to_string());
+                }
+            }
+            "advert_int" => advert = s.arg(1).map(str::to_string),
+            "version" => {
+                version = s
+                    .arg(1)
+                    .and_then(|v| v.parse().ok())
+                    .filter(|v| *v == 2 || *v == 3)
+                    .ok_or_else(|| perr(&s.at.file, s.at.line, "version must be 2 or 3"))?;
+            }
+            "state" => note(
+                &mut notes,
+                s,
+                "a start hint only; xvip always starts as backup and listens at least 3 s before it takes the VIP",
+            ),
+            "nopreempt" => preempt = false,
+            "preempt" => preempt = true,
+            "authentication" => {
+                let kind = s
+                    .children()
+                    .iter()
+                    .find(|a| a.key() == "auth_type")
+                    .and_then(|a| a.arg(1))
+                    .unwrap_or("PASS");
+                match kind.to_ascii_uppercase().as_str() {
+                    "PASS" => {}
+                    "AH" => {
+                        return Err(perr(
+                            &s.at.file,
+                            s.at.line,
+                            "auth_type AH (IPsec) is not supported by xvip; only PASS",
+                        ));
+                    }
+                    k => {
+                        return Err(perr(
+                            &s.at.file,
+                            s.at.line,
+                            format!("unknown auth_type {k}"),
+                        ));
+                    }
+                }
+                for a in s.children() {
+                    match a.key() {
+                        "auth_type" => {}
+                        "auth_pass" => password = a.arg(1).map(str::to_string),
+                        _ => note(&mut notes, a, "not carried over"),
+                    }
+                }
+            }
+            "unicast_peer" => {
+                for p in s.children() {
+                    match p.key().parse::<Ipv4Addr>() {
+                        Ok(ip) => peers.push(ip.to_string()),
+                        Err(_) => note(&mut notes, p, "not an IPv4 peer, left out"),
+                    }
+                }
+            }
+            "unicast_src_ip" | "mcast_src_ip" => note(
+                &mut notes,
+                s,
+                "xvip advertises from the interface's primary IPv4 address: make sure it is this one",
+            ),
+            "virtual_ipaddress" => {
+                for v in s.children() {
+                    let addr = v.key().split('/').next().unwrap_or("");
+                    match addr.parse::<Ipv4Addr>() {
+                        Ok(ip) => {
+                            vips.push(ip.to_string());
+                            if v.words.len() > 1 || v.key().contains('/') {
+                                note(
+                                    &mut notes,
+                                    v,
+                                    "xvip does not assign the VIP to an interface: prefix and options dropped",
+                                );
+                            }
+                        }
+                        Err(_) => note(&mut notes, v, "not an IPv4 address, left out"),
+                    }
+                }
+            }
+            "track_script" => {
+                for t in s.children() {
+                    let name = t.key();
+                    let weight: Option<i64> = match t.words.iter().position(|w| w == "weight") {
+                        Some(i) => t.arg(i + 1).and_then(|w| w.parse().ok()),
+                        None => scripts
+                            .iter()
+                            .find(|sc| sc.arg(1) == Some(name))
+                            .and_then(|sc| sc.children().iter().find(|c| c.key() == "weight"))
+                            .and_then(|c| c.arg(1))
+                            .and_then(|w| w.parse().ok()),
+                    };
+                    match weight {
+                        Some(w) if w < 0 => {
+                            let w = w.unsigned_abs() as u32;
+                            if penalty.is_some_and(|p| p != w) {
+                                note(
+                                    &mut notes,
+                                    t,
+                                    "several negative weights: xvip has one penalty, the largest is taken",
+                                );
+                            }
+                            penalty = Some(penalty.unwrap_or(0).max(w));
+                            note(
+                                &mut notes,
+                                t,
+                                "carried over as vrrp_health_penalty; xvip lowers its priority while none of its backends is healthy (the script is not run)",
+                            );
+                        }
+                        Some(0) | None => {
+                            note(
+                                &mut notes,
+                                t,
+                                "weight 0: keepalived goes to FAULT when the script fails; xvip has no such state (vrrp_health_penalty applies instead)",
+                            );
+                        }
+                        Some(_) => note(&mut notes, t, "a positive weight is not carried over"),
+                    }
+                }
+            }
+            _ => note(&mut notes, s, "not carried over"),
+        }
+    }
+    let missing = |what: &str| ImportError::Choice {
+        path: file.clone(),
+        reason: format!(
+            "vrrp_instance {iname} (line {}) has no {what}",
+            inst.at.line
+        ),
+    };
+    let interface = interface.ok_or_else(|| missing("interface"))?;
+    let vrid = vrid.ok_or_else(|| missing("virtual_router_id"))?;
+    if vips.is_empty() {
+        return Err(missing("IPv4 virtual_ipaddress"));
+    }
+    // keepalived's default advert_int is 1 s; xvip's own default (100 ms) would differ.
+    let advert_s: f64 = match &advert {
+        Some(a) => a.parse().map_err(|_| {
+            let s = inst
+                .children()
+                .iter()
+                .find(|s| s.key() == "advert_int")
+                .expect("seen");
+            perr(
+                &s.at.file,
+                s.at.line,
+                format!("advert_int '{a}' is not a number"),
+            )
+        })?,
+        None => 1.0,
+    };
+    let advert_int = if version == 2 {
+        let whole = advert_s.round().max(1.0);
+        if (whole - advert_s).abs() > 1e-9 {
+            notes.push(format!(
+                "{file}: advert_int {advert_s}: VRRPv2 advertises whole seconds, {whole}s taken"
+            ));
+        }
+        format!("{whole}s")
+    } else {
+        format!("{}ms", (advert_s * 1000.0).round() as u64)
+    };
+    let hap = match haproxy {
+        Some(p) => Some(parse_haproxy(p, &mut notes)?),
+        None => None,
+    };
+
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# xvip configuration imported from vrrp_instance {iname} of {file}{}.",
+        haproxy
+            .map(|h| format!(" and {}", h.display()))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        t,
+        "# Holds the VRRP password: keep it readable by root only."
+    );
+    let _ = writeln!(t, "interface = {}", q(&interface));
+    let port = hap
+        .as_ref()
+        .map(|h| h.port)
+        .unwrap_or(lb_common::DEFAULT_PORT);
+    let vips: Vec<String> = vips.iter().map(|v| format!("{v}:{port}")).collect();
+    let _ = writeln!(t, "vips = {}", list(&vips));
+    match &hap {
+        Some(h) => {
+            let _ = writeln!(t, "backends = {}", list(&h.backends));
+            if let Some(k) = h.health {
+                let _ = writeln!(t, "health = {}", q(k));
+            }
+            if let Some(p) = &h.health_path {
+                let _ = writeln!(t, "health_path = {}", q(p));
+            }
+            if let Some(i) = &h.health_interval {
+                let _ = writeln!(t, "health_interval = {}", q(i));
+            }
+            if let Some(r) = h.rise {
+                let _ = writeln!(t, "rise = {r}");
+            }
+            if let Some(f) = h.fall {
+                let _ = writeln!(t, "fall = {f}");
+            }
+        }
+        None => {
+            notes.push(format!(
+                "{file}: no backends (keepalived does not know them): give --haproxy HAPROXY.CFG or add backends = [\"IP:6443\", ...]"
+            ));
+            let _ = writeln!(
+                t,
+                "# backends = [\"MASTER1:6443\", \"MASTER2:6443\", \"MASTER3:6443\"]"
+            );
+        }
+    }
+    let _ = writeln!(t, "vrrp_vrid = {vrid}");
+    let _ = writeln!(t, "vrrp_version = {version}");
+    if let Some(p) = &priority {
+        let _ = writeln!(t, "vrrp_priority = {p}");
+    }
+    let _ = writeln!(t, "vrrp_advert_int = {}", q(&advert_int));
+    if !preempt {
+        let _ = writeln!(t, "vrrp_preempt = false");
+    }
+    match (&password, version) {
+        (Some(pw), 2) => {
+            if pw.len() > crate::vrrp::packet::AUTH_LEN {
+                notes.push(format!(
+                    "{file}: auth_pass is longer than 8 bytes: keepalived and xvip use the first 8"
+                ));
+            }
+            let _ = writeln!(t, "vrrp_auth_pass = {}", q(pw));
+        }
+        (Some(_), _) => notes.push(format!(
+            "{file}: authentication is ignored with VRRPv3 (keepalived ignores it too)"
+        )),
+        (None, _) => {}
+    }
+    if !peers.is_empty() {
+        let _ = writeln!(t, "vrrp_peers = {}", list(&peers));
+    }
+    if let Some(p) = penalty {
+        let _ = writeln!(t, "vrrp_health_penalty = {p}");
+    }
+    Ok(Imported { toml: t, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Self {
+            let d = std::env::temp_dir().join(format!("xvip-import-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap();
+            Self(d)
+        }
+        fn file(&self, name: &str, text: &str) -> PathBuf {
+            let p = self.0.join(name);
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const GUIDE_KA: &str = include_str!("../../../tests/fixtures/kubeadm/keepalived.conf");
+    const GUIDE_HAPROXY: &str = include_str!("../../../tests/fixtures/kubeadm/haproxy.cfg");
+
+    /// The guide's files with the placeholders filled in as it says.
+    fn guide(d: &Dir) -> (PathBuf, PathBuf) {
+        let ka = GUIDE_KA
+            .replace("${STATE}", "MASTER")
+            .replace("${INTERFACE}", "eth0")
+            .replace("${ROUTER_ID}", "51")
+            .replace("${PRIORITY}", "101")
+            .replace("${AUTH_PASS}", "42")
+            .replace("${APISERVER_VIP}", "192.0.2.100");
+        let mut hap = GUIDE_HAPROXY
+            .replace("${APISERVER_DEST_PORT}", "6443")
+            .replace("${APISERVER_SRC_PORT}", "6443");
+        let servers = "        server m1 192.0.2.11:6443 check\n        server m2 192.0.2.12:6443 check\n        server m3 192.0.2.13:6443 check\n";
+        hap = hap.replace(
+            "        server ${HOST1_ID} ${HOST1_ADDRESS}:6443 check\n",
+            servers,
+        );
+        (d.file("keepalived.conf", &ka), d.file("haproxy.cfg", &hap))
+    }
+
+    fn check(toml: &str, d: &Dir) -> crate::config::Settings {
+        let p = d.file("xvip.toml", toml);
+        crate::config::RunArgs {
+            config: Some(p),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    }
+
+    #[test]
+    fn the_guides_keepalived_and_haproxy_become_an_xvip_config_that_checks() {
+        let d = Dir::new("guide");
+        let (ka, hap) = guide(&d);
+        let out = keepalived(&ka, None, Some(&hap)).unwrap();
+        let s = check(&out.toml, &d);
+        assert_eq!(s.interface, "eth0");
+        assert_eq!(s.vips.len(), 1);
+        assert_eq!(s.vips[0].addr, Ipv4Addr::new(192, 0, 2, 100));
+        assert_eq!(s.vips[0].port, 6443);
+        let b: Vec<String> = s.backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(b, ["192.0.2.11:6443", "192.0.2.12:6443", "192.0.2.13:6443"]);
+        assert_eq!(s.health.kind, crate::config::HealthKind::Https);
+        assert_eq!(s.health.path, "/healthz");
+        let v = s.vrrp.unwrap();
+        assert_eq!(v.vrid, 51);
+        assert_eq!(v.priority, 101);
+        assert_eq!(v.version, crate::vrrp::Version::V2);
+        assert_eq!(v.auth, crate::vrrp::Auth::pass(b"42"));
+        assert_eq!(v.advert_interval, std::time::Duration::from_secs(1));
+        assert!(v.preempt);
+        assert_eq!(v.health_penalty, 2, "track_script weight -2");
+        let notes = out.notes.join("\n");
+        // Each note names its line.
+        for (what, line) in [
+            ("state MASTER", ":15:"),
+            ("check_apiserver", ":27:"),
+            ("balance", ":"),
+        ] {
+            assert!(
+                out.notes
+                    .iter()
+                    .any(|n| n.contains(what) && n.contains(line)),
+                "{what}: {notes}"
+            );
+        }
+        assert!(notes.contains("ssl-hello-chk"), "{notes}");
+    }
+
+    #[test]
+    fn comments_includes_nesting_and_the_options_the_guide_relies_on() {
+        let d = Dir::new("syntax");
+        d.file(
+            "conf.d/inst.conf",
+            "vrrp_instance K8S\n{\n  interface ens3 # trailing comment\n  virtual_router_id 7\n  priority 90\n  advert_int 2\n  nopreempt\n  unicast_src_ip 192.0.2.2\n  unicast_peer {\n    192.0.2.3\n    192.0.2.4\n  }\n  virtual_ipaddress { 192.0.2.100/24 dev ens3 label ens3:vip }\n  authentication {\n    auth_type PASS\n    auth_pass \"longerthan8\"\n  }\n  track_script {\n    chk weight -30\n  }\n}\n",
+        );
+        let ka = d.file(
+            "keepalived.conf",
+            "! top comment\n# another\nglobal_defs {\n  router_id x\n}\ninclude conf.d/*.conf\n",
+        );
+        let out = keepalived(&ka, None, None).unwrap();
+        assert!(out.toml.contains("vrrp_preempt = false"), "{}", out.toml);
+        assert!(
+            out.toml
+                .contains("vrrp_peers = [\"192.0.2.3\", \"192.0.2.4\"]"),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.toml.contains("vrrp_advert_int = \"2s\""),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.toml.contains("vrrp_health_penalty = 30"),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.toml.contains("vips = [\"192.0.2.100:6443\"]"),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("inst.conf:8") && n.contains("unicast_src_ip")),
+            "{:?}",
+            out.notes
+        );
+        assert!(
+            out.notes.iter().any(|n| n.contains("no backends")),
+            "{:?}",
+            out.notes
+        );
+        // With backends added by hand it checks.
+        let s = check(&format!("{}backends = [\"192.0.2.11\"]\n", out.toml), &d);
+        let v = s.vrrp.unwrap();
+        assert_eq!((v.vrid, v.priority, v.preempt), (7, 90, false));
+        assert_eq!(v.auth, crate::vrrp::Auth::pass(b"longerth"));
+    }
+
+    #[test]
+    fn v3_groups_keep_their_sub_second_interval_and_drop_the_password() {
+        let d = Dir::new("v3");
+        let ka = d.file(
+            "k.conf",
+            "global_defs {\n vrrp_version 3\n}\nvrrp_instance A {\n interface eth0\n virtual_router_id 51\n advert_int 0.1\n authentication {\n auth_type PASS\n auth_pass x\n }\n virtual_ipaddress {\n 192.0.2.100\n }\n}\nvrrp_instance B {\n interface eth0\n virtual_router_id 52\n virtual_ipaddress {\n 192.0.2.101\n }\n}\n",
+        );
+        assert!(
+            matches!(keepalived(&ka, None, None), Err(ImportError::Choice { reason, .. }) if reason.contains("A, B"))
+        );
+        let out = keepalived(&ka, Some("A"), None).unwrap();
+        assert!(
+            out.toml.contains("vrrp_version = 3") && out.toml.contains("\"100ms\""),
+            "{}",
+            out.toml
+        );
+        assert!(!out.toml.contains("auth_pass"), "{}", out.toml);
+        let out = keepalived(&ka, Some("B"), None).unwrap();
+        assert!(
+            out.toml.contains("vrrp_advert_int = \"1000ms\""),
+            "keepalived's default: {}",
+            out.toml
+        );
+        assert!(keepalived(&ka, Some("C"), None).is_err());
+    }
+
+    #[test]
+    fn malformed_files_name_the_file_and_line() {
+        let d = Dir::new("bad");
+        let cases = [
+            ("vrrp_instance A {\n interface eth0\n", 1, "never closed"),
+            ("global_defs {\n}\n}\n", 3, "without a matching"),
+            (
+                "vrrp_instance A {\n script \"unterminated\n}\n",
+                2,
+                "unterminated",
+            ),
+            ("global_defs {\n vrrp_version 4\n}\n", 2, "vrrp_version"),
+            (
+                "vrrp_instance A {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {\n 192.0.2.1\n }\n authentication {\n auth_type AH\n auth_pass x\n }\n}\n",
+                7,
+                "AH",
+            ),
+            ("include\n", 1, "include"),
+        ];
+        for (text, line, what) in cases {
+            let p = d.file("bad.conf", text);
+            match keepalived(&p, None, None) {
+                Err(e @ ImportError::Parse { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&format!("bad.conf line {line}:")) && msg.contains(what),
+                        "{msg}"
+                    );
+                    assert_eq!(e.exit_code(), 2);
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            keepalived(&d.0.join("missing.conf"), None, None),
+            Err(ImportError::Read { .. })
+        ));
+        // A looping include ends.
+        let p = d.file("loop.conf", "include loop.conf\n");
+        assert!(
+            matches!(keepalived(&p, None, None), Err(ImportError::Parse { reason, .. }) if reason.contains("deeper"))
+        );
+    }
+
+    #[test]
+    fn haproxy_variants_newer_guide_listen_sections_and_bad_servers() {
+        let d = Dir::new("hap");
+        let mut notes = Vec::new();
+        // The newer guide: http-check connect ssl / send meth GET uri, frontend on 8443.
+        let p = d.file(
+            "h.cfg",
+            "frontend apiserver\n    bind *:8443\n    mode tcp\n    default_backend be\nbackend be\n    option httpchk\n    http-check connect ssl\n    http-check send meth GET uri /readyz\n    http-check expect status 200\n    mode tcp\n    balance roundrobin\n    default-server inter 500ms fall 4 rise 3\n    server a 192.0.2.11:6443 check verify none weight 3\n    server b 192.0.2.12:6443 check verify none\n    server c 192.0.2.13:6443 check backup\n",
+        );
+        let h = parse_haproxy(&p, &mut notes).unwrap();
+        assert_eq!(h.port, 8443);
+        assert_eq!(h.backends, ["192.0.2.11:6443@3", "192.0.2.12:6443"]);
+        assert_eq!(
+            (h.health, h.health_path.as_deref()),
+            (Some("https"), Some("/readyz"))
+        );
+        assert_eq!(
+            (h.health_interval.as_deref(), h.fall, h.rise),
+            (Some("500ms"), Some(4), Some(3))
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("h.cfg:15") && n.contains("backup")),
+            "{notes:?}"
+        );
+        let p = d.file(
+            "l.cfg",
+            "listen api\n  bind 0.0.0.0:6443\n  option tcp-check\n  server a 192.0.2.11 check\n",
+        );
+        let h = parse_haproxy(&p, &mut notes).unwrap();
+        assert_eq!((h.port, h.health), (6443, Some("tcp")));
+        assert_eq!(h.backends, ["192.0.2.11:6443"]);
+        let p = d.file("n.cfg", "frontend f\n  bind :6443\n  default_backend b\nbackend b\n  server a master1.example:6443 check\n");
+        assert!(matches!(
+            parse_haproxy(&p, &mut notes),
+            Err(ImportError::Parse { line: 5, .. })
+        ));
+        let p = d.file("x.cfg", "frontend f\n  bind :80\nfrontend g\n  bind :443\n");
+        assert!(matches!(
+            parse_haproxy(&p, &mut notes),
+            Err(ImportError::Choice { .. })
+        ));
+    }
+}
