@@ -72,6 +72,69 @@ fn node_dies(lab: &mut Lab, dir: &Path, run: &str) {
         .ip(&["addr", "del", "192.0.2.100/32", "dev", "eth0"]);
 }
 
+/// `xvip import keepalived` of the guide's files for a node in `state` with `priority`
+/// (haproxy in front of the lab's three masters), checked with `xvip check-config`; returns
+/// the path of the TOML file.
+fn import_guide(dir: &TempDir, state: &str, priority: u8) -> String {
+    let ka = dir.path("import-keepalived.conf");
+    std::fs::write(&ka, guide_conf(&dir.0, state, priority)).expect("conf");
+    let servers: String = (1..=3)
+        .map(|i| format!("        server m{i} 192.0.2.1{i}:6443 check\n"))
+        .collect();
+    let hap = fixture("haproxy.cfg")
+        .replace("${APISERVER_DEST_PORT}", "6443")
+        .replace("${APISERVER_SRC_PORT}", "6443")
+        .replace(
+            "        server ${HOST1_ID} ${HOST1_ADDRESS}:6443 check\n",
+            &servers,
+        );
+    let hap_path = dir.path("haproxy.cfg");
+    std::fs::write(&hap_path, hap).expect("haproxy.cfg");
+    let out = std::process::Command::new(tests::lab::xvip_bin())
+        .args(["import", "keepalived"])
+        .arg(&ka)
+        .arg("--haproxy")
+        .arg(&hap_path)
+        .output()
+        .expect("xvip import");
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{notes}");
+    println!("xvip import keepalived notes:\n{notes}");
+    let toml = dir.path("imported.toml");
+    std::fs::write(&toml, &out.stdout).expect("toml");
+    let check = std::process::Command::new(tests::lab::xvip_bin())
+        .args(["check-config", "--config"])
+        .arg(&toml)
+        .output()
+        .expect("xvip check-config");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    toml.to_string_lossy().into_owned()
+}
+
+#[test]
+fn import_of_a_malformed_keepalived_conf_exits_2_naming_file_and_line() {
+    let dir = TempDir::new("ka-import-bad");
+    let bad = dir.path("keepalived.conf");
+    std::fs::write(&bad, "vrrp_instance VI_1 {\n    interface eth0\n").expect("conf");
+    let out = std::process::Command::new(tests::lab::xvip_bin())
+        .args(["import", "keepalived"])
+        .arg(&bad)
+        .output()
+        .expect("xvip import");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("keepalived.conf line 1:") && err.contains("never closed"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 fn wait_keepalived_master(lab: &Lab, within: Duration) -> Duration {
     wait_for(within, "keepalived holds the VIP", || has_vip(lab, "lb1"))
 }
@@ -91,17 +154,11 @@ fn xvip_joins_the_guides_keepalived_group_silently_takes_over_and_is_preempted_b
         "a",
     );
     wait_keepalived_master(&lab, Duration::from_secs(10));
-    // The password from the environment, the version from a flag.
-    let args = node_args(100, &["--vrrp-version", "2"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The xvip node runs what `xvip import keepalived` makes of the guide's BACKUP node's
+    // keepalived.conf (priority 100) and haproxy.cfg.
+    let toml = import_guide(&dir, "BACKUP", 100);
     let log = dir.path("xvip.log");
-    start_xvip_logged(
-        &mut lab,
-        "lb2",
-        &args,
-        &[("XVIP_VRRP_AUTH_PASS", PASS)],
-        &log,
-    );
+    start_xvip_logged(&mut lab, "lb2", &["--config", &toml], &[], &log);
     let arp = ArpSampler::start(&lab);
     wait_for(
         Duration::from_secs(8),
@@ -123,6 +180,10 @@ fn xvip_joins_the_guides_keepalived_group_silently_takes_over_and_is_preempted_b
         "{v:?}"
     );
     assert!(!v.guard_holding && v.conflicts.is_empty(), "{v:?}");
+    assert_eq!(
+        v.priority, 100,
+        "healthy backends (/healthz from haproxy.cfg): no penalty"
+    );
     for r in [
         "checksum",
         "auth_pass",
