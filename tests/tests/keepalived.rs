@@ -281,6 +281,39 @@ fn xvip_joins_the_guides_keepalived_group_silently_takes_over_and_is_preempted_b
         stepped.as_millis()
     );
     assert_eq!(state(&lab, "lb2"), "backup");
+
+    // `systemctl stop keepalived` (SIGTERM): it resigns with priority 0 and removes the VIP;
+    // xvip takes over after its Skew_Time instead of the down interval.
+    let arp = ArpSampler::start(&lab);
+    let prober = Prober::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    let k = lab.proc_index("keepalived-b").expect("keepalived");
+    let term = Instant::now();
+    lab.procs[k].signal(libc::SIGTERM);
+    let took = wait_for(Duration::from_secs(5), "xvip master", || {
+        state(&lab, "lb2") == "master"
+    });
+    thread::sleep(Duration::from_millis(500));
+    let outage = prober.outage(term);
+    let samples = arp.stop();
+    let (gap, n) = assert_one_arp_owner(&samples, |t| {
+        if t < term {
+            Some(ka_mac.clone())
+        } else if t > term + took + Duration::from_millis(100) {
+            Some(xvip_mac.clone())
+        } else {
+            None
+        }
+    });
+    println!(
+        "keepalived SIGTERM (priority 0) -> xvip master after {} ms, client outage {} ms; \
+         {n} ARP samples, longest without an owner {} ms",
+        took.as_millis(),
+        outage.as_millis(),
+        gap.as_millis()
+    );
+    // Skew_Time of priority 100 in v2 is 609 ms; the down interval would be 3.6 s.
+    assert!(took < Duration::from_millis(1600), "{took:?}");
     let text = std::fs::read_to_string(&log).expect("xvip log");
     assert!(
         !text.contains(&format!("pass {PASS}")) && !text.contains("\"42\""),

@@ -185,13 +185,15 @@ pub struct RunArgs {
     /// hook sends them straight to a healthy backend).
     #[arg(long, env = "XVIP_NO_LOCAL_CONNECT")]
     pub no_local_connect: bool,
-    /// VRRP virtual router ID (1-255): fail the VIP over between xvip nodes (VRRPv3).
+    /// VRRP virtual router ID (1-255): fail the VIP over between xvip nodes (VRRPv3, or v2
+    /// with --vrrp-version 2).
     #[arg(long, env = "XVIP_VRRP_VRID")]
     pub vrrp_vrid: Option<u32>,
     /// VRRP priority, 1-254 (default 100); the highest live node is master.
     #[arg(long, env = "XVIP_VRRP_PRIORITY")]
     pub vrrp_priority: Option<u32>,
-    /// VRRP advertisement interval, a multiple of 10ms up to 40.95s (default 100ms).
+    /// VRRP advertisement interval, a multiple of 10ms up to 40.95s (default 100ms); with
+    /// VRRPv2 whole seconds up to 255s (default 1s).
     #[arg(long, env = "XVIP_VRRP_ADVERT_INT")]
     pub vrrp_advert_int: Option<String>,
     /// Whether a higher-priority node takes the VIP from a live master (default true).
