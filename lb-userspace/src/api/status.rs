@@ -833,6 +833,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_mismatch_guard_shows_in_metrics_and_the_table() {
+        let mut st = sample();
+        st.vrrp = Some(VrrpStatus {
+            vrid: 51,
+            state: "backup".into(),
+            version: 3,
+            auth: "none".into(),
+            guard_holding: true,
+            drops: [("version_mismatch".to_string(), 12u64)].into(),
+            conflicts: vec![VrrpConflict {
+                peer: "192.0.2.2".into(),
+                reason: "version_mismatch".into(),
+                version: 2,
+                adverts: 12,
+                last_seen_s: 0.4,
+                active: true,
+            }],
+            ..Default::default()
+        });
+        let t = st.to_prometheus();
+        assert!(t.contains("xvip_vrrp_guard_holding 1"), "{t}");
+        assert!(
+            t.contains("xvip_vrrp_dropped_total{reason=\"version_mismatch\"} 12"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "xvip_vrrp_conflict_adverts_total{peer=\"192.0.2.2\",reason=\"version_mismatch\",version=\"2\"} 12"
+            ),
+            "{t}"
+        );
+        let table = st.to_table();
+        assert!(
+            table.contains("vrrp conflict: 192.0.2.2 speaks VRRPv2 (version_mismatch, 12 adverts, last 0.4s ago): guard HOLDING"),
+            "{table}"
+        );
+        // Older daemons' documents (no guard fields) still parse.
+        let mut json = serde_json::to_value(&st).unwrap();
+        for k in ["version", "auth", "guard_holding", "conflicts"] {
+            json["vrrp"].as_object_mut().unwrap().remove(k);
+        }
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert!(!back.vrrp.unwrap().guard_holding);
+    }
+
     #[tokio::test]
     async fn the_endpoint_serves_status_that_fetch_reads_back() {
         let source: StatusSource = Arc::new(sample);

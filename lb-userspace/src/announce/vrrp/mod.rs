@@ -290,6 +290,53 @@ impl VrrpSettings {
     }
 }
 
+/// RFC 5798 / RFC 3768 section 7.1 for a router with `settings` at address `own`, plus the
+/// peer list and the mismatch guard's checks (the address list is the caller's business).
+///
+/// # Errors
+/// The reason, the sender when known, and the advert when it is one for the guard.
+fn classify(
+    settings: &VrrpSettings,
+    own: Ipv4Addr,
+    pkt: &[u8],
+) -> Result<packet::Received, Rejected> {
+    let src = (pkt.len() >= 16).then(|| Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
+    let r = packet::parse_ipv4(pkt).map_err(|e| (e, src, None))?;
+    let from = r.src;
+    let fail = |reason| Err((reason, Some(from), None));
+    if r.src == own {
+        return fail(DropReason::Own);
+    }
+    if r.advert.vrid != settings.vrid {
+        return fail(DropReason::Vrid);
+    }
+    if !settings.peers.is_empty() && !settings.peers.contains(&r.src) {
+        return fail(DropReason::NotPeer);
+    }
+    if r.advert.version != settings.version {
+        return Err((DropReason::VersionMismatch, Some(from), Some(r)));
+    }
+    if r.advert.version == Version::V2 {
+        // keepalived `vrrp_check_packet`: auth type first, then the 8 bytes of PASS data.
+        if r.advert.auth.kind != settings.auth.kind {
+            return Err((DropReason::AuthType, Some(from), Some(r)));
+        }
+        // Auth Type 0: the data "SHOULD be ... ignored on reception" (RFC 3768 5.3.10).
+        if settings.auth.kind != packet::AUTH_TYPE_NONE && !r.advert.auth.matches(&settings.auth) {
+            return Err((DropReason::AuthPass, Some(from), Some(r)));
+        }
+    }
+    if r.advert.max_adver_int_cs == 0 {
+        return fail(DropReason::Interval);
+    }
+    if r.advert.version == Version::V2
+        && u128::from(r.advert.max_adver_int_cs) * 10 != settings.advert_interval.as_millis()
+    {
+        return Err((DropReason::IntervalMismatch, Some(from), Some(r)));
+    }
+    Ok(r)
+}
+
 /// keepalived's name of a v2 Auth Type (for logs and status; never the data).
 fn auth_name(kind: u8) -> String {
     match kind {
@@ -581,40 +628,7 @@ impl Ctx {
 
     /// RFC 5798 / RFC 3768 section 7.1 plus the peer list and the mismatch guard's checks.
     fn check(&mut self, pkt: &[u8]) -> Result<packet::Received, Rejected> {
-        let src = (pkt.len() >= 16).then(|| Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
-        let r = packet::parse_ipv4(pkt).map_err(|e| (e, src, None))?;
-        let from = r.src;
-        let fail = |reason| Err((reason, Some(from), None));
-        if r.src == self.src {
-            return fail(DropReason::Own);
-        }
-        if r.advert.vrid != self.settings.vrid {
-            return fail(DropReason::Vrid);
-        }
-        if !self.settings.peers.is_empty() && !self.settings.peers.contains(&r.src) {
-            return fail(DropReason::NotPeer);
-        }
-        if r.advert.version != self.settings.version {
-            return Err((DropReason::VersionMismatch, Some(from), Some(r)));
-        }
-        if r.advert.version == Version::V2 {
-            // keepalived `vrrp_check_packet`: auth type first, then the 8 bytes of PASS data.
-            if r.advert.auth.kind != self.settings.auth.kind {
-                return Err((DropReason::AuthType, Some(from), Some(r)));
-            }
-            if !r.advert.auth.matches(&self.settings.auth) {
-                return Err((DropReason::AuthPass, Some(from), Some(r)));
-            }
-        }
-        if r.advert.max_adver_int_cs == 0 {
-            return fail(DropReason::Interval);
-        }
-        if r.advert.version == Version::V2
-            && u128::from(r.advert.max_adver_int_cs) * 10
-                != self.settings.advert_interval.as_millis()
-        {
-            return Err((DropReason::IntervalMismatch, Some(from), Some(r)));
-        }
+        let r = classify(&self.settings, self.src, pkt)?;
         // RFC 5798 section 7.1: a different address list is logged, not dropped.
         let same = r.advert.addrs.len() == self.addrs.len()
             && self.addrs.iter().all(|a| r.advert.addrs.contains(a));
@@ -971,5 +985,88 @@ mod tests {
         assert_eq!((v.version, v.auth), (Version::V2, Auth::pass(b"42")));
         assert_eq!(v.advert_interval, Duration::from_secs(1));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// keepalived 2.2.7 with the kubeadm guide's configuration (v2, PASS "42", 1 s, VRID
+    /// 51, priority 101), as captured in `packet.rs`.
+    const KEEPALIVED_V2: [u8; 40] = [
+        0x45, 0xc0, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0xff, 0x70, 0x18, 0x90, 192, 0, 2, 2, 224,
+        0, 0, 18, 0x21, 51, 101, 1, 0x01, 0x01, 0x82, 0x33, 192, 0, 2, 100, b'4', b'2', 0, 0, 0, 0,
+        0, 0,
+    ];
+
+    #[test]
+    fn the_guard_classifies_what_keepalived_sends_by_our_settings() {
+        let me = Ipv4Addr::new(192, 0, 2, 3);
+        let with = |mutate: fn(&mut VrrpInput)| {
+            let mut i = v2(Some("42"));
+            mutate(&mut i);
+            VrrpSettings::resolve(i).unwrap().unwrap()
+        };
+        let reason =
+            |s: &VrrpSettings| classify(s, me, &KEEPALIVED_V2).map(|_| ()).map_err(|e| e.0);
+        // Configured like the group: accepted.
+        let ok = with(|_| {});
+        let r = classify(&ok, me, &KEEPALIVED_V2).unwrap();
+        assert_eq!(
+            (r.src, r.advert.priority),
+            (Ipv4Addr::new(192, 0, 2, 2), 101)
+        );
+        // Each mismatch is its own reason, carries the advert, and is a conflict.
+        let cases: Vec<(VrrpSettings, DropReason)> = vec![
+            (
+                with(|i| {
+                    i.version = None;
+                    i.auth_pass = None;
+                }),
+                DropReason::VersionMismatch,
+            ),
+            (
+                with(|i| i.auth_pass = Some(Secret("43".into()))),
+                DropReason::AuthPass,
+            ),
+            (
+                with(|i| i.auth_pass = Some(Secret("420".into()))),
+                DropReason::AuthPass,
+            ),
+            (with(|i| i.auth_pass = None), DropReason::AuthType),
+            (
+                with(|i| i.advert_int = Some("2s".into())),
+                DropReason::IntervalMismatch,
+            ),
+        ];
+        for (s, want) in cases {
+            assert_eq!(reason(&s), Err(want), "{s:?}");
+            assert!(want.is_conflict());
+            assert!(classify(&s, me, &KEEPALIVED_V2).unwrap_err().2.is_some());
+        }
+        // Not for us, not from a peer, or our own: plain drops, no guard.
+        let other = with(|i| i.vrid = Some(52));
+        assert_eq!(reason(&other), Err(DropReason::Vrid));
+        let peers = with(|i| i.peers = vec!["192.0.2.9".into()]);
+        assert_eq!(reason(&peers), Err(DropReason::NotPeer));
+        let r = classify(&ok, Ipv4Addr::new(192, 0, 2, 2), &KEEPALIVED_V2);
+        assert_eq!(
+            r.map(|_| ()).map_err(|e| (e.0, e.2.is_some())),
+            Err((DropReason::Own, false))
+        );
+        for d in [
+            DropReason::Vrid,
+            DropReason::NotPeer,
+            DropReason::Own,
+            DropReason::Checksum,
+        ] {
+            assert!(!d.is_conflict(), "{d:?}");
+        }
+        // A broken packet never reaches the guard, whatever it claims.
+        let mut bad = KEEPALIVED_V2;
+        bad[21] = 52;
+        assert_eq!(reason(&ok), Ok(()));
+        assert_eq!(
+            classify(&ok, me, &bad)
+                .map(|_| ())
+                .map_err(|e| (e.0, e.2.is_some())),
+            Err((DropReason::Checksum, false))
+        );
     }
 }
