@@ -351,8 +351,10 @@ pub struct ArpSample {
 }
 
 /// Asks "who has the VIP" from the client every 50 ms (a raw ARP request on its eth0, the
-/// kernel's neighbour cache is not involved) and records, per request, the MACs whose ARP
-/// replies to the client came back before the next one: the ARP owners at that moment.
+/// kernel's neighbour cache is not involved) and records, per request, the MACs that
+/// answered it: the ARP owners at that moment. Each request asks from its own sender
+/// address (192.0.2.200-249 in turn, unused in the lab), and an answer is addressed to it,
+/// so a late answer (a loaded machine) still counts for its own request, up to 1 s.
 pub struct ArpSampler {
     stop: Arc<AtomicBool>,
     thread: thread::JoinHandle<Vec<ArpSample>>,
@@ -360,6 +362,11 @@ pub struct ArpSampler {
 
 /// The sampling period of [`ArpSampler`].
 pub const ARP_PERIOD: Duration = Duration::from_millis(50);
+/// Sender addresses the sampler asks from, in turn.
+const ARP_SLOTS: usize = 50;
+const ARP_FIRST_SENDER: u8 = 200;
+/// How late an answer may come and still count.
+const ARP_LATE: Duration = Duration::from_secs(1);
 
 fn parse_mac(s: &str) -> [u8; 6] {
     let mut m = [0u8; 6];
@@ -367,6 +374,18 @@ fn parse_mac(s: &str) -> [u8; 6] {
         *b = u8::from_str_radix(p, 16).expect("mac");
     }
     m
+}
+
+fn arp_request(mac: [u8; 6], sender: Ipv4Addr) -> Vec<u8> {
+    let mut req = vec![0xffu8; 6];
+    req.extend_from_slice(&mac);
+    req.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    req.extend_from_slice(&mac);
+    req.extend_from_slice(&sender.octets());
+    req.extend_from_slice(&[0; 6]);
+    req.extend_from_slice(&VIP.octets());
+    req.resize(60, 0);
+    req
 }
 
 impl ArpSampler {
@@ -411,65 +430,86 @@ impl ArpSampler {
                 )
             };
             assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-            let mut req = vec![0xffu8; 6];
-            req.extend_from_slice(&mac);
-            req.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-            req.extend_from_slice(&mac);
-            req.extend_from_slice(&CLIENT.octets());
-            req.extend_from_slice(&[0; 6]);
-            req.extend_from_slice(&VIP.octets());
-            req.resize(60, 0);
             let _ = ready_tx.send(());
-            let mut out = Vec::new();
+            let mut out: Vec<ArpSample> = Vec::new();
             let mut buf = [0u8; 1600];
-            while !s.load(Ordering::Relaxed) {
-                let at = Instant::now();
-                // SAFETY: sending our buffer to the bound broadcast address.
-                let n = unsafe {
-                    libc::sendto(
-                        fd,
-                        req.as_ptr().cast(),
-                        req.len(),
-                        0,
-                        (&sll as *const libc::sockaddr_ll).cast(),
-                        size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                assert_eq!(n, req.len() as isize, "{}", std::io::Error::last_os_error());
-                let mut owners = BTreeSet::new();
-                while at.elapsed() < ARP_PERIOD {
-                    let mut pfd = libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    let left = ARP_PERIOD.saturating_sub(at.elapsed()).as_millis() as i32;
-                    // SAFETY: one valid pollfd.
-                    if unsafe { libc::poll(&mut pfd, 1, left.max(1)) } <= 0 {
-                        continue;
-                    }
-                    // SAFETY: receiving into our buffer.
-                    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-                    if n < 42 {
-                        continue;
-                    }
-                    let p = &buf[..n as usize];
-                    // An ARP reply from the VIP to the client: an answer to our question.
-                    if p[12..14] == [0x08, 0x06]
-                        && p[20..22] == [0, 2]
-                        && p[28..32] == VIP.octets()
-                        && p[38..42] == CLIENT.octets()
-                    {
-                        owners.insert(
-                            p[22..28]
-                                .iter()
-                                .map(|b| format!("{b:02x}"))
-                                .collect::<Vec<_>>()
-                                .join(":"),
-                        );
-                    }
+            let mut next_send = Instant::now();
+            let mut stopping: Option<Instant> = None;
+            loop {
+                if stopping.is_none() && s.load(Ordering::Relaxed) {
+                    stopping = Some(Instant::now());
                 }
-                out.push(ArpSample { at, owners });
+                match stopping {
+                    // Late answers to the last requests still count.
+                    Some(t) if t.elapsed() > ARP_LATE => break,
+                    Some(_) => {}
+                    None if Instant::now() >= next_send => {
+                        let slot = out.len() % ARP_SLOTS;
+                        let sender = Ipv4Addr::new(192, 0, 2, ARP_FIRST_SENDER + slot as u8);
+                        let req = arp_request(mac, sender);
+                        // SAFETY: sending our buffer to the bound broadcast address.
+                        let n = unsafe {
+                            libc::sendto(
+                                fd,
+                                req.as_ptr().cast(),
+                                req.len(),
+                                0,
+                                (&sll as *const libc::sockaddr_ll).cast(),
+                                size_of::<libc::sockaddr_ll>() as u32,
+                            )
+                        };
+                        assert_eq!(n, req.len() as isize, "{}", std::io::Error::last_os_error());
+                        out.push(ArpSample {
+                            at: Instant::now(),
+                            owners: BTreeSet::new(),
+                        });
+                        next_send += ARP_PERIOD;
+                    }
+                    None => {}
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, 5) } <= 0 {
+                    continue;
+                }
+                // SAFETY: receiving into our buffer.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 42 {
+                    continue;
+                }
+                let p = &buf[..n as usize];
+                // An ARP reply from the VIP to one of our requests' senders.
+                let to = p[41];
+                if p[12..14] != [0x08, 0x06]
+                    || p[20..22] != [0, 2]
+                    || p[28..32] != VIP.octets()
+                    || p[32..38] != mac
+                    || p[38..41] != [192, 0, 2]
+                    || !(ARP_FIRST_SENDER..ARP_FIRST_SENDER + ARP_SLOTS as u8).contains(&to)
+                    || out.is_empty()
+                {
+                    continue;
+                }
+                // The latest request asked from that sender.
+                let slot = usize::from(to - ARP_FIRST_SENDER);
+                let last = out.len() - 1;
+                let back = (last % ARP_SLOTS + ARP_SLOTS - slot) % ARP_SLOTS;
+                let Some(i) = last.checked_sub(back) else {
+                    continue;
+                };
+                if out[i].at.elapsed() <= ARP_LATE {
+                    out[i].owners.insert(
+                        p[22..28]
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":"),
+                    );
+                }
             }
             // SAFETY: our descriptor.
             unsafe { libc::close(fd) };
@@ -481,7 +521,7 @@ impl ArpSampler {
         Self { stop, thread }
     }
 
-    /// Stops and returns every sample.
+    /// Stops (after waiting for late answers to the last requests) and returns every sample.
     pub fn stop(self) -> Vec<ArpSample> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("ARP sampler")
