@@ -77,6 +77,15 @@ pub enum ManifestError {
     /// A file given to xvip is not an absolute path (the pod mounts it at the same path).
     #[error("{field} '{path}': must be an absolute path in a manifest")]
     RelativePath { field: &'static str, path: String },
+    /// A secret given as a flag or variable would be written into the manifest: visible in
+    /// the mirror pod through the API, in the unit file, and in `ps`.
+    #[error(
+        "{field} would be visible in the manifest (and the mirror pod) and in ps: put {key} in the --config file (mode 0600) instead"
+    )]
+    SecretOnCommandLine {
+        field: &'static str,
+        key: &'static str,
+    },
     /// Serialization failed (a bug).
     #[error("cannot serialize the manifest: {0}")]
     Serialize(String),
@@ -123,6 +132,12 @@ pub fn run_flags(matches: &ArgMatches) -> Vec<String> {
 /// Validates the flags as `xvip run` would, except that files that do not exist yet are
 /// accepted with a warning on stderr: before `kubeadm init` the cluster CA does not exist.
 fn validate(run: &RunArgs) -> Result<Settings, ManifestError> {
+    if run.vrrp_auth_pass.is_some() {
+        return Err(ManifestError::SecretOnCommandLine {
+            field: "--vrrp-auth-pass",
+            key: "vrrp_auth_pass",
+        });
+    }
     let mut probe = run.clone();
     loop {
         match probe.resolve() {
@@ -474,6 +489,29 @@ mod tests {
     fn render_pod(extra: &[&str]) -> String {
         let (cmd, m) = manifest("pod", extra);
         render(&cmd, &m).unwrap()
+    }
+
+    #[test]
+    fn a_vrrp_password_given_as_a_flag_is_refused_not_written_into_the_manifest() {
+        let secret = [
+            "--vrrp-vrid",
+            "51",
+            "--vrrp-version",
+            "2",
+            "--vrrp-auth-pass",
+            "s3cr3t-pw",
+        ];
+        for kind in ["pod", "systemd"] {
+            let (cmd, m) = manifest(kind, &secret);
+            let e = render(&cmd, &m).expect_err("refused");
+            assert_eq!(e.exit_code(), 2);
+            let text = e.to_string();
+            assert!(
+                text.contains("--vrrp-auth-pass") && text.contains("--config"),
+                "{text}"
+            );
+            assert!(!text.contains("s3cr3t"), "{text}");
+        }
     }
 
     #[test]
