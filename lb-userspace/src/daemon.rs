@@ -410,9 +410,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 .collect()
         });
         log::info!(
-            "discovering masters with {} every {:?}",
-            kc.display(),
-            crate::discovery::POLL_INTERVAL
+            "discovering masters with {} (list, then watch)",
+            kc.display()
         );
         crate::discovery::spawn(kc, candidates, discovery_report.clone(), dtx)
     });

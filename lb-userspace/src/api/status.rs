@@ -3,6 +3,24 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode, header};
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::sync::atomic::AtomicU64;
+
+/// Label pairs of one sample.
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -154,280 +172,268 @@ impl Status {
         self.unconfirmed_entries >= lb_common::UNCONFIRMED_FLOOD_THRESHOLD as usize
     }
 
-    /// Prometheus text exposition (version 0.0.4).
+    /// OpenMetrics text exposition through `prometheus-client` (a counter's `TYPE` and
+    /// `HELP` lines name it without `_total`; its samples keep the suffix).
     pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out, "# HELP xvip_{name} {help}\n# TYPE xvip_{name} {kind}");
-            for (labels, v) in rows {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "xvip_{name} {v}");
-                } else {
-                    let _ = writeln!(out, "xvip_{name}{{{labels}}} {v}");
-                }
+        let mut reg = Registry::with_prefix("xvip");
+        for (name, help, f) in [
+            (
+                "backend_healthy",
+                "1 when the backend passes its health check.",
+                (|b: &BackendStatus| i64::from(b.healthy)) as fn(&BackendStatus) -> i64,
+            ),
+            (
+                "backend_slots",
+                "Maglev table slots owned by the backend.",
+                |b| b.slots as i64,
+            ),
+            ("backend_weight", "Configured weight (0 = draining).", |b| {
+                i64::from(b.weight)
+            }),
+        ] {
+            let fam = Family::<Labels, Gauge>::default();
+            for b in &self.backends {
+                fam.get_or_create(&labels(&[("backend", &b.addr)]))
+                    .set(f(b));
             }
-        };
-        let per_backend = |f: &dyn Fn(&BackendStatus) -> String| {
-            self.backends
-                .iter()
-                .map(|b| (format!("backend=\"{}\"", b.addr), f(b)))
-                .collect::<Vec<_>>()
-        };
-        metric(
-            "backend_healthy",
-            "gauge",
-            "1 when the backend passes its health check.",
-            per_backend(&|b| (b.healthy as u8).to_string()),
-        );
-        metric(
-            "backend_slots",
-            "gauge",
-            "Maglev table slots owned by the backend.",
-            per_backend(&|b| b.slots.to_string()),
-        );
-        metric(
-            "backend_weight",
-            "gauge",
-            "Configured weight (0 = draining).",
-            per_backend(&|b| b.weight.to_string()),
-        );
-        metric(
+            reg.register(name, help, fam);
+        }
+        let latency = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for b in &self.backends {
+            if let Some(ms) = b.check_ms {
+                latency
+                    .get_or_create(&labels(&[("backend", &b.addr)]))
+                    .set(ms / 1000.0);
+            }
+        }
+        reg.register(
             "backend_check_latency_seconds",
-            "gauge",
             "Latency of the last successful health check.",
-            self.backends
-                .iter()
-                .filter_map(|b| {
-                    b.check_ms.map(|ms| {
-                        (
-                            format!("backend=\"{}\"", b.addr),
-                            format!("{:.6}", ms / 1000.0),
-                        )
-                    })
-                })
-                .collect(),
+            latency,
         );
-        metric(
-            "backend_checks_total",
-            "counter",
-            "Health checks by result.",
-            {
-                let mut r = Vec::new();
-                for b in &self.backends {
-                    r.push((
-                        format!("backend=\"{}\",result=\"ok\"", b.addr),
-                        b.checks_ok.to_string(),
-                    ));
-                    r.push((
-                        format!("backend=\"{}\",result=\"failed\"", b.addr),
-                        b.checks_failed.to_string(),
-                    ));
-                }
-                r
-            },
-        );
-        metric(
-            "backend_transitions_total",
-            "counter",
-            "Health state changes.",
-            per_backend(&|b| b.transitions.to_string()),
-        );
-        metric(
-            "backend_packets_total",
-            "counter",
-            "Packets forwarded to or from the backend.",
-            per_backend(&|b| b.packets.to_string()),
-        );
-        metric(
-            "backend_bytes_total",
-            "counter",
-            "Bytes forwarded to or from the backend.",
-            per_backend(&|b| b.bytes.to_string()),
-        );
-        metric(
-            "backend_new_flows_total",
-            "counter",
-            "Flows assigned to the backend.",
-            per_backend(&|b| b.new_flows.to_string()),
-        );
-        metric(
-            "packets_total",
-            "counter",
+        let checks = Family::<Labels, Counter>::default();
+        for b in &self.backends {
+            for (result, n) in [("ok", b.checks_ok), ("failed", b.checks_failed)] {
+                checks
+                    .get_or_create(&labels(&[("backend", &b.addr), ("result", result)]))
+                    .inc_by(n);
+            }
+        }
+        reg.register("backend_checks", "Health checks by result.", checks);
+        for (name, help, f) in [
+            (
+                "backend_transitions",
+                "Health state changes.",
+                (|b: &BackendStatus| b.transitions) as fn(&BackendStatus) -> u64,
+            ),
+            (
+                "backend_packets",
+                "Packets forwarded to or from the backend.",
+                |b| b.packets,
+            ),
+            (
+                "backend_bytes",
+                "Bytes forwarded to or from the backend.",
+                |b| b.bytes,
+            ),
+            ("backend_new_flows", "Flows assigned to the backend.", |b| {
+                b.new_flows
+            }),
+        ] {
+            let fam = Family::<Labels, Counter>::default();
+            for b in &self.backends {
+                fam.get_or_create(&labels(&[("backend", &b.addr)]))
+                    .inc_by(f(b));
+            }
+            reg.register(name, help, fam);
+        }
+        let reasons = Family::<Labels, Counter>::default();
+        for (k, v) in &self.reasons {
+            reasons.get_or_create(&labels(&[("reason", k)])).inc_by(*v);
+        }
+        reg.register(
+            "packets",
             "Packets seen by the XDP program, by verdict reason.",
-            self.reasons
-                .iter()
-                .map(|(k, v)| (format!("reason=\"{k}\""), v.to_string()))
-                .collect(),
+            reasons,
         );
         for (name, help, f) in [
             (
-                "vip_packets_total",
+                "vip_packets",
                 "Packets forwarded for the VIP (both directions).",
                 (|v: &VipTraffic| v.packets) as fn(&VipTraffic) -> u64,
             ),
             (
-                "vip_bytes_total",
+                "vip_bytes",
                 "Bytes forwarded for the VIP (both directions).",
-                |v: &VipTraffic| v.bytes,
+                |v| v.bytes,
             ),
-            (
-                "vip_new_flows_total",
-                "Flows created for the VIP.",
-                |v: &VipTraffic| v.new_flows,
-            ),
+            ("vip_new_flows", "Flows created for the VIP.", |v| {
+                v.new_flows
+            }),
         ] {
-            metric(
-                name,
-                "counter",
-                help,
-                self.vip_traffic
-                    .iter()
-                    .map(|v| (format!("vip=\"{}\"", v.vip), f(v).to_string()))
-                    .collect(),
-            );
+            let fam = Family::<Labels, Counter>::default();
+            for v in &self.vip_traffic {
+                fam.get_or_create(&labels(&[("vip", &v.vip)])).inc_by(f(v));
+            }
+            reg.register(name, help, fam);
         }
-        metric(
+        let gauge = |reg: &mut Registry, name: &str, help: &str, x: f64| {
+            let g = Gauge::<f64, AtomicU64>::default();
+            g.set(x);
+            reg.register(name, help, g);
+        };
+        let counter = |reg: &mut Registry, name: &str, help: &str, n: u64| {
+            let c = Counter::<u64>::default();
+            c.inc_by(n);
+            reg.register(name, help, c);
+        };
+        let int = |reg: &mut Registry, name: &str, help: &str, x: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(x);
+            reg.register(name, help, g);
+        };
+        let flag = i64::from;
+        int(
+            &mut reg,
             "conntrack_entries",
-            "gauge",
             "Tracked flows (confirmed: both ends have spoken).",
-            vec![(String::new(), self.conntrack_entries.to_string())],
+            self.conntrack_entries as i64,
         );
-        metric(
+        int(
+            &mut reg,
             "unconfirmed_flows",
-            "gauge",
             "Flows not confirmed yet (handshakes in progress, spoofed SYNs, stray packets).",
-            vec![(String::new(), self.unconfirmed_entries.to_string())],
+            self.unconfirmed_entries as i64,
         );
-        metric(
+        int(
+            &mut reg,
             "under_flood",
-            "gauge",
             "1 while more flows wait for confirmation than a control plane makes (a flood).",
-            vec![(String::new(), (self.under_flood() as u8).to_string())],
+            flag(self.under_flood()),
         );
-        metric(
-            "table_swaps_total",
-            "counter",
+        counter(
+            &mut reg,
+            "table_swaps",
             "Maglev table swaps.",
-            vec![(String::new(), self.table_swaps.to_string())],
+            self.table_swaps,
         );
         if let Some(ms) = self.last_reconcile_ms {
-            metric(
+            gauge(
+                &mut reg,
                 "reconcile_seconds",
-                "gauge",
                 "Last health transition to table swap.",
-                vec![(String::new(), format!("{:.6}", ms / 1000.0))],
+                ms / 1000.0,
             );
         }
         if let Some(ms) = self.last_detection_ms {
-            metric(
+            gauge(
+                &mut reg,
                 "detection_seconds",
-                "gauge",
                 "Last first failed check to table swap.",
-                vec![(String::new(), format!("{:.6}", ms / 1000.0))],
+                ms / 1000.0,
             );
         }
-        metric(
+        int(
+            &mut reg,
             "all_backends_down",
-            "gauge",
             "1 when no backend is healthy (table fails open).",
-            vec![(String::new(), (self.fail_open as u8).to_string())],
+            flag(self.fail_open),
         );
-        metric(
+        int(
+            &mut reg,
             "announcing",
-            "gauge",
             "1 when this node answers ARP for the VIPs.",
-            vec![(String::new(), (self.announcing as u8).to_string())],
+            flag(self.announcing),
         );
         if let Some(v) = &self.vrrp {
-            let one = |x: String| vec![(String::new(), x)];
-            metric(
+            int(
+                &mut reg,
                 "vrrp_master",
-                "gauge",
                 "1 when this node is the VRRP master.",
-                one(((v.state == "master") as u8).to_string()),
+                flag(v.state == "master"),
             );
-            metric(
+            int(
+                &mut reg,
                 "vrrp_priority",
-                "gauge",
                 "Priority advertised now (after the health penalty).",
-                one(v.priority.to_string()),
+                i64::from(v.priority),
             );
-            metric(
-                "vrrp_transitions_total",
-                "counter",
+            counter(
+                &mut reg,
+                "vrrp_transitions",
                 "VRRP state changes.",
-                one(v.transitions.to_string()),
+                v.transitions,
             );
-            metric(
-                "vrrp_adverts_sent_total",
-                "counter",
+            counter(
+                &mut reg,
+                "vrrp_adverts_sent",
                 "VRRP advertisements sent.",
-                one(v.adverts_sent.to_string()),
+                v.adverts_sent,
             );
-            metric(
-                "vrrp_adverts_received_total",
-                "counter",
+            counter(
+                &mut reg,
+                "vrrp_adverts_received",
                 "VRRP advertisements accepted.",
-                one(v.adverts_received.to_string()),
+                v.adverts_received,
             );
-            metric(
-                "vrrp_dropped_total",
-                "counter",
+            let drops = Family::<Labels, Counter>::default();
+            for (k, n) in &v.drops {
+                drops.get_or_create(&labels(&[("reason", k)])).inc_by(*n);
+            }
+            reg.register(
+                "vrrp_dropped",
                 "VRRP advertisements dropped, by reason.",
-                v.drops
-                    .iter()
-                    .map(|(k, n)| (format!("reason=\"{k}\""), n.to_string()))
-                    .collect(),
+                drops,
             );
-            metric(
+            int(
+                &mut reg,
                 "vrrp_guard_holding",
-                "gauge",
                 "1 while adverts for our VRID in another version or with another password arrive (never master then).",
-                one((v.guard_holding as u8).to_string()),
+                flag(v.guard_holding),
             );
-            metric(
-                "vrrp_conflict_adverts_total",
-                "counter",
+            let conflicts = Family::<Labels, Counter>::default();
+            for c in &v.conflicts {
+                let version = c.version.to_string();
+                conflicts
+                    .get_or_create(&labels(&[
+                        ("peer", &c.peer),
+                        ("reason", &c.reason),
+                        ("version", &version),
+                    ]))
+                    .inc_by(c.adverts);
+            }
+            reg.register(
+                "vrrp_conflict_adverts",
                 "Adverts for our VRID we cannot join, by sender, reason and version.",
-                v.conflicts
-                    .iter()
-                    .map(|c| {
-                        (
-                            format!(
-                                "peer=\"{}\",reason=\"{}\",version=\"{}\"",
-                                c.peer, c.reason, c.version
-                            ),
-                            c.adverts.to_string(),
-                        )
-                    })
-                    .collect(),
+                conflicts,
             );
         }
         if let Some(d) = &self.discovery {
-            metric(
-                "discovery_polls_total",
-                "counter",
-                "EndpointSlice polls by result.",
-                vec![
-                    ("result=\"ok\"".into(), d.polls_ok.to_string()),
-                    ("result=\"failed\"".into(), d.polls_failed.to_string()),
-                ],
-            );
-            metric(
+            let polls = Family::<Labels, Counter>::default();
+            for (result, n) in [("ok", d.polls_ok), ("failed", d.polls_failed)] {
+                polls
+                    .get_or_create(&labels(&[("result", result)]))
+                    .inc_by(n);
+            }
+            reg.register("discovery_polls", "EndpointSlice polls by result.", polls);
+            int(
+                &mut reg,
                 "discovery_masters",
-                "gauge",
                 "Ready API servers in the last EndpointSlice answer.",
-                vec![(String::new(), d.masters.len().to_string())],
+                d.masters.len() as i64,
             );
             if let Some(age) = d.last_success_age_s {
-                metric(
+                gauge(
+                    &mut reg,
                     "discovery_last_success_age_seconds",
-                    "gauge",
                     "Time since the last EndpointSlice answer.",
-                    vec![(String::new(), format!("{age:.3}"))],
+                    age,
                 );
             }
         }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
         out
     }
 
@@ -580,105 +586,81 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request head (request line and headers) read.
 pub const MAX_REQUEST_BYTES: usize = 8192;
 
-/// The path of a request head (everything before the blank line), or the status line to
-/// refuse it with: only `GET` over HTTP/1.x.
-///
-/// # Errors
-/// `400 Bad Request` for a malformed request line, `405 Method Not Allowed` for any method
-/// but `GET`.
-pub fn parse_request(head: &[u8]) -> Result<&str, &'static str> {
-    const BAD: &str = "400 Bad Request";
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)).map_err(|_| BAD)?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(BAD);
+/// The answer to a request that hyper parsed: `GET` only.
+fn route(
+    req: &hyper::Request<hyper::body::Incoming>,
+    source: &StatusSource,
+) -> Response<Full<Bytes>> {
+    let plain = |code: StatusCode, body: String| (code, "text/plain", body);
+    let (code, ctype, body) = if req.method() != hyper::Method::GET {
+        plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed\n".into(),
+        )
+    } else {
+        match req.uri().path() {
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                source().to_prometheus(),
+            ),
+            "/status" => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&source()).unwrap_or_default(),
+            ),
+            // Rendering the status takes the daemon's state lock: a stuck main loop makes
+            // this hang, and the liveness probe notices.
+            "/healthz" => {
+                let _ = source();
+                plain(StatusCode::OK, "ok\n".into())
+            }
+            _ => plain(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
     };
-    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || !target.starts_with('/') {
-        return Err(BAD);
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = code;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
+    if code == StatusCode::METHOD_NOT_ALLOWED {
+        h.insert(header::ALLOW, header::HeaderValue::from_static("GET"));
     }
-    if method != "GET" {
-        return Err("405 Method Not Allowed");
-    }
-    Ok(target.split('?').next().unwrap_or(target))
-}
-
-/// Reads a request head, at most [`MAX_REQUEST_BYTES`].
-async fn read_head(conn: &mut tokio::net::TcpStream) -> Result<Vec<u8>, Option<&'static str>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(end);
-            return Ok(buf);
-        }
-        if buf.len() >= MAX_REQUEST_BYTES {
-            return Err(Some("431 Request Header Fields Too Large"));
-        }
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Err(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    resp
 }
 
 async fn answer(mut conn: tokio::net::TcpStream, source: StatusSource) {
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut conn)).await {
-        Ok(Ok(h)) => Ok(h),
-        Ok(Err(None)) => return,
-        Ok(Err(Some(code))) => Err(code),
-        Err(_) => Err("408 Request Timeout"),
-    };
-    let parsed = head.as_deref().map_err(|c| *c).and_then(parse_request);
-    let refused = parsed.is_err();
-    let (code, ctype, body) = match parsed {
-        Ok("/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            source().to_prometheus(),
-        ),
-        Ok("/status") => (
-            "200 OK",
-            "application/json",
-            serde_json::to_string_pretty(&source()).unwrap_or_default(),
-        ),
-        // Rendering the status takes the daemon's state lock: a stuck main loop makes this
-        // hang, and the liveness probe notices.
-        Ok("/healthz") => {
-            let _ = source();
-            ("200 OK", "text/plain", "ok\n".into())
-        }
-        Ok(_) => ("404 Not Found", "text/plain", "not found\n".into()),
-        Err(code) => (code, "text/plain", format!("{code}\n")),
-    };
-    let allow = if code.starts_with("405") {
-        "Allow: GET\r\n"
-    } else {
-        ""
-    };
-    let resp = format!(
-        "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.write_all(resp.as_bytes())).await;
-    if refused {
-        // Closing with unread bytes would reset the connection before the client reads why:
-        // end our side, then read a little of what it still sends.
-        let _ = conn.shutdown().await;
-        let mut sink = [0u8; 4096];
-        let drain = async {
-            let mut left = 16 * MAX_REQUEST_BYTES;
-            while left > 0 {
-                match conn.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
+    let service = hyper::service::service_fn(|req| {
+        let resp = route(&req, &source);
+        async move { Ok::<_, std::convert::Infallible>(resp) }
+    });
+    // One request per connection; hyper answers a malformed head with 400 and one over
+    // MAX_REQUEST_BYTES with 431, and drops a client that is silent for REQUEST_TIMEOUT.
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .title_case_headers(true)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(&mut conn), service);
+    // The request's and the answer's time together (a client that stops reading).
+    let _ = tokio::time::timeout(2 * REQUEST_TIMEOUT, served).await;
+    // Closing with unread bytes (a refused request's rest) would reset the connection
+    // before the client reads why: end our side, then read a little of what it still sends.
+    let _ = conn.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut left = 16 * MAX_REQUEST_BYTES;
+        while left > 0 {
+            match conn.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
-    }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
 /// Serves `/metrics`, `/status` (JSON) and `/healthz` until the task is dropped: `GET` only,
@@ -762,7 +744,7 @@ pub fn recorded_addr(interface: &str) -> anyhow::Result<SocketAddr> {
 /// # Errors
 /// When the daemon cannot be reached or answers something else.
 pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
-    let mut conn = tokio::time::timeout(
+    let conn = tokio::time::timeout(
         Duration::from_secs(2),
         tokio::net::TcpStream::connect(addr),
     )
@@ -773,13 +755,24 @@ pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
             "cannot reach xvip at {addr}: {e} (is `xvip run` running, with this --metrics-addr?)"
         )
     })?;
-    conn.write_all(b"GET /status HTTP/1.1\r\nHost: xvip\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut body)).await??;
-    let text = String::from_utf8_lossy(&body);
-    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok(serde_json::from_str(json)?)
+    let _ = conn.set_nodelay(true);
+    let req = hyper::Request::get("/status")
+        .header(header::HOST, "xvip")
+        .header(header::CONNECTION, "close")
+        .body(http_body_util::Empty::new())?;
+    let exchange = async {
+        let (resp, _conn) = crate::http::send(conn, req).await?;
+        anyhow::ensure!(
+            resp.status() == StatusCode::OK,
+            "xvip at {addr} answered {}",
+            resp.status()
+        );
+        Ok(crate::http::body(resp, 16 << 20).await?)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("timeout reading the status from xvip at {addr}"))??;
+    Ok(serde_json::from_slice(&body)?)
 }
 
 #[cfg(test)]
@@ -877,6 +870,111 @@ mod tests {
         }
         let back: Status = serde_json::from_value(json).unwrap();
         assert!(!back.vrrp.unwrap().guard_holding);
+    }
+
+    /// Every optional part present, so every metric shows.
+    fn full_sample() -> Status {
+        let mut s = sample();
+        s.backends[0].check_ms = Some(1.5);
+        s.vip_traffic = vec![VipTraffic {
+            vip: "192.0.2.100:6443".into(),
+            packets: 3,
+            bytes: 300,
+            new_flows: 1,
+        }];
+        s.last_reconcile_ms = Some(0.4);
+        s.last_detection_ms = Some(610.0);
+        s.vrrp = Some(VrrpStatus {
+            state: "master".into(),
+            drops: [("bad_auth".to_string(), 2u64)].into(),
+            conflicts: vec![VrrpConflict {
+                peer: "192.0.2.2".into(),
+                reason: "version_mismatch".into(),
+                version: 2,
+                adverts: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        s.discovery = Some(DiscoveryStatus {
+            masters: vec!["192.0.2.11:6443".into()],
+            last_success_age_s: Some(0.5),
+            ..Default::default()
+        });
+        s
+    }
+
+    /// `TYPE name{label,...}` for every sample of an exposition; the type is found under
+    /// the sample's name or, for a counter, the name without `_total` (OpenMetrics).
+    fn shapes(text: &str) -> std::collections::BTreeSet<String> {
+        let mut types = BTreeMap::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                types.insert(name.to_string(), kind.to_string());
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, _) = l.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+            let mut keys: Vec<&str> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| kv.split_once('=').unwrap().0)
+                .collect();
+            keys.sort_unstable();
+            let kind = types
+                .get(name)
+                .or_else(|| types.get(name.trim_end_matches("_total")))
+                .unwrap_or_else(|| panic!("no TYPE for {name}"));
+            out.insert(format!("{kind} {name}{{{}}}", keys.join(",")));
+        }
+        out
+    }
+
+    #[test]
+    fn metric_names_types_and_labels_are_those_dashboards_know() {
+        // Taken from the hand-written exposition this one replaced.
+        let before = [
+            "counter xvip_backend_bytes_total{backend}",
+            "counter xvip_backend_checks_total{backend,result}",
+            "counter xvip_backend_new_flows_total{backend}",
+            "counter xvip_backend_packets_total{backend}",
+            "counter xvip_backend_transitions_total{backend}",
+            "counter xvip_discovery_polls_total{result}",
+            "counter xvip_packets_total{reason}",
+            "counter xvip_table_swaps_total{}",
+            "counter xvip_vip_bytes_total{vip}",
+            "counter xvip_vip_new_flows_total{vip}",
+            "counter xvip_vip_packets_total{vip}",
+            "counter xvip_vrrp_adverts_received_total{}",
+            "counter xvip_vrrp_adverts_sent_total{}",
+            "counter xvip_vrrp_conflict_adverts_total{peer,reason,version}",
+            "counter xvip_vrrp_dropped_total{reason}",
+            "counter xvip_vrrp_transitions_total{}",
+            "gauge xvip_all_backends_down{}",
+            "gauge xvip_announcing{}",
+            "gauge xvip_backend_check_latency_seconds{backend}",
+            "gauge xvip_backend_healthy{backend}",
+            "gauge xvip_backend_slots{backend}",
+            "gauge xvip_backend_weight{backend}",
+            "gauge xvip_conntrack_entries{}",
+            "gauge xvip_detection_seconds{}",
+            "gauge xvip_discovery_last_success_age_seconds{}",
+            "gauge xvip_discovery_masters{}",
+            "gauge xvip_reconcile_seconds{}",
+            "gauge xvip_under_flood{}",
+            "gauge xvip_unconfirmed_flows{}",
+            "gauge xvip_vrrp_guard_holding{}",
+            "gauge xvip_vrrp_master{}",
+            "gauge xvip_vrrp_priority{}",
+        ];
+        let now = shapes(&full_sample().to_prometheus());
+        let before: std::collections::BTreeSet<String> =
+            before.iter().map(|s| s.to_string()).collect();
+        assert_eq!(now, before, "{}", full_sample().to_prometheus());
     }
 
     #[tokio::test]

@@ -1,10 +1,15 @@
 //! Master discovery (`--discover-from-kubeconfig`): the `kubernetes` EndpointSlices of the
-//! `default` namespace list the API servers that hold a lease; xvip polls them and replaces
-//! its backend set with the ready ones, so masters that join or leave are followed.
+//! `default` namespace list the API servers that hold a lease; xvip lists, then watches
+//! them and replaces its backend set with the ready ones, so masters that join or leave
+//! are followed within a round trip.
 //!
-//! A small hand-written HTTPS GET, polled every [`POLL_INTERVAL`], instead of kube-rs: one
-//! read-only list call does not need kube-rs' client stack (hyper, tower, ~120 crates,
-//! +80 s of a clean build on two cores, measured), and polling needs no watch bookkeeping.
+//! A list, then a watch from its `resourceVersion` (`allowWatchBookmarks`), over HTTPS
+//! through hyper ([`crate::http`]) with k8s-openapi's types, instead of kube-rs: one list
+//! and one watch do not need kube-rs' client stack (tower, ~120 crates, +80 s of a clean
+//! build on two cores, measured). A watch the server ends is resumed from the last version
+//! seen (bookmarks keep it fresh); 410 Gone (the version left the server's cache) lists
+//! again; a failed list or watch is retried after a backoff from [`BACKOFF_MIN`] to
+//! [`BACKOFF_MAX`].
 //! The kubeconfig's credentials are honoured: the cluster CA (file or data), a client
 //! certificate (file or data) or a bearer token (inline or file), or
 //! `insecure-skip-tls-verify`.
@@ -22,7 +27,7 @@
 //! ready address is ignored the same way: it never empties the table.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -30,22 +35,28 @@ use std::{
 };
 
 use base64::Engine as _;
-use k8s_openapi::{List, api::discovery::v1::EndpointSlice};
+use k8s_openapi::{
+    List, api::discovery::v1::EndpointSlice, apimachinery::pkg::apis::meta::v1::WatchEvent,
+};
 use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
 use serde::Deserialize;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    sync::mpsc,
-    task::JoinHandle,
-};
+use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
 use tokio_rustls::TlsConnector;
 
-/// Time between two polls.
+/// How often the kubeconfig is looked for until it loads (and the interval discovery
+/// polled at before it watched).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// First wait after a failed list or watch; it doubles with each failure in a row.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts while the API is unreachable.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// The server ends a watch after this long (`timeoutSeconds`); it is resumed at once.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// A watch silent for this long (no event, no bookmark) is taken for dead.
+pub const WATCH_IDLE: Duration = Duration::from_secs(90);
 /// Bound on one request to one API server (connect, TLS, answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// The list call: EndpointSlices of the `kubernetes` service.
@@ -293,8 +304,15 @@ fn client_config(
 /// The ready masters of an EndpointSlice list: IPv4 addresses of endpoints whose `ready`
 /// condition is not false, at the slice's `https` port (6443 when it names none).
 pub fn ready_masters(list: &List<EndpointSlice>) -> BTreeSet<SocketAddrV4> {
+    ready_masters_of(&list.items)
+}
+
+/// [`ready_masters`] of any set of slices.
+pub fn ready_masters_of<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeSet<SocketAddrV4> {
     let mut out = BTreeSet::new();
-    for slice in &list.items {
+    for slice in slices {
         if slice.address_type != "IPv4" {
             continue;
         }
@@ -320,97 +338,68 @@ pub fn ready_masters(list: &List<EndpointSlice>) -> BTreeSet<SocketAddrV4> {
     out
 }
 
-/// One GET of [`PATH`] from `addr` (`name`: for SNI/verification and `Host`).
-async fn get_list(
+/// A TLS connection to `addr` (`name`: for SNI and verification).
+async fn connect(
     access: &ApiAccess,
     addr: SocketAddr,
     name: &str,
-) -> Result<List<EndpointSlice>, String> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let server_name = match name.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?,
     };
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let mut tls = TlsConnector::from(access.tls.clone())
+    TlsConnector::from(access.tls.clone())
         .connect(server_name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let auth = access
-        .bearer_token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "GET {PATH} HTTP/1.1\r\nHost: {name}\r\nUser-Agent: xvip-discovery\r\n\
-         Accept: application/json\r\n{auth}Connection: close\r\n\r\n"
-    );
-    tls.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    // Go's server may end a TLS stream without close_notify: take what came.
-    let _ = (&mut tls)
-        .take(MAX_RESPONSE as u64)
-        .read_to_end(&mut buf)
-        .await;
-    let body = parse_response(&buf)?;
+        .map_err(|e| format!("TLS: {e}"))
+}
+
+/// One GET of [`PATH`] from `addr` (`name`: for SNI/verification and `Host`).
+async fn get_list(
+    access: &ApiAccess,
+    addr: SocketAddr,
+    name: &str,
+) -> Result<List<EndpointSlice>, String> {
+    let tls = connect(access, addr, name).await?;
+    let body = get_body(tls, name, access.bearer_token.as_deref()).await?;
     serde_json::from_slice(&body).map_err(|e| format!("bad EndpointSlice list: {e}"))
 }
 
-/// Status line, headers and body (`Content-Length`, chunked, or to the end) of a response.
-fn parse_response(buf: &[u8]) -> Result<Vec<u8>, String> {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("incomplete HTTP answer ({} bytes)", buf.len()))?;
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    let code = status.split(' ').nth(1).unwrap_or_default();
-    if code != "200" {
-        return Err(format!(
-            "HTTP {}",
-            status.split_once(' ').map_or(status, |(_, s)| s)
-        ));
+/// A `GET` of `path` with discovery's headers.
+fn request(
+    path: &str,
+    host: &str,
+    bearer: Option<&str>,
+) -> Result<hyper::Request<http_body_util::Empty<bytes::Bytes>>, String> {
+    let mut req = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, "xvip-discovery")
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::CONNECTION, "close");
+    if let Some(t) = bearer {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
-    let body = &buf[end + 4..];
-    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        let mut out = Vec::new();
-        let mut rest = body;
-        loop {
-            let nl = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or("truncated chunk size")?;
-            let size_str = String::from_utf8_lossy(&rest[..nl]);
-            let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| format!("bad chunk size {size_str:?}"))?;
-            rest = &rest[nl + 2..];
-            if size == 0 {
-                return Ok(out);
-            }
-            if rest.len() < size {
-                return Err("truncated chunk".into());
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = rest.get(size + 2..).ok_or("truncated chunk")?;
-        }
+    req.body(http_body_util::Empty::new())
+        .map_err(|e| format!("bad request: {e}"))
+}
+
+/// `GET` [`PATH`] on `io` through hyper: the body of a 200 answer (sized, chunked or to
+/// the end), at most [`MAX_RESPONSE`] bytes.
+async fn get_body<I>(io: I, host: &str, bearer: Option<&str>) -> Result<bytes::Bytes, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let req = request(PATH, host, bearer)?;
+    let (resp, _conn) = crate::http::send(io, req).await.map_err(|e| e.text())?;
+    let status = resp.status();
+    if status != hyper::StatusCode::OK {
+        return Err(format!("HTTP {status}"));
     }
-    match header("content-length").map(|v| v.parse::<usize>()) {
-        Some(Ok(n)) if body.len() >= n => Ok(body[..n].to_vec()),
-        Some(Ok(n)) => Err(format!("truncated body: {} of {n} bytes", body.len())),
-        Some(Err(_)) => Err("bad Content-Length".into()),
-        None => Ok(body.to_vec()),
-    }
+    crate::http::body(resp, MAX_RESPONSE)
+        .await
+        .map_err(|e| e.text())
 }
 
 /// Asks the `candidates` (healthy backends) in turn, then the kubeconfig's server.
@@ -421,6 +410,27 @@ pub async fn poll_once(
     access: &ApiAccess,
     candidates: &[SocketAddrV4],
 ) -> Result<BTreeSet<SocketAddrV4>, DiscoveryError> {
+    list_once(access, candidates)
+        .await
+        .map(|l| ready_masters(&l.list))
+}
+
+/// A list and who answered it (to watch there).
+pub struct Listed {
+    pub list: List<EndpointSlice>,
+    pub addr: SocketAddr,
+    /// TLS name and `Host` used for `addr`.
+    pub name: String,
+}
+
+/// Like [`poll_once`], keeping the list and who answered.
+///
+/// # Errors
+/// [`DiscoveryError::NoAnswer`] with every server's reason.
+pub async fn list_once(
+    access: &ApiAccess,
+    candidates: &[SocketAddrV4],
+) -> Result<Listed, DiscoveryError> {
     let mut reasons = Vec::new();
     let mut targets: Vec<(SocketAddr, String)> = candidates
         .iter()
@@ -448,12 +458,144 @@ pub async fn poll_once(
     }
     for (addr, name) in targets {
         match tokio::time::timeout(REQUEST_TIMEOUT, get_list(access, addr, &name)).await {
-            Ok(Ok(list)) => return Ok(ready_masters(&list)),
+            Ok(Ok(list)) => return Ok(Listed { list, addr, name }),
             Ok(Err(e)) => reasons.push(format!("{addr}: {e}")),
             Err(_) => reasons.push(format!("{addr}: timeout after {REQUEST_TIMEOUT:?}")),
         }
     }
     Err(DiscoveryError::NoAnswer(reasons.join("; ")))
+}
+
+/// How a watch ended.
+#[derive(Debug, PartialEq)]
+pub enum WatchEnd {
+    /// The server closed it (its `timeoutSeconds`): resume from the last version.
+    Closed,
+    /// 410 Gone: the version is no longer in the server's cache; list again.
+    Expired,
+    /// Anything else, with the reason.
+    Failed(String),
+}
+
+/// A running watch of the `kubernetes` EndpointSlices.
+pub struct Watch {
+    body: hyper::body::Incoming,
+    _conn: crate::http::Connection,
+    buf: Vec<u8>,
+    events: std::collections::VecDeque<WatchEvent<EndpointSlice>>,
+}
+
+impl Watch {
+    /// Starts a watch at `addr` from `resource_version`.
+    ///
+    /// # Errors
+    /// [`WatchEnd::Expired`] on 410 Gone, [`WatchEnd::Failed`] otherwise.
+    pub async fn open(
+        access: &ApiAccess,
+        addr: SocketAddr,
+        name: &str,
+        resource_version: &str,
+    ) -> Result<Watch, WatchEnd> {
+        let path = format!(
+            "{PATH}&watch=1&resourceVersion={resource_version}&allowWatchBookmarks=true&timeoutSeconds={}",
+            WATCH_TIMEOUT.as_secs()
+        );
+        let start = async {
+            let tls = connect(access, addr, name).await?;
+            let req = request(&path, name, access.bearer_token.as_deref())?;
+            crate::http::send(tls, req).await.map_err(|e| e.text())
+        };
+        let (resp, conn) = tokio::time::timeout(REQUEST_TIMEOUT, start)
+            .await
+            .map_err(|_| {
+                WatchEnd::Failed(format!("{addr}: watch: timeout after {REQUEST_TIMEOUT:?}"))
+            })?
+            .map_err(|e| WatchEnd::Failed(format!("{addr}: watch: {e}")))?;
+        match resp.status() {
+            hyper::StatusCode::OK => Ok(Watch {
+                body: resp.into_body(),
+                _conn: conn,
+                buf: Vec::new(),
+                events: Default::default(),
+            }),
+            hyper::StatusCode::GONE => Err(WatchEnd::Expired),
+            status => Err(WatchEnd::Failed(format!("{addr}: watch: HTTP {status}"))),
+        }
+    }
+
+    /// The next event (a `BOOKMARK` included; an `ERROR` ends the watch).
+    ///
+    /// # Errors
+    /// How the watch ended.
+    pub async fn next(&mut self) -> Result<WatchEvent<EndpointSlice>, WatchEnd> {
+        use http_body_util::BodyExt as _;
+        loop {
+            match self.events.pop_front() {
+                Some(WatchEvent::ErrorStatus(st)) if st.code == Some(410) => {
+                    return Err(WatchEnd::Expired);
+                }
+                Some(WatchEvent::ErrorStatus(st)) => {
+                    return Err(WatchEnd::Failed(format!(
+                        "watch: {}",
+                        st.message.unwrap_or_default()
+                    )));
+                }
+                Some(WatchEvent::ErrorOther(_)) => {
+                    return Err(WatchEnd::Failed("watch: error event".into()));
+                }
+                Some(ev) => return Ok(ev),
+                None => {}
+            }
+            let frame = match tokio::time::timeout(WATCH_IDLE, self.body.frame()).await {
+                Err(_) => {
+                    return Err(WatchEnd::Failed(format!(
+                        "watch: silent for {WATCH_IDLE:?}"
+                    )));
+                }
+                Ok(None) => return Err(WatchEnd::Closed),
+                Ok(Some(Err(e))) => return Err(WatchEnd::Failed(format!("watch: {e}"))),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            self.buf.extend_from_slice(&data);
+            if self.buf.len() > MAX_RESPONSE {
+                return Err(WatchEnd::Failed("watch: event too large".into()));
+            }
+            take_events(&mut self.buf, &mut self.events)?;
+        }
+    }
+}
+
+/// Moves the complete events (JSON objects, one after the other, however the stream cut
+/// them) out of `buf` into `out`.
+fn take_events(
+    buf: &mut Vec<u8>,
+    out: &mut std::collections::VecDeque<WatchEvent<EndpointSlice>>,
+) -> Result<(), WatchEnd> {
+    let mut events =
+        serde_json::Deserializer::from_slice(buf).into_iter::<WatchEvent<EndpointSlice>>();
+    let mut used = 0;
+    let mut bad = None;
+    while let Some(ev) = events.next() {
+        match ev {
+            Ok(ev) => {
+                out.push_back(ev);
+                used = events.byte_offset();
+            }
+            Err(e) if e.is_eof() => break,
+            Err(e) => {
+                bad = Some(e);
+                break;
+            }
+        }
+    }
+    buf.drain(..used);
+    match bad {
+        Some(e) => Err(WatchEnd::Failed(format!("watch: bad event: {e}"))),
+        None => Ok(()),
+    }
 }
 
 /// Who to ask first: the daemon's currently healthy backends.
@@ -491,83 +633,153 @@ impl Report {
     }
 }
 
-/// Polls every [`POLL_INTERVAL`] and sends every non-empty set of ready masters (also an
-/// unchanged one: a SIGHUP may have put the static list back meanwhile). The
-/// kubeconfig is re-read until it loads (it appears with `kubeadm init`), and on every
-/// failure (credentials may have been rotated). Problems are logged once per change.
+/// The discovery task: lists, then watches, and sends every non-empty set of ready
+/// masters (on every change, and again on every bookmark: a SIGHUP may have put the static
+/// list back meanwhile). The kubeconfig is looked for every [`POLL_INTERVAL`] until it
+/// loads (it appears with `kubeadm init`), and re-read after every failure (credentials
+/// may have been rotated). Problems are logged once per change.
 pub fn spawn(
     kubeconfig: PathBuf,
     candidates: Candidates,
     report: SharedReport,
     tx: mpsc::Sender<BTreeSet<SocketAddrV4>>,
 ) -> JoinHandle<()> {
-    let note = move |f: &dyn Fn(&mut Report)| {
-        if let Ok(mut r) = report.lock() {
-            f(&mut r);
-        }
-    };
     tokio::spawn(async move {
+        let mut d = Discovery {
+            report,
+            tx,
+            last_seen: None,
+            last_problem: None,
+        };
         let mut access: Option<ApiAccess> = None;
-        let mut last_seen: Option<BTreeSet<SocketAddrV4>> = None;
-        let mut last_problem: Option<String> = None;
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = BACKOFF_MIN;
         loop {
-            tick.tick().await;
             if access.is_none() {
                 match load_kubeconfig(&kubeconfig) {
                     Ok(a) => access = Some(a),
                     Err(e) => {
-                        let why = e.to_string();
-                        note(&|r| r.failed(&why));
-                        log_once(
-                            &mut last_problem,
-                            format!("discovery: {why}; keeping the current backends"),
-                        );
+                        d.failed(&e.to_string());
+                        tokio::time::sleep(POLL_INTERVAL).await;
                         continue;
                     }
                 }
             }
             let Some(a) = &access else { continue };
-            match poll_once(a, &candidates()).await {
-                Ok(set) if set.is_empty() => {
-                    let why = "no ready API server listed";
-                    note(&|r| r.failed(why));
-                    log_once(
-                        &mut last_problem,
-                        format!("discovery: {why}; keeping the current backends"),
-                    );
-                }
-                Ok(set) => {
-                    note(&|r| {
-                        r.polls_ok += 1;
-                        r.last_success = Some(Instant::now());
-                        r.last_error = None;
-                        r.masters = set.clone();
-                    });
-                    if last_problem.take().is_some() {
-                        log::info!("discovery: the API answers again");
-                    }
-                    if last_seen.as_ref() != Some(&set) {
-                        log::info!("discovery: API servers {set:?}");
-                        last_seen = Some(set.clone());
-                    }
-                    if tx.send(set).await.is_err() {
-                        return;
+            let ended = match list_once(a, &candidates()).await {
+                Ok(listed) => {
+                    backoff = BACKOFF_MIN;
+                    match d.follow(a, listed).await {
+                        Some(end) => end,
+                        None => return,
                     }
                 }
-                Err(e) => {
-                    let why = e.to_string();
-                    note(&|r| r.failed(&why));
-                    log_once(
-                        &mut last_problem,
-                        format!("discovery: {why}; keeping the current backends"),
-                    );
+                Err(e) => WatchEnd::Failed(e.to_string()),
+            };
+            // A watch the server ended (its timeout) or expired (410) lists again; not at
+            // once, so a server that ends every watch at once cannot make this spin.
+            let wait = match ended {
+                WatchEnd::Closed | WatchEnd::Expired => BACKOFF_MIN,
+                WatchEnd::Failed(why) => {
+                    d.failed(&why);
                     access = None;
+                    let w = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    w
                 }
-            }
+            };
+            tokio::time::sleep(wait).await;
         }
     })
+}
+
+/// The discovery task's state between lists.
+struct Discovery {
+    report: SharedReport,
+    tx: mpsc::Sender<BTreeSet<SocketAddrV4>>,
+    last_seen: Option<BTreeSet<SocketAddrV4>>,
+    last_problem: Option<String>,
+}
+
+impl Discovery {
+    fn note(&self, f: impl FnOnce(&mut Report)) {
+        if let Ok(mut r) = self.report.lock() {
+            f(&mut r);
+        }
+    }
+
+    fn failed(&mut self, why: &str) {
+        self.note(|r| r.failed(why));
+        log_once(
+            &mut self.last_problem,
+            format!("discovery: {why}; keeping the current backends"),
+        );
+    }
+
+    /// Applies one answer (a list, an event or a bookmark). `None`: the daemon is gone.
+    async fn answer(&mut self, slices: &BTreeMap<String, EndpointSlice>) -> Option<()> {
+        let set = ready_masters_of(slices.values());
+        if set.is_empty() {
+            self.failed("no ready API server listed");
+            return Some(());
+        }
+        self.note(|r| {
+            r.polls_ok += 1;
+            r.last_success = Some(Instant::now());
+            r.last_error = None;
+            r.masters = set.clone();
+        });
+        if self.last_problem.take().is_some() {
+            log::info!("discovery: the API answers again");
+        }
+        if self.last_seen.as_ref() != Some(&set) {
+            log::info!("discovery: API servers {set:?}");
+            self.last_seen = Some(set.clone());
+        }
+        self.tx.send(set).await.ok()
+    }
+
+    /// Follows a list with a watch from its version until it ends. `None`: the daemon is
+    /// gone.
+    async fn follow(&mut self, access: &ApiAccess, listed: Listed) -> Option<WatchEnd> {
+        let mut version = listed
+            .list
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let mut slices: BTreeMap<String, EndpointSlice> = listed
+            .list
+            .items
+            .into_iter()
+            .map(|s| (s.metadata.name.clone().unwrap_or_default(), s))
+            .collect();
+        self.answer(&slices).await?;
+        let mut watch = match Watch::open(access, listed.addr, &listed.name, &version).await {
+            Ok(w) => w,
+            Err(end) => return Some(end),
+        };
+        loop {
+            let event = match watch.next().await {
+                Ok(ev) => ev,
+                Err(end) => return Some(end),
+            };
+            match event {
+                WatchEvent::Added(s) | WatchEvent::Modified(s) => {
+                    version = s.metadata.resource_version.clone().unwrap_or(version);
+                    slices.insert(s.metadata.name.clone().unwrap_or_default(), s);
+                }
+                WatchEvent::Deleted(s) => {
+                    version = s.metadata.resource_version.clone().unwrap_or(version);
+                    slices.remove(&s.metadata.name.clone().unwrap_or_default());
+                }
+                WatchEvent::Bookmark {
+                    resource_version, ..
+                } => version = resource_version,
+                WatchEvent::ErrorStatus(_) | WatchEvent::ErrorOther(_) => {}
+            }
+            self.answer(&slices).await?;
+        }
+    }
 }
 
 fn log_once(last: &mut Option<String>, problem: String) {
@@ -580,6 +792,7 @@ fn log_once(last: &mut Option<String>, problem: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SLICES: &str = r#"{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},
       "items":[{"metadata":{"name":"kubernetes","namespace":"default","labels":{"kubernetes.io/service-name":"kubernetes"}},
@@ -760,15 +973,53 @@ mod tests {
         assert_eq!(got, ["10.0.0.11:6443", "10.0.0.12:6443"]);
     }
 
-    #[test]
-    fn chunked_and_sized_answers_are_decoded_and_errors_named() {
+    #[tokio::test]
+    async fn chunked_and_sized_answers_are_decoded_and_errors_named() {
         let sized = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA";
-        assert_eq!(parse_response(sized).unwrap(), b"hello");
+        assert_eq!(&body_of(sized).await.unwrap()[..], b"hello");
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), b"hello");
-        let e = parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").unwrap_err();
+        assert_eq!(&body_of(chunked).await.unwrap()[..], b"hello");
+        let e = body_of(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap_err();
         assert_eq!(e, "HTTP 403 Forbidden");
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhi").is_err());
+        assert!(
+            body_of(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhi")
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn watch_events_are_taken_whole_however_the_stream_cuts_them() {
+        let stream = concat!(
+            r#"{"type":"MODIFIED","object":{"metadata":{"name":"kubernetes","resourceVersion":"7"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.11"]}]}}"#,
+            "\n",
+            r#"{"type":"BOOKMARK","object":{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"8"}}}"#,
+            "\n",
+            r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"Expired","code":410}}"#,
+            "\n"
+        )
+        .as_bytes();
+        for cut in 1..stream.len() {
+            let (mut buf, mut out) = (Vec::new(), std::collections::VecDeque::new());
+            for part in [&stream[..cut], &stream[cut..]] {
+                buf.extend_from_slice(part);
+                take_events(&mut buf, &mut out).unwrap();
+            }
+            assert!(buf.iter().all(u8::is_ascii_whitespace), "{cut}");
+            assert_eq!(out.len(), 3, "{cut}");
+            assert!(
+                matches!(&out[0], WatchEvent::Modified(s) if s.endpoints.as_ref().unwrap().len() == 1)
+            );
+            assert!(
+                matches!(&out[1], WatchEvent::Bookmark { resource_version, .. } if resource_version == "8")
+            );
+            assert!(matches!(&out[2], WatchEvent::ErrorStatus(s) if s.code == Some(410)));
+        }
+        let mut buf = b"{\"type\":\"MODIFIED\",\"object\":17}\n".to_vec();
+        let r = take_events(&mut buf, &mut Default::default());
+        assert!(matches!(r, Err(WatchEnd::Failed(m)) if m.contains("bad event")));
     }
 
     #[test]
@@ -818,8 +1069,18 @@ mod tests {
     }
 }
 
-/// Bounded fuzzing of the HTTP answer parser: whatever the API server (or an impostor on
-/// its address) answers.
+/// What [`get_body`] makes of `answer` from a fake server that then closes.
+#[cfg(test)]
+async fn body_of(answer: &[u8]) -> Result<bytes::Bytes, String> {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    crate::http::answer_after_request(server, vec![answer.to_vec()]);
+    tokio::time::timeout(Duration::from_secs(2), get_body(client, "192.0.2.1", None))
+        .await
+        .expect("an answer or an error, never a hang")
+}
+
+/// Bounded fuzzing of the answer's reading (hyper's parser and body decoding, and our
+/// error texts): whatever the API server (or an impostor on its address) answers.
 #[cfg(test)]
 mod fuzz_tests {
     use super::*;
@@ -829,14 +1090,14 @@ mod fuzz_tests {
     const CHUNKED: &[u8] =
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{\"it\r\n7\r\nems\":1}\r\n0\r\n\r\n";
 
-    #[test]
-    fn truncated_answers_are_errors_never_a_short_body() {
+    #[tokio::test]
+    async fn truncated_answers_are_errors_never_a_short_body() {
         for full in [SIZED, CHUNKED] {
-            let body = parse_response(full).unwrap();
-            assert_eq!(body, b"{\"items\":1}");
+            let body = body_of(full).await.unwrap();
+            assert_eq!(&body[..], b"{\"items\":1}");
             for cut in 0..full.len() {
-                match parse_response(&full[..cut]) {
-                    Err(e) => assert!(!e.is_empty() && !e.contains('\n')),
+                match body_of(&full[..cut]).await {
+                    Err(e) => assert!(!e.is_empty() && !e.contains('\n'), "{e:?}"),
                     // Only the chunked end marker's last bytes may be missing.
                     Ok(b) => assert_eq!(b, body, "{cut} bytes"),
                 }
@@ -844,8 +1105,8 @@ mod fuzz_tests {
         }
     }
 
-    #[test]
-    fn random_and_mutated_answers_never_panic_and_errors_are_one_line() {
+    #[tokio::test]
+    async fn random_and_mutated_answers_never_panic_and_errors_are_one_line() {
         let interesting: &[&[u8]] = &[
             b"\r\n",
             b"\r\n\r\n",
@@ -857,23 +1118,23 @@ mod fuzz_tests {
         ];
         let mut rng = Rng::new(0xd15c);
         let (mut ok, mut err) = (0, 0);
-        for case in 0..10_000 {
+        for case in 0..2_000 {
             let buf = match case % 5 {
                 0 => rng.bytes(200),
                 1 | 2 => rng.mutate(SIZED, interesting),
                 _ => rng.mutate(CHUNKED, interesting),
             };
-            match parse_response(&buf) {
+            match body_of(&buf).await {
                 Ok(body) => {
                     ok += 1;
                     assert!(body.len() <= buf.len(), "case {case}");
                 }
                 Err(e) => {
                     err += 1;
-                    assert!(!e.is_empty(), "case {case}");
+                    assert!(!e.is_empty() && !e.contains('\n'), "case {case}: {e:?}");
                 }
             }
         }
-        assert!(ok > 100 && err > 100, "{ok} ok, {err} errors");
+        assert!(ok > 50 && err > 50, "{ok} ok, {err} errors");
     }
 }

@@ -7,13 +7,18 @@
 //!
 //! ```text
 //! lab-apiserver --listen IP:PORT --name NAME [--not-ready-file PATH] [--plain]
-//!               [--endpointslices-file PATH]
+//!               [--endpointslices-file PATH] [--gone-file PATH]
 //! ```
 //!
 //! With `--endpointslices-file`, `GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices`
-//! (any query: the label selector is not evaluated) answers the file's content as JSON, read
-//! anew on every request so a test can change it; 503 while the file is missing. No watch:
-//! xvip's discovery polls.
+//! (the label selector is not evaluated) answers the file's content as JSON, read anew on
+//! every request so a test can change it, with a `resourceVersion` made of the file's mtime
+//! and length; 503 while the file is missing. With `watch=1` it streams watch events like a
+//! real API server: the file is looked at every 50 ms and each change is a `MODIFIED` event
+//! per EndpointSlice (at once when the version asked for is not the file's), a `BOOKMARK`
+//! every second, and the stream ends when the file is removed. While `--gone-file` exists a
+//! watch is refused with 410 Gone (an `ERROR` event on a running stream), as a real server
+//! answers a resource version too old for its cache: the client must list again.
 //!
 //! Once listening it prints `lab-apiserver NAME listening on IP:PORT (https|http)`, so
 //! a parent process can wait for that line instead of polling the port.
@@ -56,7 +61,16 @@ struct Args {
     /// JSON EndpointSliceList served for the `kubernetes` EndpointSlices (re-read per request).
     #[arg(long, value_name = "PATH")]
     endpointslices_file: Option<PathBuf>,
+    /// While this file exists, EndpointSlice watches are answered 410 Gone.
+    #[arg(long, value_name = "PATH")]
+    gone_file: Option<PathBuf>,
 }
+
+/// How often a watch looks at the EndpointSlices file.
+const WATCH_POLL: Duration = Duration::from_millis(50);
+/// Watch polls between two bookmarks (one a second).
+const BOOKMARK_EVERY: u32 = 20;
+const SLICES_PATH: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
 /// Longest request or header line accepted; real clients stay far below.
 const MAX_LINE: u64 = 8192;
@@ -75,6 +89,7 @@ struct Server {
     listen: SocketAddr,
     not_ready_file: Option<PathBuf>,
     endpointslices_file: Option<PathBuf>,
+    gone_file: Option<PathBuf>,
 }
 
 /// The parts of a request the routes look at.
@@ -82,6 +97,8 @@ struct Request {
     method: String,
     /// Path without the query string (kubectl sends `/version?timeout=32s`).
     path: String,
+    /// The query string, without `?`.
+    query: String,
     keep_alive: bool,
 }
 
@@ -116,6 +133,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         listen: listener.local_addr()?,
         not_ready_file: args.not_ready_file,
         endpointslices_file: args.endpointslices_file,
+        gone_file: args.gone_file,
     });
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     println!(
@@ -203,6 +221,19 @@ impl Server {
                 // A stream owns the connection until the client leaves.
                 return self.watch(stream).await;
             }
+            if request.method == "GET"
+                && request.path == SLICES_PATH
+                && self.endpointslices_file.is_some()
+                && query_param(&request.query, "watch").is_some_and(|v| v == "1" || v == "true")
+            {
+                if self.gone_file.as_ref().is_some_and(|f| f.exists()) {
+                    return self
+                        .respond(&mut stream, 410, JSON, gone_status(), false)
+                        .await;
+                }
+                let from = query_param(&request.query, "resourceVersion").unwrap_or_default();
+                return self.watch_slices(stream, from.to_string()).await;
+            }
             let (status, content_type, body) = self.route(&request).await;
             self.respond(&mut stream, status, content_type, body, request.keep_alive)
                 .await?;
@@ -226,15 +257,16 @@ impl Server {
             "/healthz" | "/livez" => (200, TEXT, "ok".into()),
             "/" | "/whoami" => (200, TEXT, format!("{}\n", self.name)),
             "/version" => (200, JSON, version_json()),
-            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices" => {
-                match &self.endpointslices_file {
-                    Some(file) => match tokio::fs::read_to_string(file).await {
-                        Ok(body) => (200, JSON, body),
-                        Err(_) => (503, TEXT, "no endpointslices file\n".into()),
-                    },
-                    None => (404, TEXT, "404 page not found\n".into()),
-                }
-            }
+            SLICES_PATH => match &self.endpointslices_file {
+                Some(file) => match read_slices(file) {
+                    Some((rv, mut list)) => {
+                        list["metadata"]["resourceVersion"] = rv.into();
+                        (200, JSON, list.to_string())
+                    }
+                    None => (503, TEXT, "no endpointslices file\n".into()),
+                },
+                None => (404, TEXT, "404 page not found\n".into()),
+            },
             "/api" => (
                 200,
                 JSON,
@@ -268,6 +300,7 @@ impl Server {
             200 => "OK",
             400 => "Bad Request",
             404 => "Not Found",
+            410 => "Gone",
             _ => "Service Unavailable",
         };
         let connection = if keep_alive { "keep-alive" } else { "close" };
@@ -309,6 +342,109 @@ impl Server {
         }
         Ok(())
     }
+}
+
+impl Server {
+    /// A watch of the EndpointSlices from resource version `from` (see the module docs).
+    async fn watch_slices<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        from: String,
+    ) -> io::Result<()> {
+        let Some(file) = &self.endpointslices_file else {
+            return Ok(());
+        };
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {JSON}\r\nTransfer-Encoding: chunked\r\n\
+             X-Lab-Server: {}\r\n\r\n",
+            self.name
+        );
+        wr.write_all(head.as_bytes()).await?;
+        wr.flush().await?;
+        let mut sent = from;
+        let mut ticker = tokio::time::interval(WATCH_POLL);
+        let mut scratch = [0u8; 512];
+        for n in 0u32.. {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                read = rd.read(&mut scratch) => if read? == 0 { return Ok(()) } else { continue },
+            }
+            if self.gone_file.as_ref().is_some_and(|f| f.exists()) {
+                let event = format!(r#"{{"type":"ERROR","object":{}}}"#, gone_status());
+                chunk(&mut wr, &event).await?;
+                break;
+            }
+            let Some(version) = slices_version(file) else {
+                break;
+            };
+            if version != sent {
+                // A file being rewritten may not parse yet: try again at the next poll.
+                if let Some((rv, list)) = read_slices(file) {
+                    for item in list["items"].as_array().into_iter().flatten() {
+                        let mut item = item.clone();
+                        item["metadata"]["resourceVersion"] = rv.clone().into();
+                        let event = serde_json::json!({"type": "MODIFIED", "object": item});
+                        chunk(&mut wr, &event.to_string()).await?;
+                    }
+                    sent = rv;
+                }
+            } else if n % BOOKMARK_EVERY == BOOKMARK_EVERY - 1 {
+                let event = serde_json::json!({"type": "BOOKMARK", "object": {
+                    "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+                    "metadata": {"resourceVersion": sent}}});
+                chunk(&mut wr, &event.to_string()).await?;
+            }
+        }
+        wr.write_all(b"0\r\n\r\n").await?;
+        wr.flush().await
+    }
+}
+
+/// One watch event as one chunk, a line of JSON.
+async fn chunk<W: AsyncWrite + Unpin>(wr: &mut W, event: &str) -> io::Result<()> {
+    let line = format!("{event}\n");
+    wr.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())
+        .await?;
+    wr.flush().await
+}
+
+/// The EndpointSlices file's resource version: its mtime and length.
+fn slices_version(file: &std::path::Path) -> Option<String> {
+    let m = std::fs::metadata(file).ok()?;
+    let t = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!(
+        "{}{:09}-{}",
+        t.as_secs(),
+        t.subsec_nanos(),
+        m.len()
+    ))
+}
+
+/// The file's version and its list, when it exists and parses.
+fn read_slices(file: &std::path::Path) -> Option<(String, serde_json::Value)> {
+    let version = slices_version(file)?;
+    let list = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    // Changed while read: the caller tries again.
+    (slices_version(file)? == version).then_some((version, list))
+}
+
+/// A 410 Status as the API server sends it for a resource version older than its cache.
+fn gone_status() -> String {
+    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version","reason":"Expired","code":410}"#.into()
+}
+
+/// The value of `name` in a query string (not percent-decoded).
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
 }
 
 /// The `/version` answer, in the shape `kubectl version` decodes.
@@ -391,6 +527,11 @@ async fn read_request<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Option<R
     Ok(Some(Request {
         method: method.to_owned(),
         path: target.split('?').next().unwrap_or_default().to_owned(),
+        query: target
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or_default()
+            .to_owned(),
         keep_alive,
     }))
 }
