@@ -25,6 +25,17 @@ fn lab(tag: &str) -> Lab {
 /// Starts the lab API server on `host`:6443 with a not-ready file and, when given, the
 /// EndpointSlices file; waits for its banner.
 fn start_apiserver(lab: &mut Lab, host: &str, files: &Files, slices: Option<&Path>) {
+    start_apiserver_gone(lab, host, files, slices, None);
+}
+
+/// [`start_apiserver`], answering EndpointSlice watches 410 Gone while `gone` exists.
+fn start_apiserver_gone(
+    lab: &mut Lab,
+    host: &str,
+    files: &Files,
+    slices: Option<&Path>,
+    gone: Option<&Path>,
+) {
     let h = lab.host(host);
     let mut cmd = h.ns.cmd(apiserver_bin());
     cmd.args(["--listen", &format!("{}:6443", h.ip), "--name", host])
@@ -32,6 +43,9 @@ fn start_apiserver(lab: &mut Lab, host: &str, files: &Files, slices: Option<&Pat
         .arg(files.path(&format!("{host}.notready")));
     if let Some(s) = slices {
         cmd.arg("--endpointslices-file").arg(s);
+    }
+    if let Some(g) = gone {
+        cmd.arg("--gone-file").arg(g);
     }
     lab.spawn_apiserver(&format!("apiserver-{host}"), cmd)
         .expect("apiserver");
@@ -271,6 +285,107 @@ fn discovery_follows_the_kubernetes_endpointslices_and_keeps_the_last_set_withou
     assert_eq!(d.masters, ["192.0.2.11:6443", "192.0.2.12:6443"]);
     assert!(d.polls_ok >= 4 && d.polls_failed >= 4, "{d:?}");
     assert!(d.last_success_age_s.unwrap() > 8.0, "{d:?}");
+}
+
+#[test]
+fn discovery_picks_up_an_endpointslice_change_through_the_watch_and_lists_again_after_410() {
+    let files = Files::new("dwatch");
+    let mut lab = lab("dwatch");
+    let slices = files.path("slices.json");
+    let gone = files.path("gone");
+    std::fs::write(
+        &slices,
+        slices_json(&[("192.0.2.11", true), ("192.0.2.12", true)]),
+    )
+    .unwrap();
+    for (m, _) in MASTERS {
+        start_apiserver_gone(&mut lab, m, &files, Some(&slices), Some(&gone));
+    }
+    let kc = files.str("admin.conf");
+    std::fs::write(&kc, kubeconfig(&format!("https://{VIP}:6443"))).unwrap();
+    lab.start_xvip(
+        "lb",
+        &[
+            "--interface",
+            "eth0",
+            "--vip",
+            VIP,
+            "--backend",
+            "192.0.2.11",
+            "--discover-from-kubeconfig",
+            &kc,
+        ],
+    )
+    .unwrap();
+    lab.wait_status("lb", Duration::from_secs(10), |s| {
+        backend_set(s) == set(&["192.0.2.11", "192.0.2.12"])
+    })
+    .expect("the listed set");
+    // The watch is open once its first bookmark (1 s) counted as an answer.
+    let answers = |lab: &Lab| {
+        lab.xvip_status("lb")
+            .ok()
+            .and_then(|s| s.discovery)
+            .map_or(0, |d| d.polls_ok)
+    };
+    let listed = answers(&lab);
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.discovery.as_ref().is_some_and(|d| d.polls_ok > listed)
+    })
+    .expect("a bookmark on the watch");
+
+    // A change reaches the daemon through the watch, not at the next poll.
+    let change = |lab: &Lab, eps: &[(&str, bool)], want: &[&str], what: &str| {
+        std::fs::write(&slices, slices_json(eps)).unwrap();
+        let took = lab
+            .wait_status("lb", Duration::from_secs(8), |s| {
+                backend_set(s) == set(want)
+            })
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        println!(
+            "{what}: picked up through the watch in {:.0} ms (the poll interval was {:?})",
+            took.as_secs_f64() * 1e3,
+            xvip::discovery::POLL_INTERVAL
+        );
+        took
+    };
+    let took = change(
+        &lab,
+        &[
+            ("192.0.2.11", true),
+            ("192.0.2.12", true),
+            ("192.0.2.13", true),
+        ],
+        &["192.0.2.11", "192.0.2.12", "192.0.2.13"],
+        "m3 joined",
+    );
+    assert!(took < xvip::discovery::POLL_INTERVAL / 2, "{took:?}");
+
+    // 410 Gone: the running watch ends with an ERROR event, new ones are refused; discovery
+    // lists again (the set stays) and watches once the server has the version again.
+    std::fs::write(&gone, "").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        backend_set(&lab.xvip_status("lb").unwrap()),
+        set(&["192.0.2.11", "192.0.2.12", "192.0.2.13"])
+    );
+    std::fs::remove_file(&gone).unwrap();
+    let listed = answers(&lab);
+    lab.wait_status("lb", Duration::from_secs(5), |s| {
+        s.discovery
+            .as_ref()
+            .is_some_and(|d| d.polls_ok > listed + 1)
+    })
+    .expect("listed and watching again after 410");
+    let took = change(
+        &lab,
+        &[("192.0.2.11", true), ("192.0.2.13", true)],
+        &["192.0.2.11", "192.0.2.13"],
+        "m2 left after a 410",
+    );
+    assert!(took < xvip::discovery::POLL_INTERVAL / 2, "{took:?}");
+    let d = lab.xvip_status("lb").unwrap().discovery.unwrap();
+    assert!(d.last_error.is_none(), "{d:?}");
 }
 
 /// The kubectl binary: `XVIP_KUBECTL` or `kubectl` from PATH.
