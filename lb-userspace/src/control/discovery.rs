@@ -417,7 +417,9 @@ pub async fn poll_once(
 
 /// A list and who answered it (to watch there).
 pub struct Listed {
+    /// The EndpointSlices, with the version to watch from.
     pub list: List<EndpointSlice>,
+    /// The API server that answered.
     pub addr: SocketAddr,
     /// TLS name and `Host` used for `addr`.
     pub name: String,
