@@ -13,6 +13,7 @@ pub mod dataplane;
 pub mod deploy;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod route;
 pub mod sys;
 
 pub use announce::{arp, vrrp};

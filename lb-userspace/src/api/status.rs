@@ -145,6 +145,9 @@ pub struct Status {
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,
+    /// The VIP routes of routed mode (`--announce route`), when enabled.
+    #[serde(default)]
+    pub route: Option<crate::route::RouteStatus>,
 }
 
 impl Status {
@@ -338,6 +341,21 @@ impl Status {
             "1 when this node answers ARP for the VIPs.",
             vec![(String::new(), (self.announcing as u8).to_string())],
         );
+        if let Some(r) = &self.route {
+            metric(
+                "route_announced",
+                "gauge",
+                "1 when the VIP routes are in the routing table (routed mode); reason says why not.",
+                vec![(
+                    format!(
+                        "table=\"{}\",reason=\"{}\"",
+                        r.table,
+                        r.reason.as_deref().unwrap_or("")
+                    ),
+                    (r.announced as u8).to_string(),
+                )],
+            );
+        }
         if let Some(v) = &self.vrrp {
             let one = |x: String| vec![(String::new(), x)];
             metric(
@@ -503,6 +521,9 @@ impl Status {
                 nonzero.join(" ")
             }
         );
+        if let Some(r) = &self.route {
+            let _ = writeln!(o, "{}", r.line());
+        }
         if let Some(v) = &self.vrrp {
             let drops: Vec<String> = v
                 .drops
