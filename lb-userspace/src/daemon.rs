@@ -897,7 +897,12 @@ fn sync_route(shared: &Mutex<Shared>, spec: &crate::route::RouteSpec, stopping: 
     if st.announced != was || st.reason != was_reason {
         st.changes += 1;
         if st.announced {
-            tracing::info!(table = spec.table, "route announced: {:?}/32 in table {}", spec.vips, spec.table);
+            tracing::info!(
+                table = spec.table,
+                "route announced: {:?}/32 in table {}",
+                spec.vips,
+                spec.table
+            );
         } else {
             tracing::info!(
                 table = spec.table,

@@ -246,7 +246,11 @@ pub fn withdraw(spec: &RouteSpec) -> Result<(), RouteError> {
 
 fn delete(s: &Socket, m: RouteMessage) -> Result<(), RouteError> {
     let (vip, table) = (destination(&m), table_of(&m));
-    send(s, RouteNetlinkMessage::DelRoute(m), NLM_F_REQUEST | NLM_F_ACK)?;
+    send(
+        s,
+        RouteNetlinkMessage::DelRoute(m),
+        NLM_F_REQUEST | NLM_F_ACK,
+    )?;
     match ack(s) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
@@ -300,9 +304,7 @@ pub fn ours(ifindex: u32) -> Result<Vec<(Ipv4Addr, u32)>, RouteError> {
     let mut buf = vec![0u8; 64 << 10];
     // Bounded: a dump of 4,096 reads is far beyond any route table xvip shares a node with.
     for _ in 0..4096 {
-        let n = s
-            .recv(&mut &mut buf[..], 0)
-            .map_err(RouteError::Socket)?;
+        let n = s.recv(&mut &mut buf[..], 0).map_err(RouteError::Socket)?;
         let mut off = 0;
         while off < n {
             let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n])
@@ -371,10 +373,7 @@ mod tests {
             decide(input(true, 0, false)),
             Err(Withdrawn::NoHealthyBackend)
         );
-        assert_eq!(
-            Withdrawn::NoHealthyBackend.reason(),
-            "no healthy backend"
-        );
+        assert_eq!(Withdrawn::NoHealthyBackend.reason(), "no healthy backend");
     }
 
     #[test]
@@ -403,7 +402,10 @@ mod tests {
         assert_eq!(r.line(), "route: ANNOUNCED in table 200 (1 changes)");
         r.announced = false;
         r.reason = Some(Withdrawn::NoHealthyBackend.reason().into());
-        assert!(r.line().contains("WITHDRAWN from table 200: no healthy backend"));
+        assert!(
+            r.line()
+                .contains("WITHDRAWN from table 200: no healthy backend")
+        );
     }
 
     #[test]

@@ -70,7 +70,10 @@ impl Routed {
             hosts.push((n, ip.parse().unwrap()));
         }
         for i in 1..=3u8 {
-            hosts.push((["m1", "m2", "m3"][i as usize - 1], Ipv4Addr::new(192, 0, 2, 10 + i)));
+            hosts.push((
+                ["m1", "m2", "m3"][i as usize - 1],
+                Ipv4Addr::new(192, 0, 2, 10 + i),
+            ));
         }
         let mut lab = Lab::new(tag, &hosts).expect("lab");
         for m in ["m1", "m2", "m3"] {
@@ -80,7 +83,15 @@ impl Routed {
         let router = &lab.host("router").ns;
         router
             .ip(&[
-                "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns",
+                "link",
+                "add",
+                "eth1",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
                 &client.name,
             ])
             .expect("client veth");
@@ -133,9 +144,26 @@ impl Routed {
 
     fn start_xvip(&mut self, node: &str, ip: &str, extra: &[&str]) {
         let mut args = vec![
-            "--interface", "eth0", "--vip", VIP, "--backend", "192.0.2.11", "--backend",
-            "192.0.2.12", "--backend", "192.0.2.13", "--announce", "route", "--route-table",
-            TABLE, "--snat-ip", ip, "--snat-ports", SNAT_PORTS, "--health-interval", "100ms",
+            "--interface",
+            "eth0",
+            "--vip",
+            VIP,
+            "--backend",
+            "192.0.2.11",
+            "--backend",
+            "192.0.2.12",
+            "--backend",
+            "192.0.2.13",
+            "--announce",
+            "route",
+            "--route-table",
+            TABLE,
+            "--snat-ip",
+            ip,
+            "--snat-ports",
+            SNAT_PORTS,
+            "--health-interval",
+            "100ms",
         ];
         args.extend_from_slice(extra);
         self.lab.start_xvip(node, &args).expect("start xvip");
@@ -228,11 +256,25 @@ fn the_router_spreads_clients_over_both_nodes_and_sigterm_withdraws_without_fail
     let mut r = Routed::new("ecmp");
     r.serving();
     // Routed mode answers no ARP for the VIP and puts a unicast link route in the table.
-    let table = r.lab.host("n1").ns.ip(&["route", "show", "table", TABLE, "proto", "249"]).unwrap();
-    assert!(table.contains(&format!("{VIP} dev eth0")) && table.contains("scope link"), "{table}");
+    let table = r
+        .lab
+        .host("n1")
+        .ns
+        .ip(&["route", "show", "table", TABLE, "proto", "249"])
+        .unwrap();
+    assert!(
+        table.contains(&format!("{VIP} dev eth0")) && table.contains("scope link"),
+        "{table}"
+    );
     let st = r.lab.xvip_status("n1").unwrap();
     assert!(!st.announcing, "routed mode must not answer ARP");
-    let metrics = sh(r.lab.host("n1").ns.cmd("curl").args(["-s", "127.0.0.1:9106/metrics"])).unwrap();
+    let metrics = sh(r
+        .lab
+        .host("n1")
+        .ns
+        .cmd("curl")
+        .args(["-s", "127.0.0.1:9106/metrics"]))
+    .unwrap();
     let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
     assert!(
         metrics.contains("xvip_route_announced{table=\"200\",reason=\"\"} 1"),
@@ -251,8 +293,14 @@ fn the_router_spreads_clients_over_both_nodes_and_sigterm_withdraws_without_fail
         .zip(&before)
         .map(|((n, _), b)| r.new_flows(n) - b)
         .collect();
-    println!("40 requests: masters {answers:?}, new flows n1 {} n2 {}", carried[0], carried[1]);
-    assert!(carried.iter().all(|c| *c > 0), "both nodes carry traffic: {carried:?}");
+    println!(
+        "40 requests: masters {answers:?}, new flows n1 {} n2 {}",
+        carried[0], carried[1]
+    );
+    assert!(
+        carried.iter().all(|c| *c > 0),
+        "both nodes carry traffic: {carried:?}"
+    );
     assert!(carried.iter().sum::<u64>() >= 40, "{carried:?}");
 
     // SIGTERM n1 while the client keeps asking.
@@ -317,7 +365,8 @@ fn a_node_whose_backends_are_all_down_withdraws_and_announces_again() {
     // Every master unreachable from n1 only: its health checks fail, n2's do not.
     let n1 = &r.lab.host("n1").ns;
     for m in ["192.0.2.11", "192.0.2.12", "192.0.2.13"] {
-        n1.ip(&["route", "add", "blackhole", &format!("{m}/32")]).unwrap();
+        n1.ip(&["route", "add", "blackhole", &format!("{m}/32")])
+            .unwrap();
     }
     let t = r
         .lab
@@ -329,16 +378,26 @@ fn a_node_whose_backends_are_all_down_withdraws_and_announces_again() {
         .expect("n1 withdraws");
     let hops = r.wait_hops(&["192.0.2.3"], Duration::from_secs(3));
     println!("all backends down on n1: withdrawn after {t:?}, router moved {hops:?} later");
-    let table = sh(r.lab.host("n1").ns.cmd(tests::lab::xvip_bin()).args(["status"])).unwrap();
+    let table = sh(r
+        .lab
+        .host("n1")
+        .ns
+        .cmd(tests::lab::xvip_bin())
+        .args(["status"]))
+    .unwrap();
     let table = String::from_utf8_lossy(&table.stdout).to_string();
-    assert!(table.contains("route: WITHDRAWN from table 200: no healthy backend"), "{table}");
+    assert!(
+        table.contains("route: WITHDRAWN from table 200: no healthy backend"),
+        "{table}"
+    );
     for i in 0..10 {
         Routed::request(&r.client.name, Duration::from_secs(3))
             .unwrap_or_else(|e| panic!("request {i} via n2 failed: {e}"));
     }
     let n1 = &r.lab.host("n1").ns;
     for m in ["192.0.2.11", "192.0.2.12", "192.0.2.13"] {
-        n1.ip(&["route", "del", "blackhole", &format!("{m}/32")]).unwrap();
+        n1.ip(&["route", "del", "blackhole", &format!("{m}/32")])
+            .unwrap();
     }
     r.wait_hops(&["192.0.2.2", "192.0.2.3"], Duration::from_secs(10));
 }
@@ -374,13 +433,27 @@ fn detach_removes_the_route_a_killed_xvip_left() {
 fn routed_mode_with_vrrp_exits_2_naming_both() {
     let out = std::process::Command::new(tests::lab::xvip_bin())
         .args([
-            "check-config", "--interface", "lo", "--vip", VIP, "--backend", "192.0.2.11",
-            "--announce", "route", "--snat-ip", "192.0.2.2", "--vrrp-vrid", "5",
+            "check-config",
+            "--interface",
+            "lo",
+            "--vip",
+            VIP,
+            "--backend",
+            "192.0.2.11",
+            "--announce",
+            "route",
+            "--snat-ip",
+            "192.0.2.2",
+            "--vrrp-vrid",
+            "5",
         ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--announce") && err.contains("--vrrp-vrid"), "{err}");
+    assert!(
+        err.contains("--announce") && err.contains("--vrrp-vrid"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

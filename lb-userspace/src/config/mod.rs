@@ -1286,7 +1286,10 @@ mod routed_tests {
             ..routed()
         });
         assert_eq!(field, "--announce");
-        assert!(msg.contains("route") && msg.contains("--vrrp-vrid"), "{msg}");
+        assert!(
+            msg.contains("route") && msg.contains("--vrrp-vrid"),
+            "{msg}"
+        );
     }
 
     #[test]
