@@ -35,17 +35,22 @@ struct Routed {
     dir: TempDir,
 }
 
+/// BFD on the segment: a dead node is noticed in 3 x 100 ms, not the 3 s hold time.
+const BFD: &str = "protocol bfd { interface \"eth0\" { min rx interval 100 ms; \
+                   min tx interval 100 ms; multiplier 3; }; }\n";
+
 fn router_conf() -> String {
-    let mut c = String::from(
+    let c = String::from(
         "router id 192.0.2.1;\nlog stderr { warning, error, fatal };\n\
-         protocol device { scan time 1; }\n\
+         protocol device { scan time 1; }\n{BFD}\
          protocol kernel { ipv4 { import none; export all; }; merge paths on; }\n",
     );
+    let mut c = c.replace("{BFD}", BFD);
     for (name, ip) in NODES {
         c += &format!(
             "protocol bgp {name} {{ local 192.0.2.1 as 65000; neighbor {ip} as 65001; \
              hold time 3; keepalive time 1; connect delay time 1; connect retry time 1; \
-             error wait time 1, 2; ipv4 {{ import all; export none; }}; }}\n"
+             error wait time 1, 2; bfd on; ipv4 {{ import all; export none; }}; }}\n"
         );
     }
     c
@@ -54,12 +59,12 @@ fn router_conf() -> String {
 fn node_conf(ip: &str) -> String {
     format!(
         "router id {ip};\nlog stderr {{ warning, error, fatal }};\n\
-         protocol device {{ scan time 1; }}\n\
+         protocol device {{ scan time 1; }}\n{BFD}\
          protocol kernel xvip {{ kernel table {TABLE}; learn; scan time 1; \
          ipv4 {{ import all; export none; }}; }}\n\
          protocol bgp uplink {{ local {ip} as 65001; neighbor 192.0.2.1 as 65000; \
          hold time 3; keepalive time 1; connect delay time 1; connect retry time 1; \
-         error wait time 1, 2; ipv4 {{ import none; export where proto = \"xvip\"; }}; }}\n"
+         error wait time 1, 2; bfd on; ipv4 {{ import none; export where proto = \"xvip\"; }}; }}\n"
     )
 }
 
@@ -456,4 +461,84 @@ fn routed_mode_with_vrrp_exits_2_naming_both() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_dying_node_costs_new_connects_well_under_1_5_s_with_bfd() {
+    let mut r = Routed::new("bfd");
+    r.serving();
+    // Let BFD sessions come up before the failure.
+    thread::sleep(Duration::from_secs(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    // Four clients in parallel, each asking again 20 ms after an answer: (start, ok).
+    let loads: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, client) = (stop.clone(), r.client.name.clone());
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                for _ in 0..2000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let at = t0.elapsed();
+                    let ok = Routed::request(&client, Duration::from_secs(1)).is_ok();
+                    seen.push((at, ok));
+                    thread::sleep(Duration::from_millis(20));
+                }
+                seen
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    // The node dies: its cable first (switch port p1; nothing it sends gets out, so no
+    // FIN and no BGP notification reach the router), then its BIRD. Not `ip link set eth0
+    // down` on the node: that deletes the route and its BIRD would withdraw at once.
+    // A static FDB entry keeps the switch from flooding n1's frames to n2 once the port
+    // is down: n2's XDP program would serve them (it does not look at the MAC), which no
+    // real cable cut does.
+    let mac = r
+        .lab
+        .host("n1")
+        .ns
+        .ip(&["-br", "link", "show", "eth0"])
+        .unwrap();
+    let mac = mac.split_whitespace().nth(2).expect("n1's MAC").to_string();
+    sh(r.lab
+        .switch
+        .cmd("bridge")
+        .args(["fdb", "replace", &mac, "dev", "p1", "master", "static"]))
+    .unwrap();
+    let down = t0.elapsed();
+    r.lab.switch.ip(&["link", "set", "p1", "down"]).unwrap();
+    r.lab.kill("bird-n1").unwrap();
+    r.wait_hops(&["192.0.2.3"], Duration::from_secs(5));
+    let gone = t0.elapsed() - down;
+    thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<(Duration, bool)> = loads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let failed: Vec<Duration> = seen
+        .iter()
+        .filter(|(at, ok)| !ok && *at + Duration::from_millis(50) >= down)
+        .map(|(at, _)| *at)
+        .collect();
+    let last_failed = failed.iter().max().copied().unwrap_or(down);
+    let cost = last_failed.saturating_sub(down);
+    println!(
+        "node n1 died: the router dropped it {gone:?} after its cable was cut; new connects failed for {cost:?} \
+         ({} of {} requests failed)",
+        failed.len(),
+        seen.len()
+    );
+    assert!(
+        seen.iter()
+            .filter(|(at, ok)| *ok && *at > down + cost)
+            .count()
+            > 10,
+        "clients are served after the failure"
+    );
+    assert!(
+        cost < Duration::from_millis(1500),
+        "new connects failed for {cost:?}"
+    );
 }
