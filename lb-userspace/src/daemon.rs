@@ -51,6 +51,9 @@ pub enum DaemonError {
     /// The VRRP socket could not be set up.
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::VrrpError),
+    /// Routed mode's routes could not be read or changed.
+    #[error(transparent)]
+    Route(#[from] crate::route::RouteError),
     /// Anything else at run time.
     #[error("{0}")]
     Runtime(String),
@@ -95,6 +98,10 @@ struct Shared {
     /// Each backend's next hop, from the route table at the last resolution round: ARP
     /// answers are matched against it without reading the route table per packet.
     next_hops: BTreeMap<SocketAddrV4, Ipv4Addr>,
+    /// Routed mode's VIP routes (`--announce route`).
+    route: Option<crate::route::RouteStatus>,
+    /// The last route change failed: retried on the next tick rather than on every event.
+    route_failed: bool,
 }
 
 /// Every backend's next hop, from one read of the route table.
@@ -283,7 +290,22 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         // With VRRP, only the master answers ARP for the VIPs.
         // `--announce none` (per-node mode): never.
         announcing: settings.vrrp.is_none() && settings.announce == Announce::Arp,
+        route: (settings.announce == Announce::Route).then(|| crate::route::RouteStatus {
+            announced: false,
+            table: settings.route_table,
+            reason: Some(crate::route::Withdrawn::NotAttached.reason().into()),
+            changes: 0,
+        }),
+        route_failed: false,
     }));
+    let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
+        vips: settings.vips.iter().map(|v| v.addr).collect(),
+        ifindex: iface.index,
+        table: settings.route_table,
+    });
+    if let Some(spec) = &route_spec {
+        drop_stale_routes(spec);
+    }
 
     let (vrrp_tx, mut vrrp_rx) = mpsc::unbounded_channel();
     let (serve_tx, serve_rx) = tokio::sync::watch::channel(true);
@@ -420,6 +442,9 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let mut garp_burst = 0u32;
     let mut garp_burst_at = tokio::time::Instant::now();
     loop {
+        if let Some(spec) = &route_spec {
+            sync_route(&shared, spec, false, false);
+        }
         if vrrp.is_some() {
             let ok = can_serve(&shared);
             serve_tx.send_if_modified(|v| std::mem::replace(v, ok) != ok);
@@ -474,7 +499,13 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
                 if shared.lock().expect("poisoned").announcing
                     && let Err(e) = arp.announce(iface.mac, &vip_addrs) { log::warn!("gratuitous ARP: {e}"); }
             }
-            _ = resolve_tick.tick() => resolve_all(&shared),
+            _ = resolve_tick.tick() => {
+                resolve_all(&shared);
+                // Re-assert the routes: a flushed table (or a failed change) heals within a tick.
+                if let Some(spec) = &route_spec {
+                    sync_route(&shared, spec, false, true);
+                }
+            }
             Some(state) = vrrp_rx.recv(), if vrrp.is_some() => {
                 let master = state == crate::vrrp::State::Master;
                 shared.lock().expect("poisoned").announcing = master;
@@ -496,6 +527,14 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     // Stop announcing first, so neighbours stop sending here, then detach.
     shared.lock().expect("poisoned").announcing = false;
+    if let Some(spec) = &route_spec {
+        sync_route(&shared, spec, true, true);
+        if !settings.keep_attached {
+            // Keep forwarding while the BGP daemons withdraw the route and the router
+            // moves this node's flows elsewhere.
+            tokio::time::sleep(crate::route::WITHDRAW_GRACE).await;
+        }
+    }
     if let Some(v) = vrrp {
         let grace = settings
             .vrrp
@@ -778,5 +817,100 @@ fn status_of(s: &Shared, settings: &Settings, xdp_mode: &str, started: Instant) 
         uptime_s: started.elapsed().as_secs_f64(),
         vrrp: None,
         discovery: None,
+        route: s.route.clone(),
     }
+}
+
+/// Removes routes a previous xvip on this interface left that this one does not announce
+/// (another table, a VIP no longer configured).
+fn drop_stale_routes(spec: &crate::route::RouteSpec) {
+    let stale: Vec<(Ipv4Addr, u32)> = match crate::route::ours(spec.ifindex) {
+        Ok(r) => r
+            .into_iter()
+            .filter(|(vip, table)| *table != spec.table || !spec.vips.contains(vip))
+            .collect(),
+        Err(e) => {
+            log::warn!("reading the routes a previous xvip left: {e}");
+            return;
+        }
+    };
+    for (vip, table) in stale {
+        let old = crate::route::RouteSpec {
+            vips: vec![vip],
+            ifindex: spec.ifindex,
+            table,
+        };
+        match crate::route::withdraw(&old) {
+            Ok(()) => log::info!("removed a stale route {vip}/32 from table {table}"),
+            Err(e) => log::warn!("stale route {vip}/32 table {table}: {e}"),
+        }
+    }
+}
+
+/// Puts the VIP routes in or takes them out as [`crate::route::decide`] says; `force`
+/// repeats the change even if the state did not move (a tick, the stop).
+fn sync_route(shared: &Mutex<Shared>, spec: &crate::route::RouteSpec, stopping: bool, force: bool) {
+    let mut s = shared.lock().expect("poisoned");
+    let healthy_backends = s
+        .reconciler
+        .backends()
+        .values()
+        .filter(|b| b.healthy && b.weight > 0)
+        .count();
+    let failed = s.route_failed;
+    let Some(st) = s.route.as_mut() else {
+        return;
+    };
+    let want = crate::route::decide(crate::route::RouteInput {
+        attached: true,
+        healthy_backends,
+        stopping,
+    });
+    let retry = force || !failed;
+    let result = match want {
+        Ok(()) if (!st.announced && retry) || force => crate::route::announce(spec),
+        Err(_) if (st.announced && retry) || force => crate::route::withdraw(spec),
+        _ => return,
+    };
+    let (was, was_reason) = (st.announced, st.reason.clone());
+    match (result, want) {
+        (Ok(()), Ok(())) => {
+            st.announced = true;
+            st.reason = None;
+        }
+        (Ok(()), Err(why)) => {
+            st.announced = false;
+            st.reason = Some(why.reason().into());
+        }
+        (Err(e), _) => {
+            if !failed {
+                log::error!("routed mode: {e}");
+            }
+            // A failed withdrawal may have left some routes: still counted as announced.
+            st.announced = want.is_err() && st.announced;
+            st.reason = Some(e.to_string());
+            s.route_failed = true;
+            return;
+        }
+    }
+    if st.announced != was || st.reason != was_reason {
+        st.changes += 1;
+        if st.announced {
+            tracing::info!(
+                table = spec.table,
+                "route announced: {:?}/32 in table {}",
+                spec.vips,
+                spec.table
+            );
+        } else {
+            tracing::info!(
+                table = spec.table,
+                reason = st.reason.as_deref().unwrap_or(""),
+                "route withdrawn from table {}: {}",
+                spec.table,
+                st.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    s.route_failed = false;
 }

@@ -15,6 +15,7 @@ pub mod deploy;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod http;
+pub mod route;
 pub mod sys;
 
 pub use announce::{arp, vrrp};

@@ -172,6 +172,17 @@ fn main() -> ExitCode {
             interface,
             pin_root,
         } => {
+            // Routed mode's VIP routes go first: the router must stop sending here.
+            if let Ok(i) = xvip::arp::Interface::lookup(&interface) {
+                match xvip::route::withdraw_all(i.index) {
+                    Ok(0) => {}
+                    Ok(n) => println!("withdrew {n} VIP routes on {interface}"),
+                    Err(e) => {
+                        eprintln!("xvip: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             // The same lookup as `xvip run`: this namespace's pins for that interface.
             let dirs = match xvip::pins::detach_dirs(&pin_root, &interface) {
                 Ok(d) => d,

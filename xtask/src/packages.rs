@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 /// (command, Debian package) pairs the demo needs.
 pub const DEMO: &[(&str, &str)] = &[("ip", "iproute2"), ("ethtool", "ethtool"), ("curl", "curl")];
 /// ... and what the tests need on top (VRRP interop, kubectl, nsenter/setpriv, a packet
-/// crafter for the blind RST sweep).
+/// crafter for the blind RST sweep, BIRD as the routed-mode lab's BGP router and nodes).
 pub const TEST: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
@@ -19,6 +19,7 @@ pub const TEST: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     ("hping3", "hping3"),
+    ("bird", "bird2"),
 ];
 /// ... and what the benchmarks compare against.
 pub const BENCH: &[(&str, &str)] = &[

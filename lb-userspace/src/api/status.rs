@@ -163,6 +163,9 @@ pub struct Status {
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,
+    /// The VIP routes of routed mode (`--announce route`), when enabled.
+    #[serde(default)]
+    pub route: Option<crate::route::RouteStatus>,
 }
 
 impl Status {
@@ -345,6 +348,20 @@ impl Status {
             "1 when this node answers ARP for the VIPs.",
             flag(self.announcing),
         );
+        if let Some(r) = &self.route {
+            let fam = Family::<Labels, Gauge>::default();
+            let table = r.table.to_string();
+            fam.get_or_create(&labels(&[
+                ("table", &table),
+                ("reason", r.reason.as_deref().unwrap_or("")),
+            ]))
+            .set(i64::from(r.announced));
+            reg.register(
+                "route_announced",
+                "1 when the VIP routes are in the routing table (routed mode); reason says why not.",
+                fam,
+            );
+        }
         if let Some(v) = &self.vrrp {
             int(
                 &mut reg,
@@ -509,6 +526,9 @@ impl Status {
                 nonzero.join(" ")
             }
         );
+        if let Some(r) = &self.route {
+            let _ = writeln!(o, "{}", r.line());
+        }
         if let Some(v) = &self.vrrp {
             let drops: Vec<String> = v
                 .drops

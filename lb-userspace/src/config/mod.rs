@@ -87,6 +87,9 @@ pub enum Announce {
     Arp,
     /// Never: per-node mode, where only processes on this node use the VIP.
     None,
+    /// A /32 route per VIP in `--route-table` while this node can serve, for the node's
+    /// BGP daemon to export (routed, active-active behind ECMP; no ARP, no VRRP).
+    Route,
 }
 
 /// How the XDP program is attached.
@@ -222,6 +225,9 @@ pub struct RunArgs {
     /// arp (default): answer ARP for the VIPs; none: per-node mode, no ARP, no VRRP.
     #[arg(long, env = "XVIP_ANNOUNCE", value_enum)]
     pub announce: Option<Announce>,
+    /// Kernel routing table of the VIP routes with --announce route (default 200).
+    #[arg(long, env = "XVIP_ROUTE_TABLE")]
+    pub route_table: Option<u32>,
 }
 
 /// The TOML file: the same settings, named as the flags with `_` for `-`.
@@ -264,6 +270,7 @@ struct FileConfig {
     vrrp_auth_pass: Option<crate::vrrp::Secret>,
     discover_from_kubeconfig: Option<PathBuf>,
     announce: Option<Announce>,
+    route_table: Option<u32>,
 }
 
 /// One VIP.
@@ -320,8 +327,10 @@ pub struct Settings {
     pub vrrp: Option<crate::vrrp::VrrpSettings>,
     /// Kubeconfig to discover masters with (`--discover-from-kubeconfig`).
     pub discover_from_kubeconfig: Option<PathBuf>,
-    /// Whether the VIPs are announced (ARP) or only used on this node.
+    /// Whether the VIPs are announced (ARP, a route) or only used on this node.
     pub announce: Announce,
+    /// Routing table of the VIP routes (`--announce route`).
+    pub route_table: u32,
 }
 
 impl RunArgs {
@@ -537,6 +546,14 @@ impl RunArgs {
                 "VRRP (--vrrp-vrid) announces the VIP; per-node mode does not",
             ));
         }
+        let route_table = check_routed(
+            announce,
+            self.route_table.or(file.route_table),
+            vrrp.is_some(),
+            mode,
+            snat_ip,
+            &vips,
+        )?;
         // Not checked for existence: /etc/kubernetes/admin.conf appears only after
         // `kubeadm init`, and discovery retries until it can read it.
         let discover_from_kubeconfig = self
@@ -579,8 +596,55 @@ impl RunArgs {
             vrrp,
             discover_from_kubeconfig,
             announce,
+            route_table,
         })
     }
+}
+
+/// Routed mode's rules: a private table (not unspec, default, main or local); no VRRP (the
+/// router picks the nodes); in full NAT a SNAT address of the node's own rather than a VIP,
+/// since the masters' replies to a VIP would reach whichever node ECMP picks for them.
+fn check_routed(
+    announce: Announce,
+    table: Option<u32>,
+    vrrp: bool,
+    mode: Mode,
+    snat_ip: Ipv4Addr,
+    vips: &[VipSpec],
+) -> Result<u32, ConfigError> {
+    if announce != Announce::Route {
+        if let Some(t) = table {
+            return Err(ConfigError::invalid(
+                "--route-table",
+                t,
+                "only used with --announce route",
+            ));
+        }
+        return Ok(crate::route::DEFAULT_ROUTE_TABLE);
+    }
+    if vrrp {
+        return Err(ConfigError::invalid(
+            "--announce",
+            "route",
+            "routed mode runs no VRRP: drop the --vrrp-* settings (--vrrp-vrid)",
+        ));
+    }
+    let table = table.unwrap_or(crate::route::DEFAULT_ROUTE_TABLE);
+    if matches!(table, 0 | 253..=255) {
+        return Err(ConfigError::invalid(
+            "--route-table",
+            table,
+            "0, 253 (default), 254 (main) and 255 (local) are the kernel's: pick a table of its own, e.g. 200",
+        ));
+    }
+    if mode == Mode::Fullnat && vips.iter().any(|v| v.addr == snat_ip) {
+        return Err(ConfigError::invalid(
+            "--snat-ip",
+            snat_ip,
+            "routed full NAT needs each node's own address as --snat-ip (replies to a VIP would reach any node)",
+        ));
+    }
+    Ok(table)
 }
 
 fn pick_list(cli: &[String], file: Option<Vec<String>>) -> Vec<String> {
@@ -1176,5 +1240,115 @@ metrics_addr = "127.0.0.1:9106"
         }
         let _ = std::fs::remove_dir_all(&dir);
         assert!(ok > 10 && err > 100, "{ok} ok, {err} errors");
+    }
+}
+
+#[cfg(test)]
+mod routed_tests {
+    use super::*;
+
+    fn routed() -> RunArgs {
+        RunArgs {
+            interface: Some("eth0".into()),
+            vips: vec!["192.0.2.100".into()],
+            backends: vec!["192.0.2.11".into()],
+            announce: Some(Announce::Route),
+            snat_ip: Some("192.0.2.2".into()),
+            snat_ports: Some("20000-32767".into()),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(a: RunArgs) -> (&'static str, String) {
+        match a.resolve().unwrap_err() {
+            e @ ConfigError::Invalid { field, .. } => (field, e.to_string()),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn routed_mode_defaults_to_table_200_and_takes_another() {
+        let s = routed().resolve().unwrap();
+        assert_eq!((s.announce, s.route_table), (Announce::Route, 200));
+        let s = RunArgs {
+            route_table: Some(1000),
+            ..routed()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.route_table, 1000);
+    }
+
+    #[test]
+    fn routed_mode_with_vrrp_is_refused_naming_both() {
+        let (field, msg) = refusal(RunArgs {
+            vrrp_vrid: Some(7),
+            ..routed()
+        });
+        assert_eq!(field, "--announce");
+        assert!(
+            msg.contains("route") && msg.contains("--vrrp-vrid"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_kernels_own_tables_are_refused() {
+        for t in [0, 253, 254, 255] {
+            let (field, msg) = refusal(RunArgs {
+                route_table: Some(t),
+                ..routed()
+            });
+            assert_eq!(field, "--route-table");
+            assert!(msg.contains(&format!("'{t}'")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_route_table_without_routed_mode_is_refused() {
+        let (field, _) = refusal(RunArgs {
+            announce: None,
+            route_table: Some(200),
+            ..routed()
+        });
+        assert_eq!(field, "--route-table");
+    }
+
+    #[test]
+    fn routed_full_nat_needs_a_snat_address_that_is_not_a_vip() {
+        let (field, msg) = refusal(RunArgs {
+            snat_ip: None,
+            ..routed()
+        });
+        assert_eq!(field, "--snat-ip");
+        assert!(msg.contains("192.0.2.100"), "{msg}");
+        // DNAT has no SNAT address.
+        RunArgs {
+            snat_ip: None,
+            mode: Some(Mode::Dnat),
+            ..routed()
+        }
+        .resolve()
+        .unwrap();
+    }
+
+    #[test]
+    fn routed_mode_and_its_table_come_from_the_file_too() {
+        let dir = std::env::temp_dir().join(format!("xvip-routed-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xvip.toml");
+        std::fs::write(
+            &path,
+            "interface = \"eth0\"\nvips = [\"192.0.2.100\"]\nbackends = [\"192.0.2.11\"]\nannounce = \"route\"\nroute_table = 300\nsnat_ip = \"192.0.2.2\"\n",
+        )
+        .unwrap();
+        let s = RunArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!((s.announce, s.route_table), (Announce::Route, 300));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
