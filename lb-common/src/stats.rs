@@ -73,6 +73,9 @@ reasons! {
     /// ICMP error about a VIP -> client packet (packet too big above all), translated and
     /// sent to the flow's backend.
     IcmpErrorToBackend = "icmp_error_to_backend",
+    /// To one of our addresses, but in a frame for another host's MAC (flooded by a switch):
+    /// that host's to handle.
+    PassOtherHost = "pass_other_host",
 }
 
 /// Number of reasons: the size of the `REASONS` map.

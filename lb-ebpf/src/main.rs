@@ -65,6 +65,18 @@ fn process(ctx: &XdpContext) -> Verdict {
         Ok(p) => p,
         Err(v) => return v,
     };
+    let h = match &parsed {
+        Parsed::Flow(h) | Parsed::Icmp(h) => h,
+    };
+    // A frame for another host's MAC (flooded by a switch that lost track of it, seen by a
+    // VRRP backup or a second routed node) is that host's to translate, not ours.
+    if let Some(cfg) = maps::CONFIG.get(0)
+        // SAFETY: the Ethernet header was checked by the parser.
+        && cfg.if_mac != [0; 6]
+        && unsafe { (*h.eth).dst_addr } != cfg.if_mac
+    {
+        return Verdict::pass(Reason::PassOtherHost);
+    }
     match parsed {
         Parsed::Flow(h) => nat::handle_flow(ctx, &frame, &h),
         Parsed::Icmp(h) => icmp::handle(ctx, &frame, &h),

@@ -765,6 +765,14 @@ fn fixtures() -> Vec<Fixture> {
         Reason::PassNotForVip,
     ));
     rows.push(row(
+        "to the VIP in a frame for another host's MAC (flooded): passed untouched",
+        Pkt::tcp((CLIENT, 40020), vip, SYN)
+            .macs(CLIENT_MAC, BACKEND_MACS[0])
+            .bytes(),
+        XDP_PASS,
+        Reason::PassOtherHost,
+    ));
+    rows.push(row(
         "ARP: passed",
         arp_frame(),
         XDP_PASS,
