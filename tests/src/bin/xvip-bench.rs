@@ -22,7 +22,7 @@ use tests::{
         stats::Summary,
         tcp,
         xdp_lab::{
-            GEN_MAC, GenSpec, LB_DEV, LB_MAC, PpsSample, VIP, VIP_PORT, XdpLab, mac_str,
+            GEN_BATCH, GEN_MAC, GenSpec, LB_DEV, LB_MAC, PpsSample, VIP, VIP_PORT, XdpLab, mac_str,
             ns_per_run, run_stats, sysctl, with_netns,
         },
     },
@@ -699,7 +699,9 @@ fn pps_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             let s = GenSpec::syn_flood();
             (s, Duration::from_millis(200), s.flows as u64)
         } else {
-            (GenSpec::established(flows), warm_for(flows), flows as u64)
+            let s = GenSpec::established(flows);
+            confirm_flows(lab.xvip().context("xvip on l0")?, &s)?;
+            (s, warm_for(flows), flows as u64)
         };
         let s = measure_xdp(ctx, &mut lab, &spec, warm)?;
         report.pps.push(pps_row(
@@ -753,6 +755,35 @@ fn pps_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// Runs `frame` through `prog` once (`BPF_PROG_TEST_RUN`) and returns the frame it left.
+fn test_run_once(prog: &Xdp, frame: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; 256];
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat: 1,
+        ..Default::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok(out)
+}
+
+/// Makes every flow of `spec` a confirmed one, as a real backend's answer would: each
+/// client packet (picked up mid-stream, so unconfirmed) and the backend's reply to it go
+/// through `BPF_PROG_TEST_RUN` once. Without this the lab's virtual backends never answer
+/// and "established" flows would stay unconfirmed (and beyond `UNCONFIRMED_SIZE` flows,
+/// churn that LRU map).
+fn confirm_flows(dp: &Dataplane, spec: &GenSpec) -> Result<()> {
+    let span = u32::from(spec.port_span.max(1));
+    for i in 0..spec.flows {
+        let src = Ipv4Addr::from(u32::from(spec.src_base).wrapping_add(i / span));
+        let sport = (u32::from(spec.first_port) + i % span) as u16;
+        let out = test_run_once(dp.program(), &client_frame(src, sport, spec.dst, spec.flags))?;
+        test_run_once(dp.program(), &reply_to(&out))?;
+    }
+    Ok(())
+}
+
 /// A destination on the lab's segment that is neither a VIP nor a SNAT address.
 const NON_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 /// The live non-VIP scenario: its frames go up the LB's stack, which takes live frames
@@ -766,14 +797,7 @@ const NON_VIP_BATCH: u32 = 256;
 fn measure_replies(ctx: &Ctx, lab: &mut XdpLab, mode: Mode) -> Result<Vec<PpsSample>> {
     let dp = xvip_dataplane(&ctx.obj, mode, 3, 262_144)?;
     let fwd = client_frame(Ipv4Addr::new(203, 0, 113, 1), 10_000, VIP, TCP_ACK);
-    let mut out = vec![0u8; 256];
-    let r = dp.program().test_run(TestRunOptions {
-        data_in: Some(&fwd),
-        data_out: Some(&mut out),
-        repeat: 1,
-        ..Default::default()
-    })?;
-    let reply = reply_to(&out[..r.data_size_out as usize]);
+    let reply = reply_to(&test_run_once(dp.program(), &fwd)?);
     let ip = |at: usize| Ipv4Addr::new(reply[at], reply[at + 1], reply[at + 2], reply[at + 3]);
     let port = |at: usize| u16::from_be_bytes([reply[at], reply[at + 1]]);
     let (l3, l4) = (
@@ -788,7 +812,13 @@ fn measure_replies(ctx: &Ctx, lab: &mut XdpLab, mode: Mode) -> Result<Vec<PpsSam
         flags: TCP_ACK,
         dst: ip(l3 + 16),
     };
+    // Confirm it (the backend answered), then let the client's live packets move its
+    // replies to the client's interface (the test run's ingress is `lo`).
+    test_run_once(dp.program(), &reply)?;
     lab.use_xvip(dp)?;
+    let client = GenSpec::established(1);
+    let f = lab.configure(&client)?;
+    lab.blast_batches(&f, Duration::from_millis(50), GEN_BATCH, &STOP)?;
     let frame = lab.configure_to(&spec, port(l4 + 2))?;
     lab.blast(&frame, Duration::from_millis(200), &STOP)?;
     let mut v = Vec::new();
