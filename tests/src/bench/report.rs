@@ -255,8 +255,8 @@ pub fn round_to_noise(s: &Summary, scale: f64, prec: usize) -> String {
 
 /// Rounding step and decimals for a summary: the power of ten just below the min-max
 /// spread (so the last digit shown is the first one the runs disagree on), never finer
-/// than 3 significant digits of the median (one run, or runs that agree), nor than `prec`
-/// decimals.
+/// than 3 significant digits of the median (one run, or runs that agree) and never coarser
+/// than 2, nor finer than `prec` decimals.
 fn noise_step(s: &Summary, scale: f64, prec: usize) -> (f64, usize) {
     let med = (s.median / scale).abs();
     let spread = ((s.max - s.min) / scale).abs();
@@ -270,7 +270,8 @@ fn noise_step(s: &Summary, scale: f64, prec: usize) -> (f64, usize) {
     } else {
         sig3
     };
-    let exp = noise.max(sig3).max(-(prec as f64));
+    // ... but at least 2 significant digits, however noisy.
+    let exp = noise.max(sig3).min(sig3 + 1.0).max(-(prec as f64));
     let dec = if exp < 0.0 { (-exp) as usize } else { 0 };
     (10f64.powf(exp), dec)
 }
@@ -685,7 +686,8 @@ mod tests {
             cell(&sum(773_000.0, 743_000.0, 822_000.0), 1e6, 3),
             "0.77 (0.74–0.82)"
         );
-        assert_eq!(cell(&sum(217.9, 215.8, 227.2), 1.0, 0), "218 (216–227)");
+        assert_eq!(cell(&sum(217.9, 215.8, 227.2), 1.0, 0), "220 (220–230)");
+        assert_eq!(round_to_noise(&sum(0.06e6, 0.049e6, 0.153e6), 1e6, 3), "0.060");
     }
 
     #[test]
