@@ -687,7 +687,10 @@ mod tests {
             "0.77 (0.74–0.82)"
         );
         assert_eq!(cell(&sum(217.9, 215.8, 227.2), 1.0, 0), "220 (220–230)");
-        assert_eq!(round_to_noise(&sum(0.06e6, 0.049e6, 0.153e6), 1e6, 3), "0.060");
+        assert_eq!(
+            round_to_noise(&sum(0.06e6, 0.049e6, 0.153e6), 1e6, 3),
+            "0.060"
+        );
     }
 
     #[test]

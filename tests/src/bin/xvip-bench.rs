@@ -778,7 +778,10 @@ fn confirm_flows(dp: &Dataplane, spec: &GenSpec) -> Result<()> {
     for i in 0..spec.flows {
         let src = Ipv4Addr::from(u32::from(spec.src_base).wrapping_add(i / span));
         let sport = (u32::from(spec.first_port) + i % span) as u16;
-        let out = test_run_once(dp.program(), &client_frame(src, sport, spec.dst, spec.flags))?;
+        let out = test_run_once(
+            dp.program(),
+            &client_frame(src, sport, spec.dst, spec.flags),
+        )?;
         test_run_once(dp.program(), &reply_to(&out))?;
     }
     Ok(())
