@@ -650,9 +650,9 @@ pub fn pps_label(r: &PpsRow) -> String {
 fn short_count(n: u64) -> String {
     match n {
         0..1_000 => n.to_string(),
-        1_000..1_000_000 if n % 1_000 == 0 => format!("{}k", n / 1_000),
+        1_000..1_000_000 if n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
         1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
-        _ if n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        _ if n.is_multiple_of(1_000_000) => format!("{}M", n / 1_000_000),
         _ => format!("{:.1}M", n as f64 / 1e6),
     }
 }
