@@ -29,6 +29,7 @@ pub const BENCH: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("trafgen", "netsniff-ng"),
     ("haproxy", "haproxy"),
+    ("bpftool", "bpftool"),
 ];
 
 fn on_path(cmd: &str) -> bool {

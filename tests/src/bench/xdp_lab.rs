@@ -6,7 +6,7 @@
 use std::{
     ffi::CString,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, OwnedFd},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -200,6 +200,26 @@ pub struct PpsSample {
     pub cpu: CpuUse,
     /// Packets per verdict reason of xvip during the run (empty for other programs).
     pub reasons: Vec<(&'static str, u64)>,
+    /// Run time per packet of the program under test on `l0`, from the kernel's BPF run
+    /// statistics (`run_time_ns / run_cnt` over the run, stats overhead included); NaN when
+    /// the statistics could not be enabled.
+    pub prog_ns: f64,
+}
+
+/// (run time, run count) of a loaded program, as the kernel's BPF run statistics have them.
+pub fn run_stats(prog: &Xdp) -> Option<(Duration, u64)> {
+    let info = prog.info().ok()?;
+    Some((info.run_time(), info.run_count()))
+}
+
+/// Nanoseconds per run between two [`run_stats`] readings (NaN without runs).
+pub fn ns_per_run(before: Option<(Duration, u64)>, after: Option<(Duration, u64)>) -> f64 {
+    match (before, after) {
+        (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => {
+            t1.saturating_sub(t0).as_nanos() as f64 / (n1 - n0) as f64
+        }
+        _ => f64::NAN,
+    }
 }
 
 /// The two namespaces, the lab programs and whatever is under test on `l0`. Fields drop in
@@ -213,6 +233,9 @@ pub struct XdpLab {
     /// Index of `g0` in the generator namespace.
     pub gen_ifindex: u32,
     cpus: u32,
+    /// Keeps the kernel's BPF run statistics on while the lab lives (`BPF_ENABLE_STATS`:
+    /// they go off again when the last such descriptor closes, whatever happens to us).
+    stats: Option<OwnedFd>,
 }
 
 impl XdpLab {
@@ -271,6 +294,7 @@ impl XdpLab {
             lb,
             gen_ifindex,
             cpus: gen_cpus.max(1),
+            stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
         })
     }
 
@@ -327,9 +351,30 @@ impl XdpLab {
         self.xvip.as_ref()
     }
 
+    /// Whether the kernel's BPF run statistics are on (so samples carry `prog_ns`).
+    pub fn stats_on(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// The program on `l0` (xvip or the bare forwarder), if any.
+    pub fn under_test(&self) -> Option<&Xdp> {
+        match (&self.xvip, &self.forward) {
+            (Some(dp), _) => Some(dp.program()),
+            (None, Some(_)) => self.lab_program("lab_forward").ok(),
+            (None, None) => None,
+        }
+    }
+
     /// Points the generator at `spec` and returns the template frame to feed it.
     pub fn configure(&mut self, spec: &GenSpec) -> Result<Vec<u8>> {
-        let t = spec.frame();
+        self.configure_to(spec, VIP_PORT)
+    }
+
+    /// [`Self::configure`] with another destination port (replies go to a client's or a
+    /// SNAT port).
+    pub fn configure_to(&mut self, spec: &GenSpec, dport: u16) -> Result<Vec<u8>> {
+        let mut t = spec.frame();
+        t.dport = dport;
         let (cfg, frame) = gen_config(spec, &t, self.gen_ifindex, self.cpus);
         let mut m: Array<&mut MapData, GenConfig> =
             Array::try_from(self.lab.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
@@ -364,6 +409,17 @@ impl XdpLab {
     /// Sends `frame` (configured with [`Self::configure`]) for `dur` from one thread per
     /// generator CPU, each pinned to its CPU. Returns the time it took.
     pub fn blast(&self, frame: &[u8], dur: Duration, stop: &AtomicBool) -> Result<Duration> {
+        self.blast_batches(frame, dur, GEN_REPEAT, stop)
+    }
+
+    /// [`Self::blast`] with `repeat` frames per `BPF_PROG_TEST_RUN` call.
+    pub fn blast_batches(
+        &self,
+        frame: &[u8],
+        dur: Duration,
+        repeat: u32,
+        stop: &AtomicBool,
+    ) -> Result<Duration> {
         let prog = self.lab_program("lab_gen")?;
         let ns = self.genns.name.as_str();
         // Each call is ~10 ms of traffic or more: this bounds the loop well above `dur`.
@@ -382,7 +438,7 @@ impl XdpLab {
                             }
                             prog.test_run(TestRunOptions {
                                 data_in: Some(frame),
-                                repeat: GEN_REPEAT,
+                                repeat,
                                 attrs: TestRunAttrs::new().xdp_live_frames(GEN_BATCH),
                                 ..Default::default()
                             })
@@ -411,15 +467,28 @@ impl XdpLab {
 
     /// One measured run: generator counts, sink counts, CPU, xvip's verdicts.
     pub fn measure(&self, frame: &[u8], dur: Duration, stop: &AtomicBool) -> Result<PpsSample> {
+        self.measure_batches(frame, dur, GEN_REPEAT, stop)
+    }
+
+    /// [`Self::measure`] with `repeat` frames per generator call.
+    pub fn measure_batches(
+        &self,
+        frame: &[u8],
+        dur: Duration,
+        repeat: u32,
+        stop: &AtomicBool,
+    ) -> Result<PpsSample> {
         let (g0, s0) = self.counters()?;
         let r0 = self.reasons()?;
+        let p0 = self.under_test().and_then(run_stats);
         let c0 = cpu_times(Some(self.cpus as usize));
-        let wall = self.blast(frame, dur, stop)?;
+        let wall = self.blast_batches(frame, dur, repeat, stop)?;
         let c1 = cpu_times(Some(self.cpus as usize));
         // Let the last batch leave the veth rings before counting it.
         std::thread::sleep(Duration::from_millis(20));
         let (g1, s1) = self.counters()?;
         let r1 = self.reasons()?;
+        let p1 = self.under_test().and_then(run_stats);
         let secs = wall.as_secs_f64();
         let sent = g1.saturating_sub(g0) as f64;
         let got = s1.saturating_sub(s0) as f64;
@@ -435,6 +504,7 @@ impl XdpLab {
             },
             cpu: cpu_use(c0, c1),
             reasons,
+            prog_ns: ns_per_run(p0, p1),
         })
     }
 }
