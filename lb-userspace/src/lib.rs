@@ -18,7 +18,7 @@ pub mod http;
 pub mod route;
 pub mod sys;
 
-pub use announce::{arp, vrrp};
+pub use announce::{arp, ndp, vrrp};
 pub use api::status;
 pub use control::{discovery, health, maglev, reconcile};
 pub use dataplane::{local, pins};
