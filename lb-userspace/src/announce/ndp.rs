@@ -456,9 +456,19 @@ impl NdpSocket {
     }
 }
 
-/// The IPv6 addresses of interface `name` in this network namespace (link-local ones with
-/// their scope), from `getifaddrs`.
+/// The IPv6 addresses of interface `name` in this network namespace.
 pub fn interface_addresses(name: &str) -> Vec<Ipv6Addr> {
+    addresses(Some(name))
+}
+
+/// Every IPv6 address of this network namespace (to tell whether a SNAT address is the
+/// node's own).
+pub fn all_addresses() -> Vec<Ipv6Addr> {
+    addresses(None)
+}
+
+/// The IPv6 addresses of interface `only`, or of every interface, from `getifaddrs`.
+fn addresses(only: Option<&str>) -> Vec<Ipv6Addr> {
     let mut out = Vec::new();
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below.
@@ -471,12 +481,12 @@ pub fn interface_addresses(name: &str) -> Vec<Ipv6Addr> {
         let ifa = unsafe { &*cur };
         // SAFETY: ifa_name is a C string.
         let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-        // SAFETY: non-null sockaddr; AF_INET6 means sockaddr_in6.
-        if ifname == name
+        // SAFETY: non-null sockaddr; the family is read before the cast below.
+        if only.is_none_or(|n| n == ifname)
             && !ifa.ifa_addr.is_null()
             && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET6
         {
-            // SAFETY: checked above.
+            // SAFETY: AF_INET6 means sockaddr_in6.
             let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
             out.push(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
         }

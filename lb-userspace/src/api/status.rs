@@ -154,12 +154,18 @@ pub struct Status {
     pub last_detection_ms: Option<f64>,
     /// No backend is healthy: the table holds every reachable backend.
     pub fail_open: bool,
-    /// Whether this node answers ARP for the VIPs.
+    /// Whether this node answers ARP for the (IPv4) VIPs.
     pub announcing: bool,
+    /// Whether this node answers NDP for the IPv6 VIPs (`None` without IPv6 VIPs).
+    #[serde(default)]
+    pub announcing6: Option<bool>,
     pub uptime_s: f64,
-    /// VRRP failover state, when enabled.
+    /// VRRP failover state, when enabled (the IPv4 instance).
     #[serde(default)]
     pub vrrp: Option<VrrpStatus>,
+    /// The IPv6 VRRP instance (same VRID, ff02::12), when enabled with IPv6 VIPs.
+    #[serde(default)]
+    pub vrrp6: Option<VrrpStatus>,
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,
@@ -348,6 +354,34 @@ impl Status {
             "1 when this node answers ARP for the VIPs.",
             flag(self.announcing),
         );
+        if let Some(a) = self.announcing6 {
+            int(
+                &mut reg,
+                "announcing6",
+                "1 when this node answers NDP for the IPv6 VIPs.",
+                flag(a),
+            );
+        }
+        if let Some(v) = &self.vrrp6 {
+            int(
+                &mut reg,
+                "vrrp6_master",
+                "1 when this node is the master of the IPv6 VRRP instance.",
+                flag(v.state == "master"),
+            );
+            int(
+                &mut reg,
+                "vrrp6_priority",
+                "Priority the IPv6 VRRP instance advertises now.",
+                i64::from(v.priority),
+            );
+            counter(
+                &mut reg,
+                "vrrp6_transitions",
+                "IPv6 VRRP state changes.",
+                v.transitions,
+            );
+        }
         if let Some(r) = &self.route {
             let fam = Family::<Labels, Gauge>::default();
             let table = r.table.to_string();
@@ -529,7 +563,8 @@ impl Status {
         if let Some(r) = &self.route {
             let _ = writeln!(o, "{}", r.line());
         }
-        if let Some(v) = &self.vrrp {
+        for (family, v) in [("", &self.vrrp), (" (IPv6)", &self.vrrp6)] {
+            let Some(v) = v else { continue };
             let drops: Vec<String> = v
                 .drops
                 .iter()
@@ -538,7 +573,7 @@ impl Status {
                 .collect();
             let _ = writeln!(
                 o,
-                "vrrp vrid {}: {} (master {}), priority {}/{}, {}preempt, {} transitions, adverts sent {} received {}, dropped: {}",
+                "vrrp{family} vrid {}: {} (master {}), priority {}/{}, {}preempt, {} transitions, adverts sent {} received {}, dropped: {}",
                 v.vrid,
                 v.state.to_uppercase(),
                 v.master.as_deref().unwrap_or("unknown"),

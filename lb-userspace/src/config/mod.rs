@@ -280,6 +280,9 @@ pub struct VipSpec {
     pub port: u16,
 }
 
+/// What `nat_section` settles: the mode, each family's SNAT address, the SNAT ports.
+type NatSection = (Mode, Ipv4Addr, Option<Ipv6Addr>, (u16, u16));
+
 /// One IPv6 VIP (`--vip '[2001:db8::100]:6443'` or a bare address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipSpec6 {
@@ -565,7 +568,7 @@ impl RunArgs {
         file: &FileConfig,
         vips: &[VipSpec],
         vips6: &[VipSpec6],
-    ) -> Result<(Mode, Ipv4Addr, Option<Ipv6Addr>, (u16, u16)), ConfigError> {
+    ) -> Result<NatSection, ConfigError> {
         let mode = self.mode.or(file.mode).unwrap_or_default();
         // `--snat-ip A` or, dual stack, `--snat-ip A,B`: at most one of each family, each
         // family's only when it has VIPs; the default is the family's first VIP.

@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -363,8 +363,8 @@ fn plural(n: u32, word: &str) -> String {
 /// One check result of one backend.
 #[derive(Debug, Clone)]
 pub struct HealthEvent {
-    /// The backend checked.
-    pub backend: SocketAddrV4,
+    /// The backend checked (IPv4 or IPv6).
+    pub backend: SocketAddr,
     /// The result of the check.
     pub result: CheckResult,
     /// The state change this result caused, if any.
@@ -381,11 +381,12 @@ pub struct HealthEvent {
 /// ended if it took longer, so one backend never has two checks in flight. The task
 /// ends when the handle is aborted or the receiver is closed.
 pub fn spawn_checker(
-    backend: SocketAddrV4,
+    backend: impl Into<SocketAddr>,
     settings: Arc<HealthSettings>,
     initially_healthy: bool,
     tx: mpsc::Sender<HealthEvent>,
 ) -> JoinHandle<()> {
+    let backend = backend.into();
     tokio::spawn(async move {
         let mut tracker = Tracker::new(settings.rise, settings.fall, initially_healthy);
         // tokio's interval panics on zero.
@@ -671,7 +672,7 @@ mod tests {
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
     use rustls::ServerConfig;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::atomic::{AtomicU32, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -1324,7 +1325,7 @@ mod tests {
 
         for _ in 0..2 {
             let e = next_event(&mut rx).await;
-            assert_eq!(e.backend, addr);
+            assert_eq!(e.backend, SocketAddr::V4(addr));
             assert!(e.result.is_ok(), "{:?}", e.result);
             assert!(e.transition.is_none());
         }

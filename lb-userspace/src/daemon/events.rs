@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -35,6 +35,13 @@ pub(super) struct Daemon {
     /// The addresses xvip answers ARP for: the VIPs, and in full NAT a SNAT address that is
     /// not one of this node's own (the backends' replies must reach it).
     vip_addrs: Vec<Ipv4Addr>,
+    /// The same for IPv6 (NDP): the IPv6 VIPs and an IPv6 SNAT address not the node's own.
+    vip6_addrs: Vec<Ipv6Addr>,
+    /// The NDP socket, when there are IPv6 addresses to announce (`--announce arp`).
+    ndp: Option<Arc<crate::ndp::NdpSocket>>,
+    /// The IPv6 backends' checkers (the set is the configured one: no SIGHUP or discovery
+    /// change for IPv6 yet).
+    checkers6: Vec<JoinHandle<()>>,
     route_spec: Option<crate::route::RouteSpec>,
     checkers: BTreeMap<SocketAddrV4, JoinHandle<()>>,
     health_tx: mpsc::Sender<HealthEvent>,
@@ -61,6 +68,8 @@ pub(super) struct Sources {
     garp: tokio::time::Interval,
     resolve: tokio::time::Interval,
     vrrp: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
+    /// The IPv6 VRRP instance's state changes.
+    vrrp6: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddrV4>>>,
 }
@@ -70,6 +79,13 @@ impl Sources {
     pub fn listen_vrrp(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.vrrp = Some(rx);
+        tx
+    }
+
+    /// Takes the IPv6 VRRP instance's state channel.
+    pub fn listen_vrrp6(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.vrrp6 = Some(rx);
         tx
     }
 }
@@ -94,11 +110,30 @@ impl Daemon {
         let shared = super::tasks::shared_state(&settings, dataplane, reconciler);
         let mut vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
         if settings.mode == crate::config::Mode::Fullnat
+            && !settings.snat_ip.is_unspecified()
             && !vip_addrs.contains(&settings.snat_ip)
             && !crate::local::local_addresses().contains(&settings.snat_ip)
         {
             vip_addrs.push(settings.snat_ip);
         }
+        let mut vip6_addrs: Vec<Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
+        if settings.mode == crate::config::Mode::Fullnat
+            && let Some(snat) = settings.snat_ip6
+            && !vip6_addrs.contains(&snat)
+            && !crate::ndp::all_addresses().contains(&snat)
+        {
+            vip6_addrs.push(snat);
+        }
+        vip6_addrs.dedup();
+        let ndp = if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
+            Some(Arc::new(crate::ndp::NdpSocket::open(
+                &iface.name,
+                iface.index,
+                &vip6_addrs,
+            )?))
+        } else {
+            None
+        };
         let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
             vips: settings.vips.iter().map(|v| v.addr).collect(),
             ifindex: iface.index,
@@ -120,6 +155,7 @@ impl Daemon {
             ),
             resolve: tokio::time::interval(Duration::from_secs(1)),
             vrrp: None,
+            vrrp6: None,
             discovery: None,
         };
         let d = Self {
@@ -132,6 +168,9 @@ impl Daemon {
             xdp_mode,
             started,
             vip_addrs,
+            vip6_addrs,
+            ndp,
+            checkers6: Vec::new(),
             route_spec,
             checkers: BTreeMap::new(),
             health_tx,
@@ -154,6 +193,14 @@ impl Daemon {
                 health::spawn_checker(b.addr, self.health.clone(), true, self.health_tx.clone()),
             );
         }
+        for b in &self.settings.backends6 {
+            self.checkers6.push(health::spawn_checker(
+                b.addr,
+                self.health.clone(),
+                true,
+                self.health_tx.clone(),
+            ));
+        }
     }
 
     /// The first next-hop round, and a gratuitous ARP when this node announces without VRRP.
@@ -161,6 +208,7 @@ impl Daemon {
         self.resolve_next_hops();
         if self.settings.vrrp.is_none() && self.settings.announce == Announce::Arp {
             self.gratuitous_arp();
+            self.unsolicited_na();
         }
     }
 
@@ -176,6 +224,7 @@ impl Daemon {
                     .send_if_modified(|v| std::mem::replace(v, ok) != ok);
             }
             let arp = self.arp.clone();
+            let ndp = self.ndp.clone();
             tokio::select! {
                 _ = src.sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
                 _ = src.sigint.recv() => { log::info!("SIGINT: stopping"); break; }
@@ -186,13 +235,21 @@ impl Daemon {
                     Ok(a) => self.on_arp(&a),
                     Err(e) => log::warn!("ARP socket: {e}"),
                 },
+                ns = recv_ns(ndp.as_deref()) => match ns {
+                    Ok(ns) => self.on_ns(&ns),
+                    Err(e) => log::warn!("NDP socket: {e}"),
+                },
                 _ = src.garp.tick() => {
                     if self.announcing() {
                         self.gratuitous_arp();
                     }
+                    if self.announcing6() {
+                        self.unsolicited_na();
+                    }
                 }
                 _ = src.resolve.tick() => self.on_tick(),
                 Some(state) = recv_unbounded_opt(&mut src.vrrp) => self.on_vrrp(state),
+                Some(state) = recv_unbounded_opt(&mut src.vrrp6) => self.on_vrrp6(state),
                 _ = tokio::time::sleep_until(self.garp_burst_at), if self.garp_burst > 0 => {
                     self.on_garp_burst();
                 }
@@ -207,6 +264,45 @@ impl Daemon {
     fn gratuitous_arp(&self) {
         if let Err(e) = self.arp.announce(self.iface.mac, &self.vip_addrs) {
             log::warn!("gratuitous ARP: {e}");
+        }
+    }
+
+    fn announcing6(&self) -> bool {
+        self.shared.lock().expect("poisoned").announcing6
+    }
+
+    /// Unsolicited neighbour advertisements for the IPv6 addresses (the gratuitous-ARP
+    /// equivalent).
+    fn unsolicited_na(&self) {
+        if let Some(ndp) = &self.ndp
+            && let Err(e) = ndp.announce(self.iface.mac, &self.vip6_addrs)
+        {
+            log::warn!("unsolicited neighbour advertisement: {e}");
+        }
+    }
+
+    /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
+    fn on_ns(&self, ns: &crate::ndp::Solicitation) {
+        if !self.announcing6() {
+            return;
+        }
+        if let Some(na) = ns.answer(&self.vip6_addrs, self.iface.mac)
+            && let Some(ndp) = &self.ndp
+            && let Err(e) = ndp.send(&na)
+        {
+            log::warn!("neighbour advertisement: {e}");
+        }
+    }
+
+    /// A transition of the IPv6 VRRP instance: its master answers NDP for the IPv6 VIPs
+    /// and sends unsolicited advertisements (now and in the burst), a backup stops.
+    fn on_vrrp6(&mut self, state: crate::vrrp::State) {
+        let master = state == crate::vrrp::State::Master;
+        self.shared.lock().expect("poisoned").announcing6 = master;
+        if master {
+            self.unsolicited_na();
+            self.garp_burst = crate::vrrp::GARP_BURST - 1;
+            self.garp_burst_at = tokio::time::Instant::now() + crate::vrrp::GARP_BURST_SPACING;
         }
     }
 
@@ -319,6 +415,9 @@ impl Daemon {
         if self.announcing() {
             self.gratuitous_arp();
         }
+        if self.announcing6() {
+            self.unsolicited_na();
+        }
     }
 
     /// Reads every backend's next hop from the route table and asks for their MACs.
@@ -339,11 +438,15 @@ impl Daemon {
     /// routers take over, then detaches.
     pub async fn shut_down(
         self,
-        vrrp: Option<crate::vrrp::Handle>,
+        vrrp: [Option<crate::vrrp::Handle>; 2],
         discovery: Option<JoinHandle<()>>,
         endpoint: JoinHandle<()>,
     ) -> Result<(), DaemonError> {
-        self.shared.lock().expect("poisoned").announcing = false;
+        {
+            let mut s = self.shared.lock().expect("poisoned");
+            s.announcing = false;
+            s.announcing6 = false;
+        }
         if let Some(spec) = &self.route_spec {
             super::routed::sync_route(&self.shared, spec, true, true);
             if !self.settings.keep_attached {
@@ -352,22 +455,27 @@ impl Daemon {
                 tokio::time::sleep(crate::route::WITHDRAW_GRACE).await;
             }
         }
-        if let Some(v) = vrrp {
+        let mut was_master = false;
+        for v in vrrp.into_iter().flatten() {
+            was_master |= v.stop().await;
+        }
+        if was_master {
             let grace = self
                 .settings
                 .vrrp
                 .as_ref()
                 .map(|s| s.handover_grace())
                 .unwrap_or_default();
-            if v.stop().await {
-                // Priority 0 sent: keep forwarding while a backup takes over and announces.
-                tokio::time::sleep(grace).await;
-            }
+            // Priority 0 sent: keep forwarding while a backup takes over and announces.
+            tokio::time::sleep(grace).await;
         }
         if let Some(d) = discovery {
             d.abort();
         }
         for (_, h) in self.checkers {
+            h.abort();
+        }
+        for h in self.checkers6 {
             h.abort();
         }
         endpoint.abort();
@@ -381,6 +489,14 @@ impl Daemon {
             log::info!("detached from {}", self.iface.name);
         }
         Ok(())
+    }
+}
+
+/// The next neighbour solicitation; never ready without an NDP socket.
+async fn recv_ns(ndp: Option<&crate::ndp::NdpSocket>) -> std::io::Result<crate::ndp::Solicitation> {
+    match ndp {
+        Some(n) => n.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -458,9 +574,42 @@ fn learn_mac(shared: &Mutex<Shared>, ip: Ipv4Addr, mac: [u8; 6]) {
     }
 }
 
-fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
+/// A check result of an IPv6 backend: counted and its health kept (the IPv6 tables are
+/// written from it by the data path's reconciler).
+fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEvent) {
     let mut s = shared.lock().expect("poisoned");
-    let st = s.checks.entry(ev.backend).or_default();
+    let (st, healthy) = s
+        .checks6
+        .entry(backend)
+        .or_insert((Default::default(), true));
+    match &ev.result {
+        Ok(lat) => {
+            st.ok += 1;
+            st.last_latency = Some(*lat);
+        }
+        Err(f) => {
+            st.failed += 1;
+            st.last_error = Some(f.to_string());
+        }
+    }
+    if let Some(t) = &ev.transition {
+        st.transitions += 1;
+        *healthy = t.healthy;
+        if t.healthy {
+            tracing::info!(backend = %backend, reason = %t.reason, "backend {backend} is up: {}", t.reason);
+        } else {
+            tracing::warn!(backend = %backend, reason = %t.reason, "backend {backend} is down: {}", t.reason);
+        }
+    }
+}
+
+fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
+    let backend = match ev.backend {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => return handle_health6(shared, a, &ev),
+    };
+    let mut s = shared.lock().expect("poisoned");
+    let st = s.checks.entry(backend).or_default();
     match &ev.result {
         Ok(lat) => {
             st.ok += 1;
@@ -478,7 +627,7 @@ fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
         } else {
             tracing::warn!(backend = %ev.backend, reason = %t.reason, "backend {} is down: {}", ev.backend, t.reason);
         }
-        if s.reconciler.set_health(ev.backend, t.healthy) {
+        if s.reconciler.set_health(backend, t.healthy) {
             reconcile(&mut s, Some(ev.at), t.first_failure_at);
         }
     }

@@ -22,7 +22,7 @@ pub(super) fn status_of(
     let shares = slot_shares(s.reconciler.table(0));
     let indices: Vec<u32> = s.reconciler.backends().values().map(|b| b.index).collect();
     let snap = s.dataplane.snapshot(&indices).unwrap_or_default();
-    let backends = s
+    let mut backends: Vec<BackendStatus> = s
         .reconciler
         .backends()
         .iter()
@@ -47,6 +47,30 @@ pub(super) fn status_of(
             }
         })
         .collect();
+    // IPv6 backends: their checks (the data path's tables for them are the v6 maps').
+    backends.extend(s.checks6.iter().map(|(addr, (c, healthy))| {
+        BackendStatus {
+            addr: addr.to_string(),
+            index: 0,
+            weight: settings
+                .backends6
+                .iter()
+                .find(|b| b.addr == *addr)
+                .map_or(1, |b| b.weight),
+            healthy: *healthy,
+            mac: None,
+            slots: 0,
+            check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
+            last_error: c.last_error.clone(),
+            checks_ok: c.ok,
+            checks_failed: c.failed,
+            transitions: c.transitions,
+            packets: 0,
+            bytes: 0,
+            new_flows: 0,
+        }
+    }));
+    let vip6 = |v: &crate::config::VipSpec6| std::net::SocketAddrV6::new(v.addr, v.port, 0, 0);
     Status {
         interface: settings.interface.clone(),
         xdp_mode: xdp_mode.into(),
@@ -55,6 +79,7 @@ pub(super) fn status_of(
             .vips
             .iter()
             .map(|v| format!("{}:{}", v.addr, v.port))
+            .chain(settings.vips6.iter().map(|v| vip6(v).to_string()))
             .collect(),
         vip_traffic: settings
             .vips
@@ -99,8 +124,10 @@ pub(super) fn status_of(
         last_detection_ms: s.last_detection.map(|d| d.as_secs_f64() * 1e3),
         fail_open: s.fail_open,
         announcing: s.announcing,
+        announcing6: (!settings.vips6.is_empty()).then_some(s.announcing6),
         uptime_s: started.elapsed().as_secs_f64(),
         vrrp: None,
+        vrrp6: None,
         discovery: None,
         route: s.route.clone(),
     }

@@ -52,6 +52,12 @@ pub(super) fn shared_state(
         // With VRRP, only the master answers ARP for the VIPs.
         // `--announce none` (per-node mode): never.
         announcing: settings.vrrp.is_none() && settings.announce == Announce::Arp,
+        announcing6: settings.vrrp.is_none() && settings.announce == Announce::Arp,
+        checks6: settings
+            .backends6
+            .iter()
+            .map(|b| (b.addr, (Default::default(), true)))
+            .collect(),
         route: (settings.announce == Announce::Route).then(|| crate::route::RouteStatus {
             announced: false,
             table: settings.route_table,
@@ -70,6 +76,9 @@ pub(super) fn vrrp(
     let Some(v) = &d.settings.vrrp else {
         return Ok(None);
     };
+    if d.settings.vips.is_empty() {
+        return Ok(None);
+    }
     let vips: Vec<std::net::Ipv4Addr> = d.settings.vips.iter().map(|v| v.addr).collect();
     let h = crate::vrrp::spawn(
         v,
@@ -95,10 +104,42 @@ pub(super) fn vrrp(
     Ok(Some(h))
 }
 
+/// The IPv6 VRRP election (`--vrrp-*` with IPv6 VIPs): its own instance, same VRID, to
+/// ff02::12 from the link-local address; its state changes fed to the loop.
+pub(super) fn vrrp6(
+    d: &Daemon,
+    sources: &mut Sources,
+) -> Result<Option<crate::vrrp::Handle>, DaemonError> {
+    let Some(v) = &d.settings.vrrp else {
+        return Ok(None);
+    };
+    if d.settings.vips6.is_empty() {
+        return Ok(None);
+    }
+    let vips: Vec<std::net::Ipv6Addr> = d.settings.vips6.iter().map(|v| v.addr).collect();
+    let h = crate::vrrp::spawn6(
+        v,
+        &d.iface,
+        &vips,
+        d.serve_rx.clone(),
+        sources.listen_vrrp6(),
+    )?;
+    log::info!(
+        "VRRPv3 (IPv6) vrid {} on {}: priority {}, advertising every {:?}, preempt {}",
+        v.vrid,
+        d.iface.name,
+        v.priority,
+        v.advert_interval,
+        v.preempt,
+    );
+    Ok(Some(h))
+}
+
 /// The status endpoint (`--metrics-addr`), rendering from the shared state on demand.
 pub(super) async fn status_endpoint(
     d: &Daemon,
     vrrp: Option<&crate::vrrp::Handle>,
+    vrrp6: Option<&crate::vrrp::Handle>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let source: StatusSource = {
         let shared = d.shared.clone();
@@ -106,6 +147,7 @@ pub(super) async fn status_endpoint(
         let xdp_mode = d.xdp_mode;
         let started = d.started;
         let vrrp_report = vrrp.map(|h| h.report());
+        let vrrp6_report = vrrp6.map(|h| h.report());
         let discovery = settings
             .discover_from_kubeconfig
             .clone()
@@ -118,6 +160,9 @@ pub(super) async fn status_endpoint(
                 started,
             );
             st.vrrp = vrrp_report
+                .as_ref()
+                .and_then(|r| r.lock().ok().map(|v| v.clone()));
+            st.vrrp6 = vrrp6_report
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
             st.discovery = discovery
