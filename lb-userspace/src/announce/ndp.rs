@@ -266,6 +266,9 @@ pub struct Counts {
 /// A packet socket on one interface that receives only ICMPv6 neighbor solicitations.
 pub struct NdpSocket {
     fd: AsyncFd<OwnedFd>,
+    /// A datagram socket holding the solicited-node groups at the IP layer, so the kernel
+    /// reports them (MLD) and a snooping switch forwards their solicitations here.
+    _groups: OwnedFd,
     ifindex: u32,
     name: String,
     counts: Counts,
@@ -312,8 +315,9 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
 
 impl NdpSocket {
     /// Opens the socket on interface `name` (index `ifindex`) and joins the solicited-node
-    /// groups of `addrs` at the link layer, so a NIC that filters multicast delivers their
-    /// solicitations (needs CAP_NET_RAW).
+    /// groups of `addrs` at the link layer (a NIC that filters multicast delivers their
+    /// solicitations) and at the IP layer (MLD reports them to snooping switches); needs
+    /// CAP_NET_RAW.
     ///
     /// # Errors
     /// [`NdpError`] naming the call that failed.
@@ -372,10 +376,39 @@ impl NdpSocket {
             setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mr)
                 .map_err(|e| err("PACKET_ADD_MEMBERSHIP", e))?;
         }
+        // SAFETY: plain socket call.
+        let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(err("socket(AF_INET6)", io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let groups = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut joined = Vec::new();
+        for a in addrs {
+            let g = solicited_node(*a);
+            if joined.contains(&g) {
+                continue;
+            }
+            joined.push(g);
+            let mreq = libc::ipv6_mreq {
+                ipv6mr_multiaddr: libc::in6_addr {
+                    s6_addr: g.octets(),
+                },
+                ipv6mr_interface: ifindex,
+            };
+            setsockopt(
+                &groups,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_ADD_MEMBERSHIP,
+                &mreq,
+            )
+            .map_err(|e| err("IPV6_ADD_MEMBERSHIP", e))?;
+        }
         // SAFETY: we own `fd` and hand it over; it is deregistered when `AsyncFd` drops it.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| err("register", e.into()))?;
         Ok(Self {
             fd,
+            _groups: groups,
             ifindex,
             name: name.into(),
             counts: Counts::default(),

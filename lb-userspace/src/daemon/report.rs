@@ -19,7 +19,12 @@ pub(super) fn status_of(
     xdp_mode: &str,
     started: Instant,
 ) -> Status {
-    let shares = slot_shares(s.reconciler.table(0));
+    // No IPv4 VIP (IPv6 only): no IPv4 table to share out.
+    let shares = if settings.vips.is_empty() {
+        Default::default()
+    } else {
+        slot_shares(s.reconciler.table(0))
+    };
     let indices: Vec<u32> = s.reconciler.backends().values().map(|b| b.index).collect();
     let snap = s.dataplane.snapshot(&indices).unwrap_or_default();
     let mut backends: Vec<BackendStatus> = s

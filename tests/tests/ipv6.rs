@@ -1,0 +1,546 @@
+//! IPv6 and dual stack in namespaces (only 2001:db8::/32 and link-local addresses): the
+//! client learns the v6 VIP's neighbour entry from xvip's NDP answers (no static entry),
+//! DAD probes of other addresses are left alone and the VIP is defended, health checks
+//! reach IPv6 masters, two xvip nodes hand the v6 VIP over after a SIGKILL (seen in the
+//! client's neighbour table), xvip and keepalived elect one master over IPv6 VRRPv3, and
+//! `--announce none` answers nothing. The forwarding tests (HTTPS and ping through the v6
+//! VIP, rotation, the node itself, dual stack) need the IPv6 data path.
+
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use tests::lab::{Lab, TempDir, apiserver_bin, in_netns, sh};
+use xvip::status::Status;
+
+const VIP6: &str = "2001:db8::100";
+
+/// A lab host's IPv6 address: 2001:db8:: and the digits of its IPv4 address's last octet
+/// (192.0.2.11 -> 2001:db8::11).
+fn v6_of(ip: Ipv4Addr) -> String {
+    format!("2001:db8::{}", ip.octets()[3])
+}
+
+fn v6_host(lab: &Lab, host: &str) -> String {
+    v6_of(lab.host(host).ip)
+}
+
+fn vip6_url(path: &str) -> String {
+    format!("https://[{VIP6}]:6443{path}")
+}
+
+/// Gives every host its 2001:db8::N/64 (no DAD) and waits until no address is tentative
+/// (the link-local ones went through DAD when the links came up).
+fn add_v6(lab: &Lab) {
+    for h in &lab.hosts {
+        h.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", v6_of(h.ip)),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("ip -6 addr add");
+    }
+    for h in &lab.hosts {
+        wait_for(Duration::from_secs(5), "no tentative address", || {
+            h.ns.ip(&["-6", "addr", "show", "dev", "eth0", "tentative"])
+                .is_ok_and(|o| o.trim().is_empty())
+        });
+    }
+}
+
+/// A lab API server named like the master on its IPv6 address (`--not-ready-file` for m1
+/// when given).
+fn start_v6_apiservers(lab: &mut Lab, not_ready: Option<&std::path::Path>) {
+    for m in ["m1", "m2", "m3"] {
+        let listen = format!("[{}]:6443", v6_host(lab, m));
+        let mut cmd = lab.host(m).ns.cmd(apiserver_bin());
+        cmd.args(["--listen", &listen, "--name", m]);
+        if let (Some(f), "m1") = (not_ready, m) {
+            cmd.arg("--not-ready-file").arg(f);
+        }
+        lab.spawn_apiserver(&format!("apiserver6-{m}"), cmd)
+            .expect("v6 apiserver");
+    }
+}
+
+/// `--vip` and `--backend` flags for the IPv6 VIP and the three IPv6 masters.
+fn v6_args(lab: &Lab) -> Vec<String> {
+    let mut v = vec![
+        "--interface".into(),
+        "eth0".into(),
+        "--vip".into(),
+        format!("[{VIP6}]:6443"),
+    ];
+    for m in ["m1", "m2", "m3"] {
+        v.push("--backend".into());
+        v.push(format!("[{}]:6443", v6_host(lab, m)));
+    }
+    v
+}
+
+fn start(lab: &mut Lab, host: &str, args: &[String]) {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.start_xvip(host, &a).expect("start xvip");
+}
+
+/// `host`'s status on the test metrics address, `None` when xvip does not answer.
+fn status(lab: &Lab, host: &str) -> Option<Status> {
+    let ns = lab.host(host).ns.name.clone();
+    in_netns(&ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+            .ok()
+    })
+    .ok()
+    .flatten()
+}
+
+fn state6(lab: &Lab, host: &str) -> String {
+    status(lab, host)
+        .and_then(|s| s.vrrp6)
+        .map_or_else(|| "down".into(), |v| v.state)
+}
+
+fn backend_healthy(s: &Status, addr: &str) -> Option<bool> {
+    s.backends
+        .iter()
+        .find(|b| b.addr == addr)
+        .map(|b| b.healthy)
+}
+
+/// `host`'s link-local address on eth0.
+fn link_local(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"])
+        .expect("ip -6 addr");
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("a link-local address")
+        .to_string()
+}
+
+/// The client's neighbour entry for the v6 VIP: (lladdr, the rest of the line).
+fn client_vip6_neigh(lab: &Lab) -> (Option<String>, String) {
+    let line = lab
+        .host("client")
+        .ns
+        .ip(&["-6", "neigh", "show", VIP6, "dev", "eth0"])
+        .unwrap_or_default();
+    let mac = line
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string);
+    (mac, line)
+}
+
+/// Makes the client solicit the VIP's link-layer address: a TCP connect (its SYN needs a
+/// neighbour entry; the connection itself is not needed).
+fn client_touches_vip6(lab: &Lab) {
+    let _ = lab.curl("client", &vip6_url("/readyz"), Duration::from_millis(500));
+}
+
+/// Waits until the client's neighbour entry for the VIP holds `mac`; returns how long.
+fn wait_client_mac(lab: &Lab, mac: &str, within: Duration) -> Duration {
+    wait_for(within, &format!("client's neighbour entry = {mac}"), || {
+        client_vip6_neigh(lab).0.as_deref() == Some(mac)
+    })
+}
+
+/// `host`'s eth0 IPv6 address line for `addr`, if any.
+fn addr_line(lab: &Lab, host: &str, addr: &str) -> Option<String> {
+    lab.host(host)
+        .ns
+        .ip(&["-6", "addr", "show", "dev", "eth0"])
+        .ok()?
+        .lines()
+        .find(|l| l.contains(&format!("inet6 {addr}/")))
+        .map(str::to_string)
+}
+
+#[test]
+fn ndp_gives_the_client_xvip_s_mac_for_the_v6_vip_and_health_checks_reach_v6_masters() {
+    let dir = TempDir::new("v6ndp");
+    let not_ready = dir.path("m1.notready");
+    let mut lab = lab("v6ndp", 1, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, Some(&not_ready));
+    let mut args = v6_args(&lab);
+    args.extend(["--metrics-addr".into(), METRICS.into()]);
+    start(&mut lab, "lb1", &args);
+    let m1 = format!("[{}]:6443", v6_host(&lab, "m1"));
+    wait_for(Duration::from_secs(10), "three healthy v6 backends", || {
+        status(&lab, "lb1").is_some_and(|s| {
+            s.announcing6 == Some(true)
+                && s.backends.iter().filter(|b| b.healthy).count() == 3
+                && s.vips == [format!("[{VIP6}]:6443")]
+        })
+    });
+
+    // The client resolves the VIP by NDP: xvip's MAC, a dynamic entry.
+    client_touches_vip6(&lab);
+    let lb = mac_of(&lab, "lb1");
+    wait_client_mac(&lab, &lb, Duration::from_secs(3));
+    let (_, line) = client_vip6_neigh(&lab);
+    assert!(!line.contains("PERMANENT"), "a learnt entry: {line}");
+
+    // A master failing /readyz is seen down, and up again.
+    std::fs::write(&not_ready, "").expect("not ready");
+    let took = wait_for(Duration::from_secs(5), "m1 (v6) down", || {
+        status(&lab, "lb1").and_then(|s| backend_healthy(&s, &m1)) == Some(false)
+    });
+    println!(
+        "v6 master failing /readyz seen down after {} ms",
+        took.as_millis()
+    );
+    std::fs::remove_file(&not_ready).expect("ready again");
+    wait_for(Duration::from_secs(5), "m1 (v6) up", || {
+        status(&lab, "lb1").and_then(|s| backend_healthy(&s, &m1)) == Some(true)
+    });
+
+    // DAD of an address that is not ours is left alone ...
+    let other = "2001:db8::55";
+    lab.host("m2")
+        .ns
+        .ip(&["-6", "addr", "add", &format!("{other}/64"), "dev", "eth0"])
+        .expect("addr add");
+    wait_for(
+        Duration::from_secs(5),
+        "DAD of another address ends",
+        || addr_line(&lab, "m2", other).is_some_and(|l| !l.contains("tentative")),
+    );
+    let l = addr_line(&lab, "m2", other).expect("address");
+    assert!(!l.contains("dadfailed"), "xvip answered a DAD probe: {l}");
+    // ... and the VIP is defended against a host that would take it.
+    lab.host("m3")
+        .ns
+        .ip(&["-6", "addr", "add", &format!("{VIP6}/64"), "dev", "eth0"])
+        .expect("addr add");
+    wait_for(Duration::from_secs(5), "the VIP's DAD fails on m3", || {
+        addr_line(&lab, "m3", VIP6).is_some_and(|l| l.contains("dadfailed"))
+    });
+    let _ = lab
+        .host("m3")
+        .ns
+        .ip(&["-6", "addr", "del", &format!("{VIP6}/64"), "dev", "eth0"]);
+    let s = status(&lab, "lb1").expect("status");
+    println!(
+        "reasons: {:?}",
+        s.reasons
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn announce_none_answers_no_neighbour_solicitation_for_the_v6_vip() {
+    let mut lab = lab("v6none", 1, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    let mut args = v6_args(&lab);
+    args.extend([
+        "--metrics-addr".into(),
+        METRICS.into(),
+        "--announce".into(),
+        "none".into(),
+    ]);
+    start(&mut lab, "lb1", &args);
+    wait_for(Duration::from_secs(10), "xvip up, not announcing", || {
+        status(&lab, "lb1").is_some_and(|s| s.announcing6 == Some(false))
+    });
+    client_touches_vip6(&lab);
+    thread::sleep(Duration::from_millis(1500));
+    let (mac, line) = client_vip6_neigh(&lab);
+    assert_eq!(mac, None, "nobody answers for the VIP: {line}");
+}
+
+#[test]
+fn two_xvip_nodes_hand_the_v6_vip_over_after_a_sigkill() {
+    let mut lab = lab("v6ha", 2, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    for (host, prio) in [("lb1", "150"), ("lb2", "100")] {
+        let mut args = v6_args(&lab);
+        args.extend(
+            [
+                "--metrics-addr",
+                METRICS,
+                "--vrrp-vrid",
+                "51",
+                "--vrrp-priority",
+                prio,
+            ]
+            .map(String::from),
+        );
+        start(&mut lab, host, &args);
+    }
+    let ll1 = link_local(&lab, "lb1");
+    wait_for(
+        Duration::from_secs(8),
+        "lb1 master, lb2 backup (v6)",
+        || {
+            state6(&lab, "lb1") == "master"
+                && status(&lab, "lb2")
+                    .and_then(|s| s.vrrp6)
+                    .is_some_and(|v| v.state == "backup" && v.master.as_deref() == Some(&ll1))
+        },
+    );
+    let v = status(&lab, "lb2")
+        .and_then(|s| s.vrrp6)
+        .expect("lb2 vrrp6");
+    assert!(v.adverts_received > 0 && v.drops["checksum"] == 0, "{v:?}");
+    assert_eq!(
+        v.address,
+        link_local(&lab, "lb2"),
+        "advertises from link-local"
+    );
+    client_touches_vip6(&lab);
+    wait_client_mac(&lab, &mac_of(&lab, "lb1"), Duration::from_secs(3));
+
+    let lb2 = mac_of(&lab, "lb2");
+    let kill = Instant::now();
+    lab.kill("xvip-lb1").expect("kill lb1");
+    wait_for(
+        Duration::from_secs(5),
+        "client's entry moves to lb2",
+        || client_vip6_neigh(&lab).0.as_deref() == Some(lb2.as_str()),
+    );
+    let took = kill.elapsed();
+    println!(
+        "v6 VIP handover after SIGKILL: client's neighbour entry is lb2's MAC after {} ms",
+        took.as_millis()
+    );
+    assert!(took < TAKEOVER_BOUND, "{took:?}");
+    assert_eq!(state6(&lab, "lb2"), "master");
+}
+
+/// keepalived's IPv6 VRRPv3 instance (its own instance: one family per VRID), 100 ms.
+fn start_keepalived6(lab: &mut Lab, host: &str, priority: u8, dir: &std::path::Path, run: &str) {
+    let conf = format!(
+        "global_defs {{\n  router_id {host}\n  vrrp_version 3\n  enable_script_security\n}}\n\
+         vrrp_instance xvip6 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n  \
+         priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP6}/128 dev eth0\n  }}\n}}\n"
+    );
+    spawn_keepalived(lab, host, &conf, dir, run);
+}
+
+fn has_vip6(lab: &Lab, host: &str) -> bool {
+    addr_line(lab, host, VIP6).is_some()
+}
+
+#[test]
+fn keepalived_ipv6_vrrpv3_and_xvip_elect_one_master_and_take_over_from_each_other() {
+    let dir = TempDir::new("v6ka");
+    let mut lab = lab("v6ka", 2, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    let mut args = v6_args(&lab);
+    args.extend(
+        [
+            "--metrics-addr",
+            METRICS,
+            "--vrrp-vrid",
+            "51",
+            "--vrrp-priority",
+            "100",
+        ]
+        .map(String::from),
+    );
+
+    // keepalived (150) on lb1, xvip (100) on lb2: keepalived is master, xvip hears it.
+    start_keepalived6(&mut lab, "lb1", 150, &dir.0, "a");
+    start(&mut lab, "lb2", &args);
+    let ka = link_local(&lab, "lb1");
+    wait_for(
+        Duration::from_secs(8),
+        "keepalived master, xvip backup",
+        || {
+            has_vip6(&lab, "lb1")
+                && status(&lab, "lb2")
+                    .and_then(|s| s.vrrp6)
+                    .is_some_and(|v| v.state == "backup" && v.master.as_deref() == Some(&ka))
+        },
+    );
+    let t = status(&lab, "lb2")
+        .and_then(|s| s.vrrp6)
+        .expect("vrrp6")
+        .transitions;
+    thread::sleep(Duration::from_millis(1000));
+    let v = status(&lab, "lb2").and_then(|s| s.vrrp6).expect("vrrp6");
+    assert!(
+        has_vip6(&lab, "lb1") && v.state == "backup" && v.transitions == t,
+        "{v:?}"
+    );
+    assert_eq!(
+        v.drops["checksum"], 0,
+        "keepalived's v6 checksum is accepted: {v:?}"
+    );
+    assert_eq!(v.drops["ttl"], 0, "hop limit 255: {v:?}");
+
+    // keepalived dies (its VIP with its node): xvip takes over, the client follows.
+    client_touches_vip6(&lab);
+    wait_client_mac(&lab, &mac_of(&lab, "lb1"), Duration::from_secs(3));
+    let kill = Instant::now();
+    kill_keepalived(&mut lab, &dir.0, "a");
+    let _ = lab
+        .host("lb1")
+        .ns
+        .ip(&["-6", "addr", "del", &format!("{VIP6}/128"), "dev", "eth0"]);
+    wait_client_mac(&lab, &mac_of(&lab, "lb2"), Duration::from_secs(3));
+    let took = kill.elapsed();
+    println!(
+        "keepalived -> xvip (IPv6): client's neighbour entry moved after {} ms",
+        took.as_millis()
+    );
+    assert!(took < TAKEOVER_BOUND, "{took:?}");
+    assert_eq!(state6(&lab, "lb2"), "master");
+    lab.stop("keepalived-a");
+
+    // keepalived comes back lower (50): it hears xvip and stays backup.
+    start_keepalived6(&mut lab, "lb1", 50, &dir.0, "b");
+    let t = status(&lab, "lb2")
+        .and_then(|s| s.vrrp6)
+        .expect("vrrp6")
+        .transitions;
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !has_vip6(&lab, "lb1"),
+        "keepalived took the VIP from a higher xvip master"
+    );
+    let v = status(&lab, "lb2").and_then(|s| s.vrrp6).expect("vrrp6");
+    assert_eq!((v.state.as_str(), v.transitions), ("master", t), "{v:?}");
+
+    // xvip dies: keepalived takes over.
+    let i = xvip_index(&lab, "lb2");
+    let kill = Instant::now();
+    lab.procs[i].signal(libc::SIGKILL);
+    let took = wait_for(Duration::from_secs(3), "keepalived master", || {
+        has_vip6(&lab, "lb1")
+    });
+    println!(
+        "xvip -> keepalived (IPv6): VIP on lb1 after {} ms",
+        took.as_millis()
+    );
+    let _ = kill;
+    drop(lab);
+}
+
+// ---- forwarding through the IPv6 VIP: needs the IPv6 data path ----
+
+/// `n` new connections from `from` to the v6 VIP's `/whoami`: who answered how often.
+fn spread6(lab: &Lab, from: &str, n: usize) -> std::collections::BTreeMap<String, u32> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let who = lab
+            .curl(from, &vip6_url("/whoami"), Duration::from_secs(2))
+            .map(|b| b.trim().to_string())
+            .unwrap_or_else(|e| format!("error: {e}"));
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// One xvip (no VRRP) serving the v6 VIP, with the three v6 masters healthy.
+fn forwarding_lab(tag: &str, not_ready: Option<&std::path::Path>, extra: &[&str]) -> Lab {
+    let mut lab = lab(tag, 1, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, not_ready);
+    let mut args = v6_args(&lab);
+    args.extend(["--metrics-addr", METRICS].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    start(&mut lab, "lb1", &args);
+    lab.curl_until_ok("client", &vip6_url("/readyz"), Duration::from_secs(10))
+        .expect("through the v6 VIP");
+    lab
+}
+
+#[test]
+#[ignore = "needs the v6 data path (v6dp)"]
+fn https_through_the_v6_vip_reaches_several_masters() {
+    let lab = forwarding_lab("v6fwd", None, &[]);
+    let seen = spread6(&lab, "client", 30);
+    println!("v6 spread: {seen:?}");
+    assert!(seen.keys().all(|k| k.starts_with('m')), "{seen:?}");
+    assert!(seen.len() >= 2, "several masters: {seen:?}");
+}
+
+#[test]
+#[ignore = "needs the v6 data path (v6dp)"]
+fn ping6_of_the_vip_is_answered() {
+    let lab = forwarding_lab("v6ping", None, &[]);
+    sh(lab
+        .host("client")
+        .ns
+        .cmd("ping")
+        .args(["-6", "-c", "3", "-i", "0.2", "-W", "1", VIP6]))
+    .expect("ping -6 of the VIP (Debian package iputils-ping)");
+}
+
+#[test]
+#[ignore = "needs the v6 data path (v6dp)"]
+fn a_v6_master_failing_readyz_leaves_the_rotation() {
+    let dir = TempDir::new("v6rot");
+    let not_ready = dir.path("m1.notready");
+    let lab = forwarding_lab("v6rot", Some(&not_ready), &[]);
+    std::fs::write(&not_ready, "").expect("not ready");
+    let m1 = format!("[{}]:6443", v6_host(&lab, "m1"));
+    let took = wait_for(Duration::from_secs(5), "m1 out", || {
+        status(&lab, "lb1").and_then(|s| backend_healthy(&s, &m1)) == Some(false)
+    });
+    println!("v6 master out of rotation after {} ms", took.as_millis());
+    let seen = spread6(&lab, "client", 20);
+    assert!(!seen.contains_key("m1"), "m1 still served: {seen:?}");
+    assert!(seen.keys().all(|k| k.starts_with('m')), "{seen:?}");
+}
+
+#[test]
+#[ignore = "needs the v6 data path (v6dp)"]
+fn the_node_itself_reaches_the_v6_vip() {
+    let lab = forwarding_lab("v6self", None, &[]);
+    let body = lab
+        .curl("lb1", &vip6_url("/whoami"), Duration::from_secs(2))
+        .expect("from the xvip node itself (connect6)");
+    assert!(body.trim().starts_with('m'), "{body}");
+}
+
+#[test]
+#[ignore = "needs the v6 data path (v6dp)"]
+fn dual_stack_one_xvip_serves_a_v4_and_a_v6_vip() {
+    let mut lab = lab("v6dual", 1, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    let mut args = v6_args(&lab);
+    args.extend(["--metrics-addr", METRICS, "--vip", "192.0.2.100:6443"].map(String::from));
+    for m in ["m1", "m2", "m3"] {
+        args.push("--backend".into());
+        args.push(format!("{}:6443", lab.host(m).ip));
+    }
+    start(&mut lab, "lb1", &args);
+    lab.curl_until_ok("client", &vip6_url("/whoami"), Duration::from_secs(10))
+        .expect("v6 VIP");
+    lab.curl_until_ok(
+        "client",
+        "https://192.0.2.100:6443/whoami",
+        Duration::from_secs(5),
+    )
+    .expect("v4 VIP");
+    let s = status(&lab, "lb1").expect("status");
+    assert_eq!(s.backends.len(), 6, "{:?}", s.backends);
+}
