@@ -3,7 +3,8 @@
 //! DAD probes of other addresses are left alone and the VIP is defended, health checks
 //! reach IPv6 masters, two xvip nodes hand the v6 VIP over after a SIGKILL (seen in the
 //! client's neighbour table), xvip and keepalived elect one master over IPv6 VRRPv3, and
-//! `--announce none` answers nothing. The forwarding tests (HTTPS and ping through the v6
+//! `--announce none` answers nothing, a local backend is served through the VIP on `lo`.
+//! The forwarding tests (HTTPS and ping through the v6
 //! VIP, rotation, the node itself, dual stack) need the IPv6 data path.
 
 mod common;
@@ -440,6 +441,52 @@ fn keepalived_ipv6_vrrpv3_and_xvip_elect_one_master_and_take_over_from_each_othe
     );
     let _ = kill;
     drop(lab);
+}
+
+#[test]
+fn a_local_v6_backend_is_served_through_the_v6_vip_on_lo() {
+    let mut lab = lab("v6local", 1, None);
+    add_v6(&lab);
+    // lb1 is itself a master: its API server listens on every address (the VIP on lo too).
+    let mut cmd = lab.host("lb1").ns.cmd(apiserver_bin());
+    cmd.args(["--listen", "[::]:6443", "--name", "lb1"]);
+    lab.spawn_apiserver("apiserver6-lb1", cmd)
+        .expect("apiserver");
+    let own = format!("[{}]:6443", v6_host(&lab, "lb1"));
+    let args: Vec<String> = [
+        "--interface",
+        "eth0",
+        "--vip",
+        &format!("[{VIP6}]:6443"),
+        "--backend",
+        &own,
+        "--metrics-addr",
+        METRICS,
+    ]
+    .map(String::from)
+    .to_vec();
+    start(&mut lab, "lb1", &args);
+    let on_lo = |lab: &Lab| {
+        lab.host("lb1")
+            .ns
+            .ip(&["-6", "addr", "show", "dev", "lo"])
+            .unwrap_or_default()
+            .contains(&format!("{VIP6}/128"))
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "the v6 VIP on lo, backend up",
+        || {
+            on_lo(&lab)
+                && status(&lab, "lb1").is_some_and(|s| backend_healthy(&s, &own) == Some(true))
+        },
+    );
+    let body = lab
+        .curl_until_ok("client", &vip6_url("/whoami"), Duration::from_secs(5))
+        .expect("through the v6 VIP to the local API server");
+    assert_eq!(body.trim(), "lb1");
+    lab.stop("xvip-lb1");
+    assert!(!on_lo(&lab), "the VIP left lo with xvip");
 }
 
 // ---- forwarding through the IPv6 VIP: needs the IPv6 data path ----

@@ -168,12 +168,34 @@ fn vip_on_lo(
     r: &Reconciler,
     iface: &Interface,
 ) -> Result<Option<crate::local::VipOnLo>, DaemonError> {
-    if !r.backends().keys().any(|a| r.is_local(a)) {
+    let local6 = crate::ndp::all_addresses();
+    let v6_local = settings
+        .backends6
+        .iter()
+        .any(|b| local6.contains(b.addr.ip()));
+    let v4_local = r.backends().keys().any(|a| r.is_local(a));
+    if !v4_local && !v6_local {
         return Ok(None);
     }
-    let vips: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
-    let lo = crate::local::VipOnLo::install(&vips, &iface.name)?;
-    log::info!("this node is a backend: the VIPs are on lo (arp_ignore=1, arp_announce=2)");
+    let vips: Vec<Ipv4Addr> = if v4_local {
+        settings.vips.iter().map(|v| v.addr).collect()
+    } else {
+        Vec::new()
+    };
+    let mut lo = crate::local::VipOnLo::install(&vips, &iface.name)?;
+    if v6_local {
+        let vips6: Vec<std::net::Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
+        lo.add_v6(&vips6)?;
+    }
+    log::info!(
+        "this node is a backend: its VIPs are on lo ({}{})",
+        if v4_local {
+            "IPv4 with arp_ignore=1, arp_announce=2"
+        } else {
+            ""
+        },
+        if v6_local { " IPv6" } else { "" }
+    );
     Ok(Some(lo))
 }
 
