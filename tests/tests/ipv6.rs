@@ -489,6 +489,80 @@ fn a_local_v6_backend_is_served_through_the_v6_vip_on_lo() {
     assert!(!on_lo(&lab), "the VIP left lo with xvip");
 }
 
+#[test]
+fn dual_stack_runs_one_vrrp_instance_per_family_and_announces_both() {
+    let mut lab = lab("v6dsv", 2, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    for (host, prio) in [("lb1", "150"), ("lb2", "100")] {
+        let mut args = v6_args(&lab);
+        args.extend(
+            [
+                "--metrics-addr",
+                METRICS,
+                "--vip",
+                "192.0.2.100:6443",
+                "--backend",
+                "192.0.2.11",
+                "--backend",
+                "192.0.2.12",
+                "--vrrp-vrid",
+                "51",
+                "--vrrp-priority",
+                prio,
+            ]
+            .map(String::from),
+        );
+        start(&mut lab, host, &args);
+    }
+    let (ll1, ip1) = (link_local(&lab, "lb1"), lab.host("lb1").ip.to_string());
+    wait_for(
+        Duration::from_secs(8),
+        "lb1 master of both instances",
+        || {
+            status(&lab, "lb2").is_some_and(|s| {
+                s.vrrp
+                    .as_ref()
+                    .is_some_and(|v| v.state == "backup" && v.master.as_deref() == Some(&ip1))
+                    && s.vrrp6
+                        .as_ref()
+                        .is_some_and(|v| v.state == "backup" && v.master.as_deref() == Some(&ll1))
+            }) && status(&lab, "lb1").is_some_and(|s| {
+                s.announcing
+                    && s.announcing6 == Some(true)
+                    && s.vips == ["192.0.2.100:6443".to_string(), format!("[{VIP6}]:6443")]
+            })
+        },
+    );
+    // The IPv4 VIP forwards; the client finds both VIPs at lb1.
+    let body = lab
+        .curl_until_ok(
+            "client",
+            "https://192.0.2.100:6443/whoami",
+            Duration::from_secs(5),
+        )
+        .expect("v4 VIP");
+    assert!(body.trim().starts_with('m'), "{body}");
+    client_touches_vip6(&lab);
+    let lb1 = mac_of(&lab, "lb1");
+    wait_client_mac(&lab, &lb1, Duration::from_secs(3));
+    assert_eq!(client_vip_mac(&lab), lb1);
+    // lb1 dies: lb2 takes both families over.
+    lab.kill("xvip-lb1").expect("kill");
+    let lb2 = mac_of(&lab, "lb2");
+    wait_client_mac(&lab, &lb2, Duration::from_secs(3));
+    wait_for(Duration::from_secs(3), "lb2 master of both", || {
+        status(&lab, "lb2").is_some_and(|s| s.announcing && s.announcing6 == Some(true))
+    });
+    lab.curl_until_ok(
+        "client",
+        "https://192.0.2.100:6443/whoami",
+        Duration::from_secs(3),
+    )
+    .expect("v4 VIP through lb2");
+    assert_eq!(client_vip_mac(&lab), lb2);
+}
+
 // ---- forwarding through the IPv6 VIP: needs the IPv6 data path ----
 
 /// `n` new connections from `from` to the v6 VIP's `/whoami`: who answered how often.
