@@ -112,16 +112,19 @@ pub struct RunArgs {
     /// Interface to attach to and answer ARP on.
     #[arg(long, env = "XVIP_INTERFACE")]
     pub interface: Option<String>,
-    /// Virtual IP, IP[:PORT] (port 6443 by default); repeat for several.
+    /// Virtual IP, IPv4[:PORT], [IPv6]:PORT or a bare IPv6 (port 6443 by default); repeat
+    /// for several, of either family (dual stack).
     #[arg(long = "vip", env = "XVIP_VIPS", value_delimiter = ',')]
     pub vips: Vec<String>,
-    /// Backend, IP[:PORT][@WEIGHT] (port 6443, weight 1 by default; weight 0 drains).
+    /// Backend, IP[:PORT][@WEIGHT], IPv6 as [IPv6]:PORT[@WEIGHT] (port 6443, weight 1 by
+    /// default; weight 0 drains); of the family of the VIPs it serves.
     #[arg(long = "backend", env = "XVIP_BACKENDS", value_delimiter = ',')]
     pub backends: Vec<String>,
     /// fullnat (default) or dnat.
     #[arg(long, env = "XVIP_MODE", value_enum)]
     pub mode: Option<Mode>,
-    /// Source address of translated packets in fullnat mode (default: the first VIP).
+    /// Source address of translated packets in fullnat mode, one per family as A[,B]
+    /// (default: each family's first VIP).
     #[arg(long, env = "XVIP_SNAT_IP")]
     pub snat_ip: Option<String>,
     /// SNAT port range, MIN-MAX (default 20000-59999).

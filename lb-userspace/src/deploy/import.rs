@@ -330,7 +330,7 @@ fn haproxy_time(s: &str) -> Option<String> {
 ///
 /// # Errors
 /// [`ImportError`] when the file cannot be read, no frontend can be chosen, or a server
-/// address is not an IPv4 address.
+/// address is not an IP address.
 pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, ImportError> {
     let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
         path: path.display().to_string(),
