@@ -259,6 +259,8 @@ pub struct NdpError {
 pub struct Counts {
     /// Solicitations that passed the checks.
     pub solicitations: AtomicU64,
+    /// Advertisements sent in answer (the caller counts them with [`NdpSocket::answered`]).
+    pub answered: AtomicU64,
     /// Frames dropped, by [`Invalid`] reason.
     pub invalid: [AtomicU64; Invalid::ALL.len()],
 }
@@ -418,6 +420,25 @@ impl NdpSocket {
     /// What was received so far.
     pub fn counts(&self) -> &Counts {
         &self.counts
+    }
+
+    /// Counts one solicitation answered.
+    pub fn answered(&self) {
+        self.counts.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters as the status document shows them.
+    pub fn status(&self) -> crate::status::NdpStatus {
+        let c = &self.counts;
+        crate::status::NdpStatus {
+            solicitations: c.solicitations.load(Ordering::Relaxed),
+            answered: c.answered.load(Ordering::Relaxed),
+            dropped: Invalid::ALL
+                .iter()
+                .zip(&c.invalid)
+                .map(|(r, n)| (r.name().to_string(), n.load(Ordering::Relaxed)))
+                .collect(),
+        }
     }
 
     /// Receives the next valid neighbor solicitation (invalid frames are counted).

@@ -119,6 +119,17 @@ pub struct DiscoveryStatus {
     pub polls_failed: u64,
 }
 
+/// The NDP socket's counters (IPv6 VIPs announced with `--announce arp`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NdpStatus {
+    /// Neighbour solicitations that passed the RFC 4861 checks (for any target).
+    pub solicitations: u64,
+    /// Those answered (a target of ours, while announcing).
+    pub answered: u64,
+    /// Frames dropped by the checks, by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
+
 /// Traffic of one VIP through the data path.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VipTraffic {
@@ -166,6 +177,9 @@ pub struct Status {
     /// The IPv6 VRRP instance (same VRID, ff02::12), when enabled with IPv6 VIPs.
     #[serde(default)]
     pub vrrp6: Option<VrrpStatus>,
+    /// NDP for the IPv6 VIPs, when announced.
+    #[serde(default)]
+    pub ndp: Option<NdpStatus>,
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,
@@ -360,6 +374,29 @@ impl Status {
                 "announcing6",
                 "1 when this node answers NDP for the IPv6 VIPs.",
                 flag(a),
+            );
+        }
+        if let Some(n) = &self.ndp {
+            counter(
+                &mut reg,
+                "ndp_solicitations",
+                "Neighbour solicitations that passed the checks.",
+                n.solicitations,
+            );
+            counter(
+                &mut reg,
+                "ndp_answered",
+                "Neighbour solicitations answered for the IPv6 VIPs.",
+                n.answered,
+            );
+            let drops = Family::<Labels, Counter>::default();
+            for (k, v) in &n.dropped {
+                drops.get_or_create(&labels(&[("reason", k)])).inc_by(*v);
+            }
+            reg.register(
+                "ndp_dropped",
+                "Frames on the NDP socket dropped by the checks, by reason.",
+                drops,
             );
         }
         if let Some(v) = &self.vrrp6 {
@@ -562,6 +599,30 @@ impl Status {
         );
         if let Some(r) = &self.route {
             let _ = writeln!(o, "{}", r.line());
+        }
+        if let Some(n) = &self.ndp {
+            let dropped: Vec<String> = n
+                .dropped
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "ndp: {} ({} solicitations, {} answered), dropped: {}",
+                if self.announcing6 == Some(true) {
+                    "announcing"
+                } else {
+                    "silent"
+                },
+                n.solicitations,
+                n.answered,
+                if dropped.is_empty() {
+                    "none".into()
+                } else {
+                    dropped.join(" ")
+                }
+            );
         }
         for (family, v) in [("", &self.vrrp), (" (IPv6)", &self.vrrp6)] {
             let Some(v) = v else { continue };

@@ -38,7 +38,7 @@ pub(super) struct Daemon {
     /// The same for IPv6 (NDP): the IPv6 VIPs and an IPv6 SNAT address not the node's own.
     vip6_addrs: Vec<Ipv6Addr>,
     /// The NDP socket, when there are IPv6 addresses to announce (`--announce arp`).
-    ndp: Option<Arc<crate::ndp::NdpSocket>>,
+    pub ndp: Option<Arc<crate::ndp::NdpSocket>>,
     /// The IPv6 backends' checkers (the set is the configured one: no SIGHUP or discovery
     /// change for IPv6 yet).
     checkers6: Vec<JoinHandle<()>>,
@@ -288,9 +288,11 @@ impl Daemon {
         }
         if let Some(na) = ns.answer(&self.vip6_addrs, self.iface.mac)
             && let Some(ndp) = &self.ndp
-            && let Err(e) = ndp.send(&na)
         {
-            log::warn!("neighbour advertisement: {e}");
+            match ndp.send(&na) {
+                Ok(()) => ndp.answered(),
+                Err(e) => log::warn!("neighbour advertisement: {e}"),
+            }
         }
     }
 

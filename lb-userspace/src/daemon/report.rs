@@ -133,6 +133,7 @@ pub(super) fn status_of(
         uptime_s: started.elapsed().as_secs_f64(),
         vrrp: None,
         vrrp6: None,
+        ndp: None,
         discovery: None,
         route: s.route.clone(),
     }

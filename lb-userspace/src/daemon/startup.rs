@@ -230,9 +230,15 @@ fn attach(
             .vips
             .iter()
             .map(|v| format!("{}:{}", v.addr, v.port))
+            .chain(
+                settings
+                    .vips6
+                    .iter()
+                    .map(|v| std::net::SocketAddrV6::new(v.addr, v.port, 0, 0).to_string())
+            )
             .collect::<Vec<_>>()
             .join(" "),
-        settings.backends.len(),
+        settings.backends.len() + settings.backends6.len(),
         settings.mode
     );
     Ok(xdp_mode)

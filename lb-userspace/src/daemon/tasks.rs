@@ -148,6 +148,7 @@ pub(super) async fn status_endpoint(
         let started = d.started;
         let vrrp_report = vrrp.map(|h| h.report());
         let vrrp6_report = vrrp6.map(|h| h.report());
+        let ndp = d.ndp.clone();
         let discovery = settings
             .discover_from_kubeconfig
             .clone()
@@ -165,6 +166,7 @@ pub(super) async fn status_endpoint(
             st.vrrp6 = vrrp6_report
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
+            st.ndp = ndp.as_ref().map(|n| n.status());
             st.discovery = discovery
                 .as_ref()
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
