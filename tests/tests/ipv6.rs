@@ -563,6 +563,120 @@ fn dual_stack_runs_one_vrrp_instance_per_family_and_announces_both() {
     assert_eq!(client_vip_mac(&lab), lb2);
 }
 
+/// Sends each of `msgs` from `host`'s eth0 on a raw IPv6 socket of protocol `proto` to the
+/// link-local multicast `dst`, with hop limit `hops` (ICMPv6: the kernel adds the checksum).
+fn send_raw6(lab: &Lab, host: &str, proto: i32, hops: i32, dst: &str, msgs: Vec<Vec<u8>>) {
+    let ns = lab.host(host).ns.name.clone();
+    let dst: std::net::Ipv6Addr = dst.parse().expect("dst");
+    in_netns(&ns, move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, proto);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let ifindex = libc::if_nametoindex(c"eth0".as_ptr());
+            for (opt, v) in [
+                (libc::IPV6_MULTICAST_HOPS, hops),
+                (libc::IPV6_MULTICAST_IF, ifindex as i32),
+            ] {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    opt,
+                    (&raw const v).cast(),
+                    size_of::<i32>() as u32,
+                );
+            }
+            let mut to: libc::sockaddr_in6 = std::mem::zeroed();
+            to.sin6_family = libc::AF_INET6 as u16;
+            to.sin6_addr.s6_addr = dst.octets();
+            to.sin6_scope_id = ifindex;
+            for m in &msgs {
+                libc::sendto(
+                    fd,
+                    m.as_ptr().cast(),
+                    m.len(),
+                    0,
+                    (&raw const to).cast(),
+                    size_of::<libc::sockaddr_in6>() as u32,
+                );
+            }
+            libc::close(fd);
+        }
+    })
+    .expect("in netns");
+}
+
+#[test]
+fn forged_v6_adverts_and_solicitations_change_nothing_and_are_counted() {
+    use xvip::vrrp::{Advert, Auth, Version, packet::MULTICAST6};
+    let mut lab = lab("v6forge", 1, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    let mut args = v6_args(&lab);
+    args.extend(["--metrics-addr", METRICS, "--vrrp-vrid", "51"].map(String::from));
+    start(&mut lab, "lb1", &args);
+    wait_for(Duration::from_secs(8), "lb1 master (v6)", || {
+        state6(&lab, "lb1") == "master"
+    });
+    let before = status(&lab, "lb1").expect("status");
+    let t = before.vrrp6.as_ref().expect("vrrp6").transitions;
+
+    // Adverts that would take the VIP (priority 254) if accepted: routed (hop limit 64),
+    // a broken checksum, another VRID.
+    let src: std::net::Ipv6Addr = link_local(&lab, "client").parse().expect("ll");
+    let forged = |vrid: u8| Advert {
+        version: Version::V3,
+        vrid,
+        priority: 254,
+        max_adver_int_cs: 10,
+        addrs: vec![VIP6.parse::<std::net::IpAddr>().expect("vip")],
+        auth: Auth::NONE,
+    };
+    let good = forged(51).encode(src, MULTICAST6);
+    let mut bad_sum = good.clone();
+    bad_sum[6] ^= 0x55;
+    let rounds = 20;
+    for _ in 0..rounds {
+        send_raw6(&lab, "client", 112, 64, "ff02::12", vec![good.clone()]);
+        send_raw6(
+            &lab,
+            "client",
+            112,
+            255,
+            "ff02::12",
+            vec![bad_sum.clone(), forged(52).encode(src, MULTICAST6)],
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Solicitations for the VIP that were routed (hop limit 64): never answered.
+    let mut ns = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend_from_slice(&VIP6.parse::<std::net::Ipv6Addr>().expect("vip").octets());
+    send_raw6(
+        &lab,
+        "client",
+        libc::IPPROTO_ICMPV6,
+        64,
+        "ff02::1:ff00:100",
+        vec![ns; rounds],
+    );
+    thread::sleep(Duration::from_millis(300));
+    let after = status(&lab, "lb1").expect("status");
+    let v = after.vrrp6.as_ref().expect("vrrp6");
+    assert_eq!((v.state.as_str(), v.transitions), ("master", t), "{v:?}");
+    for reason in ["ttl", "checksum", "vrid"] {
+        assert!(v.drops[reason] >= rounds as u64, "{reason}: {:?}", v.drops);
+    }
+    let (n0, n1) = (before.ndp.expect("ndp"), after.ndp.expect("ndp"));
+    assert!(
+        n1.dropped["hop_limit"] >= n0.dropped["hop_limit"] + rounds as u64,
+        "{n1:?}"
+    );
+    assert_eq!(
+        n1.answered, n0.answered,
+        "a routed solicitation was answered"
+    );
+}
+
 // ---- forwarding through the IPv6 VIP: needs the IPv6 data path ----
 
 /// `n` new connections from `from` to the v6 VIP's `/whoami`: who answered how often.
