@@ -183,7 +183,9 @@ fn ndp_gives_the_client_xvip_s_mac_for_the_v6_vip_and_health_checks_reach_v6_mas
     add_v6(&lab);
     start_v6_apiservers(&mut lab, Some(&not_ready));
     let mut args = v6_args(&lab);
-    args.extend(["--metrics-addr".into(), METRICS.into()]);
+    // A SNAT address that is not the node's own: xvip answers NDP for it too.
+    let snat = "2001:db8::200";
+    args.extend(["--metrics-addr", METRICS, "--snat-ip", snat].map(String::from));
     start(&mut lab, "lb1", &args);
     let m1 = format!("[{}]:6443", v6_host(&lab, "m1"));
     wait_for(Duration::from_secs(10), "three healthy v6 backends", || {
@@ -200,6 +202,22 @@ fn ndp_gives_the_client_xvip_s_mac_for_the_v6_vip_and_health_checks_reach_v6_mas
     wait_client_mac(&lab, &lb, Duration::from_secs(3));
     let (_, line) = client_vip6_neigh(&lab);
     assert!(!line.contains("PERMANENT"), "a learnt entry: {line}");
+    // A master resolves the SNAT address (where the replies go) to xvip too.
+    let _ = lab.curl(
+        "m1",
+        &format!("https://[{snat}]:6443/"),
+        Duration::from_millis(500),
+    );
+    wait_for(
+        Duration::from_secs(3),
+        "m1's entry for the SNAT address",
+        || {
+            lab.host("m1")
+                .ns
+                .ip(&["-6", "neigh", "show", snat, "dev", "eth0"])
+                .is_ok_and(|l| l.contains(&lb))
+        },
+    );
 
     // A master failing /readyz is seen down, and up again.
     std::fs::write(&not_ready, "").expect("not ready");
