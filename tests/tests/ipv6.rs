@@ -350,6 +350,50 @@ fn two_xvip_nodes_hand_the_v6_vip_over_after_a_sigkill() {
     assert_eq!(state6(&lab, "lb2"), "master");
 }
 
+#[test]
+fn unicast_link_local_peers_elect_one_master_and_fail_over() {
+    let mut lab = lab("v6uc", 2, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    let (ll1, ll2) = (link_local(&lab, "lb1"), link_local(&lab, "lb2"));
+    for (host, prio, peer) in [("lb1", "150", &ll2), ("lb2", "100", &ll1)] {
+        let mut args = v6_args(&lab);
+        args.extend(
+            [
+                "--metrics-addr",
+                METRICS,
+                "--vrrp-vrid",
+                "51",
+                "--vrrp-priority",
+                prio,
+                "--vrrp-peer",
+                peer,
+            ]
+            .map(String::from),
+        );
+        start(&mut lab, host, &args);
+    }
+    wait_for(
+        Duration::from_secs(8),
+        "lb1 master over unicast (v6)",
+        || {
+            state6(&lab, "lb1") == "master"
+                && status(&lab, "lb2")
+                    .and_then(|s| s.vrrp6)
+                    .is_some_and(|v| v.state == "backup" && v.master.as_deref() == Some(&ll1))
+        },
+    );
+    lab.kill("xvip-lb1").expect("kill");
+    let took = wait_for(Duration::from_secs(3), "lb2 master", || {
+        state6(&lab, "lb2") == "master"
+    });
+    println!(
+        "v6 unicast peers: lb2 master {} ms after the kill",
+        took.as_millis()
+    );
+    assert!(took < TAKEOVER_BOUND, "{took:?}");
+}
+
 /// keepalived's IPv6 VRRPv3 instance (its own instance: one family per VRID), 100 ms.
 fn start_keepalived6(lab: &mut Lab, host: &str, priority: u8, dir: &std::path::Path, run: &str) {
     let conf = format!(

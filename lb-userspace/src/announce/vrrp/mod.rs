@@ -1139,4 +1139,51 @@ mod tests {
             Err((DropReason::Checksum, false))
         );
     }
+
+    #[test]
+    fn ipv6_adverts_are_classified_by_the_same_rules() {
+        use std::net::Ipv6Addr;
+        let (a, b) = (
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2),
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 3),
+        );
+        let msg = Advert {
+            version: Version::V3,
+            vrid: 51,
+            priority: 120,
+            max_adver_int_cs: 10,
+            addrs: vec!["2001:db8::100".parse().unwrap()],
+            auth: Auth::NONE,
+        }
+        .encode(a, packet::MULTICAST6);
+        let mut pkt =
+            packet::ipv6_header(a, packet::MULTICAST6, packet::TTL, msg.len() as u16).to_vec();
+        pkt.extend_from_slice(&msg);
+        let s = VrrpSettings::resolve(input()).unwrap().unwrap();
+        let r = classify(&s, b.into(), &pkt).unwrap();
+        assert_eq!((r.src, r.advert.priority), (a.into(), 120));
+        let reason = |s: &VrrpSettings, own: Ipv6Addr, p: &[u8]| {
+            classify(s, own.into(), p)
+                .map(|_| ())
+                .map_err(|e| (e.0, e.1))
+        };
+        assert_eq!(reason(&s, a, &pkt), Err((DropReason::Own, Some(a.into()))));
+        let mut peers = s.clone();
+        peers.peers = vec![Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9).into()];
+        assert_eq!(
+            reason(&peers, b, &pkt),
+            Err((DropReason::NotPeer, Some(a.into())))
+        );
+        let mut routed = pkt.clone();
+        routed[7] = 64;
+        assert_eq!(
+            reason(&s, b, &routed),
+            Err((DropReason::Ttl, Some(a.into())))
+        );
+        // An IPv6 task reads an IPv4 packet as broken, not as an advert.
+        assert_eq!(
+            reason(&s, b, &KEEPALIVED_V2).map_err(|e| e.0),
+            Err(DropReason::Truncated)
+        );
+    }
 }
