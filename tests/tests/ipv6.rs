@@ -394,6 +394,52 @@ fn unicast_link_local_peers_elect_one_master_and_fail_over() {
     assert!(took < TAKEOVER_BOUND, "{took:?}");
 }
 
+#[test]
+fn sighup_reloads_the_v6_backends_from_the_config_file() {
+    let dir = TempDir::new("v6hup");
+    let mut lab = lab("v6hup", 1, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab, None);
+    let [m1, m2, m3] = ["m1", "m2", "m3"].map(|m| format!("[{}]:6443", v6_host(&lab, m)));
+    let conf = dir.path("xvip.toml");
+    let write = |backends: &[String]| {
+        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        std::fs::write(
+            &conf,
+            format!(
+                "interface = \"eth0\"\nvips = [\"[{VIP6}]:6443\"]\nbackends = [{}]\nmetrics_addr = \"{METRICS}\"\n",
+                list.join(", ")
+            ),
+        )
+        .expect("config");
+    };
+    write(&[m1.clone(), m2.clone()]);
+    let args = vec!["--config".to_string(), conf.to_string_lossy().into_owned()];
+    start(&mut lab, "lb1", &args);
+    let healthy = |lab: &Lab| -> Vec<String> {
+        status(lab, "lb1")
+            .map(|s| {
+                s.backends
+                    .into_iter()
+                    .filter(|x| x.healthy && x.checks_ok > 0)
+                    .map(|x| x.addr)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(10), "m1, m2 checked healthy", || {
+        healthy(&lab) == [m1.clone(), m2.clone()]
+    });
+    write(&[m2.clone(), m3.clone()]);
+    let i = xvip_index(&lab, "lb1");
+    lab.procs[i].signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "m2, m3 after SIGHUP", || {
+        let s = status(&lab, "lb1").expect("status");
+        let all: Vec<String> = s.backends.iter().map(|x| x.addr.clone()).collect();
+        all == [m2.clone(), m3.clone()] && healthy(&lab) == all
+    });
+}
+
 /// keepalived's IPv6 VRRPv3 instance (its own instance: one family per VRID), 100 ms.
 fn start_keepalived6(lab: &mut Lab, host: &str, priority: u8, dir: &std::path::Path, run: &str) {
     let conf = format!(

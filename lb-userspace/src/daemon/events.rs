@@ -39,9 +39,9 @@ pub(super) struct Daemon {
     vip6_addrs: Vec<Ipv6Addr>,
     /// The NDP socket, when there are IPv6 addresses to announce (`--announce arp`).
     pub ndp: Option<Arc<crate::ndp::NdpSocket>>,
-    /// The IPv6 backends' checkers (the set is the configured one: no SIGHUP or discovery
-    /// change for IPv6 yet).
-    checkers6: Vec<JoinHandle<()>>,
+    /// The IPv6 backends' checkers (the configured set, reloaded by SIGHUP; discovery is
+    /// IPv4 only).
+    checkers6: BTreeMap<SocketAddrV6, JoinHandle<()>>,
     route_spec: Option<crate::route::RouteSpec>,
     checkers: BTreeMap<SocketAddrV4, JoinHandle<()>>,
     health_tx: mpsc::Sender<HealthEvent>,
@@ -170,7 +170,7 @@ impl Daemon {
             vip_addrs,
             vip6_addrs,
             ndp,
-            checkers6: Vec::new(),
+            checkers6: BTreeMap::new(),
             route_spec,
             checkers: BTreeMap::new(),
             health_tx,
@@ -193,13 +193,30 @@ impl Daemon {
                 health::spawn_checker(b.addr, self.health.clone(), true, self.health_tx.clone()),
             );
         }
-        for b in &self.settings.backends6 {
-            self.checkers6.push(health::spawn_checker(
-                b.addr,
-                self.health.clone(),
-                true,
-                self.health_tx.clone(),
-            ));
+        self.replace_backends6();
+    }
+
+    /// Checkers for the configured IPv6 backends: new ones get one, removed ones lose
+    /// theirs and their statistics, kept ones keep both.
+    fn replace_backends6(&mut self) {
+        let wanted: BTreeSet<SocketAddrV6> =
+            self.settings.backends6.iter().map(|b| b.addr).collect();
+        self.checkers6.retain(|a, h| {
+            let keep = wanted.contains(a);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for a in &wanted {
+            self.checkers6.entry(*a).or_insert_with(|| {
+                health::spawn_checker(*a, self.health.clone(), true, self.health_tx.clone())
+            });
+        }
+        let mut s = self.shared.lock().expect("poisoned");
+        s.checks6.retain(|a, _| wanted.contains(a));
+        for a in &wanted {
+            s.checks6.entry(*a).or_insert((Default::default(), true));
         }
     }
 
@@ -314,6 +331,11 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 self.settings.backends = new.backends;
+                if self.settings.backends6 != new.backends6 {
+                    self.settings.backends6 = new.backends6;
+                    self.replace_backends6();
+                    log::info!("SIGHUP: {} IPv6 backends", self.settings.backends6.len());
+                }
                 let wanted = match &self.discovered {
                     Some(found) => self.weighted(found),
                     None => self
@@ -477,7 +499,7 @@ impl Daemon {
         for (_, h) in self.checkers {
             h.abort();
         }
-        for h in self.checkers6 {
+        for (_, h) in self.checkers6 {
             h.abort();
         }
         endpoint.abort();
@@ -580,10 +602,10 @@ fn learn_mac(shared: &Mutex<Shared>, ip: Ipv4Addr, mac: [u8; 6]) {
 /// written from it by the data path's reconciler).
 fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEvent) {
     let mut s = shared.lock().expect("poisoned");
-    let (st, healthy) = s
-        .checks6
-        .entry(backend)
-        .or_insert((Default::default(), true));
+    // A result of a checker stopped by a reload: that backend is gone.
+    let Some((st, healthy)) = s.checks6.get_mut(&backend) else {
+        return;
+    };
     match &ev.result {
         Ok(lat) => {
             st.ok += 1;
