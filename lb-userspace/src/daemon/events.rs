@@ -52,6 +52,11 @@ pub(super) struct Daemon {
     /// The last backend set discovery found: a SIGHUP keeps it (with the reloaded weights)
     /// rather than falling back to the static list until the API speaks again.
     discovered: Option<BTreeSet<SocketAddrV4>>,
+    /// The same for the IPv6 masters (an IPv6-only cluster's EndpointSlice).
+    discovered6: Option<BTreeSet<SocketAddrV6>>,
+    /// The configured IPv6 backends (`settings.backends6` is the set in use: these, or the
+    /// discovered ones with their weights).
+    static6: Vec<crate::config::BackendSpec6>,
     /// Gratuitous ARP rounds still to send after becoming VRRP master, and when.
     garp_burst: u32,
     garp_burst_at: tokio::time::Instant,
@@ -71,7 +76,7 @@ pub(super) struct Sources {
     /// The IPv6 VRRP instance's state changes.
     vrrp6: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
-    pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddrV4>>>,
+    pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
 }
 
 impl Sources {
@@ -158,6 +163,7 @@ impl Daemon {
             vrrp6: None,
             discovery: None,
         };
+        let static6 = settings.backends6.clone();
         let d = Self {
             args,
             settings,
@@ -178,6 +184,8 @@ impl Daemon {
             serve_rx,
             discovery_report: Default::default(),
             discovered: None,
+            discovered6: None,
+            static6,
             garp_burst: 0,
             garp_burst_at: tokio::time::Instant::now(),
             _vip_on_lo: vip_on_lo,
@@ -331,8 +339,13 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 self.settings.backends = new.backends;
-                if self.settings.backends6 != new.backends6 {
-                    self.settings.backends6 = new.backends6;
+                self.static6 = new.backends6;
+                let wanted6 = match &self.discovered6 {
+                    Some(found) => self.weighted6(found),
+                    None => self.static6.clone(),
+                };
+                if self.settings.backends6 != wanted6 {
+                    self.settings.backends6 = wanted6;
                     self.replace_backends6();
                     log::info!("SIGHUP: {} IPv6 backends", self.settings.backends6.len());
                 }
@@ -364,9 +377,55 @@ impl Daemon {
             .collect()
     }
 
-    /// A backend set from discovery: the same steps as a SIGHUP reload; a static backend
-    /// keeps its weight.
-    fn on_discovered(&mut self, found: &BTreeSet<SocketAddrV4>) {
+    /// Discovered IPv6 addresses with their weights: a configured backend's, else 1.
+    fn weighted6(&self, found: &BTreeSet<SocketAddrV6>) -> Vec<crate::config::BackendSpec6> {
+        found
+            .iter()
+            .map(|a| crate::config::BackendSpec6 {
+                addr: *a,
+                weight: self
+                    .static6
+                    .iter()
+                    .find(|b| b.addr == *a)
+                    .map_or(1, |b| b.weight),
+            })
+            .collect()
+    }
+
+    /// A backend set from discovery, split by family: each family with VIPs takes the
+    /// masters of its family (a family with none found keeps its backends).
+    fn on_discovered(&mut self, found: &BTreeSet<SocketAddr>) {
+        let v4: BTreeSet<SocketAddrV4> = found
+            .iter()
+            .filter_map(|a| match a {
+                SocketAddr::V4(a) => Some(*a),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        let v6: BTreeSet<SocketAddrV6> = found
+            .iter()
+            .filter_map(|a| match a {
+                SocketAddr::V6(a) => Some(*a),
+                SocketAddr::V4(_) => None,
+            })
+            .collect();
+        if !self.settings.vips6.is_empty() && !v6.is_empty() {
+            let wanted6 = self.weighted6(&v6);
+            self.discovered6 = Some(v6);
+            if self.settings.backends6 != wanted6 {
+                self.settings.backends6 = wanted6;
+                self.replace_backends6();
+                log::info!("discovery: {} IPv6 backends", self.settings.backends6.len());
+            }
+        }
+        if !self.settings.vips.is_empty() && !v4.is_empty() {
+            self.on_discovered4(&v4);
+        }
+    }
+
+    /// An IPv4 backend set from discovery: the same steps as a SIGHUP reload; a static
+    /// backend keeps its weight.
+    fn on_discovered4(&mut self, found: &BTreeSet<SocketAddrV4>) {
         self.discovered = Some(found.clone());
         let wanted = self.weighted(found);
         let current: Vec<(SocketAddrV4, u32)> = self

@@ -193,7 +193,13 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
             .backends()
             .iter()
             .filter(|(_, b)| b.healthy)
-            .map(|(a, _)| *a)
+            .map(|(a, _)| std::net::SocketAddr::V4(*a))
+            .chain(
+                s.checks6
+                    .iter()
+                    .filter(|(_, (_, healthy))| *healthy)
+                    .map(|(a, _)| std::net::SocketAddr::V6(*a)),
+            )
             .collect()
     });
     log::info!(
