@@ -440,6 +440,84 @@ fn sighup_reloads_the_v6_backends_from_the_config_file() {
     });
 }
 
+/// The `kubernetes` EndpointSlices of an IPv6-only cluster: `ips` ready at :6443.
+fn v6_slices(ips: &[String]) -> String {
+    let eps: Vec<String> = ips
+        .iter()
+        .map(|ip| format!(r#"{{"addresses":["{ip}"],"conditions":{{"ready":true}}}}"#))
+        .collect();
+    format!(
+        r#"{{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{{"resourceVersion":"1"}},"items":[{{"metadata":{{"name":"kubernetes","namespace":"default","labels":{{"kubernetes.io/service-name":"kubernetes"}}}},"addressType":"IPv6","endpoints":[{}],"ports":[{{"name":"https","port":6443,"protocol":"TCP"}}]}}]}}"#,
+        eps.join(",")
+    )
+}
+
+#[test]
+fn discovery_follows_an_ipv6_clusters_endpointslices() {
+    let dir = TempDir::new("v6disc");
+    let mut lab = lab("v6disc", 1, None);
+    add_v6(&lab);
+    let slices = dir.path("slices.json");
+    let [a1, a2, a3] = ["m1", "m2", "m3"].map(|m| v6_host(&lab, m));
+    std::fs::write(&slices, v6_slices(&[a1.clone(), a2.clone()])).expect("slices");
+    for m in ["m1", "m2", "m3"] {
+        let listen = format!("[{}]:6443", v6_host(&lab, m));
+        let mut cmd = lab.host(m).ns.cmd(apiserver_bin());
+        cmd.args(["--listen", &listen, "--name", m])
+            .arg("--endpointslices-file")
+            .arg(&slices);
+        lab.spawn_apiserver(&format!("apiserver6-{m}"), cmd)
+            .expect("v6 apiserver");
+    }
+    let kc = dir.path("admin.conf");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://[{VIP6}]:6443\n    insecure-skip-tls-verify: true\n\
+             users:\n- name: admin\n  user:\n    token: lab-token\ncontexts:\n- name: admin@lab\n  context:\n    cluster: lab\n    user: admin\n\
+             current-context: admin@lab\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let args: Vec<String> = [
+        "--interface",
+        "eth0",
+        "--vip",
+        &format!("[{VIP6}]:6443"),
+        "--backend",
+        &format!("[{a1}]:6443"),
+        "--metrics-addr",
+        METRICS,
+        "--discover-from-kubeconfig",
+        &kc.to_string_lossy(),
+    ]
+    .map(String::from)
+    .to_vec();
+    start(&mut lab, "lb1", &args);
+    let backends = |lab: &Lab| -> Vec<String> {
+        status(lab, "lb1")
+            .map(|s| s.backends.into_iter().map(|b| b.addr).collect())
+            .unwrap_or_default()
+    };
+    let want =
+        |ips: &[&String]| -> Vec<String> { ips.iter().map(|a| format!("[{a}]:6443")).collect() };
+    wait_for(Duration::from_secs(10), "the two listed v6 masters", || {
+        backends(&lab) == want(&[&a1, &a2])
+    });
+    std::fs::write(&slices, v6_slices(&[a1.clone(), a2.clone(), a3.clone()])).expect("slices");
+    let took = wait_for(Duration::from_secs(5), "the third v6 master", || {
+        backends(&lab) == want(&[&a1, &a2, &a3])
+    });
+    println!(
+        "IPv6 EndpointSlice change applied after {} ms",
+        took.as_millis()
+    );
+    let d = status(&lab, "lb1")
+        .and_then(|s| s.discovery)
+        .expect("discovery");
+    assert_eq!(d.masters.len(), 3, "{d:?}");
+}
+
 /// keepalived's IPv6 VRRPv3 instance (its own instance: one family per VRID), 100 ms.
 fn start_keepalived6(lab: &mut Lab, host: &str, priority: u8, dir: &std::path::Path, run: &str) {
     let conf = format!(
