@@ -325,6 +325,15 @@ fn two_xvip_nodes_hand_the_v6_vip_over_after_a_sigkill() {
         .and_then(|s| s.vrrp6)
         .expect("lb2 vrrp6");
     assert!(v.adverts_received > 0 && v.drops["checksum"] == 0, "{v:?}");
+    // The IPv6 instance's priority follows the IPv6 backends' health: no penalty here.
+    wait_for(Duration::from_secs(3), "unpenalized priorities", || {
+        status(&lab, "lb1")
+            .and_then(|s| s.vrrp6)
+            .is_some_and(|v| v.priority == 150)
+            && status(&lab, "lb2")
+                .and_then(|s| s.vrrp6)
+                .is_some_and(|v| v.priority == 100)
+    });
     assert_eq!(
         v.address,
         link_local(&lab, "lb2"),

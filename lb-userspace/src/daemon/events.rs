@@ -48,6 +48,9 @@ pub(super) struct Daemon {
     /// Tells the VRRP task whether this node can serve (health-gated priority).
     serve_tx: watch::Sender<bool>,
     pub serve_rx: watch::Receiver<bool>,
+    /// The same for the IPv6 instance: whether an IPv6 backend is healthy.
+    serve6_tx: watch::Sender<bool>,
+    pub serve6_rx: watch::Receiver<bool>,
     pub discovery_report: crate::discovery::SharedReport,
     /// The last backend set discovery found: a SIGHUP keeps it (with the reloaded weights)
     /// rather than falling back to the static list until the API speaks again.
@@ -149,6 +152,7 @@ impl Daemon {
         }
         let (health_tx, health_rx) = mpsc::channel::<HealthEvent>(1024);
         let (serve_tx, serve_rx) = watch::channel(true);
+        let (serve6_tx, serve6_rx) = watch::channel(true);
         let sources = Sources {
             sigterm: signal_of(SignalKind::terminate())?,
             sigint: signal_of(SignalKind::interrupt())?,
@@ -182,6 +186,8 @@ impl Daemon {
             health_tx,
             serve_tx,
             serve_rx,
+            serve6_tx,
+            serve6_rx,
             discovery_report: Default::default(),
             discovered: None,
             discovered6: None,
@@ -246,6 +252,11 @@ impl Daemon {
             if src.vrrp.is_some() {
                 let ok = can_serve(&self.shared);
                 self.serve_tx
+                    .send_if_modified(|v| std::mem::replace(v, ok) != ok);
+            }
+            if src.vrrp6.is_some() {
+                let ok = can_serve6(&self.shared, &self.settings.backends6);
+                self.serve6_tx
                     .send_if_modified(|v| std::mem::replace(v, ok) != ok);
             }
             let arp = self.arp.clone();
@@ -744,6 +755,14 @@ fn reconcile(s: &mut Shared, transition_at: Option<Instant>, first_failure: Opti
 }
 
 /// Whether this node has a backend to send new flows to (else VRRP lowers its priority).
+/// Whether an IPv6 backend (of weight > 0) is healthy: the IPv6 VRRP instance's priority.
+fn can_serve6(shared: &Mutex<Shared>, backends6: &[crate::config::BackendSpec6]) -> bool {
+    let s = shared.lock().expect("poisoned");
+    backends6
+        .iter()
+        .any(|b| b.weight > 0 && s.checks6.get(&b.addr).is_some_and(|(_, healthy)| *healthy))
+}
+
 fn can_serve(shared: &Mutex<Shared>) -> bool {
     let s = shared.lock().expect("poisoned");
     s.reconciler

@@ -121,7 +121,7 @@ pub(super) fn vrrp6(
         v,
         &d.iface,
         &vips,
-        d.serve_rx.clone(),
+        d.serve6_rx.clone(),
         sources.listen_vrrp6(),
     )?;
     log::info!(
