@@ -566,9 +566,10 @@ mod tests {
     const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 
     /// A solicitation for 2001:db8::100 from 2001:db8::a (MAC 02:00:00:00:00:0a) to its
-    /// solicited-node group ff02::1:ff00:100, as Linux sends one: hop limit 255, the source
-    /// link-layer address option. The ICMPv6 checksum 0x1a19 was computed independently
-    /// (Python, RFC 1071 over the pseudo-header and the message).
+    /// solicited-node group ff02::1:ff00:100: hop limit 255, the source link-layer address
+    /// option. Captured from Linux (`ping -6` of the address in a namespace, read from a
+    /// packet socket on the peer), these exact bytes; the ICMPv6 checksum 0x1a19 was also
+    /// computed independently (Python, RFC 1071 over the pseudo-header and the message).
     const NS: [u8; 86] = [
         0x33, 0x33, 0xff, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x86, 0xdd, //
         0x60, 0x00, 0x00, 0x00, 0x00, 0x20, 0x3a, 0xff, // version, length 32, ICMPv6, 255
