@@ -943,6 +943,59 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_vips_backends_vrrp6_and_ndp_show_in_the_table_and_the_metrics() {
+        let mut st = sample();
+        st.vips = vec!["192.0.2.100:6443".into(), "[2001:db8::100]:6443".into()];
+        st.backends.push(BackendStatus {
+            addr: "[2001:db8::11]:6443".into(),
+            healthy: true,
+            weight: 1,
+            ..Default::default()
+        });
+        st.announcing6 = Some(true);
+        st.vrrp6 = Some(VrrpStatus {
+            vrid: 51,
+            state: "master".into(),
+            master: Some("fe80::2".into()),
+            priority: 150,
+            version: 3,
+            ..Default::default()
+        });
+        st.ndp = Some(NdpStatus {
+            solicitations: 4,
+            answered: 3,
+            dropped: [("hop_limit".to_string(), 2u64)].into(),
+        });
+        let t = st.to_table();
+        assert!(
+            t.contains("VIPs 192.0.2.100:6443 [2001:db8::100]:6443"),
+            "{t}"
+        );
+        assert!(t.contains("[2001:db8::11]:6443"), "{t}");
+        assert!(
+            t.contains("vrrp (IPv6) vrid 51: MASTER (master fe80::2)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ndp: announcing (4 solicitations, 3 answered), dropped: hop_limit=2"),
+            "{t}"
+        );
+        let m = st.to_prometheus();
+        for want in [
+            "xvip_announcing6 1",
+            "xvip_vrrp6_master 1",
+            "xvip_vrrp6_priority 150",
+            "xvip_ndp_answered_total 3",
+            "xvip_ndp_dropped_total{reason=\"hop_limit\"} 2",
+            "xvip_backend_healthy{backend=\"[2001:db8::11]:6443\"} 1",
+        ] {
+            assert!(m.contains(want), "{want}: {m}");
+        }
+        // Without IPv6 VIPs none of the IPv6 metrics appear.
+        assert!(!sample().to_prometheus().contains("announcing6"));
+    }
+
+    #[test]
     fn the_mismatch_guard_shows_in_metrics_and_the_table() {
         let mut st = sample();
         st.vrrp = Some(VrrpStatus {
