@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Config, Counters, Ifaces, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, MAX_BACKENDS, MAX_VIPS,
-    RINGS_SIZE, RevEntry, UNCONFIRMED_SIZE, VipKey, VipMeta, stats::REASON_COUNT,
+    Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, Ifaces, MAX_BACKENDS,
+    MAX_VIPS, RINGS_SIZE, RevEntry, UNCONFIRMED_SIZE, VipKey, VipMeta, stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.

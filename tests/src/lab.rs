@@ -686,8 +686,18 @@ impl Lab {
             let mac = format!("02:00:{seg:02x}:00:{:02x}:{:02x}", i + 1, addr.octets()[3]);
             let ns = &self.host(host).ns;
             ns.ip(&[
-                "link", "add", dev, "address", &mac, "type", "veth", "peer", "name", &port,
-                "netns", &switch.name,
+                "link",
+                "add",
+                dev,
+                "address",
+                &mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &switch.name,
             ])?;
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
             ns.ip(&["link", "set", dev, "up"])?;

@@ -14,22 +14,40 @@ const MASTERS_B: [(&str, Ipv4Addr); 3] = [
 
 /// `host`'s MAC on `dev`, as `ip` prints it.
 fn mac_of(lab: &Lab, host: &str, dev: &str) -> String {
-    let out = lab.host(host).ns.ip(&["-br", "link", "show", "dev", dev]).unwrap();
-    out.split_whitespace().nth(2).expect("ip -br link: a MAC").to_string()
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["-br", "link", "show", "dev", dev])
+        .unwrap();
+    out.split_whitespace()
+        .nth(2)
+        .expect("ip -br link: a MAC")
+        .to_string()
 }
 
 /// Fails when any namespace of the lab has a static (permanent) neighbour entry.
 fn assert_no_static_neighbours(lab: &Lab) {
     for h in &lab.hosts {
         let perm = h.ns.ip(&["neigh", "show", "nud", "permanent"]).unwrap();
-        assert!(perm.trim().is_empty(), "{}: static entries {perm:?}", h.name);
+        assert!(
+            perm.trim().is_empty(),
+            "{}: static entries {perm:?}",
+            h.name
+        );
     }
 }
 
 /// The kernel's entry for `addr` on `host` (`ip neigh show ADDR`): learnt, not static.
 fn kernel_entry(lab: &Lab, host: &str, addr: Ipv4Addr) -> String {
-    let e = lab.host(host).ns.ip(&["neigh", "show", &addr.to_string()]).unwrap();
-    assert!(e.contains("lladdr"), "{host}: no resolved entry for {addr}: {e:?}");
+    let e = lab
+        .host(host)
+        .ns
+        .ip(&["neigh", "show", &addr.to_string()])
+        .unwrap();
+    assert!(
+        e.contains("lladdr"),
+        "{host}: no resolved entry for {addr}: {e:?}"
+    );
     assert!(!e.contains("PERMANENT"), "{host}: {e:?}");
     e
 }
@@ -66,10 +84,14 @@ fn serves_then_drops_a_failing_master(lab: &Lab, not_ready: &TempDir) {
     .expect("every backend healthy with a next hop");
     let seen = lab.spread("client", 24);
     assert!(
-        seen.keys().all(|k| ["m1", "m2", "m3"].contains(&k.as_str())),
+        seen.keys()
+            .all(|k| ["m1", "m2", "m3"].contains(&k.as_str())),
         "{seen:?}"
     );
-    assert!(seen.len() >= 2, "24 connections reach one master only: {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "24 connections reach one master only: {seen:?}"
+    );
 
     std::fs::write(not_ready.path("m2.notready"), "").unwrap();
     lab.wait_status("lb", Duration::from_secs(15), |s| {
@@ -118,7 +140,14 @@ fn masters_behind_a_gateway_are_reached_through_the_gateways_mac() {
             .unwrap();
     }
     start_masters(&mut lab, &not_ready);
-    let args = backend_args(&["--interface", "eth0", "--fall", "2", "--health-interval", "200ms"]);
+    let args = backend_args(&[
+        "--interface",
+        "eth0",
+        "--fall",
+        "2",
+        "--health-interval",
+        "200ms",
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.start_xvip("lb", &args).unwrap();
 
@@ -177,17 +206,24 @@ fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
             .iter()
             .find(|b| b.addr.starts_with(&format!("{addr}:")))
             .unwrap();
-        assert_eq!(b.mac.as_deref(), Some(mac_of(&lab, m, "eth0").as_str()), "{m}");
+        assert_eq!(
+            b.mac.as_deref(),
+            Some(mac_of(&lab, m, "eth0").as_str()),
+            "{m}"
+        );
         assert!(kernel_entry(&lab, "lb", addr).contains("dev eth1"));
     }
     assert_eq!(s.interface, "eth0,eth1", "status names both interfaces");
-    let reasons: std::collections::BTreeMap<_, _> = s.reasons.iter().cloned().collect();
+    let reasons = &s.reasons;
     assert!(reasons["redirect_forward"] > 0, "{reasons:?}");
     assert!(reasons["redirect_reply"] > 0, "{reasons:?}");
     assert_no_static_neighbours(&lab);
     // The client only ever sees eth0's MAC for the VIP.
     let vip_entry = kernel_entry(&lab, "client", VIP.parse().unwrap());
-    assert!(vip_entry.contains(&mac_of(&lab, "lb", "eth0")), "{vip_entry}");
+    assert!(
+        vip_entry.contains(&mac_of(&lab, "lb", "eth0")),
+        "{vip_entry}"
+    );
     for dev in ["eth0", "eth1"] {
         let l = lab.host("lb").ns.ip(&["link", "show", "dev", dev]).unwrap();
         assert!(l.contains("xdp"), "{dev}: {l}");
@@ -195,11 +231,16 @@ fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
 
     let i = lab.proc_index("xvip-lb").unwrap();
     lab.procs[i].signal(libc::SIGTERM);
-    let status = lab.procs[i].wait_timeout(Duration::from_secs(8)).expect("exits");
+    let status = lab.procs[i]
+        .wait_timeout(Duration::from_secs(8))
+        .expect("exits");
     assert!(status.success(), "{status:?}");
     for dev in ["eth0", "eth1"] {
         let l = lab.host("lb").ns.ip(&["link", "show", "dev", dev]).unwrap();
-        assert!(!l.contains("xdp"), "{dev} still attached after SIGTERM: {l}");
+        assert!(
+            !l.contains("xdp"),
+            "{dev} still attached after SIGTERM: {l}"
+        );
     }
 }
 
@@ -210,7 +251,14 @@ fn a_bad_second_interface_exits_2_naming_it_and_leaves_nothing_attached() {
     // A dummy device has no native XDP: attaching it fails after eth0 is attached.
     lb.ip(&["link", "add", "dum0", "type", "dummy"]).unwrap();
     lb.ip(&["link", "set", "dum0", "up"]).unwrap();
-    let base = ["--vip", VIP, "--backend", "192.0.2.11", "--interface", "eth0"];
+    let base = [
+        "--vip",
+        VIP,
+        "--backend",
+        "192.0.2.11",
+        "--interface",
+        "eth0",
+    ];
     let cases: &[(&[&str], &str)] = &[
         (&["--interface", "nosuch1"], "nosuch1"),
         (&["--interface", "eth0"], "eth0"),
@@ -227,7 +275,10 @@ fn a_bad_second_interface_exits_2_naming_it_and_leaves_nothing_attached() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
         let last = stderr.trim().lines().last().unwrap_or("");
-        assert!(last.contains(named), "{extra:?}: {stderr:?} should name {named}");
+        assert!(
+            last.contains(named),
+            "{extra:?}: {stderr:?} should name {named}"
+        );
         for dev in ["eth0", "dum0"] {
             let l = lb.ip(&["link", "show", "dev", dev]).unwrap();
             assert!(!l.contains("xdp"), "{extra:?} left a program on {dev}: {l}");

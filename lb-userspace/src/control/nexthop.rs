@@ -200,6 +200,9 @@ fn answer(s: &Socket) -> Result<Option<RouteNetlinkMessage>, std::io::Error> {
     Err(std::io::Error::other("no netlink answer"))
 }
 
+/// A neighbour entry: its state and link-layer address.
+pub type Neighbour = (NeighbourState, Option<Vec<u8>>);
+
 /// The kernel's netlink tables, through one socket.
 pub struct Kernel {
     socket: Socket,
@@ -249,11 +252,7 @@ impl Kernel {
     ///
     /// # Errors
     /// The lookup failed for another reason than a missing entry.
-    pub fn neighbour(
-        &self,
-        ifindex: u32,
-        addr: IpAddr,
-    ) -> Result<Option<(NeighbourState, Option<Vec<u8>>)>, NextHopError> {
+    pub fn neighbour(&self, ifindex: u32, addr: IpAddr) -> Result<Option<Neighbour>, NextHopError> {
         let msg = neighbour_message(ifindex, addr, NeighbourState::None, NeighbourFlags::empty());
         crate::route::send(
             &self.socket,

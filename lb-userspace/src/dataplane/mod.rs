@@ -508,10 +508,13 @@ impl Dataplane {
     /// # Errors
     /// The map is missing or the write failed.
     pub fn set_ifaces(&mut self, ifaces: &lb_common::Ifaces) -> Result<(), DataplaneError> {
-        let map = self.ebpf.map_mut(map_names::IFACES).ok_or(DataplaneError::Map {
-            name: map_names::IFACES,
-            reason: "not in the object".into(),
-        })?;
+        let map = self
+            .ebpf
+            .map_mut(map_names::IFACES)
+            .ok_or(DataplaneError::Map {
+                name: map_names::IFACES,
+                reason: "not in the object".into(),
+            })?;
         let mut m: Array<&mut MapData, lb_common::Ifaces> =
             Array::try_from(map).map_err(|e| DataplaneError::Map {
                 name: map_names::IFACES,

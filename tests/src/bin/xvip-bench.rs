@@ -309,7 +309,7 @@ fn backend_list(n: usize) -> Vec<String> {
 
 fn settings(mode: Mode, backends: usize, conntrack: u32) -> Result<Settings> {
     Ok(RunArgs {
-        interface: Some(LB_DEV.into()),
+        interface: vec![LB_DEV.into()],
         vips: vec![format!("{VIP}:{VIP_PORT}")],
         backends: backend_list(backends),
         mode: Some(mode),
