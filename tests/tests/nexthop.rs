@@ -72,12 +72,14 @@ fn backend_args(extra: &[&str]) -> Vec<String> {
 /// Waits for every backend to be healthy with a MAC, then checks that new connections
 /// reach several masters; then a master failing `/readyz` leaves the rotation.
 fn serves_then_drops_a_failing_master(lab: &Lab, not_ready: &TempDir) {
-    lab.curl_until_ok(
+    if let Err(e) = lab.curl_until_ok(
         "client",
         &format!("https://{VIP}:6443/readyz"),
         Duration::from_secs(15),
-    )
-    .expect("HTTPS through the VIP");
+    ) {
+        let st = lab.xvip_status("lb").map(|s| s.to_table());
+        panic!("HTTPS through the VIP: {e:#}; status: {st:?}");
+    }
     lab.wait_status("lb", Duration::from_secs(10), |s| {
         s.backends.len() == 3 && s.backends.iter().all(|b| b.healthy && b.mac.is_some())
     })
@@ -248,8 +250,8 @@ fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
 fn a_bad_second_interface_exits_2_naming_it_and_leaves_nothing_attached() {
     let lab = Lab::new("nhbad", &[("lb", Ipv4Addr::new(192, 0, 2, 2))]).unwrap();
     let lb = &lab.host("lb").ns;
-    // A dummy device has no native XDP: attaching it fails after eth0 is attached.
-    lb.ip(&["link", "add", "dum0", "type", "dummy"]).unwrap();
+    // A bridge has no native XDP: attaching it fails after eth0 is attached.
+    lb.ip(&["link", "add", "dum0", "type", "bridge"]).unwrap();
     lb.ip(&["link", "set", "dum0", "up"]).unwrap();
     let base = [
         "--vip",

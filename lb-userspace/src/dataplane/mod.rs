@@ -289,7 +289,7 @@ pub struct Dataplane {
     /// The bpffs directory holding the pins (the first interface's), when pinning.
     pins: Option<PathBuf>,
     /// The interface the pin directory is keyed by: its link is pinned as `link`, any other
-    /// interface's as `link.IFNAME` beside it.
+    /// interface's as `link@IFNAME` beside it.
     pin_interface: Option<String>,
     /// The cgroup `connect4` link: pinned, or owned when pinning is off.
     connect4: Option<PinnedLink>,
@@ -619,7 +619,7 @@ impl Dataplane {
     }
 
     /// Where `interface`'s link is pinned: `link` for the interface the pins are keyed by,
-    /// `link.IFNAME` beside it for the others.
+    /// `link@IFNAME` beside it for the others.
     fn link_pin(&self, interface: &str) -> Option<PathBuf> {
         let dir = self.pins.as_ref()?;
         Some(match self.pin_interface.as_deref() {

@@ -3,7 +3,7 @@
 //! XDP link is adopted only when the kernel says it is the one attached to this very
 //! interface; a link whose interface is gone is dropped with its maps. With several
 //! interfaces, the maps and every link are pinned in the first interface's directory (the
-//! others' links as `link.IFNAME`).
+//! others' links as `link@IFNAME`).
 
 use std::{
     io,
@@ -472,7 +472,9 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
 /// the first interface's directory with the maps they share, so one `xvip detach --interface
 /// FIRST` removes them all and a restart adopts each.
 pub fn extra_link_pin(interface: &str) -> String {
-    format!("{LINK_PIN}.{interface}")
+    // bpffs refuses names with a dot (reserved for its own files); a VLAN is `eth0.100`.
+    let escaped = interface.replace('%', "%25").replace('.', "%2e");
+    format!("{LINK_PIN}@{escaped}")
 }
 
 /// [`claim`] for a further interface whose link pin lives in the first interface's
@@ -531,12 +533,12 @@ pub fn claim_extra(dir: &Path, iface: &Interface) -> Result<(), PinError> {
 /// Unpins (and so detaches) the further interfaces' links in `dir` that are not in `keep`:
 /// an interface dropped from `--interface` since the last run. Returns their names.
 pub fn drop_unlisted_links(dir: &Path, keep: &[&str]) -> Vec<String> {
-    let prefix = format!("{LINK_PIN}.");
+    let prefix = format!("{LINK_PIN}@");
     let mut dropped = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(ifname) = name.strip_prefix(&prefix)
-            && !keep.contains(&ifname)
+            && !keep.iter().any(|k| extra_link_pin(k) == name)
             && std::fs::remove_file(entry.path()).is_ok()
         {
             dropped.push(ifname.to_string());
@@ -584,6 +586,14 @@ mod tests {
     }
     fn att(prog_id: u32) -> Vec<Attached> {
         vec![Attached { prog_id, mode: 2 }]
+    }
+
+    #[test]
+    fn further_interfaces_links_have_names_bpffs_accepts() {
+        assert_eq!(extra_link_pin("eth1"), "link@eth1");
+        assert_eq!(extra_link_pin("eth0.100"), "link@eth0%2e100");
+        assert_eq!(extra_link_pin("a%b"), "link@a%25b");
+        assert!(!extra_link_pin("bond0.7.3").contains('.'));
     }
 
     #[test]
