@@ -168,11 +168,11 @@ fn masters_behind_a_gateway_are_reached_through_the_gateways_mac() {
     assert_no_static_neighbours(&lab);
 }
 
-#[test]
-fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
-    let not_ready = TempDir::new("nh-2if");
+/// Client and lb on 192.0.2.0/24 (lb's eth0), the masters on 198.51.100.0/24 with lb's
+/// eth1: no gateway, no routes, each side on-link to the lb only.
+fn two_interface_lab(tag: &str, not_ready: &TempDir) -> Lab {
     let mut lab = Lab::new(
-        "nh2if",
+        tag,
         &[
             ("client", Ipv4Addr::new(192, 0, 2, 10)),
             ("lb", Ipv4Addr::new(192, 0, 2, 2)),
@@ -182,10 +182,14 @@ fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
     let mut ports = vec![("lb", "eth1", Ipv4Addr::new(198, 51, 100, 2))];
     ports.extend(MASTERS_B.iter().map(|(m, a)| (*m, "eth0", *a)));
     lab.add_segment("b", &ports).unwrap();
-    start_masters(&mut lab, &not_ready);
-    // The SNAT address is on the masters' subnet: they answer it on-link, xvip answers ARP
-    // for it there, and the replies come back through eth1's program.
-    let args = backend_args(&[
+    start_masters(&mut lab, not_ready);
+    lab
+}
+
+/// The SNAT address is on the masters' subnet: they answer it on-link, xvip answers ARP
+/// for it there, and the replies come back through eth1's program.
+fn two_interface_args(extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
         "--interface",
         "eth0",
         "--interface",
@@ -196,7 +200,21 @@ fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
         "2",
         "--health-interval",
         "200ms",
-    ]);
+    ];
+    v.extend_from_slice(extra);
+    backend_args(&v)
+}
+
+fn has_xdp(lab: &Lab, dev: &str) -> bool {
+    let l = lab.host("lb").ns.ip(&["link", "show", "dev", dev]).unwrap();
+    l.contains("xdp")
+}
+
+#[test]
+fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
+    let not_ready = TempDir::new("nh-2if");
+    let mut lab = two_interface_lab("nh2if", &not_ready);
+    let args = two_interface_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.start_xvip("lb", &args).unwrap();
 
@@ -226,10 +244,7 @@ fn clients_on_one_interface_and_masters_on_another_are_joined_by_redirects() {
         vip_entry.contains(&mac_of(&lab, "lb", "eth0")),
         "{vip_entry}"
     );
-    for dev in ["eth0", "eth1"] {
-        let l = lab.host("lb").ns.ip(&["link", "show", "dev", dev]).unwrap();
-        assert!(l.contains("xdp"), "{dev}: {l}");
-    }
+    assert!(has_xdp(&lab, "eth0") && has_xdp(&lab, "eth1"));
 
     let i = lab.proc_index("xvip-lb").unwrap();
     lab.procs[i].signal(libc::SIGTERM);
@@ -286,4 +301,91 @@ fn a_bad_second_interface_exits_2_naming_it_and_leaves_nothing_attached() {
             assert!(!l.contains("xdp"), "{extra:?} left a program on {dev}: {l}");
         }
     }
+}
+
+/// Removes this test's own pin root (declared before the lab: runs after its processes).
+struct RemoveRoot(std::path::PathBuf);
+
+impl Drop for RemoveRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_restart_adopts_the_links_of_both_interfaces_and_serves_meanwhile() {
+    let root = RemoveRoot(std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/xvip-test-nh-{}",
+        std::process::id()
+    )));
+    let not_ready = TempDir::new("nh-restart");
+    let mut lab = two_interface_lab("nhrst", &not_ready);
+    let pin_root = root.0.to_string_lossy().into_owned();
+    let args = two_interface_args(&["--pin-root", &pin_root]);
+    let start = |lab: &mut Lab, log: &std::path::Path| {
+        // Only the network namespace: the pins must outlive the process.
+        let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
+        cmd.arg("run")
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        lab.spawn("xvip-lb", cmd).unwrap();
+    };
+    let logs = TempDir::new("nh-restart-logs");
+    start(&mut lab, &logs.path("1.log"));
+    let url = format!("https://{VIP}:6443/readyz");
+    lab.curl_until_ok("client", &url, Duration::from_secs(15))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\n{}",
+                std::fs::read_to_string(logs.path("1.log")).unwrap_or_default()
+            )
+        });
+    let ns = lab.host("lb").ns.inode().unwrap();
+    let dir = root.0.join(ns.to_string()).join("eth0");
+    assert!(dir.join("link").exists(), "{}", dir.display());
+    assert!(
+        dir.join("link@eth1").exists(),
+        "eth1's link pinned beside eth0's"
+    );
+
+    lab.kill("xvip-lb").unwrap();
+    assert!(
+        has_xdp(&lab, "eth0") && has_xdp(&lab, "eth1"),
+        "pinned links keep both"
+    );
+    lab.curl_until_ok("client", &url, Duration::from_secs(5))
+        .expect("served while the daemon is down");
+
+    start(&mut lab, &logs.path("2.log"));
+    let adopted = |n: usize| {
+        std::fs::read_to_string(logs.path("2.log"))
+            .unwrap_or_default()
+            .matches("replaced the pinned program in place")
+            .count()
+            >= n
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !adopted(2) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        adopted(2),
+        "both links adopted: {}",
+        std::fs::read_to_string(logs.path("2.log")).unwrap_or_default()
+    );
+    lab.curl_until_ok("client", &url, Duration::from_secs(10))
+        .unwrap();
+
+    let i = lab.proc_index("xvip-lb").unwrap();
+    lab.procs[i].signal(libc::SIGTERM);
+    lab.procs[i]
+        .wait_timeout(Duration::from_secs(8))
+        .expect("exits");
+    assert!(
+        !has_xdp(&lab, "eth0") && !has_xdp(&lab, "eth1"),
+        "detached from both"
+    );
+    assert!(!dir.exists(), "pins removed");
 }
