@@ -47,6 +47,9 @@ pub(super) struct Daemon {
     serve_tx: watch::Sender<bool>,
     pub serve_rx: watch::Receiver<bool>,
     pub discovery_report: crate::discovery::SharedReport,
+    /// The last backend set discovery found: a SIGHUP keeps it (with the reloaded weights)
+    /// rather than falling back to the static list until the API speaks again.
+    discovered: Option<BTreeSet<SocketAddrV4>>,
     /// Gratuitous ARP rounds still to send after becoming VRRP master, and when.
     garp_burst: u32,
     garp_burst_at: tokio::time::Instant,
@@ -157,6 +160,7 @@ impl Daemon {
             serve_tx,
             serve_rx,
             discovery_report: Default::default(),
+            discovered: None,
             garp_burst: 0,
             garp_burst_at: tokio::time::Instant::now(),
             _vip_on_lo: vip_on_lo,
@@ -238,12 +242,21 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: the configuration read again; its backends replace the current ones.
+    /// SIGHUP: the configuration read again; its backends (or, with discovery, the
+    /// discovered set with the reloaded weights) replace the current ones.
     fn on_sighup(&mut self) {
         match self.args.resolve() {
             Ok(new) => {
-                let wanted: Vec<(SocketAddrV4, u32)> =
-                    new.backends.iter().map(|b| (b.addr, b.weight)).collect();
+                self.settings.backends = new.backends;
+                let wanted = match &self.discovered {
+                    Some(found) => self.weighted(found),
+                    None => self
+                        .settings
+                        .backends
+                        .iter()
+                        .map(|b| (b.addr, b.weight))
+                        .collect(),
+                };
                 self.replace_backends(&wanted, "SIGHUP");
             }
             Err(e) => {
@@ -252,16 +265,22 @@ impl Daemon {
         }
     }
 
-    /// A backend set from discovery: the same steps as a SIGHUP reload; a static backend
-    /// keeps its weight.
-    fn on_discovered(&mut self, found: &BTreeSet<SocketAddrV4>) {
-        let wanted: Vec<(SocketAddrV4, u32)> = found
+    /// Discovered addresses with their weights: a static backend's, else 1.
+    fn weighted(&self, found: &BTreeSet<SocketAddrV4>) -> Vec<(SocketAddrV4, u32)> {
+        found
             .iter()
             .map(|a| {
                 let weight = self.settings.backends.iter().find(|b| b.addr == *a);
                 (*a, weight.map_or(1, |b| b.weight))
             })
-            .collect();
+            .collect()
+    }
+
+    /// A backend set from discovery: the same steps as a SIGHUP reload; a static backend
+    /// keeps its weight.
+    fn on_discovered(&mut self, found: &BTreeSet<SocketAddrV4>) {
+        self.discovered = Some(found.clone());
+        let wanted = self.weighted(found);
         let current: Vec<(SocketAddrV4, u32)> = self
             .shared
             .lock()
