@@ -40,6 +40,7 @@ pub(super) fn status_of(
                 weight: b.weight,
                 healthy: b.healthy,
                 mac: b.mac.map(|m| format_mac(&m)),
+                next_hop: s.next_hops.get(addr).cloned(),
                 slots: shares.get(&b.index).copied().unwrap_or(0),
                 check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
                 last_error: c.last_error,
@@ -64,6 +65,7 @@ pub(super) fn status_of(
                 .map_or(1, |b| b.weight),
             healthy: *healthy,
             mac: None,
+            next_hop: None,
             slots: 0,
             check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
             last_error: c.last_error.clone(),
@@ -77,7 +79,7 @@ pub(super) fn status_of(
     }));
     let vip6 = |v: &crate::config::VipSpec6| std::net::SocketAddrV6::new(v.addr, v.port, 0, 0);
     Status {
-        interface: settings.interface.clone(),
+        interface: settings.interfaces.join(","),
         xdp_mode: xdp_mode.into(),
         mode: format!("{:?}", settings.mode).to_lowercase(),
         vips: settings
