@@ -35,7 +35,7 @@ const TCP_CHECK_END: usize = TCP_CHECK + 2;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+pub fn handle(ctx: &XdpContext, frame: &Frame, h: &Headers<u32>) -> Verdict {
     let icmp = h.l4 as *mut Icmpv4Hdr;
     // SAFETY: checked by the parser.
     let (ty, code) = unsafe { ((*icmp).type_, (*icmp).code) };
@@ -82,7 +82,7 @@ pub fn handle(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
 
 /// The verdict for an ICMP error that is not about a flow we translate.
 #[inline(always)]
-fn not_ours(h: &Headers) -> Verdict {
+fn not_ours(h: &Headers<u32>) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP != 0 {
         Verdict::pass(Reason::PassIcmp)
     } else {
@@ -107,7 +107,12 @@ struct Tuple {
 ///   client's path (fragmentation needed above all: path MTU discovery): sent on to the
 ///   flow's backend as if it were about the packet the backend sent.
 #[inline(always)]
-fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmpv4Hdr) -> Verdict {
+fn translate_error(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &Headers<u32>,
+    icmp: *mut Icmpv4Hdr,
+) -> Verdict {
     let limit = h.l3_end;
     let inner_off = h.l4_off + Icmpv4Hdr::LEN;
     let Some(iip) = ptr_within::<Ipv4Hdr>(frame, inner_off, limit) else {

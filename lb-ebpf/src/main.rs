@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 
 mod conntrack;
+mod family;
 mod icmp;
 mod lookup;
 mod maps;

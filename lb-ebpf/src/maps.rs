@@ -71,12 +71,12 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 /// 0 -> room for the entries a new or confirming flow builds (per CPU, used within one
 /// packet): the program's 512-byte stack cannot hold them as well.
 #[map]
-pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch<u32>> = PerCpuArray::with_max_entries(1, 0);
 
-/// `SCRATCH` value.
-pub struct Scratch {
-    pub ct: CtEntry,
-    pub rev: RevEntry,
+/// `SCRATCH` (`SCRATCH6`) value.
+pub struct Scratch<A> {
+    pub ct: CtEntry<A>,
+    pub rev: RevEntry<A>,
 }
 
 /// 0 -> Config. Written by the daemon before the program is attached.

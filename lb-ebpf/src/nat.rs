@@ -4,23 +4,24 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, IPPROTO_UDP, Reason, VipKey,
-    checksum::{udp_fixup, update_u16, update_u32},
+    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, IPPROTO_UDP, Reason, VipKey, VipMeta,
+    checksum::{udp_fixup, update_u16},
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
     Verdict, conntrack,
-    maps::{CONFIG, REVERSE, UNCONFIRMED_REV, VIPS},
+    family::Family,
+    maps::CONFIG,
     packet::{Frame, Headers},
     stats,
 };
 
 /// The new addresses and ports of a translated packet (raw, network order).
-pub struct Rewrite {
-    pub src: u32,
+pub struct Rewrite<A> {
+    pub src: A,
     pub sport: u16,
-    pub dst: u32,
+    pub dst: A,
     pub dport: u16,
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
@@ -28,7 +29,7 @@ pub struct Rewrite {
 
 /// TCP or UDP: a packet for a VIP, a reply to a translated flow, or neither.
 #[inline(always)]
-pub fn handle_flow(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP != 0 {
         let key = VipKey {
             addr: h.dst,
@@ -37,7 +38,7 @@ pub fn handle_flow(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
             _pad: 0,
         };
         // SAFETY: plain value copied out of the map.
-        if let Some(meta) = unsafe { VIPS.get(&key) }.copied() {
+        if let Some(meta) = unsafe { A::vips().get(&key) }.copied() {
             return forward(ctx, frame, h, &meta);
         }
     }
@@ -45,7 +46,12 @@ pub fn handle_flow(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
 }
 
 #[inline(always)]
-fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMeta) -> Verdict {
+fn forward<A: Family>(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &Headers<A>,
+    meta: &VipMeta<A>,
+) -> Verdict {
     if h.ttl <= 1 {
         return Verdict::pass(Reason::PassTtlExpired);
     }
@@ -82,12 +88,12 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
 }
 
 #[inline(always)]
-fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+fn reply<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     // A reply is keyed by its own tuple, as received.
     let key = conntrack::key_of(h);
     // One clock read for the expiry check and the refresh.
     let now = conntrack::now();
-    let rev = match REVERSE.get_ptr_mut(&key) {
+    let rev = match A::reverse().get_ptr_mut(&key) {
         // SAFETY: `rev` points into a live map value.
         Some(rev) if conntrack::reply_live(unsafe { &*rev }, now) => {
             if h.ttl <= 1 {
@@ -100,7 +106,7 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
         }
         // Not confirmed (or the confirmed entry on this tuple is dead): the backend's
         // answer to a flow that has just started.
-        _ => match UNCONFIRMED_REV.get_ptr_mut(&key) {
+        _ => match A::unconfirmed_rev().get_ptr_mut(&key) {
             // SAFETY: `rev` points into a live map value.
             Some(rev) if conntrack::reply_live(unsafe { &*rev }, now) => {
                 if h.ttl <= 1 {
@@ -141,7 +147,7 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
 /// The source MAC of frames we send: the interface's, as the daemon configured it, or else
 /// the address the frame was sent to (ours, on the interface it arrived on).
 #[inline(always)]
-pub fn source_mac(cfg: &lb_common::Config, h: &Headers) -> [u8; 6] {
+pub fn source_mac<A: Family>(cfg: &lb_common::Config, h: &Headers<A>) -> [u8; 6] {
     if cfg.if_mac != [0; 6] {
         return cfg.if_mac;
     }
@@ -167,39 +173,24 @@ pub fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
     }
 }
 
-/// Rewrites the MACs, the IPv4 addresses and the TTL (decremented), updating the header
-/// checksum.
+/// Rewrites the MACs, the IP addresses and the TTL (hop limit, decremented), updating the
+/// IPv4 header checksum.
 #[inline(always)]
-pub fn rewrite_ip(h: &Headers, src: u32, dst: u32, src_mac: [u8; 6], dst_mac: [u8; 6]) {
-    let (eth, ip) = (h.eth, h.ip);
-    // SAFETY: `eth` and `ip` checked by the parser.
+pub fn rewrite_ip<A: Family>(h: &Headers<A>, src: A, dst: A, src_mac: [u8; 6], dst_mac: [u8; 6]) {
+    let eth = h.eth;
+    // SAFETY: `eth` checked by the parser.
     unsafe {
         (*eth).dst_addr = dst_mac;
         (*eth).src_addr = src_mac;
-
-        let ttl_word_old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
-        (*ip).ttl -= 1;
-        let ttl_word_new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
-        let mut c = u16::from_be_bytes((*ip).check);
-        c = update_u32(c, u32::from_be(h.src), u32::from_be(src));
-        c = update_u32(c, u32::from_be(h.dst), u32::from_be(dst));
-        c = update_u16(c, ttl_word_old, ttl_word_new);
-        (*ip).check = c.to_be_bytes();
-        (*ip).src_addr = src.to_ne_bytes();
-        (*ip).dst_addr = dst.to_ne_bytes();
     }
+    A::rewrite_ip(h, src, dst);
 }
 
-/// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums.
+/// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums (the
+/// pseudo-header's addresses of either family, RFC 1624).
 #[inline(always)]
-pub fn rewrite(h: &Headers, rw: &Rewrite) {
+pub fn rewrite<A: Family>(h: &Headers<A>, rw: &Rewrite<A>) {
     rewrite_ip(h, rw.src, rw.dst, rw.src_mac, rw.dst_mac);
-    let (old_src, old_dst, new_src, new_dst) = (
-        u32::from_be(h.src),
-        u32::from_be(h.dst),
-        u32::from_be(rw.src),
-        u32::from_be(rw.dst),
-    );
     let (old_sport, old_dport, new_sport, new_dport) = (
         u16::from_be(h.sport),
         u16::from_be(h.dport),
@@ -207,8 +198,8 @@ pub fn rewrite(h: &Headers, rw: &Rewrite) {
         u16::from_be(rw.dport),
     );
     let l4_update = |c: u16| {
-        let mut c = update_u32(c, old_src, new_src);
-        c = update_u32(c, old_dst, new_dst);
+        let mut c = h.src.csum_update(c, rw.src);
+        c = h.dst.csum_update(c, rw.dst);
         c = update_u16(c, old_sport, new_sport);
         update_u16(c, old_dport, new_dport)
     };

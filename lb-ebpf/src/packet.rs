@@ -15,6 +15,7 @@ use network_types::{
 
 use crate::{
     Verdict,
+    family::Family,
     maps::{VIP_ADDRS, VIP_SLOTS},
 };
 
@@ -68,13 +69,13 @@ impl Frame {
 /// on. The pointers are kept (not offsets) because the verifier only trusts the register a
 /// bounds check was made on: recomputing `data + offset` later loses that proof once the
 /// compiler drops the "redundant" second check.
-pub struct Headers {
+pub struct Headers<A: Family> {
     pub eth: *mut EthHdr,
     /// The 802.1Q/802.1ad header, or null for an untagged frame.
     pub vlan_hdr: *mut VlanHdr,
     /// The frame's tag as `lb_common::vlan_tag` encodes it (0: untagged).
     pub vlan: u32,
-    pub ip: *mut Ipv4Hdr,
+    pub ip: *mut A::IpHdr,
     /// The transport (or ICMP) header; at least `TcpHdr::LEN`, `UdpHdr::LEN` or
     /// `Icmpv4Hdr::LEN` bytes are in the frame, according to `proto`.
     pub l4: *mut u8,
@@ -85,8 +86,8 @@ pub struct Headers {
     pub l3_end: usize,
     pub proto: u8,
     /// Addresses and ports raw, as on the wire.
-    pub src: u32,
-    pub dst: u32,
+    pub src: A,
+    pub dst: A,
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
@@ -94,6 +95,7 @@ pub struct Headers {
     /// counted), host order; zero otherwise.
     pub seq: u32,
     pub seq_end: u32,
+    /// TTL (IPv6: hop limit).
     pub ttl: u8,
     /// `VIP_ADDRS` flags of the destination address.
     pub dst_flags: u32,
@@ -101,9 +103,9 @@ pub struct Headers {
 
 pub enum Parsed {
     /// TCP or UDP.
-    Flow(Headers),
+    Flow(Headers<u32>),
     /// ICMP (ports zero).
-    Icmp(Headers),
+    Icmp(Headers<u32>),
 }
 
 /// Parses Ethernet (one VLAN tag), IPv4 (options honoured) and the TCP/UDP/ICMP header.
