@@ -35,7 +35,7 @@ const RELEASED: u64 = 0;
 
 /// A flow ready to be translated: only what the rewrite needs (the stack is small).
 pub struct Flow<A: Family> {
-    pub backend: Backend<A>,
+    pub backend: &'static Backend<A>,
     pub backend_idx: u32,
     pub snat_addr: A,
     pub snat_port: u16,
@@ -44,7 +44,7 @@ pub struct Flow<A: Family> {
 
 impl<A: Family> Flow<A> {
     #[inline(always)]
-    fn of(e: &CtEntry<A>, backend: Backend<A>, new: bool) -> Self {
+    fn of(e: &CtEntry<A>, backend: &'static Backend<A>, new: bool) -> Self {
         Self {
             backend,
             backend_idx: e.backend_idx,
@@ -160,43 +160,49 @@ fn stale(state: u8, last_seen: u64, proto: u8, flags: u8, now: u64) -> bool {
         || now.saturating_sub(last_seen) > LAST_SEEN_GRANULARITY_NS
 }
 
+/// A flow key. Built field by field with the protocol and the padding as one aligned word:
+/// a literal's three zero padding bytes compile to a call of `memset` (a BPF function
+/// call, around which every live register is spilled).
+#[inline(always)]
+pub fn flow_key<A: Family>(src: A, dst: A, sport: u16, dport: u16, proto: u8) -> FlowKey<A> {
+    let mut k = core::mem::MaybeUninit::<FlowKey<A>>::uninit();
+    let p = k.as_mut_ptr();
+    // SAFETY: every byte is written: the four fields, then `proto` and `_pad` together
+    // (at a 4-aligned offset of a 4-aligned struct: 12 for IPv4, 36 for IPv6).
+    unsafe {
+        (&raw mut (*p).src_addr).write(src);
+        (&raw mut (*p).dst_addr).write(dst);
+        (&raw mut (*p).src_port).write(sport);
+        (&raw mut (*p).dst_port).write(dport);
+        (&raw mut (*p).proto)
+            .cast::<u32>()
+            .write(u32::from_ne_bytes([proto, 0, 0, 0]));
+        k.assume_init()
+    }
+}
+
 /// The client-side key of a packet to a VIP.
 #[inline(always)]
 pub fn key_of<A: Family>(h: &Headers<A>) -> FlowKey<A> {
-    FlowKey {
-        src_addr: h.src,
-        dst_addr: h.dst,
-        src_port: h.sport,
-        dst_port: h.dport,
-        proto: h.proto,
-        _pad: [0; 3],
-    }
+    flow_key(h.src(), h.dst(), h.sport, h.dport, h.proto)
 }
 
 /// The key under which a flow's replies arrive: the tuple the flow holds.
 #[inline(always)]
 pub fn reverse_key<A: Family>(e: &CtEntry<A>, proto: u8) -> FlowKey<A> {
-    FlowKey {
-        src_addr: e.backend_addr,
-        dst_addr: e.snat_addr,
-        src_port: e.backend_port,
-        dst_port: e.snat_port,
+    flow_key(
+        e.backend_addr,
+        e.snat_addr,
+        e.backend_port,
+        e.snat_port,
         proto,
-        _pad: [0; 3],
-    }
+    )
 }
 
 /// The client-side key of the flow a reverse entry belongs to.
 #[inline(always)]
 pub fn client_key<A: Family>(r: &RevEntry<A>, proto: u8) -> FlowKey<A> {
-    FlowKey {
-        src_addr: r.client_addr,
-        dst_addr: r.vip_addr,
-        src_port: r.client_port,
-        dst_port: r.vip_port,
-        proto,
-        _pad: [0; 3],
-    }
+    flow_key(r.client_addr, r.vip_addr, r.client_port, r.vip_port, proto)
 }
 
 /// Whether a reverse entry belongs to the client flow `key`.
@@ -448,7 +454,8 @@ pub fn forward_flow<A: Family>(
     let tcp = h.proto == IPPROTO_TCP;
     if let Some(e) = A::conntrack().get_ptr_mut(&key) {
         // SAFETY: `e` points into a live map value; copied before use.
-        let old = unsafe { *e };
+        let mut local = core::mem::MaybeUninit::<CtEntry<A>>::uninit();
+        let old = unsafe { &*A::snapshot(e, local.as_mut_ptr(), |s| &raw mut (*s).old) };
         if !expired(old.state, old.last_seen_ns, now)
             && let Some(backend) =
                 lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port)
@@ -458,7 +465,7 @@ pub fn forward_flow<A: Family>(
             if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && !fits {
                 return Err(Verdict::drop(Reason::DropOutOfWindow));
             }
-            if local || hold_reverse(&old, &key, h.tcp_flags, now) {
+            if local || hold_reverse(old, &key, h.tcp_flags, now) {
                 // SAFETY: fields of the live value.
                 unsafe {
                     touch(
@@ -484,13 +491,13 @@ pub fn forward_flow<A: Family>(
                     && fits
                     && !local
                 {
-                    follow_client(e, &old, &key, client_mac, ingress_ifindex, h.vlan);
+                    follow_client(e, old, &key, client_mac, ingress_ifindex, h.vlan);
                 }
-                return Ok(Flow::of(&old, backend, false));
+                return Ok(Flow::of(old, backend, false));
             }
         }
         // Stale: free its tuple (SNAT port) and its entry before looking further.
-        release(A::reverse(), &reverse_key(&old, h.proto), &key);
+        release(A::reverse(), &reverse_key(old, h.proto), &key);
         let _ = A::conntrack().remove(&key);
     }
     if let Some(flow) = unconfirmed_flow(h, &key, client_mac, ingress_ifindex, now)? {
@@ -637,7 +644,7 @@ fn new_flow<A: Family>(
             backend_idx,
             backend_addr: backend.addr,
             snat_addr: if meta.flags & VIP_FLAG_DNAT != 0 || local {
-                h.src
+                key.src_addr
             } else {
                 meta.snat_addr
             },

@@ -13,7 +13,10 @@ pub fn hash_of<A: Family>(k: &FlowKey<A>) -> u32 {
 /// Picks the backend of a new flow from the VIP's live table (`RINGS` is shared by the
 /// families; the index is one of the VIP's family's backends).
 #[inline(always)]
-pub fn pick_backend<A: Family>(meta: &VipMeta<A>, hash: u32) -> Result<(u32, Backend<A>), Verdict> {
+pub fn pick_backend<A: Family>(
+    meta: &VipMeta<A>,
+    hash: u32,
+) -> Result<(u32, &'static Backend<A>), Verdict> {
     let size = meta.ring_size;
     if size == 0 {
         return Err(Verdict::drop(Reason::DropNoBackend));
@@ -23,7 +26,7 @@ pub fn pick_backend<A: Family>(meta: &VipMeta<A>, hash: u32) -> Result<(u32, Bac
     if idx == NO_BACKEND {
         return Err(Verdict::drop(Reason::DropNoBackend));
     }
-    let b = *A::backends()
+    let b = A::backends()
         .get(idx)
         .ok_or(Verdict::drop(Reason::DropInternal))?;
     if b.flags & BACKEND_FLAG_PRESENT == 0 {
@@ -33,8 +36,11 @@ pub fn pick_backend<A: Family>(meta: &VipMeta<A>, hash: u32) -> Result<(u32, Bac
 }
 
 /// The backend of an existing flow, if it is still the one the flow was created with.
+/// Backends are returned as references into `BACKENDS`/`BACKENDS6` (an array map's values
+/// stay in place), not copies: a copy's fields would be held in spilled registers through
+/// the whole path.
 #[inline(always)]
-pub fn live_backend<A: Family>(idx: u32, addr: A, port: u16) -> Option<Backend<A>> {
-    let b = *A::backends().get(idx)?;
+pub fn live_backend<A: Family>(idx: u32, addr: A, port: u16) -> Option<&'static Backend<A>> {
+    let b = A::backends().get(idx)?;
     (b.flags & BACKEND_FLAG_PRESENT != 0 && b.addr == addr && b.port == port).then_some(b)
 }

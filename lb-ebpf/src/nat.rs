@@ -17,11 +17,13 @@ use crate::{
     stats,
 };
 
-/// The new addresses and ports of a translated packet (raw, network order).
+/// The new addresses and ports of a translated packet (raw, network order). `src` and
+/// `dst` adjacent: `Family::addrs_csum` reads them as one pair.
+#[repr(C)]
 pub struct Rewrite<A> {
     pub src: A,
-    pub sport: u16,
     pub dst: A,
+    pub sport: u16,
     pub dport: u16,
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
@@ -32,16 +34,47 @@ pub struct Rewrite<A> {
 pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP != 0 {
         let key = VipKey {
-            addr: h.dst,
+            addr: h.dst(),
             port: h.dport,
             proto: h.proto,
             _pad: 0,
         };
-        // SAFETY: plain value copied out of the map.
-        if let Some(meta) = unsafe { A::vips().get(&key) }.copied() {
-            return forward(ctx, frame, h, &meta);
+        // SAFETY: map lookup; the value is copied before use.
+        if let Some(m) = unsafe { A::vips().get(&key) } {
+            let mut local = core::mem::MaybeUninit::uninit();
+            // SAFETY: the copy (in `local` or the scratch) is ours for this packet.
+            let meta = unsafe {
+                &*A::snapshot(m, local.as_mut_ptr(), |s| &raw mut (*s).meta)
+            };
+            return if A::OUTLINED {
+                forward_outlined(ctx, frame, h, meta)
+            } else {
+                forward(ctx, frame, h, meta)
+            };
         }
     }
+    if A::OUTLINED {
+        reply_outlined(ctx, frame, h)
+    } else {
+        reply(ctx, frame, h)
+    }
+}
+
+/// `forward` in a function (and stack frame) of its own, for a family whose path is too big
+/// for one (see `Family::OUTLINED`).
+#[inline(never)]
+fn forward_outlined<A: Family>(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &Headers<A>,
+    meta: &VipMeta<A>,
+) -> Verdict {
+    forward(ctx, frame, h, meta)
+}
+
+/// `reply` in a function of its own (see `forward_outlined`).
+#[inline(never)]
+fn reply_outlined<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     reply(ctx, frame, h)
 }
 
@@ -55,13 +88,13 @@ fn forward<A: Family>(
     if h.ttl <= 1 {
         return Verdict::pass(Reason::PassTtlExpired);
     }
-    let Some(cfg) = CONFIG.get(0).copied() else {
+    let Some(cfg) = CONFIG.get(0) else {
         return Verdict::drop(Reason::DropInternal);
     };
     // SAFETY: checked by the parser.
     let client_mac = unsafe { (*h.eth).src_addr };
     let ingress = ctx.ingress_ifindex() as u32;
-    let flow = match conntrack::forward_flow(h, meta, &cfg, client_mac, ingress) {
+    let flow = match conntrack::forward_flow(h, meta, cfg, client_mac, ingress) {
         Ok(f) => f,
         Err(v) => return v,
     };
@@ -75,7 +108,7 @@ fn forward<A: Family>(
         dst: flow.backend.addr,
         dport: flow.backend.port,
         dst_mac: flow.backend.mac,
-        src_mac: source_mac(&cfg, h),
+        src_mac: source_mac(cfg, h),
     };
     rewrite(h, &rw);
     stats::count_traffic(meta.index, flow.backend_idx, frame.len() as u64, flow.new);
@@ -120,7 +153,7 @@ fn reply<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict 
             _ => return Verdict::pass(Reason::PassNotForVip),
         },
     };
-    let Some(cfg) = CONFIG.get(0).copied() else {
+    let Some(cfg) = CONFIG.get(0) else {
         return Verdict::drop(Reason::DropInternal);
     };
     let rw = Rewrite {
@@ -129,7 +162,7 @@ fn reply<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict 
         dst: rev.client_addr,
         dport: rev.client_port,
         dst_mac: rev.client_mac,
-        src_mac: source_mac(&cfg, h),
+        src_mac: source_mac(cfg, h),
     };
     rewrite(h, &rw);
     stats::count_traffic(rev.vip_index, rev.backend_idx, frame.len() as u64, false);
@@ -190,7 +223,6 @@ pub fn rewrite_ip<A: Family>(h: &Headers<A>, src: A, dst: A, src_mac: [u8; 6], d
 /// pseudo-header's addresses of either family, RFC 1624).
 #[inline(always)]
 pub fn rewrite<A: Family>(h: &Headers<A>, rw: &Rewrite<A>) {
-    rewrite_ip(h, rw.src, rw.dst, rw.src_mac, rw.dst_mac);
     let (old_sport, old_dport, new_sport, new_dport) = (
         u16::from_be(h.sport),
         u16::from_be(h.dport),
@@ -198,8 +230,7 @@ pub fn rewrite<A: Family>(h: &Headers<A>, rw: &Rewrite<A>) {
         u16::from_be(rw.dport),
     );
     let l4_update = |c: u16| {
-        let mut c = h.src.csum_update(c, rw.src);
-        c = h.dst.csum_update(c, rw.dst);
+        let mut c = A::addrs_csum(h, (&raw const rw.src).cast(), c);
         c = update_u16(c, old_sport, new_sport);
         update_u16(c, old_dport, new_dport)
     };
@@ -221,4 +252,6 @@ pub fn rewrite<A: Family>(h: &Headers<A>, rw: &Rewrite<A>) {
             (*tcp).dest = rw.dport.to_ne_bytes();
         }
     }
+    // After the transport checksum, which reads the old addresses from the header.
+    rewrite_ip(h, rw.src, rw.dst, rw.src_mac, rw.dst_mac);
 }
