@@ -180,10 +180,12 @@ impl QuotedIp for Ip6 {
                 32,
                 (&raw const new.src).cast::<u32>().cast_mut(),
                 32,
-                !check as u32 & 0xffff,
+                u32::from((!check).to_be()),
             )
         };
-        !lb_common::checksum::fold(d as u32)
+        // The helper sums words as they lie in memory (network order): so are its seed
+        // and its result.
+        !u16::from_be(lb_common::checksum::fold(d as u32))
     }
 
     #[inline(always)]

@@ -101,13 +101,15 @@ pub static VIP_ADDRS6: HashMap<Ip6, u32> = HashMap::with_max_entries(VIP_ADDRS6_
 pub static BACKENDS6: Array<Backend6> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 /// The IPv6 flows, as `CONNTRACK`, `REVERSE`, `UNCONFIRMED` and `UNCONFIRMED_REV` are the
-/// IPv4 ones (sized by the daemon like them). Written here.
+/// IPv4 ones. The confirmed ones are sized by the daemon (`--conntrack-size` when a v6 VIP
+/// is configured); the default here is small, so that a loader which does not care (the
+/// fixtures) does not preallocate a quarter million 112-byte flows. Written here.
 #[map]
 pub static CONNTRACK6: LruHashMap<FlowKey6, CtEntry6> =
-    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_SIZE, 0);
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
 #[map]
 pub static REVERSE6: LruHashMap<FlowKey6, RevEntry6> =
-    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_SIZE, 0);
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
 #[map]
 pub static UNCONFIRMED6: LruHashMap<FlowKey6, CtEntry6> =
     LruHashMap::with_max_entries(UNCONFIRMED_SIZE, BPF_F_NO_COMMON_LRU);

@@ -43,9 +43,7 @@ pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -
         if let Some(m) = unsafe { A::vips().get(&key) } {
             let mut local = core::mem::MaybeUninit::uninit();
             // SAFETY: the copy (in `local` or the scratch) is ours for this packet.
-            let meta = unsafe {
-                &*A::snapshot(m, local.as_mut_ptr(), |s| &raw mut (*s).meta)
-            };
+            let meta = unsafe { &*A::snapshot(m, local.as_mut_ptr(), |s| &raw mut (*s).meta) };
             return if A::OUTLINED {
                 forward_outlined(ctx, frame, h, meta)
             } else {
