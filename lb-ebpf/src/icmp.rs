@@ -319,7 +319,7 @@ fn translate_error<A: QuotedIp>(
     let Some(cfg) = CONFIG.get(0) else {
         return Verdict::drop(Reason::DropInternal);
     };
-    let src_mac = crate::nat::source_mac(cfg, h);
+    let ingress = ctx.ingress_ifindex() as u32;
     // About a packet to a backend: the tuple is one a flow holds, confirmed or not.
     // SAFETY: plain values copied out of the maps.
     let rev = unsafe { A::reverse().get(&key) }
@@ -341,6 +341,7 @@ fn translate_error<A: QuotedIp>(
         } else {
             h.src()
         };
+        let src_mac = nat::source_mac(cfg, h, nat::out_ifindex(rev.client_ifindex, ingress));
         let new = Tuple {
             src: rev.client_addr,
             dst: rev.vip_addr,
@@ -355,7 +356,7 @@ fn translate_error<A: QuotedIp>(
         }
         return nat::egress(
             rev.client_ifindex,
-            ctx.ingress_ifindex() as u32,
+            ingress,
             Reason::IcmpErrorTranslated,
             Reason::IcmpErrorTranslated,
         );
@@ -385,6 +386,7 @@ fn translate_error<A: QuotedIp>(
     // Full NAT: from our SNAT address, which the backend knows; DNAT: as reported.
     let fullnat = e.snat_addr != key.src_addr;
     let outer_src = if fullnat { e.snat_addr } else { h.src() };
+    let src_mac = nat::source_mac(cfg, h, nat::out_ifindex(backend.ifindex, ingress));
     let new = Tuple {
         src: backend.addr,
         dst: e.snat_addr,
@@ -395,7 +397,7 @@ fn translate_error<A: QuotedIp>(
     nat::rewrite_ip(h, outer_src, backend.addr, src_mac, backend.mac);
     nat::egress(
         backend.ifindex,
-        ctx.ingress_ifindex() as u32,
+        ingress,
         Reason::IcmpErrorToBackend,
         Reason::IcmpErrorToBackend,
     )

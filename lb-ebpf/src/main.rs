@@ -64,8 +64,8 @@ pub fn xvip(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
     match packet::l2(&frame) {
         Ok(l2) if packet::is_ipv6(&l2) => process6(ctx.ctx),
-        Ok(_) => process4(ctx.ctx),
-        Err(v) => counted(v),
+        // Not IPv6, or too short to tell (IPv4's parser counts that).
+        _ => process4(ctx.ctx),
     }
 }
 
@@ -103,10 +103,12 @@ fn dispatch<A: icmp::QuotedIp>(ctx: &XdpContext, frame: &Frame, parsed: &Parsed<
     };
     // A frame for another host's MAC (flooded by a switch that lost track of it, seen by a
     // VRRP backup or a second routed node) is that host's to translate, not ours.
+    // With several interfaces, "ours" is the MAC of the interface the frame arrived on.
     if let Some(cfg) = maps::CONFIG.get(0)
+        && let mac = nat::iface_mac(cfg, ctx.ingress_ifindex() as u32)
+        && mac != [0; 6]
         // SAFETY: the Ethernet header was checked by the parser.
-        && cfg.if_mac != [0; 6]
-        && unsafe { (*eth).dst_addr } != cfg.if_mac
+        && unsafe { (*eth).dst_addr } != mac
     {
         return Verdict::pass(Reason::PassOtherHost);
     }

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Backend6, Config, Counters, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE, FlowKey,
-    FlowKey6, Ip6, MAX_BACKENDS, MAX_VIPS, RINGS_SIZE, RevEntry, RevEntry6, UNCONFIRMED_SIZE,
-    VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, stats::REASON_COUNT,
+    FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, RINGS_SIZE, RevEntry, RevEntry6,
+    UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
@@ -124,6 +124,11 @@ pub static SCRATCH6: PerCpuArray<Scratch<Ip6>> = PerCpuArray::with_max_entries(1
 /// 0 -> Config. Written by the daemon before the program is attached.
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// 0 -> Ifaces: index and MAC of every attached interface, read only when
+/// `CONFIG_FLAG_IFACES` is set (several interfaces). Written by the daemon before attaching.
+#[map]
+pub static IFACES: Array<Ifaces> = Array::with_max_entries(1, 0);
 
 /// Per CPU: Reason -> packets. Written here, summed by the daemon.
 #[map]

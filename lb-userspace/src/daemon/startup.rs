@@ -1,0 +1,389 @@
+//! Bringing the data path up: configuration checked, pins claimed, maps loaded (or adopted),
+//! the first table written and the programs attached. Nothing is left behind on failure.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use lb_common::{CONFIG_FLAG_ICMP_ECHO, CONFIG_FLAG_IFACES, Config, IfaceMac, Ifaces};
+
+use super::DaemonError;
+use crate::{
+    arp::{ArpSocket, Interface, format_mac},
+    config::{ConfigError, HealthKind, RunArgs, Settings},
+    dataplane::{Dataplane, MapStore},
+    health::{self, CheckKind, HealthSettings},
+    nexthop::{self, Hop},
+    reconcile::Reconciler,
+};
+
+/// What [`bring_up`] hands to the rest of the daemon: an attached data path and its inputs.
+pub(super) struct Up {
+    pub settings: Settings,
+    /// The first interface (VRRP, routed mode, the pins' key).
+    pub iface: Interface,
+    /// The further interfaces (`--interface` repeated), each with its ARP socket.
+    pub others: Vec<(Interface, ArpSocket)>,
+    pub health: Arc<HealthSettings>,
+    pub dataplane: Dataplane,
+    pub reconciler: Reconciler,
+    pub arp: ArpSocket,
+    pub xdp_mode: &'static str,
+    /// The VIPs on `lo` while this node is one of the backends; removed on drop.
+    pub vip_on_lo: Option<crate::local::VipOnLo>,
+    pub started: Instant,
+    /// The first round's next hops (or why not), as `Shared::next_hops`.
+    pub next_hops: BTreeMap<SocketAddrV4, String>,
+}
+
+/// Builds the health-check settings from the configuration.
+///
+/// # Errors
+/// Unusable TLS files.
+pub fn health_settings(s: &Settings) -> Result<HealthSettings, DaemonError> {
+    let h = &s.health;
+    let kind = match h.kind {
+        HealthKind::Https => CheckKind::Https {
+            path: h.path.clone(),
+            host: None,
+            tls: health::tls_config(
+                h.ca_file.as_deref(),
+                h.cert_file.as_deref(),
+                h.key_file.as_deref(),
+                h.insecure_skip_verify,
+            )?,
+        },
+        HealthKind::Tcp => CheckKind::Tcp,
+        HealthKind::None => CheckKind::None,
+    };
+    Ok(HealthSettings {
+        kind,
+        interval: h.interval,
+        timeout: h.timeout,
+        rise: h.rise,
+        fall: h.fall,
+    })
+}
+
+/// Validates everything that can be validated without touching the kernel.
+///
+/// # Errors
+/// The first bad setting.
+pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
+    let s = args.resolve()?;
+    health_settings(&s)?;
+    check_snat_range(&s)?;
+    Ok(s)
+}
+
+/// The SNAT ports must stay clear of this namespace's ephemeral ports when the SNAT address
+/// is the node's own (see `config::check_snat_ephemeral`).
+fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
+    let ephemeral = std::fs::read_to_string(crate::config::LOCAL_PORT_RANGE)
+        .ok()
+        .and_then(|t| crate::config::parse_local_port_range(&t));
+    crate::config::check_snat_ephemeral(s, &crate::local::local_addresses(), ephemeral)
+}
+
+/// Startup in order: configuration and interface checked (nothing touched yet), pins
+/// claimed, maps loaded or adopted, next hops resolved, the first table written, the hooks
+/// attached.
+pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
+    let settings = args.resolve()?;
+    check_snat_range(&settings)?;
+    let iface = Interface::lookup(&settings.interface)?;
+    let mut other_ifaces = Vec::new();
+    for name in &settings.interfaces[1..] {
+        other_ifaces.push(Interface::lookup(name)?);
+    }
+    let health = Arc::new(health_settings(&settings)?);
+    if matches!(settings.health.kind, HealthKind::Https)
+        && settings.health.ca_file.is_none()
+        && !settings.health.insecure_skip_verify
+    {
+        log::info!("no --ca-file: API server certificates are not verified by the health checks");
+    }
+    let mut dataplane = load(&settings, &iface, &other_ifaces)?;
+    let mut reconciler = Reconciler::new(&settings);
+    if dataplane.adopted() {
+        // Keep backend indices and next-hop MACs: tracked flows name their backend by index.
+        reconciler.adopt(&dataplane.present_backends());
+    }
+    reconciler.set_local_addresses(crate::local::local_addresses());
+    mark_local_backends(&mut reconciler, iface.mac);
+    let vip_on_lo = vip_on_lo(&settings, &reconciler, &iface)?;
+    let arp = ArpSocket::open(&iface)?;
+    let mut others = Vec::new();
+    for i in other_ifaces {
+        let sock = ArpSocket::open(&i)?;
+        others.push((i, sock));
+    }
+    let all: Vec<Interface> = std::iter::once(iface.clone())
+        .chain(others.iter().map(|(i, _)| i.clone()))
+        .collect();
+    // Resolve the backends' next hops before attaching, so the first table is not empty.
+    let mut hops = BTreeMap::new();
+    resolve_before_attach(&all, &mut reconciler, &mut hops, Duration::from_millis(500)).await;
+    let known = reconciler
+        .backends()
+        .values()
+        .filter(|b| b.mac.is_some())
+        .count();
+    log::info!(
+        "{known} of {} backends' next hops resolved before attaching",
+        reconciler.backends().len()
+    );
+    reconciler.apply(&mut dataplane, &[])?;
+    let xdp_mode = attach(&settings, &all, &mut dataplane)?;
+    Ok(Up {
+        settings,
+        iface,
+        others,
+        next_hops: hops,
+        health,
+        dataplane,
+        reconciler,
+        arp,
+        xdp_mode,
+        vip_on_lo,
+        started: Instant::now(),
+    })
+}
+
+/// Claims the pins (another program in the way is refused here, before anything is
+/// loaded), loads or adopts the maps and writes the data path's settings.
+fn load(
+    settings: &Settings,
+    iface: &Interface,
+    others: &[Interface],
+) -> Result<Dataplane, DaemonError> {
+    let pins = crate::pins::claim(&settings.pin_root, iface)?;
+    for o in others {
+        crate::pins::claim_extra(&pins, o)?;
+    }
+    let keep: Vec<&str> = others.iter().map(|o| o.name.as_str()).collect();
+    for gone in crate::pins::drop_unlisted_links(&pins, &keep) {
+        log::info!("{gone} is no longer an --interface: its pinned link was removed");
+    }
+    let mut dataplane = Dataplane::load_pinned(
+        super::OBJECT,
+        settings.conntrack_size,
+        Some((&pins, &iface.name)),
+    )?;
+    if dataplane.adopted() {
+        log::info!(
+            "adopted the pinned state in {} ({} tracked flows)",
+            pins.display(),
+            dataplane.conntrack_entries()
+        );
+    }
+    dataplane.set_config(&Config {
+        snat_port_min: settings.snat_ports.0,
+        snat_port_max: settings.snat_ports.1,
+        flags: if settings.icmp_echo {
+            CONFIG_FLAG_ICMP_ECHO
+        } else {
+            0
+        } | if others.is_empty() {
+            0
+        } else {
+            CONFIG_FLAG_IFACES
+        },
+        if_mac: iface.mac,
+        _pad: [0; 2],
+    })?;
+    let mut table = Ifaces::default();
+    for (e, i) in table
+        .entries
+        .iter_mut()
+        .zip(std::iter::once(iface).chain(others))
+    {
+        *e = IfaceMac {
+            ifindex: i.index,
+            mac: i.mac,
+            _pad: [0; 2],
+        };
+    }
+    dataplane.set_ifaces(&table)?;
+    Ok(dataplane)
+}
+
+/// A backend that is this node is reached through the local stack, with the VIP on lo.
+fn vip_on_lo(
+    settings: &Settings,
+    r: &Reconciler,
+    iface: &Interface,
+) -> Result<Option<crate::local::VipOnLo>, DaemonError> {
+    if !r.backends().keys().any(|a| r.is_local(a)) {
+        return Ok(None);
+    }
+    let vips: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+    let lo = crate::local::VipOnLo::install(&vips, &iface.name)?;
+    log::info!("this node is a backend: the VIPs are on lo (arp_ignore=1, arp_announce=2)");
+    Ok(Some(lo))
+}
+
+/// Attaches the `connect4` hook (if wanted) and the XDP program. On failure nothing stays
+/// attached or pinned, unless it was adopted: then the previous xvip's program keeps serving.
+fn attach(
+    settings: &Settings,
+    ifaces: &[Interface],
+    dataplane: &mut Dataplane,
+) -> Result<&'static str, DaemonError> {
+    let iface = &ifaces[0];
+    let adopted = dataplane.adopted();
+    let attached = (|| -> Result<&'static str, DaemonError> {
+        if settings.local_connect {
+            let cgroup = crate::local::cgroup_root()?;
+            dataplane.attach_connect4(&cgroup, crate::local::netns_cookie()?)?;
+        }
+        let first = dataplane.attach(&iface.name, settings.xdp_mode)?;
+        // One program and one set of maps on every interface: a failure on any detaches all.
+        for other in &ifaces[1..] {
+            let mode = dataplane.attach(&other.name, settings.xdp_mode)?;
+            log::info!("attached to {} ({mode} XDP) too", other.name);
+        }
+        Ok(first)
+    })();
+    let xdp_mode = match attached {
+        Ok(m) => m,
+        Err(e) => {
+            if !adopted {
+                let _ = dataplane.detach(&iface.name);
+            }
+            return Err(e);
+        }
+    };
+    log::info!(
+        "attached to {} ({xdp_mode} XDP), VIPs {}, {} backends, {:?} mode",
+        iface.name,
+        settings
+            .vips
+            .iter()
+            .map(|v| format!("{}:{}", v.addr, v.port))
+            .collect::<Vec<_>>()
+            .join(" "),
+        settings.backends.len(),
+        settings.mode
+    );
+    Ok(xdp_mode)
+}
+
+/// One round of next hops from the kernel (route, then neighbour; the kernel is asked to
+/// resolve what it lacks): each backend's output interface and MAC go to the reconciler. A
+/// backend without a route, or whose route leaves by an interface xvip is not attached to,
+/// leaves the table; one whose neighbour is still being resolved keeps its last MAC (none
+/// the first time). `hops` keeps the description or reason per backend, logged when it
+/// changes. Returns whether the table must be rewritten.
+pub(super) fn refresh_next_hops(
+    r: &mut Reconciler,
+    ifaces: &[Interface],
+    hops: &mut BTreeMap<SocketAddrV4, String>,
+) -> bool {
+    let addrs: Vec<SocketAddrV4> = r
+        .backends()
+        .keys()
+        .filter(|a| !r.is_local(a))
+        .copied()
+        .collect();
+    let found = match nexthop::next_hops(addrs.iter().map(|a| std::net::IpAddr::V4(*a.ip()))) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("next hops: {e}");
+            return false;
+        }
+    };
+    let name = |i: u32| {
+        ifaces
+            .iter()
+            .find(|f| f.index == i)
+            .map_or_else(|| format!("ifindex {i}"), |f| f.name.clone())
+    };
+    let attached = |i: u32| ifaces.iter().any(|f| f.index == i);
+    let mut changed = false;
+    hops.retain(|a, _| r.backends().contains_key(a));
+    for (addr, hop) in addrs.iter().zip(found) {
+        let (line, ok) = match &hop {
+            Ok(Hop::Remote(h)) if !attached(h.ifindex) => {
+                changed |= r.set_next_hop(*addr, 0, None);
+                let why = format!(
+                    "the route to {} leaves by {}, which xvip is not attached to",
+                    addr.ip(),
+                    name(h.ifindex)
+                );
+                (why, false)
+            }
+            Ok(Hop::Remote(h)) => match h.mac {
+                Some(mac) => {
+                    changed |= r.set_next_hop(*addr, h.ifindex, Some(mac));
+                    let line = format!(
+                        "{} on {}{} at {}",
+                        h.neighbour,
+                        name(h.ifindex),
+                        if h.via_gateway { " (gateway)" } else { "" },
+                        format_mac(&mac)
+                    );
+                    (line, true)
+                }
+                None => {
+                    let why = nexthop::unresolved_reason(&hop, name).unwrap_or_default();
+                    // Being resolved: said in the status only; a failed resolution is logged.
+                    if h.state != "failed" {
+                        hops.insert(*addr, why);
+                        continue;
+                    }
+                    (why, false)
+                }
+            },
+            Ok(Hop::Local) => continue,
+            Err(e) => {
+                changed |= r.set_next_hop(*addr, 0, None);
+                (e.to_string(), false)
+            }
+        };
+        if hops.get(addr) != Some(&line) {
+            if ok {
+                log::info!("backend {addr}: next hop {line}");
+            } else {
+                log::warn!("backend {addr}: {line}; it stays out of the table");
+            }
+            hops.insert(*addr, line);
+        }
+    }
+    changed
+}
+
+/// Gives backends on this node's own addresses the interface's MAC: they need no ARP.
+pub(super) fn mark_local_backends(r: &mut Reconciler, mac: [u8; 6]) {
+    let locals: Vec<SocketAddrV4> = r
+        .backends()
+        .keys()
+        .filter(|a| r.is_local(a))
+        .copied()
+        .collect();
+    for a in locals {
+        r.set_mac(a, mac);
+    }
+}
+
+/// Next-hop rounds every 20 ms until every backend has a MAC or `within` passes (the kernel
+/// resolves on the first round's request), so the first table is not empty.
+async fn resolve_before_attach(
+    ifaces: &[Interface],
+    r: &mut Reconciler,
+    hops: &mut BTreeMap<SocketAddrV4, String>,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        refresh_next_hops(r, ifaces, hops);
+        let pending = r.backends().values().any(|b| b.mac.is_none());
+        if !pending || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
