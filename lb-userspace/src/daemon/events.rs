@@ -286,9 +286,8 @@ impl Daemon {
             .lock()
             .expect("poisoned")
             .reconciler
-            .backends()
-            .iter()
-            .map(|(a, b)| (*a, b.weight))
+            .backends_v4()
+            .map(|(a, b)| (a, b.weight))
             .collect();
         if current != wanted {
             self.replace_backends(&wanted, "discovery");
@@ -446,7 +445,9 @@ pub(super) fn replace_backends(
     let removed = s.reconciler.set_backends(wanted.iter().copied());
     super::startup::mark_local_backends(&mut s.reconciler, mac);
     for (addr, _) in &removed {
-        if let Some(h) = checkers.remove(addr) {
+        if let std::net::SocketAddr::V4(a) = addr
+            && let Some(h) = checkers.remove(a)
+        {
             h.abort();
         }
     }

@@ -27,7 +27,13 @@ pub(super) fn status_of(
         .backends()
         .iter()
         .map(|(addr, b)| {
-            let c = s.checks.get(addr).cloned().unwrap_or_default();
+            let v4 = match addr {
+                std::net::SocketAddr::V4(a) => Some(*a),
+                std::net::SocketAddr::V6(_) => None,
+            };
+            let c = v4
+                .and_then(|a| s.checks.get(&a).cloned())
+                .unwrap_or_default();
             let t = snap.backends.get(&b.index).copied().unwrap_or_default();
             BackendStatus {
                 addr: addr.to_string(),
@@ -35,7 +41,7 @@ pub(super) fn status_of(
                 weight: b.weight,
                 healthy: b.healthy,
                 mac: b.mac.map(|m| format_mac(&m)),
-                next_hop: s.next_hops.get(addr).cloned(),
+                next_hop: v4.and_then(|a| s.next_hops.get(&a).cloned()),
                 slots: shares.get(&b.index).copied().unwrap_or(0),
                 check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
                 last_error: c.last_error,

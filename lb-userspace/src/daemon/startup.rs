@@ -284,10 +284,9 @@ pub(super) fn refresh_next_hops(
     hops: &mut BTreeMap<SocketAddrV4, String>,
 ) -> bool {
     let addrs: Vec<SocketAddrV4> = r
-        .backends()
-        .keys()
+        .backends_v4()
+        .map(|(a, _)| a)
         .filter(|a| !r.is_local(a))
-        .copied()
         .collect();
     let found = match nexthop::next_hops(addrs.iter().map(|a| std::net::IpAddr::V4(*a.ip()))) {
         Ok(f) => f,
@@ -304,7 +303,7 @@ pub(super) fn refresh_next_hops(
     };
     let attached = |i: u32| ifaces.iter().any(|f| f.index == i);
     let mut changed = false;
-    hops.retain(|a, _| r.backends().contains_key(a));
+    hops.retain(|a, _| r.backends().contains_key(&(*a).into()));
     for (addr, hop) in addrs.iter().zip(found) {
         let (line, ok) = match &hop {
             Ok(Hop::Remote(h)) if !attached(h.ifindex) => {
@@ -358,10 +357,10 @@ pub(super) fn refresh_next_hops(
 
 /// Gives backends on this node's own addresses the interface's MAC: they need no ARP.
 pub(super) fn mark_local_backends(r: &mut Reconciler, mac: [u8; 6]) {
-    let locals: Vec<SocketAddrV4> = r
+    let locals: Vec<std::net::SocketAddr> = r
         .backends()
         .keys()
-        .filter(|a| r.is_local(a))
+        .filter(|a| r.is_local(*a))
         .copied()
         .collect();
     for a in locals {
