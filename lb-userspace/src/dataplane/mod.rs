@@ -356,6 +356,9 @@ pub struct Dataplane {
     /// The cgroup `connect4` link: pinned, or owned when pinning is off.
     connect4: Option<PinnedLink>,
     connect4_owned: Option<CgroupSockAddrLink>,
+    /// The same for `connect6`.
+    connect6: Option<PinnedLink>,
+    connect6_owned: Option<CgroupSockAddrLink>,
     /// The maps were adopted from a previous xvip rather than created.
     adopted: bool,
 }
@@ -412,6 +415,9 @@ const PINNED_MAPS: &[&str] = &[
 const CONNECT4_PIN: &str = "connect4";
 /// The `connect4` program and its maps (in `lb-ebpf/src/sock.rs`).
 const CONNECT4_PROGRAM: &str = "xvip_connect4";
+/// The `connect6` program (same maps) and its link's pin.
+const CONNECT6_PROGRAM: &str = "xvip_connect6";
+const CONNECT6_PIN: &str = "connect6";
 const SOCK_CONFIG: &str = "SOCK_CONFIG";
 const SOCK_COUNTS: &str = "SOCK_COUNTS";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -573,6 +579,8 @@ impl Dataplane {
             pin_interface: pins.map(|(_, i)| i.to_string()),
             connect4: None,
             connect4_owned: None,
+            connect6: None,
+            connect6_owned: None,
             adopted,
         })
     }
@@ -797,10 +805,14 @@ impl Dataplane {
             // With the pin gone, closing the last reference detaches the program.
             drop(l.owned.take());
         }
-        if let Some(p) = self.connect4.take() {
+        for p in [self.connect4.take(), self.connect6.take()]
+            .into_iter()
+            .flatten()
+        {
             drop(p.unpin());
         }
         drop(self.connect4_owned.take());
+        drop(self.connect6_owned.take());
         if let Some(dir) = self.pins.as_ref() {
             let _ = remove_pins(dir, interface);
         }
@@ -826,15 +838,19 @@ impl Dataplane {
             }
         }
         self.connect4 = None;
-        if let Some(l) = self.connect4_owned.take() {
+        self.connect6 = None;
+        for l in [self.connect4_owned.take(), self.connect6_owned.take()]
+            .into_iter()
+            .flatten()
+        {
             std::mem::forget(l);
         }
     }
 
     /// Balances `connect()`s to the VIPs from processes in this network namespace
-    /// (`netns_cookie`): a cgroup `connect4` program on the cgroup v2 root `cgroup`, which it
-    /// shares with every other program there. Adopts (and updates in place) a pinned link of
-    /// an earlier xvip.
+    /// (`netns_cookie`): cgroup `connect4` and `connect6` programs on the cgroup v2 root
+    /// `cgroup`, which they share with every other program there. Adopts (and updates in
+    /// place) the pinned links of an earlier xvip.
     ///
     /// # Errors
     /// Loading or attaching the program failed.
@@ -853,16 +869,34 @@ impl Dataplane {
                 reason: e.to_string(),
             })?;
         op("SOCK_CONFIG", cfg.set(0, &netns_cookie, 0))?;
+        (self.connect4, self.connect4_owned) =
+            self.attach_sock_addr(cgroup, CONNECT4_PROGRAM, CONNECT4_PIN, "connect4")?;
+        // IPv6 VIPs' connects: the same table, maps and namespace filter.
+        (self.connect6, self.connect6_owned) =
+            self.attach_sock_addr(cgroup, CONNECT6_PROGRAM, CONNECT6_PIN, "connect6")?;
+        Ok(())
+    }
+
+    /// Loads and attaches one cgroup sock-addr program (`connect4`, `connect6`) to the cgroup
+    /// v2 root, adopting (and updating in place) the pinned link `pin_name` of an earlier
+    /// xvip; returns its link, pinned when pinning, else owned.
+    fn attach_sock_addr(
+        &mut self,
+        cgroup: &std::fs::File,
+        name: &str,
+        pin_name: &str,
+        mode: &'static str,
+    ) -> Result<(Option<PinnedLink>, Option<CgroupSockAddrLink>), DataplaneError> {
+        let pin = self.pins.as_ref().map(|d| d.join(pin_name));
         let program: &mut CgroupSockAddr = self
             .ebpf
-            .program_mut(CONNECT4_PROGRAM)
+            .program_mut(name)
             .ok_or(DataplaneError::Map {
                 name: "program",
-                reason: format!("{CONNECT4_PROGRAM} not in the object"),
+                reason: format!("{name} not in the object"),
             })?
             .try_into()?;
         program.load()?;
-        let pin = self.pins.as_ref().map(|d| d.join(CONNECT4_PIN));
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
             let fail = |reason: String| DataplaneError::Attach {
                 interface: "cgroup".into(),
@@ -874,30 +908,33 @@ impl Dataplane {
                 .into();
             let link = CgroupSockAddrLink::try_from(fd).map_err(|e| fail(e.to_string()))?;
             let id = program.attach_to_link(link)?;
-            self.connect4_owned = program.take_link(id).ok();
-            self.connect4 = Some(PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?);
-            return Ok(());
+            let owned = program.take_link(id).ok();
+            let pinned = PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?;
+            return Ok((Some(pinned), owned));
         }
         // Links on a cgroup always coexist with other links; the kernel refuses mode flags here.
         let id = program
             .attach(cgroup, CgroupAttachMode::Single)
             .map_err(|e| DataplaneError::Attach {
                 interface: "the cgroup v2 root".into(),
-                mode: "connect4",
+                mode,
                 reason: error_chain(&e),
             })?;
         let link = program.take_link(id)?;
-        match (pin, FdLink::try_from(link)) {
+        Ok(match (pin, FdLink::try_from(link)) {
             (Some(path), Ok(fd)) => match fd.pin(&path) {
-                Ok(p) => self.connect4 = Some(p),
-                Err(e) => log::warn!("cannot pin the connect4 link at {}: {e}", path.display()),
+                Ok(p) => (Some(p), None),
+                Err(e) => {
+                    log::warn!("cannot pin the {mode} link at {}: {e}", path.display());
+                    (None, None)
+                }
             },
-            (_, Ok(fd)) => self.connect4_owned = CgroupSockAddrLink::try_from(fd).ok(),
+            (_, Ok(fd)) => (None, CgroupSockAddrLink::try_from(fd).ok()),
             (_, Err(e)) => {
-                log::warn!("connect4 attached without a link ({e}): it cannot be pinned")
+                log::warn!("{mode} attached without a link ({e}): it cannot be pinned");
+                (None, None)
             }
-        }
-        Ok(())
+        })
     }
 
     /// Connects balanced by the `connect4` hook, and connects to a VIP left alone because
