@@ -110,14 +110,25 @@ fn balance(ctx: &SockAddrContext) {
 fn balance6(ctx: &SockAddrContext) {
     let sa = ctx.sock_addr;
     // SAFETY: readable in connect6 programs (four words, each in network byte order as
-    // `Ip6` keeps them).
-    let addr = unsafe { (*sa).user_ip6 };
+    // `Ip6` keeps them). Word by word: the verifier takes only context loads at a constant
+    // offset from the context itself, not through a pointer into it.
+    let addr = unsafe {
+        [
+            (*sa).user_ip6[0],
+            (*sa).user_ip6[1],
+            (*sa).user_ip6[2],
+            (*sa).user_ip6[3],
+        ]
+    };
     if let Some(key) = vip_key(ctx, addr)
         && let Some((addr, port)) = backend_for(&key)
     {
-        // SAFETY: these fields are writable in connect6 programs.
+        // SAFETY: these fields are writable in connect6 programs (word by word, as above).
         unsafe {
-            (*sa).user_ip6 = addr;
+            (*sa).user_ip6[0] = addr[0];
+            (*sa).user_ip6[1] = addr[1];
+            (*sa).user_ip6[2] = addr[2];
+            (*sa).user_ip6[3] = addr[3];
             (*sa).user_port = port as u32;
         }
     }

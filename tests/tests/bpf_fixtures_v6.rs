@@ -18,7 +18,9 @@ use lb_common::{
     IPPROTO_TCP, IPPROTO_UDP, Ip6, PROGRAM_NAME, Reason, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6,
     VipMeta6, hash::flow_hash_of, ip6_raw, map_names, port_raw, ring_base,
 };
-use tests::packets::{BACKEND_MACS, CLIENT_MAC, LB_MAC};
+use tests::packets::{
+    BACKEND_MACS, BACKENDS, CLIENT, CLIENT_MAC, LB, LB_MAC, Pkt, VIP, tcp_flags::*,
+};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -174,6 +176,67 @@ impl Dp {
             .expect("test run");
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
+    }
+
+    /// Adds the IPv4 VIP (fullnat TCP 6443 on `VIP`, index 0) and its three backends
+    /// (indices 0..3): the same data path serving both families, for costs side by side.
+    fn add_v4(&mut self) {
+        let mut backends: Array<_, lb_common::Backend> =
+            Array::try_from(self.ebpf.map_mut(map_names::BACKENDS).unwrap()).unwrap();
+        for (i, (addr, mac)) in BACKENDS.iter().zip(BACKEND_MACS).enumerate() {
+            let b = lb_common::Backend {
+                addr: lb_common::ip_raw(*addr),
+                flags: BACKEND_FLAG_PRESENT,
+                ifindex: 0,
+                port: port_raw(6443),
+                mac,
+                _pad: [0; 4],
+            };
+            backends.set(i as u32, &b, 0).unwrap();
+        }
+        let entries = [
+            (lb_common::ip_raw(VIP), ADDR_FLAG_VIP),
+            (lb_common::ip_raw(LB), ADDR_FLAG_SNAT),
+        ];
+        let mut addrs: HashMap<_, u32, u32> =
+            HashMap::try_from(self.ebpf.map_mut(map_names::VIP_ADDRS).unwrap()).unwrap();
+        for (a, f) in entries {
+            addrs.insert(&a, &f, 0).unwrap();
+        }
+        let mut slots: Array<_, u64> =
+            Array::try_from(self.ebpf.map_mut(map_names::VIP_SLOTS).unwrap()).unwrap();
+        for (i, v) in lb_common::hash::addr_slots(entries).iter().enumerate() {
+            if *v != 0 {
+                slots.set(i as u32, v, 0).unwrap();
+            }
+        }
+        let mut vips: HashMap<_, lb_common::VipKey, lb_common::VipMeta> =
+            HashMap::try_from(self.ebpf.map_mut(map_names::VIPS).unwrap()).unwrap();
+        let key = lb_common::VipKey {
+            addr: lb_common::ip_raw(VIP),
+            port: port_raw(6443),
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        };
+        let meta = lb_common::VipMeta {
+            index: 0,
+            ring_size: RING,
+            active_half: 0,
+            flags: VIP_FLAG_FULLNAT,
+            snat_addr: lb_common::ip_raw(LB),
+            _pad: 0,
+        };
+        vips.insert(&key, &meta, 0).unwrap();
+        let mut rings: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut(map_names::RINGS).unwrap()).unwrap();
+        for slot in 0..RING {
+            rings.set(ring_base(0, 0) + slot, &(slot % 3), 0).unwrap();
+        }
+    }
+
+    /// Mean kernel-measured cost of `n` single runs of `frame`.
+    fn cost_single(&self, frame: &[u8], n: u32) -> u128 {
+        (0..n).map(|_| self.cost(frame, 1)).sum::<u128>() / u128::from(n)
     }
 
     fn cost(&self, frame: &[u8], repeat: u32) -> u128 {
@@ -937,6 +1000,99 @@ fn v6_costs_per_packet_class() {
             .collect();
         let _ = std::fs::write(
             dir.join("fixture_costs_v6.json"),
+            format!("[\n{}\n]\n", json.join(",\n")),
+        );
+    }
+}
+
+/// A confirmed flow's client packet (the ACK after the backend's SYN-ACK), its reply
+/// taken from what the program sent: (the client's ACK, the backend's reply).
+fn established_v4(dp: &Dp, sport: u16) -> (Vec<u8>, Vec<u8>) {
+    let syn = Pkt::tcp((CLIENT, sport), (VIP, 6443), SYN).bytes();
+    let (v, out) = dp.run(&syn);
+    assert_eq!(v, XDP_TX, "v4 SYN forwarded");
+    let backend: [u8; 4] = out[30..34].try_into().unwrap();
+    let snat_port = u16::from_be_bytes([out[34], out[35]]);
+    let b = BACKENDS.iter().position(|x| *x == backend).unwrap();
+    let synack = Pkt::tcp((backend, 6443), (LB, snat_port), SYN | ACK)
+        .macs(BACKEND_MACS[b], LB_MAC)
+        .bytes();
+    assert_eq!(dp.run(&synack).0, XDP_TX, "v4 SYN-ACK back");
+    let ack = Pkt::tcp((CLIENT, sport), (VIP, 6443), ACK).bytes();
+    assert_eq!(dp.run(&ack).0, XDP_TX, "v4 ACK confirms");
+    let reply = Pkt::tcp((backend, 6443), (LB, snat_port), ACK)
+        .macs(BACKEND_MACS[b], LB_MAC)
+        .bytes();
+    (ack, reply)
+}
+
+fn established_v6(dp: &Dp, sport: u16) -> (Vec<u8>, Vec<u8>) {
+    let f = fullnat_flow(sport);
+    assert_eq!(dp.run(&f.syn.bytes()).0, XDP_TX, "v6 SYN forwarded");
+    let (b, sp) = (f.backend, f.snat_port);
+    let synack = P6::tcp((BACKENDS6[b], 6443), (SNAT6, sp), true).macs(BACKEND_MACS[b], LB_MAC);
+    assert_eq!(dp.run(&synack.bytes()).0, XDP_TX, "v6 SYN-ACK back");
+    let ack = P6::tcp((CLIENT6, sport), (VIP6, 6443), false).bytes();
+    assert_eq!(dp.run(&ack).0, XDP_TX, "v6 ACK confirms");
+    let reply = P6::tcp((BACKENDS6[b], 6443), (SNAT6, sp), false)
+        .macs(BACKEND_MACS[b], LB_MAC)
+        .bytes();
+    (ack, reply)
+}
+
+/// IPv6 beside IPv4 in one program and one run: established client packets, replies, and
+/// new flows (a SYN from a new source port each run), each the mean of single runs of the
+/// original frame (kernel-measured, timer overhead included alike). Printed, recorded in
+/// target/bench/v6_vs_v4.json (docs/benchmarks.md); asserts only that every run was
+/// translated, the speed target being the bench's.
+#[test]
+fn v6_beside_v4_costs_in_the_same_run() {
+    const N: u32 = 20_000;
+    let mut dp = Dp::standard();
+    dp.add_v4();
+    let (ack4, reply4) = established_v4(&dp, 41000);
+    let (ack6, reply6) = established_v6(&dp, 41000);
+    let mut rows = Vec::new();
+    for (class, v4, v6) in [
+        ("established client packet", &ack4, &ack6),
+        ("established reply", &reply4, &reply6),
+    ] {
+        assert_eq!(dp.run(v4).0, XDP_TX);
+        assert_eq!(dp.run(v6).0, XDP_TX);
+        rows.push((class, dp.cost_single(v4, N), dp.cost_single(v6, N)));
+    }
+    // New flows: each run a SYN from another port (the unconfirmed maps take them all).
+    let new_flows = |v6: bool| -> u128 {
+        let mut total = 0;
+        for i in 0..N {
+            let port = 1024 + (i % 60000) as u16;
+            let frame = if v6 {
+                P6::tcp((CLIENT6, port), (VIP6, 6443), true).bytes()
+            } else {
+                Pkt::tcp((CLIENT, port), (VIP, 6443), SYN).bytes()
+            };
+            total += dp.cost(&frame, 1);
+        }
+        total / u128::from(N)
+    };
+    let (n4, n6) = (new_flows(false), new_flows(true));
+    rows.push(("new flow (SYN)", n4, n6));
+    println!(
+        "\n{:<28} {:>10} {:>10} {:>8}",
+        "class", "v4 ns", "v6 ns", "v4/v6"
+    );
+    let mut json = Vec::new();
+    for (c, a, b) in &rows {
+        let ratio = *a as f64 / (*b).max(1) as f64;
+        println!("{c:<28} {a:>10} {b:>10} {ratio:>8.2}");
+        json.push(format!(
+            "  {{\"class\": {c:?}, \"v4_ns\": {a}, \"v6_ns\": {b}, \"v4_over_v6\": {ratio:.3}}}"
+        ));
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(
+            dir.join("v6_vs_v4.json"),
             format!("[\n{}\n]\n", json.join(",\n")),
         );
     }
