@@ -76,6 +76,12 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 /// UDP's IP protocol number.
 pub const IPPROTO_UDP: u8 = 17;
+/// ICMPv6's IP protocol number (next header).
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers the parser walks before the transport header, at most.
+pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
+/// Entries of `VIP_ADDRS6`: every v6 VIP and SNAT address, and the DNAT key `::`.
+pub const VIP_ADDRS6_SIZE: u32 = 2 * MAX_VIPS + 1;
 
 /// Map names, as the daemon looks them up in the object file and pins them.
 pub mod map_names {
@@ -107,6 +113,22 @@ pub mod map_names {
     pub const VIP_STATS: &str = "VIP_STATS";
     /// Per CPU: `u32 backend index -> Counters`.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// `VipKey6 -> VipMeta6`: the IPv6 VIPs (their indices shared with `VIPS`: one
+    /// `RINGS`, one `VIP_STATS`).
+    pub const VIPS6: &str = "VIPS6";
+    /// `Ip6 address -> u32 ADDR_FLAG_*` (key `::` present when a v6 VIP uses DNAT).
+    pub const VIP_ADDRS6: &str = "VIP_ADDRS6";
+    /// `u32 backend index -> Backend6`: indices shared with `BACKENDS` (an index is used
+    /// in one of the two arrays).
+    pub const BACKENDS6: &str = "BACKENDS6";
+    /// `FlowKey6 (client side) -> CtEntry6`.
+    pub const CONNTRACK6: &str = "CONNTRACK6";
+    /// `FlowKey6 (backend side) -> RevEntry6`.
+    pub const REVERSE6: &str = "REVERSE6";
+    /// `FlowKey6 (client side) -> CtEntry6` of flows not confirmed yet.
+    pub const UNCONFIRMED6: &str = "UNCONFIRMED6";
+    /// `FlowKey6 (backend side) -> RevEntry6` of flows not confirmed yet.
+    pub const UNCONFIRMED_REV6: &str = "UNCONFIRMED_REV6";
 }
 
 /// Name of the XDP program in the object file.

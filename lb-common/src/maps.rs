@@ -1,8 +1,82 @@
 //! Keys and values of the BPF maps. Addresses and ports are stored exactly as they appear on
 //! the wire (network byte order in memory), so the data path copies them without swapping;
-//! the daemon builds them with [`ip_raw`] and [`port_raw`].
+//! the daemon builds them with [`ip_raw`], [`ip6_raw`] and [`port_raw`].
+//!
+//! The types that hold an address are generic over it ([`Addr`]): `u32` for IPv4 (the
+//! default, so `FlowKey` is the 16-byte IPv4 key it always was) and [`Ip6`] for IPv6. The
+//! two families have separate maps (`VIPS6`, `CONNTRACK6`, ...), so IPv4 keys and entries
+//! cost nothing for IPv6's sake; the VIP and backend index spaces are shared (one `RINGS`,
+//! one `VIP_STATS`, one `BACKEND_STATS`): an index is a v4 VIP or backend or a v6 one.
 
 use bytemuck::{Pod, Zeroable};
+
+/// An IPv6 address as kept in keys: four words, each in network byte order in memory
+/// (the 16 octets as on the wire). Words, not bytes: the data path compares and copies
+/// them with four loads instead of sixteen.
+pub type Ip6 = [u32; 4];
+
+/// Converts an IPv6 address to the raw [`Ip6`] kept in keys.
+pub const fn ip6_raw(o: [u8; 16]) -> Ip6 {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// The octets of a raw [`Ip6`] (the inverse of [`ip6_raw`]).
+pub const fn ip6_octets(a: Ip6) -> [u8; 16] {
+    let (w0, w1, w2, w3) = (
+        a[0].to_ne_bytes(),
+        a[1].to_ne_bytes(),
+        a[2].to_ne_bytes(),
+        a[3].to_ne_bytes(),
+    );
+    [
+        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0],
+        w3[1], w3[2], w3[3],
+    ]
+}
+
+/// A raw address of either family, as kept in keys (`u32` for IPv4, [`Ip6`] for IPv6):
+/// what the hash, the checksum update and the generic data path need of it.
+pub trait Addr: Copy + Default + PartialEq + Eq + Pod + 'static {
+    /// The address with every bit zero (never a real source or destination; the
+    /// `VIP_ADDRS` key that says "some VIP uses DNAT").
+    const ZERO: Self;
+    /// Folds the address into a running flow hash (see [`crate::hash::flow_hash_of`]).
+    fn mix_into(self, h: u32) -> u32;
+    /// Checksum field after this address changed from `self` to `new` in the covered data.
+    fn csum_update(self, check: u16, new: Self) -> u16;
+}
+
+impl Addr for u32 {
+    const ZERO: Self = 0;
+    #[inline(always)]
+    fn mix_into(self, h: u32) -> u32 {
+        crate::hash::mix32(h ^ self)
+    }
+    #[inline(always)]
+    fn csum_update(self, check: u16, new: Self) -> u16 {
+        crate::checksum::update_u32(check, u32::from_be(self), u32::from_be(new))
+    }
+}
+
+impl Addr for Ip6 {
+    const ZERO: Self = [0; 4];
+    #[inline(always)]
+    fn mix_into(self, h: u32) -> u32 {
+        let mut h = crate::hash::mix32(h ^ self[0]);
+        h = crate::hash::mix32(h ^ self[1]);
+        h = crate::hash::mix32(h ^ self[2]);
+        crate::hash::mix32(h ^ self[3])
+    }
+    #[inline(always)]
+    fn csum_update(self, check: u16, new: Self) -> u16 {
+        crate::checksum::update_ip6(check, self, new)
+    }
+}
 
 /// Converts an IPv4 address to the raw `u32` kept in keys (network byte order in memory).
 pub const fn ip_raw(octets: [u8; 4]) -> u32 {
@@ -14,12 +88,12 @@ pub const fn port_raw(port: u16) -> u16 {
     port.to_be()
 }
 
-/// `VIPS` key: one served (address, port, protocol).
+/// `VIPS` (`VIPS6`) key: one served (address, port, protocol).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct VipKey {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Zeroable)]
+pub struct VipKey<A = u32> {
     /// VIP address, network byte order.
-    pub addr: u32,
+    pub addr: A,
     /// VIP port, network byte order.
     pub port: u16,
     /// IP protocol number ([`crate::IPPROTO_TCP`] or [`crate::IPPROTO_UDP`]).
@@ -38,12 +112,13 @@ pub const ADDR_FLAG_VIP: u32 = 1 << 0;
 pub const ADDR_FLAG_SNAT: u32 = 1 << 1;
 /// `VIP_ADDRS` key present when some VIP uses DNAT (its replies go to client addresses, so
 /// the reverse map must be consulted for any destination). No real address is 0.0.0.0.
+/// `VIP_ADDRS6` has the same key for its DNAT VIPs: `::` ([`Addr::ZERO`]).
 pub const ADDR_KEY_DNAT_PRESENT: u32 = 0;
 
-/// `VIPS` value: where the VIP's Maglev table lives and how it is translated.
+/// `VIPS` (`VIPS6`) value: where the VIP's Maglev table lives and how it is translated.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct VipMeta {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
+pub struct VipMeta<A = u32> {
     /// Index of the VIP, below [`crate::MAX_VIPS`]; selects its table and counters.
     pub index: u32,
     /// Maglev table size for this VIP (prime, at most [`crate::MAX_RING_SIZE`]).
@@ -54,11 +129,11 @@ pub struct VipMeta {
     /// `VIP_FLAG_*` bits.
     pub flags: u32,
     /// Source address put on forwarded packets in full-NAT mode, network byte order.
-    pub snat_addr: u32,
+    pub snat_addr: A,
     pub _pad: u32,
 }
 
-impl VipMeta {
+impl<A> VipMeta<A> {
     /// First `RINGS` index of the live half of this VIP's table.
     pub const fn ring_base(&self) -> u32 {
         ring_base(self.index, self.active_half)
@@ -76,12 +151,13 @@ pub const BACKEND_FLAG_PRESENT: u32 = 1 << 0;
 /// `lo`), and it answers from the VIP itself.
 pub const BACKEND_FLAG_LOCAL: u32 = 1 << 1;
 
-/// `BACKENDS` value: one real server.
+/// `BACKENDS` (`BACKENDS6`) value: one real server. An index is used in one of the two
+/// arrays only; the other holds a zeroed (absent) entry there.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct Backend {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
+pub struct Backend<A = u32> {
     /// Backend address, network byte order.
-    pub addr: u32,
+    pub addr: A,
     /// `BACKEND_FLAG_*` bits.
     pub flags: u32,
     /// Interface to send to it by; the ingress interface means `XDP_TX`.
@@ -149,14 +225,15 @@ impl Ifaces {
     }
 }
 
-/// A flow as seen in one direction: the conntrack and reverse maps' key.
+/// A flow as seen in one direction: the conntrack and reverse maps' key (16 bytes for
+/// IPv4, 40 for IPv6).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct FlowKey {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Zeroable)]
+pub struct FlowKey<A = u32> {
     /// Source address, network byte order.
-    pub src_addr: u32,
+    pub src_addr: A,
     /// Destination address, network byte order.
-    pub dst_addr: u32,
+    pub dst_addr: A,
     /// Source port, network byte order.
     pub src_port: u16,
     /// Destination port, network byte order.
@@ -184,18 +261,19 @@ pub mod ct_state {
 /// `CtEntry::flags`: `seq_next` holds the client's stream position.
 pub const CT_FLAG_SEQ_KNOWN: u8 = 1 << 0;
 
-/// `CONNTRACK` and `UNCONFIRMED` value: where a client flow goes.
+/// `CONNTRACK` and `UNCONFIRMED` (`CONNTRACK6`, `UNCONFIRMED6`) value: where a client
+/// flow goes (48 bytes for IPv4, 72 for IPv6).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct CtEntry {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
+pub struct CtEntry<A = u32> {
     /// `bpf_ktime_get_ns` of the last packet (coarse, see `LAST_SEEN_GRANULARITY_NS`).
     pub last_seen_ns: u64,
     /// Index into `BACKENDS`.
     pub backend_idx: u32,
     /// The backend's address when the flow was created (detects a reused index).
-    pub backend_addr: u32,
+    pub backend_addr: A,
     /// Source address after translation, network byte order.
-    pub snat_addr: u32,
+    pub snat_addr: A,
     /// The backend's port, network byte order.
     pub backend_port: u16,
     /// Source port after translation, network byte order.
@@ -235,18 +313,19 @@ pub const REV_FLAG_BACKEND_SEEN: u8 = 1 << 1;
 /// flow picked up mid-stream): the backend's first answer confirms it.
 pub const REV_FLAG_MIDSTREAM: u8 = 1 << 2;
 
-/// `REVERSE` and `UNCONFIRMED_REV` value: how to turn a backend's reply back into what the
-/// client expects. Its key (backend -> SNAT address and port) is the tuple the flow holds.
+/// `REVERSE` and `UNCONFIRMED_REV` (`REVERSE6`, `UNCONFIRMED_REV6`) value: how to turn a
+/// backend's reply back into what the client expects. Its key (backend -> SNAT address and
+/// port) is the tuple the flow holds.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct RevEntry {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
+pub struct RevEntry<A = u32> {
     /// `bpf_ktime_get_ns` of the last reply (coarse); also the word a tuple is reclaimed
     /// by (compare-and-swap), so two CPUs never both take over one expired tuple.
     pub last_seen_ns: u64,
     /// The client's address, network byte order.
-    pub client_addr: u32,
+    pub client_addr: A,
     /// The VIP address, network byte order.
-    pub vip_addr: u32,
+    pub vip_addr: A,
     /// The client's port, network byte order.
     pub client_port: u16,
     /// The VIP port, network byte order.
@@ -282,18 +361,56 @@ pub struct Counters {
     pub new_flows: u64,
 }
 
+/// `Pod` for both instantiations of the generic map types. bytemuck cannot derive it for
+/// a generic struct, so each instantiation states the size it has without padding (the
+/// sum of its fields), checked at compile time: a field added with a hole fails the build.
+macro_rules! pod_by_size {
+    ($($ty:ty = $size:expr;)*) => {
+        $(
+            const _: () = assert!(core::mem::size_of::<$ty>() == $size, "padding in a map type");
+            // SAFETY: repr(C), every field Pod, no padding (size checked above).
+            unsafe impl Pod for $ty {}
+            #[cfg(feature = "user")]
+            // SAFETY: as above.
+            unsafe impl aya::Pod for $ty {}
+        )*
+    };
+}
+
+pod_by_size! {
+    VipKey<u32> = 4 + 2 + 1 + 1;
+    VipKey<Ip6> = 16 + 2 + 1 + 1;
+    VipMeta<u32> = 4 * 4 + 4 + 4;
+    VipMeta<Ip6> = 4 * 4 + 16 + 4;
+    Backend<u32> = 4 + 4 + 4 + 2 + 6 + 4;
+    Backend<Ip6> = 16 + 4 + 4 + 2 + 6 + 4;
+    FlowKey<u32> = 2 * 4 + 2 + 2 + 1 + 3;
+    FlowKey<Ip6> = 2 * 16 + 2 + 2 + 1 + 3;
+    CtEntry<u32> = 8 + 4 + 2 * 4 + 2 + 2 + 1 + 1 + 6 + 4 * 4;
+    CtEntry<Ip6> = 8 + 4 + 2 * 16 + 2 + 2 + 1 + 1 + 6 + 4 * 4;
+    RevEntry<u32> = 8 + 2 * 4 + 2 + 2 + 4 + 6 + 1 + 1 + 4 * 4;
+    RevEntry<Ip6> = 8 + 2 * 16 + 2 + 2 + 4 + 6 + 1 + 1 + 4 * 4;
+}
+
+/// The IPv6 instantiations, by the names the maps use.
+pub type VipKey6 = VipKey<Ip6>;
+/// `VIPS6` value.
+pub type VipMeta6 = VipMeta<Ip6>;
+/// `BACKENDS6` value.
+pub type Backend6 = Backend<Ip6>;
+/// `CONNTRACK6`, `REVERSE6`, `UNCONFIRMED6`, `UNCONFIRMED_REV6` key.
+pub type FlowKey6 = FlowKey<Ip6>;
+/// `CONNTRACK6`, `UNCONFIRMED6` value.
+pub type CtEntry6 = CtEntry<Ip6>;
+/// `REVERSE6`, `UNCONFIRMED_REV6` value.
+pub type RevEntry6 = RevEntry<Ip6>;
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
-    // SAFETY: all are repr(C) with explicit padding (checked by bytemuck's Pod derive).
-    unsafe impl aya::Pod for VipKey {}
-    unsafe impl aya::Pod for VipMeta {}
-    unsafe impl aya::Pod for Backend {}
+    // SAFETY: repr(C) with explicit padding (checked by bytemuck's Pod derive).
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Ifaces {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for CtEntry {}
-    unsafe impl aya::Pod for RevEntry {}
     unsafe impl aya::Pod for Counters {}
 }
 
@@ -311,6 +428,25 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 48);
         assert_eq!(size_of::<RevEntry>(), 48);
+        // IPv6: separate maps, so the IPv4 sizes above are untouched.
+        assert_eq!(size_of::<VipKey6>(), 20);
+        assert_eq!(size_of::<VipMeta6>(), 36);
+        assert_eq!(size_of::<Backend6>(), 36);
+        assert_eq!(size_of::<FlowKey6>(), 40);
+        assert_eq!(size_of::<CtEntry6>(), 72);
+        assert_eq!(size_of::<RevEntry6>(), 72);
+        assert_eq!(core::mem::align_of::<FlowKey6>(), 4);
+    }
+
+    #[test]
+    fn ip6_raw_keeps_wire_order_and_round_trips() {
+        let o = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+        ];
+        let a = ip6_raw(o);
+        assert_eq!(a[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(ip6_octets(a), o);
+        assert_eq!(<Ip6 as Addr>::ZERO, ip6_raw([0; 16]));
     }
 
     #[test]

@@ -31,13 +31,14 @@ reasons! {
     IcmpEchoReply = "icmp_echo_reply",
     /// ICMP error about a translated flow, translated back to the client.
     IcmpErrorTranslated = "icmp_error_translated",
-    /// Not IPv4 (ARP, IPv6, ...): handed to the kernel.
+    /// Neither IPv4 nor IPv6 (ARP, LLDP, ...): handed to the kernel.
     PassNotIpv4 = "pass_not_ipv4",
     /// Too short or malformed, and not addressed to a VIP: handed to the kernel untouched.
     PassMalformed = "pass_malformed",
     /// IPv4 but not for a VIP nor a reply to a translated flow: handed to the kernel.
     PassNotForVip = "pass_not_for_vip",
-    /// TTL would expire: handed to the kernel, which answers with ICMP time exceeded.
+    /// TTL (IPv6: hop limit) would expire: handed to the kernel, which answers with ICMP
+    /// (ICMPv6) time exceeded.
     PassTtlExpired = "pass_ttl_expired",
     /// The backend's MAC is not known yet: handed to the kernel untranslated.
     PassNoNeighbour = "pass_no_neighbour",
@@ -46,9 +47,12 @@ reasons! {
     PassIcmp = "pass_icmp",
     /// Frame shorter than the headers it announces.
     DropTruncated = "drop_truncated",
-    /// Malformed IPv4 header (IHL below 5, total length inconsistent).
+    /// Malformed IP header (IPv4: IHL below 5, total length inconsistent; IPv6: version,
+    /// payload length, an extension header's length).
     DropBadHeader = "drop_bad_header",
-    /// IP fragment addressed to a VIP (the ports are unknown or unreliable).
+    /// IP fragment addressed to a VIP that cannot be translated: any IPv4 fragment, an IPv6
+    /// fragment with a non-zero offset (no ports), an IPv6 first fragment of anything but
+    /// TCP or UDP or too short for its transport header.
     DropFragment = "drop_fragment",
     /// Protocol other than TCP, UDP or ICMP addressed to a VIP.
     DropUnknownProto = "drop_unknown_proto",
@@ -76,6 +80,10 @@ reasons! {
     /// To one of our addresses, but in a frame for another host's MAC (flooded by a switch):
     /// that host's to handle.
     PassOtherHost = "pass_other_host",
+    /// IPv6 to a VIP through an extension header the data path does not translate: a
+    /// routing header with segments left (the VIP is not the final destination), or more
+    /// than `MAX_IPV6_EXT_HEADERS` extension headers.
+    DropExtHeader = "drop_ext_header",
 }
 
 /// Number of reasons: the size of the `REASONS` map.

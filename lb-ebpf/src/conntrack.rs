@@ -23,8 +23,10 @@ use lb_common::{
 };
 
 use crate::{
-    Verdict, lookup,
-    maps::{CONNTRACK, REVERSE, SCRATCH, Scratch, UNCONFIRMED, UNCONFIRMED_REV},
+    Verdict,
+    family::Family,
+    lookup,
+    maps::Scratch,
     packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -32,17 +34,17 @@ use crate::{
 const RELEASED: u64 = 0;
 
 /// A flow ready to be translated: only what the rewrite needs (the stack is small).
-pub struct Flow {
-    pub backend: Backend,
+pub struct Flow<A: Family> {
+    pub backend: &'static Backend<A>,
     pub backend_idx: u32,
-    pub snat_addr: u32,
+    pub snat_addr: A,
     pub snat_port: u16,
     pub new: bool,
 }
 
-impl Flow {
+impl<A: Family> Flow<A> {
     #[inline(always)]
-    fn of(e: &CtEntry, backend: Backend, new: bool) -> Self {
+    fn of(e: &CtEntry<A>, backend: &'static Backend<A>, new: bool) -> Self {
         Self {
             backend,
             backend_idx: e.backend_idx,
@@ -109,7 +111,7 @@ pub fn in_window(known: bool, next: u32, seq: u32) -> bool {
 /// sequence number), or when it has moved more than `SEQ_SLACK` ahead, so a bulk stream
 /// rewrites its entry only every few dozen packets.
 #[inline(always)]
-fn advance(next: *mut u32, flags: *mut u8, known: u8, h: &Headers) {
+fn advance<A: Family>(next: *mut u32, flags: *mut u8, known: u8, h: &Headers<A>) {
     let end = h.seq_end;
     // SAFETY: both point into a live map value.
     unsafe {
@@ -158,48 +160,54 @@ fn stale(state: u8, last_seen: u64, proto: u8, flags: u8, now: u64) -> bool {
         || now.saturating_sub(last_seen) > LAST_SEEN_GRANULARITY_NS
 }
 
+/// A flow key. Built field by field with the protocol and the padding as one aligned word:
+/// a literal's three zero padding bytes compile to a call of `memset` (a BPF function
+/// call, around which every live register is spilled).
+#[inline(always)]
+pub fn flow_key<A: Family>(src: A, dst: A, sport: u16, dport: u16, proto: u8) -> FlowKey<A> {
+    let mut k = core::mem::MaybeUninit::<FlowKey<A>>::uninit();
+    let p = k.as_mut_ptr();
+    // SAFETY: every byte is written: the four fields, then `proto` and `_pad` together
+    // (at a 4-aligned offset of a 4-aligned struct: 12 for IPv4, 36 for IPv6).
+    unsafe {
+        (&raw mut (*p).src_addr).write(src);
+        (&raw mut (*p).dst_addr).write(dst);
+        (&raw mut (*p).src_port).write(sport);
+        (&raw mut (*p).dst_port).write(dport);
+        (&raw mut (*p).proto)
+            .cast::<u32>()
+            .write(u32::from_ne_bytes([proto, 0, 0, 0]));
+        k.assume_init()
+    }
+}
+
 /// The client-side key of a packet to a VIP.
 #[inline(always)]
-pub fn key_of(h: &Headers) -> FlowKey {
-    FlowKey {
-        src_addr: h.src,
-        dst_addr: h.dst,
-        src_port: h.sport,
-        dst_port: h.dport,
-        proto: h.proto,
-        _pad: [0; 3],
-    }
+pub fn key_of<A: Family>(h: &Headers<A>) -> FlowKey<A> {
+    flow_key(h.src(), h.dst(), h.sport, h.dport, h.proto)
 }
 
 /// The key under which a flow's replies arrive: the tuple the flow holds.
 #[inline(always)]
-pub fn reverse_key(e: &CtEntry, proto: u8) -> FlowKey {
-    FlowKey {
-        src_addr: e.backend_addr,
-        dst_addr: e.snat_addr,
-        src_port: e.backend_port,
-        dst_port: e.snat_port,
+pub fn reverse_key<A: Family>(e: &CtEntry<A>, proto: u8) -> FlowKey<A> {
+    flow_key(
+        e.backend_addr,
+        e.snat_addr,
+        e.backend_port,
+        e.snat_port,
         proto,
-        _pad: [0; 3],
-    }
+    )
 }
 
 /// The client-side key of the flow a reverse entry belongs to.
 #[inline(always)]
-pub fn client_key(r: &RevEntry, proto: u8) -> FlowKey {
-    FlowKey {
-        src_addr: r.client_addr,
-        dst_addr: r.vip_addr,
-        src_port: r.client_port,
-        dst_port: r.vip_port,
-        proto,
-        _pad: [0; 3],
-    }
+pub fn client_key<A: Family>(r: &RevEntry<A>, proto: u8) -> FlowKey<A> {
+    flow_key(r.client_addr, r.vip_addr, r.client_port, r.vip_port, proto)
 }
 
 /// Whether a reverse entry belongs to the client flow `key`.
 #[inline(always)]
-fn owns(rev: &RevEntry, key: &FlowKey) -> bool {
+fn owns<A: Family>(rev: &RevEntry<A>, key: &FlowKey<A>) -> bool {
     rev.client_addr == key.src_addr
         && rev.client_port == key.src_port
         && rev.vip_addr == key.dst_addr
@@ -208,7 +216,7 @@ fn owns(rev: &RevEntry, key: &FlowKey) -> bool {
 
 /// The reverse entry of a forward entry (`key` being its client side).
 #[inline(always)]
-fn reverse_of(e: &CtEntry, key: &FlowKey) -> RevEntry {
+fn reverse_of<A: Family>(e: &CtEntry<A>, key: &FlowKey<A>) -> RevEntry<A> {
     RevEntry {
         last_seen_ns: e.last_seen_ns,
         client_addr: key.src_addr,
@@ -228,7 +236,7 @@ fn reverse_of(e: &CtEntry, key: &FlowKey) -> RevEntry {
 
 /// The forward entry of the flow that holds tuple `rkey` with reverse entry `r`.
 #[inline(always)]
-fn forward_of(rkey: &FlowKey, r: &RevEntry) -> CtEntry {
+fn forward_of<A: Family>(rkey: &FlowKey<A>, r: &RevEntry<A>) -> CtEntry<A> {
     CtEntry {
         last_seen_ns: r.last_seen_ns,
         backend_idx: r.backend_idx,
@@ -254,11 +262,11 @@ fn forward_of(rkey: &FlowKey, r: &RevEntry) -> CtEntry {
 /// With `steal_after` below `u64::MAX`, an entry idle for longer than that counts as
 /// expired too.
 #[inline(always)]
-fn take_tuple(
-    map: &LruHashMap<FlowKey, RevEntry>,
-    rkey: &FlowKey,
-    rev: &RevEntry,
-    key: &FlowKey,
+fn take_tuple<A: Family>(
+    map: &LruHashMap<FlowKey<A>, RevEntry<A>>,
+    rkey: &FlowKey<A>,
+    rev: &RevEntry<A>,
+    key: &FlowKey<A>,
     now: u64,
     steal_after: u64,
 ) -> bool {
@@ -285,7 +293,11 @@ fn take_tuple(
 /// `RELEASED` only if unchanged since the ownership check, so a tuple another CPU has
 /// meanwhile reclaimed is left alone. The entry stays until reclaimed or evicted.
 #[inline(always)]
-fn release(map: &LruHashMap<FlowKey, RevEntry>, rkey: &FlowKey, key: &FlowKey) {
+fn release<A: Family>(
+    map: &LruHashMap<FlowKey<A>, RevEntry<A>>,
+    rkey: &FlowKey<A>,
+    key: &FlowKey<A>,
+) {
     if let Some(p) = map.get_ptr_mut(rkey) {
         // SAFETY: `p` points into a live map value.
         unsafe {
@@ -303,9 +315,9 @@ fn release(map: &LruHashMap<FlowKey, RevEntry>, rkey: &FlowKey, key: &FlowKey) {
 /// An entry the LRU evicted is put back if the tuple is still free; false when another
 /// flow took the tuple meanwhile.
 #[inline(always)]
-fn hold_reverse(e: &CtEntry, key: &FlowKey, flags: u8, now: u64) -> bool {
+fn hold_reverse<A: Family>(e: &CtEntry<A>, key: &FlowKey<A>, flags: u8, now: u64) -> bool {
     let rkey = reverse_key(e, key.proto);
-    match REVERSE.get_ptr_mut(&rkey) {
+    match A::reverse().get_ptr_mut(&rkey) {
         Some(r) => {
             // SAFETY: `r` points into a live map value.
             unsafe {
@@ -327,7 +339,7 @@ fn hold_reverse(e: &CtEntry, key: &FlowKey, flags: u8, now: u64) -> bool {
         None => {
             let mut rev = reverse_of(e, key);
             rev.last_seen_ns = now;
-            take_tuple(&REVERSE, &rkey, &rev, key, now, u64::MAX)
+            take_tuple(A::reverse(), &rkey, &rev, key, now, u64::MAX)
         }
     }
 }
@@ -349,8 +361,8 @@ enum Claim {
 /// Per-CPU room for the entries a new or confirming flow builds: the program's stack is
 /// 512 bytes, and each entry is 48.
 #[inline(always)]
-fn scratch() -> Result<*mut Scratch, Verdict> {
-    SCRATCH
+fn scratch<A: Family>() -> Result<*mut Scratch<A>, Verdict> {
+    A::scratch()
         .get_ptr_mut(0)
         .ok_or(Verdict::drop(Reason::DropInternal))
 }
@@ -359,15 +371,15 @@ fn scratch() -> Result<*mut Scratch, Verdict> {
 /// live confirmed flow holds it; an unconfirmed holder idle for longer than `steal_after`
 /// loses it.
 #[inline(always)]
-fn claim(
-    rkey: &FlowKey,
-    rev: &RevEntry,
-    key: &FlowKey,
+fn claim<A: Family>(
+    rkey: &FlowKey<A>,
+    rev: &RevEntry<A>,
+    key: &FlowKey<A>,
     now: u64,
     steal_after: u64,
-    s: *mut Scratch,
+    s: *mut Scratch<A>,
 ) -> Claim {
-    if let Some(r) = REVERSE.get_ptr_mut(rkey) {
+    if let Some(r) = A::reverse().get_ptr_mut(rkey) {
         // SAFETY: `r` points into a live map value; `s` is this CPU's scratch.
         unsafe {
             if !expired((*r).state, (*r).last_seen_ns, now) {
@@ -379,11 +391,11 @@ fn claim(
             }
         }
     }
-    if take_tuple(&UNCONFIRMED_REV, rkey, rev, key, now, steal_after) {
+    if take_tuple(A::unconfirmed_rev(), rkey, rev, key, now, steal_after) {
         return Claim::Taken;
     }
     // SAFETY: plain value copied out of the map.
-    match unsafe { UNCONFIRMED_REV.get(rkey) } {
+    match unsafe { A::unconfirmed_rev().get(rkey) } {
         Some(r) => Claim::BusyUnconfirmed(r.last_seen_ns),
         None => Claim::Busy,
     }
@@ -394,11 +406,11 @@ fn claim(
 /// entries go. `ct` and `rev` may point into the unconfirmed maps: read nothing through
 /// them afterwards.
 #[inline(always)]
-fn confirm(
-    key: &FlowKey,
-    rkey: &FlowKey,
-    ct: *mut CtEntry,
-    rev: *mut RevEntry,
+fn confirm<A: Family>(
+    key: &FlowKey<A>,
+    rkey: &FlowKey<A>,
+    ct: *mut CtEntry<A>,
+    rev: *mut RevEntry<A>,
     local: bool,
     now: u64,
 ) -> Result<(), Verdict> {
@@ -412,17 +424,17 @@ fn confirm(
         (*rev).flags &= REV_FLAG_SEQ_KNOWN;
         (&*ct, &*rev)
     };
-    if !local && !take_tuple(&REVERSE, rkey, rev, key, now, u64::MAX) {
+    if !local && !take_tuple(A::reverse(), rkey, rev, key, now, u64::MAX) {
         return Err(Verdict::drop(Reason::DropTupleInUse));
     }
-    if CONNTRACK.insert(key, ct, BPF_ANY as u64).is_err() {
-        release(&REVERSE, rkey, key);
+    if A::conntrack().insert(key, ct, BPF_ANY as u64).is_err() {
+        release(A::reverse(), rkey, key);
         return Err(Verdict::drop(Reason::DropConntrackFull));
     }
     if !local {
-        let _ = UNCONFIRMED_REV.remove(rkey);
+        let _ = A::unconfirmed_rev().remove(rkey);
     }
-    let _ = UNCONFIRMED.remove(key);
+    let _ = A::unconfirmed().remove(key);
     Ok(())
 }
 
@@ -430,19 +442,20 @@ fn confirm(
 /// reverse entry. An entry whose backend is gone (removed, or its slot reused by another
 /// address or port), that has expired, or whose reverse tuple was lost, is replaced.
 #[inline(always)]
-pub fn forward_flow(
-    h: &Headers,
-    meta: &VipMeta,
+pub fn forward_flow<A: Family>(
+    h: &Headers<A>,
+    meta: &VipMeta<A>,
     cfg: &Config,
     client_mac: [u8; 6],
     ingress_ifindex: u32,
-) -> Result<Flow, Verdict> {
+) -> Result<Flow<A>, Verdict> {
     let key = key_of(h);
     let now = now();
     let tcp = h.proto == IPPROTO_TCP;
-    if let Some(e) = CONNTRACK.get_ptr_mut(&key) {
+    if let Some(e) = A::conntrack().get_ptr_mut(&key) {
         // SAFETY: `e` points into a live map value; copied before use.
-        let old = unsafe { *e };
+        let mut local = core::mem::MaybeUninit::<CtEntry<A>>::uninit();
+        let old = unsafe { &*A::snapshot(e, local.as_mut_ptr(), |s| &raw mut (*s).old) };
         if !expired(old.state, old.last_seen_ns, now)
             && let Some(backend) =
                 lookup::live_backend(old.backend_idx, old.backend_addr, old.backend_port)
@@ -452,7 +465,7 @@ pub fn forward_flow(
             if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && !fits {
                 return Err(Verdict::drop(Reason::DropOutOfWindow));
             }
-            if local || hold_reverse(&old, &key, h.tcp_flags, now) {
+            if local || hold_reverse(old, &key, h.tcp_flags, now) {
                 // SAFETY: fields of the live value.
                 unsafe {
                     touch(
@@ -478,14 +491,14 @@ pub fn forward_flow(
                     && fits
                     && !local
                 {
-                    follow_client(e, &old, &key, client_mac, ingress_ifindex, h.vlan);
+                    follow_client(e, old, &key, client_mac, ingress_ifindex, h.vlan);
                 }
-                return Ok(Flow::of(&old, backend, false));
+                return Ok(Flow::of(old, backend, false));
             }
         }
         // Stale: free its tuple (SNAT port) and its entry before looking further.
-        release(&REVERSE, &reverse_key(&old, h.proto), &key);
-        let _ = CONNTRACK.remove(&key);
+        release(A::reverse(), &reverse_key(old, h.proto), &key);
+        let _ = A::conntrack().remove(&key);
     }
     if let Some(flow) = unconfirmed_flow(h, &key, client_mac, ingress_ifindex, now)? {
         return Ok(flow);
@@ -496,10 +509,10 @@ pub fn forward_flow(
 /// A confirmed flow's client now sends from another MAC, interface or VLAN (a router
 /// failover, a moved VM), in window: replies follow it.
 #[inline(always)]
-fn follow_client(
-    e: *mut CtEntry,
-    old: &CtEntry,
-    key: &FlowKey,
+fn follow_client<A: Family>(
+    e: *mut CtEntry<A>,
+    old: &CtEntry<A>,
+    key: &FlowKey<A>,
     mac: [u8; 6],
     ifindex: u32,
     vlan: u32,
@@ -510,7 +523,7 @@ fn follow_client(
         (*e).client_ifindex = ifindex;
         (*e).client_vlan = vlan;
     }
-    if let Some(r) = REVERSE.get_ptr_mut(&reverse_key(old, key.proto)) {
+    if let Some(r) = A::reverse().get_ptr_mut(&reverse_key(old, key.proto)) {
         // SAFETY: `r` points into a live map value.
         unsafe {
             if owns(&*r, key) {
@@ -526,14 +539,14 @@ fn follow_client(
 /// nothing is confirmed), and confirms it when this is the client's answer to the
 /// backend's (the handshake's last ACK). `None` when there is no usable unconfirmed entry.
 #[inline(always)]
-fn unconfirmed_flow(
-    h: &Headers,
-    key: &FlowKey,
+fn unconfirmed_flow<A: Family>(
+    h: &Headers<A>,
+    key: &FlowKey<A>,
     client_mac: [u8; 6],
     ingress_ifindex: u32,
     now: u64,
-) -> Result<Option<Flow>, Verdict> {
-    let Some(u) = UNCONFIRMED.get_ptr_mut(key) else {
+) -> Result<Option<Flow<A>>, Verdict> {
+    let Some(u) = A::unconfirmed().get_ptr_mut(key) else {
         return Ok(None);
     };
     // SAFETY: `u` points into a live map value.
@@ -543,13 +556,13 @@ fn unconfirmed_flow(
                 (b, reverse_key(&*u, h.proto))
             }
             _ => {
-                let _ = UNCONFIRMED.remove(key);
+                let _ = A::unconfirmed().remove(key);
                 return Ok(None);
             }
         }
     };
     let local = backend.flags & BACKEND_FLAG_LOCAL != 0;
-    let rev: *mut RevEntry = if local {
+    let rev: *mut RevEntry<A> = if local {
         // No tuple: the scratch holds the reverse entry `confirm` wants.
         let s = scratch()?;
         // SAFETY: this CPU's scratch, `u` a live map value.
@@ -558,7 +571,7 @@ fn unconfirmed_flow(
             &raw mut (*s).rev
         }
     } else {
-        match UNCONFIRMED_REV.get_ptr_mut(&rkey) {
+        match A::unconfirmed_rev().get_ptr_mut(&rkey) {
             // SAFETY: `r` points into a live map value.
             Some(r)
                 if unsafe { owns(&*r, key) && !expired((*r).state, (*r).last_seen_ns, now) } =>
@@ -566,7 +579,7 @@ fn unconfirmed_flow(
                 r
             }
             _ => {
-                let _ = UNCONFIRMED.remove(key);
+                let _ = A::unconfirmed().remove(key);
                 return Ok(None);
             }
         }
@@ -605,15 +618,15 @@ fn unconfirmed_flow(
 /// A new flow: a backend from the live Maglev table, a tuple (SNAT port in full NAT), an
 /// unconfirmed entry.
 #[inline(always)]
-fn new_flow(
-    h: &Headers,
-    key: &FlowKey,
-    meta: &VipMeta,
+fn new_flow<A: Family>(
+    h: &Headers<A>,
+    key: &FlowKey<A>,
+    meta: &VipMeta<A>,
     cfg: &Config,
     client_mac: [u8; 6],
     ingress_ifindex: u32,
     now: u64,
-) -> Result<Flow, Verdict> {
+) -> Result<Flow<A>, Verdict> {
     let hash = lookup::hash_of(key);
     let (backend_idx, backend) = lookup::pick_backend(meta, hash)?;
     let local = backend.flags & BACKEND_FLAG_LOCAL != 0;
@@ -631,7 +644,7 @@ fn new_flow(
             backend_idx,
             backend_addr: backend.addr,
             snat_addr: if meta.flags & VIP_FLAG_DNAT != 0 || local {
-                h.src
+                key.src_addr
             } else {
                 meta.snat_addr
             },
@@ -673,7 +686,7 @@ fn new_flow(
         Claim::Adopted => {
             // SAFETY: `claim` rebuilt the forward entry in the scratch.
             let ct = unsafe { &*entry };
-            if CONNTRACK.insert(key, ct, BPF_ANY as u64).is_err() {
+            if A::conntrack().insert(key, ct, BPF_ANY as u64).is_err() {
                 return Err(Verdict::drop(Reason::DropConntrackFull));
             }
             return Ok(Flow::of(ct, backend, false));
@@ -681,9 +694,9 @@ fn new_flow(
     }
     // SAFETY: scratch value.
     let entry = unsafe { &*entry };
-    if UNCONFIRMED.insert(key, entry, BPF_ANY as u64).is_err() {
+    if A::unconfirmed().insert(key, entry, BPF_ANY as u64).is_err() {
         if !local {
-            release(&UNCONFIRMED_REV, &reverse_key(entry, h.proto), key);
+            release(A::unconfirmed_rev(), &reverse_key(entry, h.proto), key);
         }
         return Err(Verdict::drop(Reason::DropConntrackFull));
     }
@@ -697,14 +710,14 @@ fn new_flow(
 /// `UNCONFIRMED_STEAL_AFTER_NS`: a flood of spoofed SYNs then slows new handshakes down
 /// instead of stopping them, and never touches a confirmed flow.
 #[inline(always)]
-fn claim_snat_port(
-    entry: *mut CtEntry,
-    rev: &RevEntry,
-    key: &FlowKey,
+fn claim_snat_port<A: Family>(
+    entry: *mut CtEntry<A>,
+    rev: &RevEntry<A>,
+    key: &FlowKey<A>,
     cfg: &Config,
     hash: u32,
     now: u64,
-    s: *mut Scratch,
+    s: *mut Scratch<A>,
 ) -> Claim {
     // Port 0 is never handed out.
     let min = (cfg.snat_port_min as u32).max(1);
@@ -751,7 +764,11 @@ fn claim_snat_port(
 /// reverse entry (state, last seen, stream position) and returns a copy. An in-window FIN
 /// or RST from the backend also shortens the forward entry's life.
 #[inline(always)]
-pub fn reply_touch(rev: *mut RevEntry, h: &Headers, now: u64) -> Result<RevEntry, Verdict> {
+pub fn reply_touch<A: Family>(
+    rev: *mut RevEntry<A>,
+    h: &Headers<A>,
+    now: u64,
+) -> Result<RevEntry<A>, Verdict> {
     let (proto, flags) = (h.proto, h.tcp_flags);
     // SAFETY: `rev` points into a live map value.
     let r = unsafe {
@@ -783,7 +800,7 @@ pub fn reply_touch(rev: *mut RevEntry, h: &Headers, now: u64) -> Result<RevEntry
         *rev
     };
     if flags & (TCP_FIN | TCP_RST) != 0
-        && let Some(e) = CONNTRACK.get_ptr_mut(&client_key(&r, proto))
+        && let Some(e) = A::conntrack().get_ptr_mut(&client_key(&r, proto))
     {
         // SAFETY: fields of the live value.
         unsafe {
@@ -803,12 +820,12 @@ pub fn reply_touch(rev: *mut RevEntry, h: &Headers, now: u64) -> Result<RevEntry
 /// answered and confirms a flow picked up mid-stream (or UDP); a RST from the backend ends
 /// the attempt. Returns the entry to translate the reply with.
 #[inline(always)]
-pub fn unconfirmed_reply(
-    rev: *mut RevEntry,
-    rkey: &FlowKey,
-    h: &Headers,
+pub fn unconfirmed_reply<A: Family>(
+    rev: *mut RevEntry<A>,
+    rkey: &FlowKey<A>,
+    h: &Headers<A>,
     now: u64,
-) -> Result<RevEntry, Verdict> {
+) -> Result<RevEntry<A>, Verdict> {
     let tcp = h.proto == IPPROTO_TCP;
     // SAFETY: `rev` points into a live map value.
     let r = unsafe {
@@ -826,10 +843,10 @@ pub fn unconfirmed_reply(
     };
     let key = client_key(&r, h.proto);
     if tcp && h.tcp_flags & TCP_RST != 0 {
-        release(&UNCONFIRMED_REV, rkey, &key);
-        let _ = UNCONFIRMED.remove(&key);
+        release(A::unconfirmed_rev(), rkey, &key);
+        let _ = A::unconfirmed().remove(&key);
     } else if r.flags & REV_FLAG_MIDSTREAM != 0 && h.tcp_flags & TCP_SYN == 0 {
-        let ct = match UNCONFIRMED.get_ptr_mut(&key) {
+        let ct = match A::unconfirmed().get_ptr_mut(&key) {
             Some(ct) => ct,
             None => {
                 // Its forward entry was evicted: the reverse entry has all of it but the
@@ -849,6 +866,6 @@ pub fn unconfirmed_reply(
 
 /// Whether a reverse entry is still usable.
 #[inline(always)]
-pub fn reply_live(rev: &RevEntry, now: u64) -> bool {
+pub fn reply_live<A: Family>(rev: &RevEntry<A>, now: u64) -> bool {
     !expired(rev.state, rev.last_seen_ns, now)
 }

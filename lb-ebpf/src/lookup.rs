@@ -1,23 +1,22 @@
 //! Backend choice for a new flow: the VIP's live Maglev table, indexed by the flow hash.
 
-use lb_common::{
-    BACKEND_FLAG_PRESENT, Backend, FlowKey, NO_BACKEND, Reason, VipMeta, hash::flow_hash,
-};
+use lb_common::{BACKEND_FLAG_PRESENT, Backend, FlowKey, NO_BACKEND, Reason, VipMeta, hash};
 
-use crate::{
-    Verdict,
-    maps::{BACKENDS, RINGS},
-};
+use crate::{Verdict, family::Family, maps::RINGS};
 
 /// The flow's hash; also seeds its SNAT port so every node picks the same one.
 #[inline(always)]
-pub fn hash_of(k: &FlowKey) -> u32 {
-    flow_hash(k.src_addr, k.dst_addr, k.src_port, k.dst_port, k.proto)
+pub fn hash_of<A: Family>(k: &FlowKey<A>) -> u32 {
+    hash::flow_hash_of(k.src_addr, k.dst_addr, k.src_port, k.dst_port, k.proto)
 }
 
-/// Picks the backend of a new flow from the VIP's live table.
+/// Picks the backend of a new flow from the VIP's live table (`RINGS` is shared by the
+/// families; the index is one of the VIP's family's backends).
 #[inline(always)]
-pub fn pick_backend(meta: &VipMeta, hash: u32) -> Result<(u32, Backend), Verdict> {
+pub fn pick_backend<A: Family>(
+    meta: &VipMeta<A>,
+    hash: u32,
+) -> Result<(u32, &'static Backend<A>), Verdict> {
     let size = meta.ring_size;
     if size == 0 {
         return Err(Verdict::drop(Reason::DropNoBackend));
@@ -27,7 +26,7 @@ pub fn pick_backend(meta: &VipMeta, hash: u32) -> Result<(u32, Backend), Verdict
     if idx == NO_BACKEND {
         return Err(Verdict::drop(Reason::DropNoBackend));
     }
-    let b = *BACKENDS
+    let b = A::backends()
         .get(idx)
         .ok_or(Verdict::drop(Reason::DropInternal))?;
     if b.flags & BACKEND_FLAG_PRESENT == 0 {
@@ -37,8 +36,11 @@ pub fn pick_backend(meta: &VipMeta, hash: u32) -> Result<(u32, Backend), Verdict
 }
 
 /// The backend of an existing flow, if it is still the one the flow was created with.
+/// Backends are returned as references into `BACKENDS`/`BACKENDS6` (an array map's values
+/// stay in place), not copies: a copy's fields would be held in spilled registers through
+/// the whole path.
 #[inline(always)]
-pub fn live_backend(idx: u32, addr: u32, port: u16) -> Option<Backend> {
-    let b = *BACKENDS.get(idx)?;
+pub fn live_backend<A: Family>(idx: u32, addr: A, port: u16) -> Option<&'static Backend<A>> {
+    let b = A::backends().get(idx)?;
     (b.flags & BACKEND_FLAG_PRESENT != 0 && b.addr == addr && b.port == port).then_some(b)
 }

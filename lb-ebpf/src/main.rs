@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 
 mod conntrack;
+mod family;
 mod icmp;
 mod lookup;
 mod maps;
@@ -16,7 +17,11 @@ mod sock;
 mod stats;
 mod vlan;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    macros::xdp,
+    programs::XdpContext,
+};
 use lb_common::Reason;
 
 use crate::packet::{Frame, Parsed};
@@ -53,20 +58,48 @@ impl Verdict {
 
 #[xdp]
 pub fn xvip(ctx: XdpContext) -> u32 {
-    let verdict = process(&ctx);
-    stats::count_reason(verdict.reason);
-    verdict.action
+    // Each family in a function of its own, which counts its verdict: each has its own
+    // stack frame (the two monomorphised paths would not fit one 512-byte stack, and the
+    // caller's frame counts against the deeper one: this one has none).
+    let frame = Frame::new(&ctx);
+    match packet::l2(&frame) {
+        Ok(l2) if packet::is_ipv6(&l2) => process6(ctx.ctx),
+        // Not IPv6, or too short to tell (IPv4's parser counts that).
+        _ => process4(ctx.ctx),
+    }
+}
+
+/// Counts the verdict's reason (the program's one exit) and returns its action.
+#[inline(always)]
+fn counted(v: Verdict) -> u32 {
+    stats::count_reason(v.reason);
+    v.action
+}
+
+#[inline(never)]
+fn process4(ctx: *mut xdp_md) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let frame = Frame::new(&ctx);
+    counted(match packet::parse(&frame) {
+        Ok(p) => dispatch(&ctx, &frame, &p),
+        Err(v) => v,
+    })
+}
+
+#[inline(never)]
+fn process6(ctx: *mut xdp_md) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let frame = Frame::new(&ctx);
+    counted(match packet::parse6(&frame) {
+        Ok(p) => dispatch(&ctx, &frame, &p),
+        Err(v) => v,
+    })
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext) -> Verdict {
-    let frame = Frame::new(ctx);
-    let parsed = match packet::parse(&frame) {
-        Ok(p) => p,
-        Err(v) => return v,
-    };
-    let h = match &parsed {
-        Parsed::Flow(h) | Parsed::Icmp(h) => h,
+fn dispatch<A: icmp::QuotedIp>(ctx: &XdpContext, frame: &Frame, parsed: &Parsed<A>) -> Verdict {
+    let eth = match parsed {
+        Parsed::Flow(h) | Parsed::Icmp(h) => h.eth,
     };
     // A frame for another host's MAC (flooded by a switch that lost track of it, seen by a
     // VRRP backup or a second routed node) is that host's to translate, not ours.
@@ -75,13 +108,14 @@ fn process(ctx: &XdpContext) -> Verdict {
         && let mac = nat::iface_mac(cfg, ctx.ingress_ifindex() as u32)
         && mac != [0; 6]
         // SAFETY: the Ethernet header was checked by the parser.
-        && unsafe { (*h.eth).dst_addr } != mac
+        && unsafe { (*eth).dst_addr } != mac
     {
         return Verdict::pass(Reason::PassOtherHost);
     }
     match parsed {
-        Parsed::Flow(h) => nat::handle_flow(ctx, &frame, &h),
-        Parsed::Icmp(h) => icmp::handle(ctx, &frame, &h),
+        Parsed::Flow(h) => nat::handle_flow(ctx, frame, h),
+        Parsed::Icmp(h) if A::OUTLINED => icmp::handle_outlined(ctx, frame, h),
+        Parsed::Icmp(h) => icmp::handle(ctx, frame, h),
     }
 }
 

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, Ifaces, MAX_BACKENDS,
-    MAX_VIPS, RINGS_SIZE, RevEntry, UNCONFIRMED_SIZE, VipKey, VipMeta, stats::REASON_COUNT,
+    Backend, Backend6, Config, Counters, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE, FlowKey,
+    FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, RINGS_SIZE, RevEntry, RevEntry6,
+    UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
@@ -71,13 +72,54 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 /// 0 -> room for the entries a new or confirming flow builds (per CPU, used within one
 /// packet): the program's 512-byte stack cannot hold them as well.
 #[map]
-pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch<u32>> = PerCpuArray::with_max_entries(1, 0);
 
-/// `SCRATCH` value.
-pub struct Scratch {
-    pub ct: CtEntry,
-    pub rev: RevEntry,
+/// `SCRATCH` (`SCRATCH6`) value.
+pub struct Scratch<A> {
+    pub ct: CtEntry<A>,
+    pub rev: RevEntry<A>,
+    /// `Family::snapshot` (IPv6 only): a confirmed entry, a VIP's meta.
+    pub old: CtEntry<A>,
+    pub meta: VipMeta<A>,
+    /// `packet::launder` (IPv6 only).
+    pub l4_off: u32,
 }
+
+/// The IPv6 VIPs: VipKey6 -> VipMeta6, indices shared with `VIPS` (one `RINGS`, one
+/// `VIP_STATS`). Written by the daemon.
+#[map]
+pub static VIPS6: HashMap<VipKey6, VipMeta6> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// IPv6 address -> `ADDR_FLAG_*` of the v6 VIP and SNAT addresses; `::` present when a v6
+/// VIP uses DNAT. Written by the daemon.
+#[map]
+pub static VIP_ADDRS6: HashMap<Ip6, u32> = HashMap::with_max_entries(VIP_ADDRS6_SIZE, 0);
+
+/// Backend index -> Backend6: the same index space as `BACKENDS` (an index is used in one
+/// of the two). Written by the daemon.
+#[map]
+pub static BACKENDS6: Array<Backend6> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// The IPv6 flows, as `CONNTRACK`, `REVERSE`, `UNCONFIRMED` and `UNCONFIRMED_REV` are the
+/// IPv4 ones. The confirmed ones are sized by the daemon (`--conntrack-size` when a v6 VIP
+/// is configured); the default here is small, so that a loader which does not care (the
+/// fixtures) does not preallocate a quarter million 112-byte flows. Written here.
+#[map]
+pub static CONNTRACK6: LruHashMap<FlowKey6, CtEntry6> =
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
+#[map]
+pub static REVERSE6: LruHashMap<FlowKey6, RevEntry6> =
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, 0);
+#[map]
+pub static UNCONFIRMED6: LruHashMap<FlowKey6, CtEntry6> =
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, BPF_F_NO_COMMON_LRU);
+#[map]
+pub static UNCONFIRMED_REV6: LruHashMap<FlowKey6, RevEntry6> =
+    LruHashMap::with_max_entries(UNCONFIRMED_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// `SCRATCH` for IPv6 flows (72-byte entries).
+#[map]
+pub static SCRATCH6: PerCpuArray<Scratch<Ip6>> = PerCpuArray::with_max_entries(1, 0);
 
 /// 0 -> Config. Written by the daemon before the program is attached.
 #[map]

@@ -4,23 +4,26 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, IPPROTO_UDP, Reason, VipKey,
-    checksum::{udp_fixup, update_u16, update_u32},
+    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, IPPROTO_UDP, Reason, VipKey, VipMeta,
+    checksum::{udp_fixup, update_u16},
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
     Verdict, conntrack,
-    maps::{CONFIG, REVERSE, UNCONFIRMED_REV, VIPS},
+    family::Family,
+    maps::CONFIG,
     packet::{Frame, Headers},
     stats,
 };
 
-/// The new addresses and ports of a translated packet (raw, network order).
-pub struct Rewrite {
-    pub src: u32,
+/// The new addresses and ports of a translated packet (raw, network order). `src` and
+/// `dst` adjacent: `Family::addrs_csum` reads them as one pair.
+#[repr(C)]
+pub struct Rewrite<A> {
+    pub src: A,
+    pub dst: A,
     pub sport: u16,
-    pub dst: u32,
     pub dport: u16,
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
@@ -28,34 +31,68 @@ pub struct Rewrite {
 
 /// TCP or UDP: a packet for a VIP, a reply to a translated flow, or neither.
 #[inline(always)]
-pub fn handle_flow(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP != 0 {
         let key = VipKey {
-            addr: h.dst,
+            addr: h.dst(),
             port: h.dport,
             proto: h.proto,
             _pad: 0,
         };
-        // SAFETY: plain value copied out of the map.
-        if let Some(meta) = unsafe { VIPS.get(&key) }.copied() {
-            return forward(ctx, frame, h, &meta);
+        // SAFETY: map lookup; the value is copied before use.
+        if let Some(m) = unsafe { A::vips().get(&key) } {
+            let mut local = core::mem::MaybeUninit::uninit();
+            // SAFETY: the copy (in `local` or the scratch) is ours for this packet.
+            let meta = unsafe { &*A::snapshot(m, local.as_mut_ptr(), |s| &raw mut (*s).meta) };
+            return if A::OUTLINED {
+                forward_outlined(ctx, frame, h, meta)
+            } else {
+                forward(ctx, frame, h, meta)
+            };
         }
     }
+    if A::OUTLINED {
+        reply_outlined(ctx, frame, h)
+    } else {
+        reply(ctx, frame, h)
+    }
+}
+
+/// `forward` in a function (and stack frame) of its own, for a family whose path is too big
+/// for one (see `Family::OUTLINED`).
+#[inline(never)]
+fn forward_outlined<A: Family>(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &Headers<A>,
+    meta: &VipMeta<A>,
+) -> Verdict {
+    forward(ctx, frame, h, meta)
+}
+
+/// `reply` in a function of its own (see `forward_outlined`).
+#[inline(never)]
+fn reply_outlined<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     reply(ctx, frame, h)
 }
 
 #[inline(always)]
-fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMeta) -> Verdict {
+fn forward<A: Family>(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &Headers<A>,
+    meta: &VipMeta<A>,
+) -> Verdict {
     if h.ttl <= 1 {
         return Verdict::pass(Reason::PassTtlExpired);
     }
-    let Some(cfg) = CONFIG.get(0).copied() else {
+    let Some(cfg) = CONFIG.get(0) else {
         return Verdict::drop(Reason::DropInternal);
     };
     // SAFETY: checked by the parser.
     let client_mac = unsafe { (*h.eth).src_addr };
     let ingress = ctx.ingress_ifindex() as u32;
-    let flow = match conntrack::forward_flow(h, meta, &cfg, client_mac, ingress) {
+    let flow = match conntrack::forward_flow(h, meta, cfg, client_mac, ingress) {
         Ok(f) => f,
         Err(v) => return v,
     };
@@ -69,7 +106,7 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
         dst: flow.backend.addr,
         dport: flow.backend.port,
         dst_mac: flow.backend.mac,
-        src_mac: source_mac(&cfg, h, out_ifindex(flow.backend.ifindex, ingress)),
+        src_mac: source_mac(cfg, h, out_ifindex(flow.backend.ifindex, ingress)),
     };
     rewrite(h, &rw);
     stats::count_traffic(meta.index, flow.backend_idx, frame.len() as u64, flow.new);
@@ -82,12 +119,12 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
 }
 
 #[inline(always)]
-fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
+fn reply<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     // A reply is keyed by its own tuple, as received.
     let key = conntrack::key_of(h);
     // One clock read for the expiry check and the refresh.
     let now = conntrack::now();
-    let rev = match REVERSE.get_ptr_mut(&key) {
+    let rev = match A::reverse().get_ptr_mut(&key) {
         // SAFETY: `rev` points into a live map value.
         Some(rev) if conntrack::reply_live(unsafe { &*rev }, now) => {
             if h.ttl <= 1 {
@@ -100,7 +137,7 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
         }
         // Not confirmed (or the confirmed entry on this tuple is dead): the backend's
         // answer to a flow that has just started.
-        _ => match UNCONFIRMED_REV.get_ptr_mut(&key) {
+        _ => match A::unconfirmed_rev().get_ptr_mut(&key) {
             // SAFETY: `rev` points into a live map value.
             Some(rev) if conntrack::reply_live(unsafe { &*rev }, now) => {
                 if h.ttl <= 1 {
@@ -114,7 +151,7 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
             _ => return Verdict::pass(Reason::PassNotForVip),
         },
     };
-    let Some(cfg) = CONFIG.get(0).copied() else {
+    let Some(cfg) = CONFIG.get(0) else {
         return Verdict::drop(Reason::DropInternal);
     };
     let rw = Rewrite {
@@ -124,7 +161,7 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
         dport: rev.client_port,
         dst_mac: rev.client_mac,
         src_mac: source_mac(
-            &cfg,
+            cfg,
             h,
             out_ifindex(rev.client_ifindex, ctx.ingress_ifindex() as u32),
         ),
@@ -166,7 +203,7 @@ pub fn iface_mac(cfg: &lb_common::Config, ifindex: u32) -> [u8; 6] {
 /// configured it, or else the address the frame was sent to (ours, on the interface it
 /// arrived on).
 #[inline(always)]
-pub fn source_mac(cfg: &lb_common::Config, h: &Headers, out: u32) -> [u8; 6] {
+pub fn source_mac<A: Family>(cfg: &lb_common::Config, h: &Headers<A>, out: u32) -> [u8; 6] {
     let mac = iface_mac(cfg, out);
     if mac != [0; 6] {
         return mac;
@@ -193,39 +230,23 @@ pub fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
     }
 }
 
-/// Rewrites the MACs, the IPv4 addresses and the TTL (decremented), updating the header
-/// checksum.
+/// Rewrites the MACs, the IP addresses and the TTL (hop limit, decremented), updating the
+/// IPv4 header checksum.
 #[inline(always)]
-pub fn rewrite_ip(h: &Headers, src: u32, dst: u32, src_mac: [u8; 6], dst_mac: [u8; 6]) {
-    let (eth, ip) = (h.eth, h.ip);
-    // SAFETY: `eth` and `ip` checked by the parser.
+pub fn rewrite_ip<A: Family>(h: &Headers<A>, src: A, dst: A, src_mac: [u8; 6], dst_mac: [u8; 6]) {
+    let eth = h.eth;
+    // SAFETY: `eth` checked by the parser.
     unsafe {
         (*eth).dst_addr = dst_mac;
         (*eth).src_addr = src_mac;
-
-        let ttl_word_old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
-        (*ip).ttl -= 1;
-        let ttl_word_new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
-        let mut c = u16::from_be_bytes((*ip).check);
-        c = update_u32(c, u32::from_be(h.src), u32::from_be(src));
-        c = update_u32(c, u32::from_be(h.dst), u32::from_be(dst));
-        c = update_u16(c, ttl_word_old, ttl_word_new);
-        (*ip).check = c.to_be_bytes();
-        (*ip).src_addr = src.to_ne_bytes();
-        (*ip).dst_addr = dst.to_ne_bytes();
     }
+    A::rewrite_ip(h, src, dst);
 }
 
-/// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums.
+/// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums (the
+/// pseudo-header's addresses of either family, RFC 1624).
 #[inline(always)]
-pub fn rewrite(h: &Headers, rw: &Rewrite) {
-    rewrite_ip(h, rw.src, rw.dst, rw.src_mac, rw.dst_mac);
-    let (old_src, old_dst, new_src, new_dst) = (
-        u32::from_be(h.src),
-        u32::from_be(h.dst),
-        u32::from_be(rw.src),
-        u32::from_be(rw.dst),
-    );
+pub fn rewrite<A: Family>(h: &Headers<A>, rw: &Rewrite<A>) {
     let (old_sport, old_dport, new_sport, new_dport) = (
         u16::from_be(h.sport),
         u16::from_be(h.dport),
@@ -233,8 +254,7 @@ pub fn rewrite(h: &Headers, rw: &Rewrite) {
         u16::from_be(rw.dport),
     );
     let l4_update = |c: u16| {
-        let mut c = update_u32(c, old_src, new_src);
-        c = update_u32(c, old_dst, new_dst);
+        let mut c = A::addrs_csum(h, (&raw const rw.src).cast(), c);
         c = update_u16(c, old_sport, new_sport);
         update_u16(c, old_dport, new_dport)
     };
@@ -256,4 +276,6 @@ pub fn rewrite(h: &Headers, rw: &Rewrite) {
             (*tcp).dest = rw.dport.to_ne_bytes();
         }
     }
+    // After the transport checksum, which reads the old addresses from the header.
+    rewrite_ip(h, rw.src, rw.dst, rw.src_mac, rw.dst_mac);
 }

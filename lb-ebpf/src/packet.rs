@@ -6,19 +6,36 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, ADDR_SLOT_OVERFLOW, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP, Reason, hash::addr_slot, vlan_tag,
+    ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, ADDR_SLOT_OVERFLOW, Addr, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP, Ip6, MAX_IPV6_EXT_HEADERS, Reason, hash::addr_slot, vlan_tag,
 };
 use network_types::{
-    eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr,
+    eth::EthHdr,
+    icmp::Icmpv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
 };
 
 use crate::{
     Verdict,
-    maps::{VIP_ADDRS, VIP_SLOTS},
+    family::Family,
+    maps::{VIP_ADDRS, VIP_ADDRS6, VIP_SLOTS},
 };
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// IPv6 extension headers the parser walks (RFC 8200 section 4).
+const NH_HOP_BY_HOP: u8 = 0;
+const NH_ROUTING: u8 = 43;
+const NH_FRAGMENT: u8 = 44;
+const NH_DEST_OPTS: u8 = 60;
+/// The fragment header's offset field (host-order word at bytes 2..4): offset in 8-byte
+/// units, above the two reserved bits and the M flag.
+const IP6_OFFSET_MASK: u16 = 0xfff8;
+/// Offset of the checksum in a UDP header.
+const UDP_CHECK: usize = 6;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 /// IPv4 "more fragments" flag and fragment offset mask, in the host-order `frags` word.
@@ -68,13 +85,13 @@ impl Frame {
 /// on. The pointers are kept (not offsets) because the verifier only trusts the register a
 /// bounds check was made on: recomputing `data + offset` later loses that proof once the
 /// compiler drops the "redundant" second check.
-pub struct Headers {
+pub struct Headers<A: Family> {
     pub eth: *mut EthHdr,
     /// The 802.1Q/802.1ad header, or null for an untagged frame.
     pub vlan_hdr: *mut VlanHdr,
     /// The frame's tag as `lb_common::vlan_tag` encodes it (0: untagged).
     pub vlan: u32,
-    pub ip: *mut Ipv4Hdr,
+    pub ip: *mut A::IpHdr,
     /// The transport (or ICMP) header; at least `TcpHdr::LEN`, `UdpHdr::LEN` or
     /// `Icmpv4Hdr::LEN` bytes are in the frame, according to `proto`.
     pub l4: *mut u8,
@@ -84,9 +101,9 @@ pub struct Headers {
     /// Ethernet padding.
     pub l3_end: usize,
     pub proto: u8,
-    /// Addresses and ports raw, as on the wire.
-    pub src: u32,
-    pub dst: u32,
+    /// The family's copy of the addresses, if it keeps one (see `Family::Addrs`): read
+    /// them with [`Headers::src`] and [`Headers::dst`]. Ports raw, as on the wire.
+    pub addrs: A::Addrs,
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
@@ -94,24 +111,52 @@ pub struct Headers {
     /// counted), host order; zero otherwise.
     pub seq: u32,
     pub seq_end: u32,
+    /// TTL (IPv6: hop limit).
     pub ttl: u8,
     /// `VIP_ADDRS` flags of the destination address.
     pub dst_flags: u32,
 }
 
-pub enum Parsed {
-    /// TCP or UDP.
-    Flow(Headers),
-    /// ICMP (ports zero).
-    Icmp(Headers),
+impl<A: Family> Headers<A> {
+    /// The source address as received (raw).
+    #[inline(always)]
+    pub fn src(&self) -> A {
+        A::src(self)
+    }
+    /// The destination address as received (raw). IPv6 reads it from the frame: read it
+    /// before the header is rewritten.
+    #[inline(always)]
+    pub fn dst(&self) -> A {
+        A::dst(self)
+    }
 }
 
-/// Parses Ethernet (one VLAN tag), IPv4 (options honoured) and the TCP/UDP/ICMP header.
-/// Frames that are not ours are passed untouched; frames for a VIP that are broken are
-/// dropped. Traffic for any address that is neither a VIP nor a SNAT address costs one
-/// lookup, unless a DNAT VIP exists (its replies go to client addresses).
+pub enum Parsed<A: Family> {
+    /// TCP or UDP.
+    Flow(Headers<A>),
+    /// ICMP or ICMPv6 (ports zero).
+    Icmp(Headers<A>),
+}
+
+/// The Ethernet header and the optional tag in front of the IP header at `l3`.
+pub struct L2 {
+    pub eth: *mut EthHdr,
+    pub vlan_hdr: *mut VlanHdr,
+    pub vlan: u32,
+    pub l3: usize,
+    /// The EtherType after the tag (host order).
+    pub ether_type: u16,
+}
+
+/// Whether the frame's EtherType (after a tag) is IPv6's.
 #[inline(always)]
-pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
+pub fn is_ipv6(l2: &L2) -> bool {
+    l2.ether_type == ETH_P_IPV6
+}
+
+/// Ethernet and at most one 802.1Q/802.1ad tag.
+#[inline(always)]
+pub fn l2(frame: &Frame) -> Result<L2, Verdict> {
     let eth: *mut EthHdr = frame.ptr(0).ok_or(Verdict::pass(Reason::PassMalformed))?;
     // SAFETY: `eth` is within the frame.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -128,6 +173,40 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         vlan_hdr = v;
         l3 += VlanHdr::LEN;
     }
+    Ok(L2 {
+        eth,
+        vlan_hdr,
+        vlan,
+        l3,
+        ether_type,
+    })
+}
+
+/// The verdict for a broken frame to `dst_flags`: only a VIP's broken frames are dropped
+/// (a SNAT address may be the node's own, and the node's fragments, tunnels and other
+/// protocols must reach it).
+#[inline(always)]
+fn fail(dst_flags: u32, reason_ours: Reason) -> Verdict {
+    if dst_flags & ADDR_FLAG_VIP != 0 {
+        Verdict::drop(reason_ours)
+    } else {
+        Verdict::pass(Reason::PassNotForVip)
+    }
+}
+
+/// Parses Ethernet (one VLAN tag), IPv4 (options honoured) and the TCP/UDP/ICMP header.
+/// Frames that are not ours are passed untouched; frames for a VIP that are broken are
+/// dropped. Traffic for any address that is neither a VIP nor a SNAT address costs one
+/// lookup, unless a DNAT VIP exists (its replies go to client addresses).
+#[inline(always)]
+pub fn parse(frame: &Frame) -> Result<Parsed<u32>, Verdict> {
+    let L2 {
+        eth,
+        vlan_hdr,
+        vlan,
+        l3,
+        ether_type,
+    } = l2(frame)?;
     if ether_type != ETH_P_IP {
         return Err(Verdict::pass(Reason::PassNotIpv4));
     }
@@ -150,15 +229,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
     if !ours {
         return Err(Verdict::pass(Reason::PassNotForVip));
     }
-    // Only a VIP's broken frames are dropped: a SNAT address may be the node's own, and the
-    // node's fragments, tunnels and other protocols must reach it.
-    let fail = |reason_ours: Reason| {
-        if dst_flags & ADDR_FLAG_VIP != 0 {
-            Verdict::drop(reason_ours)
-        } else {
-            Verdict::pass(Reason::PassNotForVip)
-        }
-    };
+    let fail = |reason_ours: Reason| fail(dst_flags, reason_ours);
 
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl {
@@ -174,7 +245,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         return Err(fail(Reason::DropFragment));
     }
     let l4 = l3 + ihl;
-    let mut h = Headers {
+    let h = Headers {
         eth,
         vlan_hdr,
         vlan,
@@ -183,8 +254,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         l4_off: l4,
         l3_end,
         proto,
-        src,
-        dst,
+        addrs: [src, dst],
         sport: 0,
         dport: 0,
         tcp_flags: 0,
@@ -193,7 +263,21 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
         ttl,
         dst_flags,
     };
-    match proto {
+    let h = parse_l4(frame, h, IPPROTO_ICMP)?;
+    Ok(if h.proto == IPPROTO_ICMP {
+        Parsed::Icmp(h)
+    } else {
+        Parsed::Flow(h)
+    })
+}
+
+/// The transport header of either family: TCP (data offset honoured) and UDP within the
+/// datagram, or the family's ICMP (`icmp`); anything else is an unknown protocol.
+#[inline(always)]
+fn parse_l4<A: Family>(frame: &Frame, mut h: Headers<A>, icmp: u8) -> Result<Headers<A>, Verdict> {
+    let (l4, l3_end, dst_flags) = (h.l4_off, h.l3_end, h.dst_flags);
+    let fail = |reason_ours: Reason| fail(dst_flags, reason_ours);
+    match h.proto {
         IPPROTO_TCP => {
             let tcp: *mut TcpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
             within(l4 + TcpHdr::LEN, l3_end).ok_or(fail(Reason::DropTruncated))?;
@@ -212,7 +296,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
             let payload = (l3_end - l4 - doff) as u32;
             let syn_fin = (h.tcp_flags & TCP_SYN != 0) as u32 + (h.tcp_flags & TCP_FIN != 0) as u32;
             h.seq_end = h.seq.wrapping_add(payload).wrapping_add(syn_fin);
-            Ok(Parsed::Flow(h))
+            Ok(h)
         }
         IPPROTO_UDP => {
             let udp: *mut UdpHdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
@@ -222,17 +306,139 @@ pub fn parse(frame: &Frame) -> Result<Parsed, Verdict> {
             unsafe {
                 h.sport = u16::from_ne_bytes((*udp).src);
                 h.dport = u16::from_ne_bytes((*udp).dst);
+                // IPv6 has no "no checksum" (RFC 8200 section 8.1): a zero one is invalid.
+                if A::UDP_CHECKSUM_REQUIRED
+                    && *(udp as *const u8).add(UDP_CHECK) == 0
+                    && *(udp as *const u8).add(UDP_CHECK + 1) == 0
+                {
+                    return Err(fail(Reason::DropBadHeader));
+                }
             }
-            Ok(Parsed::Flow(h))
+            Ok(h)
         }
-        IPPROTO_ICMP => {
-            let icmp: *mut Icmpv4Hdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
+        p if p == icmp => {
+            let ih: *mut Icmpv4Hdr = frame.ptr(l4).ok_or(fail(Reason::DropTruncated))?;
             within(l4 + Icmpv4Hdr::LEN, l3_end).ok_or(fail(Reason::DropTruncated))?;
-            h.l4 = icmp.cast();
-            Ok(Parsed::Icmp(h))
+            h.l4 = ih.cast();
+            Ok(h)
         }
         _ => Err(fail(Reason::DropUnknownProto)),
     }
+}
+
+/// IPv6: the fixed header, then at most `MAX_IPV6_EXT_HEADERS` extension headers
+/// (hop-by-hop, routing, destination options, fragment), then the transport header. A
+/// routing header with segments left means the VIP is not the final destination; a
+/// fragment with a non-zero offset has no ports; a first fragment is translated when its
+/// transport header is TCP or UDP and whole in it (the checksum update is the same for a
+/// fragmented datagram). The rules for whose broken frames drop are IPv4's.
+#[inline(always)]
+pub fn parse6(frame: &Frame) -> Result<Parsed<Ip6>, Verdict> {
+    let L2 {
+        eth,
+        vlan_hdr,
+        vlan,
+        l3,
+        ..
+    } = l2(frame)?;
+    let ip: *mut Ipv6Hdr = frame.ptr(l3).ok_or(Verdict::pass(Reason::PassMalformed))?;
+    // SAFETY: the fixed 40 bytes are within the frame.
+    let (vcf0, dst, mut nh, ttl, payload_len) = unsafe {
+        (
+            (*ip).vcf[0],
+            load_ip6(&raw const (*ip).dst_addr),
+            (*ip).next_hdr,
+            (*ip).hop_limit,
+            u16::from_be_bytes((*ip).payload_len) as usize,
+        )
+    };
+    let dst_flags = <Ip6 as Family>::addr_flags(dst);
+    if dst_flags == 0 && !<Ip6 as Family>::dnat_present() {
+        return Err(Verdict::pass(Reason::PassNotForVip));
+    }
+    let fail = |reason_ours: Reason| fail(dst_flags, reason_ours);
+    if vcf0 >> 4 != 6 {
+        return Err(fail(Reason::DropBadHeader));
+    }
+    let l3_end = l3 + Ipv6Hdr::LEN + payload_len;
+    if l3_end > frame.len() {
+        return Err(fail(Reason::DropTruncated));
+    }
+    let mut off = l3 + Ipv6Hdr::LEN;
+    let mut fragment = false;
+    for i in 0..MAX_IPV6_EXT_HEADERS {
+        if nh != NH_HOP_BY_HOP && nh != NH_ROUTING && nh != NH_DEST_OPTS && nh != NH_FRAGMENT {
+            break;
+        }
+        // Every extension header is at least 8 bytes: next header, length, ...
+        let e: *mut [u8; 8] = ptr_within(frame, off, l3_end).ok_or(fail(Reason::DropTruncated))?;
+        // SAFETY: checked above.
+        let (next, len8, b2, b3) = unsafe { ((*e)[0], (*e)[1], (*e)[2], (*e)[3]) };
+        if nh == NH_HOP_BY_HOP && i != 0 {
+            // Hop-by-hop options only ever come first (RFC 8200 section 4.1).
+            return Err(fail(Reason::DropBadHeader));
+        }
+        if nh == NH_FRAGMENT {
+            if u16::from_be_bytes([b2, b3]) & IP6_OFFSET_MASK != 0 {
+                return Err(fail(Reason::DropFragment));
+            }
+            fragment = true;
+            off += 8;
+        } else {
+            if nh == NH_ROUTING && b3 != 0 {
+                return Err(fail(Reason::DropExtHeader));
+            }
+            off += (len8 as usize + 1) * 8;
+        }
+        nh = next;
+    }
+    if nh == NH_HOP_BY_HOP || nh == NH_ROUTING || nh == NH_DEST_OPTS || nh == NH_FRAGMENT {
+        return Err(fail(Reason::DropExtHeader));
+    }
+    if off > l3_end {
+        return Err(fail(Reason::DropTruncated));
+    }
+    // Every way through the extension headers ends with its own exactly known offset, and
+    // the verifier would check the whole rest of the program once for each. Passed through
+    // memory it loses what the verifier knows of it, and one bound makes all ways one.
+    let off = launder(off);
+    if off > MAX_L4_OFFSET {
+        return Err(fail(Reason::DropExtHeader));
+    }
+    if fragment && nh != IPPROTO_TCP && nh != IPPROTO_UDP {
+        return Err(fail(Reason::DropFragment));
+    }
+    let h = Headers {
+        eth,
+        vlan_hdr,
+        vlan,
+        ip,
+        l4: core::ptr::null_mut(),
+        l4_off: off,
+        l3_end,
+        proto: nh,
+        addrs: (),
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        seq: 0,
+        seq_end: 0,
+        ttl,
+        dst_flags,
+    };
+    let h = match parse_l4(frame, h, lb_common::IPPROTO_ICMPV6) {
+        Ok(h) => h,
+        // A first fragment too short for its transport header: one of a fragment's kind.
+        Err(v) if fragment && v.action != aya_ebpf::bindings::xdp_action::XDP_PASS => {
+            return Err(fail(Reason::DropFragment));
+        }
+        Err(v) => return Err(v),
+    };
+    Ok(if h.proto == lb_common::IPPROTO_ICMPV6 {
+        Parsed::Icmp(h)
+    } else {
+        Parsed::Flow(h)
+    })
 }
 
 /// A pointer to a `T` at frame offset `off` when it also ends before `limit`, a bound
@@ -257,7 +463,7 @@ fn within(end: usize, limit: usize) -> Option<()> {
 /// `VIP_ADDRS` flags of `addr` (0: not ours), from its `VIP_SLOTS` slot when the slot is
 /// its alone, from `VIP_ADDRS` when the slot is shared.
 #[inline(always)]
-fn addr_flags(addr: u32) -> u32 {
+pub fn addr_flags(addr: u32) -> u32 {
     let v = VIP_SLOTS.get(addr_slot(addr)).copied().unwrap_or(0);
     if v == 0 {
         return 0;
@@ -272,6 +478,69 @@ fn addr_flags(addr: u32) -> u32 {
 
 /// True when some VIP uses DNAT (kept as a `VIP_ADDRS` entry under address 0).
 #[inline(always)]
-fn dnat_present() -> bool {
+pub fn dnat_present() -> bool {
     addr_flags(ADDR_KEY_DNAT_PRESENT) != 0
+}
+
+/// The transport header of an IPv6 packet to a VIP must start within this many bytes of
+/// the frame (room for a tag, the fixed header and some 400 bytes of extension headers).
+const MAX_L4_OFFSET: usize = 512;
+
+/// `v`, as the verifier sees a value read from a map: any number (see `parse6`).
+#[inline(always)]
+fn launder(v: usize) -> usize {
+    match crate::maps::SCRATCH6.get_ptr_mut(0) {
+        // SAFETY: this CPU's scratch, used within this packet only.
+        Some(s) => unsafe {
+            let p = &raw mut (*s).l4_off;
+            core::ptr::write_volatile(p, v as u32);
+            core::ptr::read_volatile(p) as usize
+        },
+        None => v,
+    }
+}
+
+/// Reads an IPv6 address out of the frame with four 32-bit loads. The address sits at an
+/// even, not always 4-aligned, frame offset (Ethernet 14 bytes): the BPF target would
+/// compile an unaligned read to sixteen byte loads and spill each byte into a stack slot
+/// of its own (the IPv6 path's stack is tight), and the verifier accepts misaligned
+/// packet loads on the architectures xvip runs on (no strict alignment: x86-64, arm64).
+#[inline(always)]
+pub fn load_ip6(p: *const [u8; 16]) -> Ip6 {
+    let w = p.cast::<u32>();
+    // SAFETY: within the 16 bytes the caller checked (alignment: see above).
+    unsafe {
+        [
+            core::ptr::read_volatile(w),
+            core::ptr::read_volatile(w.add(1)),
+            core::ptr::read_volatile(w.add(2)),
+            core::ptr::read_volatile(w.add(3)),
+        ]
+    }
+}
+
+/// Writes an IPv6 address into the frame with four 32-bit stores (see [`load_ip6`]).
+#[inline(always)]
+pub fn store_ip6(p: *mut [u8; 16], a: Ip6) {
+    let w = p.cast::<u32>();
+    // SAFETY: as in `load_ip6`.
+    unsafe {
+        core::ptr::write_volatile(w, a[0]);
+        core::ptr::write_volatile(w.add(1), a[1]);
+        core::ptr::write_volatile(w.add(2), a[2]);
+        core::ptr::write_volatile(w.add(3), a[3]);
+    }
+}
+
+/// `VIP_ADDRS6` flags of an IPv6 address (0: not ours).
+#[inline(always)]
+pub fn addr_flags6(addr: Ip6) -> u32 {
+    // SAFETY: map lookup of a plain value.
+    unsafe { VIP_ADDRS6.get(&addr) }.copied().unwrap_or(0)
+}
+
+/// True when some IPv6 VIP uses DNAT (a `VIP_ADDRS6` entry under `::`).
+#[inline(always)]
+pub fn dnat_present6() -> bool {
+    addr_flags6(Ip6::ZERO) != 0
 }

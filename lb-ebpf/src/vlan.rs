@@ -7,7 +7,7 @@ use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Reason, VLAN_8021AD, VLAN_TAGGED};
 use network_types::{eth::EthHdr, vlan::VlanHdr};
 
-use crate::{Verdict, packet::Headers};
+use crate::{Verdict, family::Family, packet::Headers};
 
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
@@ -26,7 +26,7 @@ fn tpid(tag: u32) -> u16 {
 
 /// Gives the frame (parsed as `h`, addresses already rewritten) the client's tag `want`.
 #[inline(always)]
-pub fn restore(ctx: &XdpContext, h: &Headers, want: u32) -> Result<(), Verdict> {
+pub fn restore<A: Family>(ctx: &XdpContext, h: &Headers<A>, want: u32) -> Result<(), Verdict> {
     let have = h.vlan;
     if have == want {
         return Ok(());

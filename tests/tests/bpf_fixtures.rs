@@ -779,10 +779,10 @@ fn fixtures() -> Vec<Fixture> {
         Reason::PassNotIpv4,
     ));
     rows.push(row(
-        "IPv6: passed",
+        "IPv6 to no VIP: passed (the IPv6 verdicts: bpf_fixtures_v6)",
         ipv6_frame(),
         XDP_PASS,
-        Reason::PassNotIpv4,
+        Reason::PassNotForVip,
     ));
 
     // Dropped: fragments and broken headers addressed to a VIP.

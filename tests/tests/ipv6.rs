@@ -902,7 +902,6 @@ fn forwarding_lab(tag: &str, not_ready: Option<&std::path::Path>, extra: &[&str]
 }
 
 #[test]
-#[ignore = "needs the v6 data path (v6dp)"]
 fn https_through_the_v6_vip_reaches_several_masters() {
     let lab = forwarding_lab("v6fwd", None, &[]);
     let seen = spread6(&lab, "client", 30);
@@ -912,7 +911,6 @@ fn https_through_the_v6_vip_reaches_several_masters() {
 }
 
 #[test]
-#[ignore = "needs the v6 data path (v6dp)"]
 fn ping6_of_the_vip_is_answered() {
     let lab = forwarding_lab("v6ping", None, &[]);
     sh(lab
@@ -924,7 +922,6 @@ fn ping6_of_the_vip_is_answered() {
 }
 
 #[test]
-#[ignore = "needs the v6 data path (v6dp)"]
 fn a_v6_master_failing_readyz_leaves_the_rotation() {
     let dir = TempDir::new("v6rot");
     let not_ready = dir.path("m1.notready");
@@ -941,7 +938,6 @@ fn a_v6_master_failing_readyz_leaves_the_rotation() {
 }
 
 #[test]
-#[ignore = "needs the v6 data path (v6dp)"]
 fn the_node_itself_reaches_the_v6_vip() {
     let lab = forwarding_lab("v6self", None, &[]);
     let body = lab
@@ -951,7 +947,6 @@ fn the_node_itself_reaches_the_v6_vip() {
 }
 
 #[test]
-#[ignore = "needs the v6 data path (v6dp)"]
 fn dual_stack_one_xvip_serves_a_v4_and_a_v6_vip() {
     let mut lab = lab("v6dual", 1, None);
     add_v6(&lab);

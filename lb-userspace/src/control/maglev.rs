@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use lb_common::{MAX_RING_SIZE, NO_BACKEND};
 
@@ -22,8 +22,8 @@ use lb_common::{MAX_RING_SIZE, NO_BACKEND};
 /// preferred slots when others come and go or when its map index changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId {
-    /// The backend's IPv4 address.
-    pub addr: Ipv4Addr,
+    /// The backend's address (a VIP's backends are all of its family).
+    pub addr: IpAddr,
     /// The backend's port.
     pub port: u16,
 }
@@ -246,8 +246,9 @@ fn offset_skip(id: &BackendId, size: u32) -> (u32, u32) {
     (offset as u32, skip as u32)
 }
 
-/// Seeded 64-bit hash of a backend identity: FNV-1a over the address octets and the port
-/// (big endian), then the MurmurHash3 64-bit finalizer.
+/// Seeded 64-bit hash of a backend identity: FNV-1a over the address octets (4 for IPv4,
+/// 16 for IPv6: an IPv4 table is what it always was) and the port (big endian), then the
+/// MurmurHash3 64-bit finalizer.
 ///
 /// Written out here rather than taken from std because the table must be identical on
 /// every node and every run, which rules out `RandomState` and leaves `DefaultHasher`'s
@@ -257,7 +258,11 @@ fn offset_skip(id: &BackendId, size: u32) -> (u32, u32) {
 fn hash_id(id: &BackendId, seed: u64) -> u64 {
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = seed;
-    for byte in id.addr.octets().into_iter().chain(id.port.to_be_bytes()) {
+    let octets: &[u8] = match &id.addr {
+        IpAddr::V4(a) => &a.octets(),
+        IpAddr::V6(a) => &a.octets(),
+    };
+    for &byte in octets.iter().chain(&id.port.to_be_bytes()) {
         h ^= u64::from(byte);
         h = h.wrapping_mul(FNV_PRIME);
     }
@@ -278,6 +283,7 @@ fn fmix64(mut k: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const M: u32 = MAX_RING_SIZE;
 
@@ -286,7 +292,7 @@ mod tests {
     fn backend(n: u32) -> MaglevBackend {
         MaglevBackend {
             id: BackendId {
-                addr: Ipv4Addr::new(10, 0, (n / 250) as u8, (n % 250 + 1) as u8),
+                addr: Ipv4Addr::new(10, 0, (n / 250) as u8, (n % 250 + 1) as u8).into(),
                 port: 6443,
             },
             index: n,
@@ -561,7 +567,7 @@ mod tests {
         (0..3)
             .map(|n| MaglevBackend {
                 id: BackendId {
-                    addr: Ipv4Addr::new(10, 0, 0, n as u8 + 1),
+                    addr: Ipv4Addr::new(10, 0, 0, n as u8 + 1).into(),
                     port: 6443,
                 },
                 index: n,

@@ -1,16 +1,22 @@
 //! Reconciliation: from configured backends, their health and their next-hop MACs to the
-//! `BACKENDS` slots and each VIP's Maglev table, swapped in atomically. Pure logic over a
-//! [`MapStore`], so it is tested without a kernel.
+//! `BACKENDS` (`BACKENDS6`) slots and each VIP's Maglev table, swapped in atomically. Pure
+//! logic over a [`MapStore`], so it is tested without a kernel.
+//!
+//! VIPs and backends are of either family ([`IpAddr`], [`SocketAddr`]): a VIP's table holds
+//! the backends of its family only, IPv4 VIPs go to `VIPS`, IPv6 ones to `VIPS6`; the
+//! backend index space is shared (an index is a v4 or a v6 backend, never both at once).
+//! [`Reconciler::new`] is the one place configuration types become these.
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Instant,
 };
 
 use lb_common::{
     ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_LOCAL, BACKEND_FLAG_PRESENT,
-    Backend, NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ip_raw, port_raw,
+    Backend, Backend6, Ip6, NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipKey6, VipMeta,
+    VipMeta6, ip_raw, ip6_raw, port_raw,
 };
 
 use crate::{
@@ -41,20 +47,38 @@ pub struct Applied {
     pub fail_open: bool,
 }
 
+/// A VIP as the reconciler writes it: an address of either family and a port (TCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vip {
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+impl From<&VipSpec> for Vip {
+    fn from(v: &VipSpec) -> Self {
+        Self {
+            addr: v.addr.into(),
+            port: v.port,
+        }
+    }
+}
+
 /// Owns the backend set and the live tables.
 pub struct Reconciler {
-    vips: Vec<VipSpec>,
+    vips: Vec<Vip>,
     mode: Mode,
     snat_ip: Ipv4Addr,
+    /// Source of full-NAT IPv6 flows (required by a full-NAT IPv6 VIP).
+    snat_ip6: Option<Ipv6Addr>,
     table_size: u32,
-    backends: BTreeMap<SocketAddrV4, BackendState>,
+    backends: BTreeMap<SocketAddr, BackendState>,
     free: Vec<u32>,
     next_index: u32,
     tables: Vec<Vec<u32>>,
     /// The `VIP_SLOTS` contents last written (`None`: never written by us).
     slots: Option<Vec<u64>>,
     /// This node's addresses: a backend on one of them is served by the local stack.
-    locals: std::collections::BTreeSet<Ipv4Addr>,
+    locals: std::collections::BTreeSet<IpAddr>,
     /// When the last swap happened.
     pub last_swap: Option<Instant>,
 }
@@ -64,29 +88,63 @@ impl Reconciler {
     /// moment, before any check has run) and no MAC known.
     pub fn new(s: &Settings) -> Self {
         let mut r = Self {
-            vips: s.vips.clone(),
+            vips: s
+                .vips
+                .iter()
+                .map(Vip::from)
+                .chain(s.vips6.iter().map(|v| Vip {
+                    addr: v.addr.into(),
+                    port: v.port,
+                }))
+                .collect(),
             mode: s.mode,
             snat_ip: s.snat_ip,
+            snat_ip6: s.snat_ip6,
             table_size: s.table_size,
             backends: BTreeMap::new(),
             free: Vec::new(),
             next_index: 0,
-            tables: vec![Vec::new(); s.vips.len()],
+            tables: vec![Vec::new(); s.vips.len() + s.vips6.len()],
             locals: Default::default(),
             slots: None,
             last_swap: None,
         };
-        r.set_backends(s.backends.iter().map(|b| (b.addr, b.weight)));
+        r.set_backends(
+            s.backends
+                .iter()
+                .map(|b| (SocketAddr::V4(b.addr), b.weight))
+                .chain(
+                    s.backends6
+                        .iter()
+                        .map(|b| (SocketAddr::V6(b.addr), b.weight)),
+                ),
+        );
         r
+    }
+
+    /// Adds IPv6 VIPs (and their backends come through [`Reconciler::set_backends`] like
+    /// IPv4's), with the SNAT source of their full-NAT flows.
+    pub fn add_vips6(&mut self, vips: impl IntoIterator<Item = Vip>, snat_ip6: Option<Ipv6Addr>) {
+        for v in vips {
+            self.vips.push(v);
+            self.tables.push(Vec::new());
+        }
+        self.snat_ip6 = snat_ip6;
+    }
+
+    /// The VIPs, in index order.
+    pub fn vips(&self) -> &[Vip] {
+        &self.vips
     }
 
     /// Replaces the configured backend set (SIGHUP): new ones get a free index and start
     /// healthy; kept ones keep index, health and MAC; removed ones free their index.
-    pub fn set_backends(
+    pub fn set_backends<A: Into<SocketAddr>>(
         &mut self,
-        wanted: impl IntoIterator<Item = (SocketAddrV4, u32)>,
-    ) -> Vec<(SocketAddrV4, u32)> {
-        let wanted: BTreeMap<_, _> = wanted.into_iter().collect();
+        wanted: impl IntoIterator<Item = (A, u32)>,
+    ) -> Vec<(SocketAddr, u32)> {
+        let wanted: BTreeMap<SocketAddr, u32> =
+            wanted.into_iter().map(|(a, w)| (a.into(), w)).collect();
         let mut removed = Vec::new();
         self.backends.retain(|addr, st| {
             if wanted.contains_key(addr) {
@@ -125,8 +183,8 @@ impl Reconciler {
     /// Takes over the backend indices and MACs an earlier xvip left in the pinned maps, for
     /// backends that are still configured, so tracked flows keep pointing at the right slot
     /// and the first table written equals the live one.
-    pub fn adopt(&mut self, present: &[(u32, SocketAddrV4, [u8; 6])]) {
-        let wanted: BTreeMap<SocketAddrV4, u32> = self
+    pub fn adopt(&mut self, present: &[(u32, SocketAddr, [u8; 6])]) {
+        let wanted: BTreeMap<SocketAddr, u32> = self
             .backends
             .iter()
             .map(|(a, st)| (*a, st.weight))
@@ -177,18 +235,18 @@ impl Reconciler {
     }
 
     /// Declares this node's addresses; backends on them get `BACKEND_FLAG_LOCAL`.
-    pub fn set_local_addresses(&mut self, addrs: impl IntoIterator<Item = Ipv4Addr>) {
-        self.locals = addrs.into_iter().collect();
+    pub fn set_local_addresses<A: Into<IpAddr>>(&mut self, addrs: impl IntoIterator<Item = A>) {
+        self.locals = addrs.into_iter().map(Into::into).collect();
     }
 
     /// Whether `addr` is one of this node's addresses.
-    pub fn is_local(&self, addr: &SocketAddrV4) -> bool {
-        self.locals.contains(addr.ip())
+    pub fn is_local<A: Copy + Into<SocketAddr>>(&self, addr: &A) -> bool {
+        self.locals.contains(&(*addr).into().ip())
     }
 
     /// Records a health transition; returns whether anything changed.
-    pub fn set_health(&mut self, addr: SocketAddrV4, healthy: bool) -> bool {
-        match self.backends.get_mut(&addr) {
+    pub fn set_health(&mut self, addr: impl Into<SocketAddr>, healthy: bool) -> bool {
+        match self.backends.get_mut(&addr.into()) {
             Some(st) if st.healthy != healthy => {
                 st.healthy = healthy;
                 true
@@ -198,8 +256,8 @@ impl Reconciler {
     }
 
     /// Records a resolved next-hop MAC; returns whether anything changed.
-    pub fn set_mac(&mut self, addr: SocketAddrV4, mac: [u8; 6]) -> bool {
-        match self.backends.get_mut(&addr) {
+    pub fn set_mac(&mut self, addr: impl Into<SocketAddr>, mac: [u8; 6]) -> bool {
+        match self.backends.get_mut(&addr.into()) {
             Some(st) if st.mac != Some(mac) => {
                 st.mac = Some(mac);
                 true
@@ -210,8 +268,13 @@ impl Reconciler {
 
     /// Records a backend's next hop from the kernel: output interface and MAC (`None`: no
     /// usable route, the backend leaves the table); returns whether anything changed.
-    pub fn set_next_hop(&mut self, addr: SocketAddrV4, ifindex: u32, mac: Option<[u8; 6]>) -> bool {
-        match self.backends.get_mut(&addr) {
+    pub fn set_next_hop(
+        &mut self,
+        addr: impl Into<SocketAddr>,
+        ifindex: u32,
+        mac: Option<[u8; 6]>,
+    ) -> bool {
+        match self.backends.get_mut(&addr.into()) {
             Some(st) if st.mac != mac || st.ifindex != ifindex => {
                 st.mac = mac;
                 st.ifindex = ifindex;
@@ -222,8 +285,16 @@ impl Reconciler {
     }
 
     /// The backends and their state.
-    pub fn backends(&self) -> &BTreeMap<SocketAddrV4, BackendState> {
+    pub fn backends(&self) -> &BTreeMap<SocketAddr, BackendState> {
         &self.backends
+    }
+
+    /// The IPv4 backends (for what only IPv4 serves yet: ARP, health checks, next hops).
+    pub fn backends_v4(&self) -> impl Iterator<Item = (std::net::SocketAddrV4, &BackendState)> {
+        self.backends.iter().filter_map(|(a, st)| match a {
+            SocketAddr::V4(a) => Some((*a, st)),
+            SocketAddr::V6(_) => None,
+        })
     }
 
     /// The live table of VIP `i`.
@@ -239,33 +310,60 @@ impl Reconciler {
     pub fn apply(
         &mut self,
         store: &mut impl MapStore,
-        removed: &[(SocketAddrV4, u32)],
+        removed: &[(SocketAddr, u32)],
     ) -> Result<Applied, DataplaneError> {
         let mut applied = Applied::default();
         let snat = ip_raw(self.snat_ip.octets());
+        let snat6 = self.snat_ip6.map_or([0; 4], |a| ip6_raw(a.octets()));
+        let any6 = self.vips.iter().any(|v| v.addr.is_ipv6());
         let mut addr_flags: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut addr_flags6: BTreeMap<Ip6, u32> = BTreeMap::new();
         for v in &self.vips {
-            *addr_flags.entry(ip_raw(v.addr.octets())).or_default() |= ADDR_FLAG_VIP;
+            match v.addr {
+                IpAddr::V4(a) => {
+                    *addr_flags.entry(ip_raw(a.octets())).or_default() |= ADDR_FLAG_VIP
+                }
+                IpAddr::V6(a) => {
+                    *addr_flags6.entry(ip6_raw(a.octets())).or_default() |= ADDR_FLAG_VIP;
+                }
+            }
         }
         match self.mode {
-            Mode::Fullnat => *addr_flags.entry(snat).or_default() |= ADDR_FLAG_SNAT,
+            Mode::Fullnat => {
+                *addr_flags.entry(snat).or_default() |= ADDR_FLAG_SNAT;
+                if any6 && self.snat_ip6.is_some() {
+                    *addr_flags6.entry(snat6).or_default() |= ADDR_FLAG_SNAT;
+                }
+            }
             Mode::Dnat => {
                 addr_flags.insert(ADDR_KEY_DNAT_PRESENT, 1);
+                if any6 {
+                    addr_flags6.insert([0; 4], 1);
+                }
             }
         }
         // The first time, adopted maps may hold VIPs of an earlier configuration: out of
-        // `VIPS` first, so neither XDP nor the connect4 hook balances them any more.
+        // `VIPS`/`VIPS6` first, so neither XDP nor the connect hooks balance them any more.
         let first = self.slots.is_none();
         if first {
-            let wanted: Vec<VipKey> = self.vips.iter().map(vip_key).collect();
+            let wanted: Vec<VipKey> = self.vips.iter().filter_map(vip_key).collect();
             for key in store.vip_keys() {
                 if !wanted.contains(&key) {
                     store.remove_vip(&key)?;
                 }
             }
+            let wanted6: Vec<VipKey6> = self.vips.iter().filter_map(vip_key6).collect();
+            for key in store.vip6_keys() {
+                if !wanted6.contains(&key) {
+                    store.remove_vip6(&key)?;
+                }
+            }
         }
         for (a, f) in &addr_flags {
             store.set_vip_addr(*a, *f)?;
+        }
+        for (a, f) in &addr_flags6 {
+            store.set_vip_addr6(*a, *f)?;
         }
         // Then the slots in front of them (a shared slot sends packets to `VIP_ADDRS`, which
         // is complete by now). Only changed slots are written; all of them the first time,
@@ -284,50 +382,97 @@ impl Reconciler {
                     store.set_vip_addr(a, 0)?;
                 }
             }
+            for a in store.vip_addr6_keys() {
+                if !addr_flags6.contains_key(&a) {
+                    store.set_vip_addr6(a, 0)?;
+                }
+            }
         }
-        for (_, idx) in removed {
-            store.set_backend(*idx, &Backend::default())?;
+        // A removed backend's slot is cleared in its family's array (a later backend of the
+        // other family may take the index).
+        for (addr, idx) in removed {
+            match addr {
+                SocketAddr::V4(_) => store.set_backend(*idx, &Backend::default())?,
+                SocketAddr::V6(_) => store.set_backend6(*idx, &Backend6::default())?,
+            }
         }
         for (addr, st) in &self.backends {
-            let b = Backend {
-                addr: ip_raw(addr.ip().octets()),
-                flags: BACKEND_FLAG_PRESENT
-                    | if self.locals.contains(addr.ip()) {
-                        BACKEND_FLAG_LOCAL
-                    } else {
-                        0
-                    },
-                ifindex: st.ifindex,
-                port: port_raw(addr.port()),
-                mac: st.mac.unwrap_or([0; 6]),
-                _pad: [0; 4],
-            };
-            store.set_backend(st.index, &b)?;
+            let flags = BACKEND_FLAG_PRESENT
+                | if self.locals.contains(&addr.ip()) {
+                    BACKEND_FLAG_LOCAL
+                } else {
+                    0
+                };
+            let (port, mac) = (port_raw(addr.port()), st.mac.unwrap_or([0; 6]));
+            match addr.ip() {
+                IpAddr::V4(a) => {
+                    let b = Backend {
+                        addr: ip_raw(a.octets()),
+                        flags,
+                        ifindex: st.ifindex,
+                        port,
+                        mac,
+                        _pad: [0; 4],
+                    };
+                    store.set_backend(st.index, &b)?;
+                }
+                IpAddr::V6(a) => {
+                    let b = Backend6 {
+                        addr: ip6_raw(a.octets()),
+                        flags,
+                        ifindex: st.ifindex,
+                        port,
+                        mac,
+                        _pad: [0; 4],
+                    };
+                    store.set_backend6(st.index, &b)?;
+                }
+            }
         }
 
-        let (table, fail_open) = self.compute_table();
-        applied.fail_open = fail_open;
+        let (table4, open4) = self.compute_table(false);
+        let (table6, open6) = if any6 {
+            self.compute_table(true)
+        } else {
+            (Vec::new(), false)
+        };
+        applied.fail_open = open4 || open6;
+        let flags = if self.mode == Mode::Dnat {
+            VIP_FLAG_DNAT
+        } else {
+            VIP_FLAG_FULLNAT
+        };
         for (i, v) in self.vips.clone().iter().enumerate() {
-            if self.tables[i] == table {
+            let table = if v.addr.is_ipv6() { &table6 } else { &table4 };
+            if self.tables[i] == *table {
                 continue;
             }
-            let key = vip_key(v);
-            let old = store.vip(&key);
-            let half = old.map(|m| m.active_half ^ 1).unwrap_or(0);
-            let meta = VipMeta {
-                index: i as u32,
-                ring_size: self.table_size,
-                active_half: half,
-                flags: if self.mode == Mode::Dnat {
-                    VIP_FLAG_DNAT
-                } else {
-                    VIP_FLAG_FULLNAT
-                },
-                snat_addr: snat,
-                _pad: 0,
-            };
-            store.write_ring(meta.ring_base(), &table)?;
-            store.set_vip(&key, &meta)?;
+            let (index, ring_size) = (i as u32, self.table_size);
+            if let Some(key) = vip_key(v) {
+                let half = store.vip(&key).map_or(0, |m| m.active_half ^ 1);
+                let meta = VipMeta {
+                    index,
+                    ring_size,
+                    active_half: half,
+                    flags,
+                    snat_addr: snat,
+                    _pad: 0,
+                };
+                store.write_ring(meta.ring_base(), table)?;
+                store.set_vip(&key, &meta)?;
+            } else if let Some(key) = vip_key6(v) {
+                let half = store.vip6(&key).map_or(0, |m| m.active_half ^ 1);
+                let meta = VipMeta6 {
+                    index,
+                    ring_size,
+                    active_half: half,
+                    flags,
+                    snat_addr: snat6,
+                    _pad: 0,
+                };
+                store.write_ring(meta.ring_base(), table)?;
+                store.set_vip6(&key, &meta)?;
+            }
             self.tables[i] = table.clone();
             applied.swaps += 1;
         }
@@ -337,16 +482,19 @@ impl Reconciler {
         Ok(applied)
     }
 
-    /// The table all VIPs share: healthy backends with a known MAC; if none, every backend
-    /// with a known MAC (fail open: see docs/health-checks.md).
-    fn compute_table(&self) -> (Vec<u32>, bool) {
+    /// The table the VIPs of one family share (`v6`): that family's healthy backends with a
+    /// known MAC; if none, every one with a known MAC (fail open: see
+    /// docs/health-checks.md).
+    fn compute_table(&self, v6: bool) -> (Vec<u32>, bool) {
         let pick = |require_healthy: bool| -> Vec<MaglevBackend> {
             self.backends
                 .iter()
-                .filter(|(_, st)| st.mac.is_some() && (st.healthy || !require_healthy))
+                .filter(|(addr, st)| {
+                    addr.is_ipv6() == v6 && st.mac.is_some() && (st.healthy || !require_healthy)
+                })
                 .map(|(addr, st)| MaglevBackend {
                     id: BackendId {
-                        addr: *addr.ip(),
+                        addr: addr.ip(),
                         port: addr.port(),
                     },
                     index: st.index,
@@ -368,19 +516,36 @@ impl Reconciler {
     }
 }
 
-/// The `VIPS` key of a VIP (TCP).
-pub fn vip_key(v: &VipSpec) -> VipKey {
-    VipKey {
-        addr: ip_raw(v.addr.octets()),
-        port: port_raw(v.port),
-        proto: lb_common::IPPROTO_TCP,
-        _pad: 0,
+/// The `VIPS` key of an IPv4 VIP (TCP); `None` for an IPv6 one.
+pub fn vip_key(v: &Vip) -> Option<VipKey> {
+    match v.addr {
+        IpAddr::V4(a) => Some(VipKey {
+            addr: ip_raw(a.octets()),
+            port: port_raw(v.port),
+            proto: lb_common::IPPROTO_TCP,
+            _pad: 0,
+        }),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// The `VIPS6` key of an IPv6 VIP (TCP); `None` for an IPv4 one.
+pub fn vip_key6(v: &Vip) -> Option<VipKey6> {
+    match v.addr {
+        IpAddr::V6(a) => Some(VipKey6 {
+            addr: ip6_raw(a.octets()),
+            port: port_raw(v.port),
+            proto: lb_common::IPPROTO_TCP,
+            _pad: 0,
+        }),
+        IpAddr::V4(_) => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::{config::RunArgs, dataplane::FakeMaps};
 
     fn settings(backends: &[&str]) -> Settings {
@@ -395,15 +560,72 @@ mod tests {
         .unwrap()
     }
 
-    fn addr(s: &str) -> SocketAddrV4 {
+    fn addr(s: &str) -> SocketAddr {
         format!("{s}:6443").parse().unwrap()
     }
 
     fn owners(maps: &FakeMaps, s: &Settings) -> std::collections::BTreeSet<u32> {
-        maps.live_table(&vip_key(&s.vips[0]))
+        maps.live_table(&vip_key(&Vip::from(&s.vips[0])).unwrap())
             .unwrap()
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn a_dual_stack_pair_writes_each_family_its_own_maps_and_backends() {
+        let s = settings(&["192.0.2.11", "192.0.2.12"]);
+        let mut r = Reconciler::new(&s);
+        let vip6 = Vip {
+            addr: "2001:db8::100".parse().unwrap(),
+            port: 6443,
+        };
+        let snat6: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        r.add_vips6([vip6], Some(snat6));
+        let v6: Vec<SocketAddr> = ["[2001:db8::11]:6443", "[2001:db8::12]:6443"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let mut wanted: Vec<(SocketAddr, u32)> =
+            vec![(addr("192.0.2.11"), 1), (addr("192.0.2.12"), 1)];
+        wanted.extend(v6.iter().map(|a| (*a, 1)));
+        r.set_backends(wanted.iter().copied());
+        for (i, (a, _)) in wanted.iter().enumerate() {
+            r.set_mac(*a, [2, 0, 0, 0, 0, i as u8]);
+        }
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        let index = |a: &SocketAddr| r.backends()[a].index;
+        let v4_indices: std::collections::BTreeSet<u32> =
+            [index(&addr("192.0.2.11")), index(&addr("192.0.2.12"))].into();
+        let v6_indices: std::collections::BTreeSet<u32> = v6.iter().map(index).collect();
+        assert!(v4_indices.is_disjoint(&v6_indices), "one index space");
+        // Each VIP's table holds its own family's backends only.
+        assert_eq!(owners(&m, &s), v4_indices);
+        let key6 = vip_key6(&vip6).unwrap();
+        let live6: std::collections::BTreeSet<u32> =
+            m.live_table6(&key6).unwrap().into_iter().collect();
+        assert_eq!(live6, v6_indices);
+        let meta6 = m.vips6[&key6];
+        assert_eq!(meta6.snat_addr, ip6_raw(snat6.octets()));
+        assert_ne!(meta6.index, m.vips[&vip_key(&r.vips()[0]).unwrap()].index);
+        assert_eq!(
+            m.vip_addrs6[&ip6_raw(vip6.addr.to_string().parse::<Ipv6Addr>().unwrap().octets())],
+            ADDR_FLAG_VIP
+        );
+        assert_eq!(m.vip_addrs6[&ip6_raw(snat6.octets())], ADDR_FLAG_SNAT);
+        for a in &v6 {
+            let b = m.backends6[&index(a)];
+            assert_eq!(b.flags & BACKEND_FLAG_PRESENT, BACKEND_FLAG_PRESENT);
+            assert_eq!(u16::from_be(b.port), 6443);
+            assert!(!m.backends.contains_key(&index(a)), "not in BACKENDS too");
+        }
+        // A removed IPv6 backend is cleared in BACKENDS6 and leaves the v6 table only.
+        let gone = index(&v6[1]);
+        let removed = r.set_backends(wanted.iter().copied().filter(|(a, _)| *a != v6[1]));
+        r.apply(&mut m, &removed).unwrap();
+        assert_eq!(m.backends6[&gone].flags, 0);
+        assert!(!m.live_table6(&key6).unwrap().contains(&gone));
+        assert_eq!(owners(&m, &s), v4_indices);
     }
 
     #[test]
@@ -454,7 +676,7 @@ mod tests {
         r.set_mac(addr("192.0.2.12"), [3; 6]);
         let mut m = FakeMaps::default();
         r.apply(&mut m, &[]).unwrap();
-        let key = vip_key(&s.vips[0]);
+        let key = vip_key(&Vip::from(&s.vips[0])).unwrap();
         let first = m.vips[&key];
         let old_table = m.live_table(&key).unwrap();
         r.set_health(addr("192.0.2.12"), false);
@@ -554,7 +776,7 @@ mod tests {
         });
         earlier.mode = Mode::Dnat;
         Reconciler::new(&earlier).apply(&mut m, &[]).unwrap();
-        let gone = vip_key(&earlier.vips[1]);
+        let gone = vip_key(&Vip::from(&earlier.vips[1])).unwrap();
         assert!(m.vips.contains_key(&gone));
         assert!(m.vip_addrs.contains_key(&ADDR_KEY_DNAT_PRESENT));
 
@@ -562,7 +784,7 @@ mod tests {
         Reconciler::new(&s).apply(&mut m, &[]).unwrap();
         assert_eq!(
             m.vips.keys().copied().collect::<Vec<_>>(),
-            [vip_key(&s.vips[0])]
+            [vip_key(&Vip::from(&s.vips[0])).unwrap()]
         );
         let vip = ip_raw(s.vips[0].addr.octets());
         assert_eq!(

@@ -254,6 +254,26 @@ impl Daemon {
         for a in &wanted {
             s.checks6.entry(*a).or_insert((Default::default(), true));
         }
+        // The reconciler's set: the IPv4 backends as they are, these IPv6 ones.
+        let st = &mut *s;
+        let all: Vec<(SocketAddr, u32)> = st
+            .reconciler
+            .backends_v4()
+            .map(|(a, b)| (SocketAddr::V4(a), b.weight))
+            .chain(
+                self.settings
+                    .backends6
+                    .iter()
+                    .map(|b| (SocketAddr::V6(b.addr), b.weight)),
+            )
+            .collect();
+        let removed = st.reconciler.set_backends(all);
+        super::startup::mark_local_backends(&mut st.reconciler, self.iface.mac);
+        if let Err(e) = st.reconciler.apply(&mut st.dataplane, &removed) {
+            log::error!("IPv6 backends: table update failed, the previous table stays live: {e}");
+        }
+        drop(s);
+        self.resolve_next_hops();
     }
 
     /// The first next-hop round, and a gratuitous ARP when this node announces without VRRP.
@@ -476,9 +496,8 @@ impl Daemon {
             .lock()
             .expect("poisoned")
             .reconciler
-            .backends()
-            .iter()
-            .map(|(a, b)| (*a, b.weight))
+            .backends_v4()
+            .map(|(a, b)| (a, b.weight))
             .collect();
         if current != wanted {
             self.replace_backends(&wanted, "discovery");
@@ -653,10 +672,25 @@ pub(super) fn replace_backends(
     why: &str,
 ) {
     let mut s = shared.lock().expect("poisoned");
-    let removed = s.reconciler.set_backends(wanted.iter().copied());
+    // The IPv6 backends stay as they are (`replace_backends6` changes them).
+    let keep6: Vec<(SocketAddr, u32)> = s
+        .reconciler
+        .backends()
+        .iter()
+        .filter(|(a, _)| a.is_ipv6())
+        .map(|(a, b)| (*a, b.weight))
+        .collect();
+    let removed = s.reconciler.set_backends(
+        wanted
+            .iter()
+            .map(|(a, w)| (SocketAddr::V4(*a), *w))
+            .chain(keep6),
+    );
     super::startup::mark_local_backends(&mut s.reconciler, mac);
     for (addr, _) in &removed {
-        if let Some(h) = checkers.remove(addr) {
+        if let std::net::SocketAddr::V4(a) = addr
+            && let Some(h) = checkers.remove(a)
+        {
             h.abort();
         }
     }
@@ -679,8 +713,8 @@ pub(super) fn replace_backends(
     }
 }
 
-/// A check result of an IPv6 backend: counted and its health kept (the IPv6 tables are
-/// written from it by the data path's reconciler).
+/// A check result of an IPv6 backend: counted, and a transition reconciles (the IPv6 VIPs'
+/// tables) as for IPv4.
 fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEvent) {
     let mut s = shared.lock().expect("poisoned");
     // A result of a checker stopped by a reload: that backend is gone.
@@ -700,10 +734,14 @@ fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEven
     if let Some(t) = &ev.transition {
         st.transitions += 1;
         *healthy = t.healthy;
+        let t = t.clone();
         if t.healthy {
             tracing::info!(backend = %backend, reason = %t.reason, "backend {backend} is up: {}", t.reason);
         } else {
             tracing::warn!(backend = %backend, reason = %t.reason, "backend {backend} is down: {}", t.reason);
+        }
+        if s.reconciler.set_health(backend, t.healthy) {
+            reconcile(&mut s, Some(ev.at), t.first_failure_at);
         }
     }
 }

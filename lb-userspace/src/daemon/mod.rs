@@ -105,7 +105,7 @@ struct Shared {
     unconfirmed_entries: Arc<AtomicUsize>,
     /// Each backend's next hop as the kernel's tables gave it at the last round, or why it
     /// has none (shown by `xvip status`; logged when it changes).
-    next_hops: BTreeMap<SocketAddrV4, String>,
+    next_hops: BTreeMap<std::net::SocketAddr, String>,
     /// Routed mode's VIP routes (`--announce route`).
     route: Option<crate::route::RouteStatus>,
     /// The last route change failed: retried on the next tick rather than on every event.

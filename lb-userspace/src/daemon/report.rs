@@ -27,12 +27,16 @@ pub(super) fn status_of(
     };
     let indices: Vec<u32> = s.reconciler.backends().values().map(|b| b.index).collect();
     let snap = s.dataplane.snapshot(&indices).unwrap_or_default();
-    let mut backends: Vec<BackendStatus> = s
+    let backends: Vec<BackendStatus> = s
         .reconciler
         .backends()
         .iter()
         .map(|(addr, b)| {
-            let c = s.checks.get(addr).cloned().unwrap_or_default();
+            let c = match addr {
+                std::net::SocketAddr::V4(a) => s.checks.get(a).cloned(),
+                std::net::SocketAddr::V6(a) => s.checks6.get(a).map(|(c, _)| c.clone()),
+            }
+            .unwrap_or_default();
             let t = snap.backends.get(&b.index).copied().unwrap_or_default();
             BackendStatus {
                 addr: addr.to_string(),
@@ -53,30 +57,6 @@ pub(super) fn status_of(
             }
         })
         .collect();
-    // IPv6 backends: their checks (the data path's tables for them are the v6 maps').
-    backends.extend(s.checks6.iter().map(|(addr, (c, healthy))| {
-        BackendStatus {
-            addr: addr.to_string(),
-            index: 0,
-            weight: settings
-                .backends6
-                .iter()
-                .find(|b| b.addr == *addr)
-                .map_or(1, |b| b.weight),
-            healthy: *healthy,
-            mac: None,
-            next_hop: None,
-            slots: 0,
-            check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
-            last_error: c.last_error.clone(),
-            checks_ok: c.ok,
-            checks_failed: c.failed,
-            transitions: c.transitions,
-            packets: 0,
-            bytes: 0,
-            new_flows: 0,
-        }
-    }));
     let vip6 = |v: &crate::config::VipSpec6| std::net::SocketAddrV6::new(v.addr, v.port, 0, 0);
     Status {
         interface: settings.interfaces.join(","),

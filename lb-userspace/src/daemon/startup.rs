@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -36,7 +36,7 @@ pub(super) struct Up {
     pub vip_on_lo: Option<crate::local::VipOnLo>,
     pub started: Instant,
     /// The first round's next hops (or why not), as `Shared::next_hops`.
-    pub next_hops: BTreeMap<SocketAddrV4, String>,
+    pub next_hops: BTreeMap<std::net::SocketAddr, String>,
 }
 
 /// Builds the health-check settings from the configuration.
@@ -112,7 +112,16 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
         // Keep backend indices and next-hop MACs: tracked flows name their backend by index.
         reconciler.adopt(&dataplane.present_backends());
     }
-    reconciler.set_local_addresses(crate::local::local_addresses());
+    reconciler.set_local_addresses(
+        crate::local::local_addresses()
+            .into_iter()
+            .map(std::net::IpAddr::V4)
+            .chain(
+                crate::ndp::all_addresses()
+                    .into_iter()
+                    .map(std::net::IpAddr::V6),
+            ),
+    );
     mark_local_backends(&mut reconciler, iface.mac);
     let vip_on_lo = vip_on_lo(&settings, &reconciler, &iface)?;
     let arp = ArpSocket::open(&iface)?;
@@ -309,15 +318,15 @@ fn attach(
 pub(super) fn refresh_next_hops(
     r: &mut Reconciler,
     ifaces: &[Interface],
-    hops: &mut BTreeMap<SocketAddrV4, String>,
+    hops: &mut BTreeMap<std::net::SocketAddr, String>,
 ) -> bool {
-    let addrs: Vec<SocketAddrV4> = r
+    let addrs: Vec<std::net::SocketAddr> = r
         .backends()
         .keys()
-        .filter(|a| !r.is_local(a))
         .copied()
+        .filter(|a| !r.is_local(a))
         .collect();
-    let found = match nexthop::next_hops(addrs.iter().map(|a| std::net::IpAddr::V4(*a.ip()))) {
+    let found = match nexthop::next_hops(addrs.iter().map(|a| a.ip())) {
         Ok(f) => f,
         Err(e) => {
             log::warn!("next hops: {e}");
@@ -386,10 +395,10 @@ pub(super) fn refresh_next_hops(
 
 /// Gives backends on this node's own addresses the interface's MAC: they need no ARP.
 pub(super) fn mark_local_backends(r: &mut Reconciler, mac: [u8; 6]) {
-    let locals: Vec<SocketAddrV4> = r
+    let locals: Vec<std::net::SocketAddr> = r
         .backends()
         .keys()
-        .filter(|a| r.is_local(a))
+        .filter(|a| r.is_local(*a))
         .copied()
         .collect();
     for a in locals {
@@ -402,7 +411,7 @@ pub(super) fn mark_local_backends(r: &mut Reconciler, mac: [u8; 6]) {
 async fn resolve_before_attach(
     ifaces: &[Interface],
     r: &mut Reconciler,
-    hops: &mut BTreeMap<SocketAddrV4, String>,
+    hops: &mut BTreeMap<std::net::SocketAddr, String>,
     within: Duration,
 ) {
     let deadline = tokio::time::Instant::now() + within;

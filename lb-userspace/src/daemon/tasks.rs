@@ -192,10 +192,9 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
     let candidates: crate::discovery::Candidates = Arc::new(move || {
         let s = shared.lock().expect("poisoned");
         s.reconciler
-            .backends()
-            .iter()
+            .backends_v4()
             .filter(|(_, b)| b.healthy)
-            .map(|(a, _)| std::net::SocketAddr::V4(*a))
+            .map(|(a, _)| std::net::SocketAddr::V4(a))
             .chain(
                 s.checks6
                     .iter()

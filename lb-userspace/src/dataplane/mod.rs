@@ -25,8 +25,8 @@ use aya::{
     },
 };
 use lb_common::{
-    Backend, Config, Counters, CtEntry, FlowKey, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey,
-    VipMeta, map_names,
+    Backend, Backend6, Config, Counters, CtEntry, FlowKey, Ip6, MAX_RING_SIZE, PROGRAM_NAME,
+    RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
 };
 
 use crate::{config::XdpAttachMode, pins::LINK_PIN};
@@ -107,6 +107,20 @@ pub trait MapStore {
     fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError>;
     /// Writes `table` into `RINGS` starting at `base`.
     fn write_ring(&mut self, base: u32, table: &[u32]) -> Result<(), DataplaneError>;
+    /// `set_vip_addr` for an IPv6 address (`VIP_ADDRS6`).
+    fn set_vip_addr6(&mut self, addr: Ip6, flags: u32) -> Result<(), DataplaneError>;
+    /// `set_vip` for an IPv6 VIP (`VIPS6`).
+    fn set_vip6(&mut self, key: &VipKey6, meta: &VipMeta6) -> Result<(), DataplaneError>;
+    /// `vip` for an IPv6 VIP.
+    fn vip6(&self, key: &VipKey6) -> Option<VipMeta6>;
+    /// Every VIP in `VIPS6`.
+    fn vip6_keys(&self) -> Vec<VipKey6>;
+    /// Removes an IPv6 VIP (absent is fine).
+    fn remove_vip6(&mut self, key: &VipKey6) -> Result<(), DataplaneError>;
+    /// Every address in `VIP_ADDRS6`.
+    fn vip_addr6_keys(&self) -> Vec<Ip6>;
+    /// Writes an IPv6 backend slot (`BACKENDS6`: the index space is `BACKENDS`'s).
+    fn set_backend6(&mut self, index: u32, backend: &Backend6) -> Result<(), DataplaneError>;
 }
 
 /// In-memory maps for tests of the control plane.
@@ -117,6 +131,9 @@ pub struct FakeMaps {
     pub vip_slots: StdHashMap<u32, u64>,
     pub vips: StdHashMap<VipKey, VipMeta>,
     pub backends: StdHashMap<u32, Backend>,
+    pub vip_addrs6: StdHashMap<Ip6, u32>,
+    pub vips6: StdHashMap<VipKey6, VipMeta6>,
+    pub backends6: StdHashMap<u32, Backend6>,
     pub rings: StdHashMap<u32, u32>,
     /// Number of `write_ring` calls (table swaps).
     pub ring_writes: usize,
@@ -125,10 +142,23 @@ pub struct FakeMaps {
 impl FakeMaps {
     /// The live table of a VIP, read as the data path would.
     pub fn live_table(&self, key: &VipKey) -> Option<Vec<u32>> {
-        let meta = self.vips.get(key)?;
-        let base = meta.ring_base();
+        self.table_at(
+            self.vips.get(key)?.ring_base(),
+            self.vips.get(key)?.ring_size,
+        )
+    }
+
+    /// The live table of an IPv6 VIP.
+    pub fn live_table6(&self, key: &VipKey6) -> Option<Vec<u32>> {
+        self.table_at(
+            self.vips6.get(key)?.ring_base(),
+            self.vips6.get(key)?.ring_size,
+        )
+    }
+
+    fn table_at(&self, base: u32, ring_size: u32) -> Option<Vec<u32>> {
         Some(
-            (0..meta.ring_size)
+            (0..ring_size)
                 .map(|i| self.rings.get(&(base + i)).copied().unwrap_or(0))
                 .collect(),
         )
@@ -171,6 +201,35 @@ impl MapStore for FakeMaps {
     }
     fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
         self.backends.insert(index, *backend);
+        Ok(())
+    }
+    fn set_vip_addr6(&mut self, addr: Ip6, flags: u32) -> Result<(), DataplaneError> {
+        if flags == 0 {
+            self.vip_addrs6.remove(&addr);
+        } else {
+            self.vip_addrs6.insert(addr, flags);
+        }
+        Ok(())
+    }
+    fn set_vip6(&mut self, key: &VipKey6, meta: &VipMeta6) -> Result<(), DataplaneError> {
+        self.vips6.insert(*key, *meta);
+        Ok(())
+    }
+    fn vip6(&self, key: &VipKey6) -> Option<VipMeta6> {
+        self.vips6.get(key).copied()
+    }
+    fn vip6_keys(&self) -> Vec<VipKey6> {
+        self.vips6.keys().copied().collect()
+    }
+    fn remove_vip6(&mut self, key: &VipKey6) -> Result<(), DataplaneError> {
+        self.vips6.remove(key);
+        Ok(())
+    }
+    fn vip_addr6_keys(&self) -> Vec<Ip6> {
+        self.vip_addrs6.keys().copied().collect()
+    }
+    fn set_backend6(&mut self, index: u32, backend: &Backend6) -> Result<(), DataplaneError> {
+        self.backends6.insert(index, *backend);
         Ok(())
     }
     fn write_ring(&mut self, base: u32, table: &[u32]) -> Result<(), DataplaneError> {
@@ -279,6 +338,9 @@ pub struct Dataplane {
     vip_addrs: HashMap<MapData, u32, u32>,
     vip_slots: Array<MapData, u64>,
     backends: Array<MapData, Backend>,
+    vips6: HashMap<MapData, VipKey6, VipMeta6>,
+    vip_addrs6: HashMap<MapData, Ip6, u32>,
+    backends6: Array<MapData, Backend6>,
     rings: RingMmap,
     conntrack: HashMap<MapData, FlowKey, CtEntry>,
     reasons: PerCpuArray<MapData, u64>,
@@ -294,6 +356,9 @@ pub struct Dataplane {
     /// The cgroup `connect4` link: pinned, or owned when pinning is off.
     connect4: Option<PinnedLink>,
     connect4_owned: Option<CgroupSockAddrLink>,
+    /// The same for `connect6`.
+    connect6: Option<PinnedLink>,
+    connect6_owned: Option<CgroupSockAddrLink>,
     /// The maps were adopted from a previous xvip rather than created.
     adopted: bool,
 }
@@ -331,6 +396,13 @@ const PINNED_MAPS: &[&str] = &[
     map_names::REVERSE,
     map_names::UNCONFIRMED,
     map_names::UNCONFIRMED_REV,
+    map_names::VIPS6,
+    map_names::VIP_ADDRS6,
+    map_names::BACKENDS6,
+    map_names::CONNTRACK6,
+    map_names::REVERSE6,
+    map_names::UNCONFIRMED6,
+    map_names::UNCONFIRMED_REV6,
     map_names::CONFIG,
     map_names::IFACES,
     map_names::REASONS,
@@ -343,6 +415,9 @@ const PINNED_MAPS: &[&str] = &[
 const CONNECT4_PIN: &str = "connect4";
 /// The `connect4` program and its maps (in `lb-ebpf/src/sock.rs`).
 const CONNECT4_PROGRAM: &str = "xvip_connect4";
+/// The `connect6` program (same maps) and its link's pin.
+const CONNECT6_PROGRAM: &str = "xvip_connect6";
+const CONNECT6_PIN: &str = "connect6";
 const SOCK_CONFIG: &str = "SOCK_CONFIG";
 const SOCK_COUNTS: &str = "SOCK_COUNTS";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -436,9 +511,12 @@ impl Dataplane {
             return Err(DataplaneError::NoObject);
         }
         let mut loader = EbpfLoader::new();
+        // IPv6's confirmed flows get the same room as IPv4's.
         loader
             .map_max_entries(map_names::CONNTRACK, conntrack_size)
-            .map_max_entries(map_names::REVERSE, conntrack_size);
+            .map_max_entries(map_names::REVERSE, conntrack_size)
+            .map_max_entries(map_names::CONNTRACK6, conntrack_size)
+            .map_max_entries(map_names::REVERSE6, conntrack_size);
         let mut adopted = false;
         let paths: Vec<(&str, PathBuf)> = match pins {
             Some((dir, _)) => {
@@ -487,6 +565,9 @@ impl Dataplane {
             vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
             vip_slots: take(&mut ebpf, map_names::VIP_SLOTS)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
+            vips6: take(&mut ebpf, map_names::VIPS6)?,
+            vip_addrs6: take(&mut ebpf, map_names::VIP_ADDRS6)?,
+            backends6: take(&mut ebpf, map_names::BACKENDS6)?,
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
@@ -498,6 +579,8 @@ impl Dataplane {
             pin_interface: pins.map(|(_, i)| i.to_string()),
             connect4: None,
             connect4_owned: None,
+            connect6: None,
+            connect6_owned: None,
             adopted,
         })
     }
@@ -529,21 +612,28 @@ impl Dataplane {
     }
 
     /// Backends present in the (adopted) `BACKENDS` map: index, address and MAC.
-    pub fn present_backends(&self) -> Vec<(u32, std::net::SocketAddrV4, [u8; 6])> {
-        self.backends
+    pub fn present_backends(&self) -> Vec<(u32, std::net::SocketAddr, [u8; 6])> {
+        let v4 = self
+            .backends
             .iter()
             .enumerate()
             .filter_map(|(i, b)| b.ok().map(|b| (i as u32, b)))
             .filter(|(_, b)| b.flags & lb_common::BACKEND_FLAG_PRESENT != 0)
             .map(|(i, b)| {
                 let addr = std::net::Ipv4Addr::from(b.addr.to_ne_bytes());
-                (
-                    i,
-                    std::net::SocketAddrV4::new(addr, u16::from_be(b.port)),
-                    b.mac,
-                )
-            })
-            .collect()
+                (i, (addr, u16::from_be(b.port)).into(), b.mac)
+            });
+        let v6 = self
+            .backends6
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, b)))
+            .filter(|(_, b)| b.flags & lb_common::BACKEND_FLAG_PRESENT != 0)
+            .map(|(i, b)| {
+                let addr = std::net::Ipv6Addr::from(lb_common::ip6_octets(b.addr));
+                (i, (addr, u16::from_be(b.port)).into(), b.mac)
+            });
+        v4.chain(v6).collect()
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -717,10 +807,14 @@ impl Dataplane {
             // With the pin gone, closing the last reference detaches the program.
             drop(l.owned.take());
         }
-        if let Some(p) = self.connect4.take() {
+        for p in [self.connect4.take(), self.connect6.take()]
+            .into_iter()
+            .flatten()
+        {
             drop(p.unpin());
         }
         drop(self.connect4_owned.take());
+        drop(self.connect6_owned.take());
         if let Some(dir) = self.pins.as_ref() {
             let _ = remove_pins(dir, interface);
         }
@@ -746,15 +840,19 @@ impl Dataplane {
             }
         }
         self.connect4 = None;
-        if let Some(l) = self.connect4_owned.take() {
+        self.connect6 = None;
+        for l in [self.connect4_owned.take(), self.connect6_owned.take()]
+            .into_iter()
+            .flatten()
+        {
             std::mem::forget(l);
         }
     }
 
     /// Balances `connect()`s to the VIPs from processes in this network namespace
-    /// (`netns_cookie`): a cgroup `connect4` program on the cgroup v2 root `cgroup`, which it
-    /// shares with every other program there. Adopts (and updates in place) a pinned link of
-    /// an earlier xvip.
+    /// (`netns_cookie`): cgroup `connect4` and `connect6` programs on the cgroup v2 root
+    /// `cgroup`, which they share with every other program there. Adopts (and updates in
+    /// place) the pinned links of an earlier xvip.
     ///
     /// # Errors
     /// Loading or attaching the program failed.
@@ -773,16 +871,34 @@ impl Dataplane {
                 reason: e.to_string(),
             })?;
         op("SOCK_CONFIG", cfg.set(0, &netns_cookie, 0))?;
+        (self.connect4, self.connect4_owned) =
+            self.attach_sock_addr(cgroup, CONNECT4_PROGRAM, CONNECT4_PIN, "connect4")?;
+        // IPv6 VIPs' connects: the same table, maps and namespace filter.
+        (self.connect6, self.connect6_owned) =
+            self.attach_sock_addr(cgroup, CONNECT6_PROGRAM, CONNECT6_PIN, "connect6")?;
+        Ok(())
+    }
+
+    /// Loads and attaches one cgroup sock-addr program (`connect4`, `connect6`) to the cgroup
+    /// v2 root, adopting (and updating in place) the pinned link `pin_name` of an earlier
+    /// xvip; returns its link, pinned when pinning, else owned.
+    fn attach_sock_addr(
+        &mut self,
+        cgroup: &std::fs::File,
+        name: &str,
+        pin_name: &str,
+        mode: &'static str,
+    ) -> Result<(Option<PinnedLink>, Option<CgroupSockAddrLink>), DataplaneError> {
+        let pin = self.pins.as_ref().map(|d| d.join(pin_name));
         let program: &mut CgroupSockAddr = self
             .ebpf
-            .program_mut(CONNECT4_PROGRAM)
+            .program_mut(name)
             .ok_or(DataplaneError::Map {
                 name: "program",
-                reason: format!("{CONNECT4_PROGRAM} not in the object"),
+                reason: format!("{name} not in the object"),
             })?
             .try_into()?;
         program.load()?;
-        let pin = self.pins.as_ref().map(|d| d.join(CONNECT4_PIN));
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
             let fail = |reason: String| DataplaneError::Attach {
                 interface: "cgroup".into(),
@@ -794,30 +910,33 @@ impl Dataplane {
                 .into();
             let link = CgroupSockAddrLink::try_from(fd).map_err(|e| fail(e.to_string()))?;
             let id = program.attach_to_link(link)?;
-            self.connect4_owned = program.take_link(id).ok();
-            self.connect4 = Some(PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?);
-            return Ok(());
+            let owned = program.take_link(id).ok();
+            let pinned = PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?;
+            return Ok((Some(pinned), owned));
         }
         // Links on a cgroup always coexist with other links; the kernel refuses mode flags here.
         let id = program
             .attach(cgroup, CgroupAttachMode::Single)
             .map_err(|e| DataplaneError::Attach {
                 interface: "the cgroup v2 root".into(),
-                mode: "connect4",
+                mode,
                 reason: error_chain(&e),
             })?;
         let link = program.take_link(id)?;
-        match (pin, FdLink::try_from(link)) {
+        Ok(match (pin, FdLink::try_from(link)) {
             (Some(path), Ok(fd)) => match fd.pin(&path) {
-                Ok(p) => self.connect4 = Some(p),
-                Err(e) => log::warn!("cannot pin the connect4 link at {}: {e}", path.display()),
+                Ok(p) => (Some(p), None),
+                Err(e) => {
+                    log::warn!("cannot pin the {mode} link at {}: {e}", path.display());
+                    (None, None)
+                }
             },
-            (_, Ok(fd)) => self.connect4_owned = CgroupSockAddrLink::try_from(fd).ok(),
+            (_, Ok(fd)) => (None, CgroupSockAddrLink::try_from(fd).ok()),
             (_, Err(e)) => {
-                log::warn!("connect4 attached without a link ({e}): it cannot be pinned")
+                log::warn!("{mode} attached without a link ({e}): it cannot be pinned");
+                (None, None)
             }
-        }
-        Ok(())
+        })
     }
 
     /// Connects balanced by the `connect4` hook, and connects to a VIP left alone because
@@ -993,5 +1112,39 @@ impl MapStore for Dataplane {
         check_table(table)?;
         self.rings.write(base, table);
         Ok(())
+    }
+    fn set_vip_addr6(&mut self, addr: Ip6, flags: u32) -> Result<(), DataplaneError> {
+        if flags == 0 {
+            match self.vip_addrs6.remove(&addr) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => op(map_names::VIP_ADDRS6, Err(e)),
+            }
+        } else {
+            op(
+                map_names::VIP_ADDRS6,
+                self.vip_addrs6.insert(&addr, &flags, 0),
+            )
+        }
+    }
+    fn set_vip6(&mut self, key: &VipKey6, meta: &VipMeta6) -> Result<(), DataplaneError> {
+        op(map_names::VIPS6, self.vips6.insert(key, meta, 0))
+    }
+    fn vip6(&self, key: &VipKey6) -> Option<VipMeta6> {
+        self.vips6.get(key, 0).ok()
+    }
+    fn vip6_keys(&self) -> Vec<VipKey6> {
+        self.vips6.keys().filter_map(Result::ok).collect()
+    }
+    fn remove_vip6(&mut self, key: &VipKey6) -> Result<(), DataplaneError> {
+        match self.vips6.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => op(map_names::VIPS6, Err(e)),
+        }
+    }
+    fn vip_addr6_keys(&self) -> Vec<Ip6> {
+        self.vip_addrs6.keys().filter_map(Result::ok).collect()
+    }
+    fn set_backend6(&mut self, index: u32, backend: &Backend6) -> Result<(), DataplaneError> {
+        op(map_names::BACKENDS6, self.backends6.set(index, backend, 0))
     }
 }

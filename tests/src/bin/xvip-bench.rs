@@ -214,7 +214,7 @@ fn maglev_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
         let backends: Vec<MaglevBackend> = (0..n)
             .map(|i| MaglevBackend {
                 id: BackendId {
-                    addr: Ipv4Addr::new(198, 51, 100, (1 + i % 250) as u8),
+                    addr: Ipv4Addr::new(198, 51, 100, (1 + i % 250) as u8).into(),
                     port: 6443 + (i / 250) as u16,
                 },
                 index: i,

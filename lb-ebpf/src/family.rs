@@ -1,0 +1,298 @@
+//! The address family a packet's path is written for: conntrack, lookup and translation are
+//! generic over it and monomorphised once per family, so their rules are written once and
+//! IPv4 keeps its 16-byte keys. A family is its raw address type (`u32`, `Ip6`): it names
+//! its maps and rewrites its own IP header.
+
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
+use lb_common::{Addr, Backend, CtEntry, FlowKey, Ip6, RevEntry, VipKey, VipMeta};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
+
+use crate::{
+    maps::{
+        BACKENDS, BACKENDS6, CONNTRACK, CONNTRACK6, REVERSE, REVERSE6, SCRATCH, SCRATCH6, Scratch,
+        UNCONFIRMED, UNCONFIRMED_REV, UNCONFIRMED_REV6, UNCONFIRMED6, VIPS, VIPS6,
+    },
+    packet::{self, Headers},
+};
+
+/// An address family's maps and IP header.
+pub trait Family: Addr {
+    /// The fixed IP header.
+    type IpHdr;
+    /// Forwarding, replies and ICMP each run in a BPF function of their own: the IPv6
+    /// path's keys and entries (40 and 72 bytes) do not fit one 512-byte frame. IPv4 keeps
+    /// its path in one function, as it always was.
+    const OUTLINED: bool;
+    /// What `Headers` keeps of the addresses: IPv4 both (8 bytes), IPv6 nothing, reading
+    /// them from the frame when needed (32 bytes of scalars held across the path do not
+    /// fit its stack).
+    type Addrs: Copy;
+    fn src(h: &Headers<Self>) -> Self;
+    fn dst(h: &Headers<Self>) -> Self;
+    /// A UDP checksum of zero is invalid (IPv6), not "none" (IPv4).
+    const UDP_CHECKSUM_REQUIRED: bool;
+    /// The family's ICMP echo request and reply types.
+    const ECHO_REQUEST: u8;
+    const ECHO_REPLY: u8;
+    /// The ICMP checksum covers a pseudo-header with the outer addresses (ICMPv6).
+    const ICMP_PSEUDO_HEADER: bool;
+    /// Whether an ICMP type is an error about a packet (quoting it) that is translated.
+    fn icmp_error(ty: u8) -> bool;
+    /// `ADDR_FLAG_*` of a destination (0: neither a VIP nor a SNAT address).
+    fn addr_flags(addr: Self) -> u32;
+    /// Whether some VIP of the family uses DNAT.
+    fn dnat_present() -> bool;
+    fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>>;
+    fn backends() -> &'static Array<Backend<Self>>;
+    fn conntrack() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>>;
+    fn reverse() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>>;
+    fn unconfirmed() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>>;
+    fn unconfirmed_rev() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>>;
+    fn scratch() -> &'static PerCpuArray<Scratch<Self>>;
+    /// A copy of a map value to decide on (another CPU or the daemon may rewrite the
+    /// original): in `local` on the stack (IPv4), or in this CPU's scratch at `slot`
+    /// (IPv6: its stack is full; map memory is read where used instead of held in
+    /// spilled registers).
+    fn snapshot<T: Copy>(
+        e: *const T,
+        local: *mut T,
+        slot: fn(*mut Scratch<Self>) -> *mut T,
+    ) -> *const T;
+    /// A transport checksum after the header's addresses (pseudo-header) change to
+    /// `new[0]`, `new[1]` (read before the header is rewritten).
+    fn addrs_csum(h: &Headers<Self>, new: *const [Self; 2], check: u16) -> u16;
+    /// Puts `src` and `dst` into the IP header and decrements the TTL (hop limit), keeping
+    /// the header checksum (IPv4) right.
+    fn rewrite_ip(h: &Headers<Self>, src: Self, dst: Self);
+    /// Swaps the IP header's addresses and sets its TTL (hop limit) to `ttl` (an echo reply).
+    fn reflect_ip(h: &Headers<Self>, ttl: u8);
+}
+
+impl Family for u32 {
+    type IpHdr = Ipv4Hdr;
+    const OUTLINED: bool = false;
+    type Addrs = [u32; 2];
+    #[inline(always)]
+    fn addrs_csum(h: &Headers<Self>, new: *const [u32; 2], check: u16) -> u16 {
+        // SAFETY: `new` points to two addresses on the caller's stack.
+        let [src, dst] = unsafe { *new };
+        let c = h.src().csum_update(check, src);
+        h.dst().csum_update(c, dst)
+    }
+    #[inline(always)]
+    fn snapshot<T: Copy>(
+        e: *const T,
+        local: *mut T,
+        _slot: fn(*mut Scratch<u32>) -> *mut T,
+    ) -> *const T {
+        // SAFETY: `e` points into a live map value, `local` to the caller's stack.
+        unsafe { *local = *e };
+        local
+    }
+    #[inline(always)]
+    fn src(h: &Headers<Self>) -> u32 {
+        h.addrs[0]
+    }
+    #[inline(always)]
+    fn dst(h: &Headers<Self>) -> u32 {
+        h.addrs[1]
+    }
+    const UDP_CHECKSUM_REQUIRED: bool = false;
+    const ECHO_REQUEST: u8 = 8;
+    const ECHO_REPLY: u8 = 0;
+    const ICMP_PSEUDO_HEADER: bool = false;
+    #[inline(always)]
+    fn icmp_error(ty: u8) -> bool {
+        // Destination unreachable (fragmentation needed included), time exceeded.
+        ty == 3 || ty == 11
+    }
+    #[inline(always)]
+    fn addr_flags(addr: Self) -> u32 {
+        packet::addr_flags(addr)
+    }
+    #[inline(always)]
+    fn dnat_present() -> bool {
+        packet::dnat_present()
+    }
+    #[inline(always)]
+    fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>> {
+        &VIPS
+    }
+    #[inline(always)]
+    fn backends() -> &'static Array<Backend<Self>> {
+        &BACKENDS
+    }
+    #[inline(always)]
+    fn conntrack() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>> {
+        &CONNTRACK
+    }
+    #[inline(always)]
+    fn reverse() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>> {
+        &REVERSE
+    }
+    #[inline(always)]
+    fn unconfirmed() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>> {
+        &UNCONFIRMED
+    }
+    #[inline(always)]
+    fn unconfirmed_rev() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>> {
+        &UNCONFIRMED_REV
+    }
+    #[inline(always)]
+    fn scratch() -> &'static PerCpuArray<Scratch<Self>> {
+        &SCRATCH
+    }
+    #[inline(always)]
+    fn rewrite_ip(h: &Headers<Self>, src: u32, dst: u32) {
+        use lb_common::checksum::{update_u16, update_u32};
+        let ip = h.ip;
+        // SAFETY: `ip` checked by the parser.
+        unsafe {
+            let ttl_word_old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).ttl -= 1;
+            let ttl_word_new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+            let mut c = u16::from_be_bytes((*ip).check);
+            c = update_u32(c, u32::from_be(h.src()), u32::from_be(src));
+            c = update_u32(c, u32::from_be(h.dst()), u32::from_be(dst));
+            c = update_u16(c, ttl_word_old, ttl_word_new);
+            (*ip).check = c.to_be_bytes();
+            (*ip).src_addr = src.to_ne_bytes();
+            (*ip).dst_addr = dst.to_ne_bytes();
+        }
+    }
+    #[inline(always)]
+    fn reflect_ip(h: &Headers<Self>, ttl: u8) {
+        use lb_common::checksum::update_u16;
+        let ip = h.ip;
+        // SAFETY: `ip` checked by the parser.
+        unsafe {
+            // Swapping the addresses leaves the header checksum unchanged; the TTL does not.
+            let (src, dst) = ((*ip).src_addr, (*ip).dst_addr);
+            (*ip).src_addr = dst;
+            (*ip).dst_addr = src;
+            let old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).ttl = ttl;
+            let new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).check = update_u16(u16::from_be_bytes((*ip).check), old, new).to_be_bytes();
+        }
+    }
+}
+
+impl Family for Ip6 {
+    type IpHdr = Ipv6Hdr;
+    const OUTLINED: bool = false;
+    type Addrs = ();
+    /// The kernel's `bpf_csum_diff` over the 32 bytes of addresses in the frame and the 32
+    /// new ones in memory: no address word is held in a register.
+    #[inline(always)]
+    fn addrs_csum(h: &Headers<Self>, new: *const [Ip6; 2], check: u16) -> u16 {
+        // SAFETY: source and destination are 32 contiguous bytes of the checked header;
+        // `new` points to 32 bytes of memory.
+        let d = unsafe {
+            aya_ebpf::helpers::bpf_csum_diff(
+                (&raw const (*h.ip).src_addr).cast::<u32>().cast_mut(),
+                32,
+                new.cast::<u32>().cast_mut(),
+                32,
+                u32::from((!check).to_be()),
+            )
+        };
+        // The helper sums words as they lie in memory (network order): so are its seed
+        // and its result.
+        !u16::from_be(lb_common::checksum::fold(d as u32))
+    }
+    #[inline(always)]
+    fn snapshot<T: Copy>(
+        e: *const T,
+        _local: *mut T,
+        slot: fn(*mut Scratch<Ip6>) -> *mut T,
+    ) -> *const T {
+        match SCRATCH6.get_ptr_mut(0) {
+            // SAFETY: this CPU's scratch; `e` a live map value.
+            Some(s) => unsafe {
+                let p = slot(s);
+                *p = *e;
+                p
+            },
+            // Cannot happen (index 0 of a one-entry array): read the entry itself.
+            None => e,
+        }
+    }
+    #[inline(always)]
+    fn src(h: &Headers<Self>) -> Ip6 {
+        // SAFETY: the fixed header was checked by the parser.
+        packet::load_ip6(unsafe { &raw const (*h.ip).src_addr })
+    }
+    #[inline(always)]
+    fn dst(h: &Headers<Self>) -> Ip6 {
+        // SAFETY: as above.
+        packet::load_ip6(unsafe { &raw const (*h.ip).dst_addr })
+    }
+    const UDP_CHECKSUM_REQUIRED: bool = true;
+    const ECHO_REQUEST: u8 = 128;
+    const ECHO_REPLY: u8 = 129;
+    const ICMP_PSEUDO_HEADER: bool = true;
+    #[inline(always)]
+    fn icmp_error(ty: u8) -> bool {
+        // Destination unreachable, packet too big (path MTU discovery), time exceeded.
+        ty == 1 || ty == 2 || ty == 3
+    }
+    #[inline(always)]
+    fn addr_flags(addr: Self) -> u32 {
+        packet::addr_flags6(addr)
+    }
+    #[inline(always)]
+    fn dnat_present() -> bool {
+        packet::dnat_present6()
+    }
+    #[inline(always)]
+    fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>> {
+        &VIPS6
+    }
+    #[inline(always)]
+    fn backends() -> &'static Array<Backend<Self>> {
+        &BACKENDS6
+    }
+    #[inline(always)]
+    fn conntrack() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>> {
+        &CONNTRACK6
+    }
+    #[inline(always)]
+    fn reverse() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>> {
+        &REVERSE6
+    }
+    #[inline(always)]
+    fn unconfirmed() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>> {
+        &UNCONFIRMED6
+    }
+    #[inline(always)]
+    fn unconfirmed_rev() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>> {
+        &UNCONFIRMED_REV6
+    }
+    #[inline(always)]
+    fn scratch() -> &'static PerCpuArray<Scratch<Self>> {
+        &SCRATCH6
+    }
+    /// No header checksum in IPv6: addresses and hop limit only.
+    #[inline(always)]
+    fn rewrite_ip(h: &Headers<Self>, src: Ip6, dst: Ip6) {
+        let ip = h.ip;
+        // SAFETY: `ip` checked by the parser.
+        unsafe {
+            (*ip).hop_limit -= 1;
+            packet::store_ip6(&raw mut (*ip).src_addr, src);
+            packet::store_ip6(&raw mut (*ip).dst_addr, dst);
+        }
+    }
+    #[inline(always)]
+    fn reflect_ip(h: &Headers<Self>, ttl: u8) {
+        let ip = h.ip;
+        let (src, dst) = (h.src(), h.dst());
+        // SAFETY: `ip` checked by the parser.
+        unsafe {
+            (*ip).hop_limit = ttl;
+            packet::store_ip6(&raw mut (*ip).src_addr, dst);
+            packet::store_ip6(&raw mut (*ip).dst_addr, src);
+        }
+    }
+}
