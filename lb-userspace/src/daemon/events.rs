@@ -43,7 +43,9 @@ pub(super) struct Daemon {
     /// The same for IPv6 (NDP): the IPv6 VIPs and an IPv6 SNAT address not the node's own.
     vip6_addrs: Vec<Ipv6Addr>,
     /// The NDP socket, when there are IPv6 addresses to announce (`--announce arp`).
-    pub ndp: Option<Arc<crate::ndp::NdpSocket>>,
+    /// One per attached interface, in `all`'s order: the IPv6 SNAT address must be found
+    /// from the masters' side too.
+    pub ndp: Vec<(Interface, Arc<crate::ndp::NdpSocket>)>,
     /// The IPv6 backends' checkers (the configured set, reloaded by SIGHUP; discovery is
     /// IPv4 only).
     checkers6: BTreeMap<SocketAddrV6, JoinHandle<()>>,
@@ -85,6 +87,8 @@ pub(super) struct Sources {
     vrrp6: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     other_arp: mpsc::Receiver<(usize, Arp)>,
+    /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
+    ndp_rx: mpsc::Receiver<(usize, crate::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
 }
@@ -152,15 +156,15 @@ impl Daemon {
             vip6_addrs.push(snat);
         }
         vip6_addrs.dedup();
-        let ndp = if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
-            Some(Arc::new(crate::ndp::NdpSocket::open(
-                &iface.name,
-                iface.index,
-                &vip6_addrs,
-            )?))
-        } else {
-            None
-        };
+        let mut ndp = Vec::new();
+        let (ndp_tx, ndp_rx) = mpsc::channel(256);
+        if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
+            for i in &all {
+                let sock = Arc::new(crate::ndp::NdpSocket::open(&i.name, i.index, &vip6_addrs)?);
+                super::tasks::forward_ns(ndp.len(), sock.clone(), ndp_tx.clone());
+                ndp.push((i.clone(), sock));
+            }
+        }
         let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
             vips: settings.vips.iter().map(|v| v.addr).collect(),
             ifindex: iface.index,
@@ -185,6 +189,7 @@ impl Daemon {
             vrrp: None,
             vrrp6: None,
             other_arp,
+            ndp_rx,
             discovery: None,
         };
         let static6 = settings.backends6.clone();
@@ -302,7 +307,6 @@ impl Daemon {
                     .send_if_modified(|v| std::mem::replace(v, ok) != ok);
             }
             let arp = self.arp.clone();
-            let ndp = self.ndp.clone();
             tokio::select! {
                 _ = src.sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
                 _ = src.sigint.recv() => { log::info!("SIGINT: stopping"); break; }
@@ -313,10 +317,7 @@ impl Daemon {
                     Ok(a) => self.on_arp(&self.arp, self.iface.mac, &a),
                     Err(e) => log::warn!("ARP socket: {e}"),
                 },
-                ns = recv_ns(ndp.as_deref()) => match ns {
-                    Ok(ns) => self.on_ns(&ns),
-                    Err(e) => log::warn!("NDP socket: {e}"),
-                },
+                Some((n, ns)) = src.ndp_rx.recv() => self.on_ns(n, &ns),
                 Some((n, a)) = src.other_arp.recv() => {
                     let (i, sock) = &self.others[n];
                     self.on_arp(sock, i.mac, &a);
@@ -362,21 +363,22 @@ impl Daemon {
     /// Unsolicited neighbour advertisements for the IPv6 addresses (the gratuitous-ARP
     /// equivalent).
     fn unsolicited_na(&self) {
-        if let Some(ndp) = &self.ndp
-            && let Err(e) = ndp.announce(self.iface.mac, &self.vip6_addrs)
-        {
-            log::warn!("unsolicited neighbour advertisement: {e}");
+        for (i, ndp) in &self.ndp {
+            if let Err(e) = ndp.announce(i.mac, &self.vip6_addrs) {
+                log::warn!("unsolicited neighbour advertisement on {}: {e}", i.name);
+            }
         }
     }
 
     /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
-    fn on_ns(&self, ns: &crate::ndp::Solicitation) {
+    fn on_ns(&self, n: usize, ns: &crate::ndp::Solicitation) {
         if !self.announcing6() {
             return;
         }
-        if let Some(na) = ns.answer(&self.vip6_addrs, self.iface.mac)
-            && let Some(ndp) = &self.ndp
-        {
+        let Some((i, ndp)) = self.ndp.get(n) else {
+            return;
+        };
+        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac) {
             match ndp.send(&na) {
                 Ok(()) => ndp.answered(),
                 Err(e) => log::warn!("neighbour advertisement: {e}"),
@@ -633,14 +635,6 @@ impl Daemon {
             log::info!("detached from {}", self.settings.interfaces.join(", "));
         }
         Ok(())
-    }
-}
-
-/// The next neighbour solicitation; never ready without an NDP socket.
-async fn recv_ns(ndp: Option<&crate::ndp::NdpSocket>) -> std::io::Result<crate::ndp::Solicitation> {
-    match ndp {
-        Some(n) => n.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -148,7 +148,7 @@ pub(super) async fn status_endpoint(
         let started = d.started;
         let vrrp_report = vrrp.map(|h| h.report());
         let vrrp6_report = vrrp6.map(|h| h.report());
-        let ndp = d.ndp.clone();
+        let ndp: Vec<_> = d.ndp.iter().map(|(_, s)| s.clone()).collect();
         let discovery = settings
             .discover_from_kubeconfig
             .clone()
@@ -166,7 +166,18 @@ pub(super) async fn status_endpoint(
             st.vrrp6 = vrrp6_report
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
-            st.ndp = ndp.as_ref().map(|n| n.status());
+            st.ndp = (!ndp.is_empty()).then(|| {
+                let mut sum = crate::status::NdpStatus::default();
+                for n in &ndp {
+                    let one = n.status();
+                    sum.solicitations += one.solicitations;
+                    sum.answered += one.answered;
+                    for (k, v) in one.dropped {
+                        *sum.dropped.entry(k).or_default() += v;
+                    }
+                }
+                sum
+            });
             st.discovery = discovery
                 .as_ref()
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
@@ -216,6 +227,29 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
 }
 
 /// Feeds the ARP packets of a further interface's socket to the loop as `(n, packet)`.
+/// Forwards neighbour solicitations from NDP socket `n` to the loop.
+pub(super) fn forward_ns(
+    n: usize,
+    sock: Arc<crate::ndp::NdpSocket>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::ndp::Solicitation)>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match sock.recv().await {
+                Ok(ns) => {
+                    if tx.send((n, ns)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("NDP socket on {}: {e}", sock.interface());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
 pub(super) fn forward_arp(
     n: usize,
     name: String,
