@@ -911,6 +911,106 @@ fn https_through_the_v6_vip_reaches_several_masters() {
 }
 
 #[test]
+fn clients_on_one_interface_and_v6_masters_on_another_with_a_snat_address_there() {
+    // Client and lb on 2001:db8::/64 (lb's eth0); the masters on 2001:db8:1::/64 with lb's
+    // eth1; the SNAT address 2001:db8:1::100 is no one's: xvip answers NDP for it on eth1.
+    let mut lab = Lab::new(
+        "v62if",
+        &[
+            ("client", Ipv4Addr::new(192, 0, 2, 10)),
+            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
+        ],
+    )
+    .expect("lab");
+    let masters = [("m1", 11u8), ("m2", 12), ("m3", 13)];
+    let mut ports = vec![("lb", "eth1", Ipv4Addr::new(198, 51, 100, 2))];
+    ports.extend(
+        masters
+            .iter()
+            .map(|(m, n)| (*m, "eth0", Ipv4Addr::new(198, 51, 100, *n))),
+    );
+    lab.add_segment("b", &ports).expect("segment b");
+    for (host, dev, addr) in [
+        ("client", "eth0", "2001:db8::10"),
+        ("lb", "eth0", "2001:db8::2"),
+        ("lb", "eth1", "2001:db8:1::2"),
+        ("m1", "eth0", "2001:db8:1::11"),
+        ("m2", "eth0", "2001:db8:1::12"),
+        ("m3", "eth0", "2001:db8:1::13"),
+    ] {
+        lab.host(host)
+            .ns
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])
+            .expect("addr");
+    }
+    for h in &lab.hosts {
+        wait_for(Duration::from_secs(5), "no tentative address", || {
+            h.ns.ip(&["-6", "addr", "show", "tentative"])
+                .is_ok_and(|o| o.trim().is_empty())
+        });
+    }
+    let mut args: Vec<String> = [
+        "--interface",
+        "eth0",
+        "--interface",
+        "eth1",
+        "--vip",
+        &format!("[{VIP6}]:6443"),
+        "--snat-ip",
+        "2001:db8:1::100",
+        "--metrics-addr",
+        METRICS,
+    ]
+    .map(String::from)
+    .to_vec();
+    for (m, n) in masters {
+        let listen = format!("[2001:db8:1::{n}]:6443");
+        let mut cmd = lab.host(m).ns.cmd(apiserver_bin());
+        cmd.args(["--listen", &listen, "--name", m]);
+        lab.spawn_apiserver(&format!("apiserver6-{m}"), cmd)
+            .expect("v6 apiserver");
+        args.extend(["--backend".to_string(), listen]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.start_xvip("lb", &a).expect("xvip");
+    lab.curl_until_ok("client", &vip6_url("/readyz"), Duration::from_secs(10))
+        .expect("through the v6 VIP across the two interfaces");
+    let seen = spread6(&lab, "client", 20);
+    println!("v6 two-interface spread: {seen:?}");
+    assert!(seen.keys().all(|k| k.starts_with('m')), "{seen:?}");
+    assert!(seen.len() >= 2, "{seen:?}");
+    // The masters found the SNAT address at lb's eth1 by NDP.
+    let eth1 = lab
+        .host("lb")
+        .ns
+        .ip(&["link", "show", "dev", "eth1"])
+        .expect("eth1");
+    let mac = eth1
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("mac")
+        .to_string();
+    let entry = lab
+        .host("m1")
+        .ns
+        .ip(&["-6", "neigh", "show", "2001:db8:1::100"])
+        .unwrap_or_default();
+    assert!(
+        entry.contains(&mac),
+        "m1's entry for the SNAT address: {entry}"
+    );
+}
+
+#[test]
 fn ping6_of_the_vip_is_answered() {
     let lab = forwarding_lab("v6ping", None, &[]);
     sh(lab
