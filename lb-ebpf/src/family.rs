@@ -211,7 +211,7 @@ impl Family for Ip6 {
             // SAFETY: this CPU's scratch; `e` a live map value.
             Some(s) => unsafe {
                 let p = slot(s);
-                *p = *e;
+                copy_words(p, e);
                 p
             },
             // Cannot happen (index 0 of a one-entry array): read the entry itself.
@@ -294,5 +294,25 @@ impl Family for Ip6 {
             packet::store_ip6(&raw mut (*ip).src_addr, dst);
             packet::store_ip6(&raw mut (*ip).dst_addr, src);
         }
+    }
+}
+
+/// Copies a map value word by word: a plain assignment of a 36- or 72-byte value compiles
+/// to a call of `memmove` (a BPF function copying byte by byte).
+///
+/// # Safety
+/// Both point to valid `T`s (map values or this CPU's scratch).
+#[inline(always)]
+unsafe fn copy_words<T: Copy>(dst: *mut T, src: *const T) {
+    const {
+        assert!(core::mem::size_of::<T>() % 4 == 0 && core::mem::align_of::<T>() >= 4);
+    }
+    let (d, s) = (dst.cast::<u32>(), src.cast::<u32>());
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 4 {
+        // SAFETY: within both values (the caller's promise), 4-aligned (checked above);
+        // volatile so that the loop is not turned back into a `memmove` call.
+        unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+        i += 1;
     }
 }
