@@ -305,7 +305,7 @@ impl Family for Ip6 {
 #[inline(always)]
 unsafe fn copy_words<T: Copy>(dst: *mut T, src: *const T) {
     const {
-        assert!(core::mem::size_of::<T>() % 4 == 0 && core::mem::align_of::<T>() >= 4);
+        assert!(core::mem::size_of::<T>().is_multiple_of(4) && core::mem::align_of::<T>() >= 4);
     }
     let (d, s) = (dst.cast::<u32>(), src.cast::<u32>());
     let mut i = 0;
