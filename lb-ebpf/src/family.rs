@@ -19,10 +19,6 @@ use crate::{
 pub trait Family: Addr {
     /// The fixed IP header.
     type IpHdr;
-    /// Forwarding, replies and ICMP each run in a BPF function of their own: the IPv6
-    /// path's keys and entries (40 and 72 bytes) do not fit one 512-byte frame. IPv4 keeps
-    /// its path in one function, as it always was.
-    const OUTLINED: bool;
     /// What `Headers` keeps of the addresses: IPv4 both (8 bytes), IPv6 nothing, reading
     /// them from the frame when needed (32 bytes of scalars held across the path do not
     /// fit its stack).
@@ -70,7 +66,6 @@ pub trait Family: Addr {
 
 impl Family for u32 {
     type IpHdr = Ipv4Hdr;
-    const OUTLINED: bool = false;
     type Addrs = [u32; 2];
     #[inline(always)]
     fn addrs_csum(h: &Headers<Self>, new: *const [u32; 2], check: u16) -> u16 {
@@ -180,7 +175,6 @@ impl Family for u32 {
 
 impl Family for Ip6 {
     type IpHdr = Ipv6Hdr;
-    const OUTLINED: bool = false;
     type Addrs = ();
     /// The kernel's `bpf_csum_diff` over the 32 bytes of addresses in the frame and the 32
     /// new ones in memory: no address word is held in a register.

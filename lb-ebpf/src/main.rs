@@ -114,7 +114,6 @@ fn dispatch<A: icmp::QuotedIp>(ctx: &XdpContext, frame: &Frame, parsed: &Parsed<
     }
     match parsed {
         Parsed::Flow(h) => nat::handle_flow(ctx, frame, h),
-        Parsed::Icmp(h) if A::OUTLINED => icmp::handle_outlined(ctx, frame, h),
         Parsed::Icmp(h) => icmp::handle(ctx, frame, h),
     }
 }
