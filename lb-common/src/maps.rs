@@ -110,6 +110,37 @@ pub struct Config {
 
 /// Answer ICMP echo requests sent to a VIP address.
 pub const CONFIG_FLAG_ICMP_ECHO: u32 = 1 << 0;
+/// Conntrack sync is on: confirmed flows and their ends are written to `SYNC_EVENTS`.
+pub const CONFIG_FLAG_SYNC: u32 = 1 << 1;
+
+/// `SyncEvent::kind`: a flow was confirmed (entered `CONNTRACK`/`REVERSE`).
+pub const SYNC_CONFIRMED: u32 = 1;
+/// `SyncEvent::kind`: a confirmed flow saw an in-window FIN or RST (now closing).
+pub const SYNC_CLOSING: u32 = 2;
+/// `SyncEvent::kind`: a confirmed flow's entry was removed (stale: expired, backend gone,
+/// tuple lost).
+pub const SYNC_REMOVED: u32 = 3;
+
+/// `SYNC_COUNTS` index: events written to the ring buffer.
+pub const SYNC_COUNT_EMITTED: u32 = 0;
+/// `SYNC_COUNTS` index: events lost because the ring buffer was full.
+pub const SYNC_COUNT_RING_FULL: u32 = 1;
+/// Entries of `SYNC_COUNTS`.
+pub const SYNC_COUNTS_LEN: u32 = 2;
+
+/// One `SYNC_EVENTS` ring-buffer record: a confirmed flow's creation or end, as the data
+/// path saw it (the daemon sends it to the other nodes of the VRRP group).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SyncEvent {
+    /// `SYNC_CONFIRMED`, `SYNC_CLOSING` or `SYNC_REMOVED`.
+    pub kind: u32,
+    pub _pad: u32,
+    /// The flow's client-side key.
+    pub key: FlowKey,
+    /// Its forward entry (`SYNC_CONFIRMED`; zero otherwise).
+    pub entry: CtEntry,
+}
 
 /// A flow as seen in one direction: the conntrack and reverse maps' key.
 #[repr(C)]
@@ -256,6 +287,7 @@ mod user {
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for RevEntry {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for SyncEvent {}
 }
 
 #[cfg(test)]
@@ -272,6 +304,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 48);
         assert_eq!(size_of::<RevEntry>(), 48);
+        assert_eq!(size_of::<SyncEvent>(), 72);
     }
 
     #[test]

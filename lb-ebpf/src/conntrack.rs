@@ -24,6 +24,7 @@ use lb_common::{
 
 use crate::{
     Verdict, lookup,
+    sync,
     maps::{CONNTRACK, REVERSE, SCRATCH, Scratch, UNCONFIRMED, UNCONFIRMED_REV},
     packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
@@ -419,6 +420,7 @@ fn confirm(
         release(&REVERSE, rkey, key);
         return Err(Verdict::drop(Reason::DropConntrackFull));
     }
+    sync::emit_confirmed(key, ct);
     if !local {
         let _ = UNCONFIRMED_REV.remove(rkey);
     }
@@ -453,6 +455,9 @@ pub fn forward_flow(
                 return Err(Verdict::drop(Reason::DropOutOfWindow));
             }
             if local || hold_reverse(&old, &key, h.tcp_flags, now) {
+                if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && old.state != ct_state::TCP_CLOSING {
+                    sync::emit_closing(&key);
+                }
                 // SAFETY: fields of the live value.
                 unsafe {
                     touch(
@@ -486,6 +491,7 @@ pub fn forward_flow(
         // Stale: free its tuple (SNAT port) and its entry before looking further.
         release(&REVERSE, &reverse_key(&old, h.proto), &key);
         let _ = CONNTRACK.remove(&key);
+        sync::emit_removed(&key);
     }
     if let Some(flow) = unconfirmed_flow(h, &key, client_mac, ingress_ifindex, now)? {
         return Ok(flow);
@@ -785,6 +791,10 @@ pub fn reply_touch(rev: *mut RevEntry, h: &Headers, now: u64) -> Result<RevEntry
     if flags & (TCP_FIN | TCP_RST) != 0
         && let Some(e) = CONNTRACK.get_ptr_mut(&client_key(&r, proto))
     {
+        // SAFETY: fields of the live value.
+        if unsafe { (*e).state } != ct_state::TCP_CLOSING {
+            sync::emit_closing(&client_key(&r, proto));
+        }
         // SAFETY: fields of the live value.
         unsafe {
             touch(

@@ -14,6 +14,7 @@ mod nat;
 mod packet;
 mod sock;
 mod stats;
+mod sync;
 mod vlan;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
