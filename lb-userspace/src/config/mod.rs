@@ -334,7 +334,8 @@ pub struct Settings {
 }
 
 impl RunArgs {
-    /// Merges flags/environment over the config file and defaults, and validates.
+    /// Merges flags/environment over the config file and defaults, and validates, one
+    /// section at a time (each section's flags are checked together, in the order below).
     ///
     /// # Errors
     /// [`ConfigError`] naming the first bad or missing setting.
@@ -343,17 +344,67 @@ impl RunArgs {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let interface = self
-            .interface
-            .clone()
-            .or(file.interface)
-            .ok_or(ConfigError::Missing {
-                field: "--interface",
-                hint: "the interface to serve the VIP on",
-            })?;
-        validate_interface_name(&interface)?;
+        let interface = self.interface_section(&file)?;
+        let vips = self.vips_section(&file)?;
+        let backends = self.backends_section(&file)?;
+        let (mode, snat_ip, snat_ports) = self.nat_section(&file, &vips)?;
+        let health = self.health_section(&file)?;
+        let metrics_addr = self.metrics_section(&file)?;
+        let (table_size, conntrack_size) = self.tables_section(&file)?;
+        let (vrrp, announce, route_table) = self.announce_section(&file, mode, snat_ip, &vips)?;
+        Ok(Settings {
+            interface,
+            vips,
+            backends,
+            mode,
+            snat_ip,
+            snat_ports,
+            health,
+            metrics_addr,
+            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+            keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
+            table_size,
+            conntrack_size,
+            garp_interval: match self.garp_interval.clone().or(file.garp_interval) {
+                Some(s) => parse_duration("--garp-interval", &s)?,
+                None => DEFAULT_GARP_INTERVAL,
+            },
+            pin_root: self
+                .pin_root
+                .clone()
+                .or(file.pin_root)
+                .unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
+            icmp_echo: !(self.no_icmp_echo || file.no_icmp_echo.unwrap_or(false)),
+            local_connect: !(self.no_local_connect || file.no_local_connect.unwrap_or(false)),
+            vrrp,
+            // Not checked for existence: /etc/kubernetes/admin.conf appears only after
+            // `kubeadm init`, and discovery retries until it can read it.
+            discover_from_kubeconfig: self
+                .discover_from_kubeconfig
+                .clone()
+                .or(file.discover_from_kubeconfig),
+            announce,
+            route_table,
+        })
+    }
 
-        let vip_strs = pick_list(&self.vips, file.vips);
+    /// `--interface`.
+    fn interface_section(&self, file: &FileConfig) -> Result<String, ConfigError> {
+        let interface =
+            self.interface
+                .clone()
+                .or(file.interface.clone())
+                .ok_or(ConfigError::Missing {
+                    field: "--interface",
+                    hint: "the interface to serve the VIP on",
+                })?;
+        validate_interface_name(&interface)?;
+        Ok(interface)
+    }
+
+    /// `--vip`: at least one, at most `MAX_VIPS`, none twice.
+    fn vips_section(&self, file: &FileConfig) -> Result<Vec<VipSpec>, ConfigError> {
+        let vip_strs = pick_list(&self.vips, file.vips.clone());
         if vip_strs.is_empty() {
             return Err(ConfigError::Missing {
                 field: "--vip",
@@ -380,8 +431,12 @@ impl RunArgs {
                 ));
             }
         }
+        Ok(vips)
+    }
 
-        let backend_strs = pick_list(&self.backends, file.backends);
+    /// `--backend`: at least one, at most `MAX_BACKENDS`, none twice.
+    fn backends_section(&self, file: &FileConfig) -> Result<Vec<BackendSpec>, ConfigError> {
+        let backend_strs = pick_list(&self.backends, file.backends.clone());
         if backend_strs.is_empty() {
             return Err(ConfigError::Missing {
                 field: "--backend",
@@ -404,13 +459,22 @@ impl RunArgs {
                 return Err(ConfigError::invalid("--backend", b.addr, "given twice"));
             }
         }
+        Ok(backends)
+    }
 
+    /// `--mode`, `--snat-ip`, `--snat-ports`: the SNAT range must not hold a VIP port of
+    /// the SNAT address.
+    fn nat_section(
+        &self,
+        file: &FileConfig,
+        vips: &[VipSpec],
+    ) -> Result<(Mode, Ipv4Addr, (u16, u16)), ConfigError> {
         let mode = self.mode.or(file.mode).unwrap_or_default();
-        let snat_ip = match self.snat_ip.clone().or(file.snat_ip) {
+        let snat_ip = match self.snat_ip.clone().or(file.snat_ip.clone()) {
             Some(s) => parse_ip("--snat-ip", &s)?,
             None => vips[0].addr,
         };
-        let snat_ports = match self.snat_ports.clone().or(file.snat_ports) {
+        let snat_ports = match self.snat_ports.clone().or(file.snat_ports.clone()) {
             Some(s) => parse_port_range(&s)?,
             None => (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX),
         };
@@ -428,12 +492,16 @@ impl RunArgs {
                 ),
             ));
         }
+        Ok((mode, snat_ip, snat_ports))
+    }
 
+    /// `--health*`, `--rise`, `--fall` and the TLS files of the checks.
+    fn health_section(&self, file: &FileConfig) -> Result<HealthConfig, ConfigError> {
         let kind = self.health.or(file.health).unwrap_or_default();
         let path = self
             .health_path
             .clone()
-            .or(file.health_path)
+            .or(file.health_path.clone())
             .unwrap_or_else(|| "/readyz".into());
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
             return Err(ConfigError::invalid(
@@ -442,11 +510,15 @@ impl RunArgs {
                 "must start with / and contain no spaces",
             ));
         }
-        let interval = match self.health_interval.clone().or(file.health_interval) {
+        let interval = match self
+            .health_interval
+            .clone()
+            .or(file.health_interval.clone())
+        {
             Some(s) => parse_duration("--health-interval", &s)?,
             None => Duration::from_millis(200),
         };
-        let timeout = match self.health_timeout.clone().or(file.health_timeout) {
+        let timeout = match self.health_timeout.clone().or(file.health_timeout.clone()) {
             Some(s) => parse_duration("--health-timeout", &s)?,
             None => Duration::from_millis(300),
         };
@@ -458,9 +530,9 @@ impl RunArgs {
         if fall == 0 {
             return Err(ConfigError::invalid("--fall", fall, "must be at least 1"));
         }
-        let ca_file = self.ca_file.clone().or(file.ca_file);
-        let cert_file = self.cert_file.clone().or(file.cert_file);
-        let key_file = self.key_file.clone().or(file.key_file);
+        let ca_file = self.ca_file.clone().or(file.ca_file.clone());
+        let cert_file = self.cert_file.clone().or(file.cert_file.clone());
+        let key_file = self.key_file.clone().or(file.key_file.clone());
         if cert_file.is_some() != key_file.is_some() {
             let (field, value) = match &cert_file {
                 Some(c) => ("--cert-file", c.display().to_string()),
@@ -491,16 +563,34 @@ impl RunArgs {
         }
         let insecure_skip_verify =
             self.insecure_skip_verify || file.insecure_skip_verify.unwrap_or(false);
+        Ok(HealthConfig {
+            kind,
+            path,
+            interval,
+            timeout,
+            rise,
+            fall,
+            ca_file,
+            cert_file,
+            key_file,
+            insecure_skip_verify,
+        })
+    }
 
+    /// `--metrics-addr`.
+    fn metrics_section(&self, file: &FileConfig) -> Result<SocketAddr, ConfigError> {
         let metrics_addr = self
             .metrics_addr
             .clone()
-            .or(file.metrics_addr)
+            .or(file.metrics_addr.clone())
             .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
-        let metrics_addr: SocketAddr = metrics_addr
+        metrics_addr
             .parse()
-            .map_err(|e| ConfigError::invalid("--metrics-addr", &metrics_addr, e))?;
+            .map_err(|e| ConfigError::invalid("--metrics-addr", &metrics_addr, e))
+    }
 
+    /// `--table-size` (a prime) and `--conntrack-size`.
+    fn tables_section(&self, file: &FileConfig) -> Result<(u32, u32), ConfigError> {
         let table_size = self
             .table_size
             .or(file.table_size)
@@ -523,20 +613,30 @@ impl RunArgs {
                 "must be between 1024 and 16777216",
             ));
         }
-        let garp_interval = match self.garp_interval.clone().or(file.garp_interval) {
-            Some(s) => parse_duration("--garp-interval", &s)?,
-            None => DEFAULT_GARP_INTERVAL,
-        };
+        Ok((table_size, conntrack_size))
+    }
+
+    /// How the VIP is announced: `--vrrp-*`, `--announce`, `--route-table`.
+    fn announce_section(
+        &self,
+        file: &FileConfig,
+        mode: Mode,
+        snat_ip: Ipv4Addr,
+        vips: &[VipSpec],
+    ) -> Result<(Option<crate::vrrp::VrrpSettings>, Announce, u32), ConfigError> {
         let vrrp = crate::vrrp::VrrpSettings::resolve(crate::vrrp::VrrpInput {
             vrid: self.vrrp_vrid.or(file.vrrp_vrid),
             priority: self.vrrp_priority.or(file.vrrp_priority),
-            advert_int: self.vrrp_advert_int.clone().or(file.vrrp_advert_int),
+            advert_int: self
+                .vrrp_advert_int
+                .clone()
+                .or(file.vrrp_advert_int.clone()),
             preempt: self.vrrp_preempt.or(file.vrrp_preempt),
-            peers: pick_list(&self.vrrp_peers, file.vrrp_peers),
+            peers: pick_list(&self.vrrp_peers, file.vrrp_peers.clone()),
             health_penalty: self.vrrp_health_penalty.or(file.vrrp_health_penalty),
             version: self.vrrp_version.or(file.vrrp_version),
-            auth_type: self.vrrp_auth_type.clone().or(file.vrrp_auth_type),
-            auth_pass: self.vrrp_auth_pass.clone().or(file.vrrp_auth_pass),
+            auth_type: self.vrrp_auth_type.clone().or(file.vrrp_auth_type.clone()),
+            auth_pass: self.vrrp_auth_pass.clone().or(file.vrrp_auth_pass.clone()),
         })?;
         let announce = self.announce.or(file.announce).unwrap_or_default();
         if announce == Announce::None && vrrp.is_some() {
@@ -552,52 +652,9 @@ impl RunArgs {
             vrrp.is_some(),
             mode,
             snat_ip,
-            &vips,
-        )?;
-        // Not checked for existence: /etc/kubernetes/admin.conf appears only after
-        // `kubeadm init`, and discovery retries until it can read it.
-        let discover_from_kubeconfig = self
-            .discover_from_kubeconfig
-            .clone()
-            .or(file.discover_from_kubeconfig);
-
-        Ok(Settings {
-            interface,
             vips,
-            backends,
-            mode,
-            snat_ip,
-            snat_ports,
-            health: HealthConfig {
-                kind,
-                path,
-                interval,
-                timeout,
-                rise,
-                fall,
-                ca_file,
-                cert_file,
-                key_file,
-                insecure_skip_verify,
-            },
-            metrics_addr,
-            xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
-            keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
-            table_size,
-            conntrack_size,
-            garp_interval,
-            pin_root: self
-                .pin_root
-                .clone()
-                .or(file.pin_root)
-                .unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
-            icmp_echo: !(self.no_icmp_echo || file.no_icmp_echo.unwrap_or(false)),
-            local_connect: !(self.no_local_connect || file.no_local_connect.unwrap_or(false)),
-            vrrp,
-            discover_from_kubeconfig,
-            announce,
-            route_table,
-        })
+        )?;
+        Ok((vrrp, announce, route_table))
     }
 }
 

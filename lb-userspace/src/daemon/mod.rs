@@ -1,0 +1,121 @@
+//! `xvip run`: the daemon's tasks wired together. [`run`] reads as the list of them: bring
+//! the data path up (`startup`), start the sources of events (`tasks`: status endpoint,
+//! health checkers, VRRP, discovery), run the one loop that owns the reconciler and the maps
+//! (`events`), and shut down in order. `report` renders the status document, `routed` keeps
+//! routed mode's routes.
+
+mod events;
+mod report;
+mod routed;
+mod startup;
+mod tasks;
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::{Arc, atomic::AtomicUsize},
+    time::Duration,
+};
+
+pub use startup::{check_config, health_settings};
+
+use crate::{
+    config::{ConfigError, RunArgs},
+    dataplane::{Dataplane, DataplaneError},
+    health,
+    reconcile::Reconciler,
+};
+
+/// The compiled XDP object, embedded at build time (empty when built without it).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// Why the daemon stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad configuration (exit status 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The interface does not exist or is unusable (exit status 2).
+    #[error(transparent)]
+    Interface(#[from] crate::arp::ArpError),
+    /// TLS material for the health checks is unusable (exit status 2).
+    #[error(transparent)]
+    Tls(#[from] health::TlsConfigError),
+    /// Serving the node itself (VIP on lo, connect hook) failed.
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
+    /// The kernel side failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// Pinned state or an attached program that is not this interface's xvip's.
+    #[error(transparent)]
+    Pins(#[from] crate::pins::PinError),
+    /// The VRRP socket could not be set up.
+    #[error(transparent)]
+    Vrrp(#[from] crate::vrrp::VrrpError),
+    /// Anything else at run time.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl DaemonError {
+    /// The process exit status: 2 for bad configuration, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) | Self::Interface(_) | Self::Tls(_) => 2,
+            Self::Pins(e) => e.exit_code(),
+            Self::Dataplane(
+                DataplaneError::Attach { .. } | DataplaneError::PinnedMismatch { .. },
+            ) => 2,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct CheckStats {
+    ok: u64,
+    failed: u64,
+    transitions: u64,
+    last_latency: Option<Duration>,
+    last_error: Option<String>,
+}
+
+/// What the loop and the status endpoint share, behind one mutex.
+struct Shared {
+    dataplane: Dataplane,
+    reconciler: Reconciler,
+    checks: BTreeMap<SocketAddrV4, CheckStats>,
+    swaps: u64,
+    last_reconcile: Option<Duration>,
+    last_detection: Option<Duration>,
+    fail_open: bool,
+    announcing: bool,
+    /// Tracked flows, counted off the main loop (see `dataplane::count_conntrack`).
+    conntrack_entries: Arc<AtomicUsize>,
+    /// Flows not confirmed yet, counted the same way.
+    unconfirmed_entries: Arc<AtomicUsize>,
+    /// Each backend's next hop, from the route table at the last resolution round: ARP
+    /// answers are matched against it without reading the route table per packet.
+    next_hops: BTreeMap<SocketAddrV4, Ipv4Addr>,
+    /// Routed mode's VIP routes (`--announce route`).
+    route: Option<crate::route::RouteStatus>,
+    /// The last route change failed: retried on the next tick rather than on every event.
+    route_failed: bool,
+}
+
+/// Runs until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Startup failures leave the interface as it was.
+pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
+    let up = startup::bring_up(&args).await?;
+    let (mut d, mut sources) = events::Daemon::new(args, up)?;
+    let vrrp = tasks::vrrp(&d, &mut sources)?;
+    let endpoint = tasks::status_endpoint(&d, vrrp.as_ref()).await?;
+    let discovery = tasks::discovery(&d, &mut sources);
+    d.start_checkers();
+    d.announce_at_start();
+    d.event_loop(sources).await;
+    d.shut_down(vrrp, discovery, endpoint).await
+}

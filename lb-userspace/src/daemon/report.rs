@@ -1,0 +1,107 @@
+//! The status document (`/status`, `xvip status`, and the metrics rendered from it), built
+//! from the shared state on demand.
+
+use std::time::Instant;
+
+use lb_common::Reason;
+
+use super::Shared;
+use crate::{
+    arp::format_mac,
+    config::Settings,
+    maglev::slot_shares,
+    status::{BackendStatus, Status},
+};
+
+pub(super) fn status_of(
+    s: &Shared,
+    settings: &Settings,
+    xdp_mode: &str,
+    started: Instant,
+) -> Status {
+    let shares = slot_shares(s.reconciler.table(0));
+    let indices: Vec<u32> = s.reconciler.backends().values().map(|b| b.index).collect();
+    let snap = s.dataplane.snapshot(&indices).unwrap_or_default();
+    let backends = s
+        .reconciler
+        .backends()
+        .iter()
+        .map(|(addr, b)| {
+            let c = s.checks.get(addr).cloned().unwrap_or_default();
+            let t = snap.backends.get(&b.index).copied().unwrap_or_default();
+            BackendStatus {
+                addr: addr.to_string(),
+                index: b.index,
+                weight: b.weight,
+                healthy: b.healthy,
+                mac: b.mac.map(|m| format_mac(&m)),
+                slots: shares.get(&b.index).copied().unwrap_or(0),
+                check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
+                last_error: c.last_error,
+                checks_ok: c.ok,
+                checks_failed: c.failed,
+                transitions: c.transitions,
+                packets: t.packets,
+                bytes: t.bytes,
+                new_flows: t.new_flows,
+            }
+        })
+        .collect();
+    Status {
+        interface: settings.interface.clone(),
+        xdp_mode: xdp_mode.into(),
+        mode: format!("{:?}", settings.mode).to_lowercase(),
+        vips: settings
+            .vips
+            .iter()
+            .map(|v| format!("{}:{}", v.addr, v.port))
+            .collect(),
+        vip_traffic: settings
+            .vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = snap.vips.get(i).copied().unwrap_or_default();
+                crate::status::VipTraffic {
+                    vip: format!("{}:{}", v.addr, v.port),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    new_flows: c.new_flows,
+                }
+            })
+            .collect(),
+        table_size: settings.table_size,
+        backends,
+        reasons: {
+            let (balanced, no_backend) = s.dataplane.connect4_counts();
+            Reason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.name().to_string(),
+                        snap.reasons.get(*r as usize).copied().unwrap_or(0),
+                    )
+                })
+                .chain([
+                    ("sock_connect_balanced".to_string(), balanced),
+                    ("sock_connect_no_backend".to_string(), no_backend),
+                ])
+                .collect()
+        },
+        conntrack_entries: s
+            .conntrack_entries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        unconfirmed_entries: s
+            .unconfirmed_entries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        table_swaps: s.swaps,
+        last_reconcile_ms: s.last_reconcile.map(|d| d.as_secs_f64() * 1e3),
+        last_detection_ms: s.last_detection.map(|d| d.as_secs_f64() * 1e3),
+        fail_open: s.fail_open,
+        announcing: s.announcing,
+        uptime_s: started.elapsed().as_secs_f64(),
+        vrrp: None,
+        discovery: None,
+        route: s.route.clone(),
+    }
+}

@@ -1,0 +1,105 @@
+//! Routed mode (`--announce route`): the VIP routes put in or taken out as
+//! `route::decide` says, and the stale ones a previous xvip left removed.
+
+use std::{net::Ipv4Addr, sync::Mutex};
+
+use super::Shared;
+
+/// Removes routes a previous xvip on this interface left that this one does not announce
+/// (another table, a VIP no longer configured).
+pub(super) fn drop_stale_routes(spec: &crate::route::RouteSpec) {
+    let stale: Vec<(Ipv4Addr, u32)> = match crate::route::ours(spec.ifindex) {
+        Ok(r) => r
+            .into_iter()
+            .filter(|(vip, table)| *table != spec.table || !spec.vips.contains(vip))
+            .collect(),
+        Err(e) => {
+            log::warn!("reading the routes a previous xvip left: {e}");
+            return;
+        }
+    };
+    for (vip, table) in stale {
+        let old = crate::route::RouteSpec {
+            vips: vec![vip],
+            ifindex: spec.ifindex,
+            table,
+        };
+        match crate::route::withdraw(&old) {
+            Ok(()) => log::info!("removed a stale route {vip}/32 from table {table}"),
+            Err(e) => log::warn!("stale route {vip}/32 table {table}: {e}"),
+        }
+    }
+}
+
+/// Puts the VIP routes in or takes them out as [`crate::route::decide`] says; `force`
+/// repeats the change even if the state did not move (a tick, the stop).
+pub(super) fn sync_route(
+    shared: &Mutex<Shared>,
+    spec: &crate::route::RouteSpec,
+    stopping: bool,
+    force: bool,
+) {
+    let mut s = shared.lock().expect("poisoned");
+    let healthy_backends = s
+        .reconciler
+        .backends()
+        .values()
+        .filter(|b| b.healthy && b.weight > 0)
+        .count();
+    let failed = s.route_failed;
+    let Some(st) = s.route.as_mut() else {
+        return;
+    };
+    let want = crate::route::decide(crate::route::RouteInput {
+        attached: true,
+        healthy_backends,
+        stopping,
+    });
+    let retry = force || !failed;
+    let result = match want {
+        Ok(()) if (!st.announced && retry) || force => crate::route::announce(spec),
+        Err(_) if (st.announced && retry) || force => crate::route::withdraw(spec),
+        _ => return,
+    };
+    let (was, was_reason) = (st.announced, st.reason.clone());
+    match (result, want) {
+        (Ok(()), Ok(())) => {
+            st.announced = true;
+            st.reason = None;
+        }
+        (Ok(()), Err(why)) => {
+            st.announced = false;
+            st.reason = Some(why.reason().into());
+        }
+        (Err(e), _) => {
+            if !failed {
+                log::error!("routed mode: {e}");
+            }
+            // A failed withdrawal may have left some routes: still counted as announced.
+            st.announced = want.is_err() && st.announced;
+            st.reason = Some(e.to_string());
+            s.route_failed = true;
+            return;
+        }
+    }
+    if st.announced != was || st.reason != was_reason {
+        st.changes += 1;
+        if st.announced {
+            tracing::info!(
+                table = spec.table,
+                "route announced: {:?}/32 in table {}",
+                spec.vips,
+                spec.table
+            );
+        } else {
+            tracing::info!(
+                table = spec.table,
+                reason = st.reason.as_deref().unwrap_or(""),
+                "route withdrawn from table {}: {}",
+                spec.table,
+                st.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    s.route_failed = false;
+}

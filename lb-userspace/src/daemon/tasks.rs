@@ -1,0 +1,162 @@
+//! The tasks beside the loop, each started by one function: the shared state with its
+//! flow counters, the VRRP election, the status endpoint and master discovery. (Health
+//! checkers are started by the loop's owner, `events::Daemon::start_checkers`.)
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, atomic::AtomicUsize},
+    time::Duration,
+};
+
+use tokio::task::JoinHandle;
+
+use super::{DaemonError, Shared, events::Daemon, events::Sources};
+use crate::{
+    config::{Announce, Settings},
+    dataplane::Dataplane,
+    reconcile::Reconciler,
+    status::StatusSource,
+};
+
+/// The state the loop and the status endpoint share, with two threads counting the
+/// conntrack maps every 2 s (a walk of a million entries must not hold the state lock).
+pub(super) fn shared_state(
+    settings: &Settings,
+    dataplane: Dataplane,
+    reconciler: Reconciler,
+) -> Arc<Mutex<Shared>> {
+    let conntrack_entries = Arc::new(AtomicUsize::new(0));
+    if let Some(map) = dataplane.conntrack_handle() {
+        crate::dataplane::count_conntrack(map, conntrack_entries.clone(), Duration::from_secs(2));
+    }
+    let unconfirmed_entries = Arc::new(AtomicUsize::new(0));
+    if let Some(map) = dataplane.unconfirmed_handle() {
+        crate::dataplane::count_live(
+            map,
+            Duration::from_nanos(lb_common::TCP_SYN_TIMEOUT_NS),
+            unconfirmed_entries.clone(),
+            Duration::from_secs(2),
+        );
+    }
+    Arc::new(Mutex::new(Shared {
+        conntrack_entries,
+        unconfirmed_entries,
+        next_hops: BTreeMap::new(),
+        dataplane,
+        reconciler,
+        checks: BTreeMap::new(),
+        swaps: 0,
+        last_reconcile: None,
+        last_detection: None,
+        fail_open: false,
+        // With VRRP, only the master answers ARP for the VIPs.
+        // `--announce none` (per-node mode): never.
+        announcing: settings.vrrp.is_none() && settings.announce == Announce::Arp,
+        route: (settings.announce == Announce::Route).then(|| crate::route::RouteStatus {
+            announced: false,
+            table: settings.route_table,
+            reason: Some(crate::route::Withdrawn::NotAttached.reason().into()),
+            changes: 0,
+        }),
+        route_failed: false,
+    }))
+}
+
+/// The VRRP election (`--vrrp-*`), its state changes fed to the loop.
+pub(super) fn vrrp(
+    d: &Daemon,
+    sources: &mut Sources,
+) -> Result<Option<crate::vrrp::Handle>, DaemonError> {
+    let Some(v) = &d.settings.vrrp else {
+        return Ok(None);
+    };
+    let vips: Vec<std::net::Ipv4Addr> = d.settings.vips.iter().map(|v| v.addr).collect();
+    let h = crate::vrrp::spawn(
+        v,
+        &d.iface,
+        &vips,
+        d.serve_rx.clone(),
+        sources.listen_vrrp(),
+    )?;
+    log::info!(
+        "VRRPv{} vrid {} from {}: priority {}, advertising every {:?}, preempt {}, {}",
+        v.version.number(),
+        v.vrid,
+        d.iface.ipv4,
+        v.priority,
+        v.advert_interval,
+        v.preempt,
+        if v.peers.is_empty() {
+            "multicast".to_string()
+        } else {
+            format!("unicast to {:?}", v.peers)
+        }
+    );
+    Ok(Some(h))
+}
+
+/// The status endpoint (`--metrics-addr`), rendering from the shared state on demand.
+pub(super) async fn status_endpoint(
+    d: &Daemon,
+    vrrp: Option<&crate::vrrp::Handle>,
+) -> Result<JoinHandle<()>, DaemonError> {
+    let source: StatusSource = {
+        let shared = d.shared.clone();
+        let settings = d.settings.clone();
+        let xdp_mode = d.xdp_mode;
+        let started = d.started;
+        let vrrp_report = vrrp.map(|h| h.report());
+        let discovery = settings
+            .discover_from_kubeconfig
+            .clone()
+            .map(|kc| (kc, d.discovery_report.clone()));
+        Arc::new(move || {
+            let mut st = super::report::status_of(
+                &shared.lock().expect("poisoned"),
+                &settings,
+                xdp_mode,
+                started,
+            );
+            st.vrrp = vrrp_report
+                .as_ref()
+                .and_then(|r| r.lock().ok().map(|v| v.clone()));
+            st.discovery = discovery
+                .as_ref()
+                .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
+            st
+        })
+    };
+    let addr = d.settings.metrics_addr;
+    let endpoint = crate::status::serve(addr, source)
+        .await
+        .map_err(|e| DaemonError::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
+    crate::status::record_addr(&d.iface.name, addr);
+    Ok(endpoint)
+}
+
+/// Master discovery (`--discover-from-kubeconfig`): the API's list replaces the static one.
+pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<()>> {
+    let kc = d.settings.discover_from_kubeconfig.clone()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    sources.discovery = Some(rx);
+    let shared = d.shared.clone();
+    let candidates: crate::discovery::Candidates = Arc::new(move || {
+        let s = shared.lock().expect("poisoned");
+        s.reconciler
+            .backends()
+            .iter()
+            .filter(|(_, b)| b.healthy)
+            .map(|(a, _)| *a)
+            .collect()
+    });
+    log::info!(
+        "discovering masters with {} (list, then watch)",
+        kc.display()
+    );
+    Some(crate::discovery::spawn(
+        kc,
+        candidates,
+        d.discovery_report.clone(),
+        tx,
+    ))
+}
