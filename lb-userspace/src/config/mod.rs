@@ -222,6 +222,10 @@ pub struct RunArgs {
     /// (the --backend list stays the fallback while the API is unreachable).
     #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]
     pub discover_from_kubeconfig: Option<PathBuf>,
+    /// Conntrack sync with the other nodes of the VRRP group, authenticated with the key in
+    /// this file (the same on every node; at least 32 bytes, mode 0600 or stricter).
+    #[arg(long, env = "XVIP_SYNC_KEY_FILE")]
+    pub sync_key_file: Option<PathBuf>,
     /// arp (default): answer ARP for the VIPs; none: per-node mode, no ARP, no VRRP.
     #[arg(long, env = "XVIP_ANNOUNCE", value_enum)]
     pub announce: Option<Announce>,
@@ -269,6 +273,7 @@ struct FileConfig {
     vrrp_auth_type: Option<String>,
     vrrp_auth_pass: Option<crate::vrrp::Secret>,
     discover_from_kubeconfig: Option<PathBuf>,
+    sync_key_file: Option<PathBuf>,
     announce: Option<Announce>,
     route_table: Option<u32>,
 }
@@ -327,6 +332,8 @@ pub struct Settings {
     pub vrrp: Option<crate::vrrp::VrrpSettings>,
     /// Kubeconfig to discover masters with (`--discover-from-kubeconfig`).
     pub discover_from_kubeconfig: Option<PathBuf>,
+    /// Conntrack sync with the VRRP peers (`--sync-key-file`).
+    pub sync: Option<crate::sync::SyncSettings>,
     /// Whether the VIPs are announced (ARP, a route) or only used on this node.
     pub announce: Announce,
     /// Routing table of the VIP routes (`--announce route`).
@@ -352,6 +359,7 @@ impl RunArgs {
         let metrics_addr = self.metrics_section(&file)?;
         let (table_size, conntrack_size) = self.tables_section(&file)?;
         let (vrrp, announce, route_table) = self.announce_section(&file, mode, snat_ip, &vips)?;
+        let sync = self.sync_section(&file, vrrp.as_ref())?;
         Ok(Settings {
             interface,
             vips,
@@ -383,9 +391,36 @@ impl RunArgs {
                 .discover_from_kubeconfig
                 .clone()
                 .or(file.discover_from_kubeconfig),
+            sync,
             announce,
             route_table,
         })
+    }
+
+    /// `--sync-key-file`: conntrack sync with the VRRP group's other nodes.
+    fn sync_section(
+        &self,
+        file: &FileConfig,
+        vrrp: Option<&crate::vrrp::VrrpSettings>,
+    ) -> Result<Option<crate::sync::SyncSettings>, ConfigError> {
+        let Some(path) = self.sync_key_file.clone().or(file.sync_key_file.clone()) else {
+            return Ok(None);
+        };
+        let Some(vrrp) = vrrp else {
+            return Err(ConfigError::invalid(
+                "--sync-key-file",
+                path.display(),
+                "conntrack sync follows the VRRP group: set --vrrp-vrid too",
+            ));
+        };
+        let key = crate::sync::load_key(&path)
+            .map_err(|reason| ConfigError::invalid("--sync-key-file", path.display(), reason))?;
+        Ok(Some(crate::sync::SyncSettings {
+            key_file: path,
+            key,
+            peers: vrrp.peers.clone(),
+            port: crate::sync::SYNC_PORT,
+        }))
     }
 
     /// `--interface`.

@@ -155,6 +155,10 @@ fn load(settings: &Settings, iface: &Interface) -> Result<Dataplane, DaemonError
             CONFIG_FLAG_ICMP_ECHO
         } else {
             0
+        } | if settings.sync.is_some() {
+            lb_common::CONFIG_FLAG_SYNC
+        } else {
+            0
         },
         if_mac: iface.mac,
         _pad: [0; 2],
