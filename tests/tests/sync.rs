@@ -500,3 +500,37 @@ fn wait_for_status(lab: &Lab, host: &str, cond: impl Fn(&SyncStatus) -> bool) ->
     });
     last.expect("status")
 }
+
+/// The control: the same stream without sync stalls after the takeover (the new master
+/// drops the backend's packets until the client happens to send, and it never does).
+#[test]
+fn without_sync_a_silent_stream_stalls_after_a_takeover() {
+    let mut lab = sync_lab("nosync", 2);
+    start_node(&mut lab, "lb1", 150, &["--health", "tcp"]);
+    start_node(&mut lab, "lb2", 100, &["--health", "tcp"]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    lab.curl_until_ok(
+        "client",
+        &format!("http://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .expect("through the VIP");
+    let stream = Stream::start(&mut lab, "watch");
+    wait_for(Duration::from_secs(5), "stream running", || stream.count() >= 10);
+    let kill = Instant::now();
+    lab.kill("xvip-lb1").expect("kill lb1");
+    wait_for(Duration::from_secs(3), "lb2 master", || {
+        state(&lab, "lb2") == "master"
+    });
+    thread::sleep(Duration::from_secs(3));
+    let after = stream
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > kill + Duration::from_millis(200))
+        .count();
+    println!("without sync: {after} lines in the 3 s after the takeover");
+    assert!(after < 5, "the stream should have stalled: {after} lines");
+    lab.stop("watch");
+}

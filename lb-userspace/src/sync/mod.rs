@@ -57,6 +57,10 @@ pub const BATCH_EVERY: Duration = Duration::from_millis(10);
 /// An empty records message after this long without any: receivers see the sender alive
 /// and notice a lost last message (a gap) within this.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Every live flow is sent again this often (paced like a dump): a receiver's copy is
+/// refreshed with the sender's age of the flow, so it expires as the sender's does, not a
+/// fixed idle timeout after the flow was confirmed.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// Dump datagrams sent back to back before a pause of [`DUMP_PAUSE`]: with 30 records a
 /// datagram, some 11 MB/s at most (262,144 flows in about a second).
 const DUMP_BURST: usize = 8;
@@ -315,6 +319,7 @@ pub fn spawn(
         stats: stats.clone(),
         dumps: dump_rx,
         last_sent: Instant::now(),
+        master: master.clone(),
     };
     let mut rx = Receiver {
         key: settings.key.clone(),
@@ -377,16 +382,26 @@ struct Sender {
     /// Dump requests (nonce, who asked) from the receiver.
     dumps: mpsc::Receiver<(u64, SocketAddr)>,
     last_sent: Instant,
+    master: Arc<AtomicBool>,
 }
 
 impl Sender {
     fn run(&mut self, stop: &AtomicBool) {
         let mut counted = Instant::now();
+        let mut refreshed = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(BATCH_EVERY);
             self.flush();
             if let Ok((nonce, to)) = self.dumps.try_recv() {
-                self.dump(nonce, to);
+                self.dump(Some((nonce, to)));
+            }
+            // Only the master: a backup's copies are not seen by packets, so their ages
+            // only grow.
+            if refreshed.elapsed() >= REFRESH_EVERY {
+                refreshed = Instant::now();
+                if self.master.load(Ordering::Relaxed) {
+                    self.dump(None);
+                }
             }
             if self.last_sent.elapsed() >= HEARTBEAT_EVERY {
                 self.send_records(&[]);
@@ -460,9 +475,10 @@ impl Sender {
         }
     }
 
-    /// Every live confirmed flow, to whoever asked, paced; new events keep flowing between
-    /// bursts.
-    fn dump(&mut self, nonce: u64, to: SocketAddr) {
+    /// Every live confirmed flow, paced (new events keep flowing between bursts): as dump
+    /// parts to whoever asked (`to`: its nonce and address), or as ordinary records to
+    /// every peer (the periodic refresh).
+    fn dump(&mut self, to: Option<(u64, SocketAddr)>) {
         let now = monotonic_ns();
         let records: Vec<Record> = self
             .conntrack
@@ -478,22 +494,33 @@ impl Sender {
         };
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
-            let h = Header {
-                kind: Kind::DumpPart,
-                last: i + 1 == n,
-                epoch: self.epoch,
-                seq,
-                nonce,
-                part: i as u32,
-            };
-            self.send(&wire::encode(&self.key, &h, chunk), to, chunk.len());
+            match to {
+                Some((nonce, addr)) => {
+                    let h = Header {
+                        kind: Kind::DumpPart,
+                        last: i + 1 == n,
+                        epoch: self.epoch,
+                        seq,
+                        nonce,
+                        part: i as u32,
+                    };
+                    self.send(&wire::encode(&self.key, &h, chunk), addr, chunk.len());
+                }
+                None if !chunk.is_empty() => self.send_records(chunk),
+                None => {}
+            }
             if (i + 1) % DUMP_BURST == 0 {
                 std::thread::sleep(DUMP_PAUSE);
                 self.flush();
             }
         }
-        self.stats.lock().expect("poisoned").status.dumps_sent += 1;
-        log::info!("sync: sent a dump of {} flows to {to}", records.len());
+        match to {
+            Some((_, addr)) => {
+                self.stats.lock().expect("poisoned").status.dumps_sent += 1;
+                log::info!("sync: sent a dump of {} flows to {addr}", records.len());
+            }
+            None => log::debug!("sync: refreshed {} flows", records.len()),
+        }
     }
 }
 
@@ -719,8 +746,13 @@ impl Receiver {
         let map_err = |_| SkipReason::MapError;
         match r.event {
             Some(Event::Confirmed) => {
-                let (ct, rkey, rev) = install::entries(r, &self.local).map_err(SkipReason::Skip)?;
+                let (mut ct, rkey, mut rev) =
+                    install::entries(r, &self.local).map_err(SkipReason::Skip)?;
                 if let Some(old) = existing {
+                    // A copy of a copy (another backup's dump) is never fresher than what
+                    // is here: last seen only moves forward.
+                    ct.last_seen_ns = ct.last_seen_ns.max(old.last_seen_ns);
+                    rev.last_seen_ns = ct.last_seen_ns;
                     let old_rkey = install::reverse_key(&r.key, &old);
                     if old_rkey != rkey {
                         self.drop_reverse(&old_rkey, &r.key);
