@@ -24,9 +24,9 @@ use lb_common::{
 
 use crate::{
     Verdict, lookup,
-    sync,
     maps::{CONNTRACK, REVERSE, SCRATCH, Scratch, UNCONFIRMED, UNCONFIRMED_REV},
     packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    sync,
 };
 
 /// `last_seen_ns` of a tuple given up by its flow: expired whatever its state.

@@ -29,7 +29,9 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 
 #[inline(always)]
 fn enabled() -> bool {
-    CONFIG.get(0).is_some_and(|c| c.flags & CONFIG_FLAG_SYNC != 0)
+    CONFIG
+        .get(0)
+        .is_some_and(|c| c.flags & CONFIG_FLAG_SYNC != 0)
 }
 
 #[inline(always)]

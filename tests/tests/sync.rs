@@ -42,7 +42,13 @@ fn sync_lab(tag: &str, lbs: u8) -> Lab {
     for m in ["m1", "m2", "m3"] {
         let h = lab.host(m);
         let mut cmd = h.ns.cmd(apiserver_bin());
-        cmd.args(["--listen", &format!("{}:6443", h.ip), "--name", m, "--plain"]);
+        cmd.args([
+            "--listen",
+            &format!("{}:6443", h.ip),
+            "--name",
+            m,
+            "--plain",
+        ]);
         lab.spawn_apiserver(&format!("apiserver-{m}"), cmd)
             .expect("apiserver");
     }
@@ -95,8 +101,7 @@ fn wait_synced(lab: &Lab, hosts: &[&str], from: &str, flows: u64) {
         || {
             hosts.iter().all(|h| {
                 sync_of(lab, h).is_some_and(|s| {
-                    s.installed >= flows
-                        && s.peers.iter().any(|p| p.address == ip && p.synced)
+                    s.installed >= flows && s.peers.iter().any(|p| p.address == ip && p.synced)
                 })
             })
         },
@@ -112,9 +117,14 @@ struct Stream {
 impl Stream {
     fn start(lab: &mut Lab, name: &str) -> Self {
         let mut cmd = lab.host("client").ns.cmd("curl");
-        cmd.args(["-sN", "--max-time", "120", &format!("http://{VIP}:6443/watch")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-sN",
+            "--max-time",
+            "120",
+            &format!("http://{VIP}:6443/watch"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
         let p = lab.spawn(name, cmd).expect("curl");
         let out = p.child.stdout.take().expect("stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -140,9 +150,11 @@ impl Stream {
     fn finish(self, lab: &mut Lab, event: Instant, what: &str) -> Duration {
         let after = |lines: &[(Instant, String)]| lines.iter().filter(|(t, _)| *t > event).count();
         // Twenty lines (2 s of ticks) past the event show the stream carries on.
-        wait_for(Duration::from_secs(15), &format!("{what}: stream goes on"), || {
-            after(&self.lines.lock().unwrap()) >= 20
-        });
+        wait_for(
+            Duration::from_secs(15),
+            &format!("{what}: stream goes on"),
+            || after(&self.lines.lock().unwrap()) >= 20,
+        );
         lab.stop(&self.name);
         let lines = self.lines.lock().unwrap().clone();
         let ticks: Vec<(Instant, String, u64)> = lines
@@ -157,7 +169,11 @@ impl Stream {
         assert!(ticks.len() >= 20, "{what}: {lines:?}");
         for (i, (_, server, n)) in ticks.iter().enumerate() {
             assert_eq!(server, &ticks[0].1, "{what}: one server throughout");
-            assert_eq!(*n, ticks[0].2 + i as u64, "{what}: tick {i} lost or out of order");
+            assert_eq!(
+                *n,
+                ticks[0].2 + i as u64,
+                "{what}: tick {i} lost or out of order"
+            );
         }
         let pause = ticks
             .windows(2)
@@ -264,7 +280,9 @@ fn takeover_keeps_every_flow(tag: &str, lbs: u8) {
     let stream = Stream::start(&mut lab, "watch-1");
     let mut idle = open_idle(&lab, IDLE);
     wait_synced(&lab, &backups, "lb1", IDLE as u64 + 1);
-    wait_for(Duration::from_secs(5), "stream running", || stream.count() >= 10);
+    wait_for(Duration::from_secs(5), "stream running", || {
+        stream.count() >= 10
+    });
 
     // SIGKILL of the master: lb2 takes over with every flow already in its maps.
     let i = lab.proc_index("xvip-lb1").expect("xvip-lb1");
@@ -295,13 +313,22 @@ fn takeover_keeps_every_flow(tag: &str, lbs: u8) {
     // lb1 comes back (empty maps: its pins went with it), gets a dump from the others,
     // and preempts after its start-up listen.
     let stream = Stream::start(&mut lab, "watch-2");
-    wait_for(Duration::from_secs(5), "stream running", || stream.count() >= 10);
+    wait_for(Duration::from_secs(5), "stream running", || {
+        stream.count() >= 10
+    });
     start(&mut lab, "lb1", prio(0), &key);
     wait_synced(&lab, &["lb1"], "lb2", IDLE as u64 + 2);
     let back = wait_master(&lab, "lb1", &backups, Duration::from_secs(10));
     let preempt = Instant::now() - Duration::from_millis(100);
-    println!("{lbs} nodes: lb1 master again after {} ms", back.as_millis());
-    let pause = stream.finish(&mut lab, preempt, &format!("{lbs} nodes, preempt back to lb1"));
+    println!(
+        "{lbs} nodes: lb1 master again after {} ms",
+        back.as_millis()
+    );
+    let pause = stream.finish(
+        &mut lab,
+        preempt,
+        &format!("{lbs} nodes, preempt back to lb1"),
+    );
     assert!(pause < Duration::from_secs(3), "stream paused {pause:?}");
     let ok = request_all(&mut idle);
     println!("{lbs} nodes: {ok} of {IDLE} idle connections answered after the preempt back");
@@ -428,7 +455,9 @@ fn forged_and_replayed_sync_messages_change_no_map() {
         thread::scope(|s| {
             let h = s.spawn(|| capture_records(ns_lab, "lb2", lb_ip(1), Duration::from_secs(5)));
             thread::sleep(Duration::from_millis(300));
-            ns_lab.curl("client", &url, Duration::from_secs(2)).expect("curl");
+            ns_lab
+                .curl("client", &url, Duration::from_secs(2))
+                .expect("curl");
             h.join().expect("capture")
         })
     }
@@ -516,7 +545,9 @@ fn without_sync_a_silent_stream_stalls_after_a_takeover() {
     )
     .expect("through the VIP");
     let stream = Stream::start(&mut lab, "watch");
-    wait_for(Duration::from_secs(5), "stream running", || stream.count() >= 10);
+    wait_for(Duration::from_secs(5), "stream running", || {
+        stream.count() >= 10
+    });
     let kill = Instant::now();
     lab.kill("xvip-lb1").expect("kill lb1");
     wait_for(Duration::from_secs(3), "lb2 master", || {

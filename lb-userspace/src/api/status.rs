@@ -645,17 +645,57 @@ fn sync_metrics(reg: &mut Registry, sy: &crate::sync::SyncStatus) {
         lag,
     );
     for (name, help, v) in [
-        ("sync_events", "Flow events the data path wrote to the sync ring buffer.", sy.events),
-        ("sync_ring_full", "Flow events lost to a full sync ring buffer.", sy.ring_full),
-        ("sync_sent_messages", "Sync datagrams sent.", sy.sent_messages),
+        (
+            "sync_events",
+            "Flow events the data path wrote to the sync ring buffer.",
+            sy.events,
+        ),
+        (
+            "sync_ring_full",
+            "Flow events lost to a full sync ring buffer.",
+            sy.ring_full,
+        ),
+        (
+            "sync_sent_messages",
+            "Sync datagrams sent.",
+            sy.sent_messages,
+        ),
         ("sync_sent_records", "Flow records sent.", sy.sent_records),
-        ("sync_sent_bytes", "Sync bytes sent (UDP payload).", sy.sent_bytes),
-        ("sync_send_errors", "Sync datagrams that could not be sent.", sy.send_errors),
-        ("sync_received_messages", "Authenticated sync datagrams received.", sy.received_messages),
-        ("sync_received_records", "Flow records received in authenticated datagrams.", sy.received_records),
-        ("sync_installed_records", "Received records written into the maps.", sy.installed),
-        ("sync_dumps_sent", "Full dumps sent on request.", sy.dumps_sent),
-        ("sync_dumps_received", "Full dumps received complete.", sy.dumps_received),
+        (
+            "sync_sent_bytes",
+            "Sync bytes sent (UDP payload).",
+            sy.sent_bytes,
+        ),
+        (
+            "sync_send_errors",
+            "Sync datagrams that could not be sent.",
+            sy.send_errors,
+        ),
+        (
+            "sync_received_messages",
+            "Authenticated sync datagrams received.",
+            sy.received_messages,
+        ),
+        (
+            "sync_received_records",
+            "Flow records received in authenticated datagrams.",
+            sy.received_records,
+        ),
+        (
+            "sync_installed_records",
+            "Received records written into the maps.",
+            sy.installed,
+        ),
+        (
+            "sync_dumps_sent",
+            "Full dumps sent on request.",
+            sy.dumps_sent,
+        ),
+        (
+            "sync_dumps_received",
+            "Full dumps received complete.",
+            sy.dumps_received,
+        ),
     ] {
         counter(reg, name, help, v);
     }

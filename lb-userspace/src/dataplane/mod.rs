@@ -789,8 +789,8 @@ impl Dataplane {
         let reverse = HashMap::try_from(Map::LruHashMap(pinned(map_names::REVERSE)?)).ok()?;
         let conntrack = self.flow_map_handle(map_names::CONNTRACK)?;
         let conntrack_dump = self.flow_map_handle(map_names::CONNTRACK)?;
-        let events = aya::maps::RingBuf::try_from(self.ebpf.take_map(map_names::SYNC_EVENTS)?)
-            .ok()?;
+        let events =
+            aya::maps::RingBuf::try_from(self.ebpf.take_map(map_names::SYNC_EVENTS)?).ok()?;
         let counts = PerCpuArray::try_from(self.ebpf.take_map(map_names::SYNC_COUNTS)?).ok()?;
         Some(crate::sync::SyncMaps {
             events,

@@ -270,8 +270,16 @@ mod tests {
         assert_eq!(rev.backend_idx, 9);
         assert_eq!(ct.vip_index, 3);
         assert_eq!(ct.client_ifindex, 7, "the receiver's interface");
-        assert_eq!(ct.last_seen_ns, l.now_ns - 2_000_000_000, "the receiver's clock");
-        assert_eq!(ct.flags & lb_common::CT_FLAG_SEQ_KNOWN, 0, "window re-armed");
+        assert_eq!(
+            ct.last_seen_ns,
+            l.now_ns - 2_000_000_000,
+            "the receiver's clock"
+        );
+        assert_eq!(
+            ct.flags & lb_common::CT_FLAG_SEQ_KNOWN,
+            0,
+            "window re-armed"
+        );
         assert_eq!(rev.flags, 0);
         assert_eq!((ct.snat_addr, ct.snat_port), (VIP, port_raw(23456)));
         assert_eq!(ct.client_mac, e.client_mac);
@@ -323,7 +331,13 @@ mod tests {
         e.state = ct_state::UDP;
         assert!(record_of(Event::Confirmed, &key, &e, e.last_seen_ns + UDP_TIMEOUT_NS).is_some());
         assert!(
-            record_of(Event::Confirmed, &key, &e, e.last_seen_ns + UDP_TIMEOUT_NS + 1).is_none()
+            record_of(
+                Event::Confirmed,
+                &key,
+                &e,
+                e.last_seen_ns + UDP_TIMEOUT_NS + 1
+            )
+            .is_none()
         );
         e.last_seen_ns = 0;
         assert!(record_of(Event::Confirmed, &key, &e, 1).is_none());

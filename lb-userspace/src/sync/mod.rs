@@ -640,13 +640,11 @@ impl Receiver {
                 return;
             }
             Kind::Records => {
-                let v = self
-                    .stats
+                self.stats
                     .lock()
                     .expect("poisoned")
                     .peers
-                    .records(from, &msg.header, now);
-                v
+                    .records(from, &msg.header, now)
             }
             Kind::DumpPart => {
                 let (v, done, incomplete) = self.stats.lock().expect("poisoned").peers.dump_part(

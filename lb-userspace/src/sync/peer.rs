@@ -241,7 +241,13 @@ mod tests {
         p.requested(77, None, now);
         let (v, done, inc) = p.dump_part(A, &part(5, 10, 77, 0, true), 3, now);
         assert_eq!(v, Verdict::Install);
-        assert_eq!(done, Some(DumpDone { from: A, records: 3 }));
+        assert_eq!(
+            done,
+            Some(DumpDone {
+                from: A,
+                records: 3
+            })
+        );
         assert!(!inc);
         // Older or equal sequence numbers are replays; the next one installs.
         assert_eq!(p.records(A, &rec(5, 9), now), Verdict::Replay);
@@ -282,7 +288,13 @@ mod tests {
         let (v, done, incomplete) = p.dump_part(A, &part(5, 1, 9, 2, true), 4, now);
         assert_eq!((v, done, incomplete), (Verdict::Install, None, true));
         let (_, done, _) = p.dump_part(A, &part(5, 1, 9, 1, false), 30, now);
-        assert_eq!(done, Some(DumpDone { from: A, records: 64 }));
+        assert_eq!(
+            done,
+            Some(DumpDone {
+                from: A,
+                records: 64
+            })
+        );
         // Expired requests no longer accept parts.
         p.requested(10, Some(A), now);
         p.expire(now + REQUEST_LIFETIME);

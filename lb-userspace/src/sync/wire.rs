@@ -144,8 +144,7 @@ impl Record {
         out.extend_from_slice(&self.age_ms.to_be_bytes());
     }
 
-    fn decode(b: &[u8]) -> Option<Self> {
-        let b: &[u8; RECORD_LEN] = b.try_into().ok()?;
+    fn decode(b: &[u8; RECORD_LEN]) -> Option<Self> {
         let ne32 = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let ne16 = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
         let be32 = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -218,7 +217,10 @@ impl std::fmt::Debug for SyncKey {
 
 /// Encodes and signs one message (at most [`MAX_RECORDS`] records).
 pub fn encode(key: &SyncKey, h: &Header, records: &[Record]) -> Vec<u8> {
-    assert!(records.len() <= MAX_RECORDS, "too many records for a datagram");
+    assert!(
+        records.len() <= MAX_RECORDS,
+        "too many records for a datagram"
+    );
     let mut out = Vec::with_capacity(HEADER_LEN + records.len() * RECORD_LEN + TAG_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(h.kind.byte());
@@ -265,7 +267,9 @@ pub fn decode(key: &SyncKey, b: &[u8]) -> Result<Message, DecodeError> {
         part: u32::from_be_bytes(body[32..36].try_into().expect("4 bytes")),
     };
     let records = body[HEADER_LEN..]
-        .chunks_exact(RECORD_LEN)
+        .as_chunks::<RECORD_LEN>()
+        .0
+        .iter()
         .map(Record::decode)
         .collect::<Option<Vec<_>>>()
         .ok_or(DecodeError::Malformed)?;

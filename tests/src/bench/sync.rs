@@ -94,16 +94,24 @@ fn one_config(
     for m in ["m1", "m2", "m3"] {
         let h = lab.host(m);
         let mut cmd = h.ns.cmd(apiserver_bin());
-        cmd.args(["--listen", &format!("{}:6443", h.ip), "--name", m, "--plain"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--listen",
+            &format!("{}:6443", h.ip),
+            "--name",
+            m,
+            "--plain",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         lab.spawn(&format!("apiserver-{m}"), cmd)?;
     }
     let client = &lab.host("client").ns;
     sh(client
         .cmd("sysctl")
         .args(["-qw", "net.ipv4.ip_local_port_range=1024 65000"]))?;
-    sh(client.cmd("sysctl").args(["-qw", "net.ipv4.tcp_tw_reuse=1"]))?;
+    sh(client
+        .cmd("sysctl")
+        .args(["-qw", "net.ipv4.tcp_tw_reuse=1"]))?;
     let key = tmp.join("sync.key");
     std::fs::write(&key, [0x5a; 32])?;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
