@@ -962,6 +962,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn sync_needs_vrrp_and_a_private_key_file_and_takes_the_vrrp_peers() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xvip-cfg-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("sync.key");
+        std::fs::write(&key, [3u8; 40]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let with = |vrid: Option<u32>| RunArgs {
+            sync_key_file: Some(key.clone()),
+            vrrp_vrid: vrid,
+            vrrp_peers: vrid.map(|_| "192.0.2.3".into()).into_iter().collect(),
+            ..args()
+        };
+        let e = with(None).resolve().unwrap_err().to_string();
+        assert!(e.contains("--sync-key-file") && e.contains("--vrrp-vrid"), "{e}");
+        let e = with(Some(51)).resolve().unwrap_err().to_string();
+        assert!(
+            e.contains(&key.display().to_string()) && e.contains("0640"),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = with(Some(51)).resolve().unwrap().sync.expect("sync on");
+        assert_eq!(s.peers, vec![std::net::Ipv4Addr::new(192, 0, 2, 3)]);
+        assert!(!format!("{s:?}").contains("[3, 3"), "the key is never printed");
+        assert_eq!(args().resolve().unwrap().sync, None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn field_of(e: ConfigError) -> &'static str {
         match e {
             ConfigError::Invalid { field, .. } | ConfigError::Missing { field, .. } => field,
