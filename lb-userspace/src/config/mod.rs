@@ -977,7 +977,10 @@ mod tests {
             ..args()
         };
         let e = with(None).resolve().unwrap_err().to_string();
-        assert!(e.contains("--sync-key-file") && e.contains("--vrrp-vrid"), "{e}");
+        assert!(
+            e.contains("--sync-key-file") && e.contains("--vrrp-vrid"),
+            "{e}"
+        );
         let e = with(Some(51)).resolve().unwrap_err().to_string();
         assert!(
             e.contains(&key.display().to_string()) && e.contains("0640"),
@@ -986,7 +989,10 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let s = with(Some(51)).resolve().unwrap().sync.expect("sync on");
         assert_eq!(s.peers, vec![std::net::Ipv4Addr::new(192, 0, 2, 3)]);
-        assert!(!format!("{s:?}").contains("[3, 3"), "the key is never printed");
+        assert!(
+            !format!("{s:?}").contains("[3, 3"),
+            "the key is never printed"
+        );
         assert_eq!(args().resolve().unwrap().sync, None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
