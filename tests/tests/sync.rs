@@ -298,9 +298,9 @@ fn takeover_keeps_every_flow(tag: &str, lbs: u8) {
         seen.as_millis(),
         pause.as_millis()
     );
-    // The pause is a takeover plus the backend's retransmission timer; a loaded host may
-    // stretch it, so the bound here is loose (docs/failover.md has the measured figures).
-    assert!(pause < Duration::from_secs(3), "stream paused {pause:?}");
+    // The pause is the takeover plus the backend's next retransmission (measured ~300 ms,
+    // docs/failover.md); the bound is the one every takeover test here keeps.
+    assert!(pause < TAKEOVER_BOUND, "stream paused {pause:?}");
     let ok = request_all(&mut idle);
     println!("{lbs} nodes: {ok} of {IDLE} idle connections answered after the takeover");
     assert_eq!(ok, IDLE, "idle connections after the takeover");
@@ -329,7 +329,7 @@ fn takeover_keeps_every_flow(tag: &str, lbs: u8) {
         preempt,
         &format!("{lbs} nodes, preempt back to lb1"),
     );
-    assert!(pause < Duration::from_secs(3), "stream paused {pause:?}");
+    assert!(pause < TAKEOVER_BOUND, "stream paused {pause:?}");
     let ok = request_all(&mut idle);
     println!("{lbs} nodes: {ok} of {IDLE} idle connections answered after the preempt back");
     assert_eq!(ok, IDLE, "idle connections after the preempt back");

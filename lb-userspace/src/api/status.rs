@@ -1000,6 +1000,54 @@ mod tests {
     }
 
     #[test]
+    fn sync_shows_in_the_table_and_the_metrics() {
+        let mut s = sample();
+        assert!(
+            !s.to_prometheus().contains("xvip_sync_"),
+            "no sync, no sync metrics"
+        );
+        s.sync = Some(crate::sync::SyncStatus {
+            transport: "multicast 224.0.0.18:8849 on eth0".into(),
+            peers: vec![crate::sync::SyncPeerStatus {
+                address: "192.0.2.3".into(),
+                synced: true,
+                lag_ms: Some(250),
+                lost_messages: 2,
+                last_dump_s: Some(4.0),
+                last_dump_records: 1000,
+            }],
+            sent_records: 7,
+            installed: 5,
+            rejected: [("replay".to_string(), 3u64)].into(),
+            skipped: [("unknown_backend".to_string(), 1u64)].into(),
+            last_full_dump_s: Some(4.0),
+            ..Default::default()
+        });
+        let t = s.to_table();
+        assert!(
+            t.contains("sync (multicast 224.0.0.18:8849 on eth0)"),
+            "{t}"
+        );
+        assert!(t.contains("rejected: replay=3"), "{t}");
+        assert!(
+            t.contains("sync peer 192.0.2.3: synced, lag 250 ms, lost messages 2"),
+            "{t}"
+        );
+        let m = s.to_prometheus();
+        for line in [
+            "xvip_sync_peer_synced{peer=\"192.0.2.3\"} 1",
+            "xvip_sync_peer_lag_seconds{peer=\"192.0.2.3\"} 0.25",
+            "xvip_sync_sent_records_total 7",
+            "xvip_sync_installed_records_total 5",
+            "xvip_sync_rejected_messages_total{reason=\"replay\"} 3",
+            "xvip_sync_skipped_records_total{reason=\"unknown_backend\"} 1",
+            "xvip_sync_last_full_dump_age_seconds 4.0",
+        ] {
+            assert!(m.contains(line), "{line} in\n{m}");
+        }
+    }
+
+    #[test]
     fn prometheus_exposition_has_help_type_and_labelled_samples() {
         let t = sample().to_prometheus();
         assert!(t.contains("# TYPE xvip_backend_healthy gauge"));

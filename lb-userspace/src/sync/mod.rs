@@ -297,7 +297,7 @@ pub fn spawn(
     let master = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = random_u64();
-    let (dump_tx, dump_rx) = mpsc::channel::<(u64, SocketAddr)>();
+    let (dump_tx, dump_rx) = mpsc::sync_channel::<(u64, SocketAddr)>(16);
     let SyncMaps {
         events,
         counts,
@@ -320,6 +320,7 @@ pub fn spawn(
         dumps: dump_rx,
         last_sent: Instant::now(),
         master: master.clone(),
+        answered: StdHashMap::new(),
     };
     let mut rx = Receiver {
         key: settings.key.clone(),
@@ -341,6 +342,7 @@ pub fn spawn(
         master: master.clone(),
         stats: stats.clone(),
         dumps: dump_tx,
+        pending: Default::default(),
     };
     let (s1, s2) = (stop.clone(), stop.clone());
     std::thread::Builder::new()
@@ -383,6 +385,8 @@ struct Sender {
     dumps: mpsc::Receiver<(u64, SocketAddr)>,
     last_sent: Instant,
     master: Arc<AtomicBool>,
+    /// When each requester last got a dump.
+    answered: StdHashMap<SocketAddr, Instant>,
 }
 
 impl Sender {
@@ -393,7 +397,15 @@ impl Sender {
             std::thread::sleep(BATCH_EVERY);
             self.flush();
             if let Ok((nonce, to)) = self.dumps.try_recv() {
-                self.dump(Some((nonce, to)));
+                // One dump per requester a second at most: a replayed request must not
+                // make this node flood a peer (the peer drops the parts of a stale nonce).
+                let now = Instant::now();
+                self.answered
+                    .retain(|_, t| now.duration_since(*t) < peer::REQUEST_EVERY);
+                if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(to) {
+                    e.insert(now);
+                    self.dump(Some((nonce, to)));
+                }
             }
             // Only the master: a backup's copies are not seen by packets, so their ages
             // only grow.
@@ -487,31 +499,24 @@ impl Sender {
             .filter_map(|(k, e)| install::record_of(Event::Confirmed, &k, &e, now))
             .collect();
         let seq = self.seq;
-        let chunks: Vec<&[Record]> = if records.is_empty() {
-            vec![&[]]
-        } else {
-            records.chunks(wire::MAX_RECORDS).collect()
-        };
-        let n = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            match to {
-                Some((nonce, addr)) => {
-                    let h = Header {
-                        kind: Kind::DumpPart,
-                        last: i + 1 == n,
-                        epoch: self.epoch,
-                        seq,
-                        nonce,
-                        part: i as u32,
-                    };
-                    self.send(&wire::encode(&self.key, &h, chunk), addr, chunk.len());
-                }
-                None if !chunk.is_empty() => self.send_records(chunk),
-                None => {}
+        let chunks: Vec<&[Record]> = records.chunks(wire::MAX_RECORDS).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if to.is_none() {
+                self.send_records(chunk);
             }
             if (i + 1) % DUMP_BURST == 0 {
                 std::thread::sleep(DUMP_PAUSE);
                 self.flush();
+            }
+        }
+        if let Some((nonce, addr)) = to {
+            let parts = dump_parts(&self.key, self.epoch, seq, nonce, &records);
+            for (i, (b, n)) in parts.iter().enumerate() {
+                self.send(b, addr, *n);
+                if (i + 1) % DUMP_BURST == 0 {
+                    std::thread::sleep(DUMP_PAUSE);
+                    self.flush();
+                }
             }
         }
         match to {
@@ -522,6 +527,39 @@ impl Sender {
             None => log::debug!("sync: refreshed {} flows", records.len()),
         }
     }
+}
+
+/// A dump as signed datagrams with their record counts: parts numbered from 0, the last
+/// one flagged, each carrying the requester's nonce and the sender's epoch and sequence
+/// number when the dump began. An empty dump is one empty last part.
+pub fn dump_parts(
+    key: &SyncKey,
+    epoch: u64,
+    seq: u64,
+    nonce: u64,
+    records: &[Record],
+) -> Vec<(Vec<u8>, usize)> {
+    let chunks: Vec<&[Record]> = if records.is_empty() {
+        vec![&[]]
+    } else {
+        records.chunks(wire::MAX_RECORDS).collect()
+    };
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let h = Header {
+                kind: Kind::DumpPart,
+                last: i + 1 == n,
+                epoch,
+                seq,
+                nonce,
+                part: i as u32,
+            };
+            (wire::encode(key, &h, chunk), chunk.len())
+        })
+        .collect()
 }
 
 struct Receiver {
@@ -541,7 +579,9 @@ struct Receiver {
     local_at: Option<Instant>,
     master: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
-    dumps: mpsc::Sender<(u64, SocketAddr)>,
+    dumps: mpsc::SyncSender<(u64, SocketAddr)>,
+    /// Senders a complete dump is still wanted from.
+    pending: std::collections::BTreeSet<Ipv4Addr>,
 }
 
 fn bump(m: &mut BTreeMap<String, u64>, reason: &str) {
@@ -571,6 +611,10 @@ impl Receiver {
                 .expect("poisoned")
                 .peers
                 .expire(Instant::now());
+            // Dumps still wanted (a gap, a part lost): asked again, once a second each.
+            for p in self.pending.clone() {
+                self.request(Some(p));
+            }
         }
     }
 
@@ -634,9 +678,10 @@ impl Receiver {
         }
         let verdict = match msg.header.kind {
             Kind::DumpRequest => {
+                // A full queue drops the request: the requester asks again.
                 let _ = self
                     .dumps
-                    .send((msg.header.nonce, SocketAddrV4::new(from, self.port).into()));
+                    .try_send((msg.header.nonce, SocketAddrV4::new(from, self.port).into()));
                 return;
             }
             Kind::Records => {
@@ -654,12 +699,14 @@ impl Receiver {
                     now,
                 );
                 if let Some(d) = done {
+                    self.pending.remove(&d.from);
                     let mut s = self.stats.lock().expect("poisoned");
                     s.status.dumps_received += 1;
                     s.last_dump = Some(now);
                     log::info!("sync: dump of {} flows from {} received", d.records, d.from);
                 }
                 if incomplete {
+                    self.pending.insert(from);
                     self.request(Some(from));
                 }
                 v
@@ -669,6 +716,7 @@ impl Receiver {
             Verdict::Install => {}
             Verdict::InstallAndRequest { lost } => {
                 log::warn!("sync: {lost} messages from {from} lost: asking for a full dump");
+                self.pending.insert(from);
                 self.request(Some(from));
             }
             Verdict::Replay => return self.reject("replay"),
@@ -827,6 +875,61 @@ impl SkipReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dump_is_every_record_in_numbered_parts_ending_with_the_last() {
+        let key = SyncKey::new(&[1; 32]);
+        let rec = |i: u32| Record {
+            event: Some(Event::Confirmed),
+            key: FlowKey {
+                src_port: i as u16,
+                proto: 6,
+                ..FlowKey::default()
+            },
+            state: ct_state::TCP_ESTABLISHED,
+            ..Record::default()
+        };
+        for n in [0, 1, wire::MAX_RECORDS, wire::MAX_RECORDS + 1, 1000] {
+            let records: Vec<Record> = (0..n as u32).map(rec).collect();
+            let parts = dump_parts(&key, 9, 77, 5, &records);
+            assert_eq!(parts.len(), n.div_ceil(wire::MAX_RECORDS).max(1));
+            let mut back = Vec::new();
+            let mut peers = Peers::default();
+            let now = Instant::now();
+            peers.requested(5, None, now);
+            let from = Ipv4Addr::new(192, 0, 2, 2);
+            let mut done = None;
+            for (i, (b, count)) in parts.iter().enumerate() {
+                let m = wire::decode(&key, b).expect("decodes");
+                assert_eq!(m.header.kind, Kind::DumpPart);
+                assert_eq!((m.header.part, m.header.nonce), (i as u32, 5));
+                assert_eq!((m.header.epoch, m.header.seq), (9, 77));
+                assert_eq!(m.header.last, i + 1 == parts.len());
+                assert_eq!(m.records.len(), *count);
+                assert!(b.len() <= wire::MAX_DATAGRAM);
+                let (v, d, _) = peers.dump_part(from, &m.header, *count as u64, now);
+                assert_eq!(v, Verdict::Install);
+                done = done.or(d);
+                back.extend(m.records);
+            }
+            assert_eq!(back, records, "{n} records");
+            assert_eq!(
+                done.map(|d| d.records),
+                Some(n as u64),
+                "the receiver sees it complete"
+            );
+            // Synced at the dump's sequence number: the next message is 78.
+            let h = Header {
+                kind: Kind::Records,
+                last: false,
+                epoch: 9,
+                seq: 78,
+                nonce: 0,
+                part: 0,
+            };
+            assert_eq!(peers.records(from, &h, now), Verdict::Install);
+        }
+    }
 
     #[test]
     fn key_files_readable_by_others_or_short_are_refused_naming_the_path() {

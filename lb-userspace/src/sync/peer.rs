@@ -61,6 +61,8 @@ struct Request {
     sent: Instant,
     /// Per answering sender: parts seen, the last part's index when it came, records.
     answers: BTreeMap<Ipv4Addr, (BTreeSet<u32>, Option<u32>, u64)>,
+    /// Senders whose answer is complete: any further part from them is a replay.
+    completed: BTreeSet<Ipv4Addr>,
 }
 
 /// A dump that completed (every part from 0 to the last one arrived).
@@ -87,6 +89,7 @@ impl Peers {
             Request {
                 sent: now,
                 answers: BTreeMap::new(),
+                completed: BTreeSet::new(),
             },
         );
         match to {
@@ -157,6 +160,9 @@ impl Peers {
         let Some(req) = self.requests.get_mut(&h.nonce) else {
             return (Verdict::UnknownNonce, None, false);
         };
+        if req.completed.contains(&from) {
+            return (Verdict::Replay, None, false);
+        }
         let answer = req.answers.entry(from).or_default();
         if !answer.0.insert(h.part) {
             return (Verdict::Replay, None, false);
@@ -187,6 +193,7 @@ impl Peers {
                 });
                 if let Some(r) = self.requests.get_mut(&h.nonce) {
                     r.answers.remove(&from);
+                    r.completed.insert(from);
                 }
             } else if h.last {
                 incomplete = true;
@@ -294,6 +301,18 @@ mod tests {
                 from: A,
                 records: 64
             })
+        );
+        // A part of the completed dump replayed: nothing installed.
+        for i in 0..3 {
+            assert_eq!(
+                p.dump_part(A, &part(5, 1, 9, i, i == 2), 30, now).0,
+                Verdict::Replay
+            );
+        }
+        // Another sender may still answer the same (group) request.
+        assert_eq!(
+            p.dump_part(B, &part(6, 1, 9, 0, true), 0, now).0,
+            Verdict::Install
         );
         // Expired requests no longer accept parts.
         p.requested(10, Some(A), now);
