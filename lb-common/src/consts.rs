@@ -4,6 +4,8 @@
 pub const MAX_VIPS: u32 = 16;
 /// Largest number of backends over all VIPs; a backend index is below this.
 pub const MAX_BACKENDS: u32 = 4096;
+/// Interfaces one daemon attaches to (`--interface` repeated).
+pub const MAX_INTERFACES: usize = 4;
 /// Largest Maglev table per VIP (a prime); smaller primes may be configured per VIP.
 pub const MAX_RING_SIZE: u32 = 65537;
 /// Default Maglev table size (Eisenbud et al. use 65537 for up to a few hundred backends).
@@ -101,6 +103,8 @@ pub mod map_names {
     pub const UNCONFIRMED_REV: &str = "UNCONFIRMED_REV";
     /// `u32 0 -> Config`.
     pub const CONFIG: &str = "CONFIG";
+    /// `0 -> Ifaces`: every attached interface's index and MAC.
+    pub const IFACES: &str = "IFACES";
     /// Per CPU: `u32 Reason -> u64 packets`.
     pub const REASONS: &str = "REASONS";
     /// Per CPU: `u32 VIP index -> Counters`.

@@ -110,8 +110,47 @@ pub struct Config {
 
 /// Answer ICMP echo requests sent to a VIP address.
 pub const CONFIG_FLAG_ICMP_ECHO: u32 = 1 << 0;
+/// The program is attached to several interfaces: each one's MAC is in `IFACES` (with one
+/// interface, `Config::if_mac` is all there is and `IFACES` is never read).
+pub const CONFIG_FLAG_IFACES: u32 = 1 << 1;
+
+/// One attached interface: its index and MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct IfaceMac {
+    /// Interface index (0: unused entry).
+    pub ifindex: u32,
+    /// The interface's MAC: the source of frames sent out of it, and the destination a
+    /// frame arriving on it must carry to be ours.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// `IFACES` value (single entry, key 0): every attached interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Ifaces {
+    pub entries: [IfaceMac; crate::MAX_INTERFACES],
+}
+
+impl Ifaces {
+    /// The MAC of interface `ifindex`, if it is one of the entries.
+    #[inline(always)]
+    pub fn mac_of(&self, ifindex: u32) -> Option<[u8; 6]> {
+        let mut i = 0;
+        while i < crate::MAX_INTERFACES {
+            let e = &self.entries[i];
+            if e.ifindex != 0 && e.ifindex == ifindex {
+                return Some(e.mac);
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
 /// Conntrack sync is on: confirmed flows and their ends are written to `SYNC_EVENTS`.
-pub const CONFIG_FLAG_SYNC: u32 = 1 << 1;
+pub const CONFIG_FLAG_SYNC: u32 = 1 << 2;
 
 /// `SyncEvent::kind`: a flow was confirmed (entered `CONNTRACK`/`REVERSE`).
 pub const SYNC_CONFIRMED: u32 = 1;
@@ -283,6 +322,7 @@ mod user {
     unsafe impl aya::Pod for VipMeta {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Ifaces {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for RevEntry {}

@@ -162,7 +162,7 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
     let Some(cfg) = CONFIG.get(0).copied() else {
         return Verdict::drop(Reason::DropInternal);
     };
-    let src_mac = crate::nat::source_mac(&cfg, h);
+    let ingress = ctx.ingress_ifindex() as u32;
     // About a packet to a backend: the tuple is one a flow holds, confirmed or not.
     // SAFETY: plain values copied out of the maps.
     let rev = unsafe { REVERSE.get(&key) }
@@ -180,6 +180,7 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
         }
         // Outer header: to the client, from the VIP when the backend itself reported it.
         let outer_src = if h.src == idst { rev.vip_addr } else { h.src };
+        let src_mac = nat::source_mac(&cfg, h, nat::out_ifindex(rev.client_ifindex, ingress));
         nat::rewrite_ip(h, outer_src, rev.client_addr, src_mac, rev.client_mac);
         let new = Tuple {
             src: rev.client_addr,
@@ -193,7 +194,7 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
         }
         return nat::egress(
             rev.client_ifindex,
-            ctx.ingress_ifindex() as u32,
+            ingress,
             Reason::IcmpErrorTranslated,
             Reason::IcmpErrorTranslated,
         );
@@ -223,6 +224,7 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
     // Full NAT: from our SNAT address, which the backend knows; DNAT: as reported.
     let fullnat = e.snat_addr != key.src_addr;
     let outer_src = if fullnat { e.snat_addr } else { h.src };
+    let src_mac = nat::source_mac(&cfg, h, nat::out_ifindex(backend.ifindex, ingress));
     nat::rewrite_ip(h, outer_src, backend.addr, src_mac, backend.mac);
     let new = Tuple {
         src: backend.addr,
@@ -233,7 +235,7 @@ fn translate_error(ctx: &XdpContext, frame: &Frame, h: &Headers, icmp: *mut Icmp
     rewrite_quote(frame, icmp, iip, il4, il4_off, limit, iproto, &old, &new);
     nat::egress(
         backend.ifindex,
-        ctx.ingress_ifindex() as u32,
+        ingress,
         Reason::IcmpErrorToBackend,
         Reason::IcmpErrorToBackend,
     )

@@ -12,7 +12,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use gen_config::GenConfig;
+use gen_config::{GenConfig, RedirectConfig};
 use lb_common::checksum::{update_u16, update_u32};
 
 /// Per CPU: 0 -> packets seen, 1 -> bytes seen, by `lab_count`.
@@ -31,6 +31,10 @@ static GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// `lab_l2_forward`. Written by the bench.
 #[map]
 static L2_NEXT: HashMap<u32, [u8; 8]> = HashMap::with_max_entries(16, 0);
+
+/// 0 -> RedirectConfig: where `lab_redirect` sends frames. Written by the bench.
+#[map]
+static REDIRECT_TO: Array<RedirectConfig> = Array::with_max_entries(1, 0);
 
 /// Header sizes and field offsets of the TCP/IPv4 frames the generator writes (it builds
 /// the template itself, so the IPv4 header has no options).
@@ -89,6 +93,28 @@ pub fn lab_forward(ctx: XdpContext) -> u32 {
         core::ptr::write_unaligned(p.add(IP_DST).cast(), saddr);
     }
     xdp_action::XDP_TX
+}
+
+/// The two-arm bare-forwarding limit: writes the next hop's and our MACs and redirects the
+/// frame to another interface (`REDIRECT_TO`). The least a forwarder with clients on one
+/// interface and servers on another has to do.
+#[xdp]
+pub fn lab_redirect(ctx: XdpContext) -> u32 {
+    let Some(cfg) = REDIRECT_TO.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let data = ctx.data();
+    if data + ETH_LEN > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    let p = data as *mut u8;
+    // SAFETY: the Ethernet header is within the frame (checked above).
+    unsafe {
+        core::ptr::write_unaligned(p.cast(), cfg.dst_mac);
+        core::ptr::write_unaligned(p.add(6).cast(), cfg.src_mac);
+    }
+    // SAFETY: helper call with plain arguments.
+    unsafe { bpf_redirect(cfg.ifindex, 0) as u32 }
 }
 
 /// The bare forwarder for real TCP traffic: an IPv4 frame whose destination is in

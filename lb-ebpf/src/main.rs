@@ -71,10 +71,12 @@ fn process(ctx: &XdpContext) -> Verdict {
     };
     // A frame for another host's MAC (flooded by a switch that lost track of it, seen by a
     // VRRP backup or a second routed node) is that host's to translate, not ours.
+    // With several interfaces, "ours" is the MAC of the interface the frame arrived on.
     if let Some(cfg) = maps::CONFIG.get(0)
+        && let mac = nat::iface_mac(cfg, ctx.ingress_ifindex() as u32)
+        && mac != [0; 6]
         // SAFETY: the Ethernet header was checked by the parser.
-        && cfg.if_mac != [0; 6]
-        && unsafe { (*h.eth).dst_addr } != cfg.if_mac
+        && unsafe { (*h.eth).dst_addr } != mac
     {
         return Verdict::pass(Reason::PassOtherHost);
     }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, MAX_BACKENDS, MAX_VIPS,
-    RINGS_SIZE, RevEntry, UNCONFIRMED_SIZE, VipKey, VipMeta, stats::REASON_COUNT,
+    Backend, Config, Counters, CtEntry, DEFAULT_CONNTRACK_SIZE, FlowKey, Ifaces, MAX_BACKENDS,
+    MAX_VIPS, RINGS_SIZE, RevEntry, UNCONFIRMED_SIZE, VipKey, VipMeta, stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
@@ -82,6 +82,11 @@ pub struct Scratch {
 /// 0 -> Config. Written by the daemon before the program is attached.
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// 0 -> Ifaces: index and MAC of every attached interface, read only when
+/// `CONFIG_FLAG_IFACES` is set (several interfaces). Written by the daemon before attaching.
+#[map]
+pub static IFACES: Array<Ifaces> = Array::with_max_entries(1, 0);
 
 /// Per CPU: Reason -> packets. Written here, summed by the daemon.
 #[map]

@@ -69,7 +69,7 @@ fn forward(ctx: &XdpContext, frame: &Frame, h: &Headers, meta: &lb_common::VipMe
         dst: flow.backend.addr,
         dport: flow.backend.port,
         dst_mac: flow.backend.mac,
-        src_mac: source_mac(&cfg, h),
+        src_mac: source_mac(&cfg, h, out_ifindex(flow.backend.ifindex, ingress)),
     };
     rewrite(h, &rw);
     stats::count_traffic(meta.index, flow.backend_idx, frame.len() as u64, flow.new);
@@ -123,7 +123,11 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
         dst: rev.client_addr,
         dport: rev.client_port,
         dst_mac: rev.client_mac,
-        src_mac: source_mac(&cfg, h),
+        src_mac: source_mac(
+            &cfg,
+            h,
+            out_ifindex(rev.client_ifindex, ctx.ingress_ifindex() as u32),
+        ),
     };
     rewrite(h, &rw);
     stats::count_traffic(rev.vip_index, rev.backend_idx, frame.len() as u64, false);
@@ -138,12 +142,34 @@ fn reply(ctx: &XdpContext, frame: &Frame, h: &Headers) -> Verdict {
     )
 }
 
-/// The source MAC of frames we send: the interface's, as the daemon configured it, or else
-/// the address the frame was sent to (ours, on the interface it arrived on).
+/// The interface a frame leaves by: `out`, or the one it came in on when `out` is 0.
 #[inline(always)]
-pub fn source_mac(cfg: &lb_common::Config, h: &Headers) -> [u8; 6] {
-    if cfg.if_mac != [0; 6] {
-        return cfg.if_mac;
+pub fn out_ifindex(out: u32, ingress: u32) -> u32 {
+    if out == 0 { ingress } else { out }
+}
+
+/// The MAC of attached interface `ifindex` as the daemon configured it: from `IFACES` when
+/// several interfaces are attached, else (and for an interface not in it) `Config::if_mac`;
+/// zero when unconfigured.
+#[inline(always)]
+pub fn iface_mac(cfg: &lb_common::Config, ifindex: u32) -> [u8; 6] {
+    if cfg.flags & lb_common::CONFIG_FLAG_IFACES != 0
+        && let Some(t) = crate::maps::IFACES.get(0)
+        && let Some(mac) = t.mac_of(ifindex)
+    {
+        return mac;
+    }
+    cfg.if_mac
+}
+
+/// The source MAC of frames we send out of `out`: that interface's, as the daemon
+/// configured it, or else the address the frame was sent to (ours, on the interface it
+/// arrived on).
+#[inline(always)]
+pub fn source_mac(cfg: &lb_common::Config, h: &Headers, out: u32) -> [u8; 6] {
+    let mac = iface_mac(cfg, out);
+    if mac != [0; 6] {
+        return mac;
     }
     // SAFETY: checked by the parser.
     unsafe { (*h.eth).dst_addr }

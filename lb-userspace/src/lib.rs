@@ -21,6 +21,6 @@ pub mod sys;
 
 pub use announce::{arp, vrrp};
 pub use api::status;
-pub use control::{discovery, health, maglev, reconcile};
+pub use control::{discovery, health, maglev, nexthop, reconcile};
 pub use dataplane::{local, pins};
 pub use deploy::{import, manifest};

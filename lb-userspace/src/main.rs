@@ -157,7 +157,7 @@ fn main() -> ExitCode {
                 println!(
                     "configuration ok: {} on {}, {} VIPs, {} backends",
                     format!("{:?}", s.mode).to_lowercase(),
-                    s.interface,
+                    s.interfaces.join(","),
                     s.vips.len(),
                     s.backends.len()
                 );

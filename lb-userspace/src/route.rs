@@ -164,7 +164,8 @@ pub fn route_message(vip: Ipv4Addr, ifindex: u32, table: u32) -> RouteMessage {
     m
 }
 
-fn socket() -> Result<Socket, RouteError> {
+/// A connected `NETLINK_ROUTE` socket (also used by `nexthop`).
+pub(crate) fn socket() -> Result<Socket, RouteError> {
     let mut s = Socket::new(NETLINK_ROUTE).map_err(RouteError::Socket)?;
     s.bind_auto().map_err(RouteError::Socket)?;
     s.connect(&SocketAddr::new(0, 0))
@@ -172,7 +173,8 @@ fn socket() -> Result<Socket, RouteError> {
     Ok(s)
 }
 
-fn send(s: &Socket, msg: RouteNetlinkMessage, flags: u16) -> Result<(), RouteError> {
+/// Sends one request (also used by `nexthop`).
+pub(crate) fn send(s: &Socket, msg: RouteNetlinkMessage, flags: u16) -> Result<(), RouteError> {
     let mut hdr = NetlinkHeader::default();
     hdr.flags = flags;
     let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));

@@ -145,6 +145,8 @@ pub struct Lab {
     port_programs: Option<aya::Ebpf>,
     /// The same, on ports of hosts made again by `recreate_host`.
     recreated_ports: Vec<aya::Ebpf>,
+    /// Further segments (`add_segment`): their port programs, then their switch.
+    segments: Vec<(aya::Ebpf, Netns)>,
     pub hosts: Vec<Host>,
     pub switch: Netns,
     pub prefix: String,
@@ -242,6 +244,7 @@ impl Lab {
             procs: Vec::new(),
             port_programs: None,
             recreated_ports: Vec::new(),
+            segments: Vec::new(),
             hosts: Vec::new(),
             switch,
             prefix,
@@ -656,5 +659,54 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Lab {
+    /// Adds another L2 segment (its own bridge namespace, no route to anything else): each
+    /// `(host, interface, address)` plugs `interface` of `host` into it with `address/24`,
+    /// creating the host when there is none of that name (its `ip` is then `address`).
+    /// Frames reach the new ports' veths by `XDP_TX` or a redirect as on the first segment.
+    pub fn add_segment(&mut self, tag: &str, ports: &[(&str, &str, Ipv4Addr)]) -> Result<()> {
+        let seg = self.segments.len() + 2;
+        let switch = Netns::new(format!("{}-{tag}", self.prefix))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut names = Vec::new();
+        for (i, (host, dev, addr)) in ports.iter().enumerate() {
+            if !self.hosts.iter().any(|h| h.name == *host) {
+                let ns = Netns::new(format!("{}-{host}", self.prefix))?;
+                self.hosts.push(Host {
+                    name: (*host).into(),
+                    ns,
+                    ip: *addr,
+                });
+            }
+            let port = format!("s{seg}p{i}");
+            let mac = format!("02:00:{seg:02x}:00:{:02x}:{:02x}", i + 1, addr.octets()[3]);
+            let ns = &self.host(host).ns;
+            ns.ip(&[
+                "link",
+                "add",
+                dev,
+                "address",
+                &mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &switch.name,
+            ])?;
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            ns.ip(&["link", "set", dev, "up"])?;
+            switch.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            sh(ns.cmd("ethtool").args(["-K", dev, "tx", "off"]))?;
+            names.push(port);
+        }
+        let programs = in_netns(&switch.name, move || attach_port_programs(&names))??;
+        self.segments.push((programs, switch));
+        Ok(())
     }
 }

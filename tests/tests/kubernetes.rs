@@ -386,6 +386,20 @@ fn discovery_picks_up_an_endpointslice_change_through_the_watch_and_lists_again_
     assert!(took < xvip::discovery::POLL_INTERVAL / 2, "{took:?}");
     let d = lab.xvip_status("lb").unwrap().discovery.unwrap();
     assert!(d.last_error.is_none(), "{d:?}");
+
+    // A SIGHUP reloads the weights but keeps the discovered set: it does not fall back to
+    // the static list (m1 only) until the API next says something.
+    let i = lab.proc_index("xvip-lb").unwrap();
+    lab.procs[i].signal(libc::SIGHUP);
+    let end = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < end {
+        assert_eq!(
+            backend_set(&lab.xvip_status("lb").unwrap()),
+            set(&["192.0.2.11", "192.0.2.13"]),
+            "after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The kubectl binary: `XVIP_KUBECTL` or `kubectl` from PATH.

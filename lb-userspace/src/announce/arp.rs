@@ -1,6 +1,6 @@
 //! ARP for the VIPs from a packet socket: answering requests for the VIPs (the VIPs are not
-//! interface addresses), gratuitous ARP when serving starts and at a refresh interval, and
-//! resolving the backends' next hops so the data path has their MACs before the first packet.
+//! interface addresses), and gratuitous ARP when serving starts and at a refresh interval.
+//! The backends' next hops are not resolved here: the kernel does it (`control::nexthop`).
 
 use std::{
     io,
@@ -128,47 +128,6 @@ fn addresses(name: &str) -> (Option<[u8; 6]>, Option<Ipv4Addr>) {
     // SAFETY: freeing what getifaddrs allocated.
     unsafe { libc::freeifaddrs(addrs) };
     (mac, ipv4)
-}
-
-/// The next hop towards `dst` out of `iface`: the gateway of the longest matching route
-/// in `/proc/net/route`, or `dst` itself when it is on-link (or no route matches).
-pub fn next_hop(iface: &str, dst: Ipv4Addr) -> Ipv4Addr {
-    next_hops(iface, [dst]).pop().unwrap_or(dst)
-}
-
-/// [`next_hop`] for several destinations, reading the route table once.
-pub fn next_hops(iface: &str, dsts: impl IntoIterator<Item = Ipv4Addr>) -> Vec<Ipv4Addr> {
-    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    dsts.into_iter()
-        .map(|d| next_hop_in(&table, iface, d))
-        .collect()
-}
-
-fn next_hop_in(table: &str, iface: &str, dst: Ipv4Addr) -> Ipv4Addr {
-    let d = u32::from(dst);
-    let mut best: Option<(u32, u32)> = None; // (mask, gateway)
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 || f[0] != iface {
-            continue;
-        }
-        // Each field is the address's network-order bytes printed as a little-endian number.
-        let hex = |s: &str| {
-            u32::from_str_radix(s, 16)
-                .ok()
-                .map(|v| u32::from_be_bytes(v.to_le_bytes()))
-        };
-        let (Some(net), Some(gw), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) else {
-            continue;
-        };
-        if d & mask == net & mask && best.is_none_or(|(m, _)| mask >= m) {
-            best = Some((mask, gw));
-        }
-    }
-    match best {
-        Some((_, gw)) if gw != 0 => Ipv4Addr::from(gw),
-        _ => dst,
-    }
 }
 
 /// One parsed ARP packet (IPv4 over Ethernet).
@@ -370,11 +329,6 @@ impl ArpSocket {
         }
         Ok(())
     }
-
-    /// Asks who has `target`.
-    pub fn resolve(&self, iface: &Interface, target: Ipv4Addr) -> io::Result<()> {
-        self.send(&Arp::request(iface.mac, iface.ipv4, target), BROADCAST)
-    }
 }
 
 #[cfg(test)]
@@ -431,25 +385,6 @@ mod tests {
             assert_eq!(g.sender_ip, g.target_ip);
             assert_eq!(g.sender_mac, [2; 6]);
         }
-    }
-
-    #[test]
-    fn next_hop_is_the_gateway_of_the_longest_matching_route() {
-        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        assert_eq!(
-            next_hop_in(table, "eth0", Ipv4Addr::new(192, 0, 2, 11)),
-            Ipv4Addr::new(192, 0, 2, 11)
-        );
-        assert_eq!(
-            next_hop_in(table, "eth0", Ipv4Addr::new(198, 51, 100, 7)),
-            Ipv4Addr::new(192, 0, 2, 1)
-        );
-        assert_eq!(
-            next_hop_in(table, "eth1", Ipv4Addr::new(198, 51, 100, 7)),
-            Ipv4Addr::new(198, 51, 100, 7)
-        );
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct BackendStatus {
     pub healthy: bool,
     /// Next-hop MAC, once resolved.
     pub mac: Option<String>,
+    /// The next hop from the kernel's tables ("192.0.2.1 on eth0 (gateway)"), or why the
+    /// backend has none (no route, neighbour unresolved): it stays out of the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<String>,
     /// Slots owned in the (shared) Maglev table.
     pub slots: usize,
     /// Latency of the last successful check, in milliseconds.
@@ -497,10 +501,10 @@ impl Status {
                     .unwrap_or_else(|| "-".into()),
                 b.packets,
                 b.new_flows,
-                if b.healthy {
-                    ""
-                } else {
-                    b.last_error.as_deref().unwrap_or("")
+                match (b.healthy, &b.mac) {
+                    (false, _) => b.last_error.as_deref().unwrap_or(""),
+                    (true, None) => b.next_hop.as_deref().unwrap_or(""),
+                    (true, Some(_)) => "",
                 }
             );
         }

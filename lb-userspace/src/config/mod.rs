@@ -109,9 +109,10 @@ pub enum XdpAttachMode {
 /// environment. Every field is optional here: unset ones come from `--config`, then defaults.
 #[derive(Args, Debug, Default, Clone)]
 pub struct RunArgs {
-    /// Interface to attach to and answer ARP on.
-    #[arg(long, env = "XVIP_INTERFACE")]
-    pub interface: Option<String>,
+    /// Interface to attach to and answer ARP on; repeat (or a comma list) for several:
+    /// clients on one, masters behind another (the first also runs VRRP and routed mode).
+    #[arg(long = "interface", env = "XVIP_INTERFACE", value_delimiter = ',')]
+    pub interface: Vec<String>,
     /// Virtual IP, IP[:PORT] (port 6443 by default); repeat for several.
     #[arg(long = "vip", env = "XVIP_VIPS", value_delimiter = ',')]
     pub vips: Vec<String>,
@@ -238,7 +239,7 @@ pub struct RunArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    interface: Option<String>,
+    interface: Option<OneOrMany>,
     vips: Option<Vec<String>>,
     backends: Option<Vec<String>>,
     mode: Option<Mode>,
@@ -308,10 +309,21 @@ pub struct HealthConfig {
     pub insecure_skip_verify: bool,
 }
 
+/// `interface = "eth0"` or `interface = ["eth0", "eth1"]` in the TOML file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// Everything `xvip run` needs, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
+    /// The first interface (VRRP, routed mode, the pins' key).
     pub interface: String,
+    /// Every interface to attach to, the first one included, in order.
+    pub interfaces: Vec<String>,
     pub vips: Vec<VipSpec>,
     pub backends: Vec<BackendSpec>,
     pub mode: Mode,
@@ -351,7 +363,8 @@ impl RunArgs {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let interface = self.interface_section(&file)?;
+        let interfaces = self.interface_section(&file)?;
+        let interface = interfaces[0].clone();
         let vips = self.vips_section(&file)?;
         let backends = self.backends_section(&file)?;
         let (mode, snat_ip, snat_ports) = self.nat_section(&file, &vips)?;
@@ -362,6 +375,7 @@ impl RunArgs {
         let sync = self.sync_section(&file, vrrp.as_ref())?;
         Ok(Settings {
             interface,
+            interfaces,
             vips,
             backends,
             mode,
@@ -423,18 +437,34 @@ impl RunArgs {
         }))
     }
 
-    /// `--interface`.
-    fn interface_section(&self, file: &FileConfig) -> Result<String, ConfigError> {
-        let interface =
-            self.interface
-                .clone()
-                .or(file.interface.clone())
-                .ok_or(ConfigError::Missing {
-                    field: "--interface",
-                    hint: "the interface to serve the VIP on",
-                })?;
-        validate_interface_name(&interface)?;
-        Ok(interface)
+    /// `--interface`, repeated: at least one, at most `MAX_INTERFACES`, no name twice.
+    fn interface_section(&self, file: &FileConfig) -> Result<Vec<String>, ConfigError> {
+        let from_file = match file.interface.clone() {
+            Some(OneOrMany::One(i)) => vec![i],
+            Some(OneOrMany::Many(v)) => v,
+            None => Vec::new(),
+        };
+        let interfaces = pick_list(&self.interface, Some(from_file));
+        if interfaces.is_empty() {
+            return Err(ConfigError::Missing {
+                field: "--interface",
+                hint: "the interface to serve the VIP on",
+            });
+        }
+        for (i, name) in interfaces.iter().enumerate() {
+            validate_interface_name(name)?;
+            if interfaces[..i].contains(name) {
+                return Err(ConfigError::invalid("--interface", name, "given twice"));
+            }
+        }
+        if interfaces.len() > lb_common::MAX_INTERFACES {
+            return Err(ConfigError::invalid(
+                "--interface",
+                interfaces.join(","),
+                format!("at most {} interfaces", lb_common::MAX_INTERFACES),
+            ));
+        }
+        Ok(interfaces)
     }
 
     /// `--vip`: at least one, at most `MAX_VIPS`, none twice.
@@ -955,7 +985,7 @@ mod tests {
 
     fn args() -> RunArgs {
         RunArgs {
-            interface: Some("eth0".into()),
+            interface: vec!["eth0".into()],
             vips: vec!["192.0.2.100".into()],
             backends: vec!["192.0.2.11".into(), "192.0.2.12:6444@2".into()],
             ..Default::default()
@@ -1105,7 +1135,12 @@ mod tests {
                 "--metrics-addr",
                 "localhost",
             ),
-            (|a| a.interface = Some("a/b".into()), "--interface", "a/b"),
+            (|a| a.interface = vec!["a/b".into()], "--interface", "a/b"),
+            (
+                |a| a.interface = vec!["eth0".into(), "eth0".into()],
+                "--interface",
+                "eth0",
+            ),
             (
                 |a| a.ca_file = Some("/nonexistent/ca.pem".into()),
                 "--ca-file",
@@ -1128,9 +1163,34 @@ mod tests {
     }
 
     #[test]
+    fn interfaces_repeat_on_the_command_line_and_as_a_toml_list() {
+        let mut a = args();
+        a.interface = vec!["eth0".into(), "eth1".into()];
+        let s = a.resolve().unwrap();
+        assert_eq!(s.interface, "eth0");
+        assert_eq!(s.interfaces, ["eth0", "eth1"]);
+        let dir = std::env::temp_dir().join(format!("xvip-ifaces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.toml");
+        std::fs::write(&path, "interface = [\"eth2\", \"eth3\"]\n").unwrap();
+        let mut a = args();
+        a.interface = Vec::new();
+        a.config = Some(path.clone());
+        assert_eq!(a.resolve().unwrap().interfaces, ["eth2", "eth3"]);
+        std::fs::write(&path, "interface = \"eth2\"\n").unwrap();
+        assert_eq!(a.resolve().unwrap().interfaces, ["eth2"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut a = args();
+        a.interface = (0..=lb_common::MAX_INTERFACES)
+            .map(|i| format!("eth{i}"))
+            .collect();
+        assert!(a.resolve().unwrap_err().to_string().contains("at most"));
+    }
+
+    #[test]
     fn missing_required_settings_are_named() {
         let mut a = args();
-        a.interface = None;
+        a.interface = Vec::new();
         assert_eq!(field_of(a.resolve().unwrap_err()), "--interface");
         let mut a = args();
         a.backends.clear();
@@ -1204,7 +1264,7 @@ mod snat_range_tests {
 
     fn settings(snat_ip: &str, ports: &str) -> Settings {
         RunArgs {
-            interface: Some("eth0".into()),
+            interface: vec!["eth0".into()],
             vips: vec!["192.0.2.100".into()],
             backends: vec!["192.0.2.11".into()],
             snat_ip: Some(snat_ip.into()),
@@ -1376,7 +1436,7 @@ mod routed_tests {
 
     fn routed() -> RunArgs {
         RunArgs {
-            interface: Some("eth0".into()),
+            interface: vec!["eth0".into()],
             vips: vec!["192.0.2.100".into()],
             backends: vec!["192.0.2.11".into()],
             announce: Some(Announce::Route),

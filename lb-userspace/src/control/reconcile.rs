@@ -28,6 +28,8 @@ pub struct BackendState {
     pub healthy: bool,
     /// MAC of the next hop towards it, once resolved.
     pub mac: Option<[u8; 6]>,
+    /// Interface to send to it by (0: the one the packet came in on).
+    pub ifindex: u32,
 }
 
 /// The outcome of one reconciliation.
@@ -112,6 +114,7 @@ impl Reconciler {
                         weight,
                         healthy: true,
                         mac: None,
+                        ifindex: 0,
                     },
                 );
             }
@@ -140,6 +143,7 @@ impl Reconciler {
                         weight: *weight,
                         healthy: true,
                         mac,
+                        ifindex: 0,
                     },
                 );
                 taken.insert(*index);
@@ -160,6 +164,7 @@ impl Reconciler {
                     weight,
                     healthy: true,
                     mac: None,
+                    ifindex: 0,
                 },
             );
             taken.insert(next);
@@ -197,6 +202,19 @@ impl Reconciler {
         match self.backends.get_mut(&addr) {
             Some(st) if st.mac != Some(mac) => {
                 st.mac = Some(mac);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a backend's next hop from the kernel: output interface and MAC (`None`: no
+    /// usable route, the backend leaves the table); returns whether anything changed.
+    pub fn set_next_hop(&mut self, addr: SocketAddrV4, ifindex: u32, mac: Option<[u8; 6]>) -> bool {
+        match self.backends.get_mut(&addr) {
+            Some(st) if st.mac != mac || st.ifindex != ifindex => {
+                st.mac = mac;
+                st.ifindex = ifindex;
                 true
             }
             _ => false,
@@ -279,7 +297,7 @@ impl Reconciler {
                     } else {
                         0
                     },
-                ifindex: 0,
+                ifindex: st.ifindex,
                 port: port_raw(addr.port()),
                 mac: st.mac.unwrap_or([0; 6]),
                 _pad: [0; 4],
@@ -367,7 +385,7 @@ mod tests {
 
     fn settings(backends: &[&str]) -> Settings {
         RunArgs {
-            interface: Some("eth0".into()),
+            interface: vec!["eth0".into()],
             vips: vec!["192.0.2.100".into()],
             backends: backends.iter().map(|s| s.to_string()).collect(),
             table_size: Some(13),

@@ -17,7 +17,7 @@ use tokio::{
 
 use super::{DaemonError, Shared, startup::Up};
 use crate::{
-    arp::{Arp, ArpSocket, Interface, format_mac},
+    arp::{Arp, ArpSocket, Interface},
     config::{Announce, RunArgs, Settings},
     health::{self, HealthEvent, HealthSettings},
 };
@@ -27,6 +27,11 @@ pub(super) struct Daemon {
     pub args: RunArgs,
     pub settings: Settings,
     pub iface: Interface,
+    /// The further interfaces, each with its ARP socket (their packets come through
+    /// `Sources::other_arp`).
+    others: Vec<(Interface, Arc<ArpSocket>)>,
+    /// Every attached interface, the first included: where next hops may lead.
+    all: Vec<Interface>,
     pub health: Arc<HealthSettings>,
     pub shared: Arc<Mutex<Shared>>,
     pub arp: Arc<ArpSocket>,
@@ -42,6 +47,9 @@ pub(super) struct Daemon {
     serve_tx: watch::Sender<bool>,
     pub serve_rx: watch::Receiver<bool>,
     pub discovery_report: crate::discovery::SharedReport,
+    /// The last backend set discovery found: a SIGHUP keeps it (with the reloaded weights)
+    /// rather than falling back to the static list until the API speaks again.
+    discovered: Option<BTreeSet<SocketAddrV4>>,
     /// Gratuitous ARP rounds still to send after becoming VRRP master, and when.
     garp_burst: u32,
     garp_burst_at: tokio::time::Instant,
@@ -60,6 +68,8 @@ pub(super) struct Sources {
     garp: tokio::time::Interval,
     resolve: tokio::time::Interval,
     vrrp: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
+    /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
+    other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddrV4>>>,
 }
@@ -82,6 +92,8 @@ impl Daemon {
         let Up {
             settings,
             iface,
+            others,
+            next_hops,
             health,
             dataplane,
             reconciler,
@@ -91,6 +103,16 @@ impl Daemon {
             started,
         } = up;
         let shared = super::tasks::shared_state(&settings, dataplane, reconciler);
+        shared.lock().expect("poisoned").next_hops = next_hops;
+        let others: Vec<(Interface, Arc<ArpSocket>)> =
+            others.into_iter().map(|(i, a)| (i, Arc::new(a))).collect();
+        let all: Vec<Interface> = std::iter::once(iface.clone())
+            .chain(others.iter().map(|(i, _)| i.clone()))
+            .collect();
+        let (arp_tx, other_arp) = mpsc::channel(256);
+        for (n, (i, sock)) in others.iter().enumerate() {
+            super::tasks::forward_arp(n, i.name.clone(), sock.clone(), arp_tx.clone());
+        }
         let mut vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
         if settings.mode == crate::config::Mode::Fullnat
             && !vip_addrs.contains(&settings.snat_ip)
@@ -119,12 +141,15 @@ impl Daemon {
             ),
             resolve: tokio::time::interval(Duration::from_secs(1)),
             vrrp: None,
+            other_arp,
             discovery: None,
         };
         let d = Self {
             args,
             settings,
             iface,
+            others,
+            all,
             health,
             shared,
             arp: Arc::new(arp),
@@ -137,6 +162,7 @@ impl Daemon {
             serve_tx,
             serve_rx,
             discovery_report: Default::default(),
+            discovered: None,
             garp_burst: 0,
             garp_burst_at: tokio::time::Instant::now(),
             _vip_on_lo: vip_on_lo,
@@ -182,9 +208,13 @@ impl Daemon {
                 Some(ev) = src.health.recv() => handle_health(&self.shared, ev),
                 Some(found) = recv_opt(&mut src.discovery) => self.on_discovered(&found),
                 pkt = arp.recv() => match pkt {
-                    Ok(a) => self.on_arp(&a),
+                    Ok(a) => self.on_arp(&self.arp, self.iface.mac, &a),
                     Err(e) => log::warn!("ARP socket: {e}"),
                 },
+                Some((n, a)) = src.other_arp.recv() => {
+                    let (i, sock) = &self.others[n];
+                    self.on_arp(sock, i.mac, &a);
+                }
                 _ = src.garp.tick() => {
                     if self.announcing() {
                         self.gratuitous_arp();
@@ -203,18 +233,33 @@ impl Daemon {
         self.shared.lock().expect("poisoned").announcing
     }
 
+    /// On every attached interface (see `on_arp`).
     fn gratuitous_arp(&self) {
         if let Err(e) = self.arp.announce(self.iface.mac, &self.vip_addrs) {
-            log::warn!("gratuitous ARP: {e}");
+            log::warn!("gratuitous ARP on {}: {e}", self.iface.name);
+        }
+        for (i, sock) in &self.others {
+            if let Err(e) = sock.announce(i.mac, &self.vip_addrs) {
+                log::warn!("gratuitous ARP on {}: {e}", i.name);
+            }
         }
     }
 
-    /// SIGHUP: the configuration read again; its backends replace the current ones.
+    /// SIGHUP: the configuration read again; its backends (or, with discovery, the
+    /// discovered set with the reloaded weights) replace the current ones.
     fn on_sighup(&mut self) {
         match self.args.resolve() {
             Ok(new) => {
-                let wanted: Vec<(SocketAddrV4, u32)> =
-                    new.backends.iter().map(|b| (b.addr, b.weight)).collect();
+                self.settings.backends = new.backends;
+                let wanted = match &self.discovered {
+                    Some(found) => self.weighted(found),
+                    None => self
+                        .settings
+                        .backends
+                        .iter()
+                        .map(|b| (b.addr, b.weight))
+                        .collect(),
+                };
                 self.replace_backends(&wanted, "SIGHUP");
             }
             Err(e) => {
@@ -223,16 +268,22 @@ impl Daemon {
         }
     }
 
-    /// A backend set from discovery: the same steps as a SIGHUP reload; a static backend
-    /// keeps its weight.
-    fn on_discovered(&mut self, found: &BTreeSet<SocketAddrV4>) {
-        let wanted: Vec<(SocketAddrV4, u32)> = found
+    /// Discovered addresses with their weights: a static backend's, else 1.
+    fn weighted(&self, found: &BTreeSet<SocketAddrV4>) -> Vec<(SocketAddrV4, u32)> {
+        found
             .iter()
             .map(|a| {
                 let weight = self.settings.backends.iter().find(|b| b.addr == *a);
                 (*a, weight.map_or(1, |b| b.weight))
             })
-            .collect();
+            .collect()
+    }
+
+    /// A backend set from discovery: the same steps as a SIGHUP reload; a static backend
+    /// keeps its weight.
+    fn on_discovered(&mut self, found: &BTreeSet<SocketAddrV4>) {
+        self.discovered = Some(found.clone());
+        let wanted = self.weighted(found);
         let current: Vec<(SocketAddrV4, u32)> = self
             .shared
             .lock()
@@ -260,19 +311,20 @@ impl Daemon {
         self.resolve_next_hops();
     }
 
-    /// An ARP packet: answered for our addresses while announcing; its sender's MAC is
-    /// learnt when it is a backend's next hop.
-    fn on_arp(&self, a: &Arp) {
+    /// An ARP packet on an interface (socket `sock`, MAC `mac`): answered for our
+    /// addresses while announcing. Every attached interface answers, with its own MAC:
+    /// clients may sit on any, and the masters reach the SNAT address (and the VIP) on
+    /// theirs. Next hops are the kernel's business (`resolve_next_hops`), not learnt here.
+    fn on_arp(&self, sock: &ArpSocket, mac: [u8; 6], a: &Arp) {
         if self.announcing() {
             for vip in &self.vip_addrs {
-                if let Some((reply, to)) = a.answer_for(*vip, self.iface.mac)
-                    && let Err(e) = self.arp.send(&reply, to)
+                if let Some((reply, to)) = a.answer_for(*vip, mac)
+                    && let Err(e) = sock.send(&reply, to)
                 {
                     log::warn!("ARP reply: {e}");
                 }
             }
         }
-        learn_mac(&self.shared, a.sender_ip, a.sender_mac);
     }
 
     /// Every second: next hops resolved again, routes re-asserted (a flushed table, or a
@@ -308,17 +360,13 @@ impl Daemon {
         }
     }
 
-    /// Reads every backend's next hop from the route table and asks for their MACs.
+    /// Every backend's next hop from the kernel's route and neighbour tables (the kernel
+    /// resolves missing and stale neighbours itself); the table is rewritten when one moved.
     fn resolve_next_hops(&self) {
-        let targets: BTreeSet<Ipv4Addr> = {
-            let mut s = self.shared.lock().expect("poisoned");
-            s.next_hops = super::startup::backend_next_hops(&s.reconciler, &self.iface.name);
-            s.next_hops.values().copied().collect()
-        };
-        for t in targets {
-            if let Err(e) = self.arp.resolve(&self.iface, t) {
-                log::warn!("ARP request for {t}: {e}");
-            }
+        let mut s = self.shared.lock().expect("poisoned");
+        let st = &mut *s;
+        if super::startup::refresh_next_hops(&mut st.reconciler, &self.all, &mut st.next_hops) {
+            reconcile(st, None, None);
         }
     }
 
@@ -358,14 +406,16 @@ impl Daemon {
             h.abort();
         }
         endpoint.abort();
-        crate::status::forget_addr(&self.iface.name);
+        for i in &self.all {
+            crate::status::forget_addr(&i.name);
+        }
         let mut s = self.shared.lock().expect("poisoned");
         if self.settings.keep_attached {
             s.dataplane.keep_attached();
             log::info!("left attached to {} (--keep-attached)", self.iface.name);
         } else {
             s.dataplane.detach(&self.iface.name)?;
-            log::info!("detached from {}", self.iface.name);
+            log::info!("detached from {}", self.settings.interfaces.join(", "));
         }
         Ok(())
     }
@@ -422,26 +472,6 @@ pub(super) fn replace_backends(
             );
         }
         Err(e) => log::error!("{why}: table update failed, the previous table stays live: {e}"),
-    }
-}
-
-fn learn_mac(shared: &Mutex<Shared>, ip: Ipv4Addr, mac: [u8; 6]) {
-    let mut s = shared.lock().expect("poisoned");
-    let hits: Vec<SocketAddrV4> = s
-        .next_hops
-        .iter()
-        .filter(|(_, hop)| **hop == ip)
-        .map(|(a, _)| *a)
-        .collect();
-    let mut changed = false;
-    for a in hits {
-        if s.reconciler.set_mac(a, mac) {
-            log::info!("backend {a}: next hop {ip} is at {}", format_mac(&mac));
-            changed = true;
-        }
-    }
-    if changed {
-        reconcile(&mut s, None, None);
     }
 }
 

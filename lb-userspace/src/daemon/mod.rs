@@ -12,7 +12,7 @@ mod tasks;
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::SocketAddrV4,
     sync::{Arc, atomic::AtomicUsize},
     time::Duration,
 };
@@ -98,9 +98,9 @@ struct Shared {
     conntrack_entries: Arc<AtomicUsize>,
     /// Flows not confirmed yet, counted the same way.
     unconfirmed_entries: Arc<AtomicUsize>,
-    /// Each backend's next hop, from the route table at the last resolution round: ARP
-    /// answers are matched against it without reading the route table per packet.
-    next_hops: BTreeMap<SocketAddrV4, Ipv4Addr>,
+    /// Each backend's next hop as the kernel's tables gave it at the last round, or why it
+    /// has none (shown by `xvip status`; logged when it changes).
+    next_hops: BTreeMap<SocketAddrV4, String>,
     /// Routed mode's VIP routes (`--announce route`).
     route: Option<crate::route::RouteStatus>,
     /// The last route change failed: retried on the next tick rather than on every event.

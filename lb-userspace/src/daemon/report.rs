@@ -35,6 +35,7 @@ pub(super) fn status_of(
                 weight: b.weight,
                 healthy: b.healthy,
                 mac: b.mac.map(|m| format_mac(&m)),
+                next_hop: s.next_hops.get(addr).cloned(),
                 slots: shares.get(&b.index).copied().unwrap_or(0),
                 check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
                 last_error: c.last_error,
@@ -48,7 +49,7 @@ pub(super) fn status_of(
         })
         .collect();
     Status {
-        interface: settings.interface.clone(),
+        interface: settings.interfaces.join(","),
         xdp_mode: xdp_mode.into(),
         mode: format!("{:?}", settings.mode).to_lowercase(),
         vips: settings

@@ -8,21 +8,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{CONFIG_FLAG_ICMP_ECHO, Config};
+use lb_common::{CONFIG_FLAG_ICMP_ECHO, CONFIG_FLAG_IFACES, Config, IfaceMac, Ifaces};
 
 use super::DaemonError;
 use crate::{
-    arp::{ArpSocket, Interface, next_hops},
+    arp::{ArpSocket, Interface, format_mac},
     config::{ConfigError, HealthKind, RunArgs, Settings},
     dataplane::{Dataplane, MapStore},
     health::{self, CheckKind, HealthSettings},
+    nexthop::{self, Hop},
     reconcile::Reconciler,
 };
 
 /// What [`bring_up`] hands to the rest of the daemon: an attached data path and its inputs.
 pub(super) struct Up {
     pub settings: Settings,
+    /// The first interface (VRRP, routed mode, the pins' key).
     pub iface: Interface,
+    /// The further interfaces (`--interface` repeated), each with its ARP socket.
+    pub others: Vec<(Interface, ArpSocket)>,
     pub health: Arc<HealthSettings>,
     pub dataplane: Dataplane,
     pub reconciler: Reconciler,
@@ -31,6 +35,8 @@ pub(super) struct Up {
     /// The VIPs on `lo` while this node is one of the backends; removed on drop.
     pub vip_on_lo: Option<crate::local::VipOnLo>,
     pub started: Instant,
+    /// The first round's next hops (or why not), as `Shared::next_hops`.
+    pub next_hops: BTreeMap<SocketAddrV4, String>,
 }
 
 /// Builds the health-check settings from the configuration.
@@ -89,6 +95,10 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     let settings = args.resolve()?;
     check_snat_range(&settings)?;
     let iface = Interface::lookup(&settings.interface)?;
+    let mut other_ifaces = Vec::new();
+    for name in &settings.interfaces[1..] {
+        other_ifaces.push(Interface::lookup(name)?);
+    }
     let health = Arc::new(health_settings(&settings)?);
     if matches!(settings.health.kind, HealthKind::Https)
         && settings.health.ca_file.is_none()
@@ -96,7 +106,7 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     {
         log::info!("no --ca-file: API server certificates are not verified by the health checks");
     }
-    let mut dataplane = load(&settings, &iface)?;
+    let mut dataplane = load(&settings, &iface, &other_ifaces)?;
     let mut reconciler = Reconciler::new(&settings);
     if dataplane.adopted() {
         // Keep backend indices and next-hop MACs: tracked flows name their backend by index.
@@ -106,8 +116,17 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     mark_local_backends(&mut reconciler, iface.mac);
     let vip_on_lo = vip_on_lo(&settings, &reconciler, &iface)?;
     let arp = ArpSocket::open(&iface)?;
+    let mut others = Vec::new();
+    for i in other_ifaces {
+        let sock = ArpSocket::open(&i)?;
+        others.push((i, sock));
+    }
+    let all: Vec<Interface> = std::iter::once(iface.clone())
+        .chain(others.iter().map(|(i, _)| i.clone()))
+        .collect();
     // Resolve the backends' next hops before attaching, so the first table is not empty.
-    resolve_before_attach(&arp, &iface, &mut reconciler, Duration::from_millis(500)).await;
+    let mut hops = BTreeMap::new();
+    resolve_before_attach(&all, &mut reconciler, &mut hops, Duration::from_millis(500)).await;
     let known = reconciler
         .backends()
         .values()
@@ -118,10 +137,12 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
         reconciler.backends().len()
     );
     reconciler.apply(&mut dataplane, &[])?;
-    let xdp_mode = attach(&settings, &iface, &mut dataplane)?;
+    let xdp_mode = attach(&settings, &all, &mut dataplane)?;
     Ok(Up {
         settings,
         iface,
+        others,
+        next_hops: hops,
         health,
         dataplane,
         reconciler,
@@ -134,8 +155,19 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
 
 /// Claims the pins (another program in the way is refused here, before anything is
 /// loaded), loads or adopts the maps and writes the data path's settings.
-fn load(settings: &Settings, iface: &Interface) -> Result<Dataplane, DaemonError> {
+fn load(
+    settings: &Settings,
+    iface: &Interface,
+    others: &[Interface],
+) -> Result<Dataplane, DaemonError> {
     let pins = crate::pins::claim(&settings.pin_root, iface)?;
+    for o in others {
+        crate::pins::claim_extra(&pins, o)?;
+    }
+    let keep: Vec<&str> = others.iter().map(|o| o.name.as_str()).collect();
+    for gone in crate::pins::drop_unlisted_links(&pins, &keep) {
+        log::info!("{gone} is no longer an --interface: its pinned link was removed");
+    }
     let mut dataplane = Dataplane::load_pinned(
         super::OBJECT,
         settings.conntrack_size,
@@ -159,10 +191,27 @@ fn load(settings: &Settings, iface: &Interface) -> Result<Dataplane, DaemonError
             lb_common::CONFIG_FLAG_SYNC
         } else {
             0
+        } | if others.is_empty() {
+            0
+        } else {
+            CONFIG_FLAG_IFACES
         },
         if_mac: iface.mac,
         _pad: [0; 2],
     })?;
+    let mut table = Ifaces::default();
+    for (e, i) in table
+        .entries
+        .iter_mut()
+        .zip(std::iter::once(iface).chain(others))
+    {
+        *e = IfaceMac {
+            ifindex: i.index,
+            mac: i.mac,
+            _pad: [0; 2],
+        };
+    }
+    dataplane.set_ifaces(&table)?;
     Ok(dataplane)
 }
 
@@ -185,16 +234,23 @@ fn vip_on_lo(
 /// attached or pinned, unless it was adopted: then the previous xvip's program keeps serving.
 fn attach(
     settings: &Settings,
-    iface: &Interface,
+    ifaces: &[Interface],
     dataplane: &mut Dataplane,
 ) -> Result<&'static str, DaemonError> {
+    let iface = &ifaces[0];
     let adopted = dataplane.adopted();
     let attached = (|| -> Result<&'static str, DaemonError> {
         if settings.local_connect {
             let cgroup = crate::local::cgroup_root()?;
             dataplane.attach_connect4(&cgroup, crate::local::netns_cookie()?)?;
         }
-        Ok(dataplane.attach(&iface.name, settings.xdp_mode)?)
+        let first = dataplane.attach(&iface.name, settings.xdp_mode)?;
+        // One program and one set of maps on every interface: a failure on any detaches all.
+        for other in &ifaces[1..] {
+            let mode = dataplane.attach(&other.name, settings.xdp_mode)?;
+            log::info!("attached to {} ({mode} XDP) too", other.name);
+        }
+        Ok(first)
     })();
     let xdp_mode = match attached {
         Ok(m) => m,
@@ -220,11 +276,88 @@ fn attach(
     Ok(xdp_mode)
 }
 
-/// Every backend's next hop, from one read of the route table.
-pub(super) fn backend_next_hops(r: &Reconciler, iface: &str) -> BTreeMap<SocketAddrV4, Ipv4Addr> {
-    let backends: Vec<SocketAddrV4> = r.backends().keys().copied().collect();
-    let hops = next_hops(iface, backends.iter().map(|a| *a.ip()));
-    backends.into_iter().zip(hops).collect()
+/// One round of next hops from the kernel (route, then neighbour; the kernel is asked to
+/// resolve what it lacks): each backend's output interface and MAC go to the reconciler. A
+/// backend without a route, or whose route leaves by an interface xvip is not attached to,
+/// leaves the table; one whose neighbour is still being resolved keeps its last MAC (none
+/// the first time). `hops` keeps the description or reason per backend, logged when it
+/// changes. Returns whether the table must be rewritten.
+pub(super) fn refresh_next_hops(
+    r: &mut Reconciler,
+    ifaces: &[Interface],
+    hops: &mut BTreeMap<SocketAddrV4, String>,
+) -> bool {
+    let addrs: Vec<SocketAddrV4> = r
+        .backends()
+        .keys()
+        .filter(|a| !r.is_local(a))
+        .copied()
+        .collect();
+    let found = match nexthop::next_hops(addrs.iter().map(|a| std::net::IpAddr::V4(*a.ip()))) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("next hops: {e}");
+            return false;
+        }
+    };
+    let name = |i: u32| {
+        ifaces
+            .iter()
+            .find(|f| f.index == i)
+            .map_or_else(|| format!("ifindex {i}"), |f| f.name.clone())
+    };
+    let attached = |i: u32| ifaces.iter().any(|f| f.index == i);
+    let mut changed = false;
+    hops.retain(|a, _| r.backends().contains_key(a));
+    for (addr, hop) in addrs.iter().zip(found) {
+        let (line, ok) = match &hop {
+            Ok(Hop::Remote(h)) if !attached(h.ifindex) => {
+                changed |= r.set_next_hop(*addr, 0, None);
+                let why = format!(
+                    "the route to {} leaves by {}, which xvip is not attached to",
+                    addr.ip(),
+                    name(h.ifindex)
+                );
+                (why, false)
+            }
+            Ok(Hop::Remote(h)) => match h.mac {
+                Some(mac) => {
+                    changed |= r.set_next_hop(*addr, h.ifindex, Some(mac));
+                    let line = format!(
+                        "{} on {}{} at {}",
+                        h.neighbour,
+                        name(h.ifindex),
+                        if h.via_gateway { " (gateway)" } else { "" },
+                        format_mac(&mac)
+                    );
+                    (line, true)
+                }
+                None => {
+                    let why = nexthop::unresolved_reason(&hop, name).unwrap_or_default();
+                    // Being resolved: said in the status only; a failed resolution is logged.
+                    if h.state != "failed" {
+                        hops.insert(*addr, why);
+                        continue;
+                    }
+                    (why, false)
+                }
+            },
+            Ok(Hop::Local) => continue,
+            Err(e) => {
+                changed |= r.set_next_hop(*addr, 0, None);
+                (e.to_string(), false)
+            }
+        };
+        if hops.get(addr) != Some(&line) {
+            if ok {
+                log::info!("backend {addr}: next hop {line}");
+            } else {
+                log::warn!("backend {addr}: {line}; it stays out of the table");
+            }
+            hops.insert(*addr, line);
+        }
+    }
+    changed
 }
 
 /// Gives backends on this node's own addresses the interface's MAC: they need no ARP.
@@ -240,37 +373,21 @@ pub(super) fn mark_local_backends(r: &mut Reconciler, mac: [u8; 6]) {
     }
 }
 
-/// Asks for every backend's next hop and waits up to `within` for the answers.
+/// Next-hop rounds every 20 ms until every backend has a MAC or `within` passes (the kernel
+/// resolves on the first round's request), so the first table is not empty.
 async fn resolve_before_attach(
-    arp: &ArpSocket,
-    iface: &Interface,
+    ifaces: &[Interface],
     r: &mut Reconciler,
+    hops: &mut BTreeMap<SocketAddrV4, String>,
     within: Duration,
 ) {
-    let hops = backend_next_hops(r, &iface.name);
-    let pending = |r: &Reconciler| -> Vec<(SocketAddrV4, Ipv4Addr)> {
-        hops.iter()
-            .filter(|(a, _)| r.backends().get(a).is_some_and(|st| st.mac.is_none()))
-            .map(|(a, hop)| (*a, *hop))
-            .collect()
-    };
-    let targets: std::collections::BTreeSet<Ipv4Addr> =
-        pending(r).into_iter().map(|(_, hop)| hop).collect();
-    for hop in targets {
-        let _ = arp.resolve(iface, hop);
-    }
     let deadline = tokio::time::Instant::now() + within;
-    while !pending(r).is_empty() {
-        match tokio::time::timeout_at(deadline, arp.recv()).await {
-            Ok(Ok(a)) => {
-                for (backend, hop) in pending(r) {
-                    if hop == a.sender_ip {
-                        r.set_mac(backend, a.sender_mac);
-                    }
-                }
-            }
-            Ok(Err(_)) => {}
-            Err(_) => break,
+    loop {
+        refresh_next_hops(r, ifaces, hops);
+        let pending = r.backends().values().any(|b| b.mac.is_none());
+        if !pending || tokio::time::Instant::now() >= deadline {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -154,7 +154,9 @@ pub(super) async fn status_endpoint(
     let endpoint = crate::status::serve(addr, source)
         .await
         .map_err(|e| DaemonError::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
-    crate::status::record_addr(&d.iface.name, addr);
+    for name in &d.settings.interfaces {
+        crate::status::record_addr(name, addr);
+    }
     Ok(endpoint)
 }
 
@@ -183,4 +185,28 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
         d.discovery_report.clone(),
         tx,
     ))
+}
+
+/// Feeds the ARP packets of a further interface's socket to the loop as `(n, packet)`.
+pub(super) fn forward_arp(
+    n: usize,
+    name: String,
+    sock: Arc<crate::arp::ArpSocket>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::arp::Arp)>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match sock.recv().await {
+                Ok(a) => {
+                    if tx.send((n, a)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("ARP socket on {name}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
 }

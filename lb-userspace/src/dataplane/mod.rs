@@ -284,18 +284,40 @@ pub struct Dataplane {
     reasons: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
-    link: Option<XdpLinkId>,
-    /// The bpffs directory holding this interface's pins, when pinning.
+    /// One entry per interface attached to, in attach order.
+    links: Vec<IfLink>,
+    /// The bpffs directory holding the pins (the first interface's), when pinning.
     pins: Option<PathBuf>,
-    /// The pinned link (keeps the program attached when this process is gone).
-    pinned_link: Option<PinnedLink>,
-    /// Our reference to an adopted link after the in-place program update.
-    owned_link: Option<XdpLink>,
+    /// The interface the pin directory is keyed by: its link is pinned as `link`, any other
+    /// interface's as `link@IFNAME` beside it.
+    pin_interface: Option<String>,
     /// The cgroup `connect4` link: pinned, or owned when pinning is off.
     connect4: Option<PinnedLink>,
     connect4_owned: Option<CgroupSockAddrLink>,
     /// The maps were adopted from a previous xvip rather than created.
     adopted: bool,
+}
+
+/// The program's attachment to one interface.
+struct IfLink {
+    interface: String,
+    /// The link while we own it unpinned.
+    link: Option<XdpLinkId>,
+    /// The pinned link (keeps the program attached when this process is gone).
+    pinned: Option<PinnedLink>,
+    /// Our reference to an adopted link after the in-place program update.
+    owned: Option<XdpLink>,
+}
+
+impl IfLink {
+    fn new(interface: &str) -> Self {
+        Self {
+            interface: interface.into(),
+            link: None,
+            pinned: None,
+            owned: None,
+        }
+    }
 }
 
 /// Every map of the object, all pinned under the interface's directory.
@@ -310,6 +332,7 @@ const PINNED_MAPS: &[&str] = &[
     map_names::UNCONFIRMED,
     map_names::UNCONFIRMED_REV,
     map_names::CONFIG,
+    map_names::IFACES,
     map_names::REASONS,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
@@ -470,14 +493,34 @@ impl Dataplane {
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
             rings,
             ebpf,
-            link: None,
+            links: Vec::new(),
             pins: pins.map(|(d, _)| d.to_path_buf()),
-            pinned_link: None,
-            owned_link: None,
+            pin_interface: pins.map(|(_, i)| i.to_string()),
             connect4: None,
             connect4_owned: None,
             adopted,
         })
+    }
+
+    /// Writes every attached interface's index and MAC (`IFACES`), read by the program when
+    /// `CONFIG_FLAG_IFACES` is set.
+    ///
+    /// # Errors
+    /// The map is missing or the write failed.
+    pub fn set_ifaces(&mut self, ifaces: &lb_common::Ifaces) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::IFACES)
+            .ok_or(DataplaneError::Map {
+                name: map_names::IFACES,
+                reason: "not in the object".into(),
+            })?;
+        let mut m: Array<&mut MapData, lb_common::Ifaces> =
+            Array::try_from(map).map_err(|e| DataplaneError::Map {
+                name: map_names::IFACES,
+                reason: e.to_string(),
+            })?;
+        op(map_names::IFACES, m.set(0, ifaces, 0))
     }
 
     /// Whether the maps (and so the tracked connections) came from an earlier xvip.
@@ -533,11 +576,17 @@ impl Dataplane {
             mode: "any",
             reason: "interface name contains NUL".into(),
         })?;
-        if let Some(dir) = self.pins.clone() {
-            let path = dir.join(LINK_PIN);
-            if path.exists() {
-                return self.replace_pinned(&path, interface);
-            }
+        if self.links.iter().any(|l| l.interface == interface) {
+            return Err(DataplaneError::Attach {
+                interface: interface.into(),
+                mode: "any",
+                reason: "already attached by this xvip".into(),
+            });
+        }
+        if let Some(path) = self.link_pin(interface)
+            && path.exists()
+        {
+            return self.replace_pinned(&path, interface);
         }
         let tries: &[(XdpMode, &'static str)] = match mode {
             XdpAttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
@@ -553,7 +602,9 @@ impl Dataplane {
                             "{interface}: native XDP failed ({last}); attached in generic mode, which is slower"
                         );
                     }
-                    self.link = Some(link);
+                    let mut l = IfLink::new(interface);
+                    l.link = Some(link);
+                    self.links.push(l);
                     self.pin_link(interface);
                     return Ok(name);
                 }
@@ -567,9 +618,31 @@ impl Dataplane {
         })
     }
 
+    /// Where `interface`'s link is pinned: `link` for the interface the pins are keyed by,
+    /// `link@IFNAME` beside it for the others.
+    fn link_pin(&self, interface: &str) -> Option<PathBuf> {
+        let dir = self.pins.as_ref()?;
+        Some(match self.pin_interface.as_deref() {
+            Some(first) if first != interface => dir.join(pins::extra_link_pin(interface)),
+            _ => dir.join(LINK_PIN),
+        })
+    }
+
+    fn if_link(&mut self, interface: &str) -> Option<&mut IfLink> {
+        self.links.iter_mut().find(|l| l.interface == interface)
+    }
+
+    /// The interfaces attached to, in order.
+    pub fn attached_interfaces(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.interface.clone()).collect()
+    }
+
     /// Pins the fresh link so the program stays attached if this process dies.
     fn pin_link(&mut self, interface: &str) {
-        let (Some(dir), Some(id)) = (self.pins.clone(), self.link.take()) else {
+        let Some(path) = self.link_pin(interface) else {
+            return;
+        };
+        let Some(id) = self.if_link(interface).and_then(|l| l.link.take()) else {
             return;
         };
         let link = match self.program_mut().take_link(id) {
@@ -580,8 +653,12 @@ impl Dataplane {
             }
         };
         match FdLink::try_from(link) {
-            Ok(fd) => match fd.pin(dir.join(LINK_PIN)) {
-                Ok(p) => self.pinned_link = Some(p),
+            Ok(fd) => match fd.pin(&path) {
+                Ok(p) => {
+                    if let Some(l) = self.if_link(interface) {
+                        l.pinned = Some(p);
+                    }
+                }
                 Err(e) => log::warn!(
                     "{interface}: cannot pin the XDP link ({e}): a crash will detach the program"
                 ),
@@ -611,25 +688,33 @@ impl Dataplane {
         let id = self.program_mut().attach_to_link(xdp)?;
         // The program now owns the link and the pin stays valid: keep our own references to
         // both, for unpinning and closing at shutdown.
-        self.owned_link = self.program_mut().take_link(id).ok();
-        self.pinned_link = Some(PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?);
+        let mut l = IfLink::new(interface);
+        l.owned = self.program_mut().take_link(id).ok();
+        l.pinned = Some(PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?);
+        self.links.push(l);
         log::info!("{interface}: replaced the pinned program in place");
         Ok("pinned")
     }
 
-    /// Detaches the program and removes this interface's pins.
+    /// Detaches the program from every interface and removes the pins (`interface`, the
+    /// one they are keyed by, names them in errors).
     ///
     /// # Errors
     /// A failed detach.
     pub fn detach(&mut self, interface: &str) -> Result<(), DataplaneError> {
-        if let Some(link) = self.link.take() {
-            self.program_mut().detach(link)?;
+        let mut first_err = None;
+        for mut l in std::mem::take(&mut self.links) {
+            if let Some(link) = l.link.take()
+                && let Err(e) = self.program_mut().detach(link)
+            {
+                first_err.get_or_insert(e);
+            }
+            if let Some(p) = l.pinned.take() {
+                drop(p.unpin());
+            }
+            // With the pin gone, closing the last reference detaches the program.
+            drop(l.owned.take());
         }
-        if let Some(p) = self.pinned_link.take() {
-            drop(p.unpin());
-        }
-        // With the pin gone, closing the last reference detaches the program.
-        drop(self.owned_link.take());
         if let Some(p) = self.connect4.take() {
             drop(p.unpin());
         }
@@ -637,23 +722,27 @@ impl Dataplane {
         if let Some(dir) = self.pins.as_ref() {
             let _ = remove_pins(dir, interface);
         }
-        Ok(())
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Leaves the program attached after this process exits (`--keep-attached`): the link
     /// and the maps stay pinned, and the next `xvip run` adopts them.
     pub fn keep_attached(&mut self) {
-        if self.pinned_link.is_none()
-            && let Some(link) = self.link.take()
-            && let Ok(owned) = self.program_mut().take_link(link)
-        {
-            log::warn!(
-                "the XDP link is not pinned: it stays attached only while this process lives"
-            );
-            std::mem::forget(owned);
+        for mut l in std::mem::take(&mut self.links) {
+            if l.pinned.is_none()
+                && let Some(link) = l.link.take()
+                && let Ok(owned) = self.program_mut().take_link(link)
+            {
+                log::warn!(
+                    "{}: the XDP link is not pinned: it stays attached only while this process lives",
+                    l.interface
+                );
+                std::mem::forget(owned);
+            }
         }
-        self.pinned_link = None;
-        self.owned_link = None;
         self.connect4 = None;
         if let Some(l) = self.connect4_owned.take() {
             std::mem::forget(l);

@@ -1,7 +1,9 @@
 //! Where an interface's pins live and whether pinned state belongs to it. Pins are keyed by
 //! network namespace and interface name (`<pin-root>/<netns inode>/<ifname>`), and a pinned
 //! XDP link is adopted only when the kernel says it is the one attached to this very
-//! interface; a link whose interface is gone is dropped with its maps.
+//! interface; a link whose interface is gone is dropped with its maps. With several
+//! interfaces, the maps and every link are pinned in the first interface's directory (the
+//! others' links as `link@IFNAME`).
 
 use std::{
     io,
@@ -466,6 +468,85 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
     Ok(dir)
 }
 
+/// File name of the pinned XDP link of a further interface (`--interface` repeated): kept in
+/// the first interface's directory with the maps they share, so one `xvip detach --interface
+/// FIRST` removes them all and a restart adopts each.
+pub fn extra_link_pin(interface: &str) -> String {
+    // bpffs refuses names with a dot (reserved for its own files); a VLAN is `eth0.100`.
+    let escaped = interface.replace('%', "%25").replace('.', "%2e");
+    format!("{LINK_PIN}@{escaped}")
+}
+
+/// [`claim`] for a further interface whose link pin lives in the first interface's
+/// directory `dir`: adopts our link attached to it, drops a defunct one, refuses a foreign
+/// program or a link attached elsewhere. Changes nothing when it refuses.
+///
+/// # Errors
+/// As [`claim`].
+pub fn claim_extra(dir: &Path, iface: &Interface) -> Result<(), PinError> {
+    let path = dir.join(extra_link_pin(&iface.name));
+    let attached = attached_xdp(iface.index).map_err(|e| PinError::Query {
+        interface: iface.name.clone(),
+        reason: e.to_string(),
+    })?;
+    let link = match read_link(&path) {
+        Ok(Some(l)) if l.link_type != BPF_LINK_TYPE_XDP => {
+            return Err(PinError::Unreadable {
+                path: path.display().to_string(),
+                interface: iface.name.clone(),
+                reason: format!("a link of type {}", l.link_type),
+            });
+        }
+        Ok(l) => l,
+        Err(e) => {
+            return Err(PinError::Unreadable {
+                path: path.display().to_string(),
+                interface: iface.name.clone(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let mut decision = decide(link, iface.index, &attached);
+    if decision == Decision::DropStale {
+        let _ = std::fs::remove_file(&path);
+        log::warn!(
+            "{}: the pinned XDP link {} is defunct (its interface is gone): removed, attaching afresh",
+            iface.name,
+            path.display()
+        );
+        decision = decide(None, iface.index, &attached);
+    }
+    match decision {
+        Decision::Fresh | Decision::Adopt => Ok(()),
+        Decision::Foreign(a) => Err(foreign(&iface.name, a)),
+        Decision::Elsewhere(l) => Err(PinError::Elsewhere {
+            dir: dir.display().to_string(),
+            interface: iface.name.clone(),
+            ifindex: l.ifindex,
+            expected: iface.index,
+            prog_id: l.prog_id,
+        }),
+        Decision::DropStale => unreachable!("decided again without a link"),
+    }
+}
+
+/// Unpins (and so detaches) the further interfaces' links in `dir` that are not in `keep`:
+/// an interface dropped from `--interface` since the last run. Returns their names.
+pub fn drop_unlisted_links(dir: &Path, keep: &[&str]) -> Vec<String> {
+    let prefix = format!("{LINK_PIN}@");
+    let mut dropped = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(ifname) = name.strip_prefix(&prefix)
+            && !keep.iter().any(|k| extra_link_pin(k) == name)
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            dropped.push(ifname.to_string());
+        }
+    }
+    dropped
+}
+
 /// The pin directories `xvip detach --interface IF` removes in this namespace: this
 /// namespace's `<ns>/<if>`, and an older xvip's `<if>` when its link is attached to this
 /// namespace's interface of that name or is defunct.
@@ -505,6 +586,14 @@ mod tests {
     }
     fn att(prog_id: u32) -> Vec<Attached> {
         vec![Attached { prog_id, mode: 2 }]
+    }
+
+    #[test]
+    fn further_interfaces_links_have_names_bpffs_accepts() {
+        assert_eq!(extra_link_pin("eth1"), "link@eth1");
+        assert_eq!(extra_link_pin("eth0.100"), "link@eth0%2e100");
+        assert_eq!(extra_link_pin("a%b"), "link@a%25b");
+        assert!(!extra_link_pin("bond0.7.3").contains('.'));
     }
 
     #[test]

@@ -43,3 +43,16 @@ pub struct GenConfig {
     pub ttl: u8,
     pub _pad: [u8; 3],
 }
+
+/// `REDIRECT_TO` value (single entry, key 0): where `lab_redirect`, the two-arm bare
+/// forwarder, sends every frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedirectConfig {
+    /// Interface to redirect to (the LB's second veth).
+    pub ifindex: u32,
+    /// Destination MAC written into the frame (the generator's second veth).
+    pub dst_mac: [u8; 6],
+    /// Source MAC written into the frame (the LB's second veth).
+    pub src_mac: [u8; 6],
+}

@@ -21,13 +21,25 @@ use xvip::{config::XdpAttachMode, dataplane::Dataplane};
 
 use super::{
     frame::{TCP_ACK, TcpFrame},
-    gen_config::GenConfig,
+    gen_config::{GenConfig, RedirectConfig},
     stats::{CpuUse, cpu_times, cpu_use},
 };
 use crate::lab::{Netns, lab_object, sh};
 
 // SAFETY: `GenConfig` is `repr(C)` plain data with explicit padding.
 unsafe impl aya::Pod for GenConfig {}
+// SAFETY: `repr(C)`, 16 bytes without padding.
+unsafe impl aya::Pod for RedirectConfig {}
+
+/// The two-arm shape's second veth pair (`add_second_arm`): the generator's `g1`, where the
+/// masters' side is counted, and the LB's `l1`.
+pub const GEN1_DEV: &str = "g1";
+/// LB side of the second pair.
+pub const LB1_DEV: &str = "l1";
+/// MAC of `g1` (every backend's next hop in the two-arm shape).
+pub const GEN1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xbf, 0x01];
+/// MAC of `l1`.
+pub const LB1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xbf, 0x02];
 
 /// MAC of the generator's veth `g0` (also every backend's next hop: answers come back here).
 pub const GEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xbe, 0x01];
@@ -227,6 +239,10 @@ pub fn ns_per_run(before: Option<(Duration, u64)>, after: Option<(Duration, u64)
 pub struct XdpLab {
     xvip: Option<Dataplane>,
     forward: Option<XdpLinkId>,
+    /// `lab_redirect` on `l0` (the two-arm limit).
+    redirect: Option<XdpLinkId>,
+    /// Index of `l1` in the LB namespace, once `add_second_arm` made it.
+    pub lb1_ifindex: Option<u32>,
     lab: Ebpf,
     pub genns: Netns,
     pub lb: Netns,
@@ -268,7 +284,7 @@ impl XdpLab {
         let path = lab_object();
         let mut lab =
             Ebpf::load_file(&path).with_context(|| format!("loading {}", path.display()))?;
-        for name in ["lab_count", "lab_forward", "lab_gen"] {
+        for name in ["lab_count", "lab_forward", "lab_redirect", "lab_gen"] {
             let p: &mut Xdp = lab
                 .program_mut(name)
                 .with_context(|| format!("{name} not in {}", path.display()))?
@@ -289,6 +305,8 @@ impl XdpLab {
         Ok(Self {
             xvip: None,
             forward: None,
+            redirect: None,
+            lb1_ifindex: None,
             lab,
             genns,
             lb,
@@ -319,6 +337,100 @@ impl XdpLab {
                 .try_into()?;
             p.detach(id)?;
         }
+        if let Some(id) = self.redirect.take() {
+            let p: &mut Xdp = self
+                .lab
+                .program_mut("lab_redirect")
+                .expect("loaded")
+                .try_into()?;
+            p.detach(id)?;
+        }
+        Ok(())
+    }
+
+    /// The two-arm shape: a second veth pair `g1`/`l1` (198.51.100.0/24), the sink counting
+    /// on `g1` as on `g0`. Frames the LB redirects from `l0` to `l1` are counted there.
+    pub fn add_second_arm(&mut self) -> Result<()> {
+        self.genns.ip(&[
+            "link",
+            "add",
+            GEN1_DEV,
+            "address",
+            &mac_str(GEN1_MAC),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            LB1_DEV,
+            "netns",
+            &self.lb.name,
+        ])?;
+        self.lb
+            .ip(&["link", "set", LB1_DEV, "address", &mac_str(LB1_MAC)])?;
+        for (ns, dev, ip) in [
+            (&self.genns, GEN1_DEV, "198.51.100.10/24"),
+            (&self.lb, LB1_DEV, "198.51.100.2/24"),
+        ] {
+            ns.ip(&["addr", "add", ip, "dev", dev])?;
+            ns.ip(&["link", "set", dev, "up"])?;
+        }
+        let lab = &mut self.lab;
+        with_netns(&self.genns.name, || {
+            let p: &mut Xdp = lab.program_mut("lab_count").expect("loaded").try_into()?;
+            let name = CString::new(GEN1_DEV)?;
+            p.attach(name.as_c_str(), XdpMode::Driver)
+                .context("attaching lab_count to g1 (native)")?;
+            Ok(())
+        })?;
+        let idx = with_netns(&self.lb.name, || {
+            let name = CString::new(LB1_DEV)?;
+            // SAFETY: a valid C string.
+            Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+        })?;
+        if idx == 0 {
+            bail!("no {LB1_DEV} in {}", self.lb.name);
+        }
+        self.lb1_ifindex = Some(idx);
+        Ok(())
+    }
+
+    /// Puts the two-arm bare forwarder (`lab_redirect`: MACs set, redirect to `l1`) on `l0`.
+    pub fn use_redirect(&mut self) -> Result<()> {
+        self.clear()?;
+        let to = self.lb1_ifindex.context("no second arm")?;
+        let mut m: Array<&mut MapData, RedirectConfig> =
+            Array::try_from(self.lab.map_mut("REDIRECT_TO").context("REDIRECT_TO")?)?;
+        m.set(
+            0,
+            &RedirectConfig {
+                ifindex: to,
+                dst_mac: GEN1_MAC,
+                src_mac: LB1_MAC,
+            },
+            0,
+        )?;
+        let lab = &mut self.lab;
+        let id = with_netns(&self.lb.name, || {
+            let p: &mut Xdp = lab
+                .program_mut("lab_redirect")
+                .expect("loaded")
+                .try_into()?;
+            let name = CString::new(LB_DEV)?;
+            Ok(p.attach(name.as_c_str(), XdpMode::Driver)?)
+        })?;
+        self.redirect = Some(id);
+        Ok(())
+    }
+
+    /// Puts xvip on `l0` and `l1` (one program, one set of maps), natively.
+    pub fn use_xvip_two_arm(&mut self, mut dp: Dataplane) -> Result<()> {
+        self.clear()?;
+        with_netns(&self.lb.name, || {
+            dp.attach(LB_DEV, XdpAttachMode::Native)?;
+            dp.attach(LB1_DEV, XdpAttachMode::Native)?;
+            Ok(())
+        })?;
+        self.xvip = Some(dp);
         Ok(())
     }
 
@@ -358,10 +470,11 @@ impl XdpLab {
 
     /// The program on `l0` (xvip or the bare forwarder), if any.
     pub fn under_test(&self) -> Option<&Xdp> {
-        match (&self.xvip, &self.forward) {
-            (Some(dp), _) => Some(dp.program()),
-            (None, Some(_)) => self.lab_program("lab_forward").ok(),
-            (None, None) => None,
+        match (&self.xvip, &self.forward, &self.redirect) {
+            (Some(dp), _, _) => Some(dp.program()),
+            (None, Some(_), _) => self.lab_program("lab_forward").ok(),
+            (None, None, Some(_)) => self.lab_program("lab_redirect").ok(),
+            (None, None, None) => None,
         }
     }
 

@@ -22,8 +22,8 @@ use tests::{
         stats::Summary,
         tcp,
         xdp_lab::{
-            GEN_BATCH, GEN_MAC, GenSpec, LB_DEV, LB_MAC, PpsSample, VIP, VIP_PORT, XdpLab, mac_str,
-            ns_per_run, run_stats, sysctl, with_netns,
+            GEN_BATCH, GEN_MAC, GEN1_MAC, GenSpec, LB_DEV, LB_MAC, LB1_MAC, PpsSample, VIP,
+            VIP_PORT, XdpLab, mac_str, ns_per_run, run_stats, sysctl, with_netns,
         },
     },
     flood::{Flood, FloodSpec},
@@ -52,7 +52,7 @@ struct Args {
     /// CPUs the XDP generator uses, one pinned thread each.
     #[arg(long, default_value_t = 1)]
     gen_cpus: u32,
-    /// Only these parts: maglev,memory,cost,pps,nft,tcp,sync (default: all).
+    /// Only these parts: maglev,memory,cost,pps,two-arm,nft,tcp,sync (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory (default: $XVIP_BENCH_OUT, else target/bench).
@@ -161,11 +161,12 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 7] = [
+    let parts: [(&str, Part); 8] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("cost", cost_part),
         ("pps", pps_part),
+        ("two-arm", two_arm_part),
         ("nft", nft_part),
         ("tcp", tcp_part),
         ("sync", sync_part),
@@ -310,7 +311,7 @@ fn backend_list(n: usize) -> Vec<String> {
 
 fn settings(mode: Mode, backends: usize, conntrack: u32) -> Result<Settings> {
     Ok(RunArgs {
-        interface: Some(LB_DEV.into()),
+        interface: vec![LB_DEV.into()],
         vips: vec![format!("{VIP}:{VIP_PORT}")],
         backends: backend_list(backends),
         mode: Some(mode),
@@ -335,6 +336,39 @@ fn xvip_dataplane(obj: &[u8], mode: Mode, backends: usize, conntrack: u32) -> Re
     let mut r = Reconciler::new(&s);
     for b in &s.backends {
         r.set_mac(b.addr, GEN_MAC);
+    }
+    r.apply(&mut dp, &[])?;
+    Ok(dp)
+}
+
+/// [`xvip_dataplane`] for the two-arm shape: clients on `l0`, every backend's next hop the
+/// generator's `g1` out of `l1` (index `l1`), each interface's MAC in `IFACES`.
+fn xvip_dataplane_two_arm(
+    obj: &[u8],
+    mode: Mode,
+    backends: usize,
+    conntrack: u32,
+    l0: u32,
+    l1: u32,
+) -> Result<Dataplane> {
+    let s = settings(mode, backends, conntrack)?;
+    let mut dp = Dataplane::load(obj, conntrack)?;
+    dp.set_config(&Config {
+        snat_port_min: s.snat_ports.0,
+        snat_port_max: s.snat_ports.1,
+        flags: lb_common::CONFIG_FLAG_IFACES,
+        if_mac: LB_MAC,
+        ..Default::default()
+    })?;
+    let mut ifaces = lb_common::Ifaces::default();
+    for (e, (ifindex, mac)) in ifaces.entries.iter_mut().zip([(l0, LB_MAC), (l1, LB1_MAC)]) {
+        e.ifindex = ifindex;
+        e.mac = mac;
+    }
+    dp.set_ifaces(&ifaces)?;
+    let mut r = Reconciler::new(&s);
+    for b in &s.backends {
+        r.set_next_hop(b.addr, l1, Some(GEN1_MAC));
     }
     r.apply(&mut dp, &[])?;
     Ok(dp)
@@ -754,6 +788,101 @@ fn pps_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
     }
     lab.clear()?;
     Ok(())
+}
+
+/// Name of the two-arm shape's limit row.
+const TWO_ARM_LIMIT: &str = "two-arm limit: bare XDP redirect";
+/// Name of the two-arm shape's xvip rows.
+const TWO_ARM_XVIP: &str = "two-arm xvip established";
+
+/// The two-arm shape: clients on `l0`, masters behind `l1`, every forwarded frame redirected
+/// from one to the other (`--interface` repeated). Its own limit is `lab_redirect` (MACs set,
+/// redirect), as `lab_forward` is the one-armed shape's.
+fn two_arm_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    let mut lab = XdpLab::new(&format!("{}-2", ctx.prefix), ctx.gen_cpus)?;
+    lab.add_second_arm()?;
+    let l1 = lab.lb1_ifindex.context("l1")?;
+    let l0 = with_netns(&lab.lb.name, || {
+        let name = std::ffi::CString::new(LB_DEV)?;
+        // SAFETY: a valid C string.
+        Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+    })?;
+    let est = 1_000u32;
+    lab.use_redirect()?;
+    let s = measure_xdp(ctx, &mut lab, &GenSpec::established(est), warm_for(est))?;
+    report.pps.push(pps_row(
+        PpsCase {
+            scenario: TWO_ARM_LIMIT,
+            generator: "xdp",
+            mode: "-",
+            flows: est as u64,
+            backends: 0,
+        },
+        &s,
+    ));
+    for mode in [Mode::Fullnat, Mode::Dnat] {
+        ctx.check_stop()?;
+        let dp = xvip_dataplane_two_arm(&ctx.obj, mode, 3, 262_144, l0, l1)?;
+        let spec = GenSpec::established(est);
+        confirm_flows_two_arm(&dp, &spec)?;
+        lab.use_xvip_two_arm(dp)?;
+        let s = measure_xdp(ctx, &mut lab, &spec, warm_for(est))?;
+        report.pps.push(pps_row(
+            PpsCase {
+                scenario: TWO_ARM_XVIP,
+                generator: "xdp",
+                mode: mode_name(mode),
+                flows: est as u64,
+                backends: 3,
+            },
+            &s,
+        ));
+    }
+    lab.clear()?;
+    Ok(())
+}
+
+/// [`confirm_flows`] for the two-arm data path: the backend's answer is addressed to `l1`'s
+/// MAC, but a test run's ingress is `lo`, for which the program expects `l0`'s (the
+/// configured `if_mac`), so the reply is readdressed to it.
+fn confirm_flows_two_arm(dp: &Dataplane, spec: &GenSpec) -> Result<()> {
+    let span = u32::from(spec.port_span.max(1));
+    for i in 0..spec.flows {
+        let src = Ipv4Addr::from(u32::from(spec.src_base).wrapping_add(i / span));
+        let sport = (u32::from(spec.first_port) + i % span) as u16;
+        let out = test_run_once(
+            dp.program(),
+            &client_frame(src, sport, spec.dst, spec.flags),
+        )?;
+        let mut reply = reply_to(&out);
+        reply[..6].copy_from_slice(&LB_MAC);
+        test_run_once(dp.program(), &reply)?;
+    }
+    Ok(())
+}
+
+/// The two-arm rows against their own limit (separate from the one-armed targets).
+fn two_arm_targets(r: &Report, push: &mut dyn FnMut(Target)) {
+    let out = |p: Option<&PpsRow>| p.map(|p| p.pps_out.median);
+    let limit = out(find(r, TWO_ARM_LIMIT, "-", "xdp", 0, 0));
+    for mode in ["fullnat", "dnat"] {
+        let est = out(find(r, TWO_ARM_XVIP, mode, "xdp", 3, 1000));
+        let q = match (est, limit) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        push(Target {
+            name: format!("two-arm established {mode} vs bare-redirect limit"),
+            want: ">= 0.90×".into(),
+            measured: q.map_or("n/a".into(), |q| format!("{q:.2}×")),
+            verdict: verdict(q.map(|q| q >= 0.9)),
+            note: format!(
+                "{} vs {} Mpps out, clients on l0, masters behind l1 (redirect)",
+                est.map_or("n/a".into(), |x| format!("{:.2}", x / 1e6)),
+                limit.map_or("n/a".into(), |x| format!("{:.2}", x / 1e6))
+            ),
+        });
+    }
 }
 
 /// Runs `frame` through `prog` once (`BPF_PROG_TEST_RUN`) and returns the frame it left.
@@ -1560,5 +1689,6 @@ fn targets(r: &mut Report) {
             String::new(),
         );
     }
+    two_arm_targets(r, &mut |x| t.push(x));
     r.targets = t;
 }
