@@ -565,3 +565,51 @@ fn without_sync_a_silent_stream_stalls_after_a_takeover() {
     assert!(after < 5, "the stream should have stalled: {after} lines");
     lab.stop("watch");
 }
+
+/// With unicast VRRP peers (`--vrrp-peer`) sync goes to the same peers, and a datagram
+/// from any other address is dropped unread (`not_peer`).
+#[test]
+fn unicast_peers_sync_and_others_are_not_heard() {
+    let dir = TempDir::new("syncuni");
+    let key = key_file(&dir);
+    let mut lab = sync_lab("syncuni", 2);
+    let (p1, p2) = (lb_ip(2).to_string(), lb_ip(1).to_string());
+    for (host, prio, peer) in [("lb1", 150, &p1), ("lb2", 100, &p2)] {
+        start_node(
+            &mut lab,
+            host,
+            prio,
+            &[
+                "--health",
+                "tcp",
+                "--sync-key-file",
+                &key,
+                "--vrrp-peer",
+                peer,
+            ],
+        );
+    }
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    lab.curl_until_ok(
+        "client",
+        &format!("http://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .expect("through the VIP");
+    let stream = Stream::start(&mut lab, "watch");
+    wait_synced(&lab, &["lb2"], "lb1", 2);
+    wait_for(Duration::from_secs(5), "stream running", || {
+        stream.count() >= 10
+    });
+    let st = sync_of(&lab, "lb2").expect("status");
+    assert!(st.transport.starts_with("unicast"), "{}", st.transport);
+    let before = st.rejected.get("not_peer").copied().unwrap_or(0);
+    send_udp(&lab, CLIENT, lb_ip(2), vec![0; 80]);
+    wait_for_status(&lab, "lb2", |s| {
+        s.rejected.get("not_peer").copied().unwrap_or(0) > before
+    });
+    let kill = Instant::now();
+    lab.kill("xvip-lb1").expect("kill lb1");
+    let pause = stream.finish(&mut lab, kill, "unicast peers, SIGKILL of lb1");
+    assert!(pause < TAKEOVER_BOUND, "stream paused {pause:?}");
+}
