@@ -57,6 +57,11 @@ pub trait Family: Addr {
     /// A transport checksum after the header's addresses (pseudo-header) change to
     /// `new[0]`, `new[1]` (read before the header is rewritten).
     fn addrs_csum(h: &Headers<Self>, new: *const [Self; 2], check: u16) -> u16;
+    /// Conntrack sync of the family's confirmed flows (`sync.rs`): IPv4's are written to
+    /// `SYNC_EVENTS`; IPv6's are not synced yet (`SyncEvent` carries IPv4 keys).
+    fn sync_confirmed(key: &FlowKey<Self>, entry: &CtEntry<Self>);
+    fn sync_closing(key: &FlowKey<Self>);
+    fn sync_removed(key: &FlowKey<Self>);
     /// Puts `src` and `dst` into the IP header and decrements the TTL (hop limit), keeping
     /// the header checksum (IPv4) right.
     fn rewrite_ip(h: &Headers<Self>, src: Self, dst: Self);
@@ -67,6 +72,18 @@ pub trait Family: Addr {
 impl Family for u32 {
     type IpHdr = Ipv4Hdr;
     type Addrs = [u32; 2];
+    #[inline(always)]
+    fn sync_confirmed(key: &FlowKey<u32>, entry: &CtEntry<u32>) {
+        crate::sync::emit_confirmed(key, entry);
+    }
+    #[inline(always)]
+    fn sync_closing(key: &FlowKey<u32>) {
+        crate::sync::emit_closing(key);
+    }
+    #[inline(always)]
+    fn sync_removed(key: &FlowKey<u32>) {
+        crate::sync::emit_removed(key);
+    }
     #[inline(always)]
     fn addrs_csum(h: &Headers<Self>, new: *const [u32; 2], check: u16) -> u16 {
         // SAFETY: `new` points to two addresses on the caller's stack.
@@ -176,6 +193,12 @@ impl Family for u32 {
 impl Family for Ip6 {
     type IpHdr = Ipv6Hdr;
     type Addrs = ();
+    #[inline(always)]
+    fn sync_confirmed(_key: &FlowKey<Ip6>, _entry: &CtEntry<Ip6>) {}
+    #[inline(always)]
+    fn sync_closing(_key: &FlowKey<Ip6>) {}
+    #[inline(always)]
+    fn sync_removed(_key: &FlowKey<Ip6>) {}
     /// The kernel's `bpf_csum_diff` over the 32 bytes of addresses in the frame and the 32
     /// new ones in memory: no address word is held in a register.
     #[inline(always)]

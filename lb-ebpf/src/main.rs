@@ -15,6 +15,7 @@ mod nat;
 mod packet;
 mod sock;
 mod stats;
+mod sync;
 mod vlan;
 
 use aya_ebpf::{

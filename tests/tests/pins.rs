@@ -450,3 +450,53 @@ fn an_interface_recreated_under_a_killed_xvip_gets_a_fresh_attach_with_one_log_l
     assert!(xdp_prog(&lab, "lb").is_some());
     assert!(pins.join("link").exists());
 }
+
+#[test]
+fn an_interface_named_with_a_dot_like_a_vlan_is_pinned_and_adopted_across_a_restart() {
+    let mut own = OwnPins::default();
+    let mut lab = lab("dot", &mut own, &[("lb", Ipv4Addr::new(192, 0, 2, 2))]);
+    let ns = own.0[0];
+    // `eth0.100` is what a VLAN interface is called; bpffs refuses names with a dot.
+    let h = lab.host("lb");
+    for args in [
+        &["link", "set", "eth0", "down"][..],
+        &["link", "set", "eth0", "name", "eth0.100"],
+        &["link", "set", "eth0.100", "up"],
+    ] {
+        h.ns.ip(args).unwrap();
+    }
+    let args = [
+        "--interface",
+        "eth0.100",
+        "--backend",
+        "192.0.2.11",
+        "--vip",
+        "192.0.2.100",
+    ];
+    start(&mut lab, "lb", &args, None);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+    let dir = Path::new(ROOT).join(ns.to_string()).join("eth0%2e100");
+    assert!(
+        dir.join("link").exists(),
+        "no link pin in {}",
+        dir.display()
+    );
+    // A SIGKILL leaves the pinned program serving; the next xvip adopts it.
+    lab.kill("xvip-lb").unwrap();
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(3))
+        .expect("the pinned program serves while no xvip runs");
+    let log = TempDir::new("dotlog");
+    let log_path = log.path("xvip.log");
+    start(&mut lab, "lb", &args, Some(&log_path));
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+    let ok = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("adopted the pinned state"))
+    });
+    assert!(
+        ok,
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+}

@@ -53,6 +53,9 @@ pub enum DaemonError {
     /// The VRRP socket could not be set up.
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::VrrpError),
+    /// The conntrack sync socket could not be set up.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     /// Anything else at run time.
     #[error("{0}")]
     Runtime(String),
@@ -112,6 +115,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let up = startup::bring_up(&args).await?;
     let (mut d, mut sources) = events::Daemon::new(args, up)?;
     let vrrp = tasks::vrrp(&d, &mut sources)?;
+    d.sync = tasks::sync(&d)?;
     let endpoint = tasks::status_endpoint(&d, vrrp.as_ref()).await?;
     let discovery = tasks::discovery(&d, &mut sources);
     d.start_checkers();

@@ -110,5 +110,6 @@ pub(super) fn status_of(
         vrrp: None,
         discovery: None,
         route: s.route.clone(),
+        sync: None,
     }
 }

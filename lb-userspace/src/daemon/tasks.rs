@@ -95,6 +95,28 @@ pub(super) fn vrrp(
     Ok(Some(h))
 }
 
+/// Conntrack sync with the VRRP group (`--sync-key-file`): its own two threads, on second
+/// handles of the maps.
+pub(super) fn sync(d: &Daemon) -> Result<Option<Arc<crate::sync::SyncHandle>>, DaemonError> {
+    let Some(s) = &d.settings.sync else {
+        return Ok(None);
+    };
+    let maps = d
+        .shared
+        .lock()
+        .expect("poisoned")
+        .dataplane
+        .sync_maps()
+        .ok_or_else(|| DaemonError::Runtime("conntrack sync: the maps are not pinned".into()))?;
+    let h = crate::sync::spawn(s, &d.iface.name, d.iface.index, d.iface.ipv4, maps)?;
+    log::info!(
+        "conntrack sync with the VRRP group ({}), key from {}",
+        h.status().transport,
+        s.key_file.display()
+    );
+    Ok(Some(Arc::new(h)))
+}
+
 /// The status endpoint (`--metrics-addr`), rendering from the shared state on demand.
 pub(super) async fn status_endpoint(
     d: &Daemon,
@@ -106,6 +128,7 @@ pub(super) async fn status_endpoint(
         let xdp_mode = d.xdp_mode;
         let started = d.started;
         let vrrp_report = vrrp.map(|h| h.report());
+        let sync = d.sync.clone();
         let discovery = settings
             .discover_from_kubeconfig
             .clone()
@@ -123,6 +146,7 @@ pub(super) async fn status_endpoint(
             st.discovery = discovery
                 .as_ref()
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
+            st.sync = sync.as_ref().map(|s| s.status());
             st
         })
     };

@@ -695,7 +695,15 @@ impl Dataplane {
                     let mut l = IfLink::new(interface);
                     l.link = Some(link);
                     self.links.push(l);
-                    self.pin_link(interface);
+                    if let Err(reason) = self.pin_link(interface) {
+                        // The link is gone with the failed pin: nothing stays attached.
+                        self.links.retain(|l| l.interface != interface);
+                        return Err(DataplaneError::Attach {
+                            interface: interface.into(),
+                            mode: name,
+                            reason,
+                        });
+                    }
                     return Ok(name);
                 }
                 Err(e) => last = error_chain(&e),
@@ -727,36 +735,30 @@ impl Dataplane {
         self.links.iter().map(|l| l.interface.clone()).collect()
     }
 
-    /// Pins the fresh link so the program stays attached if this process dies.
-    fn pin_link(&mut self, interface: &str) {
+    /// Pins the fresh link so the program stays attached if this process dies. A link that
+    /// cannot be pinned is closed by the failed attempt (aya consumes it), which detaches
+    /// the program: that is an attach failure, not a warning.
+    fn pin_link(&mut self, interface: &str) -> Result<(), String> {
         let Some(path) = self.link_pin(interface) else {
-            return;
+            return Ok(());
         };
         let Some(id) = self.if_link(interface).and_then(|l| l.link.take()) else {
-            return;
+            return Ok(());
         };
-        let link = match self.program_mut().take_link(id) {
-            Ok(l) => l,
-            Err(e) => {
-                log::warn!("{interface}: cannot take the XDP link to pin it: {e}");
-                return;
-            }
-        };
-        match FdLink::try_from(link) {
-            Ok(fd) => match fd.pin(&path) {
-                Ok(p) => {
-                    if let Some(l) = self.if_link(interface) {
-                        l.pinned = Some(p);
-                    }
-                }
-                Err(e) => log::warn!(
-                    "{interface}: cannot pin the XDP link ({e}): a crash will detach the program"
-                ),
-            },
-            Err(e) => log::warn!(
-                "{interface}: XDP attached through netlink ({e}): it cannot be pinned and adopted"
-            ),
+        let link = self
+            .program_mut()
+            .take_link(id)
+            .map_err(|e| format!("cannot take the XDP link to pin it: {e}"))?;
+        let fd = FdLink::try_from(link).map_err(|e| {
+            format!("XDP attached through netlink ({e}), which cannot be pinned and adopted")
+        })?;
+        let pinned = fd
+            .pin(&path)
+            .map_err(|e| format!("cannot pin the XDP link at {}: {e}", path.display()))?;
+        if let Some(l) = self.if_link(interface) {
+            l.pinned = Some(pinned);
         }
+        Ok(())
     }
 
     /// Swaps this program into the pinned link of an earlier xvip: one atomic update, no
@@ -985,6 +987,30 @@ impl Dataplane {
     /// The same for `UNCONFIRMED` (flows not confirmed yet: a flood shows there).
     pub fn unconfirmed_handle(&self) -> Option<HashMap<MapData, FlowKey, CtEntry>> {
         self.flow_map_handle(map_names::UNCONFIRMED)
+    }
+
+    /// The maps conntrack sync uses, as handles of its own (its threads must not hold the
+    /// daemon's state): the ring buffer and its counters (taken: once only), and second
+    /// handles on the pinned flow, VIP and backend maps. `None` without pins or when taken.
+    pub fn sync_maps(&mut self) -> Option<crate::sync::SyncMaps> {
+        let pinned = |name: &str| MapData::from_pin(self.pins.as_ref()?.join(name)).ok();
+        let vips = HashMap::try_from(Map::HashMap(pinned(map_names::VIPS)?)).ok()?;
+        let backends = Array::try_from(Map::Array(pinned(map_names::BACKENDS)?)).ok()?;
+        let reverse = HashMap::try_from(Map::LruHashMap(pinned(map_names::REVERSE)?)).ok()?;
+        let conntrack = self.flow_map_handle(map_names::CONNTRACK)?;
+        let conntrack_dump = self.flow_map_handle(map_names::CONNTRACK)?;
+        let events =
+            aya::maps::RingBuf::try_from(self.ebpf.take_map(map_names::SYNC_EVENTS)?).ok()?;
+        let counts = PerCpuArray::try_from(self.ebpf.take_map(map_names::SYNC_COUNTS)?).ok()?;
+        Some(crate::sync::SyncMaps {
+            events,
+            counts,
+            conntrack_dump,
+            conntrack,
+            reverse,
+            vips,
+            backends,
+        })
     }
 
     fn flow_map_handle(&self, name: &str) -> Option<HashMap<MapData, FlowKey, CtEntry>> {

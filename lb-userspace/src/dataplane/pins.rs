@@ -97,7 +97,14 @@ pub fn netns_inode() -> Result<u64, PinError> {
 
 /// The directory under `root` holding the pins of `interface` in namespace `netns`.
 pub fn pin_dir(root: &Path, netns: u64, interface: &str) -> PathBuf {
-    root.join(netns.to_string()).join(interface)
+    root.join(netns.to_string()).join(pin_name(interface))
+}
+
+/// An interface name as a bpffs file name: bpffs refuses any name with a dot (reserved for
+/// its own files), and a VLAN is typically `eth0.100`; `.` becomes `%2e` (and `%` itself
+/// `%25`, so two names never meet). Names without either are unchanged.
+pub fn pin_name(interface: &str) -> String {
+    interface.replace('%', "%25").replace('.', "%2e")
 }
 
 /// What the kernel says about a pinned link.
@@ -472,9 +479,7 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
 /// the first interface's directory with the maps they share, so one `xvip detach --interface
 /// FIRST` removes them all and a restart adopts each.
 pub fn extra_link_pin(interface: &str) -> String {
-    // bpffs refuses names with a dot (reserved for its own files); a VLAN is `eth0.100`.
-    let escaped = interface.replace('%', "%25").replace('.', "%2e");
-    format!("{LINK_PIN}@{escaped}")
+    format!("{LINK_PIN}@{}", pin_name(interface))
 }
 
 /// [`claim`] for a further interface whose link pin lives in the first interface's
@@ -594,6 +599,14 @@ mod tests {
         assert_eq!(extra_link_pin("eth0.100"), "link@eth0%2e100");
         assert_eq!(extra_link_pin("a%b"), "link@a%25b");
         assert!(!extra_link_pin("bond0.7.3").contains('.'));
+    }
+
+    #[test]
+    fn a_vlan_interfaces_pin_directory_has_no_dot() {
+        let d = pin_dir(Path::new("/sys/fs/bpf/xvip"), 7, "eth0.100");
+        assert_eq!(d, Path::new("/sys/fs/bpf/xvip/7/eth0%2e100"));
+        assert_eq!(pin_dir(Path::new("/r"), 7, "eth0"), Path::new("/r/7/eth0"));
+        assert_ne!(pin_name("a.b"), pin_name("a%2eb"));
     }
 
     #[test]
