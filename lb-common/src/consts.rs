@@ -67,6 +67,10 @@ pub const SEQ_WINDOW_ABOVE: u32 = 2 * SEQ_SLACK;
 /// A stream position is rewritten only when it has moved this many bytes, so a bulk
 /// stream writes its entry every few dozen packets, not on each.
 pub const SEQ_SLACK: u32 = 1 << 16;
+/// Bytes of the `SYNC_EVENTS` ring buffer (a power of two, page multiple): 14,000 events
+/// of 80 bytes (with the ring's header), some 1.4 s of 10,000 new flows per second should
+/// the daemon stall.
+pub const SYNC_RING_BYTES: u32 = 1 << 20;
 /// Nanoseconds in one second.
 pub const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -129,6 +133,10 @@ pub mod map_names {
     pub const UNCONFIRMED6: &str = "UNCONFIRMED6";
     /// `FlowKey6 (backend side) -> RevEntry6` of flows not confirmed yet.
     pub const UNCONFIRMED_REV6: &str = "UNCONFIRMED_REV6";
+    /// Ring buffer of `SyncEvent`s (confirmed flows created and ended).
+    pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
+    /// Per CPU: `u32 SYNC_COUNT_* -> u64`.
+    pub const SYNC_COUNTS: &str = "SYNC_COUNTS";
 }
 
 /// Name of the XDP program in the object file.

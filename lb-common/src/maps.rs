@@ -225,6 +225,38 @@ impl Ifaces {
     }
 }
 
+/// Conntrack sync is on: confirmed flows and their ends are written to `SYNC_EVENTS`.
+pub const CONFIG_FLAG_SYNC: u32 = 1 << 2;
+
+/// `SyncEvent::kind`: a flow was confirmed (entered `CONNTRACK`/`REVERSE`).
+pub const SYNC_CONFIRMED: u32 = 1;
+/// `SyncEvent::kind`: a confirmed flow saw an in-window FIN or RST (now closing).
+pub const SYNC_CLOSING: u32 = 2;
+/// `SyncEvent::kind`: a confirmed flow's entry was removed (stale: expired, backend gone,
+/// tuple lost).
+pub const SYNC_REMOVED: u32 = 3;
+
+/// `SYNC_COUNTS` index: events written to the ring buffer.
+pub const SYNC_COUNT_EMITTED: u32 = 0;
+/// `SYNC_COUNTS` index: events lost because the ring buffer was full.
+pub const SYNC_COUNT_RING_FULL: u32 = 1;
+/// Entries of `SYNC_COUNTS`.
+pub const SYNC_COUNTS_LEN: u32 = 2;
+
+/// One `SYNC_EVENTS` ring-buffer record: a confirmed flow's creation or end, as the data
+/// path saw it (the daemon sends it to the other nodes of the VRRP group).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SyncEvent {
+    /// `SYNC_CONFIRMED`, `SYNC_CLOSING` or `SYNC_REMOVED`.
+    pub kind: u32,
+    pub _pad: u32,
+    /// The flow's client-side key.
+    pub key: FlowKey,
+    /// Its forward entry (`SYNC_CONFIRMED`; zero otherwise).
+    pub entry: CtEntry,
+}
+
 /// A flow as seen in one direction: the conntrack and reverse maps' key (16 bytes for
 /// IPv4, 40 for IPv6).
 #[repr(C)]
@@ -412,6 +444,7 @@ mod user {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Ifaces {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for SyncEvent {}
 }
 
 #[cfg(test)]
@@ -447,6 +480,11 @@ mod tests {
         assert_eq!(a[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
         assert_eq!(ip6_octets(a), o);
         assert_eq!(<Ip6 as Addr>::ZERO, ip6_raw([0; 16]));
+    }
+
+    #[test]
+    fn the_sync_event_has_the_size_the_daemon_reads() {
+        assert_eq!(size_of::<SyncEvent>(), 72);
     }
 
     #[test]

@@ -431,6 +431,7 @@ fn confirm<A: Family>(
         release(A::reverse(), rkey, key);
         return Err(Verdict::drop(Reason::DropConntrackFull));
     }
+    A::sync_confirmed(key, ct);
     if !local {
         let _ = A::unconfirmed_rev().remove(rkey);
     }
@@ -466,6 +467,9 @@ pub fn forward_flow<A: Family>(
                 return Err(Verdict::drop(Reason::DropOutOfWindow));
             }
             if local || hold_reverse(old, &key, h.tcp_flags, now) {
+                if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && old.state != ct_state::TCP_CLOSING {
+                    A::sync_closing(&key);
+                }
                 // SAFETY: fields of the live value.
                 unsafe {
                     touch(
@@ -499,6 +503,7 @@ pub fn forward_flow<A: Family>(
         // Stale: free its tuple (SNAT port) and its entry before looking further.
         release(A::reverse(), &reverse_key(old, h.proto), &key);
         let _ = A::conntrack().remove(&key);
+        A::sync_removed(&key);
     }
     if let Some(flow) = unconfirmed_flow(h, &key, client_mac, ingress_ifindex, now)? {
         return Ok(flow);
@@ -802,6 +807,10 @@ pub fn reply_touch<A: Family>(
     if flags & (TCP_FIN | TCP_RST) != 0
         && let Some(e) = A::conntrack().get_ptr_mut(&client_key(&r, proto))
     {
+        // SAFETY: fields of the live value.
+        if unsafe { (*e).state } != ct_state::TCP_CLOSING {
+            A::sync_closing(&client_key(&r, proto));
+        }
         // SAFETY: fields of the live value.
         unsafe {
             touch(

@@ -19,10 +19,6 @@ use crate::{
 pub trait Family: Addr {
     /// The fixed IP header.
     type IpHdr;
-    /// Forwarding, replies and ICMP each run in a BPF function of their own: the IPv6
-    /// path's keys and entries (40 and 72 bytes) do not fit one 512-byte frame. IPv4 keeps
-    /// its path in one function, as it always was.
-    const OUTLINED: bool;
     /// What `Headers` keeps of the addresses: IPv4 both (8 bytes), IPv6 nothing, reading
     /// them from the frame when needed (32 bytes of scalars held across the path do not
     /// fit its stack).
@@ -61,6 +57,11 @@ pub trait Family: Addr {
     /// A transport checksum after the header's addresses (pseudo-header) change to
     /// `new[0]`, `new[1]` (read before the header is rewritten).
     fn addrs_csum(h: &Headers<Self>, new: *const [Self; 2], check: u16) -> u16;
+    /// Conntrack sync of the family's confirmed flows (`sync.rs`): IPv4's are written to
+    /// `SYNC_EVENTS`; IPv6's are not synced yet (`SyncEvent` carries IPv4 keys).
+    fn sync_confirmed(key: &FlowKey<Self>, entry: &CtEntry<Self>);
+    fn sync_closing(key: &FlowKey<Self>);
+    fn sync_removed(key: &FlowKey<Self>);
     /// Puts `src` and `dst` into the IP header and decrements the TTL (hop limit), keeping
     /// the header checksum (IPv4) right.
     fn rewrite_ip(h: &Headers<Self>, src: Self, dst: Self);
@@ -70,8 +71,19 @@ pub trait Family: Addr {
 
 impl Family for u32 {
     type IpHdr = Ipv4Hdr;
-    const OUTLINED: bool = false;
     type Addrs = [u32; 2];
+    #[inline(always)]
+    fn sync_confirmed(key: &FlowKey<u32>, entry: &CtEntry<u32>) {
+        crate::sync::emit_confirmed(key, entry);
+    }
+    #[inline(always)]
+    fn sync_closing(key: &FlowKey<u32>) {
+        crate::sync::emit_closing(key);
+    }
+    #[inline(always)]
+    fn sync_removed(key: &FlowKey<u32>) {
+        crate::sync::emit_removed(key);
+    }
     #[inline(always)]
     fn addrs_csum(h: &Headers<Self>, new: *const [u32; 2], check: u16) -> u16 {
         // SAFETY: `new` points to two addresses on the caller's stack.
@@ -180,8 +192,13 @@ impl Family for u32 {
 
 impl Family for Ip6 {
     type IpHdr = Ipv6Hdr;
-    const OUTLINED: bool = false;
     type Addrs = ();
+    #[inline(always)]
+    fn sync_confirmed(_key: &FlowKey<Ip6>, _entry: &CtEntry<Ip6>) {}
+    #[inline(always)]
+    fn sync_closing(_key: &FlowKey<Ip6>) {}
+    #[inline(always)]
+    fn sync_removed(_key: &FlowKey<Ip6>) {}
     /// The kernel's `bpf_csum_diff` over the 32 bytes of addresses in the frame and the 32
     /// new ones in memory: no address word is held in a register.
     #[inline(always)]
@@ -211,7 +228,7 @@ impl Family for Ip6 {
             // SAFETY: this CPU's scratch; `e` a live map value.
             Some(s) => unsafe {
                 let p = slot(s);
-                *p = *e;
+                copy_words(p, e);
                 p
             },
             // Cannot happen (index 0 of a one-entry array): read the entry itself.
@@ -294,5 +311,25 @@ impl Family for Ip6 {
             packet::store_ip6(&raw mut (*ip).src_addr, dst);
             packet::store_ip6(&raw mut (*ip).dst_addr, src);
         }
+    }
+}
+
+/// Copies a map value word by word: a plain assignment of a 36- or 72-byte value compiles
+/// to a call of `memmove` (a BPF function copying byte by byte).
+///
+/// # Safety
+/// Both point to valid `T`s (map values or this CPU's scratch).
+#[inline(always)]
+unsafe fn copy_words<T: Copy>(dst: *mut T, src: *const T) {
+    const {
+        assert!(core::mem::size_of::<T>().is_multiple_of(4) && core::mem::align_of::<T>() >= 4);
+    }
+    let (d, s) = (dst.cast::<u32>(), src.cast::<u32>());
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 4 {
+        // SAFETY: within both values (the caller's promise), 4-aligned (checked above);
+        // volatile so that the loop is not turned back into a `memmove` call.
+        unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+        i += 1;
     }
 }

@@ -228,12 +228,6 @@ fn quote_l4<A: Family>(
     })
 }
 
-/// `handle` in a BPF function of its own (see `Family::OUTLINED`).
-#[inline(never)]
-pub fn handle_outlined<A: QuotedIp>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
-    handle(ctx, frame, h)
-}
-
 #[inline(always)]
 pub fn handle<A: QuotedIp>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     let icmp = h.l4 as *mut Icmpv4Hdr;

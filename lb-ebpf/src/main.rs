@@ -15,6 +15,7 @@ mod nat;
 mod packet;
 mod sock;
 mod stats;
+mod sync;
 mod vlan;
 
 use aya_ebpf::{
@@ -114,7 +115,6 @@ fn dispatch<A: icmp::QuotedIp>(ctx: &XdpContext, frame: &Frame, parsed: &Parsed<
     }
     match parsed {
         Parsed::Flow(h) => nat::handle_flow(ctx, frame, h),
-        Parsed::Icmp(h) if A::OUTLINED => icmp::handle_outlined(ctx, frame, h),
         Parsed::Icmp(h) => icmp::handle(ctx, frame, h),
     }
 }

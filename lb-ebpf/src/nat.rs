@@ -44,35 +44,9 @@ pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -
             let mut local = core::mem::MaybeUninit::uninit();
             // SAFETY: the copy (in `local` or the scratch) is ours for this packet.
             let meta = unsafe { &*A::snapshot(m, local.as_mut_ptr(), |s| &raw mut (*s).meta) };
-            return if A::OUTLINED {
-                forward_outlined(ctx, frame, h, meta)
-            } else {
-                forward(ctx, frame, h, meta)
-            };
+            return forward(ctx, frame, h, meta);
         }
     }
-    if A::OUTLINED {
-        reply_outlined(ctx, frame, h)
-    } else {
-        reply(ctx, frame, h)
-    }
-}
-
-/// `forward` in a function (and stack frame) of its own, for a family whose path is too big
-/// for one (see `Family::OUTLINED`).
-#[inline(never)]
-fn forward_outlined<A: Family>(
-    ctx: &XdpContext,
-    frame: &Frame,
-    h: &Headers<A>,
-    meta: &VipMeta<A>,
-) -> Verdict {
-    forward(ctx, frame, h, meta)
-}
-
-/// `reply` in a function of its own (see `forward_outlined`).
-#[inline(never)]
-fn reply_outlined<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     reply(ctx, frame, h)
 }
 

@@ -1499,3 +1499,88 @@ fn concurrent_claimers_never_share_a_tuple() {
         }
     });
 }
+
+/// Conntrack sync's events (`lb-ebpf/src/sync.rs`): nothing while sync is off; with it on,
+/// one event when a flow is confirmed, one when it starts closing, none for unconfirmed
+/// flows (a SYN flood writes nothing to the sync channel) and none per packet.
+#[test]
+fn sync_events_only_for_confirmed_flows_and_their_ends() {
+    let mut dp = Dp::standard();
+    // `handshake` expects backend 0.
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let counts = |dp: &Dp| -> (u64, u64) {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(dp.ebpf.map(map_names::SYNC_COUNTS).unwrap()).unwrap();
+        let sum = |i: u32| m.get(&i, 0).unwrap().iter().sum::<u64>();
+        (
+            sum(lb_common::SYNC_COUNT_EMITTED),
+            sum(lb_common::SYNC_COUNT_RING_FULL),
+        )
+    };
+    handshake(&dp, (CLIENT, 41000)).expect("handshake");
+    assert_eq!(counts(&dp), (0, 0), "sync off: no event");
+
+    let mut cfg: Array<_, Config> =
+        Array::try_from(dp.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+    let mut c = cfg.get(&0, 0).unwrap();
+    c.flags |= lb_common::CONFIG_FLAG_SYNC;
+    cfg.set(0, &c, 0).unwrap();
+    for p in 0..500u16 {
+        let _ = dp.run(&Pkt::tcp(([203, 0, 113, 9], 2000 + p), vip, SYN).bytes());
+        let _ = dp.run(&Pkt::tcp(([203, 0, 113, 10], 2000 + p), vip, ACK).bytes());
+    }
+    assert_eq!(counts(&dp), (0, 0), "unconfirmed flows: no event");
+    let client = (CLIENT, 41001);
+    handshake(&dp, client).expect("handshake");
+    assert_eq!(counts(&dp), (1, 0), "one event for the confirmed flow");
+    for i in 0..20u32 {
+        let (v, _) = dp.run(
+            &Pkt::tcp(client, vip, ACK | PSH)
+                .seq(1001 + i)
+                .payload(b"x")
+                .bytes(),
+        );
+        assert_eq!(v, XDP_TX);
+    }
+    assert_eq!(counts(&dp).0, 1, "no event per packet");
+    let (v, _) = dp.run(&Pkt::tcp(client, vip, FIN | ACK).seq(1021).bytes());
+    assert_eq!(v, XDP_TX);
+    let (v, _) = dp.run(&Pkt::tcp(client, vip, FIN | ACK).seq(1021).bytes());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(counts(&dp).0, 2, "one closing event, not one per FIN");
+
+    let mut ring =
+        aya::maps::RingBuf::try_from(dp.ebpf.take_map(map_names::SYNC_EVENTS).unwrap()).unwrap();
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        assert!(item.len() >= size_of::<lb_common::SyncEvent>());
+        // SAFETY: the ring holds whole `SyncEvent`s (plain data), checked long enough.
+        events.push(unsafe {
+            std::ptr::read_unaligned(item.as_ptr().cast::<lb_common::SyncEvent>())
+        });
+    }
+    let k = key(client, vip, IPPROTO_TCP);
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        (events[0].kind, events[0].key, events[0].entry.state),
+        (lb_common::SYNC_CONFIRMED, k, ct_state::TCP_ESTABLISHED)
+    );
+    assert_eq!(
+        events[0].entry,
+        dp.conntrack(&k)
+            .map(|mut e| {
+                // The entry as confirmed: later packets moved only its clock and window.
+                e.last_seen_ns = events[0].entry.last_seen_ns;
+                e.seq_next = events[0].entry.seq_next;
+                e.state = events[0].entry.state;
+                e.flags = events[0].entry.flags;
+                e
+            })
+            .unwrap()
+    );
+    assert_eq!(
+        (events[1].kind, events[1].key),
+        (lb_common::SYNC_CLOSING, k)
+    );
+}

@@ -190,6 +190,9 @@ pub struct Status {
     /// The VIP routes of routed mode (`--announce route`), when enabled.
     #[serde(default)]
     pub route: Option<crate::route::RouteStatus>,
+    /// Conntrack sync (`--sync-key-file`), when enabled.
+    #[serde(default)]
+    pub sync: Option<crate::sync::SyncStatus>,
 }
 
 impl Status {
@@ -500,6 +503,9 @@ impl Status {
                 conflicts,
             );
         }
+        if let Some(sy) = &self.sync {
+            sync_metrics(&mut reg, sy);
+        }
         if let Some(d) = &self.discovery {
             let polls = Family::<Labels, Counter>::default();
             for (result, n) in [("ok", d.polls_ok), ("failed", d.polls_failed)] {
@@ -628,6 +634,9 @@ impl Status {
                 }
             );
         }
+        if let Some(sy) = &self.sync {
+            sync_table(&mut o, sy);
+        }
         for (family, v) in [("", &self.vrrp), (" (IPv6)", &self.vrrp6)] {
             let Some(v) = v else { continue };
             let drops: Vec<String> = v
@@ -707,6 +716,164 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_REQUEST_BYTES: usize = 8192;
 
 /// The answer to a request that hyper parsed: `GET` only.
+/// `xvip_sync_*`: conntrack sync's peers, traffic, installs and rejections.
+fn sync_metrics(reg: &mut Registry, sy: &crate::sync::SyncStatus) {
+    let counter = |reg: &mut Registry, name: &str, help: &str, n: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(n);
+        reg.register(name, help, c);
+    };
+    let synced = Family::<Labels, Gauge>::default();
+    let lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for p in &sy.peers {
+        synced
+            .get_or_create(&labels(&[("peer", &p.address)]))
+            .set(i64::from(p.synced));
+        if let Some(l) = p.lag_ms {
+            lag.get_or_create(&labels(&[("peer", &p.address)]))
+                .set(l as f64 / 1e3);
+        }
+    }
+    reg.register(
+        "sync_peer_synced",
+        "1 when a full dump from the peer was received (its records are installed).",
+        synced,
+    );
+    reg.register(
+        "sync_peer_lag_seconds",
+        "Time since the peer's last sync message (heartbeats every second).",
+        lag,
+    );
+    for (name, help, v) in [
+        (
+            "sync_events",
+            "Flow events the data path wrote to the sync ring buffer.",
+            sy.events,
+        ),
+        (
+            "sync_ring_full",
+            "Flow events lost to a full sync ring buffer.",
+            sy.ring_full,
+        ),
+        (
+            "sync_sent_messages",
+            "Sync datagrams sent.",
+            sy.sent_messages,
+        ),
+        ("sync_sent_records", "Flow records sent.", sy.sent_records),
+        (
+            "sync_sent_bytes",
+            "Sync bytes sent (UDP payload).",
+            sy.sent_bytes,
+        ),
+        (
+            "sync_send_errors",
+            "Sync datagrams that could not be sent.",
+            sy.send_errors,
+        ),
+        (
+            "sync_received_messages",
+            "Authenticated sync datagrams received.",
+            sy.received_messages,
+        ),
+        (
+            "sync_received_records",
+            "Flow records received in authenticated datagrams.",
+            sy.received_records,
+        ),
+        (
+            "sync_installed_records",
+            "Received records written into the maps.",
+            sy.installed,
+        ),
+        (
+            "sync_dumps_sent",
+            "Full dumps sent on request.",
+            sy.dumps_sent,
+        ),
+        (
+            "sync_dumps_received",
+            "Full dumps received complete.",
+            sy.dumps_received,
+        ),
+    ] {
+        counter(reg, name, help, v);
+    }
+    for (name, help, m) in [
+        (
+            "sync_rejected_messages",
+            "Sync datagrams rejected before any record was used, by reason.",
+            &sy.rejected,
+        ),
+        (
+            "sync_skipped_records",
+            "Authenticated records not installed, by reason.",
+            &sy.skipped,
+        ),
+    ] {
+        let fam = Family::<Labels, Counter>::default();
+        for (k, n) in m {
+            fam.get_or_create(&labels(&[("reason", k)])).inc_by(*n);
+        }
+        reg.register(name, help, fam);
+    }
+    if let Some(age) = sy.last_full_dump_s {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(age);
+        reg.register(
+            "sync_last_full_dump_age_seconds",
+            "Time since the last complete full dump received.",
+            g,
+        );
+    }
+}
+
+/// `xvip status` lines of conntrack sync.
+fn sync_table(o: &mut String, sy: &crate::sync::SyncStatus) {
+    let join = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    let _ = writeln!(
+        o,
+        "sync ({}): events {} (ring full {}), sent {} records in {} messages ({} bytes), received {} records, installed {}, rejected: {}, skipped: {}, last full dump {}",
+        sy.transport,
+        sy.events,
+        sy.ring_full,
+        sy.sent_records,
+        sy.sent_messages,
+        sy.sent_bytes,
+        sy.received_records,
+        sy.installed,
+        join(&sy.rejected),
+        join(&sy.skipped),
+        sy.last_full_dump_s
+            .map(|s| format!("{s:.1}s ago"))
+            .unwrap_or_else(|| "never".into())
+    );
+    for p in &sy.peers {
+        let _ = writeln!(
+            o,
+            "sync peer {}: {}, lag {}, lost messages {}, last dump {}",
+            p.address,
+            if p.synced { "synced" } else { "NOT SYNCED" },
+            p.lag_ms
+                .map(|l| format!("{l} ms"))
+                .unwrap_or_else(|| "-".into()),
+            p.lost_messages,
+            p.last_dump_s
+                .map(|s| format!("{s:.1}s ago ({} flows)", p.last_dump_records))
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+}
+
 fn route(
     req: &hyper::Request<hyper::body::Incoming>,
     source: &StatusSource,
@@ -930,6 +1097,54 @@ mod tests {
             "xvip_unconfirmed_flows {}",
             lb_common::UNCONFIRMED_FLOOD_THRESHOLD
         )));
+    }
+
+    #[test]
+    fn sync_shows_in_the_table_and_the_metrics() {
+        let mut s = sample();
+        assert!(
+            !s.to_prometheus().contains("xvip_sync_"),
+            "no sync, no sync metrics"
+        );
+        s.sync = Some(crate::sync::SyncStatus {
+            transport: "multicast 224.0.0.18:8849 on eth0".into(),
+            peers: vec![crate::sync::SyncPeerStatus {
+                address: "192.0.2.3".into(),
+                synced: true,
+                lag_ms: Some(250),
+                lost_messages: 2,
+                last_dump_s: Some(4.0),
+                last_dump_records: 1000,
+            }],
+            sent_records: 7,
+            installed: 5,
+            rejected: [("replay".to_string(), 3u64)].into(),
+            skipped: [("unknown_backend".to_string(), 1u64)].into(),
+            last_full_dump_s: Some(4.0),
+            ..Default::default()
+        });
+        let t = s.to_table();
+        assert!(
+            t.contains("sync (multicast 224.0.0.18:8849 on eth0)"),
+            "{t}"
+        );
+        assert!(t.contains("rejected: replay=3"), "{t}");
+        assert!(
+            t.contains("sync peer 192.0.2.3: synced, lag 250 ms, lost messages 2"),
+            "{t}"
+        );
+        let m = s.to_prometheus();
+        for line in [
+            "xvip_sync_peer_synced{peer=\"192.0.2.3\"} 1",
+            "xvip_sync_peer_lag_seconds{peer=\"192.0.2.3\"} 0.25",
+            "xvip_sync_sent_records_total 7",
+            "xvip_sync_installed_records_total 5",
+            "xvip_sync_rejected_messages_total{reason=\"replay\"} 3",
+            "xvip_sync_skipped_records_total{reason=\"unknown_backend\"} 1",
+            "xvip_sync_last_full_dump_age_seconds 4.0",
+        ] {
+            assert!(m.contains(line), "{line} in\n{m}");
+        }
     }
 
     #[test]

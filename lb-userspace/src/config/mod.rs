@@ -226,6 +226,10 @@ pub struct RunArgs {
     /// (the --backend list stays the fallback while the API is unreachable).
     #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]
     pub discover_from_kubeconfig: Option<PathBuf>,
+    /// Conntrack sync with the other nodes of the VRRP group, authenticated with the key in
+    /// this file (the same on every node; at least 32 bytes, mode 0600 or stricter).
+    #[arg(long, env = "XVIP_SYNC_KEY_FILE")]
+    pub sync_key_file: Option<PathBuf>,
     /// arp (default): answer ARP for the VIPs; none: per-node mode, no ARP, no VRRP.
     #[arg(long, env = "XVIP_ANNOUNCE", value_enum)]
     pub announce: Option<Announce>,
@@ -273,6 +277,7 @@ struct FileConfig {
     vrrp_auth_type: Option<String>,
     vrrp_auth_pass: Option<crate::vrrp::Secret>,
     discover_from_kubeconfig: Option<PathBuf>,
+    sync_key_file: Option<PathBuf>,
     announce: Option<Announce>,
     route_table: Option<u32>,
 }
@@ -371,6 +376,8 @@ pub struct Settings {
     pub vrrp: Option<crate::vrrp::VrrpSettings>,
     /// Kubeconfig to discover masters with (`--discover-from-kubeconfig`).
     pub discover_from_kubeconfig: Option<PathBuf>,
+    /// Conntrack sync with the VRRP peers (`--sync-key-file`).
+    pub sync: Option<crate::sync::SyncSettings>,
     /// Whether the VIPs are announced (ARP, a route) or only used on this node.
     pub announce: Announce,
     /// Routing table of the VIP routes (`--announce route`).
@@ -398,6 +405,7 @@ impl RunArgs {
         let (table_size, conntrack_size) = self.tables_section(&file)?;
         let (vrrp, announce, route_table) = self.announce_section(&file, mode, snat_ip, &vips)?;
         check_family_rules(vrrp.as_ref(), announce, &vips, &vips6)?;
+        let sync = self.sync_section(&file, vrrp.as_ref())?;
         Ok(Settings {
             interface,
             interfaces,
@@ -433,9 +441,44 @@ impl RunArgs {
                 .discover_from_kubeconfig
                 .clone()
                 .or(file.discover_from_kubeconfig),
+            sync,
             announce,
             route_table,
         })
+    }
+
+    /// `--sync-key-file`: conntrack sync with the VRRP group's other nodes.
+    fn sync_section(
+        &self,
+        file: &FileConfig,
+        vrrp: Option<&crate::vrrp::VrrpSettings>,
+    ) -> Result<Option<crate::sync::SyncSettings>, ConfigError> {
+        let Some(path) = self.sync_key_file.clone().or(file.sync_key_file.clone()) else {
+            return Ok(None);
+        };
+        let Some(vrrp) = vrrp else {
+            return Err(ConfigError::invalid(
+                "--sync-key-file",
+                path.display(),
+                "conntrack sync follows the VRRP group: set --vrrp-vrid too",
+            ));
+        };
+        let key = crate::sync::load_key(&path)
+            .map_err(|reason| ConfigError::invalid("--sync-key-file", path.display(), reason))?;
+        Ok(Some(crate::sync::SyncSettings {
+            key_file: path,
+            key,
+            // Sync runs over IPv4: the IPv4 peers of the VRRP group.
+            peers: vrrp
+                .peers
+                .iter()
+                .filter_map(|p| match p {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+            port: crate::sync::SYNC_PORT,
+        }))
     }
 
     /// `--interface`, repeated: at least one, at most `MAX_INTERFACES`, no name twice.
@@ -1165,6 +1208,41 @@ mod tests {
             backends: vec!["192.0.2.11".into(), "192.0.2.12:6444@2".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn sync_needs_vrrp_and_a_private_key_file_and_takes_the_vrrp_peers() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xvip-cfg-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("sync.key");
+        std::fs::write(&key, [3u8; 40]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let with = |vrid: Option<u32>| RunArgs {
+            sync_key_file: Some(key.clone()),
+            vrrp_vrid: vrid,
+            vrrp_peers: vrid.map(|_| "192.0.2.3".into()).into_iter().collect(),
+            ..args()
+        };
+        let e = with(None).resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("--sync-key-file") && e.contains("--vrrp-vrid"),
+            "{e}"
+        );
+        let e = with(Some(51)).resolve().unwrap_err().to_string();
+        assert!(
+            e.contains(&key.display().to_string()) && e.contains("0640"),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = with(Some(51)).resolve().unwrap().sync.expect("sync on");
+        assert_eq!(s.peers, vec![std::net::Ipv4Addr::new(192, 0, 2, 3)]);
+        assert!(
+            !format!("{s:?}").contains("[3, 3"),
+            "the key is never printed"
+        );
+        assert_eq!(args().resolve().unwrap().sync, None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn field_of(e: ConfigError) -> &'static str {

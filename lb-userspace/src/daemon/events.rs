@@ -71,6 +71,8 @@ pub(super) struct Daemon {
     garp_burst: u32,
     garp_burst_at: tokio::time::Instant,
     _vip_on_lo: Option<crate::local::VipOnLo>,
+    /// Conntrack sync (`--sync-key-file`), told of VRRP transitions.
+    pub sync: Option<Arc<crate::sync::SyncHandle>>,
 }
 
 /// Where the loop's events come from; kept apart from [`Daemon`] so a handler can take
@@ -222,6 +224,7 @@ impl Daemon {
             garp_burst: 0,
             garp_burst_at: tokio::time::Instant::now(),
             _vip_on_lo: vip_on_lo,
+            sync: None,
         };
         Ok((d, sources))
     }
@@ -549,6 +552,9 @@ impl Daemon {
     fn on_vrrp(&mut self, state: crate::vrrp::State) {
         let master = state == crate::vrrp::State::Master;
         self.shared.lock().expect("poisoned").announcing = master;
+        if let Some(s) = &self.sync {
+            s.set_master(master);
+        }
         self.garp_burst = 0;
         if master {
             self.gratuitous_arp();

@@ -56,6 +56,9 @@ pub enum DaemonError {
     /// The NDP socket (IPv6 VIPs) could not be set up.
     #[error(transparent)]
     Ndp(#[from] crate::ndp::NdpError),
+    /// The conntrack sync socket could not be set up.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     /// Anything else at run time.
     #[error("{0}")]
     Runtime(String),
@@ -121,6 +124,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let (mut d, mut sources) = events::Daemon::new(args, up)?;
     let vrrp = tasks::vrrp(&d, &mut sources)?;
     let vrrp6 = tasks::vrrp6(&d, &mut sources)?;
+    d.sync = tasks::sync(&d)?;
     let endpoint = tasks::status_endpoint(&d, vrrp.as_ref(), vrrp6.as_ref()).await?;
     let discovery = tasks::discovery(&d, &mut sources);
     d.start_checkers();

@@ -118,5 +118,6 @@ pub(super) fn status_of(
         ndp: None,
         discovery: None,
         route: s.route.clone(),
+        sync: None,
     }
 }

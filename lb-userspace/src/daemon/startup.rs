@@ -196,6 +196,10 @@ fn load(
             CONFIG_FLAG_ICMP_ECHO
         } else {
             0
+        } | if settings.sync.is_some() {
+            lb_common::CONFIG_FLAG_SYNC
+        } else {
+            0
         } | if others.is_empty() {
             0
         } else {

@@ -135,6 +135,28 @@ pub(super) fn vrrp6(
     Ok(Some(h))
 }
 
+/// Conntrack sync with the VRRP group (`--sync-key-file`): its own two threads, on second
+/// handles of the maps.
+pub(super) fn sync(d: &Daemon) -> Result<Option<Arc<crate::sync::SyncHandle>>, DaemonError> {
+    let Some(s) = &d.settings.sync else {
+        return Ok(None);
+    };
+    let maps = d
+        .shared
+        .lock()
+        .expect("poisoned")
+        .dataplane
+        .sync_maps()
+        .ok_or_else(|| DaemonError::Runtime("conntrack sync: the maps are not pinned".into()))?;
+    let h = crate::sync::spawn(s, &d.iface.name, d.iface.index, d.iface.ipv4, maps)?;
+    log::info!(
+        "conntrack sync with the VRRP group ({}), key from {}",
+        h.status().transport,
+        s.key_file.display()
+    );
+    Ok(Some(Arc::new(h)))
+}
+
 /// The status endpoint (`--metrics-addr`), rendering from the shared state on demand.
 pub(super) async fn status_endpoint(
     d: &Daemon,
@@ -149,6 +171,7 @@ pub(super) async fn status_endpoint(
         let vrrp_report = vrrp.map(|h| h.report());
         let vrrp6_report = vrrp6.map(|h| h.report());
         let ndp: Vec<_> = d.ndp.iter().map(|(_, s)| s.clone()).collect();
+        let sync = d.sync.clone();
         let discovery = settings
             .discover_from_kubeconfig
             .clone()
@@ -181,6 +204,7 @@ pub(super) async fn status_endpoint(
             st.discovery = discovery
                 .as_ref()
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
+            st.sync = sync.as_ref().map(|s| s.status());
             st
         })
     };

@@ -989,6 +989,30 @@ impl Dataplane {
         self.flow_map_handle(map_names::UNCONFIRMED)
     }
 
+    /// The maps conntrack sync uses, as handles of its own (its threads must not hold the
+    /// daemon's state): the ring buffer and its counters (taken: once only), and second
+    /// handles on the pinned flow, VIP and backend maps. `None` without pins or when taken.
+    pub fn sync_maps(&mut self) -> Option<crate::sync::SyncMaps> {
+        let pinned = |name: &str| MapData::from_pin(self.pins.as_ref()?.join(name)).ok();
+        let vips = HashMap::try_from(Map::HashMap(pinned(map_names::VIPS)?)).ok()?;
+        let backends = Array::try_from(Map::Array(pinned(map_names::BACKENDS)?)).ok()?;
+        let reverse = HashMap::try_from(Map::LruHashMap(pinned(map_names::REVERSE)?)).ok()?;
+        let conntrack = self.flow_map_handle(map_names::CONNTRACK)?;
+        let conntrack_dump = self.flow_map_handle(map_names::CONNTRACK)?;
+        let events =
+            aya::maps::RingBuf::try_from(self.ebpf.take_map(map_names::SYNC_EVENTS)?).ok()?;
+        let counts = PerCpuArray::try_from(self.ebpf.take_map(map_names::SYNC_COUNTS)?).ok()?;
+        Some(crate::sync::SyncMaps {
+            events,
+            counts,
+            conntrack_dump,
+            conntrack,
+            reverse,
+            vips,
+            backends,
+        })
+    }
+
     fn flow_map_handle(&self, name: &str) -> Option<HashMap<MapData, FlowKey, CtEntry>> {
         let path = self.pins.as_ref()?.join(name);
         let data = MapData::from_pin(&path).ok()?;

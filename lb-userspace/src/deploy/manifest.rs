@@ -179,6 +179,7 @@ fn files(run: &RunArgs) -> Vec<(&'static str, &Path)> {
         ("--cert-file", &run.cert_file),
         ("--key-file", &run.key_file),
         ("--discover-from-kubeconfig", &run.discover_from_kubeconfig),
+        ("--sync-key-file", &run.sync_key_file),
     ]
     .into_iter()
     .filter_map(|(f, p)| p.as_deref().map(|p| (f, p)))
@@ -678,6 +679,25 @@ mod tests {
         let err = render(&cmd, &m).unwrap_err();
         assert!(err.to_string().contains("client.crt"), "{err}");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_sync_key_files_directory_is_mounted_and_the_key_never_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xvip-manifest-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("sync.key");
+        std::fs::write(&key, b"k3y-material-that-is-32-bytes-long!!").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let k = key.to_string_lossy().into_owned();
+        let yaml = render_pod(&["--vrrp-vrid", "51", "--sync-key-file", &k]);
+        assert!(
+            yaml.contains(&format!("path: {}\n", dir.display())),
+            "{yaml}"
+        );
+        assert!(yaml.contains(&k), "{yaml}");
+        assert!(!yaml.contains("k3y-material"), "{yaml}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,5 +6,6 @@ pub mod frame;
 pub mod gen_config;
 pub mod report;
 pub mod stats;
+pub mod sync;
 pub mod tcp;
 pub mod xdp_lab;

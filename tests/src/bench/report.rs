@@ -231,6 +231,8 @@ pub struct Report {
     pub xlated_calls: Vec<(String, usize)>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
+    /// Conntrack sync off and on (`super::sync`).
+    pub sync: Vec<super::sync::SyncRow>,
 }
 
 /// `median (min-max)` scaled by `scale`, rounded to what the spread of the runs supports
@@ -422,6 +424,10 @@ impl Report {
         m.push_str(&self.pps_markdown());
         m.push_str("\n## TCP: a new connection per request\n\n");
         m.push_str(&self.tcp_markdown());
+        if !self.sync.is_empty() {
+            m.push_str("\n## Conntrack sync: cost per new flow\n\n");
+            m.push_str(&super::sync::markdown(&self.sync));
+        }
         m.push_str("\n## Per-packet program time per class: live vs BPF_PROG_TEST_RUN\n\n");
         m.push_str("Live: the kernel's BPF run statistics (`BPF_ENABLE_STATS`, `run_time_ns / run_cnt` of the program on the LB's veth) over each packet-rate run; they include the statistics' own clock reads. BPF_PROG_TEST_RUN: single runs of the original frame, kernel-timed (includes the test harness's fixed overhead, see the bare forwarder).\n\n");
         m.push_str(&self.classes_markdown());

@@ -52,7 +52,7 @@ struct Args {
     /// CPUs the XDP generator uses, one pinned thread each.
     #[arg(long, default_value_t = 1)]
     gen_cpus: u32,
-    /// Only these parts: maglev,memory,cost,pps,two-arm,nft,tcp (default: all).
+    /// Only these parts: maglev,memory,cost,pps,two-arm,nft,tcp,sync (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory (default: $XVIP_BENCH_OUT, else target/bench).
@@ -161,7 +161,7 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 7] = [
+    let parts: [(&str, Part); 8] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("cost", cost_part),
@@ -169,6 +169,7 @@ fn run(args: Args) -> Result<()> {
         ("two-arm", two_arm_part),
         ("nft", nft_part),
         ("tcp", tcp_part),
+        ("sync", sync_part),
     ];
     let mut result = Ok(());
     for (name, part) in parts {
@@ -1210,6 +1211,12 @@ fn tcp_measure(ctx: &Ctx, lab: &Lab, path: &str, target: SocketAddr) -> Result<T
         row.errors
     );
     Ok(row)
+}
+
+/// Conntrack sync off and on (`tests::bench::sync`).
+fn sync_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    report.sync = tests::bench::sync::measure(ctx.runs, ctx.run, &STOP, &ctx.tmp, &ctx.prefix)?;
+    Ok(())
 }
 
 fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {

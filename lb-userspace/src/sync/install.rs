@@ -1,0 +1,348 @@
+//! A received record as this node's map entries, and a local entry as a record. Pure: the
+//! node's own VIPs, backends, interface and clock come in as [`Local`].
+//!
+//! What is the receiver's own: the VIP index (from its `VIPS` by address, port, protocol),
+//! the backend's slot (from its `BACKENDS` by address and port: a backend it does not have
+//! is skipped), the interface index (its attach interface), and the clock (`last_seen` is
+//! the receiver's now minus the age carried in the record). Sequence windows are not
+//! carried: entries are installed with `*_FLAG_SEQ_KNOWN` clear, so the first FIN or RST
+//! is honoured and the next packet in each direction records the stream position again.
+
+use std::collections::HashMap;
+
+use lb_common::{
+    BACKEND_FLAG_LOCAL, Backend, CtEntry, FlowKey, RevEntry, TCP_CLOSING_TIMEOUT_NS,
+    TCP_ESTABLISHED_TIMEOUT_NS, TCP_SYN_TIMEOUT_NS, UDP_TIMEOUT_NS, VIP_FLAG_DNAT, VipKey, VipMeta,
+    ct_state,
+};
+
+use super::wire::{Event, Record};
+
+/// Why a record was not installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Skip {
+    /// No such VIP here.
+    UnknownVip,
+    /// The backend (address and port) is not in this node's backend set.
+    UnknownBackend,
+    /// The backend is this node itself: its flows enter the local stack untranslated.
+    LocalBackend,
+    /// Translated to a source address this node does not use for the VIP (SNAT to a node
+    /// address: such flows cannot move).
+    SnatMismatch,
+    /// Already expired by its age.
+    Expired,
+    /// A state no confirmed flow has.
+    BadState,
+}
+
+impl Skip {
+    /// Label in metrics and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::UnknownVip => "unknown_vip",
+            Skip::UnknownBackend => "unknown_backend",
+            Skip::LocalBackend => "local_backend",
+            Skip::SnatMismatch => "snat_mismatch",
+            Skip::Expired => "expired",
+            Skip::BadState => "bad_state",
+        }
+    }
+}
+
+/// What the receiver knows of itself.
+#[derive(Clone, Debug, Default)]
+pub struct Local {
+    /// `VIPS` as read from its map.
+    pub vips: HashMap<VipKey, VipMeta>,
+    /// Present backends by (address, port) raw: slot and value.
+    pub backends: HashMap<(u32, u16), (u32, Backend)>,
+    /// The attach interface.
+    pub ifindex: u32,
+    /// `CLOCK_MONOTONIC` now, nanoseconds.
+    pub now_ns: u64,
+}
+
+/// Idle timeout of a confirmed state (the data path's).
+pub fn timeout_ns(state: u8) -> Option<u64> {
+    match state {
+        ct_state::TCP_SYN => Some(TCP_SYN_TIMEOUT_NS),
+        ct_state::TCP_ESTABLISHED => Some(TCP_ESTABLISHED_TIMEOUT_NS),
+        ct_state::TCP_CLOSING => Some(TCP_CLOSING_TIMEOUT_NS),
+        ct_state::UDP => Some(UDP_TIMEOUT_NS),
+        _ => None,
+    }
+}
+
+/// The key replies of a flow arrive with (its tuple).
+pub fn reverse_key(key: &FlowKey, e: &CtEntry) -> FlowKey {
+    FlowKey {
+        src_addr: e.backend_addr,
+        dst_addr: e.snat_addr,
+        src_port: e.backend_port,
+        dst_port: e.snat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The entries to install for a `Confirmed` record: forward, and the reverse with its key.
+///
+/// # Errors
+/// [`Skip`].
+pub fn entries(r: &Record, l: &Local) -> Result<(CtEntry, FlowKey, RevEntry), Skip> {
+    let timeout = timeout_ns(r.state).ok_or(Skip::BadState)?;
+    let age = u64::from(r.age_ms) * 1_000_000;
+    if age > timeout {
+        return Err(Skip::Expired);
+    }
+    let vip = VipKey {
+        addr: r.key.dst_addr,
+        port: r.key.dst_port,
+        proto: r.key.proto,
+        _pad: 0,
+    };
+    let meta = l.vips.get(&vip).ok_or(Skip::UnknownVip)?;
+    let &(idx, backend) = l
+        .backends
+        .get(&(r.backend_addr, r.backend_port))
+        .ok_or(Skip::UnknownBackend)?;
+    if backend.flags & BACKEND_FLAG_LOCAL != 0 {
+        return Err(Skip::LocalBackend);
+    }
+    let snat_ok = if meta.flags & VIP_FLAG_DNAT != 0 {
+        r.snat_addr == r.key.src_addr && r.snat_port == r.key.src_port
+    } else {
+        r.snat_addr == meta.snat_addr
+    };
+    if !snat_ok {
+        return Err(Skip::SnatMismatch);
+    }
+    // 0 means "released" to the data path: never install it.
+    let last_seen_ns = l.now_ns.saturating_sub(age).max(1);
+    let ct = CtEntry {
+        last_seen_ns,
+        backend_idx: idx,
+        backend_addr: r.backend_addr,
+        snat_addr: r.snat_addr,
+        backend_port: r.backend_port,
+        snat_port: r.snat_port,
+        state: r.state,
+        flags: 0,
+        client_mac: r.client_mac,
+        vip_index: meta.index,
+        client_ifindex: l.ifindex,
+        seq_next: 0,
+        client_vlan: r.client_vlan,
+    };
+    let rev = RevEntry {
+        last_seen_ns,
+        client_addr: r.key.src_addr,
+        vip_addr: r.key.dst_addr,
+        client_port: r.key.src_port,
+        vip_port: r.key.dst_port,
+        backend_idx: idx,
+        client_mac: r.client_mac,
+        state: r.state,
+        flags: 0,
+        vip_index: meta.index,
+        client_ifindex: l.ifindex,
+        seq_next: 0,
+        client_vlan: r.client_vlan,
+    };
+    Ok((ct, reverse_key(&r.key, &ct), rev))
+}
+
+/// A local confirmed entry as a record (a dump, or a confirmed event), `None` when it has
+/// expired or is not a confirmed state.
+pub fn record_of(event: Event, key: &FlowKey, e: &CtEntry, now_ns: u64) -> Option<Record> {
+    let age = now_ns.saturating_sub(e.last_seen_ns);
+    if event == Event::Confirmed && (e.last_seen_ns == 0 || age > timeout_ns(e.state)?) {
+        return None;
+    }
+    Some(Record {
+        event: Some(event),
+        key: *key,
+        state: e.state,
+        backend_addr: e.backend_addr,
+        backend_port: e.backend_port,
+        snat_addr: e.snat_addr,
+        snat_port: e.snat_port,
+        client_mac: e.client_mac,
+        client_vlan: e.client_vlan,
+        age_ms: u32::try_from(age / 1_000_000).unwrap_or(u32::MAX),
+    })
+}
+
+/// A record that only names a flow (closing, removed).
+pub fn bare(event: Event, key: &FlowKey) -> Record {
+    Record {
+        event: Some(event),
+        key: *key,
+        ..Record::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_common::{BACKEND_FLAG_PRESENT, ip_raw, port_raw};
+
+    const VIP: u32 = ip_raw([192, 0, 2, 100]);
+    const CLIENT: u32 = ip_raw([192, 0, 2, 10]);
+    const M2: u32 = ip_raw([192, 0, 2, 12]);
+
+    fn local() -> Local {
+        let mut l = Local {
+            ifindex: 7,
+            now_ns: 1_000_000_000_000,
+            ..Local::default()
+        };
+        l.vips.insert(
+            VipKey {
+                addr: VIP,
+                port: port_raw(6443),
+                proto: 6,
+                _pad: 0,
+            },
+            VipMeta {
+                index: 3,
+                ring_size: 7,
+                active_half: 0,
+                flags: 0,
+                snat_addr: VIP,
+                _pad: 0,
+            },
+        );
+        l.backends.insert(
+            (M2, port_raw(6443)),
+            (
+                9,
+                Backend {
+                    addr: M2,
+                    flags: BACKEND_FLAG_PRESENT,
+                    ifindex: 7,
+                    port: port_raw(6443),
+                    mac: [2, 0, 0, 0, 0, 12],
+                    _pad: [0; 4],
+                },
+            ),
+        );
+        l
+    }
+
+    fn sender_entry() -> (FlowKey, CtEntry) {
+        let key = FlowKey {
+            src_addr: CLIENT,
+            dst_addr: VIP,
+            src_port: port_raw(40001),
+            dst_port: port_raw(6443),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let e = CtEntry {
+            last_seen_ns: 5_000_000_000,
+            backend_idx: 1, // the sender's slot: means nothing here
+            backend_addr: M2,
+            snat_addr: VIP,
+            backend_port: port_raw(6443),
+            snat_port: port_raw(23456),
+            state: ct_state::TCP_ESTABLISHED,
+            flags: lb_common::CT_FLAG_SEQ_KNOWN,
+            client_mac: [2, 0, 0, 0, 0, 10],
+            vip_index: 0,
+            client_ifindex: 2,
+            seq_next: 123_456,
+            client_vlan: 0,
+        };
+        (key, e)
+    }
+
+    #[test]
+    fn a_record_becomes_entries_in_the_receivers_terms() {
+        let (key, e) = sender_entry();
+        // Sent 2 s after its last packet on the sender (whose clock is another).
+        let r = record_of(Event::Confirmed, &key, &e, 7_000_000_000).expect("live");
+        assert_eq!(r.age_ms, 2000);
+        let l = local();
+        let (ct, rkey, rev) = entries(&r, &l).expect("installs");
+        assert_eq!(ct.backend_idx, 9, "the receiver's slot for the backend");
+        assert_eq!(rev.backend_idx, 9);
+        assert_eq!(ct.vip_index, 3);
+        assert_eq!(ct.client_ifindex, 7, "the receiver's interface");
+        assert_eq!(
+            ct.last_seen_ns,
+            l.now_ns - 2_000_000_000,
+            "the receiver's clock"
+        );
+        assert_eq!(
+            ct.flags & lb_common::CT_FLAG_SEQ_KNOWN,
+            0,
+            "window re-armed"
+        );
+        assert_eq!(rev.flags, 0);
+        assert_eq!((ct.snat_addr, ct.snat_port), (VIP, port_raw(23456)));
+        assert_eq!(ct.client_mac, e.client_mac);
+        assert_eq!(
+            rkey,
+            FlowKey {
+                src_addr: M2,
+                dst_addr: VIP,
+                src_port: port_raw(6443),
+                dst_port: port_raw(23456),
+                proto: 6,
+                _pad: [0; 3]
+            }
+        );
+        assert_eq!((rev.client_addr, rev.client_port), (CLIENT, key.src_port));
+    }
+
+    #[test]
+    fn records_the_receiver_cannot_use_are_skipped_with_a_reason() {
+        let (key, e) = sender_entry();
+        let r = record_of(Event::Confirmed, &key, &e, 5_000_000_000).expect("live");
+        let mut l = local();
+        let mut other = r;
+        other.backend_addr = ip_raw([192, 0, 2, 99]);
+        assert_eq!(entries(&other, &l), Err(Skip::UnknownBackend));
+        let mut other = r;
+        other.backend_port = port_raw(443);
+        assert_eq!(entries(&other, &l), Err(Skip::UnknownBackend));
+        let mut other = r;
+        other.key.dst_port = port_raw(443);
+        assert_eq!(entries(&other, &l), Err(Skip::UnknownVip));
+        let mut other = r;
+        other.snat_addr = ip_raw([192, 0, 2, 2]); // SNAT to the sender's own address
+        assert_eq!(entries(&other, &l), Err(Skip::SnatMismatch));
+        let mut other = r;
+        other.state = ct_state::UNCONFIRMED;
+        assert_eq!(entries(&other, &l), Err(Skip::BadState));
+        let mut other = r;
+        other.state = ct_state::TCP_CLOSING;
+        other.age_ms = 11_000;
+        assert_eq!(entries(&other, &l), Err(Skip::Expired));
+        l.backends.get_mut(&(M2, port_raw(6443))).unwrap().1.flags |= BACKEND_FLAG_LOCAL;
+        assert_eq!(entries(&r, &l), Err(Skip::LocalBackend));
+    }
+
+    #[test]
+    fn expired_or_released_local_entries_are_not_sent() {
+        let (key, mut e) = sender_entry();
+        e.state = ct_state::UDP;
+        assert!(record_of(Event::Confirmed, &key, &e, e.last_seen_ns + UDP_TIMEOUT_NS).is_some());
+        assert!(
+            record_of(
+                Event::Confirmed,
+                &key,
+                &e,
+                e.last_seen_ns + UDP_TIMEOUT_NS + 1
+            )
+            .is_none()
+        );
+        e.last_seen_ns = 0;
+        assert!(record_of(Event::Confirmed, &key, &e, 1).is_none());
+        e.state = ct_state::UNCONFIRMED;
+        e.last_seen_ns = 1;
+        assert!(record_of(Event::Confirmed, &key, &e, 1).is_none());
+    }
+}

@@ -1,0 +1,951 @@
+//! Conntrack sync between the nodes of a VRRP group (`--sync-key-file`): the data path
+//! writes a `SyncEvent` when a flow is confirmed, starts closing or is removed
+//! (`lb-ebpf/src/sync.rs`); this module sends them, batched every 10 ms and authenticated,
+//! to the other nodes (the VRRP peers, or UDP multicast to 224.0.0.18 on the VRRP
+//! interface), and installs what the others send into this node's `CONNTRACK` and
+//! `REVERSE`, so the node that takes the VIP over already knows every flow in both
+//! directions. Design and measurements: `docs/failover.md`.
+//!
+//! - `wire`: the datagrams (header, records, HMAC-SHA256 tag);
+//! - `peer`: what an authenticated message may do (epochs, sequence numbers, gaps, dump
+//!   requests and their nonces);
+//! - `install`: a record in the receiver's terms (its VIP index, backend slot, interface,
+//!   clock) and a local entry as a record;
+//! - here: the key file, the socket, and two threads: the sender (ring buffer, batches,
+//!   heartbeats, dumps) and the receiver (checks, map writes). Plain threads: every map
+//!   operation is a syscall, and none of it may wait behind the daemon's state lock.
+
+pub mod install;
+pub mod peer;
+pub mod wire;
+
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use lb_common::{
+    BACKEND_FLAG_PRESENT, Backend, CtEntry, FlowKey, RevEntry, SYNC_COUNT_EMITTED,
+    SYNC_COUNT_RING_FULL, SyncEvent, VipKey, VipMeta, ct_state,
+};
+use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
+
+use self::{
+    install::{Local, Skip},
+    peer::{Peers, Verdict},
+    wire::{DecodeError, Event, Header, Kind, Record, SyncKey},
+};
+
+/// UDP port of the sync messages (IPVS's sync daemon uses 8848).
+pub const SYNC_PORT: u16 = 8849;
+/// Multicast group without unicast peers: VRRP's own (link-local, never routed).
+pub const SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// Shortest key accepted (bytes): HMAC-SHA256's block of security.
+pub const MIN_KEY_LEN: usize = 32;
+/// Records wait at most this long before they are sent.
+pub const BATCH_EVERY: Duration = Duration::from_millis(10);
+/// An empty records message after this long without any: receivers see the sender alive
+/// and notice a lost last message (a gap) within this.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Every live flow is sent again this often (paced like a dump): a receiver's copy is
+/// refreshed with the sender's age of the flow, so it expires as the sender's does, not a
+/// fixed idle timeout after the flow was confirmed.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
+/// Dump datagrams sent back to back before a pause of [`DUMP_PAUSE`]: with 30 records a
+/// datagram, some 11 MB/s at most (262,144 flows in about a second).
+const DUMP_BURST: usize = 8;
+const DUMP_PAUSE: Duration = Duration::from_millis(1);
+
+/// Settings of `--sync-key-file`.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// The file the key came from (for messages; the key itself is never printed).
+    pub key_file: PathBuf,
+    pub key: SyncKey,
+    /// Unicast peers (the VRRP peers); empty: multicast to [`SYNC_GROUP`].
+    pub peers: Vec<Ipv4Addr>,
+    pub port: u16,
+}
+
+/// Reads the key file: at least [`MIN_KEY_LEN`] bytes, readable by its owner only.
+///
+/// # Errors
+/// What is wrong with the file (never its content), for a message naming the path.
+pub fn load_key(path: &Path) -> Result<SyncKey, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "mode {mode:04o}: a sync key must be readable by its owner only (chmod 600)"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    // A trailing newline (echo, an editor) is not part of the key.
+    let key = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    if key.len() < MIN_KEY_LEN {
+        return Err(format!(
+            "{} bytes: a sync key needs at least {MIN_KEY_LEN} (head -c 32 /dev/urandom | base64 > FILE)",
+            key.len()
+        ));
+    }
+    Ok(SyncKey::new(key))
+}
+
+impl PartialEq for SyncSettings {
+    /// Compares where the key came from, never the key.
+    fn eq(&self, o: &Self) -> bool {
+        self.key_file == o.key_file && self.peers == o.peers && self.port == o.port
+    }
+}
+impl Eq for SyncSettings {}
+
+/// The maps sync uses, as handles of its own.
+pub struct SyncMaps {
+    pub events: RingBuf<MapData>,
+    pub counts: PerCpuArray<MapData, u64>,
+    /// Read by the sender (dumps).
+    pub conntrack_dump: HashMap<MapData, FlowKey, CtEntry>,
+    /// Written by the receiver.
+    pub conntrack: HashMap<MapData, FlowKey, CtEntry>,
+    pub reverse: HashMap<MapData, FlowKey, RevEntry>,
+    pub vips: HashMap<MapData, VipKey, VipMeta>,
+    pub backends: Array<MapData, Backend>,
+}
+
+/// One sender as `xvip status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncPeerStatus {
+    pub address: String,
+    /// A dump from it has been received (its records are installed).
+    pub synced: bool,
+    /// Milliseconds since its last message (heartbeats every second).
+    pub lag_ms: Option<u64>,
+    /// Messages found missing in its sequence.
+    pub lost_messages: u64,
+    /// Seconds since its last complete dump, and that dump's records.
+    pub last_dump_s: Option<f64>,
+    pub last_dump_records: u64,
+}
+
+/// Conntrack sync (absent without `--sync-key-file`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncStatus {
+    /// `multicast 224.0.0.18:8849` or `unicast to ...`.
+    pub transport: String,
+    pub peers: Vec<SyncPeerStatus>,
+    /// Events the data path wrote, and lost to a full ring buffer.
+    pub events: u64,
+    pub ring_full: u64,
+    pub sent_messages: u64,
+    pub sent_records: u64,
+    pub sent_bytes: u64,
+    pub send_errors: u64,
+    pub received_messages: u64,
+    pub received_records: u64,
+    /// Records written into the maps (installed, closed or removed).
+    pub installed: u64,
+    /// Messages rejected, by reason (`bad_tag`, `malformed`, `replay`, `unsynced`,
+    /// `unknown_nonce`, `not_peer`).
+    pub rejected: BTreeMap<String, u64>,
+    /// Records not installed, by reason (see `install::Skip`, plus `own_flow`, `map_error`).
+    pub skipped: BTreeMap<String, u64>,
+    /// Dumps sent (answers to requests) and received complete.
+    pub dumps_sent: u64,
+    pub dumps_received: u64,
+    /// Seconds since the last complete dump received.
+    pub last_full_dump_s: Option<f64>,
+}
+
+/// Counters behind [`SyncStatus`].
+#[derive(Debug, Default)]
+struct Stats {
+    status: SyncStatus,
+    peers: Peers,
+    last_dump: Option<Instant>,
+}
+
+/// The running sync.
+pub struct SyncHandle {
+    master: Arc<AtomicBool>,
+    stats: Arc<Mutex<Stats>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SyncHandle {
+    /// Tells sync whether this node is VRRP master (it then never overwrites a live flow of
+    /// its own with another node's record).
+    pub fn set_master(&self, master: bool) {
+        self.master.store(master, Ordering::Relaxed);
+    }
+
+    /// The status as now.
+    pub fn status(&self) -> SyncStatus {
+        let s = self.stats.lock().expect("poisoned");
+        let now = Instant::now();
+        let mut st = s.status.clone();
+        st.peers = s
+            .peers
+            .peers
+            .iter()
+            .map(|(a, p)| SyncPeerStatus {
+                address: a.to_string(),
+                synced: p.synced.is_some(),
+                lag_ms: p
+                    .last_message
+                    .map(|t| now.duration_since(t).as_millis() as u64),
+                lost_messages: p.lost,
+                last_dump_s: p
+                    .last_dump
+                    .map(|(t, _)| now.duration_since(t).as_secs_f64()),
+                last_dump_records: p.last_dump.map_or(0, |(_, n)| n),
+            })
+            .collect();
+        st.last_full_dump_s = s.last_dump.map(|t| now.duration_since(t).as_secs_f64());
+        st
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Errors of setting sync up.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("sync socket on {interface} port {port}: {reason}")]
+    Socket {
+        interface: String,
+        port: u16,
+        reason: String,
+    },
+}
+
+fn socket(iface: &str, addr: Ipv4Addr, s: &SyncSettings) -> Result<UdpSocket, SyncError> {
+    let err = |e: std::io::Error| SyncError::Socket {
+        interface: iface.into(),
+        port: s.port,
+        reason: e.to_string(),
+    };
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(err)?;
+    sock.set_reuse_address(true).map_err(err)?;
+    sock.bind_device(Some(iface.as_bytes())).map_err(err)?;
+    sock.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, s.port)).into())
+        .map_err(err)?;
+    if s.peers.is_empty() {
+        sock.join_multicast_v4(&SYNC_GROUP, &addr).map_err(err)?;
+        sock.set_multicast_if_v4(&addr).map_err(err)?;
+        sock.set_multicast_loop_v4(false).map_err(err)?;
+        sock.set_multicast_ttl_v4(1).map_err(err)?;
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(err)?;
+    Ok(sock.into())
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system's random source");
+    u64::from_ne_bytes(b)
+}
+
+/// Starts the sender and the receiver on `iface` (its index `ifindex`, its address `addr`).
+///
+/// # Errors
+/// [`SyncError`] when the socket cannot be set up.
+pub fn spawn(
+    settings: &SyncSettings,
+    iface: &str,
+    ifindex: u32,
+    addr: Ipv4Addr,
+    maps: SyncMaps,
+) -> Result<SyncHandle, SyncError> {
+    let sock = Arc::new(socket(iface, addr, settings)?);
+    let targets: Vec<SocketAddr> = if settings.peers.is_empty() {
+        vec![SocketAddrV4::new(SYNC_GROUP, settings.port).into()]
+    } else {
+        settings
+            .peers
+            .iter()
+            .map(|p| SocketAddrV4::new(*p, settings.port).into())
+            .collect()
+    };
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    stats.lock().expect("poisoned").status.transport = if settings.peers.is_empty() {
+        format!("multicast {SYNC_GROUP}:{} on {iface}", settings.port)
+    } else {
+        format!("unicast to {:?} port {}", settings.peers, settings.port)
+    };
+    let master = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = random_u64();
+    let (dump_tx, dump_rx) = mpsc::sync_channel::<(u64, SocketAddr)>(16);
+    let SyncMaps {
+        events,
+        counts,
+        conntrack_dump,
+        conntrack,
+        reverse,
+        vips,
+        backends,
+    } = maps;
+    let mut tx = Sender {
+        key: settings.key.clone(),
+        sock: sock.clone(),
+        targets: targets.clone(),
+        epoch,
+        seq: 0,
+        events,
+        counts,
+        conntrack: conntrack_dump,
+        stats: stats.clone(),
+        dumps: dump_rx,
+        last_sent: Instant::now(),
+        master: master.clone(),
+        answered: StdHashMap::new(),
+    };
+    let mut rx = Receiver {
+        key: settings.key.clone(),
+        sock,
+        targets,
+        peers_only: settings.peers.clone(),
+        own: addr,
+        epoch,
+        port: settings.port,
+        conntrack,
+        reverse,
+        vips,
+        backends,
+        local: Local {
+            ifindex,
+            ..Local::default()
+        },
+        local_at: None,
+        master: master.clone(),
+        stats: stats.clone(),
+        dumps: dump_tx,
+        pending: Default::default(),
+    };
+    let (s1, s2) = (stop.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("sync-send".into())
+        .spawn(move || tx.run(&s1))
+        .expect("thread");
+    std::thread::Builder::new()
+        .name("sync-recv".into())
+        .spawn(move || rx.run(&s2))
+        .expect("thread");
+    Ok(SyncHandle {
+        master,
+        stats,
+        stop,
+    })
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+struct Sender {
+    key: SyncKey,
+    sock: Arc<UdpSocket>,
+    targets: Vec<SocketAddr>,
+    epoch: u64,
+    seq: u64,
+    events: RingBuf<MapData>,
+    counts: PerCpuArray<MapData, u64>,
+    conntrack: HashMap<MapData, FlowKey, CtEntry>,
+    stats: Arc<Mutex<Stats>>,
+    /// Dump requests (nonce, who asked) from the receiver.
+    dumps: mpsc::Receiver<(u64, SocketAddr)>,
+    last_sent: Instant,
+    master: Arc<AtomicBool>,
+    /// When each requester last got a dump.
+    answered: StdHashMap<SocketAddr, Instant>,
+}
+
+impl Sender {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut counted = Instant::now();
+        let mut refreshed = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(BATCH_EVERY);
+            self.flush();
+            if let Ok((nonce, to)) = self.dumps.try_recv() {
+                // One dump per requester a second at most: a replayed request must not
+                // make this node flood a peer (the peer drops the parts of a stale nonce).
+                let now = Instant::now();
+                self.answered
+                    .retain(|_, t| now.duration_since(*t) < peer::REQUEST_EVERY);
+                if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(to) {
+                    e.insert(now);
+                    self.dump(Some((nonce, to)));
+                }
+            }
+            // Only the master: a backup's copies are not seen by packets, so their ages
+            // only grow.
+            if refreshed.elapsed() >= REFRESH_EVERY {
+                refreshed = Instant::now();
+                if self.master.load(Ordering::Relaxed) {
+                    self.dump(None);
+                }
+            }
+            if self.last_sent.elapsed() >= HEARTBEAT_EVERY {
+                self.send_records(&[]);
+            }
+            if counted.elapsed() >= Duration::from_secs(1) {
+                counted = Instant::now();
+                let sum = |i: u32| {
+                    self.counts
+                        .get(&i, 0)
+                        .map(|v| v.iter().sum::<u64>())
+                        .unwrap_or(0)
+                };
+                let (emitted, full) = (sum(SYNC_COUNT_EMITTED), sum(SYNC_COUNT_RING_FULL));
+                let mut s = self.stats.lock().expect("poisoned");
+                s.status.events = emitted;
+                s.status.ring_full = full;
+            }
+        }
+    }
+
+    /// Everything in the ring buffer, sent.
+    fn flush(&mut self) {
+        let now = monotonic_ns();
+        let mut records = Vec::new();
+        while let Some(item) = self.events.next() {
+            if item.len() < size_of::<SyncEvent>() {
+                continue;
+            }
+            let ev: SyncEvent = bytemuck::pod_read_unaligned(&item[..size_of::<SyncEvent>()]);
+            let Some(event) = Event::from_datapath(ev.kind) else {
+                continue;
+            };
+            let r = match event {
+                Event::Confirmed => install::record_of(event, &ev.key, &ev.entry, now),
+                _ => Some(install::bare(event, &ev.key)),
+            };
+            records.extend(r);
+        }
+        for chunk in records.chunks(wire::MAX_RECORDS) {
+            self.send_records(chunk);
+        }
+    }
+
+    fn send_records(&mut self, records: &[Record]) {
+        self.seq += 1;
+        let h = Header {
+            kind: Kind::Records,
+            last: false,
+            epoch: self.epoch,
+            seq: self.seq,
+            nonce: 0,
+            part: 0,
+        };
+        let b = wire::encode(&self.key, &h, records);
+        let targets = self.targets.clone();
+        for t in &targets {
+            self.send(&b, *t, records.len());
+        }
+        self.last_sent = Instant::now();
+    }
+
+    fn send(&self, b: &[u8], to: SocketAddr, records: usize) {
+        let ok = self.sock.send_to(b, to).is_ok();
+        let mut s = self.stats.lock().expect("poisoned");
+        if ok {
+            s.status.sent_messages += 1;
+            s.status.sent_records += records as u64;
+            s.status.sent_bytes += b.len() as u64;
+        } else {
+            s.status.send_errors += 1;
+        }
+    }
+
+    /// Every live confirmed flow, paced (new events keep flowing between bursts): as dump
+    /// parts to whoever asked (`to`: its nonce and address), or as ordinary records to
+    /// every peer (the periodic refresh).
+    fn dump(&mut self, to: Option<(u64, SocketAddr)>) {
+        let now = monotonic_ns();
+        let records: Vec<Record> = self
+            .conntrack
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, e)| install::record_of(Event::Confirmed, &k, &e, now))
+            .collect();
+        let seq = self.seq;
+        let chunks: Vec<&[Record]> = records.chunks(wire::MAX_RECORDS).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if to.is_none() {
+                self.send_records(chunk);
+            }
+            if (i + 1) % DUMP_BURST == 0 {
+                std::thread::sleep(DUMP_PAUSE);
+                self.flush();
+            }
+        }
+        if let Some((nonce, addr)) = to {
+            let parts = dump_parts(&self.key, self.epoch, seq, nonce, &records);
+            for (i, (b, n)) in parts.iter().enumerate() {
+                self.send(b, addr, *n);
+                if (i + 1) % DUMP_BURST == 0 {
+                    std::thread::sleep(DUMP_PAUSE);
+                    self.flush();
+                }
+            }
+        }
+        match to {
+            Some((_, addr)) => {
+                self.stats.lock().expect("poisoned").status.dumps_sent += 1;
+                log::info!("sync: sent a dump of {} flows to {addr}", records.len());
+            }
+            None => log::debug!("sync: refreshed {} flows", records.len()),
+        }
+    }
+}
+
+/// A dump as signed datagrams with their record counts: parts numbered from 0, the last
+/// one flagged, each carrying the requester's nonce and the sender's epoch and sequence
+/// number when the dump began. An empty dump is one empty last part.
+pub fn dump_parts(
+    key: &SyncKey,
+    epoch: u64,
+    seq: u64,
+    nonce: u64,
+    records: &[Record],
+) -> Vec<(Vec<u8>, usize)> {
+    let chunks: Vec<&[Record]> = if records.is_empty() {
+        vec![&[]]
+    } else {
+        records.chunks(wire::MAX_RECORDS).collect()
+    };
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let h = Header {
+                kind: Kind::DumpPart,
+                last: i + 1 == n,
+                epoch,
+                seq,
+                nonce,
+                part: i as u32,
+            };
+            (wire::encode(key, &h, chunk), chunk.len())
+        })
+        .collect()
+}
+
+struct Receiver {
+    key: SyncKey,
+    sock: Arc<UdpSocket>,
+    targets: Vec<SocketAddr>,
+    /// Unicast peers: datagrams from anyone else are dropped unread.
+    peers_only: Vec<Ipv4Addr>,
+    own: Ipv4Addr,
+    epoch: u64,
+    port: u16,
+    conntrack: HashMap<MapData, FlowKey, CtEntry>,
+    reverse: HashMap<MapData, FlowKey, RevEntry>,
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    backends: Array<MapData, Backend>,
+    local: Local,
+    local_at: Option<Instant>,
+    master: Arc<AtomicBool>,
+    stats: Arc<Mutex<Stats>>,
+    dumps: mpsc::SyncSender<(u64, SocketAddr)>,
+    /// Senders a complete dump is still wanted from.
+    pending: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+fn bump(m: &mut BTreeMap<String, u64>, reason: &str) {
+    *m.entry(reason.to_string()).or_default() += 1;
+}
+
+impl Receiver {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut buf = [0u8; 2048];
+        self.request(None);
+        while !stop.load(Ordering::Relaxed) {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, SocketAddr::V4(from))) => self.handle(&buf[..n], *from.ip()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    log::warn!("sync socket: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            self.stats
+                .lock()
+                .expect("poisoned")
+                .peers
+                .expire(Instant::now());
+            // Dumps still wanted (a gap, a part lost): asked again, once a second each.
+            for p in self.pending.clone() {
+                self.request(Some(p));
+            }
+        }
+    }
+
+    fn reject(&self, reason: &str) {
+        bump(
+            &mut self.stats.lock().expect("poisoned").status.rejected,
+            reason,
+        );
+    }
+
+    /// Asks `to` (None: every peer) for a dump, at most once a second each.
+    fn request(&mut self, to: Option<Ipv4Addr>) {
+        let now = Instant::now();
+        let nonce = {
+            let mut s = self.stats.lock().expect("poisoned");
+            if !s.peers.may_request(to, now) {
+                return;
+            }
+            let nonce = random_u64();
+            s.peers.requested(nonce, to, now);
+            nonce
+        };
+        let h = Header {
+            kind: Kind::DumpRequest,
+            last: false,
+            epoch: self.epoch,
+            seq: 0,
+            nonce,
+            part: 0,
+        };
+        let b = wire::encode(&self.key, &h, &[]);
+        let targets = match to {
+            Some(a) => vec![SocketAddrV4::new(a, self.port).into()],
+            None => self.targets.clone(),
+        };
+        for t in targets {
+            let _ = self.sock.send_to(&b, t);
+        }
+    }
+
+    fn handle(&mut self, b: &[u8], from: Ipv4Addr) {
+        if from == self.own {
+            return;
+        }
+        if !self.peers_only.is_empty() && !self.peers_only.contains(&from) {
+            return self.reject("not_peer");
+        }
+        let msg = match wire::decode(&self.key, b) {
+            Ok(m) => m,
+            Err(DecodeError::BadTag) => return self.reject("bad_tag"),
+            Err(DecodeError::Malformed) => return self.reject("malformed"),
+        };
+        if msg.header.epoch == self.epoch {
+            return; // our own, looped back
+        }
+        let now = Instant::now();
+        {
+            let mut s = self.stats.lock().expect("poisoned");
+            s.status.received_messages += 1;
+            s.status.received_records += msg.records.len() as u64;
+        }
+        let verdict = match msg.header.kind {
+            Kind::DumpRequest => {
+                // A full queue drops the request: the requester asks again.
+                let _ = self
+                    .dumps
+                    .try_send((msg.header.nonce, SocketAddrV4::new(from, self.port).into()));
+                return;
+            }
+            Kind::Records => {
+                self.stats
+                    .lock()
+                    .expect("poisoned")
+                    .peers
+                    .records(from, &msg.header, now)
+            }
+            Kind::DumpPart => {
+                let (v, done, incomplete) = self.stats.lock().expect("poisoned").peers.dump_part(
+                    from,
+                    &msg.header,
+                    msg.records.len() as u64,
+                    now,
+                );
+                if let Some(d) = done {
+                    self.pending.remove(&d.from);
+                    let mut s = self.stats.lock().expect("poisoned");
+                    s.status.dumps_received += 1;
+                    s.last_dump = Some(now);
+                    log::info!("sync: dump of {} flows from {} received", d.records, d.from);
+                }
+                if incomplete {
+                    self.pending.insert(from);
+                    self.request(Some(from));
+                }
+                v
+            }
+        };
+        match verdict {
+            Verdict::Install => {}
+            Verdict::InstallAndRequest { lost } => {
+                log::warn!("sync: {lost} messages from {from} lost: asking for a full dump");
+                self.pending.insert(from);
+                self.request(Some(from));
+            }
+            Verdict::Replay => return self.reject("replay"),
+            Verdict::UnknownNonce => return self.reject("unknown_nonce"),
+            Verdict::Unsynced => {
+                self.reject("unsynced");
+                return self.request(Some(from));
+            }
+        }
+        if msg.records.is_empty() {
+            return;
+        }
+        self.refresh_local(false);
+        for r in &msg.records {
+            let mut outcome = self.apply(r);
+            if outcome == Err(SkipReason::Skip(Skip::UnknownBackend))
+                || outcome == Err(SkipReason::Skip(Skip::UnknownVip))
+            {
+                // The maps may have changed since the last read (a reload, a new backend).
+                if self.refresh_local(true) {
+                    outcome = self.apply(r);
+                }
+            }
+            let mut s = self.stats.lock().expect("poisoned");
+            match outcome {
+                Ok(()) => s.status.installed += 1,
+                Err(e) => bump(&mut s.status.skipped, e.name()),
+            }
+        }
+    }
+
+    /// Re-reads this node's VIPs and backends every second, or now when `force` (and the
+    /// last read is 100 ms old); true when it read.
+    fn refresh_local(&mut self, force: bool) -> bool {
+        let age = self.local_at.map(|t| t.elapsed());
+        let due = match age {
+            None => true,
+            Some(a) if force => a >= Duration::from_millis(100),
+            Some(a) => a >= Duration::from_secs(1),
+        };
+        self.local.now_ns = monotonic_ns();
+        if !due {
+            return false;
+        }
+        self.local.vips = self.vips.iter().filter_map(Result::ok).collect();
+        let mut backends = StdHashMap::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if let Ok(b) = b
+                && b.flags & BACKEND_FLAG_PRESENT != 0
+            {
+                backends.insert((b.addr, b.port), (i as u32, b));
+            }
+        }
+        self.local.backends = backends;
+        self.local_at = Some(Instant::now());
+        true
+    }
+
+    /// Whether this node has a live entry of its own for `key`.
+    fn live(&self, key: &FlowKey) -> Option<CtEntry> {
+        let e = self.conntrack.get(key, 0).ok()?;
+        let t = install::timeout_ns(e.state)?;
+        (e.last_seen_ns != 0 && self.local.now_ns.saturating_sub(e.last_seen_ns) <= t).then_some(e)
+    }
+
+    fn apply(&mut self, r: &Record) -> Result<(), SkipReason> {
+        let master = self.master.load(Ordering::Relaxed);
+        let existing = self.live(&r.key);
+        // The master is the node using its flows: another node's view never overwrites one.
+        if master && existing.is_some() {
+            return Err(SkipReason::OwnFlow);
+        }
+        let map_err = |_| SkipReason::MapError;
+        match r.event {
+            Some(Event::Confirmed) => {
+                let (mut ct, rkey, mut rev) =
+                    install::entries(r, &self.local).map_err(SkipReason::Skip)?;
+                if let Some(old) = existing {
+                    // A copy of a copy (another backup's dump) is never fresher than what
+                    // is here: last seen only moves forward.
+                    ct.last_seen_ns = ct.last_seen_ns.max(old.last_seen_ns);
+                    rev.last_seen_ns = ct.last_seen_ns;
+                    let old_rkey = install::reverse_key(&r.key, &old);
+                    if old_rkey != rkey {
+                        self.drop_reverse(&old_rkey, &r.key);
+                    }
+                }
+                // The tuple first, as the data path does: the flow holds it throughout.
+                self.reverse.insert(&rkey, &rev, 0).map_err(map_err)?;
+                self.conntrack.insert(&r.key, &ct, 0).map_err(map_err)?;
+            }
+            Some(Event::Closing) => {
+                let Some(mut e) = existing else {
+                    return Ok(());
+                };
+                e.state = ct_state::TCP_CLOSING;
+                e.last_seen_ns = self.local.now_ns.max(1);
+                let rkey = install::reverse_key(&r.key, &e);
+                if let Ok(mut rev) = self.reverse.get(&rkey, 0)
+                    && owns(&rev, &r.key)
+                {
+                    rev.state = ct_state::TCP_CLOSING;
+                    rev.last_seen_ns = e.last_seen_ns;
+                    self.reverse.insert(&rkey, &rev, 0).map_err(map_err)?;
+                }
+                self.conntrack.insert(&r.key, &e, 0).map_err(map_err)?;
+            }
+            Some(Event::Removed) => {
+                let Ok(e) = self.conntrack.get(&r.key, 0) else {
+                    return Ok(());
+                };
+                self.drop_reverse(&install::reverse_key(&r.key, &e), &r.key);
+                let _ = self.conntrack.remove(&r.key);
+            }
+            None => return Err(SkipReason::Skip(Skip::BadState)),
+        }
+        Ok(())
+    }
+
+    fn drop_reverse(&mut self, rkey: &FlowKey, key: &FlowKey) {
+        if let Ok(rev) = self.reverse.get(rkey, 0)
+            && owns(&rev, key)
+        {
+            let _ = self.reverse.remove(rkey);
+        }
+    }
+}
+
+fn owns(rev: &RevEntry, key: &FlowKey) -> bool {
+    rev.client_addr == key.src_addr
+        && rev.client_port == key.src_port
+        && rev.vip_addr == key.dst_addr
+        && rev.vip_port == key.dst_port
+}
+
+/// Why a record changed no map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SkipReason {
+    Skip(Skip),
+    /// This node is master and has the flow live.
+    OwnFlow,
+    /// A map write failed.
+    MapError,
+}
+
+impl SkipReason {
+    fn name(self) -> &'static str {
+        match self {
+            SkipReason::Skip(s) => s.name(),
+            SkipReason::OwnFlow => "own_flow",
+            SkipReason::MapError => "map_error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_is_every_record_in_numbered_parts_ending_with_the_last() {
+        let key = SyncKey::new(&[1; 32]);
+        let rec = |i: u32| Record {
+            event: Some(Event::Confirmed),
+            key: FlowKey {
+                src_port: i as u16,
+                proto: 6,
+                ..FlowKey::default()
+            },
+            state: ct_state::TCP_ESTABLISHED,
+            ..Record::default()
+        };
+        for n in [0, 1, wire::MAX_RECORDS, wire::MAX_RECORDS + 1, 1000] {
+            let records: Vec<Record> = (0..n as u32).map(rec).collect();
+            let parts = dump_parts(&key, 9, 77, 5, &records);
+            assert_eq!(parts.len(), n.div_ceil(wire::MAX_RECORDS).max(1));
+            let mut back = Vec::new();
+            let mut peers = Peers::default();
+            let now = Instant::now();
+            peers.requested(5, None, now);
+            let from = Ipv4Addr::new(192, 0, 2, 2);
+            let mut done = None;
+            for (i, (b, count)) in parts.iter().enumerate() {
+                let m = wire::decode(&key, b).expect("decodes");
+                assert_eq!(m.header.kind, Kind::DumpPart);
+                assert_eq!((m.header.part, m.header.nonce), (i as u32, 5));
+                assert_eq!((m.header.epoch, m.header.seq), (9, 77));
+                assert_eq!(m.header.last, i + 1 == parts.len());
+                assert_eq!(m.records.len(), *count);
+                assert!(b.len() <= wire::MAX_DATAGRAM);
+                let (v, d, _) = peers.dump_part(from, &m.header, *count as u64, now);
+                assert_eq!(v, Verdict::Install);
+                done = done.or(d);
+                back.extend(m.records);
+            }
+            assert_eq!(back, records, "{n} records");
+            assert_eq!(
+                done.map(|d| d.records),
+                Some(n as u64),
+                "the receiver sees it complete"
+            );
+            // Synced at the dump's sequence number: the next message is 78.
+            let h = Header {
+                kind: Kind::Records,
+                last: false,
+                epoch: 9,
+                seq: 78,
+                nonce: 0,
+                part: 0,
+            };
+            assert_eq!(peers.records(from, &h, now), Verdict::Install);
+        }
+    }
+
+    #[test]
+    fn key_files_readable_by_others_or_short_are_refused_naming_the_path() {
+        let dir = std::env::temp_dir().join(format!("xvip-sync-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("key");
+        std::fs::write(&p, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_key(&p).unwrap_err();
+        assert!(e.contains("0644"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_key(&p).is_ok());
+        std::fs::write(&p, b"0123456789abcdef0123456789abcde\n").unwrap();
+        let e = load_key(&p).unwrap_err();
+        assert!(e.contains("31 bytes"), "{e}");
+        assert!(!e.contains("0123"), "the key is never in a message: {e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
