@@ -461,6 +461,15 @@ impl Reconciler {
                 store.write_ring(meta.ring_base(), table)?;
                 store.set_vip(&key, &meta)?;
             } else if let Some(key) = vip_key6(v) {
+                if self.mode == Mode::Fullnat && self.snat_ip6.is_none() {
+                    // Full NAT from `::` would be no NAT at all: such a VIP is not served
+                    // (the configuration refuses it; this is the last line).
+                    log::error!(
+                        "{}: full NAT over IPv6 without an IPv6 SNAT address: not served",
+                        v.addr
+                    );
+                    continue;
+                }
                 let half = store.vip6(&key).map_or(0, |m| m.active_half ^ 1);
                 let meta = VipMeta6 {
                     index,
@@ -626,6 +635,25 @@ mod tests {
         assert_eq!(m.backends6[&gone].flags, 0);
         assert!(!m.live_table6(&key6).unwrap().contains(&gone));
         assert_eq!(owners(&m, &s), v4_indices);
+    }
+
+    #[test]
+    fn a_fullnat_ipv6_vip_without_an_ipv6_snat_address_is_not_served() {
+        let s = settings(&["192.0.2.11"]);
+        let mut r = Reconciler::new(&s);
+        let vip6 = Vip {
+            addr: "2001:db8::100".parse().unwrap(),
+            port: 6443,
+        };
+        r.add_vips6([vip6], None);
+        let b6: SocketAddr = "[2001:db8::11]:6443".parse().unwrap();
+        r.set_backends([(addr("192.0.2.11"), 1), (b6, 1)]);
+        r.set_mac(addr("192.0.2.11"), [2; 6]);
+        r.set_mac(b6, [3; 6]);
+        let mut m = FakeMaps::default();
+        r.apply(&mut m, &[]).unwrap();
+        assert!(m.vips6.is_empty(), "never translated from ::");
+        assert_eq!(m.vips.len(), 1, "the IPv4 VIP is served");
     }
 
     #[test]
