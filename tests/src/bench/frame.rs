@@ -1,6 +1,7 @@
-//! TCP/IPv4 frames for the generator and the per-packet cost runs, with valid checksums.
+//! TCP frames (IPv4 and IPv6) for the generator and the per-packet cost runs, with valid
+//! checksums.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::checksum::{accumulate, checksum, fold};
 
@@ -93,6 +94,80 @@ pub fn reply_to(fwd: &[u8]) -> Vec<u8> {
     r
 }
 
+/// IPv6 header length (no extension headers).
+pub const IP6_LEN: usize = 40;
+
+/// What goes into an IPv6 frame.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpFrame6 {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub flags: u8,
+    pub hop_limit: u8,
+    /// Payload bytes (zeros).
+    pub payload: usize,
+}
+
+impl TcpFrame6 {
+    /// The frame's bytes, the TCP checksum (over the IPv6 pseudo-header) filled in.
+    pub fn build(&self) -> Vec<u8> {
+        let tcp_total = TCP_LEN + self.payload;
+        let mut f = Vec::with_capacity(ETH_LEN + IP6_LEN + tcp_total);
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&(tcp_total as u16).to_be_bytes());
+        f.push(lb_common::IPPROTO_TCP);
+        f.push(self.hop_limit);
+        f.extend_from_slice(&self.src.octets());
+        f.extend_from_slice(&self.dst.octets());
+        let tcp_start = f.len();
+        f.extend_from_slice(&self.sport.to_be_bytes());
+        f.extend_from_slice(&self.dport.to_be_bytes());
+        f.extend_from_slice(&1u32.to_be_bytes()); // seq
+        f.extend_from_slice(&1u32.to_be_bytes()); // ack
+        f.push(((TCP_LEN / 4) as u8) << 4);
+        f.push(self.flags);
+        f.extend_from_slice(&u16::MAX.to_be_bytes()); // window
+        f.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+        f.resize(tcp_start + tcp_total, 0);
+        let sum = accumulate(pseudo6(&f), &f[tcp_start..]);
+        let at = tcp_start + 16;
+        f[at..at + 2].copy_from_slice(&(!fold(sum)).to_be_bytes());
+        f
+    }
+}
+
+/// The one's-complement sum of the IPv6 pseudo-header of the TCP frame `f`.
+fn pseudo6(f: &[u8]) -> u32 {
+    let ip = ETH_LEN;
+    let len = u16::from_be_bytes([f[ip + 4], f[ip + 5]]) as u32;
+    let mut p = Vec::with_capacity(40);
+    p.extend_from_slice(&f[ip + 8..ip + 40]);
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, lb_common::IPPROTO_TCP]);
+    accumulate(0, &p)
+}
+
+/// [`reply_to`] for an IPv6 frame: addresses, ports and MACs swapped (checksum still valid),
+/// a fresh hop limit.
+pub fn reply_to6(fwd: &[u8]) -> Vec<u8> {
+    let mut r = fwd.to_vec();
+    let (ip, tcp) = (ETH_LEN, ETH_LEN + IP6_LEN);
+    for (a, b, n) in [(0, 6, 6), (ip + 8, ip + 24, 16), (tcp, tcp + 2, 2)] {
+        for i in 0..n {
+            r.swap(a + i, b + i);
+        }
+    }
+    r[ip + 7] = 64;
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +194,31 @@ mod tests {
         let mut pseudo = vec![203, 0, 113, 1, 192, 0, 2, 100, 0, 6, 0, 30];
         pseudo.extend_from_slice(&f[ETH_LEN + IP_LEN..]);
         assert_eq!(checksum(&pseudo), 0);
+    }
+
+    #[test]
+    fn built_v6_frame_checksum_verifies_and_its_reply_too() {
+        let f = TcpFrame6 {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src: "2001:db8::7".parse().unwrap(),
+            dst: "2001:db8::100".parse().unwrap(),
+            sport: 10000,
+            dport: 6443,
+            flags: TCP_ACK,
+            hop_limit: 64,
+            payload: 10,
+        }
+        .build();
+        assert_eq!(f.len(), ETH_LEN + IP6_LEN + TCP_LEN + 10);
+        let tcp = ETH_LEN + IP6_LEN;
+        assert_eq!(fold(accumulate(pseudo6(&f), &f[tcp..])), 0xffff);
+        let r = reply_to6(&f);
+        assert_eq!(
+            &r[ETH_LEN + 8..ETH_LEN + 24],
+            &f[ETH_LEN + 24..ETH_LEN + 40]
+        );
+        assert_eq!(fold(accumulate(pseudo6(&r), &r[tcp..])), 0xffff);
     }
 
     #[test]

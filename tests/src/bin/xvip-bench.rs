@@ -17,7 +17,7 @@ use clap::Parser;
 use lb_common::{Config, CtEntry};
 use tests::{
     bench::{
-        frame::{TCP_ACK, TCP_SYN, TcpFrame, reply_to},
+        frame::{TCP_ACK, TCP_SYN, TcpFrame, TcpFrame6, reply_to, reply_to6},
         report::{CostRow, Machine, MaglevRow, MemRow, PpsRow, Report, Target, TcpRow},
         stats::Summary,
         tcp,
@@ -341,6 +341,59 @@ fn xvip_dataplane(obj: &[u8], mode: Mode, backends: usize, conntrack: u32) -> Re
     Ok(dp)
 }
 
+/// The IPv6 VIP of the cost rows, and its three backends.
+const VIP6: &str = "2001:db8::100";
+
+/// [`xvip_dataplane`] with an IPv6 VIP (full NAT, SNAT from the VIP) and three IPv6
+/// backends instead.
+fn xvip_dataplane6(obj: &[u8], conntrack: u32) -> Result<Dataplane> {
+    let s = RunArgs {
+        interface: vec![LB_DEV.into()],
+        vips: vec![format!("[{VIP6}]:{VIP_PORT}")],
+        backends: (0..3)
+            .map(|i| format!("[2001:db8::{}]:6443", 11 + i))
+            .collect(),
+        mode: Some(Mode::Fullnat),
+        health: Some(HealthKind::None),
+        conntrack_size: Some(conntrack),
+        ..Default::default()
+    }
+    .resolve()?;
+    let mut dp = Dataplane::load(obj, conntrack)?;
+    dp.set_config(&Config {
+        snat_port_min: s.snat_ports.0,
+        snat_port_max: s.snat_ports.1,
+        if_mac: LB_MAC,
+        ..Default::default()
+    })?;
+    let mut r = Reconciler::new(&s);
+    for b in &s.backends6 {
+        r.set_mac(b.addr, GEN_MAC);
+    }
+    r.apply(&mut dp, &[])?;
+    Ok(dp)
+}
+
+fn client_frame6(
+    src: std::net::Ipv6Addr,
+    sport: u16,
+    dst: std::net::Ipv6Addr,
+    flags: u8,
+) -> Vec<u8> {
+    TcpFrame6 {
+        src_mac: GEN_MAC,
+        dst_mac: LB_MAC,
+        src,
+        dst,
+        sport,
+        dport: VIP_PORT,
+        flags,
+        hop_limit: 64,
+        payload: tests::bench::xdp_lab::FRAME_PAYLOAD,
+    }
+    .build()
+}
+
 /// [`xvip_dataplane`] for the two-arm shape: clients on `l0`, every backend's next hop the
 /// generator's `g1` out of `l1` (index `l1`), each interface's MAC in `IFACES`.
 fn xvip_dataplane_two_arm(
@@ -454,6 +507,37 @@ fn cost_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
     })?;
     let reply = reply_to(&out[..r.data_size_out as usize]);
 
+    // IPv6 beside IPv4 in the same run: the same classes through a v6 VIP.
+    let full6 = xvip_dataplane6(&ctx.obj, 1 << 20)?;
+    let (client6, vip6): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        ("2001:db8:ff::7".parse()?, VIP6.parse()?);
+    let est6 = client_frame6(client6, 40000, vip6, TCP_ACK);
+    let non_vip6 = client_frame6(client6, 40000, "2001:db8::50".parse()?, TCP_ACK);
+    let r6 = full6.program().test_run(TestRunOptions {
+        data_in: Some(&est6),
+        data_out: Some(&mut out),
+        repeat: 1,
+        ..Default::default()
+    })?;
+    anyhow::ensure!(
+        r6.return_value == 3,
+        "the v6 flow's first packet was not forwarded"
+    );
+    let reply6 = reply_to6(&out[..r6.data_size_out as usize]);
+    // The backends' first answers confirm both flows (picked up mid-stream), so the
+    // established and reply rows measure confirmed entries from the first run on.
+    for (dp, frame) in [(&full, &reply), (&full6, &reply6)] {
+        let r = dp.program().test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        })?;
+        anyhow::ensure!(
+            r.return_value == 3,
+            "a backend's first answer was not sent back"
+        );
+    }
+
     let mut rows: Vec<(String, String, String, Vec<f64>)> = Vec::new();
     let mut add = |class: &str, program: &str, method: String, v: f64| match rows
         .iter_mut()
@@ -520,6 +604,33 @@ fn cost_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             })?;
             add(name, "xvip", one.clone(), v);
         }
+        add(
+            "IPv6 non-VIP (XDP_PASS)",
+            "xvip",
+            one.clone(),
+            xdp_ns_single(full6.program(), singles, |_| non_vip6.clone())?,
+        );
+        add(
+            "IPv6 established (conntrack hit), fullnat",
+            "xvip",
+            one.clone(),
+            xdp_ns_single(full6.program(), singles, |_| est6.clone())?,
+        );
+        add(
+            "IPv6 reply (reverse hit), fullnat",
+            "xvip",
+            one.clone(),
+            xdp_ns_single(full6.program(), singles, |_| reply6.clone())?,
+        );
+        let base = next_port;
+        next_port += singles;
+        let v = xdp_ns_single(full6.program(), singles, |i| {
+            let k = base + i;
+            let src =
+                std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, (k / 60_000) as u16 + 1);
+            client_frame6(src, 1024 + (k % 60_000) as u16, vip6, TCP_SYN)
+        })?;
+        add("IPv6 new flow, fullnat", "xvip", one.clone(), v);
     }
     match xlated_calls(full.program(), &ctx.out.join("xvip.xlated.txt")) {
         Ok(c) => report.xlated_calls = c,
@@ -1585,6 +1696,39 @@ fn targets(r: &mut Report) {
             show(limit.map(|l| 1e9 / l), "")
         ),
     );
+    // IPv6 beside IPv4: the same class's per-packet cost in the same run (BPF_PROG_TEST_RUN,
+    // single runs; the ratio of costs is the ratio of rates the program alone allows).
+    let single = |class: &str| {
+        r.costs
+            .iter()
+            .find(|c| c.class == class && c.program == "xvip" && !c.method.starts_with("repeat"))
+            .map(|c| c.ns.median)
+    };
+    for (v4, v6) in [
+        (
+            "established (conntrack hit), fullnat",
+            "IPv6 established (conntrack hit), fullnat",
+        ),
+        (
+            "reply (reverse hit), fullnat",
+            "IPv6 reply (reverse hit), fullnat",
+        ),
+        ("new flow, fullnat", "IPv6 new flow, fullnat"),
+    ] {
+        let (a, b) = (single(v4), single(v6));
+        let q = ratio(a, b);
+        push(
+            &format!("IPv6 vs IPv4: {v4}"),
+            ">= 0.90×",
+            show(q, "×"),
+            q.map(|q| q >= 0.9),
+            format!(
+                "per-packet cost, same run: {} ns (v4) vs {} ns (v6), each including the test-run timer",
+                show(a, ""),
+                show(b, "")
+            ),
+        );
+    }
     // Live program time per packet (bpf_stats, its own overhead included).
     let live = |scenario: &str, mode: &str, flows: u64| {
         find(r, scenario, mode, "xdp", 3, flows).map(|p| p.live_ns.median)
