@@ -496,7 +496,7 @@ fn forged_and_replayed_sync_messages_change_no_map() {
         nonce: 0,
         part: 0,
     };
-    let wrong = wire::encode(&SyncKey::new(&[0x55; 32]), &h, &[forged]);
+    let wrong = wire::encode(&SyncKey::new(&[0x55; 32]), &h, &[forged.into()]);
     send_udp(&lab, lb_ip(1), lb_ip(2), wrong);
     // 3. The captured message with a bit flipped in a record (tag no longer matches).
     let mut flipped = cap.clone();

@@ -233,7 +233,7 @@ pub enum AnyRecord {
 
 impl AnyRecord {
     /// Its bytes in a datagram.
-    pub fn len(&self) -> usize {
+    pub fn wire_len(&self) -> usize {
         match self {
             AnyRecord::V4(_) => RECORD_LEN,
             AnyRecord::V6(_) => RECORD6_LEN,
@@ -264,11 +264,11 @@ pub fn batches(records: &[AnyRecord]) -> Vec<&[AnyRecord]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, r) in records.iter().enumerate() {
-        if bytes + r.len() > MAX_RECORD_BYTES {
+        if bytes + r.wire_len() > MAX_RECORD_BYTES {
             out.push(&records[start..i]);
             (start, bytes) = (i, 0);
         }
-        bytes += r.len();
+        bytes += r.wire_len();
     }
     if start < records.len() {
         out.push(&records[start..]);
@@ -324,7 +324,7 @@ impl std::fmt::Debug for SyncKey {
 /// Encodes and signs one message (records of at most [`MAX_RECORD_BYTES`]: a batch of
 /// [`batches`]).
 pub fn encode(key: &SyncKey, h: &Header, records: &[AnyRecord]) -> Vec<u8> {
-    let bytes: usize = records.iter().map(AnyRecord::len).sum();
+    let bytes: usize = records.iter().map(AnyRecord::wire_len).sum();
     assert!(bytes <= MAX_RECORD_BYTES, "too many records for a datagram");
     let mut out = Vec::with_capacity(HEADER_LEN + bytes + TAG_LEN);
     out.extend_from_slice(&MAGIC);
@@ -535,7 +535,8 @@ mod tests {
         };
         let one = encode(&key, &header(Kind::Records), &v4s(1));
         let one6 = encode(&key, &header(Kind::Records), &v6s(1));
-        let edits: [(&Vec<u8>, &dyn Fn(&mut Vec<u8>), &str); 7] = [
+        type Edit<'a> = (&'a Vec<u8>, &'a dyn Fn(&mut Vec<u8>), &'a str);
+        let edits: [Edit; 7] = [
             (&one, &|b| b[7] = 5, "count says 5, one record follows"),
             (&one, &|b| b[7] = 0, "count says 0, one record follows"),
             (&one, &|b| b[HEADER_LEN] = 9, "no such event"),
@@ -595,10 +596,13 @@ mod tests {
             let cut = batches(&records);
             assert_eq!(cut.concat(), records, "every record once, in order");
             for (i, b) in cut.iter().enumerate() {
-                let bytes: usize = b.iter().map(AnyRecord::len).sum();
+                let bytes: usize = b.iter().map(AnyRecord::wire_len).sum();
                 assert!(bytes <= MAX_RECORD_BYTES);
                 if let Some(next) = cut.get(i + 1) {
-                    assert!(bytes + next[0].len() > MAX_RECORD_BYTES, "no batch short");
+                    assert!(
+                        bytes + next[0].wire_len() > MAX_RECORD_BYTES,
+                        "no batch short"
+                    );
                 }
                 let d = encode(&key, &header(Kind::Records), b);
                 assert!(d.len() <= MAX_DATAGRAM);
