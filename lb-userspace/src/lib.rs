@@ -19,7 +19,7 @@ pub mod route;
 pub mod sync;
 pub mod sys;
 
-pub use announce::{arp, vrrp};
+pub use announce::{arp, ndp, vrrp};
 pub use api::status;
 pub use control::{discovery, health, maglev, nexthop, reconcile};
 pub use dataplane::{local, pins};

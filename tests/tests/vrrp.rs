@@ -275,7 +275,7 @@ fn forged_and_malformed_advertisements_change_nothing() {
         vrid,
         priority: 254,
         max_adver_int_cs: 10,
-        addrs: vec![VIP],
+        addrs: vec![VIP.into()],
         auth: Auth::NONE,
     };
     let good = forged(VRID).encode(CLIENT, dst);

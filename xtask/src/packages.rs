@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 /// (command, Debian package) pairs the demo needs.
 pub const DEMO: &[(&str, &str)] = &[("ip", "iproute2"), ("ethtool", "ethtool"), ("curl", "curl")];
 /// ... and what the tests need on top (VRRP interop, kubectl, nsenter/setpriv, a packet
-/// crafter for the blind RST sweep, BIRD as the routed-mode lab's BGP router and nodes).
+/// crafter for the blind RST sweep, BIRD as the routed-mode lab's BGP router and nodes,
+/// ping for ICMPv6 echo through the IPv6 VIP).
 pub const TEST: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
@@ -20,6 +21,7 @@ pub const TEST: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("hping3", "hping3"),
     ("bird", "bird2"),
+    ("ping", "iputils-ping"),
 ];
 /// ... and what the benchmarks compare against.
 pub const BENCH: &[(&str, &str)] = &[

@@ -2,4 +2,5 @@
 //! election of the node that holds it.
 
 pub mod arp;
+pub mod ndp;
 pub mod vrrp;

@@ -123,6 +123,17 @@ pub struct DiscoveryStatus {
     pub polls_failed: u64,
 }
 
+/// The NDP socket's counters (IPv6 VIPs announced with `--announce arp`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NdpStatus {
+    /// Neighbour solicitations that passed the RFC 4861 checks (for any target).
+    pub solicitations: u64,
+    /// Those answered (a target of ours, while announcing).
+    pub answered: u64,
+    /// Frames dropped by the checks, by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
+
 /// Traffic of one VIP through the data path.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VipTraffic {
@@ -158,12 +169,21 @@ pub struct Status {
     pub last_detection_ms: Option<f64>,
     /// No backend is healthy: the table holds every reachable backend.
     pub fail_open: bool,
-    /// Whether this node answers ARP for the VIPs.
+    /// Whether this node answers ARP for the (IPv4) VIPs.
     pub announcing: bool,
+    /// Whether this node answers NDP for the IPv6 VIPs (`None` without IPv6 VIPs).
+    #[serde(default)]
+    pub announcing6: Option<bool>,
     pub uptime_s: f64,
-    /// VRRP failover state, when enabled.
+    /// VRRP failover state, when enabled (the IPv4 instance).
     #[serde(default)]
     pub vrrp: Option<VrrpStatus>,
+    /// The IPv6 VRRP instance (same VRID, ff02::12), when enabled with IPv6 VIPs.
+    #[serde(default)]
+    pub vrrp6: Option<VrrpStatus>,
+    /// NDP for the IPv6 VIPs, when announced.
+    #[serde(default)]
+    pub ndp: Option<NdpStatus>,
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,
@@ -355,6 +375,57 @@ impl Status {
             "1 when this node answers ARP for the VIPs.",
             flag(self.announcing),
         );
+        if let Some(a) = self.announcing6 {
+            int(
+                &mut reg,
+                "announcing6",
+                "1 when this node answers NDP for the IPv6 VIPs.",
+                flag(a),
+            );
+        }
+        if let Some(n) = &self.ndp {
+            counter(
+                &mut reg,
+                "ndp_solicitations",
+                "Neighbour solicitations that passed the checks.",
+                n.solicitations,
+            );
+            counter(
+                &mut reg,
+                "ndp_answered",
+                "Neighbour solicitations answered for the IPv6 VIPs.",
+                n.answered,
+            );
+            let drops = Family::<Labels, Counter>::default();
+            for (k, v) in &n.dropped {
+                drops.get_or_create(&labels(&[("reason", k)])).inc_by(*v);
+            }
+            reg.register(
+                "ndp_dropped",
+                "Frames on the NDP socket dropped by the checks, by reason.",
+                drops,
+            );
+        }
+        if let Some(v) = &self.vrrp6 {
+            int(
+                &mut reg,
+                "vrrp6_master",
+                "1 when this node is the master of the IPv6 VRRP instance.",
+                flag(v.state == "master"),
+            );
+            int(
+                &mut reg,
+                "vrrp6_priority",
+                "Priority the IPv6 VRRP instance advertises now.",
+                i64::from(v.priority),
+            );
+            counter(
+                &mut reg,
+                "vrrp6_transitions",
+                "IPv6 VRRP state changes.",
+                v.transitions,
+            );
+        }
         if let Some(r) = &self.route {
             let fam = Family::<Labels, Gauge>::default();
             let table = r.table.to_string();
@@ -539,10 +610,35 @@ impl Status {
         if let Some(r) = &self.route {
             let _ = writeln!(o, "{}", r.line());
         }
+        if let Some(n) = &self.ndp {
+            let dropped: Vec<String> = n
+                .dropped
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "ndp: {} ({} solicitations, {} answered), dropped: {}",
+                if self.announcing6 == Some(true) {
+                    "announcing"
+                } else {
+                    "silent"
+                },
+                n.solicitations,
+                n.answered,
+                if dropped.is_empty() {
+                    "none".into()
+                } else {
+                    dropped.join(" ")
+                }
+            );
+        }
         if let Some(sy) = &self.sync {
             sync_table(&mut o, sy);
         }
-        if let Some(v) = &self.vrrp {
+        for (family, v) in [("", &self.vrrp), (" (IPv6)", &self.vrrp6)] {
+            let Some(v) = v else { continue };
             let drops: Vec<String> = v
                 .drops
                 .iter()
@@ -551,7 +647,7 @@ impl Status {
                 .collect();
             let _ = writeln!(
                 o,
-                "vrrp vrid {}: {} (master {}), priority {}/{}, {}preempt, {} transitions, adverts sent {} received {}, dropped: {}",
+                "vrrp{family} vrid {}: {} (master {}), priority {}/{}, {}preempt, {} transitions, adverts sent {} received {}, dropped: {}",
                 v.vrid,
                 v.state.to_uppercase(),
                 v.master.as_deref().unwrap_or("unknown"),
@@ -1063,6 +1159,59 @@ mod tests {
             assert!(name.starts_with("xvip_"), "{line}");
             value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
         }
+    }
+
+    #[test]
+    fn ipv6_vips_backends_vrrp6_and_ndp_show_in_the_table_and_the_metrics() {
+        let mut st = sample();
+        st.vips = vec!["192.0.2.100:6443".into(), "[2001:db8::100]:6443".into()];
+        st.backends.push(BackendStatus {
+            addr: "[2001:db8::11]:6443".into(),
+            healthy: true,
+            weight: 1,
+            ..Default::default()
+        });
+        st.announcing6 = Some(true);
+        st.vrrp6 = Some(VrrpStatus {
+            vrid: 51,
+            state: "master".into(),
+            master: Some("fe80::2".into()),
+            priority: 150,
+            version: 3,
+            ..Default::default()
+        });
+        st.ndp = Some(NdpStatus {
+            solicitations: 4,
+            answered: 3,
+            dropped: [("hop_limit".to_string(), 2u64)].into(),
+        });
+        let t = st.to_table();
+        assert!(
+            t.contains("VIPs 192.0.2.100:6443 [2001:db8::100]:6443"),
+            "{t}"
+        );
+        assert!(t.contains("[2001:db8::11]:6443"), "{t}");
+        assert!(
+            t.contains("vrrp (IPv6) vrid 51: MASTER (master fe80::2)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ndp: announcing (4 solicitations, 3 answered), dropped: hop_limit=2"),
+            "{t}"
+        );
+        let m = st.to_prometheus();
+        for want in [
+            "xvip_announcing6 1",
+            "xvip_vrrp6_master 1",
+            "xvip_vrrp6_priority 150",
+            "xvip_ndp_answered_total 3",
+            "xvip_ndp_dropped_total{reason=\"hop_limit\"} 2",
+            "xvip_backend_healthy{backend=\"[2001:db8::11]:6443\"} 1",
+        ] {
+            assert!(m.contains(want), "{want}: {m}");
+        }
+        // Without IPv6 VIPs none of the IPv6 metrics appear.
+        assert!(!sample().to_prometheus().contains("announcing6"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! file, merged in that order of precedence and validated into [`Settings`].
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -113,16 +113,19 @@ pub struct RunArgs {
     /// clients on one, masters behind another (the first also runs VRRP and routed mode).
     #[arg(long = "interface", env = "XVIP_INTERFACE", value_delimiter = ',')]
     pub interface: Vec<String>,
-    /// Virtual IP, IP[:PORT] (port 6443 by default); repeat for several.
+    /// Virtual IP, IPv4[:PORT], [IPv6]:PORT or a bare IPv6 (port 6443 by default); repeat
+    /// for several, of either family (dual stack).
     #[arg(long = "vip", env = "XVIP_VIPS", value_delimiter = ',')]
     pub vips: Vec<String>,
-    /// Backend, IP[:PORT][@WEIGHT] (port 6443, weight 1 by default; weight 0 drains).
+    /// Backend, IP[:PORT][@WEIGHT], IPv6 as [IPv6]:PORT[@WEIGHT] (port 6443, weight 1 by
+    /// default; weight 0 drains); of the family of the VIPs it serves.
     #[arg(long = "backend", env = "XVIP_BACKENDS", value_delimiter = ',')]
     pub backends: Vec<String>,
     /// fullnat (default) or dnat.
     #[arg(long, env = "XVIP_MODE", value_enum)]
     pub mode: Option<Mode>,
-    /// Source address of translated packets in fullnat mode (default: the first VIP).
+    /// Source address of translated packets in fullnat mode, one per family as A[,B]
+    /// (default: each family's first VIP).
     #[arg(long, env = "XVIP_SNAT_IP")]
     pub snat_ip: Option<String>,
     /// SNAT port range, MIN-MAX (default 20000-59999).
@@ -286,6 +289,24 @@ pub struct VipSpec {
     pub port: u16,
 }
 
+/// What `nat_section` settles: the mode, each family's SNAT address, the SNAT ports.
+type NatSection = (Mode, Ipv4Addr, Option<Ipv6Addr>, (u16, u16));
+
+/// One IPv6 VIP (`--vip '[2001:db8::100]:6443'` or a bare address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipSpec6 {
+    pub addr: Ipv6Addr,
+    pub port: u16,
+}
+
+/// One IPv6 backend as configured (`--backend '[2001:db8::11]:6443@2'`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSpec6 {
+    pub addr: SocketAddrV6,
+    /// Relative weight; 0 drains (no new flows, existing ones kept).
+    pub weight: u32,
+}
+
 /// One backend as configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendSpec {
@@ -324,10 +345,21 @@ pub struct Settings {
     pub interface: String,
     /// Every interface to attach to, the first one included, in order.
     pub interfaces: Vec<String>,
+    /// The IPv4 VIPs (empty when every VIP is IPv6).
     pub vips: Vec<VipSpec>,
+    /// The IPv4 backends: those of the IPv4 VIPs.
     pub backends: Vec<BackendSpec>,
+    /// The IPv6 VIPs, served beside the IPv4 ones (dual stack) or alone. A VIP's backends
+    /// are of its family: the IPv6 VIPs balance over [`Settings::backends6`].
+    pub vips6: Vec<VipSpec6>,
+    /// The IPv6 backends: those of the IPv6 VIPs.
+    pub backends6: Vec<BackendSpec6>,
     pub mode: Mode,
+    /// Full NAT source of the IPv4 VIPs (unspecified when there is none).
     pub snat_ip: Ipv4Addr,
+    /// Full NAT source of the IPv6 VIPs: the IPv6 `--snat-ip`, else the first IPv6 VIP
+    /// (`None` without IPv6 VIPs).
+    pub snat_ip6: Option<Ipv6Addr>,
     pub snat_ports: (u16, u16),
     pub health: HealthConfig,
     pub metrics_addr: SocketAddr,
@@ -365,21 +397,25 @@ impl RunArgs {
         };
         let interfaces = self.interface_section(&file)?;
         let interface = interfaces[0].clone();
-        let vips = self.vips_section(&file)?;
-        let backends = self.backends_section(&file)?;
-        let (mode, snat_ip, snat_ports) = self.nat_section(&file, &vips)?;
+        let (vips, vips6) = self.vips_section(&file)?;
+        let (backends, backends6) = self.backends_section(&file, &vips, &vips6)?;
+        let (mode, snat_ip, snat_ip6, snat_ports) = self.nat_section(&file, &vips, &vips6)?;
         let health = self.health_section(&file)?;
         let metrics_addr = self.metrics_section(&file)?;
         let (table_size, conntrack_size) = self.tables_section(&file)?;
         let (vrrp, announce, route_table) = self.announce_section(&file, mode, snat_ip, &vips)?;
+        check_family_rules(vrrp.as_ref(), announce, &vips, &vips6)?;
         let sync = self.sync_section(&file, vrrp.as_ref())?;
         Ok(Settings {
             interface,
             interfaces,
             vips,
             backends,
+            vips6,
+            backends6,
             mode,
             snat_ip,
+            snat_ip6,
             snat_ports,
             health,
             metrics_addr,
@@ -432,7 +468,15 @@ impl RunArgs {
         Ok(Some(crate::sync::SyncSettings {
             key_file: path,
             key,
-            peers: vrrp.peers.clone(),
+            // Sync runs over IPv4: the IPv4 peers of the VRRP group.
+            peers: vrrp
+                .peers
+                .iter()
+                .filter_map(|p| match p {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
             port: crate::sync::SYNC_PORT,
         }))
     }
@@ -467,8 +511,12 @@ impl RunArgs {
         Ok(interfaces)
     }
 
-    /// `--vip`: at least one, at most `MAX_VIPS`, none twice.
-    fn vips_section(&self, file: &FileConfig) -> Result<Vec<VipSpec>, ConfigError> {
+    /// `--vip`: at least one, at most `MAX_VIPS` of both families together, none twice;
+    /// split by family.
+    fn vips_section(
+        &self,
+        file: &FileConfig,
+    ) -> Result<(Vec<VipSpec>, Vec<VipSpec6>), ConfigError> {
         let vip_strs = pick_list(&self.vips, file.vips.clone());
         if vip_strs.is_empty() {
             return Err(ConfigError::Missing {
@@ -478,7 +526,7 @@ impl RunArgs {
         }
         let vips = vip_strs
             .iter()
-            .map(|s| parse_vip(s))
+            .map(|s| parse_vip_addr(s))
             .collect::<Result<Vec<_>, _>>()?;
         if vips.len() > MAX_VIPS as usize {
             return Err(ConfigError::invalid(
@@ -489,18 +537,34 @@ impl RunArgs {
         }
         for (i, v) in vips.iter().enumerate() {
             if vips[..i].contains(v) {
-                return Err(ConfigError::invalid(
-                    "--vip",
-                    format!("{}:{}", v.addr, v.port),
-                    "given twice",
-                ));
+                return Err(ConfigError::invalid("--vip", v, "given twice"));
             }
         }
-        Ok(vips)
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for v in vips {
+            match v {
+                SocketAddr::V4(a) => v4.push(VipSpec {
+                    addr: *a.ip(),
+                    port: a.port(),
+                }),
+                SocketAddr::V6(a) => v6.push(VipSpec6 {
+                    addr: *a.ip(),
+                    port: a.port(),
+                }),
+            }
+        }
+        Ok((v4, v6))
     }
 
-    /// `--backend`: at least one, at most `MAX_BACKENDS`, none twice.
-    fn backends_section(&self, file: &FileConfig) -> Result<Vec<BackendSpec>, ConfigError> {
+    /// `--backend`: at least one, at most `MAX_BACKENDS`, none twice, each of the family of
+    /// some VIP (there is no translation between families), and every VIP's family has one.
+    fn backends_section(
+        &self,
+        file: &FileConfig,
+        vips: &[VipSpec],
+        vips6: &[VipSpec6],
+    ) -> Result<(Vec<BackendSpec>, Vec<BackendSpec6>), ConfigError> {
         let backend_strs = pick_list(&self.backends, file.backends.clone());
         if backend_strs.is_empty() {
             return Err(ConfigError::Missing {
@@ -510,7 +574,7 @@ impl RunArgs {
         }
         let backends = backend_strs
             .iter()
-            .map(|s| parse_backend(s))
+            .map(|s| parse_backend_addr(s).map(|b| (s, b)))
             .collect::<Result<Vec<_>, _>>()?;
         if backends.len() > MAX_BACKENDS as usize {
             return Err(ConfigError::invalid(
@@ -519,12 +583,58 @@ impl RunArgs {
                 format!("at most {MAX_BACKENDS} backends"),
             ));
         }
-        for (i, b) in backends.iter().enumerate() {
-            if backends[..i].iter().any(|o| o.addr == b.addr) {
-                return Err(ConfigError::invalid("--backend", b.addr, "given twice"));
+        for (i, (_, b)) in backends.iter().enumerate() {
+            if backends[..i].iter().any(|(_, o)| o.0 == b.0) {
+                return Err(ConfigError::invalid("--backend", b.0, "given twice"));
             }
         }
-        Ok(backends)
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for (given, (addr, weight)) in &backends {
+            match addr {
+                SocketAddr::V4(a) if !vips.is_empty() => v4.push(BackendSpec {
+                    addr: *a,
+                    weight: *weight,
+                }),
+                SocketAddr::V6(a) if !vips6.is_empty() => v6.push(BackendSpec6 {
+                    addr: *a,
+                    weight: *weight,
+                }),
+                _ => {
+                    let (this, other) = if addr.is_ipv4() {
+                        ("IPv4", "IPv6")
+                    } else {
+                        ("IPv6", "IPv4")
+                    };
+                    return Err(ConfigError::invalid(
+                        "--backend",
+                        given,
+                        format!(
+                            "an {this} backend, but every VIP is {other} (a VIP's backends are of its family)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let lone = |family: &str, vip: String| {
+            ConfigError::invalid(
+                "--vip",
+                vip,
+                format!(
+                    "no {family} backend for this {family} VIP (a VIP's backends are of its family)"
+                ),
+            )
+        };
+        if let (Some(v), true) = (vips.first(), v4.is_empty()) {
+            return Err(lone("IPv4", SocketAddrV4::new(v.addr, v.port).to_string()));
+        }
+        if let (Some(v), true) = (vips6.first(), v6.is_empty()) {
+            return Err(lone(
+                "IPv6",
+                SocketAddrV6::new(v.addr, v.port, 0, 0).to_string(),
+            ));
+        }
+        Ok((v4, v6))
     }
 
     /// `--mode`, `--snat-ip`, `--snat-ports`: the SNAT range must not hold a VIP port of
@@ -533,12 +643,33 @@ impl RunArgs {
         &self,
         file: &FileConfig,
         vips: &[VipSpec],
-    ) -> Result<(Mode, Ipv4Addr, (u16, u16)), ConfigError> {
+        vips6: &[VipSpec6],
+    ) -> Result<NatSection, ConfigError> {
         let mode = self.mode.or(file.mode).unwrap_or_default();
-        let snat_ip = match self.snat_ip.clone().or(file.snat_ip.clone()) {
-            Some(s) => parse_ip("--snat-ip", &s)?,
-            None => vips[0].addr,
-        };
+        // `--snat-ip A` or, dual stack, `--snat-ip A,B`: at most one of each family, each
+        // family's only when it has VIPs; the default is the family's first VIP.
+        let (mut snat4, mut snat6) = (None, None);
+        if let Some(list) = self.snat_ip.clone().or(file.snat_ip.clone()) {
+            for one in list.split(',').map(str::trim) {
+                match parse_any_ip("--snat-ip", one)? {
+                    IpAddr::V4(a) if snat4.is_none() && !vips.is_empty() => snat4 = Some(a),
+                    IpAddr::V6(a) if snat6.is_none() && !vips6.is_empty() => snat6 = Some(a),
+                    a => {
+                        return Err(ConfigError::invalid(
+                            "--snat-ip",
+                            list.clone(),
+                            format!(
+                                "{a}: at most one SNAT address per family, of a family that has VIPs"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let snat_ip = snat4
+            .or(vips.first().map(|v| v.addr))
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let snat_ip6 = snat6.or(vips6.first().map(|v| v.addr));
         let snat_ports = match self.snat_ports.clone().or(file.snat_ports.clone()) {
             Some(s) => parse_port_range(&s)?,
             None => (DEFAULT_SNAT_PORT_MIN, DEFAULT_SNAT_PORT_MAX),
@@ -557,7 +688,21 @@ impl RunArgs {
                 ),
             ));
         }
-        Ok((mode, snat_ip, snat_ports))
+        if mode == Mode::Fullnat
+            && let Some(v) = vips6.iter().find(|v| {
+                Some(v.addr) == snat_ip6 && (snat_ports.0..=snat_ports.1).contains(&v.port)
+            })
+        {
+            return Err(ConfigError::invalid(
+                "--snat-ports",
+                format!("{}-{}", snat_ports.0, snat_ports.1),
+                format!(
+                    "contains the VIP port {} of the SNAT address {}",
+                    v.port, v.addr
+                ),
+            ));
+        }
+        Ok((mode, snat_ip, snat_ip6, snat_ports))
     }
 
     /// `--health*`, `--rise`, `--fall` and the TLS files of the checks.
@@ -807,55 +952,74 @@ fn validate_interface_name(name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn parse_ip(field: &'static str, s: &str) -> Result<Ipv4Addr, ConfigError> {
-    let ip: Ipv4Addr = s
+/// An IPv4 or IPv6 unicast address (IPv6 without brackets).
+fn parse_any_ip(field: &'static str, s: &str) -> Result<IpAddr, ConfigError> {
+    let ip: IpAddr = s
         .parse()
-        .map_err(|_| ConfigError::invalid(field, s, "not an IPv4 address"))?;
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        .map_err(|_| ConfigError::invalid(field, s, "not an IPv4 or IPv6 address"))?;
+    let broadcast = matches!(ip, IpAddr::V4(a) if a.is_broadcast());
+    if ip.is_unspecified() || broadcast || ip.is_multicast() {
         return Err(ConfigError::invalid(field, s, "not a unicast address"));
     }
     Ok(ip)
 }
 
-fn parse_port(field: &'static str, whole: &str, s: &str) -> Result<u16, ConfigError> {
-    match s.parse::<u16>() {
-        Ok(0) | Err(_) => Err(ConfigError::invalid(
+/// `ADDR[:PORT]` for IPv4, `[ADDR]:PORT` or a bare `ADDR` for IPv6, with `DEFAULT_PORT`.
+fn parse_addr_port(field: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| ConfigError::invalid(field, s, "'[' without ']'"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => {
+                    return Err(ConfigError::invalid(field, s, "expected [IPv6]:PORT"));
+                }
+            },
+        }
+    } else if s.matches(':').count() > 1 {
+        // Several colons and no brackets: a bare IPv6 address.
+        (s, None)
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let ip = parse_any_ip(field, host).map_err(|_| {
+        ConfigError::invalid(field, s, format!("'{host}' is not an IPv4 or IPv6 address"))
+    })?;
+    if s.starts_with('[') && ip.is_ipv4() {
+        return Err(ConfigError::invalid(
             field,
-            whole,
-            format!("port '{s}' is not in 1-65535"),
-        )),
-        Ok(p) => Ok(p),
+            s,
+            "brackets are for IPv6 addresses",
+        ));
     }
-}
-
-fn split_host_port<'a>(
-    field: &'static str,
-    s: &'a str,
-) -> Result<(Ipv4Addr, Option<&'a str>), ConfigError> {
-    match s.split_once(':') {
-        Some((ip, port)) => Ok((
-            parse_ip(field, ip).map_err(|_| {
-                ConfigError::invalid(field, s, format!("'{ip}' is not an IPv4 address"))
-            })?,
-            Some(port),
-        )),
-        None => Ok((parse_ip(field, s)?, None)),
-    }
-}
-
-/// Parses `IP[:PORT]`.
-pub fn parse_vip(s: &str) -> Result<VipSpec, ConfigError> {
-    let (addr, port) = split_host_port("--vip", s)?;
     let port = port
-        .map(|p| parse_port("--vip", s, p))
+        .map(|p| parse_port(field, s, p))
         .transpose()?
         .unwrap_or(DEFAULT_PORT);
-    Ok(VipSpec { addr, port })
+    Ok(SocketAddr::new(ip, port))
 }
 
-/// Parses `IP[:PORT][@WEIGHT]`.
-pub fn parse_backend(s: &str) -> Result<BackendSpec, ConfigError> {
-    let (hostport, weight) = match s.split_once('@') {
+/// Parses a VIP of either family: `IP[:PORT]`, `[IPv6]:PORT` or `IPv6`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the value.
+pub fn parse_vip_addr(s: &str) -> Result<SocketAddr, ConfigError> {
+    parse_addr_port("--vip", s)
+}
+
+/// Parses a backend of either family with its weight: `ADDR[:PORT][@WEIGHT]`, IPv6 as
+/// `[IPv6]:PORT[@WEIGHT]` or a bare `IPv6[@WEIGHT]`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the value.
+pub fn parse_backend_addr(s: &str) -> Result<(SocketAddr, u32), ConfigError> {
+    let (hostport, weight) = match s.rsplit_once('@') {
         Some((hp, w)) => {
             let w = w
                 .parse::<u32>()
@@ -868,7 +1032,7 @@ pub fn parse_backend(s: &str) -> Result<BackendSpec, ConfigError> {
         }
         None => (s, 1),
     };
-    let (addr, port) = split_host_port("--backend", hostport).map_err(|e| match e {
+    let addr = parse_addr_port("--backend", hostport).map_err(|e| match e {
         ConfigError::Invalid { field, reason, .. } => ConfigError::Invalid {
             field,
             value: s.into(),
@@ -876,14 +1040,68 @@ pub fn parse_backend(s: &str) -> Result<BackendSpec, ConfigError> {
         },
         e => e,
     })?;
-    let port = port
-        .map(|p| parse_port("--backend", s, p))
-        .transpose()?
-        .unwrap_or(DEFAULT_PORT);
-    Ok(BackendSpec {
-        addr: SocketAddrV4::new(addr, port),
-        weight,
-    })
+    Ok((addr, weight))
+}
+
+/// The family rules beyond the addresses: VRRPv2 (and PASS) exists only for IPv4; unicast
+/// peers must include one of each family that has VIPs; routed mode announces IPv4 /32
+/// routes only.
+fn check_family_rules(
+    vrrp: Option<&crate::vrrp::VrrpSettings>,
+    announce: Announce,
+    vips: &[VipSpec],
+    vips6: &[VipSpec6],
+) -> Result<(), ConfigError> {
+    let Some(first6) = vips6.first() else {
+        return Ok(());
+    };
+    let vip6 = SocketAddrV6::new(first6.addr, first6.port, 0, 0).to_string();
+    if announce == Announce::Route {
+        return Err(ConfigError::invalid(
+            "--vip",
+            vip6,
+            "routed mode (--announce route) announces IPv4 routes only: serve IPv6 VIPs with --announce arp (NDP) or none",
+        ));
+    }
+    let Some(v) = vrrp else {
+        return Ok(());
+    };
+    if v.version == crate::vrrp::Version::V2 {
+        return Err(ConfigError::invalid(
+            "--vrrp-version",
+            2,
+            format!("VRRPv2 is IPv4 only; the IPv6 VIP {vip6} needs VRRPv3 (--vrrp-version 3)"),
+        ));
+    }
+    if !v.peers.is_empty() {
+        for (family, has_vips, is) in [("IPv4", !vips.is_empty(), true), ("IPv6", true, false)] {
+            if has_vips && !v.peers.iter().any(|p| p.is_ipv4() == is) {
+                return Err(ConfigError::invalid(
+                    "--vrrp-peer",
+                    v.peers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    format!(
+                        "no {family} peer for the {family} VIPs (each family runs its own VRRP instance)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_port(field: &'static str, whole: &str, s: &str) -> Result<u16, ConfigError> {
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err(ConfigError::invalid(
+            field,
+            whole,
+            format!("port '{s}' is not in 1-65535"),
+        )),
+        Ok(p) => Ok(p),
+    }
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), ConfigError> {
@@ -1064,6 +1282,143 @@ mod tests {
         assert_eq!(s.health.interval, Duration::from_millis(200));
         assert_eq!(s.table_size, 65537);
         assert_eq!(s.mode, Mode::Fullnat);
+    }
+
+    fn v6_args() -> RunArgs {
+        RunArgs {
+            interface: vec!["eth0".into()],
+            vips: vec!["[2001:db8::100]:6443".into()],
+            backends: vec!["[2001:db8::11]:6443".into(), "2001:db8::12@2".into()],
+            ..Default::default()
+        }
+    }
+
+    fn invalid(e: ConfigError) -> (&'static str, String, String) {
+        match e {
+            ConfigError::Invalid {
+                field,
+                value,
+                reason,
+            } => (field, value, reason),
+            other => panic!("not Invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv6_vips_and_backends_parse_bracketed_and_bare() {
+        let s = v6_args().resolve().unwrap();
+        assert!(s.vips.is_empty() && s.backends.is_empty());
+        let vip: Ipv6Addr = "2001:db8::100".parse().unwrap();
+        assert_eq!(
+            s.vips6,
+            vec![VipSpec6 {
+                addr: vip,
+                port: 6443
+            }]
+        );
+        assert_eq!(
+            s.backends6,
+            vec![
+                BackendSpec6 {
+                    addr: "[2001:db8::11]:6443".parse().unwrap(),
+                    weight: 1
+                },
+                BackendSpec6 {
+                    addr: "[2001:db8::12]:6443".parse().unwrap(),
+                    weight: 2
+                },
+            ]
+        );
+        assert_eq!(s.snat_ip6, Some(vip));
+        assert_eq!(s.snat_ip, Ipv4Addr::UNSPECIFIED);
+        for (given, want) in [
+            ("2001:db8::100", "[2001:db8::100]:6443"),
+            ("[2001:db8::100]", "[2001:db8::100]:6443"),
+            ("[2001:db8::100]:443", "[2001:db8::100]:443"),
+            ("192.0.2.1", "192.0.2.1:6443"),
+            ("192.0.2.1:443", "192.0.2.1:443"),
+        ] {
+            assert_eq!(parse_vip_addr(given).unwrap().to_string(), want, "{given}");
+        }
+        assert_eq!(
+            parse_backend_addr("[2001:db8::11]:6444@3").unwrap(),
+            ("[2001:db8::11]:6444".parse().unwrap(), 3)
+        );
+    }
+
+    #[test]
+    fn malformed_ipv6_forms_are_named() {
+        for bad in [
+            "[2001:db8::100",
+            "[2001:db8::100]6443",
+            "[192.0.2.1]:6443",
+            "[2001:db8::100]:0",
+            "[2001:db8::zz]:6443",
+            "ff02::1",
+            "::",
+        ] {
+            let (field, value, _) = invalid(parse_vip_addr(bad).unwrap_err());
+            assert_eq!((field, value.as_str()), ("--vip", bad));
+        }
+    }
+
+    #[test]
+    fn dual_stack_splits_vips_backends_and_snat_addresses_by_family() {
+        let mut a = args();
+        a.vips.push("[2001:db8::100]:6443".into());
+        a.backends.push("[2001:db8::11]:6443".into());
+        a.snat_ip = Some("192.0.2.2, 2001:db8::2".into());
+        let s = a.resolve().unwrap();
+        assert_eq!((s.vips.len(), s.vips6.len()), (1, 1));
+        assert_eq!((s.backends.len(), s.backends6.len()), (2, 1));
+        assert_eq!(s.snat_ip, Ipv4Addr::new(192, 0, 2, 2));
+        assert_eq!(s.snat_ip6, Some("2001:db8::2".parse().unwrap()));
+        // Two of one family are refused.
+        let mut a = args();
+        a.vips.push("2001:db8::100".into());
+        a.backends.push("2001:db8::11".into());
+        a.snat_ip = Some("192.0.2.2,192.0.2.3".into());
+        assert_eq!(invalid(a.resolve().unwrap_err()).0, "--snat-ip");
+    }
+
+    #[test]
+    fn a_backend_of_the_other_family_is_refused_naming_it() {
+        let mut a = args();
+        a.backends.push("[2001:db8::11]:6443".into());
+        let (field, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!(
+            (field, value.as_str()),
+            ("--backend", "[2001:db8::11]:6443")
+        );
+        assert!(reason.contains("every VIP is IPv4"), "{reason}");
+        let mut a = v6_args();
+        a.backends.push("192.0.2.11".into());
+        let (field, value, _) = invalid(a.resolve().unwrap_err());
+        assert_eq!((field, value.as_str()), ("--backend", "192.0.2.11"));
+        // A family's VIP without a backend of its family.
+        let mut a = args();
+        a.vips.push("[2001:db8::100]:6443".into());
+        let (field, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!((field, value.as_str()), ("--vip", "[2001:db8::100]:6443"));
+        assert!(reason.contains("no IPv6 backend"), "{reason}");
+    }
+
+    #[test]
+    fn ipv6_vips_refuse_vrrpv2_routed_mode_and_peers_of_one_family() {
+        let mut a = v6_args();
+        a.vrrp_vrid = Some(51);
+        a.vrrp_version = Some(2);
+        assert_eq!(invalid(a.resolve().unwrap_err()).0, "--vrrp-version");
+        let mut a = v6_args();
+        a.announce = Some(Announce::Route);
+        assert_eq!(invalid(a.resolve().unwrap_err()).0, "--vip");
+        let mut a = v6_args();
+        a.vrrp_vrid = Some(51);
+        a.vrrp_peers = vec!["192.0.2.3".into()];
+        assert_eq!(invalid(a.resolve().unwrap_err()).0, "--vrrp-peer");
+        a.vrrp_peers = vec!["fe80::3".into()];
+        let v = a.resolve().unwrap().vrrp.unwrap();
+        assert_eq!(v.peers, vec!["fe80::3".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]

@@ -28,7 +28,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -301,19 +301,20 @@ fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The ready masters of an EndpointSlice list: IPv4 addresses of endpoints whose `ready`
-/// condition is not false, at the slice's `https` port (6443 when it names none).
-pub fn ready_masters(list: &List<EndpointSlice>) -> BTreeSet<SocketAddrV4> {
+/// The ready masters of an EndpointSlice list: the addresses (IPv4 and IPv6 slices) of
+/// endpoints whose `ready` condition is not false, at the slice's `https` port (6443 when
+/// it names none).
+pub fn ready_masters(list: &List<EndpointSlice>) -> BTreeSet<SocketAddr> {
     ready_masters_of(&list.items)
 }
 
 /// [`ready_masters`] of any set of slices.
 pub fn ready_masters_of<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
-) -> BTreeSet<SocketAddrV4> {
+) -> BTreeSet<SocketAddr> {
     let mut out = BTreeSet::new();
     for slice in slices {
-        if slice.address_type != "IPv4" {
+        if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
             continue;
         }
         let ports = slice.ports.as_deref().unwrap_or_default();
@@ -329,8 +330,10 @@ pub fn ready_masters_of<'a>(
                 continue;
             }
             for a in &ep.addresses {
-                if let Ok(ip) = a.parse::<Ipv4Addr>() {
-                    out.insert(SocketAddrV4::new(ip, port));
+                if let Ok(ip) = a.parse::<IpAddr>()
+                    && ip.is_ipv4() == (slice.address_type == "IPv4")
+                {
+                    out.insert(SocketAddr::new(ip, port));
                 }
             }
         }
@@ -408,8 +411,8 @@ where
 /// [`DiscoveryError::NoAnswer`] with every server's reason.
 pub async fn poll_once(
     access: &ApiAccess,
-    candidates: &[SocketAddrV4],
-) -> Result<BTreeSet<SocketAddrV4>, DiscoveryError> {
+    candidates: &[SocketAddr],
+) -> Result<BTreeSet<SocketAddr>, DiscoveryError> {
     list_once(access, candidates)
         .await
         .map(|l| ready_masters(&l.list))
@@ -431,7 +434,7 @@ pub struct Listed {
 /// [`DiscoveryError::NoAnswer`] with every server's reason.
 pub async fn list_once(
     access: &ApiAccess,
-    candidates: &[SocketAddrV4],
+    candidates: &[SocketAddr],
 ) -> Result<Listed, DiscoveryError> {
     let mut reasons = Vec::new();
     let mut targets: Vec<(SocketAddr, String)> = candidates
@@ -441,12 +444,12 @@ pub async fn list_once(
                 .tls_server_name
                 .clone()
                 .unwrap_or_else(|| a.ip().to_string());
-            (SocketAddr::V4(*a), name)
+            (*a, name)
         })
         .collect();
     match tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await {
         Ok(addrs) => {
-            for a in addrs.filter(|a| a.is_ipv4()) {
+            for a in addrs {
                 if !targets.iter().any(|(t, _)| *t == a) {
                     let name = access
                         .tls_server_name
@@ -601,12 +604,12 @@ fn take_events(
 }
 
 /// Who to ask first: the daemon's currently healthy backends.
-pub type Candidates = Arc<dyn Fn() -> Vec<SocketAddrV4> + Send + Sync>;
+pub type Candidates = Arc<dyn Fn() -> Vec<SocketAddr> + Send + Sync>;
 
 /// What discovery has seen so far, for `xvip status` and the metrics.
 #[derive(Debug, Default)]
 pub struct Report {
-    pub masters: BTreeSet<SocketAddrV4>,
+    pub masters: BTreeSet<SocketAddr>,
     pub last_success: Option<Instant>,
     pub last_error: Option<String>,
     pub polls_ok: u64,
@@ -644,7 +647,7 @@ pub fn spawn(
     kubeconfig: PathBuf,
     candidates: Candidates,
     report: SharedReport,
-    tx: mpsc::Sender<BTreeSet<SocketAddrV4>>,
+    tx: mpsc::Sender<BTreeSet<SocketAddr>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut d = Discovery {
@@ -697,8 +700,8 @@ pub fn spawn(
 /// The discovery task's state between lists.
 struct Discovery {
     report: SharedReport,
-    tx: mpsc::Sender<BTreeSet<SocketAddrV4>>,
-    last_seen: Option<BTreeSet<SocketAddrV4>>,
+    tx: mpsc::Sender<BTreeSet<SocketAddr>>,
+    last_seen: Option<BTreeSet<SocketAddr>>,
     last_problem: Option<String>,
 }
 
@@ -793,6 +796,8 @@ fn log_once(last: &mut Option<String>, problem: String) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddrV4;
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -803,7 +808,7 @@ mod tests {
                      {"addresses":["10.0.0.12"]},
                      {"addresses":["10.0.0.13"],"conditions":{"ready":false}}],
         "ports":[{"name":"https","port":6443,"protocol":"TCP"}]},
-       {"metadata":{"name":"v6"},"addressType":"IPv6","endpoints":[{"addresses":["fd00::1"]}],"ports":[{"name":"https","port":6443}]}]}"#;
+       {"metadata":{"name":"v6"},"addressType":"IPv6","endpoints":[{"addresses":["2001:db8::11","192.0.2.99"]}],"ports":[{"name":"https","port":6443}]}]}"#;
 
     struct Ca {
         issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
@@ -921,15 +926,23 @@ mod tests {
         let (cert, key) = leaf(&ca, &["admin"]);
         let access = load_kubeconfig(&write_kubeconfig(&dir, &ca.pem, &cert, &key)).unwrap();
         // The kubeconfig's server (port 1) refuses; the healthy backend answers.
-        let got = poll_once(&access, &[addr]).await.unwrap();
+        let got = poll_once(&access, &[SocketAddr::V4(addr)]).await.unwrap();
         let got: Vec<String> = got.iter().map(|a| a.to_string()).collect();
-        assert_eq!(got, ["10.0.0.11:6443", "10.0.0.12:6443"]);
+        // The IPv6 slice's address too (an IPv6-only cluster's masters); an address of the
+        // other family in a slice is not taken.
+        assert_eq!(
+            got,
+            ["10.0.0.11:6443", "10.0.0.12:6443", "[2001:db8::11]:6443"]
+        );
 
         // Another CA: the server's certificate is refused, and the error says so.
         let other = new_ca();
         let (cert, key) = leaf(&other, &["admin"]);
         let access = load_kubeconfig(&write_kubeconfig(&dir, &other.pem, &cert, &key)).unwrap();
-        let err = poll_once(&access, &[addr]).await.unwrap_err().to_string();
+        let err = poll_once(&access, &[SocketAddr::V4(addr)])
+            .await
+            .unwrap_err()
+            .to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains(&format!("{addr}: TLS")), "{err}");
     }
@@ -972,7 +985,12 @@ mod tests {
     fn ready_addresses_at_the_https_port_are_the_masters() {
         let list: List<EndpointSlice> = serde_json::from_str(SLICES).unwrap();
         let got: Vec<String> = ready_masters(&list).iter().map(|a| a.to_string()).collect();
-        assert_eq!(got, ["10.0.0.11:6443", "10.0.0.12:6443"]);
+        // The IPv6 slice's address too (an IPv6-only cluster's masters); an address of the
+        // other family in a slice is not taken.
+        assert_eq!(
+            got,
+            ["10.0.0.11:6443", "10.0.0.12:6443", "[2001:db8::11]:6443"]
+        );
     }
 
     #[tokio::test]

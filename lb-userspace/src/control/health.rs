@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,8 +126,9 @@ impl std::error::Error for Failure {}
 /// Outcome of one check: the latency on success.
 pub type CheckResult = Result<Duration, Failure>;
 
-/// Runs one check of `addr`, bounded by `settings.timeout`.
-pub async fn check_once(addr: SocketAddrV4, settings: &HealthSettings) -> CheckResult {
+/// Runs one check of `addr` (IPv4 or IPv6), bounded by `settings.timeout`.
+pub async fn check_once(addr: impl Into<SocketAddr>, settings: &HealthSettings) -> CheckResult {
+    let addr = addr.into();
     let start = Instant::now();
     let probe = async {
         match &settings.kind {
@@ -147,17 +148,15 @@ pub async fn check_once(addr: SocketAddrV4, settings: &HealthSettings) -> CheckR
     }
 }
 
-async fn connect(addr: SocketAddrV4) -> Result<TcpStream, Failure> {
-    let stream = TcpStream::connect(SocketAddr::V4(addr))
-        .await
-        .map_err(io_failure)?;
+async fn connect(addr: SocketAddr) -> Result<TcpStream, Failure> {
+    let stream = TcpStream::connect(addr).await.map_err(io_failure)?;
     // The TLS handshake is a ping-pong of small writes; Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
 
 async fn https_probe(
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     path: &str,
     host: Option<&str>,
     tls: &Arc<ClientConfig>,
@@ -166,7 +165,8 @@ async fn https_probe(
     let server_name = match host {
         Some(h) => ServerName::try_from(h.to_owned())
             .map_err(|e| Failure::Tls(format!("invalid server name {h:?}: {e}")))?,
-        None => ServerName::IpAddress(IpAddr::V4(*addr.ip()).into()),
+        // The certificate must name the address (an IP SAN), IPv6 as IPv4.
+        None => ServerName::IpAddress(addr.ip().into()),
     };
     let tcp = connect(addr).await?;
     let stream = TlsConnector::from(Arc::clone(tls))
@@ -177,6 +177,7 @@ async fn https_probe(
         .map_err(|e| Failure::Tls(tls_error_text(&e)))?;
     let host_header = match host {
         Some(h) => format!("{h}:{}", addr.port()),
+        // `[2001:db8::11]:6443` for IPv6 (RFC 9110 section 7.2 with RFC 3986 brackets).
         None => addr.to_string(),
     };
     let code = http_status(stream, path, &host_header).await?;
@@ -362,8 +363,8 @@ fn plural(n: u32, word: &str) -> String {
 /// One check result of one backend.
 #[derive(Debug, Clone)]
 pub struct HealthEvent {
-    /// The backend checked.
-    pub backend: SocketAddrV4,
+    /// The backend checked (IPv4 or IPv6).
+    pub backend: SocketAddr,
     /// The result of the check.
     pub result: CheckResult,
     /// The state change this result caused, if any.
@@ -380,11 +381,12 @@ pub struct HealthEvent {
 /// ended if it took longer, so one backend never has two checks in flight. The task
 /// ends when the handle is aborted or the receiver is closed.
 pub fn spawn_checker(
-    backend: SocketAddrV4,
+    backend: impl Into<SocketAddr>,
     settings: Arc<HealthSettings>,
     initially_healthy: bool,
     tx: mpsc::Sender<HealthEvent>,
 ) -> JoinHandle<()> {
+    let backend = backend.into();
     tokio::spawn(async move {
         let mut tracker = Tracker::new(settings.rise, settings.fall, initially_healthy);
         // tokio's interval panics on zero.
@@ -670,7 +672,7 @@ mod tests {
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
     use rustls::ServerConfig;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::atomic::{AtomicU32, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -975,8 +977,18 @@ mod tests {
         JoinHandle<()>,
         mpsc::UnboundedReceiver<String>,
     ) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = v4(listener.local_addr().unwrap());
+        let (addr, task, rx) = https_server_on("127.0.0.1:0", config, status).await;
+        (v4(addr), task, rx)
+    }
+
+    /// [`https_server`] on `bind` (IPv4 or IPv6).
+    async fn https_server_on(
+        bind: &str,
+        config: Arc<ServerConfig>,
+        status: u16,
+    ) -> (SocketAddr, JoinHandle<()>, mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let acceptor = TlsAcceptor::from(config);
         let task = tokio::spawn(async move {
@@ -1244,6 +1256,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_backends_are_checked_with_the_address_as_ip_san_and_a_bracketed_host() {
+        let dir = TempDir::new("ca6");
+        let ca = new_ca("cluster CA");
+        let right = dir.write("ca.crt", &ca.pem);
+        let verified = tls_config(Some(&right), None, None, false).unwrap();
+        let (cert, key, _) = leaf(&ca, &["::1"]);
+        let (addr, server, mut heads) =
+            https_server_on("[::1]:0", server_config(cert, &key, None), 200).await;
+        assert!(addr.is_ipv6());
+        let r = check_once(addr, &https(Arc::clone(&verified), None)).await;
+        assert!(r.is_ok(), "IPv6 IP SAN: {r:?}");
+        let head = heads.recv().await.unwrap();
+        assert!(
+            head.contains(&format!("Host: [::1]:{}\r\n", addr.port())),
+            "{head}"
+        );
+        server.abort();
+        // A certificate for another address (here IPv4 loopback) is refused.
+        let (cert, key, _) = leaf(&ca, &["127.0.0.1"]);
+        let (addr, server, _heads) =
+            https_server_on("[::1]:0", server_config(cert, &key, None), 200).await;
+        let r = check_once(addr, &https(verified, None)).await;
+        assert!(matches!(r, Err(Failure::Tls(_))), "wrong SAN: {r:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn client_certificate_is_presented_when_configured() {
         let dir = TempDir::new("mtls");
         let ca = new_ca("cluster CA");
@@ -1286,7 +1325,7 @@ mod tests {
 
         for _ in 0..2 {
             let e = next_event(&mut rx).await;
-            assert_eq!(e.backend, addr);
+            assert_eq!(e.backend, SocketAddr::V4(addr));
             assert!(e.result.is_ok(), "{:?}", e.result);
             assert!(e.transition.is_none());
         }

@@ -88,20 +88,37 @@ impl Reconciler {
     /// moment, before any check has run) and no MAC known.
     pub fn new(s: &Settings) -> Self {
         let mut r = Self {
-            vips: s.vips.iter().map(Vip::from).collect(),
+            vips: s
+                .vips
+                .iter()
+                .map(Vip::from)
+                .chain(s.vips6.iter().map(|v| Vip {
+                    addr: v.addr.into(),
+                    port: v.port,
+                }))
+                .collect(),
             mode: s.mode,
             snat_ip: s.snat_ip,
-            snat_ip6: None,
+            snat_ip6: s.snat_ip6,
             table_size: s.table_size,
             backends: BTreeMap::new(),
             free: Vec::new(),
             next_index: 0,
-            tables: vec![Vec::new(); s.vips.len()],
+            tables: vec![Vec::new(); s.vips.len() + s.vips6.len()],
             locals: Default::default(),
             slots: None,
             last_swap: None,
         };
-        r.set_backends(s.backends.iter().map(|b| (b.addr, b.weight)));
+        r.set_backends(
+            s.backends
+                .iter()
+                .map(|b| (SocketAddr::V4(b.addr), b.weight))
+                .chain(
+                    s.backends6
+                        .iter()
+                        .map(|b| (SocketAddr::V6(b.addr), b.weight)),
+                ),
+        );
         r
     }
 

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -40,16 +40,33 @@ pub(super) struct Daemon {
     /// The addresses xvip answers ARP for: the VIPs, and in full NAT a SNAT address that is
     /// not one of this node's own (the backends' replies must reach it).
     vip_addrs: Vec<Ipv4Addr>,
+    /// The same for IPv6 (NDP): the IPv6 VIPs and an IPv6 SNAT address not the node's own.
+    vip6_addrs: Vec<Ipv6Addr>,
+    /// The NDP socket, when there are IPv6 addresses to announce (`--announce arp`).
+    /// One per attached interface, in `all`'s order: the IPv6 SNAT address must be found
+    /// from the masters' side too.
+    pub ndp: Vec<(Interface, Arc<crate::ndp::NdpSocket>)>,
+    /// The IPv6 backends' checkers (the configured set, reloaded by SIGHUP; discovery is
+    /// IPv4 only).
+    checkers6: BTreeMap<SocketAddrV6, JoinHandle<()>>,
     route_spec: Option<crate::route::RouteSpec>,
     checkers: BTreeMap<SocketAddrV4, JoinHandle<()>>,
     health_tx: mpsc::Sender<HealthEvent>,
     /// Tells the VRRP task whether this node can serve (health-gated priority).
     serve_tx: watch::Sender<bool>,
     pub serve_rx: watch::Receiver<bool>,
+    /// The same for the IPv6 instance: whether an IPv6 backend is healthy.
+    serve6_tx: watch::Sender<bool>,
+    pub serve6_rx: watch::Receiver<bool>,
     pub discovery_report: crate::discovery::SharedReport,
     /// The last backend set discovery found: a SIGHUP keeps it (with the reloaded weights)
     /// rather than falling back to the static list until the API speaks again.
     discovered: Option<BTreeSet<SocketAddrV4>>,
+    /// The same for the IPv6 masters (an IPv6-only cluster's EndpointSlice).
+    discovered6: Option<BTreeSet<SocketAddrV6>>,
+    /// The configured IPv6 backends (`settings.backends6` is the set in use: these, or the
+    /// discovered ones with their weights).
+    static6: Vec<crate::config::BackendSpec6>,
     /// Gratuitous ARP rounds still to send after becoming VRRP master, and when.
     garp_burst: u32,
     garp_burst_at: tokio::time::Instant,
@@ -68,10 +85,14 @@ pub(super) struct Sources {
     garp: tokio::time::Interval,
     resolve: tokio::time::Interval,
     vrrp: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
+    /// The IPv6 VRRP instance's state changes.
+    vrrp6: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     other_arp: mpsc::Receiver<(usize, Arp)>,
+    /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
+    ndp_rx: mpsc::Receiver<(usize, crate::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
-    pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddrV4>>>,
+    pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
 }
 
 impl Sources {
@@ -79,6 +100,13 @@ impl Sources {
     pub fn listen_vrrp(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.vrrp = Some(rx);
+        tx
+    }
+
+    /// Takes the IPv6 VRRP instance's state channel.
+    pub fn listen_vrrp6(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.vrrp6 = Some(rx);
         tx
     }
 }
@@ -115,10 +143,29 @@ impl Daemon {
         }
         let mut vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
         if settings.mode == crate::config::Mode::Fullnat
+            && !settings.snat_ip.is_unspecified()
             && !vip_addrs.contains(&settings.snat_ip)
             && !crate::local::local_addresses().contains(&settings.snat_ip)
         {
             vip_addrs.push(settings.snat_ip);
+        }
+        let mut vip6_addrs: Vec<Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
+        if settings.mode == crate::config::Mode::Fullnat
+            && let Some(snat) = settings.snat_ip6
+            && !vip6_addrs.contains(&snat)
+            && !crate::ndp::all_addresses().contains(&snat)
+        {
+            vip6_addrs.push(snat);
+        }
+        vip6_addrs.dedup();
+        let mut ndp = Vec::new();
+        let (ndp_tx, ndp_rx) = mpsc::channel(256);
+        if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
+            for i in &all {
+                let sock = Arc::new(crate::ndp::NdpSocket::open(&i.name, i.index, &vip6_addrs)?);
+                super::tasks::forward_ns(ndp.len(), sock.clone(), ndp_tx.clone());
+                ndp.push((i.clone(), sock));
+            }
         }
         let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
             vips: settings.vips.iter().map(|v| v.addr).collect(),
@@ -130,6 +177,7 @@ impl Daemon {
         }
         let (health_tx, health_rx) = mpsc::channel::<HealthEvent>(1024);
         let (serve_tx, serve_rx) = watch::channel(true);
+        let (serve6_tx, serve6_rx) = watch::channel(true);
         let sources = Sources {
             sigterm: signal_of(SignalKind::terminate())?,
             sigint: signal_of(SignalKind::interrupt())?,
@@ -141,9 +189,12 @@ impl Daemon {
             ),
             resolve: tokio::time::interval(Duration::from_secs(1)),
             vrrp: None,
+            vrrp6: None,
             other_arp,
+            ndp_rx,
             discovery: None,
         };
+        let static6 = settings.backends6.clone();
         let d = Self {
             args,
             settings,
@@ -156,13 +207,20 @@ impl Daemon {
             xdp_mode,
             started,
             vip_addrs,
+            vip6_addrs,
+            ndp,
+            checkers6: BTreeMap::new(),
             route_spec,
             checkers: BTreeMap::new(),
             health_tx,
             serve_tx,
             serve_rx,
+            serve6_tx,
+            serve6_rx,
             discovery_report: Default::default(),
             discovered: None,
+            discovered6: None,
+            static6,
             garp_burst: 0,
             garp_burst_at: tokio::time::Instant::now(),
             _vip_on_lo: vip_on_lo,
@@ -179,6 +237,51 @@ impl Daemon {
                 health::spawn_checker(b.addr, self.health.clone(), true, self.health_tx.clone()),
             );
         }
+        self.replace_backends6();
+    }
+
+    /// Checkers for the configured IPv6 backends: new ones get one, removed ones lose
+    /// theirs and their statistics, kept ones keep both.
+    fn replace_backends6(&mut self) {
+        let wanted: BTreeSet<SocketAddrV6> =
+            self.settings.backends6.iter().map(|b| b.addr).collect();
+        self.checkers6.retain(|a, h| {
+            let keep = wanted.contains(a);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for a in &wanted {
+            self.checkers6.entry(*a).or_insert_with(|| {
+                health::spawn_checker(*a, self.health.clone(), true, self.health_tx.clone())
+            });
+        }
+        let mut s = self.shared.lock().expect("poisoned");
+        s.checks6.retain(|a, _| wanted.contains(a));
+        for a in &wanted {
+            s.checks6.entry(*a).or_insert((Default::default(), true));
+        }
+        // The reconciler's set: the IPv4 backends as they are, these IPv6 ones.
+        let st = &mut *s;
+        let all: Vec<(SocketAddr, u32)> = st
+            .reconciler
+            .backends_v4()
+            .map(|(a, b)| (SocketAddr::V4(a), b.weight))
+            .chain(
+                self.settings
+                    .backends6
+                    .iter()
+                    .map(|b| (SocketAddr::V6(b.addr), b.weight)),
+            )
+            .collect();
+        let removed = st.reconciler.set_backends(all);
+        super::startup::mark_local_backends(&mut st.reconciler, self.iface.mac);
+        if let Err(e) = st.reconciler.apply(&mut st.dataplane, &removed) {
+            log::error!("IPv6 backends: table update failed, the previous table stays live: {e}");
+        }
+        drop(s);
+        self.resolve_next_hops();
     }
 
     /// The first next-hop round, and a gratuitous ARP when this node announces without VRRP.
@@ -186,6 +289,7 @@ impl Daemon {
         self.resolve_next_hops();
         if self.settings.vrrp.is_none() && self.settings.announce == Announce::Arp {
             self.gratuitous_arp();
+            self.unsolicited_na();
         }
     }
 
@@ -200,6 +304,11 @@ impl Daemon {
                 self.serve_tx
                     .send_if_modified(|v| std::mem::replace(v, ok) != ok);
             }
+            if src.vrrp6.is_some() {
+                let ok = can_serve6(&self.shared, &self.settings.backends6);
+                self.serve6_tx
+                    .send_if_modified(|v| std::mem::replace(v, ok) != ok);
+            }
             let arp = self.arp.clone();
             tokio::select! {
                 _ = src.sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
@@ -211,6 +320,7 @@ impl Daemon {
                     Ok(a) => self.on_arp(&self.arp, self.iface.mac, &a),
                     Err(e) => log::warn!("ARP socket: {e}"),
                 },
+                Some((n, ns)) = src.ndp_rx.recv() => self.on_ns(n, &ns),
                 Some((n, a)) = src.other_arp.recv() => {
                     let (i, sock) = &self.others[n];
                     self.on_arp(sock, i.mac, &a);
@@ -219,9 +329,13 @@ impl Daemon {
                     if self.announcing() {
                         self.gratuitous_arp();
                     }
+                    if self.announcing6() {
+                        self.unsolicited_na();
+                    }
                 }
                 _ = src.resolve.tick() => self.on_tick(),
                 Some(state) = recv_unbounded_opt(&mut src.vrrp) => self.on_vrrp(state),
+                Some(state) = recv_unbounded_opt(&mut src.vrrp6) => self.on_vrrp6(state),
                 _ = tokio::time::sleep_until(self.garp_burst_at), if self.garp_burst > 0 => {
                     self.on_garp_burst();
                 }
@@ -245,12 +359,64 @@ impl Daemon {
         }
     }
 
+    fn announcing6(&self) -> bool {
+        self.shared.lock().expect("poisoned").announcing6
+    }
+
+    /// Unsolicited neighbour advertisements for the IPv6 addresses (the gratuitous-ARP
+    /// equivalent).
+    fn unsolicited_na(&self) {
+        for (i, ndp) in &self.ndp {
+            if let Err(e) = ndp.announce(i.mac, &self.vip6_addrs) {
+                log::warn!("unsolicited neighbour advertisement on {}: {e}", i.name);
+            }
+        }
+    }
+
+    /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
+    fn on_ns(&self, n: usize, ns: &crate::ndp::Solicitation) {
+        if !self.announcing6() {
+            return;
+        }
+        let Some((i, ndp)) = self.ndp.get(n) else {
+            return;
+        };
+        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac) {
+            match ndp.send(&na) {
+                Ok(()) => ndp.answered(),
+                Err(e) => log::warn!("neighbour advertisement: {e}"),
+            }
+        }
+    }
+
+    /// A transition of the IPv6 VRRP instance: its master answers NDP for the IPv6 VIPs
+    /// and sends unsolicited advertisements (now and in the burst), a backup stops.
+    fn on_vrrp6(&mut self, state: crate::vrrp::State) {
+        let master = state == crate::vrrp::State::Master;
+        self.shared.lock().expect("poisoned").announcing6 = master;
+        if master {
+            self.unsolicited_na();
+            self.garp_burst = crate::vrrp::GARP_BURST - 1;
+            self.garp_burst_at = tokio::time::Instant::now() + crate::vrrp::GARP_BURST_SPACING;
+        }
+    }
+
     /// SIGHUP: the configuration read again; its backends (or, with discovery, the
     /// discovered set with the reloaded weights) replace the current ones.
     fn on_sighup(&mut self) {
         match self.args.resolve() {
             Ok(new) => {
                 self.settings.backends = new.backends;
+                self.static6 = new.backends6;
+                let wanted6 = match &self.discovered6 {
+                    Some(found) => self.weighted6(found),
+                    None => self.static6.clone(),
+                };
+                if self.settings.backends6 != wanted6 {
+                    self.settings.backends6 = wanted6;
+                    self.replace_backends6();
+                    log::info!("SIGHUP: {} IPv6 backends", self.settings.backends6.len());
+                }
                 let wanted = match &self.discovered {
                     Some(found) => self.weighted(found),
                     None => self
@@ -279,9 +445,55 @@ impl Daemon {
             .collect()
     }
 
-    /// A backend set from discovery: the same steps as a SIGHUP reload; a static backend
-    /// keeps its weight.
-    fn on_discovered(&mut self, found: &BTreeSet<SocketAddrV4>) {
+    /// Discovered IPv6 addresses with their weights: a configured backend's, else 1.
+    fn weighted6(&self, found: &BTreeSet<SocketAddrV6>) -> Vec<crate::config::BackendSpec6> {
+        found
+            .iter()
+            .map(|a| crate::config::BackendSpec6 {
+                addr: *a,
+                weight: self
+                    .static6
+                    .iter()
+                    .find(|b| b.addr == *a)
+                    .map_or(1, |b| b.weight),
+            })
+            .collect()
+    }
+
+    /// A backend set from discovery, split by family: each family with VIPs takes the
+    /// masters of its family (a family with none found keeps its backends).
+    fn on_discovered(&mut self, found: &BTreeSet<SocketAddr>) {
+        let v4: BTreeSet<SocketAddrV4> = found
+            .iter()
+            .filter_map(|a| match a {
+                SocketAddr::V4(a) => Some(*a),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        let v6: BTreeSet<SocketAddrV6> = found
+            .iter()
+            .filter_map(|a| match a {
+                SocketAddr::V6(a) => Some(*a),
+                SocketAddr::V4(_) => None,
+            })
+            .collect();
+        if !self.settings.vips6.is_empty() && !v6.is_empty() {
+            let wanted6 = self.weighted6(&v6);
+            self.discovered6 = Some(v6);
+            if self.settings.backends6 != wanted6 {
+                self.settings.backends6 = wanted6;
+                self.replace_backends6();
+                log::info!("discovery: {} IPv6 backends", self.settings.backends6.len());
+            }
+        }
+        if !self.settings.vips.is_empty() && !v4.is_empty() {
+            self.on_discovered4(&v4);
+        }
+    }
+
+    /// An IPv4 backend set from discovery: the same steps as a SIGHUP reload; a static
+    /// backend keeps its weight.
+    fn on_discovered4(&mut self, found: &BTreeSet<SocketAddrV4>) {
         self.discovered = Some(found.clone());
         let wanted = self.weighted(found);
         let current: Vec<(SocketAddrV4, u32)> = self
@@ -357,6 +569,9 @@ impl Daemon {
         if self.announcing() {
             self.gratuitous_arp();
         }
+        if self.announcing6() {
+            self.unsolicited_na();
+        }
     }
 
     /// Every backend's next hop from the kernel's route and neighbour tables (the kernel
@@ -373,11 +588,15 @@ impl Daemon {
     /// routers take over, then detaches.
     pub async fn shut_down(
         self,
-        vrrp: Option<crate::vrrp::Handle>,
+        vrrp: [Option<crate::vrrp::Handle>; 2],
         discovery: Option<JoinHandle<()>>,
         endpoint: JoinHandle<()>,
     ) -> Result<(), DaemonError> {
-        self.shared.lock().expect("poisoned").announcing = false;
+        {
+            let mut s = self.shared.lock().expect("poisoned");
+            s.announcing = false;
+            s.announcing6 = false;
+        }
         if let Some(spec) = &self.route_spec {
             super::routed::sync_route(&self.shared, spec, true, true);
             if !self.settings.keep_attached {
@@ -386,22 +605,27 @@ impl Daemon {
                 tokio::time::sleep(crate::route::WITHDRAW_GRACE).await;
             }
         }
-        if let Some(v) = vrrp {
+        let mut was_master = false;
+        for v in vrrp.into_iter().flatten() {
+            was_master |= v.stop().await;
+        }
+        if was_master {
             let grace = self
                 .settings
                 .vrrp
                 .as_ref()
                 .map(|s| s.handover_grace())
                 .unwrap_or_default();
-            if v.stop().await {
-                // Priority 0 sent: keep forwarding while a backup takes over and announces.
-                tokio::time::sleep(grace).await;
-            }
+            // Priority 0 sent: keep forwarding while a backup takes over and announces.
+            tokio::time::sleep(grace).await;
         }
         if let Some(d) = discovery {
             d.abort();
         }
         for (_, h) in self.checkers {
+            h.abort();
+        }
+        for (_, h) in self.checkers6 {
             h.abort();
         }
         endpoint.abort();
@@ -448,7 +672,20 @@ pub(super) fn replace_backends(
     why: &str,
 ) {
     let mut s = shared.lock().expect("poisoned");
-    let removed = s.reconciler.set_backends(wanted.iter().copied());
+    // The IPv6 backends stay as they are (`replace_backends6` changes them).
+    let keep6: Vec<(SocketAddr, u32)> = s
+        .reconciler
+        .backends()
+        .iter()
+        .filter(|(a, _)| a.is_ipv6())
+        .map(|(a, b)| (*a, b.weight))
+        .collect();
+    let removed = s.reconciler.set_backends(
+        wanted
+            .iter()
+            .map(|(a, w)| (SocketAddr::V4(*a), *w))
+            .chain(keep6),
+    );
     super::startup::mark_local_backends(&mut s.reconciler, mac);
     for (addr, _) in &removed {
         if let std::net::SocketAddr::V4(a) = addr
@@ -476,9 +713,46 @@ pub(super) fn replace_backends(
     }
 }
 
-fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
+/// A check result of an IPv6 backend: counted, and a transition reconciles (the IPv6 VIPs'
+/// tables) as for IPv4.
+fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEvent) {
     let mut s = shared.lock().expect("poisoned");
-    let st = s.checks.entry(ev.backend).or_default();
+    // A result of a checker stopped by a reload: that backend is gone.
+    let Some((st, healthy)) = s.checks6.get_mut(&backend) else {
+        return;
+    };
+    match &ev.result {
+        Ok(lat) => {
+            st.ok += 1;
+            st.last_latency = Some(*lat);
+        }
+        Err(f) => {
+            st.failed += 1;
+            st.last_error = Some(f.to_string());
+        }
+    }
+    if let Some(t) = &ev.transition {
+        st.transitions += 1;
+        *healthy = t.healthy;
+        let t = t.clone();
+        if t.healthy {
+            tracing::info!(backend = %backend, reason = %t.reason, "backend {backend} is up: {}", t.reason);
+        } else {
+            tracing::warn!(backend = %backend, reason = %t.reason, "backend {backend} is down: {}", t.reason);
+        }
+        if s.reconciler.set_health(backend, t.healthy) {
+            reconcile(&mut s, Some(ev.at), t.first_failure_at);
+        }
+    }
+}
+
+fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
+    let backend = match ev.backend {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => return handle_health6(shared, a, &ev),
+    };
+    let mut s = shared.lock().expect("poisoned");
+    let st = s.checks.entry(backend).or_default();
     match &ev.result {
         Ok(lat) => {
             st.ok += 1;
@@ -496,7 +770,7 @@ fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
         } else {
             tracing::warn!(backend = %ev.backend, reason = %t.reason, "backend {} is down: {}", ev.backend, t.reason);
         }
-        if s.reconciler.set_health(ev.backend, t.healthy) {
+        if s.reconciler.set_health(backend, t.healthy) {
             reconcile(&mut s, Some(ev.at), t.first_failure_at);
         }
     }
@@ -530,6 +804,14 @@ fn reconcile(s: &mut Shared, transition_at: Option<Instant>, first_failure: Opti
 }
 
 /// Whether this node has a backend to send new flows to (else VRRP lowers its priority).
+/// Whether an IPv6 backend (of weight > 0) is healthy: the IPv6 VRRP instance's priority.
+fn can_serve6(shared: &Mutex<Shared>, backends6: &[crate::config::BackendSpec6]) -> bool {
+    let s = shared.lock().expect("poisoned");
+    backends6
+        .iter()
+        .any(|b| b.weight > 0 && s.checks6.get(&b.addr).is_some_and(|(_, healthy)| *healthy))
+}
+
 fn can_serve(shared: &Mutex<Shared>) -> bool {
     let s = shared.lock().expect("poisoned");
     s.reconciler

@@ -53,6 +53,9 @@ pub enum DaemonError {
     /// The VRRP socket could not be set up.
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::VrrpError),
+    /// The NDP socket (IPv6 VIPs) could not be set up.
+    #[error(transparent)]
+    Ndp(#[from] crate::ndp::NdpError),
     /// The conntrack sync socket could not be set up.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
@@ -93,14 +96,19 @@ struct Shared {
     last_reconcile: Option<Duration>,
     last_detection: Option<Duration>,
     fail_open: bool,
+    /// Answering ARP for the IPv4 VIPs.
     announcing: bool,
+    /// Answering NDP for the IPv6 VIPs (its own VRRP instance decides, with `--vrrp-vrid`).
+    announcing6: bool,
+    /// Check statistics of the IPv6 backends, and whether each is healthy.
+    checks6: BTreeMap<std::net::SocketAddrV6, (CheckStats, bool)>,
     /// Tracked flows, counted off the main loop (see `dataplane::count_conntrack`).
     conntrack_entries: Arc<AtomicUsize>,
     /// Flows not confirmed yet, counted the same way.
     unconfirmed_entries: Arc<AtomicUsize>,
     /// Each backend's next hop as the kernel's tables gave it at the last round, or why it
     /// has none (shown by `xvip status`; logged when it changes).
-    next_hops: BTreeMap<SocketAddrV4, String>,
+    next_hops: BTreeMap<std::net::SocketAddr, String>,
     /// Routed mode's VIP routes (`--announce route`).
     route: Option<crate::route::RouteStatus>,
     /// The last route change failed: retried on the next tick rather than on every event.
@@ -115,11 +123,12 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let up = startup::bring_up(&args).await?;
     let (mut d, mut sources) = events::Daemon::new(args, up)?;
     let vrrp = tasks::vrrp(&d, &mut sources)?;
+    let vrrp6 = tasks::vrrp6(&d, &mut sources)?;
     d.sync = tasks::sync(&d)?;
-    let endpoint = tasks::status_endpoint(&d, vrrp.as_ref()).await?;
+    let endpoint = tasks::status_endpoint(&d, vrrp.as_ref(), vrrp6.as_ref()).await?;
     let discovery = tasks::discovery(&d, &mut sources);
     d.start_checkers();
     d.announce_at_start();
     d.event_loop(sources).await;
-    d.shut_down(vrrp, discovery, endpoint).await
+    d.shut_down([vrrp, vrrp6], discovery, endpoint).await
 }

@@ -19,21 +19,24 @@ pub(super) fn status_of(
     xdp_mode: &str,
     started: Instant,
 ) -> Status {
-    let shares = slot_shares(s.reconciler.table(0));
+    // No IPv4 VIP (IPv6 only): no IPv4 table to share out.
+    let shares = if settings.vips.is_empty() {
+        Default::default()
+    } else {
+        slot_shares(s.reconciler.table(0))
+    };
     let indices: Vec<u32> = s.reconciler.backends().values().map(|b| b.index).collect();
     let snap = s.dataplane.snapshot(&indices).unwrap_or_default();
-    let backends = s
+    let backends: Vec<BackendStatus> = s
         .reconciler
         .backends()
         .iter()
         .map(|(addr, b)| {
-            let v4 = match addr {
-                std::net::SocketAddr::V4(a) => Some(*a),
-                std::net::SocketAddr::V6(_) => None,
-            };
-            let c = v4
-                .and_then(|a| s.checks.get(&a).cloned())
-                .unwrap_or_default();
+            let c = match addr {
+                std::net::SocketAddr::V4(a) => s.checks.get(a).cloned(),
+                std::net::SocketAddr::V6(a) => s.checks6.get(a).map(|(c, _)| c.clone()),
+            }
+            .unwrap_or_default();
             let t = snap.backends.get(&b.index).copied().unwrap_or_default();
             BackendStatus {
                 addr: addr.to_string(),
@@ -41,7 +44,7 @@ pub(super) fn status_of(
                 weight: b.weight,
                 healthy: b.healthy,
                 mac: b.mac.map(|m| format_mac(&m)),
-                next_hop: v4.and_then(|a| s.next_hops.get(&a).cloned()),
+                next_hop: s.next_hops.get(addr).cloned(),
                 slots: shares.get(&b.index).copied().unwrap_or(0),
                 check_ms: c.last_latency.map(|d| d.as_secs_f64() * 1e3),
                 last_error: c.last_error,
@@ -54,6 +57,7 @@ pub(super) fn status_of(
             }
         })
         .collect();
+    let vip6 = |v: &crate::config::VipSpec6| std::net::SocketAddrV6::new(v.addr, v.port, 0, 0);
     Status {
         interface: settings.interfaces.join(","),
         xdp_mode: xdp_mode.into(),
@@ -62,6 +66,7 @@ pub(super) fn status_of(
             .vips
             .iter()
             .map(|v| format!("{}:{}", v.addr, v.port))
+            .chain(settings.vips6.iter().map(|v| vip6(v).to_string()))
             .collect(),
         vip_traffic: settings
             .vips
@@ -106,8 +111,11 @@ pub(super) fn status_of(
         last_detection_ms: s.last_detection.map(|d| d.as_secs_f64() * 1e3),
         fail_open: s.fail_open,
         announcing: s.announcing,
+        announcing6: (!settings.vips6.is_empty()).then_some(s.announcing6),
         uptime_s: started.elapsed().as_secs_f64(),
         vrrp: None,
+        vrrp6: None,
+        ndp: None,
         discovery: None,
         route: s.route.clone(),
         sync: None,

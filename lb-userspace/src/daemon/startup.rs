@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -36,7 +36,7 @@ pub(super) struct Up {
     pub vip_on_lo: Option<crate::local::VipOnLo>,
     pub started: Instant,
     /// The first round's next hops (or why not), as `Shared::next_hops`.
-    pub next_hops: BTreeMap<SocketAddrV4, String>,
+    pub next_hops: BTreeMap<std::net::SocketAddr, String>,
 }
 
 /// Builds the health-check settings from the configuration.
@@ -112,7 +112,16 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
         // Keep backend indices and next-hop MACs: tracked flows name their backend by index.
         reconciler.adopt(&dataplane.present_backends());
     }
-    reconciler.set_local_addresses(crate::local::local_addresses());
+    reconciler.set_local_addresses(
+        crate::local::local_addresses()
+            .into_iter()
+            .map(std::net::IpAddr::V4)
+            .chain(
+                crate::ndp::all_addresses()
+                    .into_iter()
+                    .map(std::net::IpAddr::V6),
+            ),
+    );
     mark_local_backends(&mut reconciler, iface.mac);
     let vip_on_lo = vip_on_lo(&settings, &reconciler, &iface)?;
     let arp = ArpSocket::open(&iface)?;
@@ -221,12 +230,34 @@ fn vip_on_lo(
     r: &Reconciler,
     iface: &Interface,
 ) -> Result<Option<crate::local::VipOnLo>, DaemonError> {
-    if !r.backends().keys().any(|a| r.is_local(a)) {
+    let local6 = crate::ndp::all_addresses();
+    let v6_local = settings
+        .backends6
+        .iter()
+        .any(|b| local6.contains(b.addr.ip()));
+    let v4_local = r.backends().keys().any(|a| r.is_local(a));
+    if !v4_local && !v6_local {
         return Ok(None);
     }
-    let vips: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
-    let lo = crate::local::VipOnLo::install(&vips, &iface.name)?;
-    log::info!("this node is a backend: the VIPs are on lo (arp_ignore=1, arp_announce=2)");
+    let vips: Vec<Ipv4Addr> = if v4_local {
+        settings.vips.iter().map(|v| v.addr).collect()
+    } else {
+        Vec::new()
+    };
+    let mut lo = crate::local::VipOnLo::install(&vips, &iface.name)?;
+    if v6_local {
+        let vips6: Vec<std::net::Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
+        lo.add_v6(&vips6)?;
+    }
+    log::info!(
+        "this node is a backend: its VIPs are on lo ({}{})",
+        if v4_local {
+            "IPv4 with arp_ignore=1, arp_announce=2"
+        } else {
+            ""
+        },
+        if v6_local { " IPv6" } else { "" }
+    );
     Ok(Some(lo))
 }
 
@@ -268,9 +299,15 @@ fn attach(
             .vips
             .iter()
             .map(|v| format!("{}:{}", v.addr, v.port))
+            .chain(
+                settings
+                    .vips6
+                    .iter()
+                    .map(|v| std::net::SocketAddrV6::new(v.addr, v.port, 0, 0).to_string())
+            )
             .collect::<Vec<_>>()
             .join(" "),
-        settings.backends.len(),
+        settings.backends.len() + settings.backends6.len(),
         settings.mode
     );
     Ok(xdp_mode)
@@ -285,14 +322,15 @@ fn attach(
 pub(super) fn refresh_next_hops(
     r: &mut Reconciler,
     ifaces: &[Interface],
-    hops: &mut BTreeMap<SocketAddrV4, String>,
+    hops: &mut BTreeMap<std::net::SocketAddr, String>,
 ) -> bool {
-    let addrs: Vec<SocketAddrV4> = r
-        .backends_v4()
-        .map(|(a, _)| a)
+    let addrs: Vec<std::net::SocketAddr> = r
+        .backends()
+        .keys()
+        .copied()
         .filter(|a| !r.is_local(a))
         .collect();
-    let found = match nexthop::next_hops(addrs.iter().map(|a| std::net::IpAddr::V4(*a.ip()))) {
+    let found = match nexthop::next_hops(addrs.iter().map(|a| a.ip())) {
         Ok(f) => f,
         Err(e) => {
             log::warn!("next hops: {e}");
@@ -307,7 +345,7 @@ pub(super) fn refresh_next_hops(
     };
     let attached = |i: u32| ifaces.iter().any(|f| f.index == i);
     let mut changed = false;
-    hops.retain(|a, _| r.backends().contains_key(&(*a).into()));
+    hops.retain(|a, _| r.backends().contains_key(a));
     for (addr, hop) in addrs.iter().zip(found) {
         let (line, ok) = match &hop {
             Ok(Hop::Remote(h)) if !attached(h.ifindex) => {
@@ -377,7 +415,7 @@ pub(super) fn mark_local_backends(r: &mut Reconciler, mac: [u8; 6]) {
 async fn resolve_before_attach(
     ifaces: &[Interface],
     r: &mut Reconciler,
-    hops: &mut BTreeMap<SocketAddrV4, String>,
+    hops: &mut BTreeMap<std::net::SocketAddr, String>,
     within: Duration,
 ) {
     let deadline = tokio::time::Instant::now() + within;

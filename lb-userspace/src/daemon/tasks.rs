@@ -52,6 +52,12 @@ pub(super) fn shared_state(
         // With VRRP, only the master answers ARP for the VIPs.
         // `--announce none` (per-node mode): never.
         announcing: settings.vrrp.is_none() && settings.announce == Announce::Arp,
+        announcing6: settings.vrrp.is_none() && settings.announce == Announce::Arp,
+        checks6: settings
+            .backends6
+            .iter()
+            .map(|b| (b.addr, (Default::default(), true)))
+            .collect(),
         route: (settings.announce == Announce::Route).then(|| crate::route::RouteStatus {
             announced: false,
             table: settings.route_table,
@@ -70,6 +76,9 @@ pub(super) fn vrrp(
     let Some(v) = &d.settings.vrrp else {
         return Ok(None);
     };
+    if d.settings.vips.is_empty() {
+        return Ok(None);
+    }
     let vips: Vec<std::net::Ipv4Addr> = d.settings.vips.iter().map(|v| v.addr).collect();
     let h = crate::vrrp::spawn(
         v,
@@ -91,6 +100,37 @@ pub(super) fn vrrp(
         } else {
             format!("unicast to {:?}", v.peers)
         }
+    );
+    Ok(Some(h))
+}
+
+/// The IPv6 VRRP election (`--vrrp-*` with IPv6 VIPs): its own instance, same VRID, to
+/// ff02::12 from the link-local address; its state changes fed to the loop.
+pub(super) fn vrrp6(
+    d: &Daemon,
+    sources: &mut Sources,
+) -> Result<Option<crate::vrrp::Handle>, DaemonError> {
+    let Some(v) = &d.settings.vrrp else {
+        return Ok(None);
+    };
+    if d.settings.vips6.is_empty() {
+        return Ok(None);
+    }
+    let vips: Vec<std::net::Ipv6Addr> = d.settings.vips6.iter().map(|v| v.addr).collect();
+    let h = crate::vrrp::spawn6(
+        v,
+        &d.iface,
+        &vips,
+        d.serve6_rx.clone(),
+        sources.listen_vrrp6(),
+    )?;
+    log::info!(
+        "VRRPv3 (IPv6) vrid {} on {}: priority {}, advertising every {:?}, preempt {}",
+        v.vrid,
+        d.iface.name,
+        v.priority,
+        v.advert_interval,
+        v.preempt,
     );
     Ok(Some(h))
 }
@@ -121,6 +161,7 @@ pub(super) fn sync(d: &Daemon) -> Result<Option<Arc<crate::sync::SyncHandle>>, D
 pub(super) async fn status_endpoint(
     d: &Daemon,
     vrrp: Option<&crate::vrrp::Handle>,
+    vrrp6: Option<&crate::vrrp::Handle>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let source: StatusSource = {
         let shared = d.shared.clone();
@@ -128,6 +169,8 @@ pub(super) async fn status_endpoint(
         let xdp_mode = d.xdp_mode;
         let started = d.started;
         let vrrp_report = vrrp.map(|h| h.report());
+        let vrrp6_report = vrrp6.map(|h| h.report());
+        let ndp: Vec<_> = d.ndp.iter().map(|(_, s)| s.clone()).collect();
         let sync = d.sync.clone();
         let discovery = settings
             .discover_from_kubeconfig
@@ -143,6 +186,21 @@ pub(super) async fn status_endpoint(
             st.vrrp = vrrp_report
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
+            st.vrrp6 = vrrp6_report
+                .as_ref()
+                .and_then(|r| r.lock().ok().map(|v| v.clone()));
+            st.ndp = (!ndp.is_empty()).then(|| {
+                let mut sum = crate::status::NdpStatus::default();
+                for n in &ndp {
+                    let one = n.status();
+                    sum.solicitations += one.solicitations;
+                    sum.answered += one.answered;
+                    for (k, v) in one.dropped {
+                        *sum.dropped.entry(k).or_default() += v;
+                    }
+                }
+                sum
+            });
             st.discovery = discovery
                 .as_ref()
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
@@ -171,7 +229,13 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
         s.reconciler
             .backends_v4()
             .filter(|(_, b)| b.healthy)
-            .map(|(a, _)| a)
+            .map(|(a, _)| std::net::SocketAddr::V4(a))
+            .chain(
+                s.checks6
+                    .iter()
+                    .filter(|(_, (_, healthy))| *healthy)
+                    .map(|(a, _)| std::net::SocketAddr::V6(*a)),
+            )
             .collect()
     });
     log::info!(
@@ -187,6 +251,29 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
 }
 
 /// Feeds the ARP packets of a further interface's socket to the loop as `(n, packet)`.
+/// Forwards neighbour solicitations from NDP socket `n` to the loop.
+pub(super) fn forward_ns(
+    n: usize,
+    sock: Arc<crate::ndp::NdpSocket>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::ndp::Solicitation)>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match sock.recv().await {
+                Ok(ns) => {
+                    if tx.send((n, ns)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("NDP socket on {}: {e}", sock.interface());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
 pub(super) fn forward_arp(
     n: usize,
     name: String,

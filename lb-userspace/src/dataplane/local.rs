@@ -6,7 +6,7 @@
 use std::{
     fs::File,
     io,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
@@ -107,9 +107,14 @@ pub fn local_addresses() -> Vec<Ipv4Addr> {
     out
 }
 
-/// Adds or removes `addr/32` on interface `ifindex` over rtnetlink. Returns `false` when
-/// there was nothing to do (already there, already gone).
-fn netlink_addr(add: bool, ifindex: u32, addr: Ipv4Addr) -> Result<bool, LocalError> {
+/// Adds or removes `addr/32` (IPv6: `/128`) on interface `ifindex` over rtnetlink.
+/// Returns `false` when there was nothing to do (already there, already gone).
+fn netlink_addr(add: bool, ifindex: u32, addr: IpAddr) -> Result<bool, LocalError> {
+    let (family, prefix, octets): (i32, u8, Vec<u8>) = match addr {
+        IpAddr::V4(a) => (libc::AF_INET, 32, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6, 128, a.octets().to_vec()),
+    };
+    let attr_len = 4 + octets.len() as u16;
     const RTM_NEWADDR: u16 = 20;
     const RTM_DELADDR: u16 = 21;
     const IFA_ADDRESS: u16 = 1;
@@ -134,18 +139,19 @@ fn netlink_addr(add: bool, ifindex: u32, addr: Ipv4Addr) -> Result<bool, LocalEr
         } else {
             0
         };
-    msg.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len: 16 + 8 + 2 x 8
+    // nlmsg_len: 16 (header) + 8 (ifaddrmsg) + 2 attributes
+    msg.extend_from_slice(&(24 + 2 * u32::from(attr_len)).to_ne_bytes());
     msg.extend_from_slice(&(if add { RTM_NEWADDR } else { RTM_DELADDR }).to_ne_bytes());
     msg.extend_from_slice(&flags.to_ne_bytes());
     msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
     msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it
     // ifaddrmsg: family, prefixlen, flags, scope (universe), index
-    msg.extend_from_slice(&[libc::AF_INET as u8, 32, 0, 0]);
+    msg.extend_from_slice(&[family as u8, prefix, 0, 0]);
     msg.extend_from_slice(&ifindex.to_ne_bytes());
     for ty in [IFA_LOCAL, IFA_ADDRESS] {
-        msg.extend_from_slice(&8u16.to_ne_bytes());
+        msg.extend_from_slice(&attr_len.to_ne_bytes());
         msg.extend_from_slice(&ty.to_ne_bytes());
-        msg.extend_from_slice(&addr.octets());
+        msg.extend_from_slice(&octets);
     }
     // SAFETY: sending a local buffer on our socket (to the kernel: zeroed sockaddr_nl).
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -177,7 +183,7 @@ fn netlink_addr(add: bool, ifindex: u32, addr: Ipv4Addr) -> Result<bool, LocalEr
         libc::EEXIST if add => Ok(false),
         libc::EADDRNOTAVAIL if !add => Ok(false),
         e => Err(sys(format!(
-            "{} {addr}/32",
+            "{} {addr}/{prefix}",
             if add { "adding" } else { "removing" }
         ))(io::Error::from_raw_os_error(e))),
     }
@@ -193,9 +199,11 @@ fn write_sysctl(path: &str, value: &str) -> Result<String, LocalError> {
 /// packets for VIP:6443 that the XDP program passes up unchanged, and answers from the VIP.
 /// `arp_ignore=1` keeps the kernel from answering ARP for addresses on `lo` (xvip answers
 /// for the VIP, and only while it announces), `arp_announce=2` keeps it from using the VIP
-/// as an ARP source. Undone on drop.
+/// as an ARP source. IPv6 VIPs go on `lo` as /128: the kernel answers neighbour
+/// solicitations only for addresses of the interface they arrive on, so xvip alone answers
+/// for them on the wire (no sysctl needed). Undone on drop.
 pub struct VipOnLo {
-    added: Vec<Ipv4Addr>,
+    added: Vec<IpAddr>,
     restore: Vec<(String, String)>,
 }
 
@@ -228,10 +236,22 @@ impl VipOnLo {
         for vip in vips {
             // Already there means an earlier xvip on this node died without cleaning up (the
             // README tells operators never to assign a VIP themselves): ours to remove too.
-            netlink_addr(true, lo, *vip)?;
-            me.added.push(*vip);
+            netlink_addr(true, lo, IpAddr::V4(*vip))?;
+            me.added.push(IpAddr::V4(*vip));
         }
         Ok(me)
+    }
+
+    /// Adds the IPv6 VIPs to `lo` too (a backend of theirs is this node).
+    ///
+    /// # Errors
+    /// A failed netlink request (what was added stays recorded and is undone on drop).
+    pub fn add_v6(&mut self, vips: &[Ipv6Addr]) -> Result<(), LocalError> {
+        for vip in vips {
+            netlink_addr(true, 1, IpAddr::V6(*vip))?;
+            self.added.push(IpAddr::V6(*vip));
+        }
+        Ok(())
     }
 }
 

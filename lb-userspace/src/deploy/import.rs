@@ -4,7 +4,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -330,7 +330,7 @@ fn haproxy_time(s: &str) -> Option<String> {
 ///
 /// # Errors
 /// [`ImportError`] when the file cannot be read, no frontend can be chosen, or a server
-/// address is not an IPv4 address.
+/// address is not an IP address.
 pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, ImportError> {
     let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
         path: path.display().to_string(),
@@ -442,15 +442,25 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
                     ));
                     continue;
                 }
-                let (ip, p) = match addr.rsplit_once(':') {
-                    Some((ip, p)) => (ip, p.parse::<u16>().ok()),
-                    None => (addr.as_str(), None),
+                // haproxy writes IPv6 servers as `[addr]:port`, `addr:port` or a bare `addr`.
+                let (ip, p) = if let Some(rest) = addr.strip_prefix('[') {
+                    match rest.split_once("]:") {
+                        Some((ip, p)) => (ip, p.parse::<u16>().ok()),
+                        None => (rest.trim_end_matches(']'), None),
+                    }
+                } else if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+                    (addr.as_str(), None)
+                } else {
+                    match addr.rsplit_once(':') {
+                        Some((ip, p)) => (ip, p.parse::<u16>().ok()),
+                        None => (addr.as_str(), None),
+                    }
                 };
-                let ip: Ipv4Addr = ip.parse().map_err(|_| {
-                    perr(path, *line, format!("server {name}: '{addr}' is not an IPv4 address (xvip needs addresses, not names)"))
+                let ip: IpAddr = ip.parse().map_err(|_| {
+                    perr(path, *line, format!("server {name}: '{addr}' is not an IPv4 or IPv6 address (xvip needs addresses, not names)"))
                 })?;
                 let port = p.unwrap_or(port);
-                let mut spec = SocketAddrV4::new(ip, port).to_string();
+                let mut spec = SocketAddr::new(ip, port).to_string();
                 let mut it = params.iter();
                 while let Some(p) = it.next() {
                     match p.as_str() {
@@ -715,7 +725,7 @@ pub fn keepalived(
     let mut preempt = true;
     let mut password: Option<String> = None;
     let mut peers: Vec<String> = Vec::new();
-    let mut vips: Vec<String> = Vec::new();
+    let mut vips: Vec<IpAddr> = Vec::new();
     let mut penalty: Option<u32> = None;
     for s in inst.children() {
         match s.key() {
@@ -783,9 +793,9 @@ pub fn keepalived(
             }
             "unicast_peer" => {
                 for p in s.children() {
-                    match p.key().parse::<Ipv4Addr>() {
+                    match p.key().parse::<IpAddr>() {
                         Ok(ip) => peers.push(ip.to_string()),
-                        Err(_) => note(&mut notes, p, "not an IPv4 peer, left out"),
+                        Err(_) => note(&mut notes, p, "not an IP address, left out"),
                     }
                 }
             }
@@ -797,9 +807,9 @@ pub fn keepalived(
             "virtual_ipaddress" => {
                 for v in s.children() {
                     let addr = v.key().split('/').next().unwrap_or("");
-                    match addr.parse::<Ipv4Addr>() {
+                    match addr.parse::<IpAddr>() {
                         Ok(ip) => {
-                            vips.push(ip.to_string());
+                            vips.push(ip);
                             if v.words.len() > 1 || v.key().contains('/') {
                                 note(
                                     &mut notes,
@@ -808,7 +818,7 @@ pub fn keepalived(
                                 );
                             }
                         }
-                        Err(_) => note(&mut notes, v, "not an IPv4 address, left out"),
+                        Err(_) => note(&mut notes, v, "not an IP address, left out"),
                     }
                 }
             }
@@ -916,7 +926,10 @@ pub fn keepalived(
         .as_ref()
         .map(|h| h.port)
         .unwrap_or(lb_common::DEFAULT_PORT);
-    let vips: Vec<String> = vips.iter().map(|v| format!("{v}:{port}")).collect();
+    let vips: Vec<String> = vips
+        .iter()
+        .map(|v| SocketAddr::new(*v, port).to_string())
+        .collect();
     let _ = writeln!(t, "vips = {}", list(&vips));
     match &hap {
         Some(h) => {
@@ -1046,7 +1059,7 @@ mod tests {
         let s = check(&out.toml, &d);
         assert_eq!(s.interface, "eth0");
         assert_eq!(s.vips.len(), 1);
-        assert_eq!(s.vips[0].addr, Ipv4Addr::new(192, 0, 2, 100));
+        assert_eq!(s.vips[0].addr, std::net::Ipv4Addr::new(192, 0, 2, 100));
         assert_eq!(s.vips[0].port, 6443);
         let b: Vec<String> = s.backends.iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(b, ["192.0.2.11:6443", "192.0.2.12:6443", "192.0.2.13:6443"]);
@@ -1243,5 +1256,31 @@ mod tests {
             parse_haproxy(&p, &mut notes),
             Err(ImportError::Choice { .. })
         ));
+    }
+
+    #[test]
+    fn an_ipv6_keepalived_instance_and_haproxy_servers_become_ipv6_vips_and_backends() {
+        let d = Dir::new("v6");
+        let ka = d.file(
+            "k.conf",
+            "global_defs {\n vrrp_version 3\n}\nvrrp_instance V6 {\n interface eth0\n virtual_router_id 51\n advert_int 0.1\n unicast_peer {\n  fe80::3\n }\n virtual_ipaddress {\n  2001:db8::100/64 dev eth0\n }\n}\n",
+        );
+        let hap = d.file(
+            "h.cfg",
+            "frontend f\n  bind :::6443\n  default_backend b\nbackend b\n  option tcp-check\n  server a [2001:db8::11]:6443 check\n  server b 2001:db8::12 check weight 2\n",
+        );
+        let out = keepalived(&ka, None, Some(&hap)).unwrap();
+        assert!(
+            out.toml.contains("vips = [\"[2001:db8::100]:6443\"]"),
+            "{}",
+            out.toml
+        );
+        let s = check(&out.toml, &d);
+        assert_eq!(s.vips6.len(), 1);
+        let b: Vec<String> = s.backends6.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(b, ["[2001:db8::11]:6443", "[2001:db8::12]:6443"]);
+        assert_eq!(s.backends6[1].weight, 2);
+        let v = s.vrrp.expect("vrrp");
+        assert_eq!(v.peers, ["fe80::3".parse::<IpAddr>().unwrap()]);
     }
 }

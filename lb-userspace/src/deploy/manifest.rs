@@ -516,6 +516,27 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_vips_and_backends_are_written_as_bracketed_addresses() {
+        let v6 = [
+            "--vip",
+            "[2001:db8::100]:6443",
+            "--backend",
+            "[2001:db8::11]:6443@2",
+        ];
+        let pod: Pod = serde_yaml_ng::from_str(&render_pod(&v6)).unwrap();
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        let at = |v: &str| args.iter().position(|a| a == v);
+        assert!(at("[2001:db8::100]:6443").is_some(), "{args:?}");
+        assert!(at("[2001:db8::11]:6443@2").is_some(), "{args:?}");
+        let (cmd, m) = manifest("systemd", &v6);
+        let unit = render(&cmd, &m).unwrap();
+        assert!(unit.contains("[2001:db8::100]:6443"), "{unit}");
+        // A backend of a family no VIP has is refused as `xvip run` refuses it.
+        let (cmd, m) = manifest("pod", &["--backend", "[2001:db8::11]:6443"]);
+        assert_eq!(render(&cmd, &m).expect_err("refused").exit_code(), 2);
+    }
+
+    #[test]
     fn the_pod_manifest_deserializes_into_a_pod_and_round_trips() {
         let yaml = render_pod(&[]);
         let pod: Pod = serde_yaml_ng::from_str(&yaml).unwrap();

@@ -6,7 +6,7 @@
 //! us (other version, other password), this router does not become master.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -63,7 +63,7 @@ pub struct Params {
     /// Preempt_Mode: whether a higher-priority backup takes over from a live master.
     pub preempt: bool,
     /// Our primary address, the tie-break between equal priorities.
-    pub primary: Ipv4Addr,
+    pub primary: IpAddr,
     /// VRRP version: v2 has a Skew_Time in seconds, independent of the interval.
     pub version: Version,
     /// The first Master_Down_Timer after start-up is at least this long.
@@ -83,7 +83,7 @@ pub struct Machine {
     /// Adver_Timer (Master only).
     adver_at: Option<Instant>,
     /// Who we believe is master.
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
     /// The mismatch guard: no transition to Master before this.
     hold_until: Option<Instant>,
     transitions: u64,
@@ -116,7 +116,7 @@ impl Machine {
     }
 
     /// The master as far as we know: ourselves in Master, the last accepted sender in Backup.
-    pub fn master(&self) -> Option<Ipv4Addr> {
+    pub fn master(&self) -> Option<IpAddr> {
         self.master
     }
 
@@ -248,7 +248,7 @@ impl Machine {
     pub fn on_advert(
         &mut self,
         now: Instant,
-        src: Ipv4Addr,
+        src: IpAddr,
         priority: u8,
         interval: Duration,
     ) -> Vec<Action> {
@@ -305,12 +305,14 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
-    const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-    const LOWER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-    const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+    const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    const LOWER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const HIGHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
     const INT: Duration = Duration::from_millis(100);
 
     fn machine(priority: u8, preempt: bool) -> (Machine, Instant) {
@@ -473,6 +475,33 @@ mod tests {
             became(&m.on_advert(t1, HIGHER_IP, 100, INT)),
             Some(State::Backup)
         );
+    }
+
+    #[test]
+    fn ipv6_ties_are_broken_by_the_higher_link_local_address() {
+        let me = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2));
+        let (lower, higher) = (
+            IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+            IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 3)),
+        );
+        let mut m = Machine::new(Params {
+            priority: 100,
+            advert_interval: INT,
+            preempt: true,
+            primary: me,
+            version: Version::V3,
+            startup_listen: Duration::ZERO,
+        });
+        let t0 = Instant::now();
+        m.startup(t0);
+        m.poll(t0 + INT * 4);
+        assert_eq!(m.state(), State::Master);
+        assert!(m.on_advert(t0 + INT * 4, lower, 100, INT).is_empty());
+        assert_eq!(
+            became(&m.on_advert(t0 + INT * 4, higher, 100, INT)),
+            Some(State::Backup)
+        );
+        assert_eq!(m.master(), Some(higher));
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! VIP failover between xvip nodes with VRRPv3 (RFC 5798) or VRRPv2 with PASS
-//! authentication (RFC 3768, as keepalived speaks it) for IPv4, interoperable with
+//! VIP failover between xvip nodes with VRRPv3 (RFC 5798, IPv4 and IPv6) or VRRPv2 with
+//! PASS authentication (RFC 3768, IPv4, as keepalived speaks it), interoperable with
 //! keepalived: the settings, and the task that runs the election on the interface and tells
-//! the daemon when this node becomes master (answer ARP, gratuitous ARP burst) or backup
-//! (stay silent). The mismatch guard keeps this node from becoming master while adverts for
+//! the daemon when this node becomes master (answer ARP or NDP, gratuitous ARP or
+//! unsolicited NA burst) or backup (stay silent). One task carries one family (one VRID one
+//! family, as keepalived's instances): a dual-stack node runs one per family, both with
+//! `--vrrp-vrid`, IPv4 to 224.0.0.18 from the primary address, IPv6 to ff02::12 from the
+//! link-local address. The mismatch guard keeps this node from becoming master while adverts for
 //! its VRID arrive that it cannot join (other version, other password, other v2 interval).
 //!
 //! The VIPs are never interface addresses here, so priority 255 (address owner) is not used.
@@ -14,7 +17,7 @@ pub mod socket;
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -73,8 +76,9 @@ pub struct VrrpSettings {
     pub advert_interval: Duration,
     /// Whether a higher-priority backup takes over from a live master.
     pub preempt: bool,
-    /// Unicast peers; empty means multicast to 224.0.0.18.
-    pub peers: Vec<Ipv4Addr>,
+    /// Unicast peers (of either family; each task uses those of its own); empty means
+    /// multicast to 224.0.0.18 / ff02::12.
+    pub peers: Vec<IpAddr>,
     /// Priority taken off (down to 1) while this node has no backend to serve.
     pub health_penalty: u8,
     /// VRRP version spoken (v3 by default).
@@ -195,10 +199,11 @@ impl VrrpSettings {
         };
         let mut peers = Vec::new();
         for p in &i.peers {
-            let ip: Ipv4Addr = p
+            let ip: IpAddr = p
                 .parse()
-                .map_err(|_| invalid("--vrrp-peer", p, "not an IPv4 address"))?;
-            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                .map_err(|_| invalid("--vrrp-peer", p, "not an IPv4 or IPv6 address"))?;
+            let broadcast = matches!(ip, IpAddr::V4(a) if a.is_broadcast());
+            if ip.is_unspecified() || broadcast || ip.is_multicast() {
                 return Err(invalid("--vrrp-peer", p, "not a unicast address"));
             }
             if peers.contains(&ip) {
@@ -242,6 +247,7 @@ impl VrrpSettings {
             }
             (_, Some(pw)) => {
                 if version != Version::V2 {
+                    // (VRRPv2, and so PASS, is IPv4 only: the family is checked with the VIPs.)
                     return Err(invalid(
                         "--vrrp-auth-pass",
                         HIDDEN,
@@ -297,11 +303,22 @@ impl VrrpSettings {
 /// The reason, the sender when known, and the advert when it is one for the guard.
 fn classify(
     settings: &VrrpSettings,
-    own: Ipv4Addr,
+    own: IpAddr,
     pkt: &[u8],
 ) -> Result<packet::Received, Rejected> {
-    let src = (pkt.len() >= 16).then(|| Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
-    let r = packet::parse_ipv4(pkt).map_err(|e| (e, src, None))?;
+    let src = match pkt.first().map(|b| b >> 4) {
+        Some(6) => pkt
+            .get(8..24)
+            .map(|b| IpAddr::from(<[u8; 16]>::try_from(b).expect("16 bytes"))),
+        _ => pkt
+            .get(12..16)
+            .map(|b| IpAddr::from(<[u8; 4]>::try_from(b).expect("4 bytes"))),
+    };
+    let r = match own {
+        IpAddr::V4(_) => packet::parse_ipv4(pkt),
+        IpAddr::V6(_) => packet::parse_ipv6(pkt),
+    }
+    .map_err(|e| (e, src, None))?;
     let from = r.src;
     let fail = |reason| Err((reason, Some(from), None));
     if r.src == own {
@@ -350,9 +367,10 @@ fn auth_name(kind: u8) -> String {
 /// Why the VRRP task could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
-    /// The interface has no IPv4 address to send advertisements from.
-    #[error("VRRP on {name}: the interface has no IPv4 address to advertise from")]
-    NoAddress { name: String },
+    /// The interface has no address of the family to send advertisements from (IPv4: a
+    /// primary address; IPv6: a link-local one).
+    #[error("VRRP on {name}: the interface has no {what} address to advertise from")]
+    NoAddress { name: String, what: &'static str },
     /// The socket could not be set up.
     #[error(transparent)]
     Socket(#[from] SocketError),
@@ -381,8 +399,9 @@ impl Handle {
     }
 }
 
-/// Starts the election on `iface` for `vips`. State changes are sent on `events`; the
-/// advertised priority follows `can_serve` (false: the health penalty applies).
+/// Starts the election on `iface` for the IPv4 `vips` (from the primary address). State
+/// changes are sent on `events`; the advertised priority follows `can_serve` (false: the
+/// health penalty applies).
 ///
 /// # Errors
 /// [`VrrpError`] when the interface has no IPv4 address or the socket cannot be set up.
@@ -396,27 +415,75 @@ pub fn spawn(
     if iface.ipv4.is_unspecified() {
         return Err(VrrpError::NoAddress {
             name: iface.name.clone(),
+            what: "IPv4",
         });
     }
-    let sock = VrrpSocket::open(&iface.name, iface.index, iface.ipv4)?;
-    let mut addrs: Vec<Ipv4Addr> = Vec::new();
+    let vips: Vec<IpAddr> = vips.iter().map(|v| IpAddr::V4(*v)).collect();
+    spawn_from(
+        settings,
+        iface,
+        IpAddr::V4(iface.ipv4),
+        &vips,
+        can_serve,
+        events,
+    )
+}
+
+/// Starts the IPv6 election on `iface` for the IPv6 `vips`, from the interface's
+/// link-local address (RFC 5798 section 5.1.2.1), with the peers of `settings` that are
+/// IPv6; like [`spawn`] otherwise.
+///
+/// # Errors
+/// [`VrrpError`] when the interface has no link-local address or the socket cannot be set
+/// up.
+pub fn spawn6(
+    settings: &VrrpSettings,
+    iface: &Interface,
+    vips: &[std::net::Ipv6Addr],
+    can_serve: watch::Receiver<bool>,
+    events: mpsc::UnboundedSender<State>,
+) -> Result<Handle, VrrpError> {
+    let ll =
+        crate::ndp::link_local(&crate::ndp::interface_addresses(&iface.name)).ok_or_else(|| {
+            VrrpError::NoAddress {
+                name: iface.name.clone(),
+                what: "link-local IPv6",
+            }
+        })?;
+    let vips: Vec<IpAddr> = vips.iter().map(|v| IpAddr::V6(*v)).collect();
+    spawn_from(settings, iface, IpAddr::V6(ll), &vips, can_serve, events)
+}
+
+fn spawn_from(
+    settings: &VrrpSettings,
+    iface: &Interface,
+    src: IpAddr,
+    vips: &[IpAddr],
+    can_serve: watch::Receiver<bool>,
+    events: mpsc::UnboundedSender<State>,
+) -> Result<Handle, VrrpError> {
+    let sock = VrrpSocket::open(&iface.name, iface.index, src)?;
+    let mut addrs: Vec<IpAddr> = Vec::new();
     for v in vips {
-        if !addrs.contains(v) {
+        if !addrs.contains(v) && v.is_ipv4() == src.is_ipv4() {
             addrs.push(*v);
         }
     }
+    // Each family's task talks to that family's peers only.
+    let mut settings = settings.clone();
+    settings.peers.retain(|p| p.is_ipv4() == src.is_ipv4());
     let report: Report = Arc::new(Mutex::new(VrrpStatus::default()));
     let ctx = Ctx {
         machine: Machine::new(Params {
             priority: settings.effective_priority(*can_serve.borrow()),
             advert_interval: settings.advert_interval,
             preempt: settings.preempt,
-            primary: iface.ipv4,
+            primary: src,
             version: settings.version,
             startup_listen: STARTUP_LISTEN,
         }),
-        settings: settings.clone(),
-        src: iface.ipv4,
+        settings,
+        src,
         addrs,
         events,
         report: report.clone(),
@@ -442,9 +509,9 @@ pub fn spawn(
 struct Ctx {
     machine: Machine,
     settings: VrrpSettings,
-    src: Ipv4Addr,
-    /// The VIP addresses, as advertised.
-    addrs: Vec<Ipv4Addr>,
+    src: IpAddr,
+    /// The VIP addresses, as advertised (all of the family of `src`).
+    addrs: Vec<IpAddr>,
     events: mpsc::UnboundedSender<State>,
     report: Report,
     sent: u64,
@@ -453,7 +520,7 @@ struct Ctx {
     addr_mismatch: u64,
     drops: BTreeMap<DropReason, u64>,
     /// Routers that own our VRID in a way we cannot join, by address.
-    conflicts: BTreeMap<Ipv4Addr, Conflict>,
+    conflicts: BTreeMap<IpAddr, Conflict>,
     guard_was_holding: bool,
 }
 
@@ -468,7 +535,7 @@ struct Conflict {
 
 /// A rejected packet: why, its sender when known, and the advert when it decoded (for the
 /// mismatch guard).
-type Rejected = (DropReason, Option<Ipv4Addr>, Option<packet::Received>);
+type Rejected = (DropReason, Option<IpAddr>, Option<packet::Received>);
 
 impl Ctx {
     async fn run(
@@ -659,8 +726,11 @@ impl Ctx {
                         addrs: self.addrs.clone(),
                         auth: self.settings.auth,
                     };
-                    let dsts: Vec<Ipv4Addr> = if self.settings.peers.is_empty() {
-                        vec![packet::MULTICAST]
+                    let dsts: Vec<IpAddr> = if self.settings.peers.is_empty() {
+                        vec![match self.src {
+                            IpAddr::V4(_) => packet::MULTICAST.into(),
+                            IpAddr::V6(_) => packet::MULTICAST6.into(),
+                        }]
                     } else {
                         self.settings.peers.clone()
                     };
@@ -997,7 +1067,7 @@ mod tests {
 
     #[test]
     fn the_guard_classifies_what_keepalived_sends_by_our_settings() {
-        let me = Ipv4Addr::new(192, 0, 2, 3);
+        let me = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
         let with = |mutate: fn(&mut VrrpInput)| {
             let mut i = v2(Some("42"));
             mutate(&mut i);
@@ -1010,7 +1080,7 @@ mod tests {
         let r = classify(&ok, me, &KEEPALIVED_V2).unwrap();
         assert_eq!(
             (r.src, r.advert.priority),
-            (Ipv4Addr::new(192, 0, 2, 2), 101)
+            (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 101)
         );
         // Each mismatch is its own reason, carries the advert, and is a conflict.
         let cases: Vec<(VrrpSettings, DropReason)> = vec![
@@ -1045,7 +1115,7 @@ mod tests {
         assert_eq!(reason(&other), Err(DropReason::Vrid));
         let peers = with(|i| i.peers = vec!["192.0.2.9".into()]);
         assert_eq!(reason(&peers), Err(DropReason::NotPeer));
-        let r = classify(&ok, Ipv4Addr::new(192, 0, 2, 2), &KEEPALIVED_V2);
+        let r = classify(&ok, Ipv4Addr::new(192, 0, 2, 2).into(), &KEEPALIVED_V2);
         assert_eq!(
             r.map(|_| ()).map_err(|e| (e.0, e.2.is_some())),
             Err((DropReason::Own, false))
@@ -1067,6 +1137,53 @@ mod tests {
                 .map(|_| ())
                 .map_err(|e| (e.0, e.2.is_some())),
             Err((DropReason::Checksum, false))
+        );
+    }
+
+    #[test]
+    fn ipv6_adverts_are_classified_by_the_same_rules() {
+        use std::net::Ipv6Addr;
+        let (a, b) = (
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2),
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 3),
+        );
+        let msg = Advert {
+            version: Version::V3,
+            vrid: 51,
+            priority: 120,
+            max_adver_int_cs: 10,
+            addrs: vec!["2001:db8::100".parse().unwrap()],
+            auth: Auth::NONE,
+        }
+        .encode(a, packet::MULTICAST6);
+        let mut pkt =
+            packet::ipv6_header(a, packet::MULTICAST6, packet::TTL, msg.len() as u16).to_vec();
+        pkt.extend_from_slice(&msg);
+        let s = VrrpSettings::resolve(input()).unwrap().unwrap();
+        let r = classify(&s, b.into(), &pkt).unwrap();
+        assert_eq!((r.src, r.advert.priority), (a.into(), 120));
+        let reason = |s: &VrrpSettings, own: Ipv6Addr, p: &[u8]| {
+            classify(s, own.into(), p)
+                .map(|_| ())
+                .map_err(|e| (e.0, e.1))
+        };
+        assert_eq!(reason(&s, a, &pkt), Err((DropReason::Own, Some(a.into()))));
+        let mut peers = s.clone();
+        peers.peers = vec![Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9).into()];
+        assert_eq!(
+            reason(&peers, b, &pkt),
+            Err((DropReason::NotPeer, Some(a.into())))
+        );
+        let mut routed = pkt.clone();
+        routed[7] = 64;
+        assert_eq!(
+            reason(&s, b, &routed),
+            Err((DropReason::Ttl, Some(a.into())))
+        );
+        // An IPv6 task reads an IPv4 packet as broken, not as an advert.
+        assert_eq!(
+            reason(&s, b, &KEEPALIVED_V2).map_err(|e| e.0),
+            Err(DropReason::Truncated)
         );
     }
 }
