@@ -622,15 +622,10 @@ fn v6_of(ip: Ipv4Addr) -> String {
     format!("2001:db8::{}", ip.octets()[3])
 }
 
-/// IPv6 flows are synced too: two nodes serving only an IPv6 VIP (VRRP over IPv6, sync
-/// over the nodes' IPv4 addresses), a server-push stream through it across a SIGKILL of
-/// the master loses no line, the backup having installed the flow into its `CONNTRACK6`
-/// and `REVERSE6` before the kill.
-#[test]
-fn ipv6_vip_keeps_a_stream_across_a_sigkill() {
-    let tag = "sync6";
-    let dir = TempDir::new(tag);
-    let key = key_file(&dir);
+/// Two nodes serving only an IPv6 VIP (VRRP over IPv6, sync, when `key` is given, over
+/// the nodes' IPv4 addresses) in front of three IPv6 masters; lb1 master, a server-push
+/// stream through the VIP running. Returns the lab and the stream.
+fn v6_lab_with_stream(tag: &str, key: Option<&str>) -> (Lab, Stream) {
     let mut hosts = vec![("client".to_string(), CLIENT)];
     for i in 1..=2 {
         hosts.push((format!("lb{i}"), lb_ip(i)));
@@ -671,6 +666,7 @@ fn ipv6_vip_keeps_a_stream_across_a_sigkill() {
             .expect("v6 apiserver");
     }
     let vip = format!("[{VIP6}]:6443");
+    let backends: Vec<String> = masters.iter().map(|a| format!("[{a}]:6443")).collect();
     for (host, prio) in [("lb1", "150"), ("lb2", "100")] {
         let mut args = vec![
             "--interface",
@@ -685,31 +681,15 @@ fn ipv6_vip_keeps_a_stream_across_a_sigkill() {
             prio,
             "--health",
             "tcp",
-            "--sync-key-file",
-            &key,
         ];
-        let backends: Vec<String> = masters.iter().map(|a| format!("[{a}]:6443")).collect();
+        if let Some(k) = key {
+            args.extend(["--sync-key-file", k]);
+        }
         for b in &backends {
             args.extend(["--backend", b.as_str()]);
         }
         lab.start_xvip(host, &args).expect("start xvip");
     }
-    let state6 = |lab: &Lab, host: &str| {
-        let ns = lab.host(host).ns.name.clone();
-        in_netns(&ns, || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
-                .ok()?
-                .vrrp6
-                .map(|v| v.state)
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "down".into())
-    };
     wait_for(Duration::from_secs(10), "lb1 master (v6)", || {
         state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup"
     });
@@ -719,14 +699,42 @@ fn ipv6_vip_keeps_a_stream_across_a_sigkill() {
         Duration::from_secs(10),
     )
     .expect("through the v6 VIP");
-
-    let installed_before = sync_of(&lab, "lb2").map_or(0, |s| s.installed);
     let stream = Stream::start_url(&mut lab, "watch6", &format!("http://[{VIP6}]:6443/watch"));
     wait_for(Duration::from_secs(5), "v6 stream running", || {
         stream.count() >= 10
     });
+    (lab, stream)
+}
+
+/// The state of `host`'s IPv6 VRRP instance (`down` when xvip does not answer).
+fn state6(lab: &Lab, host: &str) -> String {
+    let ns = lab.host(host).ns.name.clone();
+    in_netns(&ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+            .ok()?
+            .vrrp6
+            .map(|v| v.state)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "down".into())
+}
+
+/// IPv6 flows are synced too: a server-push stream through an IPv6 VIP across a SIGKILL
+/// of the master loses no line, the backup having installed the flow into its
+/// `CONNTRACK6` and `REVERSE6` before the kill (the control below: without sync it stalls).
+#[test]
+fn ipv6_vip_keeps_a_stream_across_a_sigkill() {
+    let tag = "sync6";
+    let dir = TempDir::new(tag);
+    let key = key_file(&dir);
+    let (mut lab, stream) = v6_lab_with_stream(tag, Some(&key));
     // lb2 has a dump from lb1 and the stream's flow (an IPv6 record) installed.
-    wait_synced(&lab, &["lb2"], "lb1", installed_before + 1);
+    wait_synced(&lab, &["lb2"], "lb1", 1);
     let st = sync_of(&lab, "lb2").expect("lb2 status");
     assert!(
         !st.skipped.contains_key("unknown_vip") && !st.skipped.contains_key("unknown_backend"),
@@ -753,8 +761,28 @@ fn ipv6_vip_keeps_a_stream_across_a_sigkill() {
         "lb2 sync: installed {} skipped {:?} rejected {:?}",
         st.installed, st.skipped, st.rejected
     );
-    assert!(
-        st.rejected.get("malformed").copied().unwrap_or(0) == 0,
-        "{st:?}"
-    );
+    assert_eq!(st.rejected.get("malformed"), None, "{st:?}");
+}
+
+/// The control of the test above: the same IPv6 lab without sync, and the stream stops at
+/// the kill (the new master has no entry for the backend's packets).
+#[test]
+fn ipv6_without_sync_a_silent_stream_stalls_after_a_takeover() {
+    let (mut lab, stream) = v6_lab_with_stream("nosync6", None);
+    let kill = Instant::now();
+    lab.kill("xvip-lb1").expect("kill lb1");
+    wait_for(Duration::from_secs(3), "lb2 master (v6)", || {
+        state6(&lab, "lb2") == "master"
+    });
+    thread::sleep(Duration::from_secs(3));
+    let after = stream
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > kill + Duration::from_millis(200))
+        .count();
+    println!("IPv6 without sync: {after} lines in the 3 s after the takeover");
+    assert!(after < 5, "the stream should have stalled: {after} lines");
+    lab.stop("watch6");
 }
