@@ -7,7 +7,8 @@
 //!
 //! Both families share the ring: an IPv4 flow's record is a `SyncEvent` (72 bytes), an
 //! IPv6 flow's a `SyncEvent6` (120 bytes), tagged by `family`. Each is written straight
-//! into its reservation, never built on the stack (IPv6's path has almost none left).
+//! into its reservation. IPv4's hooks are inlined into `process4`; IPv6's are BPF functions
+//! of their own that use no stack (`emit6`, `emit6_closing_reply`: `process6` has none left).
 
 use aya_ebpf::{
     macros::map,
@@ -63,10 +64,10 @@ fn emit<A: Addr>(kind: u32, family: u32, key: &FlowKey<A>, entry: Option<&CtEntr
         (*p).kind = kind;
         (*p).family = family;
         (*p).key = *key;
-        match entry {
-            Some(e) => (*p).entry = *e,
-            None => core::ptr::write_bytes(&raw mut (*p).entry, 0, 1),
-        }
+        (*p).entry = match entry {
+            Some(e) => *e,
+            None => CtEntry::default(),
+        };
     }
     slot.submit(BPF_RB_NO_WAKEUP);
     count(SYNC_COUNT_EMITTED);
