@@ -500,3 +500,66 @@ fn an_interface_named_with_a_dot_like_a_vlan_is_pinned_and_adopted_across_a_rest
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
 }
+
+/// `(id, max_entries)` of the map pinned at `path`.
+fn pinned_map(path: &Path) -> (u32, u32) {
+    let info =
+        aya::maps::MapInfo::from_pin(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (info.id(), info.max_entries())
+}
+
+#[test]
+fn the_first_ipv6_vip_grows_the_idle_ipv6_flow_maps_and_keeps_the_ipv4_flows() {
+    let mut own = OwnPins::default();
+    let mut lab = lab("v6grow", &mut own, &[("lb", Ipv4Addr::new(192, 0, 2, 2))]);
+    let pins = pins_of(own.0[0]);
+    start(&mut lab, "lb", &args(&["192.0.2.100"]), None);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+    // IPv4 only: the IPv6 flow maps are small (LRU maps are preallocated).
+    let (ct4, ct4_size) = pinned_map(&pins.join("CONNTRACK"));
+    assert_eq!(ct4_size, lb_common::DEFAULT_CONNTRACK_SIZE);
+    for m in ["CONNTRACK6", "REVERSE6", "UNCONFIRMED6", "UNCONFIRMED_REV6"] {
+        assert_eq!(
+            pinned_map(&pins.join(m)).1,
+            xvip::dataplane::IDLE_V6_FLOWS,
+            "{m}"
+        );
+    }
+    lab.kill("xvip-lb").unwrap();
+
+    // Restarted with an IPv6 VIP as well: the IPv6 flow maps get their full size, and the
+    // IPv4 state (the same CONNTRACK map) is adopted, not rebuilt.
+    let files = TempDir::new("pins-v6grow");
+    let log = files.path("lb.log");
+    let mut a = args(&["192.0.2.100"]);
+    a.extend([
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--backend",
+        "[2001:db8::11]:6443",
+    ]);
+    start(&mut lab, "lb", &a, Some(&log));
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    // The pinned program serves while the new xvip starts: wait for its attach.
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("attached to"))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("adopted the pinned state"), "{text}");
+    assert_eq!(pinned_map(&pins.join("CONNTRACK")).0, ct4, "{text}");
+    assert_eq!(
+        pinned_map(&pins.join("CONNTRACK6")).1,
+        lb_common::DEFAULT_CONNTRACK_SIZE
+    );
+    assert_eq!(
+        pinned_map(&pins.join("UNCONFIRMED6")).1,
+        lb_common::UNCONFIRMED_SIZE
+    );
+}

@@ -1,5 +1,8 @@
 //! Configuration: the `xvip run` flags, their environment variables and the optional TOML
-//! file, merged in that order of precedence and validated into [`Settings`].
+//! file, merged in that order of precedence and validated into [`Settings`]. `vrrp`: the
+//! VRRP section's settings and checks.
+
+pub mod vrrp;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
@@ -221,7 +224,7 @@ pub struct RunArgs {
     /// VRRPv2 PASS password, as keepalived's auth_pass (first 8 bytes count). Prefer the
     /// environment or the config file: a flag shows in `ps`.
     #[arg(long, env = "XVIP_VRRP_AUTH_PASS", hide_env_values = true)]
-    pub vrrp_auth_pass: Option<crate::vrrp::Secret>,
+    pub vrrp_auth_pass: Option<vrrp::Secret>,
     /// Follow the `kubernetes` EndpointSlices with this kubeconfig and add/remove masters
     /// (the --backend list stays the fallback while the API is unreachable).
     #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]
@@ -275,7 +278,7 @@ struct FileConfig {
     vrrp_health_penalty: Option<u32>,
     vrrp_version: Option<u32>,
     vrrp_auth_type: Option<String>,
-    vrrp_auth_pass: Option<crate::vrrp::Secret>,
+    vrrp_auth_pass: Option<vrrp::Secret>,
     discover_from_kubeconfig: Option<PathBuf>,
     sync_key_file: Option<PathBuf>,
     announce: Option<Announce>,
@@ -373,7 +376,7 @@ pub struct Settings {
     /// Balance this node's own connect()s to the VIPs with the cgroup hook.
     pub local_connect: bool,
     /// VIP failover, when `--vrrp-vrid` is given.
-    pub vrrp: Option<crate::vrrp::VrrpSettings>,
+    pub vrrp: Option<vrrp::VrrpSettings>,
     /// Kubeconfig to discover masters with (`--discover-from-kubeconfig`).
     pub discover_from_kubeconfig: Option<PathBuf>,
     /// Conntrack sync with the VRRP peers (`--sync-key-file`).
@@ -451,7 +454,7 @@ impl RunArgs {
     fn sync_section(
         &self,
         file: &FileConfig,
-        vrrp: Option<&crate::vrrp::VrrpSettings>,
+        vrrp: Option<&vrrp::VrrpSettings>,
     ) -> Result<Option<crate::sync::SyncSettings>, ConfigError> {
         let Some(path) = self.sync_key_file.clone().or(file.sync_key_file.clone()) else {
             return Ok(None);
@@ -833,8 +836,8 @@ impl RunArgs {
         mode: Mode,
         snat_ip: Ipv4Addr,
         vips: &[VipSpec],
-    ) -> Result<(Option<crate::vrrp::VrrpSettings>, Announce, u32), ConfigError> {
-        let vrrp = crate::vrrp::VrrpSettings::resolve(crate::vrrp::VrrpInput {
+    ) -> Result<(Option<vrrp::VrrpSettings>, Announce, u32), ConfigError> {
+        let vrrp = vrrp::VrrpSettings::resolve(vrrp::VrrpInput {
             vrid: self.vrrp_vrid.or(file.vrrp_vrid),
             priority: self.vrrp_priority.or(file.vrrp_priority),
             advert_int: self
@@ -1047,7 +1050,7 @@ pub fn parse_backend_addr(s: &str) -> Result<(SocketAddr, u32), ConfigError> {
 /// peers must include one of each family that has VIPs; routed mode announces IPv4 /32
 /// routes only.
 fn check_family_rules(
-    vrrp: Option<&crate::vrrp::VrrpSettings>,
+    vrrp: Option<&vrrp::VrrpSettings>,
     announce: Announce,
     vips: &[VipSpec],
     vips6: &[VipSpec6],
@@ -1066,7 +1069,7 @@ fn check_family_rules(
     let Some(v) = vrrp else {
         return Ok(());
     };
-    if v.version == crate::vrrp::Version::V2 {
+    if v.version == vrrp::Version::V2 {
         return Err(ConfigError::invalid(
             "--vrrp-version",
             2,

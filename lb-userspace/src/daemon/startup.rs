@@ -180,6 +180,7 @@ fn load(
     let mut dataplane = Dataplane::load_pinned(
         super::OBJECT,
         settings.conntrack_size,
+        !settings.vips6.is_empty(),
         Some((&pins, &iface.name)),
     )?;
     if dataplane.adopted() {

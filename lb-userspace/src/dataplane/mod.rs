@@ -426,6 +426,51 @@ fn is_bpffs(path: &Path) -> bool {
     crate::sys::fs_magic(path) == Some(BPF_FS_MAGIC)
 }
 
+/// Entries of each IPv6 flow map while no IPv6 VIP is configured.
+pub const IDLE_V6_FLOWS: u32 = 1024;
+
+/// The IPv6 flow maps and their sizes: as IPv4's with IPv6 VIPs, else [`IDLE_V6_FLOWS`].
+fn v6_flow_sizes(conntrack_size: u32, ipv6: bool) -> [(&'static str, u32); 4] {
+    let (confirmed, unconfirmed) = if ipv6 {
+        (conntrack_size, lb_common::UNCONFIRMED_SIZE)
+    } else {
+        (IDLE_V6_FLOWS, IDLE_V6_FLOWS)
+    };
+    [
+        (map_names::CONNTRACK6, confirmed),
+        (map_names::REVERSE6, confirmed),
+        (map_names::UNCONFIRMED6, unconfirmed),
+        (map_names::UNCONFIRMED_REV6, unconfirmed),
+    ]
+}
+
+/// Unpins an IPv6 flow map pinned at another size when one of the two sizes is the idle
+/// one (the first IPv6 VIP added, or the last removed): the pinned map holds no flow of a
+/// configured IPv6 VIP, and adopting it would fail on its size. Any other size difference
+/// is left to the loader, which refuses it like IPv4's.
+fn resize_idle_v6_pins(dir: &Path, sizes: &[(&'static str, u32)]) {
+    for (name, want) in sizes {
+        let path = dir.join(name);
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        let have = info.max_entries();
+        if have != *want && (have == IDLE_V6_FLOWS || *want == IDLE_V6_FLOWS) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!(
+                    "{name}: {have} -> {want} entries (IPv6 VIPs {}); the pinned map is replaced",
+                    if *want == IDLE_V6_FLOWS {
+                        "removed"
+                    } else {
+                        "added"
+                    }
+                ),
+                Err(e) => log::warn!("{name}: cannot unpin {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
 /// Makes `dir` exist on a bpffs, mounting bpffs on `/sys/fs/bpf` first if it is missing
 /// (it is not mounted at boot on some systems).
 ///
@@ -493,7 +538,7 @@ impl Dataplane {
     /// # Errors
     /// [`DataplaneError`] when the object cannot be loaded or lacks a map.
     pub fn load(object: &[u8], conntrack_size: u32) -> Result<Self, DataplaneError> {
-        Self::load_pinned(object, conntrack_size, None)
+        Self::load_pinned(object, conntrack_size, true, None)
     }
 
     /// Like [`Dataplane::load`], with every map pinned in `pins` (a per-interface bpffs
@@ -502,25 +547,35 @@ impl Dataplane {
     ///
     /// # Errors
     /// [`DataplaneError::PinnedMismatch`] for an incompatible pinned map, or a load error.
+    ///
+    /// `ipv6`: whether IPv6 VIPs are configured. Without them the IPv6 flow maps get only
+    /// [`IDLE_V6_FLOWS`] entries each (LRU maps are preallocated: at the default
+    /// `--conntrack-size` the full IPv6 maps cost ~100 MB that a v4-only node would never
+    /// use). A pinned IPv6 flow map of the other size is replaced: it holds no flow of a
+    /// configured IPv6 VIP (either there were none, or there are none now).
     pub fn load_pinned(
         object: &[u8],
         conntrack_size: u32,
+        ipv6: bool,
         pins: Option<(&Path, &str)>,
     ) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
         let mut loader = EbpfLoader::new();
-        // IPv6's confirmed flows get the same room as IPv4's.
+        // With IPv6 VIPs, IPv6's confirmed flows get the same room as IPv4's.
+        let v6_sizes = v6_flow_sizes(conntrack_size, ipv6);
         loader
             .map_max_entries(map_names::CONNTRACK, conntrack_size)
-            .map_max_entries(map_names::REVERSE, conntrack_size)
-            .map_max_entries(map_names::CONNTRACK6, conntrack_size)
-            .map_max_entries(map_names::REVERSE6, conntrack_size);
+            .map_max_entries(map_names::REVERSE, conntrack_size);
+        for (name, size) in v6_sizes {
+            loader.map_max_entries(name, size);
+        }
         let mut adopted = false;
         let paths: Vec<(&str, PathBuf)> = match pins {
             Some((dir, _)) => {
                 prepare_pin_dir(dir)?;
+                resize_idle_v6_pins(dir, &v6_sizes);
                 PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect()
             }
             None => Vec::new(),

@@ -24,277 +24,22 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::config::vrrp::{
+    DEFAULT_ADVERT_INTERVAL, DEFAULT_HEALTH_PENALTY, DEFAULT_PRIORITY, DEFAULT_V2_ADVERT_INTERVAL,
+    Secret, VrrpInput, VrrpSettings,
+};
 use crate::{
     arp::Interface,
-    config::ConfigError,
     status::{VrrpConflict, VrrpStatus},
 };
 pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
 pub use packet::{Advert, Auth, DropReason, Version};
 pub use socket::{SocketError, VrrpSocket};
 
-/// Default advertisement interval (RFC 5798 says 1 s; sub-second takeover needs less).
-pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_millis(100);
-/// Default advertisement interval of VRRPv2 (whole seconds; keepalived's default too).
-pub const DEFAULT_V2_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A secret setting (the VRRP password): parsed from flags, environment or file like any
-/// string, but `Debug` never shows it.
-#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.into()))
-    }
-}
-/// Default priority.
-pub const DEFAULT_PRIORITY: u8 = 100;
-/// Default priority taken off while no backend can be served.
-pub const DEFAULT_HEALTH_PENALTY: u8 = 50;
 /// Gratuitous ARP rounds sent on becoming master ...
 pub const GARP_BURST: u32 = 3;
 /// ... this far apart.
 pub const GARP_BURST_SPACING: Duration = Duration::from_millis(100);
-
-/// Validated VRRP settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VrrpSettings {
-    /// Virtual router ID, 1-255.
-    pub vrid: u8,
-    /// Priority, 1-254.
-    pub priority: u8,
-    /// Advertisement interval, a multiple of 10 ms up to 40.95 s.
-    pub advert_interval: Duration,
-    /// Whether a higher-priority backup takes over from a live master.
-    pub preempt: bool,
-    /// Unicast peers (of either family; each task uses those of its own); empty means
-    /// multicast to 224.0.0.18 / ff02::12.
-    pub peers: Vec<IpAddr>,
-    /// Priority taken off (down to 1) while this node has no backend to serve.
-    pub health_penalty: u8,
-    /// VRRP version spoken (v3 by default).
-    pub version: Version,
-    /// v2 authentication ([`Auth::NONE`] or PASS); its `Debug` hides the password.
-    pub auth: Auth,
-}
-
-/// The VRRP settings as given (flags, environment or file), before validation.
-#[derive(Clone, Debug, Default)]
-pub struct VrrpInput {
-    pub vrid: Option<u32>,
-    pub priority: Option<u32>,
-    pub advert_int: Option<String>,
-    pub preempt: Option<bool>,
-    pub peers: Vec<String>,
-    pub health_penalty: Option<u32>,
-    pub version: Option<u32>,
-    pub auth_type: Option<String>,
-    pub auth_pass: Option<Secret>,
-}
-
-/// What an error shows instead of the password.
-const HIDDEN: &str = "(not shown)";
-
-fn invalid(field: &'static str, value: impl ToString, reason: impl ToString) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-impl VrrpSettings {
-    /// Validates the VRRP settings; `None` when `--vrrp-vrid` is not given (no failover).
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the flag and the value.
-    pub fn resolve(i: VrrpInput) -> Result<Option<Self>, ConfigError> {
-        let Some(vrid) = i.vrid else {
-            let stray = [
-                ("--vrrp-priority", i.priority.map(|p| p.to_string())),
-                ("--vrrp-advert-int", i.advert_int.clone()),
-                ("--vrrp-preempt", i.preempt.map(|p| p.to_string())),
-                ("--vrrp-peer", i.peers.first().cloned()),
-                (
-                    "--vrrp-health-penalty",
-                    i.health_penalty.map(|p| p.to_string()),
-                ),
-                ("--vrrp-version", i.version.map(|v| v.to_string())),
-                ("--vrrp-auth-type", i.auth_type.clone()),
-                (
-                    "--vrrp-auth-pass",
-                    i.auth_pass.as_ref().map(|_| HIDDEN.into()),
-                ),
-            ];
-            if let Some((field, Some(v))) = stray.into_iter().find(|(_, v)| v.is_some()) {
-                return Err(invalid(field, v, "needs --vrrp-vrid"));
-            }
-            return Ok(None);
-        };
-        let vrid = u8::try_from(vrid)
-            .ok()
-            .filter(|v| *v >= 1)
-            .ok_or_else(|| invalid("--vrrp-vrid", vrid, "must be in 1-255"))?;
-        let priority = match i.priority {
-            Some(p) => u8::try_from(p)
-                .ok()
-                .filter(|p| (1..=254).contains(p))
-                .ok_or_else(|| {
-                    invalid(
-                        "--vrrp-priority",
-                        p,
-                        "must be in 1-254 (255, the address owner, is not used)",
-                    )
-                })?,
-            None => DEFAULT_PRIORITY,
-        };
-        let version = match i.version {
-            None | Some(3) => Version::V3,
-            Some(2) => Version::V2,
-            Some(v) => return Err(invalid("--vrrp-version", v, "must be 2 or 3")),
-        };
-        let advert_interval = match &i.advert_int {
-            Some(s) if version == Version::V2 => {
-                let d = crate::config::parse_duration("--vrrp-advert-int", s)?;
-                if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) {
-                    return Err(invalid(
-                        "--vrrp-advert-int",
-                        s,
-                        "VRRPv2 advertises whole seconds, 1s to 255s",
-                    ));
-                }
-                d
-            }
-            None if version == Version::V2 => DEFAULT_V2_ADVERT_INTERVAL,
-            Some(s) => {
-                let d = crate::config::parse_duration("--vrrp-advert-int", s)?;
-                let ms = d.as_secs_f64() * 1e3;
-                let cs = (ms / 10.0).round();
-                if (ms - cs * 10.0).abs() > 1e-6 {
-                    return Err(invalid(
-                        "--vrrp-advert-int",
-                        s,
-                        "must be a multiple of 10ms",
-                    ));
-                }
-                if !(1.0..=f64::from(packet::MAX_ADVER_INT_CS)).contains(&cs) {
-                    return Err(invalid(
-                        "--vrrp-advert-int",
-                        s,
-                        "must be between 10ms and 40.95s",
-                    ));
-                }
-                Duration::from_millis(cs as u64 * 10)
-            }
-            None => DEFAULT_ADVERT_INTERVAL,
-        };
-        let mut peers = Vec::new();
-        for p in &i.peers {
-            let ip: IpAddr = p
-                .parse()
-                .map_err(|_| invalid("--vrrp-peer", p, "not an IPv4 or IPv6 address"))?;
-            let broadcast = matches!(ip, IpAddr::V4(a) if a.is_broadcast());
-            if ip.is_unspecified() || broadcast || ip.is_multicast() {
-                return Err(invalid("--vrrp-peer", p, "not a unicast address"));
-            }
-            if peers.contains(&ip) {
-                return Err(invalid("--vrrp-peer", p, "given twice"));
-            }
-            peers.push(ip);
-        }
-        let health_penalty = match i.health_penalty {
-            Some(n) => u8::try_from(n)
-                .ok()
-                .filter(|n| *n <= 253)
-                .ok_or_else(|| invalid("--vrrp-health-penalty", n, "must be in 0-253"))?,
-            None => DEFAULT_HEALTH_PENALTY,
-        };
-        let auth_type = i.auth_type.as_deref().map(str::to_ascii_lowercase);
-        let auth = match (auth_type.as_deref(), &i.auth_pass) {
-            (Some("ah"), _) => {
-                return Err(invalid(
-                    "--vrrp-auth-type",
-                    "ah",
-                    "IPsec AH authentication is not supported (PASS is, with --vrrp-version 2)",
-                ));
-            }
-            (Some(t), _) if !["none", "pass"].contains(&t) => {
-                return Err(invalid("--vrrp-auth-type", t, "must be none or pass"));
-            }
-            (Some("none") | None, None) => Auth::NONE,
-            (Some("none"), Some(_)) => {
-                return Err(invalid(
-                    "--vrrp-auth-type",
-                    "none",
-                    "contradicts --vrrp-auth-pass",
-                ));
-            }
-            (_, None) => {
-                return Err(invalid(
-                    "--vrrp-auth-type",
-                    "pass",
-                    "needs --vrrp-auth-pass",
-                ));
-            }
-            (_, Some(pw)) => {
-                if version != Version::V2 {
-                    // (VRRPv2, and so PASS, is IPv4 only: the family is checked with the VIPs.)
-                    return Err(invalid(
-                        "--vrrp-auth-pass",
-                        HIDDEN,
-                        "PASS authentication exists only in VRRPv2: add --vrrp-version 2",
-                    ));
-                }
-                if pw.0.is_empty() {
-                    return Err(invalid("--vrrp-auth-pass", "", "must not be empty"));
-                }
-                if pw.0.len() > packet::AUTH_LEN {
-                    log::warn!(
-                        "--vrrp-auth-pass is longer than {} bytes: only the first {} count, as in keepalived",
-                        packet::AUTH_LEN,
-                        packet::AUTH_LEN
-                    );
-                }
-                Auth::pass(pw.0.as_bytes())
-            }
-        };
-        Ok(Some(Self {
-            vrid,
-            priority,
-            advert_interval,
-            preempt: i.preempt.unwrap_or(true),
-            peers,
-            health_penalty,
-            version,
-            auth,
-        }))
-    }
-
-    /// The priority to advertise: configured, or lowered by the penalty (to at least 1)
-    /// while `can_serve` is false.
-    pub fn effective_priority(&self, can_serve: bool) -> u8 {
-        if can_serve {
-            self.priority
-        } else {
-            self.priority.saturating_sub(self.health_penalty).max(1)
-        }
-    }
-
-    /// How long a resigning master keeps forwarding after its priority 0 advertisement:
-    /// long enough for a backup to wait Skew_Time and send its gratuitous ARP.
-    pub fn handover_grace(&self) -> Duration {
-        (self.advert_interval * 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
-    }
-}
 
 /// RFC 5798 / RFC 3768 section 7.1 for a router with `settings` at address `own`, plus the
 /// peer list and the mismatch guard's checks (the address list is the caller's business).
@@ -821,6 +566,7 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ConfigError, vrrp::HIDDEN};
 
     fn input() -> VrrpInput {
         VrrpInput {
