@@ -243,19 +243,30 @@ pub const SYNC_COUNT_RING_FULL: u32 = 1;
 /// Entries of `SYNC_COUNTS`.
 pub const SYNC_COUNTS_LEN: u32 = 2;
 
+/// `SyncEvent::family`: an IPv4 flow (`SyncEvent<u32>`, 72 bytes).
+pub const SYNC_FAMILY_V4: u32 = 4;
+/// `SyncEvent::family`: an IPv6 flow (`SyncEvent<Ip6>`, 120 bytes).
+pub const SYNC_FAMILY_V6: u32 = 6;
+
 /// One `SYNC_EVENTS` ring-buffer record: a confirmed flow's creation or end, as the data
-/// path saw it (the daemon sends it to the other nodes of the VRRP group).
+/// path saw it (the daemon sends it to the other nodes of the VRRP group). Both families
+/// share the ring; the first 8 bytes (`kind`, `family`) say which record follows, so the
+/// IPv4 one stays the 72 bytes it was.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct SyncEvent {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
+pub struct SyncEvent<A = u32> {
     /// `SYNC_CONFIRMED`, `SYNC_CLOSING` or `SYNC_REMOVED`.
     pub kind: u32,
-    pub _pad: u32,
+    /// `SYNC_FAMILY_V4` or `SYNC_FAMILY_V6`.
+    pub family: u32,
     /// The flow's client-side key.
-    pub key: FlowKey,
+    pub key: FlowKey<A>,
     /// Its forward entry (`SYNC_CONFIRMED`; zero otherwise).
-    pub entry: CtEntry,
+    pub entry: CtEntry<A>,
 }
+
+/// `SYNC_EVENTS` record of an IPv6 flow.
+pub type SyncEvent6 = SyncEvent<Ip6>;
 
 /// A flow as seen in one direction: the conntrack and reverse maps' key (16 bytes for
 /// IPv4, 40 for IPv6).
@@ -422,6 +433,8 @@ pod_by_size! {
     CtEntry<Ip6> = 8 + 4 + 2 * 16 + 2 + 2 + 1 + 1 + 6 + 4 * 4;
     RevEntry<u32> = 8 + 2 * 4 + 2 + 2 + 4 + 6 + 1 + 1 + 4 * 4;
     RevEntry<Ip6> = 8 + 2 * 16 + 2 + 2 + 4 + 6 + 1 + 1 + 4 * 4;
+    SyncEvent<u32> = 4 + 4 + 16 + 48;
+    SyncEvent<Ip6> = 4 + 4 + 40 + 72;
 }
 
 /// The IPv6 instantiations, by the names the maps use.
@@ -444,7 +457,6 @@ mod user {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Ifaces {}
     unsafe impl aya::Pod for Counters {}
-    unsafe impl aya::Pod for SyncEvent {}
 }
 
 #[cfg(test)]
@@ -485,6 +497,8 @@ mod tests {
     #[test]
     fn the_sync_event_has_the_size_the_daemon_reads() {
         assert_eq!(size_of::<SyncEvent>(), 72);
+        assert_eq!(size_of::<SyncEvent6>(), 120);
+        assert_eq!(core::mem::offset_of!(SyncEvent6, family), 4);
     }
 
     #[test]

@@ -809,7 +809,7 @@ pub fn reply_touch<A: Family>(
     {
         // SAFETY: fields of the live value.
         if unsafe { (*e).state } != ct_state::TCP_CLOSING {
-            A::sync_closing(&client_key(&r, proto));
+            A::sync_closing_reply(&r, proto);
         }
         // SAFETY: fields of the live value.
         unsafe {

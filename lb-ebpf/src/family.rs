@@ -57,11 +57,13 @@ pub trait Family: Addr {
     /// A transport checksum after the header's addresses (pseudo-header) change to
     /// `new[0]`, `new[1]` (read before the header is rewritten).
     fn addrs_csum(h: &Headers<Self>, new: *const [Self; 2], check: u16) -> u16;
-    /// Conntrack sync of the family's confirmed flows (`sync.rs`): IPv4's are written to
-    /// `SYNC_EVENTS`; IPv6's are not synced yet (`SyncEvent` carries IPv4 keys).
+    /// Conntrack sync of the family's confirmed flows (`sync.rs`): written to
+    /// `SYNC_EVENTS` as `SyncEvent` (IPv4) or `SyncEvent6` (IPv6).
     fn sync_confirmed(key: &FlowKey<Self>, entry: &CtEntry<Self>);
     fn sync_closing(key: &FlowKey<Self>);
     fn sync_removed(key: &FlowKey<Self>);
+    /// `sync_closing` of the flow whose reply (reverse entry `r`) carried the FIN or RST.
+    fn sync_closing_reply(r: &RevEntry<Self>, proto: u8);
     /// Puts `src` and `dst` into the IP header and decrements the TTL (hop limit), keeping
     /// the header checksum (IPv4) right.
     fn rewrite_ip(h: &Headers<Self>, src: Self, dst: Self);
@@ -74,15 +76,19 @@ impl Family for u32 {
     type Addrs = [u32; 2];
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<u32>, entry: &CtEntry<u32>) {
-        crate::sync::emit_confirmed(key, entry);
+        crate::sync::emit_confirmed(lb_common::SYNC_FAMILY_V4, key, entry);
     }
     #[inline(always)]
     fn sync_closing(key: &FlowKey<u32>) {
-        crate::sync::emit_closing(key);
+        crate::sync::emit_closing(lb_common::SYNC_FAMILY_V4, key);
     }
     #[inline(always)]
     fn sync_removed(key: &FlowKey<u32>) {
-        crate::sync::emit_removed(key);
+        crate::sync::emit_removed(lb_common::SYNC_FAMILY_V4, key);
+    }
+    #[inline(always)]
+    fn sync_closing_reply(r: &RevEntry<u32>, proto: u8) {
+        Self::sync_closing(&crate::conntrack::client_key(r, proto));
     }
     #[inline(always)]
     fn addrs_csum(h: &Headers<Self>, new: *const [u32; 2], check: u16) -> u16 {
@@ -194,11 +200,23 @@ impl Family for Ip6 {
     type IpHdr = Ipv6Hdr;
     type Addrs = ();
     #[inline(always)]
-    fn sync_confirmed(_key: &FlowKey<Ip6>, _entry: &CtEntry<Ip6>) {}
+    fn sync_confirmed(key: &FlowKey<Ip6>, entry: &CtEntry<Ip6>) {
+        crate::sync::emit6(lb_common::SYNC_CONFIRMED, key, entry);
+    }
     #[inline(always)]
-    fn sync_closing(_key: &FlowKey<Ip6>) {}
+    fn sync_closing(key: &FlowKey<Ip6>) {
+        crate::sync::emit6(lb_common::SYNC_CLOSING, key, core::ptr::null());
+    }
     #[inline(always)]
-    fn sync_removed(_key: &FlowKey<Ip6>) {}
+    fn sync_removed(key: &FlowKey<Ip6>) {
+        crate::sync::emit6(lb_common::SYNC_REMOVED, key, core::ptr::null());
+    }
+    /// The key is written from `r` straight into the record: a 40-byte key built on
+    /// `process6`'s stack does not fit it.
+    #[inline(always)]
+    fn sync_closing_reply(r: &RevEntry<Ip6>, proto: u8) {
+        crate::sync::emit6_closing_reply(r, proto);
+    }
     /// The kernel's `bpf_csum_diff` over the 32 bytes of addresses in the frame and the 32
     /// new ones in memory: no address word is held in a register.
     #[inline(always)]

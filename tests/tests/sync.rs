@@ -3,7 +3,8 @@
 //! request, like a Kubernetes watch) across a SIGKILL of the master loses no line; 1,000
 //! idle keep-alive connections opened before the takeover all answer a request after it,
 //! and after a preempt back to the first node. Forged and replayed sync messages change no
-//! map and are counted. The API servers speak plain HTTP (`--plain`, health checks over
+//! map and are counted. The same across a SIGKILL with an IPv6 VIP (IPv6 flows synced).
+//! The API servers speak plain HTTP (`--plain`, health checks over
 //! TCP) so the test can hold a thousand connections with std sockets.
 
 use std::{
@@ -116,15 +117,14 @@ struct Stream {
 
 impl Stream {
     fn start(lab: &mut Lab, name: &str) -> Self {
+        Self::start_url(lab, name, &format!("http://{VIP}:6443/watch"))
+    }
+
+    fn start_url(lab: &mut Lab, name: &str, url: &str) -> Self {
         let mut cmd = lab.host("client").ns.cmd("curl");
-        cmd.args([
-            "-sN",
-            "--max-time",
-            "120",
-            &format!("http://{VIP}:6443/watch"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        cmd.args(["-sN", "-g", "--max-time", "120", url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         let p = lab.spawn(name, cmd).expect("curl");
         let out = p.child.stdout.take().expect("stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -496,7 +496,7 @@ fn forged_and_replayed_sync_messages_change_no_map() {
         nonce: 0,
         part: 0,
     };
-    let wrong = wire::encode(&SyncKey::new(&[0x55; 32]), &h, &[forged]);
+    let wrong = wire::encode(&SyncKey::new(&[0x55; 32]), &h, &[forged.into()]);
     send_udp(&lab, lb_ip(1), lb_ip(2), wrong);
     // 3. The captured message with a bit flipped in a record (tag no longer matches).
     let mut flipped = cap.clone();
@@ -612,4 +612,177 @@ fn unicast_peers_sync_and_others_are_not_heard() {
     lab.kill("xvip-lb1").expect("kill lb1");
     let pause = stream.finish(&mut lab, kill, "unicast peers, SIGKILL of lb1");
     assert!(pause < TAKEOVER_BOUND, "stream paused {pause:?}");
+}
+
+/// The IPv6 VIP of `ipv6_vip_keeps_a_stream_across_a_sigkill`.
+const VIP6: &str = "2001:db8::100";
+
+/// A lab host's IPv6 address (192.0.2.11 -> 2001:db8::11), as tests/ipv6.rs gives them.
+fn v6_of(ip: Ipv4Addr) -> String {
+    format!("2001:db8::{}", ip.octets()[3])
+}
+
+/// Two nodes serving only an IPv6 VIP (VRRP over IPv6, sync, when `key` is given, over
+/// the nodes' IPv4 addresses) in front of three IPv6 masters; lb1 master, a server-push
+/// stream through the VIP running. Returns the lab and the stream.
+fn v6_lab_with_stream(tag: &str, key: Option<&str>) -> (Lab, Stream) {
+    let mut hosts = vec![("client".to_string(), CLIENT)];
+    for i in 1..=2 {
+        hosts.push((format!("lb{i}"), lb_ip(i)));
+    }
+    for i in 1..=3u8 {
+        hosts.push((format!("m{i}"), Ipv4Addr::new(192, 0, 2, 10 + i)));
+    }
+    let refs: Vec<(&str, Ipv4Addr)> = hosts.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    let mut lab = Lab::new(tag, &refs).expect("lab");
+    // IPv6 addresses without DAD (tentative ones cannot be bound).
+    for h in &lab.hosts {
+        h.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", v6_of(h.ip)),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("ip -6 addr add");
+    }
+    for h in &lab.hosts {
+        wait_for(Duration::from_secs(5), "no tentative address", || {
+            h.ns.ip(&["-6", "addr", "show", "dev", "eth0", "tentative"])
+                .is_ok_and(|o| o.trim().is_empty())
+        });
+    }
+    let masters: Vec<String> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| v6_of(lab.host(m).ip))
+        .collect();
+    for (m, addr) in ["m1", "m2", "m3"].iter().zip(&masters) {
+        let listen = format!("[{addr}]:6443");
+        let mut cmd = lab.host(m).ns.cmd(apiserver_bin());
+        cmd.args(["--listen", &listen, "--name", m, "--plain"]);
+        lab.spawn_apiserver(&format!("apiserver6-{m}"), cmd)
+            .expect("v6 apiserver");
+    }
+    let vip = format!("[{VIP6}]:6443");
+    let backends: Vec<String> = masters.iter().map(|a| format!("[{a}]:6443")).collect();
+    for (host, prio) in [("lb1", "150"), ("lb2", "100")] {
+        let mut args = vec![
+            "--interface",
+            "eth0",
+            "--vip",
+            &vip,
+            "--metrics-addr",
+            METRICS,
+            "--vrrp-vrid",
+            "51",
+            "--vrrp-priority",
+            prio,
+            "--health",
+            "tcp",
+        ];
+        if let Some(k) = key {
+            args.extend(["--sync-key-file", k]);
+        }
+        for b in &backends {
+            args.extend(["--backend", b.as_str()]);
+        }
+        lab.start_xvip(host, &args).expect("start xvip");
+    }
+    wait_for(Duration::from_secs(10), "lb1 master (v6)", || {
+        state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup"
+    });
+    lab.curl_until_ok(
+        "client",
+        &format!("http://[{VIP6}]:6443/whoami"),
+        Duration::from_secs(10),
+    )
+    .expect("through the v6 VIP");
+    let stream = Stream::start_url(&mut lab, "watch6", &format!("http://[{VIP6}]:6443/watch"));
+    wait_for(Duration::from_secs(5), "v6 stream running", || {
+        stream.count() >= 10
+    });
+    (lab, stream)
+}
+
+/// The state of `host`'s IPv6 VRRP instance (`down` when xvip does not answer).
+fn state6(lab: &Lab, host: &str) -> String {
+    let ns = lab.host(host).ns.name.clone();
+    in_netns(&ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+            .ok()?
+            .vrrp6
+            .map(|v| v.state)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "down".into())
+}
+
+/// IPv6 flows are synced too: a server-push stream through an IPv6 VIP across a SIGKILL
+/// of the master loses no line, the backup having installed the flow into its
+/// `CONNTRACK6` and `REVERSE6` before the kill (the control below: without sync it stalls).
+#[test]
+fn ipv6_vip_keeps_a_stream_across_a_sigkill() {
+    let tag = "sync6";
+    let dir = TempDir::new(tag);
+    let key = key_file(&dir);
+    let (mut lab, stream) = v6_lab_with_stream(tag, Some(&key));
+    // lb2 has a dump from lb1 and the stream's flow (an IPv6 record) installed.
+    wait_synced(&lab, &["lb2"], "lb1", 1);
+    let st = sync_of(&lab, "lb2").expect("lb2 status");
+    assert!(
+        !st.skipped.contains_key("unknown_vip") && !st.skipped.contains_key("unknown_backend"),
+        "lb2 knows the v6 VIP and backends: {:?}",
+        st.skipped
+    );
+
+    let i = lab.proc_index("xvip-lb1").expect("xvip-lb1");
+    let kill = Instant::now();
+    lab.procs[i].signal(libc::SIGKILL);
+    let seen = wait_for(Duration::from_secs(3), "lb2 master (v6)", || {
+        state6(&lab, "lb2") == "master"
+    });
+    lab.kill("xvip-lb1").ok();
+    let pause = stream.finish(&mut lab, kill, "IPv6 VIP, SIGKILL of lb1");
+    println!(
+        "IPv6 VIP: lb2 master {} ms after the kill; stream pause {} ms",
+        seen.as_millis(),
+        pause.as_millis()
+    );
+    assert!(pause < TAKEOVER_BOUND, "stream paused {pause:?}");
+    let st = sync_of(&lab, "lb2").expect("lb2 status");
+    println!(
+        "lb2 sync: installed {} skipped {:?} rejected {:?}",
+        st.installed, st.skipped, st.rejected
+    );
+    assert_eq!(st.rejected.get("malformed"), None, "{st:?}");
+}
+
+/// The control of the test above: the same IPv6 lab without sync, and the stream stops at
+/// the kill (the new master has no entry for the backend's packets).
+#[test]
+fn ipv6_without_sync_a_silent_stream_stalls_after_a_takeover() {
+    let (mut lab, stream) = v6_lab_with_stream("nosync6", None);
+    let kill = Instant::now();
+    lab.kill("xvip-lb1").expect("kill lb1");
+    wait_for(Duration::from_secs(3), "lb2 master (v6)", || {
+        state6(&lab, "lb2") == "master"
+    });
+    thread::sleep(Duration::from_secs(3));
+    let after = stream
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > kill + Duration::from_millis(200))
+        .count();
+    println!("IPv6 without sync: {after} lines in the 3 s after the takeover");
+    assert!(after < 5, "the stream should have stalled: {after} lines");
+    lab.stop("watch6");
 }

@@ -389,11 +389,22 @@ impl Daemon {
         }
     }
 
+    /// Conntrack sync treats this node as master while either family's VRRP instance is
+    /// (an IPv6-only node has only the IPv6 one): its live flows are then never
+    /// overwritten by another node's records, and it sends the periodic refresh.
+    fn sync_master(&self) {
+        if let Some(s) = &self.sync {
+            let sh = self.shared.lock().expect("poisoned");
+            s.set_master(sh.announcing || sh.announcing6);
+        }
+    }
+
     /// A transition of the IPv6 VRRP instance: its master answers NDP for the IPv6 VIPs
     /// and sends unsolicited advertisements (now and in the burst), a backup stops.
     fn on_vrrp6(&mut self, state: crate::vrrp::State) {
         let master = state == crate::vrrp::State::Master;
         self.shared.lock().expect("poisoned").announcing6 = master;
+        self.sync_master();
         if master {
             self.unsolicited_na();
             self.garp_burst = crate::vrrp::GARP_BURST - 1;
@@ -552,9 +563,7 @@ impl Daemon {
     fn on_vrrp(&mut self, state: crate::vrrp::State) {
         let master = state == crate::vrrp::State::Master;
         self.shared.lock().expect("poisoned").announcing = master;
-        if let Some(s) = &self.sync {
-            s.set_master(master);
-        }
+        self.sync_master();
         self.garp_burst = 0;
         if master {
             self.gratuitous_arp();

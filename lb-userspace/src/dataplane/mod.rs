@@ -1054,6 +1054,14 @@ impl Dataplane {
         let reverse = HashMap::try_from(Map::LruHashMap(pinned(map_names::REVERSE)?)).ok()?;
         let conntrack = self.flow_map_handle(map_names::CONNTRACK)?;
         let conntrack_dump = self.flow_map_handle(map_names::CONNTRACK)?;
+        let lru = |name: &str| Some(Map::LruHashMap(pinned(name)?));
+        let v6 = crate::sync::FamilyMaps {
+            conntrack: HashMap::try_from(lru(map_names::CONNTRACK6)?).ok()?,
+            reverse: HashMap::try_from(lru(map_names::REVERSE6)?).ok()?,
+            vips: HashMap::try_from(Map::HashMap(pinned(map_names::VIPS6)?)).ok()?,
+            backends: Array::try_from(Map::Array(pinned(map_names::BACKENDS6)?)).ok()?,
+        };
+        let conntrack6_dump = HashMap::try_from(lru(map_names::CONNTRACK6)?).ok()?;
         let events =
             aya::maps::RingBuf::try_from(self.ebpf.take_map(map_names::SYNC_EVENTS)?).ok()?;
         let counts = PerCpuArray::try_from(self.ebpf.take_map(map_names::SYNC_COUNTS)?).ok()?;
@@ -1061,10 +1069,14 @@ impl Dataplane {
             events,
             counts,
             conntrack_dump,
-            conntrack,
-            reverse,
-            vips,
-            backends,
+            conntrack6_dump,
+            v4: crate::sync::FamilyMaps {
+                conntrack,
+                reverse,
+                vips,
+                backends,
+            },
+            v6,
         })
     }
 

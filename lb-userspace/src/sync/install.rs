@@ -1,6 +1,9 @@
 //! A received record as this node's map entries, and a local entry as a record. Pure: the
 //! node's own VIPs, backends, interface and clock come in as [`Local`].
 //!
+//! Generic over the family (`u32`, `Ip6`): IPv6 records go to `VIPS6`, `BACKENDS6`,
+//! `CONNTRACK6`, `REVERSE6` by the same rules.
+//!
 //! What is the receiver's own: the VIP index (from its `VIPS` by address, port, protocol),
 //! the backend's slot (from its `BACKENDS` by address and port: a backend it does not have
 //! is skipped), the interface index (its attach interface), and the clock (`last_seen` is
@@ -16,7 +19,7 @@ use lb_common::{
     ct_state,
 };
 
-use super::wire::{Event, Record};
+use super::wire::{Event, Record, WireAddr};
 
 /// Why a record was not installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,17 +53,28 @@ impl Skip {
     }
 }
 
-/// What the receiver knows of itself.
-#[derive(Clone, Debug, Default)]
-pub struct Local {
-    /// `VIPS` as read from its map.
-    pub vips: HashMap<VipKey, VipMeta>,
+/// What the receiver knows of itself (of one family).
+#[derive(Clone, Debug)]
+pub struct Local<A = u32> {
+    /// `VIPS` (`VIPS6`) as read from its map.
+    pub vips: HashMap<VipKey<A>, VipMeta<A>>,
     /// Present backends by (address, port) raw: slot and value.
-    pub backends: HashMap<(u32, u16), (u32, Backend)>,
+    pub backends: HashMap<(A, u16), (u32, Backend<A>)>,
     /// The attach interface.
     pub ifindex: u32,
     /// `CLOCK_MONOTONIC` now, nanoseconds.
     pub now_ns: u64,
+}
+
+impl<A> Default for Local<A> {
+    fn default() -> Self {
+        Self {
+            vips: HashMap::new(),
+            backends: HashMap::new(),
+            ifindex: 0,
+            now_ns: 0,
+        }
+    }
 }
 
 /// Idle timeout of a confirmed state (the data path's).
@@ -75,7 +89,7 @@ pub fn timeout_ns(state: u8) -> Option<u64> {
 }
 
 /// The key replies of a flow arrive with (its tuple).
-pub fn reverse_key(key: &FlowKey, e: &CtEntry) -> FlowKey {
+pub fn reverse_key<A: Copy>(key: &FlowKey<A>, e: &CtEntry<A>) -> FlowKey<A> {
     FlowKey {
         src_addr: e.backend_addr,
         dst_addr: e.snat_addr,
@@ -90,7 +104,11 @@ pub fn reverse_key(key: &FlowKey, e: &CtEntry) -> FlowKey {
 ///
 /// # Errors
 /// [`Skip`].
-pub fn entries(r: &Record, l: &Local) -> Result<(CtEntry, FlowKey, RevEntry), Skip> {
+#[allow(clippy::type_complexity)]
+pub fn entries<A: WireAddr>(
+    r: &Record<A>,
+    l: &Local<A>,
+) -> Result<(CtEntry<A>, FlowKey<A>, RevEntry<A>), Skip> {
     let timeout = timeout_ns(r.state).ok_or(Skip::BadState)?;
     let age = u64::from(r.age_ms) * 1_000_000;
     if age > timeout {
@@ -155,7 +173,12 @@ pub fn entries(r: &Record, l: &Local) -> Result<(CtEntry, FlowKey, RevEntry), Sk
 
 /// A local confirmed entry as a record (a dump, or a confirmed event), `None` when it has
 /// expired or is not a confirmed state.
-pub fn record_of(event: Event, key: &FlowKey, e: &CtEntry, now_ns: u64) -> Option<Record> {
+pub fn record_of<A: Copy>(
+    event: Event,
+    key: &FlowKey<A>,
+    e: &CtEntry<A>,
+    now_ns: u64,
+) -> Option<Record<A>> {
     let age = now_ns.saturating_sub(e.last_seen_ns);
     if event == Event::Confirmed && (e.last_seen_ns == 0 || age > timeout_ns(e.state)?) {
         return None;
@@ -175,7 +198,7 @@ pub fn record_of(event: Event, key: &FlowKey, e: &CtEntry, now_ns: u64) -> Optio
 }
 
 /// A record that only names a flow (closing, removed).
-pub fn bare(event: Event, key: &FlowKey) -> Record {
+pub fn bare<A: Copy + Default>(event: Event, key: &FlowKey<A>) -> Record<A> {
     Record {
         event: Some(event),
         key: *key,
@@ -344,5 +367,112 @@ mod tests {
         e.state = ct_state::UNCONFIRMED;
         e.last_seen_ns = 1;
         assert!(record_of(Event::Confirmed, &key, &e, 1).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_record_becomes_v6_entries_in_the_receivers_terms() {
+        use lb_common::{Backend6, CtEntry6, FlowKey6, Ip6, VipKey6, VipMeta6, ip6_raw};
+        let a = |last: u8| -> Ip6 {
+            ip6_raw([
+                0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last,
+            ])
+        };
+        let (vip, client, m2) = (a(100), a(10), a(12));
+        let mut l: Local<Ip6> = Local {
+            ifindex: 7,
+            now_ns: 1_000_000_000_000,
+            ..Local::default()
+        };
+        let vkey = VipKey6 {
+            addr: vip,
+            port: port_raw(6443),
+            proto: 6,
+            _pad: 0,
+        };
+        l.vips.insert(
+            vkey,
+            VipMeta6 {
+                index: 4,
+                ring_size: 7,
+                active_half: 0,
+                flags: 0,
+                snat_addr: vip,
+                _pad: 0,
+            },
+        );
+        l.backends.insert(
+            (m2, port_raw(6443)),
+            (
+                11,
+                Backend6 {
+                    addr: m2,
+                    flags: BACKEND_FLAG_PRESENT,
+                    ifindex: 7,
+                    port: port_raw(6443),
+                    mac: [2, 0, 0, 0, 0, 12],
+                    _pad: [0; 4],
+                },
+            ),
+        );
+        let key = FlowKey6 {
+            src_addr: client,
+            dst_addr: vip,
+            src_port: port_raw(40001),
+            dst_port: port_raw(6443),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let e = CtEntry6 {
+            last_seen_ns: 5_000_000_000,
+            backend_idx: 1,
+            backend_addr: m2,
+            snat_addr: vip,
+            backend_port: port_raw(6443),
+            snat_port: port_raw(23456),
+            state: ct_state::TCP_ESTABLISHED,
+            flags: lb_common::CT_FLAG_SEQ_KNOWN,
+            client_mac: [2, 0, 0, 0, 0, 10],
+            vip_index: 0,
+            client_ifindex: 2,
+            seq_next: 99,
+            client_vlan: 0,
+        };
+        let r = record_of(Event::Confirmed, &key, &e, 6_000_000_000).expect("live");
+        let (ct, rkey, rev) = entries(&r, &l).expect("installs");
+        assert_eq!(
+            (ct.backend_idx, rev.backend_idx),
+            (11, 11),
+            "the receiver's slot"
+        );
+        assert_eq!(
+            (ct.vip_index, rev.vip_index),
+            (4, 4),
+            "the receiver's VIP index"
+        );
+        assert_eq!(ct.client_ifindex, 7);
+        assert_eq!(ct.last_seen_ns, l.now_ns - 1_000_000_000);
+        assert_eq!(ct.flags, 0);
+        assert_eq!(
+            rkey,
+            FlowKey6 {
+                src_addr: m2,
+                dst_addr: vip,
+                src_port: port_raw(6443),
+                dst_port: port_raw(23456),
+                proto: 6,
+                _pad: [0; 3]
+            }
+        );
+        assert_eq!((rev.client_addr, rev.vip_addr), (client, vip));
+        // Unknown here: skipped with the IPv4 reasons.
+        let mut other = r;
+        other.backend_addr = a(99);
+        assert_eq!(entries(&other, &l), Err(Skip::UnknownBackend));
+        let mut other = r;
+        other.key.dst_addr = a(101);
+        assert_eq!(entries(&other, &l), Err(Skip::UnknownVip));
+        let mut other = r;
+        other.snat_addr = a(2);
+        assert_eq!(entries(&other, &l), Err(Skip::SnatMismatch));
     }
 }

@@ -3,8 +3,9 @@
 //! (`lb-ebpf/src/sync.rs`); this module sends them, batched every 10 ms and authenticated,
 //! to the other nodes (the VRRP peers, or UDP multicast to 224.0.0.18 on the VRRP
 //! interface), and installs what the others send into this node's `CONNTRACK` and
-//! `REVERSE`, so the node that takes the VIP over already knows every flow in both
-//! directions. Design and measurements: `docs/failover.md`.
+//! `REVERSE` (an IPv6 flow's into `CONNTRACK6` and `REVERSE6`), so the node that takes the
+//! VIP over already knows every flow in both directions. Design and measurements:
+//! `docs/failover.md`.
 //!
 //! - `wire`: the datagrams (header, records, HMAC-SHA256 tag);
 //! - `peer`: what an authenticated message may do (epochs, sequence numbers, gaps, dump
@@ -34,8 +35,9 @@ use std::{
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use lb_common::{
-    BACKEND_FLAG_PRESENT, Backend, CtEntry, FlowKey, RevEntry, SYNC_COUNT_EMITTED,
-    SYNC_COUNT_RING_FULL, SyncEvent, VipKey, VipMeta, ct_state,
+    BACKEND_FLAG_PRESENT, Backend, CtEntry, CtEntry6, FlowKey, FlowKey6, RevEntry,
+    SYNC_COUNT_EMITTED, SYNC_COUNT_RING_FULL, SYNC_FAMILY_V6, SyncEvent, SyncEvent6, VipKey,
+    VipMeta, ct_state,
 };
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
@@ -43,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use self::{
     install::{Local, Skip},
     peer::{Peers, Verdict},
-    wire::{DecodeError, Event, Header, Kind, Record, SyncKey},
+    wire::{AnyRecord, DecodeError, Event, Header, Kind, Record, SyncKey, WireAddr},
 };
 
 /// UDP port of the sync messages (IPVS's sync daemon uses 8848).
@@ -61,8 +63,9 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// refreshed with the sender's age of the flow, so it expires as the sender's does, not a
 /// fixed idle timeout after the flow was confirmed.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
-/// Dump datagrams sent back to back before a pause of [`DUMP_PAUSE`]: with 30 records a
-/// datagram, some 11 MB/s at most (262,144 flows in about a second).
+/// Dump datagrams sent back to back before a pause of [`DUMP_PAUSE`]: with 30 IPv4
+/// records a datagram, some 11 MB/s at most (262,144 flows in about a second; IPv6 flows,
+/// 14 a datagram, take about twice as long).
 const DUMP_BURST: usize = 8;
 const DUMP_PAUSE: Duration = Duration::from_millis(1);
 
@@ -109,17 +112,33 @@ impl PartialEq for SyncSettings {
 }
 impl Eq for SyncSettings {}
 
+/// One family's maps the receiver reads and writes (`A`: `u32`, or `Ip6` for `VIPS6`,
+/// `BACKENDS6`, `CONNTRACK6`, `REVERSE6`).
+pub struct FamilyMaps<A = u32>
+where
+    FlowKey<A>: aya::Pod,
+    CtEntry<A>: aya::Pod,
+    RevEntry<A>: aya::Pod,
+    VipKey<A>: aya::Pod,
+    VipMeta<A>: aya::Pod,
+    Backend<A>: aya::Pod,
+{
+    pub conntrack: HashMap<MapData, FlowKey<A>, CtEntry<A>>,
+    pub reverse: HashMap<MapData, FlowKey<A>, RevEntry<A>>,
+    pub vips: HashMap<MapData, VipKey<A>, VipMeta<A>>,
+    pub backends: Array<MapData, Backend<A>>,
+}
+
 /// The maps sync uses, as handles of its own.
 pub struct SyncMaps {
     pub events: RingBuf<MapData>,
     pub counts: PerCpuArray<MapData, u64>,
     /// Read by the sender (dumps).
     pub conntrack_dump: HashMap<MapData, FlowKey, CtEntry>,
+    pub conntrack6_dump: HashMap<MapData, FlowKey6, CtEntry6>,
     /// Written by the receiver.
-    pub conntrack: HashMap<MapData, FlowKey, CtEntry>,
-    pub reverse: HashMap<MapData, FlowKey, RevEntry>,
-    pub vips: HashMap<MapData, VipKey, VipMeta>,
-    pub backends: Array<MapData, Backend>,
+    pub v4: FamilyMaps,
+    pub v6: FamilyMaps<lb_common::Ip6>,
 }
 
 /// One sender as `xvip status` shows it.
@@ -302,10 +321,9 @@ pub fn spawn(
         events,
         counts,
         conntrack_dump,
-        conntrack,
-        reverse,
-        vips,
-        backends,
+        conntrack6_dump,
+        v4,
+        v6,
     } = maps;
     let mut tx = Sender {
         key: settings.key.clone(),
@@ -316,6 +334,7 @@ pub fn spawn(
         events,
         counts,
         conntrack: conntrack_dump,
+        conntrack6: conntrack6_dump,
         stats: stats.clone(),
         dumps: dump_rx,
         last_sent: Instant::now(),
@@ -330,15 +349,8 @@ pub fn spawn(
         own: addr,
         epoch,
         port: settings.port,
-        conntrack,
-        reverse,
-        vips,
-        backends,
-        local: Local {
-            ifindex,
-            ..Local::default()
-        },
-        local_at: None,
+        v4: FamilyRx::new(v4, ifindex),
+        v6: FamilyRx::new(v6, ifindex),
         master: master.clone(),
         stats: stats.clone(),
         dumps: dump_tx,
@@ -380,6 +392,7 @@ struct Sender {
     events: RingBuf<MapData>,
     counts: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, CtEntry>,
+    conntrack6: HashMap<MapData, FlowKey6, CtEntry6>,
     stats: Arc<Mutex<Stats>>,
     /// Dump requests (nonce, who asked) from the receiver.
     dumps: mpsc::Receiver<(u64, SocketAddr)>,
@@ -439,25 +452,14 @@ impl Sender {
         let now = monotonic_ns();
         let mut records = Vec::new();
         while let Some(item) = self.events.next() {
-            if item.len() < size_of::<SyncEvent>() {
-                continue;
-            }
-            let ev: SyncEvent = bytemuck::pod_read_unaligned(&item[..size_of::<SyncEvent>()]);
-            let Some(event) = Event::from_datapath(ev.kind) else {
-                continue;
-            };
-            let r = match event {
-                Event::Confirmed => install::record_of(event, &ev.key, &ev.entry, now),
-                _ => Some(install::bare(event, &ev.key)),
-            };
-            records.extend(r);
+            records.extend(record_of_event(&item, now));
         }
-        for chunk in records.chunks(wire::MAX_RECORDS) {
+        for chunk in wire::batches(&records) {
             self.send_records(chunk);
         }
     }
 
-    fn send_records(&mut self, records: &[Record]) {
+    fn send_records(&mut self, records: &[AnyRecord]) {
         self.seq += 1;
         let h = Header {
             kind: Kind::Records,
@@ -492,14 +494,22 @@ impl Sender {
     /// every peer (the periodic refresh).
     fn dump(&mut self, to: Option<(u64, SocketAddr)>) {
         let now = monotonic_ns();
-        let records: Vec<Record> = self
+        let mut records: Vec<AnyRecord> = self
             .conntrack
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(k, e)| install::record_of(Event::Confirmed, &k, &e, now))
+            .map(AnyRecord::from)
             .collect();
+        records.extend(
+            self.conntrack6
+                .iter()
+                .filter_map(Result::ok)
+                .filter_map(|(k, e)| install::record_of(Event::Confirmed, &k, &e, now))
+                .map(AnyRecord::from),
+        );
         let seq = self.seq;
-        let chunks: Vec<&[Record]> = records.chunks(wire::MAX_RECORDS).collect();
+        let chunks = wire::batches(&records);
         for (i, chunk) in chunks.iter().enumerate() {
             if to.is_none() {
                 self.send_records(chunk);
@@ -529,6 +539,26 @@ impl Sender {
     }
 }
 
+/// The record of one `SYNC_EVENTS` item (`SyncEvent` or `SyncEvent6` by its family), or
+/// none (too short, an unknown kind, an expired entry).
+pub fn record_of_event(item: &[u8], now_ns: u64) -> Option<AnyRecord> {
+    fn read<A: Copy + Default>(ev: &lb_common::SyncEvent<A>, now_ns: u64) -> Option<Record<A>> {
+        let event = Event::from_datapath(ev.kind)?;
+        match event {
+            Event::Confirmed => install::record_of(event, &ev.key, &ev.entry, now_ns),
+            _ => Some(install::bare(event, &ev.key)),
+        }
+    }
+    let family = u32::from_ne_bytes(item.get(4..8)?.try_into().ok()?);
+    if family == SYNC_FAMILY_V6 {
+        let ev: SyncEvent6 = bytemuck::pod_read_unaligned(item.get(..size_of::<SyncEvent6>())?);
+        read(&ev, now_ns).map(AnyRecord::V6)
+    } else {
+        let ev: SyncEvent = bytemuck::pod_read_unaligned(item.get(..size_of::<SyncEvent>())?);
+        read(&ev, now_ns).map(AnyRecord::V4)
+    }
+}
+
 /// A dump as signed datagrams with their record counts: parts numbered from 0, the last
 /// one flagged, each carrying the requester's nonce and the sender's epoch and sequence
 /// number when the dump began. An empty dump is one empty last part.
@@ -537,12 +567,12 @@ pub fn dump_parts(
     epoch: u64,
     seq: u64,
     nonce: u64,
-    records: &[Record],
+    records: &[AnyRecord],
 ) -> Vec<(Vec<u8>, usize)> {
-    let chunks: Vec<&[Record]> = if records.is_empty() {
+    let chunks: Vec<&[AnyRecord]> = if records.is_empty() {
         vec![&[]]
     } else {
-        records.chunks(wire::MAX_RECORDS).collect()
+        wire::batches(records)
     };
     let n = chunks.len();
     chunks
@@ -571,12 +601,8 @@ struct Receiver {
     own: Ipv4Addr,
     epoch: u64,
     port: u16,
-    conntrack: HashMap<MapData, FlowKey, CtEntry>,
-    reverse: HashMap<MapData, FlowKey, RevEntry>,
-    vips: HashMap<MapData, VipKey, VipMeta>,
-    backends: Array<MapData, Backend>,
-    local: Local,
-    local_at: Option<Instant>,
+    v4: FamilyRx,
+    v6: FamilyRx<lb_common::Ip6>,
     master: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
     dumps: mpsc::SyncSender<(u64, SocketAddr)>,
@@ -729,22 +755,62 @@ impl Receiver {
         if msg.records.is_empty() {
             return;
         }
-        self.refresh_local(false);
+        self.v4.refresh_local(false);
+        self.v6.refresh_local(false);
+        let master = self.master.load(Ordering::Relaxed);
         for r in &msg.records {
-            let mut outcome = self.apply(r);
-            if outcome == Err(SkipReason::Skip(Skip::UnknownBackend))
-                || outcome == Err(SkipReason::Skip(Skip::UnknownVip))
-            {
-                // The maps may have changed since the last read (a reload, a new backend).
-                if self.refresh_local(true) {
-                    outcome = self.apply(r);
-                }
-            }
+            let outcome = match r {
+                AnyRecord::V4(r) => self.v4.apply_fresh(r, master),
+                AnyRecord::V6(r) => self.v6.apply_fresh(r, master),
+            };
             let mut s = self.stats.lock().expect("poisoned");
             match outcome {
                 Ok(()) => s.status.installed += 1,
                 Err(e) => bump(&mut s.status.skipped, e.name()),
             }
+        }
+    }
+}
+
+/// The receiver's half for one family: its maps and what it knows of itself.
+struct FamilyRx<A = u32>
+where
+    FlowKey<A>: aya::Pod,
+    CtEntry<A>: aya::Pod,
+    RevEntry<A>: aya::Pod,
+    VipKey<A>: aya::Pod,
+    VipMeta<A>: aya::Pod,
+    Backend<A>: aya::Pod,
+{
+    conntrack: HashMap<MapData, FlowKey<A>, CtEntry<A>>,
+    reverse: HashMap<MapData, FlowKey<A>, RevEntry<A>>,
+    vips: HashMap<MapData, VipKey<A>, VipMeta<A>>,
+    backends: Array<MapData, Backend<A>>,
+    local: Local<A>,
+    local_at: Option<Instant>,
+}
+
+impl<A> FamilyRx<A>
+where
+    A: WireAddr,
+    FlowKey<A>: aya::Pod,
+    CtEntry<A>: aya::Pod,
+    RevEntry<A>: aya::Pod,
+    VipKey<A>: aya::Pod,
+    VipMeta<A>: aya::Pod,
+    Backend<A>: aya::Pod,
+{
+    fn new(m: FamilyMaps<A>, ifindex: u32) -> Self {
+        Self {
+            conntrack: m.conntrack,
+            reverse: m.reverse,
+            vips: m.vips,
+            backends: m.backends,
+            local: Local {
+                ifindex,
+                ..Local::default()
+            },
+            local_at: None,
         }
     }
 
@@ -776,14 +842,26 @@ impl Receiver {
     }
 
     /// Whether this node has a live entry of its own for `key`.
-    fn live(&self, key: &FlowKey) -> Option<CtEntry> {
+    fn live(&self, key: &FlowKey<A>) -> Option<CtEntry<A>> {
         let e = self.conntrack.get(key, 0).ok()?;
         let t = install::timeout_ns(e.state)?;
         (e.last_seen_ns != 0 && self.local.now_ns.saturating_sub(e.last_seen_ns) <= t).then_some(e)
     }
 
-    fn apply(&mut self, r: &Record) -> Result<(), SkipReason> {
-        let master = self.master.load(Ordering::Relaxed);
+    /// `apply`, once more after re-reading the VIPs and backends when it found either
+    /// unknown (the maps may have changed since the last read: a reload, a new backend).
+    fn apply_fresh(&mut self, r: &Record<A>, master: bool) -> Result<(), SkipReason> {
+        let outcome = self.apply(r, master);
+        if (outcome == Err(SkipReason::Skip(Skip::UnknownBackend))
+            || outcome == Err(SkipReason::Skip(Skip::UnknownVip)))
+            && self.refresh_local(true)
+        {
+            return self.apply(r, master);
+        }
+        outcome
+    }
+
+    fn apply(&mut self, r: &Record<A>, master: bool) -> Result<(), SkipReason> {
         let existing = self.live(&r.key);
         // The master is the node using its flows: another node's view never overwrites one.
         if master && existing.is_some() {
@@ -836,7 +914,7 @@ impl Receiver {
         Ok(())
     }
 
-    fn drop_reverse(&mut self, rkey: &FlowKey, key: &FlowKey) {
+    fn drop_reverse(&mut self, rkey: &FlowKey<A>, key: &FlowKey<A>) {
         if let Ok(rev) = self.reverse.get(rkey, 0)
             && owns(&rev, key)
         {
@@ -845,7 +923,7 @@ impl Receiver {
     }
 }
 
-fn owns(rev: &RevEntry, key: &FlowKey) -> bool {
+fn owns<A: PartialEq>(rev: &RevEntry<A>, key: &FlowKey<A>) -> bool {
     rev.client_addr == key.src_addr
         && rev.client_port == key.src_port
         && rev.vip_addr == key.dst_addr
@@ -879,7 +957,7 @@ mod tests {
     #[test]
     fn a_dump_is_every_record_in_numbered_parts_ending_with_the_last() {
         let key = SyncKey::new(&[1; 32]);
-        let rec = |i: u32| Record {
+        let rec = |i: u32| Record::<u32> {
             event: Some(Event::Confirmed),
             key: FlowKey {
                 src_port: i as u16,
@@ -889,10 +967,55 @@ mod tests {
             state: ct_state::TCP_ESTABLISHED,
             ..Record::default()
         };
-        for n in [0, 1, wire::MAX_RECORDS, wire::MAX_RECORDS + 1, 1000] {
-            let records: Vec<Record> = (0..n as u32).map(rec).collect();
+        let rec6 = |i: u32| wire::Record6 {
+            event: Some(Event::Confirmed),
+            key: FlowKey6 {
+                src_addr: [0x20010db8u32.to_be(), 0, 0, i],
+                src_port: i as u16,
+                proto: 6,
+                ..FlowKey6::default()
+            },
+            state: ct_state::TCP_ESTABLISHED,
+            ..wire::Record6::default()
+        };
+        // IPv4 only (30 a datagram), IPv6 only (14), and a mix (one in three IPv6).
+        let v4 = |n: usize| {
+            (0..n as u32)
+                .map(|i| rec(i).into())
+                .collect::<Vec<AnyRecord>>()
+        };
+        let v6 = |n: usize| {
+            (0..n as u32)
+                .map(|i| rec6(i).into())
+                .collect::<Vec<AnyRecord>>()
+        };
+        let mix = |n: usize| {
+            (0..n as u32)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        AnyRecord::from(rec6(i))
+                    } else {
+                        rec(i).into()
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let m = wire::MAX_RECORDS;
+        let m6 = wire::MAX_RECORDS6;
+        for (records, want_parts) in [
+            (v4(0), 1),
+            (v4(1), 1),
+            (v4(m), 1),
+            (v4(m + 1), 2),
+            (v4(1000), 1000usize.div_ceil(m)),
+            (v6(m6), 1),
+            (v6(m6 + 1), 2),
+            (v6(1000), 1000usize.div_ceil(m6)),
+            (mix(1000), wire::batches(&mix(1000)).len()),
+        ] {
+            let n = records.len();
             let parts = dump_parts(&key, 9, 77, 5, &records);
-            assert_eq!(parts.len(), n.div_ceil(wire::MAX_RECORDS).max(1));
+            assert_eq!(parts.len(), want_parts, "{n} records");
             let mut back = Vec::new();
             let mut peers = Peers::default();
             let now = Instant::now();
@@ -947,5 +1070,42 @@ mod tests {
         assert!(e.contains("31 bytes"), "{e}");
         assert!(!e.contains("0123"), "the key is never in a message: {e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ring_items_of_both_families_become_their_records() {
+        let now = 10_000_000_000;
+        let mut e4 = SyncEvent {
+            kind: lb_common::SYNC_CONFIRMED,
+            family: lb_common::SYNC_FAMILY_V4,
+            ..SyncEvent::default()
+        };
+        e4.key.src_port = 7;
+        e4.entry.state = ct_state::TCP_ESTABLISHED;
+        e4.entry.last_seen_ns = now - 3_000_000;
+        let mut e6 = SyncEvent6 {
+            kind: lb_common::SYNC_CLOSING,
+            family: SYNC_FAMILY_V6,
+            ..SyncEvent6::default()
+        };
+        e6.key.src_addr = [1, 2, 3, 4];
+        match record_of_event(bytemuck::bytes_of(&e4), now) {
+            Some(AnyRecord::V4(r)) => {
+                assert_eq!(
+                    (r.event, r.key, r.age_ms),
+                    (Some(Event::Confirmed), e4.key, 3)
+                );
+            }
+            r => panic!("{r:?}"),
+        }
+        match record_of_event(bytemuck::bytes_of(&e6), now) {
+            Some(AnyRecord::V6(r)) => assert_eq!((r.event, r.key), (Some(Event::Closing), e6.key)),
+            r => panic!("{r:?}"),
+        }
+        // Cut short, or an unknown kind: nothing.
+        assert_eq!(record_of_event(&bytemuck::bytes_of(&e6)[..72], now), None);
+        assert_eq!(record_of_event(&[0; 7], now), None);
+        e4.kind = 9;
+        assert_eq!(record_of_event(bytemuck::bytes_of(&e4), now), None);
     }
 }
