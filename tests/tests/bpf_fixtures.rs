@@ -1701,3 +1701,44 @@ fn dnat_replies_are_found_through_the_backend_slots_and_other_sources_skip_the_l
     );
     assert_eq!(dp.reason(Reason::IcmpErrorTranslated), before + 1);
 }
+
+/// The cost of the node's own traffic while a DNAT VIP exists, with `BACKEND_SLOTS` as the
+/// daemon writes it and with every slot set (every source a possible backend: the reply
+/// lookups and the clock read as before the table): same program, same run. Printed and
+/// written to `target/bench/backend_slots_cost.json`; the verdicts are asserted, the
+/// times are not (a loaded machine).
+#[test]
+fn non_vip_cost_with_a_dnat_vip_backend_slots_vs_every_slot_set() {
+    use lb_common::Addr;
+    const REPEAT: u32 = 100_000;
+    const SINGLE: u32 = 20_000;
+    let mut dp = Dp::standard();
+    let frame = Pkt::tcp((OTHER, 443), (CLIENT, 40200), ACK | PSH).bytes();
+    let measure = |dp: &Dp| {
+        let (v, out) = dp.run(&frame);
+        assert_eq!((v, &out), (XDP_PASS, &frame));
+        (
+            dp.cost_repeat(&frame, REPEAT),
+            dp.cost_single(&frame, SINGLE),
+        )
+    };
+    let (table_r, table_s) = measure(&dp);
+    for slot in 0..lb_common::VIP_SLOTS {
+        set_backend_slot(&mut dp, slot, u32::BACKEND_SLOT_BIT);
+    }
+    let (all_r, all_s) = measure(&dp);
+    println!(
+        "non-VIP TCP with a DNAT VIP: BACKEND_SLOTS {table_r} ns (repeat {REPEAT}), \
+         {table_s} ns (single); every slot set (the lookups) {all_r} ns, {all_s} ns"
+    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(
+            dir.join("backend_slots_cost.json"),
+            format!(
+                "{{\"table_repeat_ns\": {table_r}, \"table_single_ns\": {table_s}, \
+                 \"all_set_repeat_ns\": {all_r}, \"all_set_single_ns\": {all_s}}}\n"
+            ),
+        );
+    }
+}
