@@ -1172,3 +1172,29 @@ fn v6_dnat_replies_are_found_through_the_backend_slots_and_other_sources_skip_th
     let (v, out) = dp.run(&reply.bytes());
     assert_eq!((v, &out), (XDP_TX, &translated), "bit back: translated");
 }
+
+/// As IPv4's `non_vip_cost_with_a_dnat_vip_backend_slots_vs_every_slot_set`: the node's
+/// own IPv6 TCP while a v6 DNAT VIP exists, with the table as the daemon writes it and
+/// with every slot set (the reply lookups, as before the table). Verdicts asserted, times
+/// printed only.
+#[test]
+fn v6_non_vip_cost_with_a_dnat_vip_backend_slots_vs_every_slot_set() {
+    use lb_common::Addr;
+    const SINGLE: u32 = 20_000;
+    let mut dp = Dp::standard();
+    let frame = P6::tcp((OTHER6, 443), (CLIENT6, 40200), false).bytes();
+    let measure = |dp: &Dp| {
+        let (v, out) = dp.run(&frame);
+        assert_eq!((v, &out), (XDP_PASS, &frame));
+        (dp.cost(&frame, 100_000), dp.cost_single(&frame, SINGLE))
+    };
+    let (table_r, table_s) = measure(&dp);
+    for slot in 0..lb_common::VIP_SLOTS {
+        set_backend_slot(&mut dp, slot, Ip6::BACKEND_SLOT_BIT);
+    }
+    let (all_r, all_s) = measure(&dp);
+    println!(
+        "non-VIP IPv6 TCP with a v6 DNAT VIP: BACKEND_SLOTS {table_r} ns (repeat), \
+         {table_s} ns (single); every slot set (the lookups) {all_r} ns, {all_s} ns"
+    );
+}
