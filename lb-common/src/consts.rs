@@ -19,6 +19,13 @@ pub const RINGS_SIZE: u32 = MAX_VIPS * RING_HALVES * MAX_RING_SIZE;
 pub const VIP_SLOTS: u32 = 4096;
 /// `VIP_SLOTS` value flag: several addresses share the slot, ask `VIP_ADDRS`.
 pub const ADDR_SLOT_OVERFLOW: u32 = 1 << 31;
+/// `BACKEND_SLOTS` value bits: some IPv4 (IPv6) address that is or was a backend falls in
+/// the slot (`Addr::backend_slot`). The direct-mapped table in front of the reply lookups
+/// of DNAT: a reply comes from a backend, so a packet from an address whose slot has no
+/// bit for its family is no reply. Bits are only ever set while the map lives (a removed
+/// backend's flows still have their reply entries), so a slot can only say "maybe".
+pub const BACKEND_SLOT_V4: u32 = 1 << 0;
+pub const BACKEND_SLOT_V6: u32 = 1 << 1;
 /// Default number of tracked flows (forward entries; the reverse map has the same size).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 262_144;
 /// Entries of `UNCONFIRMED` and `UNCONFIRMED_REV`: flows whose ends have not both spoken
@@ -99,6 +106,8 @@ pub mod map_names {
     pub const RINGS: &str = "RINGS";
     /// `u32 backend index -> Backend`.
     pub const BACKENDS: &str = "BACKENDS";
+    /// `u32 slot (Addr::backend_slot) -> u32 BACKEND_SLOT_V4 | BACKEND_SLOT_V6`.
+    pub const BACKEND_SLOTS: &str = "BACKEND_SLOTS";
     /// `FlowKey (client side) -> CtEntry`.
     pub const CONNTRACK: &str = "CONNTRACK";
     /// `FlowKey (backend side, as the reply carries it) -> RevEntry`.

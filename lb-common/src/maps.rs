@@ -49,6 +49,10 @@ pub trait Addr: Copy + Default + PartialEq + Eq + Pod + 'static {
     fn mix_into(self, h: u32) -> u32;
     /// Checksum field after this address changed from `self` to `new` in the covered data.
     fn csum_update(self, check: u16, new: Self) -> u16;
+    /// The family's bit in a `BACKEND_SLOTS` value.
+    const BACKEND_SLOT_BIT: u32;
+    /// The `BACKEND_SLOTS` slot of the address (raw).
+    fn backend_slot(self) -> u32;
 }
 
 impl Addr for u32 {
@@ -60,6 +64,11 @@ impl Addr for u32 {
     #[inline(always)]
     fn csum_update(self, check: u16, new: Self) -> u16 {
         crate::checksum::update_u32(check, u32::from_be(self), u32::from_be(new))
+    }
+    const BACKEND_SLOT_BIT: u32 = crate::BACKEND_SLOT_V4;
+    #[inline(always)]
+    fn backend_slot(self) -> u32 {
+        crate::hash::addr_slot(self)
     }
 }
 
@@ -75,6 +84,11 @@ impl Addr for Ip6 {
     #[inline(always)]
     fn csum_update(self, check: u16, new: Self) -> u16 {
         crate::checksum::update_ip6(check, self, new)
+    }
+    const BACKEND_SLOT_BIT: u32 = crate::BACKEND_SLOT_V6;
+    #[inline(always)]
+    fn backend_slot(self) -> u32 {
+        crate::hash::addr_slot(self[0] ^ self[1] ^ self[2] ^ self[3])
     }
 }
 

@@ -41,6 +41,14 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
+/// Slot (`Addr::backend_slot(addr)`) -> `BACKEND_SLOT_V4 | BACKEND_SLOT_V6`: whether some
+/// address that is (or was, while the map lives) a backend of that family falls in the
+/// slot. A packet to an address of no flags is a DNAT reply only if it comes from a
+/// backend: one inlined read rejects the node's other traffic before the two reply
+/// lookups. Written by the daemon (bits set before the backend is written, never cleared).
+#[map]
+pub static BACKEND_SLOTS: Array<u32> = Array::with_max_entries(VIP_SLOTS_LEN, 0);
+
 /// Client-side flow (client -> VIP) -> CtEntry. Written here; read by the daemon for status.
 /// Shared by all CPUs so a flow's entry is found whichever CPU its packets arrive on.
 #[map]

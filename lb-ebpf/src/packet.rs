@@ -225,7 +225,7 @@ pub fn parse(frame: &Frame) -> Result<Parsed<u32>, Verdict> {
     };
 
     let dst_flags = addr_flags(dst);
-    let ours = dst_flags != 0 || dnat_present();
+    let ours = dst_flags != 0 || (dnat_present() && maybe_reply(src, proto));
     if !ours {
         return Err(Verdict::pass(Reason::PassNotForVip));
     }
@@ -333,7 +333,7 @@ fn parse_l4<A: Family>(frame: &Frame, mut h: Headers<A>, icmp: u8) -> Result<Hea
 /// transport header is TCP or UDP and whole in it (the checksum update is the same for a
 /// fragmented datagram). The rules for whose broken frames drop are IPv4's.
 #[inline(always)]
-pub fn parse6(frame: &Frame) -> Result<Parsed<Ip6>, Verdict> {
+pub fn parse6(frame: &Frame, maybe_reply: bool) -> Result<Parsed<Ip6>, Verdict> {
     let L2 {
         eth,
         vlan_hdr,
@@ -353,7 +353,7 @@ pub fn parse6(frame: &Frame) -> Result<Parsed<Ip6>, Verdict> {
         )
     };
     let dst_flags = <Ip6 as Family>::addr_flags(dst);
-    if dst_flags == 0 && !<Ip6 as Family>::dnat_present() {
+    if dst_flags == 0 && !(maybe_reply && <Ip6 as Family>::dnat_present()) {
         return Err(Verdict::pass(Reason::PassNotForVip));
     }
     let fail = |reason_ours: Reason| fail(dst_flags, reason_ours);
@@ -474,6 +474,54 @@ pub fn addr_flags(addr: u32) -> u32 {
         return unsafe { VIP_ADDRS.get(&addr) }.copied().unwrap_or(0);
     }
     if (v >> 32) as u32 == addr { flags } else { 0 }
+}
+
+/// Whether a packet to an address of no flags (while a DNAT VIP exists) may be ours: only
+/// a DNAT reply (TCP or UDP from a backend) or an ICMP error about a flow is. One inlined
+/// `BACKEND_SLOTS` read rejects the node's other TCP and UDP traffic before the reply
+/// lookups and the clock read.
+#[inline(always)]
+fn maybe_reply(src: u32, proto: u8) -> bool {
+    (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || maybe_backend(src)
+}
+
+/// `maybe_reply` for IPv6, whose transport is known before the extension headers only
+/// when there are none: TCP and UDP right after the fixed header are tested, anything
+/// else may be ours. Its own function (not inlined): the IPv6 path's stack has no room for
+/// it, and `parse6` receives the answer.
+#[inline(never)]
+pub fn maybe_reply6(ctx: *mut aya_ebpf::bindings::xdp_md) -> bool {
+    // The context read here, volatile: read in the caller (as the compiler would move
+    // them), the frame's end would arrive as a plain number the verifier refuses.
+    // SAFETY: the program's context.
+    let frame = unsafe {
+        Frame {
+            start: core::ptr::read_volatile(&raw const (*ctx).data) as usize,
+            end: core::ptr::read_volatile(&raw const (*ctx).data_end) as usize,
+        }
+    };
+    let Ok(l2) = l2(&frame) else {
+        return true;
+    };
+    let Some(ip) = frame.ptr::<Ipv6Hdr>(l2.l3) else {
+        return true;
+    };
+    // SAFETY: the fixed header is within the frame.
+    let nh = unsafe { (*ip).next_hdr };
+    if nh != IPPROTO_TCP && nh != IPPROTO_UDP {
+        return true;
+    }
+    // SAFETY: as above.
+    maybe_backend(load_ip6(unsafe { &raw const (*ip).src_addr }))
+}
+
+/// Whether `addr` may be a backend of its family: its `BACKEND_SLOTS` slot has the
+/// family's bit (a slot shared with a backend says yes; the reply lookups then decide).
+#[inline(always)]
+fn maybe_backend<A: Addr>(addr: A) -> bool {
+    crate::maps::BACKEND_SLOTS
+        .get(addr.backend_slot())
+        .is_some_and(|v| v & A::BACKEND_SLOT_BIT != 0)
 }
 
 /// True when some VIP uses DNAT (kept as a `VIP_ADDRS` entry under address 0).

@@ -49,6 +49,16 @@ fn object() -> PathBuf {
         })
 }
 
+/// Sets the family's bit in `addr`'s `BACKEND_SLOTS` slot, as the daemon does for every
+/// backend it writes.
+fn mark_backend_slot<A: lb_common::Addr>(ebpf: &mut Ebpf, addr: A) {
+    let mut m: Array<_, u32> =
+        Array::try_from(ebpf.map_mut(map_names::BACKEND_SLOTS).unwrap()).unwrap();
+    let slot = addr.backend_slot();
+    let v = m.get(&slot, 0).unwrap() | A::BACKEND_SLOT_BIT;
+    m.set(slot, &v, 0).unwrap();
+}
+
 /// The loaded program and its maps.
 struct Dp {
     ebpf: Ebpf,
@@ -133,6 +143,9 @@ impl Dp {
             _pad: [0; 4],
         };
         m.set(idx, &b, 0).unwrap();
+        if present {
+            mark_backend_slot(&mut self.ebpf, b.addr);
+        }
     }
 
     fn vip(&mut self, addr: [u8; 4], v: (u32, u16, u8), half: u32, flags: u32) {
@@ -1583,4 +1596,149 @@ fn sync_events_only_for_confirmed_flows_and_their_ends() {
         (events[1].kind, events[1].key),
         (lb_common::SYNC_CLOSING, k)
     );
+}
+
+/// An address other than `addr` in the same `BACKEND_SLOTS` slot (from 198.18.0.0/15, the
+/// benchmarking range: the frame only ever goes through `BPF_PROG_TEST_RUN`).
+fn slot_sharer(addr: [u8; 4]) -> [u8; 4] {
+    use lb_common::Addr;
+    let slot = ip_raw(addr).backend_slot();
+    (0..1u32 << 17)
+        .map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            [198, 18 + (i >> 16) as u8, c, d]
+        })
+        .find(|a| *a != addr && ip_raw(*a).backend_slot() == slot)
+        .expect("some address of a /15 shares one of 4096 slots")
+}
+
+/// Sets `BACKEND_SLOTS[slot]` (the daemon only ever adds bits; a test may clear them to
+/// show what the table decides).
+fn set_backend_slot(dp: &mut Dp, slot: u32, v: u32) {
+    let mut m: Array<_, u32> =
+        Array::try_from(dp.ebpf.map_mut(map_names::BACKEND_SLOTS).unwrap()).unwrap();
+    m.set(slot, &v, 0).unwrap();
+}
+
+#[test]
+fn dnat_replies_are_found_through_the_backend_slots_and_other_sources_skip_the_lookups() {
+    use lb_common::Addr;
+    let mut dp = Dp::standard();
+    let (vd, cd) = ((VIP_DNAT, 6443), (CLIENT, 40100));
+    let (v, out) = dp.run(&Pkt::tcp(cd, vd, SYN).bytes());
+    assert_eq!(v, XDP_TX);
+    let b: [u8; 4] = out[30..34].try_into().unwrap();
+    let bi = BACKENDS.iter().position(|x| *x == b).unwrap();
+    let reply = Pkt::tcp((b, 6443), cd, SYN | ACK).macs(BACKEND_MACS[bi], LB_MAC);
+    let (v, out) = dp.run(&reply.bytes());
+    assert_eq!(
+        (v, &out[26..30]),
+        (XDP_TX, &VIP_DNAT[..]),
+        "reply translated"
+    );
+
+    // The node's own traffic, from an address in the backend's slot: the reply lookups
+    // find nothing and it passes, as without the table.
+    let sharer = slot_sharer(b);
+    let before = dp.reason(Reason::PassNotForVip);
+    let other = Pkt::tcp((sharer, 6443), cd, SYN | ACK).macs(BACKEND_MACS[bi], LB_MAC);
+    let (v, out) = dp.run(&other.bytes());
+    assert_eq!(
+        (v, out),
+        (XDP_PASS, other.bytes()),
+        "slot sharer passed untouched"
+    );
+    let from_other = Pkt::udp((OTHER, 53), (CLIENT, 5353));
+    let (v, out) = dp.run(&from_other.bytes());
+    assert_eq!(
+        (v, out),
+        (XDP_PASS, from_other.bytes()),
+        "not from a backend"
+    );
+    assert_eq!(dp.reason(Reason::PassNotForVip), before + 2);
+
+    // The table is what lets the reply through: with the backend's bit cleared, its reply
+    // is taken for the node's own traffic; with the bit back, it is translated again.
+    let slot = ip_raw(b).backend_slot();
+    set_backend_slot(&mut dp, slot, 0);
+    let (v, out) = dp.run(&reply.bytes());
+    assert_eq!(
+        (v, out),
+        (XDP_PASS, reply.bytes()),
+        "no bit: passed untouched"
+    );
+    set_backend_slot(&mut dp, slot, u32::BACKEND_SLOT_BIT);
+    let (v, out) = dp.run(&reply.bytes());
+    assert_eq!(
+        (v, &out[26..30]),
+        (XDP_TX, &VIP_DNAT[..]),
+        "bit back: translated"
+    );
+
+    // An IPv6 backend's bit in the same slot says nothing about IPv4 sources.
+    set_backend_slot(&mut dp, slot, <lb_common::Ip6 as Addr>::BACKEND_SLOT_BIT);
+    let (v, _) = dp.run(&reply.bytes());
+    assert_eq!(v, XDP_PASS, "the other family's bit");
+    set_backend_slot(&mut dp, slot, u32::BACKEND_SLOT_BIT);
+
+    // ICMP errors to the client are not gated by the source (a router on the way to the
+    // backend reports about the packet we sent it): still translated.
+    let sent = Pkt::tcp(cd, (b, 6443), ACK)
+        .macs(LB_MAC, BACKEND_MACS[bi])
+        .ttl(63);
+    let frag_needed =
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1400,
+        });
+    let before = dp.reason(Reason::IcmpErrorTranslated);
+    let err = Pkt::icmp(ROUTER, CLIENT, frag_needed)
+        .macs(BACKEND_MACS[bi], LB_MAC)
+        .payload(&quote(&sent, 8));
+    let (v, _) = dp.run(&err.bytes());
+    assert_eq!(
+        v, XDP_TX,
+        "router's ICMP error about a DNAT flow translated"
+    );
+    assert_eq!(dp.reason(Reason::IcmpErrorTranslated), before + 1);
+}
+
+/// The cost of the node's own traffic while a DNAT VIP exists, with `BACKEND_SLOTS` as the
+/// daemon writes it and with every slot set (every source a possible backend: the reply
+/// lookups and the clock read as before the table): same program, same run. Printed and
+/// written to `target/bench/backend_slots_cost.json`; the verdicts are asserted, the
+/// times are not (a loaded machine).
+#[test]
+fn non_vip_cost_with_a_dnat_vip_backend_slots_vs_every_slot_set() {
+    use lb_common::Addr;
+    const REPEAT: u32 = 100_000;
+    const SINGLE: u32 = 20_000;
+    let mut dp = Dp::standard();
+    let frame = Pkt::tcp((OTHER, 443), (CLIENT, 40200), ACK | PSH).bytes();
+    let measure = |dp: &Dp| {
+        let (v, out) = dp.run(&frame);
+        assert_eq!((v, &out), (XDP_PASS, &frame));
+        (
+            dp.cost_repeat(&frame, REPEAT),
+            dp.cost_single(&frame, SINGLE),
+        )
+    };
+    let (table_r, table_s) = measure(&dp);
+    for slot in 0..lb_common::VIP_SLOTS {
+        set_backend_slot(&mut dp, slot, u32::BACKEND_SLOT_BIT);
+    }
+    let (all_r, all_s) = measure(&dp);
+    println!(
+        "non-VIP TCP with a DNAT VIP: BACKEND_SLOTS {table_r} ns (repeat {REPEAT}), \
+         {table_s} ns (single); every slot set (the lookups) {all_r} ns, {all_s} ns"
+    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(
+            dir.join("backend_slots_cost.json"),
+            format!(
+                "{{\"table_repeat_ns\": {table_r}, \"table_single_ns\": {table_s}, \
+                 \"all_set_repeat_ns\": {all_r}, \"all_set_single_ns\": {all_s}}}\n"
+            ),
+        );
+    }
 }

@@ -25,8 +25,8 @@ use aya::{
     },
 };
 use lb_common::{
-    Backend, Backend6, Config, Counters, CtEntry, FlowKey, Ip6, MAX_RING_SIZE, PROGRAM_NAME,
-    RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
+    Addr, BACKEND_FLAG_PRESENT, Backend, Backend6, Config, Counters, CtEntry, FlowKey, Ip6,
+    MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
 };
 
 use crate::{config::XdpAttachMode, pins::LINK_PIN};
@@ -338,6 +338,10 @@ pub struct Dataplane {
     vip_addrs: HashMap<MapData, u32, u32>,
     vip_slots: Array<MapData, u64>,
     backends: Array<MapData, Backend>,
+    /// `BACKEND_SLOTS`, and the bits this process knows are set in it (read from the map
+    /// the first time a slot is touched: an adopted map keeps its bits).
+    backend_slots: Array<MapData, u32>,
+    backend_slot_bits: StdHashMap<u32, u32>,
     vips6: HashMap<MapData, VipKey6, VipMeta6>,
     vip_addrs6: HashMap<MapData, Ip6, u32>,
     backends6: Array<MapData, Backend6>,
@@ -392,6 +396,7 @@ const PINNED_MAPS: &[&str] = &[
     map_names::VIP_SLOTS,
     map_names::RINGS,
     map_names::BACKENDS,
+    map_names::BACKEND_SLOTS,
     map_names::CONNTRACK,
     map_names::REVERSE,
     map_names::UNCONFIRMED,
@@ -533,6 +538,28 @@ fn op<T>(name: &'static str, r: Result<T, aya::maps::MapError>) -> Result<T, Dat
 }
 
 impl Dataplane {
+    /// Sets the family's bit in `addr`'s `BACKEND_SLOTS` slot, before the backend itself is
+    /// written: a flow on the backend can only start once it is in `BACKENDS`, so every
+    /// reply entry's source has its bit. Bits are never cleared while the map lives (a
+    /// removed backend's flows keep their reply entries until they expire; a stale bit only
+    /// sends the node's other traffic from that slot through the reply lookups).
+    fn mark_backend_slot<A: Addr>(&mut self, addr: A) -> Result<(), DataplaneError> {
+        let slot = addr.backend_slot();
+        let known = match self.backend_slot_bits.get(&slot) {
+            Some(v) => *v,
+            None => self.backend_slots.get(&slot, 0).unwrap_or(0),
+        };
+        let want = known | A::BACKEND_SLOT_BIT;
+        if want != known {
+            op(
+                map_names::BACKEND_SLOTS,
+                self.backend_slots.set(slot, &want, 0),
+            )?;
+        }
+        self.backend_slot_bits.insert(slot, want);
+        Ok(())
+    }
+
     /// Loads the object (program not yet verified nor attached), with `conntrack_size` flows.
     ///
     /// # Errors
@@ -620,6 +647,8 @@ impl Dataplane {
             vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
             vip_slots: take(&mut ebpf, map_names::VIP_SLOTS)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
+            backend_slots: take(&mut ebpf, map_names::BACKEND_SLOTS)?,
+            backend_slot_bits: StdHashMap::new(),
             vips6: take(&mut ebpf, map_names::VIPS6)?,
             vip_addrs6: take(&mut ebpf, map_names::VIP_ADDRS6)?,
             backends6: take(&mut ebpf, map_names::BACKENDS6)?,
@@ -1197,6 +1226,9 @@ impl MapStore for Dataplane {
         self.vip_addrs.keys().filter_map(Result::ok).collect()
     }
     fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        if backend.flags & BACKEND_FLAG_PRESENT != 0 {
+            self.mark_backend_slot(backend.addr)?;
+        }
         op(map_names::BACKENDS, self.backends.set(index, backend, 0))
     }
     fn write_ring(&mut self, base: u32, table: &[u32]) -> Result<(), DataplaneError> {
@@ -1236,6 +1268,9 @@ impl MapStore for Dataplane {
         self.vip_addrs6.keys().filter_map(Result::ok).collect()
     }
     fn set_backend6(&mut self, index: u32, backend: &Backend6) -> Result<(), DataplaneError> {
+        if backend.flags & BACKEND_FLAG_PRESENT != 0 {
+            self.mark_backend_slot(backend.addr)?;
+        }
         op(map_names::BACKENDS6, self.backends6.set(index, backend, 0))
     }
 }
