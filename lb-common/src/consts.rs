@@ -98,6 +98,8 @@ pub const VIP_ADDRS6_SIZE: u32 = 2 * MAX_VIPS + 1;
 pub mod map_names {
     /// `VipKey -> VipMeta`.
     pub const VIPS: &str = "VIPS";
+    /// `u32 VIP index -> VipKey` of the VIP holding the index in `VIPS` (zero: none).
+    pub const VIP_KEYS: &str = "VIP_KEYS";
     /// `u32 slot -> u64 (address << 32 | ADDR_FLAG_* or ADDR_SLOT_OVERFLOW)`.
     pub const VIP_SLOTS: &str = "VIP_SLOTS";
     /// `u32 address -> u32 ADDR_FLAG_*`.

@@ -11,7 +11,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_EXIST, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     maps::LruHashMap,
 };
 use lb_common::{
@@ -39,6 +39,8 @@ pub struct Flow<A: Family> {
     pub backend_idx: u32,
     pub snat_addr: A,
     pub snat_port: u16,
+    /// The VIP's index (counters).
+    pub vip_index: u32,
     pub new: bool,
 }
 
@@ -50,15 +52,20 @@ impl<A: Family> Flow<A> {
             backend_idx: e.backend_idx,
             snat_addr: e.snat_addr,
             snat_port: e.snat_port,
+            vip_index: e.vip_index,
             new,
         }
     }
 }
 
+/// `CLOCK_MONOTONIC_COARSE`: the daemon's `CLOCK_MONOTONIC`, up to a tick behind. Every
+/// timestamp and timeout of the program is coarser than a tick (`last_seen_ns` moves only
+/// every `LAST_SEEN_GRANULARITY_NS`), and the coarse read takes no clocksource read (in a
+/// VM, `bpf_ktime_get_ns` is a pvclock read on every packet).
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// The state of a confirmed flow after a packet with `flags` in state `state`. A bare SYN
@@ -442,18 +449,31 @@ fn confirm<A: Family>(
 /// Finds the live entry of a client flow, or creates one: backend from Maglev, SNAT port,
 /// reverse entry. An entry whose backend is gone (removed, or its slot reused by another
 /// address or port), that has expired, or whose reverse tuple was lost, is replaced.
+///
+/// `key` is the packet's client-side key and `entry` its `CONNTRACK` entry, when the caller
+/// looked them up (`Family::ENTRY_FIRST`; else both are found here); `meta` the VIP's, if
+/// the caller looked it up (only a new flow needs it).
 #[inline(always)]
 pub fn forward_flow<A: Family>(
     h: &Headers<A>,
-    meta: &VipMeta<A>,
+    key: Option<&FlowKey<A>>,
+    entry: Option<*mut CtEntry<A>>,
+    meta: Option<&VipMeta<A>>,
     cfg: &Config,
     client_mac: [u8; 6],
     ingress_ifindex: u32,
 ) -> Result<Flow<A>, Verdict> {
-    let key = key_of(h);
     let now = now();
     let tcp = h.proto == IPPROTO_TCP;
-    if let Some(e) = A::conntrack().get_ptr_mut(&key) {
+    let local_key;
+    let (key, entry) = match key {
+        Some(k) => (k, entry),
+        None => {
+            local_key = key_of(h);
+            (&local_key, A::conntrack().get_ptr_mut(&local_key))
+        }
+    };
+    if let Some(e) = entry {
         // SAFETY: `e` points into a live map value; copied before use.
         let mut local = core::mem::MaybeUninit::<CtEntry<A>>::uninit();
         let old = unsafe { &*A::snapshot(e, local.as_mut_ptr(), |s| &raw mut (*s).old) };
@@ -466,9 +486,9 @@ pub fn forward_flow<A: Family>(
             if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && !fits {
                 return Err(Verdict::drop(Reason::DropOutOfWindow));
             }
-            if local || hold_reverse(old, &key, h.tcp_flags, now) {
+            if local || hold_reverse(old, key, h.tcp_flags, now) {
                 if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && old.state != ct_state::TCP_CLOSING {
-                    A::sync_closing(&key);
+                    A::sync_closing(key);
                 }
                 // SAFETY: fields of the live value.
                 unsafe {
@@ -495,20 +515,31 @@ pub fn forward_flow<A: Family>(
                     && fits
                     && !local
                 {
-                    follow_client(e, old, &key, client_mac, ingress_ifindex, h.vlan);
+                    follow_client(e, old, key, client_mac, ingress_ifindex, h.vlan);
                 }
                 return Ok(Flow::of(old, backend, false));
             }
         }
         // Stale: free its tuple (SNAT port) and its entry before looking further.
-        release(A::reverse(), &reverse_key(old, h.proto), &key);
-        let _ = A::conntrack().remove(&key);
-        A::sync_removed(&key);
+        release(A::reverse(), &reverse_key(old, h.proto), key);
+        let _ = A::conntrack().remove(key);
+        A::sync_removed(key);
     }
-    if let Some(flow) = unconfirmed_flow(h, &key, client_mac, ingress_ifindex, now)? {
+    if let Some(flow) = unconfirmed_flow(h, key, client_mac, ingress_ifindex, now)? {
         return Ok(flow);
     }
-    new_flow(h, &key, meta, cfg, client_mac, ingress_ifindex, now)
+    let mut local = core::mem::MaybeUninit::uninit();
+    let meta = match meta {
+        Some(m) => m,
+        // The entry's VIP held its index, so the VIP was there a moment ago: gone now, its
+        // packets are not ours.
+        None if A::ENTRY_FIRST => {
+            lookup::vip_meta(h, &mut local).ok_or(Verdict::pass(Reason::PassNotForVip))?
+        }
+        // Not reached: without `ENTRY_FIRST` the caller always has the meta.
+        None => return Err(Verdict::drop(Reason::DropInternal)),
+    };
+    new_flow(h, key, meta, cfg, client_mac, ingress_ifindex, now)
 }
 
 /// A confirmed flow's client now sends from another MAC, interface or VLAN (a router

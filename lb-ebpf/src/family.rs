@@ -10,7 +10,7 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use crate::{
     maps::{
         BACKENDS, BACKENDS6, CONNTRACK, CONNTRACK6, REVERSE, REVERSE6, SCRATCH, SCRATCH6, Scratch,
-        UNCONFIRMED, UNCONFIRMED_REV, UNCONFIRMED_REV6, UNCONFIRMED6, VIPS, VIPS6,
+        UNCONFIRMED, UNCONFIRMED_REV, UNCONFIRMED_REV6, UNCONFIRMED6, VIP_KEYS, VIPS, VIPS6,
     },
     packet::{self, Headers},
 };
@@ -25,6 +25,10 @@ pub trait Family: Addr {
     type Addrs: Copy;
     fn src(h: &Headers<Self>) -> Self;
     fn dst(h: &Headers<Self>) -> Self;
+    /// Whether a packet to a VIP address looks up its flow before its VIP (`nat::handle_flow`).
+    /// IPv6 does not: the reordered path does not fit its stack (LLVM spills more of the
+    /// SNAT probe's registers), so its packets keep the `VIPS6` lookup.
+    const ENTRY_FIRST: bool;
     /// A UDP checksum of zero is invalid (IPv6), not "none" (IPv4).
     const UDP_CHECKSUM_REQUIRED: bool;
     /// The family's ICMP echo request and reply types.
@@ -39,6 +43,10 @@ pub trait Family: Addr {
     /// Whether some VIP of the family uses DNAT.
     fn dnat_present() -> bool;
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>>;
+    /// Whether the VIP holding index `index` is the one the packet is addressed to: then a
+    /// flow entry naming that index belongs to a VIP that still exists. Only called with
+    /// `ENTRY_FIRST`.
+    fn vip_holds(index: u32, h: &Headers<Self>) -> bool;
     fn backends() -> &'static Array<Backend<Self>>;
     fn conntrack() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>>;
     fn reverse() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>>;
@@ -74,6 +82,7 @@ pub trait Family: Addr {
 impl Family for u32 {
     type IpHdr = Ipv4Hdr;
     type Addrs = [u32; 2];
+    const ENTRY_FIRST: bool = true;
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<u32>, entry: &CtEntry<u32>) {
         crate::sync::emit_confirmed(lb_common::SYNC_FAMILY_V4, key, entry);
@@ -135,6 +144,14 @@ impl Family for u32 {
     #[inline(always)]
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>> {
         &VIPS
+    }
+    /// `VIP_KEYS`: one inlined read and an 8-byte compare.
+    #[inline(always)]
+    fn vip_holds(index: u32, h: &Headers<Self>) -> bool {
+        match VIP_KEYS.get(index) {
+            Some(k) => k.port == h.dport && k.proto == h.proto && k.addr == Self::dst(h),
+            None => false,
+        }
     }
     #[inline(always)]
     fn backends() -> &'static Array<Backend<Self>> {
@@ -199,6 +216,7 @@ impl Family for u32 {
 impl Family for Ip6 {
     type IpHdr = Ipv6Hdr;
     type Addrs = ();
+    const ENTRY_FIRST: bool = false;
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<Ip6>, entry: &CtEntry<Ip6>) {
         crate::sync::emit6(lb_common::SYNC_CONFIRMED, key, entry);
@@ -283,6 +301,11 @@ impl Family for Ip6 {
     #[inline(always)]
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>> {
         &VIPS6
+    }
+    /// Not called (`ENTRY_FIRST` is false): no index is known to hold.
+    #[inline(always)]
+    fn vip_holds(_index: u32, _h: &Headers<Self>) -> bool {
+        false
     }
     #[inline(always)]
     fn backends() -> &'static Array<Backend<Self>> {

@@ -1,8 +1,31 @@
 //! Backend choice for a new flow: the VIP's live Maglev table, indexed by the flow hash.
 
-use lb_common::{BACKEND_FLAG_PRESENT, Backend, FlowKey, NO_BACKEND, Reason, VipMeta, hash};
+use lb_common::{
+    BACKEND_FLAG_PRESENT, Backend, FlowKey, NO_BACKEND, Reason, VipKey, VipMeta, hash,
+};
 
-use crate::{Verdict, family::Family, maps::RINGS};
+use crate::{Verdict, family::Family, maps::RINGS, packet::Headers};
+
+/// The meta of the VIP a packet is addressed to (`VIPS`), copied (into `local` for IPv4,
+/// the scratch for IPv6): the daemon replaces the value while packets flow.
+#[inline(always)]
+pub fn vip_meta<'a, A: Family>(
+    h: &Headers<A>,
+    local: &'a mut core::mem::MaybeUninit<VipMeta<A>>,
+) -> Option<&'a VipMeta<A>> {
+    let key = VipKey {
+        addr: h.dst(),
+        port: h.dport,
+        proto: h.proto,
+        _pad: 0,
+    };
+    // SAFETY: map lookup; the value is copied before use, into `local` or this CPU's
+    // scratch (which outlives `local`).
+    unsafe {
+        let m = A::vips().get(&key)?;
+        Some(&*A::snapshot(m, local.as_mut_ptr(), |s| &raw mut (*s).meta))
+    }
+}
 
 /// The flow's hash; also seeds its SNAT port so every node picks the same one.
 #[inline(always)]

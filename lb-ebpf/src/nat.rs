@@ -4,7 +4,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, IPPROTO_UDP, Reason, VipKey, VipMeta,
+    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CtEntry, FlowKey, IPPROTO_UDP, Reason, VipMeta,
     checksum::{udp_fixup, update_u16},
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
@@ -12,6 +12,7 @@ use network_types::{tcp::TcpHdr, udp::UdpHdr};
 use crate::{
     Verdict, conntrack,
     family::Family,
+    lookup,
     maps::CONFIG,
     packet::{Frame, Headers},
     stats,
@@ -30,32 +31,47 @@ pub struct Rewrite<A> {
 }
 
 /// TCP or UDP: a packet for a VIP, a reply to a translated flow, or neither.
+///
+/// IPv4: a packet to a VIP address is first looked up as a confirmed flow: when the VIP
+/// named by the entry's index still holds that index (`VIP_KEYS`, an inlined read), the
+/// VIP's meta is not needed (it only matters to a new flow) and the `VIPS` lookup is
+/// skipped. Any other packet to a VIP address asks `VIPS`, as does a new flow. IPv6 asks
+/// `VIPS6` first (`Family::ENTRY_FIRST`).
 #[inline(always)]
 pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP != 0 {
-        let key = VipKey {
-            addr: h.dst(),
-            port: h.dport,
-            proto: h.proto,
-            _pad: 0,
-        };
-        // SAFETY: map lookup; the value is copied before use.
-        if let Some(m) = unsafe { A::vips().get(&key) } {
-            let mut local = core::mem::MaybeUninit::uninit();
-            // SAFETY: the copy (in `local` or the scratch) is ours for this packet.
-            let meta = unsafe { &*A::snapshot(m, local.as_mut_ptr(), |s| &raw mut (*s).meta) };
-            return forward(ctx, frame, h, meta);
+        let mut local = core::mem::MaybeUninit::uninit();
+        if A::ENTRY_FIRST {
+            let key = conntrack::key_of(h);
+            let entry = A::conntrack().get_ptr_mut(&key);
+            // SAFETY: `e` points into a live map value.
+            let known = entry.is_some_and(|e| A::vip_holds(unsafe { (*e).vip_index }, h));
+            let meta = if known {
+                None
+            } else {
+                lookup::vip_meta(h, &mut local)
+            };
+            // One call of `forward` (each would be a copy of the whole path).
+            if known || meta.is_some() {
+                return forward(ctx, frame, h, Some(&key), entry, meta);
+            }
+        } else if let Some(meta) = lookup::vip_meta(h, &mut local) {
+            return forward(ctx, frame, h, None, None, Some(meta));
         }
     }
     reply(ctx, frame, h)
 }
 
+/// A packet for a VIP: `key` its client-side key and `entry` the flow's `CONNTRACK` entry,
+/// `meta` the VIP's, each when already looked up (see `conntrack::forward_flow`).
 #[inline(always)]
 fn forward<A: Family>(
     ctx: &XdpContext,
     frame: &Frame,
     h: &Headers<A>,
-    meta: &VipMeta<A>,
+    key: Option<&FlowKey<A>>,
+    entry: Option<*mut CtEntry<A>>,
+    meta: Option<&VipMeta<A>>,
 ) -> Verdict {
     if h.ttl <= 1 {
         return Verdict::pass(Reason::PassTtlExpired);
@@ -66,12 +82,17 @@ fn forward<A: Family>(
     // SAFETY: checked by the parser.
     let client_mac = unsafe { (*h.eth).src_addr };
     let ingress = ctx.ingress_ifindex() as u32;
-    let flow = match conntrack::forward_flow(h, meta, cfg, client_mac, ingress) {
+    let flow = match conntrack::forward_flow(h, key, entry, meta, cfg, client_mac, ingress) {
         Ok(f) => f,
         Err(v) => return v,
     };
     if flow.backend.flags & BACKEND_FLAG_LOCAL != 0 {
-        stats::count_traffic(meta.index, flow.backend_idx, frame.len() as u64, flow.new);
+        stats::count_traffic(
+            flow.vip_index,
+            flow.backend_idx,
+            frame.len() as u64,
+            flow.new,
+        );
         return Verdict::pass(Reason::PassLocalBackend);
     }
     let rw = Rewrite {
@@ -83,7 +104,12 @@ fn forward<A: Family>(
         src_mac: source_mac(cfg, h, out_ifindex(flow.backend.ifindex, ingress)),
     };
     rewrite(h, &rw);
-    stats::count_traffic(meta.index, flow.backend_idx, frame.len() as u64, flow.new);
+    stats::count_traffic(
+        flow.vip_index,
+        flow.backend_idx,
+        frame.len() as u64,
+        flow.new,
+    );
     egress(
         flow.backend.ifindex,
         ingress,

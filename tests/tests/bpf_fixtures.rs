@@ -170,6 +170,29 @@ impl Dp {
             _pad: 0,
         };
         m.insert(&key, &meta, 0).unwrap();
+        // As the daemon: `VIP_KEYS` after `VIPS`.
+        self.vip_index_key(v.0, key);
+    }
+
+    /// Writes `VIP_KEYS[index]` alone.
+    fn vip_index_key(&mut self, index: u32, key: VipKey) {
+        let mut keys: Array<_, VipKey> =
+            Array::try_from(self.ebpf.map_mut(map_names::VIP_KEYS).unwrap()).unwrap();
+        keys.set(index, &key, 0).unwrap();
+    }
+
+    /// Removes a VIP from `VIPS` alone (the daemon clears its `VIP_KEYS` index first).
+    fn remove_vip_entry(&mut self, addr: [u8; 4], v: (u32, u16, u8)) {
+        let mut m: HashMap<_, VipKey, VipMeta> =
+            HashMap::try_from(self.ebpf.map_mut(map_names::VIPS).unwrap()).unwrap();
+        m.remove(&vip_key(addr, v)).unwrap();
+    }
+
+    /// Packets counted for VIP `index` over all CPUs.
+    fn vip_packets(&self, index: u32) -> u64 {
+        let m: PerCpuArray<_, lb_common::Counters> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::VIP_STATS).unwrap()).unwrap();
+        m.get(&index, 0).unwrap().iter().map(|c| c.packets).sum()
     }
 
     fn ring(&mut self, vip_index: u32, half: u32, table: &[u32]) {
@@ -271,6 +294,15 @@ impl Dp {
         let m: HashMap<_, FlowKey, RevEntry> =
             HashMap::try_from(self.ebpf.map(map_names::REVERSE).unwrap()).unwrap();
         m.get(key, 0).ok()
+    }
+}
+
+fn vip_key(addr: [u8; 4], v: (u32, u16, u8)) -> VipKey {
+    VipKey {
+        addr: ip_raw(addr),
+        port: port_raw(v.1),
+        proto: v.2,
+        _pad: 0,
     }
 }
 
@@ -1149,6 +1181,52 @@ fn table_swap_keeps_established_flows_and_a_removed_backend_is_picked_again() {
         &BACKENDS[1],
         "backend identity is address and port"
     );
+}
+
+/// A confirmed IPv4 flow finds its VIP through `VIP_KEYS` (the index its entry names) and
+/// skips the `VIPS` lookup; only while the index holds the packet's own VIP key, else the
+/// packet goes the slow way and answers as `VIPS` says.
+#[test]
+fn an_established_flow_skips_the_vip_lookup_only_while_its_index_holds_its_vip() {
+    let mut dp = Dp::standard();
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let f = (CLIENT, 42100);
+    let sport = handshake(&dp, f).expect("handshake");
+    let ack = Pkt::tcp(f, vip, ACK).seq(1001).bytes();
+    let forwarded = |dp: &Dp| {
+        let (v, out) = dp.run(&ack);
+        v == XDP_TX
+            && out[30..34] == BACKENDS[0]
+            && u16::from_be_bytes([out[34], out[35]]) == sport
+    };
+    let before = dp.vip_packets(VIP_TCP.0);
+    assert!(forwarded(&dp), "established, both maps agree");
+    assert_eq!(dp.vip_packets(VIP_TCP.0), before + 1, "counted for its VIP");
+
+    // `VIP_KEYS` cleared, `VIPS` intact (an adopted map, a start): the slow way, same flow.
+    dp.vip_index_key(VIP_TCP.0, VipKey::default());
+    assert!(forwarded(&dp), "slow way: the same backend and tuple");
+    // Another VIP's key at the index (an index reused while the entry lives): slow way.
+    dp.vip_index_key(VIP_TCP.0, vip_key(VIP, VIP_UDP));
+    assert!(forwarded(&dp), "a foreign key at the index is not a match");
+
+    // The index holds the VIP but `VIPS` lost it (an order the daemon never writes): the
+    // established packet is forwarded without asking `VIPS`, which shows the lookup is
+    // skipped; a new flow does ask, and is not ours.
+    dp.vip_index_key(VIP_TCP.0, vip_key(VIP, VIP_TCP));
+    dp.remove_vip_entry(VIP, VIP_TCP);
+    assert!(forwarded(&dp), "fast path: no VIPS lookup");
+    let passed = dp.reason(Reason::PassNotForVip);
+    let (v, _) = dp.run(&Pkt::tcp((CLIENT, 42101), vip, SYN).bytes());
+    assert_eq!(v, XDP_PASS, "a new flow to a VIP not in VIPS");
+    assert_eq!(dp.reason(Reason::PassNotForVip), passed + 1);
+
+    // Removed as the daemon removes it (index cleared first): the flow is not served.
+    dp.vip_index_key(VIP_TCP.0, VipKey::default());
+    let (v, out) = dp.run(&ack);
+    assert_eq!((v, &out[..]), (XDP_PASS, &ack[..]), "removed VIP: untouched");
+    assert_eq!(dp.reason(Reason::PassNotForVip), passed + 2);
 }
 
 /// splitmix64: tiny, seeded, reproducible.

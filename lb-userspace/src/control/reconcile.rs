@@ -15,8 +15,8 @@ use std::{
 
 use lb_common::{
     ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_LOCAL, BACKEND_FLAG_PRESENT,
-    Backend, Backend6, Ip6, NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipKey6, VipMeta,
-    VipMeta6, ip_raw, ip6_raw, port_raw,
+    Backend, Backend6, Ip6, MAX_VIPS, NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipKey6,
+    VipMeta, VipMeta6, ip_raw, ip6_raw, port_raw,
 };
 
 use crate::{
@@ -77,6 +77,8 @@ pub struct Reconciler {
     tables: Vec<Vec<u32>>,
     /// The `VIP_SLOTS` contents last written (`None`: never written by us).
     slots: Option<Vec<u64>>,
+    /// The `VIP_KEYS` contents last written (index -> key; the default key: none).
+    index_keys: Vec<VipKey>,
     /// This node's addresses: a backend on one of them is served by the local stack.
     locals: std::collections::BTreeSet<IpAddr>,
     /// When the last swap happened.
@@ -107,6 +109,7 @@ impl Reconciler {
             tables: vec![Vec::new(); s.vips.len() + s.vips6.len()],
             locals: Default::default(),
             slots: None,
+            index_keys: vec![VipKey::default(); MAX_VIPS as usize],
             last_swap: None,
         };
         r.set_backends(
@@ -346,6 +349,12 @@ impl Reconciler {
         // `VIPS`/`VIPS6` first, so neither XDP nor the connect hooks balance them any more.
         let first = self.slots.is_none();
         if first {
+            // `VIP_KEYS` first: an adopted index may name a VIP that goes or moves, and no
+            // packet may take the fast path of a VIP once its `VIPS` entry is gone. Each
+            // index is written again below, after its VIP's `VIPS` entry.
+            for i in 0..MAX_VIPS {
+                store.set_vip_index_key(i, &VipKey::default())?;
+            }
             let wanted: Vec<VipKey> = self.vips.iter().filter_map(vip_key).collect();
             for key in store.vip_keys() {
                 if !wanted.contains(&key) {
@@ -460,6 +469,11 @@ impl Reconciler {
                 };
                 store.write_ring(meta.ring_base(), table)?;
                 store.set_vip(&key, &meta)?;
+                // Only now that `VIPS` has it: a flow of this VIP skips the lookup.
+                if self.index_keys[i] != key {
+                    store.set_vip_index_key(index, &key)?;
+                    self.index_keys[i] = key;
+                }
             } else if let Some(key) = vip_key6(v) {
                 if self.mode == Mode::Fullnat && self.snat_ip6.is_none() {
                     // Full NAT from `::` would be no NAT at all: such a VIP is not served
@@ -616,7 +630,12 @@ mod tests {
         assert_eq!(live6, v6_indices);
         let meta6 = m.vips6[&key6];
         assert_eq!(meta6.snat_addr, ip6_raw(snat6.octets()));
-        assert_ne!(meta6.index, m.vips[&vip_key(&r.vips()[0]).unwrap()].index);
+        let key4 = vip_key(&r.vips()[0]).unwrap();
+        assert_ne!(meta6.index, m.vips[&key4].index);
+        // `VIP_KEYS` names the IPv4 VIP at its index, and nothing else (IPv6 has none).
+        assert_eq!(m.vip_index_keys[&m.vips[&key4].index], key4);
+        assert_eq!(m.vip_index_keys[&meta6.index], VipKey::default());
+        assert_eq!(m.vip_index_keys.len(), MAX_VIPS as usize, "all cleared first");
         assert_eq!(
             m.vip_addrs6[&ip6_raw(vip6.addr.to_string().parse::<Ipv6Addr>().unwrap().octets())],
             ADDR_FLAG_VIP
@@ -806,6 +825,7 @@ mod tests {
         Reconciler::new(&earlier).apply(&mut m, &[]).unwrap();
         let gone = vip_key(&Vip::from(&earlier.vips[1])).unwrap();
         assert!(m.vips.contains_key(&gone));
+        assert_eq!(m.vip_index_keys[&1], gone);
         assert!(m.vip_addrs.contains_key(&ADDR_KEY_DNAT_PRESENT));
 
         // Restart (same maps) with only .100, full NAT.
@@ -829,6 +849,11 @@ mod tests {
             slot >> 32,
             u64::from(gone_addr),
             "its slot no longer names it"
+        );
+        assert_eq!(
+            m.vip_index_keys[&1],
+            VipKey::default(),
+            "its index no longer names it: its flows ask VIPS, which has it no more"
         );
     }
 

@@ -93,6 +93,9 @@ pub trait MapStore {
     fn set_vip_slot(&mut self, slot: u32, value: u64) -> Result<(), DataplaneError>;
     /// Marks an address as VIP and/or SNAT address (`flags` = 0 removes it).
     fn set_vip_addr(&mut self, addr: u32, flags: u32) -> Result<(), DataplaneError>;
+    /// Writes `VIP_KEYS[index]`: the key of the IPv4 VIP holding `index` in `VIPS`
+    /// (`VipKey::default()`: none). Set after the VIP's `VIPS` entry, cleared before it goes.
+    fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError>;
     /// Adds or replaces a VIP. Replacing is atomic for packets (a new hash element).
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataplaneError>;
     /// The VIP's current value, if any.
@@ -130,6 +133,7 @@ pub struct FakeMaps {
     pub vip_addrs: StdHashMap<u32, u32>,
     pub vip_slots: StdHashMap<u32, u64>,
     pub vips: StdHashMap<VipKey, VipMeta>,
+    pub vip_index_keys: StdHashMap<u32, VipKey>,
     pub backends: StdHashMap<u32, Backend>,
     pub vip_addrs6: StdHashMap<Ip6, u32>,
     pub vips6: StdHashMap<VipKey6, VipMeta6>,
@@ -184,6 +188,10 @@ impl MapStore for FakeMaps {
     }
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataplaneError> {
         self.vips.insert(*key, *meta);
+        Ok(())
+    }
+    fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError> {
+        self.vip_index_keys.insert(index, *key);
         Ok(())
     }
     fn vip(&self, key: &VipKey) -> Option<VipMeta> {
@@ -337,6 +345,7 @@ pub struct Dataplane {
     vips: HashMap<MapData, VipKey, VipMeta>,
     vip_addrs: HashMap<MapData, u32, u32>,
     vip_slots: Array<MapData, u64>,
+    vip_keys: Array<MapData, VipKey>,
     backends: Array<MapData, Backend>,
     /// `BACKEND_SLOTS`, and the bits this process knows are set in it (read from the map
     /// the first time a slot is touched: an adopted map keeps its bits).
@@ -394,6 +403,7 @@ const PINNED_MAPS: &[&str] = &[
     map_names::VIPS,
     map_names::VIP_ADDRS,
     map_names::VIP_SLOTS,
+    map_names::VIP_KEYS,
     map_names::RINGS,
     map_names::BACKENDS,
     map_names::BACKEND_SLOTS,
@@ -646,6 +656,7 @@ impl Dataplane {
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
             vip_slots: take(&mut ebpf, map_names::VIP_SLOTS)?,
+            vip_keys: take(&mut ebpf, map_names::VIP_KEYS)?,
             backends: take(&mut ebpf, map_names::BACKENDS)?,
             backend_slots: take(&mut ebpf, map_names::BACKEND_SLOTS)?,
             backend_slot_bits: StdHashMap::new(),
@@ -1209,6 +1220,9 @@ impl MapStore for Dataplane {
     }
     fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataplaneError> {
         op(map_names::VIPS, self.vips.insert(key, meta, 0))
+    }
+    fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError> {
+        op(map_names::VIP_KEYS, self.vip_keys.set(index, key, 0))
     }
     fn vip(&self, key: &VipKey) -> Option<VipMeta> {
         self.vips.get(key, 0).ok()
