@@ -17,7 +17,11 @@ pub const RINGS_SIZE: u32 = MAX_VIPS * RING_HALVES * MAX_RING_SIZE;
 /// Slots of `VIP_SLOTS`, the direct-mapped address table in front of `VIP_ADDRS` (a power
 /// of two).
 pub const VIP_SLOTS: u32 = 4096;
-/// `VIP_SLOTS` value flag: several addresses share the slot, ask `VIP_ADDRS`.
+/// Slots of `VIP_SLOTS6`, the direct-mapped table in front of `VIP_ADDRS6` (a power of two;
+/// it holds at most `VIP_ADDRS6_SIZE` addresses).
+pub const VIP_SLOTS6: u32 = 256;
+/// `VIP_SLOTS` value flag: several addresses share the slot, ask `VIP_ADDRS`
+/// (`VIP_SLOTS6`: `AddrSlot6::flags`, ask `VIP_ADDRS6`).
 pub const ADDR_SLOT_OVERFLOW: u32 = 1 << 31;
 /// `BACKEND_SLOTS` value bits: some IPv4 (IPv6) address that is or was a backend falls in
 /// the slot (`Addr::backend_slot`). The direct-mapped table in front of the reply lookups
@@ -102,6 +106,8 @@ pub mod map_names {
     pub const VIP_KEYS: &str = "VIP_KEYS";
     /// `u32 slot -> u64 (address << 32 | ADDR_FLAG_* or ADDR_SLOT_OVERFLOW)`.
     pub const VIP_SLOTS: &str = "VIP_SLOTS";
+    /// `u32 slot (hash::addr_slot6) -> AddrSlot6`.
+    pub const VIP_SLOTS6: &str = "VIP_SLOTS6";
     /// `u32 address -> u32 ADDR_FLAG_*`.
     pub const VIP_ADDRS: &str = "VIP_ADDRS";
     /// `u32 slot -> u32 backend index`, flat over VIPs and halves.

@@ -35,6 +35,32 @@ pub fn addr_slots(
     slots
 }
 
+/// The `VIP_SLOTS6` slot of an IPv6 address (raw, as on the wire): every word mixed in.
+#[inline(always)]
+pub fn addr_slot6(addr: crate::Ip6) -> u32 {
+    crate::Addr::mix_into(addr, 0x5bd1_e995) & (crate::VIP_SLOTS6 - 1)
+}
+
+/// The `VIP_SLOTS6` contents for `VIP_ADDRS6` entries `(address, flags)`, as
+/// [`addr_slots`] for IPv4.
+pub fn addr_slots6(
+    entries: impl IntoIterator<Item = (crate::Ip6, u32)>,
+) -> [crate::AddrSlot6; crate::VIP_SLOTS6 as usize] {
+    let mut slots = [crate::AddrSlot6::default(); crate::VIP_SLOTS6 as usize];
+    for (addr, flags) in entries {
+        let s = &mut slots[addr_slot6(addr) as usize];
+        *s = if s.flags == 0 {
+            crate::AddrSlot6 { addr, flags }
+        } else {
+            crate::AddrSlot6 {
+                addr: [0; 4],
+                flags: crate::ADDR_SLOT_OVERFLOW,
+            }
+        };
+    }
+    slots
+}
+
 /// Hash of a flow's 5-tuple, fields raw as on the wire (see [`crate::FlowKey`]).
 #[inline(always)]
 pub const fn flow_hash(
@@ -86,6 +112,39 @@ mod tests {
         assert_eq!(
             slots[addr_slot(a) as usize],
             u64::from(crate::ADDR_SLOT_OVERFLOW)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_slot_holds_its_address_or_overflows() {
+        let (vip, snat) = (
+            [0x0db8_0120, 0, 0, 0x6400_0000],
+            [0x0db8_0120, 0, 0, 0x0200_0000],
+        );
+        let slots = addr_slots6([(vip, 1), (snat, 2), ([0; 4], 1)]);
+        for (a, f) in [(vip, 1), (snat, 2), ([0; 4], 1)] {
+            let s = slots[addr_slot6(a) as usize];
+            assert!(
+                s == crate::AddrSlot6 { addr: a, flags: f } || s.flags == crate::ADDR_SLOT_OVERFLOW
+            );
+        }
+        // Each word of the address moves the slot for some value of it.
+        for w in 0..4 {
+            let moved = (1..64u32).any(|x| {
+                let mut b = vip;
+                b[w] ^= x;
+                addr_slot6(b) != addr_slot6(vip)
+            });
+            assert!(moved, "word {w} is hashed");
+        }
+        let b = (1..u32::MAX)
+            .map(|x| [0x0db8_0120, 0, 0, x])
+            .find(|b| *b != vip && addr_slot6(*b) == addr_slot6(vip))
+            .unwrap();
+        let slots = addr_slots6([(vip, 1), (b, 2)]);
+        assert_eq!(
+            slots[addr_slot6(vip) as usize].flags,
+            crate::ADDR_SLOT_OVERFLOW
         );
     }
 

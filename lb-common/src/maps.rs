@@ -216,6 +216,16 @@ pub struct IfaceMac {
     pub _pad: [u8; 2],
 }
 
+/// `VIP_SLOTS6` value: the one `VIP_ADDRS6` address in the slot and its flags, or
+/// `ADDR_SLOT_OVERFLOW` in `flags` when several share it; all zero when none (an address
+/// of no flags is not ours, `::` included).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct AddrSlot6 {
+    pub addr: Ip6,
+    pub flags: u32,
+}
+
 /// `IFACES` value (single entry, key 0): every attached interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -471,6 +481,7 @@ mod user {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Ifaces {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for AddrSlot6 {}
 }
 
 #[cfg(test)]

@@ -38,10 +38,6 @@ pub trait Family: Addr {
     const ICMP_PSEUDO_HEADER: bool;
     /// Whether an ICMP type is an error about a packet (quoting it) that is translated.
     fn icmp_error(ty: u8) -> bool;
-    /// `ADDR_FLAG_*` of a destination (0: neither a VIP nor a SNAT address).
-    fn addr_flags(addr: Self) -> u32;
-    /// Whether some VIP of the family uses DNAT.
-    fn dnat_present() -> bool;
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>>;
     /// Whether the VIP holding index `index` is the one the packet is addressed to: then a
     /// flow entry naming that index belongs to a VIP that still exists. Only called with
@@ -132,14 +128,6 @@ impl Family for u32 {
     fn icmp_error(ty: u8) -> bool {
         // Destination unreachable (fragmentation needed included), time exceeded.
         ty == 3 || ty == 11
-    }
-    #[inline(always)]
-    fn addr_flags(addr: Self) -> u32 {
-        packet::addr_flags(addr)
-    }
-    #[inline(always)]
-    fn dnat_present() -> bool {
-        packet::dnat_present()
     }
     #[inline(always)]
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>> {
@@ -289,14 +277,6 @@ impl Family for Ip6 {
     fn icmp_error(ty: u8) -> bool {
         // Destination unreachable, packet too big (path MTU discovery), time exceeded.
         ty == 1 || ty == 2 || ty == 3
-    }
-    #[inline(always)]
-    fn addr_flags(addr: Self) -> u32 {
-        packet::addr_flags6(addr)
-    }
-    #[inline(always)]
-    fn dnat_present() -> bool {
-        packet::dnat_present6()
     }
     #[inline(always)]
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>> {

@@ -64,7 +64,7 @@ pub fn xvip(ctx: XdpContext) -> u32 {
     // caller's frame counts against the deeper one: this one has none).
     let frame = Frame::new(&ctx);
     match packet::l2(&frame) {
-        Ok(l2) if packet::is_ipv6(&l2) => process6(ctx.ctx, packet::maybe_reply6(ctx.ctx)),
+        Ok(l2) if packet::is_ipv6(&l2) => process6(ctx.ctx, packet::classify6(ctx.ctx)),
         // Not IPv6, or too short to tell (IPv4's parser counts that).
         _ => process4(ctx.ctx),
     }
@@ -88,10 +88,10 @@ fn process4(ctx: *mut xdp_md) -> u32 {
 }
 
 #[inline(never)]
-fn process6(ctx: *mut xdp_md, maybe_reply: bool) -> u32 {
+fn process6(ctx: *mut xdp_md, class: u32) -> u32 {
     let ctx = XdpContext::new(ctx);
     let frame = Frame::new(&ctx);
-    counted(match packet::parse6(&frame, maybe_reply) {
+    counted(match packet::parse6(&frame, class) {
         Ok(p) => dispatch(&ctx, &frame, &p),
         Err(v) => v,
     })

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Backend6, Config, Counters, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE, FlowKey,
-    FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, RINGS_SIZE, RevEntry, RevEntry6,
+    AddrSlot6, Backend, Backend6, Config, Counters, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE,
+    FlowKey, FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, RINGS_SIZE, RevEntry, RevEntry6,
     UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, stats::REASON_COUNT,
 };
 
@@ -106,6 +106,13 @@ pub struct Scratch<A> {
 /// `VIP_STATS`). Written by the daemon.
 #[map]
 pub static VIPS6: HashMap<VipKey6, VipMeta6> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Slot (`addr_slot6(addr)`) -> the one `VIP_ADDRS6` address in that slot and its flags,
+/// `ADDR_SLOT_OVERFLOW` when several share it, zero when none: `VIP_SLOTS` for IPv6, an
+/// inlined read and a 16-byte compare instead of a hash lookup on every IPv6 packet.
+/// Written by the daemon (after `VIP_ADDRS6`).
+#[map]
+pub static VIP_SLOTS6: Array<AddrSlot6> = Array::with_max_entries(lb_common::VIP_SLOTS6, 0);
 
 /// IPv6 address -> `ADDR_FLAG_*` of the v6 VIP and SNAT addresses; `::` present when a v6
 /// VIP uses DNAT. Written by the daemon.

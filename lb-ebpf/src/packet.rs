@@ -21,7 +21,7 @@ use network_types::{
 use crate::{
     Verdict,
     family::Family,
-    maps::{VIP_ADDRS, VIP_ADDRS6, VIP_SLOTS},
+    maps::{VIP_ADDRS, VIP_ADDRS6, VIP_SLOTS, VIP_SLOTS6},
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -333,7 +333,7 @@ fn parse_l4<A: Family>(frame: &Frame, mut h: Headers<A>, icmp: u8) -> Result<Hea
 /// transport header is TCP or UDP and whole in it (the checksum update is the same for a
 /// fragmented datagram). The rules for whose broken frames drop are IPv4's.
 #[inline(always)]
-pub fn parse6(frame: &Frame, maybe_reply: bool) -> Result<Parsed<Ip6>, Verdict> {
+pub fn parse6(frame: &Frame, class: u32) -> Result<Parsed<Ip6>, Verdict> {
     let L2 {
         eth,
         vlan_hdr,
@@ -343,17 +343,17 @@ pub fn parse6(frame: &Frame, maybe_reply: bool) -> Result<Parsed<Ip6>, Verdict> 
     } = l2(frame)?;
     let ip: *mut Ipv6Hdr = frame.ptr(l3).ok_or(Verdict::pass(Reason::PassMalformed))?;
     // SAFETY: the fixed 40 bytes are within the frame.
-    let (vcf0, dst, mut nh, ttl, payload_len) = unsafe {
+    let (vcf0, mut nh, ttl, payload_len) = unsafe {
         (
             (*ip).vcf[0],
-            load_ip6(&raw const (*ip).dst_addr),
             (*ip).next_hdr,
             (*ip).hop_limit,
             u16::from_be_bytes((*ip).payload_len) as usize,
         )
     };
-    let dst_flags = <Ip6 as Family>::addr_flags(dst);
-    if dst_flags == 0 && !(maybe_reply && <Ip6 as Family>::dnat_present()) {
+    // From `classify6`, before this function's frame.
+    let dst_flags = class & !V6_MAYBE_DNAT_REPLY;
+    if class == 0 {
         return Err(Verdict::pass(Reason::PassNotForVip));
     }
     let fail = |reason_ours: Reason| fail(dst_flags, reason_ours);
@@ -485,12 +485,22 @@ fn maybe_reply(src: u32, proto: u8) -> bool {
     (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || maybe_backend(src)
 }
 
-/// `maybe_reply` for IPv6, whose transport is known before the extension headers only
-/// when there are none: TCP and UDP right after the fixed header are tested, anything
-/// else may be ours. Its own function (not inlined): the IPv6 path's stack has no room for
-/// it, and `parse6` receives the answer.
+/// `classify6` bit: the destination has no flags, but the packet may be a DNAT reply (a
+/// v6 DNAT VIP exists and `maybe_reply` holds). Above every `ADDR_FLAG_*`.
+pub const V6_MAYBE_DNAT_REPLY: u32 = 1 << 30;
+const _: () = assert!(
+    V6_MAYBE_DNAT_REPLY & (ADDR_FLAG_VIP | lb_common::ADDR_FLAG_SNAT | ADDR_SLOT_OVERFLOW) == 0
+);
+
+/// What `parse6` needs to know of an IPv6 destination before parsing: its `ADDR_FLAG_*`
+/// (`addr_flags6`), or for an address of none `V6_MAYBE_DNAT_REPLY` when it may be a DNAT
+/// reply. `maybe_reply` for IPv6 sees the transport before the extension headers only when
+/// there are none: TCP and UDP right after the fixed header are tested, anything else may
+/// be ours. Its own function (not inlined), called before `process6`: the IPv6 path's stack
+/// has no room for the slot reads, and `parse6` receives the answer. A frame too short to
+/// tell gets `V6_MAYBE_DNAT_REPLY` (the parser refuses it).
 #[inline(never)]
-pub fn maybe_reply6(ctx: *mut aya_ebpf::bindings::xdp_md) -> bool {
+pub fn classify6(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
     // The context read here, volatile: read in the caller (as the compiler would move
     // them), the frame's end would arrive as a plain number the verifier refuses.
     // SAFETY: the program's context.
@@ -501,18 +511,26 @@ pub fn maybe_reply6(ctx: *mut aya_ebpf::bindings::xdp_md) -> bool {
         }
     };
     let Ok(l2) = l2(&frame) else {
-        return true;
+        return V6_MAYBE_DNAT_REPLY;
     };
     let Some(ip) = frame.ptr::<Ipv6Hdr>(l2.l3) else {
-        return true;
+        return V6_MAYBE_DNAT_REPLY;
     };
     // SAFETY: the fixed header is within the frame.
-    let nh = unsafe { (*ip).next_hdr };
-    if nh != IPPROTO_TCP && nh != IPPROTO_UDP {
-        return true;
+    let flags = addr_flags6(load_ip6(unsafe { &raw const (*ip).dst_addr }));
+    if flags != 0 {
+        return flags;
     }
     // SAFETY: as above.
-    maybe_backend(load_ip6(unsafe { &raw const (*ip).src_addr }))
+    let nh = unsafe { (*ip).next_hdr };
+    let maybe = (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
+        // SAFETY: as above.
+        || maybe_backend(load_ip6(unsafe { &raw const (*ip).src_addr }));
+    if maybe && dnat_present6() {
+        V6_MAYBE_DNAT_REPLY
+    } else {
+        0
+    }
 }
 
 /// Whether `addr` may be a backend of its family: its `BACKEND_SLOTS` slot has the
@@ -580,11 +598,18 @@ pub fn store_ip6(p: *mut [u8; 16], a: Ip6) {
     }
 }
 
-/// `VIP_ADDRS6` flags of an IPv6 address (0: not ours).
+/// `VIP_ADDRS6` flags of an IPv6 address (0: not ours), from its `VIP_SLOTS6` slot when the
+/// slot is its alone, from `VIP_ADDRS6` when the slot is shared.
 #[inline(always)]
 pub fn addr_flags6(addr: Ip6) -> u32 {
-    // SAFETY: map lookup of a plain value.
-    unsafe { VIP_ADDRS6.get(&addr) }.copied().unwrap_or(0)
+    let Some(s) = VIP_SLOTS6.get(lb_common::hash::addr_slot6(addr)) else {
+        return 0;
+    };
+    if s.flags & ADDR_SLOT_OVERFLOW != 0 {
+        // SAFETY: map lookup of a plain value.
+        return unsafe { VIP_ADDRS6.get(&addr) }.copied().unwrap_or(0);
+    }
+    if s.addr == addr { s.flags } else { 0 }
 }
 
 /// True when some IPv6 VIP uses DNAT (a `VIP_ADDRS6` entry under `::`).

@@ -1196,9 +1196,7 @@ fn an_established_flow_skips_the_vip_lookup_only_while_its_index_holds_its_vip()
     let ack = Pkt::tcp(f, vip, ACK).seq(1001).bytes();
     let forwarded = |dp: &Dp| {
         let (v, out) = dp.run(&ack);
-        v == XDP_TX
-            && out[30..34] == BACKENDS[0]
-            && u16::from_be_bytes([out[34], out[35]]) == sport
+        v == XDP_TX && out[30..34] == BACKENDS[0] && u16::from_be_bytes([out[34], out[35]]) == sport
     };
     let before = dp.vip_packets(VIP_TCP.0);
     assert!(forwarded(&dp), "established, both maps agree");
@@ -1225,7 +1223,11 @@ fn an_established_flow_skips_the_vip_lookup_only_while_its_index_holds_its_vip()
     // Removed as the daemon removes it (index cleared first): the flow is not served.
     dp.vip_index_key(VIP_TCP.0, VipKey::default());
     let (v, out) = dp.run(&ack);
-    assert_eq!((v, &out[..]), (XDP_PASS, &ack[..]), "removed VIP: untouched");
+    assert_eq!(
+        (v, &out[..]),
+        (XDP_PASS, &ack[..]),
+        "removed VIP: untouched"
+    );
     assert_eq!(dp.reason(Reason::PassNotForVip), passed + 2);
 }
 

@@ -14,9 +14,10 @@ use aya::{
 };
 use etherparse::{Icmpv6Type, PacketBuilder, icmpv6::DestUnreachableCode};
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, BACKEND_FLAG_PRESENT, Backend6, CONFIG_FLAG_ICMP_ECHO, Config,
-    IPPROTO_TCP, IPPROTO_UDP, Ip6, PROGRAM_NAME, Reason, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6,
-    VipMeta6, hash::flow_hash_of, ip6_raw, map_names, port_raw, ring_base,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6,
+    CONFIG_FLAG_ICMP_ECHO, Config, IPPROTO_TCP, IPPROTO_UDP, Ip6, PROGRAM_NAME, Reason,
+    VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, hash::flow_hash_of, ip6_raw, map_names,
+    port_raw, ring_base,
 };
 use tests::packets::{
     BACKEND_MACS, BACKENDS, CLIENT, CLIENT_MAC, LB, LB_MAC, Pkt, VIP, tcp_flags::*,
@@ -133,6 +134,17 @@ impl Dp {
             .unwrap();
         addrs.insert(&ip6_raw(SNAT6), &ADDR_FLAG_SNAT, 0).unwrap();
         addrs.insert(&[0u32; 4], &1, 0).unwrap();
+        let mut slots: Array<_, AddrSlot6> =
+            Array::try_from(dp.ebpf.map_mut(map_names::VIP_SLOTS6).unwrap()).unwrap();
+        let entries = [
+            (ip6_raw(VIP6), ADDR_FLAG_VIP),
+            (ip6_raw(VIP6_DNAT), ADDR_FLAG_VIP),
+            (ip6_raw(SNAT6), ADDR_FLAG_SNAT),
+            ([0u32; 4], 1),
+        ];
+        for (i, v) in lb_common::hash::addr_slots6(entries).iter().enumerate() {
+            slots.set(i as u32, v, 0).unwrap();
+        }
         let mut vips: HashMap<_, VipKey6, VipMeta6> =
             HashMap::try_from(dp.ebpf.map_mut(map_names::VIPS6).unwrap()).unwrap();
         for (addr, port, proto, index, flags) in [
@@ -1357,4 +1369,56 @@ fn v6_non_vip_cost_with_a_dnat_vip_backend_slots_vs_every_slot_set() {
         "non-VIP IPv6 TCP with a v6 DNAT VIP: BACKEND_SLOTS {table_r} ns (repeat), \
          {table_s} ns (single); every slot set (the lookups) {all_r} ns, {all_s} ns"
     );
+}
+
+/// An IPv6 destination is recognised through its `VIP_SLOTS6` slot (no hash lookup), and
+/// through `VIP_ADDRS6` when the slot is shared: a slot naming another address says "not
+/// ours" even though `VIP_ADDRS6` has the address, which shows the slot is what decides.
+#[test]
+fn v6_addresses_are_found_through_their_slots_and_vip_addrs6_when_shared() {
+    let mut dp = Dp::standard();
+    let f = fullnat_flow(40500);
+    let expect = f.syn_out.bytes();
+    let slot = lb_common::hash::addr_slot6(ip6_raw(VIP6));
+    let mut set = |dp: &mut Dp, v: AddrSlot6| {
+        let mut slots: Array<_, AddrSlot6> =
+            Array::try_from(dp.ebpf.map_mut(map_names::VIP_SLOTS6).unwrap()).unwrap();
+        slots.set(slot, &v, 0).unwrap();
+    };
+    let (v, out) = dp.run(&f.syn.bytes());
+    assert_eq!(
+        (v, hex(&out)),
+        (XDP_TX, hex(&expect)),
+        "through its own slot"
+    );
+
+    set(
+        &mut dp,
+        AddrSlot6 {
+            addr: [0; 4],
+            flags: lb_common::ADDR_SLOT_OVERFLOW,
+        },
+    );
+    let (v, out) = dp.run(&f.syn.bytes());
+    assert_eq!(
+        (v, hex(&out)),
+        (XDP_TX, hex(&expect)),
+        "shared slot: VIP_ADDRS6"
+    );
+
+    set(
+        &mut dp,
+        AddrSlot6 {
+            addr: ip6_raw(OTHER6),
+            flags: ADDR_FLAG_VIP,
+        },
+    );
+    let passed = dp.reason(Reason::PassNotForVip);
+    let (v, out) = dp.run(&f.syn.bytes());
+    assert_eq!(
+        (v, hex(&out)),
+        (XDP_PASS, hex(&f.syn.bytes())),
+        "the slot decides"
+    );
+    assert_eq!(dp.reason(Reason::PassNotForVip), passed + 1);
 }

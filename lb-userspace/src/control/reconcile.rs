@@ -14,9 +14,9 @@ use std::{
 };
 
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_LOCAL, BACKEND_FLAG_PRESENT,
-    Backend, Backend6, Ip6, MAX_VIPS, NO_BACKEND, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipKey6,
-    VipMeta, VipMeta6, ip_raw, ip6_raw, port_raw,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, AddrSlot6, BACKEND_FLAG_LOCAL,
+    BACKEND_FLAG_PRESENT, Backend, Backend6, Ip6, MAX_VIPS, NO_BACKEND, VIP_FLAG_DNAT,
+    VIP_FLAG_FULLNAT, VipKey, VipKey6, VipMeta, VipMeta6, ip_raw, ip6_raw, port_raw,
 };
 
 use crate::{
@@ -77,6 +77,8 @@ pub struct Reconciler {
     tables: Vec<Vec<u32>>,
     /// The `VIP_SLOTS` contents last written (`None`: never written by us).
     slots: Option<Vec<u64>>,
+    /// The `VIP_SLOTS6` contents last written (`None`: never written by us).
+    slots6: Option<Vec<AddrSlot6>>,
     /// The `VIP_KEYS` contents last written (index -> key; the default key: none).
     index_keys: Vec<VipKey>,
     /// This node's addresses: a backend on one of them is served by the local stack.
@@ -109,6 +111,7 @@ impl Reconciler {
             tables: vec![Vec::new(); s.vips.len() + s.vips6.len()],
             locals: Default::default(),
             slots: None,
+            slots6: None,
             index_keys: vec![VipKey::default(); MAX_VIPS as usize],
             last_swap: None,
         };
@@ -384,6 +387,13 @@ impl Reconciler {
             }
         }
         self.slots = Some(slots.to_vec());
+        let slots6 = lb_common::hash::addr_slots6(addr_flags6.iter().map(|(a, f)| (*a, *f)));
+        for (i, v) in slots6.iter().enumerate() {
+            if self.slots6.as_ref().is_none_or(|old| old[i] != *v) {
+                store.set_vip_slot6(i as u32, v)?;
+            }
+        }
+        self.slots6 = Some(slots6.to_vec());
         // Stale addresses go only now that no slot points at them.
         if first {
             for a in store.vip_addr_keys() {
@@ -635,7 +645,11 @@ mod tests {
         // `VIP_KEYS` names the IPv4 VIP at its index, and nothing else (IPv6 has none).
         assert_eq!(m.vip_index_keys[&m.vips[&key4].index], key4);
         assert_eq!(m.vip_index_keys[&meta6.index], VipKey::default());
-        assert_eq!(m.vip_index_keys.len(), MAX_VIPS as usize, "all cleared first");
+        assert_eq!(
+            m.vip_index_keys.len(),
+            MAX_VIPS as usize,
+            "all cleared first"
+        );
         assert_eq!(
             m.vip_addrs6[&ip6_raw(vip6.addr.to_string().parse::<Ipv6Addr>().unwrap().octets())],
             ADDR_FLAG_VIP

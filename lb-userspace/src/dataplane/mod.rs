@@ -25,8 +25,8 @@ use aya::{
     },
 };
 use lb_common::{
-    Addr, BACKEND_FLAG_PRESENT, Backend, Backend6, Config, Counters, CtEntry, FlowKey, Ip6,
-    MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
+    Addr, AddrSlot6, BACKEND_FLAG_PRESENT, Backend, Backend6, Config, Counters, CtEntry, FlowKey,
+    Ip6, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
 };
 
 use crate::{config::XdpAttachMode, pins::LINK_PIN};
@@ -112,6 +112,8 @@ pub trait MapStore {
     fn write_ring(&mut self, base: u32, table: &[u32]) -> Result<(), DataplaneError>;
     /// `set_vip_addr` for an IPv6 address (`VIP_ADDRS6`).
     fn set_vip_addr6(&mut self, addr: Ip6, flags: u32) -> Result<(), DataplaneError>;
+    /// Writes one `VIP_SLOTS6` slot (`lb_common::hash::addr_slots6`).
+    fn set_vip_slot6(&mut self, slot: u32, value: &AddrSlot6) -> Result<(), DataplaneError>;
     /// `set_vip` for an IPv6 VIP (`VIPS6`).
     fn set_vip6(&mut self, key: &VipKey6, meta: &VipMeta6) -> Result<(), DataplaneError>;
     /// `vip` for an IPv6 VIP.
@@ -136,6 +138,7 @@ pub struct FakeMaps {
     pub vip_index_keys: StdHashMap<u32, VipKey>,
     pub backends: StdHashMap<u32, Backend>,
     pub vip_addrs6: StdHashMap<Ip6, u32>,
+    pub vip_slots6: StdHashMap<u32, AddrSlot6>,
     pub vips6: StdHashMap<VipKey6, VipMeta6>,
     pub backends6: StdHashMap<u32, Backend6>,
     pub rings: StdHashMap<u32, u32>,
@@ -192,6 +195,10 @@ impl MapStore for FakeMaps {
     }
     fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError> {
         self.vip_index_keys.insert(index, *key);
+        Ok(())
+    }
+    fn set_vip_slot6(&mut self, slot: u32, value: &AddrSlot6) -> Result<(), DataplaneError> {
+        self.vip_slots6.insert(slot, *value);
         Ok(())
     }
     fn vip(&self, key: &VipKey) -> Option<VipMeta> {
@@ -353,6 +360,7 @@ pub struct Dataplane {
     backend_slot_bits: StdHashMap<u32, u32>,
     vips6: HashMap<MapData, VipKey6, VipMeta6>,
     vip_addrs6: HashMap<MapData, Ip6, u32>,
+    vip_slots6: Array<MapData, AddrSlot6>,
     backends6: Array<MapData, Backend6>,
     rings: RingMmap,
     conntrack: HashMap<MapData, FlowKey, CtEntry>,
@@ -413,6 +421,7 @@ const PINNED_MAPS: &[&str] = &[
     map_names::UNCONFIRMED_REV,
     map_names::VIPS6,
     map_names::VIP_ADDRS6,
+    map_names::VIP_SLOTS6,
     map_names::BACKENDS6,
     map_names::CONNTRACK6,
     map_names::REVERSE6,
@@ -662,6 +671,7 @@ impl Dataplane {
             backend_slot_bits: StdHashMap::new(),
             vips6: take(&mut ebpf, map_names::VIPS6)?,
             vip_addrs6: take(&mut ebpf, map_names::VIP_ADDRS6)?,
+            vip_slots6: take(&mut ebpf, map_names::VIP_SLOTS6)?,
             backends6: take(&mut ebpf, map_names::BACKENDS6)?,
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
@@ -1223,6 +1233,9 @@ impl MapStore for Dataplane {
     }
     fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError> {
         op(map_names::VIP_KEYS, self.vip_keys.set(index, key, 0))
+    }
+    fn set_vip_slot6(&mut self, slot: u32, value: &AddrSlot6) -> Result<(), DataplaneError> {
+        op(map_names::VIP_SLOTS6, self.vip_slots6.set(slot, value, 0))
     }
     fn vip(&self, key: &VipKey) -> Option<VipMeta> {
         self.vips.get(key, 0).ok()
