@@ -255,6 +255,7 @@ impl Dp {
             _pad: 0,
         };
         vips.insert(&key, &meta, 0).unwrap();
+        self.set_vip_index_key(0, key);
         let mut rings: Array<_, u32> =
             Array::try_from(self.ebpf.map_mut(map_names::RINGS).unwrap()).unwrap();
         for slot in 0..RING {
@@ -279,6 +280,20 @@ impl Dp {
             .expect("test run")
             .duration
             .as_nanos()
+    }
+
+    /// `VIP_KEYS[index]` (as the daemon: after the VIP's `VIPS` entry).
+    fn set_vip_index_key(&mut self, index: u32, key: lb_common::VipKey) {
+        let mut keys: Array<_, lb_common::VipKey> =
+            Array::try_from(self.ebpf.map_mut(map_names::VIP_KEYS).unwrap()).unwrap();
+        keys.set(index, &key, 0).unwrap();
+    }
+
+    /// Writes one `VIP_SLOTS6` slot.
+    fn set_slot6(&mut self, slot: u32, v: AddrSlot6) {
+        let mut slots: Array<_, AddrSlot6> =
+            Array::try_from(self.ebpf.map_mut(map_names::VIP_SLOTS6).unwrap()).unwrap();
+        slots.set(slot, &v, 0).unwrap();
     }
 
     fn reason(&self, r: Reason) -> u64 {
@@ -1380,11 +1395,6 @@ fn v6_addresses_are_found_through_their_slots_and_vip_addrs6_when_shared() {
     let f = fullnat_flow(40500);
     let expect = f.syn_out.bytes();
     let slot = lb_common::hash::addr_slot6(ip6_raw(VIP6));
-    let mut set = |dp: &mut Dp, v: AddrSlot6| {
-        let mut slots: Array<_, AddrSlot6> =
-            Array::try_from(dp.ebpf.map_mut(map_names::VIP_SLOTS6).unwrap()).unwrap();
-        slots.set(slot, &v, 0).unwrap();
-    };
     let (v, out) = dp.run(&f.syn.bytes());
     assert_eq!(
         (v, hex(&out)),
@@ -1392,8 +1402,8 @@ fn v6_addresses_are_found_through_their_slots_and_vip_addrs6_when_shared() {
         "through its own slot"
     );
 
-    set(
-        &mut dp,
+    dp.set_slot6(
+        slot,
         AddrSlot6 {
             addr: [0; 4],
             flags: lb_common::ADDR_SLOT_OVERFLOW,
@@ -1406,8 +1416,8 @@ fn v6_addresses_are_found_through_their_slots_and_vip_addrs6_when_shared() {
         "shared slot: VIP_ADDRS6"
     );
 
-    set(
-        &mut dp,
+    dp.set_slot6(
+        slot,
         AddrSlot6 {
             addr: ip6_raw(OTHER6),
             flags: ADDR_FLAG_VIP,
@@ -1421,4 +1431,90 @@ fn v6_addresses_are_found_through_their_slots_and_vip_addrs6_when_shared() {
         "the slot decides"
     );
     assert_eq!(dp.reason(Reason::PassNotForVip), passed + 1);
+}
+
+/// What the direct-mapped tables save, in one program and one run (issue #16): an
+/// established IPv4 packet with `VIP_KEYS` naming its VIP against the same packet with the
+/// index cleared (the `VIPS` lookup), and IPv6 packets with their destination's own
+/// `VIP_SLOTS6` slot against a shared one (the `VIP_ADDRS6` lookup). Rounds of single runs
+/// alternate the two, each figure the median of the rounds' means (the machine's drift
+/// hits both alike). Printed, recorded in target/bench/fast_path_ab.json; asserts only
+/// that every packet was translated either way.
+#[test]
+fn direct_mapped_tables_vs_the_hash_lookups_they_replace() {
+    const ROUNDS: usize = 15;
+    const N: u32 = 1_000;
+    let mut dp = Dp::standard();
+    dp.add_v4();
+    let (ack4, _) = established_v4(&dp, 41500);
+    let (ack6, reply6) = established_v6(&dp, 41500);
+    let key4 = lb_common::VipKey {
+        addr: lb_common::ip_raw(VIP),
+        port: port_raw(6443),
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    let slots6 = |dp: &mut Dp, shared: bool| {
+        for a in [VIP6, SNAT6] {
+            let a = ip6_raw(a);
+            let own = AddrSlot6 {
+                addr: a,
+                flags: if a == ip6_raw(VIP6) {
+                    ADDR_FLAG_VIP
+                } else {
+                    ADDR_FLAG_SNAT
+                },
+            };
+            let v = if shared {
+                AddrSlot6 {
+                    addr: [0; 4],
+                    flags: lb_common::ADDR_SLOT_OVERFLOW,
+                }
+            } else {
+                own
+            };
+            dp.set_slot6(lb_common::hash::addr_slot6(a), v);
+        }
+    };
+    let median = |mut v: Vec<u128>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let mut rows = Vec::new();
+    for (class, frame) in [
+        ("IPv4 established, VIP_KEYS vs VIPS", &ack4),
+        ("IPv6 established, VIP_SLOTS6 vs VIP_ADDRS6", &ack6),
+        ("IPv6 reply, VIP_SLOTS6 vs VIP_ADDRS6", &reply6),
+    ] {
+        let (mut fast, mut slow) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            for table in [true, false] {
+                if class.starts_with("IPv4") {
+                    let k = if table { key4 } else { Default::default() };
+                    dp.set_vip_index_key(0, k);
+                } else {
+                    slots6(&mut dp, !table);
+                }
+                assert_eq!(dp.run(frame).0, XDP_TX, "{class}: translated");
+                let c = dp.cost_single(frame, N);
+                if table { fast.push(c) } else { slow.push(c) }
+            }
+        }
+        rows.push((class, median(fast), median(slow)));
+    }
+    println!("\n{:<44} {:>10} {:>12}", "class", "table ns", "lookup ns");
+    let mut json = Vec::new();
+    for (c, a, b) in &rows {
+        println!("{c:<44} {a:>10} {b:>12}");
+        json.push(format!(
+            "  {{\"class\": {c:?}, \"table_ns\": {a}, \"lookup_ns\": {b}}}"
+        ));
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(
+            dir.join("fast_path_ab.json"),
+            format!("[\n{}\n]\n", json.join(",\n")),
+        );
+    }
 }
