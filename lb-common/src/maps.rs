@@ -333,7 +333,8 @@ pub const CT_FLAG_SEQ_KNOWN: u8 = 1 << 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
 pub struct CtEntry<A = u32> {
-    /// `bpf_ktime_get_ns` of the last packet (coarse, see `LAST_SEEN_GRANULARITY_NS`).
+    /// `bpf_ktime_get_coarse_ns` of the last packet (moved only every
+    /// `LAST_SEEN_GRANULARITY_NS`).
     pub last_seen_ns: u64,
     /// Index into `BACKENDS`.
     pub backend_idx: u32,
@@ -386,7 +387,7 @@ pub const REV_FLAG_MIDSTREAM: u8 = 1 << 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Zeroable)]
 pub struct RevEntry<A = u32> {
-    /// `bpf_ktime_get_ns` of the last reply (coarse); also the word a tuple is reclaimed
+    /// `bpf_ktime_get_coarse_ns` of the last reply (coarse); also the word a tuple is reclaimed
     /// by (compare-and-swap), so two CPUs never both take over one expired tuple.
     pub last_seen_ns: u64,
     /// The client's address, network byte order.
