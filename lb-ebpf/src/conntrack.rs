@@ -500,7 +500,14 @@ pub fn forward_flow<A: Family>(
                         now,
                     );
                     // Only a segment that fits moves the window: a blind one must not.
-                    if tcp && fits {
+                    // A bare SYN on a closing entry is the client reusing its port (the
+                    // state goes back to SYN above): its stream starts anew, at a sequence
+                    // number unrelated to the old one, so it is recorded whatever the old
+                    // window said (else the new connection's FIN and RST would be dropped
+                    // as out of window).
+                    let restart = h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+                        && old.state == ct_state::TCP_CLOSING;
+                    if tcp && (fits || restart) {
                         advance(
                             &raw mut (*e).seq_next,
                             &raw mut (*e).flags,
@@ -809,11 +816,16 @@ pub fn reply_touch<A: Family>(
     // SAFETY: `rev` points into a live map value.
     let r = unsafe {
         if proto == IPPROTO_TCP {
-            if !in_window(
-                (*rev).flags & REV_FLAG_SEQ_KNOWN != 0,
-                (*rev).seq_next,
-                h.seq,
-            ) {
+            // The backend's SYN-ACK of a connection that reuses a closed one's tuple (the
+            // entry went back to SYN with the client's new SYN) starts its stream anew.
+            let restart = flags & TCP_SYN != 0 && (*rev).state == ct_state::TCP_SYN;
+            if !restart
+                && !in_window(
+                    (*rev).flags & REV_FLAG_SEQ_KNOWN != 0,
+                    (*rev).seq_next,
+                    h.seq,
+                )
+            {
                 if flags & (TCP_FIN | TCP_RST) != 0 {
                     return Err(Verdict::drop(Reason::DropOutOfWindow));
                 }

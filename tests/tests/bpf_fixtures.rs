@@ -1231,6 +1231,69 @@ fn an_established_flow_skips_the_vip_lookup_only_while_its_index_holds_its_vip()
     assert_eq!(dp.reason(Reason::PassNotForVip), passed + 2);
 }
 
+/// A client reusing its source port after a close starts a new stream on the closing entry
+/// (clients making a new connection per request cycle the ephemeral range in seconds, the
+/// server having closed first, so nothing holds the port): the new connection's FIN and
+/// the backend's must fit the new streams, not the old ones. Before, neither SYN moved the
+/// recorded position (it did not fit the old window), so both FINs were dropped as out of
+/// window and every such connection hung on close.
+#[test]
+fn a_reused_client_port_starts_new_sequence_windows() {
+    let mut dp = Dp::standard();
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let f = (CLIENT, 42300);
+    let sport = handshake(&dp, f).expect("handshake");
+    let backend = |flags: u8, seq: u32| {
+        Pkt::tcp((BACKENDS[0], 6443), (LB, sport), flags)
+            .seq(seq)
+            .macs(BACKEND_MACS[0], LB_MAC)
+            .bytes()
+    };
+    let tx = |dp: &Dp, frame: &[u8]| dp.run(frame).0 == XDP_TX;
+    assert!(
+        tx(&dp, &Pkt::tcp(f, vip, FIN | ACK).seq(1001).bytes()),
+        "client FIN"
+    );
+    assert!(tx(&dp, &backend(FIN | ACK, 1001)), "backend FIN");
+    let dropped = dp.reason(Reason::DropOutOfWindow);
+
+    // The same client port, a new connection: new initial sequence numbers both ways.
+    let (c_isn, b_isn) = (0x8000_0000u32, 0x9000_0000u32);
+    let (v, out) = dp.run(&Pkt::tcp(f, vip, SYN).seq(c_isn).bytes());
+    assert_eq!(
+        (v, &out[30..34]),
+        (XDP_TX, &BACKENDS[0][..]),
+        "SYN on the closing entry"
+    );
+    assert_eq!(
+        u16::from_be_bytes([out[34], out[35]]),
+        sport,
+        "the same tuple"
+    );
+    assert!(tx(&dp, &backend(SYN | ACK, b_isn)), "backend's SYN-ACK");
+    assert!(
+        tx(&dp, &Pkt::tcp(f, vip, ACK).seq(c_isn + 1).bytes()),
+        "client ACK"
+    );
+    assert!(
+        tx(&dp, &Pkt::tcp(f, vip, FIN | ACK).seq(c_isn + 1).bytes()),
+        "the new connection's FIN fits its own stream"
+    );
+    assert!(
+        tx(&dp, &backend(FIN | ACK, b_isn + 1)),
+        "the backend's FIN fits its new stream"
+    );
+    assert_eq!(
+        dp.reason(Reason::DropOutOfWindow),
+        dropped,
+        "nothing out of window"
+    );
+    // A blind RST far from the new streams is still refused.
+    let (v, _) = dp.run(&Pkt::tcp(f, vip, RST).seq(c_isn + (1 << 30)).bytes());
+    assert_eq!(v, XDP_DROP, "out-of-window RST");
+}
+
 /// splitmix64: tiny, seeded, reproducible.
 struct Rng(u64);
 
