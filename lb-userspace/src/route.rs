@@ -10,7 +10,7 @@
 //! the node's own forwarding: packets to the VIP are taken by the XDP program before any
 //! route lookup, and the node's own processes reach the VIP through the `connect4` hook.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
@@ -29,7 +29,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 pub const DEFAULT_ROUTE_TABLE: u32 = 200;
 /// How long a stopping daemon keeps forwarding after withdrawing its routes: the BGP
 /// daemons' withdrawal and the router's ECMP update take a few hundred milliseconds.
-pub const WITHDRAW_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+pub const WITHDRAW_GRACE: Duration = Duration::from_secs(2);
 /// `proto` number of xvip's routes (`ip route show proto 249`), so `xvip detach` and a
 /// restart find them without knowing the VIPs, and BGP filters can match them.
 pub const RTPROT_XVIP: u8 = 249;
@@ -164,9 +164,34 @@ pub fn route_message(vip: Ipv4Addr, ifindex: u32, table: u32) -> RouteMessage {
     m
 }
 
-/// A connected `NETLINK_ROUTE` socket (also used by `nexthop`).
+/// How long one netlink request may wait for its answer: the kernel answers route and
+/// neighbour requests in microseconds, but a long `rtnl_lock` hold elsewhere on the node
+/// (a CNI tearing namespaces down) delays them, and a lost answer must not hang the caller.
+pub(crate) const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connected `NETLINK_ROUTE` socket (also used by `nexthop`); its receives and sends time
+/// out after [`NETLINK_TIMEOUT`] (the caller gets `EAGAIN` as an error).
 pub(crate) fn socket() -> Result<Socket, RouteError> {
     let mut s = Socket::new(NETLINK_ROUTE).map_err(RouteError::Socket)?;
+    let tv = libc::timeval {
+        tv_sec: NETLINK_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: a plain setsockopt on a descriptor `s` owns, with a value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const tv).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(RouteError::Socket(std::io::Error::last_os_error()));
+        }
+    }
     s.bind_auto().map_err(RouteError::Socket)?;
     s.connect(&SocketAddr::new(0, 0))
         .map_err(RouteError::Socket)?;

@@ -88,9 +88,11 @@ fn v6_args(lab: &Lab) -> Vec<String> {
     v
 }
 
+/// Starts xvip on `host` and waits until it is attached (see `common::wait_attached`).
 fn start(lab: &mut Lab, host: &str, args: &[String]) {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.start_xvip(host, &a).expect("start xvip");
+    wait_attached(lab, host);
 }
 
 /// `host`'s status on the test metrics address, `None` when xvip does not answer.

@@ -689,6 +689,7 @@ fn v6_lab_with_stream(tag: &str, key: Option<&str>) -> (Lab, Stream) {
             args.extend(["--backend", b.as_str()]);
         }
         lab.start_xvip(host, &args).expect("start xvip");
+        wait_attached(&lab, host);
     }
     wait_for(Duration::from_secs(10), "lb1 master (v6)", || {
         state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup"

@@ -540,3 +540,148 @@ fn unicast_peers_elect_one_master_and_fail_over() {
         .expect("through the new master");
     assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb2"));
 }
+
+/// Supervision: when the master's VRRP task dies (a panic, injected here), the node stops
+/// answering for the VIP and exits non-zero (so the service manager restarts it), and the
+/// backup takes over. Before, the loop went on answering ARP with a dead election: two
+/// nodes answered for the VIP.
+#[test]
+fn a_dead_vrrp_task_withdraws_the_node_and_the_backup_takes_over() {
+    let mut lab = lab("vrrpdead", 2, None);
+    let args = node_args(150, &[]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.start_xvip_env(
+        "lb1",
+        &a,
+        &[(xvip::vrrp::FAILPOINT_ENV, xvip::vrrp::FAILPOINT_PANIC)],
+    )
+    .expect("start lb1");
+    wait_attached(&lab, "lb1");
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
+    // The task panics 3 s after lb1 became master.
+    let i = xvip_index(&lab, "lb1");
+    let status = lab.procs[i]
+        .wait_timeout(Duration::from_secs(15))
+        .expect("lb1 exits when its VRRP task dies");
+    assert!(!status.success(), "lb1 exited {status:?}");
+    wait_for(Duration::from_secs(3), "lb2 master", || {
+        state(&lab, "lb2") == "master"
+    });
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(3),
+    )
+    .expect("through lb2");
+    assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb2"));
+}
+
+/// A slow kernel and busy scrapes do not move the VIP: while another namespace holds
+/// `rtnl_lock` again and again (veth pairs created and deleted by the thousand) and two
+/// threads scrape both nodes' /metrics without pause, the master stays master and the
+/// backup never takes over. VRRP runs on its own thread; next hops are resolved off the
+/// event loop and without the state lock, with a receive timeout.
+#[test]
+fn a_stalled_netlink_and_a_scrape_loop_cause_no_takeover() {
+    let mut lab = lab("vrrpstall", 2, None);
+    start_node(&mut lab, "lb1", 150, &[]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    serving(&lab, "lb1", &["lb2"]);
+    let before = (
+        vrrp(&lab, "lb1").expect("lb1").transitions,
+        vrrp(&lab, "lb2").expect("lb2").transitions,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = rtnl_hog(&lab, stop.clone());
+    let scrapers: Vec<_> = ["lb1", "lb2"]
+        .into_iter()
+        .map(|host| {
+            let ns = lab.host(host).ns.name.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut n = 0u32;
+                let end = Instant::now() + Duration::from_secs(30);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                    let ok = in_netns(&ns, || {
+                        std::process::Command::new("curl")
+                            .args(["-s", "-o", "/dev/null", "-m", "2"])
+                            .arg(format!("http://{METRICS}/metrics"))
+                            .status()
+                            .is_ok_and(|s| s.success())
+                    });
+                    n += u32::from(ok.unwrap_or(false));
+                }
+                n
+            })
+        })
+        .collect();
+    // Watch for a spurious takeover while the kernel is slow.
+    let end = Instant::now() + Duration::from_secs(12);
+    let mut lb2_master = 0;
+    while Instant::now() < end {
+        if state(&lab, "lb2") == "master" {
+            lb2_master += 1;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = hog.join().expect("hog");
+    let scrapes: Vec<u32> = scrapers
+        .into_iter()
+        .map(|t| t.join().expect("scraper"))
+        .collect();
+    println!("rtnl hog: {rounds} rounds of 500 veth pairs; scrapes {scrapes:?}");
+    assert!(rounds >= 1, "the hog never held rtnl_lock");
+    assert!(scrapes.iter().all(|&n| n > 10), "scrapes {scrapes:?}");
+    assert_eq!(lb2_master, 0, "lb2 reported master {lb2_master} times");
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_millis(500));
+    assert_eq!(
+        (
+            vrrp(&lab, "lb1").expect("lb1").transitions,
+            vrrp(&lab, "lb2").expect("lb2").transitions,
+        ),
+        before,
+        "no transition while the kernel was slow"
+    );
+}
+
+/// Holds `rtnl_lock` in bursts until `stop` (or 30 s): in a namespace of its own, 500 veth
+/// pairs created in one batch, then the namespace deleted (its devices unregistered under
+/// the lock). Returns the number of rounds.
+fn rtnl_hog(
+    lab: &Lab,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u32> {
+    let name = format!("{}-hog", lab.prefix);
+    let batch: String = (0..500)
+        .map(|i| format!("link add v{i} type veth peer name w{i}\n"))
+        .collect();
+    thread::spawn(move || {
+        let file = std::env::temp_dir().join(format!("{name}.batch"));
+        std::fs::write(&file, batch).expect("batch file");
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut rounds = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            if !ip(&["netns", "add", &name]) {
+                break;
+            }
+            let ok = ip(&["-n", &name, "-batch", &file.to_string_lossy()]);
+            ip(&["netns", "del", &name]);
+            if !ok {
+                break;
+            }
+            rounds += 1;
+        }
+        let _ = std::fs::remove_file(&file);
+        rounds
+    })
+}

@@ -24,6 +24,8 @@ use crate::{
 
 /// The daemon's state outside [`Shared`]: what the handlers need besides the maps.
 pub(super) struct Daemon {
+    /// Asks the next-hop thread for a round (`nexthops`).
+    resolver: super::nexthops::Resolver,
     pub args: RunArgs,
     pub settings: Settings,
     pub iface: Interface,
@@ -195,7 +197,12 @@ impl Daemon {
             discovery: None,
         };
         let static6 = settings.backends6.clone();
+        let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
+            reconcile(st, None, None);
+        })
+        .map_err(|e| DaemonError::Runtime(format!("cannot start the next-hop thread: {e}")))?;
         let d = Self {
+            resolver,
             args,
             settings,
             iface,
@@ -293,8 +300,15 @@ impl Daemon {
         }
     }
 
-    /// Runs until SIGTERM or SIGINT.
-    pub async fn event_loop(&mut self, mut src: Sources) {
+    /// Runs until SIGTERM or SIGINT, or until a task it depends on ends unexpectedly
+    /// (supervision): then it returns that task's name, and the caller stops announcing,
+    /// shuts down and exits non-zero so that systemd or the kubelet restarts xvip (a node
+    /// whose election died must not keep answering for the VIP).
+    pub async fn event_loop(
+        &mut self,
+        mut src: Sources,
+        endpoint: &mut JoinHandle<()>,
+    ) -> Option<&'static str> {
         loop {
             if let Some(spec) = &self.route_spec {
                 super::routed::sync_route(&self.shared, spec, false, false);
@@ -334,13 +348,21 @@ impl Daemon {
                     }
                 }
                 _ = src.resolve.tick() => self.on_tick(),
-                Some(state) = recv_unbounded_opt(&mut src.vrrp) => self.on_vrrp(state),
-                Some(state) = recv_unbounded_opt(&mut src.vrrp6) => self.on_vrrp6(state),
+                state = recv_unbounded_opt(&mut src.vrrp) => match state {
+                    Some(state) => self.on_vrrp(state),
+                    None => return Some("VRRP"),
+                },
+                state = recv_unbounded_opt(&mut src.vrrp6) => match state {
+                    Some(state) => self.on_vrrp6(state),
+                    None => return Some("IPv6 VRRP"),
+                },
+                _ = &mut *endpoint => return Some("status endpoint"),
                 _ = tokio::time::sleep_until(self.garp_burst_at), if self.garp_burst > 0 => {
                     self.on_garp_burst();
                 }
             }
         }
+        None
     }
 
     fn announcing(&self) -> bool {
@@ -549,10 +571,9 @@ impl Daemon {
         }
     }
 
-    /// Every second: next hops resolved again, routes re-asserted (a flushed table, or a
-    /// failed change, heals within a tick).
+    /// Every second: routes re-asserted (a flushed table, or a failed change, heals within
+    /// a tick). The next-hop thread keeps its own second.
     fn on_tick(&self) {
-        self.resolve_next_hops();
         if let Some(spec) = &self.route_spec {
             super::routed::sync_route(&self.shared, spec, false, true);
         }
@@ -584,13 +605,10 @@ impl Daemon {
     }
 
     /// Every backend's next hop from the kernel's route and neighbour tables (the kernel
-    /// resolves missing and stale neighbours itself); the table is rewritten when one moved.
+    /// resolves missing and stale neighbours itself), on the next-hop thread, soon; the
+    /// table is rewritten there when one moved.
     fn resolve_next_hops(&self) {
-        let mut s = self.shared.lock().expect("poisoned");
-        let st = &mut *s;
-        if super::startup::refresh_next_hops(&mut st.reconciler, &self.all, &mut st.next_hops) {
-            reconcile(st, None, None);
-        }
+        self.resolver.now();
     }
 
     /// Stops announcing first, so neighbours stop sending here, then lets a backup or the

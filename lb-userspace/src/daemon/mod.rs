@@ -5,6 +5,7 @@
 //! routed mode's routes.
 
 mod events;
+mod nexthops;
 mod report;
 mod routed;
 mod startup;
@@ -125,10 +126,21 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let vrrp = tasks::vrrp(&d, &mut sources)?;
     let vrrp6 = tasks::vrrp6(&d, &mut sources)?;
     d.sync = tasks::sync(&d)?;
-    let endpoint = tasks::status_endpoint(&d, vrrp.as_ref(), vrrp6.as_ref()).await?;
+    let mut endpoint = tasks::status_endpoint(&d, vrrp.as_ref(), vrrp6.as_ref()).await?;
     let discovery = tasks::discovery(&d, &mut sources);
     d.start_checkers();
     d.announce_at_start();
-    d.event_loop(sources).await;
-    d.shut_down([vrrp, vrrp6], discovery, endpoint).await
+    let died = d.event_loop(sources, &mut endpoint).await;
+    if let Some(task) = died {
+        log::error!(
+            "the {task} task ended unexpectedly: withdrawing the VIP and exiting, so that the service manager restarts xvip"
+        );
+    }
+    d.shut_down([vrrp, vrrp6], discovery, endpoint).await?;
+    match died {
+        Some(task) => Err(DaemonError::Runtime(format!(
+            "the {task} task ended unexpectedly"
+        ))),
+        None => Ok(()),
+    }
 }

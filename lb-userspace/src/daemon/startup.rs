@@ -12,11 +12,11 @@ use lb_common::{CONFIG_FLAG_ICMP_ECHO, CONFIG_FLAG_IFACES, Config, IfaceMac, Ifa
 
 use super::DaemonError;
 use crate::{
-    arp::{ArpSocket, Interface, format_mac},
+    arp::{ArpSocket, Interface},
     config::{ConfigError, HealthKind, RunArgs, Settings},
     dataplane::{Dataplane, MapStore},
     health::{self, CheckKind, HealthSettings},
-    nexthop::{self, Hop},
+    nexthop,
     reconcile::Reconciler,
 };
 
@@ -314,88 +314,22 @@ fn attach(
     Ok(xdp_mode)
 }
 
-/// One round of next hops from the kernel (route, then neighbour; the kernel is asked to
-/// resolve what it lacks): each backend's output interface and MAC go to the reconciler. A
-/// backend without a route, or whose route leaves by an interface xvip is not attached to,
-/// leaves the table; one whose neighbour is still being resolved keeps its last MAC (none
-/// the first time). `hops` keeps the description or reason per backend, logged when it
-/// changes. Returns whether the table must be rewritten.
+/// One round of next hops from the kernel, all at once (start-up, before the event loop
+/// runs; later rounds run on their own thread: `nexthops`). Returns whether the table must
+/// be rewritten.
 pub(super) fn refresh_next_hops(
     r: &mut Reconciler,
     ifaces: &[Interface],
     hops: &mut BTreeMap<std::net::SocketAddr, String>,
 ) -> bool {
-    let addrs: Vec<std::net::SocketAddr> = r
-        .backends()
-        .keys()
-        .copied()
-        .filter(|a| !r.is_local(a))
-        .collect();
-    let found = match nexthop::next_hops(addrs.iter().map(|a| a.ip())) {
-        Ok(f) => f,
+    let addrs = super::nexthops::wanted(r);
+    match nexthop::next_hops(addrs.iter().map(|a| a.ip())) {
+        Ok(found) => super::nexthops::apply(r, ifaces, hops, &addrs, found),
         Err(e) => {
             log::warn!("next hops: {e}");
-            return false;
-        }
-    };
-    let name = |i: u32| {
-        ifaces
-            .iter()
-            .find(|f| f.index == i)
-            .map_or_else(|| format!("ifindex {i}"), |f| f.name.clone())
-    };
-    let attached = |i: u32| ifaces.iter().any(|f| f.index == i);
-    let mut changed = false;
-    hops.retain(|a, _| r.backends().contains_key(a));
-    for (addr, hop) in addrs.iter().zip(found) {
-        let (line, ok) = match &hop {
-            Ok(Hop::Remote(h)) if !attached(h.ifindex) => {
-                changed |= r.set_next_hop(*addr, 0, None);
-                let why = format!(
-                    "the route to {} leaves by {}, which xvip is not attached to",
-                    addr.ip(),
-                    name(h.ifindex)
-                );
-                (why, false)
-            }
-            Ok(Hop::Remote(h)) => match h.mac {
-                Some(mac) => {
-                    changed |= r.set_next_hop(*addr, h.ifindex, Some(mac));
-                    let line = format!(
-                        "{} on {}{} at {}",
-                        h.neighbour,
-                        name(h.ifindex),
-                        if h.via_gateway { " (gateway)" } else { "" },
-                        format_mac(&mac)
-                    );
-                    (line, true)
-                }
-                None => {
-                    let why = nexthop::unresolved_reason(&hop, name).unwrap_or_default();
-                    // Being resolved: said in the status only; a failed resolution is logged.
-                    if h.state != "failed" {
-                        hops.insert(*addr, why);
-                        continue;
-                    }
-                    (why, false)
-                }
-            },
-            Ok(Hop::Local) => continue,
-            Err(e) => {
-                changed |= r.set_next_hop(*addr, 0, None);
-                (e.to_string(), false)
-            }
-        };
-        if hops.get(addr) != Some(&line) {
-            if ok {
-                log::info!("backend {addr}: next hop {line}");
-            } else {
-                log::warn!("backend {addr}: {line}; it stays out of the table");
-            }
-            hops.insert(*addr, line);
+            false
         }
     }
-    changed
 }
 
 /// Gives backends on this node's own addresses the interface's MAC: they need no ARP.

@@ -72,6 +72,21 @@ pub fn start_node(lab: &mut Lab, host: &str, priority: u8, extra: &[&str]) {
     }
     args.extend_from_slice(extra);
     lab.start_xvip(host, &args).expect("start xvip");
+    wait_attached(lab, host);
+}
+
+/// How long a node may take from exec to attached (its status endpoint answers, which it
+/// starts after the program is attached and the election has begun). ~2 s on an idle
+/// machine, ~5 s with two labs starting at once; the election's own budgets start after it.
+pub const ATTACH_BOUND: Duration = Duration::from_secs(30);
+
+/// Waits until `host`'s xvip is attached and its election has started (its status
+/// answers), so that the callers' election budgets measure the election, not the
+/// start-up (map preallocation and program load: seconds on a loaded machine).
+pub fn wait_attached(lab: &Lab, host: &str) {
+    wait_for(ATTACH_BOUND, &format!("{host} attached"), || {
+        status(lab, host).is_some()
+    });
 }
 
 /// Waits until `master` is master and the others backups, then until the client gets an
@@ -86,8 +101,9 @@ pub fn serving(lab: &Lab, master: &str, backups: &[&str]) {
     .expect("through the VIP");
 }
 
-/// The VRRP part of `host`'s status, `None` when xvip does not answer.
-pub fn vrrp(lab: &Lab, host: &str) -> Option<VrrpStatus> {
+/// `host`'s status document, `None` when xvip does not answer (not started, not attached
+/// yet, or gone).
+pub fn status(lab: &Lab, host: &str) -> Option<xvip::status::Status> {
     let ns = lab.host(host).ns.name.clone();
     in_netns(&ns, || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -95,11 +111,15 @@ pub fn vrrp(lab: &Lab, host: &str) -> Option<VrrpStatus> {
             .build()
             .ok()?;
         rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
-            .ok()?
-            .vrrp
+            .ok()
     })
     .ok()
     .flatten()
+}
+
+/// The VRRP part of `host`'s status, `None` when xvip does not answer.
+pub fn vrrp(lab: &Lab, host: &str) -> Option<VrrpStatus> {
+    status(lab, host)?.vrrp
 }
 
 pub fn state(lab: &Lab, host: &str) -> String {

@@ -124,10 +124,13 @@ pub enum VrrpError {
 /// The live VRRP status, shared with the status endpoint.
 pub type Report = Arc<Mutex<VrrpStatus>>;
 
-/// The running VRRP task.
+/// The running VRRP task: a thread of its own with its own (single-threaded) runtime, so
+/// that nothing the daemon's runtime does (a blocked worker, a slow status request, a
+/// stalled netlink call) can delay an advertisement or the master-down timer.
 pub struct Handle {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<bool>,
+    /// Whether the router was master when it stopped; dropped unsent when the task dies.
+    done: oneshot::Receiver<bool>,
     report: Report,
 }
 
@@ -137,10 +140,11 @@ impl Handle {
         self.report.clone()
     }
 
-    /// Shuts the router down (a master sends priority 0); returns whether it was master.
+    /// Shuts the router down (a master sends priority 0); returns whether it was master
+    /// (false when the task had already died).
     pub async fn stop(self) -> bool {
         let _ = self.stop.send(());
-        self.task.await.unwrap_or(false)
+        self.done.await.unwrap_or(false)
     }
 }
 
@@ -207,7 +211,6 @@ fn spawn_from(
     can_serve: watch::Receiver<bool>,
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
-    let sock = VrrpSocket::open(&iface.name, iface.index, src)?;
     let mut addrs: Vec<IpAddr> = Vec::new();
     for v in vips {
         if !addrs.contains(v) && v.is_ipv4() == src.is_ipv4() {
@@ -218,7 +221,7 @@ fn spawn_from(
     let mut settings = settings.clone();
     settings.peers.retain(|p| p.is_ipv4() == src.is_ipv4());
     let report: Report = Arc::new(Mutex::new(VrrpStatus::default()));
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         machine: Machine::new(Params {
             priority: settings.effective_priority(*can_serve.borrow()),
             advert_interval: settings.advert_interval,
@@ -239,17 +242,70 @@ fn spawn_from(
         drops: BTreeMap::new(),
         conflicts: BTreeMap::new(),
         guard_was_holding: false,
+        failpoint_panic_when_master: false,
     };
-    let mut ctx = ctx;
     ctx.publish();
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(async move { ctx.run(sock, can_serve, stop_rx).await });
+    let (done_tx, done_rx) = oneshot::channel();
+    // The socket is registered with the thread's own reactor, so it is opened there.
+    let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
+    let (name, index) = (iface.name.clone(), iface.index);
+    let thread_err = |source| SocketError {
+        name: iface.name.clone(),
+        what: "start the VRRP thread",
+        source,
+    };
+    let failpoint = std::env::var(FAILPOINT_ENV).ok();
+    std::thread::Builder::new()
+        .name(if src.is_ipv4() { "vrrp" } else { "vrrp6" }.into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(SocketError {
+                        name: name.clone(),
+                        what: "start the VRRP thread's runtime",
+                        source: e,
+                    }));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let sock = match VrrpSocket::open(&name, index, src) {
+                    Ok(s) => {
+                        let _ = opened_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                ctx.failpoint_panic_when_master = failpoint.as_deref() == Some(FAILPOINT_PANIC);
+                let was_master = ctx.run(sock, can_serve, stop_rx).await;
+                let _ = done_tx.send(was_master);
+            });
+        })
+        .map_err(thread_err)?;
+    opened_rx
+        .recv()
+        .map_err(|_| thread_err(std::io::Error::other("it ended before opening its socket")))??;
     Ok(Handle {
         stop: stop_tx,
-        task,
+        done: done_rx,
         report,
     })
 }
+
+/// Fault injection for the supervision test (`tests/tests/vrrp.rs`): with
+/// `XVIP_FAILPOINT=vrrp-panic-when-master` in its environment, the VRRP task panics three
+/// seconds after it became master, as a bug would. Read once at start; nothing else reads it.
+pub const FAILPOINT_ENV: &str = "XVIP_FAILPOINT";
+/// The value of [`FAILPOINT_ENV`] that arms it.
+pub const FAILPOINT_PANIC: &str = "vrrp-panic-when-master";
 
 struct Ctx {
     machine: Machine,
@@ -267,6 +323,8 @@ struct Ctx {
     /// Routers that own our VRID in a way we cannot join, by address.
     conflicts: BTreeMap<IpAddr, Conflict>,
     guard_was_holding: bool,
+    /// See [`FAILPOINT_ENV`].
+    failpoint_panic_when_master: bool,
 }
 
 /// Another router advertising our VRID with another version, password or v2 interval.
@@ -294,7 +352,15 @@ impl Ctx {
         let acts = self.machine.startup(Instant::now());
         self.apply(&sock, acts);
         self.publish();
+        let mut master_since: Option<Instant> = None;
         loop {
+            if self.failpoint_panic_when_master && self.machine.state() == State::Master {
+                let since = *master_since.get_or_insert_with(Instant::now);
+                assert!(
+                    since.elapsed() < Duration::from_secs(3),
+                    "{FAILPOINT_ENV}={FAILPOINT_PANIC}: the VRRP task panics"
+                );
+            }
             let deadline = self.machine.next_deadline();
             let sleep = tokio::time::sleep_until(
                 deadline
