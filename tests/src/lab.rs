@@ -442,19 +442,9 @@ impl Lab {
 
     /// Starts `xvip run ARGS` on `host` (logs to stderr), named "xvip-HOST".
     pub fn start_xvip(&mut self, host: &str, args: &[&str]) -> Result<()> {
-        self.start_xvip_env(host, args, &[])
-    }
-
-    /// [`Lab::start_xvip`] with further environment variables (e.g. a fault injection).
-    pub fn start_xvip_env(
-        &mut self,
-        host: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Result<()> {
         let h = self.host(host);
         let mut cmd = h.ns.cmd(xvip_bin());
-        cmd.arg("run").args(args).envs(env.iter().copied()).env(
+        cmd.arg("run").args(args).env(
             "RUST_LOG",
             std::env::var("XVIP_TEST_LOG").unwrap_or_else(|_| "info".into()),
         );

@@ -548,14 +548,16 @@ fn unicast_peers_elect_one_master_and_fail_over() {
 #[test]
 fn a_dead_vrrp_task_withdraws_the_node_and_the_backup_takes_over() {
     let mut lab = lab("vrrpdead", 2, None);
+    let dir = tests::lab::TempDir::new("vrrpdead");
     let args = node_args(150, &[]);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.start_xvip_env(
+    start_xvip_logged(
+        &mut lab,
         "lb1",
         &a,
         &[(xvip::vrrp::FAILPOINT_ENV, xvip::vrrp::FAILPOINT_PANIC)],
-    )
-    .expect("start lb1");
+        &dir.path("lb1.log"),
+    );
     wait_attached(&lab, "lb1");
     start_node(&mut lab, "lb2", 100, &[]);
     wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
@@ -565,6 +567,11 @@ fn a_dead_vrrp_task_withdraws_the_node_and_the_backup_takes_over() {
         .wait_timeout(Duration::from_secs(15))
         .expect("lb1 exits when its VRRP task dies");
     assert!(!status.success(), "lb1 exited {status:?}");
+    let log = std::fs::read_to_string(dir.path("lb1.log")).expect("lb1's log");
+    assert!(
+        log.contains("the VRRP task ended unexpectedly"),
+        "lb1's log:\n{log}"
+    );
     wait_for(Duration::from_secs(3), "lb2 master", || {
         state(&lab, "lb2") == "master"
     });
