@@ -32,6 +32,9 @@ fn ip(args: &[&str]) -> Result<Output> {
     sh(Command::new("ip").args(args))
 }
 
+/// How long a started xvip may take to attach (see [`Lab::wait_attached`]).
+pub const ATTACH_BOUND: Duration = Duration::from_secs(30);
+
 /// A network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -463,6 +466,15 @@ impl Lab {
         serde_json::from_slice(&out.stdout).context("parsing xvip status --json")
     }
 
+    /// Waits until the xvip on `host` is attached: its status endpoint answers, which it
+    /// starts once the program is attached and the first table written. From exec that
+    /// takes ~2 s on an idle machine and more when others load it (map preallocation,
+    /// program load), so the budgets tests set for what they measure start after it.
+    pub fn wait_attached(&self, host: &str) -> Result<Duration> {
+        self.wait_status(host, ATTACH_BOUND, |_| true)
+            .with_context(|| format!("xvip on {host} did not attach"))
+    }
+
     /// Polls `cond` on `host`'s status every 20 ms until it holds or `within` passes;
     /// returns how long it took.
     pub fn wait_status(
@@ -607,6 +619,7 @@ impl Lab {
     /// through the VIP and every backend is healthy with a known MAC.
     pub fn start_xvip_and_wait(&mut self, args: &[&str]) -> Result<()> {
         self.start_xvip("lb", args)?;
+        self.wait_attached("lb")?;
         self.curl_until_ok(
             "client",
             &format!("https://{VIP}:6443/readyz"),

@@ -144,6 +144,7 @@ fn the_client_resolves_the_vip_to_xvips_mac_and_garp_corrects_a_stale_entry() {
         .unwrap();
     lab.start_xvip("lb", &run_args(&["--garp-interval", "200ms"]))
         .unwrap();
+    lab.wait_attached("lb").unwrap();
     let start = Instant::now();
     loop {
         let n = lab.host("client").ns.ip(&["neigh", "show", VIP]).unwrap();
@@ -193,6 +194,7 @@ fn start_pinned(lab: &mut Lab, pin_root: &str) {
         .args(run_args(&[]))
         .args(["--pin-root", pin_root]);
     lab.spawn("xvip-lb", cmd).unwrap();
+    lab.wait_attached("lb").unwrap();
 }
 
 /// Removes the test's pin directory even when the test fails.

@@ -75,18 +75,11 @@ pub fn start_node(lab: &mut Lab, host: &str, priority: u8, extra: &[&str]) {
     wait_attached(lab, host);
 }
 
-/// How long a node may take from exec to attached (its status endpoint answers, which it
-/// starts after the program is attached and the election has begun). ~2 s on an idle
-/// machine, ~5 s with two labs starting at once; the election's own budgets start after it.
-pub const ATTACH_BOUND: Duration = Duration::from_secs(30);
-
 /// Waits until `host`'s xvip is attached and its election has started (its status
 /// answers), so that the callers' election budgets measure the election, not the
 /// start-up (map preallocation and program load: seconds on a loaded machine).
 pub fn wait_attached(lab: &Lab, host: &str) {
-    wait_for(ATTACH_BOUND, &format!("{host} attached"), || {
-        status(lab, host).is_some()
-    });
+    lab.wait_attached(host).expect("attached");
 }
 
 /// Waits until `master` is master and the others backups, then until the client gets an
