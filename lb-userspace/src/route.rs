@@ -210,10 +210,15 @@ pub(crate) fn send(s: &Socket, msg: RouteNetlinkMessage, flags: u16) -> Result<(
     Ok(())
 }
 
-/// Reads answers until the ACK (or error) of the request just sent.
-fn ack(s: &Socket) -> Result<(), std::io::Error> {
+/// Reads the answers to the request just sent until `pick` takes one (returns `Some`):
+/// the one read loop of xvip's netlink requests (routes here, next hops in `nexthop`).
+/// Bounded: the answer comes in the first message, a few stray ones are skipped; each read
+/// times out after [`NETLINK_TIMEOUT`].
+pub(crate) fn read_answer<T>(
+    s: &Socket,
+    mut pick: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> Option<std::io::Result<T>>,
+) -> std::io::Result<T> {
     let mut buf = vec![0u8; 16 << 10];
-    // Bounded: an ACK comes in the first message; a few stray ones are skipped.
     for _ in 0..16 {
         let n = s.recv(&mut &mut buf[..], 0)?;
         let mut off = 0;
@@ -221,11 +226,8 @@ fn ack(s: &Socket) -> Result<(), std::io::Error> {
             let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n])
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let len = m.header.length as usize;
-            if let NetlinkPayload::Error(e) = m.payload {
-                return match e.code {
-                    None => Ok(()),
-                    Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
-                };
+            if let Some(r) = pick(m.payload) {
+                return r;
             }
             if len == 0 {
                 break;
@@ -233,7 +235,23 @@ fn ack(s: &Socket) -> Result<(), std::io::Error> {
             off += len;
         }
     }
-    Err(std::io::Error::other("no netlink acknowledgement"))
+    Err(std::io::Error::other("no netlink answer"))
+}
+
+/// An acknowledgement (`Ok`) or the error the kernel answered.
+pub(crate) fn acked(e: &netlink_packet_core::ErrorMessage) -> std::io::Result<()> {
+    match e.code {
+        None => Ok(()),
+        Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
+    }
+}
+
+/// Reads answers until the ACK (or error) of the request just sent.
+fn ack(s: &Socket) -> std::io::Result<()> {
+    read_answer(s, |p| match p {
+        NetlinkPayload::Error(e) => Some(acked(&e)),
+        _ => None,
+    })
 }
 
 /// Puts (or replaces) every VIP's route.

@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkPayload};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     neighbour::{
@@ -172,32 +172,11 @@ fn netlink(e: impl std::fmt::Display) -> NextHopError {
 
 /// Reads answers to the request just sent: its first message, or `Ok(None)` for a bare ACK.
 fn answer(s: &Socket) -> Result<Option<RouteNetlinkMessage>, std::io::Error> {
-    let mut buf = vec![0u8; 16 << 10];
-    // Bounded: the answer is the first message; a few stray ones are skipped.
-    for _ in 0..16 {
-        let n = s.recv(&mut &mut buf[..], 0)?;
-        let mut off = 0;
-        while off < n {
-            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n])
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let len = m.header.length as usize;
-            match m.payload {
-                NetlinkPayload::Error(e) => {
-                    return match e.code {
-                        None => Ok(None),
-                        Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
-                    };
-                }
-                NetlinkPayload::InnerMessage(inner) => return Ok(Some(inner)),
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            off += len;
-        }
-    }
-    Err(std::io::Error::other("no netlink answer"))
+    crate::route::read_answer(s, |p| match p {
+        NetlinkPayload::Error(e) => Some(crate::route::acked(&e).map(|()| None)),
+        NetlinkPayload::InnerMessage(inner) => Some(Ok(Some(inner))),
+        _ => None,
+    })
 }
 
 /// A neighbour entry: its state and link-layer address.
