@@ -548,6 +548,9 @@ fn unicast_peers_elect_one_master_and_fail_over() {
 #[test]
 fn a_dead_vrrp_task_withdraws_the_node_and_the_backup_takes_over() {
     let mut lab = lab("vrrpdead", 2, None);
+    // The backup first, so that the injected death (3 s after lb1 becomes master) cannot
+    // come before the test has seen lb1 master.
+    start_node(&mut lab, "lb2", 100, &[]);
     let dir = tests::lab::TempDir::new("vrrpdead");
     let args = node_args(150, &[]);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -559,8 +562,9 @@ fn a_dead_vrrp_task_withdraws_the_node_and_the_backup_takes_over() {
         &dir.path("lb1.log"),
     );
     wait_attached(&lab, "lb1");
-    start_node(&mut lab, "lb2", 100, &[]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
+    wait_for(Duration::from_secs(8), "lb1 master (preempting)", || {
+        state(&lab, "lb1") == "master"
+    });
     // The task panics 3 s after lb1 became master.
     let i = xvip_index(&lab, "lb1");
     let status = lab.procs[i]
