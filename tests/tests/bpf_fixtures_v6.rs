@@ -1285,7 +1285,7 @@ fn v6_sync_events_only_for_confirmed_flows_and_their_ends() {
         ]
     );
     let e = events[2].entry;
-    assert_eq!(e.state, lb_common::ct_state::TCP_ESTABLISHED);
+    assert_eq!(e.state, lb_common::ct_state::TCP_OPEN);
     assert_eq!(
         (e.backend_addr, e.snat_addr, e.snat_port),
         (
