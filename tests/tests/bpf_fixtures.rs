@@ -1341,7 +1341,10 @@ fn a_guessed_ack_confirms_nothing_and_the_backends_rst_ends_the_attempt() {
             dp.conntrack(&key(c, vip, TCP)).is_none(),
             "{c:?}: a guessed ACK confirmed the flow"
         );
-        assert!(dp.unconfirmed(&key(c, vip, TCP)).is_some(), "still unconfirmed");
+        assert!(
+            dp.unconfirmed(&key(c, vip, TCP)).is_some(),
+            "still unconfirmed"
+        );
         // Other wrong numbers: one off either way, the client's own.
         for wrong in [b_isn, b_isn + 2, 1001] {
             let _ = dp.run(&Pkt::tcp(c, vip, ACK).seq(1001).ack(wrong).bytes());
@@ -1383,12 +1386,20 @@ fn a_guessed_ack_confirms_nothing_and_the_backends_rst_ends_the_attempt() {
         .ack(b_isn + 1)
         .payload(b"hello");
     assert_eq!(dp.run(&data.bytes()).0, XDP_TX);
-    assert_eq!(state(&dp), Some(ct_state::TCP_OPEN), "one way is not enough");
+    assert_eq!(
+        state(&dp),
+        Some(ct_state::TCP_OPEN),
+        "one way is not enough"
+    );
     let answer = backend(sport, ACK | PSH, b_isn + 1).payload(b"world");
     assert_eq!(dp.run(&answer.bytes()).0, XDP_TX);
     let ack = Pkt::tcp(c, vip, ACK).seq(1006).ack(b_isn + 6);
     assert_eq!(dp.run(&ack.bytes()).0, XDP_TX);
-    assert_eq!(state(&dp), Some(ct_state::TCP_ESTABLISHED), "data both ways");
+    assert_eq!(
+        state(&dp),
+        Some(ct_state::TCP_ESTABLISHED),
+        "data both ways"
+    );
     assert_eq!(rstate(&dp), Some(ct_state::TCP_ESTABLISHED));
 }
 
@@ -1436,7 +1447,10 @@ fn a_blind_syn_on_a_closing_entry_buys_no_long_life() {
         } else {
             // The backend rejects the guessed ACK: its RST (seq = the guess) is honoured.
             let dropped = dp.reason(Reason::DropOutOfWindow);
-            assert!(tx(&dp, backend(RST, 0xdead_beef)), "the backend's RST passes");
+            assert!(
+                tx(&dp, backend(RST, 0xdead_beef)),
+                "the backend's RST passes"
+            );
             assert_eq!(dp.reason(Reason::DropOutOfWindow), dropped);
             assert_eq!(state(&dp, f), Some(ct_state::TCP_CLOSING), "and closes it");
         }

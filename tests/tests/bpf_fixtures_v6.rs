@@ -1102,7 +1102,10 @@ fn v6_a_guessed_ack_confirms_nothing() {
     let confirmed = |dp: &Dp| -> Vec<u8> {
         let m: aya::maps::HashMap<_, lb_common::FlowKey6, lb_common::CtEntry6> =
             aya::maps::HashMap::try_from(dp.ebpf.map(map_names::CONNTRACK6).unwrap()).unwrap();
-        m.iter().filter_map(Result::ok).map(|(_, e)| e.state).collect()
+        m.iter()
+            .filter_map(Result::ok)
+            .map(|(_, e)| e.state)
+            .collect()
     };
     let b_isn = 0x7000_0000u32;
     for (sport, ack, want) in [

@@ -228,7 +228,8 @@ fn syn_and_guessed_ack_pairs_neither_confirm_nor_exhaust_the_snat_range() {
         assert_eq!(sent, u64::from(PAIRS));
         // The ACKs must follow the SYN-ACKs: wait (bounded) until the masters' answers to
         // this round's SYNs have come through, as far as the SYNs got a port.
-        let forwarded = |s: &xvip::status::Status| s.reasons.get("tx_forward").copied().unwrap_or(0);
+        let forwarded =
+            |s: &xvip::status::Status| s.reasons.get("tx_forward").copied().unwrap_or(0);
         let _ = lab.wait_status("lb", Duration::from_secs(2), |s| {
             replies(s) - replies(&before) >= forwarded(s) - forwarded(&before)
         });
@@ -247,14 +248,20 @@ fn syn_and_guessed_ack_pairs_neither_confirm_nor_exhaust_the_snat_range() {
     assert!(
         confirmed.is_ok(),
         "the pairs left confirmed flows: {}",
-        lab.xvip_status("lb").map(|s| s.conntrack_entries).unwrap_or(0)
+        lab.xvip_status("lb")
+            .map(|s| s.conntrack_entries)
+            .unwrap_or(0)
     );
     let exhausted = s.reasons.get("drop_snat_exhausted").copied().unwrap_or(0);
     let (ok, _) = requests(&lab, 20);
     let after = lab.xvip_status("lb").expect("status");
     assert_eq!(ok, 20, "{ok}/20 new connections after the pairs");
     assert_eq!(
-        after.reasons.get("drop_snat_exhausted").copied().unwrap_or(0),
+        after
+            .reasons
+            .get("drop_snat_exhausted")
+            .copied()
+            .unwrap_or(0),
         exhausted,
         "new connections found the SNAT range exhausted"
     );
