@@ -3,9 +3,9 @@
 //! SYN + guessed-ACK pairs against a small SNAT range, a burst of bare ACKs with bad
 //! checksums, a blind RST sweep over the SNAT range, and an ICMP "fragmentation needed"
 //! about our reply to a client. Legitimate clients must keep connecting, confirmed
-//! connections must survive, and the backend must learn the path MTU. The floods use the
-//! benchmarks' live-frames generator; they take both CPUs, so the tests of this file run
-//! one at a time.
+//! connections must survive, and the backend must learn the path MTU. The floods are sent
+//! from an AF_PACKET socket on the attacker's eth0 (`tests::flood`); they take both CPUs,
+//! so the tests of this file run one at a time.
 
 use std::{
     io::{Read, Write},
@@ -164,13 +164,11 @@ fn legitimate_clients_connect_during_a_spoofed_syn_flood_dnat() {
 }
 
 #[test]
-#[ignore = "not run yet (issue #21, data-path helper out of time): run and confirm >= 99/100"]
 fn a_full_rate_spoofed_syn_flood_does_not_choose_who_connects_fullnat() {
     syn_flood_case("synffn", &[], None);
 }
 
 #[test]
-#[ignore = "not run yet (issue #21, data-path helper out of time): run and confirm >= 99/100"]
 fn a_full_rate_spoofed_syn_flood_does_not_choose_who_connects_dnat() {
     syn_flood_case("synfd", &["--mode", "dnat"], None);
 }
@@ -191,7 +189,6 @@ fn replies(s: &xvip::status::Status) -> u64 {
 /// was confirmed for 2 h and held its port: the range was gone after three rounds, and new
 /// connections failed (`drop_snat_exhausted`).
 #[test]
-#[ignore = "the 100-frame live-frames flood fails with EPERM from BPF_PROG_TEST_RUN (not diagnosed yet)"]
 fn syn_and_guessed_ack_pairs_neither_confirm_nor_exhaust_the_snat_range() {
     const ROUNDS: u32 = 10;
     const PAIRS: u16 = 100;
