@@ -61,6 +61,21 @@ pub const TCP_SYN_TIMEOUT_NS: u64 = 5 * NS_PER_SEC;
 pub const UNCONFIRMED_STEAL_AFTER_NS: u64 = 200 * NS_PER_SEC / 1000;
 /// Idle lifetime of an established TCP flow, in nanoseconds (watches idle for minutes).
 pub const TCP_ESTABLISHED_TIMEOUT_NS: u64 = 2 * 3600 * NS_PER_SEC;
+/// Entries of `PROVEN`: client sources (IPv4 addresses, IPv6 /64 prefixes) that have
+/// recently completed a proven handshake, admitted ahead of the new-flow budget.
+pub const PROVEN_SIZE: u32 = 16_384;
+/// How long a source stays proven after its last proven handshake, in nanoseconds.
+pub const PROVEN_TTL_NS: u64 = 3600 * NS_PER_SEC;
+/// New flows per second and per CPU from sources not proven (and their burst): beyond it
+/// their packets are dropped (`drop_new_flow_budget`), so a flood of spoofed sources
+/// cannot churn the unconfirmed maps, the SNAT tuples and the backends' SYN queues faster
+/// than this, while proven sources keep connecting. A control plane's legitimate new
+/// connections are far fewer (hundreds per second for thousands of nodes).
+pub const NEW_FLOW_BUDGET_PER_SEC: u64 = 10_000;
+/// Idle lifetime of a confirmed TCP flow until data has flowed both ways (`TCP_OPEN`), in
+/// nanoseconds: a handshake proven from a real address, but nothing more yet, does not get
+/// the 2 h of an established flow (nor its SNAT port for that long).
+pub const TCP_OPEN_TIMEOUT_NS: u64 = 30 * NS_PER_SEC;
 /// Idle lifetime of a TCP flow after a FIN or RST, in nanoseconds.
 pub const TCP_CLOSING_TIMEOUT_NS: u64 = 10 * NS_PER_SEC;
 /// Idle lifetime of a UDP flow, in nanoseconds.

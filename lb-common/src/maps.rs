@@ -323,10 +323,16 @@ pub mod ct_state {
     /// Not confirmed yet (`UNCONFIRMED` maps only): the client has sent, but not both ends
     /// have spoken; short-lived, and never in `CONNTRACK`/`REVERSE`.
     pub const UNCONFIRMED: u8 = 5;
+    /// TCP: confirmed by a proven handshake (the client acknowledged the backend's initial
+    /// sequence number) or a fitting mid-stream answer, but data has not flowed both ways
+    /// yet: short-lived (`TCP_OPEN_TIMEOUT_NS`) until it has.
+    pub const TCP_OPEN: u8 = 6;
 }
 
 /// `CtEntry::flags`: `seq_next` holds the client's stream position.
 pub const CT_FLAG_SEQ_KNOWN: u8 = 1 << 0;
+/// `CtEntry::flags` (`TCP_OPEN` entries): the client has sent data.
+pub const CT_FLAG_CLIENT_DATA: u8 = 1 << 1;
 
 /// `CONNTRACK` and `UNCONFIRMED` (`CONNTRACK6`, `UNCONFIRMED6`) value: where a client
 /// flow goes (48 bytes for IPv4, 72 for IPv6).
@@ -375,11 +381,15 @@ pub const VLAN_8021AD: u32 = 1 << 17;
 
 /// `RevEntry::flags`: `seq_next` holds the backend's stream position.
 pub const REV_FLAG_SEQ_KNOWN: u8 = 1 << 0;
-/// `RevEntry::flags` (unconfirmed entries): the backend has answered.
+/// `RevEntry::flags` (unconfirmed entries): the backend has answered. Confirmed entries in
+/// `TCP_SYN` (a client reusing its port): the backend's SYN-ACK to the new SYN was seen,
+/// and `seq_next` is its initial sequence number + 1.
 pub const REV_FLAG_BACKEND_SEEN: u8 = 1 << 1;
 /// `RevEntry::flags` (unconfirmed entries): the client's first packet was not a SYN (a
 /// flow picked up mid-stream): the backend's first answer confirms it.
 pub const REV_FLAG_MIDSTREAM: u8 = 1 << 2;
+/// `RevEntry::flags` (`TCP_OPEN` entries): the backend has sent data.
+pub const REV_FLAG_BACKEND_DATA: u8 = 1 << 3;
 
 /// `REVERSE` and `UNCONFIRMED_REV` (`REVERSE6`, `UNCONFIRMED_REV6`) value: how to turn a
 /// backend's reply back into what the client expects. Its key (backend -> SNAT address and

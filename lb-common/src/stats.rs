@@ -84,6 +84,11 @@ reasons! {
     /// routing header with segments left (the VIP is not the final destination), or more
     /// than `MAX_IPV6_EXT_HEADERS` extension headers.
     DropExtHeader = "drop_ext_header",
+    /// A new flow (no entry yet) from a source that has not completed a proven handshake in
+    /// the last hour, over the per-CPU budget of new flows from such sources
+    /// (`NEW_FLOW_BUDGET_PER_SEC`): a flood of spoofed sources is dropped here, before it
+    /// takes a tuple, an unconfirmed entry or a backend's SYN queue slot.
+    DropNewFlowBudget = "drop_new_flow_budget",
 }
 
 /// Number of reasons: the size of the `REASONS` map.

@@ -15,18 +15,20 @@ use aya_ebpf::{
     maps::LruHashMap,
 };
 use lb_common::{
-    BACKEND_FLAG_LOCAL, Backend, CT_FLAG_SEQ_KNOWN, Config, CtEntry, FlowKey, IPPROTO_TCP,
-    LAST_SEEN_GRANULARITY_NS, REV_FLAG_BACKEND_SEEN, REV_FLAG_MIDSTREAM, REV_FLAG_SEQ_KNOWN,
-    Reason, RevEntry, SEQ_SLACK, SEQ_WINDOW_ABOVE, SEQ_WINDOW_BELOW, SNAT_PROBES,
-    TCP_CLOSING_TIMEOUT_NS, TCP_ESTABLISHED_TIMEOUT_NS, TCP_SYN_TIMEOUT_NS, UDP_TIMEOUT_NS,
+    BACKEND_FLAG_LOCAL, Backend, CT_FLAG_CLIENT_DATA, CT_FLAG_SEQ_KNOWN, Config, CtEntry, FlowKey,
+    IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, NEW_FLOW_BUDGET_PER_SEC, NS_PER_SEC, PROVEN_TTL_NS,
+    REV_FLAG_BACKEND_DATA, REV_FLAG_BACKEND_SEEN, REV_FLAG_MIDSTREAM, REV_FLAG_SEQ_KNOWN, Reason,
+    RevEntry, SEQ_SLACK, SEQ_WINDOW_ABOVE, SEQ_WINDOW_BELOW, SNAT_PROBES, TCP_CLOSING_TIMEOUT_NS,
+    TCP_ESTABLISHED_TIMEOUT_NS, TCP_OPEN_TIMEOUT_NS, TCP_SYN_TIMEOUT_NS, UDP_TIMEOUT_NS,
     UNCONFIRMED_STEAL_AFTER_NS, VIP_FLAG_DNAT, VipMeta, ct_state,
 };
+use network_types::tcp::TcpHdr;
 
 use crate::{
     Verdict,
     family::Family,
     lookup,
-    maps::Scratch,
+    maps::{NEW_FLOW_BUDGET, PROVEN, Scratch},
     packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -70,6 +72,8 @@ pub fn now() -> u64 {
 
 /// The state of a confirmed flow after a packet with `flags` in state `state`. A bare SYN
 /// on a closing entry is the client reusing its port: a new connection to the same backend.
+/// Nothing else moves a flow forward here: `TCP_SYN` -> `TCP_OPEN` takes the proof of the
+/// new handshake, `TCP_OPEN` -> `TCP_ESTABLISHED` data both ways (`handshake_step`).
 #[inline(always)]
 pub fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
     if proto != IPPROTO_TCP {
@@ -78,13 +82,31 @@ pub fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
         ct_state::TCP_CLOSING
     } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN && state == ct_state::TCP_CLOSING {
         ct_state::TCP_SYN
-    } else if state == ct_state::TCP_CLOSING {
-        ct_state::TCP_CLOSING
-    } else if flags & TCP_SYN != 0 && state == ct_state::TCP_SYN {
-        ct_state::TCP_SYN
     } else {
-        ct_state::TCP_ESTABLISHED
+        state
     }
+}
+
+/// A TCP segment's acknowledgment number (host order). Read from the frame: only the
+/// handshake path needs it, so `Headers` does not carry it.
+#[inline(always)]
+fn ack_of<A: Family>(h: &Headers<A>) -> u32 {
+    // SAFETY: `l4` is the bounds-checked TCP header (its fixed 20 bytes are in the frame).
+    unsafe { u32::from_be_bytes((*(h.l4 as *const TcpHdr)).ack_seq) }
+}
+
+/// Whether a TCP segment acknowledges exactly `next` (with the ACK flag): the proof that
+/// its sender has seen the segment that ends at `next`.
+#[inline(always)]
+fn acks<A: Family>(h: &Headers<A>, next: u32) -> bool {
+    h.tcp_flags & TCP_ACK != 0 && ack_of(h) == next
+}
+
+/// Whether a TCP segment carries data (its sequence space beyond SYN and FIN).
+#[inline(always)]
+fn has_data<A: Family>(h: &Headers<A>) -> bool {
+    let syn_fin = (h.tcp_flags & TCP_SYN != 0) as u32 + (h.tcp_flags & TCP_FIN != 0) as u32;
+    h.seq_end.wrapping_sub(h.seq) > syn_fin
 }
 
 #[inline(always)]
@@ -92,6 +114,7 @@ fn timeout(state: u8) -> u64 {
     match state {
         ct_state::TCP_SYN | ct_state::UNCONFIRMED => TCP_SYN_TIMEOUT_NS,
         ct_state::TCP_ESTABLISHED => TCP_ESTABLISHED_TIMEOUT_NS,
+        ct_state::TCP_OPEN => TCP_OPEN_TIMEOUT_NS,
         ct_state::TCP_CLOSING => TCP_CLOSING_TIMEOUT_NS,
         _ => UDP_TIMEOUT_NS,
     }
@@ -421,7 +444,11 @@ fn confirm<A: Family>(
     local: bool,
     now: u64,
 ) -> Result<(), Verdict> {
-    let state = next_state(ct_state::TCP_ESTABLISHED, key.proto, 0);
+    let state = if key.proto == IPPROTO_TCP {
+        ct_state::TCP_OPEN
+    } else {
+        ct_state::UDP
+    };
     // SAFETY: both point into live map values (or this CPU's scratch).
     let (ct, rev) = unsafe {
         (*ct).state = state;
@@ -490,6 +517,10 @@ pub fn forward_flow<A: Family>(
                 if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 && old.state != ct_state::TCP_CLOSING {
                     A::sync_closing(key);
                 }
+                // Established flows skip this: one compare of a byte already read.
+                if tcp && old.state != ct_state::TCP_ESTABLISHED {
+                    handshake_step(e, old, key, h, local, now);
+                }
                 // SAFETY: fields of the live value.
                 unsafe {
                     touch(
@@ -549,6 +580,97 @@ pub fn forward_flow<A: Family>(
     new_flow(h, key, meta, cfg, client_mac, ingress_ifindex, now)
 }
 
+/// A client packet of a confirmed TCP flow that is not established: the handshake path
+/// (established packets never come here).
+/// - A bare SYN on a closing entry (the client reusing its port; `next_state` takes it
+///   back to `TCP_SYN`, 5 s) forgets what the old connection proved: the backend's
+///   SYN-ACK and data must be seen anew.
+/// - In `TCP_SYN`, only an ACK of the backend's new initial sequence number + 1 (recorded
+///   by its SYN-ACK, `reply_touch`) moves the flow on, to `TCP_OPEN`: a blind SYN and a
+///   guessed ACK keep it at 5 s.
+/// - In `TCP_OPEN` (30 s), client data is noted; once the backend has sent data too, the
+///   flow is established (2 h).
+///
+/// A local backend's answers never pass here: the client's next packet is all the proof
+/// there is, and its data alone establishes the flow (no tuple is held).
+#[inline(always)]
+fn handshake_step<A: Family>(
+    e: *mut CtEntry<A>,
+    old: &CtEntry<A>,
+    key: &FlowKey<A>,
+    h: &Headers<A>,
+    local: bool,
+    now: u64,
+) {
+    let flags = h.tcp_flags;
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        return;
+    }
+    // `hold_reverse` has just checked (or put back) the flow's own reverse entry.
+    let r = if local {
+        None
+    } else {
+        A::reverse().get_ptr_mut(&reverse_key(old, key.proto))
+    };
+    let next = match old.state {
+        ct_state::TCP_CLOSING => {
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                // SAFETY: `e` and `r` point into live map values.
+                unsafe {
+                    (*e).flags &= !CT_FLAG_CLIENT_DATA;
+                    if let Some(r) = r {
+                        (*r).flags &= !(REV_FLAG_BACKEND_SEEN | REV_FLAG_BACKEND_DATA);
+                    }
+                }
+            }
+            return;
+        }
+        ct_state::TCP_SYN if flags & TCP_SYN == 0 => {
+            let proven = match r {
+                // SAFETY: `r` points into a live map value.
+                Some(r) => unsafe {
+                    (*r).flags & REV_FLAG_BACKEND_SEEN != 0 && acks(h, (*r).seq_next)
+                },
+                None => local,
+            };
+            if !proven {
+                return;
+            }
+            if r.is_some() {
+                prove(&key.src_addr, now);
+            }
+            ct_state::TCP_OPEN
+        }
+        ct_state::TCP_OPEN => {
+            let data = has_data(h);
+            // SAFETY: `e` and `r` point into live map values.
+            unsafe {
+                if data && (*e).flags & CT_FLAG_CLIENT_DATA == 0 {
+                    (*e).flags |= CT_FLAG_CLIENT_DATA;
+                }
+                let backend_data = match r {
+                    Some(r) => (*r).flags & REV_FLAG_BACKEND_DATA != 0,
+                    None => local,
+                };
+                if !backend_data || (*e).flags & CT_FLAG_CLIENT_DATA == 0 {
+                    return;
+                }
+            }
+            ct_state::TCP_ESTABLISHED
+        }
+        _ => return,
+    };
+    // SAFETY: `e` and `r` point into live map values.
+    unsafe {
+        (*e).state = next;
+        (*e).last_seen_ns = now;
+        if let Some(r) = r {
+            (*r).state = next;
+            (*r).last_seen_ns = now;
+        }
+    }
+}
+
 /// A confirmed flow's client now sends from another MAC, interface or VLAN (a router
 /// failover, a moved VM), in window: replies follow it.
 #[inline(always)]
@@ -579,8 +701,11 @@ fn follow_client<A: Family>(
 }
 
 /// The packet of a flow not confirmed yet: refreshes it (replies go to whoever sends, as
-/// nothing is confirmed), and confirms it when this is the client's answer to the
-/// backend's (the handshake's last ACK). `None` when there is no usable unconfirmed entry.
+/// nothing is confirmed), and confirms it when this is the client's proven answer to the
+/// backend's: an ACK of exactly the backend's position (its SYN-ACK's initial sequence
+/// number + 1), which only whoever received the SYN-ACK knows. A guessed ACK is forwarded
+/// (the backend rejects it with a RST, which ends the attempt) but confirms nothing.
+/// `None` when there is no usable unconfirmed entry.
 #[inline(always)]
 fn unconfirmed_flow<A: Family>(
     h: &Headers<A>,
@@ -628,7 +753,7 @@ fn unconfirmed_flow<A: Family>(
         }
     };
     // SAFETY: fields of live values.
-    let answered = unsafe {
+    let proven = unsafe {
         (*rev).client_mac = client_mac;
         (*rev).client_ifindex = ingress_ifindex;
         (*rev).client_vlan = h.vlan;
@@ -645,17 +770,60 @@ fn unconfirmed_flow<A: Family>(
                 h,
             );
         }
-        (*rev).flags & REV_FLAG_BACKEND_SEEN != 0
+        (*rev).flags & (REV_FLAG_BACKEND_SEEN | REV_FLAG_SEQ_KNOWN)
+            == REV_FLAG_BACKEND_SEEN | REV_FLAG_SEQ_KNOWN
+            && acks(h, (*rev).seq_next)
     };
     // SAFETY: `u` is live.
     let flow = Flow::of(unsafe { &*u }, backend, false);
     // A local backend's answers never pass here: the client's next packet after its SYN
-    // is the proof that it got one.
+    // is all the proof there is (and no tuple is at stake).
     let confirming = h.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_RST) == 0;
-    if (answered || local) && confirming {
+    if (proven || local) && confirming {
         confirm(key, &rkey, u, rev, local, now)?;
+        if proven {
+            prove(&key.src_addr, now);
+        }
     }
     Ok(Some(flow))
+}
+
+/// Whether a new flow from `src` may start: a source proven within `PROVEN_TTL_NS` always
+/// may (one LRU lookup); any other takes a token of this CPU's bucket, refilled at
+/// `NEW_FLOW_BUDGET_PER_SEC` up to as many. Only new flows pay this (a packet with no
+/// entry); established and handshake packets never do.
+#[inline(always)]
+fn admitted<A: Family>(src: &A, now: u64) -> bool {
+    // SAFETY: plain value copied out of the map.
+    if let Some(seen) = unsafe { PROVEN.get(&A::source_key(src)) }
+        && now.saturating_sub(*seen) < PROVEN_TTL_NS
+    {
+        return true;
+    }
+    let Some(b) = NEW_FLOW_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's value, used by this packet only.
+    unsafe {
+        // At most a second's worth: the product cannot overflow, and the bucket is full.
+        let elapsed = now.saturating_sub((*b).refilled_ns).min(NS_PER_SEC);
+        let add = elapsed * NEW_FLOW_BUDGET_PER_SEC / NS_PER_SEC;
+        if add > 0 {
+            (*b).tokens = ((*b).tokens + add).min(NEW_FLOW_BUDGET_PER_SEC);
+            (*b).refilled_ns = now;
+        }
+        if (*b).tokens == 0 {
+            return false;
+        }
+        (*b).tokens -= 1;
+    }
+    true
+}
+
+/// Records that `src` has just completed a proven handshake (see `admitted`).
+#[inline(always)]
+fn prove<A: Family>(src: &A, now: u64) {
+    let _ = PROVEN.insert(&A::source_key(src), &now, BPF_ANY as u64);
 }
 
 /// A new flow: a backend from the live Maglev table, a tuple (SNAT port in full NAT), an
@@ -670,6 +838,9 @@ fn new_flow<A: Family>(
     ingress_ifindex: u32,
     now: u64,
 ) -> Result<Flow<A>, Verdict> {
+    if !admitted(&key.src_addr, now) {
+        return Err(Verdict::drop(Reason::DropNewFlowBudget));
+    }
     let hash = lookup::hash_of(key);
     let (backend_idx, backend) = lookup::pick_backend(meta, hash)?;
     let local = backend.flags & BACKEND_FLAG_LOCAL != 0;
@@ -817,8 +988,16 @@ pub fn reply_touch<A: Family>(
     let r = unsafe {
         if proto == IPPROTO_TCP {
             // The backend's SYN-ACK of a connection that reuses a closed one's tuple (the
-            // entry went back to SYN with the client's new SYN) starts its stream anew.
-            let restart = flags & TCP_SYN != 0 && (*rev).state == ct_state::TCP_SYN;
+            // entry went back to SYN with the client's new SYN) starts its stream anew, and
+            // is what the client's ACK must acknowledge (`handshake_step`). A RST while the
+            // new handshake is unproven is honoured whatever its sequence number, as an
+            // unconfirmed flow's is: the backend refusing the connection, or a guessed ACK
+            // (its RST carries the guessed number).
+            let syn_state = (*rev).state == ct_state::TCP_SYN;
+            let restart = syn_state && flags & (TCP_SYN | TCP_RST) != 0;
+            if syn_state && flags & TCP_SYN != 0 {
+                (*rev).flags |= REV_FLAG_BACKEND_SEEN;
+            }
             if !restart
                 && !in_window(
                     (*rev).flags & REV_FLAG_SEQ_KNOWN != 0,
@@ -836,6 +1015,13 @@ pub fn reply_touch<A: Family>(
                     REV_FLAG_SEQ_KNOWN,
                     h,
                 );
+                // In window: the backend's data counts towards establishing the flow.
+                if (*rev).state == ct_state::TCP_OPEN
+                    && (*rev).flags & REV_FLAG_BACKEND_DATA == 0
+                    && has_data(h)
+                {
+                    (*rev).flags |= REV_FLAG_BACKEND_DATA;
+                }
             }
         }
         touch(
@@ -883,7 +1069,9 @@ pub fn unconfirmed_reply<A: Family>(
     let r = unsafe {
         (*rev).flags |= REV_FLAG_BACKEND_SEEN;
         (*rev).last_seen_ns = now;
-        if tcp {
+        // A handshake's backend position is its SYN-ACK's (what the client must
+        // acknowledge): nothing else of the backend's moves it.
+        if tcp && ((*rev).flags & REV_FLAG_MIDSTREAM != 0 || h.tcp_flags & TCP_SYN != 0) {
             advance(
                 &raw mut (*rev).seq_next,
                 &raw mut (*rev).flags,
@@ -899,7 +1087,23 @@ pub fn unconfirmed_reply<A: Family>(
         let _ = A::unconfirmed().remove(&key);
     } else if r.flags & REV_FLAG_MIDSTREAM != 0 && h.tcp_flags & TCP_SYN == 0 {
         let ct = match A::unconfirmed().get_ptr_mut(&key) {
+            // TCP: the backend's answer must acknowledge the client's stream as recorded
+            // (a live connection's ACK does; a backend that knows no such connection
+            // answers with a RST, which ends the attempt above).
+            // SAFETY: `ct` points into a live map value.
+            Some(ct)
+                if tcp
+                    && !unsafe {
+                        (*ct).flags & CT_FLAG_SEQ_KNOWN != 0
+                            && h.tcp_flags & TCP_ACK != 0
+                            && in_window(true, (*ct).seq_next, ack_of(h))
+                    } =>
+            {
+                return Ok(r);
+            }
             Some(ct) => ct,
+            // TCP without the client's stream: nothing to check the answer against.
+            None if tcp => return Ok(r),
             None => {
                 // Its forward entry was evicted: the reverse entry has all of it but the
                 // client's stream position.

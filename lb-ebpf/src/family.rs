@@ -49,6 +49,9 @@ pub trait Family: Addr {
     fn unconfirmed() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>>;
     fn unconfirmed_rev() -> &'static LruHashMap<FlowKey<Self>, RevEntry<Self>>;
     fn scratch() -> &'static PerCpuArray<Scratch<Self>>;
+    /// The `PROVEN` key of a client address: the IPv4 address, the IPv6 /64 prefix (a
+    /// host owns a whole /64: counting its addresses one by one would let it fill the map).
+    fn source_key(a: &Self) -> u64;
     /// A copy of a map value to decide on (another CPU or the daemon may rewrite the
     /// original): in `local` on the stack (IPv4), or in this CPU's scratch at `slot`
     /// (IPv6: its stack is full; map memory is read where used instead of held in
@@ -76,6 +79,10 @@ pub trait Family: Addr {
 }
 
 impl Family for u32 {
+    #[inline(always)]
+    fn source_key(a: &u32) -> u64 {
+        u64::from(*a)
+    }
     type IpHdr = Ipv4Hdr;
     type Addrs = [u32; 2];
     const ENTRY_FIRST: bool = true;
@@ -202,6 +209,10 @@ impl Family for u32 {
 }
 
 impl Family for Ip6 {
+    #[inline(always)]
+    fn source_key(a: &Ip6) -> u64 {
+        (u64::from(a[0]) << 32) | u64::from(a[1])
+    }
     type IpHdr = Ipv6Hdr;
     type Addrs = ();
     const ENTRY_FIRST: bool = false;

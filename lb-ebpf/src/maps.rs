@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     AddrSlot6, Backend, Backend6, Config, Counters, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE,
-    FlowKey, FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, RINGS_SIZE, RevEntry, RevEntry6,
-    UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, stats::REASON_COUNT,
+    FlowKey, FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, PROVEN_SIZE, RINGS_SIZE, RevEntry,
+    RevEntry6, UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6,
+    stats::REASON_COUNT,
 };
 
 /// VipKey (addr, port: network order; proto) -> VipMeta. Written by the daemon.
@@ -140,6 +141,27 @@ pub static UNCONFIRMED6: LruHashMap<FlowKey6, CtEntry6> =
 #[map]
 pub static UNCONFIRMED_REV6: LruHashMap<FlowKey6, RevEntry6> =
     LruHashMap::with_max_entries(UNCONFIRMED_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Client source (`Family::source_key`: an IPv4 address, an IPv6 /64) -> when it last
+/// completed a proven handshake (a client ACK of the backend's initial sequence number +
+/// 1, which a spoofed source never sees). Such sources are admitted ahead of
+/// `NEW_FLOW_BUDGET`. An LRU of its own, both families: only proven handshakes write it,
+/// so spoofed sources cannot churn it; not pinned (a restart forgets it, and the budget
+/// only bites under a flood).
+#[map]
+pub static PROVEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(PROVEN_SIZE, 0);
+
+/// Per CPU, 0 -> the token bucket of new flows from sources not proven.
+#[map]
+pub static NEW_FLOW_BUDGET: PerCpuArray<Budget> = PerCpuArray::with_max_entries(1, 0);
+
+/// `NEW_FLOW_BUDGET` value.
+pub struct Budget {
+    /// New flows that may still start (at most `NEW_FLOW_BUDGET_PER_SEC`).
+    pub tokens: u64,
+    /// When tokens were last added.
+    pub refilled_ns: u64,
+}
 
 /// `SCRATCH` for IPv6 flows (72-byte entries).
 #[map]

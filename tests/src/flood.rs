@@ -1,5 +1,9 @@
-//! Floods for the namespace lab: the benchmarks' live-frames generator (`lab_gen`) sending
-//! from one lab host's `eth0`, on a thread of its own, until stopped or a bound is reached.
+//! Floods for the namespace lab: frames sent from an `AF_PACKET` socket on one lab host's
+//! `eth0` ([`RawGen`]), on a thread of its own, until stopped or a bound is reached.
+//!
+//! Not the benchmarks' live-frames generator (`lab_gen` run by `BPF_PROG_TEST_RUN` with
+//! `BPF_F_TEST_XDP_LIVE_FRAMES`): the lab kernel (6.18) refuses live-frames runs with
+//! `EPERM` for any program, so every flood failed before sending a frame.
 
 use std::{
     net::Ipv4Addr,
@@ -12,20 +16,18 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow};
-use aya::{
-    Ebpf,
-    maps::Array,
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
-};
 
 use crate::{
     bench::{
         frame::TcpFrame,
-        gen_config::GenConfig,
-        xdp_lab::{GEN_BATCH, GEN_REPEAT, GenSpec, enter_netns},
+        raw_gen::{RAW_BATCH, RawGen},
+        xdp_lab::{GenSpec, enter_netns},
     },
-    lab::{Lab, lab_object},
+    lab::Lab,
 };
+
+/// Frames per round of an unpaced flood (between checks of the stop flag and the bounds).
+const RAW_ROUND: u64 = 4096;
 
 /// What to send.
 #[derive(Clone, Copy, Debug)]
@@ -98,29 +100,16 @@ impl Flood {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (stop2, sent2) = (stop.clone(), sent.clone());
+        let frame = t.build();
         let thread = std::thread::spawn(move || -> Result<()> {
             enter_netns(&ns)?;
-            let mut ebpf = Ebpf::load_file(lab_object()).context("loading lab-xdp")?;
-            let prog: &mut Xdp = ebpf.program_mut("lab_gen").context("lab_gen")?.try_into()?;
-            prog.load().context("loading lab_gen")?;
-            let eth0 = std::ffi::CString::new("eth0")?;
-            // SAFETY: a NUL-terminated name.
-            let ifindex = unsafe { libc::if_nametoindex(eth0.as_ptr()) };
-            let (mut cfg, frame) = crate::bench::xdp_lab::gen_config(&gen_spec, &t, ifindex, 1);
-            if spec.bad_checksum {
-                cfg.tcp_check ^= 0x5a5a;
-            }
-            let mut m: Array<_, GenConfig> =
-                Array::try_from(ebpf.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
-            m.set(0, &cfg, 0)?;
-            let prog: &Xdp = ebpf.program("lab_gen").context("lab_gen")?.try_into()?;
+            let mut generator = RawGen::open("eth0", gen_spec, frame, spec.bad_checksum)?;
             let start = Instant::now();
             let end = start + spec.max_time;
-            // Paced: 100 ms of traffic per call (a call has a fixed cost of its own), then
-            // wait for the schedule.
-            let per_call = spec.max_rate.map_or(GEN_REPEAT as u64, |r| {
-                ((r / 10.0) as u64).clamp(1, GEN_REPEAT as u64)
-            });
+            // Paced: 100 ms of traffic per round at most, then wait for the schedule.
+            let per_round = spec
+                .max_rate
+                .map_or(RAW_ROUND, |r| ((r / 10.0) as u64).clamp(1, RAW_ROUND));
             while !stop2.load(Ordering::Relaxed)
                 && Instant::now() < end
                 && sent2.load(Ordering::Relaxed) < spec.max_frames
@@ -133,15 +122,17 @@ impl Flood {
                         continue;
                     }
                 }
-                let n = per_call.min(spec.max_frames - done).max(1) as u32;
-                prog.test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    repeat: n,
-                    attrs: TestRunAttrs::new().xdp_live_frames(GEN_BATCH),
-                    ..Default::default()
-                })
-                .context("BPF_PROG_TEST_RUN (live frames) of lab_gen")?;
-                sent2.fetch_add(u64::from(n), Ordering::Relaxed);
+                let mut left = per_round.min(spec.max_frames - done).max(1);
+                while left > 0 {
+                    let n = left.min(RAW_BATCH as u64) as usize;
+                    let took = generator.send(n)?;
+                    sent2.fetch_add(took as u64, Ordering::Relaxed);
+                    left -= n as u64;
+                    if took < n {
+                        // The transmit path is full: give it a moment.
+                        std::thread::yield_now();
+                    }
+                }
             }
             Ok(())
         });

@@ -107,7 +107,9 @@ impl Pkt {
                 sport: src.1,
                 dport: dst.1,
                 seq: 1000,
-                ack: if flags & tcp_flags::ACK != 0 { 5000 } else { 0 },
+                // Acknowledges a peer whose initial sequence number was the default 1000:
+                // the handshake the data path requires as proof.
+                ack: if flags & tcp_flags::ACK != 0 { 1001 } else { 0 },
                 flags,
             },
         )
@@ -153,6 +155,14 @@ impl Pkt {
         self.payload = payload.to_vec();
         self
     }
+    /// TCP acknowledgment number (1001 unless set, with the ACK flag; 0 without).
+    pub fn ack(mut self, n: u32) -> Self {
+        if let L4::Tcp { ack, .. } = &mut self.l4 {
+            *ack = n;
+        }
+        self
+    }
+
     /// TCP sequence number (1000 unless set).
     pub fn seq(mut self, n: u32) -> Self {
         if let L4::Tcp { seq, .. } = &mut self.l4 {

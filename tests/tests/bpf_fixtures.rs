@@ -1273,8 +1273,16 @@ fn a_reused_client_port_starts_new_sequence_windows() {
     );
     assert!(tx(&dp, &backend(SYN | ACK, b_isn)), "backend's SYN-ACK");
     assert!(
-        tx(&dp, &Pkt::tcp(f, vip, ACK).seq(c_isn + 1).bytes()),
+        tx(
+            &dp,
+            &Pkt::tcp(f, vip, ACK).seq(c_isn + 1).ack(b_isn + 1).bytes()
+        ),
         "client ACK"
+    );
+    assert_eq!(
+        dp.conntrack(&key(f, vip, TCP)).map(|e| e.state),
+        Some(ct_state::TCP_OPEN),
+        "the new handshake is proven"
     );
     assert!(
         tx(&dp, &Pkt::tcp(f, vip, FIN | ACK).seq(c_isn + 1).bytes()),
@@ -1292,6 +1300,161 @@ fn a_reused_client_port_starts_new_sequence_windows() {
     // A blind RST far from the new streams is still refused.
     let (v, _) = dp.run(&Pkt::tcp(f, vip, RST).seq(c_isn + (1 << 30)).bytes());
     assert_eq!(v, XDP_DROP, "out-of-window RST");
+}
+
+/// A client (any source: the data path cannot tell a spoofed one) that sends a SYN and then
+/// an ACK of a number it guessed, after the backend's SYN-ACK: the flow is not confirmed,
+/// and the backend's RST (the bogus ACK's number as its sequence number) ends the attempt
+/// and frees the tuple. The right ACK confirms, for 30 s (`TCP_OPEN`) until data has
+/// flowed both ways, then for 2 h.
+#[test]
+fn a_guessed_ack_confirms_nothing_and_the_backends_rst_ends_the_attempt() {
+    let mut dp = Dp::standard();
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let b_isn = 0x7000_0000u32;
+    let guessed = 0x1234_5678u32;
+    let syn_synack = |dp: &Dp, c: ([u8; 4], u16)| -> u16 {
+        let (v, out) = dp.run(&Pkt::tcp(c, vip, SYN).bytes());
+        assert_eq!(v, XDP_TX, "SYN forwarded");
+        let sport = u16::from_be_bytes([out[34], out[35]]);
+        let synack = Pkt::tcp((BACKENDS[0], 6443), (LB, sport), SYN | ACK)
+            .seq(b_isn)
+            .macs(BACKEND_MACS[0], LB_MAC);
+        assert_eq!(dp.run(&synack.bytes()).0, XDP_TX, "SYN-ACK to the client");
+        sport
+    };
+    let backend = |sport: u16, flags: u8, seq: u32| {
+        Pkt::tcp((BACKENDS[0], 6443), (LB, sport), flags)
+            .seq(seq)
+            .macs(BACKEND_MACS[0], LB_MAC)
+    };
+    for c in [([203, 0, 113, 7], 40000), (CLIENT, 40001)] {
+        let sport = syn_synack(&dp, c);
+        let (v, out) = dp.run(&Pkt::tcp(c, vip, ACK).seq(1001).ack(guessed).bytes());
+        assert_eq!(
+            (v, u16::from_be_bytes([out[34], out[35]])),
+            (XDP_TX, sport),
+            "the guessed ACK is still forwarded (the backend decides)"
+        );
+        assert!(
+            dp.conntrack(&key(c, vip, TCP)).is_none(),
+            "{c:?}: a guessed ACK confirmed the flow"
+        );
+        assert!(
+            dp.unconfirmed(&key(c, vip, TCP)).is_some(),
+            "still unconfirmed"
+        );
+        // Other wrong numbers: one off either way, the client's own.
+        for wrong in [b_isn, b_isn + 2, 1001] {
+            let _ = dp.run(&Pkt::tcp(c, vip, ACK).seq(1001).ack(wrong).bytes());
+        }
+        assert!(dp.conntrack(&key(c, vip, TCP)).is_none(), "near misses");
+        // The backend rejects the bogus ACK: RST, seq = the guessed number.
+        let (v, out) = dp.run(&backend(sport, RST, guessed).bytes());
+        assert_eq!(
+            (v, &out[30..34]),
+            (XDP_TX, &c.0[..]),
+            "the RST goes to the client"
+        );
+        assert!(
+            dp.unconfirmed(&key(c, vip, TCP)).is_none(),
+            "the RST ends the attempt"
+        );
+    }
+    assert_eq!(dp.count(map_names::CONNTRACK), 0);
+    assert_eq!(dp.count_rev(map_names::REVERSE), 0);
+
+    // The right ACK: confirmed, but short-lived until data has flowed both ways.
+    let c = (CLIENT, 40002);
+    let sport = syn_synack(&dp, c);
+    assert_eq!(
+        dp.run(&Pkt::tcp(c, vip, ACK).seq(1001).ack(b_isn + 1).bytes())
+            .0,
+        XDP_TX
+    );
+    let state = |dp: &Dp| dp.conntrack(&key(c, vip, TCP)).map(|e| e.state);
+    let rstate = |dp: &Dp| {
+        dp.reverse(&key((BACKENDS[0], 6443), (LB, sport), TCP))
+            .map(|r| r.state)
+    };
+    assert_eq!(state(&dp), Some(ct_state::TCP_OPEN), "proven: confirmed");
+    assert_eq!(rstate(&dp), Some(ct_state::TCP_OPEN));
+    // The client's data alone, then the backend's: established at the client's next packet.
+    let data = Pkt::tcp(c, vip, ACK | PSH)
+        .seq(1001)
+        .ack(b_isn + 1)
+        .payload(b"hello");
+    assert_eq!(dp.run(&data.bytes()).0, XDP_TX);
+    assert_eq!(
+        state(&dp),
+        Some(ct_state::TCP_OPEN),
+        "one way is not enough"
+    );
+    let answer = backend(sport, ACK | PSH, b_isn + 1).payload(b"world");
+    assert_eq!(dp.run(&answer.bytes()).0, XDP_TX);
+    let ack = Pkt::tcp(c, vip, ACK).seq(1006).ack(b_isn + 6);
+    assert_eq!(dp.run(&ack.bytes()).0, XDP_TX);
+    assert_eq!(
+        state(&dp),
+        Some(ct_state::TCP_ESTABLISHED),
+        "data both ways"
+    );
+    assert_eq!(rstate(&dp), Some(ct_state::TCP_ESTABLISHED));
+}
+
+/// A blind SYN on a closing entry starts new windows (a client reusing its port) but buys
+/// 5 s, not 2 h: a guessed ACK leaves it in `TCP_SYN`, and the backend's RST to that ACK
+/// (whatever its sequence number) is honoured. Only the ACK of the backend's new SYN-ACK
+/// moves it on.
+#[test]
+fn a_blind_syn_on_a_closing_entry_buys_no_long_life() {
+    let mut dp = Dp::standard();
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let tx = |dp: &Dp, p: Pkt| dp.run(&p.bytes()).0 == XDP_TX;
+    let state = |dp: &Dp, c| dp.conntrack(&key(c, vip, TCP)).map(|e| e.state);
+    for (i, proven) in [false, true].into_iter().enumerate() {
+        let f = (CLIENT, 42400 + i as u16);
+        let sport = handshake(&dp, f).expect("handshake");
+        let backend = |flags: u8, seq: u32| {
+            Pkt::tcp((BACKENDS[0], 6443), (LB, sport), flags)
+                .seq(seq)
+                .macs(BACKEND_MACS[0], LB_MAC)
+        };
+        assert!(tx(&dp, Pkt::tcp(f, vip, FIN | ACK).seq(1001)), "client FIN");
+        assert!(tx(&dp, backend(FIN | ACK, 1001)), "backend FIN");
+        assert_eq!(state(&dp, f), Some(ct_state::TCP_CLOSING));
+
+        let (c_isn, b_isn) = (0x5000_0000u32, 0x6000_0000u32);
+        assert!(tx(&dp, Pkt::tcp(f, vip, SYN).seq(c_isn)), "blind SYN");
+        assert_eq!(state(&dp, f), Some(ct_state::TCP_SYN));
+        // A guessed ACK before any SYN-ACK, and one after it: still SYN (5 s).
+        let guess = Pkt::tcp(f, vip, ACK).seq(c_isn + 1).ack(0xdead_beef);
+        assert!(tx(&dp, guess.clone()), "forwarded");
+        assert_eq!(state(&dp, f), Some(ct_state::TCP_SYN), "no SYN-ACK yet");
+        assert!(tx(&dp, backend(SYN | ACK, b_isn)), "backend's SYN-ACK");
+        assert!(tx(&dp, guess));
+        assert_eq!(
+            state(&dp, f),
+            Some(ct_state::TCP_SYN),
+            "a guessed ACK revived the entry"
+        );
+        if proven {
+            let ack = Pkt::tcp(f, vip, ACK).seq(c_isn + 1).ack(b_isn + 1);
+            assert!(tx(&dp, ack));
+            assert_eq!(state(&dp, f), Some(ct_state::TCP_OPEN), "proven");
+        } else {
+            // The backend rejects the guessed ACK: its RST (seq = the guess) is honoured.
+            let dropped = dp.reason(Reason::DropOutOfWindow);
+            assert!(
+                tx(&dp, backend(RST, 0xdead_beef)),
+                "the backend's RST passes"
+            );
+            assert_eq!(dp.reason(Reason::DropOutOfWindow), dropped);
+            assert_eq!(state(&dp, f), Some(ct_state::TCP_CLOSING), "and closes it");
+        }
+    }
 }
 
 /// splitmix64: tiny, seeded, reproducible.
@@ -1720,7 +1883,9 @@ fn sync_events_only_for_confirmed_flows_and_their_ends() {
     assert_eq!(events.len(), 2);
     assert_eq!(
         (events[0].kind, events[0].key, events[0].entry.state),
-        (lb_common::SYNC_CONFIRMED, k, ct_state::TCP_ESTABLISHED)
+        // Confirmed by a proven handshake, no data both ways yet (a peer installs it
+        // with the 30 s timeout).
+        (lb_common::SYNC_CONFIRMED, k, ct_state::TCP_OPEN)
     );
     assert_eq!(
         events[0].entry,

@@ -16,8 +16,8 @@ use etherparse::{Icmpv6Type, PacketBuilder, icmpv6::DestUnreachableCode};
 use lb_common::{
     ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6,
     CONFIG_FLAG_ICMP_ECHO, Config, IPPROTO_TCP, IPPROTO_UDP, Ip6, PROGRAM_NAME, Reason,
-    VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, hash::flow_hash_of, ip6_raw, map_names,
-    port_raw, ring_base,
+    VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state, hash::flow_hash_of, ip6_raw,
+    map_names, port_raw, ring_base,
 };
 use tests::packets::{
     BACKEND_MACS, BACKENDS, CLIENT, CLIENT_MAC, LB, LB_MAC, Pkt, VIP, tcp_flags::*,
@@ -340,7 +340,8 @@ impl P6 {
             hop: 64,
             l4: L4::Tcp {
                 seq: 1000,
-                ack: (!syn).then_some(1),
+                // Acknowledges the default initial sequence number 1000 of the other end.
+                ack: (!syn).then_some(1001),
                 syn,
             },
             payload: Vec::new(),
@@ -355,6 +356,16 @@ impl P6 {
     }
     fn macs(mut self, smac: [u8; 6], dmac: [u8; 6]) -> Self {
         (self.smac, self.dmac) = (smac, dmac);
+        self
+    }
+    /// Sequence and acknowledgment numbers (`ack` only on a segment with the ACK flag).
+    fn seq_ack(mut self, n: u32, a: u32) -> Self {
+        if let L4::Tcp { seq, ack, .. } = &mut self.l4 {
+            *seq = n;
+            if ack.is_some() {
+                *ack = Some(a);
+            }
+        }
         self
     }
     fn hop(mut self, hop: u8) -> Self {
@@ -1083,6 +1094,38 @@ fn established_v6(dp: &Dp, sport: u16) -> (Vec<u8>, Vec<u8>) {
     (ack, reply)
 }
 
+/// IPv6 shares the proof rule: after the backend's SYN-ACK, an ACK of a guessed number
+/// confirms nothing; the ACK of its initial sequence number + 1 confirms, as `TCP_OPEN`.
+#[test]
+fn v6_a_guessed_ack_confirms_nothing() {
+    let dp = Dp::standard();
+    let confirmed = |dp: &Dp| -> Vec<u8> {
+        let m: aya::maps::HashMap<_, lb_common::FlowKey6, lb_common::CtEntry6> =
+            aya::maps::HashMap::try_from(dp.ebpf.map(map_names::CONNTRACK6).unwrap()).unwrap();
+        m.iter()
+            .filter_map(Result::ok)
+            .map(|(_, e)| e.state)
+            .collect()
+    };
+    let b_isn = 0x7000_0000u32;
+    for (sport, ack, want) in [
+        (40100, 0x1234_5678, vec![]),
+        (40101, b_isn, vec![]),
+        (40102, b_isn + 1, vec![ct_state::TCP_OPEN]),
+    ] {
+        let f = fullnat_flow(sport);
+        assert_eq!(dp.run(&f.syn.bytes()).0, XDP_TX, "v6 SYN forwarded");
+        let (b, sp) = (f.backend, f.snat_port);
+        let synack = P6::tcp((BACKENDS6[b], 6443), (SNAT6, sp), true)
+            .macs(BACKEND_MACS[b], LB_MAC)
+            .seq_ack(b_isn, 0);
+        assert_eq!(dp.run(&synack.bytes()).0, XDP_TX, "v6 SYN-ACK back");
+        let client_ack = P6::tcp((CLIENT6, sport), (VIP6, 6443), false).seq_ack(1001, ack);
+        assert_eq!(dp.run(&client_ack.bytes()).0, XDP_TX, "v6 ACK forwarded");
+        assert_eq!(confirmed(&dp), want, "ACK {ack:#x}");
+    }
+}
+
 /// IPv6 beside IPv4 in one program and one run: established client packets, replies, and
 /// new flows (a SYN from a new source port each run), each the mean of single runs of the
 /// original frame (kernel-measured, timer overhead included alike). Printed, recorded in
@@ -1245,7 +1288,7 @@ fn v6_sync_events_only_for_confirmed_flows_and_their_ends() {
         ]
     );
     let e = events[2].entry;
-    assert_eq!(e.state, lb_common::ct_state::TCP_ESTABLISHED);
+    assert_eq!(e.state, lb_common::ct_state::TCP_OPEN);
     assert_eq!(
         (e.backend_addr, e.snat_addr, e.snat_port),
         (

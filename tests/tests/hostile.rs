@@ -1,10 +1,11 @@
 //! Hostile and unusual traffic in the namespace lab, from a host on the client segment
-//! (the attacker, or a router): a spoofed SYN flood (both modes), a burst of bare ACKs with
-//! bad checksums, a blind RST sweep over the SNAT range, and an ICMP "fragmentation needed"
+//! (the attacker, or a router): a spoofed SYN flood (both modes, paced and at full rate),
+//! SYN + guessed-ACK pairs against a small SNAT range, a burst of bare ACKs with bad
+//! checksums, a blind RST sweep over the SNAT range, and an ICMP "fragmentation needed"
 //! about our reply to a client. Legitimate clients must keep connecting, confirmed
-//! connections must survive, and the backend must learn the path MTU. The floods use the
-//! benchmarks' live-frames generator; they take both CPUs, so the tests of this file run
-//! one at a time.
+//! connections must survive, and the backend must learn the path MTU. The floods are sent
+//! from an AF_PACKET socket on the attacker's eth0 (`tests::flood`); they take both CPUs,
+//! so the tests of this file run one at a time.
 
 use std::{
     io::{Read, Write},
@@ -92,7 +93,10 @@ fn syn_flood() -> FloodSpec {
     }
 }
 
-fn syn_flood_case(tag: &str, extra: &[&str]) {
+/// A spoofed SYN flood (`rate` frames per second, `None`: as fast as the generator goes,
+/// for at most 30 s and 100 million frames) while the client, which has connected before
+/// (a kubelet), makes 100 requests.
+fn syn_flood_case(tag: &str, extra: &[&str], rate: Option<f64>) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab(tag);
     if extra.contains(&"dnat") {
@@ -107,7 +111,19 @@ fn syn_flood_case(tag: &str, extra: &[&str]) {
         }
     }
     lab.start_xvip_and_wait(&run_args(extra)).expect("xvip");
-    let flood = Flood::start(&lab, "attacker", "lb", syn_flood()).expect("flood");
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(10),
+    )
+    .expect("the client connects before the flood");
+    let spec = FloodSpec {
+        max_rate: rate,
+        max_time: Duration::from_secs(30),
+        max_frames: 100_000_000,
+        ..syn_flood()
+    };
+    let flood = Flood::start(&lab, "attacker", "lb", spec).expect("flood");
     // Long enough for the flood to fill what it can (the old code lost every port in well
     // under a second at this rate).
     std::thread::sleep(Duration::from_secs(1));
@@ -139,12 +155,116 @@ fn syn_flood_case(tag: &str, extra: &[&str]) {
 
 #[test]
 fn legitimate_clients_connect_during_a_spoofed_syn_flood_fullnat() {
-    syn_flood_case("synfn", &[]);
+    syn_flood_case("synfn", &[], Some(50_000.0));
 }
 
 #[test]
 fn legitimate_clients_connect_during_a_spoofed_syn_flood_dnat() {
-    syn_flood_case("synd", &["--mode", "dnat"]);
+    syn_flood_case("synd", &["--mode", "dnat"], Some(50_000.0));
+}
+
+#[test]
+fn a_full_rate_spoofed_syn_flood_does_not_choose_who_connects_fullnat() {
+    syn_flood_case("synffn", &[], None);
+}
+
+#[test]
+fn a_full_rate_spoofed_syn_flood_does_not_choose_who_connects_dnat() {
+    syn_flood_case("synfd", &["--mode", "dnat"], None);
+}
+
+/// Replies translated so far (both verdicts).
+fn replies(s: &xvip::status::Status) -> u64 {
+    ["tx_reply", "redirect_reply"]
+        .iter()
+        .map(|r| s.reasons.get(*r).copied().unwrap_or(0))
+        .sum()
+}
+
+/// 1,000 pairs of a SYN and, once the masters have answered it, an ACK of a number the
+/// sender did not get from the SYN-ACK: 800 from spoofed sources (203.0.113.1-8), 200 from
+/// the attacker's own address (its kernel answers the SYN-ACKs with RSTs), against 100
+/// SNAT ports (300 tuples over the three masters). Each master rejects the ACK with a RST
+/// (sequence number = the guessed number). Before, every pair whose ACK followed the SYN-ACK
+/// was confirmed for 2 h and held its port: the range was gone after three rounds, and new
+/// connections failed (`drop_snat_exhausted`).
+#[test]
+fn syn_and_guessed_ack_pairs_neither_confirm_nor_exhaust_the_snat_range() {
+    const ROUNDS: u32 = 10;
+    const PAIRS: u16 = 100;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("pairs");
+    lab.start_xvip_and_wait(&run_args(&["--snat-ports", "30000-30099"]))
+        .expect("xvip");
+    let spec = |round: u32, flags: u8| FloodSpec {
+        src_base: if round < 8 {
+            Ipv4Addr::new(203, 0, 113, 1 + round as u8)
+        } else {
+            Ipv4Addr::new(192, 0, 2, 66)
+        },
+        addresses: 1,
+        first_port: 10_000 + round as u16 * PAIRS,
+        port_span: PAIRS,
+        dst: vip(),
+        dport: 6443,
+        flags,
+        bad_checksum: false,
+        max_frames: u64::from(PAIRS),
+        max_time: Duration::from_secs(10),
+        max_rate: None,
+    };
+    let send = |spec: FloodSpec| {
+        let flood = Flood::start(&lab, "attacker", "lb", spec).expect("flood");
+        let end = Instant::now() + Duration::from_secs(15);
+        while !flood.finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        flood.stop().expect("flood ran").0
+    };
+    let mut most_confirmed = 0;
+    for round in 0..ROUNDS {
+        let before = lab.xvip_status("lb").expect("status");
+        let sent = send(spec(round, SYN));
+        assert_eq!(sent, u64::from(PAIRS));
+        // The ACKs must follow the SYN-ACKs: wait (bounded) until the masters' answers to
+        // this round's SYNs have come through, as far as the SYNs got a port.
+        let forwarded =
+            |s: &xvip::status::Status| s.reasons.get("tx_forward").copied().unwrap_or(0);
+        let _ = lab.wait_status("lb", Duration::from_secs(2), |s| {
+            replies(s) - replies(&before) >= forwarded(s) - forwarded(&before)
+        });
+        send(spec(round, ACK));
+        let s = lab.xvip_status("lb").expect("status");
+        most_confirmed = most_confirmed.max(s.conntrack_entries);
+    }
+    let s = lab.xvip_status("lb").expect("status");
+    println!(
+        "{} SYN + guessed-ACK pairs: at most {most_confirmed} confirmed flows counted; reasons {:?}",
+        ROUNDS * u32::from(PAIRS),
+        s.reasons
+    );
+    // The count is refreshed every 2 s: wait for one that has seen the last round.
+    let confirmed = lab.wait_status("lb", Duration::from_secs(15), |s| s.conntrack_entries < 20);
+    assert!(
+        confirmed.is_ok(),
+        "the pairs left confirmed flows: {}",
+        lab.xvip_status("lb")
+            .map(|s| s.conntrack_entries)
+            .unwrap_or(0)
+    );
+    let exhausted = s.reasons.get("drop_snat_exhausted").copied().unwrap_or(0);
+    let (ok, _) = requests(&lab, 20);
+    let after = lab.xvip_status("lb").expect("status");
+    assert_eq!(ok, 20, "{ok}/20 new connections after the pairs");
+    assert_eq!(
+        after
+            .reasons
+            .get("drop_snat_exhausted")
+            .copied()
+            .unwrap_or(0),
+        exhausted,
+        "new connections found the SNAT range exhausted"
+    );
 }
 
 #[test]

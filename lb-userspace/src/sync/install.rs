@@ -82,6 +82,7 @@ pub fn timeout_ns(state: u8) -> Option<u64> {
     match state {
         ct_state::TCP_SYN => Some(TCP_SYN_TIMEOUT_NS),
         ct_state::TCP_ESTABLISHED => Some(TCP_ESTABLISHED_TIMEOUT_NS),
+        ct_state::TCP_OPEN => Some(lb_common::TCP_OPEN_TIMEOUT_NS),
         ct_state::TCP_CLOSING => Some(TCP_CLOSING_TIMEOUT_NS),
         ct_state::UDP => Some(UDP_TIMEOUT_NS),
         _ => None,

@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod gen_config;
+pub mod raw_gen;
 pub mod report;
 pub mod stats;
 pub mod sync;

@@ -555,7 +555,10 @@ impl XdpLab {
                                 attrs: TestRunAttrs::new().xdp_live_frames(GEN_BATCH),
                                 ..Default::default()
                             })
-                            .context("BPF_PROG_TEST_RUN (live frames) of lab_gen")?;
+                            .context(
+                                "BPF_PROG_TEST_RUN (live frames) of lab_gen (EPERM: the \
+                                 kernel refuses live-frames runs, see bench::raw_gen)",
+                            )?;
                         }
                         Ok(())
                     })
