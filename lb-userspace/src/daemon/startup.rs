@@ -76,7 +76,26 @@ pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
     let s = args.resolve()?;
     health_settings(&s)?;
     check_snat_range(&s)?;
+    check_kubeconfig(&s)?;
     Ok(s)
+}
+
+/// A kubeconfig that would send credentials to an unverified server is bad configuration
+/// (exit 2), not something discovery retries forever.
+fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
+    let Some(path) = &s.discover_from_kubeconfig else {
+        return Ok(());
+    };
+    crate::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
+        field: "--discover-from-kubeconfig",
+        value: path.display().to_string(),
+        reason: match e {
+            crate::discovery::DiscoveryError::NoCa { cluster, .. } => {
+                crate::discovery::no_ca(&cluster)
+            }
+            other => other.to_string(),
+        },
+    })
 }
 
 /// The SNAT ports must stay clear of this namespace's ephemeral ports when the SNAT address
@@ -88,12 +107,22 @@ fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
     crate::config::check_snat_ephemeral(s, &crate::local::local_addresses(), ephemeral)
 }
 
-/// Startup in order: configuration and interface checked (nothing touched yet), pins
-/// claimed, maps loaded or adopted, next hops resolved, the first table written, the hooks
+/// Startup in order: configuration and interface checked (nothing touched yet), the
+/// interfaces' instance locks taken (`pins::lock_interfaces`), pins claimed, maps loaded or adopted, next hops resolved, the first table written, the hooks
 /// attached.
 pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     let settings = args.resolve()?;
     check_snat_range(&settings)?;
+    check_kubeconfig(&settings)?;
+    // One xvip per interface, before anything is adopted, written or attached: a second
+    // run waits for a stopping one, else exits 2 naming it (its pins stay untouched).
+    let names: Vec<&str> = settings.interfaces.iter().map(String::as_str).collect();
+    crate::pins::lock_interfaces(
+        std::path::Path::new(crate::pins::LOCK_ROOT),
+        &names,
+        crate::pins::LOCK_WAIT,
+    )?
+    .hold_until_exit();
     let iface = Interface::lookup(&settings.interface)?;
     let mut other_ifaces = Vec::new();
     for name in &settings.interfaces[1..] {
