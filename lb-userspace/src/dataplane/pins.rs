@@ -84,21 +84,13 @@ pub enum PinError {
         path: String,
         waited: std::time::Duration,
     },
-    /// The lock file could not be created or locked.
-    #[error("cannot take the lock {path} for {interface}: {source}")]
-    Lock {
-        interface: String,
-        path: String,
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl PinError {
     /// 2 for state the operator has to clear, 1 for a failed query.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Query { .. } | Self::Netns(_) | Self::Lock { .. } => 1,
+            Self::Query { .. } | Self::Netns(_) => 1,
             _ => 2,
         }
     }
@@ -159,11 +151,14 @@ impl InstanceLock {
 /// Takes the instance lock of every interface in `interfaces` (in name order, so two
 /// runs never wait on each other crosswise), waiting up to `wait` for a stopping xvip to
 /// release one, and writes this process's pid into each. Touches nothing else: called
-/// before pins, maps or attachments.
+/// before pins, maps or attachments. A lock file that cannot be created (a read-only
+/// `/run`, e.g. a container started from an older manifest without the `/run/xvip`
+/// mount) is one warning, not a failure: the lock is a guard, and refusing to start
+/// would take the VIP down on an image upgrade.
 ///
 /// # Errors
 /// [`PinError::Running`] naming the holder's pid when a lock is still held after `wait`;
-/// [`PinError::Lock`] when a file cannot be created or locked; [`PinError::Netns`].
+/// [`PinError::Netns`].
 pub fn lock_interfaces(
     root: &Path,
     interfaces: &[&str],
@@ -180,31 +175,41 @@ pub fn lock_interfaces(
     let mut files = Vec::with_capacity(names.len());
     for name in names {
         let path = lock_path(root, netns, name);
-        let fail = |source: io::Error| PinError::Lock {
-            interface: name.to_string(),
-            path: path.display().to_string(),
-            source,
+        let unguarded = |e: io::Error| {
+            log::warn!(
+                "{name}: cannot take the instance lock {}: {e}; a second xvip on {name} is not refused (mount a writable /run/xvip)",
+                path.display()
+            );
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(fail)?;
+        let opened = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+            });
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                unguarded(e);
+                continue;
+            }
+        };
         let mut logged = false;
-        loop {
+        let locked = loop {
             // SAFETY: flock(2) on a descriptor we own.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if rc == 0 {
-                break;
+                break true;
             }
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(fail(e));
+                unguarded(e);
+                break false;
             }
             let mut pid = String::new();
             let _ = file.rewind();
@@ -229,10 +234,15 @@ pub fn lock_interfaces(
                 logged = true;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if !locked {
+            continue;
         }
-        file.set_len(0).map_err(fail)?;
-        file.rewind().map_err(fail)?;
-        writeln!(file, "{}", std::process::id()).map_err(fail)?;
+        // The pid is for the message of the next one; the lock itself is what counts.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
         files.push(file);
     }
     Ok(InstanceLock { _files: files })
@@ -762,6 +772,8 @@ mod tests {
         let again = lock_interfaces(&root, &["eth0", "eth1"], short).unwrap();
         drop((other, again));
         let _ = std::fs::remove_dir_all(&root);
+        // A lock root that cannot be created: a warning, and the start goes on.
+        assert!(lock_interfaces(Path::new("/proc/xvip-nowhere"), &["eth0"], short).is_ok());
     }
 
     #[test]
