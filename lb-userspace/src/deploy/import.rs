@@ -1364,10 +1364,11 @@ mod tests {
         // of 4) is legal keepalived but cut at MAX_FILES reads, not 4^8.
         for lvl in 0..8 {
             for i in 0..4 {
-                d.file(
-                    &format!("f/{lvl}/{i}.conf"),
-                    &format!("include ../{}/*.conf\n", lvl + 1),
-                );
+                let text = match lvl {
+                    7 => "\n".to_string(),
+                    _ => format!("include ../{}/*.conf\n", lvl + 1),
+                };
+                d.file(&format!("f/{lvl}/{i}.conf"), &text);
             }
         }
         let e = keepalived(&d.0.join("f/0/0.conf"), None, None).unwrap_err();
@@ -1435,8 +1436,8 @@ mod tests {
             assert!(!all.contains(secret), "{secret} echoed: {all}");
         }
         // The keyword and the line are said, so the operator can look.
-        assert!(all.contains("keepalived.conf:10: 'notify_master ..."), "{all}");
-        assert!(all.contains("keepalived.conf:11: 'notify ..."), "{all}");
+        assert!(all.contains("keepalived.conf:11: 'notify_master ..."), "{all}");
+        assert!(all.contains("keepalived.conf:12: 'notify ..."), "{all}");
         assert!(all.contains("haproxy.cfg:5: 'stats ..."), "{all}");
         assert!(all.contains("haproxy.cfg:6: 'http-request ..."), "{all}");
     }
