@@ -648,7 +648,18 @@ fn a_run_started_during_a_graceful_stop_waits_for_it_and_takes_over() {
         ])
         .unwrap();
     let mut a = args(&["192.0.2.100"]);
-    a.extend(["--announce", "route", "--route-table", "200"]);
+    // Routed full NAT takes the node's own address as SNAT source, ports clear of the
+    // kernel's ephemeral ones.
+    a.extend([
+        "--announce",
+        "route",
+        "--route-table",
+        "200",
+        "--snat-ip",
+        "192.0.2.2",
+        "--snat-ports",
+        "20000-32767",
+    ]);
     let files = TempDir::new("pins-handover");
     let (log1, log2) = (files.path("first.log"), files.path("second.log"));
     spawn_logged(&mut lab, "lb", "xvip-first", &a, &log1);
