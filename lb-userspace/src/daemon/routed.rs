@@ -49,19 +49,26 @@ fn program_attached(program: Option<u32>, ifindex: u32) -> Option<bool> {
 /// repeats the change even if the state did not move (a tick, the stop). A tick also asks
 /// the kernel whether our program is still on the interface: a program detached from
 /// outside (`bpftool link detach`, the interface's driver) withdraws the routes rather
-/// than leave this node's ECMP share in a blackhole; between ticks the last answer holds.
+/// than leave this node's ECMP share in a blackhole; between ticks the last answer holds
+/// (and while it is "not attached", every call asks again).
 pub(super) fn sync_route(
     shared: &Mutex<Shared>,
     spec: &crate::route::RouteSpec,
     stopping: bool,
     force: bool,
 ) {
-    let asked = if force && !stopping {
-        // The program's id under the lock, the netlink question outside it.
-        let program = shared.lock().expect("poisoned").dataplane.program_id();
-        program_attached(program, spec.ifindex)
-    } else {
-        None
+    let asked = {
+        let s = shared.lock().expect("poisoned");
+        // "not attached" is also the state before the first decision (see `tasks`): then
+        // every call asks, so the start announces at once and a detached program is seen.
+        let unknown = s
+            .route
+            .as_ref()
+            .is_some_and(|st| st.reason.as_deref() == Some(Withdrawn::NotAttached.reason()));
+        let program = ((force || unknown) && !stopping).then(|| s.dataplane.program_id());
+        drop(s);
+        // The netlink question outside the lock.
+        program.and_then(|p| program_attached(p, spec.ifindex))
     };
     let mut s = shared.lock().expect("poisoned");
     let healthy_backends = s
@@ -76,15 +83,11 @@ pub(super) fn sync_route(
     };
     let was_attached = st.reason.as_deref() != Some(Withdrawn::NotAttached.reason());
     let attached = asked.unwrap_or(was_attached);
-    if attached != was_attached {
-        if attached {
-            log::info!("routed mode: the XDP program is on ifindex {} again", spec.ifindex);
-        } else {
-            log::error!(
-                "routed mode: the XDP program is no longer attached to ifindex {} (detached from outside xvip): withdrawing the routes; restart xvip to attach again",
-                spec.ifindex
-            );
-        }
+    if was_attached && !attached {
+        log::error!(
+            "routed mode: the XDP program is no longer attached to ifindex {} (detached from outside xvip): withdrawing the routes; restart xvip to attach again",
+            spec.ifindex
+        );
     }
     let want = crate::route::decide(crate::route::RouteInput {
         attached,
