@@ -762,7 +762,8 @@ fn a_kubeconfig_without_a_ca_exits_2_at_start_unless_it_opts_out_explicitly() {
     let files = Files::new("noca");
     let kc = files.path("admin.conf");
     // kubeconfig() with its explicit opt-out taken away: no CA, no insecure-skip-tls-verify.
-    let no_ca = kubeconfig("https://192.0.2.100:6443").replace("    insecure-skip-tls-verify: true\n", "");
+    let no_ca =
+        kubeconfig("https://192.0.2.100:6443").replace("    insecure-skip-tls-verify: true\n", "");
     std::fs::write(&kc, &no_ca).unwrap();
     let kc_s = kc.to_str().unwrap();
     let flags = [

@@ -566,7 +566,11 @@ fn the_first_ipv6_vip_grows_the_idle_ipv6_flow_maps_and_keeps_the_ipv4_flows() {
 
 /// `host`'s eth0 MAC, as `ip link` shows it.
 fn mac_of(lab: &Lab, host: &str) -> String {
-    let out = lab.host(host).ns.ip(&["link", "show", "dev", "eth0"]).unwrap();
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["link", "show", "dev", "eth0"])
+        .unwrap();
     let rest = &out[out.find("link/ether ").expect("an Ethernet interface") + 11..];
     rest.split_whitespace().next().unwrap().to_string()
 }
@@ -600,7 +604,13 @@ fn a_second_xvip_on_a_served_interface_exits_2_naming_the_first_and_touches_noth
     let prog = xdp_prog(&lab, "lb").expect("the first is attached");
 
     let t = Instant::now();
-    spawn_logged(&mut lab, "lb", "xvip-second", &args(&["192.0.2.100"]), &log2);
+    spawn_logged(
+        &mut lab,
+        "lb",
+        "xvip-second",
+        &args(&["192.0.2.100"]),
+        &log2,
+    );
     let i = lab.proc_index("xvip-second").unwrap();
     // Before the lock, the second ran beside the first for good: never exited.
     let status = lab.procs[i].wait_timeout(Duration::from_secs(30));
@@ -619,7 +629,11 @@ fn a_second_xvip_on_a_served_interface_exits_2_naming_the_first_and_touches_noth
         "the second touched the pins: {err}"
     );
 
-    assert_eq!(xdp_prog(&lab, "lb"), Some(prog), "the first's program was replaced");
+    assert_eq!(
+        xdp_prog(&lab, "lb"),
+        Some(prog),
+        "the first's program was replaced"
+    );
     assert!(pins_of(ns).join("link").exists(), "the first's pins went");
     let i = lab.proc_index("xvip-lb").unwrap();
     assert!(
@@ -644,7 +658,15 @@ fn a_run_started_during_a_graceful_stop_waits_for_it_and_takes_over() {
     lab.host("client")
         .ns
         .ip(&[
-            "neigh", "replace", "192.0.2.100", "lladdr", &mac, "dev", "eth0", "nud", "permanent",
+            "neigh",
+            "replace",
+            "192.0.2.100",
+            "lladdr",
+            &mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
         ])
         .unwrap();
     let mut a = args(&["192.0.2.100"]);
@@ -670,14 +692,16 @@ fn a_run_started_during_a_graceful_stop_waits_for_it_and_takes_over() {
     let i = lab.proc_index("xvip-first").unwrap();
     lab.procs[i].signal(libc::SIGTERM);
     assert!(
-        wait_until(Duration::from_secs(5), || read(&log1).contains("route withdrawn")),
+        wait_until(Duration::from_secs(5), || read(&log1)
+            .contains("route withdrawn")),
         "the first did not start stopping: {}",
         read(&log1)
     );
     let t = Instant::now();
     spawn_logged(&mut lab, "lb", "xvip-second", &a, &log2);
     assert!(
-        wait_until(Duration::from_secs(5), || read(&log2).contains("waiting up to")),
+        wait_until(Duration::from_secs(5), || read(&log2)
+            .contains("waiting up to")),
         "the second did not wait for the stopping first: {}",
         read(&log2)
     );
@@ -698,7 +722,10 @@ fn a_run_started_during_a_graceful_stop_waits_for_it_and_takes_over() {
     );
     let now = xdp_prog(&lab, "lb").expect("the second is attached");
     assert_ne!(now, prog, "still the first's program");
-    assert!(pins_of(ns).join("link").exists(), "the second's link is not pinned");
+    assert!(
+        pins_of(ns).join("link").exists(),
+        "the second's link is not pinned"
+    );
     let text = read(&log2);
     assert!(!text.contains("cannot pin"), "{text}");
     for _ in 0..3 {

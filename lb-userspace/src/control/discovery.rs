@@ -1168,7 +1168,10 @@ mod tests {
 
         let line = refused.to_string();
         assert!(matches!(refused, DiscoveryError::NoCa { .. }), "{line}");
-        assert!(line.contains("admin.conf") && line.contains("\"prod\""), "{line}");
+        assert!(
+            line.contains("admin.conf") && line.contains("\"prod\""),
+            "{line}"
+        );
         assert!(line.contains("certificate-authority"), "{line}");
         assert!(!line.contains("s3cr3t") && !line.contains('\n'), "{line}");
         assert!(checked.is_err(), "the start-up check let it through");

@@ -492,10 +492,16 @@ pub(super) fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str>
         route_table,
     } = new;
     let changed = [
-        ("interface", *interface != old.interface || *interfaces != old.interfaces),
+        (
+            "interface",
+            *interface != old.interface || *interfaces != old.interfaces,
+        ),
         ("vips", *vips != old.vips || *vips6 != old.vips6),
         ("mode", *mode != old.mode),
-        ("snat-ip", *snat_ip != old.snat_ip || *snat_ip6 != old.snat_ip6),
+        (
+            "snat-ip",
+            *snat_ip != old.snat_ip || *snat_ip6 != old.snat_ip6,
+        ),
         ("snat-ports", *snat_ports != old.snat_ports),
         ("health", *health != old.health),
         ("metrics-addr", *metrics_addr != old.metrics_addr),

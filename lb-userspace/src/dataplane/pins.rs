@@ -765,7 +765,10 @@ mod tests {
             e => panic!("{e}"),
         }
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())));
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id()))
+        );
         // Another interface is free; the held one is free again once the holder is gone.
         let other = lock_interfaces(&root, &["eth2"], short).unwrap();
         drop(first);

@@ -1372,7 +1372,11 @@ mod tests {
             }
         }
         let e = keepalived(&d.0.join("f/0/0.conf"), None, None).unwrap_err();
-        assert!(e.to_string().contains(&format!("more than {MAX_FILES} files")), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("more than {MAX_FILES} files")),
+            "{e}"
+        );
         assert!(t.elapsed() < std::time::Duration::from_secs(10));
         // Nesting without a loop still stops at MAX_INCLUDE_DEPTH.
         for i in 0..=MAX_INCLUDE_DEPTH {
@@ -1396,7 +1400,9 @@ mod tests {
             let inc = d.file("inc.conf", &format!("include {}\n", path.display()));
             let e = keepalived(&inc, None, None).unwrap_err().to_string();
             assert!(e.contains("not a regular file"), "{e}");
-            let e = parse_haproxy(&path, &mut Vec::new()).unwrap_err().to_string();
+            let e = parse_haproxy(&path, &mut Vec::new())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not a regular file"), "{e}");
         }
         // A FIFO nobody writes to would block a read forever.
@@ -1436,7 +1442,10 @@ mod tests {
             assert!(!all.contains(secret), "{secret} echoed: {all}");
         }
         // The keyword and the line are said, so the operator can look.
-        assert!(all.contains("keepalived.conf:11: 'notify_master ..."), "{all}");
+        assert!(
+            all.contains("keepalived.conf:11: 'notify_master ..."),
+            "{all}"
+        );
         assert!(all.contains("keepalived.conf:12: 'notify ..."), "{all}");
         assert!(all.contains("haproxy.cfg:5: 'stats ..."), "{all}");
         assert!(all.contains("haproxy.cfg:6: 'http-request ..."), "{all}");
