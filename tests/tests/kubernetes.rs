@@ -756,3 +756,55 @@ fn xvip_manifest_prints_a_pod_and_a_unit_whose_commands_xvip_accepts() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("192.0.2.300"));
 }
+
+#[test]
+fn a_kubeconfig_without_a_ca_exits_2_at_start_unless_it_opts_out_explicitly() {
+    let files = Files::new("noca");
+    let kc = files.path("admin.conf");
+    // kubeconfig() with its explicit opt-out taken away: no CA, no insecure-skip-tls-verify.
+    let no_ca =
+        kubeconfig("https://192.0.2.100:6443").replace("    insecure-skip-tls-verify: true\n", "");
+    std::fs::write(&kc, &no_ca).unwrap();
+    let kc_s = kc.to_str().unwrap();
+    let flags = [
+        "--interface",
+        "xvip-none0",
+        "--vip",
+        VIP,
+        "--backend",
+        "192.0.2.11",
+        "--discover-from-kubeconfig",
+        kc_s,
+    ];
+    // check-config, and run (on an interface that does not exist: it must stop at the
+    // kubeconfig, before the interface is even looked up).
+    for cmd in ["check-config", "run"] {
+        let out = Command::new(xvip_bin())
+            .arg(cmd)
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{cmd}: {err}");
+        assert!(
+            err.contains(kc_s) && err.contains("\"lab\"") && err.contains("certificate-authority"),
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains("lab-token"), "{cmd}: {err}");
+        println!("{cmd}: {}", err.trim());
+    }
+    // The explicit opt-out is accepted (kubectl's behaviour), with a warning at run time.
+    std::fs::write(&kc, kubeconfig("https://192.0.2.100:6443")).unwrap();
+    let out = Command::new(xvip_bin())
+        .arg("check-config")
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -563,3 +563,173 @@ fn the_first_ipv6_vip_grows_the_idle_ipv6_flow_maps_and_keeps_the_ipv4_flows() {
         lb_common::UNCONFIRMED_SIZE
     );
 }
+
+/// `host`'s eth0 MAC, as `ip link` shows it.
+fn mac_of(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["link", "show", "dev", "eth0"])
+        .unwrap();
+    let rest = &out[out.find("link/ether ").expect("an Ethernet interface") + 11..];
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+/// Spawns `xvip run ARGS` on `host` (its network namespace only) as process `name`,
+/// stderr to `log`; returns its pid.
+fn spawn_logged(lab: &mut Lab, host: &str, name: &str, args: &[&str], log: &Path) -> u32 {
+    let mut cmd = lab.host(host).ns.cmd_net_only(xvip_bin());
+    cmd.arg("run")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    lab.spawn(name, cmd).unwrap().child.id()
+}
+
+fn read(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+#[test]
+fn a_second_xvip_on_a_served_interface_exits_2_naming_the_first_and_touches_nothing() {
+    let mut own = OwnPins::default();
+    let mut lab = lab("dup", &mut own, &[("lb", Ipv4Addr::new(192, 0, 2, 2))]);
+    let ns = own.0[0];
+    let files = TempDir::new("pins-dup");
+    let (log1, log2) = (files.path("first.log"), files.path("second.log"));
+    let first = spawn_logged(&mut lab, "lb", "xvip-lb", &args(&["192.0.2.100"]), &log1);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read(&log1)));
+    let prog = xdp_prog(&lab, "lb").expect("the first is attached");
+
+    let t = Instant::now();
+    spawn_logged(
+        &mut lab,
+        "lb",
+        "xvip-second",
+        &args(&["192.0.2.100"]),
+        &log2,
+    );
+    let i = lab.proc_index("xvip-second").unwrap();
+    // Before the lock, the second ran beside the first for good: never exited.
+    let status = lab.procs[i].wait_timeout(Duration::from_secs(30));
+    let waited = t.elapsed();
+    let err = read(&log2);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "the second xvip did not exit 2: {err}"
+    );
+    let last = err.trim().lines().last().unwrap_or("");
+    println!("second run exited 2 after {waited:.1?}: {last}");
+    assert!(last.contains(&format!("pid {first}")), "{err}");
+    assert!(
+        !err.contains("adopted the pinned state"),
+        "the second touched the pins: {err}"
+    );
+
+    assert_eq!(
+        xdp_prog(&lab, "lb"),
+        Some(prog),
+        "the first's program was replaced"
+    );
+    assert!(pins_of(ns).join("link").exists(), "the first's pins went");
+    let i = lab.proc_index("xvip-lb").unwrap();
+    assert!(
+        lab.procs[i].child.try_wait().unwrap().is_none(),
+        "the first xvip stopped: {}",
+        read(&log1)
+    );
+    for _ in 0..3 {
+        lab.curl("client", &whoami("192.0.2.100"), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("the first stopped serving: {e:#}"));
+    }
+}
+
+#[test]
+fn a_run_started_during_a_graceful_stop_waits_for_it_and_takes_over() {
+    let mut own = OwnPins::default();
+    let mut lab = lab("handover", &mut own, &[("lb", Ipv4Addr::new(192, 0, 2, 2))]);
+    let ns = own.0[0];
+    // Routed mode (2 s of forwarding after SIGTERM): no ARP, so the client is told where
+    // the VIP is.
+    let mac = mac_of(&lab, "lb");
+    lab.host("client")
+        .ns
+        .ip(&[
+            "neigh",
+            "replace",
+            "192.0.2.100",
+            "lladdr",
+            &mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let mut a = args(&["192.0.2.100"]);
+    // Routed full NAT takes the node's own address as SNAT source, ports clear of the
+    // kernel's ephemeral ones.
+    a.extend([
+        "--announce",
+        "route",
+        "--route-table",
+        "200",
+        "--snat-ip",
+        "192.0.2.2",
+        "--snat-ports",
+        "20000-32767",
+    ]);
+    let files = TempDir::new("pins-handover");
+    let (log1, log2) = (files.path("first.log"), files.path("second.log"));
+    spawn_logged(&mut lab, "lb", "xvip-first", &a, &log1);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read(&log1)));
+    let prog = xdp_prog(&lab, "lb").expect("the first is attached");
+
+    let i = lab.proc_index("xvip-first").unwrap();
+    lab.procs[i].signal(libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&log1)
+            .contains("route withdrawn")),
+        "the first did not start stopping: {}",
+        read(&log1)
+    );
+    let t = Instant::now();
+    spawn_logged(&mut lab, "lb", "xvip-second", &a, &log2);
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&log2)
+            .contains("waiting up to")),
+        "the second did not wait for the stopping first: {}",
+        read(&log2)
+    );
+    let i = lab.proc_index("xvip-first").unwrap();
+    let status = lab.procs[i].wait_timeout(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", read(&log1));
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}\nsecond: {}", read(&log2)));
+    println!(
+        "served by the second {:.1?} after it started during the first's stop",
+        t.elapsed()
+    );
+    let i = lab.proc_index("xvip-second").unwrap();
+    assert!(
+        lab.procs[i].child.try_wait().unwrap().is_none(),
+        "the second exited: {}",
+        read(&log2)
+    );
+    let now = xdp_prog(&lab, "lb").expect("the second is attached");
+    assert_ne!(now, prog, "still the first's program");
+    assert!(
+        pins_of(ns).join("link").exists(),
+        "the second's link is not pinned"
+    );
+    let text = read(&log2);
+    assert!(!text.contains("cannot pin"), "{text}");
+    for _ in 0..3 {
+        lab.curl("client", &whoami("192.0.2.100"), Duration::from_secs(5))
+            .unwrap();
+    }
+}

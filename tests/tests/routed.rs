@@ -542,3 +542,85 @@ fn a_dying_node_costs_new_connects_well_under_1_5_s_with_bfd() {
         "new connects failed for {cost:?}"
     );
 }
+
+/// Detaches the XDP program on `ns`'s eth0 from outside xvip, as `bpftool link detach`
+/// does: the link stays (xvip holds it), the interface runs nothing.
+fn detach_link_from_outside(ns: &Netns) -> u32 {
+    let out = ns.ip(&["link", "show", "dev", "eth0"]).unwrap();
+    let rest = &out[out.find("prog/xdp id ").expect("xvip attached") + 12..];
+    let prog: u32 = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let link = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .find(|l| l.program_id() == prog)
+        .expect("xvip's program is attached through a BPF link")
+        .id();
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let mut attr = [0u64; 8];
+    attr[0] = u64::from(link);
+    // SAFETY: bpf(2) with an attribute buffer larger than the command's.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_GET_FD_BY_ID,
+            attr.as_mut_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    let mut attr = [0u64; 8];
+    attr[0] = fd as u64;
+    // SAFETY: as above; the descriptor is ours and closed right after.
+    let rc = unsafe {
+        let rc = libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            attr.as_mut_ptr(),
+            size_of_val(&attr),
+        );
+        libc::close(fd as i32);
+        rc
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    assert!(
+        !ns.ip(&["link", "show", "dev", "eth0"])
+            .unwrap()
+            .contains("prog/xdp"),
+        "still attached"
+    );
+    prog
+}
+
+#[test]
+fn a_program_detached_from_outside_withdraws_the_route() {
+    let mut r = Routed::new("gone");
+    r.serving();
+    let prog = detach_link_from_outside(&r.lab.host("n1").ns);
+    let t = Instant::now();
+    r.lab
+        .wait_status("n1", Duration::from_secs(5), |s| {
+            s.route
+                .as_ref()
+                .is_some_and(|r| !r.announced && r.reason.as_deref() == Some("not attached"))
+        })
+        .expect("n1 withdraws once its program is detached");
+    println!(
+        "program {prog} detached: n1 withdrew after {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(!r.route_in_table("n1"), "the route stayed in table {TABLE}");
+    let hops = r.wait_hops(&["192.0.2.3"], Duration::from_secs(10));
+    println!("router down to n2 {hops:?} later");
+    for i in 0..10 {
+        Routed::request(&r.client.name, Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("request {i} via n2 failed: {e}"));
+    }
+    // And it stays withdrawn: events between ticks keep the last answer.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!r.route_in_table("n1"), "re-announced while detached");
+}

@@ -439,6 +439,7 @@ impl Daemon {
     fn on_sighup(&mut self) {
         match self.args.resolve() {
             Ok(new) => {
+                super::startup::log_unapplied(&self.settings, &new);
                 self.settings.backends = new.backends;
                 self.static6 = new.backends6;
                 let wanted6 = match &self.discovered6 {

@@ -4,6 +4,7 @@
 use std::{net::Ipv4Addr, sync::Mutex};
 
 use super::Shared;
+use crate::route::Withdrawn;
 
 /// Removes routes a previous xvip on this interface left that this one does not announce
 /// (another table, a VIP no longer configured).
@@ -31,14 +32,44 @@ pub(super) fn drop_stale_routes(spec: &crate::route::RouteSpec) {
     }
 }
 
+/// Whether our program is the one the kernel runs on interface `ifindex` (`None` when the
+/// kernel cannot say: the caller keeps what it knew).
+fn program_attached(program: Option<u32>, ifindex: u32) -> Option<bool> {
+    let program = program?;
+    match crate::pins::attached_xdp(ifindex) {
+        Ok(on) => Some(on.iter().any(|a| a.prog_id == program)),
+        Err(e) => {
+            log::debug!("routed mode: cannot read the XDP program on ifindex {ifindex}: {e}");
+            None
+        }
+    }
+}
+
 /// Puts the VIP routes in or takes them out as [`crate::route::decide`] says; `force`
-/// repeats the change even if the state did not move (a tick, the stop).
+/// repeats the change even if the state did not move (a tick, the stop). A tick also asks
+/// the kernel whether our program is still on the interface: a program detached from
+/// outside (`bpftool link detach`, the interface's driver) withdraws the routes rather
+/// than leave this node's ECMP share in a blackhole; between ticks the last answer holds
+/// (and while it is "not attached", every call asks again).
 pub(super) fn sync_route(
     shared: &Mutex<Shared>,
     spec: &crate::route::RouteSpec,
     stopping: bool,
     force: bool,
 ) {
+    let asked = {
+        let s = shared.lock().expect("poisoned");
+        // "not attached" is also the state before the first decision (see `tasks`): then
+        // every call asks, so the start announces at once and a detached program is seen.
+        let unknown = s
+            .route
+            .as_ref()
+            .is_some_and(|st| st.reason.as_deref() == Some(Withdrawn::NotAttached.reason()));
+        let program = ((force || unknown) && !stopping).then(|| s.dataplane.program_id());
+        drop(s);
+        // The netlink question outside the lock.
+        program.and_then(|p| program_attached(p, spec.ifindex))
+    };
     let mut s = shared.lock().expect("poisoned");
     let healthy_backends = s
         .reconciler
@@ -50,8 +81,16 @@ pub(super) fn sync_route(
     let Some(st) = s.route.as_mut() else {
         return;
     };
+    let was_attached = st.reason.as_deref() != Some(Withdrawn::NotAttached.reason());
+    let attached = asked.unwrap_or(was_attached);
+    if was_attached && !attached {
+        log::error!(
+            "routed mode: the XDP program is no longer attached to ifindex {} (detached from outside xvip): withdrawing the routes; restart xvip to attach again",
+            spec.ifindex
+        );
+    }
     let want = crate::route::decide(crate::route::RouteInput {
-        attached: true,
+        attached,
         healthy_backends,
         stopping,
     });

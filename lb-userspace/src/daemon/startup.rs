@@ -76,7 +76,26 @@ pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
     let s = args.resolve()?;
     health_settings(&s)?;
     check_snat_range(&s)?;
+    check_kubeconfig(&s)?;
     Ok(s)
+}
+
+/// A kubeconfig that would send credentials to an unverified server is bad configuration
+/// (exit 2), not something discovery retries forever.
+fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
+    let Some(path) = &s.discover_from_kubeconfig else {
+        return Ok(());
+    };
+    crate::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
+        field: "--discover-from-kubeconfig",
+        value: path.display().to_string(),
+        reason: match e {
+            crate::discovery::DiscoveryError::NoCa { cluster, .. } => {
+                crate::discovery::no_ca(&cluster)
+            }
+            other => other.to_string(),
+        },
+    })
 }
 
 /// The SNAT ports must stay clear of this namespace's ephemeral ports when the SNAT address
@@ -88,12 +107,22 @@ fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
     crate::config::check_snat_ephemeral(s, &crate::local::local_addresses(), ephemeral)
 }
 
-/// Startup in order: configuration and interface checked (nothing touched yet), pins
-/// claimed, maps loaded or adopted, next hops resolved, the first table written, the hooks
+/// Startup in order: configuration and interface checked (nothing touched yet), the
+/// interfaces' instance locks taken (`pins::lock_interfaces`), pins claimed, maps loaded or adopted, next hops resolved, the first table written, the hooks
 /// attached.
 pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     let settings = args.resolve()?;
     check_snat_range(&settings)?;
+    check_kubeconfig(&settings)?;
+    // One xvip per interface, before anything is adopted, written or attached: a second
+    // run waits for a stopping one, else exits 2 naming it (its pins stay untouched).
+    let names: Vec<&str> = settings.interfaces.iter().map(String::as_str).collect();
+    crate::pins::lock_interfaces(
+        std::path::Path::new(crate::pins::LOCK_ROOT),
+        &names,
+        crate::pins::LOCK_WAIT,
+    )?
+    .hold_until_exit();
     let iface = Interface::lookup(&settings.interface)?;
     let mut other_ifaces = Vec::new();
     for name in &settings.interfaces[1..] {
@@ -361,5 +390,130 @@ async fn resolve_before_attach(
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The settings a SIGHUP reload cannot apply that differ between the running `old` and the
+/// reloaded `new` configuration, by their configuration names. A reload applies only the
+/// backends (and their weights); everything else is taken at start. Exhaustive over
+/// [`Settings`]: a new field does not compile until it is sorted here.
+pub(super) fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let Settings {
+        interface,
+        interfaces,
+        vips,
+        backends: _,
+        vips6,
+        backends6: _,
+        mode,
+        snat_ip,
+        snat_ip6,
+        snat_ports,
+        health,
+        metrics_addr,
+        xdp_mode,
+        keep_attached,
+        table_size,
+        conntrack_size,
+        garp_interval,
+        pin_root,
+        icmp_echo,
+        local_connect,
+        vrrp,
+        discover_from_kubeconfig,
+        sync,
+        announce,
+        route_table,
+    } = new;
+    let changed = [
+        (
+            "interface",
+            *interface != old.interface || *interfaces != old.interfaces,
+        ),
+        ("vips", *vips != old.vips || *vips6 != old.vips6),
+        ("mode", *mode != old.mode),
+        (
+            "snat-ip",
+            *snat_ip != old.snat_ip || *snat_ip6 != old.snat_ip6,
+        ),
+        ("snat-ports", *snat_ports != old.snat_ports),
+        ("health", *health != old.health),
+        ("metrics-addr", *metrics_addr != old.metrics_addr),
+        ("xdp-mode", *xdp_mode != old.xdp_mode),
+        ("keep-attached", *keep_attached != old.keep_attached),
+        ("table-size", *table_size != old.table_size),
+        ("conntrack-size", *conntrack_size != old.conntrack_size),
+        ("garp-interval", *garp_interval != old.garp_interval),
+        ("pin-root", *pin_root != old.pin_root),
+        ("icmp-echo", *icmp_echo != old.icmp_echo),
+        ("local-connect", *local_connect != old.local_connect),
+        ("vrrp", *vrrp != old.vrrp),
+        (
+            "discover-from-kubeconfig",
+            *discover_from_kubeconfig != old.discover_from_kubeconfig,
+        ),
+        ("sync", *sync != old.sync),
+        ("announce", *announce != old.announce),
+        ("route-table", *route_table != old.route_table),
+    ];
+    changed
+        .into_iter()
+        .filter(|(_, c)| *c)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// SIGHUP's one line about what it did not apply (nothing when only backends changed).
+pub(super) fn log_unapplied(old: &Settings, new: &Settings) {
+    let left = needs_restart(old, new);
+    if !left.is_empty() {
+        log::warn!(
+            "SIGHUP: changes to {} need a restart; applied: backends",
+            left.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &[&str]) -> Settings {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let mut argv = vec![
+            "xvip",
+            "--interface",
+            "eth0",
+            "--vip",
+            "192.0.2.100",
+            "--backend",
+            "192.0.2.11",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).run.resolve().unwrap()
+    }
+
+    #[test]
+    fn a_reload_names_every_changed_setting_it_cannot_apply_and_never_the_backends() {
+        let old = settings(&[]);
+        assert!(needs_restart(&old, &old.clone()).is_empty());
+        let more_backends = settings(&["--backend", "192.0.2.12", "--backend", "192.0.2.13"]);
+        assert!(needs_restart(&old, &more_backends).is_empty());
+        let new = settings(&[
+            "--vip",
+            "192.0.2.101",
+            "--snat-ports",
+            "40000-40999",
+            "--backend",
+            "192.0.2.12",
+        ]);
+        assert_eq!(needs_restart(&old, &new), ["vips", "snat-ports"]);
+        let new = settings(&["--mode", "dnat", "--health-interval", "3s"]);
+        assert_eq!(needs_restart(&old, &new), ["mode", "health"]);
     }
 }

@@ -749,6 +749,12 @@ impl Dataplane {
             .expect("program checked at load")
     }
 
+    /// The kernel's id of the loaded XDP program (what `ip link` shows on an interface it
+    /// is attached to); `None` if the kernel cannot say.
+    pub fn program_id(&self) -> Option<u32> {
+        self.program().info().ok().map(|i| i.id())
+    }
+
     fn program_mut(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(PROGRAM_NAME)

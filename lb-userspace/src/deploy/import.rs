@@ -10,6 +10,13 @@ use std::{
 
 /// Deepest `include` nesting followed (keepalived has no limit; a loop must end).
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// Most files read for one import, the top one and every include (a glob included from
+/// several places is read each time).
+const MAX_FILES: usize = 256;
+/// Largest file read (keepalived's and haproxy's are a few KiB).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Most bytes read for one import, over every file.
+const MAX_TOTAL_BYTES: u64 = 16 << 20;
 
 /// Why nothing was imported.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,9 +73,6 @@ impl Stmt {
     }
     fn children(&self) -> &[Stmt] {
         self.block.as_deref().unwrap_or(&[])
-    }
-    fn text(&self) -> String {
-        self.words.join(" ")
     }
 }
 
@@ -131,11 +135,138 @@ fn include_paths(from: &Path, line: usize, pattern: &str) -> Result<Vec<PathBuf>
     Ok(out)
 }
 
-fn tokenize(path: &Path, depth: usize, out: &mut Vec<(Tok, Origin)>) -> Result<(), ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
+/// Reads a configuration file: a regular file (not a FIFO, a device such as `/dev/zero`, or
+/// a directory) of at most [`MAX_FILE_BYTES`], in UTF-8.
+fn read_config(path: &Path) -> Result<String, ImportError> {
+    use std::io::Read as _;
+    let err = |reason: String| ImportError::Read {
         path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let regular = |meta: std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            Err(err(format!(
+                "not a regular file ({}): only configuration files are read",
+                kind_of(&meta.file_type())
+            )))
+        }
+    };
+    // Looked at before opening (opening a device may do something), and again once open;
+    // non-blocking, so a FIFO swapped in between cannot hang the open.
+    regular(std::fs::metadata(path).map_err(|e| err(e.to_string()))?)?;
+    let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        libc::O_NONBLOCK,
+    )
+    .open(path)
+    .map_err(|e| err(e.to_string()))?;
+    regular(file.metadata().map_err(|e| err(e.to_string()))?)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(err(format!(
+            "larger than {} MiB: not a configuration file",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))
+}
+
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Keywords whose lines may carry a secret (a password, a notify script's arguments, an
+/// auth string): their notes name the keyword and the line, never the line's words.
+const SECRET_HINTS: &[&str] = &[
+    "pass", "auth", "secret", "token", "key", "cred", "notify", "script", "user",
+];
+
+/// A line's words as a note shows them: whole, or only the first word when any word may
+/// carry a secret.
+fn shown(words: &[String]) -> String {
+    let secret = words.iter().any(|w| {
+        let w = w.to_ascii_lowercase();
+        SECRET_HINTS.iter().any(|h| w.contains(h))
+    });
+    match words.first() {
+        Some(first) if secret => format!("{first} ... (rest not shown: it may hold a secret)"),
+        _ => words.join(" "),
+    }
+}
+
+/// What following `include`s has cost so far: files and bytes read, and the chain of
+/// files (canonical paths) that led to the current one, where a loop shows.
+#[derive(Default)]
+struct Reading {
+    files: usize,
+    bytes: u64,
+    chain: Vec<PathBuf>,
+}
+
+fn tokenize(
+    path: &Path,
+    depth: usize,
+    reading: &mut Reading,
+    out: &mut Vec<(Tok, Origin)>,
+) -> Result<(), ImportError> {
+    let read_err = |reason: String| ImportError::Read {
+        path: path.display().to_string(),
+        reason,
+    };
+    let canonical = std::fs::canonicalize(path).map_err(|e| read_err(e.to_string()))?;
+    if let Some(i) = reading.chain.iter().position(|p| *p == canonical) {
+        let cycle: Vec<String> = reading.chain[i..]
+            .iter()
+            .chain(std::iter::once(&canonical))
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(read_err(format!("include loop: {}", cycle.join(" -> "))));
+    }
+    reading.files += 1;
+    if reading.files > MAX_FILES {
+        return Err(read_err(format!(
+            "more than {MAX_FILES} files included in all"
+        )));
+    }
+    let text = read_config(path)?;
+    reading.bytes += text.len() as u64;
+    if reading.bytes > MAX_TOTAL_BYTES {
+        return Err(read_err(format!(
+            "more than {} MiB read in all with the includes",
+            MAX_TOTAL_BYTES >> 20
+        )));
+    }
+    reading.chain.push(canonical);
+    let done = tokenize_text(path, &text, depth, reading, out);
+    reading.chain.pop();
+    done
+}
+
+fn tokenize_text(
+    path: &Path,
+    text: &str,
+    depth: usize,
+    reading: &mut Reading,
+    out: &mut Vec<(Tok, Origin)>,
+) -> Result<(), ImportError> {
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let at = Origin {
@@ -190,7 +321,7 @@ fn tokenize(path: &Path, depth: usize, out: &mut Vec<(Tok, Origin)>) -> Result<(
                 ));
             }
             for p in include_paths(path, line, pattern)? {
-                tokenize(&p, depth + 1, out)?;
+                tokenize(&p, depth + 1, reading, out)?;
             }
             continue;
         }
@@ -267,7 +398,7 @@ fn parse_block(
 /// [`ImportError`] naming the file and line that does not parse.
 pub fn parse_keepalived(path: &Path) -> Result<Vec<Stmt>, ImportError> {
     let mut toks = Vec::new();
-    tokenize(path, 0, &mut toks)?;
+    tokenize(path, 0, &mut Reading::default(), &mut toks)?;
     parse_block(&toks, &mut 0, None)
 }
 
@@ -332,10 +463,7 @@ fn haproxy_time(s: &str) -> Option<String> {
 /// [`ImportError`] when the file cannot be read, no frontend can be chosen, or a server
 /// address is not an IP address.
 pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let text = read_config(path)?;
     let file = path.display().to_string();
     let mut sections: Vec<Section> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -390,7 +518,7 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
         if w[0] == "use_backend" {
             notes.push(format!(
                 "{file}:{line}: '{}': xvip has one backend set per VIP; only default_backend is carried over",
-                w.join(" ")
+                shown(w)
             ));
         }
     }
@@ -429,7 +557,7 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
     let mut check_kind: Option<(usize, &'static str)> = None;
     let mut server_params: Vec<(usize, String, String)> = Vec::new();
     for (line, w) in &back.lines {
-        let l = w.join(" ");
+        let l = shown(w);
         match (w[0].as_str(), w.get(1).map(String::as_str)) {
             ("server", _) => {
                 let (Some(name), Some(addr)) = (w.get(1), w.get(2)) else {
@@ -487,7 +615,8 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
                             ));
                         }
                         other => notes.push(format!(
-                            "{file}:{line}: server {name} '{other}': not carried over"
+                            "{file}:{line}: server {name} '{}': not carried over",
+                            shown(std::slice::from_ref(&other.to_string()))
                         )),
                     }
                 }
@@ -527,7 +656,7 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
             }
             ("http-check", Some("connect")) => tls |= w.iter().any(|x| x == "ssl"),
             ("http-check", Some("expect")) => {
-                if l != "http-check expect status 200" {
+                if w.join(" ") != "http-check expect status 200" {
                     notes.push(format!(
                         "{file}:{line}: '{l}': xvip's check expects status 200"
                     ));
@@ -637,7 +766,7 @@ pub fn keepalived(
     let file = keepalived.display().to_string();
     let mut notes: Vec<String> = Vec::new();
     let note = |notes: &mut Vec<String>, s: &Stmt, why: &str| {
-        notes.push(format!("{}: '{}': {why}", s.at, s.text()));
+        notes.push(format!("{}: '{}': {why}", s.at, shown(&s.words)));
     };
     let instances: Vec<&Stmt> = top.iter().filter(|s| s.key() == "vrrp_instance").collect();
     let mut version: u32 = 2;
@@ -1209,8 +1338,117 @@ mod tests {
         // A looping include ends.
         let p = d.file("loop.conf", "include loop.conf\n");
         assert!(
-            matches!(keepalived(&p, None, None), Err(ImportError::Parse { reason, .. }) if reason.contains("deeper"))
+            matches!(keepalived(&p, None, None), Err(ImportError::Read { reason, .. }) if reason.contains("include loop"))
         );
+    }
+
+    #[test]
+    fn include_loops_globs_and_depth_are_bounded_and_named() {
+        let d = Dir::new("loops");
+        // a -> b -> a: the loop is named, whichever way round.
+        let a = d.file("a.conf", "include b.conf\n");
+        d.file("b.conf", "include ./a.conf\n");
+        let e = keepalived(&a, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("include loop") && e.contains("a.conf -> ") && e.contains("b.conf"),
+            "{e}"
+        );
+        // Every file of a glob including the glob again: a loop, found at once.
+        for i in 0..8 {
+            d.file(&format!("g/{i}.conf"), "include *.conf\n");
+        }
+        let t = std::time::Instant::now();
+        let e = keepalived(&d.0.join("g/0.conf"), None, None).unwrap_err();
+        assert!(e.to_string().contains("include loop"), "{e}");
+        // A diamond without a loop (8 files each including the next 8 levels of a fan
+        // of 4) is legal keepalived but cut at MAX_FILES reads, not 4^8.
+        for lvl in 0..8 {
+            for i in 0..4 {
+                let text = match lvl {
+                    7 => "\n".to_string(),
+                    _ => format!("include ../{}/*.conf\n", lvl + 1),
+                };
+                d.file(&format!("f/{lvl}/{i}.conf"), &text);
+            }
+        }
+        let e = keepalived(&d.0.join("f/0/0.conf"), None, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("more than {MAX_FILES} files")),
+            "{e}"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        // Nesting without a loop still stops at MAX_INCLUDE_DEPTH.
+        for i in 0..=MAX_INCLUDE_DEPTH {
+            d.file(&format!("n{i}.conf"), &format!("include n{}.conf\n", i + 1));
+        }
+        d.file(&format!("n{}.conf", MAX_INCLUDE_DEPTH + 1), "\n");
+        let e = keepalived(&d.0.join("n0.conf"), None, None).unwrap_err();
+        assert!(e.to_string().contains("deeper"), "{e}");
+    }
+
+    #[test]
+    fn devices_fifos_directories_and_huge_files_are_refused_without_reading_them() {
+        let d = Dir::new("special");
+        let t = std::time::Instant::now();
+        for (path, what) in [
+            (PathBuf::from("/dev/zero"), "character device"),
+            (d.0.clone(), "directory"),
+        ] {
+            let e = keepalived(&path, None, None).unwrap_err().to_string();
+            assert!(e.contains("not a regular file") && e.contains(what), "{e}");
+            let inc = d.file("inc.conf", &format!("include {}\n", path.display()));
+            let e = keepalived(&inc, None, None).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+            let e = parse_haproxy(&path, &mut Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        // A FIFO nobody writes to would block a read forever.
+        let fifo = d.0.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let inc = d.file("inc.conf", "include fifo\n");
+        let e = keepalived(&inc, None, None).unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        let big = d.file("big.conf", &"! comment\n".repeat(200_000));
+        let e = keepalived(&big, None, None).unwrap_err().to_string();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn notes_never_echo_a_secret_bearing_line() {
+        let d = Dir::new("secrets");
+        let ka = d.file(
+            "keepalived.conf",
+            "global_defs {\n notification_email { ops@example.org }\n}\n\
+             vrrp_instance A {\n interface eth0\n virtual_router_id 51\n priority 100\n\
+             virtual_ipaddress {\n 192.0.2.100\n }\n\
+             notify_master \"/usr/local/bin/page --token=hunter2\"\n\
+             notify \"/bin/hook s3cr3t-key\"\n}\n",
+        );
+        let hap = d.file(
+            "haproxy.cfg",
+            "frontend api\n bind *:6443\n default_backend b\n\
+             backend b\n stats auth admin:hunter2\n http-request auth realm s3cr3t\n\
+             server m1 192.0.2.11:6443 check\n",
+        );
+        let out = keepalived(&ka, None, Some(&hap)).unwrap();
+        let all = out.notes.join("\n");
+        for secret in ["hunter2", "s3cr3t", "--token"] {
+            assert!(!all.contains(secret), "{secret} echoed: {all}");
+        }
+        // The keyword and the line are said, so the operator can look.
+        assert!(
+            all.contains("keepalived.conf:11: 'notify_master ..."),
+            "{all}"
+        );
+        assert!(all.contains("keepalived.conf:12: 'notify ..."), "{all}");
+        assert!(all.contains("haproxy.cfg:5: 'stats ..."), "{all}");
+        assert!(all.contains("haproxy.cfg:6: 'http-request ..."), "{all}");
     }
 
     #[test]

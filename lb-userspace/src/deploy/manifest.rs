@@ -217,6 +217,9 @@ fn host_dirs(run: &RunArgs, settings: &Settings) -> Result<Vec<(PathBuf, bool)>,
     if settings.local_connect && !dirs.iter().any(|(d, _)| d == Path::new(CGROUP2)) {
         dirs.push((PathBuf::from(CGROUP2), false));
     }
+    // The instance locks and status records: shared with an xvip run on the host, so a
+    // second one on the same interface is refused (`pins::lock_interfaces`).
+    dirs.push((PathBuf::from(crate::pins::LOCK_ROOT), true));
     Ok(dirs)
 }
 
@@ -592,7 +595,8 @@ mod tests {
             [
                 ("/sys/fs/bpf", Some(false)),
                 ("/etc/kubernetes", Some(true)),
-                ("/sys/fs/cgroup", Some(true))
+                ("/sys/fs/cgroup", Some(true)),
+                ("/run/xvip", Some(false))
             ]
         );
     }
