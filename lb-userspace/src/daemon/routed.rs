@@ -95,10 +95,22 @@ pub(super) fn sync_route(
         stopping,
     });
     let retry = force || !failed;
-    let result = match want {
-        Ok(()) if (!st.announced && retry) || force => crate::route::announce(spec),
-        Err(_) if (st.announced && retry) || force => crate::route::withdraw(spec),
+    let announce = match want {
+        Ok(()) if (!st.announced && retry) || force => true,
+        Err(_) if (st.announced && retry) || force => false,
         _ => return,
+    };
+    // The change itself outside the lock (netlink: bounded by its timeout, but a slow
+    // kernel must not stall the status endpoint); only this loop changes `route`.
+    drop(s);
+    let result = if announce {
+        crate::route::announce(spec)
+    } else {
+        crate::route::withdraw(spec)
+    };
+    let mut s = shared.lock().expect("poisoned");
+    let Some(st) = s.route.as_mut() else {
+        return;
     };
     let (was, was_reason) = (st.announced, st.reason.clone());
     match (result, want) {
