@@ -29,7 +29,7 @@ pub(super) struct Daemon {
     pub iface: Interface,
     /// The further interfaces, each with its ARP socket (their packets come through
     /// `Sources::other_arp`).
-    others: Vec<(Interface, Arc<ArpSocket>)>,
+    pub others: Vec<(Interface, Arc<ArpSocket>)>,
     /// Every attached interface, the first included: where next hops may lead.
     all: Vec<Interface>,
     pub health: Arc<HealthSettings>,
@@ -381,11 +381,10 @@ impl Daemon {
         let Some((i, ndp)) = self.ndp.get(n) else {
             return;
         };
-        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac) {
-            match ndp.send(&na) {
-                Ok(()) => ndp.answered(),
-                Err(e) => log::warn!("neighbour advertisement: {e}"),
-            }
+        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac)
+            && let Err(e) = ndp.answer(ns, &na)
+        {
+            log::warn!("neighbour advertisement: {e}");
         }
     }
 
@@ -541,7 +540,7 @@ impl Daemon {
         if self.announcing() {
             for vip in &self.vip_addrs {
                 if let Some((reply, to)) = a.answer_for(*vip, mac)
-                    && let Err(e) = sock.send(&reply, to)
+                    && let Err(e) = sock.answer(&reply, to, a.sender_ip)
                 {
                     log::warn!("ARP reply: {e}");
                 }
