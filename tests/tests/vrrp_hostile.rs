@@ -410,7 +410,12 @@ fn arp_flood(lab: &Lab, requests: u32, sender: fn(u32) -> Ipv4Addr) -> (u32, u32
                 break;
             }
             let p = &buf[..n as usize];
-            if p[12..14] == [0x08, 0x06] && p[20..22] == [0, 2] && p[28..32] == VIP.octets() {
+            // A reply from the VIP to us (not the broadcast gratuitous ARP).
+            if p[12..14] == [0x08, 0x06]
+                && p[20..22] == [0, 2]
+                && p[28..32] == VIP.octets()
+                && p[32..38] == mac
+            {
                 *replies += 1;
             }
         };
