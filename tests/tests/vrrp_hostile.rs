@@ -258,10 +258,7 @@ fn a_forger_keeping_its_claimed_rate_holds_the_vrid_loudly_and_lets_go_when_it_s
             m.contains("xvip_vrrp_conflict_adverts_total{peer=\"192.0.2.77\""),
             "{m}"
         );
-        let lines = log_lines(
-            &dir.path(&format!("{host}.log")),
-            GUARD_LINE,
-        );
+        let lines = log_lines(&dir.path(&format!("{host}.log")), GUARD_LINE);
         assert_eq!(lines, 1, "{host}");
     }
     // It stops: within the cap (4 s) the election runs again.
@@ -311,18 +308,17 @@ fn adverts_from_many_spoofed_sources_keep_the_conflict_list_and_the_log_bounded(
     }
     let sent = 2 * u64::from(SOURCES);
     for host in ["lb1", "lb2"] {
-        wait_for(Duration::from_secs(5), &format!("{host} heard them"), || {
-            vrrp(&lab, host).is_some_and(|v| v.drops["version_mismatch"] >= sent * 9 / 10)
-        });
+        wait_for(
+            Duration::from_secs(5),
+            &format!("{host} heard them"),
+            || vrrp(&lab, host).is_some_and(|v| v.drops["version_mismatch"] >= sent * 9 / 10),
+        );
         let s = status_json(&lab, host);
         let v = &s["vrrp"];
         let listed = v["conflicts"].as_array().map_or(0, Vec::len);
         let evicted = v["conflicts_evicted"].as_u64().unwrap_or(0);
         let suppressed = v["guard_logs_suppressed"].as_u64().unwrap_or(0);
-        let lines = log_lines(
-            &dir.path(&format!("{host}.log")),
-            GUARD_LINE,
-        );
+        let lines = log_lines(&dir.path(&format!("{host}.log")), GUARD_LINE);
         let m = endpoint(&lab, host, "/metrics");
         let series = m
             .lines()
@@ -403,9 +399,7 @@ fn arp_flood(lab: &Lab, requests: u32, sender: fn(u32) -> Ipv4Addr) -> (u32, u32
         let mut replies = 0u32;
         let mut drain = |replies: &mut u32| loop {
             // SAFETY: receiving into our buffer.
-            let n = unsafe {
-                libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-            };
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 42 {
                 break;
             }
@@ -499,7 +493,7 @@ fn an_arp_request_flood_is_answered_within_the_budget_and_counted() {
         r2 - r1
     );
     // 508 requesters x burst 10 = 5,080 at most, the segment's 1,000/s below that.
-    let bound = 1000 * (took.as_secs() as u64 + 3);
+    let bound = 1000 * (took.as_secs() + 3);
     assert!(a2 - a1 <= bound, "{} answered > {bound}", a2 - a1);
     assert!(r2 > r1, "counted");
     // A new requester after the flood is answered at once.

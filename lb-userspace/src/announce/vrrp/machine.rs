@@ -717,7 +717,10 @@ mod tests {
         m.poll(t1);
         assert_eq!(m.state(), State::Master);
         // One advert (not yet an owner): the master keeps the VIP and keeps advertising.
-        assert!(m.hold(t1 + MS, t1 + Duration::from_secs(3), false).is_empty());
+        assert!(
+            m.hold(t1 + MS, t1 + Duration::from_secs(3), false)
+                .is_empty()
+        );
         assert_eq!(m.state(), State::Master);
         assert_eq!(sent(&m.poll(t1 + INT)), Some(200));
         // An owner: it steps down at once.
@@ -740,7 +743,10 @@ mod tests {
         let (mut m, t0) = machine(100, true);
         m.startup(t0);
         m.on_advert(t0, HIGHER_IP, 200, Duration::from_secs(40));
-        assert_eq!(m.own_master_down_interval(), Duration::from_nanos(360_937_500));
+        assert_eq!(
+            m.own_master_down_interval(),
+            Duration::from_nanos(360_937_500)
+        );
         let (m, _) = v2_machine(100);
         assert_eq!(
             m.own_master_down_interval(),
