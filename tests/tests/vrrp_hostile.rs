@@ -83,14 +83,19 @@ fn send_raw(lab: &Lab, packets: Vec<Vec<u8>>) {
     .expect("client netns");
 }
 
-/// A VRRP advert for our VRID and VIP from `src` to 224.0.0.18, in an IPv4 header with TTL
-/// 255 (the kernel fills in the header checksum).
+/// A VRRP advert for our VRID and VIP from `src` to 224.0.0.18, priority 254, in an IPv4
+/// header with TTL 255 (the kernel fills in the header checksum).
 fn forged(src: Ipv4Addr, version: Version, interval_s: u16, auth: Auth) -> Vec<u8> {
+    forged_cs(src, version, interval_s * 100, auth)
+}
+
+/// [`forged`] with the interval in centiseconds.
+fn forged_cs(src: Ipv4Addr, version: Version, interval_cs: u16, auth: Auth) -> Vec<u8> {
     let vrrp = Advert {
         version,
         vrid: VRID,
         priority: 254,
-        max_adver_int_cs: interval_s * 100,
+        max_adver_int_cs: interval_cs,
         addrs: vec![VIP.into()],
         auth,
     }
@@ -169,6 +174,51 @@ fn one_forged_v2_advert_claiming_255_s_leaves_the_v3_pair_answering_arp() {
     wait_for(Duration::from_secs(8), "lb2's guard released", || {
         vrrp(&lab, "lb2").is_some_and(|v| !v.guard_holding)
     });
+}
+
+#[test]
+fn one_valid_forged_advert_claiming_40_s_costs_one_capped_down_interval_not_two_minutes() {
+    let mut lab = lab("vh40", 2, None);
+    start_node(&mut lab, "lb1", 150, &[]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(15));
+    let mac = mac_of(&lab, "lb1");
+    let arp = ArpSampler::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    // Our version, our VRID, priority 254: RFC 5798 says yield, and it is obeyed. It
+    // claims 40.95 s: before, the nodes waited 3 x 40.95 s for its next advert.
+    let at = Instant::now();
+    let pkt = forged_cs(CLIENT, Version::V3, 4095, Auth::NONE);
+    send_raw(&lab, vec![pkt]);
+    wait_for(Duration::from_secs(2), "lb1 yields to it", || {
+        state(&lab, "lb1") == "backup"
+    });
+    wait_for(Duration::from_secs(8), "lb1 master again", || {
+        state(&lab, "lb1") == "master"
+    });
+    let back = at.elapsed();
+    thread::sleep(Duration::from_millis(500));
+    let samples = arp.stop();
+    let (gap, n) = assert_one_arp_owner(&samples, |_| None);
+    let last_empty = samples
+        .iter()
+        .filter(|s| s.at >= at && s.owners.is_empty())
+        .map(|s| s.at - at)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "one valid forged advert (priority 254, 40.95 s): lb1 master again after {} ms; \
+         {n} ARP samples, longest run without an owner {} ms",
+        back.as_millis(),
+        gap.as_millis()
+    );
+    // lb1's down interval with the learnt interval capped to 1 s: 3 s + 106/256 s.
+    assert!(gap < Duration::from_secs(5), "no ARP owner for {gap:?}");
+    assert!(last_empty < Duration::from_secs(6), "{last_empty:?}");
+    assert!(
+        samples.last().is_some_and(|s| s.owners.contains(&mac)),
+        "lb1 answers again"
+    );
 }
 
 #[test]

@@ -19,6 +19,12 @@ use super::packet::Version;
 /// router could answer ARP, even when it advertises every 100 ms itself.
 pub const STARTUP_LISTEN: Duration = Duration::from_secs(3);
 
+/// A learnt Master_Adver_Interval is capped to our own interval or this, whichever is
+/// longer: one valid advert claiming 40.95 s would otherwise leave the VIP without an owner
+/// for two minutes (3 x 40.95 s) after the master yields to it. 1 s is keepalived's
+/// default, so a keepalived master at `advert_int 1` is waited for in full.
+pub const LEARNT_INTERVAL_FLOOR: Duration = Duration::from_secs(1);
+
 /// A virtual router's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -279,7 +285,7 @@ impl Machine {
                     self.master_down_at = Some(now + self.skew_time());
                     self.master = None;
                 } else if !self.params.preempt || priority >= self.priority {
-                    self.master_adver_interval = interval;
+                    self.master_adver_interval = self.learnt(interval);
                     self.master_down_at = Some(now + self.master_down_interval());
                     self.master = Some(src);
                 }
@@ -296,7 +302,7 @@ impl Machine {
                     || (priority == self.priority && src > self.params.primary)
                 {
                     self.adver_at = None;
-                    self.master_adver_interval = interval;
+                    self.master_adver_interval = self.learnt(interval);
                     self.master_down_at = Some(now + self.master_down_interval());
                     self.master = Some(src);
                     out.push(self.go(State::Backup, "advertisement from a better master"));
@@ -304,6 +310,11 @@ impl Machine {
             }
         }
         out
+    }
+
+    /// `interval` as Master_Adver_Interval: at most ours or [`LEARNT_INTERVAL_FLOOR`].
+    fn learnt(&self, interval: Duration) -> Duration {
+        interval.min(self.params.advert_interval.max(LEARNT_INTERVAL_FLOOR))
     }
 
     fn become_master(&mut self, now: Instant) {
@@ -417,6 +428,30 @@ mod tests {
         );
         // As master it advertises at its own interval again.
         assert_eq!(m.master_adver_interval(), INT);
+    }
+
+    #[test]
+    fn a_learnt_interval_is_capped_to_ours_or_one_second() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 254, Duration::from_millis(40_950));
+        assert_eq!(m.master_adver_interval(), LEARNT_INTERVAL_FLOOR);
+        // 3 x 1 s + skew, not 3 x 40.95 s: the VIP is owned again within ~3.6 s.
+        let down = LEARNT_INTERVAL_FLOOR * 3 + LEARNT_INTERVAL_FLOOR * 156 / 256;
+        assert_eq!(m.next_deadline(), Some(t0 + down));
+        assert_eq!(became(&m.poll(t0 + down)), Some(State::Master));
+        // A master that yields learns the capped interval too.
+        let a = m.on_advert(t0 + down, HIGHER_IP, 254, Duration::from_millis(40_950));
+        assert_eq!(became(&a), Some(State::Backup));
+        assert_eq!(m.master_adver_interval(), LEARNT_INTERVAL_FLOOR);
+        // A router with a longer interval of its own waits that long.
+        let mut m = Machine::new(Params {
+            advert_interval: Duration::from_secs(5),
+            ..m.params
+        });
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 254, Duration::from_millis(40_950));
+        assert_eq!(m.master_adver_interval(), Duration::from_secs(5));
     }
 
     #[test]
