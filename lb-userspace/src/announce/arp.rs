@@ -241,6 +241,7 @@ pub struct ArpSocket {
     limit: Mutex<crate::announce::limit::ReplyLimiter>,
     answered: AtomicU64,
     rate_limited: AtomicU64,
+    send_errors: AtomicU64,
 }
 
 impl ArpSocket {
@@ -290,16 +291,15 @@ impl ArpSocket {
             limit: Mutex::default(),
             answered: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
         })
     }
 
     /// Sends `reply` (an answer to a request from `requester`) unless the requester or the
     /// segment has spent its budget (`announce::limit`); returns whether it went out.
-    /// Refused replies are counted, never logged.
-    ///
-    /// # Errors
-    /// The `sendto(2)` error.
-    pub fn answer(&self, reply: &Arp, eth_dst: [u8; 6], requester: Ipv4Addr) -> io::Result<bool> {
+    /// Refused replies are counted, never logged; failed sends are counted and logged at
+    /// the 1st, 2nd, 4th, 8th ... failure.
+    pub fn answer(&self, reply: &Arp, eth_dst: [u8; 6], requester: Ipv4Addr) -> bool {
         let ok = self
             .limit
             .lock()
@@ -307,11 +307,21 @@ impl ArpSocket {
             .unwrap_or(false);
         if !ok {
             self.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
+            return false;
         }
-        self.send(reply, eth_dst)?;
-        self.answered.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
+        match self.send(reply, eth_dst) {
+            Ok(()) => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                let n = self.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    log::warn!("ARP reply: {e} ({n} failed so far)");
+                }
+                false
+            }
+        }
     }
 
     /// Requests answered, and answers refused by the rate limit.

@@ -265,6 +265,8 @@ pub struct Counts {
     pub invalid: [AtomicU64; Invalid::ALL.len()],
     /// Solicitations of ours not answered: over the requester's or the segment's budget.
     pub rate_limited: AtomicU64,
+    /// Advertisements in answer that could not be sent.
+    pub send_errors: AtomicU64,
 }
 
 /// A packet socket on one interface that receives only ICMPv6 neighbor solicitations.
@@ -434,11 +436,9 @@ impl NdpSocket {
 
     /// Sends `na` in answer to `ns` unless its sender or the segment has spent its budget
     /// (`announce::limit`; DAD probes share one requester); counts it either way and
-    /// returns whether it went out.
-    ///
-    /// # Errors
-    /// The `sendto(2)` error.
-    pub fn answer(&self, ns: &Solicitation, na: &Advertisement) -> io::Result<bool> {
+    /// returns whether it went out. Failed sends are counted and logged at the 1st, 2nd,
+    /// 4th, 8th ... failure.
+    pub fn answer(&self, ns: &Solicitation, na: &Advertisement) -> bool {
         let ok = self
             .limit
             .lock()
@@ -446,11 +446,21 @@ impl NdpSocket {
             .unwrap_or(false);
         if !ok {
             self.counts.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
+            return false;
         }
-        self.send(na)?;
-        self.answered();
-        Ok(true)
+        match self.send(na) {
+            Ok(()) => {
+                self.answered();
+                true
+            }
+            Err(e) => {
+                let n = self.counts.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    log::warn!("neighbour advertisement: {e} ({n} failed so far)");
+                }
+                false
+            }
+        }
     }
 
     /// The counters as the status document shows them.

@@ -1272,6 +1272,28 @@ mod tests {
     }
 
     #[test]
+    fn arp_answers_and_the_rate_limit_show_in_metrics_and_the_table() {
+        let mut st = sample();
+        assert!(!st.to_prometheus().contains("xvip_arp_"));
+        st.arp = Some(ArpStatus {
+            answered: 7,
+            rate_limited: 19_000,
+        });
+        let m = st.to_prometheus();
+        for want in [
+            "xvip_arp_answered_total 7",
+            "xvip_arp_rate_limited_total 19000",
+        ] {
+            assert!(m.contains(want), "{want}: {m}");
+        }
+        let t = st.to_table();
+        assert!(
+            t.contains("arp: 7 answered, 19000 not answered (rate limit)"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn the_mismatch_guard_shows_in_metrics_and_the_table() {
         let mut st = sample();
         st.vrrp = Some(VrrpStatus {

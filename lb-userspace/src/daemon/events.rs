@@ -381,10 +381,8 @@ impl Daemon {
         let Some((i, ndp)) = self.ndp.get(n) else {
             return;
         };
-        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac)
-            && let Err(e) = ndp.answer(ns, &na)
-        {
-            log::warn!("neighbour advertisement: {e}");
+        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac) {
+            ndp.answer(ns, &na);
         }
     }
 
@@ -539,10 +537,8 @@ impl Daemon {
     fn on_arp(&self, sock: &ArpSocket, mac: [u8; 6], a: &Arp) {
         if self.announcing() {
             for vip in &self.vip_addrs {
-                if let Some((reply, to)) = a.answer_for(*vip, mac)
-                    && let Err(e) = sock.answer(&reply, to, a.sender_ip)
-                {
-                    log::warn!("ARP reply: {e}");
+                if let Some((reply, to)) = a.answer_for(*vip, mac) {
+                    sock.answer(&reply, to, a.sender_ip);
                 }
             }
         }
