@@ -556,3 +556,134 @@ fn an_arp_request_flood_is_answered_within_the_budget_and_counted() {
         "{samples:?}"
     );
 }
+
+/// Sends `n` neighbour solicitations for `target` from the client (a raw ICMPv6 socket: the
+/// kernel sets the checksum and the link-local source), hop limit 255, to its solicited-node
+/// group, as fast as it can; returns the time it took.
+fn ns_flood(lab: &Lab, target: std::net::Ipv6Addr, n: usize) -> Duration {
+    let ns = lab.host("client").ns.name.clone();
+    in_netns(&ns, move || {
+        let mut msg = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(&target.octets());
+        let o = target.octets();
+        let group = std::net::Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(o[13]),
+            u16::from_be_bytes([o[14], o[15]]),
+        );
+        let start = Instant::now();
+        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let ifindex = libc::if_nametoindex(c"eth0".as_ptr());
+            for (opt, v) in [
+                (libc::IPV6_MULTICAST_HOPS, 255),
+                (libc::IPV6_MULTICAST_IF, ifindex as i32),
+            ] {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    opt,
+                    (&raw const v).cast(),
+                    size_of::<i32>() as u32,
+                );
+            }
+            let mut to: libc::sockaddr_in6 = std::mem::zeroed();
+            to.sin6_family = libc::AF_INET6 as u16;
+            to.sin6_addr.s6_addr = group.octets();
+            to.sin6_scope_id = ifindex;
+            for _ in 0..n {
+                libc::sendto(
+                    fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&raw const to).cast(),
+                    size_of::<libc::sockaddr_in6>() as u32,
+                );
+            }
+            libc::close(fd);
+        }
+        start.elapsed()
+    })
+    .expect("client netns")
+}
+
+#[test]
+fn a_neighbour_solicitation_flood_is_answered_within_the_budget_and_counted() {
+    let mut lab = lab("vhndp", 1, None);
+    for (host, a) in [("client", "2001:db8::10"), ("lb1", "2001:db8::2")] {
+        lab.host(host)
+            .ns
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])
+            .expect("ip -6 addr add");
+    }
+    let vip6: std::net::Ipv6Addr = "2001:db8::100".parse().expect("vip6");
+    lab.start_xvip(
+        "lb1",
+        &[
+            "--interface",
+            "eth0",
+            "--vip",
+            "[2001:db8::100]:6443",
+            "--backend",
+            "[2001:db8::11]:6443",
+            "--metrics-addr",
+            METRICS,
+        ],
+    )
+    .expect("xvip");
+    let ndp = |lab: &Lab| {
+        let s = status_json(lab, "lb1");
+        (
+            s["ndp"]["solicitations"].as_u64(),
+            s["ndp"]["answered"].as_u64().unwrap_or(0),
+            s["ndp"]["dropped"]["rate_limited"].as_u64().unwrap_or(0),
+        )
+    };
+    // Announcing: a first solicitation is answered.
+    wait_for(Duration::from_secs(15), "lb1 answers NDP", || {
+        ns_flood(&lab, vip6, 1);
+        thread::sleep(Duration::from_millis(100));
+        ndp(&lab).1 >= 1
+    });
+    // The budget refills (10 at 5/s) before the flood.
+    thread::sleep(Duration::from_secs(3));
+    let (s0, a0, r0) = ndp(&lab);
+    let took = ns_flood(&lab, vip6, 10_000);
+    wait_for(Duration::from_secs(5), "lb1 read them", || {
+        let (s, ..) = ndp(&lab);
+        s.unwrap_or(0) >= s0.unwrap_or(0) + 5_000
+    });
+    thread::sleep(Duration::from_millis(500));
+    let (s1, a1, r1) = ndp(&lab);
+    println!(
+        "one requester: 10000 solicitations in {} ms, {} read by xvip: {} answered, {} rate-limited",
+        took.as_millis(),
+        s1.unwrap_or(0) - s0.unwrap_or(0),
+        a1 - a0,
+        r1 - r0
+    );
+    let bound = 10 + 5 * (took.as_secs() + 2);
+    assert!(a1 - a0 <= bound, "{} answered > {bound}", a1 - a0);
+    assert!(r1 - r0 >= 4_000, "the rest is counted: {}", r1 - r0);
+    let m = endpoint(&lab, "lb1", "/metrics");
+    assert!(
+        m.contains("xvip_ndp_dropped_total{reason=\"rate_limited\"}"),
+        "{m}"
+    );
+}
