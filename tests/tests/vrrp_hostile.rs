@@ -10,7 +10,7 @@
 use std::{
     net::Ipv4Addr,
     os::fd::AsRawFd,
-    path::{Path, PathBuf},
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
@@ -18,30 +18,8 @@ use std::{
 mod common;
 
 use common::*;
-use tests::lab::{Lab, in_netns};
+use tests::lab::{Lab, TempDir, in_netns};
 use xvip::vrrp::packet::{Advert, Auth, MULTICAST, Version};
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("xvip-vh-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("tmp dir");
-        Self(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Sends raw IPv4 packets (header built here, `IPPROTO_RAW`: any source) from the client.
 fn send_raw(lab: &Lab, packets: Vec<Vec<u8>>) {
