@@ -6,6 +6,11 @@ use std::{
     io,
     net::Ipv4Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
 };
 
 use tokio::io::unix::AsyncFd;
@@ -232,6 +237,11 @@ impl Arp {
 pub struct ArpSocket {
     fd: AsyncFd<OwnedFd>,
     ifindex: u32,
+    /// Bounds the replies requests can cause (`announce::limit`).
+    limit: Mutex<crate::announce::limit::ReplyLimiter>,
+    answered: AtomicU64,
+    rate_limited: AtomicU64,
+    send_errors: AtomicU64,
 }
 
 impl ArpSocket {
@@ -278,7 +288,48 @@ impl ArpSocket {
         Ok(Self {
             fd,
             ifindex: iface.index,
+            limit: Mutex::default(),
+            answered: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
         })
+    }
+
+    /// Sends `reply` (an answer to a request from `requester`) unless the requester or the
+    /// segment has spent its budget (`announce::limit`); returns whether it went out.
+    /// Refused replies are counted, never logged; failed sends are counted and logged at
+    /// the 1st, 2nd, 4th, 8th ... failure.
+    pub fn answer(&self, reply: &Arp, eth_dst: [u8; 6], requester: Ipv4Addr) -> bool {
+        let ok = self
+            .limit
+            .lock()
+            .map(|mut l| l.allow(Instant::now(), requester.into()))
+            .unwrap_or(false);
+        if !ok {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        match self.send(reply, eth_dst) {
+            Ok(()) => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                let n = self.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    log::warn!("ARP reply: {e} ({n} failed so far)");
+                }
+                false
+            }
+        }
+    }
+
+    /// Requests answered, and answers refused by the rate limit.
+    pub fn status(&self) -> crate::status::ArpStatus {
+        crate::status::ArpStatus {
+            answered: self.answered.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+        }
     }
 
     /// Receives the next ARP packet (other frames are skipped).

@@ -1,6 +1,7 @@
 //! Telling the network where the VIP is: ARP answers and gratuitous ARP, and the VRRP
-//! election of the node that holds it.
+//! election of the node that holds it; `limit` bounds the replies requests can cause.
 
 pub mod arp;
+pub mod limit;
 pub mod ndp;
 pub mod vrrp;

@@ -263,6 +263,10 @@ pub struct Counts {
     pub answered: AtomicU64,
     /// Frames dropped, by [`Invalid`] reason.
     pub invalid: [AtomicU64; Invalid::ALL.len()],
+    /// Solicitations of ours not answered: over the requester's or the segment's budget.
+    pub rate_limited: AtomicU64,
+    /// Advertisements in answer that could not be sent.
+    pub send_errors: AtomicU64,
 }
 
 /// A packet socket on one interface that receives only ICMPv6 neighbor solicitations.
@@ -274,6 +278,8 @@ pub struct NdpSocket {
     ifindex: u32,
     name: String,
     counts: Counts,
+    /// Bounds the advertisements solicitations can cause (`announce::limit`).
+    limit: std::sync::Mutex<crate::announce::limit::ReplyLimiter>,
 }
 
 /// The classic BPF filter of the socket: IPv6 (ether type at 12), next header ICMPv6 (at
@@ -414,6 +420,7 @@ impl NdpSocket {
             ifindex,
             name: name.into(),
             counts: Counts::default(),
+            limit: std::sync::Mutex::default(),
         })
     }
 
@@ -427,6 +434,35 @@ impl NdpSocket {
         self.counts.answered.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sends `na` in answer to `ns` unless its sender or the segment has spent its budget
+    /// (`announce::limit`; DAD probes share one requester); counts it either way and
+    /// returns whether it went out. Failed sends are counted and logged at the 1st, 2nd,
+    /// 4th, 8th ... failure.
+    pub fn answer(&self, ns: &Solicitation, na: &Advertisement) -> bool {
+        let ok = self
+            .limit
+            .lock()
+            .map(|mut l| l.allow(std::time::Instant::now(), ns.src.into()))
+            .unwrap_or(false);
+        if !ok {
+            self.counts.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        match self.send(na) {
+            Ok(()) => {
+                self.answered();
+                true
+            }
+            Err(e) => {
+                let n = self.counts.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    log::warn!("neighbour advertisement: {e} ({n} failed so far)");
+                }
+                false
+            }
+        }
+    }
+
     /// The counters as the status document shows them.
     pub fn status(&self) -> crate::status::NdpStatus {
         let c = &self.counts;
@@ -437,6 +473,10 @@ impl NdpSocket {
                 .iter()
                 .zip(&c.invalid)
                 .map(|(r, n)| (r.name().to_string(), n.load(Ordering::Relaxed)))
+                .chain([(
+                    "rate_limited".to_string(),
+                    c.rate_limited.load(Ordering::Relaxed),
+                )])
                 .collect(),
         }
     }

@@ -89,9 +89,15 @@ pub struct VrrpStatus {
     /// version, password or v2 interval), so this node does not become master.
     #[serde(default)]
     pub guard_holding: bool,
-    /// Routers seen advertising our VRID that way.
+    /// Routers seen advertising our VRID that way (at most 16, the latest heard).
     #[serde(default)]
     pub conflicts: Vec<VrrpConflict>,
+    /// Such routers forgotten: evicted from the full list, or silent for 5 minutes.
+    #[serde(default)]
+    pub conflicts_evicted: u64,
+    /// Guard log lines not written (over the per-minute budget).
+    #[serde(default)]
+    pub guard_logs_suppressed: u64,
 }
 
 /// A router advertising our VRID in a way we cannot join (the mismatch guard).
@@ -107,6 +113,9 @@ pub struct VrrpConflict {
     pub last_seen_s: f64,
     /// Whether it still holds the guard.
     pub active: bool,
+    /// Whether it kept its claimed rate for several adverts (a master steps down for it).
+    #[serde(default)]
+    pub owner: bool,
 }
 
 /// Master discovery (absent without `--discover-from-kubeconfig`).
@@ -121,6 +130,16 @@ pub struct DiscoveryStatus {
     pub last_error: Option<String>,
     pub polls_ok: u64,
     pub polls_failed: u64,
+}
+
+/// The ARP sockets' answers (all attached interfaces together).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ArpStatus {
+    /// Requests for our addresses answered.
+    pub answered: u64,
+    /// Requests for our addresses not answered: over the requester's or the segment's
+    /// budget.
+    pub rate_limited: u64,
 }
 
 /// The NDP socket's counters (IPv6 VIPs announced with `--announce arp`).
@@ -184,6 +203,9 @@ pub struct Status {
     /// NDP for the IPv6 VIPs, when announced.
     #[serde(default)]
     pub ndp: Option<NdpStatus>,
+    /// ARP answers for the IPv4 VIPs (absent in routed mode).
+    #[serde(default)]
+    pub arp: Option<ArpStatus>,
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,
@@ -383,6 +405,20 @@ impl Status {
                 flag(a),
             );
         }
+        if let Some(a) = &self.arp {
+            counter(
+                &mut reg,
+                "arp_answered",
+                "ARP requests for our addresses answered.",
+                a.answered,
+            );
+            counter(
+                &mut reg,
+                "arp_rate_limited",
+                "ARP requests for our addresses not answered: over the requester's or the segment's budget.",
+                a.rate_limited,
+            );
+        }
         if let Some(n) = &self.ndp {
             counter(
                 &mut reg,
@@ -502,6 +538,18 @@ impl Status {
                 "Adverts for our VRID we cannot join, by sender, reason and version.",
                 conflicts,
             );
+            counter(
+                &mut reg,
+                "vrrp_conflicts_evicted",
+                "Senders of such adverts forgotten (list full, or silent for 5 minutes).",
+                v.conflicts_evicted,
+            );
+            counter(
+                &mut reg,
+                "vrrp_guard_logs_suppressed",
+                "Mismatch guard log lines not written (over the per-minute budget).",
+                v.guard_logs_suppressed,
+            );
         }
         if let Some(sy) = &self.sync {
             sync_metrics(&mut reg, sy);
@@ -610,6 +658,13 @@ impl Status {
         if let Some(r) = &self.route {
             let _ = writeln!(o, "{}", r.line());
         }
+        if let Some(a) = &self.arp {
+            let _ = writeln!(
+                o,
+                "arp: {} answered, {} not answered (rate limit)",
+                a.answered, a.rate_limited
+            );
+        }
         if let Some(n) = &self.ndp {
             let dropped: Vec<String> = n
                 .dropped
@@ -672,10 +727,12 @@ impl Status {
                     c.reason,
                     c.adverts,
                     c.last_seen_s,
-                    if c.active {
-                        ": guard HOLDING, this node will not become master"
-                    } else {
-                        ""
+                    match (c.active, c.owner) {
+                        (true, true) => {
+                            ": guard HOLDING, this node will not become master (it owns the VRID)"
+                        }
+                        (true, false) => ": guard HOLDING (backup only)",
+                        _ => "",
                     }
                 );
             }
@@ -1215,6 +1272,28 @@ mod tests {
     }
 
     #[test]
+    fn arp_answers_and_the_rate_limit_show_in_metrics_and_the_table() {
+        let mut st = sample();
+        assert!(!st.to_prometheus().contains("xvip_arp_"));
+        st.arp = Some(ArpStatus {
+            answered: 7,
+            rate_limited: 19_000,
+        });
+        let m = st.to_prometheus();
+        for want in [
+            "xvip_arp_answered_total 7",
+            "xvip_arp_rate_limited_total 19000",
+        ] {
+            assert!(m.contains(want), "{want}: {m}");
+        }
+        let t = st.to_table();
+        assert!(
+            t.contains("arp: 7 answered, 19000 not answered (rate limit)"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn the_mismatch_guard_shows_in_metrics_and_the_table() {
         let mut st = sample();
         st.vrrp = Some(VrrpStatus {
@@ -1231,6 +1310,7 @@ mod tests {
                 adverts: 12,
                 last_seen_s: 0.4,
                 active: true,
+                owner: true,
             }],
             ..Default::default()
         });
@@ -1340,7 +1420,9 @@ mod tests {
             "counter xvip_vrrp_adverts_received_total{}",
             "counter xvip_vrrp_adverts_sent_total{}",
             "counter xvip_vrrp_conflict_adverts_total{peer,reason,version}",
+            "counter xvip_vrrp_conflicts_evicted_total{}",
             "counter xvip_vrrp_dropped_total{reason}",
+            "counter xvip_vrrp_guard_logs_suppressed_total{}",
             "counter xvip_vrrp_transitions_total{}",
             "gauge xvip_all_backends_down{}",
             "gauge xvip_announcing{}",

@@ -31,7 +31,7 @@ pub(super) struct Daemon {
     pub iface: Interface,
     /// The further interfaces, each with its ARP socket (their packets come through
     /// `Sources::other_arp`).
-    others: Vec<(Interface, Arc<ArpSocket>)>,
+    pub others: Vec<(Interface, Arc<ArpSocket>)>,
     /// Every attached interface, the first included: where next hops may lead.
     all: Vec<Interface>,
     pub health: Arc<HealthSettings>,
@@ -404,10 +404,7 @@ impl Daemon {
             return;
         };
         if let Some(na) = ns.answer(&self.vip6_addrs, i.mac) {
-            match ndp.send(&na) {
-                Ok(()) => ndp.answered(),
-                Err(e) => log::warn!("neighbour advertisement: {e}"),
-            }
+            ndp.answer(ns, &na);
         }
     }
 
@@ -563,10 +560,8 @@ impl Daemon {
     fn on_arp(&self, sock: &ArpSocket, mac: [u8; 6], a: &Arp) {
         if self.announcing() {
             for vip in &self.vip_addrs {
-                if let Some((reply, to)) = a.answer_for(*vip, mac)
-                    && let Err(e) = sock.send(&reply, to)
-                {
-                    log::warn!("ARP reply: {e}");
+                if let Some((reply, to)) = a.answer_for(*vip, mac) {
+                    sock.answer(&reply, to, a.sender_ip);
                 }
             }
         }

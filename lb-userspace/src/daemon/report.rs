@@ -116,6 +116,7 @@ pub(super) fn status_of(
         vrrp: None,
         vrrp6: None,
         ndp: None,
+        arp: None,
         discovery: None,
         route: s.route.clone(),
         sync: None,

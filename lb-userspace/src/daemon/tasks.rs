@@ -171,6 +171,11 @@ pub(super) async fn status_endpoint(
         let vrrp_report = vrrp.map(|h| h.report());
         let vrrp6_report = vrrp6.map(|h| h.report());
         let ndp: Vec<_> = d.ndp.iter().map(|(_, s)| s.clone()).collect();
+        let arp: Vec<_> = (d.settings.announce == crate::config::Announce::Arp)
+            .then(|| std::iter::once(d.arp.clone()).chain(d.others.iter().map(|(_, s)| s.clone())))
+            .into_iter()
+            .flatten()
+            .collect();
         let sync = d.sync.clone();
         let discovery = settings
             .discover_from_kubeconfig
@@ -198,6 +203,14 @@ pub(super) async fn status_endpoint(
                     for (k, v) in one.dropped {
                         *sum.dropped.entry(k).or_default() += v;
                     }
+                }
+                sum
+            });
+            st.arp = (!arp.is_empty()).then(|| {
+                let mut sum = crate::status::ArpStatus::default();
+                for a in arp.iter().map(|a| a.status()) {
+                    sum.answered += a.answered;
+                    sum.rate_limited += a.rate_limited;
                 }
                 sum
             });

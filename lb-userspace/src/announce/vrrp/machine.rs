@@ -3,7 +3,8 @@
 //! the time it happens at, every output is an [`Action`] for the caller to carry out, and
 //! [`Machine::next_deadline`] says when to call [`Machine::poll`]. On top of the RFCs, a
 //! hold (the mismatch guard): while another router owns the VRID in a way that cannot hear
-//! us (other version, other password), this router does not become master.
+//! us (other version, other password), this router does not become master; how long one
+//! advert holds, and when a master steps down, is `guard`'s business.
 
 use std::{
     net::IpAddr,
@@ -17,6 +18,12 @@ use super::packet::Version;
 /// the other version or another password is heard (and held off by the guard) before this
 /// router could answer ARP, even when it advertises every 100 ms itself.
 pub const STARTUP_LISTEN: Duration = Duration::from_secs(3);
+
+/// A learnt Master_Adver_Interval is capped to our own interval or this, whichever is
+/// longer: one valid advert claiming 40.95 s would otherwise leave the VIP without an owner
+/// for two minutes (3 x 40.95 s) after the master yields to it. 1 s is keepalived's
+/// default, so a keepalived master at `advert_int 1` is waited for in full.
+pub const LEARNT_INTERVAL_FLOOR: Duration = Duration::from_secs(1);
 
 /// A virtual router's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,28 +152,45 @@ impl Machine {
         self.hold_until.is_some_and(|t| t > now)
     }
 
-    /// The mismatch guard: another router owns this VRID and cannot hear us, until `until`
-    /// unless it advertises again. A master steps down at once (two owners otherwise); a
-    /// backup does not become master before `until`.
-    pub fn hold(&mut self, now: Instant, until: Instant) -> Vec<Action> {
+    /// The mismatch guard: another router advertises this VRID and cannot hear us; do not
+    /// become master before `until` (the caller bounds it: `guard::cap`). A master steps
+    /// down only when `owner` (the sender kept its claimed rate for several adverts, see
+    /// `guard`): a single advert never takes the VIP from a live master, it only holds the
+    /// backups.
+    pub fn hold(&mut self, now: Instant, until: Instant, owner: bool) -> Vec<Action> {
         self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+        // After the hold, Skew_Time more: every node is held until about the same instant,
+        // and the skew lets the best priority take over first instead of all at once.
+        let after = until + self.skew_time();
         let mut out = Vec::new();
         match self.state {
             State::Initialize => {}
             State::Backup => {
-                self.master_down_at = Some(self.master_down_at.map_or(until, |t| t.max(until)));
+                self.master_down_at = Some(self.master_down_at.map_or(after, |t| t.max(after)));
             }
-            State::Master => {
+            State::Master if owner => {
                 self.adver_at = None;
-                self.master_down_at = Some(until.max(now));
+                self.master_down_at = Some(after.max(now));
                 self.master = None;
                 out.push(self.go(
                     State::Backup,
                     "another router owns this VRID (other version or password)",
                 ));
             }
+            State::Master => {}
         }
         out
+    }
+
+    /// Our own Master_Down_Interval, from the configured interval and priority (what the
+    /// guard caps a foreign advert's hold to; never learnt from a packet).
+    pub fn own_master_down_interval(&self) -> Duration {
+        let i = self.params.advert_interval;
+        let unit = match self.params.version {
+            Version::V3 => i,
+            Version::V2 => Duration::from_secs(1),
+        };
+        i * 3 + unit * (256 - u32::from(self.priority)) / 256
     }
 
     /// Master_Down_Interval = 3 x Master_Adver_Interval + Skew_Time.
@@ -223,7 +247,7 @@ impl Machine {
         match self.state {
             State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
                 if let Some(until) = self.hold_until.filter(|t| *t > now) {
-                    self.master_down_at = Some(until);
+                    self.master_down_at = Some(until + self.skew_time());
                     return out;
                 }
                 out.push(Action::Send {
@@ -261,7 +285,7 @@ impl Machine {
                     self.master_down_at = Some(now + self.skew_time());
                     self.master = None;
                 } else if !self.params.preempt || priority >= self.priority {
-                    self.master_adver_interval = interval;
+                    self.master_adver_interval = self.learnt(interval);
                     self.master_down_at = Some(now + self.master_down_interval());
                     self.master = Some(src);
                 }
@@ -278,7 +302,7 @@ impl Machine {
                     || (priority == self.priority && src > self.params.primary)
                 {
                     self.adver_at = None;
-                    self.master_adver_interval = interval;
+                    self.master_adver_interval = self.learnt(interval);
                     self.master_down_at = Some(now + self.master_down_interval());
                     self.master = Some(src);
                     out.push(self.go(State::Backup, "advertisement from a better master"));
@@ -286,6 +310,11 @@ impl Machine {
             }
         }
         out
+    }
+
+    /// `interval` as Master_Adver_Interval: at most ours or [`LEARNT_INTERVAL_FLOOR`].
+    fn learnt(&self, interval: Duration) -> Duration {
+        interval.min(self.params.advert_interval.max(LEARNT_INTERVAL_FLOOR))
     }
 
     fn become_master(&mut self, now: Instant) {
@@ -399,6 +428,30 @@ mod tests {
         );
         // As master it advertises at its own interval again.
         assert_eq!(m.master_adver_interval(), INT);
+    }
+
+    #[test]
+    fn a_learnt_interval_is_capped_to_ours_or_one_second() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 254, Duration::from_millis(40_950));
+        assert_eq!(m.master_adver_interval(), LEARNT_INTERVAL_FLOOR);
+        // 3 x 1 s + skew, not 3 x 40.95 s: the VIP is owned again within ~3.6 s.
+        let down = LEARNT_INTERVAL_FLOOR * 3 + LEARNT_INTERVAL_FLOOR * 156 / 256;
+        assert_eq!(m.next_deadline(), Some(t0 + down));
+        assert_eq!(became(&m.poll(t0 + down)), Some(State::Master));
+        // A master that yields learns the capped interval too.
+        let a = m.on_advert(t0 + down, HIGHER_IP, 254, Duration::from_millis(40_950));
+        assert_eq!(became(&a), Some(State::Backup));
+        assert_eq!(m.master_adver_interval(), LEARNT_INTERVAL_FLOOR);
+        // A router with a longer interval of its own waits that long.
+        let mut m = Machine::new(Params {
+            advert_interval: Duration::from_secs(5),
+            ..m.params
+        });
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 254, Duration::from_millis(40_950));
+        assert_eq!(m.master_adver_interval(), Duration::from_secs(5));
     }
 
     #[test]
@@ -674,7 +727,7 @@ mod tests {
         // A foreign group advertises every second for 10 s: each advert renews the hold.
         for _ in 0..10 {
             t += Duration::from_secs(1);
-            assert!(m.hold(t, t + Duration::from_secs(3)).is_empty());
+            assert!(m.hold(t, t + Duration::from_secs(3), true).is_empty());
             assert!(m.held(t));
             assert!(m.poll(t + Duration::from_millis(999)).is_empty());
             assert_eq!(m.state(), State::Backup);
@@ -683,29 +736,56 @@ mod tests {
         assert!(m.on_advert(t, HIGHER_IP, 0, INT).is_empty());
         assert!(m.poll(t + m.skew_time()).is_empty());
         assert_eq!(m.state(), State::Backup);
-        // They stop: the hold runs out, then the router takes over.
-        let end = t + Duration::from_secs(3);
+        // They stop: the hold runs out, then after Skew_Time the router takes over.
+        let end = t + Duration::from_secs(3) + m.skew_time();
         assert_eq!(m.next_deadline(), Some(end));
         assert!(m.poll(end - MS).is_empty());
-        assert!(!m.held(end));
+        assert!(!m.held(end - m.skew_time()));
         assert_eq!(became(&m.poll(end)), Some(State::Master));
     }
 
     #[test]
-    fn the_guard_makes_a_master_step_down_at_once_and_silently() {
+    fn the_guard_makes_a_master_step_down_for_an_owner_only_and_silently() {
         let (mut m, t0) = machine(200, true);
         m.startup(t0);
         let t1 = t0 + m.master_down_interval();
         m.poll(t1);
         assert_eq!(m.state(), State::Master);
-        let a = m.hold(t1 + MS, t1 + Duration::from_secs(3));
+        // One advert (not yet an owner): the master keeps the VIP and keeps advertising.
+        assert!(
+            m.hold(t1 + MS, t1 + Duration::from_secs(3), false)
+                .is_empty()
+        );
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(sent(&m.poll(t1 + INT)), Some(200));
+        // An owner: it steps down at once.
+        let a = m.hold(t1 + INT, t1 + Duration::from_secs(3), true);
         assert_eq!(became(&a), Some(State::Backup));
         assert_eq!(sent(&a), None, "no priority 0: we never owned it alone");
         assert_eq!(m.master(), None);
-        assert_eq!(m.next_deadline(), Some(t1 + Duration::from_secs(3)));
+        assert_eq!(
+            m.next_deadline(),
+            Some(t1 + Duration::from_secs(3) + m.skew_time())
+        );
         // Even a lower same-version router's adverts cannot bring us back during the hold.
-        assert!(m.on_advert(t1 + INT, LOWER_IP, 100, INT).is_empty());
+        assert!(m.on_advert(t1 + 2 * INT, LOWER_IP, 100, INT).is_empty());
         assert!(m.poll(t1 + Duration::from_secs(2)).is_empty());
         assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn own_master_down_interval_ignores_what_was_learnt() {
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 200, Duration::from_secs(40));
+        assert_eq!(
+            m.own_master_down_interval(),
+            Duration::from_nanos(360_937_500)
+        );
+        let (m, _) = v2_machine(100);
+        assert_eq!(
+            m.own_master_down_interval(),
+            Duration::from_nanos(3_609_375_000)
+        );
     }
 }

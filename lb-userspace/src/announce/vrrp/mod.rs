@@ -11,6 +11,7 @@
 //! The VIPs are never interface addresses here, so priority 255 (address owner) is not used.
 //! Data path state is not synchronised: see `docs/failover.md`.
 
+pub mod guard;
 pub mod machine;
 pub mod packet;
 pub mod socket;
@@ -240,7 +241,7 @@ fn spawn_from(
         send_errors: 0,
         addr_mismatch: 0,
         drops: BTreeMap::new(),
-        conflicts: BTreeMap::new(),
+        guard: guard::Guard::default(),
         guard_was_holding: false,
         failpoint_panic_when_master: false,
     };
@@ -320,20 +321,11 @@ struct Ctx {
     send_errors: u64,
     addr_mismatch: u64,
     drops: BTreeMap<DropReason, u64>,
-    /// Routers that own our VRID in a way we cannot join, by address.
-    conflicts: BTreeMap<IpAddr, Conflict>,
+    /// Routers that advertise our VRID in a way we cannot join (bounded, by address).
+    guard: guard::Guard,
     guard_was_holding: bool,
     /// See [`FAILPOINT_ENV`].
     failpoint_panic_when_master: bool,
-}
-
-/// Another router advertising our VRID with another version, password or v2 interval.
-struct Conflict {
-    reason: DropReason,
-    version: Version,
-    adverts: u64,
-    last: Instant,
-    until: Instant,
 }
 
 /// A rejected packet: why, its sender when known, and the advert when it decoded (for the
@@ -434,74 +426,72 @@ impl Ctx {
     }
 
     /// The mismatch guard: `r` (for our VRID, from an allowed sender) comes from a router
-    /// that owns the VRID and cannot hear us. Hold off becoming master (a master steps
-    /// down) until it has been silent for its Master_Down_Interval; log once per peer.
+    /// that advertises the VRID and cannot hear us. Hold off becoming master for at most its
+    /// Master_Down_Interval capped to ours (`guard::cap`); a master steps down only once the
+    /// sender has kept its claimed rate for `guard::STREAK` adverts. One log line per new
+    /// sender, within the guard's budget.
     fn on_conflict(&mut self, sock: &VrrpSocket, reason: DropReason, r: &packet::Received) {
         let now = Instant::now();
-        let theirs = Duration::from_millis(u64::from(r.advert.max_adver_int_cs.max(1)) * 10);
-        let skew = theirs * (256 - u32::from(self.machine.priority())) / 256;
-        let until = now + theirs * 3 + skew;
-        let acts = self.machine.hold(now, until);
+        let claim = guard::Claim {
+            src: r.src,
+            reason,
+            version: r.advert.version,
+            priority: r.advert.priority,
+            interval: Duration::from_millis(u64::from(r.advert.max_adver_int_cs.max(1)) * 10),
+        };
+        let heard = self
+            .guard
+            .heard(now, &claim, self.machine.own_master_down_interval());
+        let acts = self.machine.hold(now, heard.until, heard.owner);
         self.apply(sock, acts);
+        if !heard.log {
+            return;
+        }
         let ours = self.settings.version.number();
-        let c = self.conflicts.entry(r.src).or_insert_with(|| {
-            let vrid = self.settings.vrid;
-            let (what, fix) = match reason {
-                DropReason::VersionMismatch => (
-                    format!(
-                        "advertises it in VRRPv{}, we speak VRRPv{ours}",
-                        r.advert.version.number()
-                    ),
-                    format!(
-                        "set --vrrp-version {} (XVIP_VRRP_VERSION, vrrp_version) to join its group",
-                        r.advert.version.number()
-                    ),
+        let vrid = self.settings.vrid;
+        let (what, fix) = match reason {
+            DropReason::VersionMismatch => (
+                format!(
+                    "advertises it in VRRPv{}, we speak VRRPv{ours}",
+                    r.advert.version.number()
                 ),
-                DropReason::AuthType => (
-                    format!(
-                        "uses authentication {}, we {}",
-                        auth_name(r.advert.auth.kind),
-                        auth_name(self.settings.auth.kind)
-                    ),
-                    if r.advert.auth.kind == packet::AUTH_TYPE_PASS {
-                        "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into()
-                    } else {
-                        "give no --vrrp-auth-pass, as the group has none".into()
-                    },
+                format!(
+                    "set --vrrp-version {} (XVIP_VRRP_VERSION, vrrp_version) to join its group",
+                    r.advert.version.number()
                 ),
-                DropReason::AuthPass => (
-                    "advertises it with another password".into(),
-                    "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into(),
+            ),
+            DropReason::AuthType => (
+                format!(
+                    "uses authentication {}, we {}",
+                    auth_name(r.advert.auth.kind),
+                    auth_name(self.settings.auth.kind)
                 ),
-                _ => (
-                    format!(
-                        "advertises every {} s, we every {} s (VRRPv2 drops adverts with another interval)",
-                        r.advert.max_adver_int_cs / 100,
-                        self.settings.advert_interval.as_secs()
-                    ),
-                    format!(
-                        "set --vrrp-advert-int {}s to join its group",
-                        r.advert.max_adver_int_cs / 100
-                    ),
+                if r.advert.auth.kind == packet::AUTH_TYPE_PASS {
+                    "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into()
+                } else {
+                    "give no --vrrp-auth-pass, as the group has none".into()
+                },
+            ),
+            DropReason::AuthPass => (
+                "advertises it with another password".into(),
+                "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into(),
+            ),
+            _ => (
+                format!(
+                    "advertises every {} s, we every {} s (VRRPv2 drops adverts with another interval)",
+                    r.advert.max_adver_int_cs / 100,
+                    self.settings.advert_interval.as_secs()
                 ),
-            };
-            log::error!(
-                "VRRP vrid {vrid}: {} {what}: another router owns this VRID, so this node will not become master while its advertisements arrive; {fix}",
-                r.src
-            );
-            Conflict {
-                reason,
-                version: r.advert.version,
-                adverts: 0,
-                last: now,
-                until,
-            }
-        });
-        c.reason = reason;
-        c.version = r.advert.version;
-        c.adverts += 1;
-        c.last = now;
-        c.until = until;
+                format!(
+                    "set --vrrp-advert-int {}s to join its group",
+                    r.advert.max_adver_int_cs / 100
+                ),
+            ),
+        };
+        log::error!(
+            "VRRP vrid {vrid}: {} {what}: another router owns this VRID, so this node will not become master while its advertisements arrive at the rate they claim; {fix}",
+            r.src
+        );
     }
 
     /// RFC 5798 / RFC 3768 section 7.1 plus the peer list and the mismatch guard's checks.
@@ -574,7 +564,8 @@ impl Ctx {
     fn publish(&mut self) {
         let now = Instant::now();
         let holding = self.machine.held(now);
-        if self.guard_was_holding && !holding {
+        self.guard.prune(now);
+        if self.guard_was_holding && !holding && self.guard.may_log(now) {
             log::warn!(
                 "VRRP vrid {}: no advertisement from another group for its down interval; the mismatch guard released",
                 self.settings.vrid
@@ -611,8 +602,8 @@ impl Ctx {
             auth: auth_name(self.settings.auth.kind).to_ascii_lowercase(),
             guard_holding: holding,
             conflicts: self
-                .conflicts
-                .iter()
+                .guard
+                .conflicts()
                 .map(|(peer, c)| VrrpConflict {
                     peer: peer.to_string(),
                     reason: c.reason.name().into(),
@@ -620,8 +611,11 @@ impl Ctx {
                     adverts: c.adverts,
                     last_seen_s: now.duration_since(c.last).as_secs_f64(),
                     active: c.until > now,
+                    owner: c.owner(),
                 })
                 .collect(),
+            conflicts_evicted: self.guard.evicted + self.guard.expired,
+            guard_logs_suppressed: self.guard.logs_suppressed,
         };
         if let Ok(mut r) = self.report.lock() {
             *r = st;
