@@ -837,6 +837,18 @@ fn heard(sock: &UdpSocket, within: Duration) -> usize {
     n
 }
 
+/// Sends `host` a copy of `datagram` with its tag broken (from the client) and waits until
+/// `host` counts it (`bad_tag`): its receiver, one thread reading in order, has then
+/// handled every datagram sent before. The status then.
+fn marked(lab: &Lab, host: &str, datagram: &[u8]) -> SyncStatus {
+    let before = count(&sync_of(lab, host).expect("status").rejected, "bad_tag");
+    let mut bad = datagram.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    send_udp(lab, CLIENT, lab.host(host).ip, bad);
+    wait_for_status(lab, host, |s| count(&s.rejected, "bad_tag") > before)
+}
+
 fn count(m: &std::collections::BTreeMap<String, u64>, r: &str) -> u64 {
     m.get(r).copied().unwrap_or(0)
 }
@@ -890,16 +902,10 @@ fn replayed_messages_with_spoofed_sources_reflect_and_disclose_nothing() {
     };
     let installed = sync_of(&lab, "lb2").expect("lb2").installed;
     send_udp(&lab, CLIENT, lb_ip(2), cap.clone());
-
-    let after1 = wait_for_status(&lab, "lb1", |s| {
-        count(&s.rejected, "source_mismatch") >= count(&before1.rejected, "source_mismatch") + 2
-            // (a replay of an answered request; stale once 30 s old)
-            && count(&s.rejected, "replay") + count(&s.rejected, "stale")
-                > count(&before1.rejected, "replay") + count(&before1.rejected, "stale")
-    });
-    let after2 = wait_for_status(&lab, "lb2", |s| {
-        count(&s.rejected, "source_mismatch") > count(&before2.rejected, "source_mismatch")
-    });
+    // A marker after them (a datagram failing its tag): once it is counted, the receiver
+    // (one thread, in order) has handled everything before it.
+    let after1 = marked(&lab, "lb1", &cap);
+    let after2 = marked(&lab, "lb2", &cap);
     // Anything the nodes were made to send would leave within their 10 ms loop.
     let to_victim = heard(&victim_ear, Duration::from_secs(2));
     let to_attacker = heard(&attacker_ear, Duration::from_millis(500));
@@ -910,6 +916,19 @@ fn replayed_messages_with_spoofed_sources_reflect_and_disclose_nothing() {
     );
     assert_eq!(to_victim, 0, "a dump reflected to the victim");
     assert_eq!(to_attacker, 0, "a dump or a request sent to the attacker");
+    assert_eq!(
+        count(&after1.rejected, "source_mismatch"),
+        count(&before1.rejected, "source_mismatch") + 2
+    );
+    // (a replay of an answered request; stale once 30 s old)
+    assert_eq!(
+        count(&after1.rejected, "replay") + count(&after1.rejected, "stale"),
+        count(&before1.rejected, "replay") + count(&before1.rejected, "stale") + 1
+    );
+    assert_eq!(
+        count(&after2.rejected, "source_mismatch"),
+        count(&before2.rejected, "source_mismatch") + 1
+    );
     assert_eq!(
         after1.dumps_sent, before1.dumps_sent,
         "no dump for a replay"
@@ -956,10 +975,7 @@ fn spoofed_sources_do_not_fill_the_peer_table_and_a_later_node_syncs() {
             cap.clone(),
         );
     }
-    let after = wait_for_status(&lab, "lb2", |s| {
-        count(&s.rejected, "source_mismatch")
-            >= count(&before.rejected, "source_mismatch") + u64::from(spoofed)
-    });
+    let after = marked(&lab, "lb2", &cap);
     println!(
         "lb2 after {spoofed} spoofed sources: {} peers, rejected {:?}",
         after.peers.len(),
@@ -978,6 +994,10 @@ fn spoofed_sources_do_not_fill_the_peer_table_and_a_later_node_syncs() {
     start(&mut lab, "lb3", 100, &key);
     wait_synced(&lab, &["lb1", "lb2"], "lb3", 0);
     wait_synced(&lab, &["lb3"], "lb1", 1);
+    assert_eq!(
+        count(&after.rejected, "source_mismatch"),
+        count(&before.rejected, "source_mismatch") + u64::from(spoofed)
+    );
 }
 
 /// A host holding the key, synced as a peer, sends records that reuse a live flow's tuple
