@@ -29,6 +29,10 @@ use xvip::sync::{
 
 /// Idle keep-alive connections held across the takeovers.
 const IDLE: usize = 1000;
+/// Bound on the first election of a lab: the nodes' start (map preallocation and program
+/// load, ~5 s with two labs starting at once on the shared 2-core machine), the 3 s
+/// start-up listen, then the election itself.
+const START_ELECTION: Duration = Duration::from_secs(20);
 
 /// client, lb1..lbN, m1..m3 serving plain HTTP on 6443.
 fn sync_lab(tag: &str, lbs: u8) -> Lab {
@@ -278,7 +282,7 @@ fn takeover_keeps_every_flow(tag: &str, lbs: u8) {
         start(&mut lab, n, prio(i), &key);
     }
     let backups: Vec<&str> = names[1..].iter().map(String::as_str).collect();
-    wait_master(&lab, "lb1", &backups, Duration::from_secs(10));
+    wait_master(&lab, "lb1", &backups, START_ELECTION);
     lab.curl_until_ok(
         "client",
         &format!("http://{VIP}:6443/whoami"),
@@ -463,7 +467,7 @@ fn forged_and_replayed_sync_messages_change_no_map() {
     let mut lab = sync_lab("syncforge", 2);
     start(&mut lab, "lb1", 150, &key);
     start(&mut lab, "lb2", 100, &key);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     let url = format!("http://{VIP}:6443/whoami");
     lab.curl_until_ok("client", &url, Duration::from_secs(5))
         .expect("through the VIP");
@@ -561,7 +565,7 @@ fn without_sync_a_silent_stream_stalls_after_a_takeover() {
     let mut lab = sync_lab("nosync", 2);
     start_node(&mut lab, "lb1", 150, &["--health", "tcp"]);
     start_node(&mut lab, "lb2", 100, &["--health", "tcp"]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     lab.curl_until_ok(
         "client",
         &format!("http://{VIP}:6443/whoami"),
@@ -613,7 +617,7 @@ fn unicast_peers_sync_and_others_are_not_heard() {
             ],
         );
     }
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     lab.curl_until_ok(
         "client",
         &format!("http://{VIP}:6443/whoami"),
@@ -714,7 +718,7 @@ fn v6_lab_with_stream(tag: &str, key: Option<&str>) -> (Lab, Stream) {
         }
         lab.start_xvip(host, &args).expect("start xvip");
     }
-    wait_for(Duration::from_secs(10), "lb1 master (v6)", || {
+    wait_for(START_ELECTION, "lb1 master (v6)", || {
         state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup"
     });
     lab.curl_until_ok(
@@ -865,6 +869,8 @@ fn replayed_messages_with_spoofed_sources_reflect_and_disclose_nothing() {
     let key = key_file(&dir);
     let mut lab = sync_lab_with("syncspoof", 2, &[("victim", victim)]);
     start(&mut lab, "lb1", 150, &key);
+    // lb1 running (and its sync listening) before lb2 asks: it answers that request.
+    wait_master(&lab, "lb1", &[], START_ELECTION);
     // lb2's start-up dump request to the group, captured on lb1's side.
     let ns1 = lab.host("lb1").ns.name.clone();
     let capture = thread::spawn(move || capture_sync(ns1, lb_ip(2), 2, 0, Duration::from_secs(20)));
@@ -874,7 +880,7 @@ fn replayed_messages_with_spoofed_sources_reflect_and_disclose_nothing() {
         .join()
         .expect("capture")
         .expect("lb2's dump request");
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     let url = format!("http://{VIP}:6443/whoami");
     lab.curl_until_ok("client", &url, Duration::from_secs(5))
         .expect("through the VIP");
@@ -950,7 +956,7 @@ fn spoofed_sources_do_not_fill_the_peer_table_and_a_later_node_syncs() {
     let mut lab = sync_lab("syncfill", 3);
     start(&mut lab, "lb1", 150, &key);
     start(&mut lab, "lb2", 125, &key);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     let url = format!("http://{VIP}:6443/whoami");
     lab.curl_until_ok("client", &url, Duration::from_secs(5))
         .expect("through the VIP");
@@ -1015,7 +1021,7 @@ fn a_key_holder_cannot_take_a_live_flows_tuple() {
     let mut lab = sync_lab_with("synctuple", 2, &[("evil", evil)]);
     start(&mut lab, "lb1", 150, &key);
     start(&mut lab, "lb2", 100, &key);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     lab.curl_until_ok(
         "client",
         &format!("http://{VIP}:6443/whoami"),
