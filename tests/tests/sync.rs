@@ -3,13 +3,14 @@
 //! request, like a Kubernetes watch) across a SIGKILL of the master loses no line; 1,000
 //! idle keep-alive connections opened before the takeover all answer a request after it,
 //! and after a preempt back to the first node. Forged and replayed sync messages change no
-//! map and are counted. The same across a SIGKILL with an IPv6 VIP (IPv6 flows synced).
+//! map and are counted; replayed with spoofed sources they draw no datagram to anyone and
+//! do not fill the peer table; a key holder's records never take a live flow's tuple. The same across a SIGKILL with an IPv6 VIP (IPv6 flows synced).
 //! The API servers speak plain HTTP (`--plain`, health checks over
 //! TCP) so the test can hold a thousand connections with std sockets.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket},
     os::unix::fs::PermissionsExt,
     process::Stdio,
     sync::{Arc, Mutex},
@@ -23,15 +24,27 @@ use common::*;
 use tests::lab::{Lab, TempDir, apiserver_bin, in_netns};
 use xvip::sync::{
     SYNC_PORT, SyncStatus,
-    wire::{self, Event, Header, Kind, Record, SyncKey},
+    wire::{self, AnyRecord, Event, Header, Kind, Record, SyncKey},
 };
 
 /// Idle keep-alive connections held across the takeovers.
 const IDLE: usize = 1000;
+/// Bound on the first election of a lab: the nodes' start (map preallocation and program
+/// load, ~5 s with two labs starting at once on the shared 2-core machine), the 3 s
+/// start-up listen, then the election itself.
+const START_ELECTION: Duration = Duration::from_secs(20);
 
 /// client, lb1..lbN, m1..m3 serving plain HTTP on 6443.
 fn sync_lab(tag: &str, lbs: u8) -> Lab {
+    sync_lab_with(tag, lbs, &[])
+}
+
+/// `sync_lab` and further hosts (`extra`: name, address).
+fn sync_lab_with(tag: &str, lbs: u8, extra: &[(&str, Ipv4Addr)]) -> Lab {
     let mut hosts = vec![("client".to_string(), CLIENT)];
+    for (n, a) in extra {
+        hosts.push((n.to_string(), *a));
+    }
     for i in 1..=lbs {
         hosts.push((format!("lb{i}"), lb_ip(i)));
     }
@@ -269,7 +282,7 @@ fn takeover_keeps_every_flow(tag: &str, lbs: u8) {
         start(&mut lab, n, prio(i), &key);
     }
     let backups: Vec<&str> = names[1..].iter().map(String::as_str).collect();
-    wait_master(&lab, "lb1", &backups, Duration::from_secs(10));
+    wait_master(&lab, "lb1", &backups, START_ELECTION);
     lab.curl_until_ok(
         "client",
         &format!("http://{VIP}:6443/whoami"),
@@ -348,7 +361,18 @@ fn three_nodes_keep_every_flow_across_a_kill_and_a_preempt_back() {
 /// The UDP payload of the first sync records message from `src` with at least one record
 /// that reaches `host`'s eth0 within `within`.
 fn capture_records(lab: &Lab, host: &str, src: Ipv4Addr, within: Duration) -> Option<Vec<u8>> {
-    let ns = lab.host(host).ns.name.clone();
+    capture_sync(lab.host(host).ns.name.clone(), src, 1, 1, within)
+}
+
+/// The UDP payload of the first sync message of type `kind` from `src` with at least
+/// `min_records` records that reaches the eth0 of namespace `ns` within `within`.
+fn capture_sync(
+    ns: String,
+    src: Ipv4Addr,
+    kind: u8,
+    min_records: u16,
+    within: Duration,
+) -> Option<Vec<u8>> {
     in_netns(&ns, move || {
         // SAFETY: a packet socket we own and close; buffers we own.
         unsafe {
@@ -386,8 +410,8 @@ fn capture_records(lab: &Lab, host: &str, src: Ipv4Addr, within: Duration) -> Op
                 let payload = &p[ihl + 8..];
                 if dport == SYNC_PORT
                     && payload.len() > wire::HEADER_LEN
-                    && payload[4] == 1
-                    && u16::from_be_bytes([payload[6], payload[7]]) > 0
+                    && payload[4] == kind
+                    && u16::from_be_bytes([payload[6], payload[7]]) >= min_records
                 {
                     found = Some(payload.to_vec());
                 }
@@ -443,7 +467,7 @@ fn forged_and_replayed_sync_messages_change_no_map() {
     let mut lab = sync_lab("syncforge", 2);
     start(&mut lab, "lb1", 150, &key);
     start(&mut lab, "lb2", 100, &key);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     let url = format!("http://{VIP}:6443/whoami");
     lab.curl_until_ok("client", &url, Duration::from_secs(5))
         .expect("through the VIP");
@@ -495,6 +519,10 @@ fn forged_and_replayed_sync_messages_change_no_map() {
         seq: u64::MAX / 2,
         nonce: 0,
         part: 0,
+        sender: lb_ip(1),
+        recipient: xvip::sync::SYNC_GROUP,
+        time_ms: wire::wall_ms(),
+        counter: 1,
     };
     let wrong = wire::encode(&SyncKey::new(&[0x55; 32]), &h, &[forged.into()]);
     send_udp(&lab, lb_ip(1), lb_ip(2), wrong);
@@ -537,7 +565,7 @@ fn without_sync_a_silent_stream_stalls_after_a_takeover() {
     let mut lab = sync_lab("nosync", 2);
     start_node(&mut lab, "lb1", 150, &["--health", "tcp"]);
     start_node(&mut lab, "lb2", 100, &["--health", "tcp"]);
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     lab.curl_until_ok(
         "client",
         &format!("http://{VIP}:6443/whoami"),
@@ -589,7 +617,7 @@ fn unicast_peers_sync_and_others_are_not_heard() {
             ],
         );
     }
-    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(10));
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
     lab.curl_until_ok(
         "client",
         &format!("http://{VIP}:6443/whoami"),
@@ -691,7 +719,7 @@ fn v6_lab_with_stream(tag: &str, key: Option<&str>) -> (Lab, Stream) {
         lab.start_xvip(host, &args).expect("start xvip");
         wait_attached(&lab, host);
     }
-    wait_for(Duration::from_secs(10), "lb1 master (v6)", || {
+    wait_for(START_ELECTION, "lb1 master (v6)", || {
         state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup"
     });
     lab.curl_until_ok(
@@ -786,4 +814,412 @@ fn ipv6_without_sync_a_silent_stream_stalls_after_a_takeover() {
     println!("IPv6 without sync: {after} lines in the 3 s after the takeover");
     assert!(after < 5, "the stream should have stalled: {after} lines");
     lab.stop("watch6");
+}
+
+/// A UDP socket bound to SYNC_PORT in `host`'s namespace (a victim's or an attacker's
+/// ear), reads timing out after 100 ms.
+fn ear(lab: &Lab, host: &str) -> UdpSocket {
+    let ns = lab.host(host).ns.name.clone();
+    in_netns(&ns, || {
+        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SYNC_PORT)).expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        s
+    })
+    .expect("netns")
+}
+
+/// Datagrams `sock` receives within `within` (bounded: it reads until then).
+fn heard(sock: &UdpSocket, within: Duration) -> usize {
+    let end = Instant::now() + within;
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while Instant::now() < end {
+        if sock.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Sends `host` a copy of `datagram` with its tag broken (from the client) and waits until
+/// `host` counts it (`bad_tag`): its receiver, one thread reading in order, has then
+/// handled every datagram sent before. The status then.
+fn marked(lab: &Lab, host: &str, datagram: &[u8]) -> SyncStatus {
+    let before = count(&sync_of(lab, host).expect("status").rejected, "bad_tag");
+    let mut bad = datagram.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    send_udp(lab, CLIENT, lab.host(host).ip, bad);
+    wait_for_status(lab, host, |s| count(&s.rejected, "bad_tag") > before)
+}
+
+fn count(m: &std::collections::BTreeMap<String, u64>, r: &str) -> u64 {
+    m.get(r).copied().unwrap_or(0)
+}
+
+/// Captured messages replayed with spoofed sources (issue #21): a dump request "from" a
+/// victim, or from the attacker itself, makes no node send anything there (before: the
+/// whole flow table went to that address); a records message from the attacker's address
+/// installs nothing and draws no dump request to it; the real sender's request replayed is
+/// answered once only.
+#[test]
+fn replayed_messages_with_spoofed_sources_reflect_and_disclose_nothing() {
+    let victim = Ipv4Addr::new(192, 0, 2, 60);
+    let dir = TempDir::new("syncspoof");
+    let key = key_file(&dir);
+    let mut lab = sync_lab_with("syncspoof", 2, &[("victim", victim)]);
+    start(&mut lab, "lb1", 150, &key);
+    // lb1 running (and its sync listening) before lb2 asks: it answers that request.
+    wait_master(&lab, "lb1", &[], START_ELECTION);
+    // lb2's start-up dump request to the group, captured on lb1's side.
+    let ns1 = lab.host("lb1").ns.name.clone();
+    let capture = thread::spawn(move || capture_sync(ns1, lb_ip(2), 2, 0, Duration::from_secs(20)));
+    thread::sleep(Duration::from_millis(200)); // the packet socket open before lb2 starts
+    start(&mut lab, "lb2", 100, &key);
+    let req = capture
+        .join()
+        .expect("capture")
+        .expect("lb2's dump request");
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
+    let url = format!("http://{VIP}:6443/whoami");
+    lab.curl_until_ok("client", &url, Duration::from_secs(5))
+        .expect("through the VIP");
+    wait_synced(&lab, &["lb2"], "lb1", 1);
+    let victim_ear = ear(&lab, "victim");
+    let attacker_ear = ear(&lab, "client");
+    let before1 = sync_of(&lab, "lb1").expect("lb1 status");
+    let before2 = sync_of(&lab, "lb2").expect("lb2 status");
+
+    // 1. lb2's dump request replayed to lb1 "from" the victim, and from the attacker.
+    send_udp(&lab, victim, lb_ip(1), req.clone());
+    send_udp(&lab, CLIENT, lb_ip(1), req.clone());
+    // 2. The same from lb2's own address: answered once already.
+    send_udp(&lab, lb_ip(2), lb_ip(1), req.clone());
+    // 3. A records message of lb1 (captured at lb2) replayed to lb2 from the attacker.
+    let cap = {
+        let ns2 = lab.host("lb2").ns.name.clone();
+        let h = thread::spawn(move || capture_sync(ns2, lb_ip(1), 1, 1, Duration::from_secs(5)));
+        thread::sleep(Duration::from_millis(200));
+        lab.curl("client", &url, Duration::from_secs(2))
+            .expect("curl");
+        h.join()
+            .expect("capture")
+            .expect("a records message from lb1")
+    };
+    let installed = sync_of(&lab, "lb2").expect("lb2").installed;
+    send_udp(&lab, CLIENT, lb_ip(2), cap.clone());
+    // A marker after them (a datagram failing its tag): once it is counted, the receiver
+    // (one thread, in order) has handled everything before it.
+    let after1 = marked(&lab, "lb1", &cap);
+    let after2 = marked(&lab, "lb2", &cap);
+    // Anything the nodes were made to send would leave within their 10 ms loop.
+    let to_victim = heard(&victim_ear, Duration::from_secs(2));
+    let to_attacker = heard(&attacker_ear, Duration::from_millis(500));
+    println!(
+        "lb1 rejected {:?}, dumps sent {} -> {}; lb2 rejected {:?}; datagrams to the victim \
+         {to_victim}, to the attacker {to_attacker}",
+        after1.rejected, before1.dumps_sent, after1.dumps_sent, after2.rejected
+    );
+    assert_eq!(to_victim, 0, "a dump reflected to the victim");
+    assert_eq!(to_attacker, 0, "a dump or a request sent to the attacker");
+    assert_eq!(
+        count(&after1.rejected, "source_mismatch"),
+        count(&before1.rejected, "source_mismatch") + 2
+    );
+    // (a replay of an answered request; stale once 30 s old)
+    assert_eq!(
+        count(&after1.rejected, "replay") + count(&after1.rejected, "stale"),
+        count(&before1.rejected, "replay") + count(&before1.rejected, "stale") + 1
+    );
+    assert_eq!(
+        count(&after2.rejected, "source_mismatch"),
+        count(&before2.rejected, "source_mismatch") + 1
+    );
+    assert_eq!(
+        after1.dumps_sent, before1.dumps_sent,
+        "no dump for a replay"
+    );
+    assert_eq!(
+        sync_of(&lab, "lb2").expect("lb2").installed,
+        installed,
+        "nothing installed from the spoofed records"
+    );
+}
+
+/// Captured messages replayed from 70 spoofed sources (more than the peer table's 64) in
+/// multicast mode: none becomes a peer (before: they filled the table and a node that
+/// joined later was never synced from); a third node started afterwards syncs with both.
+#[test]
+fn spoofed_sources_do_not_fill_the_peer_table_and_a_later_node_syncs() {
+    let dir = TempDir::new("syncfill");
+    let key = key_file(&dir);
+    let mut lab = sync_lab("syncfill", 3);
+    start(&mut lab, "lb1", 150, &key);
+    start(&mut lab, "lb2", 125, &key);
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
+    let url = format!("http://{VIP}:6443/whoami");
+    lab.curl_until_ok("client", &url, Duration::from_secs(5))
+        .expect("through the VIP");
+    wait_synced(&lab, &["lb2"], "lb1", 1);
+    let cap = {
+        let ns2 = lab.host("lb2").ns.name.clone();
+        let h = thread::spawn(move || capture_sync(ns2, lb_ip(1), 1, 1, Duration::from_secs(5)));
+        thread::sleep(Duration::from_millis(200));
+        lab.curl("client", &url, Duration::from_secs(2))
+            .expect("curl");
+        h.join()
+            .expect("capture")
+            .expect("a records message from lb1")
+    };
+    let before = sync_of(&lab, "lb2").expect("lb2");
+    let spoofed = 70u8;
+    for i in 0..spoofed {
+        send_udp(
+            &lab,
+            Ipv4Addr::new(192, 0, 2, 150 + i),
+            lb_ip(2),
+            cap.clone(),
+        );
+    }
+    let after = marked(&lab, "lb2", &cap);
+    println!(
+        "lb2 after {spoofed} spoofed sources: {} peers, rejected {:?}",
+        after.peers.len(),
+        after.rejected
+    );
+    assert_eq!(
+        after
+            .peers
+            .iter()
+            .map(|p| p.address.as_str())
+            .collect::<Vec<_>>(),
+        vec![lb_ip(1).to_string()],
+        "only the real peer"
+    );
+    // A node that joins later is synced from by both.
+    start(&mut lab, "lb3", 100, &key);
+    wait_synced(&lab, &["lb1", "lb2"], "lb3", 0);
+    wait_synced(&lab, &["lb3"], "lb1", 1);
+    assert_eq!(
+        count(&after.rejected, "source_mismatch"),
+        count(&before.rejected, "source_mismatch") + u64::from(spoofed)
+    );
+}
+
+/// A host holding the key, synced as a peer, sends records that reuse a live flow's tuple
+/// (backend, SNAT address and port) and one for a VIP the nodes do not serve: neither is
+/// installed (`tuple_in_use`, `unknown_vip`) on the master nor on the backup, and the live
+/// connection keeps answering (before: its reverse entry was overwritten and the backend's
+/// replies went to the hostile record's client). A benign record from it is installed: the
+/// hostile ones did reach the install checks.
+#[test]
+fn a_key_holder_cannot_take_a_live_flows_tuple() {
+    let evil = Ipv4Addr::new(192, 0, 2, 50);
+    let dir = TempDir::new("synctuple");
+    let key = key_file(&dir);
+    let sync_key = xvip::sync::load_key(std::path::Path::new(&key)).expect("the key");
+    let mut lab = sync_lab_with("synctuple", 2, &[("evil", evil)]);
+    start(&mut lab, "lb1", 150, &key);
+    start(&mut lab, "lb2", 100, &key);
+    wait_master(&lab, "lb1", &["lb2"], START_ELECTION);
+    lab.curl_until_ok(
+        "client",
+        &format!("http://{VIP}:6443/whoami"),
+        Duration::from_secs(5),
+    )
+    .expect("through the VIP");
+
+    // The live flow, and its tuple as the backend sees it (source VIP:SNAT port).
+    let masters: Vec<(String, Ipv4Addr)> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| (lab.host(m).ns.name.clone(), lab.host(m).ip))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watchers: Vec<_> = masters
+        .into_iter()
+        .map(|(ns, ip)| {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                if let Some(port) = first_tcp_from(ns, VIP, 6443, Duration::from_secs(5)) {
+                    let _ = tx.send((ip, port));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300)); // the packet sockets open
+    let mut live = open_idle(&lab, 1);
+    let (backend, snat_port) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the flow's tuple at its backend");
+    for w in watchers {
+        w.join().unwrap();
+    }
+    wait_synced(&lab, &["lb2"], "lb1", 1);
+    println!("live flow: backend {backend}, SNAT port {snat_port}");
+
+    let record = |client: [u8; 4], cport: u16, vip: Ipv4Addr, port: u16| -> AnyRecord {
+        Record {
+            event: Some(Event::Confirmed),
+            key: lb_common::FlowKey {
+                src_addr: lb_common::ip_raw(client),
+                dst_addr: lb_common::ip_raw(vip.octets()),
+                src_port: lb_common::port_raw(cport),
+                dst_port: lb_common::port_raw(6443),
+                proto: 6,
+                _pad: [0; 3],
+            },
+            state: lb_common::ct_state::TCP_ESTABLISHED,
+            backend_addr: lb_common::ip_raw(backend.octets()),
+            backend_port: lb_common::port_raw(6443),
+            snat_addr: lb_common::ip_raw(vip.octets()),
+            snat_port: lb_common::port_raw(port),
+            client_mac: [2, 0, 0, 0, 0, 0x66],
+            client_vlan: 0,
+            age_ms: 0,
+        }
+        .into()
+    };
+    let other_port = if snat_port < 65000 {
+        snat_port + 7
+    } else {
+        snat_port - 7
+    };
+    let records = vec![
+        record([192, 0, 2, 66], 55555, VIP, snat_port),
+        record(
+            [192, 0, 2, 66],
+            55556,
+            Ipv4Addr::new(192, 0, 2, 200),
+            other_port,
+        ),
+        record([192, 0, 2, 77], 40000, VIP, other_port),
+    ];
+    let befores: Vec<SyncStatus> = ["lb1", "lb2"]
+        .iter()
+        .map(|h| sync_of(&lab, h).expect("status"))
+        .collect();
+
+    // The key holder as a peer: a heartbeat to each node draws a dump request, answered
+    // with the records above.
+    let sock = ear(&lab, "evil");
+    let epoch = 0x6576_696c;
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let head = |kind, to: Ipv4Addr, nonce, last| Header {
+        kind,
+        last,
+        epoch,
+        seq: 1,
+        nonce,
+        part: 0,
+        sender: evil,
+        recipient: to,
+        time_ms: wire::wall_ms(),
+        counter: counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    };
+    let mut answered = Vec::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    while answered.len() < 2 && Instant::now() < end {
+        for to in [lb_ip(1), lb_ip(2)] {
+            if !answered.contains(&to) {
+                let b = wire::encode(&sync_key, &head(Kind::Records, to, 0, false), &[]);
+                sock.send_to(&b, SocketAddrV4::new(to, SYNC_PORT)).unwrap();
+            }
+        }
+        let mut buf = [0u8; 2048];
+        let t = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < t {
+            let Ok((n, std::net::SocketAddr::V4(from))) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(m) = wire::decode(&sync_key, &buf[..n]) else {
+                continue;
+            };
+            if m.header.kind == Kind::DumpRequest && !answered.contains(from.ip()) {
+                let b = wire::encode(
+                    &sync_key,
+                    &head(Kind::DumpPart, *from.ip(), m.header.nonce, true),
+                    &records,
+                );
+                sock.send_to(&b, from).unwrap();
+                answered.push(*from.ip());
+            }
+        }
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "both nodes asked the key holder for a dump"
+    );
+    // The dump was used: its benign record is installed on both.
+    let afters: Vec<SyncStatus> = ["lb1", "lb2"]
+        .iter()
+        .zip(&befores)
+        .map(|(host, before)| wait_for_status(&lab, host, |s| s.installed > before.installed))
+        .collect();
+    // The live connection still answers: its replies still go to its client.
+    for c in &mut live {
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    }
+    assert_eq!(request_all(&mut live), 1, "the live flow still answers");
+    for ((host, before), after) in ["lb1", "lb2"].iter().zip(&befores).zip(&afters) {
+        println!(
+            "{host}: installed {} -> {}, skipped {:?}",
+            before.installed, after.installed, after.skipped
+        );
+        for reason in ["tuple_in_use", "unknown_vip"] {
+            assert_eq!(
+                count(&after.skipped, reason),
+                count(&before.skipped, reason) + 1,
+                "{host}: {reason}"
+            );
+        }
+    }
+}
+
+/// The source port of the first TCP packet from `src` to port `dport` seen on the eth0 of
+/// namespace `ns` within `within`.
+fn first_tcp_from(ns: String, src: Ipv4Addr, dport: u16, within: Duration) -> Option<u16> {
+    in_netns(&ns, move || {
+        // SAFETY: a packet socket we own and close; buffers we own.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM,
+                (libc::ETH_P_IP as u16).to_be() as i32,
+            );
+            assert!(fd >= 0, "packet socket");
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as u32,
+            );
+            let end = Instant::now() + within;
+            let mut buf = [0u8; 2048];
+            let mut found = None;
+            while Instant::now() < end && found.is_none() {
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n < 40 {
+                    continue;
+                }
+                let p = &buf[..n as usize];
+                let ihl = usize::from(p[0] & 0xf) * 4;
+                if p[9] != 6 || p[12..16] != src.octets() || p.len() < ihl + 4 {
+                    continue;
+                }
+                if u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]) == dport {
+                    found = Some(u16::from_be_bytes([p[ihl], p[ihl + 1]]));
+                }
+            }
+            libc::close(fd);
+            found
+        }
+    })
+    .expect("netns")
 }

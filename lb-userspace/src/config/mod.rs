@@ -408,7 +408,9 @@ impl RunArgs {
         let (table_size, conntrack_size) = self.tables_section(&file)?;
         let (vrrp, announce, route_table) = self.announce_section(&file, mode, snat_ip, &vips)?;
         check_family_rules(vrrp.as_ref(), announce, &vips, &vips6)?;
-        let sync = self.sync_section(&file, vrrp.as_ref())?;
+        let sync = self
+            .sync_section(&file, vrrp.as_ref())?
+            .map(|s| crate::sync::SyncSettings { snat_ports, ..s });
         Ok(Settings {
             interface,
             interfaces,
@@ -481,6 +483,7 @@ impl RunArgs {
                 })
                 .collect(),
             port: crate::sync::SYNC_PORT,
+            snat_ports: (1, u16::MAX), // set from --snat-ports by the caller
         }))
     }
 

@@ -10,6 +10,14 @@
 //! the receiver's now minus the age carried in the record). Sequence windows are not
 //! carried: entries are installed with `*_FLAG_SEQ_KNOWN` clear, so the first FIN or RST
 //! is honoured and the next packet in each direction records the stream position again.
+//!
+//! Every field is checked against what the receiver itself has (a key holder's record is
+//! no more trusted than its fields): the VIP must be one of its VIPs, the backend one of its
+//! present backends, the SNAT address the VIP's and the SNAT port in its `--snat-ports`
+//! range (DNAT: the client's own), the protocol the state's, the client a unicast host (not
+//! a VIP, a backend, zero, multicast or broadcast; a unicast MAC; a port) and its VLAN tag
+//! a well-formed one. Whether the tuple is free is the receiver's to check in its
+//! `REVERSE` (`mod.rs`): a record never takes a live flow's tuple.
 
 use std::collections::HashMap;
 
@@ -37,6 +45,13 @@ pub enum Skip {
     Expired,
     /// A state no confirmed flow has.
     BadState,
+    /// The protocol is not the state's (a TCP state on UDP, or neither).
+    BadProto,
+    /// The client is not a unicast host: a zero, multicast, broadcast or loopback address,
+    /// one of this node's VIPs or backends, port 0, or a multicast or zero MAC.
+    BadClient,
+    /// A VLAN tag with bits no frame's tag has.
+    BadVlan,
 }
 
 impl Skip {
@@ -49,6 +64,9 @@ impl Skip {
             Skip::SnatMismatch => "snat_mismatch",
             Skip::Expired => "expired",
             Skip::BadState => "bad_state",
+            Skip::BadProto => "bad_proto",
+            Skip::BadClient => "bad_client",
+            Skip::BadVlan => "bad_vlan",
         }
     }
 }
@@ -64,6 +82,8 @@ pub struct Local<A = u32> {
     pub ifindex: u32,
     /// `CLOCK_MONOTONIC` now, nanoseconds.
     pub now_ns: u64,
+    /// `--snat-ports`, inclusive, host order (full NAT's translated source ports).
+    pub snat_ports: (u16, u16),
 }
 
 impl<A> Default for Local<A> {
@@ -73,6 +93,7 @@ impl<A> Default for Local<A> {
             backends: HashMap::new(),
             ifindex: 0,
             now_ns: 0,
+            snat_ports: (1, u16::MAX),
         }
     }
 }
@@ -111,9 +132,29 @@ pub fn entries<A: WireAddr>(
     l: &Local<A>,
 ) -> Result<(CtEntry<A>, FlowKey<A>, RevEntry<A>), Skip> {
     let timeout = timeout_ns(r.state).ok_or(Skip::BadState)?;
+    let want_proto = if r.state == ct_state::UDP { 17 } else { 6 };
+    if r.key.proto != want_proto {
+        return Err(Skip::BadProto);
+    }
     let age = u64::from(r.age_ms) * 1_000_000;
     if age > timeout {
         return Err(Skip::Expired);
+    }
+    let client = r.key.src_addr;
+    if !client.is_unicast_host()
+        || r.key.src_port == 0
+        || r.client_mac[0] & 1 != 0
+        || r.client_mac == [0; 6]
+        || l.vips.keys().any(|v| v.addr == client)
+        || l.backends.keys().any(|(a, _)| *a == client)
+    {
+        return Err(Skip::BadClient);
+    }
+    let tag_bits = lb_common::VLAN_TAGGED | lb_common::VLAN_8021AD | 0xffff;
+    if r.client_vlan != 0
+        && (r.client_vlan & lb_common::VLAN_TAGGED == 0 || r.client_vlan & !tag_bits != 0)
+    {
+        return Err(Skip::BadVlan);
     }
     let vip = VipKey {
         addr: r.key.dst_addr,
@@ -132,7 +173,8 @@ pub fn entries<A: WireAddr>(
     let snat_ok = if meta.flags & VIP_FLAG_DNAT != 0 {
         r.snat_addr == r.key.src_addr && r.snat_port == r.key.src_port
     } else {
-        r.snat_addr == meta.snat_addr
+        let port = u16::from_be(r.snat_port);
+        r.snat_addr == meta.snat_addr && (l.snat_ports.0..=l.snat_ports.1).contains(&port)
     };
     if !snat_ok {
         return Err(Skip::SnatMismatch);
@@ -347,6 +389,71 @@ mod tests {
         assert_eq!(entries(&other, &l), Err(Skip::Expired));
         l.backends.get_mut(&(M2, port_raw(6443))).unwrap().1.flags |= BACKEND_FLAG_LOCAL;
         assert_eq!(entries(&r, &l), Err(Skip::LocalBackend));
+    }
+
+    #[test]
+    fn every_field_of_a_record_is_checked_against_the_receiver() {
+        let (key, e) = sender_entry();
+        let r = record_of(Event::Confirmed, &key, &e, 5_000_000_000).expect("live");
+        let mut l = local();
+        l.snat_ports = (20000, 29999);
+        assert!(entries(&r, &l).is_ok());
+        type Edit = (&'static dyn Fn(&mut Record), Skip, &'static str);
+        let edits: [Edit; 13] = [
+            (&|r| r.key.proto = 17, Skip::BadProto, "a TCP state on UDP"),
+            (&|r| r.key.proto = 1, Skip::BadProto, "ICMP"),
+            (&|r| r.key.src_addr = 0, Skip::BadClient, "client 0.0.0.0"),
+            (
+                &|r| r.key.src_addr = ip_raw([224, 0, 0, 1]),
+                Skip::BadClient,
+                "multicast",
+            ),
+            (
+                &|r| r.key.src_addr = ip_raw([255, 255, 255, 255]),
+                Skip::BadClient,
+                "broadcast",
+            ),
+            (
+                &|r| r.key.src_addr = VIP,
+                Skip::BadClient,
+                "the VIP as client",
+            ),
+            (
+                &|r| r.key.src_addr = M2,
+                Skip::BadClient,
+                "a backend as client",
+            ),
+            (&|r| r.key.src_port = 0, Skip::BadClient, "port 0"),
+            (
+                &|r| r.client_mac = [0xff; 6],
+                Skip::BadClient,
+                "broadcast MAC",
+            ),
+            (&|r| r.client_mac = [0; 6], Skip::BadClient, "zero MAC"),
+            (
+                &|r| r.client_vlan = 7,
+                Skip::BadVlan,
+                "a VID without the tagged bit",
+            ),
+            (
+                &|r| r.client_vlan = 1 << 20 | lb_common::VLAN_TAGGED,
+                Skip::BadVlan,
+                "stray bits",
+            ),
+            (
+                &|r| r.snat_port = port_raw(1000),
+                Skip::SnatMismatch,
+                "port outside --snat-ports",
+            ),
+        ];
+        for (edit, want, what) in edits {
+            let mut other = r;
+            edit(&mut other);
+            assert_eq!(entries(&other, &l), Err(want), "{what}");
+        }
+        let mut tagged = r;
+        tagged.client_vlan = lb_common::vlan_tag(0x88a8, 100);
+        assert!(entries(&tagged, &l).is_ok(), "a real tag");
     }
 
     #[test]

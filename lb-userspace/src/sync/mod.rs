@@ -7,9 +7,11 @@
 //! VIP over already knows every flow in both directions. Design and measurements:
 //! `docs/failover.md`.
 //!
-//! - `wire`: the datagrams (header, records, HMAC-SHA256 tag);
-//! - `peer`: what an authenticated message may do (epochs, sequence numbers, gaps, dump
-//!   requests and their nonces);
+//! - `wire`: the datagrams (header naming sender, recipient and time; records encrypted
+//!   and authenticated with ChaCha20-Poly1305 under a per-sender, per-epoch HKDF key);
+//! - `peer`: what an authenticated message may do (signed sender = UDP source, recipient,
+//!   freshness, epochs, sequence numbers, gaps, dump requests and their nonces, the
+//!   bounded peer table, per-peer install budget);
 //! - `install`: a record in the receiver's terms (its VIP index, backend slot, interface,
 //!   clock) and a local entry as a record;
 //! - here: the key file, the socket, and two threads: the sender (ring buffer, batches,
@@ -27,7 +29,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc,
     },
     time::{Duration, Instant},
@@ -47,6 +49,9 @@ use self::{
     peer::{Peers, Verdict},
     wire::{AnyRecord, DecodeError, Event, Header, Kind, Record, SyncKey, WireAddr},
 };
+
+/// `bpf_map_update_elem`'s "only if absent".
+const BPF_NOEXIST: u64 = 1;
 
 /// UDP port of the sync messages (IPVS's sync daemon uses 8848).
 pub const SYNC_PORT: u16 = 8849;
@@ -68,6 +73,11 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// 14 a datagram, take about twice as long).
 const DUMP_BURST: usize = 8;
 const DUMP_PAUSE: Duration = Duration::from_millis(1);
+/// A requester gets one dump this often at most (its retries come every second: a
+/// replayed or looping request costs one dump per 5 s, not one a second).
+pub const DUMP_ANSWER_EVERY: Duration = Duration::from_secs(5);
+/// Dumps sent to all requesters together within [`DUMP_ANSWER_EVERY`] at most.
+pub const MAX_DUMPS_AT_ONCE: usize = 8;
 
 /// Settings of `--sync-key-file`.
 #[derive(Clone, Debug)]
@@ -78,6 +88,8 @@ pub struct SyncSettings {
     /// Unicast peers (the VRRP peers); empty: multicast to [`SYNC_GROUP`].
     pub peers: Vec<Ipv4Addr>,
     pub port: u16,
+    /// `--snat-ports` (inclusive): a record's SNAT port must be in it.
+    pub snat_ports: (u16, u16),
 }
 
 /// Reads the key file: at least [`MIN_KEY_LEN`] bytes, readable by its owner only.
@@ -173,10 +185,12 @@ pub struct SyncStatus {
     pub received_records: u64,
     /// Records written into the maps (installed, closed or removed).
     pub installed: u64,
-    /// Messages rejected, by reason (`bad_tag`, `malformed`, `replay`, `unsynced`,
-    /// `unknown_nonce`, `not_peer`).
+    /// Messages rejected, by reason (`bad_tag`, `malformed`, `old_version`,
+    /// `source_mismatch`, `wrong_recipient`, `stale`, `replay`, `unsynced`,
+    /// `unknown_nonce`, `not_peer`, `request_flood`, `dump_rate`).
     pub rejected: BTreeMap<String, u64>,
-    /// Records not installed, by reason (see `install::Skip`, plus `own_flow`, `map_error`).
+    /// Records not installed, by reason (see `install::Skip`, plus `own_flow`,
+    /// `tuple_in_use`, `rate_limited`, `map_error`).
     pub skipped: BTreeMap<String, u64>,
     /// Dumps sent (answers to requests) and received complete.
     pub dumps_sent: u64,
@@ -316,6 +330,8 @@ pub fn spawn(
     let master = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = random_u64();
+    // The datagram counter of this epoch (both threads send): the AEAD nonce.
+    let counter = Arc::new(AtomicU64::new(0));
     let (dump_tx, dump_rx) = mpsc::sync_channel::<(u64, SocketAddr)>(16);
     let SyncMaps {
         events,
@@ -329,6 +345,8 @@ pub fn spawn(
         key: settings.key.clone(),
         sock: sock.clone(),
         targets: targets.clone(),
+        own: addr,
+        counter: counter.clone(),
         epoch,
         seq: 0,
         events,
@@ -347,10 +365,13 @@ pub fn spawn(
         targets,
         peers_only: settings.peers.clone(),
         own: addr,
+        group: settings.peers.is_empty().then_some(SYNC_GROUP),
+        counter,
+        old_logged: false,
         epoch,
         port: settings.port,
-        v4: FamilyRx::new(v4, ifindex),
-        v6: FamilyRx::new(v6, ifindex),
+        v4: FamilyRx::new(v4, ifindex, settings.snat_ports),
+        v6: FamilyRx::new(v6, ifindex, settings.snat_ports),
         master: master.clone(),
         stats: stats.clone(),
         dumps: dump_tx,
@@ -388,6 +409,9 @@ struct Sender {
     key: SyncKey,
     sock: Arc<UdpSocket>,
     targets: Vec<SocketAddr>,
+    /// This node's address: the sender named in its datagrams.
+    own: Ipv4Addr,
+    counter: Arc<AtomicU64>,
     epoch: u64,
     seq: u64,
     events: RingBuf<MapData>,
@@ -411,12 +435,18 @@ impl Sender {
             std::thread::sleep(BATCH_EVERY);
             self.flush();
             if let Ok((nonce, to)) = self.dumps.try_recv() {
-                // One dump per requester a second at most: a replayed request must not
-                // make this node flood a peer (the peer drops the parts of a stale nonce).
+                // One dump per requester every 5 s, a few to everyone together: no request
+                // (a peer's retries, a key holder's flood) makes this node flood anyone.
                 let now = Instant::now();
                 self.answered
-                    .retain(|_, t| now.duration_since(*t) < peer::REQUEST_EVERY);
-                if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(to) {
+                    .retain(|_, t| now.duration_since(*t) < DUMP_ANSWER_EVERY);
+                if self.answered.len() >= MAX_DUMPS_AT_ONCE {
+                    bump(
+                        &mut self.stats.lock().expect("poisoned").status.rejected,
+                        "dump_rate",
+                    );
+                } else if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(to)
+                {
                     e.insert(now);
                     self.dump(Some((nonce, to)));
                 }
@@ -462,17 +492,19 @@ impl Sender {
 
     fn send_records(&mut self, records: &[AnyRecord]) {
         self.seq += 1;
-        let h = Header {
-            kind: Kind::Records,
-            last: false,
-            epoch: self.epoch,
-            seq: self.seq,
-            nonce: 0,
-            part: 0,
-        };
-        let b = wire::encode(&self.key, &h, records);
         let targets = self.targets.clone();
         for t in &targets {
+            // Each peer its own datagram: the recipient is under the tag.
+            let h = Header {
+                kind: Kind::Records,
+                last: false,
+                epoch: self.epoch,
+                seq: self.seq,
+                nonce: 0,
+                part: 0,
+                ..stamp(self.own, t, &self.counter)
+            };
+            let b = wire::encode(&self.key, &h, records);
             self.send(&b, *t, records.len());
         }
         self.last_sent = Instant::now();
@@ -521,7 +553,13 @@ impl Sender {
             }
         }
         if let Some((nonce, addr)) = to {
-            let parts = dump_parts(&self.key, self.epoch, seq, nonce, &records);
+            let base = Header {
+                epoch: self.epoch,
+                seq,
+                nonce,
+                ..stamp(self.own, &addr, &self.counter)
+            };
+            let parts = dump_parts(&self.key, &base, &self.counter, &records);
             for (i, (b, n)) in parts.iter().enumerate() {
                 self.send(b, addr, *n);
                 if (i + 1) % DUMP_BURST == 0 {
@@ -560,14 +598,35 @@ pub fn record_of_event(item: &[u8], now_ns: u64) -> Option<AnyRecord> {
     }
 }
 
+/// A header from `own` to `to` (its address; the group for multicast), stamped with the
+/// wall clock and the epoch's next datagram number; the caller sets the rest.
+fn stamp(own: Ipv4Addr, to: &SocketAddr, counter: &AtomicU64) -> Header {
+    let recipient = match to {
+        SocketAddr::V4(a) => *a.ip(),
+        SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    Header {
+        kind: Kind::Records,
+        last: false,
+        epoch: 0,
+        seq: 0,
+        nonce: 0,
+        part: 0,
+        sender: own,
+        recipient,
+        time_ms: wire::wall_ms(),
+        counter: counter.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
 /// A dump as signed datagrams with their record counts: parts numbered from 0, the last
-/// one flagged, each carrying the requester's nonce and the sender's epoch and sequence
-/// number when the dump began. An empty dump is one empty last part.
+/// one flagged, each carrying `base`'s sender, recipient, the requester's nonce and the
+/// sender's epoch and sequence number when the dump began, and a datagram number of its
+/// own from `counter`. An empty dump is one empty last part.
 pub fn dump_parts(
     key: &SyncKey,
-    epoch: u64,
-    seq: u64,
-    nonce: u64,
+    base: &Header,
+    counter: &AtomicU64,
     records: &[AnyRecord],
 ) -> Vec<(Vec<u8>, usize)> {
     let chunks: Vec<&[AnyRecord]> = if records.is_empty() {
@@ -583,10 +642,14 @@ pub fn dump_parts(
             let h = Header {
                 kind: Kind::DumpPart,
                 last: i + 1 == n,
-                epoch,
-                seq,
-                nonce,
                 part: i as u32,
+                time_ms: wire::wall_ms().max(base.time_ms),
+                counter: if i == 0 {
+                    base.counter
+                } else {
+                    counter.fetch_add(1, Ordering::Relaxed)
+                },
+                ..*base
             };
             (wire::encode(key, &h, chunk), chunk.len())
         })
@@ -600,6 +663,11 @@ struct Receiver {
     /// Unicast peers: datagrams from anyone else are dropped unread.
     peers_only: Vec<Ipv4Addr>,
     own: Ipv4Addr,
+    /// The group messages may be addressed to (multicast mode), besides `own`.
+    group: Option<Ipv4Addr>,
+    counter: Arc<AtomicU64>,
+    /// An old-version datagram was logged (once: after that, only counted).
+    old_logged: bool,
     epoch: u64,
     port: u16,
     v4: FamilyRx,
@@ -633,11 +701,13 @@ impl Receiver {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            self.stats
-                .lock()
-                .expect("poisoned")
-                .peers
-                .expire(Instant::now());
+            {
+                let mut s = self.stats.lock().expect("poisoned");
+                s.peers.expire(Instant::now(), wire::wall_ms());
+                // A forgotten peer's dump is no longer wanted.
+                let peers = &s.peers.peers;
+                self.pending.retain(|p| peers.contains_key(p));
+            }
             // Dumps still wanted (a gap, a part lost): asked again, once a second each.
             for p in self.pending.clone() {
                 self.request(Some(p));
@@ -664,20 +734,18 @@ impl Receiver {
             s.peers.requested(nonce, to, now);
             nonce
         };
-        let h = Header {
-            kind: Kind::DumpRequest,
-            last: false,
-            epoch: self.epoch,
-            seq: 0,
-            nonce,
-            part: 0,
-        };
-        let b = wire::encode(&self.key, &h, &[]);
         let targets = match to {
             Some(a) => vec![SocketAddrV4::new(a, self.port).into()],
             None => self.targets.clone(),
         };
         for t in targets {
+            let h = Header {
+                kind: Kind::DumpRequest,
+                epoch: self.epoch,
+                nonce,
+                ..stamp(self.own, &t, &self.counter)
+            };
+            let b = wire::encode(&self.key, &h, &[]);
             let _ = self.sock.send_to(&b, t);
         }
     }
@@ -693,22 +761,52 @@ impl Receiver {
             Ok(m) => m,
             Err(DecodeError::BadTag) => return self.reject("bad_tag"),
             Err(DecodeError::Malformed) => return self.reject("malformed"),
+            Err(DecodeError::OldVersion) => {
+                if !std::mem::replace(&mut self.old_logged, true) {
+                    log::warn!(
+                        "sync: a version-1 datagram from {from} refused (that node runs an older \
+                         xvip: upgrade every node of the group; further ones are only counted \
+                         as old_version)"
+                    );
+                }
+                return self.reject("old_version");
+            }
         };
         if msg.header.epoch == self.epoch {
             return; // our own, looped back
         }
+        // Who it is from is the sender under the tag, and only when that is its source.
+        if let Err(reason) = peer::check(&msg.header, from, self.own, self.group, wire::wall_ms()) {
+            return self.reject(reason);
+        }
+        let from = msg.header.sender;
         let now = Instant::now();
         {
             let mut s = self.stats.lock().expect("poisoned");
             s.status.received_messages += 1;
             s.status.received_records += msg.records.len() as u64;
+            s.peers.heard(from, now);
         }
         let verdict = match msg.header.kind {
             Kind::DumpRequest => {
-                // A full queue drops the request: the requester asks again.
-                let _ = self
-                    .dumps
-                    .try_send((msg.header.nonce, SocketAddrV4::new(from, self.port).into()));
+                let v = self
+                    .stats
+                    .lock()
+                    .expect("poisoned")
+                    .peers
+                    .dump_request(&msg.header);
+                match v {
+                    Verdict::Replay => self.reject("replay"),
+                    Verdict::Unsynced => self.reject("request_flood"),
+                    // Answered at the address it signed (which is where it came from). A
+                    // full queue drops the request: the requester asks again.
+                    _ => {
+                        let _ = self.dumps.try_send((
+                            msg.header.nonce,
+                            SocketAddrV4::new(from, self.port).into(),
+                        ));
+                    }
+                }
                 return;
             }
             Kind::Records => {
@@ -759,7 +857,17 @@ impl Receiver {
         self.v4.refresh_local(false);
         self.v6.refresh_local(false);
         let master = self.master.load(Ordering::Relaxed);
-        for r in &msg.records {
+        let allowed = self.stats.lock().expect("poisoned").peers.allow_installs(
+            from,
+            msg.records.len() as u64,
+            now,
+        ) as usize;
+        if allowed < msg.records.len() {
+            let mut s = self.stats.lock().expect("poisoned");
+            *s.status.skipped.entry("rate_limited".into()).or_default() +=
+                (msg.records.len() - allowed) as u64;
+        }
+        for r in &msg.records[..allowed] {
             let outcome = match r {
                 AnyRecord::V4(r) => self.v4.apply_fresh(r, master),
                 AnyRecord::V6(r) => self.v6.apply_fresh(r, master),
@@ -801,7 +909,7 @@ where
     VipMeta<A>: aya::Pod,
     Backend<A>: aya::Pod,
 {
-    fn new(m: FamilyMaps<A>, ifindex: u32) -> Self {
+    fn new(m: FamilyMaps<A>, ifindex: u32, snat_ports: (u16, u16)) -> Self {
         Self {
             conntrack: m.conntrack,
             reverse: m.reverse,
@@ -809,6 +917,7 @@ where
             backends: m.backends,
             local: Local {
                 ifindex,
+                snat_ports,
                 ..Local::default()
             },
             local_at: None,
@@ -849,6 +958,13 @@ where
         (e.last_seen_ns != 0 && self.local.now_ns.saturating_sub(e.last_seen_ns) <= t).then_some(e)
     }
 
+    /// Whether a reverse entry is a live flow's (a tuple in use).
+    fn live_rev(&self, rev: &RevEntry<A>) -> bool {
+        install::timeout_ns(rev.state).is_some_and(|t| {
+            rev.last_seen_ns != 0 && self.local.now_ns.saturating_sub(rev.last_seen_ns) <= t
+        })
+    }
+
     /// `apply`, once more after re-reading the VIPs and backends when it found either
     /// unknown (the maps may have changed since the last read: a reload, a new backend).
     fn apply_fresh(&mut self, r: &Record<A>, master: bool) -> Result<(), SkipReason> {
@@ -873,6 +989,18 @@ where
             Some(Event::Confirmed) => {
                 let (mut ct, rkey, mut rev) =
                     install::entries(r, &self.local).map_err(SkipReason::Skip)?;
+                // Never take a tuple another live flow holds: its replies would go to this
+                // record's client. Only a free, expired or this flow's own tuple is written
+                // (free: with BPF_NOEXIST, so a flow the data path confirms onto it
+                // meanwhile keeps it).
+                let held = self.reverse.get(&rkey, 0).ok();
+                if let Some(h) = &held
+                    && !owns(h, &r.key)
+                    && self.live_rev(h)
+                {
+                    return Err(SkipReason::TupleInUse);
+                }
+                let rev_flags = if held.is_none() { BPF_NOEXIST } else { 0 };
                 if let Some(old) = existing {
                     // A copy of a copy (another backup's dump) is never fresher than what
                     // is here: last seen only moves forward.
@@ -884,7 +1012,16 @@ where
                     }
                 }
                 // The tuple first, as the data path does: the flow holds it throughout.
-                self.reverse.insert(&rkey, &rev, 0).map_err(map_err)?;
+                self.reverse
+                    .insert(&rkey, &rev, rev_flags)
+                    .map_err(|e| match e {
+                        aya::maps::MapError::SyscallError(ref s)
+                            if s.io_error.raw_os_error() == Some(libc::EEXIST) =>
+                        {
+                            SkipReason::TupleInUse
+                        }
+                        _ => SkipReason::MapError,
+                    })?;
                 self.conntrack.insert(&r.key, &ct, 0).map_err(map_err)?;
             }
             Some(Event::Closing) => {
@@ -937,6 +1074,8 @@ enum SkipReason {
     Skip(Skip),
     /// This node is master and has the flow live.
     OwnFlow,
+    /// The record's tuple (backend, SNAT address and port) is a live flow's.
+    TupleInUse,
     /// A map write failed.
     MapError,
 }
@@ -946,6 +1085,7 @@ impl SkipReason {
         match self {
             SkipReason::Skip(s) => s.name(),
             SkipReason::OwnFlow => "own_flow",
+            SkipReason::TupleInUse => "tuple_in_use",
             SkipReason::MapError => "map_error",
         }
     }
@@ -1015,19 +1155,38 @@ mod tests {
             (mix(1000), wire::batches(&mix(1000)).len()),
         ] {
             let n = records.len();
-            let parts = dump_parts(&key, 9, 77, 5, &records);
+            let from = Ipv4Addr::new(192, 0, 2, 2);
+            let base = Header {
+                kind: Kind::DumpPart,
+                last: false,
+                epoch: 9,
+                seq: 77,
+                nonce: 5,
+                part: 0,
+                sender: from,
+                recipient: Ipv4Addr::new(192, 0, 2, 3),
+                time_ms: wire::wall_ms(),
+                counter: 100,
+            };
+            let counter = AtomicU64::new(101);
+            let parts = dump_parts(&key, &base, &counter, &records);
             assert_eq!(parts.len(), want_parts, "{n} records");
             let mut back = Vec::new();
             let mut peers = Peers::default();
             let now = Instant::now();
             peers.requested(5, None, now);
-            let from = Ipv4Addr::new(192, 0, 2, 2);
             let mut done = None;
+            let mut counters = std::collections::BTreeSet::new();
             for (i, (b, count)) in parts.iter().enumerate() {
                 let m = wire::decode(&key, b).expect("decodes");
                 assert_eq!(m.header.kind, Kind::DumpPart);
                 assert_eq!((m.header.part, m.header.nonce), (i as u32, 5));
                 assert_eq!((m.header.epoch, m.header.seq), (9, 77));
+                assert_eq!(
+                    (m.header.sender, m.header.recipient),
+                    (from, base.recipient)
+                );
+                assert!(counters.insert(m.header.counter), "a datagram number once");
                 assert_eq!(m.header.last, i + 1 == parts.len());
                 assert_eq!(m.records.len(), *count);
                 assert!(b.len() <= wire::MAX_DATAGRAM);
@@ -1048,8 +1207,7 @@ mod tests {
                 last: false,
                 epoch: 9,
                 seq: 78,
-                nonce: 0,
-                part: 0,
+                ..base
             };
             assert_eq!(peers.records(from, &h, now), Verdict::Install);
         }
