@@ -22,6 +22,7 @@ pub const TEST: &[(&str, &str)] = &[
     ("hping3", "hping3"),
     ("bird", "bird2"),
     ("ping", "iputils-ping"),
+    ("nft", "nftables"),
 ];
 /// ... and what the benchmarks compare against.
 pub const BENCH: &[(&str, &str)] = &[

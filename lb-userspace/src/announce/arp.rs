@@ -15,6 +15,9 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
+use super::claims::MARK_LEN;
+pub use super::claims::Mark;
+
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_HLEN: usize = 14;
 const ARP_LEN: usize = 28;
@@ -143,6 +146,9 @@ pub struct Arp {
     pub sender_ip: Ipv4Addr,
     pub target_mac: [u8; 6],
     pub target_ip: Ipv4Addr,
+    /// An xvip sender's mark after the packet (`announce::claims`); never sent from here
+    /// (the socket adds its own).
+    pub mark: Option<Mark>,
 }
 
 impl Arp {
@@ -164,6 +170,7 @@ impl Arp {
             sender_ip: ip(14),
             target_mac: mac(18),
             target_ip: ip(24),
+            mark: Mark::decode(&frame[FRAME_LEN..]),
         })
     }
 
@@ -183,21 +190,23 @@ impl Arp {
         f
     }
 
-    /// Our answer to a request for `vip`, or `None` if this is not one.
+    /// Our answer to a request for `vip`, or `None` if this is not one. An RFC 5227 probe
+    /// (sender address 0.0.0.0: a host about to take the address) is answered too, as the
+    /// address's owner defends it: the prober then knows the VIP is in use.
     pub fn answer_for(&self, vip: Ipv4Addr, our_mac: [u8; 6]) -> Option<(Arp, [u8; 6])> {
-        (self.op == ARP_REQUEST && self.target_ip == vip && !self.sender_ip.is_unspecified())
-            .then_some({
-                (
-                    Arp {
-                        op: ARP_REPLY,
-                        sender_mac: our_mac,
-                        sender_ip: vip,
-                        target_mac: self.sender_mac,
-                        target_ip: self.sender_ip,
-                    },
-                    self.sender_mac,
-                )
-            })
+        (self.op == ARP_REQUEST && self.target_ip == vip && self.sender_mac != our_mac).then_some({
+            (
+                Arp {
+                    op: ARP_REPLY,
+                    sender_mac: our_mac,
+                    sender_ip: vip,
+                    target_mac: self.sender_mac,
+                    target_ip: self.sender_ip,
+                    mark: None,
+                },
+                self.sender_mac,
+            )
+        })
     }
 
     /// A request for `target` from us.
@@ -208,6 +217,7 @@ impl Arp {
             sender_ip: our_ip,
             target_mac: [0; 6],
             target_ip: target,
+            mark: None,
         }
     }
 
@@ -221,6 +231,7 @@ impl Arp {
                 sender_ip: vip,
                 target_mac: [0; 6],
                 target_ip: vip,
+                mark: None,
             },
             Self {
                 op: ARP_REPLY,
@@ -228,6 +239,7 @@ impl Arp {
                 sender_ip: vip,
                 target_mac: BROADCAST,
                 target_ip: vip,
+                mark: None,
             },
         ]
     }
@@ -242,7 +254,12 @@ pub struct ArpSocket {
     answered: AtomicU64,
     rate_limited: AtomicU64,
     send_errors: AtomicU64,
+    /// The mark sent after every packet (`announce::claims`).
+    mark: Mutex<Option<Mark>>,
 }
+
+/// The shortest Ethernet frame (without its FCS): a marked frame is padded to it.
+const MIN_FRAME: usize = 60;
 
 impl ArpSocket {
     /// Opens and binds the socket (needs CAP_NET_RAW).
@@ -292,7 +309,15 @@ impl ArpSocket {
             answered: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
+            mark: Mutex::new(None),
         })
+    }
+
+    /// The mark this node's frames carry from now on (`None`: none; without VRRP).
+    pub fn set_mark(&self, mark: Option<Mark>) {
+        if let Ok(mut m) = self.mark.lock() {
+            *m = mark;
+        }
     }
 
     /// Sends `reply` (an answer to a request from `requester`) unless the requester or the
@@ -345,7 +370,16 @@ impl ArpSocket {
 
     /// Sends one ARP packet to `eth_dst`.
     pub fn send(&self, arp: &Arp, eth_dst: [u8; 6]) -> io::Result<()> {
-        let frame = arp.to_frame(eth_dst);
+        let mut frame = [0u8; MIN_FRAME];
+        frame[..FRAME_LEN].copy_from_slice(&arp.to_frame(eth_dst));
+        let mark = self.mark.lock().ok().and_then(|m| *m);
+        let frame = match mark {
+            Some(m) => {
+                frame[FRAME_LEN..FRAME_LEN + MARK_LEN].copy_from_slice(&m.encode());
+                &frame[..]
+            }
+            None => &frame[..FRAME_LEN],
+        };
         // SAFETY: zeroed sockaddr_ll is valid; fields set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -420,6 +454,45 @@ mod tests {
                 .answer_for(Ipv4Addr::new(192, 0, 2, 100), mac)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_rfc_5227_probe_for_the_vip_is_answered_and_our_own_frames_are_not() {
+        let probe = Arp {
+            sender_ip: Ipv4Addr::UNSPECIFIED,
+            ..Arp::parse(&REQUEST).unwrap()
+        };
+        let mac = [2, 0, 0, 0, 0, 2];
+        let (r, to) = probe
+            .answer_for(Ipv4Addr::new(192, 0, 2, 100), mac)
+            .unwrap();
+        assert_eq!(to, probe.sender_mac);
+        assert_eq!(r.target_ip, Ipv4Addr::UNSPECIFIED);
+        let ours = Arp {
+            sender_mac: mac,
+            ..probe
+        };
+        assert!(
+            ours.answer_for(Ipv4Addr::new(192, 0, 2, 100), mac)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_marked_frame_carries_its_mark_and_a_plain_or_padded_one_none() {
+        let m = Mark {
+            priority: 150,
+            primary: Ipv4Addr::new(192, 0, 2, 2),
+            vrid: 51,
+        };
+        let mut marked = REQUEST.to_vec();
+        marked.extend_from_slice(&m.encode());
+        marked.resize(60, 0);
+        assert_eq!(Arp::parse(&marked).unwrap().mark, Some(m));
+        assert_eq!(Arp::parse(&REQUEST).unwrap().mark, None);
+        let mut padded = REQUEST.to_vec();
+        padded.resize(60, 0);
+        assert_eq!(Arp::parse(&padded).unwrap().mark, None);
     }
 
     #[test]

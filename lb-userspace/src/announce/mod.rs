@@ -2,6 +2,7 @@
 //! election of the node that holds it; `limit` bounds the replies requests can cause.
 
 pub mod arp;
+pub mod claims;
 pub mod limit;
 pub mod ndp;
 pub mod vrrp;

@@ -75,6 +75,13 @@ pub(super) struct Daemon {
     _vip_on_lo: Option<crate::local::VipOnLo>,
     /// Conntrack sync (`--sync-key-file`), told of VRRP transitions.
     pub sync: Option<Arc<crate::sync::SyncHandle>>,
+    /// Other claimants of the VIPs seen on the wire (`announce::claims`).
+    claims: crate::announce::claims::Claims,
+    /// Whether the (IPv4) election says this node holds the VIPs; announcing also needs
+    /// that no other xvip outranking it claims them (`claims`).
+    vrrp_master: bool,
+    /// The IPv4 election's live status (its priority goes into the ARP frames' mark).
+    pub vrrp_report: Option<crate::vrrp::Report>,
 }
 
 /// Where the loop's events come from; kept apart from [`Daemon`] so a handler can take
@@ -86,6 +93,8 @@ pub(super) struct Sources {
     health: mpsc::Receiver<HealthEvent>,
     garp: tokio::time::Interval,
     resolve: tokio::time::Interval,
+    /// Refreshes the ARP frames' mark and, while yielded, probes the VIP (`claims`).
+    claims: tokio::time::Interval,
     vrrp: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
     /// The IPv6 VRRP instance's state changes.
     vrrp6: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
@@ -190,6 +199,7 @@ impl Daemon {
                 settings.garp_interval,
             ),
             resolve: tokio::time::interval(Duration::from_secs(1)),
+            claims: tokio::time::interval(crate::announce::claims::PROBE),
             vrrp: None,
             vrrp6: None,
             other_arp,
@@ -232,6 +242,9 @@ impl Daemon {
             garp_burst_at: tokio::time::Instant::now(),
             _vip_on_lo: vip_on_lo,
             sync: None,
+            claims: Default::default(),
+            vrrp_master: false,
+            vrrp_report: None,
         };
         Ok((d, sources))
     }
@@ -331,14 +344,15 @@ impl Daemon {
                 Some(ev) = src.health.recv() => handle_health(&self.shared, ev),
                 Some(found) = recv_opt(&mut src.discovery) => self.on_discovered(&found),
                 pkt = arp.recv() => match pkt {
-                    Ok(a) => self.on_arp(&self.arp, self.iface.mac, &a),
+                    Ok(a) => self.on_arp(&arp, self.iface.mac, &a),
                     Err(e) => log::warn!("ARP socket: {e}"),
                 },
                 Some((n, ns)) = src.ndp_rx.recv() => self.on_ns(n, &ns),
                 Some((n, a)) = src.other_arp.recv() => {
-                    let (i, sock) = &self.others[n];
-                    self.on_arp(sock, i.mac, &a);
+                    let (mac, sock) = (self.others[n].0.mac, self.others[n].1.clone());
+                    self.on_arp(&sock, mac, &a);
                 }
+                _ = src.claims.tick() => self.on_claims_tick(),
                 _ = src.garp.tick() => {
                     if self.announcing() {
                         self.gratuitous_arp();
@@ -557,7 +571,8 @@ impl Daemon {
     /// addresses while announcing. Every attached interface answers, with its own MAC:
     /// clients may sit on any, and the masters reach the SNAT address (and the VIP) on
     /// theirs. Next hops are the kernel's business (`resolve_next_hops`), not learnt here.
-    fn on_arp(&self, sock: &ArpSocket, mac: [u8; 6], a: &Arp) {
+    fn on_arp(&mut self, sock: &ArpSocket, mac: [u8; 6], a: &Arp) {
+        self.on_claim(a);
         if self.announcing() {
             for vip in &self.vip_addrs {
                 if let Some((reply, to)) = a.answer_for(*vip, mac) {
@@ -575,10 +590,87 @@ impl Daemon {
         }
     }
 
+    /// An ARP packet that claims one of our VIPs from a MAC not ours (a gratuitous ARP, a
+    /// reply): another xvip that outranks this node makes it stop answering, one it
+    /// outranks gets a gratuitous round back, a foreign host is reported
+    /// (`announce::claims`).
+    fn on_claim(&mut self, a: &Arp) {
+        if !self.vip_addrs.contains(&a.sender_ip)
+            || a.sender_mac == self.iface.mac
+            || self.others.iter().any(|(i, _)| i.mac == a.sender_mac)
+        {
+            return;
+        }
+        let holds = match self.settings.vrrp {
+            Some(_) => self.vrrp_master,
+            None => self.settings.announce == Announce::Arp,
+        };
+        let ours = self.mark();
+        let now = std::time::Instant::now();
+        match self
+            .claims
+            .on_claim(now, a.sender_mac, a.sender_ip, a.mark, ours, holds)
+        {
+            crate::announce::claims::Decision::Yield => {
+                self.shared.lock().expect("poisoned").announcing = false;
+                self.garp_burst = 0;
+                self.sync_master();
+            }
+            crate::announce::claims::Decision::Reassert => self.gratuitous_arp(),
+            crate::announce::claims::Decision::None => {}
+        }
+    }
+
+    /// What this node's ARP frames say of it: its VRID, its election's priority now and its
+    /// primary address (none without VRRP).
+    fn mark(&self) -> Option<crate::arp::Mark> {
+        let v = self.settings.vrrp.as_ref()?;
+        let priority = self
+            .vrrp_report
+            .as_ref()
+            .and_then(|r| r.lock().ok().map(|s| s.priority))
+            .filter(|p| *p > 0)
+            .unwrap_or(v.priority);
+        Some(crate::arp::Mark {
+            priority,
+            primary: self.iface.ipv4,
+            vrid: v.vrid,
+        })
+    }
+
+    /// Every `claims::PROBE`: the frames' mark follows the priority; while yielded, asks
+    /// who has the VIP (the winner's answer keeps the yield), and once the winner has been
+    /// silent for `claims::HOLD` answers again if the election still says so.
+    fn on_claims_tick(&mut self) {
+        let mark = self.mark();
+        self.arp.set_mark(mark);
+        for (_, sock) in &self.others {
+            sock.set_mark(mark);
+        }
+        if self.claims.reassert_due(std::time::Instant::now()) && self.announcing() {
+            self.gratuitous_arp();
+        }
+        if self.claims.yielded_to().is_none() {
+            return;
+        }
+        if self.claims.yielded(std::time::Instant::now()) {
+            if let Some(vip) = self.vip_addrs.first() {
+                let probe = Arp::request(self.iface.mac, self.iface.ipv4, *vip);
+                if let Err(e) = self.arp.send(&probe, [0xff; 6]) {
+                    log::debug!("ARP probe for {vip}: {e}");
+                }
+            }
+        } else if self.vrrp_master {
+            self.on_vrrp(crate::vrrp::State::Master);
+        }
+    }
+
     /// A VRRP transition: a master announces (and sends a burst of gratuitous ARP), a backup
-    /// stops.
+    /// stops. A master that has yielded to another xvip claiming the VIPs (`on_claim`) waits
+    /// until that one is gone.
     fn on_vrrp(&mut self, state: crate::vrrp::State) {
-        let master = state == crate::vrrp::State::Master;
+        self.vrrp_master = state == crate::vrrp::State::Master;
+        let master = self.vrrp_master && !self.claims.yielded(std::time::Instant::now());
         self.shared.lock().expect("poisoned").announcing = master;
         self.sync_master();
         self.garp_burst = 0;

@@ -124,6 +124,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let up = startup::bring_up(&args).await?;
     let (mut d, mut sources) = events::Daemon::new(args, up)?;
     let vrrp = tasks::vrrp(&d, &mut sources)?;
+    d.vrrp_report = vrrp.as_ref().map(|h| h.report());
     let vrrp6 = tasks::vrrp6(&d, &mut sources)?;
     d.sync = tasks::sync(&d)?;
     let mut endpoint = tasks::status_endpoint(&d, vrrp.as_ref(), vrrp6.as_ref()).await?;
