@@ -355,7 +355,7 @@ fn a_restart_adopts_the_links_of_both_interfaces_and_serves_meanwhile() {
         has_xdp(&lab, "eth0") && has_xdp(&lab, "eth1"),
         "pinned links keep both"
     );
-    lab.curl_until_ok("client", &url, Duration::from_secs(5))
+    lab.curl_until_ok("client", &url, Duration::from_secs(15))
         .expect("served while the daemon is down");
 
     start(&mut lab, &logs.path("2.log"));
