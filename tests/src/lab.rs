@@ -173,7 +173,8 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("thread in {name} panicked"))?
 }
 
-/// The lab's helper XDP object (`lab-xdp`): next to the daemon's object.
+/// The lab's helper XDP object (`lab-ebpf`'s `lab-xdp`): `XVIP_LAB_EBPF_OBJ` (set by
+/// `cargo xtask test` and `bench`), else next to the daemon's object.
 pub fn lab_object() -> PathBuf {
     if let Some(p) = std::env::var_os("XVIP_LAB_EBPF_OBJ") {
         return PathBuf::from(p);

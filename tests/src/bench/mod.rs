@@ -3,7 +3,6 @@
 //! control-plane timings, and the report writers. Nothing here runs in CI.
 
 pub mod frame;
-pub mod gen_config;
 pub mod raw_gen;
 pub mod report;
 pub mod stats;
