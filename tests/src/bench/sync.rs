@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use super::{ctx::Ctx, ctx::STOP, report::Report};
 use super::{
     report::cell,
     stats::Summary,
@@ -257,4 +258,10 @@ pub fn markdown(rows: &[SyncRow]) -> String {
         );
     }
     m
+}
+
+/// The `sync` part: conntrack sync off and on.
+pub fn sync_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    report.sync = measure(ctx.runs, ctx.run, &STOP, &ctx.tmp, &ctx.prefix)?;
+    Ok(())
 }
