@@ -10,7 +10,9 @@ use aya::{
     maps::{Array, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use lb_common::{PROGRAM_NAME, Reason, VipKey, map_names};
+use lb_common::{CONFIG_FLAG_ICMP_ECHO, Config, PROGRAM_NAME, Reason, VipKey, map_names};
+
+use crate::packets::LB_MAC;
 
 /// XDP verdicts, as `BPF_PROG_TEST_RUN` returns them.
 pub const XDP_ABORTED: u32 = 0;
@@ -41,6 +43,29 @@ pub fn mark_backend_slot<A: lb_common::Addr>(ebpf: &mut Ebpf, addr: A) {
     m.set(slot, &v, 0).unwrap();
 }
 
+/// Declares the test file's `struct Dp(tests::fixture::Dp)`, dereferencing to the shared
+/// harness, so the file adds its family's standard setup as methods of its own `Dp`.
+#[macro_export]
+macro_rules! fixture_dp {
+    () => {
+        /// The loaded program and its maps, with this file's standard setup.
+        struct Dp($crate::fixture::Dp);
+
+        impl ::std::ops::Deref for Dp {
+            type Target = $crate::fixture::Dp;
+            fn deref(&self) -> &$crate::fixture::Dp {
+                &self.0
+            }
+        }
+
+        impl ::std::ops::DerefMut for Dp {
+            fn deref_mut(&mut self) -> &mut $crate::fixture::Dp {
+                &mut self.0
+            }
+        }
+    };
+}
+
 /// The loaded program and its maps, nothing configured.
 pub struct Dp {
     /// The object, its XDP program loaded (not attached).
@@ -69,6 +94,20 @@ impl Dp {
             panic!("the verifier refused the program: {e:?}");
         }
         Self { ebpf }
+    }
+
+    /// Writes `CONFIG`: SNAT ports `min..=max`, ICMP echo answered, the LB's MAC.
+    pub fn config(&mut self, min: u16, max: u16) {
+        let mut m: Array<_, Config> =
+            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+        let c = Config {
+            snat_port_min: min,
+            snat_port_max: max,
+            flags: CONFIG_FLAG_ICMP_ECHO,
+            if_mac: LB_MAC,
+            _pad: [0; 2],
+        };
+        m.set(0, &c, 0).unwrap();
     }
 
     /// The XDP program.

@@ -4,22 +4,16 @@
 //! randomized run feeds a million valid and mutated frames and checks the invariants.
 //! Needs root (loading BPF) and the built object (`XVIP_EBPF_OBJ`).
 
-use std::{
-    collections::BTreeSet,
-    ops::{Deref, DerefMut},
-    path::PathBuf,
-    time::Instant,
-};
+use std::{collections::BTreeSet, path::PathBuf, time::Instant};
 
 use aya::{
     maps::{Array, HashMap, PerCpuArray},
     programs::{TestRun, TestRunOptions},
 };
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend,
-    CONFIG_FLAG_ICMP_ECHO, Config, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, RevEntry,
-    VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ct_state, hash::flow_hash, ip_raw, map_names,
-    port_raw, ring_base,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend, Config,
+    CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, RevEntry, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT,
+    VipKey, VipMeta, ct_state, hash::flow_hash, ip_raw, map_names, port_raw, ring_base,
 };
 use tests::fixture::{
     self, Fixture, Rng, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, mark_backend_slot, row,
@@ -42,21 +36,7 @@ const SNAT_MAX: u16 = 59999;
 /// Flows the tests track: kept small so loading is quick.
 const CONNTRACK_SIZE: u32 = 65536;
 
-/// The loaded program and its maps, with the IPv4 standard setup's writers.
-struct Dp(fixture::Dp);
-
-impl Deref for Dp {
-    type Target = fixture::Dp;
-    fn deref(&self) -> &fixture::Dp {
-        &self.0
-    }
-}
-
-impl DerefMut for Dp {
-    fn deref_mut(&mut self) -> &mut fixture::Dp {
-        &mut self.0
-    }
-}
+tests::fixture_dp!();
 
 impl Dp {
     fn load() -> Self {
@@ -96,19 +76,6 @@ impl Dp {
         dp.ring(VIP_UDP.0, 0, &[3, 4, 5, 3, 4, 5, 3]);
         dp.ring(VIP_DNAT_TCP.0, 0, &[2, 1, 0, 2, 1, 0, 2]);
         dp
-    }
-
-    fn config(&mut self, min: u16, max: u16) {
-        let mut m: Array<_, Config> =
-            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
-        let c = Config {
-            snat_port_min: min,
-            snat_port_max: max,
-            flags: CONFIG_FLAG_ICMP_ECHO,
-            if_mac: LB_MAC,
-            _pad: [0; 2],
-        };
-        m.set(0, &c, 0).unwrap();
     }
 
     fn backend(&mut self, idx: u32, addr: [u8; 4], port: u16, mac: [u8; 6], present: bool) {

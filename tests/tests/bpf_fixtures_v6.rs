@@ -5,18 +5,14 @@
 //! not used here). Rows run in order on one program, so a reply follows its flow's SYN. A
 //! randomized run feeds a million valid and mutated v6 frames. Needs root and the object.
 
-use std::{
-    ops::{Deref, DerefMut},
-    path::PathBuf,
-};
+use std::path::PathBuf;
 
 use aya::maps::{Array, HashMap, PerCpuArray};
 use etherparse::{Icmpv6Type, PacketBuilder, icmpv6::DestUnreachableCode};
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6,
-    CONFIG_FLAG_ICMP_ECHO, Config, IPPROTO_TCP, IPPROTO_UDP, Ip6, Reason, VIP_FLAG_DNAT,
-    VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state, hash::flow_hash_of, ip6_raw, map_names,
-    port_raw, ring_base,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6, Config, IPPROTO_TCP,
+    IPPROTO_UDP, Ip6, Reason, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state,
+    hash::flow_hash_of, ip6_raw, map_names, port_raw, ring_base,
 };
 use tests::fixture::{
     self, Fixture, Rng, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, hex, mark_backend_slot, row, tx,
@@ -57,39 +53,12 @@ const SNAT_MAX: u16 = 59999;
 /// Flows the tests track in `CONNTRACK` and `REVERSE`.
 const CONNTRACK_SIZE: u32 = 1024;
 
-/// The loaded program and its maps, with the IPv6 standard setup's writers.
-struct Dp(fixture::Dp);
-
-impl Deref for Dp {
-    type Target = fixture::Dp;
-    fn deref(&self) -> &fixture::Dp {
-        &self.0
-    }
-}
-
-impl DerefMut for Dp {
-    fn deref_mut(&mut self) -> &mut fixture::Dp {
-        &mut self.0
-    }
-}
+tests::fixture_dp!();
 
 impl Dp {
     fn standard() -> Self {
         let mut dp = Self(fixture::Dp::load(CONNTRACK_SIZE));
-        let mut cfg: Array<_, Config> =
-            Array::try_from(dp.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
-        cfg.set(
-            0,
-            &Config {
-                snat_port_min: SNAT_MIN,
-                snat_port_max: SNAT_MAX,
-                flags: CONFIG_FLAG_ICMP_ECHO,
-                if_mac: LB_MAC,
-                _pad: [0; 2],
-            },
-            0,
-        )
-        .unwrap();
+        dp.config(SNAT_MIN, SNAT_MAX);
         let mut backends: Array<_, Backend6> =
             Array::try_from(dp.ebpf.map_mut(map_names::BACKENDS6).unwrap()).unwrap();
         for (i, (addr, mac)) in BACKENDS6.iter().zip(BACKEND_MACS).enumerate() {
