@@ -23,7 +23,7 @@ use super::{
     stats::Summary,
     tcp::{self, TcpSample},
 };
-use crate::lab::{Lab, apiserver_bin, sh, xvip_bin};
+use crate::lab::{Lab, MASTERS, sh, xvip_bin};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const WORKERS: usize = 32;
@@ -92,19 +92,8 @@ fn one_config(
             ("m3", Ipv4Addr::new(192, 0, 2, 13)),
         ],
     )?;
-    for m in ["m1", "m2", "m3"] {
-        let h = lab.host(m);
-        let mut cmd = h.ns.cmd(apiserver_bin());
-        cmd.args([
-            "--listen",
-            &format!("{}:6443", h.ip),
-            "--name",
-            m,
-            "--plain",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        lab.spawn(&format!("apiserver-{m}"), cmd)?;
+    for m in MASTERS {
+        lab.start_plain_apiserver(m)?;
     }
     let client = &lab.host("client").ns;
     sh(client

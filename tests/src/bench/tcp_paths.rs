@@ -21,28 +21,12 @@ use crate::{
         xdp_lab::{VIP, VIP_PORT, mac_str, sysctl, with_netns},
     },
     flood::{Flood, FloodSpec},
-    lab::{Lab, apiserver_bin, lab_object, sh, xvip_bin},
+    lab::{Lab, MASTERS, STANDARD_HOSTS, lab_object, sh, xvip_bin},
 };
 use anyhow::{Context, Result, bail};
 use aya::programs::Xdp;
 
 const TCP_WORKERS: usize = 32;
-
-fn start_plain_apiserver(lab: &mut Lab, host: &str) -> Result<()> {
-    let h = lab.host(host);
-    let mut cmd = h.ns.cmd(apiserver_bin());
-    cmd.args([
-        "--listen",
-        &format!("{}:6443", h.ip),
-        "--name",
-        host,
-        "--plain",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    lab.spawn(&format!("apiserver-{host}"), cmd)?;
-    Ok(())
-}
 
 fn lb_mac(lab: &Lab) -> Result<String> {
     let out = lab
@@ -85,19 +69,13 @@ fn tcp_measure(ctx: &Ctx, lab: &Lab, path: &str, target: SocketAddr) -> Result<T
 /// The `tcp` part: TCP load through xvip, haproxy and the bare forwarder, and under a SYN
 /// flood.
 pub fn tcp_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
-    let mut lab = Lab::new(
-        "bt",
-        &[
-            ("client", Ipv4Addr::new(192, 0, 2, 10)),
-            ("lb", Ipv4Addr::new(192, 0, 2, 2)),
-            ("m1", Ipv4Addr::new(192, 0, 2, 11)),
-            ("m2", Ipv4Addr::new(192, 0, 2, 12)),
-            ("m3", Ipv4Addr::new(192, 0, 2, 13)),
-            ("attacker", Ipv4Addr::new(192, 0, 2, 66)),
-        ],
-    )?;
-    for m in ["m1", "m2", "m3"] {
-        start_plain_apiserver(&mut lab, m)?;
+    let hosts: Vec<_> = STANDARD_HOSTS
+        .into_iter()
+        .chain([("attacker", Ipv4Addr::new(192, 0, 2, 66))])
+        .collect();
+    let mut lab = Lab::new("bt", &hosts)?;
+    for m in MASTERS {
+        lab.start_plain_apiserver(m)?;
     }
     let client = &lab.host("client").ns;
     sysctl(client, "net.ipv4.ip_local_port_range=1024 65000")?;
