@@ -6,6 +6,8 @@
 pub mod checksum;
 pub mod consts;
 pub mod hash;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod maps;
 pub mod stats;
 

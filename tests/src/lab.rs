@@ -173,7 +173,8 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("thread in {name} panicked"))?
 }
 
-/// The lab's helper XDP object (`lab-xdp`): next to the daemon's object.
+/// The lab's helper XDP object (`lab-ebpf`'s `lab-xdp`): `XVIP_LAB_EBPF_OBJ` (set by
+/// `cargo xtask test` and `bench`), else next to the daemon's object.
 pub fn lab_object() -> PathBuf {
     if let Some(p) = std::env::var_os("XVIP_LAB_EBPF_OBJ") {
         return PathBuf::from(p);
@@ -580,6 +581,14 @@ impl Lab {
 pub const VIP: &str = "192.0.2.100";
 /// The masters of the standard lab.
 pub const MASTERS: [&str; 3] = ["m1", "m2", "m3"];
+/// The standard lab's hosts: client 192.0.2.10, lb 192.0.2.2, masters m1-m3 192.0.2.11-13.
+pub const STANDARD_HOSTS: [(&str, Ipv4Addr); 5] = [
+    ("client", Ipv4Addr::new(192, 0, 2, 10)),
+    ("lb", Ipv4Addr::new(192, 0, 2, 2)),
+    ("m1", Ipv4Addr::new(192, 0, 2, 11)),
+    ("m2", Ipv4Addr::new(192, 0, 2, 12)),
+    ("m3", Ipv4Addr::new(192, 0, 2, 13)),
+];
 
 /// `xvip run` arguments for the standard lab (eth0, the VIP, the three masters), then `extra`.
 pub fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -614,16 +623,25 @@ impl Lab {
 
     /// The standard lab's hosts, with no API server started.
     pub fn segment(tag: &str) -> Result<Self> {
-        Lab::new(
-            tag,
-            &[
-                ("client", Ipv4Addr::new(192, 0, 2, 10)),
-                ("lb", Ipv4Addr::new(192, 0, 2, 2)),
-                ("m1", Ipv4Addr::new(192, 0, 2, 11)),
-                ("m2", Ipv4Addr::new(192, 0, 2, 12)),
-                ("m3", Ipv4Addr::new(192, 0, 2, 13)),
-            ],
-        )
+        Lab::new(tag, &STANDARD_HOSTS)
+    }
+
+    /// Starts a plain-HTTP lab API server on `host`:6443 for load (the benchmarks), its
+    /// output discarded; not waited for.
+    pub fn start_plain_apiserver(&mut self, host: &str) -> Result<()> {
+        let h = self.host(host);
+        let mut cmd = h.ns.cmd(apiserver_bin());
+        cmd.args([
+            "--listen",
+            &format!("{}:6443", h.ip),
+            "--name",
+            host,
+            "--plain",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.spawn(&format!("apiserver-{host}"), cmd)?;
+        Ok(())
     }
 
     /// Starts `xvip run ARGS` on the lb host and waits until the client gets an answer

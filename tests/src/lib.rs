@@ -5,6 +5,7 @@
 //! 203.0.113.0/24); nothing is attached to or routed through the host's own interfaces.
 
 pub mod bench;
+pub mod fixture;
 pub mod flood;
 pub mod lab;
 pub mod packets;

@@ -7,25 +7,21 @@
 use std::{collections::BTreeSet, path::PathBuf, time::Instant};
 
 use aya::{
-    Ebpf, EbpfLoader,
     maps::{Array, HashMap, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{TestRun, TestRunOptions},
 };
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend,
-    CONFIG_FLAG_ICMP_ECHO, Config, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, PROGRAM_NAME,
-    Reason, RevEntry, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ct_state, hash::flow_hash,
-    ip_raw, map_names, port_raw, ring_base,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend, Config,
+    CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, RevEntry, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT,
+    VipKey, VipMeta, ct_state, hash::flow_hash, ip_raw, map_names, port_raw, ring_base,
+};
+use tests::fixture::{
+    self, Fixture, Rng, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, mark_backend_slot, row,
 };
 use tests::packets::{
     BACKEND_MACS, BACKENDS, CLIENT, CLIENT_MAC, DestUnreachableHeader, Icmpv4Type, LB, LB_MAC,
     OTHER, Pkt, ROUTER, TimeExceededCode, VIP, VIP_DNAT, checks, fix_checksums, tcp_flags::*,
 };
-
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 /// The VIPs of the standard setup: (address, port, protocol, index, flags).
 const VIP_TCP: (u32, u16, u8) = (0, 6443, IPPROTO_TCP);
@@ -40,47 +36,11 @@ const SNAT_MAX: u16 = 59999;
 /// Flows the tests track: kept small so loading is quick.
 const CONNTRACK_SIZE: u32 = 65536;
 
-fn object() -> PathBuf {
-    std::env::var_os("XVIP_EBPF_OBJ")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/bpfel-unknown-none/release/lb-ebpf")
-        })
-}
-
-/// Sets the family's bit in `addr`'s `BACKEND_SLOTS` slot, as the daemon does for every
-/// backend it writes.
-fn mark_backend_slot<A: lb_common::Addr>(ebpf: &mut Ebpf, addr: A) {
-    let mut m: Array<_, u32> =
-        Array::try_from(ebpf.map_mut(map_names::BACKEND_SLOTS).unwrap()).unwrap();
-    let slot = addr.backend_slot();
-    let v = m.get(&slot, 0).unwrap() | A::BACKEND_SLOT_BIT;
-    m.set(slot, &v, 0).unwrap();
-}
-
-/// The loaded program and its maps.
-struct Dp {
-    ebpf: Ebpf,
-}
+tests::fixture_dp!();
 
 impl Dp {
     fn load() -> Self {
-        let path = object();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_names::CONNTRACK, CONNTRACK_SIZE)
-            .map_max_entries(map_names::REVERSE, CONNTRACK_SIZE)
-            .load_file(&path)
-            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        if let Err(e) = prog.load() {
-            panic!("the verifier refused the program: {e:?}");
-        }
-        Self { ebpf }
+        Self(fixture::Dp::load(CONNTRACK_SIZE))
     }
 
     /// The standard setup: three VIPs (fullnat TCP and UDP on one address, DNAT TCP on
@@ -116,19 +76,6 @@ impl Dp {
         dp.ring(VIP_UDP.0, 0, &[3, 4, 5, 3, 4, 5, 3]);
         dp.ring(VIP_DNAT_TCP.0, 0, &[2, 1, 0, 2, 1, 0, 2]);
         dp
-    }
-
-    fn config(&mut self, min: u16, max: u16) {
-        let mut m: Array<_, Config> =
-            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
-        let c = Config {
-            snat_port_min: min,
-            snat_port_max: max,
-            flags: CONFIG_FLAG_ICMP_ECHO,
-            if_mac: LB_MAC,
-            _pad: [0; 2],
-        };
-        m.set(0, &c, 0).unwrap();
     }
 
     fn backend(&mut self, idx: u32, addr: [u8; 4], port: u16, mac: [u8; 6], present: bool) {
@@ -171,14 +118,7 @@ impl Dp {
         };
         m.insert(&key, &meta, 0).unwrap();
         // As the daemon: `VIP_KEYS` after `VIPS`.
-        self.vip_index_key(v.0, key);
-    }
-
-    /// Writes `VIP_KEYS[index]` alone.
-    fn vip_index_key(&mut self, index: u32, key: VipKey) {
-        let mut keys: Array<_, VipKey> =
-            Array::try_from(self.ebpf.map_mut(map_names::VIP_KEYS).unwrap()).unwrap();
-        keys.set(index, &key, 0).unwrap();
+        self.set_vip_index_key(v.0, key);
     }
 
     /// Removes a VIP from `VIPS` alone (the daemon clears its `VIP_KEYS` index first).
@@ -202,68 +142,6 @@ impl Dp {
         for (i, b) in table.iter().enumerate() {
             m.set(base + i as u32, b, 0).unwrap();
         }
-    }
-
-    fn prog(&self) -> &Xdp {
-        self.ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap()
-    }
-
-    /// Runs one frame; returns the verdict and the frame as the program left it.
-    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 64];
-        let r = self
-            .prog()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test run");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    /// Mean cost in ns of `frame` run `repeat` times in the kernel (the frame as rewritten
-    /// by the previous run is what the next one sees).
-    fn cost_repeat(&self, frame: &[u8], repeat: u32) -> u128 {
-        let mut out = vec![0u8; frame.len() + 64];
-        self.prog()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..Default::default()
-            })
-            .expect("test run")
-            .duration
-            .as_nanos()
-    }
-
-    /// Mean of the kernel-measured cost of `n` single runs of the original frame.
-    fn cost_single(&self, frame: &[u8], n: u32) -> u128 {
-        let mut out = vec![0u8; frame.len() + 64];
-        let mut total = 0u128;
-        for _ in 0..n {
-            total += self
-                .prog()
-                .test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    repeat: 1,
-                    ..Default::default()
-                })
-                .expect("test run")
-                .duration
-                .as_nanos();
-        }
-        total / u128::from(n)
-    }
-
-    fn reason(&self, r: Reason) -> u64 {
-        let m: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(map_names::REASONS).unwrap()).unwrap();
-        m.get(&(r as u32), 0).unwrap().iter().sum()
     }
 
     fn conntrack(&self, key: &FlowKey) -> Option<CtEntry> {
@@ -338,34 +216,8 @@ fn snat_port(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8) -> u16 {
     (u32::from(SNAT_MIN) + hash(src, dst, proto) % range) as u16
 }
 
-/// One row: a frame, what the program must do with it and why.
-struct Fixture {
-    name: &'static str,
-    input: Vec<u8>,
-    verdict: u32,
-    /// The frame after the program; None: unchanged.
-    output: Option<Vec<u8>>,
-    reason: Reason,
-}
-
-fn row(name: &'static str, input: Vec<u8>, verdict: u32, reason: Reason) -> Fixture {
-    Fixture {
-        name,
-        input,
-        verdict,
-        output: None,
-        reason,
-    }
-}
-
 fn tx(name: &'static str, input: &Pkt, output: &Pkt, reason: Reason) -> Fixture {
-    Fixture {
-        name,
-        input: input.bytes(),
-        verdict: XDP_TX,
-        output: Some(output.bytes()),
-        reason,
-    }
+    fixture::tx(name, input.bytes(), output.bytes(), reason)
 }
 
 /// Sets the IPv4 total length (and fixes the header checksum).
@@ -1203,16 +1055,16 @@ fn an_established_flow_skips_the_vip_lookup_only_while_its_index_holds_its_vip()
     assert_eq!(dp.vip_packets(VIP_TCP.0), before + 1, "counted for its VIP");
 
     // `VIP_KEYS` cleared, `VIPS` intact (an adopted map, a start): the slow way, same flow.
-    dp.vip_index_key(VIP_TCP.0, VipKey::default());
+    dp.set_vip_index_key(VIP_TCP.0, VipKey::default());
     assert!(forwarded(&dp), "slow way: the same backend and tuple");
     // Another VIP's key at the index (an index reused while the entry lives): slow way.
-    dp.vip_index_key(VIP_TCP.0, vip_key(VIP, VIP_UDP));
+    dp.set_vip_index_key(VIP_TCP.0, vip_key(VIP, VIP_UDP));
     assert!(forwarded(&dp), "a foreign key at the index is not a match");
 
     // The index holds the VIP but `VIPS` lost it (an order the daemon never writes): the
     // established packet is forwarded without asking `VIPS`, which shows the lookup is
     // skipped; a new flow does ask, and is not ours.
-    dp.vip_index_key(VIP_TCP.0, vip_key(VIP, VIP_TCP));
+    dp.set_vip_index_key(VIP_TCP.0, vip_key(VIP, VIP_TCP));
     dp.remove_vip_entry(VIP, VIP_TCP);
     assert!(forwarded(&dp), "fast path: no VIPS lookup");
     let passed = dp.reason(Reason::PassNotForVip);
@@ -1221,7 +1073,7 @@ fn an_established_flow_skips_the_vip_lookup_only_while_its_index_holds_its_vip()
     assert_eq!(dp.reason(Reason::PassNotForVip), passed + 1);
 
     // Removed as the daemon removes it (index cleared first): the flow is not served.
-    dp.vip_index_key(VIP_TCP.0, VipKey::default());
+    dp.set_vip_index_key(VIP_TCP.0, VipKey::default());
     let (v, out) = dp.run(&ack);
     assert_eq!(
         (v, &out[..]),
@@ -1457,22 +1309,6 @@ fn a_blind_syn_on_a_closing_entry_buys_no_long_life() {
     }
 }
 
-/// splitmix64: tiny, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Valid frames of every class the program handles, after the flows they refer to exist.
 fn base_frames(dp: &Dp) -> Vec<Vec<u8>> {
     let mut bases = Vec::new();
@@ -1559,19 +1395,19 @@ fn a_million_random_and_mutated_frames_keep_the_invariants() {
                 }
                 2 => {
                     let i = rng.below(f.len());
-                    f[i] = rng.next() as u8;
+                    f[i] = rng.next_u64() as u8;
                 }
                 3 => {
                     let len = 14 + rng.below(f.len() - 13);
                     f.truncate(len);
                 }
-                4 if f.len() > l3 => f[l3] = 0x40 | (rng.next() as u8 & 0x0f),
+                4 if f.len() > l3 => f[l3] = 0x40 | (rng.next_u64() as u8 & 0x0f),
                 5 if f.len() > l3 + 7 => {
-                    let v = rng.next() as u16 & 0xbfff;
+                    let v = rng.next_u64() as u16 & 0xbfff;
                     f[l3 + 6..l3 + 8].copy_from_slice(&v.to_be_bytes());
                 }
                 6 if f.len() > l3 + 3 => {
-                    let v = rng.next() as u16 % 200;
+                    let v = rng.next_u64() as u16 % 200;
                     f[l3 + 2..l3 + 4].copy_from_slice(&v.to_be_bytes());
                 }
                 7 if f.len() > l3 + 9 => f[l3 + 9] = [1u8, 6, 17, 47, 0][rng.below(5)],

@@ -7,26 +7,19 @@
 
 use std::path::PathBuf;
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::maps::{Array, HashMap, PerCpuArray};
 use etherparse::{Icmpv6Type, PacketBuilder, icmpv6::DestUnreachableCode};
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6,
-    CONFIG_FLAG_ICMP_ECHO, Config, IPPROTO_TCP, IPPROTO_UDP, Ip6, PROGRAM_NAME, Reason,
-    VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state, hash::flow_hash_of, ip6_raw,
-    map_names, port_raw, ring_base,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6, Config, IPPROTO_TCP,
+    IPPROTO_UDP, Ip6, Reason, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state,
+    hash::flow_hash_of, ip6_raw, map_names, port_raw, ring_base,
+};
+use tests::fixture::{
+    self, Fixture, Rng, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, hex, mark_backend_slot, row, tx,
 };
 use tests::packets::{
     BACKEND_MACS, BACKENDS, CLIENT, CLIENT_MAC, LB, LB_MAC, Pkt, VIP, tcp_flags::*,
 };
-
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 const fn a6(last: u16, net: u16) -> [u8; 16] {
     let n = net.to_be_bytes();
@@ -57,57 +50,15 @@ const UDP_BACKEND_PORT: u16 = 5353;
 const RING: u32 = 7;
 const SNAT_MIN: u16 = 20000;
 const SNAT_MAX: u16 = 59999;
+/// Flows the tests track in `CONNTRACK` and `REVERSE`.
+const CONNTRACK_SIZE: u32 = 1024;
 
-fn object() -> PathBuf {
-    std::env::var_os("XVIP_EBPF_OBJ")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/bpfel-unknown-none/release/lb-ebpf")
-        })
-}
-
-/// Sets the family's bit in `addr`'s `BACKEND_SLOTS` slot, as the daemon does for every
-/// backend it writes.
-fn mark_backend_slot<A: lb_common::Addr>(ebpf: &mut Ebpf, addr: A) {
-    let mut m: Array<_, u32> =
-        Array::try_from(ebpf.map_mut(map_names::BACKEND_SLOTS).unwrap()).unwrap();
-    let slot = addr.backend_slot();
-    let v = m.get(&slot, 0).unwrap() | A::BACKEND_SLOT_BIT;
-    m.set(slot, &v, 0).unwrap();
-}
-
-struct Dp {
-    ebpf: Ebpf,
-}
+tests::fixture_dp!();
 
 impl Dp {
     fn standard() -> Self {
-        let path = object();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_names::CONNTRACK, 1024)
-            .map_max_entries(map_names::REVERSE, 1024)
-            .load_file(&path)
-            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
-        let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-        if let Err(e) = prog.load() {
-            panic!("the verifier refused the program: {e:?}");
-        }
-        let mut dp = Self { ebpf };
-        let mut cfg: Array<_, Config> =
-            Array::try_from(dp.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
-        cfg.set(
-            0,
-            &Config {
-                snat_port_min: SNAT_MIN,
-                snat_port_max: SNAT_MAX,
-                flags: CONFIG_FLAG_ICMP_ECHO,
-                if_mac: LB_MAC,
-                _pad: [0; 2],
-            },
-            0,
-        )
-        .unwrap();
+        let mut dp = Self(fixture::Dp::load(CONNTRACK_SIZE));
+        dp.config(SNAT_MIN, SNAT_MAX);
         let mut backends: Array<_, Backend6> =
             Array::try_from(dp.ebpf.map_mut(map_names::BACKENDS6).unwrap()).unwrap();
         for (i, (addr, mac)) in BACKENDS6.iter().zip(BACKEND_MACS).enumerate() {
@@ -184,25 +135,6 @@ impl Dp {
         dp
     }
 
-    fn prog(&self) -> &Xdp {
-        self.ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap()
-    }
-
-    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 64];
-        let r = self
-            .prog()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test run");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
     /// Adds the IPv4 VIP (fullnat TCP 6443 on `VIP`, index 0) and its three backends
     /// (indices 0..3): the same data path serving both families, for costs side by side.
     fn add_v4(&mut self) {
@@ -263,43 +195,11 @@ impl Dp {
         }
     }
 
-    /// Mean kernel-measured cost of `n` single runs of `frame`.
-    fn cost_single(&self, frame: &[u8], n: u32) -> u128 {
-        (0..n).map(|_| self.cost(frame, 1)).sum::<u128>() / u128::from(n)
-    }
-
-    fn cost(&self, frame: &[u8], repeat: u32) -> u128 {
-        let mut out = vec![0u8; frame.len() + 64];
-        self.prog()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..Default::default()
-            })
-            .expect("test run")
-            .duration
-            .as_nanos()
-    }
-
-    /// `VIP_KEYS[index]` (as the daemon: after the VIP's `VIPS` entry).
-    fn set_vip_index_key(&mut self, index: u32, key: lb_common::VipKey) {
-        let mut keys: Array<_, lb_common::VipKey> =
-            Array::try_from(self.ebpf.map_mut(map_names::VIP_KEYS).unwrap()).unwrap();
-        keys.set(index, &key, 0).unwrap();
-    }
-
     /// Writes one `VIP_SLOTS6` slot.
     fn set_slot6(&mut self, slot: u32, v: AddrSlot6) {
         let mut slots: Array<_, AddrSlot6> =
             Array::try_from(self.ebpf.map_mut(map_names::VIP_SLOTS6).unwrap()).unwrap();
         slots.set(slot, &v, 0).unwrap();
-    }
-
-    fn reason(&self, r: Reason) -> u64 {
-        let m: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(map_names::REASONS).unwrap()).unwrap();
-        m.get(&(r as u32), 0).unwrap().iter().sum()
     }
 }
 
@@ -494,34 +394,6 @@ fn pick(client: ([u8; 16], u16), vip: ([u8; 16], u16), proto: u8) -> (usize, u16
     )
 }
 
-struct Row {
-    name: &'static str,
-    input: Vec<u8>,
-    verdict: u32,
-    output: Option<Vec<u8>>,
-    reason: Reason,
-}
-
-fn row(name: &'static str, input: Vec<u8>, verdict: u32, reason: Reason) -> Row {
-    Row {
-        name,
-        input,
-        verdict,
-        output: None,
-        reason,
-    }
-}
-
-fn tx(name: &'static str, input: Vec<u8>, output: Vec<u8>, reason: Reason) -> Row {
-    Row {
-        name,
-        input,
-        verdict: XDP_TX,
-        output: Some(output),
-        reason,
-    }
-}
-
 /// A fullnat flow's forward and reply translations (the client at port `sport`).
 struct Flow6 {
     syn: P6,
@@ -544,7 +416,7 @@ fn fullnat_flow(sport: u16) -> Flow6 {
     }
 }
 
-fn fixtures() -> Vec<Row> {
+fn fixtures() -> Vec<Fixture> {
     let mut rows = Vec::new();
     let f = fullnat_flow(40000);
     let (b, sp) = (f.backend, f.snat_port);
@@ -916,25 +788,6 @@ fn v6_fixtures_translate_every_packet_class_byte_for_byte() {
     );
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn a_million_random_v6_frames_keep_the_invariants() {
     let dp = Dp::standard();
@@ -950,12 +803,12 @@ fn a_million_random_v6_frames_keep_the_invariants() {
         for _ in 0..1 + rng.below(4) {
             let at = 14 + rng.below(f.len().saturating_sub(14).max(1));
             if at < f.len() {
-                f[at] = rng.next() as u8;
+                f[at] = rng.next_u64() as u8;
             }
         }
         match rng.below(8) {
             0 => f.truncate(14 + rng.below(f.len() - 14 + 1)),
-            1 => f.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+            1 => f.extend((0..rng.below(64)).map(|_| rng.next_u64() as u8)),
             _ => {}
         }
         if f.len() < 14 {
@@ -1038,7 +891,7 @@ fn v6_costs_per_packet_class() {
     let mut rows = Vec::new();
     for r in fixtures() {
         let _ = dp.run(&r.input);
-        rows.push((r.name, r.verdict, dp.cost(&r.input, REPEAT)));
+        rows.push((r.name, r.verdict, dp.cost_repeat(&r.input, REPEAT)));
     }
     println!("\n{:<90} {:>8} {:>10}", "v6 class", "verdict", "ns/pkt");
     for (n, v, c) in &rows {
@@ -1157,7 +1010,7 @@ fn v6_beside_v4_costs_in_the_same_run() {
             } else {
                 Pkt::tcp((CLIENT, port), (VIP, 6443), SYN).bytes()
             };
-            total += dp.cost(&frame, 1);
+            total += dp.cost_repeat(&frame, 1);
         }
         total / u128::from(N)
     };
@@ -1316,7 +1169,7 @@ fn v6_sync_event_cost_on_the_confirming_packet() {
             .macs(BACKEND_MACS[f.backend], LB_MAC);
         assert_eq!(dp.run(&synack.bytes()).0, XDP_TX);
         let ack = P6::tcp((CLIENT6, sport), (VIP6, 6443), false).bytes();
-        dp.cost(&ack, 1)
+        dp.cost_repeat(&ack, 1)
     };
     let emitted = |dp: &Dp| -> u64 {
         let m: PerCpuArray<_, u64> =
@@ -1416,7 +1269,10 @@ fn v6_non_vip_cost_with_a_dnat_vip_backend_slots_vs_every_slot_set() {
     let measure = |dp: &Dp| {
         let (v, out) = dp.run(&frame);
         assert_eq!((v, &out), (XDP_PASS, &frame));
-        (dp.cost(&frame, 100_000), dp.cost_single(&frame, SINGLE))
+        (
+            dp.cost_repeat(&frame, 100_000),
+            dp.cost_single(&frame, SINGLE),
+        )
     };
     let (table_r, table_s) = measure(&dp);
     for slot in 0..lb_common::VIP_SLOTS {

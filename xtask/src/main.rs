@@ -84,6 +84,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                     .env("XVIP_BIN", target.join("release/xvip"))
                     .env("XVIP_LAB_APISERVER", target.join("release/lab-apiserver"))
                     .env("XVIP_EBPF_OBJ", &obj)
+                    .env("XVIP_LAB_EBPF_OBJ", lab_object())
                     .env("XVIP_BENCH_OUT", target.join("bench"))
                     .current_dir(root())
                     .args(&rest),
@@ -121,6 +122,11 @@ fn target_dir() -> PathBuf {
 /// Path of the built XDP object.
 pub fn ebpf_object() -> PathBuf {
     target_dir().join("bpfel-unknown-none/release/lb-ebpf")
+}
+
+/// Path of the built lab helper object (`lab-ebpf`'s `lab-xdp`), for the tests and the bench.
+pub fn lab_object() -> PathBuf {
+    target_dir().join("bpfel-unknown-none/release/lab-xdp")
 }
 
 /// Runs cargo of the pinned toolchain in the workspace root.
@@ -164,6 +170,7 @@ fn build(extra: &[String]) -> Result<PathBuf> {
     Ok(target_dir().join(profile).join("xvip"))
 }
 
+/// Builds the eBPF crates: the daemon's XDP object (`lb-ebpf`) and the lab's (`lab-ebpf`).
 fn build_ebpf(tc: &toolchain::Toolchain) -> Result<()> {
     cargo(
         tc,
@@ -171,6 +178,8 @@ fn build_ebpf(tc: &toolchain::Toolchain) -> Result<()> {
             "build",
             "-p",
             "lb-ebpf",
+            "-p",
+            "lab-ebpf",
             "--release",
             "--target",
             "bpfel-unknown-none",
@@ -193,6 +202,8 @@ fn lint() -> Result<()> {
             "--workspace",
             "--exclude",
             "lb-ebpf",
+            "--exclude",
+            "lab-ebpf",
             "--all-targets",
             "--",
             "-D",
@@ -206,6 +217,8 @@ fn lint() -> Result<()> {
             "clippy",
             "-p",
             "lb-ebpf",
+            "-p",
+            "lab-ebpf",
             "--release",
             "--target",
             "bpfel-unknown-none",
@@ -239,10 +252,13 @@ fn test(rest: &[String]) -> Result<ExitCode> {
             "--workspace",
             "--exclude",
             "lb-ebpf",
+            "--exclude",
+            "lab-ebpf",
             "--no-fail-fast",
         ])
         .args(rest)
         .env("XVIP_EBPF_OBJ", &obj)
+        .env("XVIP_LAB_EBPF_OBJ", lab_object())
         .env("XVIP_BIN", target.join("debug/xvip"))
         .env("XVIP_LAB_APISERVER", target.join("debug/lab-apiserver"));
     run_tests(&mut c)

@@ -1,12 +1,20 @@
 //! The benchmark harness behind `cargo xtask bench` (the `xvip-bench` binary): a veth lab
 //! driven by an XDP traffic generator, kernel baselines (nftables, haproxy), TCP load,
-//! control-plane timings, and the report writers. Nothing here runs in CI.
+//! control-plane timings, and the report writers: a module per part of the bench
+//! (`control`, `cost`, `pps`, `nft`, `tcp_paths`, `sync`) over the shared `ctx` and
+//! `setup`; the binary keeps the command line and the targets. Nothing here runs in CI.
 
+pub mod control;
+pub mod cost;
+pub mod ctx;
 pub mod frame;
-pub mod gen_config;
+pub mod nft;
+pub mod pps;
 pub mod raw_gen;
 pub mod report;
+pub mod setup;
 pub mod stats;
 pub mod sync;
 pub mod tcp;
+pub mod tcp_paths;
 pub mod xdp_lab;

@@ -17,12 +17,13 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use super::{ctx::Ctx, ctx::STOP, report::Report};
 use super::{
     report::cell,
     stats::Summary,
     tcp::{self, TcpSample},
 };
-use crate::lab::{Lab, apiserver_bin, sh, xvip_bin};
+use crate::lab::{Lab, MASTERS, sh, xvip_bin};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const WORKERS: usize = 32;
@@ -91,19 +92,8 @@ fn one_config(
             ("m3", Ipv4Addr::new(192, 0, 2, 13)),
         ],
     )?;
-    for m in ["m1", "m2", "m3"] {
-        let h = lab.host(m);
-        let mut cmd = h.ns.cmd(apiserver_bin());
-        cmd.args([
-            "--listen",
-            &format!("{}:6443", h.ip),
-            "--name",
-            m,
-            "--plain",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        lab.spawn(&format!("apiserver-{m}"), cmd)?;
+    for m in MASTERS {
+        lab.start_plain_apiserver(m)?;
     }
     let client = &lab.host("client").ns;
     sh(client
@@ -257,4 +247,10 @@ pub fn markdown(rows: &[SyncRow]) -> String {
         );
     }
     m
+}
+
+/// The `sync` part: conntrack sync off and on.
+pub fn sync_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    report.sync = measure(ctx.runs, ctx.run, &STOP, &ctx.tmp, &ctx.prefix)?;
+    Ok(())
 }

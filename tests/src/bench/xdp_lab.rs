@@ -17,19 +17,14 @@ use aya::{
     maps::{Array, MapData, PerCpuArray},
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
+use lb_common::lab::{GenConfig, RedirectConfig};
 use xvip::{config::XdpAttachMode, dataplane::Dataplane};
 
 use super::{
     frame::{TCP_ACK, TcpFrame},
-    gen_config::{GenConfig, RedirectConfig},
     stats::{CpuUse, cpu_times, cpu_use},
 };
 use crate::lab::{Netns, lab_object, sh};
-
-// SAFETY: `GenConfig` is `repr(C)` plain data with explicit padding.
-unsafe impl aya::Pod for GenConfig {}
-// SAFETY: `repr(C)`, 16 bytes without padding.
-unsafe impl aya::Pod for RedirectConfig {}
 
 /// The two-arm shape's second veth pair (`add_second_arm`): the generator's `g1`, where the
 /// masters' side is counted, and the LB's `l1`.

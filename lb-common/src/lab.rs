@@ -1,5 +1,8 @@
-//! The traffic generator's configuration (`GEN_CONFIG` in `lab-xdp`), one definition shared
-//! by the XDP program (included by `lb-ebpf/src/lab.rs`) and the bench. Plain `no_std` data.
+//! The lab helper programs' configuration (`lab-ebpf`, object `lab-xdp`): what the bench
+//! writes into `GEN_CONFIG` and `REDIRECT_TO`. Behind the `lab` feature; the daemon never
+//! loads these programs.
+
+use bytemuck::{Pod, Zeroable};
 
 /// `GEN_CONFIG` value (single entry, key 0): what `lab_gen` writes into every frame.
 ///
@@ -8,7 +11,7 @@
 /// `tmpl_src`:`tmpl_sport`), updated per packet from these constants, never from the frame:
 /// a recycled frame comes back rewritten by the program under test.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct GenConfig {
     /// Interface the frames are redirected to (the generator's veth), in its namespace.
     pub ifindex: u32,
@@ -41,13 +44,14 @@ pub struct GenConfig {
     pub src_mac: [u8; 6],
     /// TTL of the template.
     pub ttl: u8,
+    /// Explicit padding to a multiple of 4 bytes.
     pub _pad: [u8; 3],
 }
 
 /// `REDIRECT_TO` value (single entry, key 0): where `lab_redirect`, the two-arm bare
 /// forwarder, sends every frame.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct RedirectConfig {
     /// Interface to redirect to (the LB's second veth).
     pub ifindex: u32,
@@ -55,4 +59,12 @@ pub struct RedirectConfig {
     pub dst_mac: [u8; 6],
     /// Source MAC written into the frame (the LB's second veth).
     pub src_mac: [u8; 6],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: repr(C) with explicit padding (checked by bytemuck's Pod derive).
+    unsafe impl aya::Pod for GenConfig {}
+    unsafe impl aya::Pod for RedirectConfig {}
 }

@@ -2,9 +2,6 @@
 #![no_std]
 #![no_main]
 
-#[path = "../../tests/src/bench/gen_config.rs"]
-mod gen_config;
-
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_get_smp_processor_id, bpf_redirect},
@@ -12,8 +9,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use gen_config::{GenConfig, RedirectConfig};
-use lb_common::checksum::{update_u16, update_u32};
+use lb_common::{
+    checksum::{update_u16, update_u32},
+    lab::{GenConfig, RedirectConfig},
+};
 
 /// Per CPU: 0 -> packets seen, 1 -> bytes seen, by `lab_count`.
 #[map]
