@@ -325,8 +325,8 @@ impl ArpSocket {
     }
 
     /// Requests answered, and answers refused by the rate limit.
-    pub fn status(&self) -> crate::status::ArpStatus {
-        crate::status::ArpStatus {
+    pub fn status(&self) -> crate::api::status::ArpStatus {
+        crate::api::status::ArpStatus {
             answered: self.answered.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
         }

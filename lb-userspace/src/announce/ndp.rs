@@ -464,9 +464,9 @@ impl NdpSocket {
     }
 
     /// The counters as the status document shows them.
-    pub fn status(&self) -> crate::status::NdpStatus {
+    pub fn status(&self) -> crate::api::status::NdpStatus {
         let c = &self.counts;
-        crate::status::NdpStatus {
+        crate::api::status::NdpStatus {
             solicitations: c.solicitations.load(Ordering::Relaxed),
             answered: c.answered.load(Ordering::Relaxed),
             dropped: Invalid::ALL

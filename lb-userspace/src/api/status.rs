@@ -1043,7 +1043,7 @@ pub async fn serve(
 /// Where a daemon records its status address for `xvip status --interface`: keyed like the
 /// pins, by network namespace then interface (`/run/xvip/<netns inode>/<if>.addr`).
 pub fn record_path(interface: &str) -> std::path::PathBuf {
-    let ns = crate::pins::netns_inode().unwrap_or(0);
+    let ns = crate::dataplane::pins::netns_inode().unwrap_or(0);
     std::path::Path::new("/run/xvip")
         .join(ns.to_string())
         .join(format!("{interface}.addr"))

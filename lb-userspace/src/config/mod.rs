@@ -811,7 +811,9 @@ impl RunArgs {
             .table_size
             .or(file.table_size)
             .unwrap_or(DEFAULT_RING_SIZE);
-        if !(2..=MAX_RING_SIZE).contains(&table_size) || !crate::maglev::is_prime(table_size) {
+        if !(2..=MAX_RING_SIZE).contains(&table_size)
+            || !crate::control::maglev::is_prime(table_size)
+        {
             return Err(ConfigError::invalid(
                 "--table-size",
                 table_size,

@@ -331,9 +331,9 @@ fn client_config(
         }
         _ => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::health::NoCertVerification::new(
-                &provider,
-            ))),
+            .with_custom_certificate_verifier(Arc::new(
+                crate::control::health::NoCertVerification::new(&provider),
+            )),
     };
     let config = match client {
         None => builder.with_no_client_auth(),
@@ -671,8 +671,8 @@ pub type SharedReport = Arc<Mutex<Report>>;
 
 impl Report {
     /// The status document's view of it.
-    pub fn status(&self, kubeconfig: &Path) -> crate::status::DiscoveryStatus {
-        crate::status::DiscoveryStatus {
+    pub fn status(&self, kubeconfig: &Path) -> crate::api::status::DiscoveryStatus {
+        crate::api::status::DiscoveryStatus {
             kubeconfig: kubeconfig.display().to_string(),
             masters: self.masters.iter().map(|a| a.to_string()).collect(),
             last_success_age_s: self.last_success.map(|t| t.elapsed().as_secs_f64()),
@@ -1012,7 +1012,7 @@ mod tests {
             ..Default::default()
         };
         r.failed("HTTP 403 Forbidden");
-        let st = crate::status::Status {
+        let st = crate::api::status::Status {
             discovery: Some(r.status(Path::new("/etc/kubernetes/admin.conf"))),
             ..Default::default()
         };

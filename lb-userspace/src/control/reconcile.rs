@@ -21,8 +21,8 @@ use lb_common::{
 
 use crate::{
     config::{Mode, Settings, VipSpec},
+    control::maglev::{BackendId, MaglevBackend, build_table},
     dataplane::{DataplaneError, MapStore},
-    maglev::{BackendId, MaglevBackend, build_table},
 };
 
 /// What the daemon knows about one backend.

@@ -17,9 +17,9 @@ use tokio::{
 
 use super::{DaemonError, Shared, startup::Up};
 use crate::{
-    arp::{Arp, ArpSocket, Interface},
+    announce::arp::{Arp, ArpSocket, Interface},
     config::{Announce, RunArgs, Settings},
-    health::{self, HealthEvent, HealthSettings},
+    control::health::{self, HealthEvent, HealthSettings},
 };
 
 /// The daemon's state outside [`Shared`]: what the handlers need besides the maps.
@@ -47,7 +47,7 @@ pub(super) struct Daemon {
     /// The NDP socket, when there are IPv6 addresses to announce (`--announce arp`).
     /// One per attached interface, in `all`'s order: the IPv6 SNAT address must be found
     /// from the masters' side too.
-    pub ndp: Vec<(Interface, Arc<crate::ndp::NdpSocket>)>,
+    pub ndp: Vec<(Interface, Arc<crate::announce::ndp::NdpSocket>)>,
     /// The IPv6 backends' checkers (the configured set, reloaded by SIGHUP; discovery is
     /// IPv4 only).
     checkers6: BTreeMap<SocketAddrV6, JoinHandle<()>>,
@@ -60,7 +60,7 @@ pub(super) struct Daemon {
     /// The same for the IPv6 instance: whether an IPv6 backend is healthy.
     serve6_tx: watch::Sender<bool>,
     pub serve6_rx: watch::Receiver<bool>,
-    pub discovery_report: crate::discovery::SharedReport,
+    pub discovery_report: crate::control::discovery::SharedReport,
     /// The last backend set discovery found: a SIGHUP keeps it (with the reloaded weights)
     /// rather than falling back to the static list until the API speaks again.
     discovered: Option<BTreeSet<SocketAddrV4>>,
@@ -72,7 +72,7 @@ pub(super) struct Daemon {
     /// Gratuitous ARP rounds still to send after becoming VRRP master, and when.
     garp_burst: u32,
     garp_burst_at: tokio::time::Instant,
-    _vip_on_lo: Option<crate::local::VipOnLo>,
+    _vip_on_lo: Option<crate::dataplane::local::VipOnLo>,
     /// Conntrack sync (`--sync-key-file`), told of VRRP transitions.
     pub sync: Option<Arc<crate::sync::SyncHandle>>,
 }
@@ -86,27 +86,27 @@ pub(super) struct Sources {
     health: mpsc::Receiver<HealthEvent>,
     garp: tokio::time::Interval,
     resolve: tokio::time::Interval,
-    vrrp: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
+    vrrp: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
     /// The IPv6 VRRP instance's state changes.
-    vrrp6: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
+    vrrp6: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
-    ndp_rx: mpsc::Receiver<(usize, crate::ndp::Solicitation)>,
+    ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
 }
 
 impl Sources {
     /// Takes the VRRP state channel: the loop listens to it from now on.
-    pub fn listen_vrrp(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
+    pub fn listen_vrrp(&mut self) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.vrrp = Some(rx);
         tx
     }
 
     /// Takes the IPv6 VRRP instance's state channel.
-    pub fn listen_vrrp6(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
+    pub fn listen_vrrp6(&mut self) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.vrrp6 = Some(rx);
         tx
@@ -147,7 +147,7 @@ impl Daemon {
         if settings.mode == crate::config::Mode::Fullnat
             && !settings.snat_ip.is_unspecified()
             && !vip_addrs.contains(&settings.snat_ip)
-            && !crate::local::local_addresses().contains(&settings.snat_ip)
+            && !crate::dataplane::local::local_addresses().contains(&settings.snat_ip)
         {
             vip_addrs.push(settings.snat_ip);
         }
@@ -155,7 +155,7 @@ impl Daemon {
         if settings.mode == crate::config::Mode::Fullnat
             && let Some(snat) = settings.snat_ip6
             && !vip6_addrs.contains(&snat)
-            && !crate::ndp::all_addresses().contains(&snat)
+            && !crate::announce::ndp::all_addresses().contains(&snat)
         {
             vip6_addrs.push(snat);
         }
@@ -164,7 +164,11 @@ impl Daemon {
         let (ndp_tx, ndp_rx) = mpsc::channel(256);
         if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
             for i in &all {
-                let sock = Arc::new(crate::ndp::NdpSocket::open(&i.name, i.index, &vip6_addrs)?);
+                let sock = Arc::new(crate::announce::ndp::NdpSocket::open(
+                    &i.name,
+                    i.index,
+                    &vip6_addrs,
+                )?);
                 super::tasks::forward_ns(ndp.len(), sock.clone(), ndp_tx.clone());
                 ndp.push((i.clone(), sock));
             }
@@ -396,7 +400,7 @@ impl Daemon {
     }
 
     /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
-    fn on_ns(&self, n: usize, ns: &crate::ndp::Solicitation) {
+    fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
         if !self.announcing6() {
             return;
         }
@@ -420,14 +424,15 @@ impl Daemon {
 
     /// A transition of the IPv6 VRRP instance: its master answers NDP for the IPv6 VIPs
     /// and sends unsolicited advertisements (now and in the burst), a backup stops.
-    fn on_vrrp6(&mut self, state: crate::vrrp::State) {
-        let master = state == crate::vrrp::State::Master;
+    fn on_vrrp6(&mut self, state: crate::announce::vrrp::State) {
+        let master = state == crate::announce::vrrp::State::Master;
         self.shared.lock().expect("poisoned").announcing6 = master;
         self.sync_master();
         if master {
             self.unsolicited_na();
-            self.garp_burst = crate::vrrp::GARP_BURST - 1;
-            self.garp_burst_at = tokio::time::Instant::now() + crate::vrrp::GARP_BURST_SPACING;
+            self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
+            self.garp_burst_at =
+                tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
         }
     }
 
@@ -577,21 +582,22 @@ impl Daemon {
 
     /// A VRRP transition: a master announces (and sends a burst of gratuitous ARP), a backup
     /// stops.
-    fn on_vrrp(&mut self, state: crate::vrrp::State) {
-        let master = state == crate::vrrp::State::Master;
+    fn on_vrrp(&mut self, state: crate::announce::vrrp::State) {
+        let master = state == crate::announce::vrrp::State::Master;
         self.shared.lock().expect("poisoned").announcing = master;
         self.sync_master();
         self.garp_burst = 0;
         if master {
             self.gratuitous_arp();
-            self.garp_burst = crate::vrrp::GARP_BURST - 1;
-            self.garp_burst_at = tokio::time::Instant::now() + crate::vrrp::GARP_BURST_SPACING;
+            self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
+            self.garp_burst_at =
+                tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
         }
     }
 
     fn on_garp_burst(&mut self) {
         self.garp_burst -= 1;
-        self.garp_burst_at += crate::vrrp::GARP_BURST_SPACING;
+        self.garp_burst_at += crate::announce::vrrp::GARP_BURST_SPACING;
         if self.announcing() {
             self.gratuitous_arp();
         }
@@ -611,7 +617,7 @@ impl Daemon {
     /// routers take over, then detaches.
     pub async fn shut_down(
         self,
-        vrrp: [Option<crate::vrrp::Handle>; 2],
+        vrrp: [Option<crate::announce::vrrp::Handle>; 2],
         discovery: Option<JoinHandle<()>>,
         endpoint: JoinHandle<()>,
     ) -> Result<(), DaemonError> {
@@ -653,7 +659,7 @@ impl Daemon {
         }
         endpoint.abort();
         for i in &self.all {
-            crate::status::forget_addr(&i.name);
+            crate::api::status::forget_addr(&i.name);
         }
         let mut s = self.shared.lock().expect("poisoned");
         if self.settings.keep_attached {

@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 
 use super::{DaemonError, Shared, events::Daemon, events::Sources};
 use crate::{
+    api::status::StatusSource,
     config::{Announce, Settings},
+    control::reconcile::Reconciler,
     dataplane::Dataplane,
-    reconcile::Reconciler,
-    status::StatusSource,
 };
 
 /// The state the loop and the status endpoint share, with two threads counting the
@@ -72,7 +72,7 @@ pub(super) fn shared_state(
 pub(super) fn vrrp(
     d: &Daemon,
     sources: &mut Sources,
-) -> Result<Option<crate::vrrp::Handle>, DaemonError> {
+) -> Result<Option<crate::announce::vrrp::Handle>, DaemonError> {
     let Some(v) = &d.settings.vrrp else {
         return Ok(None);
     };
@@ -80,7 +80,7 @@ pub(super) fn vrrp(
         return Ok(None);
     }
     let vips: Vec<std::net::Ipv4Addr> = d.settings.vips.iter().map(|v| v.addr).collect();
-    let h = crate::vrrp::spawn(
+    let h = crate::announce::vrrp::spawn(
         v,
         &d.iface,
         &vips,
@@ -109,7 +109,7 @@ pub(super) fn vrrp(
 pub(super) fn vrrp6(
     d: &Daemon,
     sources: &mut Sources,
-) -> Result<Option<crate::vrrp::Handle>, DaemonError> {
+) -> Result<Option<crate::announce::vrrp::Handle>, DaemonError> {
     let Some(v) = &d.settings.vrrp else {
         return Ok(None);
     };
@@ -117,7 +117,7 @@ pub(super) fn vrrp6(
         return Ok(None);
     }
     let vips: Vec<std::net::Ipv6Addr> = d.settings.vips6.iter().map(|v| v.addr).collect();
-    let h = crate::vrrp::spawn6(
+    let h = crate::announce::vrrp::spawn6(
         v,
         &d.iface,
         &vips,
@@ -160,8 +160,8 @@ pub(super) fn sync(d: &Daemon) -> Result<Option<Arc<crate::sync::SyncHandle>>, D
 /// The status endpoint (`--metrics-addr`), rendering from the shared state on demand.
 pub(super) async fn status_endpoint(
     d: &Daemon,
-    vrrp: Option<&crate::vrrp::Handle>,
-    vrrp6: Option<&crate::vrrp::Handle>,
+    vrrp: Option<&crate::announce::vrrp::Handle>,
+    vrrp6: Option<&crate::announce::vrrp::Handle>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let source: StatusSource = {
         let shared = d.shared.clone();
@@ -195,7 +195,7 @@ pub(super) async fn status_endpoint(
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
             st.ndp = (!ndp.is_empty()).then(|| {
-                let mut sum = crate::status::NdpStatus::default();
+                let mut sum = crate::api::status::NdpStatus::default();
                 for n in &ndp {
                     let one = n.status();
                     sum.solicitations += one.solicitations;
@@ -207,7 +207,7 @@ pub(super) async fn status_endpoint(
                 sum
             });
             st.arp = (!arp.is_empty()).then(|| {
-                let mut sum = crate::status::ArpStatus::default();
+                let mut sum = crate::api::status::ArpStatus::default();
                 for a in arp.iter().map(|a| a.status()) {
                     sum.answered += a.answered;
                     sum.rate_limited += a.rate_limited;
@@ -222,11 +222,11 @@ pub(super) async fn status_endpoint(
         })
     };
     let addr = d.settings.metrics_addr;
-    let endpoint = crate::status::serve(addr, source)
+    let endpoint = crate::api::status::serve(addr, source)
         .await
         .map_err(|e| DaemonError::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
     for name in &d.settings.interfaces {
-        crate::status::record_addr(name, addr);
+        crate::api::status::record_addr(name, addr);
     }
     Ok(endpoint)
 }
@@ -237,7 +237,7 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     sources.discovery = Some(rx);
     let shared = d.shared.clone();
-    let candidates: crate::discovery::Candidates = Arc::new(move || {
+    let candidates: crate::control::discovery::Candidates = Arc::new(move || {
         let s = shared.lock().expect("poisoned");
         s.reconciler
             .backends_v4()
@@ -255,7 +255,7 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
         "discovering masters with {} (list, then watch)",
         kc.display()
     );
-    Some(crate::discovery::spawn(
+    Some(crate::control::discovery::spawn(
         kc,
         candidates,
         d.discovery_report.clone(),
@@ -267,8 +267,8 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
 /// Forwards neighbour solicitations from NDP socket `n` to the loop.
 pub(super) fn forward_ns(
     n: usize,
-    sock: Arc<crate::ndp::NdpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::ndp::Solicitation)>,
+    sock: Arc<crate::announce::ndp::NdpSocket>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::ndp::Solicitation)>,
 ) {
     tokio::spawn(async move {
         loop {
@@ -290,8 +290,8 @@ pub(super) fn forward_ns(
 pub(super) fn forward_arp(
     n: usize,
     name: String,
-    sock: Arc<crate::arp::ArpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::arp::Arp)>,
+    sock: Arc<crate::announce::arp::ArpSocket>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::arp::Arp)>,
 ) {
     tokio::spawn(async move {
         loop {

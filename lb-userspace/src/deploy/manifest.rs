@@ -219,7 +219,7 @@ fn host_dirs(run: &RunArgs, settings: &Settings) -> Result<Vec<(PathBuf, bool)>,
     }
     // The instance locks and status records: shared with an xvip run on the host, so a
     // second one on the same interface is refused (`pins::lock_interfaces`).
-    dirs.push((PathBuf::from(crate::pins::LOCK_ROOT), true));
+    dirs.push((PathBuf::from(crate::dataplane::pins::LOCK_ROOT), true));
     Ok(dirs)
 }
 

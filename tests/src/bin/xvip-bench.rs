@@ -31,9 +31,9 @@ use tests::{
 };
 use xvip::{
     config::{HealthKind, Mode, RunArgs, Settings},
+    control::maglev::{BackendId, MaglevBackend, build_table},
+    control::reconcile::Reconciler,
     dataplane::{Dataplane, MapStore},
-    maglev::{BackendId, MaglevBackend, build_table},
-    reconcile::Reconciler,
 };
 
 /// Command line.

@@ -30,8 +30,8 @@ pub use crate::config::vrrp::{
     Secret, VrrpInput, VrrpSettings,
 };
 use crate::{
-    arp::Interface,
-    status::{VrrpConflict, VrrpStatus},
+    announce::arp::Interface,
+    api::status::{VrrpConflict, VrrpStatus},
 };
 pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
 pub use packet::{Advert, Auth, DropReason, Version};
@@ -194,11 +194,10 @@ pub fn spawn6(
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     let ll =
-        crate::ndp::link_local(&crate::ndp::interface_addresses(&iface.name)).ok_or_else(|| {
-            VrrpError::NoAddress {
-                name: iface.name.clone(),
-                what: "link-local IPv6",
-            }
+        crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(&iface.name))
+            .ok_or_else(|| VrrpError::NoAddress {
+            name: iface.name.clone(),
+            what: "link-local IPv6",
         })?;
     let vips: Vec<IpAddr> = vips.iter().map(|v| IpAddr::V6(*v)).collect();
     spawn_from(settings, iface, IpAddr::V6(ll), &vips, can_serve, events)
