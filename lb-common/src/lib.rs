@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod consts;
 pub mod hash;
 pub mod maps;
+pub mod prime;
 pub mod stats;
 
 pub use consts::*;

@@ -16,7 +16,10 @@ mod common;
 
 use common::*;
 use tests::lab::{Lab, in_netns};
-use xvip::announce::vrrp::packet::{Advert, Auth, Version};
+use xvip::{
+    announce::vrrp::packet::Advert,
+    config::vrrp::{Auth, Version},
+};
 
 #[test]
 fn two_nodes_elect_one_master_and_a_killed_master_is_replaced_within_a_second() {

@@ -2,6 +2,7 @@
 //! file, merged in that order of precedence and validated into [`Settings`]. `vrrp`: the
 //! VRRP section's settings and checks.
 
+pub mod sync;
 pub mod vrrp;
 
 use std::{
@@ -23,6 +24,8 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9106";
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/xvip";
 /// Default interval between gratuitous ARP refreshes.
 pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_secs(10);
+/// Default routing table of `--route-table` (unused by the kernel and by common tools).
+pub const DEFAULT_ROUTE_TABLE: u32 = 200;
 /// Default conntrack capacity (flows).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = lb_common::DEFAULT_CONNTRACK_SIZE;
 
@@ -380,7 +383,7 @@ pub struct Settings {
     /// Kubeconfig to discover masters with (`--discover-from-kubeconfig`).
     pub discover_from_kubeconfig: Option<PathBuf>,
     /// Conntrack sync with the VRRP peers (`--sync-key-file`).
-    pub sync: Option<crate::sync::SyncSettings>,
+    pub sync: Option<sync::SyncSettings>,
     /// Whether the VIPs are announced (ARP, a route) or only used on this node.
     pub announce: Announce,
     /// Routing table of the VIP routes (`--announce route`).
@@ -410,7 +413,7 @@ impl RunArgs {
         check_family_rules(vrrp.as_ref(), announce, &vips, &vips6)?;
         let sync = self
             .sync_section(&file, vrrp.as_ref())?
-            .map(|s| crate::sync::SyncSettings { snat_ports, ..s });
+            .map(|s| sync::SyncSettings { snat_ports, ..s });
         Ok(Settings {
             interface,
             interfaces,
@@ -457,7 +460,7 @@ impl RunArgs {
         &self,
         file: &FileConfig,
         vrrp: Option<&vrrp::VrrpSettings>,
-    ) -> Result<Option<crate::sync::SyncSettings>, ConfigError> {
+    ) -> Result<Option<sync::SyncSettings>, ConfigError> {
         let Some(path) = self.sync_key_file.clone().or(file.sync_key_file.clone()) else {
             return Ok(None);
         };
@@ -468,9 +471,9 @@ impl RunArgs {
                 "conntrack sync follows the VRRP group: set --vrrp-vrid too",
             ));
         };
-        let key = crate::sync::load_key(&path)
+        let key = sync::load_key(&path)
             .map_err(|reason| ConfigError::invalid("--sync-key-file", path.display(), reason))?;
-        Ok(Some(crate::sync::SyncSettings {
+        Ok(Some(sync::SyncSettings {
             key_file: path,
             key,
             // Sync runs over IPv4: the IPv4 peers of the VRRP group.
@@ -482,7 +485,7 @@ impl RunArgs {
                     IpAddr::V6(_) => None,
                 })
                 .collect(),
-            port: crate::sync::SYNC_PORT,
+            port: sync::SYNC_PORT,
             snat_ports: (1, u16::MAX), // set from --snat-ports by the caller
         }))
     }
@@ -811,9 +814,7 @@ impl RunArgs {
             .table_size
             .or(file.table_size)
             .unwrap_or(DEFAULT_RING_SIZE);
-        if !(2..=MAX_RING_SIZE).contains(&table_size)
-            || !crate::control::maglev::is_prime(table_size)
-        {
+        if !(2..=MAX_RING_SIZE).contains(&table_size) || !lb_common::prime::is_prime(table_size) {
             return Err(ConfigError::invalid(
                 "--table-size",
                 table_size,
@@ -895,7 +896,7 @@ fn check_routed(
                 "only used with --announce route",
             ));
         }
-        return Ok(crate::route::DEFAULT_ROUTE_TABLE);
+        return Ok(DEFAULT_ROUTE_TABLE);
     }
     if vrrp {
         return Err(ConfigError::invalid(
@@ -904,7 +905,7 @@ fn check_routed(
             "routed mode runs no VRRP: drop the --vrrp-* settings (--vrrp-vrid)",
         ));
     }
-    let table = table.unwrap_or(crate::route::DEFAULT_ROUTE_TABLE);
+    let table = table.unwrap_or(DEFAULT_ROUTE_TABLE);
     if matches!(table, 0 | 253..=255) {
         return Err(ConfigError::invalid(
             "--route-table",

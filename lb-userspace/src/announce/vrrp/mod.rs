@@ -25,16 +25,13 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use crate::config::vrrp::{
-    DEFAULT_ADVERT_INTERVAL, DEFAULT_HEALTH_PENALTY, DEFAULT_PRIORITY, DEFAULT_V2_ADVERT_INTERVAL,
-    Secret, VrrpInput, VrrpSettings,
-};
 use crate::{
     announce::arp::Interface,
     api::status::{VrrpConflict, VrrpStatus},
+    config::vrrp::{Version, VrrpSettings},
 };
 pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
-pub use packet::{Advert, Auth, DropReason, Version};
+pub use packet::{Advert, DropReason};
 pub use socket::{SocketError, VrrpSocket};
 
 /// Gratuitous ARP rounds sent on becoming master ...
@@ -85,7 +82,9 @@ fn classify(
             return Err((DropReason::AuthType, Some(from), Some(r)));
         }
         // Auth Type 0: the data "SHOULD be ... ignored on reception" (RFC 3768 5.3.10).
-        if settings.auth.kind != packet::AUTH_TYPE_NONE && !r.advert.auth.matches(&settings.auth) {
+        if settings.auth.kind != crate::config::vrrp::AUTH_TYPE_NONE
+            && !r.advert.auth.matches(&settings.auth)
+        {
             return Err((DropReason::AuthPass, Some(from), Some(r)));
         }
     }
@@ -103,9 +102,9 @@ fn classify(
 /// keepalived's name of a v2 Auth Type (for logs and status; never the data).
 fn auth_name(kind: u8) -> String {
     match kind {
-        packet::AUTH_TYPE_NONE => "NONE".into(),
-        packet::AUTH_TYPE_PASS => "PASS".into(),
-        packet::AUTH_TYPE_AH => "AH".into(),
+        crate::config::vrrp::AUTH_TYPE_NONE => "NONE".into(),
+        crate::config::vrrp::AUTH_TYPE_PASS => "PASS".into(),
+        crate::config::vrrp::AUTH_TYPE_AH => "AH".into(),
         k => format!("type {k}"),
     }
 }
@@ -465,7 +464,7 @@ impl Ctx {
                     auth_name(r.advert.auth.kind),
                     auth_name(self.settings.auth.kind)
                 ),
-                if r.advert.auth.kind == packet::AUTH_TYPE_PASS {
+                if r.advert.auth.kind == crate::config::vrrp::AUTH_TYPE_PASS {
                     "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into()
                 } else {
                     "give no --vrrp-auth-pass, as the group has none".into()
@@ -625,7 +624,10 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigError, vrrp::HIDDEN};
+    use crate::config::{
+        ConfigError,
+        vrrp::{Auth, HIDDEN, Secret, VrrpInput},
+    };
 
     fn input() -> VrrpInput {
         VrrpInput {
