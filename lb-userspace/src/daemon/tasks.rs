@@ -1,22 +1,165 @@
-//! The tasks beside the loop, each started by one function: the shared state with its
-//! flow counters, the VRRP election, the status endpoint and master discovery. (Health
-//! checkers are started by the loop's owner, `events::Daemon::start_checkers`.)
+//! The tasks beside the loop, each started by one function: `Daemon::new` (the daemon's
+//! state and the sources of its events, with the threads feeding them), the shared state
+//! with its flow counters, the VRRP election, the status endpoint and master discovery.
+//! (Health checkers are started by the loop's owner, `events::Daemon::start_checkers`.)
+//! This module uses the loop's types (`events`); the loop never calls back here.
 
 use std::{
     collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
     sync::{Arc, Mutex, atomic::AtomicUsize},
     time::Duration,
 };
 
-use tokio::task::JoinHandle;
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
-use super::{DaemonError, Shared, events::Daemon, events::Sources};
+use super::{
+    DaemonError, Shared,
+    events::{Daemon, Sources, reconcile},
+    startup::Up,
+};
 use crate::{
+    announce::arp::{ArpSocket, Interface},
     api::status::StatusSource,
-    config::{Announce, Settings},
+    config::{Announce, RunArgs, Settings},
+    control::health::HealthEvent,
     control::reconcile::Reconciler,
     dataplane::Dataplane,
 };
+
+fn signal_of(kind: SignalKind) -> Result<Signal, DaemonError> {
+    signal(kind).map_err(|e| DaemonError::Runtime(e.to_string()))
+}
+
+impl Daemon {
+    /// The daemon's state and the sources of its events, with the threads that feed
+    /// them (further interfaces' ARP, NDP, next hops) started.
+    pub fn new(args: RunArgs, up: Up) -> Result<(Self, Sources), DaemonError> {
+        let Up {
+            settings,
+            iface,
+            others,
+            next_hops,
+            health,
+            dataplane,
+            reconciler,
+            arp,
+            xdp_mode,
+            vip_on_lo,
+            started,
+        } = up;
+        let shared = shared_state(&settings, dataplane, reconciler);
+        shared.lock().expect("poisoned").next_hops = next_hops;
+        let others: Vec<(Interface, Arc<ArpSocket>)> =
+            others.into_iter().map(|(i, a)| (i, Arc::new(a))).collect();
+        let all: Vec<Interface> = std::iter::once(iface.clone())
+            .chain(others.iter().map(|(i, _)| i.clone()))
+            .collect();
+        let (arp_tx, other_arp) = mpsc::channel(256);
+        for (n, (i, sock)) in others.iter().enumerate() {
+            forward_arp(n, i.name.clone(), sock.clone(), arp_tx.clone());
+        }
+        let mut vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+        if settings.mode == crate::config::Mode::Fullnat
+            && !settings.snat_ip.is_unspecified()
+            && !vip_addrs.contains(&settings.snat_ip)
+            && !crate::dataplane::local::local_addresses().contains(&settings.snat_ip)
+        {
+            vip_addrs.push(settings.snat_ip);
+        }
+        let mut vip6_addrs: Vec<Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
+        if settings.mode == crate::config::Mode::Fullnat
+            && let Some(snat) = settings.snat_ip6
+            && !vip6_addrs.contains(&snat)
+            && !crate::announce::ndp::all_addresses().contains(&snat)
+        {
+            vip6_addrs.push(snat);
+        }
+        vip6_addrs.dedup();
+        let mut ndp = Vec::new();
+        let (ndp_tx, ndp_rx) = mpsc::channel(256);
+        if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
+            for i in &all {
+                let sock = Arc::new(crate::announce::ndp::NdpSocket::open(
+                    &i.name,
+                    i.index,
+                    &vip6_addrs,
+                )?);
+                forward_ns(ndp.len(), sock.clone(), ndp_tx.clone());
+                ndp.push((i.clone(), sock));
+            }
+        }
+        let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
+            vips: settings.vips.iter().map(|v| v.addr).collect(),
+            ifindex: iface.index,
+            table: settings.route_table,
+        });
+        if let Some(spec) = &route_spec {
+            super::routed::drop_stale_routes(spec);
+        }
+        let (health_tx, health_rx) = mpsc::channel::<HealthEvent>(1024);
+        let (serve_tx, serve_rx) = watch::channel(true);
+        let (serve6_tx, serve6_rx) = watch::channel(true);
+        let sources = Sources {
+            sigterm: signal_of(SignalKind::terminate())?,
+            sigint: signal_of(SignalKind::interrupt())?,
+            sighup: signal_of(SignalKind::hangup())?,
+            health: health_rx,
+            garp: tokio::time::interval_at(
+                tokio::time::Instant::now() + settings.garp_interval,
+                settings.garp_interval,
+            ),
+            resolve: tokio::time::interval(Duration::from_secs(1)),
+            vrrp: None,
+            vrrp6: None,
+            other_arp,
+            ndp_rx,
+            discovery: None,
+        };
+        let static6 = settings.backends6.clone();
+        let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
+            reconcile(st, None, None);
+        })
+        .map_err(|e| DaemonError::Runtime(format!("cannot start the next-hop thread: {e}")))?;
+        let d = Self {
+            resolver,
+            args,
+            settings,
+            iface,
+            others,
+            all,
+            health,
+            shared,
+            arp: Arc::new(arp),
+            xdp_mode,
+            started,
+            vip_addrs,
+            vip6_addrs,
+            ndp,
+            checkers6: BTreeMap::new(),
+            route_spec,
+            checkers: BTreeMap::new(),
+            health_tx,
+            serve_tx,
+            serve_rx,
+            serve6_tx,
+            serve6_rx,
+            discovery_report: Default::default(),
+            discovered: None,
+            discovered6: None,
+            static6,
+            garp_burst: 0,
+            garp_burst_at: tokio::time::Instant::now(),
+            _vip_on_lo: vip_on_lo,
+            sync: None,
+        };
+        Ok((d, sources))
+    }
+}
 
 /// The state the loop and the status endpoint share, with two threads counting the
 /// conntrack maps every 2 s (a walk of a million entries must not hold the state lock).
