@@ -3,7 +3,7 @@
 //! `announce` (ARP, VRRP), `sync` (conntrack sync between VRRP nodes), `api` (status and metrics), `deploy` (manifests), `http` (hyper
 //! plumbing for the health checks, discovery and the status endpoint), and `daemon`,
 //! which wires them together. Nothing is re-exported at the top: a path names the folder
-//! a module lives in (`crate::control::health`, `xvip::api::status`), so it says its floor.
+//! a module lives in (`crate::control::health`, `xvip::api::document`), so it says its floor.
 
 pub mod announce;
 pub mod api;

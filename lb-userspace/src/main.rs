@@ -233,7 +233,7 @@ fn main() -> ExitCode {
         } => {
             let addr = match interface
                 .as_deref()
-                .map(xvip::api::status::recorded_addr)
+                .map(xvip::api::server::recorded_addr)
                 .transpose()
             {
                 Ok(a) => a.unwrap_or(metrics_addr),
@@ -242,7 +242,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(xvip::api::status::fetch(addr)) {
+            match rt.block_on(xvip::api::client::fetch(addr)) {
                 Ok(s) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());

@@ -457,7 +457,7 @@ impl Lab {
     }
 
     /// The status document of the xvip running on `host` (default metrics address).
-    pub fn xvip_status(&self, host: &str) -> Result<xvip::api::status::Status> {
+    pub fn xvip_status(&self, host: &str) -> Result<xvip::api::document::Status> {
         let out = sh(self
             .host(host)
             .ns
@@ -481,7 +481,7 @@ impl Lab {
         &self,
         host: &str,
         within: Duration,
-        cond: impl Fn(&xvip::api::status::Status) -> bool,
+        cond: impl Fn(&xvip::api::document::Status) -> bool,
     ) -> Result<Duration> {
         let start = Instant::now();
         loop {

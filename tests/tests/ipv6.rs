@@ -17,7 +17,7 @@ use std::{
 
 use common::*;
 use tests::lab::{Lab, TempDir, apiserver_bin, in_netns, sh};
-use xvip::api::status::Status;
+use xvip::api::document::Status;
 
 const VIP6: &str = "2001:db8::100";
 
@@ -103,7 +103,7 @@ fn status(lab: &Lab, host: &str) -> Option<Status> {
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(xvip::api::status::fetch(METRICS.parse().expect("addr")))
+        rt.block_on(xvip::api::client::fetch(METRICS.parse().expect("addr")))
             .ok()
     })
     .ok()

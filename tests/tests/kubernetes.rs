@@ -76,7 +76,7 @@ fn spread(lab: &Lab, host: &str, n: usize) -> BTreeMap<String, u32> {
     seen
 }
 
-fn backend_set(s: &xvip::api::status::Status) -> BTreeSet<String> {
+fn backend_set(s: &xvip::api::document::Status) -> BTreeSet<String> {
     s.backends.iter().map(|b| b.addr.clone()).collect()
 }
 

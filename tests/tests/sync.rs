@@ -100,7 +100,7 @@ fn sync_of(lab: &Lab, host: &str) -> Option<SyncStatus> {
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(xvip::api::status::fetch(METRICS.parse().expect("addr")))
+        rt.block_on(xvip::api::client::fetch(METRICS.parse().expect("addr")))
             .ok()?
             .sync
     })
@@ -746,7 +746,7 @@ fn state6(lab: &Lab, host: &str) -> String {
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(xvip::api::status::fetch(METRICS.parse().expect("addr")))
+        rt.block_on(xvip::api::client::fetch(METRICS.parse().expect("addr")))
             .ok()?
             .vrrp6
             .map(|v| v.state)

@@ -533,7 +533,7 @@ impl Daemon {
         }
         endpoint.abort();
         for i in &self.all {
-            crate::api::status::forget_addr(&i.name);
+            crate::api::server::forget_addr(&i.name);
         }
         let mut s = self.shared.lock().expect("poisoned");
         if self.settings.keep_attached {

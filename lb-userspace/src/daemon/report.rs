@@ -8,7 +8,7 @@ use lb_common::Reason;
 use super::Shared;
 use crate::{
     announce::arp::format_mac,
-    api::status::{BackendStatus, Status},
+    api::document::{BackendStatus, Status},
     config::Settings,
     control::maglev::slot_shares,
 };
@@ -74,7 +74,7 @@ pub(super) fn status_of(
             .enumerate()
             .map(|(i, v)| {
                 let c = snap.vips.get(i).copied().unwrap_or_default();
-                crate::api::status::VipTraffic {
+                crate::api::document::VipTraffic {
                     vip: format!("{}:{}", v.addr, v.port),
                     packets: c.packets,
                     bytes: c.bytes,

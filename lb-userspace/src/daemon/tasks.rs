@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     announce::arp::{ArpSocket, Interface},
-    api::status::StatusSource,
+    api::server::StatusSource,
     config::{Announce, RunArgs, Settings},
     control::health::HealthEvent,
     control::reconcile::Reconciler,
@@ -338,7 +338,7 @@ pub(super) async fn status_endpoint(
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
             st.ndp = (!ndp.is_empty()).then(|| {
-                let mut sum = crate::api::status::NdpStatus::default();
+                let mut sum = crate::announce::ndp::NdpStatus::default();
                 for n in &ndp {
                     let one = n.status();
                     sum.solicitations += one.solicitations;
@@ -350,7 +350,7 @@ pub(super) async fn status_endpoint(
                 sum
             });
             st.arp = (!arp.is_empty()).then(|| {
-                let mut sum = crate::api::status::ArpStatus::default();
+                let mut sum = crate::announce::arp::ArpStatus::default();
                 for a in arp.iter().map(|a| a.status()) {
                     sum.answered += a.answered;
                     sum.rate_limited += a.rate_limited;
@@ -365,11 +365,11 @@ pub(super) async fn status_endpoint(
         })
     };
     let addr = d.settings.metrics_addr;
-    let endpoint = crate::api::status::serve(addr, source)
+    let endpoint = crate::api::server::serve(addr, source)
         .await
         .map_err(|e| DaemonError::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
     for name in &d.settings.interfaces {
-        crate::api::status::record_addr(name, addr);
+        crate::api::server::record_addr(name, addr);
     }
     Ok(endpoint)
 }

@@ -23,16 +23,80 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     announce::arp::Interface,
-    api::status::{VrrpConflict, VrrpStatus},
     config::vrrp::{Version, VrrpSettings},
 };
 pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
 pub use packet::{Advert, DropReason};
 pub use socket::{SocketError, VrrpSocket};
+
+/// VRRP failover (absent without `--vrrp-vrid`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VrrpStatus {
+    pub vrid: u8,
+    /// initialize, backup or master.
+    pub state: String,
+    /// The current master's address, when known.
+    pub master: Option<String>,
+    /// Our own (primary) address.
+    pub address: String,
+    /// Priority advertised now (configured, minus the health penalty while no backend can
+    /// be served).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub preempt: bool,
+    pub advert_interval_ms: f64,
+    /// Learnt from the master's advertisements.
+    pub master_adver_interval_ms: f64,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    /// Advertisements that passed every check.
+    pub adverts_received: u64,
+    pub send_errors: u64,
+    /// Advertisements dropped, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// VRRP version spoken, 2 or 3.
+    #[serde(default)]
+    pub version: u8,
+    /// Authentication: "none" or "pass" (never the password).
+    #[serde(default)]
+    pub auth: String,
+    /// The mismatch guard holds: adverts for our VRID arrive that we cannot join (other
+    /// version, password or v2 interval), so this node does not become master.
+    #[serde(default)]
+    pub guard_holding: bool,
+    /// Routers seen advertising our VRID that way (at most 16, the latest heard).
+    #[serde(default)]
+    pub conflicts: Vec<VrrpConflict>,
+    /// Such routers forgotten: evicted from the full list, or silent for 5 minutes.
+    #[serde(default)]
+    pub conflicts_evicted: u64,
+    /// Guard log lines not written (over the per-minute budget).
+    #[serde(default)]
+    pub guard_logs_suppressed: u64,
+}
+
+/// A router advertising our VRID in a way we cannot join (the mismatch guard).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VrrpConflict {
+    pub peer: String,
+    /// The drop reason: version_mismatch, auth_type, auth_pass or interval_mismatch.
+    pub reason: String,
+    /// The VRRP version it speaks.
+    pub version: u8,
+    pub adverts: u64,
+    /// Seconds since its last such advertisement.
+    pub last_seen_s: f64,
+    /// Whether it still holds the guard.
+    pub active: bool,
+    /// Whether it kept its claimed rate for several adverts (a master steps down for it).
+    #[serde(default)]
+    pub owner: bool,
+}
 
 /// Gratuitous ARP rounds sent on becoming master ...
 pub const GARP_BURST: u32 = 3;
