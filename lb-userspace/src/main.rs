@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use xvip::{config::RunArgs, daemon};
+use xvip::{config::args::RunArgs, daemon};
 
 /// XDP virtual IP for the Kubernetes API server.
 #[derive(Parser)]

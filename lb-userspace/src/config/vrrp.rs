@@ -222,7 +222,7 @@ impl VrrpSettings {
         };
         let advert_interval = match &i.advert_int {
             Some(s) if version == Version::V2 => {
-                let d = super::parse_duration("--vrrp-advert-int", s)?;
+                let d = super::parse::parse_duration("--vrrp-advert-int", s)?;
                 if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) {
                     return Err(invalid(
                         "--vrrp-advert-int",
@@ -234,7 +234,7 @@ impl VrrpSettings {
             }
             None if version == Version::V2 => DEFAULT_V2_ADVERT_INTERVAL,
             Some(s) => {
-                let d = super::parse_duration("--vrrp-advert-int", s)?;
+                let d = super::parse::parse_duration("--vrrp-advert-int", s)?;
                 let ms = d.as_secs_f64() * 1e3;
                 let cs = (ms / 10.0).round();
                 if (ms - cs * 10.0).abs() > 1e-6 {

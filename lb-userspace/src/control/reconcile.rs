@@ -579,7 +579,7 @@ pub fn vip_key6(v: &Vip) -> Option<VipKey6> {
 mod tests {
     use super::*;
 
-    use crate::{config::RunArgs, dataplane::FakeMaps};
+    use crate::{config::args::RunArgs, dataplane::FakeMaps};
 
     fn settings(backends: &[&str]) -> Settings {
         RunArgs {

@@ -18,7 +18,7 @@ use tokio::{
 use super::{DaemonError, Shared};
 use crate::{
     announce::arp::{Arp, ArpSocket, Interface},
-    config::{Announce, RunArgs, Settings},
+    config::{Announce, Settings, args::RunArgs},
     control::health::{self, HealthEvent, HealthSettings},
 };
 

@@ -21,7 +21,7 @@ use std::{
 pub use startup::{check_config, health_settings};
 
 use crate::{
-    config::{ConfigError, RunArgs},
+    config::{ConfigError, args::RunArgs},
     control::health,
     control::reconcile::Reconciler,
     dataplane::{Dataplane, DataplaneError},

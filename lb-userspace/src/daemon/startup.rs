@@ -13,7 +13,7 @@ use lb_common::{CONFIG_FLAG_ICMP_ECHO, CONFIG_FLAG_IFACES, Config, IfaceMac, Ifa
 use super::DaemonError;
 use crate::{
     announce::arp::{ArpSocket, Interface},
-    config::{ConfigError, HealthKind, RunArgs, Settings},
+    config::{ConfigError, HealthKind, Settings, args::RunArgs},
     control::health::{self, CheckKind, HealthSettings},
     control::nexthop,
     control::reconcile::Reconciler,
@@ -99,12 +99,16 @@ fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
 }
 
 /// The SNAT ports must stay clear of this namespace's ephemeral ports when the SNAT address
-/// is the node's own (see `config::check_snat_ephemeral`).
+/// is the node's own (see `config::parse::check_snat_ephemeral`).
 fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
-    let ephemeral = std::fs::read_to_string(crate::config::LOCAL_PORT_RANGE)
+    let ephemeral = std::fs::read_to_string(crate::config::parse::LOCAL_PORT_RANGE)
         .ok()
-        .and_then(|t| crate::config::parse_local_port_range(&t));
-    crate::config::check_snat_ephemeral(s, &crate::dataplane::local::local_addresses(), ephemeral)
+        .and_then(|t| crate::config::parse::parse_local_port_range(&t));
+    crate::config::parse::check_snat_ephemeral(
+        s,
+        &crate::dataplane::local::local_addresses(),
+        ephemeral,
+    )
 }
 
 /// Startup in order: configuration and interface checked (nothing touched yet), the

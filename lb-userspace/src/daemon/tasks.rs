@@ -25,7 +25,7 @@ use super::{
 use crate::{
     announce::arp::{ArpSocket, Interface},
     api::server::StatusSource,
-    config::{Announce, RunArgs, Settings},
+    config::{Announce, Settings, args::RunArgs},
     control::health::HealthEvent,
     control::reconcile::Reconciler,
     dataplane::Dataplane,

@@ -1172,7 +1172,7 @@ mod tests {
 
     fn check(toml: &str, d: &Dir) -> crate::config::Settings {
         let p = d.file("xvip.toml", toml);
-        crate::config::RunArgs {
+        crate::config::args::RunArgs {
             config: Some(p),
             ..Default::default()
         }

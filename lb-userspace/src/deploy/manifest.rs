@@ -20,7 +20,7 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 
-use crate::config::{ConfigError, RunArgs, Settings};
+use crate::config::{ConfigError, Settings, args::RunArgs};
 
 /// Image of the pod manifest unless `--image` says otherwise. A placeholder: build and push
 /// the image from the repository's `Containerfile` and name it here.

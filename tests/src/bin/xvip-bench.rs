@@ -30,7 +30,7 @@ use tests::{
     lab::{Lab, Proc, apiserver_bin, lab_object, sh, xvip_bin},
 };
 use xvip::{
-    config::{HealthKind, Mode, RunArgs, Settings},
+    config::{HealthKind, Mode, Settings, args::RunArgs},
     control::maglev::{BackendId, MaglevBackend, build_table},
     control::reconcile::Reconciler,
     dataplane::{Dataplane, MapStore},

@@ -894,7 +894,7 @@ mod tests {
     fn the_password_is_not_in_debug_output_of_the_settings_or_the_flags() {
         let i = v2(Some("sekrit"));
         let s = VrrpSettings::resolve(i.clone()).unwrap().unwrap();
-        let args = crate::config::RunArgs {
+        let args = crate::config::args::RunArgs {
             vrrp_auth_pass: Some(Secret("sekrit".into())),
             ..Default::default()
         };
@@ -916,7 +916,7 @@ mod tests {
              vrrp_vrid = 51\nvrrp_version = 2\nvrrp_auth_type = \"pass\"\nvrrp_auth_pass = \"42\"\n",
         )
         .unwrap();
-        let s = crate::config::RunArgs {
+        let s = crate::config::args::RunArgs {
             config: Some(path),
             ..Default::default()
         }
