@@ -9,6 +9,7 @@ pub mod hash;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod maps;
+pub mod prime;
 pub mod stats;
 
 pub use consts::*;

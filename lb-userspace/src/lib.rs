@@ -2,8 +2,8 @@
 //! pins, maps, the node itself), `control` (health, Maglev, reconcile, discovery),
 //! `announce` (ARP, VRRP), `sync` (conntrack sync between VRRP nodes), `api` (status and metrics), `deploy` (manifests), `http` (hyper
 //! plumbing for the health checks, discovery and the status endpoint), and `daemon`,
-//! which wires them together. Each module is also re-exported at the top
-//! (`xvip::health`, `xvip::arp`, ...), so paths do not depend on the folders.
+//! which wires them together. Nothing is re-exported at the top: a path names the folder
+//! a module lives in (`crate::control::health`, `xvip::api::document`), so it says its floor.
 
 pub mod announce;
 pub mod api;
@@ -18,9 +18,3 @@ pub mod http;
 pub mod route;
 pub mod sync;
 pub mod sys;
-
-pub use announce::{arp, ndp, vrrp};
-pub use api::status;
-pub use control::{discovery, health, maglev, nexthop, reconcile};
-pub use dataplane::{local, pins};
-pub use deploy::{import, manifest};

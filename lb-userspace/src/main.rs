@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use xvip::{config::RunArgs, daemon};
+use xvip::{config::args::RunArgs, daemon};
 
 /// XDP virtual IP for the Kubernetes API server.
 #[derive(Parser)]
@@ -60,7 +60,7 @@ enum Command {
     },
     /// Print a static pod manifest or a systemd unit running `xvip run` with these flags.
     #[command(subcommand)]
-    Manifest(xvip::manifest::ManifestCommand),
+    Manifest(xvip::deploy::manifest::ManifestCommand),
     /// Print an xvip configuration (TOML) equivalent to another tool's.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             .and_then(|m| m.subcommand())
             .map(|(_, m)| m)
             .expect("clap matched manifest");
-        return match xvip::manifest::render(cmd, sub) {
+        return match xvip::deploy::manifest::render(cmd, sub) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -119,7 +119,8 @@ fn main() -> ExitCode {
         haproxy,
     }) = &cli.command
     {
-        return match xvip::import::keepalived(conf, instance.as_deref(), haproxy.as_deref()) {
+        return match xvip::deploy::import::keepalived(conf, instance.as_deref(), haproxy.as_deref())
+        {
             Ok(out) => {
                 for n in &out.notes {
                     eprintln!("xvip import: {n}");
@@ -173,7 +174,7 @@ fn main() -> ExitCode {
             pin_root,
         } => {
             // Routed mode's VIP routes go first: the router must stop sending here.
-            if let Ok(i) = xvip::arp::Interface::lookup(&interface) {
+            if let Ok(i) = xvip::announce::arp::Interface::lookup(&interface) {
                 match xvip::route::withdraw_all(i.index) {
                     Ok(0) => {}
                     Ok(n) => println!("withdrew {n} VIP routes on {interface}"),
@@ -184,7 +185,7 @@ fn main() -> ExitCode {
                 }
             }
             // The same lookup as `xvip run`: this namespace's pins for that interface.
-            let dirs = match xvip::pins::detach_dirs(&pin_root, &interface) {
+            let dirs = match xvip::dataplane::pins::detach_dirs(&pin_root, &interface) {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("xvip: {e}");
@@ -193,8 +194,8 @@ fn main() -> ExitCode {
             };
             if dirs.is_empty() {
                 let e = xvip::dataplane::DataplaneError::NothingPinned {
-                    dir: xvip::pins::netns_inode()
-                        .map(|ns| xvip::pins::pin_dir(&pin_root, ns, &interface))
+                    dir: xvip::dataplane::pins::netns_inode()
+                        .map(|ns| xvip::dataplane::pins::pin_dir(&pin_root, ns, &interface))
                         .unwrap_or_else(|_| pin_root.clone())
                         .display()
                         .to_string(),
@@ -232,7 +233,7 @@ fn main() -> ExitCode {
         } => {
             let addr = match interface
                 .as_deref()
-                .map(xvip::status::recorded_addr)
+                .map(xvip::api::server::recorded_addr)
                 .transpose()
             {
                 Ok(a) => a.unwrap_or(metrics_addr),
@@ -241,7 +242,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(xvip::status::fetch(addr)) {
+            match rt.block_on(xvip::api::client::fetch(addr)) {
                 Ok(s) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());

@@ -25,8 +25,6 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-/// Default routing table of `--route-table` (unused by the kernel and by common tools).
-pub const DEFAULT_ROUTE_TABLE: u32 = 200;
 /// How long a stopping daemon keeps forwarding after withdrawing its routes: the BGP
 /// daemons' withdrawal and the router's ECMP update take a few hundred milliseconds.
 pub const WITHDRAW_GRACE: Duration = Duration::from_secs(2);

@@ -458,7 +458,7 @@ impl Lab {
     }
 
     /// The status document of the xvip running on `host` (default metrics address).
-    pub fn xvip_status(&self, host: &str) -> Result<xvip::status::Status> {
+    pub fn xvip_status(&self, host: &str) -> Result<xvip::api::document::Status> {
         let out = sh(self
             .host(host)
             .ns
@@ -485,7 +485,7 @@ impl Lab {
         &self,
         host: &str,
         within: Duration,
-        cond: impl Fn(&xvip::status::Status) -> bool,
+        cond: impl Fn(&xvip::api::document::Status) -> bool,
     ) -> Result<Duration> {
         let first = Instant::now();
         let mut start: Option<Instant> = None;

@@ -10,7 +10,7 @@ use tests::lab::{Lab, TempDir as Files, VIP, run_args, sh, xvip_bin};
 
 const LB_MAC: &str = "02:00:00:00:02:02";
 
-fn healthy(s: &xvip::status::Status, addr: &str) -> Option<bool> {
+fn healthy(s: &xvip::api::document::Status, addr: &str) -> Option<bool> {
     s.backends
         .iter()
         .find(|b| b.addr == addr)

@@ -174,7 +174,7 @@ fn a_full_rate_spoofed_syn_flood_does_not_choose_who_connects_dnat() {
 }
 
 /// Replies translated so far (both verdicts).
-fn replies(s: &xvip::status::Status) -> u64 {
+fn replies(s: &xvip::api::document::Status) -> u64 {
     ["tx_reply", "redirect_reply"]
         .iter()
         .map(|r| s.reasons.get(*r).copied().unwrap_or(0))
@@ -229,7 +229,7 @@ fn syn_and_guessed_ack_pairs_neither_confirm_nor_exhaust_the_snat_range() {
         // The ACKs must follow the SYN-ACKs: wait (bounded) until the masters' answers to
         // this round's SYNs have come through, as far as the SYNs got a port.
         let forwarded =
-            |s: &xvip::status::Status| s.reasons.get("tx_forward").copied().unwrap_or(0);
+            |s: &xvip::api::document::Status| s.reasons.get("tx_forward").copied().unwrap_or(0);
         let _ = lab.wait_status("lb", Duration::from_secs(2), |s| {
             replies(s) - replies(&before) >= forwarded(s) - forwarded(&before)
         });
@@ -330,9 +330,11 @@ impl KeepAlive {
         tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let config = rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(xvip::health::NoCertVerification::new(
-                &rustls::crypto::ring::default_provider(),
-            )))
+            .with_custom_certificate_verifier(Arc::new(
+                xvip::control::health::NoCertVerification::new(
+                    &rustls::crypto::ring::default_provider(),
+                ),
+            ))
             .with_no_client_auth();
         let conn =
             rustls::ClientConnection::new(Arc::new(config), "192.0.2.100".try_into().unwrap())

@@ -17,7 +17,7 @@ use std::{
 
 use common::*;
 use tests::lab::{Lab, TempDir, apiserver_bin, in_netns, sh};
-use xvip::status::Status;
+use xvip::api::document::Status;
 
 const VIP6: &str = "2001:db8::100";
 
@@ -103,7 +103,7 @@ fn status(lab: &Lab, host: &str) -> Option<Status> {
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+        rt.block_on(xvip::api::client::fetch(METRICS.parse().expect("addr")))
             .ok()
     })
     .ok()
@@ -805,7 +805,10 @@ fn send_raw6(lab: &Lab, host: &str, proto: i32, hops: i32, dst: &str, msgs: Vec<
 
 #[test]
 fn forged_v6_adverts_and_solicitations_change_nothing_and_are_counted() {
-    use xvip::vrrp::{Advert, Auth, Version, packet::MULTICAST6};
+    use xvip::{
+        announce::vrrp::{Advert, packet::MULTICAST6},
+        config::vrrp::{Auth, Version},
+    };
     let mut lab = lab("v6forge", 1, None);
     add_v6(&lab);
     start_v6_apiservers(&mut lab, None);

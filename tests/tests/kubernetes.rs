@@ -76,7 +76,7 @@ fn spread(lab: &Lab, host: &str, n: usize) -> BTreeMap<String, u32> {
     seen
 }
 
-fn backend_set(s: &xvip::status::Status) -> BTreeSet<String> {
+fn backend_set(s: &xvip::api::document::Status) -> BTreeSet<String> {
     s.backends.iter().map(|b| b.addr.clone()).collect()
 }
 
@@ -345,7 +345,7 @@ fn discovery_picks_up_an_endpointslice_change_through_the_watch_and_lists_again_
         println!(
             "{what}: picked up through the watch in {:.0} ms (the poll interval was {:?})",
             took.as_secs_f64() * 1e3,
-            xvip::discovery::POLL_INTERVAL
+            xvip::control::discovery::POLL_INTERVAL
         );
         took
     };
@@ -359,7 +359,10 @@ fn discovery_picks_up_an_endpointslice_change_through_the_watch_and_lists_again_
         &["192.0.2.11", "192.0.2.12", "192.0.2.13"],
         "m3 joined",
     );
-    assert!(took < xvip::discovery::POLL_INTERVAL / 2, "{took:?}");
+    assert!(
+        took < xvip::control::discovery::POLL_INTERVAL / 2,
+        "{took:?}"
+    );
 
     // 410 Gone: the running watch ends with an ERROR event, new ones are refused; discovery
     // lists again (the set stays) and watches once the server has the version again.
@@ -383,7 +386,10 @@ fn discovery_picks_up_an_endpointslice_change_through_the_watch_and_lists_again_
         &["192.0.2.11", "192.0.2.13"],
         "m2 left after a 410",
     );
-    assert!(took < xvip::discovery::POLL_INTERVAL / 2, "{took:?}");
+    assert!(
+        took < xvip::control::discovery::POLL_INTERVAL / 2,
+        "{took:?}"
+    );
     let d = lab.xvip_status("lb").unwrap().discovery.unwrap();
     assert!(d.last_error.is_none(), "{d:?}");
 
@@ -648,7 +654,7 @@ fn the_capabilities_the_manifest_grants_are_enough_to_serve_the_vip() {
     // The host's bpffs, as the pod mounts it (nsenter keeps the host's mounts).
     let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
     let _guard = PinGuard(pin_root.clone());
-    let caps: Vec<String> = xvip::manifest::CAPABILITIES
+    let caps: Vec<String> = xvip::deploy::manifest::CAPABILITIES
         .iter()
         .map(|c| format!("+{}", c.to_lowercase()))
         .collect();
@@ -733,7 +739,7 @@ fn xvip_manifest_prints_a_pod_and_a_unit_whose_commands_xvip_accepts() {
         .unwrap()
         .split(' ')
         .collect();
-    assert_eq!(exec[..2], [xvip::manifest::DEFAULT_BINARY, "run"]);
+    assert_eq!(exec[..2], [xvip::deploy::manifest::DEFAULT_BINARY, "run"]);
     sh(Command::new(xvip_bin())
         .arg("check-config")
         .args(&exec[2..]))

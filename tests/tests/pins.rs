@@ -152,7 +152,7 @@ fn two_xvip_in_two_namespaces_with_the_default_pin_root_keep_to_their_own_interf
             "--json",
         ]))
         .unwrap();
-        let s: xvip::status::Status = serde_json::from_slice(&out.stdout).unwrap();
+        let s: xvip::api::document::Status = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(s.vips, [vip], "{host}");
     }
 

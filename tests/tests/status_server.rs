@@ -11,7 +11,10 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use xvip::status::{MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Status, StatusSource};
+use xvip::api::{
+    document::Status,
+    server::{MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, StatusSource},
+};
 
 async fn server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let source: StatusSource = Arc::new(|| Status {
@@ -21,7 +24,7 @@ async fn server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let task = xvip::status::serve(addr, source).await.unwrap();
+    let task = xvip::api::server::serve(addr, source).await.unwrap();
     (addr, task)
 }
 

@@ -22,9 +22,12 @@ mod common;
 
 use common::*;
 use tests::lab::{Lab, TempDir, apiserver_bin, in_netns};
-use xvip::sync::{
-    SYNC_PORT, SyncStatus,
-    wire::{self, AnyRecord, Event, Header, Kind, Record, SyncKey},
+use xvip::{
+    config::sync::{SYNC_PORT, SyncKey},
+    sync::{
+        SyncStatus,
+        wire::{self, AnyRecord, Event, Header, Kind, Record},
+    },
 };
 
 /// Idle keep-alive connections held across the takeovers.
@@ -97,7 +100,7 @@ fn sync_of(lab: &Lab, host: &str) -> Option<SyncStatus> {
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+        rt.block_on(xvip::api::client::fetch(METRICS.parse().expect("addr")))
             .ok()?
             .sync
     })
@@ -743,7 +746,7 @@ fn state6(lab: &Lab, host: &str) -> String {
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+        rt.block_on(xvip::api::client::fetch(METRICS.parse().expect("addr")))
             .ok()?
             .vrrp6
             .map(|v| v.state)
@@ -1018,7 +1021,7 @@ fn a_key_holder_cannot_take_a_live_flows_tuple() {
     let evil = Ipv4Addr::new(192, 0, 2, 50);
     let dir = TempDir::new("synctuple");
     let key = key_file(&dir);
-    let sync_key = xvip::sync::load_key(std::path::Path::new(&key)).expect("the key");
+    let sync_key = xvip::config::sync::load_key(std::path::Path::new(&key)).expect("the key");
     let mut lab = sync_lab_with("synctuple", 2, &[("evil", evil)]);
     start(&mut lab, "lb1", 150, &key);
     start(&mut lab, "lb2", 100, &key);

@@ -16,7 +16,10 @@ mod common;
 
 use common::*;
 use tests::lab::{Lab, in_netns};
-use xvip::vrrp::packet::{Advert, Auth, Version};
+use xvip::{
+    announce::vrrp::packet::Advert,
+    config::vrrp::{Auth, Version},
+};
 
 #[test]
 fn two_nodes_elect_one_master_and_a_killed_master_is_replaced_within_a_second() {
@@ -269,7 +272,7 @@ fn forged_and_malformed_advertisements_change_nothing() {
     wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     let t1 = vrrp(&lab, "lb1").expect("lb1").transitions;
     let t2 = vrrp(&lab, "lb2").expect("lb2").transitions;
-    let dst = xvip::vrrp::packet::MULTICAST;
+    let dst = xvip::announce::vrrp::packet::MULTICAST;
     let forged = |vrid: u8| Advert {
         version: Version::V3,
         vrid,
@@ -558,7 +561,10 @@ fn a_dead_vrrp_task_withdraws_the_node_and_the_backup_takes_over() {
         &mut lab,
         "lb1",
         &a,
-        &[(xvip::vrrp::FAILPOINT_ENV, xvip::vrrp::FAILPOINT_PANIC)],
+        &[(
+            xvip::announce::vrrp::FAILPOINT_ENV,
+            xvip::announce::vrrp::FAILPOINT_PANIC,
+        )],
         &dir.path("lb1.log"),
     );
     wait_attached(&lab, "lb1");

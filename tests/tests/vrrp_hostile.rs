@@ -19,7 +19,10 @@ mod common;
 
 use common::*;
 use tests::lab::{Lab, TempDir, in_netns};
-use xvip::vrrp::packet::{Advert, Auth, MULTICAST, Version};
+use xvip::{
+    announce::vrrp::packet::{Advert, MULTICAST},
+    config::vrrp::{Auth, Version},
+};
 
 /// Sends raw IPv4 packets (header built here, `IPPROTO_RAW`: any source) from the client.
 fn send_raw(lab: &Lab, packets: Vec<Vec<u8>>) {

@@ -13,10 +13,21 @@ use std::{
     time::Instant,
 };
 
+use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
 use super::claims::MARK_LEN;
 pub use super::claims::Mark;
+
+/// The ARP sockets' answers (all attached interfaces together).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ArpStatus {
+    /// Requests for our addresses answered.
+    pub answered: u64,
+    /// Requests for our addresses not answered: over the requester's or the segment's
+    /// budget.
+    pub rate_limited: u64,
+}
 
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_HLEN: usize = 14;
@@ -350,8 +361,8 @@ impl ArpSocket {
     }
 
     /// Requests answered, and answers refused by the rate limit.
-    pub fn status(&self) -> crate::status::ArpStatus {
-        crate::status::ArpStatus {
+    pub fn status(&self) -> ArpStatus {
+        ArpStatus {
             answered: self.answered.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
         }

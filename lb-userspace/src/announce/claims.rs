@@ -140,7 +140,7 @@ impl Claims {
                 self.log(now, || {
                     format!(
                         "another xvip ({}, {}, priority {}, VRID {}) answers for {vip} while this node does and VRRP between us is not heard: it outranks this node, which stops answering until it is gone",
-                        crate::arp::format_mac(&mac),
+                        crate::announce::arp::format_mac(&mac),
                         theirs.primary,
                         theirs.priority,
                         theirs.vrid
@@ -155,7 +155,7 @@ impl Claims {
                     self.log(now, || {
                         format!(
                             "another xvip ({}, {}, priority {}) answers for {vip} while this node does and VRRP between us is not heard: this node outranks it and keeps the VIP",
-                            crate::arp::format_mac(&mac),
+                            crate::announce::arp::format_mac(&mac),
                             theirs.primary,
                             theirs.priority
                         )
@@ -178,7 +178,7 @@ impl Claims {
                     self.log(now, || {
                         format!(
                             "a host that is not xvip ({}) claims {vip}, which this node announces: remove the address from that host; xvip keeps answering requests and does not fight it with gratuitous ARP",
-                            crate::arp::format_mac(&mac)
+                            crate::announce::arp::format_mac(&mac)
                         )
                     });
                 }
@@ -197,7 +197,7 @@ impl Claims {
                 self.log(now, || {
                     format!(
                         "the xvip this node yielded the VIP to ({}) no longer answers: answering again",
-                        crate::arp::format_mac(&mac)
+                        crate::announce::arp::format_mac(&mac)
                     )
                 });
                 false

@@ -9,6 +9,7 @@
 //! checked is RFC 4861 section 7.1.1.
 
 use std::{
+    collections::BTreeMap,
     io,
     net::Ipv6Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -19,7 +20,19 @@ use etherparse::{
     Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
     icmpv6::NeighborAdvertisementHeader,
 };
+use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
+
+/// The NDP socket's counters (IPv6 VIPs announced with `--announce arp`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NdpStatus {
+    /// Neighbour solicitations that passed the RFC 4861 checks (for any target).
+    pub solicitations: u64,
+    /// Those answered (a target of ours, while announcing).
+    pub answered: u64,
+    /// Frames dropped by the checks, by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
 
 const ETH_P_IPV6: u16 = 0x86dd;
 /// The only hop limit NDP messages are sent and accepted with (RFC 4861 section 7.1.1).
@@ -464,9 +477,9 @@ impl NdpSocket {
     }
 
     /// The counters as the status document shows them.
-    pub fn status(&self) -> crate::status::NdpStatus {
+    pub fn status(&self) -> NdpStatus {
         let c = &self.counts;
-        crate::status::NdpStatus {
+        NdpStatus {
             solicitations: c.solicitations.load(Ordering::Relaxed),
             answered: c.answered.load(Ordering::Relaxed),
             dropped: Invalid::ALL

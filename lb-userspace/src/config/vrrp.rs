@@ -1,12 +1,99 @@
-//! VRRP's settings (`--vrrp-*`): what the flags mean and the checks they pass, against the
-//! protocol's limits in `announce::vrrp::packet`. The election itself is `announce::vrrp`,
-//! which reads these settings; this module never reads the election (no import cycle).
+//! VRRP's settings (`--vrrp-*`): what the flags mean and the checks they pass, and the
+//! protocol's vocabulary they are written in (the version, v2 authentication, the limits
+//! of the fields they fill). The election and its packets are `announce::vrrp`, which read
+//! these; this module never reads them.
 
 use std::{net::IpAddr, time::Duration};
 
 use super::ConfigError;
-use crate::announce::vrrp::packet;
-pub use crate::announce::vrrp::packet::{Auth, Version};
+
+/// Largest Max Advertise Interval of v3: 12 bits of centiseconds (40.95 s).
+pub const MAX_ADVER_INT_CS: u16 = 0x0fff;
+/// Length of the v2 Authentication Data after the addresses (RFC 3768 section 5.3.10).
+pub const AUTH_LEN: usize = 8;
+/// v2 Auth Type 0: no authentication.
+pub const AUTH_TYPE_NONE: u8 = 0;
+/// v2 Auth Type 1: a plain-text password in the Authentication Data (keepalived `PASS`).
+pub const AUTH_TYPE_PASS: u8 = 1;
+/// v2 Auth Type 2: IPsec AH (keepalived `AH`; such packets are IP protocol 51, not 112).
+pub const AUTH_TYPE_AH: u8 = 2;
+/// The VRRP version of a message or of this router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Version {
+    /// RFC 3768: whole-second intervals, auth type and data, checksum without pseudo-header.
+    V2,
+    /// RFC 5798: centisecond intervals, no authentication, pseudo-header checksum.
+    #[default]
+    V3,
+}
+
+impl Version {
+    /// The number in the version nibble.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::V2 => 2,
+            Self::V3 => 3,
+        }
+    }
+
+    /// The version with number `n`, if it is 2 or 3.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            2 => Some(Self::V2),
+            3 => Some(Self::V3),
+            _ => None,
+        }
+    }
+}
+
+/// v2 authentication: the Auth Type and the 8 bytes of Authentication Data. The data is a
+/// secret: `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Auth {
+    /// [`AUTH_TYPE_NONE`], [`AUTH_TYPE_PASS`] or whatever a received packet said.
+    pub kind: u8,
+    /// The password, zero padded (all zero without authentication).
+    pub data: [u8; AUTH_LEN],
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("kind", &self.kind)
+            .field("data", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Auth {
+    /// No authentication.
+    pub const NONE: Auth = Auth {
+        kind: AUTH_TYPE_NONE,
+        data: [0; AUTH_LEN],
+    };
+
+    /// PASS authentication as keepalived derives it from `auth_pass`: the first 8 bytes of
+    /// the password, zero padded (keepalived `vrrp_parser.c`, `vrrp_auth_pass_handler`).
+    pub fn pass(password: &[u8]) -> Self {
+        let mut data = [0; AUTH_LEN];
+        let n = password.len().min(AUTH_LEN);
+        data[..n].copy_from_slice(&password[..n]);
+        Self {
+            kind: AUTH_TYPE_PASS,
+            data,
+        }
+    }
+
+    /// Whether `other` carries the same type and data, compared without an early exit.
+    pub fn matches(&self, other: &Auth) -> bool {
+        let diff = self
+            .data
+            .iter()
+            .zip(&other.data)
+            .fold(self.kind ^ other.kind, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
 
 /// Default advertisement interval (RFC 5798 says 1 s; sub-second takeover needs less).
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_millis(100);
@@ -135,7 +222,7 @@ impl VrrpSettings {
         };
         let advert_interval = match &i.advert_int {
             Some(s) if version == Version::V2 => {
-                let d = super::parse_duration("--vrrp-advert-int", s)?;
+                let d = super::parse::parse_duration("--vrrp-advert-int", s)?;
                 if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) {
                     return Err(invalid(
                         "--vrrp-advert-int",
@@ -147,7 +234,7 @@ impl VrrpSettings {
             }
             None if version == Version::V2 => DEFAULT_V2_ADVERT_INTERVAL,
             Some(s) => {
-                let d = super::parse_duration("--vrrp-advert-int", s)?;
+                let d = super::parse::parse_duration("--vrrp-advert-int", s)?;
                 let ms = d.as_secs_f64() * 1e3;
                 let cs = (ms / 10.0).round();
                 if (ms - cs * 10.0).abs() > 1e-6 {
@@ -157,7 +244,7 @@ impl VrrpSettings {
                         "must be a multiple of 10ms",
                     ));
                 }
-                if !(1.0..=f64::from(packet::MAX_ADVER_INT_CS)).contains(&cs) {
+                if !(1.0..=f64::from(MAX_ADVER_INT_CS)).contains(&cs) {
                     return Err(invalid(
                         "--vrrp-advert-int",
                         s,
@@ -228,11 +315,11 @@ impl VrrpSettings {
                 if pw.0.is_empty() {
                     return Err(invalid("--vrrp-auth-pass", "", "must not be empty"));
                 }
-                if pw.0.len() > packet::AUTH_LEN {
+                if pw.0.len() > AUTH_LEN {
                     log::warn!(
                         "--vrrp-auth-pass is longer than {} bytes: only the first {} count, as in keepalived",
-                        packet::AUTH_LEN,
-                        packet::AUTH_LEN
+                        AUTH_LEN,
+                        AUTH_LEN
                     );
                 }
                 Auth::pass(pw.0.as_bytes())
@@ -264,5 +351,246 @@ impl VrrpSettings {
     /// long enough for a backup to wait Skew_Time and send its gratuitous ARP.
     pub fn handover_grace(&self) -> Duration {
         (self.advert_interval * 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::args::RunArgs;
+
+    fn input() -> VrrpInput {
+        VrrpInput {
+            vrid: Some(51),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_priority_100_every_100ms_with_preempt() {
+        let s = VrrpSettings::resolve(input()).unwrap().unwrap();
+        assert_eq!(s.priority, 100);
+        assert_eq!(s.advert_interval, Duration::from_millis(100));
+        assert!(s.preempt);
+        assert_eq!(s.health_penalty, 50);
+        assert!(s.peers.is_empty());
+        assert_eq!(VrrpSettings::resolve(VrrpInput::default()), Ok(None));
+    }
+
+    #[test]
+    fn every_bad_vrrp_value_is_named() {
+        type Case = (fn(&mut VrrpInput), &'static str, &'static str);
+        let cases: Vec<Case> = vec![
+            (|i| i.vrid = Some(0), "--vrrp-vrid", "0"),
+            (|i| i.vrid = Some(256), "--vrrp-vrid", "256"),
+            (|i| i.priority = Some(255), "--vrrp-priority", "255"),
+            (|i| i.priority = Some(0), "--vrrp-priority", "0"),
+            (
+                |i| i.advert_int = Some("15ms".into()),
+                "--vrrp-advert-int",
+                "15ms",
+            ),
+            (
+                |i| i.advert_int = Some("41s".into()),
+                "--vrrp-advert-int",
+                "41s",
+            ),
+            (
+                |i| i.advert_int = Some("5ms".into()),
+                "--vrrp-advert-int",
+                "5ms",
+            ),
+            (
+                |i| i.peers = vec!["192.0.2.300".into()],
+                "--vrrp-peer",
+                "192.0.2.300",
+            ),
+            (
+                |i| i.peers = vec!["224.0.0.18".into()],
+                "--vrrp-peer",
+                "224.0.0.18",
+            ),
+            (
+                |i| i.health_penalty = Some(300),
+                "--vrrp-health-penalty",
+                "300",
+            ),
+            (
+                |i| {
+                    i.vrid = None;
+                    i.priority = Some(120);
+                },
+                "--vrrp-priority",
+                "120",
+            ),
+        ];
+        for (mutate, field, value) in cases {
+            let mut i = input();
+            mutate(&mut i);
+            match VrrpSettings::resolve(i) {
+                Err(ConfigError::Invalid {
+                    field: f, value: v, ..
+                }) => {
+                    assert_eq!((f, v.as_str()), (field, value));
+                }
+                other => panic!("{field} {value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn intervals_are_whole_centiseconds_up_to_4095() {
+        for (s, ms) in [("10ms", 10), ("1s", 1000), ("40.95s", 40950), ("0.1s", 100)] {
+            let mut i = input();
+            i.advert_int = Some(s.into());
+            let v = VrrpSettings::resolve(i).unwrap().unwrap();
+            assert_eq!(v.advert_interval, Duration::from_millis(ms), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_penalty_never_goes_below_priority_1() {
+        let mut i = input();
+        i.priority = Some(30);
+        let s = VrrpSettings::resolve(i).unwrap().unwrap();
+        assert_eq!(s.effective_priority(true), 30);
+        assert_eq!(s.effective_priority(false), 1);
+        let s = VrrpSettings { priority: 150, ..s };
+        assert_eq!(s.effective_priority(false), 100);
+    }
+
+    fn v2(pass: Option<&str>) -> VrrpInput {
+        VrrpInput {
+            version: Some(2),
+            auth_pass: pass.map(|p| Secret(p.into())),
+            ..input()
+        }
+    }
+
+    #[test]
+    fn v2_defaults_to_one_second_and_carries_the_pass() {
+        let s = VrrpSettings::resolve(v2(Some("42"))).unwrap().unwrap();
+        assert_eq!(s.version, Version::V2);
+        assert_eq!(s.advert_interval, Duration::from_secs(1));
+        assert_eq!(s.auth, Auth::pass(b"42"));
+        let s = VrrpSettings::resolve(v2(None)).unwrap().unwrap();
+        assert_eq!(s.auth, Auth::NONE);
+        let mut i = v2(Some("42"));
+        i.auth_type = Some("PASS".into());
+        i.advert_int = Some("3s".into());
+        let s = VrrpSettings::resolve(i).unwrap().unwrap();
+        assert_eq!(s.advert_interval, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_v2_and_auth_settings_are_named_and_never_show_the_password() {
+        type Case = (fn(&mut VrrpInput), &'static str, &'static str);
+        let cases: Vec<Case> = vec![
+            (|i| i.version = Some(4), "--vrrp-version", "4"),
+            (
+                |i| i.advert_int = Some("100ms".into()),
+                "--vrrp-advert-int",
+                "100ms",
+            ),
+            (
+                |i| i.advert_int = Some("1.5s".into()),
+                "--vrrp-advert-int",
+                "1.5s",
+            ),
+            (
+                |i| i.advert_int = Some("256s".into()),
+                "--vrrp-advert-int",
+                "256s",
+            ),
+            (
+                |i| i.auth_type = Some("AH".into()),
+                "--vrrp-auth-type",
+                "ah",
+            ),
+            (
+                |i| i.auth_type = Some("md5".into()),
+                "--vrrp-auth-type",
+                "md5",
+            ),
+            (
+                |i| i.auth_type = Some("none".into()),
+                "--vrrp-auth-type",
+                "none",
+            ),
+            (|i| i.version = Some(3), "--vrrp-auth-pass", HIDDEN),
+            (|i| i.version = None, "--vrrp-auth-pass", HIDDEN),
+            (
+                |i| {
+                    i.auth_pass = None;
+                    i.auth_type = Some("pass".into());
+                },
+                "--vrrp-auth-type",
+                "pass",
+            ),
+            (
+                |i| i.vrid = None,
+                "--vrrp-version",
+                "2", // the first stray VRRP setting
+            ),
+        ];
+        for (mutate, field, value) in cases {
+            let mut i = v2(Some("sekrit"));
+            mutate(&mut i);
+            match VrrpSettings::resolve(i) {
+                Err(e @ ConfigError::Invalid { .. }) => {
+                    let msg = e.to_string();
+                    assert!(!msg.contains("sekrit"), "{msg}");
+                    let ConfigError::Invalid {
+                        field: f, value: v, ..
+                    } = e
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!((f, v.as_str()), (field, value), "{msg}");
+                }
+                other => panic!("{field} {value}: {other:?}"),
+            }
+        }
+        let mut i = v2(Some(""));
+        i.auth_type = None;
+        assert!(VrrpSettings::resolve(i).is_err(), "empty password");
+    }
+
+    #[test]
+    fn the_password_is_not_in_debug_output_of_the_settings_or_the_flags() {
+        let i = v2(Some("sekrit"));
+        let s = VrrpSettings::resolve(i.clone()).unwrap().unwrap();
+        let args = crate::config::args::RunArgs {
+            vrrp_auth_pass: Some(Secret("sekrit".into())),
+            ..Default::default()
+        };
+        let all = format!("{i:?} {s:?} {args:?}");
+        assert!(
+            !all.contains("sekrit") && !all.contains("115, 101, 107"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn version_and_password_come_from_the_toml_file_too() {
+        let dir = std::env::temp_dir().join(format!("xvip-vrrp2-toml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xvip.toml");
+        std::fs::write(
+            &path,
+            "interface = \"eth0\"\nvips = [\"192.0.2.100\"]\nbackends = [\"192.0.2.11\"]\n\
+             vrrp_vrid = 51\nvrrp_version = 2\nvrrp_auth_type = \"pass\"\nvrrp_auth_pass = \"42\"\n",
+        )
+        .unwrap();
+        let s = RunArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let v = s.vrrp.unwrap();
+        assert_eq!((v.version, v.auth), (Version::V2, Auth::pass(b"42")));
+        assert_eq!(v.advert_interval, Duration::from_secs(1));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,9 +42,23 @@ use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
 use tokio_rustls::TlsConnector;
+
+/// Master discovery (absent without `--discover-from-kubeconfig`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DiscoveryStatus {
+    pub kubeconfig: String,
+    /// Ready API servers of the last answer.
+    pub masters: Vec<String>,
+    /// Seconds since the last answer, when there was one.
+    pub last_success_age_s: Option<f64>,
+    /// Why the last poll failed, while polls fail.
+    pub last_error: Option<String>,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+}
 
 /// How often the kubeconfig is looked for until it loads (and the interval discovery
 /// polled at before it watched).
@@ -331,9 +345,9 @@ fn client_config(
         }
         _ => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::health::NoCertVerification::new(
-                &provider,
-            ))),
+            .with_custom_certificate_verifier(Arc::new(
+                crate::control::health::NoCertVerification::new(&provider),
+            )),
     };
     let config = match client {
         None => builder.with_no_client_auth(),
@@ -671,8 +685,8 @@ pub type SharedReport = Arc<Mutex<Report>>;
 
 impl Report {
     /// The status document's view of it.
-    pub fn status(&self, kubeconfig: &Path) -> crate::status::DiscoveryStatus {
-        crate::status::DiscoveryStatus {
+    pub fn status(&self, kubeconfig: &Path) -> DiscoveryStatus {
+        DiscoveryStatus {
             kubeconfig: kubeconfig.display().to_string(),
             masters: self.masters.iter().map(|a| a.to_string()).collect(),
             last_success_age_s: self.last_success.map(|t| t.elapsed().as_secs_f64()),
@@ -1012,7 +1026,7 @@ mod tests {
             ..Default::default()
         };
         r.failed("HTTP 403 Forbidden");
-        let st = crate::status::Status {
+        let st = crate::api::document::Status {
             discovery: Some(r.status(Path::new("/etc/kubernetes/admin.conf"))),
             ..Default::default()
         };

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use lb_common::{MAX_RING_SIZE, NO_BACKEND};
+use lb_common::{MAX_RING_SIZE, NO_BACKEND, prime::is_prime};
 
 /// Stable identity of a backend: its address and port (never its index).
 ///
@@ -79,28 +79,6 @@ pub enum MaglevError {
         /// The repeated identity, as `address:port`.
         id: String,
     },
-}
-
-/// Whether `n` is a prime number.
-///
-/// Trial division is enough: it runs once per table build and at most ~2^16 / 3 divisions.
-pub fn is_prime(n: u32) -> bool {
-    if n < 4 {
-        return n >= 2;
-    }
-    if n.is_multiple_of(2) || n.is_multiple_of(3) {
-        return false;
-    }
-    // Every prime above 3 is 6k ± 1; u64 keeps `d * d` from overflowing near u32::MAX.
-    let n = u64::from(n);
-    let mut d = 5u64;
-    while d * d <= n {
-        if n.is_multiple_of(d) || n.is_multiple_of(d + 2) {
-            return false;
-        }
-        d += 6;
-    }
-    true
 }
 
 /// Builds the lookup table: `size` entries, each the `index` of a backend, or
@@ -334,25 +312,6 @@ mod tests {
         (0..size)
             .map(|s| sorted[(fmix64(u64::from(s)) % sorted.len() as u64) as usize].index)
             .collect()
-    }
-
-    #[test]
-    fn is_prime_agrees_with_a_sieve_and_on_large_values() {
-        let limit = 10_000usize;
-        let mut composite = vec![false; limit];
-        for i in 2..limit {
-            for j in (i * i..limit).step_by(i) {
-                composite[j] = true;
-            }
-        }
-        for (n, &composite) in composite.iter().enumerate() {
-            assert_eq!(is_prime(n as u32), n >= 2 && !composite, "n = {n}");
-        }
-        assert!(is_prime(65537));
-        assert!(!is_prime(65535));
-        assert!(is_prime(4_294_967_291), "largest u32 prime");
-        assert!(!is_prime(u32::MAX));
-        assert!(!is_prime(65521 * 65519), "product of two large primes");
     }
 
     #[test]

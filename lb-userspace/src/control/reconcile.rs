@@ -21,8 +21,8 @@ use lb_common::{
 
 use crate::{
     config::{Mode, Settings, VipSpec},
+    control::maglev::{BackendId, MaglevBackend, build_table},
     dataplane::{DataplaneError, MapStore},
-    maglev::{BackendId, MaglevBackend, build_table},
 };
 
 /// What the daemon knows about one backend.
@@ -579,7 +579,7 @@ pub fn vip_key6(v: &Vip) -> Option<VipKey6> {
 mod tests {
     use super::*;
 
-    use crate::{config::RunArgs, dataplane::FakeMaps};
+    use crate::{config::args::RunArgs, dataplane::FakeMaps};
 
     fn settings(backends: &[&str]) -> Settings {
         RunArgs {

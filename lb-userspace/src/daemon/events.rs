@@ -6,249 +6,123 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
+    signal::unix::Signal,
     sync::{mpsc, watch},
     task::JoinHandle,
 };
 
-use super::{DaemonError, Shared, startup::Up};
+use super::{DaemonError, Shared};
 use crate::{
-    arp::{Arp, ArpSocket, Interface},
-    config::{Announce, RunArgs, Settings},
-    health::{self, HealthEvent, HealthSettings},
+    announce::arp::{Arp, ArpSocket, Interface},
+    config::{Announce, Settings, args::RunArgs},
+    control::health::{self, HealthEvent, HealthSettings},
 };
 
 /// The daemon's state outside [`Shared`]: what the handlers need besides the maps.
 pub(super) struct Daemon {
     /// Asks the next-hop thread for a round (`nexthops`).
-    resolver: super::nexthops::Resolver,
-    pub args: RunArgs,
-    pub settings: Settings,
-    pub iface: Interface,
+    pub(super) resolver: super::nexthops::Resolver,
+    pub(super) args: RunArgs,
+    pub(super) settings: Settings,
+    pub(super) iface: Interface,
     /// The further interfaces, each with its ARP socket (their packets come through
     /// `Sources::other_arp`).
-    pub others: Vec<(Interface, Arc<ArpSocket>)>,
+    pub(super) others: Vec<(Interface, Arc<ArpSocket>)>,
     /// Every attached interface, the first included: where next hops may lead.
-    all: Vec<Interface>,
-    pub health: Arc<HealthSettings>,
-    pub shared: Arc<Mutex<Shared>>,
-    pub arp: Arc<ArpSocket>,
-    pub xdp_mode: &'static str,
-    pub started: Instant,
+    pub(super) all: Vec<Interface>,
+    pub(super) health: Arc<HealthSettings>,
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) arp: Arc<ArpSocket>,
+    pub(super) xdp_mode: &'static str,
+    pub(super) started: Instant,
     /// The addresses xvip answers ARP for: the VIPs, and in full NAT a SNAT address that is
     /// not one of this node's own (the backends' replies must reach it).
-    vip_addrs: Vec<Ipv4Addr>,
+    pub(super) vip_addrs: Vec<Ipv4Addr>,
     /// The same for IPv6 (NDP): the IPv6 VIPs and an IPv6 SNAT address not the node's own.
-    vip6_addrs: Vec<Ipv6Addr>,
+    pub(super) vip6_addrs: Vec<Ipv6Addr>,
     /// The NDP socket, when there are IPv6 addresses to announce (`--announce arp`).
     /// One per attached interface, in `all`'s order: the IPv6 SNAT address must be found
     /// from the masters' side too.
-    pub ndp: Vec<(Interface, Arc<crate::ndp::NdpSocket>)>,
+    pub(super) ndp: Vec<(Interface, Arc<crate::announce::ndp::NdpSocket>)>,
     /// The IPv6 backends' checkers (the configured set, reloaded by SIGHUP; discovery is
     /// IPv4 only).
-    checkers6: BTreeMap<SocketAddrV6, JoinHandle<()>>,
-    route_spec: Option<crate::route::RouteSpec>,
-    checkers: BTreeMap<SocketAddrV4, JoinHandle<()>>,
-    health_tx: mpsc::Sender<HealthEvent>,
+    pub(super) checkers6: BTreeMap<SocketAddrV6, JoinHandle<()>>,
+    pub(super) route_spec: Option<crate::route::RouteSpec>,
+    pub(super) checkers: BTreeMap<SocketAddrV4, JoinHandle<()>>,
+    pub(super) health_tx: mpsc::Sender<HealthEvent>,
     /// Tells the VRRP task whether this node can serve (health-gated priority).
-    serve_tx: watch::Sender<bool>,
-    pub serve_rx: watch::Receiver<bool>,
+    pub(super) serve_tx: watch::Sender<bool>,
+    pub(super) serve_rx: watch::Receiver<bool>,
     /// The same for the IPv6 instance: whether an IPv6 backend is healthy.
-    serve6_tx: watch::Sender<bool>,
-    pub serve6_rx: watch::Receiver<bool>,
-    pub discovery_report: crate::discovery::SharedReport,
+    pub(super) serve6_tx: watch::Sender<bool>,
+    pub(super) serve6_rx: watch::Receiver<bool>,
+    pub(super) discovery_report: crate::control::discovery::SharedReport,
     /// The last backend set discovery found: a SIGHUP keeps it (with the reloaded weights)
     /// rather than falling back to the static list until the API speaks again.
-    discovered: Option<BTreeSet<SocketAddrV4>>,
+    pub(super) discovered: Option<BTreeSet<SocketAddrV4>>,
     /// The same for the IPv6 masters (an IPv6-only cluster's EndpointSlice).
-    discovered6: Option<BTreeSet<SocketAddrV6>>,
+    pub(super) discovered6: Option<BTreeSet<SocketAddrV6>>,
     /// The configured IPv6 backends (`settings.backends6` is the set in use: these, or the
     /// discovered ones with their weights).
-    static6: Vec<crate::config::BackendSpec6>,
+    pub(super) static6: Vec<crate::config::BackendSpec6>,
     /// Gratuitous ARP rounds still to send after becoming VRRP master, and when.
-    garp_burst: u32,
-    garp_burst_at: tokio::time::Instant,
-    _vip_on_lo: Option<crate::local::VipOnLo>,
+    pub(super) garp_burst: u32,
+    pub(super) garp_burst_at: tokio::time::Instant,
+    pub(super) _vip_on_lo: Option<crate::dataplane::local::VipOnLo>,
     /// Conntrack sync (`--sync-key-file`), told of VRRP transitions.
-    pub sync: Option<Arc<crate::sync::SyncHandle>>,
+    pub(super) sync: Option<Arc<crate::sync::SyncHandle>>,
     /// Other claimants of the VIPs seen on the wire (`announce::claims`).
-    claims: crate::announce::claims::Claims,
+    pub(super) claims: crate::announce::claims::Claims,
     /// Whether the (IPv4) election says this node holds the VIPs; announcing also needs
     /// that no other xvip outranking it claims them (`claims`).
-    vrrp_master: bool,
+    pub(super) vrrp_master: bool,
     /// The IPv4 election's live status (its priority goes into the ARP frames' mark).
-    pub vrrp_report: Option<crate::vrrp::Report>,
+    pub(super) vrrp_report: Option<crate::announce::vrrp::Report>,
 }
 
 /// Where the loop's events come from; kept apart from [`Daemon`] so a handler can take
 /// `&mut Daemon` while the loop waits on these.
 pub(super) struct Sources {
-    sigterm: Signal,
-    sigint: Signal,
-    sighup: Signal,
-    health: mpsc::Receiver<HealthEvent>,
-    garp: tokio::time::Interval,
-    resolve: tokio::time::Interval,
+    pub(super) sigterm: Signal,
+    pub(super) sigint: Signal,
+    pub(super) sighup: Signal,
+    pub(super) health: mpsc::Receiver<HealthEvent>,
+    pub(super) garp: tokio::time::Interval,
+    pub(super) resolve: tokio::time::Interval,
     /// Refreshes the ARP frames' mark and, while yielded, probes the VIP (`claims`).
-    claims: tokio::time::Interval,
-    vrrp: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
+    pub(super) claims: tokio::time::Interval,
+    pub(super) vrrp: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
     /// The IPv6 VRRP instance's state changes.
-    vrrp6: Option<mpsc::UnboundedReceiver<crate::vrrp::State>>,
+    pub(super) vrrp6: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
-    other_arp: mpsc::Receiver<(usize, Arp)>,
+    pub(super) other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
-    ndp_rx: mpsc::Receiver<(usize, crate::ndp::Solicitation)>,
+    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
-    pub discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
+    pub(super) discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
 }
 
 impl Sources {
     /// Takes the VRRP state channel: the loop listens to it from now on.
-    pub fn listen_vrrp(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
+    pub fn listen_vrrp(&mut self) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.vrrp = Some(rx);
         tx
     }
 
     /// Takes the IPv6 VRRP instance's state channel.
-    pub fn listen_vrrp6(&mut self) -> mpsc::UnboundedSender<crate::vrrp::State> {
+    pub fn listen_vrrp6(&mut self) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.vrrp6 = Some(rx);
         tx
     }
 }
 
-fn signal_of(kind: SignalKind) -> Result<Signal, DaemonError> {
-    signal(kind).map_err(|e| DaemonError::Runtime(e.to_string()))
-}
-
 impl Daemon {
-    pub fn new(args: RunArgs, up: Up) -> Result<(Self, Sources), DaemonError> {
-        let Up {
-            settings,
-            iface,
-            others,
-            next_hops,
-            health,
-            dataplane,
-            reconciler,
-            arp,
-            xdp_mode,
-            vip_on_lo,
-            started,
-        } = up;
-        let shared = super::tasks::shared_state(&settings, dataplane, reconciler);
-        shared.lock().expect("poisoned").next_hops = next_hops;
-        let others: Vec<(Interface, Arc<ArpSocket>)> =
-            others.into_iter().map(|(i, a)| (i, Arc::new(a))).collect();
-        let all: Vec<Interface> = std::iter::once(iface.clone())
-            .chain(others.iter().map(|(i, _)| i.clone()))
-            .collect();
-        let (arp_tx, other_arp) = mpsc::channel(256);
-        for (n, (i, sock)) in others.iter().enumerate() {
-            super::tasks::forward_arp(n, i.name.clone(), sock.clone(), arp_tx.clone());
-        }
-        let mut vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
-        if settings.mode == crate::config::Mode::Fullnat
-            && !settings.snat_ip.is_unspecified()
-            && !vip_addrs.contains(&settings.snat_ip)
-            && !crate::local::local_addresses().contains(&settings.snat_ip)
-        {
-            vip_addrs.push(settings.snat_ip);
-        }
-        let mut vip6_addrs: Vec<Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
-        if settings.mode == crate::config::Mode::Fullnat
-            && let Some(snat) = settings.snat_ip6
-            && !vip6_addrs.contains(&snat)
-            && !crate::ndp::all_addresses().contains(&snat)
-        {
-            vip6_addrs.push(snat);
-        }
-        vip6_addrs.dedup();
-        let mut ndp = Vec::new();
-        let (ndp_tx, ndp_rx) = mpsc::channel(256);
-        if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
-            for i in &all {
-                let sock = Arc::new(crate::ndp::NdpSocket::open(&i.name, i.index, &vip6_addrs)?);
-                super::tasks::forward_ns(ndp.len(), sock.clone(), ndp_tx.clone());
-                ndp.push((i.clone(), sock));
-            }
-        }
-        let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
-            vips: settings.vips.iter().map(|v| v.addr).collect(),
-            ifindex: iface.index,
-            table: settings.route_table,
-        });
-        if let Some(spec) = &route_spec {
-            super::routed::drop_stale_routes(spec);
-        }
-        let (health_tx, health_rx) = mpsc::channel::<HealthEvent>(1024);
-        let (serve_tx, serve_rx) = watch::channel(true);
-        let (serve6_tx, serve6_rx) = watch::channel(true);
-        let sources = Sources {
-            sigterm: signal_of(SignalKind::terminate())?,
-            sigint: signal_of(SignalKind::interrupt())?,
-            sighup: signal_of(SignalKind::hangup())?,
-            health: health_rx,
-            garp: tokio::time::interval_at(
-                tokio::time::Instant::now() + settings.garp_interval,
-                settings.garp_interval,
-            ),
-            resolve: tokio::time::interval(Duration::from_secs(1)),
-            claims: tokio::time::interval(crate::announce::claims::PROBE),
-            vrrp: None,
-            vrrp6: None,
-            other_arp,
-            ndp_rx,
-            discovery: None,
-        };
-        let static6 = settings.backends6.clone();
-        let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
-            reconcile(st, None, None);
-        })
-        .map_err(|e| DaemonError::Runtime(format!("cannot start the next-hop thread: {e}")))?;
-        let d = Self {
-            resolver,
-            args,
-            settings,
-            iface,
-            others,
-            all,
-            health,
-            shared,
-            arp: Arc::new(arp),
-            xdp_mode,
-            started,
-            vip_addrs,
-            vip6_addrs,
-            ndp,
-            checkers6: BTreeMap::new(),
-            route_spec,
-            checkers: BTreeMap::new(),
-            health_tx,
-            serve_tx,
-            serve_rx,
-            serve6_tx,
-            serve6_rx,
-            discovery_report: Default::default(),
-            discovered: None,
-            discovered6: None,
-            static6,
-            garp_burst: 0,
-            garp_burst_at: tokio::time::Instant::now(),
-            _vip_on_lo: vip_on_lo,
-            sync: None,
-            claims: Default::default(),
-            vrrp_master: false,
-            vrrp_report: None,
-        };
-        Ok((d, sources))
-    }
-
     /// One checker task per configured backend.
     pub fn start_checkers(&mut self) {
         for b in &self.settings.backends {
@@ -410,7 +284,7 @@ impl Daemon {
     }
 
     /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
-    fn on_ns(&self, n: usize, ns: &crate::ndp::Solicitation) {
+    fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
         if !self.announcing6() {
             return;
         }
@@ -434,14 +308,15 @@ impl Daemon {
 
     /// A transition of the IPv6 VRRP instance: its master answers NDP for the IPv6 VIPs
     /// and sends unsolicited advertisements (now and in the burst), a backup stops.
-    fn on_vrrp6(&mut self, state: crate::vrrp::State) {
-        let master = state == crate::vrrp::State::Master;
+    fn on_vrrp6(&mut self, state: crate::announce::vrrp::State) {
+        let master = state == crate::announce::vrrp::State::Master;
         self.shared.lock().expect("poisoned").announcing6 = master;
         self.sync_master();
         if master {
             self.unsolicited_na();
-            self.garp_burst = crate::vrrp::GARP_BURST - 1;
-            self.garp_burst_at = tokio::time::Instant::now() + crate::vrrp::GARP_BURST_SPACING;
+            self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
+            self.garp_burst_at =
+                tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
         }
     }
 
@@ -623,7 +498,7 @@ impl Daemon {
 
     /// What this node's ARP frames say of it: its VRID, its election's priority now and its
     /// primary address (none without VRRP).
-    fn mark(&self) -> Option<crate::arp::Mark> {
+    fn mark(&self) -> Option<crate::announce::claims::Mark> {
         let v = self.settings.vrrp.as_ref()?;
         let priority = self
             .vrrp_report
@@ -631,16 +506,17 @@ impl Daemon {
             .and_then(|r| r.lock().ok().map(|s| s.priority))
             .filter(|p| *p > 0)
             .unwrap_or(v.priority);
-        Some(crate::arp::Mark {
+        Some(crate::announce::claims::Mark {
             priority,
             primary: self.iface.ipv4,
             vrid: v.vrid,
         })
     }
 
-    /// Every `claims::PROBE`: the frames' mark follows the priority; while yielded, asks
-    /// who has the VIP (the winner's answer keeps the yield), and once the winner has been
-    /// silent for `claims::HOLD` answers again if the election still says so.
+    /// Every `claims::PROBE`: the frames' mark follows the priority; a gratuitous round
+    /// put off by a recent one is paid; while yielded, asks who has the VIP (the winner's
+    /// answer keeps the yield), and once the winner has been silent for `claims::HOLD`
+    /// answers again if the election still says so.
     fn on_claims_tick(&mut self) {
         let mark = self.mark();
         self.arp.set_mark(mark);
@@ -661,29 +537,30 @@ impl Daemon {
                 }
             }
         } else if self.vrrp_master {
-            self.on_vrrp(crate::vrrp::State::Master);
+            self.on_vrrp(crate::announce::vrrp::State::Master);
         }
     }
 
     /// A VRRP transition: a master announces (and sends a burst of gratuitous ARP), a backup
     /// stops. A master that has yielded to another xvip claiming the VIPs (`on_claim`) waits
     /// until that one is gone.
-    fn on_vrrp(&mut self, state: crate::vrrp::State) {
-        self.vrrp_master = state == crate::vrrp::State::Master;
+    fn on_vrrp(&mut self, state: crate::announce::vrrp::State) {
+        self.vrrp_master = state == crate::announce::vrrp::State::Master;
         let master = self.vrrp_master && !self.claims.yielded(std::time::Instant::now());
         self.shared.lock().expect("poisoned").announcing = master;
         self.sync_master();
         self.garp_burst = 0;
         if master {
             self.gratuitous_arp();
-            self.garp_burst = crate::vrrp::GARP_BURST - 1;
-            self.garp_burst_at = tokio::time::Instant::now() + crate::vrrp::GARP_BURST_SPACING;
+            self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
+            self.garp_burst_at =
+                tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
         }
     }
 
     fn on_garp_burst(&mut self) {
         self.garp_burst -= 1;
-        self.garp_burst_at += crate::vrrp::GARP_BURST_SPACING;
+        self.garp_burst_at += crate::announce::vrrp::GARP_BURST_SPACING;
         if self.announcing() {
             self.gratuitous_arp();
         }
@@ -703,7 +580,7 @@ impl Daemon {
     /// routers take over, then detaches.
     pub async fn shut_down(
         self,
-        vrrp: [Option<crate::vrrp::Handle>; 2],
+        vrrp: [Option<crate::announce::vrrp::Handle>; 2],
         discovery: Option<JoinHandle<()>>,
         endpoint: JoinHandle<()>,
     ) -> Result<(), DaemonError> {
@@ -745,7 +622,7 @@ impl Daemon {
         }
         endpoint.abort();
         for i in &self.all {
-            crate::status::forget_addr(&i.name);
+            crate::api::server::forget_addr(&i.name);
         }
         let mut s = self.shared.lock().expect("poisoned");
         if self.settings.keep_attached {
@@ -891,7 +768,11 @@ fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
     }
 }
 
-fn reconcile(s: &mut Shared, transition_at: Option<Instant>, first_failure: Option<Instant>) {
+pub(super) fn reconcile(
+    s: &mut Shared,
+    transition_at: Option<Instant>,
+    first_failure: Option<Instant>,
+) {
     let st = &mut *s;
     match st.reconciler.apply(&mut st.dataplane, &[]) {
         Ok(a) => {

@@ -21,10 +21,10 @@ use std::{
 pub use startup::{check_config, health_settings};
 
 use crate::{
-    config::{ConfigError, RunArgs},
+    config::{ConfigError, args::RunArgs},
+    control::health,
+    control::reconcile::Reconciler,
     dataplane::{Dataplane, DataplaneError},
-    health,
-    reconcile::Reconciler,
 };
 
 /// The compiled XDP object, embedded at build time (empty when built without it).
@@ -38,25 +38,25 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     /// The interface does not exist or is unusable (exit status 2).
     #[error(transparent)]
-    Interface(#[from] crate::arp::ArpError),
+    Interface(#[from] crate::announce::arp::ArpError),
     /// TLS material for the health checks is unusable (exit status 2).
     #[error(transparent)]
     Tls(#[from] health::TlsConfigError),
     /// Serving the node itself (VIP on lo, connect hook) failed.
     #[error(transparent)]
-    Local(#[from] crate::local::LocalError),
+    Local(#[from] crate::dataplane::local::LocalError),
     /// The kernel side failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     /// Pinned state or an attached program that is not this interface's xvip's.
     #[error(transparent)]
-    Pins(#[from] crate::pins::PinError),
+    Pins(#[from] crate::dataplane::pins::PinError),
     /// The VRRP socket could not be set up.
     #[error(transparent)]
-    Vrrp(#[from] crate::vrrp::VrrpError),
+    Vrrp(#[from] crate::announce::vrrp::VrrpError),
     /// The NDP socket (IPv6 VIPs) could not be set up.
     #[error(transparent)]
-    Ndp(#[from] crate::ndp::NdpError),
+    Ndp(#[from] crate::announce::ndp::NdpError),
     /// The conntrack sync socket could not be set up.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),

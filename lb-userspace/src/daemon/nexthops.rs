@@ -15,9 +15,9 @@ use std::{
 
 use super::Shared;
 use crate::{
-    arp::{Interface, format_mac},
-    nexthop::{self, Hop, NextHopError},
-    reconcile::Reconciler,
+    announce::arp::{Interface, format_mac},
+    control::nexthop::{self, Hop, NextHopError},
+    control::reconcile::Reconciler,
 };
 
 /// How often a round runs without being asked.

@@ -7,10 +7,10 @@ use lb_common::Reason;
 
 use super::Shared;
 use crate::{
-    arp::format_mac,
+    announce::arp::format_mac,
+    api::document::{BackendStatus, Status},
     config::Settings,
-    maglev::slot_shares,
-    status::{BackendStatus, Status},
+    control::maglev::slot_shares,
 };
 
 pub(super) fn status_of(
@@ -74,7 +74,7 @@ pub(super) fn status_of(
             .enumerate()
             .map(|(i, v)| {
                 let c = snap.vips.get(i).copied().unwrap_or_default();
-                crate::status::VipTraffic {
+                crate::api::document::VipTraffic {
                     vip: format!("{}:{}", v.addr, v.port),
                     packets: c.packets,
                     bytes: c.bytes,

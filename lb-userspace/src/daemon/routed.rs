@@ -36,7 +36,7 @@ pub(super) fn drop_stale_routes(spec: &crate::route::RouteSpec) {
 /// kernel cannot say: the caller keeps what it knew).
 fn program_attached(program: Option<u32>, ifindex: u32) -> Option<bool> {
     let program = program?;
-    match crate::pins::attached_xdp(ifindex) {
+    match crate::dataplane::pins::attached_xdp(ifindex) {
         Ok(on) => Some(on.iter().any(|a| a.prog_id == program)),
         Err(e) => {
             log::debug!("routed mode: cannot read the XDP program on ifindex {ifindex}: {e}");

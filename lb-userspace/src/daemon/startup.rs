@@ -12,12 +12,12 @@ use lb_common::{CONFIG_FLAG_ICMP_ECHO, CONFIG_FLAG_IFACES, Config, IfaceMac, Ifa
 
 use super::DaemonError;
 use crate::{
-    arp::{ArpSocket, Interface},
-    config::{ConfigError, HealthKind, RunArgs, Settings},
+    announce::arp::{ArpSocket, Interface},
+    config::{ConfigError, HealthKind, Settings, args::RunArgs},
+    control::health::{self, CheckKind, HealthSettings},
+    control::nexthop,
+    control::reconcile::Reconciler,
     dataplane::{Dataplane, MapStore},
-    health::{self, CheckKind, HealthSettings},
-    nexthop,
-    reconcile::Reconciler,
 };
 
 /// What [`bring_up`] hands to the rest of the daemon: an attached data path and its inputs.
@@ -33,7 +33,7 @@ pub(super) struct Up {
     pub arp: ArpSocket,
     pub xdp_mode: &'static str,
     /// The VIPs on `lo` while this node is one of the backends; removed on drop.
-    pub vip_on_lo: Option<crate::local::VipOnLo>,
+    pub vip_on_lo: Option<crate::dataplane::local::VipOnLo>,
     pub started: Instant,
     /// The first round's next hops (or why not), as `Shared::next_hops`.
     pub next_hops: BTreeMap<std::net::SocketAddr, String>,
@@ -86,12 +86,12 @@ fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
     let Some(path) = &s.discover_from_kubeconfig else {
         return Ok(());
     };
-    crate::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
+    crate::control::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
         field: "--discover-from-kubeconfig",
         value: path.display().to_string(),
         reason: match e {
-            crate::discovery::DiscoveryError::NoCa { cluster, .. } => {
-                crate::discovery::no_ca(&cluster)
+            crate::control::discovery::DiscoveryError::NoCa { cluster, .. } => {
+                crate::control::discovery::no_ca(&cluster)
             }
             other => other.to_string(),
         },
@@ -99,12 +99,16 @@ fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
 }
 
 /// The SNAT ports must stay clear of this namespace's ephemeral ports when the SNAT address
-/// is the node's own (see `config::check_snat_ephemeral`).
+/// is the node's own (see `config::parse::check_snat_ephemeral`).
 fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
-    let ephemeral = std::fs::read_to_string(crate::config::LOCAL_PORT_RANGE)
+    let ephemeral = std::fs::read_to_string(crate::config::parse::LOCAL_PORT_RANGE)
         .ok()
-        .and_then(|t| crate::config::parse_local_port_range(&t));
-    crate::config::check_snat_ephemeral(s, &crate::local::local_addresses(), ephemeral)
+        .and_then(|t| crate::config::parse::parse_local_port_range(&t));
+    crate::config::parse::check_snat_ephemeral(
+        s,
+        &crate::dataplane::local::local_addresses(),
+        ephemeral,
+    )
 }
 
 /// Startup in order: configuration and interface checked (nothing touched yet), the
@@ -117,10 +121,10 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     // One xvip per interface, before anything is adopted, written or attached: a second
     // run waits for a stopping one, else exits 2 naming it (its pins stay untouched).
     let names: Vec<&str> = settings.interfaces.iter().map(String::as_str).collect();
-    crate::pins::lock_interfaces(
-        std::path::Path::new(crate::pins::LOCK_ROOT),
+    crate::dataplane::pins::lock_interfaces(
+        std::path::Path::new(crate::dataplane::pins::LOCK_ROOT),
         &names,
-        crate::pins::LOCK_WAIT,
+        crate::dataplane::pins::LOCK_WAIT,
     )?
     .hold_until_exit();
     let iface = Interface::lookup(&settings.interface)?;
@@ -142,11 +146,11 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
         reconciler.adopt(&dataplane.present_backends());
     }
     reconciler.set_local_addresses(
-        crate::local::local_addresses()
+        crate::dataplane::local::local_addresses()
             .into_iter()
             .map(std::net::IpAddr::V4)
             .chain(
-                crate::ndp::all_addresses()
+                crate::announce::ndp::all_addresses()
                     .into_iter()
                     .map(std::net::IpAddr::V6),
             ),
@@ -198,12 +202,12 @@ fn load(
     iface: &Interface,
     others: &[Interface],
 ) -> Result<Dataplane, DaemonError> {
-    let pins = crate::pins::claim(&settings.pin_root, iface)?;
+    let pins = crate::dataplane::pins::claim(&settings.pin_root, iface)?;
     for o in others {
-        crate::pins::claim_extra(&pins, o)?;
+        crate::dataplane::pins::claim_extra(&pins, o)?;
     }
     let keep: Vec<&str> = others.iter().map(|o| o.name.as_str()).collect();
-    for gone in crate::pins::drop_unlisted_links(&pins, &keep) {
+    for gone in crate::dataplane::pins::drop_unlisted_links(&pins, &keep) {
         log::info!("{gone} is no longer an --interface: its pinned link was removed");
     }
     let mut dataplane = Dataplane::load_pinned(
@@ -259,8 +263,8 @@ fn vip_on_lo(
     settings: &Settings,
     r: &Reconciler,
     iface: &Interface,
-) -> Result<Option<crate::local::VipOnLo>, DaemonError> {
-    let local6 = crate::ndp::all_addresses();
+) -> Result<Option<crate::dataplane::local::VipOnLo>, DaemonError> {
+    let local6 = crate::announce::ndp::all_addresses();
     let v6_local = settings
         .backends6
         .iter()
@@ -274,7 +278,7 @@ fn vip_on_lo(
     } else {
         Vec::new()
     };
-    let mut lo = crate::local::VipOnLo::install(&vips, &iface.name)?;
+    let mut lo = crate::dataplane::local::VipOnLo::install(&vips, &iface.name)?;
     if v6_local {
         let vips6: Vec<std::net::Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
         lo.add_v6(&vips6)?;
@@ -302,8 +306,8 @@ fn attach(
     let adopted = dataplane.adopted();
     let attached = (|| -> Result<&'static str, DaemonError> {
         if settings.local_connect {
-            let cgroup = crate::local::cgroup_root()?;
-            dataplane.attach_connect4(&cgroup, crate::local::netns_cookie()?)?;
+            let cgroup = crate::dataplane::local::cgroup_root()?;
+            dataplane.attach_connect4(&cgroup, crate::dataplane::local::netns_cookie()?)?;
         }
         let first = dataplane.attach(&iface.name, settings.xdp_mode)?;
         // One program and one set of maps on every interface: a failure on any detaches all.

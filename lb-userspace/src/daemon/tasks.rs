@@ -1,22 +1,169 @@
-//! The tasks beside the loop, each started by one function: the shared state with its
-//! flow counters, the VRRP election, the status endpoint and master discovery. (Health
-//! checkers are started by the loop's owner, `events::Daemon::start_checkers`.)
+//! The tasks beside the loop, each started by one function: `Daemon::new` (the daemon's
+//! state and the sources of its events, with the threads feeding them), the shared state
+//! with its flow counters, the VRRP election, the status endpoint and master discovery.
+//! (Health checkers are started by the loop's owner, `events::Daemon::start_checkers`.)
+//! This module uses the loop's types (`events`); the loop never calls back here.
 
 use std::{
     collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
     sync::{Arc, Mutex, atomic::AtomicUsize},
     time::Duration,
 };
 
-use tokio::task::JoinHandle;
-
-use super::{DaemonError, Shared, events::Daemon, events::Sources};
-use crate::{
-    config::{Announce, Settings},
-    dataplane::Dataplane,
-    reconcile::Reconciler,
-    status::StatusSource,
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::{mpsc, watch},
+    task::JoinHandle,
 };
+
+use super::{
+    DaemonError, Shared,
+    events::{Daemon, Sources, reconcile},
+    startup::Up,
+};
+use crate::{
+    announce::arp::{ArpSocket, Interface},
+    api::server::StatusSource,
+    config::{Announce, Settings, args::RunArgs},
+    control::health::HealthEvent,
+    control::reconcile::Reconciler,
+    dataplane::Dataplane,
+};
+
+fn signal_of(kind: SignalKind) -> Result<Signal, DaemonError> {
+    signal(kind).map_err(|e| DaemonError::Runtime(e.to_string()))
+}
+
+impl Daemon {
+    /// The daemon's state and the sources of its events, with the threads that feed
+    /// them (further interfaces' ARP, NDP, next hops) started.
+    pub fn new(args: RunArgs, up: Up) -> Result<(Self, Sources), DaemonError> {
+        let Up {
+            settings,
+            iface,
+            others,
+            next_hops,
+            health,
+            dataplane,
+            reconciler,
+            arp,
+            xdp_mode,
+            vip_on_lo,
+            started,
+        } = up;
+        let shared = shared_state(&settings, dataplane, reconciler);
+        shared.lock().expect("poisoned").next_hops = next_hops;
+        let others: Vec<(Interface, Arc<ArpSocket>)> =
+            others.into_iter().map(|(i, a)| (i, Arc::new(a))).collect();
+        let all: Vec<Interface> = std::iter::once(iface.clone())
+            .chain(others.iter().map(|(i, _)| i.clone()))
+            .collect();
+        let (arp_tx, other_arp) = mpsc::channel(256);
+        for (n, (i, sock)) in others.iter().enumerate() {
+            forward_arp(n, i.name.clone(), sock.clone(), arp_tx.clone());
+        }
+        let mut vip_addrs: Vec<Ipv4Addr> = settings.vips.iter().map(|v| v.addr).collect();
+        if settings.mode == crate::config::Mode::Fullnat
+            && !settings.snat_ip.is_unspecified()
+            && !vip_addrs.contains(&settings.snat_ip)
+            && !crate::dataplane::local::local_addresses().contains(&settings.snat_ip)
+        {
+            vip_addrs.push(settings.snat_ip);
+        }
+        let mut vip6_addrs: Vec<Ipv6Addr> = settings.vips6.iter().map(|v| v.addr).collect();
+        if settings.mode == crate::config::Mode::Fullnat
+            && let Some(snat) = settings.snat_ip6
+            && !vip6_addrs.contains(&snat)
+            && !crate::announce::ndp::all_addresses().contains(&snat)
+        {
+            vip6_addrs.push(snat);
+        }
+        vip6_addrs.dedup();
+        let mut ndp = Vec::new();
+        let (ndp_tx, ndp_rx) = mpsc::channel(256);
+        if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
+            for i in &all {
+                let sock = Arc::new(crate::announce::ndp::NdpSocket::open(
+                    &i.name,
+                    i.index,
+                    &vip6_addrs,
+                )?);
+                forward_ns(ndp.len(), sock.clone(), ndp_tx.clone());
+                ndp.push((i.clone(), sock));
+            }
+        }
+        let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
+            vips: settings.vips.iter().map(|v| v.addr).collect(),
+            ifindex: iface.index,
+            table: settings.route_table,
+        });
+        if let Some(spec) = &route_spec {
+            super::routed::drop_stale_routes(spec);
+        }
+        let (health_tx, health_rx) = mpsc::channel::<HealthEvent>(1024);
+        let (serve_tx, serve_rx) = watch::channel(true);
+        let (serve6_tx, serve6_rx) = watch::channel(true);
+        let sources = Sources {
+            sigterm: signal_of(SignalKind::terminate())?,
+            sigint: signal_of(SignalKind::interrupt())?,
+            sighup: signal_of(SignalKind::hangup())?,
+            health: health_rx,
+            garp: tokio::time::interval_at(
+                tokio::time::Instant::now() + settings.garp_interval,
+                settings.garp_interval,
+            ),
+            resolve: tokio::time::interval(Duration::from_secs(1)),
+            claims: tokio::time::interval(crate::announce::claims::PROBE),
+            vrrp: None,
+            vrrp6: None,
+            other_arp,
+            ndp_rx,
+            discovery: None,
+        };
+        let static6 = settings.backends6.clone();
+        let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
+            reconcile(st, None, None);
+        })
+        .map_err(|e| DaemonError::Runtime(format!("cannot start the next-hop thread: {e}")))?;
+        let d = Self {
+            resolver,
+            args,
+            settings,
+            iface,
+            others,
+            all,
+            health,
+            shared,
+            arp: Arc::new(arp),
+            xdp_mode,
+            started,
+            vip_addrs,
+            vip6_addrs,
+            ndp,
+            checkers6: BTreeMap::new(),
+            route_spec,
+            checkers: BTreeMap::new(),
+            health_tx,
+            serve_tx,
+            serve_rx,
+            serve6_tx,
+            serve6_rx,
+            discovery_report: Default::default(),
+            discovered: None,
+            discovered6: None,
+            static6,
+            garp_burst: 0,
+            garp_burst_at: tokio::time::Instant::now(),
+            _vip_on_lo: vip_on_lo,
+            sync: None,
+            claims: Default::default(),
+            vrrp_master: false,
+            vrrp_report: None,
+        };
+        Ok((d, sources))
+    }
+}
 
 /// The state the loop and the status endpoint share, with two threads counting the
 /// conntrack maps every 2 s (a walk of a million entries must not hold the state lock).
@@ -72,7 +219,7 @@ pub(super) fn shared_state(
 pub(super) fn vrrp(
     d: &Daemon,
     sources: &mut Sources,
-) -> Result<Option<crate::vrrp::Handle>, DaemonError> {
+) -> Result<Option<crate::announce::vrrp::Handle>, DaemonError> {
     let Some(v) = &d.settings.vrrp else {
         return Ok(None);
     };
@@ -80,7 +227,7 @@ pub(super) fn vrrp(
         return Ok(None);
     }
     let vips: Vec<std::net::Ipv4Addr> = d.settings.vips.iter().map(|v| v.addr).collect();
-    let h = crate::vrrp::spawn(
+    let h = crate::announce::vrrp::spawn(
         v,
         &d.iface,
         &vips,
@@ -109,7 +256,7 @@ pub(super) fn vrrp(
 pub(super) fn vrrp6(
     d: &Daemon,
     sources: &mut Sources,
-) -> Result<Option<crate::vrrp::Handle>, DaemonError> {
+) -> Result<Option<crate::announce::vrrp::Handle>, DaemonError> {
     let Some(v) = &d.settings.vrrp else {
         return Ok(None);
     };
@@ -117,7 +264,7 @@ pub(super) fn vrrp6(
         return Ok(None);
     }
     let vips: Vec<std::net::Ipv6Addr> = d.settings.vips6.iter().map(|v| v.addr).collect();
-    let h = crate::vrrp::spawn6(
+    let h = crate::announce::vrrp::spawn6(
         v,
         &d.iface,
         &vips,
@@ -160,8 +307,8 @@ pub(super) fn sync(d: &Daemon) -> Result<Option<Arc<crate::sync::SyncHandle>>, D
 /// The status endpoint (`--metrics-addr`), rendering from the shared state on demand.
 pub(super) async fn status_endpoint(
     d: &Daemon,
-    vrrp: Option<&crate::vrrp::Handle>,
-    vrrp6: Option<&crate::vrrp::Handle>,
+    vrrp: Option<&crate::announce::vrrp::Handle>,
+    vrrp6: Option<&crate::announce::vrrp::Handle>,
 ) -> Result<JoinHandle<()>, DaemonError> {
     let source: StatusSource = {
         let shared = d.shared.clone();
@@ -195,7 +342,7 @@ pub(super) async fn status_endpoint(
                 .as_ref()
                 .and_then(|r| r.lock().ok().map(|v| v.clone()));
             st.ndp = (!ndp.is_empty()).then(|| {
-                let mut sum = crate::status::NdpStatus::default();
+                let mut sum = crate::announce::ndp::NdpStatus::default();
                 for n in &ndp {
                     let one = n.status();
                     sum.solicitations += one.solicitations;
@@ -207,7 +354,7 @@ pub(super) async fn status_endpoint(
                 sum
             });
             st.arp = (!arp.is_empty()).then(|| {
-                let mut sum = crate::status::ArpStatus::default();
+                let mut sum = crate::announce::arp::ArpStatus::default();
                 for a in arp.iter().map(|a| a.status()) {
                     sum.answered += a.answered;
                     sum.rate_limited += a.rate_limited;
@@ -222,11 +369,11 @@ pub(super) async fn status_endpoint(
         })
     };
     let addr = d.settings.metrics_addr;
-    let endpoint = crate::status::serve(addr, source)
+    let endpoint = crate::api::server::serve(addr, source)
         .await
         .map_err(|e| DaemonError::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
     for name in &d.settings.interfaces {
-        crate::status::record_addr(name, addr);
+        crate::api::server::record_addr(name, addr);
     }
     Ok(endpoint)
 }
@@ -237,7 +384,7 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     sources.discovery = Some(rx);
     let shared = d.shared.clone();
-    let candidates: crate::discovery::Candidates = Arc::new(move || {
+    let candidates: crate::control::discovery::Candidates = Arc::new(move || {
         let s = shared.lock().expect("poisoned");
         s.reconciler
             .backends_v4()
@@ -255,7 +402,7 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
         "discovering masters with {} (list, then watch)",
         kc.display()
     );
-    Some(crate::discovery::spawn(
+    Some(crate::control::discovery::spawn(
         kc,
         candidates,
         d.discovery_report.clone(),
@@ -267,8 +414,8 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
 /// Forwards neighbour solicitations from NDP socket `n` to the loop.
 pub(super) fn forward_ns(
     n: usize,
-    sock: Arc<crate::ndp::NdpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::ndp::Solicitation)>,
+    sock: Arc<crate::announce::ndp::NdpSocket>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::ndp::Solicitation)>,
 ) {
     tokio::spawn(async move {
         loop {
@@ -290,8 +437,8 @@ pub(super) fn forward_ns(
 pub(super) fn forward_arp(
     n: usize,
     name: String,
-    sock: Arc<crate::arp::ArpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::arp::Arp)>,
+    sock: Arc<crate::announce::arp::ArpSocket>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::arp::Arp)>,
 ) {
     tokio::spawn(async move {
         loop {

@@ -29,7 +29,7 @@ use lb_common::{
     Ip6, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
 };
 
-use crate::{config::XdpAttachMode, pins::LINK_PIN};
+use crate::{config::XdpAttachMode, dataplane::pins::LINK_PIN};
 
 /// Errors of the kernel side.
 #[derive(Debug, thiserror::Error)]
@@ -532,7 +532,7 @@ pub fn remove_pins(dir: &Path, interface: &str) -> Result<usize, DataplaneError>
             dir: dir.display().to_string(),
         });
     }
-    crate::pins::remove_dir(dir).map_err(|e| DataplaneError::PinDir {
+    crate::dataplane::pins::remove_dir(dir).map_err(|e| DataplaneError::PinDir {
         dir: dir.display().to_string(),
         reason: e.to_string(),
     })

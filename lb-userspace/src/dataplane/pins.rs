@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::arp::Interface;
+use crate::announce::arp::Interface;
 
 /// File name of the pinned XDP link inside an interface's pin directory.
 pub const LINK_PIN: &str = "link";

@@ -20,7 +20,7 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 
-use crate::config::{ConfigError, RunArgs, Settings};
+use crate::config::{ConfigError, Settings, args::RunArgs};
 
 /// Image of the pod manifest unless `--image` says otherwise. A placeholder: build and push
 /// the image from the repository's `Containerfile` and name it here.
@@ -219,7 +219,7 @@ fn host_dirs(run: &RunArgs, settings: &Settings) -> Result<Vec<(PathBuf, bool)>,
     }
     // The instance locks and status records: shared with an xvip run on the host, so a
     // second one on the same interface is refused (`pins::lock_interfaces`).
-    dirs.push((PathBuf::from(crate::pins::LOCK_ROOT), true));
+    dirs.push((PathBuf::from(crate::dataplane::pins::LOCK_ROOT), true));
     Ok(dirs)
 }
 

@@ -14,9 +14,10 @@
 //!   bounded peer table, per-peer install budget);
 //! - `install`: a record in the receiver's terms (its VIP index, backend slot, interface,
 //!   clock) and a local entry as a record;
-//! - here: the key file, the socket, and two threads: the sender (ring buffer, batches,
-//!   heartbeats, dumps) and the receiver (checks, map writes). Plain threads: every map
-//!   operation is a syscall, and none of it may wait behind the daemon's state lock.
+//! - here: the socket, and two threads: the sender (ring buffer, batches, heartbeats,
+//!   dumps) and the receiver (checks, map writes); the key file and the settings are
+//!   `config::sync`. Plain threads: every map operation is a syscall, and none of it may
+//!   wait behind the daemon's state lock.
 
 pub mod install;
 pub mod peer;
@@ -25,8 +26,6 @@ pub mod wire;
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -44,21 +43,19 @@ use lb_common::{
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::config::sync::{SyncKey, SyncSettings};
+
 use self::{
     install::{Local, Skip},
     peer::{Peers, Verdict},
-    wire::{AnyRecord, DecodeError, Event, Header, Kind, Record, SyncKey, WireAddr},
+    wire::{AnyRecord, DecodeError, Event, Header, Kind, Record, WireAddr},
 };
 
 /// `bpf_map_update_elem`'s "only if absent".
 const BPF_NOEXIST: u64 = 1;
 
-/// UDP port of the sync messages (IPVS's sync daemon uses 8848).
-pub const SYNC_PORT: u16 = 8849;
 /// Multicast group without unicast peers: VRRP's own (link-local, never routed).
 pub const SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// Shortest key accepted (bytes): HMAC-SHA256's block of security.
-pub const MIN_KEY_LEN: usize = 32;
 /// Records wait at most this long before they are sent.
 pub const BATCH_EVERY: Duration = Duration::from_millis(10);
 /// An empty records message after this long without any: receivers see the sender alive
@@ -78,51 +75,6 @@ const DUMP_PAUSE: Duration = Duration::from_millis(1);
 pub const DUMP_ANSWER_EVERY: Duration = Duration::from_secs(5);
 /// Dumps sent to all requesters together within [`DUMP_ANSWER_EVERY`] at most.
 pub const MAX_DUMPS_AT_ONCE: usize = 8;
-
-/// Settings of `--sync-key-file`.
-#[derive(Clone, Debug)]
-pub struct SyncSettings {
-    /// The file the key came from (for messages; the key itself is never printed).
-    pub key_file: PathBuf,
-    pub key: SyncKey,
-    /// Unicast peers (the VRRP peers); empty: multicast to [`SYNC_GROUP`].
-    pub peers: Vec<Ipv4Addr>,
-    pub port: u16,
-    /// `--snat-ports` (inclusive): a record's SNAT port must be in it.
-    pub snat_ports: (u16, u16),
-}
-
-/// Reads the key file: at least [`MIN_KEY_LEN`] bytes, readable by its owner only.
-///
-/// # Errors
-/// What is wrong with the file (never its content), for a message naming the path.
-pub fn load_key(path: &Path) -> Result<SyncKey, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "mode {mode:04o}: a sync key must be readable by its owner only (chmod 600)"
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    // A trailing newline (echo, an editor) is not part of the key.
-    let key = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    if key.len() < MIN_KEY_LEN {
-        return Err(format!(
-            "{} bytes: a sync key needs at least {MIN_KEY_LEN} (head -c 32 /dev/urandom | base64 > FILE)",
-            key.len()
-        ));
-    }
-    Ok(SyncKey::new(key))
-}
-
-impl PartialEq for SyncSettings {
-    /// Compares where the key came from, never the key.
-    fn eq(&self, o: &Self) -> bool {
-        self.key_file == o.key_file && self.peers == o.peers && self.port == o.port
-    }
-}
-impl Eq for SyncSettings {}
 
 /// One family's maps the receiver reads and writes (`A`: `u32`, or `Ip6` for `VIPS6`,
 /// `BACKENDS6`, `CONNTRACK6`, `REVERSE6`).
@@ -1211,24 +1163,6 @@ mod tests {
             };
             assert_eq!(peers.records(from, &h, now), Verdict::Install);
         }
-    }
-
-    #[test]
-    fn key_files_readable_by_others_or_short_are_refused_naming_the_path() {
-        let dir = std::env::temp_dir().join(format!("xvip-sync-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("key");
-        std::fs::write(&p, [7u8; 32]).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = load_key(&p).unwrap_err();
-        assert!(e.contains("0644"), "{e}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load_key(&p).is_ok());
-        std::fs::write(&p, b"0123456789abcdef0123456789abcde\n").unwrap();
-        let e = load_key(&p).unwrap_err();
-        assert!(e.contains("31 bytes"), "{e}");
-        assert!(!e.contains("0123"), "the key is never in a message: {e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

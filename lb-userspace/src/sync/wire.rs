@@ -33,7 +33,9 @@
 use std::net::Ipv4Addr;
 
 use lb_common::{Addr, FlowKey, Ip6};
-use ring::{aead, hkdf};
+use ring::aead;
+
+use crate::config::sync::SyncKey;
 
 /// First bytes of every message (and its version).
 pub const MAGIC: [u8; 4] = *b"XVS2";
@@ -352,19 +354,8 @@ pub enum DecodeError {
     OldVersion,
 }
 
-/// The shared secret, ready to derive each sender's record keys. Never printed.
-#[derive(Clone)]
-pub struct SyncKey(hkdf::Prk);
-
-/// HKDF salt: this protocol and version (a key shared with anything else derives others).
-const KDF_SALT: &[u8] = b"xvip conntrack sync v2";
-
+/// The record keys are the protocol's: derived here, from the key `config::sync` loads.
 impl SyncKey {
-    /// From the key file's bytes.
-    pub fn new(secret: &[u8]) -> Self {
-        Self(hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(secret))
-    }
-
     /// The AEAD key of one sender's epoch.
     fn aead(&self, sender: Ipv4Addr, epoch: u64) -> aead::LessSafeKey {
         let (ip, ep) = (sender.octets(), epoch.to_be_bytes());
@@ -381,12 +372,6 @@ fn aead_nonce(counter: u64) -> aead::Nonce {
     let mut n = [0u8; aead::NONCE_LEN];
     n[4..].copy_from_slice(&counter.to_be_bytes());
     aead::Nonce::assume_unique_for_key(n)
-}
-
-impl std::fmt::Debug for SyncKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SyncKey(<secret>)")
-    }
 }
 
 /// Encodes, encrypts and signs one message (records of at most [`MAX_RECORD_BYTES`]: a
@@ -778,11 +763,5 @@ mod tests {
         }
         assert_eq!(batches(&v4s(61)).len(), 3);
         assert_eq!(batches(&v6s(29)).len(), 29usize.div_ceil(MAX_RECORDS6));
-    }
-
-    #[test]
-    fn the_key_is_never_printed() {
-        let s = format!("{:?}", SyncKey::new(b"0123456789abcdef0123456789abcdef"));
-        assert!(!s.contains("0123"), "{s}");
     }
 }

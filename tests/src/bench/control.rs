@@ -11,8 +11,8 @@ use crate::bench::{
 use anyhow::{Result, bail};
 use lb_common::CtEntry;
 use xvip::{
+    control::maglev::{BackendId, MaglevBackend, build_table},
     dataplane::Dataplane,
-    maglev::{BackendId, MaglevBackend, build_table},
 };
 
 /// The `maglev` part: table build times for 3, 100 and 1,000 backends.

@@ -13,9 +13,9 @@ use crate::bench::{
 use anyhow::Result;
 use lb_common::Config;
 use xvip::{
-    config::{HealthKind, Mode, RunArgs, Settings},
+    config::{HealthKind, Mode, Settings, args::RunArgs},
+    control::reconcile::Reconciler,
     dataplane::{Dataplane, MapStore},
-    reconcile::Reconciler,
 };
 
 fn backend_list(n: usize) -> Vec<String> {

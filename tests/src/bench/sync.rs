@@ -58,7 +58,7 @@ fn cpu_s(pid: u32) -> Result<f64> {
     Ok(ticks / hz)
 }
 
-fn status(lab: &Lab, host: &str) -> Result<xvip::status::Status> {
+fn status(lab: &Lab, host: &str) -> Result<xvip::api::document::Status> {
     lab.xvip_status(host)
 }
 

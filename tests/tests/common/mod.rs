@@ -18,7 +18,7 @@ use std::{
 };
 
 use tests::lab::{Lab, apiserver_bin, in_netns};
-use xvip::status::VrrpStatus;
+use xvip::announce::vrrp::VrrpStatus;
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -96,14 +96,14 @@ pub fn serving(lab: &Lab, master: &str, backups: &[&str]) {
 
 /// `host`'s status document, `None` when xvip does not answer (not started, not attached
 /// yet, or gone).
-pub fn status(lab: &Lab, host: &str) -> Option<xvip::status::Status> {
+pub fn status(lab: &Lab, host: &str) -> Option<xvip::api::document::Status> {
     let ns = lab.host(host).ns.name.clone();
     in_netns(&ns, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .ok()?;
-        rt.block_on(xvip::status::fetch(METRICS.parse().expect("addr")))
+        rt.block_on(xvip::api::client::fetch(METRICS.parse().expect("addr")))
             .ok()
     })
     .ok()

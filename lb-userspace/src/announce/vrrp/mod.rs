@@ -23,19 +23,80 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use crate::config::vrrp::{
-    DEFAULT_ADVERT_INTERVAL, DEFAULT_HEALTH_PENALTY, DEFAULT_PRIORITY, DEFAULT_V2_ADVERT_INTERVAL,
-    Secret, VrrpInput, VrrpSettings,
-};
 use crate::{
-    arp::Interface,
-    status::{VrrpConflict, VrrpStatus},
+    announce::arp::Interface,
+    config::vrrp::{Version, VrrpSettings},
 };
 pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
-pub use packet::{Advert, Auth, DropReason, Version};
+pub use packet::{Advert, DropReason};
 pub use socket::{SocketError, VrrpSocket};
+
+/// VRRP failover (absent without `--vrrp-vrid`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VrrpStatus {
+    pub vrid: u8,
+    /// initialize, backup or master.
+    pub state: String,
+    /// The current master's address, when known.
+    pub master: Option<String>,
+    /// Our own (primary) address.
+    pub address: String,
+    /// Priority advertised now (configured, minus the health penalty while no backend can
+    /// be served).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub preempt: bool,
+    pub advert_interval_ms: f64,
+    /// Learnt from the master's advertisements.
+    pub master_adver_interval_ms: f64,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    /// Advertisements that passed every check.
+    pub adverts_received: u64,
+    pub send_errors: u64,
+    /// Advertisements dropped, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// VRRP version spoken, 2 or 3.
+    #[serde(default)]
+    pub version: u8,
+    /// Authentication: "none" or "pass" (never the password).
+    #[serde(default)]
+    pub auth: String,
+    /// The mismatch guard holds: adverts for our VRID arrive that we cannot join (other
+    /// version, password or v2 interval), so this node does not become master.
+    #[serde(default)]
+    pub guard_holding: bool,
+    /// Routers seen advertising our VRID that way (at most 16, the latest heard).
+    #[serde(default)]
+    pub conflicts: Vec<VrrpConflict>,
+    /// Such routers forgotten: evicted from the full list, or silent for 5 minutes.
+    #[serde(default)]
+    pub conflicts_evicted: u64,
+    /// Guard log lines not written (over the per-minute budget).
+    #[serde(default)]
+    pub guard_logs_suppressed: u64,
+}
+
+/// A router advertising our VRID in a way we cannot join (the mismatch guard).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VrrpConflict {
+    pub peer: String,
+    /// The drop reason: version_mismatch, auth_type, auth_pass or interval_mismatch.
+    pub reason: String,
+    /// The VRRP version it speaks.
+    pub version: u8,
+    pub adverts: u64,
+    /// Seconds since its last such advertisement.
+    pub last_seen_s: f64,
+    /// Whether it still holds the guard.
+    pub active: bool,
+    /// Whether it kept its claimed rate for several adverts (a master steps down for it).
+    #[serde(default)]
+    pub owner: bool,
+}
 
 /// Gratuitous ARP rounds sent on becoming master ...
 pub const GARP_BURST: u32 = 3;
@@ -85,7 +146,9 @@ fn classify(
             return Err((DropReason::AuthType, Some(from), Some(r)));
         }
         // Auth Type 0: the data "SHOULD be ... ignored on reception" (RFC 3768 5.3.10).
-        if settings.auth.kind != packet::AUTH_TYPE_NONE && !r.advert.auth.matches(&settings.auth) {
+        if settings.auth.kind != crate::config::vrrp::AUTH_TYPE_NONE
+            && !r.advert.auth.matches(&settings.auth)
+        {
             return Err((DropReason::AuthPass, Some(from), Some(r)));
         }
     }
@@ -103,9 +166,9 @@ fn classify(
 /// keepalived's name of a v2 Auth Type (for logs and status; never the data).
 fn auth_name(kind: u8) -> String {
     match kind {
-        packet::AUTH_TYPE_NONE => "NONE".into(),
-        packet::AUTH_TYPE_PASS => "PASS".into(),
-        packet::AUTH_TYPE_AH => "AH".into(),
+        crate::config::vrrp::AUTH_TYPE_NONE => "NONE".into(),
+        crate::config::vrrp::AUTH_TYPE_PASS => "PASS".into(),
+        crate::config::vrrp::AUTH_TYPE_AH => "AH".into(),
         k => format!("type {k}"),
     }
 }
@@ -194,11 +257,10 @@ pub fn spawn6(
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     let ll =
-        crate::ndp::link_local(&crate::ndp::interface_addresses(&iface.name)).ok_or_else(|| {
-            VrrpError::NoAddress {
-                name: iface.name.clone(),
-                what: "link-local IPv6",
-            }
+        crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(&iface.name))
+            .ok_or_else(|| VrrpError::NoAddress {
+            name: iface.name.clone(),
+            what: "link-local IPv6",
         })?;
     let vips: Vec<IpAddr> = vips.iter().map(|v| IpAddr::V6(*v)).collect();
     spawn_from(settings, iface, IpAddr::V6(ll), &vips, can_serve, events)
@@ -466,7 +528,7 @@ impl Ctx {
                     auth_name(r.advert.auth.kind),
                     auth_name(self.settings.auth.kind)
                 ),
-                if r.advert.auth.kind == packet::AUTH_TYPE_PASS {
+                if r.advert.auth.kind == crate::config::vrrp::AUTH_TYPE_PASS {
                     "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into()
                 } else {
                     "give no --vrrp-auth-pass, as the group has none".into()
@@ -626,7 +688,7 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigError, vrrp::HIDDEN};
+    use crate::config::vrrp::{Auth, Secret, VrrpInput};
 
     fn input() -> VrrpInput {
         VrrpInput {
@@ -635,232 +697,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn defaults_are_priority_100_every_100ms_with_preempt() {
-        let s = VrrpSettings::resolve(input()).unwrap().unwrap();
-        assert_eq!(s.priority, 100);
-        assert_eq!(s.advert_interval, Duration::from_millis(100));
-        assert!(s.preempt);
-        assert_eq!(s.health_penalty, 50);
-        assert!(s.peers.is_empty());
-        assert_eq!(VrrpSettings::resolve(VrrpInput::default()), Ok(None));
-    }
-
-    #[test]
-    fn every_bad_vrrp_value_is_named() {
-        type Case = (fn(&mut VrrpInput), &'static str, &'static str);
-        let cases: Vec<Case> = vec![
-            (|i| i.vrid = Some(0), "--vrrp-vrid", "0"),
-            (|i| i.vrid = Some(256), "--vrrp-vrid", "256"),
-            (|i| i.priority = Some(255), "--vrrp-priority", "255"),
-            (|i| i.priority = Some(0), "--vrrp-priority", "0"),
-            (
-                |i| i.advert_int = Some("15ms".into()),
-                "--vrrp-advert-int",
-                "15ms",
-            ),
-            (
-                |i| i.advert_int = Some("41s".into()),
-                "--vrrp-advert-int",
-                "41s",
-            ),
-            (
-                |i| i.advert_int = Some("5ms".into()),
-                "--vrrp-advert-int",
-                "5ms",
-            ),
-            (
-                |i| i.peers = vec!["192.0.2.300".into()],
-                "--vrrp-peer",
-                "192.0.2.300",
-            ),
-            (
-                |i| i.peers = vec!["224.0.0.18".into()],
-                "--vrrp-peer",
-                "224.0.0.18",
-            ),
-            (
-                |i| i.health_penalty = Some(300),
-                "--vrrp-health-penalty",
-                "300",
-            ),
-            (
-                |i| {
-                    i.vrid = None;
-                    i.priority = Some(120);
-                },
-                "--vrrp-priority",
-                "120",
-            ),
-        ];
-        for (mutate, field, value) in cases {
-            let mut i = input();
-            mutate(&mut i);
-            match VrrpSettings::resolve(i) {
-                Err(ConfigError::Invalid {
-                    field: f, value: v, ..
-                }) => {
-                    assert_eq!((f, v.as_str()), (field, value));
-                }
-                other => panic!("{field} {value}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn intervals_are_whole_centiseconds_up_to_4095() {
-        for (s, ms) in [("10ms", 10), ("1s", 1000), ("40.95s", 40950), ("0.1s", 100)] {
-            let mut i = input();
-            i.advert_int = Some(s.into());
-            let v = VrrpSettings::resolve(i).unwrap().unwrap();
-            assert_eq!(v.advert_interval, Duration::from_millis(ms), "{s}");
-        }
-    }
-
-    #[test]
-    fn the_penalty_never_goes_below_priority_1() {
-        let mut i = input();
-        i.priority = Some(30);
-        let s = VrrpSettings::resolve(i).unwrap().unwrap();
-        assert_eq!(s.effective_priority(true), 30);
-        assert_eq!(s.effective_priority(false), 1);
-        let s = VrrpSettings { priority: 150, ..s };
-        assert_eq!(s.effective_priority(false), 100);
-    }
-
     fn v2(pass: Option<&str>) -> VrrpInput {
         VrrpInput {
             version: Some(2),
             auth_pass: pass.map(|p| Secret(p.into())),
             ..input()
         }
-    }
-
-    #[test]
-    fn v2_defaults_to_one_second_and_carries_the_pass() {
-        let s = VrrpSettings::resolve(v2(Some("42"))).unwrap().unwrap();
-        assert_eq!(s.version, Version::V2);
-        assert_eq!(s.advert_interval, Duration::from_secs(1));
-        assert_eq!(s.auth, Auth::pass(b"42"));
-        let s = VrrpSettings::resolve(v2(None)).unwrap().unwrap();
-        assert_eq!(s.auth, Auth::NONE);
-        let mut i = v2(Some("42"));
-        i.auth_type = Some("PASS".into());
-        i.advert_int = Some("3s".into());
-        let s = VrrpSettings::resolve(i).unwrap().unwrap();
-        assert_eq!(s.advert_interval, Duration::from_secs(3));
-    }
-
-    #[test]
-    fn bad_v2_and_auth_settings_are_named_and_never_show_the_password() {
-        type Case = (fn(&mut VrrpInput), &'static str, &'static str);
-        let cases: Vec<Case> = vec![
-            (|i| i.version = Some(4), "--vrrp-version", "4"),
-            (
-                |i| i.advert_int = Some("100ms".into()),
-                "--vrrp-advert-int",
-                "100ms",
-            ),
-            (
-                |i| i.advert_int = Some("1.5s".into()),
-                "--vrrp-advert-int",
-                "1.5s",
-            ),
-            (
-                |i| i.advert_int = Some("256s".into()),
-                "--vrrp-advert-int",
-                "256s",
-            ),
-            (
-                |i| i.auth_type = Some("AH".into()),
-                "--vrrp-auth-type",
-                "ah",
-            ),
-            (
-                |i| i.auth_type = Some("md5".into()),
-                "--vrrp-auth-type",
-                "md5",
-            ),
-            (
-                |i| i.auth_type = Some("none".into()),
-                "--vrrp-auth-type",
-                "none",
-            ),
-            (|i| i.version = Some(3), "--vrrp-auth-pass", HIDDEN),
-            (|i| i.version = None, "--vrrp-auth-pass", HIDDEN),
-            (
-                |i| {
-                    i.auth_pass = None;
-                    i.auth_type = Some("pass".into());
-                },
-                "--vrrp-auth-type",
-                "pass",
-            ),
-            (
-                |i| i.vrid = None,
-                "--vrrp-version",
-                "2", // the first stray VRRP setting
-            ),
-        ];
-        for (mutate, field, value) in cases {
-            let mut i = v2(Some("sekrit"));
-            mutate(&mut i);
-            match VrrpSettings::resolve(i) {
-                Err(e @ ConfigError::Invalid { .. }) => {
-                    let msg = e.to_string();
-                    assert!(!msg.contains("sekrit"), "{msg}");
-                    let ConfigError::Invalid {
-                        field: f, value: v, ..
-                    } = e
-                    else {
-                        unreachable!()
-                    };
-                    assert_eq!((f, v.as_str()), (field, value), "{msg}");
-                }
-                other => panic!("{field} {value}: {other:?}"),
-            }
-        }
-        let mut i = v2(Some(""));
-        i.auth_type = None;
-        assert!(VrrpSettings::resolve(i).is_err(), "empty password");
-    }
-
-    #[test]
-    fn the_password_is_not_in_debug_output_of_the_settings_or_the_flags() {
-        let i = v2(Some("sekrit"));
-        let s = VrrpSettings::resolve(i.clone()).unwrap().unwrap();
-        let args = crate::config::RunArgs {
-            vrrp_auth_pass: Some(Secret("sekrit".into())),
-            ..Default::default()
-        };
-        let all = format!("{i:?} {s:?} {args:?}");
-        assert!(
-            !all.contains("sekrit") && !all.contains("115, 101, 107"),
-            "{all}"
-        );
-    }
-
-    #[test]
-    fn version_and_password_come_from_the_toml_file_too() {
-        let dir = std::env::temp_dir().join(format!("xvip-vrrp2-toml-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("xvip.toml");
-        std::fs::write(
-            &path,
-            "interface = \"eth0\"\nvips = [\"192.0.2.100\"]\nbackends = [\"192.0.2.11\"]\n\
-             vrrp_vrid = 51\nvrrp_version = 2\nvrrp_auth_type = \"pass\"\nvrrp_auth_pass = \"42\"\n",
-        )
-        .unwrap();
-        let s = crate::config::RunArgs {
-            config: Some(path),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        let v = s.vrrp.unwrap();
-        assert_eq!((v.version, v.auth), (Version::V2, Auth::pass(b"42")));
-        assert_eq!(v.advert_interval, Duration::from_secs(1));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// keepalived 2.2.7 with the kubeadm guide's configuration (v2, PASS "42", 1 s, VRID

@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::config::vrrp::{AUTH_LEN, Auth, MAX_ADVER_INT_CS, Version};
+
 /// IP protocol number of VRRP (both versions).
 pub const PROTO: u8 = 112;
 /// The IPv4 multicast group of VRRP (RFC 5798 section 5.1.1.2, RFC 3768 section 5.2.2).
@@ -15,22 +17,12 @@ pub const MULTICAST6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 pub const TTL: u8 = 255;
 /// The only message type: ADVERTISEMENT.
 pub const TYPE_ADVERT: u8 = 1;
-/// Largest Max Advertise Interval of v3: 12 bits of centiseconds (40.95 s).
-pub const MAX_ADVER_INT_CS: u16 = 0x0fff;
 /// Largest v2 Advertisement Interval: 8 bits of seconds.
 pub const MAX_V2_ADVER_INT_S: u8 = u8::MAX;
 /// Fixed part of the VRRP message, before the addresses (same size in both versions).
 pub const HEADER_LEN: usize = field::ADDRS;
-/// Length of the v2 Authentication Data after the addresses (RFC 3768 section 5.3.10).
-pub const AUTH_LEN: usize = 8;
 /// Largest number of addresses in one advertisement (an 8-bit count).
 pub const MAX_ADDRS: usize = u8::MAX as usize;
-/// v2 Auth Type 0: no authentication.
-pub const AUTH_TYPE_NONE: u8 = 0;
-/// v2 Auth Type 1: a plain-text password in the Authentication Data (keepalived `PASS`).
-pub const AUTH_TYPE_PASS: u8 = 1;
-/// v2 Auth Type 2: IPsec AH (keepalived `AH`; such packets are IP protocol 51, not 112).
-pub const AUTH_TYPE_AH: u8 = 2;
 
 mod field {
     //! Byte offsets in the VRRP message (RFC 5798 section 5.1, RFC 3768 section 5.1).
@@ -71,84 +63,6 @@ mod ip6 {
     pub const SRC: Range<usize> = 8..24;
     pub const DST: Range<usize> = 24..40;
     pub const LEN: usize = 40;
-}
-
-/// The VRRP version of a message or of this router.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Version {
-    /// RFC 3768: whole-second intervals, auth type and data, checksum without pseudo-header.
-    V2,
-    /// RFC 5798: centisecond intervals, no authentication, pseudo-header checksum.
-    #[default]
-    V3,
-}
-
-impl Version {
-    /// The number in the version nibble.
-    pub fn number(self) -> u8 {
-        match self {
-            Self::V2 => 2,
-            Self::V3 => 3,
-        }
-    }
-
-    /// The version with number `n`, if it is 2 or 3.
-    pub fn from_number(n: u8) -> Option<Self> {
-        match n {
-            2 => Some(Self::V2),
-            3 => Some(Self::V3),
-            _ => None,
-        }
-    }
-}
-
-/// v2 authentication: the Auth Type and the 8 bytes of Authentication Data. The data is a
-/// secret: `Debug` never shows it.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct Auth {
-    /// [`AUTH_TYPE_NONE`], [`AUTH_TYPE_PASS`] or whatever a received packet said.
-    pub kind: u8,
-    /// The password, zero padded (all zero without authentication).
-    pub data: [u8; AUTH_LEN],
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("kind", &self.kind)
-            .field("data", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Auth {
-    /// No authentication.
-    pub const NONE: Auth = Auth {
-        kind: AUTH_TYPE_NONE,
-        data: [0; AUTH_LEN],
-    };
-
-    /// PASS authentication as keepalived derives it from `auth_pass`: the first 8 bytes of
-    /// the password, zero padded (keepalived `vrrp_parser.c`, `vrrp_auth_pass_handler`).
-    pub fn pass(password: &[u8]) -> Self {
-        let mut data = [0; AUTH_LEN];
-        let n = password.len().min(AUTH_LEN);
-        data[..n].copy_from_slice(&password[..n]);
-        Self {
-            kind: AUTH_TYPE_PASS,
-            data,
-        }
-    }
-
-    /// Whether `other` carries the same type and data, compared without an early exit.
-    pub fn matches(&self, other: &Auth) -> bool {
-        let diff = self
-            .data
-            .iter()
-            .zip(&other.data)
-            .fold(self.kind ^ other.kind, |acc, (a, b)| acc | (a ^ b));
-        diff == 0
-    }
 }
 
 /// Why a received packet was not taken into account. Every reason has a counter.

@@ -1,0 +1,142 @@
+//! `xvip run`'s flags and their environment variables (clap): every setting optional here;
+//! what is unset comes from `--config`, then the defaults (`resolve`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::vrrp;
+use super::{Announce, HealthKind, Mode, XdpAttachMode};
+
+/// `xvip run` and `xvip check-config` settings as given on the command line or in the
+/// environment. Every field is optional here: unset ones come from `--config`, then defaults.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// Interface to attach to and answer ARP on; repeat (or a comma list) for several:
+    /// clients on one, masters behind another (the first also runs VRRP and routed mode).
+    #[arg(long = "interface", env = "XVIP_INTERFACE", value_delimiter = ',')]
+    pub interface: Vec<String>,
+    /// Virtual IP, IPv4[:PORT], [IPv6]:PORT or a bare IPv6 (port 6443 by default); repeat
+    /// for several, of either family (dual stack).
+    #[arg(long = "vip", env = "XVIP_VIPS", value_delimiter = ',')]
+    pub vips: Vec<String>,
+    /// Backend, IP[:PORT][@WEIGHT], IPv6 as [IPv6]:PORT[@WEIGHT] (port 6443, weight 1 by
+    /// default; weight 0 drains); of the family of the VIPs it serves.
+    #[arg(long = "backend", env = "XVIP_BACKENDS", value_delimiter = ',')]
+    pub backends: Vec<String>,
+    /// fullnat (default) or dnat.
+    #[arg(long, env = "XVIP_MODE", value_enum)]
+    pub mode: Option<Mode>,
+    /// Source address of translated packets in fullnat mode, one per family as A[,B]
+    /// (default: each family's first VIP).
+    #[arg(long, env = "XVIP_SNAT_IP")]
+    pub snat_ip: Option<String>,
+    /// SNAT port range, MIN-MAX (default 20000-59999).
+    #[arg(long, env = "XVIP_SNAT_PORTS")]
+    pub snat_ports: Option<String>,
+    /// Health check: https (default), tcp or none.
+    #[arg(long, env = "XVIP_HEALTH", value_enum)]
+    pub health: Option<HealthKind>,
+    /// Path of the HTTPS check (default /readyz).
+    #[arg(long, env = "XVIP_HEALTH_PATH")]
+    pub health_path: Option<String>,
+    /// Time between checks of one backend, e.g. 200ms.
+    #[arg(long, env = "XVIP_HEALTH_INTERVAL")]
+    pub health_interval: Option<String>,
+    /// Time a check may take, e.g. 300ms.
+    #[arg(long, env = "XVIP_HEALTH_TIMEOUT")]
+    pub health_timeout: Option<String>,
+    /// Consecutive successes that bring a backend back.
+    #[arg(long, env = "XVIP_RISE")]
+    pub rise: Option<u32>,
+    /// Consecutive failures that take a backend out.
+    #[arg(long, env = "XVIP_FALL")]
+    pub fall: Option<u32>,
+    /// CA bundle (PEM) to verify the API servers' certificates with.
+    #[arg(long, env = "XVIP_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for clusters that refuse anonymous /readyz.
+    #[arg(long, env = "XVIP_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) matching --cert-file.
+    #[arg(long, env = "XVIP_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Do not verify the API servers' certificates even with --ca-file.
+    #[arg(long, env = "XVIP_INSECURE_SKIP_VERIFY")]
+    pub insecure_skip_verify: bool,
+    /// Address of the metrics/status endpoint (default 127.0.0.1:9106).
+    #[arg(long, env = "XVIP_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// TOML file with any of these settings (flags and environment win).
+    #[arg(long, env = "XVIP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// XDP attach mode: auto (default), native or generic.
+    #[arg(long, env = "XVIP_XDP_MODE", value_enum)]
+    pub xdp_mode: Option<XdpAttachMode>,
+    /// Leave the program attached on exit (flows keep being served by the pinned maps).
+    #[arg(long, env = "XVIP_KEEP_ATTACHED")]
+    pub keep_attached: bool,
+    /// Maglev table size per VIP, a prime up to 65537 (default 65537).
+    #[arg(long, env = "XVIP_TABLE_SIZE")]
+    pub table_size: Option<u32>,
+    /// Tracked flows (default 262144).
+    #[arg(long, env = "XVIP_CONNTRACK_SIZE")]
+    pub conntrack_size: Option<u32>,
+    /// Interval between gratuitous ARP refreshes, e.g. 10s.
+    #[arg(long, env = "XVIP_GARP_INTERVAL")]
+    pub garp_interval: Option<String>,
+    /// bpffs directory for pins (default /sys/fs/bpf/xvip).
+    #[arg(long, env = "XVIP_PIN_ROOT")]
+    pub pin_root: Option<PathBuf>,
+    /// Do not answer ICMP echo requests to the VIPs.
+    #[arg(long, env = "XVIP_NO_ICMP_ECHO")]
+    pub no_icmp_echo: bool,
+    /// Leave connect()s from this node's processes to the VIPs alone (by default a cgroup
+    /// hook sends them straight to a healthy backend).
+    #[arg(long, env = "XVIP_NO_LOCAL_CONNECT")]
+    pub no_local_connect: bool,
+    /// VRRP virtual router ID (1-255): fail the VIP over between xvip nodes (VRRPv3, or v2
+    /// with --vrrp-version 2).
+    #[arg(long, env = "XVIP_VRRP_VRID")]
+    pub vrrp_vrid: Option<u32>,
+    /// VRRP priority, 1-254 (default 100); the highest live node is master.
+    #[arg(long, env = "XVIP_VRRP_PRIORITY")]
+    pub vrrp_priority: Option<u32>,
+    /// VRRP advertisement interval, a multiple of 10ms up to 40.95s (default 100ms); with
+    /// VRRPv2 whole seconds up to 255s (default 1s).
+    #[arg(long, env = "XVIP_VRRP_ADVERT_INT")]
+    pub vrrp_advert_int: Option<String>,
+    /// Whether a higher-priority node takes the VIP from a live master (default true).
+    #[arg(long, env = "XVIP_VRRP_PREEMPT")]
+    pub vrrp_preempt: Option<bool>,
+    /// Unicast VRRP peer instead of multicast 224.0.0.18; repeat for several.
+    #[arg(long = "vrrp-peer", env = "XVIP_VRRP_PEERS", value_delimiter = ',')]
+    pub vrrp_peers: Vec<String>,
+    /// Priority taken off while no backend can be served (default 50).
+    #[arg(long, env = "XVIP_VRRP_HEALTH_PENALTY")]
+    pub vrrp_health_penalty: Option<u32>,
+    /// VRRP version, 2 (RFC 3768, keepalived's default) or 3 (default).
+    #[arg(long, env = "XVIP_VRRP_VERSION")]
+    pub vrrp_version: Option<u32>,
+    /// VRRPv2 authentication: none or pass (implied by --vrrp-auth-pass); ah is refused.
+    #[arg(long, env = "XVIP_VRRP_AUTH_TYPE")]
+    pub vrrp_auth_type: Option<String>,
+    /// VRRPv2 PASS password, as keepalived's auth_pass (first 8 bytes count). Prefer the
+    /// environment or the config file: a flag shows in `ps`.
+    #[arg(long, env = "XVIP_VRRP_AUTH_PASS", hide_env_values = true)]
+    pub vrrp_auth_pass: Option<vrrp::Secret>,
+    /// Follow the `kubernetes` EndpointSlices with this kubeconfig and add/remove masters
+    /// (the --backend list stays the fallback while the API is unreachable).
+    #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]
+    pub discover_from_kubeconfig: Option<PathBuf>,
+    /// Conntrack sync with the other nodes of the VRRP group, authenticated with the key in
+    /// this file (the same on every node; at least 32 bytes, mode 0600 or stricter).
+    #[arg(long, env = "XVIP_SYNC_KEY_FILE")]
+    pub sync_key_file: Option<PathBuf>,
+    /// arp (default): answer ARP for the VIPs; none: per-node mode, no ARP, no VRRP.
+    #[arg(long, env = "XVIP_ANNOUNCE", value_enum)]
+    pub announce: Option<Announce>,
+    /// Kernel routing table of the VIP routes with --announce route (default 200).
+    #[arg(long, env = "XVIP_ROUTE_TABLE")]
+    pub route_table: Option<u32>,
+}
