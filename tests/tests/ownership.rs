@@ -62,6 +62,16 @@ fn two_xvip_that_cannot_hear_each_other_leave_one_arp_owner() {
     assert_eq!(state(&lab, "lb2"), "master", "VRRP stays deaf");
     let st2 = status(&lab, "lb2").expect("lb2 status");
     assert!(!st2.announcing, "lb2 yielded to lb1");
+    let lb1_mac = mac_of(&lab, "lb1");
+    let claims = st2.claims.expect("lb2's claims");
+    assert_eq!(claims.yielded_to.as_deref(), Some(lb1_mac.trim()));
+    assert!(
+        claims
+            .claimants
+            .iter()
+            .any(|c| c.kind == "xvip" && c.priority == Some(150)),
+        "{claims:?}"
+    );
     assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb1"));
     lab.curl_until_ok(
         "client",
@@ -178,6 +188,15 @@ fn a_foreign_host_claiming_the_vip_is_reported_and_not_fought() {
     // Not fought, not given up: still master, announcing, and answering requests.
     let st = status(&lab, "lb1").expect("status");
     assert!(st.announcing);
+    let claims = st.claims.expect("claims");
+    assert!(
+        claims
+            .claimants
+            .iter()
+            .any(|c| c.kind == "foreign" && c.mac == m1.trim()),
+        "{claims:?}"
+    );
+    assert_eq!(claims.yielded_to, None);
     let sampler = ArpSampler::start(&lab);
     thread::sleep(Duration::from_millis(600));
     let samples = sampler.stop();

@@ -23,6 +23,37 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
+
+/// What `xvip status` shows of the claims.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClaimsStatus {
+    /// The MAC of the xvip this node yielded the VIPs to, while it does.
+    pub yielded_to: Option<String>,
+    /// Times this node yielded.
+    pub yields: u64,
+    /// Claimants heard in the last 5 minutes, most recent first.
+    pub claimants: Vec<ClaimantStatus>,
+    /// Claimants forgotten to keep the list bounded (or silent for 5 minutes).
+    pub forgotten: u64,
+    /// Log lines not written (over the budget of 10 a minute).
+    pub logs_suppressed: u64,
+}
+
+/// One other claimant of a VIP.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClaimantStatus {
+    pub mac: String,
+    pub vip: String,
+    /// "xvip" or "foreign".
+    pub kind: String,
+    /// An xvip's priority and primary address, from its mark.
+    pub priority: Option<u8>,
+    pub primary: Option<String>,
+    pub packets: u64,
+    pub last_seen_s: f64,
+}
+
 /// What an xvip node says about itself after the ARP packet in its frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Mark {
@@ -223,6 +254,31 @@ impl Claims {
     /// The winner's MAC while yielded.
     pub fn yielded_to(&self) -> Option<[u8; 6]> {
         self.yielded.map(|(m, _)| m)
+    }
+
+    /// The status document's part.
+    pub fn status(&self, now: Instant) -> ClaimsStatus {
+        ClaimsStatus {
+            yielded_to: self
+                .yielded
+                .map(|(m, _)| crate::announce::arp::format_mac(&m)),
+            yields: self.yields,
+            claimants: self
+                .claimants()
+                .into_iter()
+                .map(|c| ClaimantStatus {
+                    mac: crate::announce::arp::format_mac(&c.mac),
+                    vip: c.vip.to_string(),
+                    kind: if c.mark.is_some() { "xvip" } else { "foreign" }.into(),
+                    priority: c.mark.map(|m| m.priority),
+                    primary: c.mark.map(|m| m.primary.to_string()),
+                    packets: c.packets,
+                    last_seen_s: now.duration_since(c.last).as_secs_f64(),
+                })
+                .collect(),
+            forgotten: self.forgotten,
+            logs_suppressed: self.logs_suppressed,
+        }
     }
 
     /// Every claimant heard in the last [`FORGET_AFTER`], most recent first.

@@ -93,6 +93,10 @@ pub struct Status {
     /// ARP answers for the IPv4 VIPs (absent in routed mode).
     #[serde(default)]
     pub arp: Option<ArpStatus>,
+    /// Other claimants of the VIPs seen on the wire (absent in routed mode and with
+    /// `--announce none`).
+    #[serde(default)]
+    pub claims: Option<crate::announce::claims::ClaimsStatus>,
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,

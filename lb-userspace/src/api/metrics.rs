@@ -215,6 +215,33 @@ impl Status {
                 a.rate_limited,
             );
         }
+        if let Some(c) = &self.claims {
+            let foreign = c.claimants.iter().filter(|x| x.kind == "foreign").count();
+            int(
+                &mut reg,
+                "vip_claimants_foreign",
+                "Hosts that are not xvip claiming a VIP in ARP, heard in the last 5 minutes.",
+                foreign as i64,
+            );
+            int(
+                &mut reg,
+                "vip_claimants_xvip",
+                "Other xvip nodes claiming a VIP in ARP (VRRP between us not heard), heard in the last 5 minutes.",
+                (c.claimants.len() - foreign) as i64,
+            );
+            int(
+                &mut reg,
+                "vip_yielded",
+                "1 while this node has yielded the VIPs to another xvip that outranks it.",
+                flag(c.yielded_to.is_some()),
+            );
+            counter(
+                &mut reg,
+                "vip_yields",
+                "Times this node yielded the VIPs to another xvip claiming them.",
+                c.yields,
+            );
+        }
         if let Some(n) = &self.ndp {
             counter(
                 &mut reg,

@@ -87,6 +87,22 @@ impl Status {
                 a.answered, a.rate_limited
             );
         }
+        if let Some(c) = &self.claims {
+            for x in &c.claimants {
+                let who = match (&x.primary, x.priority) {
+                    (Some(p), Some(pr)) => format!("xvip {p} priority {pr}"),
+                    _ => "a host that is not xvip".into(),
+                };
+                let _ = writeln!(
+                    o,
+                    "VIP CLAIMED: {} by {} ({who}), {:.0} s ago",
+                    x.vip, x.mac, x.last_seen_s
+                );
+            }
+            if let Some(w) = &c.yielded_to {
+                let _ = writeln!(o, "yielded the VIPs to {w} (it outranks this node)");
+            }
+        }
         if let Some(n) = &self.ndp {
             let dropped: Vec<String> = n
                 .dropped

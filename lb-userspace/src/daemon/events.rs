@@ -482,12 +482,18 @@ impl Daemon {
         };
         let ours = self.mark();
         let now = std::time::Instant::now();
-        match self
+        let decision = self
             .claims
-            .on_claim(now, a.sender_mac, a.sender_ip, a.mark, ours, holds)
+            .on_claim(now, a.sender_mac, a.sender_ip, a.mark, ours, holds);
         {
+            let mut s = self.shared.lock().expect("poisoned");
+            s.claims = Some(self.claims.status(now));
+            if decision == crate::announce::claims::Decision::Yield {
+                s.announcing = false;
+            }
+        }
+        match decision {
             crate::announce::claims::Decision::Yield => {
-                self.shared.lock().expect("poisoned").announcing = false;
                 self.garp_burst = 0;
                 self.sync_master();
             }
@@ -529,7 +535,14 @@ impl Daemon {
         if self.claims.yielded_to().is_none() {
             return;
         }
-        if self.claims.yielded(std::time::Instant::now()) {
+        let yielded = self.claims.yielded(std::time::Instant::now());
+        if let Some(c) = &mut self.shared.lock().expect("poisoned").claims {
+            c.yielded_to = self
+                .claims
+                .yielded_to()
+                .map(|m| crate::announce::arp::format_mac(&m));
+        }
+        if yielded {
             if let Some(vip) = self.vip_addrs.first() {
                 let probe = Arp::request(self.iface.mac, self.iface.ipv4, *vip);
                 if let Err(e) = self.arp.send(&probe, [0xff; 6]) {

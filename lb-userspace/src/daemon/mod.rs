@@ -114,6 +114,8 @@ struct Shared {
     route: Option<crate::route::RouteStatus>,
     /// The last route change failed: retried on the next tick rather than on every event.
     route_failed: bool,
+    /// The loop's view of other claimants of the VIPs (`announce::claims`), for the status.
+    claims: Option<crate::announce::claims::ClaimsStatus>,
 }
 
 /// Runs until SIGINT or SIGTERM.

@@ -117,6 +117,7 @@ pub(super) fn status_of(
         vrrp6: None,
         ndp: None,
         arp: None,
+        claims: s.claims.clone(),
         discovery: None,
         route: s.route.clone(),
         sync: None,

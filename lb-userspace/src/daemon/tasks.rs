@@ -212,6 +212,7 @@ pub(super) fn shared_state(
             changes: 0,
         }),
         route_failed: false,
+        claims: (settings.announce == Announce::Arp).then(Default::default),
     }))
 }
 
