@@ -1,9 +1,18 @@
 //! `xvip doctor` in the namespace lab: a healthy lab passes, and each fault the lab can make
 //! (a host answering ARP for the VIP, the VIP on the node, a SNAT/ephemeral overlap, a
 //! foreign XDP program, kube-ipvs0 holding the VIP, certificates without the VIP or about to
-//! expire) is a line naming it, with exit status 1. Nothing is attached by the doctor.
+//! expire, another VRRP router on our VRID) is a line naming it, with exit status 1. Nothing
+//! is attached by the doctor.
 
-use std::process::Output;
+use std::{
+    net::IpAddr,
+    process::Output,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tests::lab::{Lab, MASTERS, VIP, in_netns, lab_object, run_args, xvip_bin};
 
@@ -51,7 +60,7 @@ fn line<'a>(out: &'a str, start: &str) -> &'a str {
 #[test]
 fn a_healthy_lab_passes_and_nothing_is_attached() {
     let lab = lab("dok", &[]);
-    let (code, out) = doctor(&lab, &run_args(&[]));
+    let (code, out) = doctor(&lab, &run_args(&["--vrrp-vrid", "51"]));
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.lines().any(|l| l.starts_with("fail")), "{out}");
     line(&out, "ok   kernel: Linux ");
@@ -62,6 +71,10 @@ fn a_healthy_lab_passes_and_nothing_is_attached() {
     line(&out, "ok   vip-arp: no host on eth0 answers ARP for 192.0.2.100");
     line(&out, "ok   kube-ipvs0: no kube-ipvs0 device");
     line(&out, "ok   snat-ports: ");
+    line(
+        &out,
+        "ok   vrrp-adverts: no other router advertises VRID 51 on eth0 (listened 3s)",
+    );
     for m in ["192.0.2.11", "192.0.2.12", "192.0.2.13"] {
         line(&out, &format!("ok   master-readyz: {m}:6443: GET /readyz answered in "));
         line(
@@ -196,4 +209,46 @@ fn a_certificate_without_the_vip_fails_and_one_near_its_end_warns() {
     assert!(l.contains("fix: `kubeadm certs renew apiserver`"), "{l}");
     line(&out, "ok   master-cert: 192.0.2.13:6443: ");
     line(&out, "ok   master-readyz: 192.0.2.11:6443: ");
+}
+
+#[test]
+fn a_vrrp_router_of_another_version_on_our_vrid_fails() {
+    let lab = lab("dvrrp", &[]);
+    // m1 plays a keepalived in VRRPv2 on VRID 51, advertising every 200 ms until stopped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ns, flag) = (lab.host("m1").ns.name.clone(), Arc::clone(&stop));
+    let sender = std::thread::spawn(move || {
+        in_netns(&ns, move || -> anyhow::Result<()> {
+            use xvip::vrrp::{Advert, Auth, Version, VrrpSocket, packet::MULTICAST};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let iface = xvip::arp::Interface::lookup("eth0")?;
+                let sock = VrrpSocket::open("eth0", iface.index, IpAddr::V4(iface.ipv4))?;
+                let msg = Advert {
+                    version: Version::V2,
+                    vrid: 51,
+                    priority: 200,
+                    max_adver_int_cs: 100,
+                    addrs: vec![VIP.parse()?],
+                    auth: Auth::NONE,
+                }
+                .encode(iface.ipv4, MULTICAST);
+                while !flag.load(Ordering::Relaxed) {
+                    sock.send(&msg, IpAddr::V4(MULTICAST))?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(())
+            })
+        })
+    });
+    let (code, out) = doctor(&lab, &run_args(&["--vrrp-vrid", "51"]));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap().unwrap().unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail vrrp-adverts: "),
+        "fail vrrp-adverts: 192.0.2.11 advertises VRID 51 in VRRPv2, this node speaks VRRPv3; fix: the same --vrrp-version on every router of the group (keepalived: vrrp_version), or give this group a --vrrp-vrid no other router on the segment uses"
+    );
 }

@@ -83,7 +83,7 @@ pub fn readyz(master: SocketAddr, settings: &HealthSettings, r: health::CheckRes
         }
     };
     match r {
-        Ok(took) => Finding::ok(CHECK, format!("{master}: {what} answered in {took:?}")),
+        Ok(took) => Finding::ok(CHECK, format!("{master}: {what} answered in {took:.1?}")),
         Err(e) => {
             let fix = match &e {
                 health::Failure::Tls(_) => {
@@ -292,7 +292,7 @@ mod tests {
             "fail master-readyz: 192.0.2.11:6443: GET /readyz: HTTP status 503; fix: start or repair this API server, or remove it from --backend"
         );
         let f = readyz(master(), &s, Ok(Duration::from_millis(3)));
-        assert_eq!(f.line(), "ok   master-readyz: 192.0.2.11:6443: GET /readyz answered in 3ms");
+        assert_eq!(f.line(), "ok   master-readyz: 192.0.2.11:6443: GET /readyz answered in 3.0ms");
         let f = readyz(master(), &s, Err(health::Failure::Tls("unknown issuer".into())));
         assert!(f.fix.contains("--ca-file"), "{}", f.fix);
     }

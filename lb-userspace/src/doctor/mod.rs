@@ -3,12 +3,14 @@
 //! is made. Each check is a small function returning a [`Finding`]; they are grouped by what
 //! they look at: `node` (kernel, bpffs, the interface's XDP, capabilities), `vip` (the VIP
 //! on this node, on `kube-ipvs0`, answered on the segment), `sysctl` (SNAT ports, rp_filter)
-//! and `masters` (`/readyz`, the serving certificate).
+//! `masters` (`/readyz`, the serving certificate) and `vrrp` (other routers' advertisements
+//! on our VRID).
 
 pub mod masters;
 pub mod node;
 pub mod sysctl;
 pub mod vip;
+pub mod vrrp;
 
 use serde::Serialize;
 
@@ -150,6 +152,8 @@ async fn checks(s: &Settings, health: &crate::health::HealthSettings) -> Vec<Fin
     out.extend(vip::checks(s).await);
     out.extend(sysctl::checks(s));
     out.extend(masters::checks(s, health).await);
+    let locals: Vec<_> = vip::local_addrs().into_iter().map(|l| l.addr).collect();
+    out.extend(vrrp::checks(s, &locals).await);
     out
 }
 
