@@ -75,13 +75,23 @@ fn a_healthy_lab_passes_and_nothing_is_attached() {
         &out,
         "ok   vrrp-adverts: no other router advertises VRID 51 on eth0 (listened 3s)",
     );
-    for m in ["192.0.2.11", "192.0.2.12", "192.0.2.13"] {
+    for (i, m) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"].iter().enumerate() {
         line(&out, &format!("ok   master-readyz: {m}:6443: GET /readyz answered in "));
+        // The lab's MACs: 02:00:00:00:{port + 1}:{last octet}, m1 on port 2.
+        assert_eq!(
+            line(&out, &format!("ok   master-route: {m}:6443: ")),
+            format!(
+                "ok   master-route: {m}:6443: on eth0, MAC 02:00:00:00:{:02x}:{:02x}",
+                i + 3,
+                11 + i
+            )
+        );
         line(
             &out,
             &format!("ok   master-cert: {m}:6443: certificate names the VIP, expires in "),
         );
     }
+    line(&out, "ok   master-ca: every master's certificate is issued by ");
     assert!(!lab.has_xdp("lb").unwrap(), "the doctor attached");
 
     let (code, json) = doctor(&lab, &run_args(&["--json"]));

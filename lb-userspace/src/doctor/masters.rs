@@ -1,9 +1,12 @@
 //! Checks of each configured master: `/readyz` answered (the health checker's own one-shot
-//! check, with the configured CA and client certificate), and its serving certificate, read
-//! over a TLS handshake made with the health check's client settings: it must name every VIP
-//! (clients reach the API server through it) and must not be within 30 days of expiry.
+//! check, with the configured CA and client certificate); its next hop from the kernel as
+//! the daemon asks for it (out of an attached interface, its MAC resolved); and its serving
+//! certificate, read over a TLS handshake made with the health check's client settings: it
+//! must name every VIP (clients reach the API server through it) and must not be within 30
+//! days of expiry; all masters' certificates must come from one issuer.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -14,8 +17,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::Finding;
+use crate::arp::{Interface, format_mac};
 use crate::config::Settings;
 use crate::health::{self, CheckKind, HealthSettings};
+use crate::nexthop::{self, Hop, NextHopError};
 
 /// A serving certificate closer than this to its end is a warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -33,6 +38,8 @@ pub struct CertFacts {
     pub not_after: i64,
     /// End of validity, as printed.
     pub not_after_text: String,
+    /// The issuer's name, with its key identifier when the certificate carries one.
+    pub issuer: String,
 }
 
 /// Every master check, master by master.
@@ -60,16 +67,137 @@ pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let attached: Vec<(u32, String)> = s
+        .interfaces
+        .iter()
+        .filter_map(|n| Interface::lookup(n).ok())
+        .map(|i| (i.index, i.name))
+        .collect();
+    let kernel = nexthop::Kernel::open();
     let mut out = Vec::new();
+    let mut issuers = Vec::new();
     for m in masters {
         out.push(readyz(m, health, health::check_once(m, health).await));
+        // After the check's connection, as the daemon's round would find it.
+        let hop = match &kernel {
+            Ok(k) => k.next_hop(m.ip()),
+            Err(e) => Err(e.clone()),
+        };
+        out.push(route(m, hop, &attached, ifname));
         let facts = match &reader {
             Ok(tls) => read_certificate(m, Arc::clone(tls)).await,
             Err(e) => Err(e.to_string()),
         };
+        if let Ok(f) = &facts {
+            issuers.push((m, f.issuer.clone()));
+        }
         out.push(certificate(m, &vips, facts, now));
     }
+    out.extend(one_issuer(&issuers));
     out
+}
+
+/// The name of interface `index` (its number when it has none).
+fn ifname(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into `buf`.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("ifindex {index}");
+    }
+    // SAFETY: on success `buf` holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The master's next hop as the daemon needs it: out of an attached interface (`attached`:
+/// index and name), with a MAC; the daemon leaves a master without either out of the table.
+pub fn route(
+    master: SocketAddr,
+    hop: Result<Hop, NextHopError>,
+    attached: &[(u32, String)],
+    ifname: impl Fn(u32) -> String,
+) -> Finding {
+    const CHECK: &str = "master-route";
+    let h = match hop {
+        Ok(Hop::Local) => {
+            return Finding::ok(
+                CHECK,
+                format!("{master}: this node (its flows go up the local stack)"),
+            );
+        }
+        Ok(Hop::Remote(h)) => h,
+        Err(e) => {
+            return Finding::fail(
+                CHECK,
+                format!("{master}: {e}"),
+                "add a route to the master out of an --interface",
+            );
+        }
+    };
+    let Some((_, name)) = attached.iter().find(|(i, _)| *i == h.ifindex) else {
+        let out = ifname(h.ifindex);
+        return Finding::fail(
+            CHECK,
+            format!(
+                "{master}: routed out of {out}, not an --interface: the daemon leaves it out of the table"
+            ),
+            format!("add --interface {out}, or route the master out of an attached interface"),
+        );
+    };
+    let via = if h.via_gateway {
+        format!(" via {}", h.neighbour)
+    } else {
+        String::new()
+    };
+    match h.mac {
+        Some(mac) => Finding::ok(
+            CHECK,
+            format!("{master}: on {name}{via}, MAC {}", format_mac(&mac)),
+        ),
+        None => Finding::fail(
+            CHECK,
+            format!(
+                "{master}: on {name}{via}, {} not resolved (neighbour state {}): the daemon leaves it out of the table until it is",
+                h.neighbour, h.state
+            ),
+            format!(
+                "check that {} is up and on {name}'s segment (`ip neigh show dev {name}`)",
+                h.neighbour
+            ),
+        ),
+    }
+}
+
+/// Every master's certificate from one issuer: clients trust one cluster CA.
+pub fn one_issuer(issuers: &[(SocketAddr, String)]) -> Option<Finding> {
+    const CHECK: &str = "master-ca";
+    let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (m, i) in issuers {
+        by.entry(i.as_str()).or_default().push(m.to_string());
+    }
+    match by.len() {
+        0 => None,
+        1 => Some(Finding::ok(
+            CHECK,
+            format!(
+                "every master's certificate is issued by {}",
+                by.keys().next().expect("one")
+            ),
+        )),
+        _ => Some(Finding::warn(
+            CHECK,
+            format!(
+                "the masters' certificates come from different issuers: {}",
+                by.iter()
+                    .map(|(i, ms)| format!("{i} ({})", ms.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            "sign every API server's certificate with the cluster CA (kubeadm: the same /etc/kubernetes/pki/ca.{crt,key} on every master, e.g. `kubeadm join --control-plane` with --certificate-key)",
+        )),
+    }
 }
 
 /// One `/readyz` (or TCP) check's result as a finding.
@@ -134,9 +262,23 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertFacts, String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| format!("bad certificate: {e}"))?;
+    use x509_parser::extensions::ParsedExtension;
+    let key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| {
+            k.0.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        }),
+        _ => None,
+    });
     let mut facts = CertFacts {
         not_after: cert.validity().not_after.timestamp(),
         not_after_text: cert.validity().not_after.to_string(),
+        issuer: match key_id {
+            Some(k) => format!("\"{}\" (key {k})", cert.issuer()),
+            None => format!("\"{}\"", cert.issuer()),
+        },
         ..CertFacts::default()
     };
     let san = cert
@@ -243,6 +385,7 @@ mod tests {
             dns: vec!["kubernetes".into()],
             not_after,
             not_after_text: "Jan  1 00:00:00 2027 +00:00".into(),
+            issuer: "\"CN=kubernetes\"".into(),
         }
     }
 
@@ -309,5 +452,49 @@ mod tests {
         // rcgen's default validity ends in 4096.
         assert!(f.not_after > 4_000_000_000, "{}", f.not_after);
         assert!(parse_certificate(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn a_master_off_the_attached_interfaces_or_unresolved_fails() {
+        use crate::nexthop::NextHop;
+        let attached = [(2, "eth0".to_string())];
+        let hop = |ifindex, mac| {
+            Ok(Hop::Remote(NextHop {
+                ifindex,
+                neighbour: "192.0.2.11".parse().unwrap(),
+                via_gateway: false,
+                mac,
+                state: if mac.is_some() { "reachable" } else { "failed" },
+            }))
+        };
+        let name = |i: u32| format!("if{i}");
+        assert_eq!(
+            route(master(), hop(2, Some([2, 0, 0, 0, 3, 0x0b])), &attached, name).line(),
+            "ok   master-route: 192.0.2.11:6443: on eth0, MAC 02:00:00:00:03:0b"
+        );
+        let f = route(master(), hop(7, Some([2; 6])), &attached, name);
+        assert_eq!(
+            f.line(),
+            "fail master-route: 192.0.2.11:6443: routed out of if7, not an --interface: the daemon leaves it out of the table; fix: add --interface if7, or route the master out of an attached interface"
+        );
+        let f = route(master(), hop(2, None), &attached, name);
+        assert_eq!(f.level, Level::Fail);
+        assert!(f.seen.contains("not resolved (neighbour state failed)"), "{}", f.seen);
+        assert_eq!(route(master(), Ok(Hop::Local), &attached, name).level, Level::Ok);
+    }
+
+    #[test]
+    fn masters_of_different_issuers_warn_naming_them() {
+        let a: SocketAddr = "192.0.2.11:6443".parse().unwrap();
+        let b: SocketAddr = "192.0.2.12:6443".parse().unwrap();
+        assert_eq!(one_issuer(&[]), None);
+        let same = one_issuer(&[(a, "\"CN=kubernetes\"".into()), (b, "\"CN=kubernetes\"".into())]);
+        assert_eq!(same.unwrap().level, Level::Ok);
+        let f = one_issuer(&[(a, "\"CN=kubernetes\"".into()), (b, "\"CN=other\"".into())]).unwrap();
+        assert_eq!(
+            f.seen,
+            "the masters' certificates come from different issuers: \"CN=kubernetes\" (192.0.2.11:6443); \"CN=other\" (192.0.2.12:6443)"
+        );
+        assert_eq!(f.level, Level::Warn);
     }
 }
