@@ -94,6 +94,11 @@ fn a_healthy_lab_passes_and_nothing_is_attached() {
     line(&out, "ok   master-ca: every master's certificate is issued by ");
     assert!(!lab.has_xdp("lb").unwrap(), "the doctor attached");
 
+    // Bad configuration: status 2 and no check, as everywhere.
+    let (code, out) = doctor(&lab, &["--interface", "eth0", "--vip", "not-an-ip"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.is_empty(), "{out}");
+
     let (code, json) = doctor(&lab, &run_args(&["--json"]));
     assert_eq!(code, Some(0));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
