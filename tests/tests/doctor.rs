@@ -67,16 +67,28 @@ fn a_healthy_lab_passes_and_nothing_is_attached() {
     line(&out, "ok   xdp-driver: eth0: driver veth has native XDP");
     line(&out, "ok   xdp-program: eth0: no XDP program attached");
     line(&out, "ok   capabilities: ");
-    line(&out, "ok   vip-local: 192.0.2.100 is not an address of this node");
-    line(&out, "ok   vip-arp: no host on eth0 answers ARP for 192.0.2.100");
+    line(
+        &out,
+        "ok   vip-local: 192.0.2.100 is not an address of this node",
+    );
+    line(
+        &out,
+        "ok   vip-arp: no host on eth0 answers ARP for 192.0.2.100",
+    );
     line(&out, "ok   kube-ipvs0: no kube-ipvs0 device");
     line(&out, "ok   snat-ports: ");
     line(
         &out,
         "ok   vrrp-adverts: no other router advertises VRID 51 on eth0 (listened 3s)",
     );
-    for (i, m) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"].iter().enumerate() {
-        line(&out, &format!("ok   master-readyz: {m}:6443: GET /readyz answered in "));
+    for (i, m) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+        .iter()
+        .enumerate()
+    {
+        line(
+            &out,
+            &format!("ok   master-readyz: {m}:6443: GET /readyz answered in "),
+        );
         // The lab's MACs: 02:00:00:00:{port + 1}:{last octet}, m1 on port 2.
         assert_eq!(
             line(&out, &format!("ok   master-route: {m}:6443: ")),
@@ -91,7 +103,10 @@ fn a_healthy_lab_passes_and_nothing_is_attached() {
             &format!("ok   master-cert: {m}:6443: certificate names the VIP, expires in "),
         );
     }
-    line(&out, "ok   master-ca: every master's certificate is issued by ");
+    line(
+        &out,
+        "ok   master-ca: every master's certificate is issued by ",
+    );
     assert!(!lab.has_xdp("lb").unwrap(), "the doctor attached");
 
     // Bad configuration: status 2 and no check, as everywhere.
@@ -176,7 +191,10 @@ fn a_foreign_xdp_program_is_a_failing_line_with_its_name_and_removal() {
         "{l}"
     );
     assert!(l.contains("bpftool link show id"), "{l}");
-    assert!(lab.has_xdp("lb").unwrap(), "the foreign program was touched");
+    assert!(
+        lab.has_xdp("lb").unwrap(),
+        "the foreign program was touched"
+    );
 }
 
 #[test]
@@ -185,7 +203,14 @@ fn kube_ipvs0_holding_the_vip_fails() {
     let ns = &lab.host("lb").ns;
     // No dummy driver on every kernel: a veth of that name holds the address as well.
     ns.ip(&[
-        "link", "add", "kube-ipvs0", "type", "veth", "peer", "name", "kipvs-peer",
+        "link",
+        "add",
+        "kube-ipvs0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kipvs-peer",
     ])
     .unwrap();
     ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "kube-ipvs0"])
@@ -205,10 +230,7 @@ fn kube_ipvs0_holding_the_vip_fails() {
 fn a_certificate_without_the_vip_fails_and_one_near_its_end_warns() {
     let lab = lab(
         "dcert",
-        &[
-            ("m1", &[]),
-            ("m2", &["--san", VIP, "--valid-days", "10"]),
-        ],
+        &[("m1", &[]), ("m2", &["--san", VIP, "--valid-days", "10"])],
     );
     let (code, out) = doctor(&lab, &run_args(&[]));
     assert_eq!(code, Some(1), "{out}");
@@ -220,7 +242,10 @@ fn a_certificate_without_the_vip_fails_and_one_near_its_end_warns() {
         "{l}"
     );
     let l = line(&out, "warn master-cert: 192.0.2.12:6443: ");
-    assert!(l.contains("certificate expires on ") && l.contains("days)"), "{l}");
+    assert!(
+        l.contains("certificate expires on ") && l.contains("days)"),
+        "{l}"
+    );
     assert!(l.contains("fix: `kubeadm certs renew apiserver`"), "{l}");
     line(&out, "ok   master-cert: 192.0.2.13:6443: ");
     line(&out, "ok   master-readyz: 192.0.2.11:6443: ");

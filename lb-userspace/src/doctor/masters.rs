@@ -263,15 +263,18 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertFacts, String> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| format!("bad certificate: {e}"))?;
     use x509_parser::extensions::ParsedExtension;
-    let key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| {
-            k.0.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        }),
-        _ => None,
-    });
+    let key_id = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| {
+                k.0.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            }),
+            _ => None,
+        });
     let mut facts = CertFacts {
         not_after: cert.validity().not_after.timestamp(),
         not_after_text: cert.validity().not_after.to_string(),
@@ -288,8 +291,12 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertFacts, String> {
         match name {
             GeneralName::DNSName(d) => facts.dns.push((*d).to_string()),
             GeneralName::IPAddress(b) => match b.len() {
-                4 => facts.ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4"))),
-                16 => facts.ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16"))),
+                4 => facts
+                    .ips
+                    .push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4"))),
+                16 => facts
+                    .ips
+                    .push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16"))),
                 _ => {}
             },
             _ => {}
@@ -435,8 +442,15 @@ mod tests {
             "fail master-readyz: 192.0.2.11:6443: GET /readyz: HTTP status 503; fix: start or repair this API server, or remove it from --backend"
         );
         let f = readyz(master(), &s, Ok(Duration::from_millis(3)));
-        assert_eq!(f.line(), "ok   master-readyz: 192.0.2.11:6443: GET /readyz answered in 3.0ms");
-        let f = readyz(master(), &s, Err(health::Failure::Tls("unknown issuer".into())));
+        assert_eq!(
+            f.line(),
+            "ok   master-readyz: 192.0.2.11:6443: GET /readyz answered in 3.0ms"
+        );
+        let f = readyz(
+            master(),
+            &s,
+            Err(health::Failure::Tls("unknown issuer".into())),
+        );
         assert!(f.fix.contains("--ca-file"), "{}", f.fix);
     }
 
@@ -469,7 +483,13 @@ mod tests {
         };
         let name = |i: u32| format!("if{i}");
         assert_eq!(
-            route(master(), hop(2, Some([2, 0, 0, 0, 3, 0x0b])), &attached, name).line(),
+            route(
+                master(),
+                hop(2, Some([2, 0, 0, 0, 3, 0x0b])),
+                &attached,
+                name
+            )
+            .line(),
             "ok   master-route: 192.0.2.11:6443: on eth0, MAC 02:00:00:00:03:0b"
         );
         let f = route(master(), hop(7, Some([2; 6])), &attached, name);
@@ -479,8 +499,15 @@ mod tests {
         );
         let f = route(master(), hop(2, None), &attached, name);
         assert_eq!(f.level, Level::Fail);
-        assert!(f.seen.contains("not resolved (neighbour state failed)"), "{}", f.seen);
-        assert_eq!(route(master(), Ok(Hop::Local), &attached, name).level, Level::Ok);
+        assert!(
+            f.seen.contains("not resolved (neighbour state failed)"),
+            "{}",
+            f.seen
+        );
+        assert_eq!(
+            route(master(), Ok(Hop::Local), &attached, name).level,
+            Level::Ok
+        );
     }
 
     #[test]
@@ -488,7 +515,10 @@ mod tests {
         let a: SocketAddr = "192.0.2.11:6443".parse().unwrap();
         let b: SocketAddr = "192.0.2.12:6443".parse().unwrap();
         assert_eq!(one_issuer(&[]), None);
-        let same = one_issuer(&[(a, "\"CN=kubernetes\"".into()), (b, "\"CN=kubernetes\"".into())]);
+        let same = one_issuer(&[
+            (a, "\"CN=kubernetes\"".into()),
+            (b, "\"CN=kubernetes\"".into()),
+        ]);
         assert_eq!(same.unwrap().level, Level::Ok);
         let f = one_issuer(&[(a, "\"CN=kubernetes\"".into()), (b, "\"CN=other\"".into())]).unwrap();
         assert_eq!(

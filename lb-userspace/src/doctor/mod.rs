@@ -173,17 +173,28 @@ mod tests {
     #[test]
     fn a_line_has_the_level_the_check_what_was_seen_and_the_fix() {
         assert_eq!(
-            Finding::fail("vip-arp", "192.0.2.100 answered by 02:00:00:00:00:0b", "free it").line(),
+            Finding::fail(
+                "vip-arp",
+                "192.0.2.100 answered by 02:00:00:00:00:0b",
+                "free it"
+            )
+            .line(),
             "fail vip-arp: 192.0.2.100 answered by 02:00:00:00:00:0b; fix: free it"
         );
-        assert_eq!(Finding::ok("bpffs", "mounted").line(), "ok   bpffs: mounted");
+        assert_eq!(
+            Finding::ok("bpffs", "mounted").line(),
+            "ok   bpffs: mounted"
+        );
     }
 
     #[test]
     fn exit_status_is_one_only_when_a_check_failed() {
         assert_eq!(report(&[]).exit_code(), 0);
         assert_eq!(report(&[Level::Ok, Level::Warn]).exit_code(), 0);
-        assert_eq!(report(&[Level::Ok, Level::Fail, Level::Warn]).exit_code(), 1);
+        assert_eq!(
+            report(&[Level::Ok, Level::Fail, Level::Warn]).exit_code(),
+            1
+        );
         assert_eq!(report(&[Level::Warn]).worst(), Level::Warn);
     }
 

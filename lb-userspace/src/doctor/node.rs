@@ -116,8 +116,14 @@ pub fn kernel(release: &str, local_connect: bool) -> Finding {
     if v < MIN_KERNEL {
         return Finding::fail(
             CHECK,
-            format!("Linux {release}, older than {}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
-            format!("upgrade to Linux >= {}.{} (CAP_BPF, XDP)", MIN_KERNEL.0, MIN_KERNEL.1),
+            format!(
+                "Linux {release}, older than {}.{}",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+            format!(
+                "upgrade to Linux >= {}.{} (CAP_BPF, XDP)",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
         );
     }
     let (a, b) = MIN_KERNEL_LOCAL_CONNECT;
@@ -146,7 +152,8 @@ pub fn btf(present: bool) -> Finding {
 
 /// bpffs on `/sys/fs/bpf`: where the pins live, so flows survive a restart.
 pub fn bpffs(mounted: bool, sys_admin: bool) -> Finding {
-    let fix = format!("mount -t bpf bpf {BPFFS} (systemd does at boot; make it permanent in /etc/fstab)");
+    let fix =
+        format!("mount -t bpf bpf {BPFFS} (systemd does at boot; make it permanent in /etc/fstab)");
     match (mounted, sys_admin) {
         (true, _) => Finding::ok("bpffs", format!("mounted on {BPFFS}")),
         (false, true) => Finding::warn(
@@ -258,7 +265,10 @@ fn attached_program(s: &Settings, iface: &Interface) -> Finding {
         Err(e) => {
             return Finding::warn(
                 "xdp-program",
-                format!("{}: cannot ask the kernel what is attached: {e}", iface.name),
+                format!(
+                    "{}: cannot ask the kernel what is attached: {e}",
+                    iface.name
+                ),
                 "run as root (CAP_NET_ADMIN)",
             );
         }
@@ -377,8 +387,15 @@ mod tests {
         assert_eq!(parse_release("6.8.0-45-generic"), Some((6, 8)));
         assert_eq!(parse_release("5.15.167.4-microsoft"), Some((5, 15)));
         assert_eq!(parse_release("garbage"), None);
-        assert_eq!(kernel("6.18.44-fc", true).line(), "ok   kernel: Linux 6.18.44-fc");
-        assert!(kernel("5.4.0", false).line().starts_with("fail kernel: Linux 5.4.0, older than 5.8"));
+        assert_eq!(
+            kernel("6.18.44-fc", true).line(),
+            "ok   kernel: Linux 6.18.44-fc"
+        );
+        assert!(
+            kernel("5.4.0", false)
+                .line()
+                .starts_with("fail kernel: Linux 5.4.0, older than 5.8")
+        );
         let f = kernel("5.10.0", true);
         assert_eq!(f.level, super::super::Level::Fail);
         assert!(f.fix.contains("--no-local-connect"), "{}", f.fix);
@@ -399,14 +416,21 @@ mod tests {
         assert_eq!(bpffs(false, true).level, Level::Warn);
         let f = bpffs(false, false);
         assert_eq!(f.level, Level::Fail);
-        assert!(f.fix.starts_with("mount -t bpf bpf /sys/fs/bpf"), "{}", f.fix);
+        assert!(
+            f.fix.starts_with("mount -t bpf bpf /sys/fs/bpf"),
+            "{}",
+            f.fix
+        );
     }
 
     #[test]
     fn drivers_without_known_native_xdp_are_warnings() {
         use super::super::Level;
         let f = xdp_driver("eth0", Some("veth"), XdpAttachMode::Auto);
-        assert_eq!(f.line(), "ok   xdp-driver: eth0: driver veth has native XDP");
+        assert_eq!(
+            f.line(),
+            "ok   xdp-driver: eth0: driver veth has native XDP"
+        );
         let f = xdp_driver("eth0", Some("r8169"), XdpAttachMode::Auto);
         assert_eq!(f.level, Level::Warn);
         assert!(f.seen.contains("driver r8169 is not known"), "{}", f.seen);
@@ -447,7 +471,12 @@ mod tests {
             |_| unreachable!(),
         );
         assert_eq!(f.level, super::super::Level::Ok);
-        let f = xdp_program("eth0", pins::decide(None, 3, &[]), |_| unreachable!(), |_| unreachable!());
+        let f = xdp_program(
+            "eth0",
+            pins::decide(None, 3, &[]),
+            |_| unreachable!(),
+            |_| unreachable!(),
+        );
         assert_eq!(f.line(), "ok   xdp-program: eth0: no XDP program attached");
     }
 

@@ -129,11 +129,17 @@ mod tests {
         let f = snat_ports(&s, verdict, eph);
         assert_eq!(f.level, Level::Fail);
         assert!(
-            f.seen.contains("overlaps the kernel's ephemeral ports 32768-60999"),
+            f.seen
+                .contains("overlaps the kernel's ephemeral ports 32768-60999"),
             "{}",
             f.seen
         );
-        assert!(f.fix.starts_with("choose --snat-ports outside them (e.g. 30000-32767)"), "{}", f.fix);
+        assert!(
+            f.fix
+                .starts_with("choose --snat-ports outside them (e.g. 30000-32767)"),
+            "{}",
+            f.fix
+        );
         let f = snat_ports(&s, Ok(()), eph);
         assert_eq!(f.level, Level::Ok);
         assert!(f.seen.contains("is not this node's"), "{}", f.seen);
@@ -146,12 +152,25 @@ mod tests {
 
     #[test]
     fn strict_rp_filter_warns_only_where_the_stack_sees_the_traffic() {
-        assert_eq!(rp_filter("eth0", Some(1), Some(0), 1, Mode::Fullnat).level, Level::Ok);
+        assert_eq!(
+            rp_filter("eth0", Some(1), Some(0), 1, Mode::Fullnat).level,
+            Level::Ok
+        );
         let f = rp_filter("eth0", Some(0), Some(1), 2, Mode::Fullnat);
         assert_eq!(f.level, Level::Warn);
         assert!(f.seen.contains("with several interfaces"), "{}", f.seen);
-        assert!(f.fix.contains("net.ipv4.conf.eth0.rp_filter=2"), "{}", f.fix);
-        assert_eq!(rp_filter("eth0", Some(1), Some(0), 1, Mode::Dnat).level, Level::Warn);
-        assert_eq!(rp_filter("eth0", Some(2), Some(1), 2, Mode::Dnat).level, Level::Ok);
+        assert!(
+            f.fix.contains("net.ipv4.conf.eth0.rp_filter=2"),
+            "{}",
+            f.fix
+        );
+        assert_eq!(
+            rp_filter("eth0", Some(1), Some(0), 1, Mode::Dnat).level,
+            Level::Warn
+        );
+        assert_eq!(
+            rp_filter("eth0", Some(2), Some(1), 2, Mode::Dnat).level,
+            Level::Ok
+        );
     }
 }

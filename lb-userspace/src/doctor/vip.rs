@@ -67,9 +67,13 @@ pub fn local_addrs() -> Vec<LocalAddr> {
             match i32::from((*ifa.ifa_addr).sa_family) {
                 libc::AF_INET => {
                     let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    let m = (!ifa.ifa_netmask.is_null())
-                        .then(|| (*(ifa.ifa_netmask as *const libc::sockaddr_in)).sin_addr.s_addr)
-                        .unwrap_or(u32::MAX);
+                    let m = if ifa.ifa_netmask.is_null() {
+                        u32::MAX
+                    } else {
+                        (*(ifa.ifa_netmask as *const libc::sockaddr_in))
+                            .sin_addr
+                            .s_addr
+                    };
                     (
                         IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
                         m.count_ones() as u8,
@@ -77,9 +81,13 @@ pub fn local_addrs() -> Vec<LocalAddr> {
                 }
                 libc::AF_INET6 => {
                     let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    let m = (!ifa.ifa_netmask.is_null())
-                        .then(|| (*(ifa.ifa_netmask as *const libc::sockaddr_in6)).sin6_addr.s6_addr)
-                        .unwrap_or([0xff; 16]);
+                    let m = if ifa.ifa_netmask.is_null() {
+                        [0xff; 16]
+                    } else {
+                        (*(ifa.ifa_netmask as *const libc::sockaddr_in6))
+                            .sin6_addr
+                            .s6_addr
+                    };
                     (
                         IpAddr::V6(a.sin6_addr.s6_addr.into()),
                         m.iter().map(|b| b.count_ones()).sum::<u32>() as u8,
@@ -115,7 +123,7 @@ pub fn vip_local(vip: IpAddr, locals: &[LocalAddr]) -> Finding {
             format!("{vip} is on lo"),
             format!(
                 "fine while xvip runs here with this node as a backend (it puts the VIP there, with arp_ignore=1); otherwise `{}`",
-                del(*l)
+                del(l)
             ),
         ),
         _ => Finding::fail(
@@ -129,7 +137,7 @@ pub fn vip_local(vip: IpAddr, locals: &[LocalAddr]) -> Finding {
             ),
             format!(
                 "remove it (`{}`); xvip announces the VIP itself",
-                on.iter().map(|l| del(*l)).collect::<Vec<_>>().join("; ")
+                on.iter().map(|l| del(l)).collect::<Vec<_>>().join("; ")
             ),
         ),
     }
@@ -160,7 +168,10 @@ pub fn kube_ipvs(vips: &[IpAddr], locals: &[LocalAddr], arp_ignore_all: Option<u
         );
     }
     match (present, arp_ignore_all) {
-        (false, _) => Finding::ok(CHECK, format!("no {KUBE_IPVS} device (kube-proxy not in IPVS mode here)")),
+        (false, _) => Finding::ok(
+            CHECK,
+            format!("no {KUBE_IPVS} device (kube-proxy not in IPVS mode here)"),
+        ),
         (true, Some(n)) if n >= 1 => Finding::ok(
             CHECK,
             format!("{KUBE_IPVS} does not hold the VIP; all.arp_ignore={n} (strictARP)"),
@@ -180,12 +191,13 @@ pub fn kube_ipvs(vips: &[IpAddr], locals: &[LocalAddr], arp_ignore_all: Option<u
 pub fn vip_arp(vip: Ipv4Addr, iface: &str, answers: &[[u8; 6]], vrrp: bool) -> Finding {
     const CHECK: &str = "vip-arp";
     if answers.is_empty() {
-        return Finding::ok(
-            CHECK,
-            format!("no host on {iface} answers ARP for {vip}"),
-        );
+        return Finding::ok(CHECK, format!("no host on {iface} answers ARP for {vip}"));
     }
-    let macs = answers.iter().map(format_mac).collect::<Vec<_>>().join(", ");
+    let macs = answers
+        .iter()
+        .map(format_mac)
+        .collect::<Vec<_>>()
+        .join(", ");
     let seen = format!("{vip} is answered on {iface} by {macs}");
     if vrrp {
         return Finding::warn(
@@ -267,14 +279,23 @@ mod tests {
     #[test]
     fn a_vip_assigned_to_an_interface_fails_with_the_command_that_removes_it() {
         let vip: IpAddr = "192.0.2.100".parse().unwrap();
-        let locals = [addr("eth0", "192.0.2.2", 24), addr("eth0", "192.0.2.100", 24)];
+        let locals = [
+            addr("eth0", "192.0.2.2", 24),
+            addr("eth0", "192.0.2.100", 24),
+        ];
         assert_eq!(
             vip_local(vip, &locals).line(),
             "fail vip-local: 192.0.2.100 is assigned to eth0: the kernel answers for it, not xvip; fix: remove it (`ip addr del 192.0.2.100/24 dev eth0`); xvip announces the VIP itself"
         );
         assert_eq!(vip_local(vip, &locals[..1]).level, Level::Ok);
-        assert_eq!(vip_local(vip, &[addr("lo", "192.0.2.100", 32)]).level, Level::Warn);
-        assert_eq!(vip_local(vip, &[addr(KUBE_IPVS, "192.0.2.100", 32)]).level, Level::Ok);
+        assert_eq!(
+            vip_local(vip, &[addr("lo", "192.0.2.100", 32)]).level,
+            Level::Warn
+        );
+        assert_eq!(
+            vip_local(vip, &[addr(KUBE_IPVS, "192.0.2.100", 32)]).level,
+            Level::Ok
+        );
     }
 
     #[test]

@@ -75,9 +75,7 @@ pub fn judge(
     if last.is_empty() {
         return vec![Finding::ok(
             CHECK,
-            format!(
-                "no other router advertises VRID {vrid} on {iface} (listened {listened:?})"
-            ),
+            format!("no other router advertises VRID {vrid} on {iface} (listened {listened:?})"),
         )];
     }
     let same_vrid = "or give this group a --vrrp-vrid no other router on the segment uses";
@@ -214,7 +212,11 @@ mod tests {
             advert(Version::V2, Auth::pass(b"other"), &[VIP]),
         );
         assert_eq!(f.level, Level::Fail);
-        assert!(f.seen.contains("another authentication (type 1"), "{}", f.seen);
+        assert!(
+            f.seen.contains("another authentication (type 1"),
+            "{}",
+            f.seen
+        );
         assert!(!f.line().contains("secret") && !f.line().contains("other\""));
         let same = one(
             &ours(Version::V2, Auth::pass(b"secret"), &[]),
@@ -261,8 +263,14 @@ mod tests {
             f[0].line(),
             "ok   vrrp-adverts: no other router advertises VRID 51 on eth0 (listened 3s)"
         );
-        assert_eq!(listen_time(Duration::from_millis(100)), Duration::from_secs(3));
+        assert_eq!(
+            listen_time(Duration::from_millis(100)),
+            Duration::from_secs(3)
+        );
         assert_eq!(listen_time(Duration::from_secs(2)), Duration::from_secs(6));
-        assert_eq!(listen_time(Duration::from_secs(60)), Duration::from_secs(10));
+        assert_eq!(
+            listen_time(Duration::from_secs(60)),
+            Duration::from_secs(10)
+        );
     }
 }
