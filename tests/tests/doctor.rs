@@ -1,7 +1,7 @@
 //! `xvip doctor` in the namespace lab: a healthy lab passes, and each fault the lab can make
 //! (a host answering ARP for the VIP, the VIP on the node, a SNAT/ephemeral overlap, a
-//! foreign XDP program, kube-ipvs0 holding the VIP, certificates without the VIP or about to
-//! expire, another VRRP router on our VRID) is a line naming it, with exit status 1. Nothing
+//! foreign XDP program, kube-ipvs0 holding the VIP, certificates without the VIP, about to
+//! expire or of another CA, another VRRP router on our VRID) is a line naming it, with exit status 1. Nothing
 //! is attached by the doctor.
 
 use std::{
@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use tests::lab::{Lab, MASTERS, VIP, in_netns, lab_object, run_args, xvip_bin};
+use tests::lab::{Lab, MASTERS, TempDir, VIP, ca, in_netns, lab_object, run_args, xvip_bin};
 
 /// m1's MAC (the lab's `02:00:00:00:{port+1}:{last octet}`).
 const M1_MAC: &str = "02:00:00:00:03:0b";
@@ -290,5 +290,52 @@ fn a_vrrp_router_of_another_version_on_our_vrid_fails() {
     assert_eq!(
         line(&out, "fail vrrp-adverts: "),
         "fail vrrp-adverts: 192.0.2.11 advertises VRID 51 in VRRPv2, this node speaks VRRPv3; fix: the same --vrrp-version on every router of the group (keepalived: vrrp_version), or give this group a --vrrp-vrid no other router on the segment uses"
+    );
+}
+
+#[test]
+fn a_master_of_another_ca_fails_its_readyz_and_the_issuers_differ() {
+    let files = TempDir::new("doctor-ca");
+    let mut paths = Vec::new();
+    for name in ["cluster CA", "other CA"] {
+        let (key, cert) = ca(name).unwrap();
+        let tag = name.replace(' ', "-");
+        std::fs::write(files.path(&format!("{tag}.key")), key).unwrap();
+        std::fs::write(files.path(&format!("{tag}.crt")), cert).unwrap();
+        paths.push((
+            files.str(&format!("{tag}.key")),
+            files.str(&format!("{tag}.crt")),
+        ));
+    }
+    let signed = |i: usize, name| {
+        [
+            "--san",
+            VIP,
+            "--ca-key",
+            paths[i].0.as_str(),
+            "--ca-name",
+            name,
+        ]
+    };
+    let (ours, other) = (signed(0, "cluster CA"), signed(1, "other CA"));
+    let lab = lab("dca", &[("m1", &ours), ("m2", &ours), ("m3", &other)]);
+    let (code, out) = doctor(&lab, &run_args(&["--ca-file", &paths[0].1]));
+    assert_eq!(code, Some(1), "{out}");
+    line(
+        &out,
+        "ok   master-readyz: 192.0.2.11:6443: GET /readyz answered in ",
+    );
+    line(
+        &out,
+        "ok   master-readyz: 192.0.2.12:6443: GET /readyz answered in ",
+    );
+    let l = line(
+        &out,
+        "fail master-readyz: 192.0.2.13:6443: GET /readyz: TLS error: ",
+    );
+    assert!(l.contains("fix: check --ca-file"), "{l}");
+    assert_eq!(
+        line(&out, "warn master-ca: "),
+        "warn master-ca: the masters' certificates come from different issuers: \"CN=cluster CA\" (192.0.2.11:6443, 192.0.2.12:6443); \"CN=other CA\" (192.0.2.13:6443); fix: sign every API server's certificate with the cluster CA (kubeadm: the same /etc/kubernetes/pki/ca.{crt,key} on every master, e.g. `kubeadm join --control-plane` with --certificate-key)"
     );
 }

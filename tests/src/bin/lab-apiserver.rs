@@ -25,7 +25,7 @@
 
 use std::error::Error;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -70,6 +70,13 @@ struct Args {
     /// The certificate ends this many days from now (rcgen's default, year 4096, otherwise).
     #[arg(long, value_name = "DAYS")]
     valid_days: Option<u32>,
+    /// Sign the certificate with this CA key (PEM) instead of self-signing it; the CA's
+    /// certificate is `tests::lab::ca` of the same key and `--ca-name`.
+    #[arg(long, value_name = "PATH", requires = "ca_name")]
+    ca_key: Option<PathBuf>,
+    /// The CA's common name (with --ca-key).
+    #[arg(long, value_name = "NAME", requires = "ca_key")]
+    ca_name: Option<String>,
 }
 
 /// How often a watch looks at the EndpointSlices file.
@@ -130,7 +137,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     let acceptor = match args.plain {
         true => None,
-        false => Some(tls_acceptor(args.listen.ip(), &args.sans, args.valid_days)?),
+        false => Some(tls_acceptor(&args)?),
     };
     let listener =
         bind(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -194,16 +201,13 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// A fresh self-signed certificate for the listen IP, "localhost" and `sans`, ending
-/// `valid_days` from now if given: clients of the lab skip verification, just as xvip's
-/// health checks do without a CA file.
-fn tls_acceptor(
-    ip: IpAddr,
-    sans: &[String],
-    valid_days: Option<u32>,
-) -> Result<TlsAcceptor, Box<dyn Error>> {
-    let mut names = vec![ip.to_string(), "localhost".into()];
-    names.extend(sans.iter().cloned());
+/// A fresh certificate for the listen IP, "localhost" and `--san`s, ending `--valid-days`
+/// from now if given, self-signed or signed by `--ca-key`: clients of the lab skip
+/// verification, just as xvip's health checks do without a CA file.
+fn tls_acceptor(args: &Args) -> Result<TlsAcceptor, Box<dyn Error>> {
+    let mut names = vec![args.listen.ip().to_string(), "localhost".into()];
+    names.extend(args.sans.iter().cloned());
+    let valid_days = args.valid_days;
     let mut params = rcgen::CertificateParams::new(names)?;
     if let Some(days) = valid_days {
         let today = std::time::SystemTime::now()
@@ -215,7 +219,14 @@ fn tls_acceptor(
         params.not_after = rcgen::date_time_ymd(y, m, d);
     }
     let signing_key = rcgen::KeyPair::generate()?;
-    let cert = params.self_signed(&signing_key)?;
+    let cert = match (&args.ca_key, &args.ca_name) {
+        (Some(key), Some(name)) => {
+            let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(key)?)?;
+            let issuer = rcgen::Issuer::new(tests::lab::ca_params(name)?, ca_key);
+            params.signed_by(&signing_key, &issuer)?
+        }
+        _ => params.self_signed(&signing_key)?,
+    };
     let certified = rcgen::CertifiedKey { cert, signing_key };
     let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     let mut config =
