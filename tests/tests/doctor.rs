@@ -1,8 +1,8 @@
 //! `xvip doctor` in the namespace lab: a healthy lab passes, and each fault the lab can make
 //! (a host answering ARP for the VIP, the VIP on the node, a SNAT/ephemeral overlap, a
 //! foreign XDP program, kube-ipvs0 holding the VIP, certificates without the VIP, about to
-//! expire or of another CA, another VRRP router on our VRID) is a line naming it, with exit status 1. Nothing
-//! is attached by the doctor.
+//! expire or of another CA, another VRRP router on our VRID) is a line naming it, with exit
+//! status 1. Nothing is attached by the doctor.
 
 use std::{
     net::IpAddr,
