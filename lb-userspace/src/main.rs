@@ -37,6 +37,15 @@ enum Command {
     Run(RunArgs),
     /// Validate the configuration without touching the kernel.
     CheckConfig(RunArgs),
+    /// Check this node and the masters with `xvip run`'s settings, changing nothing: one
+    /// line per check (ok, warn, fail) with the fix; exit 1 when a check fails.
+    Doctor {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Detach from an interface and remove its pinned state (drops tracked connections).
     Detach {
         /// The interface xvip ran on.
@@ -163,6 +172,20 @@ fn main() -> ExitCode {
                     s.backends.len()
                 );
                 ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xvip: {e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        },
+        Command::Doctor { run, json } => match rt.block_on(xvip::doctor::run(&run)) {
+            Ok(report) => {
+                if json {
+                    println!("{}", report.to_json());
+                } else {
+                    print!("{}", report.to_text());
+                }
+                ExitCode::from(report.exit_code())
             }
             Err(e) => {
                 eprintln!("xvip: {e}");

@@ -752,3 +752,26 @@ impl Lab {
         Ok(())
     }
 }
+
+/// A lab CA's parameters: common name `name`, allowed to sign. Built alike by [`ca`] (the
+/// certificate a client trusts) and by `lab-apiserver --ca-key --ca-name` (the issuer of its
+/// certificate), so the two names match byte for byte.
+pub fn ca_params(name: &str) -> Result<rcgen::CertificateParams, rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// A new lab CA named `name`: its key and its certificate, both PEM.
+pub fn ca(name: &str) -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let cert = ca_params(name)?.self_signed(&key)?;
+    Ok((key.serialize_pem(), cert.pem()))
+}

@@ -25,7 +25,7 @@
 
 use std::error::Error;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -64,6 +64,19 @@ struct Args {
     /// While this file exists, EndpointSlice watches are answered 410 Gone.
     #[arg(long, value_name = "PATH")]
     gone_file: Option<PathBuf>,
+    /// A further subjectAltName (IP or DNS) of the certificate; repeat for several.
+    #[arg(long = "san", value_name = "NAME")]
+    sans: Vec<String>,
+    /// The certificate ends this many days from now (rcgen's default, year 4096, otherwise).
+    #[arg(long, value_name = "DAYS")]
+    valid_days: Option<u32>,
+    /// Sign the certificate with this CA key (PEM) instead of self-signing it; the CA's
+    /// certificate is `tests::lab::ca` of the same key and `--ca-name`.
+    #[arg(long, value_name = "PATH", requires = "ca_name")]
+    ca_key: Option<PathBuf>,
+    /// The CA's common name (with --ca-key).
+    #[arg(long, value_name = "NAME", requires = "ca_key")]
+    ca_name: Option<String>,
 }
 
 /// How often a watch looks at the EndpointSlices file.
@@ -124,7 +137,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     let acceptor = match args.plain {
         true => None,
-        false => Some(tls_acceptor(args.listen.ip())?),
+        false => Some(tls_acceptor(&args)?),
     };
     let listener =
         bind(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -188,10 +201,33 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// A fresh self-signed certificate for the listen IP and "localhost": clients of the
-/// lab skip verification, just as xvip's health checks do without a CA file.
-fn tls_acceptor(ip: IpAddr) -> Result<TlsAcceptor, Box<dyn Error>> {
-    let certified = rcgen::generate_simple_self_signed(vec![ip.to_string(), "localhost".into()])?;
+/// A fresh certificate for the listen IP, "localhost" and `--san`s, ending `--valid-days`
+/// from now if given, self-signed or signed by `--ca-key`: clients of the lab skip
+/// verification, just as xvip's health checks do without a CA file.
+fn tls_acceptor(args: &Args) -> Result<TlsAcceptor, Box<dyn Error>> {
+    let mut names = vec![args.listen.ip().to_string(), "localhost".into()];
+    names.extend(args.sans.iter().cloned());
+    let valid_days = args.valid_days;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    if let Some(days) = valid_days {
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            / 86_400;
+        let (y, m, d) = civil_from_days(today as i64 + i64::from(days));
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+    }
+    let signing_key = rcgen::KeyPair::generate()?;
+    let cert = match (&args.ca_key, &args.ca_name) {
+        (Some(key), Some(name)) => {
+            let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(key)?)?;
+            let issuer = rcgen::Issuer::new(tests::lab::ca_params(name)?, ca_key);
+            params.signed_by(&signing_key, &issuer)?
+        }
+        _ => params.self_signed(&signing_key)?,
+    };
+    let certified = rcgen::CertifiedKey { cert, signing_key };
     let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -201,6 +237,20 @@ fn tls_acceptor(ip: IpAddr) -> Result<TlsAcceptor, Box<dyn Error>> {
     // Only HTTP/1.1 is spoken; saying so stops Go clients (kubectl) from trying h2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The calendar date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
 }
 
 impl Server {

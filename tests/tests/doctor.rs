@@ -1,0 +1,344 @@
+//! `xvip doctor` in the namespace lab: a healthy lab passes, and each fault the lab can make
+//! (a host answering ARP for the VIP, the VIP on the node, a SNAT/ephemeral overlap, a
+//! foreign XDP program, kube-ipvs0 holding the VIP, certificates without the VIP, about to
+//! expire or of another CA, another VRRP router on our VRID) is a line naming it, with exit
+//! status 1. Nothing is attached by the doctor.
+
+use std::{
+    net::IpAddr,
+    process::Output,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tests::lab::{Lab, MASTERS, TempDir, VIP, ca, in_netns, lab_object, run_args, xvip_bin};
+
+/// m1's MAC (the lab's `02:00:00:00:{port+1}:{last octet}`).
+const M1_MAC: &str = "02:00:00:00:03:0b";
+
+/// The standard lab's hosts with API servers whose certificates name the VIP, except the
+/// masters in `special`, started with those flags instead.
+fn lab(tag: &str, special: &[(&str, &[&str])]) -> Lab {
+    let mut lab = Lab::segment(tag).unwrap();
+    for m in MASTERS {
+        let h = lab.host(m);
+        let mut cmd = h.ns.cmd(tests::lab::apiserver_bin());
+        cmd.args(["--listen", &format!("{}:6443", h.ip), "--name", m]);
+        match special.iter().find(|(name, _)| *name == m) {
+            Some((_, flags)) => cmd.args(*flags),
+            None => cmd.args(["--san", VIP]),
+        };
+        lab.spawn_apiserver(&format!("apiserver-{m}"), cmd).unwrap();
+    }
+    lab
+}
+
+/// `xvip doctor ARGS` on the lb host: its exit status and stdout.
+fn doctor(lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
+    let out: Output = lab
+        .host("lb")
+        .ns
+        .cmd(xvip_bin())
+        .arg("doctor")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+fn line<'a>(out: &'a str, start: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{out}"))
+}
+
+#[test]
+fn a_healthy_lab_passes_and_nothing_is_attached() {
+    let lab = lab("dok", &[]);
+    let (code, out) = doctor(&lab, &run_args(&["--vrrp-vrid", "51"]));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("fail")), "{out}");
+    line(&out, "ok   kernel: Linux ");
+    line(&out, "ok   xdp-driver: eth0: driver veth has native XDP");
+    line(&out, "ok   xdp-program: eth0: no XDP program attached");
+    line(&out, "ok   capabilities: ");
+    line(
+        &out,
+        "ok   vip-local: 192.0.2.100 is not an address of this node",
+    );
+    line(
+        &out,
+        "ok   vip-arp: no host on eth0 answers ARP for 192.0.2.100",
+    );
+    line(&out, "ok   kube-ipvs0: no kube-ipvs0 device");
+    line(&out, "ok   snat-ports: ");
+    line(
+        &out,
+        "ok   vrrp-adverts: no other router advertises VRID 51 on eth0 (listened 3s)",
+    );
+    for (i, m) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+        .iter()
+        .enumerate()
+    {
+        line(
+            &out,
+            &format!("ok   master-readyz: {m}:6443: GET /readyz answered in "),
+        );
+        // The lab's MACs: 02:00:00:00:{port + 1}:{last octet}, m1 on port 2.
+        assert_eq!(
+            line(&out, &format!("ok   master-route: {m}:6443: ")),
+            format!(
+                "ok   master-route: {m}:6443: on eth0, MAC 02:00:00:00:{:02x}:{:02x}",
+                i + 3,
+                11 + i
+            )
+        );
+        line(
+            &out,
+            &format!("ok   master-cert: {m}:6443: certificate names the VIP, expires in "),
+        );
+    }
+    line(
+        &out,
+        "ok   master-ca: every master's certificate is issued by ",
+    );
+    assert!(!lab.has_xdp("lb").unwrap(), "the doctor attached");
+
+    // Bad configuration: status 2 and no check, as everywhere.
+    let (code, out) = doctor(&lab, &["--interface", "eth0", "--vip", "not-an-ip"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.is_empty(), "{out}");
+
+    let (code, json) = doctor(&lab, &run_args(&["--json"]));
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["exit"], 0);
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "vip-arp" && f["level"] == "ok"),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_host_answering_arp_for_the_vip_fails_naming_its_mac() {
+    let lab = lab("darp", &[]);
+    lab.host("m1")
+        .ns
+        .ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"])
+        .unwrap();
+    let (code, out) = doctor(&lab, &run_args(&[]));
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail vip-arp: "),
+        format!(
+            "fail vip-arp: {VIP} is answered on eth0 by {M1_MAC}: another host holds the VIP; fix: find the host with that MAC (`ip neigh`, the switch's MAC table) and remove the VIP from it, or choose a free VIP"
+        )
+    );
+}
+
+#[test]
+fn the_vip_on_this_node_fails_and_so_does_the_snat_range_it_now_overlaps() {
+    let lab = lab("dloc", &[]);
+    let ns = &lab.host("lb").ns;
+    ns.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"])
+        .unwrap();
+    let (code, out) = doctor(&lab, &run_args(&["--snat-ports", "20000-59999"]));
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail vip-local: "),
+        format!(
+            "fail vip-local: {VIP} is assigned to eth0: the kernel answers for it, not xvip; fix: remove it (`ip addr del {VIP}/24 dev eth0`); xvip announces the VIP itself"
+        )
+    );
+    let snat = line(&out, "fail snat-ports: ");
+    assert!(
+        snat.contains("overlaps the kernel's ephemeral ports")
+            && snat.contains("fix: choose --snat-ports outside them"),
+        "{snat}"
+    );
+}
+
+#[test]
+fn a_foreign_xdp_program_is_a_failing_line_with_its_name_and_removal() {
+    let lab = lab("dxdp", &[]);
+    let _foreign = in_netns(&lab.host("lb").ns.name, || -> anyhow::Result<aya::Ebpf> {
+        let mut ebpf = aya::Ebpf::load_file(lab_object())?;
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut("lab_pass")
+            .ok_or_else(|| anyhow::anyhow!("no lab_pass"))?
+            .try_into()?;
+        prog.load()?;
+        prog.attach(c"eth0", aya::programs::XdpMode::Driver)?;
+        Ok(ebpf)
+    })
+    .unwrap()
+    .unwrap();
+    let (code, out) = doctor(&lab, &run_args(&[]));
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "fail xdp-program: ");
+    assert!(
+        l.starts_with("fail xdp-program: eth0 already has XDP program lab_pass (id ")
+            && l.contains("attached, not by this xvip; fix: "),
+        "{l}"
+    );
+    assert!(l.contains("bpftool link show id"), "{l}");
+    assert!(
+        lab.has_xdp("lb").unwrap(),
+        "the foreign program was touched"
+    );
+}
+
+#[test]
+fn kube_ipvs0_holding_the_vip_fails() {
+    let lab = lab("dipvs", &[]);
+    let ns = &lab.host("lb").ns;
+    // No dummy driver on every kernel: a veth of that name holds the address as well.
+    ns.ip(&[
+        "link",
+        "add",
+        "kube-ipvs0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kipvs-peer",
+    ])
+    .unwrap();
+    ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "kube-ipvs0"])
+        .unwrap();
+    let (code, out) = doctor(&lab, &run_args(&[]));
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail kube-ipvs0: "),
+        format!(
+            "fail kube-ipvs0: kube-ipvs0 holds {VIP}: kube-proxy (IPVS mode) answers for it; fix: keep the VIP out of every Service's externalIPs/loadBalancerIP, add it to kube-proxy's ipvs.excludeCIDRs, and set ipvs.strictARP: true"
+        )
+    );
+    line(&out, "ok   vip-local: ");
+}
+
+#[test]
+fn a_certificate_without_the_vip_fails_and_one_near_its_end_warns() {
+    let lab = lab(
+        "dcert",
+        &[("m1", &[]), ("m2", &["--san", VIP, "--valid-days", "10"])],
+    );
+    let (code, out) = doctor(&lab, &run_args(&[]));
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "fail master-cert: 192.0.2.11:6443: ");
+    assert!(
+        l.starts_with(&format!(
+            "fail master-cert: 192.0.2.11:6443: certificate does not name {VIP} (SANs: 192.0.2.11, localhost)"
+        )) && l.contains("certSANs"),
+        "{l}"
+    );
+    let l = line(&out, "warn master-cert: 192.0.2.12:6443: ");
+    assert!(
+        l.contains("certificate expires on ") && l.contains("days)"),
+        "{l}"
+    );
+    assert!(l.contains("fix: `kubeadm certs renew apiserver`"), "{l}");
+    line(&out, "ok   master-cert: 192.0.2.13:6443: ");
+    line(&out, "ok   master-readyz: 192.0.2.11:6443: ");
+}
+
+#[test]
+fn a_vrrp_router_of_another_version_on_our_vrid_fails() {
+    let lab = lab("dvrrp", &[]);
+    // m1 plays a keepalived in VRRPv2 on VRID 51, advertising every 200 ms until stopped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ns, flag) = (lab.host("m1").ns.name.clone(), Arc::clone(&stop));
+    let sender = std::thread::spawn(move || {
+        in_netns(&ns, move || -> anyhow::Result<()> {
+            use xvip::{
+                announce::vrrp::{Advert, VrrpSocket, packet::MULTICAST},
+                config::vrrp::{Auth, Version},
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let iface = xvip::announce::arp::Interface::lookup("eth0")?;
+                let sock = VrrpSocket::open("eth0", iface.index, IpAddr::V4(iface.ipv4))?;
+                let msg = Advert {
+                    version: Version::V2,
+                    vrid: 51,
+                    priority: 200,
+                    max_adver_int_cs: 100,
+                    addrs: vec![VIP.parse()?],
+                    auth: Auth::NONE,
+                }
+                .encode(iface.ipv4, MULTICAST);
+                while !flag.load(Ordering::Relaxed) {
+                    sock.send(&msg, IpAddr::V4(MULTICAST))?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(())
+            })
+        })
+    });
+    let (code, out) = doctor(&lab, &run_args(&["--vrrp-vrid", "51"]));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap().unwrap().unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail vrrp-adverts: "),
+        "fail vrrp-adverts: 192.0.2.11 advertises VRID 51 in VRRPv2, this node speaks VRRPv3; fix: the same --vrrp-version on every router of the group (keepalived: vrrp_version), or give this group a --vrrp-vrid no other router on the segment uses"
+    );
+}
+
+#[test]
+fn a_master_of_another_ca_fails_its_readyz_and_the_issuers_differ() {
+    let files = TempDir::new("doctor-ca");
+    let mut paths = Vec::new();
+    for name in ["cluster CA", "other CA"] {
+        let (key, cert) = ca(name).unwrap();
+        let tag = name.replace(' ', "-");
+        std::fs::write(files.path(&format!("{tag}.key")), key).unwrap();
+        std::fs::write(files.path(&format!("{tag}.crt")), cert).unwrap();
+        paths.push((
+            files.str(&format!("{tag}.key")),
+            files.str(&format!("{tag}.crt")),
+        ));
+    }
+    let signed = |i: usize, name| {
+        [
+            "--san",
+            VIP,
+            "--ca-key",
+            paths[i].0.as_str(),
+            "--ca-name",
+            name,
+        ]
+    };
+    let (ours, other) = (signed(0, "cluster CA"), signed(1, "other CA"));
+    let lab = lab("dca", &[("m1", &ours), ("m2", &ours), ("m3", &other)]);
+    let (code, out) = doctor(&lab, &run_args(&["--ca-file", &paths[0].1]));
+    assert_eq!(code, Some(1), "{out}");
+    line(
+        &out,
+        "ok   master-readyz: 192.0.2.11:6443: GET /readyz answered in ",
+    );
+    line(
+        &out,
+        "ok   master-readyz: 192.0.2.12:6443: GET /readyz answered in ",
+    );
+    let l = line(
+        &out,
+        "fail master-readyz: 192.0.2.13:6443: GET /readyz: TLS error: ",
+    );
+    assert!(l.contains("fix: check --ca-file"), "{l}");
+    assert_eq!(
+        line(&out, "warn master-ca: "),
+        "warn master-ca: the masters' certificates come from different issuers: \"CN=cluster CA\" (192.0.2.11:6443, 192.0.2.12:6443); \"CN=other CA\" (192.0.2.13:6443); fix: sign every API server's certificate with the cluster CA (kubeadm: the same /etc/kubernetes/pki/ca.{crt,key} on every master, e.g. `kubeadm join --control-plane` with --certificate-key)"
+    );
+}
