@@ -246,7 +246,15 @@ fn chaos(rest: &[String]) -> Result<ExitCode> {
         // SAFETY: as above.
         unsafe { std::env::set_var("XVIP_CHAOS_SEED", s) };
     }
-    let args = ["-p", "tests", "--test", "chaos", "--", "--ignored", "--exact"];
+    let args = [
+        "-p",
+        "tests",
+        "--test",
+        "chaos",
+        "--",
+        "--ignored",
+        "--exact",
+    ];
     let args = args.iter().chain(&["chaos_long", "--nocapture"]);
     run_cargo_test(&args.map(|a| a.to_string()).collect::<Vec<_>>())
 }
