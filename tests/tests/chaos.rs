@@ -590,7 +590,7 @@ fn check(rows: &[Row]) -> Vec<String> {
         }
         if r.none_run > none_bound && STALE_YIELD_KNOWN && r.after_deaf && r.fault.takes_lb1() {
             println!(
-                "KNOWN {what}: no ARP owner for {} ms (bound {} ms) while a stale claims yield ended (STALE_YIELD_KNOWN)",
+                "KNOWN {what}: no ARP owner for {} ms (bound {} ms) after a VRRP-deaf fault: the stale claims yield (STALE_YIELD_KNOWN)",
                 r.none_run.as_millis(),
                 none_bound.as_millis()
             );
