@@ -19,6 +19,8 @@ usage: cargo xtask <command>
   run -- ARGS      build, then run `xvip ARGS` as root
   demo             run xvip in a throw-away namespace lab and send requests through the VIP
   test             every test: unit, BPF packet tests, namespace integration tests
+  chaos [--minutes N] [--seed S]
+                   the chaos test of VIP ownership for N minutes (default 10)
   bench [--quick]  benchmarks in a namespace lab; report in target/bench/
   lint             cargo fmt --check and clippy on every crate (the eBPF one for its target)
 ";
@@ -68,6 +70,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             )
         }
         "test" => test(&rest),
+        "chaos" => chaos(&rest),
         "bench" => {
             packages::ensure(packages::BENCH)?;
             build(&["--release".to_string()])?;
@@ -233,7 +236,60 @@ fn lint() -> Result<()> {
     Ok(())
 }
 
+/// `chaos [--minutes N] [--seed S]`: `tests/tests/chaos.rs`'s long run (`chaos_long`,
+/// ignored by `test`), its table printed as it ends.
+fn chaos(rest: &[String]) -> Result<ExitCode> {
+    let mut minutes = "10".to_string();
+    let mut seed = None;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--minutes" => minutes = it.next().context("--minutes N")?.clone(),
+            "--seed" => seed = Some(it.next().context("--seed S")?.clone()),
+            other => bail!("chaos: unknown argument {other:?} (--minutes N, --seed S)"),
+        }
+    }
+    let m: u64 = minutes.parse().context("--minutes: a whole number")?;
+    if m == 0 {
+        bail!("--minutes: at least 1");
+    }
+    // SAFETY: set before any thread of xtask starts; read by the test process.
+    unsafe { std::env::set_var("XVIP_CHAOS_MINUTES", &minutes) };
+    if let Some(s) = seed {
+        // SAFETY: as above.
+        unsafe { std::env::set_var("XVIP_CHAOS_SEED", s) };
+    }
+    let args = [
+        "-p",
+        "tests",
+        "--test",
+        "chaos",
+        "--",
+        "--ignored",
+        "--exact",
+    ];
+    let args = args.iter().chain(&["chaos_long", "--nocapture"]);
+    run_cargo_test(&args.map(|a| a.to_string()).collect::<Vec<_>>())
+}
+
 fn test(rest: &[String]) -> Result<ExitCode> {
+    let mut args: Vec<String> = [
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--exclude",
+        "lab-ebpf",
+        "--no-fail-fast",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend_from_slice(rest);
+    run_cargo_test(&args)
+}
+
+/// Builds what the namespace tests start, then `cargo test ARGS` with their environment.
+fn run_cargo_test(test_args: &[String]) -> Result<ExitCode> {
     packages::ensure(packages::TEST)?;
     let tc = toolchain::ensure()?;
     build_ebpf(&tc)?;
@@ -247,16 +303,8 @@ fn test(rest: &[String]) -> Result<ExitCode> {
     let target = target_dir();
     let mut c = tc.cargo();
     c.current_dir(root())
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "lb-ebpf",
-            "--exclude",
-            "lab-ebpf",
-            "--no-fail-fast",
-        ])
-        .args(rest)
+        .arg("test")
+        .args(test_args)
         .env("XVIP_EBPF_OBJ", &obj)
         .env("XVIP_LAB_EBPF_OBJ", lab_object())
         .env("XVIP_BIN", target.join("debug/xvip"))

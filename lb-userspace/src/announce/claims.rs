@@ -156,14 +156,16 @@ impl Claims {
         announcing: bool,
     ) -> Decision {
         let new = self.remember(now, mac, vip, mark);
-        if let Some((winner, heard)) = &mut self.yielded
-            && *winner == mac
-        {
-            *heard = now;
+        if !announcing {
+            // A backup sees its master's announcements: nothing to decide, and a yield ends
+            // with the mastership it put on hold (else it would outlive the conflict).
+            self.end_yield();
             return Decision::None;
         }
-        if !announcing || self.yielded.is_some() {
-            // A backup sees its master's announcements: nothing to decide.
+        if let Some((winner, heard)) = &mut self.yielded {
+            if *winner == mac {
+                *heard = now;
+            }
             return Decision::None;
         }
         match (mark, ours) {
@@ -249,6 +251,12 @@ impl Claims {
             self.last_reassert = Some(now);
         }
         due
+    }
+
+    /// Ends a yield: the election says this node no longer holds the VIP (it heard the
+    /// other node's VRRP again and became backup), so there is nothing left to yield.
+    pub fn end_yield(&mut self) {
+        self.yielded = None;
     }
 
     /// The winner's MAC while yielded.
@@ -416,13 +424,30 @@ mod tests {
         c.on_claim(t, B, VIP, Some(mark(150, 2)), Some(mark(100, 3)), true);
         let t1 = t + HOLD - Duration::from_millis(100);
         assert!(c.yielded(t1));
-        // The winner answers a probe: renewed.
+        // The winner answers a probe (this node still master by its deaf election): renewed.
         assert_eq!(
-            c.on_claim(t1, B, VIP, Some(mark(150, 2)), Some(mark(100, 3)), false),
+            c.on_claim(t1, B, VIP, Some(mark(150, 2)), Some(mark(100, 3)), true),
             Decision::None
         );
         assert!(c.yielded(t1 + HOLD - Duration::from_millis(1)));
         assert!(!c.yielded(t1 + HOLD));
+        assert_eq!(c.yielded_to(), None);
+    }
+
+    #[test]
+    fn a_yield_ends_when_the_node_is_no_longer_master_and_probes_do_not_renew_it() {
+        let t = Instant::now();
+        let mut c = Claims::default();
+        c.on_claim(t, B, VIP, Some(mark(150, 2)), Some(mark(100, 3)), true);
+        assert!(c.yielded(t));
+        // VRRP is heard again: this node is backup; the winner's answers to its last
+        // probe arrive: no renewal, the yield is over.
+        assert_eq!(
+            c.on_claim(t, B, VIP, Some(mark(150, 2)), Some(mark(100, 3)), false),
+            Decision::None
+        );
+        assert!(!c.yielded(t));
+        // Later elected master, it answers at once: nothing holds it back.
         assert_eq!(c.yielded_to(), None);
     }
 

@@ -559,6 +559,9 @@ impl Daemon {
     /// until that one is gone.
     fn on_vrrp(&mut self, state: crate::announce::vrrp::State) {
         self.vrrp_master = state == crate::announce::vrrp::State::Master;
+        if !self.vrrp_master {
+            self.claims.end_yield();
+        }
         let master = self.vrrp_master && !self.claims.yielded(std::time::Instant::now());
         self.shared.lock().expect("poisoned").announcing = master;
         self.sync_master();

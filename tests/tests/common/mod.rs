@@ -206,6 +206,12 @@ impl Prober {
         Self { stop, thread }
     }
 
+    /// Stops and returns every attempt: when it ended and whether it connected.
+    pub fn samples(self) -> Vec<(Instant, bool)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("prober")
+    }
+
     /// Stops and returns the client-visible outage around `event`: the longest time
     /// without a successful connection that ends after it.
     pub fn outage(self, event: Instant) -> Duration {
@@ -361,6 +367,8 @@ pub fn endpoint(lab: &Lab, host: &str, path: &str) -> String {
 pub struct ArpSample {
     pub at: Instant,
     pub owners: BTreeSet<String>,
+    /// How long after the request each owner's first answer came.
+    pub delays: std::collections::BTreeMap<String, Duration>,
 }
 
 /// Asks "who has the VIP" from the client every 50 ms (a raw ARP request on its eth0, the
@@ -475,6 +483,7 @@ impl ArpSampler {
                         out.push(ArpSample {
                             at: Instant::now(),
                             owners: BTreeSet::new(),
+                            delays: Default::default(),
                         });
                         next_send += ARP_PERIOD;
                     }
@@ -514,14 +523,15 @@ impl ArpSampler {
                 let Some(i) = last.checked_sub(back) else {
                     continue;
                 };
-                if out[i].at.elapsed() <= ARP_LATE {
-                    out[i].owners.insert(
-                        p[22..28]
-                            .iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect::<Vec<_>>()
-                            .join(":"),
-                    );
+                let delay = out[i].at.elapsed();
+                if delay <= ARP_LATE {
+                    let owner = p[22..28]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":");
+                    out[i].delays.entry(owner.clone()).or_insert(delay);
+                    out[i].owners.insert(owner);
                 }
             }
             // SAFETY: our descriptor.

@@ -98,6 +98,9 @@ pub struct VrrpConflict {
     pub owner: bool,
 }
 
+/// Queued packets read before a timer is acted on (see `Ctx::run`).
+const QUEUED_BEFORE_TIMER: usize = 64;
+
 /// Gratuitous ARP rounds sent on becoming master ...
 pub const GARP_BURST: u32 = 3;
 /// ... this far apart.
@@ -431,6 +434,16 @@ impl Ctx {
                     }
                 },
                 _ = sleep, if deadline.is_some() => {
+                    // Adverts that arrived while this thread could not run (a stopped or
+                    // starved process) are read before the timer is acted on: otherwise a
+                    // backup resumed after SIGCONT takes over from a live master whose
+                    // adverts sit in its queue. Bounded, so a flood cannot hold the timer.
+                    for _ in 0..QUEUED_BEFORE_TIMER {
+                        match sock.try_recv(&mut buf) {
+                            Ok(n) => self.on_packet(&sock, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
                     let acts = self.machine.poll(Instant::now());
                     self.apply(&sock, acts);
                 }

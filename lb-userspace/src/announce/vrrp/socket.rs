@@ -298,6 +298,32 @@ impl VrrpSocket {
         }
     }
 
+    /// Receives one packet if one is queued now, without waiting (`WouldBlock` otherwise).
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is queued, or the receive error.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.src {
+            IpAddr::V4(_) => {
+                // SAFETY: reading into the caller's buffer of the given size.
+                let n = unsafe {
+                    libc::recv(
+                        self.fd.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }
+            IpAddr::V6(_) => recv6(&self.fd, buf),
+        }
+    }
+
     /// Sends one VRRP message (the kernel adds the IP header) to `dst` out of the
     /// interface, from the primary (IPv4) or link-local (IPv6) address.
     ///
