@@ -14,7 +14,6 @@
 use std::{
     fmt,
     io::{BufRead, BufReader},
-    net::Ipv4Addr,
     process::{Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -27,7 +26,7 @@ use std::{
 mod common;
 
 use common::*;
-use tests::lab::{Lab, apiserver_bin, sh};
+use tests::lab::{Lab, sh};
 
 /// The nodes and their priorities; lb1 is the master whenever the group has converged.
 const NODES: [(&str, u8); 3] = [("lb1", 150), ("lb2", 120), ("lb3", 100)];
@@ -160,28 +159,7 @@ struct Chaos {
 
 impl Chaos {
     fn new(tag: &str) -> Self {
-        let mut hosts = vec![("client".to_string(), CLIENT)];
-        for i in 1..=3u8 {
-            hosts.push((format!("lb{i}"), lb_ip(i)));
-        }
-        for i in 1..=3u8 {
-            hosts.push((format!("m{i}"), Ipv4Addr::new(192, 0, 2, 10 + i)));
-        }
-        let refs: Vec<(&str, Ipv4Addr)> = hosts.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-        let mut lab = Lab::new(tag, &refs).expect("lab");
-        for m in ["m1", "m2", "m3"] {
-            let h = lab.host(m);
-            let mut cmd = h.ns.cmd(apiserver_bin());
-            cmd.args([
-                "--listen",
-                &format!("{}:6443", h.ip),
-                "--name",
-                m,
-                "--plain",
-            ]);
-            lab.spawn_apiserver(&format!("apiserver-{m}"), cmd)
-                .expect("apiserver");
-        }
+        let lab = plain_lab(tag, 3, &[]);
         // Logs are kept when the test fails (the path is printed).
         let logs = std::env::temp_dir().join(format!("xvip-chaos-{}", lab.prefix));
         std::fs::create_dir_all(&logs).expect("log dir");

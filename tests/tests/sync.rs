@@ -39,37 +39,7 @@ const START_ELECTION: Duration = Duration::from_secs(20);
 
 /// client, lb1..lbN, m1..m3 serving plain HTTP on 6443.
 fn sync_lab(tag: &str, lbs: u8) -> Lab {
-    sync_lab_with(tag, lbs, &[])
-}
-
-/// `sync_lab` and further hosts (`extra`: name, address).
-fn sync_lab_with(tag: &str, lbs: u8, extra: &[(&str, Ipv4Addr)]) -> Lab {
-    let mut hosts = vec![("client".to_string(), CLIENT)];
-    for (n, a) in extra {
-        hosts.push((n.to_string(), *a));
-    }
-    for i in 1..=lbs {
-        hosts.push((format!("lb{i}"), lb_ip(i)));
-    }
-    for i in 1..=3u8 {
-        hosts.push((format!("m{i}"), Ipv4Addr::new(192, 0, 2, 10 + i)));
-    }
-    let refs: Vec<(&str, Ipv4Addr)> = hosts.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-    let mut lab = Lab::new(tag, &refs).expect("lab");
-    for m in ["m1", "m2", "m3"] {
-        let h = lab.host(m);
-        let mut cmd = h.ns.cmd(apiserver_bin());
-        cmd.args([
-            "--listen",
-            &format!("{}:6443", h.ip),
-            "--name",
-            m,
-            "--plain",
-        ]);
-        lab.spawn_apiserver(&format!("apiserver-{m}"), cmd)
-            .expect("apiserver");
-    }
-    lab
+    plain_lab(tag, lbs, &[])
 }
 
 /// A key file of 32 random bytes, mode 0600.
@@ -871,7 +841,7 @@ fn replayed_messages_with_spoofed_sources_reflect_and_disclose_nothing() {
     let victim = Ipv4Addr::new(192, 0, 2, 60);
     let dir = TempDir::new("syncspoof");
     let key = key_file(&dir);
-    let mut lab = sync_lab_with("syncspoof", 2, &[("victim", victim)]);
+    let mut lab = plain_lab("syncspoof", 2, &[("victim", victim)]);
     start(&mut lab, "lb1", 150, &key);
     // lb1 running (and its sync listening) before lb2 asks: it answers that request.
     wait_master(&lab, "lb1", &[], START_ELECTION);
@@ -1022,7 +992,7 @@ fn a_key_holder_cannot_take_a_live_flows_tuple() {
     let dir = TempDir::new("synctuple");
     let key = key_file(&dir);
     let sync_key = xvip::config::sync::load_key(std::path::Path::new(&key)).expect("the key");
-    let mut lab = sync_lab_with("synctuple", 2, &[("evil", evil)]);
+    let mut lab = plain_lab("synctuple", 2, &[("evil", evil)]);
     start(&mut lab, "lb1", 150, &key);
     start(&mut lab, "lb2", 100, &key);
     wait_master(&lab, "lb1", &["lb2"], START_ELECTION);

@@ -212,47 +212,6 @@ fn the_vip_moves_away_from_a_node_whose_backends_all_fail_and_comes_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sends raw IPv4 packets (header built here, `IPPROTO_RAW`) from the client namespace.
-fn send_raw(lab: &Lab, packets: Vec<Vec<u8>>, dst: Ipv4Addr) {
-    let ns = lab.host("client").ns.name.clone();
-    in_netns(&ns, move || {
-        // SAFETY: plain socket calls on a descriptor we close below.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0, "raw socket");
-            let name = c"eth0";
-            let mreqn = libc::ip_mreqn {
-                imr_multiaddr: libc::in_addr { s_addr: 0 },
-                imr_address: libc::in_addr { s_addr: 0 },
-                imr_ifindex: libc::if_nametoindex(name.as_ptr()) as i32,
-            };
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IP,
-                libc::IP_MULTICAST_IF,
-                (&mreqn as *const libc::ip_mreqn).cast(),
-                size_of::<libc::ip_mreqn>() as u32,
-            );
-            let mut sin: libc::sockaddr_in = std::mem::zeroed();
-            sin.sin_family = libc::AF_INET as u16;
-            sin.sin_addr.s_addr = u32::from(dst).to_be();
-            for p in &packets {
-                let n = libc::sendto(
-                    fd,
-                    p.as_ptr().cast(),
-                    p.len(),
-                    0,
-                    (&sin as *const libc::sockaddr_in).cast(),
-                    size_of::<libc::sockaddr_in>() as u32,
-                );
-                assert_eq!(n, p.len() as isize, "{}", std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-        }
-    })
-    .expect("client netns");
-}
-
 /// An IPv4 packet around a VRRP message (the kernel fills in the header checksum).
 fn ip_packet(ttl: u8, dst: Ipv4Addr, vrrp: &[u8]) -> Vec<u8> {
     let mut p = vec![0x45, 0xc0];

@@ -24,46 +24,6 @@ use xvip::{
     config::vrrp::{Auth, Version},
 };
 
-/// Sends raw IPv4 packets (header built here, `IPPROTO_RAW`: any source) from the client.
-fn send_raw(lab: &Lab, packets: Vec<Vec<u8>>) {
-    let ns = lab.host("client").ns.name.clone();
-    in_netns(&ns, move || {
-        // SAFETY: plain socket calls on a descriptor we close below.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0, "raw socket");
-            let mreqn = libc::ip_mreqn {
-                imr_multiaddr: libc::in_addr { s_addr: 0 },
-                imr_address: libc::in_addr { s_addr: 0 },
-                imr_ifindex: libc::if_nametoindex(c"eth0".as_ptr()) as i32,
-            };
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IP,
-                libc::IP_MULTICAST_IF,
-                (&mreqn as *const libc::ip_mreqn).cast(),
-                size_of::<libc::ip_mreqn>() as u32,
-            );
-            let mut sin: libc::sockaddr_in = std::mem::zeroed();
-            sin.sin_family = libc::AF_INET as u16;
-            sin.sin_addr.s_addr = u32::from(MULTICAST).to_be();
-            for p in &packets {
-                let n = libc::sendto(
-                    fd,
-                    p.as_ptr().cast(),
-                    p.len(),
-                    0,
-                    (&sin as *const libc::sockaddr_in).cast(),
-                    size_of::<libc::sockaddr_in>() as u32,
-                );
-                assert_eq!(n, p.len() as isize, "{}", std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-        }
-    })
-    .expect("client netns");
-}
-
 /// A VRRP advert for our VRID and VIP from `src` to 224.0.0.18, priority 254, in an IPv4
 /// header with TTL 255 (the kernel fills in the header checksum).
 fn forged(src: Ipv4Addr, version: Version, interval_s: u16, auth: Auth) -> Vec<u8> {
@@ -142,7 +102,11 @@ fn one_forged_v2_advert_claiming_255_s_leaves_the_v3_pair_answering_arp() {
     wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(15));
     let t1 = vrrp(&lab, "lb1").expect("lb1").transitions;
     vip_keeps_answering(&lab, "lb1", Duration::from_secs(4), || {
-        send_raw(&lab, vec![forged(CLIENT, Version::V2, 255, Auth::NONE)]);
+        send_raw(
+            &lab,
+            vec![forged(CLIENT, Version::V2, 255, Auth::NONE)],
+            MULTICAST,
+        );
     });
     for host in ["lb1", "lb2"] {
         let v = vrrp(&lab, host).expect(host);
@@ -170,7 +134,7 @@ fn one_valid_forged_advert_claiming_40_s_costs_one_capped_down_interval_not_two_
     // claims 40.95 s: before, the nodes waited 3 x 40.95 s for its next advert.
     let at = Instant::now();
     let pkt = forged_cs(CLIENT, Version::V3, 4095, Auth::NONE);
-    send_raw(&lab, vec![pkt]);
+    send_raw(&lab, vec![pkt], MULTICAST);
     wait_for(Duration::from_secs(2), "lb1 yields to it", || {
         state(&lab, "lb1") == "backup"
     });
@@ -225,6 +189,7 @@ fn one_forged_wrong_password_advert_leaves_the_v2_group_answering_arp() {
         send_raw(
             &lab,
             vec![forged(CLIENT, Version::V2, 1, Auth::pass(b"guess"))],
+            MULTICAST,
         );
     });
     for host in ["lb1", "lb2"] {
@@ -260,7 +225,11 @@ fn a_forger_keeping_its_claimed_rate_holds_the_vrid_loudly_and_lets_go_when_it_s
     let mut stepped_down = None;
     let start = Instant::now();
     for i in 0..8u32 {
-        send_raw(&lab, vec![forged(forger, Version::V2, 1, Auth::NONE)]);
+        send_raw(
+            &lab,
+            vec![forged(forger, Version::V2, 1, Auth::NONE)],
+            MULTICAST,
+        );
         let next = start + Duration::from_secs(1) * (i + 1);
         while Instant::now() < next {
             if stepped_down.is_none() && state(&lab, "lb1") == "backup" {
@@ -333,7 +302,7 @@ fn adverts_from_many_spoofed_sources_keep_the_conflict_list_and_the_log_bounded(
             let packets: Vec<Vec<u8>> = (chunk * 50..(chunk + 1) * 50)
                 .map(|i| forged(src(i), Version::V2, 1, Auth::NONE))
                 .collect();
-            send_raw(&lab, packets);
+            send_raw(&lab, packets, MULTICAST);
             thread::sleep(Duration::from_millis(12));
         }
     }

@@ -618,3 +618,75 @@ pub fn assert_one_arp_owner_but_handover(
     }
     (longest, samples.len(), both)
 }
+
+/// Sends raw IPv4 packets (header built here, `IPPROTO_RAW`) from the client namespace.
+pub fn send_raw(lab: &Lab, packets: Vec<Vec<u8>>, dst: Ipv4Addr) {
+    let ns = lab.host("client").ns.name.clone();
+    in_netns(&ns, move || {
+        // SAFETY: plain socket calls on a descriptor we close below.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "raw socket");
+            let name = c"eth0";
+            let mreqn = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: libc::if_nametoindex(name.as_ptr()) as i32,
+            };
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&mreqn as *const libc::ip_mreqn).cast(),
+                size_of::<libc::ip_mreqn>() as u32,
+            );
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from(dst).to_be();
+            for p in &packets {
+                let n = libc::sendto(
+                    fd,
+                    p.as_ptr().cast(),
+                    p.len(),
+                    0,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as u32,
+                );
+                assert_eq!(n, p.len() as isize, "{}", std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+    })
+    .expect("client netns");
+}
+
+/// client, `extra` hosts (name, address), lb1..lbN and m1..m3 running plain-HTTP lab API
+/// servers (the sync and chaos labs).
+pub fn plain_lab(tag: &str, lbs: u8, extra: &[(&str, Ipv4Addr)]) -> Lab {
+    let mut hosts = vec![("client".to_string(), CLIENT)];
+    for (n, a) in extra {
+        hosts.push((n.to_string(), *a));
+    }
+    for i in 1..=lbs {
+        hosts.push((format!("lb{i}"), lb_ip(i)));
+    }
+    for i in 1..=3u8 {
+        hosts.push((format!("m{i}"), Ipv4Addr::new(192, 0, 2, 10 + i)));
+    }
+    let refs: Vec<(&str, Ipv4Addr)> = hosts.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    let mut lab = Lab::new(tag, &refs).expect("lab");
+    for m in ["m1", "m2", "m3"] {
+        let h = lab.host(m);
+        let mut cmd = h.ns.cmd(apiserver_bin());
+        cmd.args([
+            "--listen",
+            &format!("{}:6443", h.ip),
+            "--name",
+            m,
+            "--plain",
+        ]);
+        lab.spawn_apiserver(&format!("apiserver-{m}"), cmd)
+            .expect("apiserver");
+    }
+    lab
+}
