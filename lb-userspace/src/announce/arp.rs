@@ -16,9 +16,6 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use super::claims::MARK_LEN;
-pub use super::claims::Mark;
-
 /// The ARP sockets' answers (all attached interfaces together).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ArpStatus {
@@ -147,6 +144,43 @@ fn addresses(name: &str) -> (Option<[u8; 6]>, Option<Ipv4Addr>) {
     // SAFETY: freeing what getifaddrs allocated.
     unsafe { libc::freeifaddrs(addrs) };
     (mac, ipv4)
+}
+
+/// What an xvip node says about itself after the ARP packet in its frames (the padding
+/// up to the shortest Ethernet frame; hosts ignore it): read by `announce::claims`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mark {
+    /// Compared first: the higher priority keeps the VIP ...
+    pub priority: u8,
+    /// ... then the higher primary address (RFC 5798's tie-break).
+    pub primary: Ipv4Addr,
+    pub vrid: u8,
+}
+
+/// The mark's bytes: "XVIP", version 1, VRID, priority, 0, primary address.
+pub const MARK_LEN: usize = 12;
+const MAGIC: [u8; 4] = *b"XVIP";
+
+impl Mark {
+    pub fn encode(&self) -> [u8; MARK_LEN] {
+        let mut b = [0u8; MARK_LEN];
+        b[..4].copy_from_slice(&MAGIC);
+        b[4] = 1;
+        b[5] = self.vrid;
+        b[6] = self.priority;
+        b[8..12].copy_from_slice(&self.primary.octets());
+        b
+    }
+
+    /// The mark at the start of `trailer` (the frame's bytes after the ARP packet), if any.
+    pub fn decode(trailer: &[u8]) -> Option<Self> {
+        let b = trailer.get(..MARK_LEN)?;
+        (b[..4] == MAGIC && b[4] == 1).then(|| Self {
+            vrid: b[5],
+            priority: b[6],
+            primary: Ipv4Addr::new(b[8], b[9], b[10], b[11]),
+        })
+    }
 }
 
 /// One parsed ARP packet (IPv4 over Ethernet).
@@ -504,6 +538,21 @@ mod tests {
         let mut padded = REQUEST.to_vec();
         padded.resize(60, 0);
         assert_eq!(Arp::parse(&padded).unwrap().mark, None);
+    }
+
+    #[test]
+    fn the_mark_survives_the_wire_and_nothing_else_decodes_as_one() {
+        let m = Mark {
+            priority: 150,
+            primary: Ipv4Addr::new(192, 0, 2, 2),
+            vrid: 51,
+        };
+        assert_eq!(Mark::decode(&m.encode()), Some(m));
+        assert_eq!(Mark::decode(&[0; 18]), None, "ordinary padding");
+        assert_eq!(Mark::decode(&m.encode()[..11]), None, "cut short");
+        let mut v2 = m.encode();
+        v2[4] = 2;
+        assert_eq!(Mark::decode(&v2), None, "another version");
     }
 
     #[test]

@@ -25,6 +25,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use super::arp::Mark;
+use super::arp::format_mac;
+
 /// What `xvip status` shows of the claims.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClaimsStatus {
@@ -52,42 +55,6 @@ pub struct ClaimantStatus {
     pub primary: Option<String>,
     pub packets: u64,
     pub last_seen_s: f64,
-}
-
-/// What an xvip node says about itself after the ARP packet in its frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Mark {
-    /// Compared first: the higher priority keeps the VIP ...
-    pub priority: u8,
-    /// ... then the higher primary address (RFC 5798's tie-break).
-    pub primary: Ipv4Addr,
-    pub vrid: u8,
-}
-
-/// The mark's bytes: "XVIP", version 1, VRID, priority, 0, primary address.
-pub const MARK_LEN: usize = 12;
-const MAGIC: [u8; 4] = *b"XVIP";
-
-impl Mark {
-    pub fn encode(&self) -> [u8; MARK_LEN] {
-        let mut b = [0u8; MARK_LEN];
-        b[..4].copy_from_slice(&MAGIC);
-        b[4] = 1;
-        b[5] = self.vrid;
-        b[6] = self.priority;
-        b[8..12].copy_from_slice(&self.primary.octets());
-        b
-    }
-
-    /// The mark at the start of `trailer` (the frame's bytes after the ARP packet), if any.
-    pub fn decode(trailer: &[u8]) -> Option<Self> {
-        let b = trailer.get(..MARK_LEN)?;
-        (b[..4] == MAGIC && b[4] == 1).then(|| Self {
-            vrid: b[5],
-            priority: b[6],
-            primary: Ipv4Addr::new(b[8], b[9], b[10], b[11]),
-        })
-    }
 }
 
 /// How long a yield lasts without a word from the winner.
@@ -173,7 +140,7 @@ impl Claims {
                 self.log(now, || {
                     format!(
                         "another xvip ({}, {}, priority {}, VRID {}) answers for {vip} while this node does and VRRP between us is not heard: it outranks this node, which stops answering until it is gone",
-                        crate::announce::arp::format_mac(&mac),
+                        format_mac(&mac),
                         theirs.primary,
                         theirs.priority,
                         theirs.vrid
@@ -188,7 +155,7 @@ impl Claims {
                     self.log(now, || {
                         format!(
                             "another xvip ({}, {}, priority {}) answers for {vip} while this node does and VRRP between us is not heard: this node outranks it and keeps the VIP",
-                            crate::announce::arp::format_mac(&mac),
+                            format_mac(&mac),
                             theirs.primary,
                             theirs.priority
                         )
@@ -211,7 +178,7 @@ impl Claims {
                     self.log(now, || {
                         format!(
                             "a host that is not xvip ({}) claims {vip}, which this node announces: remove the address from that host; xvip keeps answering requests and does not fight it with gratuitous ARP",
-                            crate::announce::arp::format_mac(&mac)
+                            format_mac(&mac)
                         )
                     });
                 }
@@ -230,7 +197,7 @@ impl Claims {
                 self.log(now, || {
                     format!(
                         "the xvip this node yielded the VIP to ({}) no longer answers: answering again",
-                        crate::announce::arp::format_mac(&mac)
+                        format_mac(&mac)
                     )
                 });
                 false
@@ -267,15 +234,13 @@ impl Claims {
     /// The status document's part.
     pub fn status(&self, now: Instant) -> ClaimsStatus {
         ClaimsStatus {
-            yielded_to: self
-                .yielded
-                .map(|(m, _)| crate::announce::arp::format_mac(&m)),
+            yielded_to: self.yielded.map(|(m, _)| format_mac(&m)),
             yields: self.yields,
             claimants: self
                 .claimants()
                 .into_iter()
                 .map(|c| ClaimantStatus {
-                    mac: crate::announce::arp::format_mac(&c.mac),
+                    mac: format_mac(&c.mac),
                     vip: c.vip.to_string(),
                     kind: if c.mark.is_some() { "xvip" } else { "foreign" }.into(),
                     priority: c.mark.map(|m| m.priority),
@@ -359,17 +324,6 @@ mod tests {
             primary: Ipv4Addr::new(192, 0, 2, last),
             vrid: 51,
         }
-    }
-
-    #[test]
-    fn the_mark_survives_the_wire_and_nothing_else_decodes_as_one() {
-        let m = mark(150, 2);
-        assert_eq!(Mark::decode(&m.encode()), Some(m));
-        assert_eq!(Mark::decode(&[0; 18]), None, "ordinary padding");
-        assert_eq!(Mark::decode(&m.encode()[..11]), None, "cut short");
-        let mut v2 = m.encode();
-        v2[4] = 2;
-        assert_eq!(Mark::decode(&v2), None, "another version");
     }
 
     #[test]
