@@ -198,7 +198,7 @@ fn main() -> ExitCode {
         } => {
             // Routed mode's VIP routes go first: the router must stop sending here.
             if let Ok(i) = xvip::announce::arp::Interface::lookup(&interface) {
-                match xvip::route::withdraw_all(i.index) {
+                match xvip::announce::route::withdraw_all(i.index) {
                     Ok(0) => {}
                     Ok(n) => println!("withdrew {n} VIP routes on {interface}"),
                     Err(e) => {

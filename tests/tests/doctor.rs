@@ -260,8 +260,9 @@ fn a_vrrp_router_of_another_version_on_our_vrid_fails() {
     let sender = std::thread::spawn(move || {
         in_netns(&ns, move || -> anyhow::Result<()> {
             use xvip::{
-                announce::vrrp::{Advert, VrrpSocket, packet::MULTICAST},
-                config::vrrp::{Auth, Version},
+                announce::vrrp::VrrpSocket,
+                wire::vrrp::{Advert, MULTICAST},
+                wire::vrrp::{Auth, Version},
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -806,8 +806,8 @@ fn send_raw6(lab: &Lab, host: &str, proto: i32, hops: i32, dst: &str, msgs: Vec<
 #[test]
 fn forged_v6_adverts_and_solicitations_change_nothing_and_are_counted() {
     use xvip::{
-        announce::vrrp::{Advert, packet::MULTICAST6},
-        config::vrrp::{Auth, Version},
+        wire::vrrp::{Advert, MULTICAST6},
+        wire::vrrp::{Auth, Version},
     };
     let mut lab = lab("v6forge", 1, None);
     add_v6(&lab);

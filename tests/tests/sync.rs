@@ -23,11 +23,9 @@ mod common;
 use common::*;
 use tests::lab::{Lab, TempDir, apiserver_bin, in_netns};
 use xvip::{
-    config::sync::{SYNC_PORT, SyncKey},
-    sync::{
-        SyncStatus,
-        wire::{self, AnyRecord, Event, Header, Kind, Record},
-    },
+    config::sync::SYNC_PORT,
+    sync::SyncStatus,
+    wire::sync::{self as wire, AnyRecord, Event, Header, Kind, Record, SyncKey},
 };
 
 /// Idle keep-alive connections held across the takeovers.

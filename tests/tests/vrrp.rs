@@ -16,10 +16,7 @@ mod common;
 
 use common::*;
 use tests::lab::{Lab, in_netns};
-use xvip::{
-    announce::vrrp::packet::Advert,
-    config::vrrp::{Auth, Version},
-};
+use xvip::wire::vrrp::{Advert, Auth, Version};
 
 #[test]
 fn two_nodes_elect_one_master_and_a_killed_master_is_replaced_within_a_second() {
@@ -231,7 +228,7 @@ fn forged_and_malformed_advertisements_change_nothing() {
     wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     let t1 = vrrp(&lab, "lb1").expect("lb1").transitions;
     let t2 = vrrp(&lab, "lb2").expect("lb2").transitions;
-    let dst = xvip::announce::vrrp::packet::MULTICAST;
+    let dst = xvip::wire::vrrp::MULTICAST;
     let forged = |vrid: u8| Advert {
         version: Version::V3,
         vrid,

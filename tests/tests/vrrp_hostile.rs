@@ -19,10 +19,7 @@ mod common;
 
 use common::*;
 use tests::lab::{Lab, TempDir, in_netns};
-use xvip::{
-    announce::vrrp::packet::{Advert, MULTICAST},
-    config::vrrp::{Auth, Version},
-};
+use xvip::wire::vrrp::{Advert, Auth, MULTICAST, Version};
 
 /// A VRRP advert for our VRID and VIP from `src` to 224.0.0.18, priority 254, in an IPv4
 /// header with TTL 255 (the kernel fills in the header checksum).

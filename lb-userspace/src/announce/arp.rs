@@ -406,7 +406,7 @@ impl ArpSocket {
     pub async fn recv(&self) -> io::Result<Arp> {
         let mut buf = [0u8; 256];
         loop {
-            let n = crate::sys::recv(&self.fd, &mut buf).await?;
+            let n = crate::net::sys::recv(&self.fd, &mut buf).await?;
             if let Some(a) = Arp::parse(&buf[..n]) {
                 return Ok(a);
             }

@@ -5,4 +5,5 @@ pub mod arp;
 pub mod claims;
 pub mod limit;
 pub mod ndp;
+pub mod route;
 pub mod vrrp;

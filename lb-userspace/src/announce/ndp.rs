@@ -501,7 +501,7 @@ impl NdpSocket {
     pub async fn recv(&self) -> io::Result<Solicitation> {
         let mut buf = [0u8; 1600];
         loop {
-            let n = crate::sys::recv(&self.fd, &mut buf).await?;
+            let n = crate::net::sys::recv(&self.fd, &mut buf).await?;
             match Solicitation::parse(&buf[..n]) {
                 Ok(s) => {
                     self.counts.solicitations.fetch_add(1, Ordering::Relaxed);

@@ -28,13 +28,13 @@ pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
         .header(header::CONNECTION, "close")
         .body(http_body_util::Empty::new())?;
     let exchange = async {
-        let (resp, _conn) = crate::http::send(conn, req).await?;
+        let (resp, _conn) = crate::net::http::send(conn, req).await?;
         anyhow::ensure!(
             resp.status() == StatusCode::OK,
             "xvip at {addr} answered {}",
             resp.status()
         );
-        Ok(crate::http::body(resp, 16 << 20).await?)
+        Ok(crate::net::http::body(resp, 16 << 20).await?)
     };
     let body = tokio::time::timeout(Duration::from_secs(5), exchange)
         .await

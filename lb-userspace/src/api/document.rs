@@ -102,7 +102,7 @@ pub struct Status {
     pub discovery: Option<DiscoveryStatus>,
     /// The VIP routes of routed mode (`--announce route`), when enabled.
     #[serde(default)]
-    pub route: Option<crate::route::RouteStatus>,
+    pub route: Option<crate::announce::route::RouteStatus>,
     /// Conntrack sync (`--sync-key-file`), when enabled.
     #[serde(default)]
     pub sync: Option<crate::sync::SyncStatus>,

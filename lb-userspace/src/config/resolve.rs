@@ -592,7 +592,7 @@ pub(super) fn check_family_rules(
     let Some(v) = vrrp else {
         return Ok(());
     };
-    if v.version == vrrp::Version::V2 {
+    if v.version == crate::wire::vrrp::Version::V2 {
         return Err(ConfigError::invalid(
             "--vrrp-version",
             2,

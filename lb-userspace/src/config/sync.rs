@@ -8,33 +8,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ring::hkdf;
+use crate::wire::sync::SyncKey;
 
 /// UDP port of the sync messages (IPVS's sync daemon uses 8848).
 pub const SYNC_PORT: u16 = 8849;
 /// Shortest key accepted (bytes): HMAC-SHA256's block of security.
 pub const MIN_KEY_LEN: usize = 32;
-
-/// The shared secret, ready to derive each sender's record keys (`sync::wire`). Never
-/// printed.
-#[derive(Clone)]
-pub struct SyncKey(pub(crate) hkdf::Prk);
-
-/// HKDF salt: this protocol and version (a key shared with anything else derives others).
-const KDF_SALT: &[u8] = b"xvip conntrack sync v2";
-
-impl SyncKey {
-    /// From the key file's bytes.
-    pub fn new(secret: &[u8]) -> Self {
-        Self(hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(secret))
-    }
-}
-
-impl std::fmt::Debug for SyncKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SyncKey(<secret>)")
-    }
-}
 
 /// Settings of `--sync-key-file`.
 #[derive(Clone, Debug)]

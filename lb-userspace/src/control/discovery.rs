@@ -4,7 +4,7 @@
 //! are followed within a round trip.
 //!
 //! A list, then a watch from its `resourceVersion` (`allowWatchBookmarks`), over HTTPS
-//! through hyper ([`crate::http`]) with k8s-openapi's types, instead of kube-rs: one list
+//! through hyper ([`crate::net::http`]) with k8s-openapi's types, instead of kube-rs: one list
 //! and one watch do not need kube-rs' client stack (tower, ~120 crates, +80 s of a clean
 //! build on two cores, measured). A watch the server ends is resumed from the last version
 //! seen (bookmarks keep it fresh); 410 Gone (the version left the server's cache) lists
@@ -459,12 +459,14 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let req = request(PATH, host, bearer)?;
-    let (resp, _conn) = crate::http::send(io, req).await.map_err(|e| e.text())?;
+    let (resp, _conn) = crate::net::http::send(io, req)
+        .await
+        .map_err(|e| e.text())?;
     let status = resp.status();
     if status != hyper::StatusCode::OK {
         return Err(format!("HTTP {status}"));
     }
-    crate::http::body(resp, MAX_RESPONSE)
+    crate::net::http::body(resp, MAX_RESPONSE)
         .await
         .map_err(|e| e.text())
 }
@@ -549,7 +551,7 @@ pub enum WatchEnd {
 /// A running watch of the `kubernetes` EndpointSlices.
 pub struct Watch {
     body: hyper::body::Incoming,
-    _conn: crate::http::Connection,
+    _conn: crate::net::http::Connection,
     buf: Vec<u8>,
     events: std::collections::VecDeque<WatchEvent<EndpointSlice>>,
 }
@@ -572,7 +574,7 @@ impl Watch {
         let start = async {
             let tls = connect(access, addr, name).await?;
             let req = request(&path, name, access.bearer_token.as_deref())?;
-            crate::http::send(tls, req).await.map_err(|e| e.text())
+            crate::net::http::send(tls, req).await.map_err(|e| e.text())
         };
         let (resp, conn) = tokio::time::timeout(REQUEST_TIMEOUT, start)
             .await
@@ -1203,7 +1205,7 @@ mod tests {
 #[cfg(test)]
 async fn body_of(answer: &[u8]) -> Result<bytes::Bytes, String> {
     let (client, server) = tokio::io::duplex(1 << 16);
-    crate::http::answer_after_request(server, vec![answer.to_vec()]);
+    crate::net::http::answer_after_request(server, vec![answer.to_vec()]);
     tokio::time::timeout(Duration::from_secs(2), get_body(client, "192.0.2.1", None))
         .await
         .expect("an answer or an error, never a hang")

@@ -10,7 +10,7 @@
 //! altogether. A plain TCP probe also works but makes the API server log a
 //! "TLS handshake error ... EOF" per probe.
 //!
-//! The request goes through hyper ([`crate::http`]) over tokio-rustls; the verdict is the
+//! The request goes through hyper ([`crate::net::http`]) over tokio-rustls; the verdict is the
 //! response's status.
 
 use std::fmt;
@@ -202,17 +202,19 @@ where
         .header(hyper::header::CONNECTION, "close")
         .body(http_body_util::Empty::new())
         .map_err(|e| Failure::BadResponse(format!("bad request for {path:?}: {e}")))?;
-    let (resp, conn) = crate::http::send(io, req).await.map_err(http_failure)?;
+    let (resp, conn) = crate::net::http::send(io, req)
+        .await
+        .map_err(http_failure)?;
     let code = resp.status().as_u16();
     tokio::spawn(async move {
-        let _ = crate::http::body(resp, 64 << 10).await;
+        let _ = crate::net::http::body(resp, 64 << 10).await;
         conn.finish(Duration::from_secs(1)).await;
     });
     Ok(code)
 }
 
 /// Classifies a failed exchange: the socket or TLS error underneath, or a broken answer.
-fn http_failure(e: crate::http::HttpError) -> Failure {
+fn http_failure(e: crate::net::http::HttpError) -> Failure {
     if let Some(io) = e.io() {
         if io.kind() == io::ErrorKind::ConnectionRefused {
             return Failure::Refused;
@@ -222,10 +224,10 @@ fn http_failure(e: crate::http::HttpError) -> Failure {
         }
     }
     match &e {
-        crate::http::HttpError::Hyper(h) if h.is_incomplete_message() => {
+        crate::net::http::HttpError::Hyper(h) if h.is_incomplete_message() => {
             Failure::BadResponse("connection closed without a complete response".into())
         }
-        crate::http::HttpError::Hyper(h) if h.is_parse() || h.is_parse_status() => {
+        crate::net::http::HttpError::Hyper(h) if h.is_parse() || h.is_parse_status() => {
             Failure::BadResponse(e.text())
         }
         _ => match e.io() {
@@ -801,7 +803,7 @@ mod tests {
     /// closing the connection.
     async fn status_of(pieces: &[&[u8]]) -> Result<u16, Failure> {
         let (client, server) = tokio::io::duplex(1 << 16);
-        crate::http::answer_after_request(server, pieces.iter().map(|p| p.to_vec()).collect());
+        crate::net::http::answer_after_request(server, pieces.iter().map(|p| p.to_vec()).collect());
         tokio::time::timeout(
             Duration::from_secs(2),
             http_status(client, "/readyz", "192.0.2.1:6443"),
@@ -1448,7 +1450,7 @@ mod fuzz_tests {
                 _ => rng.mutate(valid, interesting),
             };
             let (client, server) = tokio::io::duplex(1 << 16);
-            crate::http::answer_after_request(server, vec![buf]);
+            crate::net::http::answer_after_request(server, vec![buf]);
             let r = tokio::time::timeout(
                 Duration::from_secs(2),
                 http_status(client, "/readyz", "192.0.2.1:6443"),

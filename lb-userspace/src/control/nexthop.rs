@@ -172,8 +172,8 @@ fn netlink(e: impl std::fmt::Display) -> NextHopError {
 
 /// Reads answers to the request just sent: its first message, or `Ok(None)` for a bare ACK.
 fn answer(s: &Socket) -> Result<Option<RouteNetlinkMessage>, std::io::Error> {
-    crate::route::read_answer(s, |p| match p {
-        NetlinkPayload::Error(e) => Some(crate::route::acked(&e).map(|()| None)),
+    crate::announce::route::read_answer(s, |p| match p {
+        NetlinkPayload::Error(e) => Some(crate::announce::route::acked(&e).map(|()| None)),
         NetlinkPayload::InnerMessage(inner) => Some(Ok(Some(inner))),
         _ => None,
     })
@@ -194,7 +194,7 @@ impl Kernel {
     /// [`NextHopError::Netlink`].
     pub fn open() -> Result<Self, NextHopError> {
         Ok(Self {
-            socket: crate::route::socket().map_err(netlink)?,
+            socket: crate::announce::route::socket().map_err(netlink)?,
         })
     }
 
@@ -207,7 +207,7 @@ impl Kernel {
         req.header.address_family = family(addr);
         req.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
         req.attributes = vec![RouteAttribute::Destination(addr.into())];
-        crate::route::send(
+        crate::announce::route::send(
             &self.socket,
             RouteNetlinkMessage::GetRoute(req),
             NLM_F_REQUEST,
@@ -233,7 +233,7 @@ impl Kernel {
     /// The lookup failed for another reason than a missing entry.
     pub fn neighbour(&self, ifindex: u32, addr: IpAddr) -> Result<Option<Neighbour>, NextHopError> {
         let msg = neighbour_message(ifindex, addr, NeighbourState::None, NeighbourFlags::empty());
-        crate::route::send(
+        crate::announce::route::send(
             &self.socket,
             RouteNetlinkMessage::GetNeighbour(msg),
             NLM_F_REQUEST,
@@ -260,7 +260,7 @@ impl Kernel {
     /// The kernel refused.
     pub fn solicit(&self, ifindex: u32, addr: IpAddr) -> Result<(), NextHopError> {
         let msg = neighbour_message(ifindex, addr, NeighbourState::None, NeighbourFlags::Use);
-        crate::route::send(
+        crate::announce::route::send(
             &self.socket,
             RouteNetlinkMessage::NewNeighbour(msg),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,

@@ -51,7 +51,7 @@ pub(super) struct Daemon {
     /// The IPv6 backends' checkers (the configured set, reloaded by SIGHUP; discovery is
     /// IPv4 only).
     pub(super) checkers6: BTreeMap<SocketAddrV6, JoinHandle<()>>,
-    pub(super) route_spec: Option<crate::route::RouteSpec>,
+    pub(super) route_spec: Option<crate::announce::route::RouteSpec>,
     pub(super) checkers: BTreeMap<SocketAddrV4, JoinHandle<()>>,
     pub(super) health_tx: mpsc::Sender<HealthEvent>,
     /// Tells the VRRP task whether this node can serve (health-gated priority).
@@ -610,7 +610,7 @@ impl Daemon {
             if !self.settings.keep_attached {
                 // Keep forwarding while the BGP daemons withdraw the route and the router
                 // moves this node's flows elsewhere.
-                tokio::time::sleep(crate::route::WITHDRAW_GRACE).await;
+                tokio::time::sleep(crate::announce::route::WITHDRAW_GRACE).await;
             }
         }
         let mut was_master = false;

@@ -111,7 +111,7 @@ struct Shared {
     /// has none (shown by `xvip status`; logged when it changes).
     next_hops: BTreeMap<std::net::SocketAddr, String>,
     /// Routed mode's VIP routes (`--announce route`).
-    route: Option<crate::route::RouteStatus>,
+    route: Option<crate::announce::route::RouteStatus>,
     /// The last route change failed: retried on the next tick rather than on every event.
     route_failed: bool,
     /// The loop's view of other claimants of the VIPs (`announce::claims`), for the status.

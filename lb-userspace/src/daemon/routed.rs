@@ -4,12 +4,12 @@
 use std::{net::Ipv4Addr, sync::Mutex};
 
 use super::Shared;
-use crate::route::Withdrawn;
+use crate::announce::route::Withdrawn;
 
 /// Removes routes a previous xvip on this interface left that this one does not announce
 /// (another table, a VIP no longer configured).
-pub(super) fn drop_stale_routes(spec: &crate::route::RouteSpec) {
-    let stale: Vec<(Ipv4Addr, u32)> = match crate::route::ours(spec.ifindex) {
+pub(super) fn drop_stale_routes(spec: &crate::announce::route::RouteSpec) {
+    let stale: Vec<(Ipv4Addr, u32)> = match crate::announce::route::ours(spec.ifindex) {
         Ok(r) => r
             .into_iter()
             .filter(|(vip, table)| *table != spec.table || !spec.vips.contains(vip))
@@ -20,12 +20,12 @@ pub(super) fn drop_stale_routes(spec: &crate::route::RouteSpec) {
         }
     };
     for (vip, table) in stale {
-        let old = crate::route::RouteSpec {
+        let old = crate::announce::route::RouteSpec {
             vips: vec![vip],
             ifindex: spec.ifindex,
             table,
         };
-        match crate::route::withdraw(&old) {
+        match crate::announce::route::withdraw(&old) {
             Ok(()) => log::info!("removed a stale route {vip}/32 from table {table}"),
             Err(e) => log::warn!("stale route {vip}/32 table {table}: {e}"),
         }
@@ -45,7 +45,7 @@ fn program_attached(program: Option<u32>, ifindex: u32) -> Option<bool> {
     }
 }
 
-/// Puts the VIP routes in or takes them out as [`crate::route::decide`] says; `force`
+/// Puts the VIP routes in or takes them out as [`crate::announce::route::decide`] says; `force`
 /// repeats the change even if the state did not move (a tick, the stop). A tick also asks
 /// the kernel whether our program is still on the interface: a program detached from
 /// outside (`bpftool link detach`, the interface's driver) withdraws the routes rather
@@ -53,7 +53,7 @@ fn program_attached(program: Option<u32>, ifindex: u32) -> Option<bool> {
 /// (and while it is "not attached", every call asks again).
 pub(super) fn sync_route(
     shared: &Mutex<Shared>,
-    spec: &crate::route::RouteSpec,
+    spec: &crate::announce::route::RouteSpec,
     stopping: bool,
     force: bool,
 ) {
@@ -89,7 +89,7 @@ pub(super) fn sync_route(
             spec.ifindex
         );
     }
-    let want = crate::route::decide(crate::route::RouteInput {
+    let want = crate::announce::route::decide(crate::announce::route::RouteInput {
         attached,
         healthy_backends,
         stopping,
@@ -104,9 +104,9 @@ pub(super) fn sync_route(
     // kernel must not stall the status endpoint); only this loop changes `route`.
     drop(s);
     let result = if announce {
-        crate::route::announce(spec)
+        crate::announce::route::announce(spec)
     } else {
-        crate::route::withdraw(spec)
+        crate::announce::route::withdraw(spec)
     };
     let mut s = shared.lock().expect("poisoned");
     let Some(st) = s.route.as_mut() else {

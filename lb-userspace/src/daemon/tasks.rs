@@ -93,11 +93,12 @@ impl Daemon {
                 ndp.push((i.clone(), sock));
             }
         }
-        let route_spec = (settings.announce == Announce::Route).then(|| crate::route::RouteSpec {
-            vips: settings.vips.iter().map(|v| v.addr).collect(),
-            ifindex: iface.index,
-            table: settings.route_table,
-        });
+        let route_spec =
+            (settings.announce == Announce::Route).then(|| crate::announce::route::RouteSpec {
+                vips: settings.vips.iter().map(|v| v.addr).collect(),
+                ifindex: iface.index,
+                table: settings.route_table,
+            });
         if let Some(spec) = &route_spec {
             super::routed::drop_stale_routes(spec);
         }
@@ -205,11 +206,17 @@ pub(super) fn shared_state(
             .iter()
             .map(|b| (b.addr, (Default::default(), true)))
             .collect(),
-        route: (settings.announce == Announce::Route).then(|| crate::route::RouteStatus {
-            announced: false,
-            table: settings.route_table,
-            reason: Some(crate::route::Withdrawn::NotAttached.reason().into()),
-            changes: 0,
+        route: (settings.announce == Announce::Route).then(|| {
+            crate::announce::route::RouteStatus {
+                announced: false,
+                table: settings.route_table,
+                reason: Some(
+                    crate::announce::route::Withdrawn::NotAttached
+                        .reason()
+                        .into(),
+                ),
+                changes: 0,
+            }
         }),
         route_failed: false,
         claims: (settings.announce == Announce::Arp).then(Default::default),

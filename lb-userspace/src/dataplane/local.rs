@@ -59,7 +59,7 @@ pub fn netns_cookie() -> Result<u64, LocalError> {
     Ok(cookie)
 }
 
-use crate::sys::fs_magic;
+use crate::net::sys::fs_magic;
 
 /// The root of the cgroup v2 hierarchy: `/sys/fs/cgroup`, or a private mount of cgroup2
 /// under `/run/xvip` when `/sys` is not the host's (as under `ip netns exec`).
@@ -74,7 +74,7 @@ pub fn cgroup_root() -> Result<File, LocalError> {
         let p = PathBuf::from("/run/xvip/cgroup2");
         if fs_magic(&p) != Some(CGROUP2_SUPER_MAGIC) {
             std::fs::create_dir_all(&p).map_err(sys(format!("creating {}", p.display())))?;
-            crate::sys::mount("cgroup2", "/run/xvip/cgroup2")
+            crate::net::sys::mount("cgroup2", "/run/xvip/cgroup2")
                 .map_err(sys("mounting cgroup2 on /run/xvip/cgroup2"))?;
         }
         p

@@ -447,7 +447,7 @@ const SOCK_COUNTS: &str = "SOCK_COUNTS";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 fn is_bpffs(path: &Path) -> bool {
-    crate::sys::fs_magic(path) == Some(BPF_FS_MAGIC)
+    crate::net::sys::fs_magic(path) == Some(BPF_FS_MAGIC)
 }
 
 /// Entries of each IPv6 flow map while no IPv6 VIP is configured.
@@ -508,7 +508,7 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     let mount_point = Path::new("/sys/fs/bpf");
     if dir.starts_with(mount_point) && !is_bpffs(mount_point) {
         std::fs::create_dir_all(mount_point).map_err(|e| err(e.to_string()))?;
-        crate::sys::mount("bpf", "/sys/fs/bpf")
+        crate::net::sys::mount("bpf", "/sys/fs/bpf")
             .map_err(|e| err(format!("cannot mount bpffs on /sys/fs/bpf: {e}")))?;
         log::info!("mounted bpffs on /sys/fs/bpf");
     }

@@ -1100,7 +1100,7 @@ pub fn keepalived(
     }
     match (&password, version) {
         (Some(pw), 2) => {
-            if pw.len() > crate::config::vrrp::AUTH_LEN {
+            if pw.len() > crate::wire::vrrp::AUTH_LEN {
                 notes.push(format!(
                     "{file}: auth_pass is longer than 8 bytes: keepalived and xvip use the first 8"
                 ));
@@ -1197,8 +1197,8 @@ mod tests {
         let v = s.vrrp.unwrap();
         assert_eq!(v.vrid, 51);
         assert_eq!(v.priority, 101);
-        assert_eq!(v.version, crate::config::vrrp::Version::V2);
-        assert_eq!(v.auth, crate::config::vrrp::Auth::pass(b"42"));
+        assert_eq!(v.version, crate::wire::vrrp::Version::V2);
+        assert_eq!(v.auth, crate::wire::vrrp::Auth::pass(b"42"));
         assert_eq!(v.advert_interval, std::time::Duration::from_secs(1));
         assert!(v.preempt);
         assert_eq!(v.health_penalty, 2, "track_script weight -2");
@@ -1269,7 +1269,7 @@ mod tests {
         let s = check(&format!("{}backends = [\"192.0.2.11\"]\n", out.toml), &d);
         let v = s.vrrp.unwrap();
         assert_eq!((v.vrid, v.priority, v.preempt), (7, 90, false));
-        assert_eq!(v.auth, crate::config::vrrp::Auth::pass(b"longerth"));
+        assert_eq!(v.auth, crate::wire::vrrp::Auth::pass(b"longerth"));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn checks(s: &Settings) -> Vec<Finding> {
         kernel(&uname_release(), s.local_connect),
         btf(Path::new(BTF_PATH).exists()),
         bpffs(
-            crate::sys::fs_magic(Path::new(BPFFS)) == Some(BPF_FS_MAGIC),
+            crate::net::sys::fs_magic(Path::new(BPFFS)) == Some(BPF_FS_MAGIC),
             caps.is_some_and(|c| has(c, CAP_SYS_ADMIN)),
         ),
     ];

@@ -14,8 +14,9 @@ use super::Finding;
 use crate::announce::arp::Interface;
 use crate::config::Settings;
 use crate::{
-    announce::vrrp::{Advert, VrrpSocket, packet},
-    config::vrrp::{Version, VrrpSettings},
+    announce::vrrp::VrrpSocket,
+    config::vrrp::VrrpSettings,
+    wire::vrrp::{self as packet, Advert, Version},
 };
 
 /// How long the doctor listens: three advertisement intervals, at least 3 s, at most 10 s.
@@ -152,7 +153,7 @@ pub fn judge(
 mod tests {
     use super::super::Level;
     use super::*;
-    use crate::config::vrrp::Auth;
+    use crate::wire::vrrp::Auth;
 
     fn ours(version: Version, auth: Auth, peers: &[&str]) -> VrrpSettings {
         VrrpSettings {

@@ -27,7 +27,7 @@ use lb_common::{
     ct_state,
 };
 
-use super::wire::{Event, Record, WireAddr};
+use crate::wire::sync::{Event, Record, WireAddr};
 
 /// Why a record was not installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

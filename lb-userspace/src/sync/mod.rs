@@ -7,7 +7,7 @@
 //! VIP over already knows every flow in both directions. Design and measurements:
 //! `docs/failover.md`.
 //!
-//! - `wire`: the datagrams (header naming sender, recipient and time; records encrypted
+//! - `crate::wire::sync`: the datagrams (header naming sender, recipient and time; records encrypted
 //!   and authenticated with ChaCha20-Poly1305 under a per-sender, per-epoch HKDF key);
 //! - `peer`: what an authenticated message may do (signed sender = UDP source, recipient,
 //!   freshness, epochs, sequence numbers, gaps, dump requests and their nonces, the
@@ -21,7 +21,6 @@
 
 pub mod install;
 pub mod peer;
-pub mod wire;
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
@@ -43,13 +42,16 @@ use lb_common::{
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::config::sync::{SyncKey, SyncSettings};
+use crate::{
+    config::sync::SyncSettings,
+    wire::{self, sync::SyncKey},
+};
 
 use self::{
     install::{Local, Skip},
     peer::{Peers, Verdict},
-    wire::{AnyRecord, DecodeError, Event, Header, Kind, Record, WireAddr},
 };
+use crate::wire::sync::{AnyRecord, DecodeError, Event, Header, Kind, Record, WireAddr};
 
 /// `bpf_map_update_elem`'s "only if absent".
 const BPF_NOEXIST: u64 = 1;
@@ -437,7 +439,7 @@ impl Sender {
         while let Some(item) = self.events.next() {
             records.extend(record_of_event(&item, now));
         }
-        for chunk in wire::batches(&records) {
+        for chunk in wire::sync::batches(&records) {
             self.send_records(chunk);
         }
     }
@@ -456,7 +458,7 @@ impl Sender {
                 part: 0,
                 ..stamp(self.own, t, &self.counter)
             };
-            let b = wire::encode(&self.key, &h, records);
+            let b = wire::sync::encode(&self.key, &h, records);
             self.send(&b, *t, records.len());
         }
         self.last_sent = Instant::now();
@@ -494,7 +496,7 @@ impl Sender {
                 .map(AnyRecord::from),
         );
         let seq = self.seq;
-        let chunks = wire::batches(&records);
+        let chunks = wire::sync::batches(&records);
         for (i, chunk) in chunks.iter().enumerate() {
             if to.is_none() {
                 self.send_records(chunk);
@@ -566,7 +568,7 @@ fn stamp(own: Ipv4Addr, to: &SocketAddr, counter: &AtomicU64) -> Header {
         part: 0,
         sender: own,
         recipient,
-        time_ms: wire::wall_ms(),
+        time_ms: wire::sync::wall_ms(),
         counter: counter.fetch_add(1, Ordering::Relaxed),
     }
 }
@@ -584,7 +586,7 @@ pub fn dump_parts(
     let chunks: Vec<&[AnyRecord]> = if records.is_empty() {
         vec![&[]]
     } else {
-        wire::batches(records)
+        wire::sync::batches(records)
     };
     let n = chunks.len();
     chunks
@@ -595,7 +597,7 @@ pub fn dump_parts(
                 kind: Kind::DumpPart,
                 last: i + 1 == n,
                 part: i as u32,
-                time_ms: wire::wall_ms().max(base.time_ms),
+                time_ms: wire::sync::wall_ms().max(base.time_ms),
                 counter: if i == 0 {
                     base.counter
                 } else {
@@ -603,7 +605,7 @@ pub fn dump_parts(
                 },
                 ..*base
             };
-            (wire::encode(key, &h, chunk), chunk.len())
+            (wire::sync::encode(key, &h, chunk), chunk.len())
         })
         .collect()
 }
@@ -655,7 +657,7 @@ impl Receiver {
             }
             {
                 let mut s = self.stats.lock().expect("poisoned");
-                s.peers.expire(Instant::now(), wire::wall_ms());
+                s.peers.expire(Instant::now(), wire::sync::wall_ms());
                 // A forgotten peer's dump is no longer wanted.
                 let peers = &s.peers.peers;
                 self.pending.retain(|p| peers.contains_key(p));
@@ -697,7 +699,7 @@ impl Receiver {
                 nonce,
                 ..stamp(self.own, &t, &self.counter)
             };
-            let b = wire::encode(&self.key, &h, &[]);
+            let b = wire::sync::encode(&self.key, &h, &[]);
             let _ = self.sock.send_to(&b, t);
         }
     }
@@ -709,7 +711,7 @@ impl Receiver {
         if !self.peers_only.is_empty() && !self.peers_only.contains(&from) {
             return self.reject("not_peer");
         }
-        let msg = match wire::decode(&self.key, b) {
+        let msg = match wire::sync::decode(&self.key, b) {
             Ok(m) => m,
             Err(DecodeError::BadTag) => return self.reject("bad_tag"),
             Err(DecodeError::Malformed) => return self.reject("malformed"),
@@ -728,7 +730,13 @@ impl Receiver {
             return; // our own, looped back
         }
         // Who it is from is the sender under the tag, and only when that is its source.
-        if let Err(reason) = peer::check(&msg.header, from, self.own, self.group, wire::wall_ms()) {
+        if let Err(reason) = peer::check(
+            &msg.header,
+            from,
+            self.own,
+            self.group,
+            wire::sync::wall_ms(),
+        ) {
             return self.reject(reason);
         }
         let from = msg.header.sender;
@@ -1060,7 +1068,7 @@ mod tests {
             state: ct_state::TCP_ESTABLISHED,
             ..Record::default()
         };
-        let rec6 = |i: u32| wire::Record6 {
+        let rec6 = |i: u32| wire::sync::Record6 {
             event: Some(Event::Confirmed),
             key: FlowKey6 {
                 src_addr: [0x20010db8u32.to_be(), 0, 0, i],
@@ -1069,7 +1077,7 @@ mod tests {
                 ..FlowKey6::default()
             },
             state: ct_state::TCP_ESTABLISHED,
-            ..wire::Record6::default()
+            ..wire::sync::Record6::default()
         };
         // IPv4 only (30 a datagram), IPv6 only (14), and a mix (one in three IPv6).
         let v4 = |n: usize| {
@@ -1093,8 +1101,8 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let m = wire::MAX_RECORDS;
-        let m6 = wire::MAX_RECORDS6;
+        let m = wire::sync::MAX_RECORDS;
+        let m6 = wire::sync::MAX_RECORDS6;
         for (records, want_parts) in [
             (v4(0), 1),
             (v4(1), 1),
@@ -1104,7 +1112,7 @@ mod tests {
             (v6(m6), 1),
             (v6(m6 + 1), 2),
             (v6(1000), 1000usize.div_ceil(m6)),
-            (mix(1000), wire::batches(&mix(1000)).len()),
+            (mix(1000), wire::sync::batches(&mix(1000)).len()),
         ] {
             let n = records.len();
             let from = Ipv4Addr::new(192, 0, 2, 2);
@@ -1117,7 +1125,7 @@ mod tests {
                 part: 0,
                 sender: from,
                 recipient: Ipv4Addr::new(192, 0, 2, 3),
-                time_ms: wire::wall_ms(),
+                time_ms: wire::sync::wall_ms(),
                 counter: 100,
             };
             let counter = AtomicU64::new(101);
@@ -1130,7 +1138,7 @@ mod tests {
             let mut done = None;
             let mut counters = std::collections::BTreeSet::new();
             for (i, (b, count)) in parts.iter().enumerate() {
-                let m = wire::decode(&key, b).expect("decodes");
+                let m = wire::sync::decode(&key, b).expect("decodes");
                 assert_eq!(m.header.kind, Kind::DumpPart);
                 assert_eq!((m.header.part, m.header.nonce), (i as u32, 5));
                 assert_eq!((m.header.epoch, m.header.seq), (9, 77));
@@ -1141,7 +1149,7 @@ mod tests {
                 assert!(counters.insert(m.header.counter), "a datagram number once");
                 assert_eq!(m.header.last, i + 1 == parts.len());
                 assert_eq!(m.records.len(), *count);
-                assert!(b.len() <= wire::MAX_DATAGRAM);
+                assert!(b.len() <= wire::sync::MAX_DATAGRAM);
                 let (v, d, _) = peers.dump_part(from, &m.header, *count as u64, now);
                 assert_eq!(v, Verdict::Install);
                 done = done.or(d);

@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::wire::{Header, MAX_SKEW_MS};
+use crate::wire::sync::{Header, MAX_SKEW_MS};
 
 /// At most one dump request per sender (or to the group) this often.
 pub const REQUEST_EVERY: Duration = Duration::from_secs(1);
@@ -311,7 +311,7 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::wire::Kind;
+    use crate::wire::sync::Kind;
 
     const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
     const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);

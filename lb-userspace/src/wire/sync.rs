@@ -33,9 +33,28 @@
 use std::net::Ipv4Addr;
 
 use lb_common::{Addr, FlowKey, Ip6};
-use ring::aead;
+use ring::{aead, hkdf};
 
-use crate::config::sync::SyncKey;
+/// The shared secret, ready to derive each sender's record keys (below). Never
+/// printed.
+#[derive(Clone)]
+pub struct SyncKey(pub(crate) hkdf::Prk);
+
+/// HKDF salt: this protocol and version (a key shared with anything else derives others).
+const KDF_SALT: &[u8] = b"xvip conntrack sync v2";
+
+impl SyncKey {
+    /// From the key file's bytes.
+    pub fn new(secret: &[u8]) -> Self {
+        Self(hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(secret))
+    }
+}
+
+impl std::fmt::Debug for SyncKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncKey(<secret>)")
+    }
+}
 
 /// First bytes of every message (and its version).
 pub const MAGIC: [u8; 4] = *b"XVS2";
@@ -314,7 +333,7 @@ pub struct Header {
     pub part: u32,
     /// The sender's identity: its IPv4 address (checked against the UDP source).
     pub sender: Ipv4Addr,
-    /// Who it is for: a unicast peer's address, or [`super::SYNC_GROUP`].
+    /// Who it is for: a unicast peer's address, or `sync::SYNC_GROUP`.
     pub recipient: Ipv4Addr,
     /// The sender's wall clock, milliseconds since the UNIX epoch.
     pub time_ms: u64,

@@ -1,11 +1,99 @@
 //! VRRP advertisements, version 3 (RFC 5798 section 5) for IPv4 and IPv6 and version 2
 //! (RFC 3768 section 5, IPv4 only, as keepalived speaks it): the checksums, the encoder,
 //! and a checked decoder that turns untrusted bytes into an [`Advert`] or a [`DropReason`].
-//! One message carries addresses of one family, that of the IP header around it.
+//! One message carries addresses of one family, that of the IP header around it. The
+//! protocol's vocabulary (version, v2 authentication, field limits) lives here too, so the
+//! settings (`config::vrrp`) and the election (`announce::vrrp`) both read it from below.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::config::vrrp::{AUTH_LEN, Auth, MAX_ADVER_INT_CS, Version};
+/// Largest Max Advertise Interval of v3: 12 bits of centiseconds (40.95 s).
+pub const MAX_ADVER_INT_CS: u16 = 0x0fff;
+/// Length of the v2 Authentication Data after the addresses (RFC 3768 section 5.3.10).
+pub const AUTH_LEN: usize = 8;
+/// v2 Auth Type 0: no authentication.
+pub const AUTH_TYPE_NONE: u8 = 0;
+/// v2 Auth Type 1: a plain-text password in the Authentication Data (keepalived `PASS`).
+pub const AUTH_TYPE_PASS: u8 = 1;
+/// v2 Auth Type 2: IPsec AH (keepalived `AH`; such packets are IP protocol 51, not 112).
+pub const AUTH_TYPE_AH: u8 = 2;
+/// The VRRP version of a message or of this router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Version {
+    /// RFC 3768: whole-second intervals, auth type and data, checksum without pseudo-header.
+    V2,
+    /// RFC 5798: centisecond intervals, no authentication, pseudo-header checksum.
+    #[default]
+    V3,
+}
+
+impl Version {
+    /// The number in the version nibble.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::V2 => 2,
+            Self::V3 => 3,
+        }
+    }
+
+    /// The version with number `n`, if it is 2 or 3.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            2 => Some(Self::V2),
+            3 => Some(Self::V3),
+            _ => None,
+        }
+    }
+}
+
+/// v2 authentication: the Auth Type and the 8 bytes of Authentication Data. The data is a
+/// secret: `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Auth {
+    /// [`AUTH_TYPE_NONE`], [`AUTH_TYPE_PASS`] or whatever a received packet said.
+    pub kind: u8,
+    /// The password, zero padded (all zero without authentication).
+    pub data: [u8; AUTH_LEN],
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("kind", &self.kind)
+            .field("data", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Auth {
+    /// No authentication.
+    pub const NONE: Auth = Auth {
+        kind: AUTH_TYPE_NONE,
+        data: [0; AUTH_LEN],
+    };
+
+    /// PASS authentication as keepalived derives it from `auth_pass`: the first 8 bytes of
+    /// the password, zero padded (keepalived `vrrp_parser.c`, `vrrp_auth_pass_handler`).
+    pub fn pass(password: &[u8]) -> Self {
+        let mut data = [0; AUTH_LEN];
+        let n = password.len().min(AUTH_LEN);
+        data[..n].copy_from_slice(&password[..n]);
+        Self {
+            kind: AUTH_TYPE_PASS,
+            data,
+        }
+    }
+
+    /// Whether `other` carries the same type and data, compared without an early exit.
+    pub fn matches(&self, other: &Auth) -> bool {
+        let diff = self
+            .data
+            .iter()
+            .zip(&other.data)
+            .fold(self.kind ^ other.kind, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
 
 /// IP protocol number of VRRP (both versions).
 pub const PROTO: u8 = 112;

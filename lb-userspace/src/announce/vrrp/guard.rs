@@ -19,8 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::packet::DropReason;
-use crate::config::vrrp::Version;
+use crate::wire::vrrp::DropReason;
+use crate::wire::vrrp::Version;
 
 /// At most this many senders are remembered; a new one evicts the one heard longest ago.
 pub const MAX_CONFLICTS: usize = 16;

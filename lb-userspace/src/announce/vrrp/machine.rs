@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::config::vrrp::Version;
+use crate::wire::vrrp::Version;
 
 /// The least time a router listens after start-up before it may become master: three
 /// intervals of 1 s, the v2 default (keepalived's `advert_int 1`), so that a group speaking

@@ -13,7 +13,6 @@
 
 pub mod guard;
 pub mod machine;
-pub mod packet;
 pub mod socket;
 
 use std::{
@@ -28,10 +27,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     announce::arp::Interface,
-    config::vrrp::{Version, VrrpSettings},
+    config::vrrp::VrrpSettings,
+    wire,
+    wire::vrrp::{Advert, DropReason, Version},
 };
 pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
-pub use packet::{Advert, DropReason};
 pub use socket::{SocketError, VrrpSocket};
 
 /// VRRP failover (absent without `--vrrp-vrid`).
@@ -115,7 +115,7 @@ fn classify(
     settings: &VrrpSettings,
     own: IpAddr,
     pkt: &[u8],
-) -> Result<packet::Received, Rejected> {
+) -> Result<wire::vrrp::Received, Rejected> {
     let src = match pkt.first().map(|b| b >> 4) {
         Some(6) => pkt
             .get(8..24)
@@ -125,8 +125,8 @@ fn classify(
             .map(|b| IpAddr::from(<[u8; 4]>::try_from(b).expect("4 bytes"))),
     };
     let r = match own {
-        IpAddr::V4(_) => packet::parse_ipv4(pkt),
-        IpAddr::V6(_) => packet::parse_ipv6(pkt),
+        IpAddr::V4(_) => wire::vrrp::parse_ipv4(pkt),
+        IpAddr::V6(_) => wire::vrrp::parse_ipv6(pkt),
     }
     .map_err(|e| (e, src, None))?;
     let from = r.src;
@@ -149,7 +149,7 @@ fn classify(
             return Err((DropReason::AuthType, Some(from), Some(r)));
         }
         // Auth Type 0: the data "SHOULD be ... ignored on reception" (RFC 3768 5.3.10).
-        if settings.auth.kind != crate::config::vrrp::AUTH_TYPE_NONE
+        if settings.auth.kind != crate::wire::vrrp::AUTH_TYPE_NONE
             && !r.advert.auth.matches(&settings.auth)
         {
             return Err((DropReason::AuthPass, Some(from), Some(r)));
@@ -169,9 +169,9 @@ fn classify(
 /// keepalived's name of a v2 Auth Type (for logs and status; never the data).
 fn auth_name(kind: u8) -> String {
     match kind {
-        crate::config::vrrp::AUTH_TYPE_NONE => "NONE".into(),
-        crate::config::vrrp::AUTH_TYPE_PASS => "PASS".into(),
-        crate::config::vrrp::AUTH_TYPE_AH => "AH".into(),
+        crate::wire::vrrp::AUTH_TYPE_NONE => "NONE".into(),
+        crate::wire::vrrp::AUTH_TYPE_PASS => "PASS".into(),
+        crate::wire::vrrp::AUTH_TYPE_AH => "AH".into(),
         k => format!("type {k}"),
     }
 }
@@ -395,7 +395,7 @@ struct Ctx {
 
 /// A rejected packet: why, its sender when known, and the advert when it decoded (for the
 /// mismatch guard).
-type Rejected = (DropReason, Option<IpAddr>, Option<packet::Received>);
+type Rejected = (DropReason, Option<IpAddr>, Option<wire::vrrp::Received>);
 
 impl Ctx {
     async fn run(
@@ -505,7 +505,7 @@ impl Ctx {
     /// Master_Down_Interval capped to ours (`guard::cap`); a master steps down only once the
     /// sender has kept its claimed rate for `guard::STREAK` adverts. One log line per new
     /// sender, within the guard's budget.
-    fn on_conflict(&mut self, sock: &VrrpSocket, reason: DropReason, r: &packet::Received) {
+    fn on_conflict(&mut self, sock: &VrrpSocket, reason: DropReason, r: &wire::vrrp::Received) {
         let now = Instant::now();
         let claim = guard::Claim {
             src: r.src,
@@ -541,7 +541,7 @@ impl Ctx {
                     auth_name(r.advert.auth.kind),
                     auth_name(self.settings.auth.kind)
                 ),
-                if r.advert.auth.kind == crate::config::vrrp::AUTH_TYPE_PASS {
+                if r.advert.auth.kind == crate::wire::vrrp::AUTH_TYPE_PASS {
                     "set --vrrp-auth-pass (XVIP_VRRP_AUTH_PASS, vrrp_auth_pass) to the group's auth_pass".into()
                 } else {
                     "give no --vrrp-auth-pass, as the group has none".into()
@@ -570,7 +570,7 @@ impl Ctx {
     }
 
     /// RFC 5798 / RFC 3768 section 7.1 plus the peer list and the mismatch guard's checks.
-    fn check(&mut self, pkt: &[u8]) -> Result<packet::Received, Rejected> {
+    fn check(&mut self, pkt: &[u8]) -> Result<wire::vrrp::Received, Rejected> {
         let r = classify(&self.settings, self.src, pkt)?;
         // RFC 5798 section 7.1: a different address list is logged, not dropped.
         let same = r.advert.addrs.len() == self.addrs.len()
@@ -604,8 +604,8 @@ impl Ctx {
                     };
                     let dsts: Vec<IpAddr> = if self.settings.peers.is_empty() {
                         vec![match self.src {
-                            IpAddr::V4(_) => packet::MULTICAST.into(),
-                            IpAddr::V6(_) => packet::MULTICAST6.into(),
+                            IpAddr::V4(_) => wire::vrrp::MULTICAST.into(),
+                            IpAddr::V6(_) => wire::vrrp::MULTICAST6.into(),
                         }]
                     } else {
                         self.settings.peers.clone()
@@ -701,7 +701,10 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::vrrp::{Auth, Secret, VrrpInput};
+    use crate::{
+        config::vrrp::{Secret, VrrpInput},
+        wire::vrrp::Auth,
+    };
 
     fn input() -> VrrpInput {
         VrrpInput {
@@ -816,9 +819,10 @@ mod tests {
             addrs: vec!["2001:db8::100".parse().unwrap()],
             auth: Auth::NONE,
         }
-        .encode(a, packet::MULTICAST6);
+        .encode(a, wire::vrrp::MULTICAST6);
         let mut pkt =
-            packet::ipv6_header(a, packet::MULTICAST6, packet::TTL, msg.len() as u16).to_vec();
+            wire::vrrp::ipv6_header(a, wire::vrrp::MULTICAST6, wire::vrrp::TTL, msg.len() as u16)
+                .to_vec();
         pkt.extend_from_slice(&msg);
         let s = VrrpSettings::resolve(input()).unwrap().unwrap();
         let r = classify(&s, b.into(), &pkt).unwrap();

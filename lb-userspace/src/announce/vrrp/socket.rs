@@ -14,7 +14,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::packet::{MULTICAST, MULTICAST6, PROTO, TTL, ipv6_header};
+use crate::wire::vrrp::{MULTICAST, MULTICAST6, PROTO, TTL, ipv6_header};
 
 /// Type of service of advertisements: Internet network control (as keepalived).
 const TOS_NETWORK_CONTROL: libc::c_int = 0xc0;
@@ -287,7 +287,7 @@ impl VrrpSocket {
     /// The receive error.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self.src {
-            IpAddr::V4(_) => crate::sys::recv(&self.fd, buf).await,
+            IpAddr::V4(_) => crate::net::sys::recv(&self.fd, buf).await,
             IpAddr::V6(_) => loop {
                 let mut guard = self.fd.readable().await?;
                 match recv6(&self.fd, buf) {

@@ -1,0 +1,6 @@
+//! The ground floor of plumbing: thin wrappers over the kernel and the network that know
+//! nothing of xvip's concerns. `sys` (libc calls: mount, statfs, a readable fd), `http`
+//! (hyper over any stream, with bounded bodies). Imports nothing of this crate.
+
+pub mod http;
+pub mod sys;

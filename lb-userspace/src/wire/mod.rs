@@ -1,0 +1,7 @@
+//! The ground floor of formats: pure encoders and checked decoders of the packets xvip
+//! speaks, bytes in and bytes out, no sockets, no clocks (in the style of smoltcp's
+//! `wire`). `vrrp` (VRRPv2/v3 adverts and the protocol's vocabulary), `sync` (the
+//! authenticated conntrack-sync datagram and its key). Imports nothing of this crate.
+
+pub mod sync;
+pub mod vrrp;
