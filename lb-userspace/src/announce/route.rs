@@ -1,6 +1,6 @@
 //! Routed mode (`--announce route`): the VIPs as /32 routes in a kernel routing table that
 //! the node's BGP daemon (BIRD, FRR) exports; the pure announce/withdraw decision, and the
-//! netlink requests that add and remove the routes.
+//! netlink requests that add and remove the routes (through `net::netlink`).
 //!
 //! The route is `VIP/32 dev IFACE scope link proto xvip table N`, a plain unicast route:
 //! BIRD's `protocol kernel { learn; }` and FRR's `redistribute table N` import unicast
@@ -13,8 +13,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
@@ -23,7 +23,9 @@ use netlink_packet_route::{
         RouteType,
     },
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_sys::Socket;
+
+use crate::net::netlink::{ack, send, socket};
 
 /// How long a stopping daemon keeps forwarding after withdrawing its routes: the BGP
 /// daemons' withdrawal and the router's ECMP update take a few hundred milliseconds.
@@ -37,7 +39,7 @@ pub const RTPROT_XVIP: u8 = 249;
 pub enum RouteError {
     /// The netlink socket could not be opened or used.
     #[error("netlink socket: {0}")]
-    Socket(#[source] std::io::Error),
+    Socket(#[from] std::io::Error),
     /// The kernel refused a request.
     #[error("{op} route {vip}/32 table {table}: {source}")]
     Refused {
@@ -160,96 +162,6 @@ pub fn route_message(vip: Ipv4Addr, ifindex: u32, table: u32) -> RouteMessage {
         RouteAttribute::Table(table),
     ];
     m
-}
-
-/// How long one netlink request may wait for its answer: the kernel answers route and
-/// neighbour requests in microseconds, but a long `rtnl_lock` hold elsewhere on the node
-/// (a CNI tearing namespaces down) delays them, and a lost answer must not hang the caller.
-pub(crate) const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A connected `NETLINK_ROUTE` socket (also used by `nexthop`); its receives and sends time
-/// out after [`NETLINK_TIMEOUT`] (the caller gets `EAGAIN` as an error).
-pub(crate) fn socket() -> Result<Socket, RouteError> {
-    let mut s = Socket::new(NETLINK_ROUTE).map_err(RouteError::Socket)?;
-    let tv = libc::timeval {
-        tv_sec: NETLINK_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: a plain setsockopt on a descriptor `s` owns, with a value of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                libc::SOL_SOCKET,
-                opt,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(RouteError::Socket(std::io::Error::last_os_error()));
-        }
-    }
-    s.bind_auto().map_err(RouteError::Socket)?;
-    s.connect(&SocketAddr::new(0, 0))
-        .map_err(RouteError::Socket)?;
-    Ok(s)
-}
-
-/// Sends one request (also used by `nexthop`).
-pub(crate) fn send(s: &Socket, msg: RouteNetlinkMessage, flags: u16) -> Result<(), RouteError> {
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = flags;
-    let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
-    m.finalize();
-    let mut buf = vec![0; m.buffer_len()];
-    m.serialize(&mut buf);
-    s.send(&buf, 0).map_err(RouteError::Socket)?;
-    Ok(())
-}
-
-/// Reads the answers to the request just sent until `pick` takes one (returns `Some`):
-/// the one read loop of xvip's netlink requests (routes here, next hops in `nexthop`).
-/// Bounded: the answer comes in the first message, a few stray ones are skipped; each read
-/// times out after [`NETLINK_TIMEOUT`].
-pub(crate) fn read_answer<T>(
-    s: &Socket,
-    mut pick: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> Option<std::io::Result<T>>,
-) -> std::io::Result<T> {
-    let mut buf = vec![0u8; 16 << 10];
-    for _ in 0..16 {
-        let n = s.recv(&mut &mut buf[..], 0)?;
-        let mut off = 0;
-        while off < n {
-            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n])
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let len = m.header.length as usize;
-            if let Some(r) = pick(m.payload) {
-                return r;
-            }
-            if len == 0 {
-                break;
-            }
-            off += len;
-        }
-    }
-    Err(std::io::Error::other("no netlink answer"))
-}
-
-/// An acknowledgement (`Ok`) or the error the kernel answered.
-pub(crate) fn acked(e: &netlink_packet_core::ErrorMessage) -> std::io::Result<()> {
-    match e.code {
-        None => Ok(()),
-        Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
-    }
-}
-
-/// Reads answers until the ACK (or error) of the request just sent.
-fn ack(s: &Socket) -> std::io::Result<()> {
-    read_answer(s, |p| match p {
-        NetlinkPayload::Error(e) => Some(acked(&e)),
-        _ => None,
-    })
 }
 
 /// Puts (or replaces) every VIP's route.

@@ -170,10 +170,15 @@ fn netlink(e: impl std::fmt::Display) -> NextHopError {
     NextHopError::Netlink(e.to_string())
 }
 
+/// The socket itself failed (opening, sending), worded as it always was.
+fn socket_error(e: std::io::Error) -> NextHopError {
+    netlink(format!("netlink socket: {e}"))
+}
+
 /// Reads answers to the request just sent: its first message, or `Ok(None)` for a bare ACK.
 fn answer(s: &Socket) -> Result<Option<RouteNetlinkMessage>, std::io::Error> {
-    crate::announce::route::read_answer(s, |p| match p {
-        NetlinkPayload::Error(e) => Some(crate::announce::route::acked(&e).map(|()| None)),
+    crate::net::netlink::read_answer(s, |p| match p {
+        NetlinkPayload::Error(e) => Some(crate::net::netlink::acked(&e).map(|()| None)),
         NetlinkPayload::InnerMessage(inner) => Some(Ok(Some(inner))),
         _ => None,
     })
@@ -194,7 +199,7 @@ impl Kernel {
     /// [`NextHopError::Netlink`].
     pub fn open() -> Result<Self, NextHopError> {
         Ok(Self {
-            socket: crate::announce::route::socket().map_err(netlink)?,
+            socket: crate::net::netlink::socket().map_err(socket_error)?,
         })
     }
 
@@ -207,12 +212,12 @@ impl Kernel {
         req.header.address_family = family(addr);
         req.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
         req.attributes = vec![RouteAttribute::Destination(addr.into())];
-        crate::announce::route::send(
+        crate::net::netlink::send(
             &self.socket,
             RouteNetlinkMessage::GetRoute(req),
             NLM_F_REQUEST,
         )
-        .map_err(netlink)?;
+        .map_err(socket_error)?;
         match answer(&self.socket) {
             Ok(Some(RouteNetlinkMessage::NewRoute(m))) => route_of(addr, &m),
             Ok(_) => Err(NextHopError::NoRoute {
@@ -233,12 +238,12 @@ impl Kernel {
     /// The lookup failed for another reason than a missing entry.
     pub fn neighbour(&self, ifindex: u32, addr: IpAddr) -> Result<Option<Neighbour>, NextHopError> {
         let msg = neighbour_message(ifindex, addr, NeighbourState::None, NeighbourFlags::empty());
-        crate::announce::route::send(
+        crate::net::netlink::send(
             &self.socket,
             RouteNetlinkMessage::GetNeighbour(msg),
             NLM_F_REQUEST,
         )
-        .map_err(netlink)?;
+        .map_err(socket_error)?;
         match answer(&self.socket) {
             Ok(Some(RouteNetlinkMessage::NewNeighbour(m))) => {
                 let ll = m.attributes.iter().find_map(|a| match a {
@@ -260,12 +265,12 @@ impl Kernel {
     /// The kernel refused.
     pub fn solicit(&self, ifindex: u32, addr: IpAddr) -> Result<(), NextHopError> {
         let msg = neighbour_message(ifindex, addr, NeighbourState::None, NeighbourFlags::Use);
-        crate::announce::route::send(
+        crate::net::netlink::send(
             &self.socket,
             RouteNetlinkMessage::NewNeighbour(msg),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
         )
-        .map_err(netlink)?;
+        .map_err(socket_error)?;
         answer(&self.socket)
             .map(|_| ())
             .map_err(|e| netlink(format!("resolving {addr}: {e}")))

@@ -1,7 +1,7 @@
 //! Next hops, resolved on a thread of their own: every backend's output interface and MAC
 //! from the kernel's route and neighbour tables (the kernel resolves what it lacks), once a
 //! second and whenever the loop asks (a backend set changed). The netlink calls (bounded
-//! by the socket's receive timeout, `route::socket`) run without the state lock and off
+//! by the socket's receive timeout, `net::netlink::socket`) run without the state lock and off
 //! the event loop, so a slow kernel (a long `rtnl_lock` hold elsewhere on the node) delays
 //! only the next-hop round: not the loop, not a status request, not VRRP. The lock is taken
 //! twice per round, briefly: to read which backends need a hop, and to apply the answers.

@@ -1,6 +1,8 @@
 //! The ground floor of plumbing: thin wrappers over the kernel and the network that know
 //! nothing of xvip's concerns. `sys` (libc calls: mount, statfs, a readable fd), `http`
-//! (hyper over any stream, with bounded bodies). Imports nothing of this crate.
+//! (hyper over any stream, with bounded bodies), `netlink` (one
+//! `NETLINK_ROUTE` request/answer helper). Imports nothing of this crate.
 
 pub mod http;
+pub mod netlink;
 pub mod sys;
