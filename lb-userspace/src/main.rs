@@ -197,7 +197,7 @@ fn main() -> ExitCode {
             pin_root,
         } => {
             // Routed mode's VIP routes go first: the router must stop sending here.
-            if let Ok(i) = xvip::announce::arp::Interface::lookup(&interface) {
+            if let Ok(i) = xvip::net::iface::Interface::lookup(&interface) {
                 match xvip::announce::route::withdraw_all(i.index) {
                     Ok(0) => {}
                     Ok(n) => println!("withdrew {n} VIP routes on {interface}"),

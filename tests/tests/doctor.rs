@@ -268,7 +268,7 @@ fn a_vrrp_router_of_another_version_on_our_vrid_fails() {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let iface = xvip::announce::arp::Interface::lookup("eth0")?;
+                let iface = xvip::net::iface::Interface::lookup("eth0")?;
                 let sock = VrrpSocket::open("eth0", iface.index, IpAddr::V4(iface.ipv4))?;
                 let msg = Advert {
                     version: Version::V2,

@@ -26,7 +26,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use super::arp::Mark;
-use super::arp::format_mac;
+use crate::net::iface::format_mac;
 
 /// What `xvip status` shows of the claims.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

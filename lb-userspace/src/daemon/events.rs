@@ -17,9 +17,10 @@ use tokio::{
 
 use super::{DaemonError, Shared};
 use crate::{
-    announce::arp::{Arp, ArpSocket, Interface},
+    announce::arp::{Arp, ArpSocket},
     config::{Announce, Settings, args::RunArgs},
     control::health::{self, HealthEvent, HealthSettings},
+    net::iface::Interface,
 };
 
 /// The daemon's state outside [`Shared`]: what the handlers need besides the maps.
@@ -540,7 +541,7 @@ impl Daemon {
             c.yielded_to = self
                 .claims
                 .yielded_to()
-                .map(|m| crate::announce::arp::format_mac(&m));
+                .map(|m| crate::net::iface::format_mac(&m));
         }
         if yielded {
             if let Some(vip) = self.vip_addrs.first() {

@@ -15,9 +15,9 @@ use std::{
 
 use super::Shared;
 use crate::{
-    announce::arp::{Interface, format_mac},
     control::nexthop::{self, Hop, NextHopError},
     control::reconcile::Reconciler,
+    net::iface::{Interface, format_mac},
 };
 
 /// How often a round runs without being asked.

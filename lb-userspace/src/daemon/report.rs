@@ -7,10 +7,10 @@ use lb_common::Reason;
 
 use super::Shared;
 use crate::{
-    announce::arp::format_mac,
     api::document::{BackendStatus, Status},
     config::Settings,
     control::maglev::slot_shares,
+    net::iface::format_mac,
 };
 
 pub(super) fn status_of(

@@ -12,12 +12,13 @@ use lb_common::{CONFIG_FLAG_ICMP_ECHO, CONFIG_FLAG_IFACES, Config, IfaceMac, Ifa
 
 use super::DaemonError;
 use crate::{
-    announce::arp::{ArpSocket, Interface},
+    announce::arp::{ArpError, ArpSocket},
     config::{ConfigError, HealthKind, Settings, args::RunArgs},
     control::health::{self, CheckKind, HealthSettings},
     control::nexthop,
     control::reconcile::Reconciler,
     dataplane::{Dataplane, MapStore},
+    net::iface::Interface,
 };
 
 /// What [`bring_up`] hands to the rest of the daemon: an attached data path and its inputs.
@@ -127,10 +128,10 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
         crate::dataplane::pins::LOCK_WAIT,
     )?
     .hold_until_exit();
-    let iface = Interface::lookup(&settings.interface)?;
+    let iface = Interface::lookup(&settings.interface).map_err(ArpError::from)?;
     let mut other_ifaces = Vec::new();
     for name in &settings.interfaces[1..] {
-        other_ifaces.push(Interface::lookup(name)?);
+        other_ifaces.push(Interface::lookup(name).map_err(ArpError::from)?);
     }
     let health = Arc::new(health_settings(&settings)?);
     if matches!(settings.health.kind, HealthKind::Https)

@@ -23,12 +23,13 @@ use super::{
     startup::Up,
 };
 use crate::{
-    announce::arp::{ArpSocket, Interface},
+    announce::arp::ArpSocket,
     api::server::StatusSource,
     config::{Announce, Settings, args::RunArgs},
     control::health::HealthEvent,
     control::reconcile::Reconciler,
     dataplane::Dataplane,
+    net::iface::Interface,
 };
 
 fn signal_of(kind: SignalKind) -> Result<Signal, DaemonError> {

@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::announce::arp::Interface;
+use crate::net::iface::Interface;
 
 /// File name of the pinned XDP link inside an interface's pin directory.
 pub const LINK_PIN: &str = "link";

@@ -17,10 +17,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::Finding;
-use crate::announce::arp::{Interface, format_mac};
 use crate::config::Settings;
 use crate::control::health::{self, CheckKind, HealthSettings};
 use crate::control::nexthop::{self, Hop, NextHopError};
+use crate::net::iface::{Interface, format_mac};
 
 /// A serving certificate closer than this to its end is a warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -4,9 +4,9 @@
 use std::{io, path::Path};
 
 use super::Finding;
-use crate::announce::arp::Interface;
 use crate::config::{Announce, Settings, XdpAttachMode};
 use crate::dataplane::pins::{self, Attached, Decision};
+use crate::net::iface::Interface;
 
 /// Oldest kernel xvip runs on: CAP_BPF and the XDP features it uses.
 pub const MIN_KERNEL: (u32, u32) = (5, 8);

@@ -7,8 +7,11 @@ use std::{
 };
 
 use super::Finding;
-use crate::announce::arp::{Arp, ArpSocket, Interface, format_mac};
 use crate::config::Settings;
+use crate::{
+    announce::arp::{Arp, ArpSocket},
+    net::iface::{Interface, format_mac},
+};
 
 /// kube-proxy's IPVS dummy device, which holds every service address.
 pub const KUBE_IPVS: &str = "kube-ipvs0";

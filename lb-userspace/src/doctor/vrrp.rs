@@ -11,8 +11,8 @@ use std::{
 };
 
 use super::Finding;
-use crate::announce::arp::Interface;
 use crate::config::Settings;
+use crate::net::iface::Interface;
 use crate::{
     announce::vrrp::VrrpSocket,
     config::vrrp::VrrpSettings,

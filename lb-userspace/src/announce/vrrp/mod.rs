@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    announce::arp::Interface,
     config::vrrp::VrrpSettings,
+    net::iface::Interface,
     wire,
     wire::vrrp::{Advert, DropReason, Version},
 };
