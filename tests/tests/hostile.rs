@@ -330,11 +330,9 @@ impl KeepAlive {
         tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let config = rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(
-                xvip::control::health::NoCertVerification::new(
-                    &rustls::crypto::ring::default_provider(),
-                ),
-            ))
+            .with_custom_certificate_verifier(Arc::new(xvip::net::tls::NoCertVerification::new(
+                &rustls::crypto::ring::default_provider(),
+            )))
             .with_no_client_auth();
         let conn =
             rustls::ClientConnection::new(Arc::new(config), "192.0.2.100".try_into().unwrap())

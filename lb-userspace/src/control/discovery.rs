@@ -38,10 +38,7 @@ use base64::Engine as _;
 use k8s_openapi::{
     List, api::discovery::v1::EndpointSlice, apimachinery::pkg::apis::meta::v1::WatchEvent,
 };
-use rustls::{
-    ClientConfig, RootCertStore,
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
-};
+use rustls::{ClientConfig, pki_types::ServerName};
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
 use tokio_rustls::TlsConnector;
@@ -280,7 +277,7 @@ pub fn load_kubeconfig(path: &Path) -> Result<ApiAccess, DiscoveryError> {
         (None, None) => None,
         _ => return Err(kc_err(path, "client certificate and key go together")),
     };
-    let tls = client_config(ca.as_deref(), client, cluster.insecure_skip_tls_verify)
+    let tls = crate::net::tls::from_pem(ca.as_deref(), client, cluster.insecure_skip_tls_verify)
         .map_err(|e| kc_err(path, e))?;
     Ok(ApiAccess {
         server_host: host,
@@ -317,52 +314,6 @@ fn warn_insecure(path: &Path, access: &ApiAccess) {
             ""
         }
     );
-}
-
-/// A rustls client from PEM bytes; `insecure` (the caller has refused no CA without it)
-/// means no certificate verification.
-fn client_config(
-    ca: Option<&[u8]>,
-    client: Option<(Vec<u8>, Vec<u8>)>,
-    insecure: bool,
-) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = match ca {
-        Some(pem) if !insecure => {
-            let mut roots = RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(pem) {
-                roots
-                    .add(c.map_err(|e| format!("CA: {e}"))?)
-                    .map_err(|e| format!("CA: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("CA: no certificate".into());
-            }
-            builder.with_root_certificates(roots)
-        }
-        _ => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(
-                crate::control::health::NoCertVerification::new(&provider),
-            )),
-    };
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let certs = CertificateDer::pem_slice_iter(&cert)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("client certificate: {e}"))?;
-            let key =
-                PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("client key: {e}"))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("client certificate: {e}"))?
-        }
-    };
-    Ok(Arc::new(config))
 }
 
 /// The ready masters of an EndpointSlice list: the addresses (IPv4 and IPv6 slices) of
@@ -871,6 +822,10 @@ mod tests {
     use std::net::SocketAddrV4;
 
     use super::*;
+    use rustls::{
+        RootCertStore,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SLICES: &str = r#"{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},

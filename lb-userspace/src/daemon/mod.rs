@@ -22,7 +22,6 @@ pub use startup::{check_config, health_settings};
 
 use crate::{
     config::{ConfigError, args::RunArgs},
-    control::health,
     control::reconcile::Reconciler,
     dataplane::{Dataplane, DataplaneError},
 };
@@ -41,7 +40,7 @@ pub enum DaemonError {
     Interface(#[from] crate::announce::arp::ArpError),
     /// TLS material for the health checks is unusable (exit status 2).
     #[error(transparent)]
-    Tls(#[from] health::TlsConfigError),
+    Tls(#[from] crate::net::tls::TlsConfigError),
     /// Serving the node itself (VIP on lo, connect hook) failed.
     #[error(transparent)]
     Local(#[from] crate::dataplane::local::LocalError),

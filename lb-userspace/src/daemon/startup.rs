@@ -14,7 +14,7 @@ use super::DaemonError;
 use crate::{
     announce::arp::{ArpError, ArpSocket},
     config::{ConfigError, HealthKind, Settings, args::RunArgs},
-    control::health::{self, CheckKind, HealthSettings},
+    control::health::{CheckKind, HealthSettings},
     control::nexthop,
     control::reconcile::Reconciler,
     dataplane::{Dataplane, MapStore},
@@ -50,7 +50,7 @@ pub fn health_settings(s: &Settings) -> Result<HealthSettings, DaemonError> {
         HealthKind::Https => CheckKind::Https {
             path: h.path.clone(),
             host: None,
-            tls: health::tls_config(
+            tls: crate::net::tls::tls_config(
                 h.ca_file.as_deref(),
                 h.cert_file.as_deref(),
                 h.key_file.as_deref(),

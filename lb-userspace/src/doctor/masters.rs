@@ -58,7 +58,7 @@ pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
         .collect();
     // The health check's client settings without verification: the certificate is read
     // even when the configured CA would refuse it (the readyz line says so).
-    let reader = health::tls_config(
+    let reader = crate::net::tls::tls_config(
         None,
         s.health.cert_file.as_deref(),
         s.health.key_file.as_deref(),
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn readyz_failures_say_what_failed_and_how_to_fix_it() {
-        let tls = health::tls_config(None, None, None, true).unwrap();
+        let tls = crate::net::tls::tls_config(None, None, None, true).unwrap();
         let s = HealthSettings::with_defaults(CheckKind::Https {
             path: "/readyz".into(),
             host: None,
