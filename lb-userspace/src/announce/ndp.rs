@@ -23,6 +23,8 @@ use etherparse::{
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
+use crate::net::sys::setsockopt;
+
 /// The NDP socket's counters (IPv6 VIPs announced with `--announce arp`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct NdpStatus {
@@ -314,24 +316,6 @@ fn ns_filter() -> [libc::sock_filter; 8] {
         i(RET, 0, 0, 0xffff),
         i(RET, 0, 0, 0),
     ]
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
-    // SAFETY: `v` is a live value of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (v as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 impl NdpSocket {

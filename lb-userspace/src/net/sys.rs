@@ -1,8 +1,11 @@
-//! Small system-call helpers shared by the modules that talk to the kernel directly.
+//! Small system-call helpers shared by the modules that talk to the kernel directly:
+//! mounts, `statfs`, a non-blocking `recv`, and the socket options and addresses the packet
+//! sockets (ARP, NDP, VRRP) set up.
 
 use std::{
     ffi::CString,
     io,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
 };
@@ -58,5 +61,76 @@ pub async fn recv(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
             return Err(e);
         }
         guard.clear_ready();
+    }
+}
+
+/// `setsockopt(2)` with the value `v` (an int, a struct) at `level`/`opt`.
+///
+/// # Errors
+/// The call's error.
+pub fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
+    // SAFETY: `v` is a live value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (v as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `a` as the kernel's `in_addr` (network byte order).
+pub fn in_addr(a: Ipv4Addr) -> libc::in_addr {
+    libc::in_addr {
+        s_addr: u32::from(a).to_be(),
+    }
+}
+
+/// `a` as a `sockaddr_in` with port 0.
+pub fn sockaddr(a: Ipv4Addr) -> libc::sockaddr_in {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr = in_addr(a);
+    sin
+}
+
+/// `a` as a `sockaddr_in6` with port 0 and the given scope (interface index).
+pub fn sockaddr6(a: Ipv6Addr, scope: u32) -> libc::sockaddr_in6 {
+    // SAFETY: all-zero is a valid sockaddr_in6.
+    let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sin6.sin6_addr.s6_addr = a.octets();
+    sin6.sin6_scope_id = scope;
+    sin6
+}
+
+/// `SO_BINDTODEVICE`: the socket only sees and sends on interface `name`.
+///
+/// # Errors
+/// A name with a NUL byte, or the call's error.
+pub fn bind_to_device(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    let ifname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: the option value is the NUL-terminated name and its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            ifname.as_ptr().cast(),
+            ifname.as_bytes_with_nul().len() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }

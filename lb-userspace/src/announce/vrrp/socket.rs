@@ -14,7 +14,10 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use crate::wire::vrrp::{MULTICAST, MULTICAST6, PROTO, TTL, ipv6_header};
+use crate::{
+    net::sys::{bind_to_device, in_addr, setsockopt, sockaddr, sockaddr6},
+    wire::vrrp::{MULTICAST, MULTICAST6, PROTO, TTL, ipv6_header},
+};
 
 /// Type of service of advertisements: Internet network control (as keepalived).
 const TOS_NETWORK_CONTROL: libc::c_int = 0xc0;
@@ -33,66 +36,6 @@ pub struct VrrpSocket {
     fd: AsyncFd<OwnedFd>,
     ifindex: u32,
     src: IpAddr,
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
-    // SAFETY: `v` is a live value of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (v as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn in_addr(a: Ipv4Addr) -> libc::in_addr {
-    libc::in_addr {
-        s_addr: u32::from(a).to_be(),
-    }
-}
-
-fn sockaddr(a: Ipv4Addr) -> libc::sockaddr_in {
-    // SAFETY: all-zero is a valid sockaddr_in.
-    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sin.sin_family = libc::AF_INET as libc::sa_family_t;
-    sin.sin_addr = in_addr(a);
-    sin
-}
-
-fn sockaddr6(a: Ipv6Addr, scope: u32) -> libc::sockaddr_in6 {
-    // SAFETY: all-zero is a valid sockaddr_in6.
-    let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    sin6.sin6_addr.s6_addr = a.octets();
-    sin6.sin6_scope_id = scope;
-    sin6
-}
-
-fn bind_to_device(fd: &OwnedFd, name: &str) -> io::Result<()> {
-    let ifname = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: the option value is the NUL-terminated name and its length.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            ifname.as_ptr().cast(),
-            ifname.as_bytes_with_nul().len() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 impl VrrpSocket {
