@@ -1,11 +1,14 @@
 //! VRRP advertisements, version 3 (RFC 5798 section 5) for IPv4 and IPv6 and version 2
-//! (RFC 3768 section 5, IPv4 only, as keepalived speaks it): the checksums, the encoder,
+//! (RFC 3768 section 5, IPv4 only, as keepalived speaks it): the checksums (on `lb_common::checksum`, the one RFC 1071
+//! sum of the project), the encoder,
 //! and a checked decoder that turns untrusted bytes into an [`Advert`] or a [`DropReason`].
 //! One message carries addresses of one family, that of the IP header around it. The
 //! protocol's vocabulary (version, v2 authentication, field limits) lives here too, so the
 //! settings (`config::vrrp`) and the election (`announce::vrrp`) both read it from below.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_common::checksum::{accumulate, fold};
 
 /// Largest Max Advertise Interval of v3: 12 bits of centiseconds (40.95 s).
 pub const MAX_ADVER_INT_CS: u16 = 0x0fff;
@@ -266,27 +269,6 @@ pub struct Received {
     pub advert: Advert,
 }
 
-/// Adds `data` as big-endian 16-bit words to a one's complement accumulator (an odd last
-/// byte is padded with zero).
-pub fn sum_words(mut acc: u32, data: &[u8]) -> u32 {
-    let (words, rest) = data.as_chunks::<2>();
-    for w in words {
-        acc += u32::from(u16::from_be_bytes(*w));
-    }
-    if let [last] = rest {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-/// Folds the carries and complements: the Internet checksum of what was summed.
-pub fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 /// The VRRPv3 checksum of `msg` (its checksum field included as it stands) with the
 /// pseudo-header of RFC 5798 section 5.2.8: IPv4's (RFC 768) or IPv6's (RFC 8200 section
 /// 8.1) by the family of `src`. A message whose field is right sums to 0.
@@ -302,7 +284,7 @@ pub fn checksum(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, msg: &[u8]) -> u
             pseudo[16..32].copy_from_slice(&d.octets());
             pseudo[32..36].copy_from_slice(&(msg.len() as u32).to_be_bytes());
             pseudo[39] = PROTO;
-            sum_words(0, &pseudo)
+            accumulate(0, &pseudo)
         }
         (IpAddr::V4(s), d) => {
             let d = match d {
@@ -314,10 +296,10 @@ pub fn checksum(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, msg: &[u8]) -> u
             pseudo[4..8].copy_from_slice(&d.octets());
             pseudo[9] = PROTO;
             pseudo[10..12].copy_from_slice(&(msg.len() as u16).to_be_bytes());
-            sum_words(0, &pseudo)
+            accumulate(0, &pseudo)
         }
     };
-    fold(sum_words(acc, msg))
+    !fold(accumulate(acc, msg))
 }
 
 /// Bytes of one address of the family of `a`.
@@ -331,7 +313,7 @@ fn addr_len(a: IpAddr) -> usize {
 /// The VRRPv2 checksum of `msg`: the whole message from the version field, authentication
 /// data included, no pseudo-header (RFC 3768 section 5.3.8).
 pub fn checksum_v2(msg: &[u8]) -> u16 {
-    fold(sum_words(0, msg))
+    lb_common::checksum::checksum(msg)
 }
 
 impl Advert {
@@ -593,7 +575,11 @@ mod tests {
         m[7] = 0;
         assert_eq!(checksum(SRC, MULTICAST, &m), 0x05cb);
         assert_eq!(checksum(SRC, MULTICAST, &ADVERT), 0);
-        assert_eq!(fold(sum_words(0, &PACKET[..20])), 0, "IP header checksum");
+        assert_eq!(
+            lb_common::checksum::checksum(&PACKET[..20]),
+            0,
+            "IP header checksum"
+        );
     }
 
     #[test]
