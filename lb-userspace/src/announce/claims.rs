@@ -25,8 +25,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use super::arp::Mark;
 use crate::net::iface::format_mac;
+use crate::wire::arp::Mark;
 
 /// What `xvip status` shows of the claims.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -17,10 +17,11 @@ use tokio::{
 
 use super::{DaemonError, Shared};
 use crate::{
-    announce::arp::{Arp, ArpSocket},
+    announce::arp::ArpSocket,
     config::{Announce, Settings, args::RunArgs},
     control::health::{self, HealthEvent, HealthSettings},
     net::iface::Interface,
+    wire::arp::Arp,
 };
 
 /// The daemon's state outside [`Shared`]: what the handlers need besides the maps.
@@ -505,7 +506,7 @@ impl Daemon {
 
     /// What this node's ARP frames say of it: its VRID, its election's priority now and its
     /// primary address (none without VRRP).
-    fn mark(&self) -> Option<crate::announce::claims::Mark> {
+    fn mark(&self) -> Option<crate::wire::arp::Mark> {
         let v = self.settings.vrrp.as_ref()?;
         let priority = self
             .vrrp_report
@@ -513,7 +514,7 @@ impl Daemon {
             .and_then(|r| r.lock().ok().map(|s| s.priority))
             .filter(|p| *p > 0)
             .unwrap_or(v.priority);
-        Some(crate::announce::claims::Mark {
+        Some(crate::wire::arp::Mark {
             priority,
             primary: self.iface.ipv4,
             vrid: v.vrid,

@@ -447,7 +447,7 @@ pub(super) fn forward_arp(
     n: usize,
     name: String,
     sock: Arc<crate::announce::arp::ArpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::arp::Arp)>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::wire::arp::Arp)>,
 ) {
     tokio::spawn(async move {
         loop {

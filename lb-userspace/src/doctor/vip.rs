@@ -9,8 +9,9 @@ use std::{
 use super::Finding;
 use crate::config::Settings;
 use crate::{
-    announce::arp::{Arp, ArpSocket},
+    announce::arp::ArpSocket,
     net::iface::{Interface, format_mac},
+    wire::arp::Arp,
 };
 
 /// kube-proxy's IPVS dummy device, which holds every service address.
