@@ -1,12 +1,14 @@
 //! Configuration: the `xvip run` flags (`args`), their environment variables and the
 //! optional TOML file (`file`), merged in that order of precedence by the section resolvers
 //! (`resolve`, with the value parsers of `parse`) and validated into [`Settings`]; `vrrp`
-//! and `sync` the VRRP and conntrack-sync sections. Here: the defaults, the error, the
-//! setting types and [`Settings`]. A leaf: nothing of the crate is imported.
+//! and `sync` the VRRP and conntrack-sync sections; `reload` what a SIGHUP cannot apply.
+//! Here: the defaults, the error, the setting types and [`Settings`]. Nearly a leaf: of the
+//! crate it imports only the ground floor `wire` (the protocols' vocabulary and keys).
 
 pub mod args;
 pub mod file;
 pub mod parse;
+pub mod reload;
 pub mod resolve;
 pub mod sync;
 pub mod vrrp;
