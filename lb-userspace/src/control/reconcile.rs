@@ -22,7 +22,7 @@ use lb_common::{
 use crate::{
     config::{Mode, Settings, VipSpec},
     control::maglev::{BackendId, MaglevBackend, build_table},
-    dataplane::{DataplaneError, MapStore},
+    dataplane::{DataplaneError, store::MapStore},
 };
 
 /// What the daemon knows about one backend.
@@ -579,7 +579,7 @@ pub fn vip_key6(v: &Vip) -> Option<VipKey6> {
 mod tests {
     use super::*;
 
-    use crate::{config::args::RunArgs, dataplane::FakeMaps};
+    use crate::{config::args::RunArgs, dataplane::store::FakeMaps};
 
     fn settings(backends: &[&str]) -> Settings {
         RunArgs {

@@ -17,7 +17,7 @@ use crate::{
     control::health::{CheckKind, HealthSettings},
     control::nexthop,
     control::reconcile::Reconciler,
-    dataplane::{Dataplane, MapStore},
+    dataplane::{Dataplane, store::MapStore},
     net::iface::Interface,
 };
 

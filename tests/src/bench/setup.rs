@@ -15,7 +15,7 @@ use lb_common::Config;
 use xvip::{
     config::{HealthKind, Mode, Settings, args::RunArgs},
     control::reconcile::Reconciler,
-    dataplane::{Dataplane, MapStore},
+    dataplane::{Dataplane, store::MapStore},
 };
 
 fn backend_list(n: usize) -> Vec<String> {
