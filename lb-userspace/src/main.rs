@@ -7,7 +7,7 @@ use xvip::{config::args::RunArgs, daemon};
 
 /// XDP virtual IP for the Kubernetes API server.
 #[derive(Parser)]
-#[command(name = "xvip", version, about)]
+#[command(name = "xvip", version = xvip::deploy::version::SHORT, about)]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
     #[arg(long, global = true, env = "XVIP_LOG_LEVEL", default_value = "info")]
@@ -93,7 +93,9 @@ enum ImportCommand {
 
 fn main() -> ExitCode {
     // The matches are kept: `manifest` copies the flags that were actually given.
-    let matches = Cli::command().get_matches();
+    // `--version` also says what this kernel offers (`-V`: version and commit only).
+    let long_version: &'static str = Box::leak(xvip::deploy::version::long().into_boxed_str());
+    let matches = Cli::command().long_version(long_version).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `log` records (ours and aya-log's) go through tracing's bridge; RUST_LOG wins.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -104,6 +106,20 @@ fn main() -> ExitCode {
     match cli.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
+    }
+    if let Command::Manifest(xvip::deploy::manifest::ManifestCommand::Man(a)) = &cli.command {
+        return match xvip::deploy::manifest::man_pages(Cli::command(), &a.out) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xvip: cannot write the man pages into {}: {e}", a.out.display());
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Command::Manifest(cmd) = &cli.command {
         let sub = matches

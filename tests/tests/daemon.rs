@@ -445,3 +445,77 @@ fn pinned_state_of_another_layout_is_refused_and_left_serving() {
     )
     .unwrap();
 }
+
+#[test]
+fn version_names_the_commit_and_the_kernel_features_and_man_pages_cover_every_setting() {
+    let out = std::process::Command::new(xvip_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let long = String::from_utf8_lossy(&out.stdout);
+    let first = long.lines().next().unwrap_or("");
+    // "xvip 0.1.0 (0123456789ab)": the commit this binary was built from.
+    let commit = first
+        .split_once('(')
+        .and_then(|(_, c)| c.strip_suffix(')'))
+        .unwrap_or("");
+    assert!(
+        commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{long}"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(long.contains(&format!("kernel {}", release.trim())), "{long}");
+    assert!(long.contains("XDP through bpf_link") && long.contains("tcx"), "{long}");
+    let out = std::process::Command::new(xvip_bin())
+        .arg("-V")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first);
+
+    let files = Files::new("man");
+    let dir = files.path("man");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(xvip_bin())
+        .args(["manifest", "man", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = std::fs::read_to_string(dir.join("xvip-run.8")).unwrap();
+    assert!(run.starts_with(".ie") || run.contains(".TH xvip-run 8"), "{run:.200}");
+    // Every flag of `xvip run --help` is in its page (roff escapes '-' as '\-').
+    let help = std::process::Command::new(xvip_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches([',', '.', ')', '=']))
+        .collect();
+    assert!(flags.len() > 30, "{help}");
+    let page = run.replace("\\-", "-");
+    for f in flags {
+        assert!(page.contains(f), "{f} is not in xvip-run.8");
+    }
+    for sub in ["xvip.8", "xvip-doctor.8", "xvip-check-config.8", "xvip-manifest-pod.8"] {
+        assert!(dir.join(sub).is_file(), "{sub} missing");
+    }
+}
+
+#[test]
+fn the_packaged_example_config_is_valid() {
+    // dist/xvip.toml is what the .deb installs as /etc/xvip/xvip.toml.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/xvip.toml");
+    let out = std::process::Command::new(xvip_bin())
+        .args(["check-config", "--config", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

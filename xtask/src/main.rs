@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's entry points. Builds on the machine's default
 //! toolchain, then installs and uses the pinned one for everything else.
 
+mod dist;
 mod packages;
 mod toolchain;
 
@@ -23,6 +24,8 @@ usage: cargo xtask <command>
                    the chaos test of VIP ownership for N minutes (default 10)
   bench [--quick]  benchmarks in a namespace lab; report in target/bench/
   lint             cargo fmt --check and clippy on every crate (the eBPF one for its target)
+  dist [--out DIR] a .deb, a tarball and an OCI image archive of a release build, each
+                   checked (installed into an empty root, image digests verified); target/dist/
 ";
 
 fn main() -> ExitCode {
@@ -93,6 +96,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                     .args(&rest),
             )
         }
+        "dist" => dist::dist(&rest),
         "lint" => {
             lint()?;
             Ok(ExitCode::SUCCESS)

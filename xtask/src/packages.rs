@@ -24,6 +24,14 @@ pub const TEST: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("nft", "nftables"),
 ];
+/// ... what `dist` builds and checks the packages with.
+pub const DIST: &[(&str, &str)] = &[
+    ("dpkg-deb", "dpkg"),
+    ("tar", "tar"),
+    ("gzip", "gzip"),
+    ("chroot", "coreutils"),
+    ("git", "git"),
+];
 /// ... and what the benchmarks compare against.
 pub const BENCH: &[(&str, &str)] = &[
     ("ip", "iproute2"),

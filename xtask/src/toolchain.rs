@@ -38,7 +38,8 @@ impl Toolchain {
     }
 }
 
-fn cache_dir() -> PathBuf {
+/// `~/.cache/xvip` (or XVIP_TOOLS_CACHE): the toolchain, bpf-linker, dist's base packages.
+pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XVIP_TOOLS_CACHE") {
         return PathBuf::from(d);
     }

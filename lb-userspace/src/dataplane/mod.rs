@@ -264,12 +264,6 @@ const CONNECT6_PROGRAM: &str = "xvip_connect6";
 const CONNECT6_PIN: &str = "connect6";
 const SOCK_CONFIG: &str = "SOCK_CONFIG";
 const SOCK_COUNTS: &str = "SOCK_COUNTS";
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-
-fn is_bpffs(path: &Path) -> bool {
-    crate::net::sys::fs_magic(path) == Some(BPF_FS_MAGIC)
-}
-
 /// Entries of each IPv6 flow map while no IPv6 VIP is configured.
 pub const IDLE_V6_FLOWS: u32 = 1024;
 
@@ -326,14 +320,14 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
         reason,
     };
     let mount_point = Path::new("/sys/fs/bpf");
-    if dir.starts_with(mount_point) && !is_bpffs(mount_point) {
+    if dir.starts_with(mount_point) && !crate::net::sys::is_bpffs(mount_point) {
         std::fs::create_dir_all(mount_point).map_err(|e| err(e.to_string()))?;
         crate::net::sys::mount("bpf", "/sys/fs/bpf")
             .map_err(|e| err(format!("cannot mount bpffs on /sys/fs/bpf: {e}")))?;
         log::info!("mounted bpffs on /sys/fs/bpf");
     }
     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    if !is_bpffs(dir) {
+    if !crate::net::sys::is_bpffs(dir) {
         return Err(err("not on a bpffs".into()));
     }
     Ok(())

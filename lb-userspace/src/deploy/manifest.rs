@@ -53,6 +53,38 @@ pub enum ManifestCommand {
     Pod(ManifestArgs),
     /// A systemd unit running xvip as a host service, before any kubelet (on stdout).
     Systemd(ManifestArgs),
+    /// Man pages (section 8) of xvip and each subcommand, written into a directory.
+    Man(ManArgs),
+}
+
+/// `xvip manifest man`.
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Directory to write `xvip.8`, `xvip-run.8`, ... into (it must exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Writes a section-8 man page for `cmd` and each of its visible subcommands into `out`
+/// (clap_mangen renders them from the same definitions as `--help`).
+///
+/// # Errors
+/// Writing a file failed.
+pub fn man_pages(cmd: clap::Command, out: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(cmd: clap::Command, out: &std::path::Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            walk(sub, out, files)?;
+        }
+        let man = clap_mangen::Man::new(cmd).section("8").manual("xvip");
+        files.push(man.generate_to(out)?);
+        Ok(())
+    }
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    let mut files = Vec::new();
+    walk(cmd, out, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 /// The settings of a manifest: its own, then every `xvip run` flag.
@@ -89,13 +121,16 @@ pub enum ManifestError {
     /// Serialization failed (a bug).
     #[error("cannot serialize the manifest: {0}")]
     Serialize(String),
+    /// Man pages are files, written by the binary (it holds the whole command line), not text.
+    #[error("man pages are written with `xvip manifest man --out DIR`")]
+    NotText,
 }
 
 impl ManifestError {
     /// 2, like any configuration error of `xvip run`.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Serialize(_) => 1,
+            Self::Serialize(_) | Self::NotText => 1,
             _ => 2,
         }
     }
@@ -427,6 +462,7 @@ pub fn render(cmd: &ManifestCommand, matches: &ArgMatches) -> Result<String, Man
     match cmd {
         ManifestCommand::Pod(a) => pod_yaml(a, flags),
         ManifestCommand::Systemd(a) => systemd_unit(a, flags),
+        ManifestCommand::Man(_) => Err(ManifestError::NotText),
     }
 }
 

@@ -12,11 +12,9 @@ use crate::net::iface::Interface;
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
 /// Oldest kernel with `bpf_get_netns_cookie` in cgroup `connect4` (the local-connect hook).
 pub const MIN_KERNEL_LOCAL_CONNECT: (u32, u32) = (5, 14);
-/// Kernel BTF: needed by BPF tooling (bpftool's typed map dumps), not by xvip's programs.
-pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+use crate::net::sys::BTF_PATH;
 /// Where `xvip run` expects (and otherwise mounts) bpffs.
 pub const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// Drivers with native (driver-mode) XDP, by their ethtool name. Not exhaustive: an unknown
 /// driver is a warning, not a failure (`--xdp-mode auto` falls back to generic).
@@ -62,7 +60,7 @@ pub fn checks(s: &Settings) -> Vec<Finding> {
         kernel(&uname_release(), s.local_connect),
         btf(Path::new(BTF_PATH).exists()),
         bpffs(
-            crate::net::sys::fs_magic(Path::new(BPFFS)) == Some(BPF_FS_MAGIC),
+            crate::net::sys::is_bpffs(Path::new(BPFFS)),
             caps.is_some_and(|c| has(c, CAP_SYS_ADMIN)),
         ),
     ];

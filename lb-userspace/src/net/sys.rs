@@ -12,12 +12,23 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
+/// Kernel BTF: needed by BPF tooling (bpftool's typed map dumps), not by xvip's programs.
+pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// bpffs' filesystem type (`BPF_FS_MAGIC`, include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
 /// The filesystem type (`statfs.f_type`) of `path`, if it can be read.
 pub fn fs_magic(path: &Path) -> Option<i64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statfs into a zeroed struct with a valid path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+}
+
+/// Whether `path` is on bpffs.
+pub fn is_bpffs(path: &Path) -> bool {
+    fs_magic(path) == Some(BPF_FS_MAGIC)
 }
 
 /// Mounts a filesystem of type `fstype` (also used as the source name) on `target`.
