@@ -19,6 +19,9 @@ pub struct BackendStatus {
     pub addr: String,
     pub index: u32,
     pub weight: u32,
+    /// A backup: in the table only while no primary of its family is healthy.
+    #[serde(default)]
+    pub backup: bool,
     pub healthy: bool,
     /// Next-hop MAC, once resolved.
     pub mac: Option<String>,
@@ -75,6 +78,9 @@ pub struct Status {
     pub last_detection_ms: Option<f64>,
     /// No backend is healthy: the table holds every reachable backend.
     pub fail_open: bool,
+    /// No primary is healthy: the backups hold the table.
+    #[serde(default)]
+    pub backups_serving: bool,
     /// Whether this node answers ARP for the (IPv4) VIPs.
     pub announcing: bool,
     /// Whether this node answers NDP for the IPv6 VIPs (`None` without IPv6 VIPs).

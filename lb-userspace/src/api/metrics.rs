@@ -38,6 +38,11 @@ impl Status {
             ("backend_weight", "Configured weight (0 = draining).", |b| {
                 i64::from(b.weight)
             }),
+            (
+                "backend_backup",
+                "1 for a backup (in the table only while no primary is healthy).",
+                |b| i64::from(b.backup),
+            ),
         ] {
             let fam = Family::<Labels, Gauge>::default();
             for b in &self.backends {
@@ -186,6 +191,12 @@ impl Status {
             "all_backends_down",
             "1 when no backend is healthy (table fails open).",
             flag(self.fail_open),
+        );
+        int(
+            &mut reg,
+            "backups_serving",
+            "1 when no primary is healthy and the backups hold the table.",
+            flag(self.backups_serving),
         );
         int(
             &mut reg,

@@ -133,6 +133,9 @@ pub struct BackendSpec6 {
     pub addr: SocketAddrV6,
     /// Relative weight; 0 drains (no new flows, existing ones kept).
     pub weight: u32,
+    /// Held back while any primary of its family is healthy (`ADDR,backup`, haproxy's
+    /// `backup`): in the table only when every primary is down.
+    pub backup: bool,
 }
 
 /// One backend as configured.
@@ -141,6 +144,9 @@ pub struct BackendSpec {
     pub addr: SocketAddrV4,
     /// Relative weight; 0 drains (no new flows, existing ones kept).
     pub weight: u32,
+    /// Held back while any primary of its family is healthy (`ADDR,backup`, haproxy's
+    /// `backup`): in the table only when every primary is down.
+    pub backup: bool,
 }
 
 /// Validated health-check settings.

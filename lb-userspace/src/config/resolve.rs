@@ -14,7 +14,7 @@ use lb_common::{
 use super::args::RunArgs;
 use super::file::{FileConfig, OneOrMany, load_file};
 use super::parse::{
-    parse_any_ip, parse_backend_addr, parse_duration, parse_port_range, parse_vip_addr,
+    join_backend_roles, parse_any_ip, parse_backend, parse_duration, parse_port_range, parse_vip_addr,
     validate_interface_name,
 };
 use super::sync;
@@ -212,16 +212,16 @@ impl RunArgs {
         vips: &[VipSpec],
         vips6: &[VipSpec6],
     ) -> Result<(Vec<BackendSpec>, Vec<BackendSpec6>), ConfigError> {
-        let backend_strs = pick_list(&self.backends, file.backends.clone());
+        let backend_strs = join_backend_roles(pick_list(&self.backends, file.backends.clone()))?;
         if backend_strs.is_empty() {
             return Err(ConfigError::Missing {
                 field: "--backend",
-                hint: "at least one backend, IP[:PORT][@WEIGHT]",
+                hint: "at least one backend, IP[:PORT][@WEIGHT][,backup]",
             });
         }
         let backends = backend_strs
             .iter()
-            .map(|s| parse_backend_addr(s).map(|b| (s, b)))
+            .map(|s| parse_backend(s).map(|b| (s, b)))
             .collect::<Result<Vec<_>, _>>()?;
         if backends.len() > MAX_BACKENDS as usize {
             return Err(ConfigError::invalid(
@@ -237,15 +237,17 @@ impl RunArgs {
         }
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
-        for (given, (addr, weight)) in &backends {
+        for (given, (addr, weight, backup)) in &backends {
             match addr {
                 SocketAddr::V4(a) if !vips.is_empty() => v4.push(BackendSpec {
                     addr: *a,
                     weight: *weight,
+                    backup: *backup,
                 }),
                 SocketAddr::V6(a) if !vips6.is_empty() => v6.push(BackendSpec6 {
                     addr: *a,
                     weight: *weight,
+                    backup: *backup,
                 }),
                 _ => {
                     let (this, other) = if addr.is_ipv4() {
@@ -280,6 +282,25 @@ impl RunArgs {
                 "IPv6",
                 SocketAddrV6::new(v.addr, v.port, 0, 0).to_string(),
             ));
+        }
+        // Backups stand in for primaries: a family of nothing but backups has none to
+        // stand in for (and would balance over them as if they were primaries).
+        let all_backup = |family: &str, first: String| {
+            ConfigError::invalid(
+                "--backend",
+                first,
+                format!("every {family} backend is a backup: at least one must be a primary"),
+            )
+        };
+        if v4.iter().all(|b| b.backup)
+            && let Some(b) = v4.first()
+        {
+            return Err(all_backup("IPv4", b.addr.to_string()));
+        }
+        if v6.iter().all(|b| b.backup)
+            && let Some(b) = v6.first()
+        {
+            return Err(all_backup("IPv6", b.addr.to_string()));
         }
         Ok((v4, v6))
     }
@@ -689,14 +710,16 @@ mod tests {
             s.backends[0],
             BackendSpec {
                 addr: "192.0.2.11:6443".parse().unwrap(),
-                weight: 1
+                weight: 1,
+                backup: false
             }
         );
         assert_eq!(
             s.backends[1],
             BackendSpec {
                 addr: "192.0.2.12:6444".parse().unwrap(),
-                weight: 2
+                weight: 2,
+                backup: false
             }
         );
         assert_eq!(s.snat_ip, Ipv4Addr::new(192, 0, 2, 100));
@@ -744,11 +767,13 @@ mod tests {
             vec![
                 BackendSpec6 {
                     addr: "[2001:db8::11]:6443".parse().unwrap(),
-                    weight: 1
+                    weight: 1,
+                    backup: false
                 },
                 BackendSpec6 {
                     addr: "[2001:db8::12]:6443".parse().unwrap(),
-                    weight: 2
+                    weight: 2,
+                    backup: false
                 },
             ]
         );
@@ -764,9 +789,53 @@ mod tests {
             assert_eq!(parse_vip_addr(given).unwrap().to_string(), want, "{given}");
         }
         assert_eq!(
-            parse_backend_addr("[2001:db8::11]:6444@3").unwrap(),
-            ("[2001:db8::11]:6444".parse().unwrap(), 3)
+            parse_backend("[2001:db8::11]:6444@3").unwrap(),
+            ("[2001:db8::11]:6444".parse().unwrap(), 3, false)
         );
+    }
+
+    #[test]
+    fn a_backup_role_follows_its_backend_in_flags_env_and_toml() {
+        // clap and XVIP_BACKENDS split `192.0.2.13,backup` at the comma.
+        let mut a = args();
+        a.backends.extend(["192.0.2.13@2".into(), "backup".into()]);
+        let s = a.resolve().unwrap();
+        let roles: Vec<(String, u32, bool)> = s
+            .backends
+            .iter()
+            .map(|b| (b.addr.to_string(), b.weight, b.backup))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("192.0.2.11:6443".into(), 1, false),
+                ("192.0.2.12:6444".into(), 2, false),
+                ("192.0.2.13:6443".into(), 2, true)
+            ]
+        );
+        // TOML keeps the item whole; IPv6 alike.
+        let mut a = v6_args();
+        a.backends.push("[2001:db8::13]:6443, backup".into());
+        assert!(a.resolve().unwrap().backends6[2].backup);
+    }
+
+    #[test]
+    fn bad_backup_roles_are_named() {
+        let mut a = args();
+        a.backends.insert(0, "backup".into());
+        let (field, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!((field, value.as_str()), ("--backend", "backup"));
+        assert!(reason.contains("needs a backend before it"), "{reason}");
+        let mut a = args();
+        a.backends.push("192.0.2.13,standby".into());
+        let (_, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!(value, "192.0.2.13,standby");
+        assert!(reason.contains("'standby' is not 'backup'"), "{reason}");
+        let mut a = args();
+        a.backends = vec!["192.0.2.11,backup".into(), "192.0.2.12,backup".into()];
+        let (_, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!(value, "192.0.2.11:6443");
+        assert!(reason.contains("at least one must be a primary"), "{reason}");
     }
 
     #[test]

@@ -326,8 +326,16 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 super::startup::log_unapplied(&self.settings, &new);
+                // Roles first: the tables written below already hold the reloaded ones.
+                let backups: Vec<SocketAddr> =
+                    crate::control::reconcile::backups_of(&new).collect();
                 self.settings.backends = new.backends;
                 self.static6 = new.backends6;
+                self.shared
+                    .lock()
+                    .expect("poisoned")
+                    .reconciler
+                    .set_backups(backups);
                 let wanted6 = match &self.discovered6 {
                     Some(found) => self.weighted6(found),
                     None => self.static6.clone(),
@@ -354,29 +362,46 @@ impl Daemon {
         }
     }
 
-    /// Discovered addresses with their weights: a static backend's, else 1.
+    /// Discovered addresses with their weights: a static backend's, else 1; and the
+    /// configured backups discovery does not list (a standby outside the cluster's
+    /// EndpointSlice stays one).
     fn weighted(&self, found: &BTreeSet<SocketAddrV4>) -> Vec<(SocketAddrV4, u32)> {
+        let backups = self
+            .settings
+            .backends
+            .iter()
+            .filter(|b| b.backup && !found.contains(&b.addr))
+            .map(|b| (b.addr, b.weight));
         found
             .iter()
             .map(|a| {
                 let weight = self.settings.backends.iter().find(|b| b.addr == *a);
                 (*a, weight.map_or(1, |b| b.weight))
             })
+            .chain(backups)
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
             .collect()
     }
 
     /// Discovered IPv6 addresses with their weights: a configured backend's, else 1.
     fn weighted6(&self, found: &BTreeSet<SocketAddrV6>) -> Vec<crate::config::BackendSpec6> {
+        let backups = self
+            .static6
+            .iter()
+            .filter(|b| b.backup && !found.contains(&b.addr))
+            .copied();
         found
             .iter()
-            .map(|a| crate::config::BackendSpec6 {
-                addr: *a,
-                weight: self
-                    .static6
-                    .iter()
-                    .find(|b| b.addr == *a)
-                    .map_or(1, |b| b.weight),
+            .map(|a| {
+                let known = self.static6.iter().find(|b| b.addr == *a);
+                crate::config::BackendSpec6 {
+                    addr: *a,
+                    weight: known.map_or(1, |b| b.weight),
+                    backup: known.is_some_and(|b| b.backup),
+                }
             })
+            .chain(backups)
             .collect()
     }
 
@@ -796,6 +821,14 @@ pub(super) fn reconcile(
                 log::error!("no healthy backend: the table fails open to every reachable backend");
             }
             st.fail_open = a.fail_open;
+            if a.backups_serving != st.backups_serving {
+                if a.backups_serving {
+                    log::warn!("no healthy primary: the backups hold the table");
+                } else {
+                    log::info!("a primary is healthy again: new flows go to the primaries");
+                }
+            }
+            st.backups_serving = a.backups_serving;
             if a.swaps > 0 {
                 st.swaps += a.swaps as u64;
                 if let Some(t) = transition_at {

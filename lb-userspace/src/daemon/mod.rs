@@ -97,6 +97,8 @@ struct Shared {
     last_reconcile: Option<Duration>,
     last_detection: Option<Duration>,
     fail_open: bool,
+    /// No primary is healthy: the backups hold the table.
+    backups_serving: bool,
     /// Answering ARP for the IPv4 VIPs.
     announcing: bool,
     /// Answering NDP for the IPv6 VIPs (its own VRRP instance decides, with `--vrrp-vrid`).

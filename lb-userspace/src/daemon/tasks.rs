@@ -196,6 +196,7 @@ pub(super) fn shared_state(
         last_reconcile: None,
         last_detection: None,
         fail_open: false,
+        backups_serving: false,
         // With VRRP, only the master answers ARP for the VIPs.
         // `--announce none` (per-node mode): never.
         announcing: settings.vrrp.is_none() && settings.announce == Announce::Arp,
