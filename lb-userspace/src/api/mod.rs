@@ -59,7 +59,10 @@ mod tests {
         ] {
             assert!(m.contains(want), "{want}: {m}");
         }
-        assert!(!m.contains(&format!("xvip_backend_backup{{backend=\"{}\"}} 1", s.backends[0].addr)));
+        assert!(!m.contains(&format!(
+            "xvip_backend_backup{{backend=\"{}\"}} 1",
+            s.backends[0].addr
+        )));
         s.backups_serving = true;
         assert!(s.to_table().contains("ALL PRIMARIES DOWN (backups serve)"));
         assert!(s.to_prometheus().contains("xvip_backups_serving 1"));

@@ -14,8 +14,8 @@ use lb_common::{
 use super::args::RunArgs;
 use super::file::{FileConfig, OneOrMany, load_file};
 use super::parse::{
-    join_backend_roles, parse_any_ip, parse_backend, parse_duration, parse_port_range, parse_vip_addr,
-    validate_interface_name,
+    join_backend_roles, parse_any_ip, parse_backend, parse_duration, parse_port_range,
+    parse_vip_addr, validate_interface_name,
 };
 use super::sync;
 use super::vrrp;
@@ -835,7 +835,10 @@ mod tests {
         a.backends = vec!["192.0.2.11,backup".into(), "192.0.2.12,backup".into()];
         let (_, value, reason) = invalid(a.resolve().unwrap_err());
         assert_eq!(value, "192.0.2.11:6443");
-        assert!(reason.contains("at least one must be a primary"), "{reason}");
+        assert!(
+            reason.contains("at least one must be a primary"),
+            "{reason}"
+        );
     }
 
     #[test]

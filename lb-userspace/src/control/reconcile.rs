@@ -815,7 +815,10 @@ mod tests {
     fn backups_take_the_table_only_while_no_primary_is_healthy() {
         let s = settings(&["192.0.2.11", "192.0.2.12", "192.0.2.13,backup"]);
         let mut r = Reconciler::new(&s);
-        for (i, a) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"].iter().enumerate() {
+        for (i, a) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+            .iter()
+            .enumerate()
+        {
             r.set_mac(addr(a), [2, 0, 0, 0, 0, i as u8]);
         }
         let index = |r: &Reconciler, a: &str| r.backends()[&addr(a)].index;

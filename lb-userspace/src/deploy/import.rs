@@ -1510,10 +1510,7 @@ mod tests {
             (h.health_interval.as_deref(), h.fall, h.rise),
             (Some("500ms"), Some(4), Some(3))
         );
-        assert!(
-            !notes.iter().any(|n| n.contains("h.cfg:15")),
-            "{notes:?}"
-        );
+        assert!(!notes.iter().any(|n| n.contains("h.cfg:15")), "{notes:?}");
         let p = d.file(
             "l.cfg",
             "listen api\n  bind 0.0.0.0:6443\n  option tcp-check\n  server a 192.0.2.11 check\n",
