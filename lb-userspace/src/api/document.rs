@@ -23,6 +23,19 @@ pub struct BackendStatus {
     #[serde(default)]
     pub backup: bool,
     pub healthy: bool,
+    /// Out of the table for failed handshakes of live traffic (passive health), until
+    /// its check's rise.
+    #[serde(default)]
+    pub passive_down: bool,
+    /// New flows' SYNs the backend answered with a RST.
+    #[serde(default)]
+    pub handshakes_refused: u64,
+    /// New flows' SYNs the backend left unanswered past `--passive-timeout`.
+    #[serde(default)]
+    pub handshakes_unanswered: u64,
+    /// Times failed handshakes took it out.
+    #[serde(default)]
+    pub passive_ejections: u64,
     /// Next-hop MAC, once resolved.
     pub mac: Option<String>,
     /// The next hop from the kernel's tables ("192.0.2.1 on eth0 (gateway)"), or why the

@@ -43,6 +43,11 @@ impl Status {
                 "1 for a backup (in the table only while no primary is healthy).",
                 |b| i64::from(b.backup),
             ),
+            (
+                "backend_passive_down",
+                "1 while failed handshakes keep the backend out (until its check's rise).",
+                |b| i64::from(b.passive_down),
+            ),
         ] {
             let fam = Family::<Labels, Gauge>::default();
             for b in &self.backends {
@@ -73,6 +78,22 @@ impl Status {
             }
         }
         reg.register("backend_checks", "Health checks by result.", checks);
+        let handshakes = Family::<Labels, Counter>::default();
+        for b in &self.backends {
+            for (kind, n) in [
+                ("refused", b.handshakes_refused),
+                ("unanswered", b.handshakes_unanswered),
+            ] {
+                handshakes
+                    .get_or_create(&labels(&[("backend", &b.addr), ("kind", kind)]))
+                    .inc_by(n);
+            }
+        }
+        reg.register(
+            "backend_handshakes_failed",
+            "New flows' handshakes the backend refused (RST) or left unanswered (passive health).",
+            handshakes,
+        );
         for (name, help, f) in [
             (
                 "backend_transitions",
@@ -92,6 +113,11 @@ impl Status {
             ("backend_new_flows", "Flows assigned to the backend.", |b| {
                 b.new_flows
             }),
+            (
+                "backend_passive_ejections",
+                "Times failed handshakes took the backend out (passive health).",
+                |b| b.passive_ejections,
+            ),
         ] {
             let fam = Family::<Labels, Counter>::default();
             for b in &self.backends {
@@ -623,6 +649,8 @@ mod tests {
         let before = [
             "counter xvip_backend_bytes_total{backend}",
             "counter xvip_backend_checks_total{backend,result}",
+            "counter xvip_backend_handshakes_failed_total{backend,kind}",
+            "counter xvip_backend_passive_ejections_total{backend}",
             "counter xvip_backend_new_flows_total{backend}",
             "counter xvip_backend_packets_total{backend}",
             "counter xvip_backend_transitions_total{backend}",
@@ -644,6 +672,7 @@ mod tests {
             "gauge xvip_backend_backup{backend}",
             "gauge xvip_backend_check_latency_seconds{backend}",
             "gauge xvip_backend_healthy{backend}",
+            "gauge xvip_backend_passive_down{backend}",
             "gauge xvip_backend_slots{backend}",
             "gauge xvip_backend_weight{backend}",
             "gauge xvip_backups_serving{}",

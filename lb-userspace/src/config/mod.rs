@@ -158,6 +158,10 @@ pub struct HealthConfig {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// Failed handshakes in a row that take a backend out (passive health; 0: off).
+    pub passive_errors: u32,
+    /// Time a new flow's SYN may wait for the backend's answer.
+    pub passive_timeout: Duration,
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,

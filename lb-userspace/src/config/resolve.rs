@@ -408,6 +408,32 @@ impl RunArgs {
         if fall == 0 {
             return Err(ConfigError::invalid("--fall", fall, "must be at least 1"));
         }
+        let passive_errors = self.passive_errors.or(file.passive_errors).unwrap_or(3);
+        if passive_errors > MAX_PASSIVE_ERRORS {
+            return Err(ConfigError::invalid(
+                "--passive-errors",
+                passive_errors,
+                format!("must be 0 (off) to {MAX_PASSIVE_ERRORS}"),
+            ));
+        }
+        let passive_timeout = match self
+            .passive_timeout
+            .clone()
+            .or(file.passive_timeout.clone())
+        {
+            Some(s) => {
+                let t = parse_duration("--passive-timeout", &s)?;
+                if !(Duration::from_millis(100)..=Duration::from_secs(10)).contains(&t) {
+                    return Err(ConfigError::invalid(
+                        "--passive-timeout",
+                        s,
+                        "must be between 100ms and 10s",
+                    ));
+                }
+                t
+            }
+            None => Duration::from_millis(500),
+        };
         let ca_file = self.ca_file.clone().or(file.ca_file.clone());
         let cert_file = self.cert_file.clone().or(file.cert_file.clone());
         let key_file = self.key_file.clone().or(file.key_file.clone());
@@ -448,6 +474,8 @@ impl RunArgs {
             timeout,
             rise,
             fall,
+            passive_errors,
+            passive_timeout,
             ca_file,
             cert_file,
             key_file,
@@ -640,6 +668,9 @@ pub(super) fn check_family_rules(
     Ok(())
 }
 
+/// Most failed handshakes in a row `--passive-errors` may ask for.
+pub const MAX_PASSIVE_ERRORS: u32 = 1000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,6 +848,32 @@ mod tests {
         let mut a = v6_args();
         a.backends.push("[2001:db8::13]:6443, backup".into());
         assert!(a.resolve().unwrap().backends6[2].backup);
+    }
+
+    #[test]
+    fn passive_health_settings_default_parse_and_bad_values_are_named() {
+        let h = args().resolve().unwrap().health;
+        assert_eq!(
+            (h.passive_errors, h.passive_timeout),
+            (3, Duration::from_millis(500))
+        );
+        let mut a = args();
+        a.passive_errors = Some(0);
+        a.passive_timeout = Some("2s".into());
+        let h = a.resolve().unwrap().health;
+        assert_eq!((h.passive_errors, h.passive_timeout), (0, Duration::from_secs(2)));
+        for (errors, timeout, field, value) in [
+            (Some(1001), None, "--passive-errors", "1001"),
+            (None, Some("50ms"), "--passive-timeout", "50ms"),
+            (None, Some("11s"), "--passive-timeout", "11s"),
+            (None, Some("soon"), "--passive-timeout", "soon"),
+        ] {
+            let mut a = args();
+            a.passive_errors = errors;
+            a.passive_timeout = timeout.map(Into::into);
+            let (f, v, _) = invalid(a.resolve().unwrap_err());
+            assert_eq!((f, v.as_str()), (field, value));
+        }
     }
 
     #[test]
