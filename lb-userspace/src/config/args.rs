@@ -58,7 +58,7 @@ pub struct RunArgs {
     #[arg(long, env = "XVIP_PASSIVE_ERRORS")]
     pub passive_errors: Option<u32>,
     /// Time a backend has to answer a new flow's SYN before it counts as unanswered,
-    /// e.g. 500ms (default; 100ms to 10s).
+    /// e.g. 300ms (default: the check's default timeout; 100ms to 10s).
     #[arg(long, env = "XVIP_PASSIVE_TIMEOUT")]
     pub passive_timeout: Option<String>,
     /// CA bundle (PEM) to verify the API servers' certificates with.

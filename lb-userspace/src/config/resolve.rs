@@ -432,7 +432,7 @@ impl RunArgs {
                 }
                 t
             }
-            None => Duration::from_millis(500),
+            None => Duration::from_millis(300),
         };
         let ca_file = self.ca_file.clone().or(file.ca_file.clone());
         let cert_file = self.cert_file.clone().or(file.cert_file.clone());
@@ -855,7 +855,7 @@ mod tests {
         let h = args().resolve().unwrap().health;
         assert_eq!(
             (h.passive_errors, h.passive_timeout),
-            (3, Duration::from_millis(500))
+            (3, Duration::from_millis(300))
         );
         let mut a = args();
         a.passive_errors = Some(0);
