@@ -1297,6 +1297,12 @@ fn handshake_counters_count_each_new_flows_syn_and_first_answer_once() {
     let sport = u16::from_be_bytes([out[34], out[35]]);
     let _ = dp.run(&from_backend(sport, RST).bytes());
     assert_eq!(passive(&dp), (2, 1, 1), "mid-stream flows are not counted");
+    // Hostile: RSTs sprayed from the backend's address at SNAT ports with no handshake in
+    // progress, and at the refused flow's port again, count nothing.
+    for port in [SNAT_MIN, SNAT_MIN + 1, sport.wrapping_add(1), SNAT_MAX] {
+        let _ = dp.run(&from_backend(port, RST).bytes());
+    }
+    assert_eq!(passive(&dp), (2, 1, 1), "spoofed RSTs counted");
     // Only backend 0's slot moved.
     assert_eq!(dp.passive(1), lb_common::Passive::default());
 }
