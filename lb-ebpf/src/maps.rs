@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    AddrSlot6, Backend, Backend6, Config, Counters, Passive, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE,
-    FlowKey, FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, PROVEN_SIZE, RINGS_SIZE, RevEntry,
-    RevEntry6, UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6,
+    AddrSlot6, Backend, Backend6, Config, Counters, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE,
+    FlowKey, FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, PROVEN_SIZE, Passive, RINGS_SIZE,
+    RevEntry, RevEntry6, UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6,
     stats::REASON_COUNT,
 };
 

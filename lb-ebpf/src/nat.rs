@@ -4,8 +4,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason,
-    VipMeta,
+    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, VipMeta,
     checksum::{udp_fixup, update_u16},
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};

@@ -1282,7 +1282,11 @@ fn handshake_counters_count_each_new_flows_syn_and_first_answer_once() {
     let c = (CLIENT, 41000);
     let sport = syn(&dp, c);
     assert_eq!(syn(&dp, c), sport);
-    assert_eq!(passive(&dp), (1, 0, 0), "a retransmitted SYN is no new flow");
+    assert_eq!(
+        passive(&dp),
+        (1, 0, 0),
+        "a retransmitted SYN is no new flow"
+    );
     for _ in 0..2 {
         assert_eq!(dp.run(&from_backend(sport, SYN | ACK).bytes()).0, XDP_TX);
     }
@@ -1292,7 +1296,12 @@ fn handshake_counters_count_each_new_flows_syn_and_first_answer_once() {
     assert_eq!(dp.run(&from_backend(sport, RST | ACK).bytes()).0, XDP_TX);
     assert_eq!(passive(&dp), (2, 1, 1));
     // Mid-stream (a bare ACK opens the flow) and the backend's RST to it: not a handshake.
-    let (v, out) = dp.run(&Pkt::tcp((CLIENT, 41002), vip, ACK).seq(5000).ack(9000).bytes());
+    let (v, out) = dp.run(
+        &Pkt::tcp((CLIENT, 41002), vip, ACK)
+            .seq(5000)
+            .ack(9000)
+            .bytes(),
+    );
     assert_eq!(v, XDP_TX);
     let sport = u16::from_be_bytes([out[34], out[35]]);
     let _ = dp.run(&from_backend(sport, RST).bytes());

@@ -49,7 +49,8 @@ impl Status {
                 b.packets,
                 b.new_flows,
                 match (b.healthy, &b.mac) {
-                    (false, _) if b.passive_down => "handshakes failed (passive), back after the check's rise",
+                    (false, _) if b.passive_down =>
+                        "handshakes failed (passive), back after the check's rise",
                     (false, _) => b.last_error.as_deref().unwrap_or(""),
                     (true, None) => b.next_hop.as_deref().unwrap_or(""),
                     (true, Some(_)) => "",

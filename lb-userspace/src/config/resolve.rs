@@ -861,7 +861,10 @@ mod tests {
         a.passive_errors = Some(0);
         a.passive_timeout = Some("2s".into());
         let h = a.resolve().unwrap().health;
-        assert_eq!((h.passive_errors, h.passive_timeout), (0, Duration::from_secs(2)));
+        assert_eq!(
+            (h.passive_errors, h.passive_timeout),
+            (0, Duration::from_secs(2))
+        );
         for (errors, timeout, field, value) in [
             (Some(1001), None, "--passive-errors", "1001"),
             (None, Some("50ms"), "--passive-timeout", "50ms"),

@@ -786,7 +786,12 @@ fn on_passive_tick(shared: &Mutex<Shared>) {
         .retain(|a, _| st.reconciler.backends().contains_key(a));
     let mut changed = false;
     for addr in out {
-        if !st.reconciler.backends().get(&addr).is_some_and(|b| b.healthy) {
+        if !st
+            .reconciler
+            .backends()
+            .get(&addr)
+            .is_some_and(|b| b.healthy)
+        {
             continue;
         }
         let h = st.passive.stats(&addr);
