@@ -1098,13 +1098,13 @@ impl Dataplane {
         let mut out = StdHashMap::new();
         for i in backend_indices {
             let v = op(map_names::PASSIVE, self.passive.get(&i, 0))?;
-            let sum = v.iter().fold(lb_common::Passive::default(), |a, c| {
-                lb_common::Passive {
+            let sum = v
+                .iter()
+                .fold(lb_common::Passive::default(), |a, c| lb_common::Passive {
                     syns: a.syns + c.syns,
                     answered: a.answered + c.answered,
                     refused: a.refused + c.refused,
-                }
-            });
+                });
             out.insert(i, sum);
         }
         Ok(out)
