@@ -342,3 +342,27 @@ fn a_master_of_another_ca_fails_its_readyz_and_the_issuers_differ() {
         "warn master-ca: the masters' certificates come from different issuers: \"CN=cluster CA\" (192.0.2.11:6443, 192.0.2.12:6443); \"CN=other CA\" (192.0.2.13:6443); fix: sign every API server's certificate with the cluster CA (kubeadm: the same /etc/kubernetes/pki/ca.{crt,key} on every master, e.g. `kubeadm join --control-plane` with --certificate-key)"
     );
 }
+
+#[test]
+fn ipv6_turned_off_on_the_interface_fails_for_ipv6_vips() {
+    let lab = lab("dok6", &[]);
+    let args = [
+        "--interface",
+        "eth0",
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--backend",
+        "[2001:db8::11]:6443",
+    ];
+    let (_, out) = doctor(&lab, &args);
+    line(&out, "ok   ipv6: eth0: IPv6 on, link-local fe80::");
+    let mut off = lab.host("lb").ns.cmd("sysctl");
+    off.args(["-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    tests::lab::sh(&mut off).unwrap();
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail ipv6:"),
+        "fail ipv6: eth0: net.ipv6.conf.eth0.disable_ipv6=1, but IPv6 VIPs are configured; fix: sysctl -w net.ipv6.conf.eth0.disable_ipv6=0 (and set it in /etc/sysctl.d)"
+    );
+}
