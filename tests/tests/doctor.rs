@@ -366,3 +366,42 @@ fn ipv6_turned_off_on_the_interface_fails_for_ipv6_vips() {
         "fail ipv6: eth0: net.ipv6.conf.eth0.disable_ipv6=1, but IPv6 VIPs are configured; fix: sysctl -w net.ipv6.conf.eth0.disable_ipv6=0 (and set it in /etc/sysctl.d)"
     );
 }
+
+#[test]
+fn kube_proxy_in_ipvs_mode_without_strict_arp_warns_from_its_configmap_until_fixed() {
+    let files = TempDir::new("dokkp");
+    let conf = files.str("kube-proxy.conf");
+    // kubeadm's defaults with mode ipvs, as in the seed's kubeadm config.
+    std::fs::write(
+        &conf,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nipvs:\n  excludeCIDRs: null\n  strictARP: false\nmode: ipvs\n",
+    )
+    .unwrap();
+    let flags: &[&str] = &["--san", VIP, "--kube-proxy-config", &conf];
+    let lab = lab("dokkp", &[("m1", flags), ("m2", flags), ("m3", flags)]);
+    let kc = files.str("admin.conf");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://192.0.2.11:6443\n    insecure-skip-tls-verify: true\n\
+         users:\n- name: admin\n  user:\n    token: lab-token\ncontexts:\n- name: admin@lab\n  context:\n    cluster: lab\n    user: admin\n\
+         current-context: admin@lab\n",
+    )
+    .unwrap();
+    let args = run_args(&["--discover-from-kubeconfig", &kc]);
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(code, Some(0), "a warning only: {out}");
+    assert_eq!(
+        line(&out, "warn kube-proxy:"),
+        "warn kube-proxy: mode ipvs: ipvs.strictARP is false (kube-proxy answers ARP for its service addresses on every interface); ipvs.excludeCIDRs lacks 192.0.2.100/32 (its IPVS cleanup may remove the VIP); fix: set ipvs.strictARP: true and add 192.0.2.100/32 to ipvs.excludeCIDRs in the kube-proxy ConfigMap (kubectl -n kube-system edit configmap kube-proxy), then restart kube-proxy"
+    );
+    std::fs::write(
+        &conf,
+        "kind: KubeProxyConfiguration\nipvs:\n  excludeCIDRs: [\"192.0.2.100/32\"]\n  strictARP: true\nmode: ipvs\n",
+    )
+    .unwrap();
+    let (_, out) = doctor(&lab, &args);
+    line(
+        &out,
+        "ok   kube-proxy: mode ipvs with strictARP and the VIPs in excludeCIDRs",
+    );
+}
