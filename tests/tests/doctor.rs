@@ -51,6 +51,27 @@ fn doctor(lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// Waits (at most 5 s) until `host`'s eth0 has a link-local address past the kernel's
+/// duplicate address detection.
+fn wait_link_local(lab: &Lab, host: &str) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let shown = lab
+            .host(host)
+            .ns
+            .ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"])
+            .unwrap();
+        if shown.contains("fe80::") && !shown.contains("tentative") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no link-local address on {host}: {shown}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn line<'a>(out: &'a str, start: &str) -> &'a str {
     out.lines()
         .find(|l| l.starts_with(start))
@@ -354,6 +375,7 @@ fn ipv6_turned_off_on_the_interface_fails_for_ipv6_vips() {
         "--backend",
         "[2001:db8::11]:6443",
     ];
+    wait_link_local(&lab, "lb");
     let (_, out) = doctor(&lab, &args);
     line(&out, "ok   ipv6: eth0: IPv6 on, link-local fe80::");
     let mut off = lab.host("lb").ns.cmd("sysctl");
@@ -403,5 +425,74 @@ fn kube_proxy_in_ipvs_mode_without_strict_arp_warns_from_its_configmap_until_fix
     line(
         &out,
         "ok   kube-proxy: mode ipvs with strictARP and the VIPs in excludeCIDRs",
+    );
+}
+
+#[test]
+fn another_group_on_our_vrid_over_ipv6_fails() {
+    let lab = lab("dvrrp6", &[]);
+    // m1 advertises VRID 51 for another IPv6 address, from its link-local to ff02::12.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ns, flag) = (lab.host("m1").ns.name.clone(), Arc::clone(&stop));
+    let sender = std::thread::spawn(move || {
+        in_netns(&ns, move || -> anyhow::Result<()> {
+            use xvip::{
+                announce::{
+                    ndp,
+                    vrrp::{Advert, VrrpSocket, packet::MULTICAST6},
+                },
+                config::vrrp::{Auth, Version},
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let iface = xvip::announce::arp::Interface::lookup("eth0")?;
+                // The link-local address appears after the kernel's DAD (about a second).
+                let end = std::time::Instant::now() + Duration::from_secs(5);
+                let ll = loop {
+                    if let Some(ll) = ndp::link_local(&ndp::interface_addresses("eth0")) {
+                        break ll;
+                    }
+                    anyhow::ensure!(std::time::Instant::now() < end, "no link-local address");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                let sock = VrrpSocket::open("eth0", iface.index, IpAddr::V6(ll))?;
+                let msg = Advert {
+                    version: Version::V3,
+                    vrid: 51,
+                    priority: 200,
+                    max_adver_int_cs: 20,
+                    addrs: vec!["2001:db8::200".parse()?],
+                    auth: Auth::NONE,
+                }
+                .encode(ll, MULTICAST6);
+                while !flag.load(Ordering::Relaxed) {
+                    sock.send(&msg, IpAddr::V6(MULTICAST6))?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(())
+            })
+        })
+    });
+    let args = [
+        "--interface",
+        "eth0",
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--backend",
+        "[2001:db8::11]:6443",
+        "--vrrp-vrid",
+        "51",
+    ];
+    wait_link_local(&lab, "lb");
+    let (code, out) = doctor(&lab, &args);
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap().unwrap().unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "fail vrrp-adverts: fe80::");
+    assert!(
+        l.ends_with(" advertises VRID 51 for 2001:db8::200, not 2001:db8::100: another VRRP group uses our VRID; fix: the same VIPs on every router of the group, or give this group a --vrrp-vrid no other router on the segment uses"),
+        "{l}"
     );
 }

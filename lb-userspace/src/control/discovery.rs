@@ -570,7 +570,9 @@ pub async fn get_object(
             (*a, name)
         })
         .collect();
-    if let Ok(addrs) = tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await {
+    if let Ok(addrs) =
+        tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await
+    {
         for a in addrs {
             if !targets.iter().any(|(t, _)| *t == a) {
                 let name = access

@@ -151,8 +151,7 @@ pub async fn checks(s: &Settings) -> Vec<Finding> {
         .chain(s.vips6.iter().map(|v| IpAddr::V6(v.addr)))
         .collect();
     let read = async {
-        let access =
-            crate::control::discovery::load_kubeconfig(path).map_err(|e| e.to_string())?;
+        let access = crate::control::discovery::load_kubeconfig(path).map_err(|e| e.to_string())?;
         let candidates: Vec<SocketAddr> = s
             .backends
             .iter()
@@ -204,7 +203,10 @@ mod tests {
             .replace("strictARP: false", "strictARP: true");
         let f = decide(Ok(Some(parse(&configmap(&fixed)).unwrap())), &vip());
         assert_eq!(f.level, Level::Ok, "{f:?}");
-        for (mode, seen) in [("mode: \"\"\n", "iptables (default)"), ("mode: nftables\n", "nftables")] {
+        for (mode, seen) in [
+            ("mode: \"\"\n", "iptables (default)"),
+            ("mode: nftables\n", "nftables"),
+        ] {
             let f = decide(Ok(Some(parse(&configmap(mode)).unwrap())), &vip());
             assert_eq!(f.level, Level::Ok);
             assert!(f.seen.contains(seen), "{f:?}");
@@ -220,7 +222,11 @@ mod tests {
             parse(br#"{"data":{}}"#).unwrap_err(),
             "the ConfigMap has no config.conf"
         );
-        assert!(parse(&configmap("mode: [")).unwrap_err().starts_with("config.conf:"));
+        assert!(
+            parse(&configmap("mode: ["))
+                .unwrap_err()
+                .starts_with("config.conf:")
+        );
     }
 
     #[test]

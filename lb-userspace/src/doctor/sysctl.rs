@@ -33,11 +33,10 @@ pub fn checks(s: &Settings) -> Vec<Finding> {
     if !s.vips6.is_empty() {
         let proc_ipv6 = std::path::Path::new("/proc/sys/net/ipv6").is_dir();
         for (n, i) in s.interfaces.iter().enumerate() {
-            let disabled = std::fs::read_to_string(format!(
-                "/proc/sys/net/ipv6/conf/{i}/disable_ipv6"
-            ))
-            .ok()
-            .and_then(|t| t.trim().parse().ok());
+            let disabled =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{i}/disable_ipv6"))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
             let link_local =
                 crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(i));
             // VRRP speaks from the first interface only.
@@ -62,22 +61,32 @@ pub fn ipv6(
     if !proc_ipv6 {
         return Finding::fail(
             CHECK,
-            format!("{interface}: IPv6 is off in the kernel (no /proc/sys/net/ipv6), but IPv6 VIPs are configured"),
+            format!(
+                "{interface}: IPv6 is off in the kernel (no /proc/sys/net/ipv6), but IPv6 VIPs are configured"
+            ),
             "remove ipv6.disable=1 from the kernel command line and reboot, or serve IPv4 VIPs only",
         );
     }
     if disabled == Some(1) {
         return Finding::fail(
             CHECK,
-            format!("{interface}: net.ipv6.conf.{interface}.disable_ipv6=1, but IPv6 VIPs are configured"),
-            format!("sysctl -w net.ipv6.conf.{interface}.disable_ipv6=0 (and set it in /etc/sysctl.d)"),
+            format!(
+                "{interface}: net.ipv6.conf.{interface}.disable_ipv6=1, but IPv6 VIPs are configured"
+            ),
+            format!(
+                "sysctl -w net.ipv6.conf.{interface}.disable_ipv6=0 (and set it in /etc/sysctl.d)"
+            ),
         );
     }
     match (link_local, vrrp) {
         (None, true) => Finding::fail(
             CHECK,
-            format!("{interface}: IPv6 on, but no link-local address: VRRPv3 over IPv6 sends its adverts from one"),
-            format!("ip link set {interface} addrgenmode eui64 (or add one: ip -6 addr add fe80::1/64 dev {interface})"),
+            format!(
+                "{interface}: IPv6 on, but no link-local address: VRRPv3 over IPv6 sends its adverts from one"
+            ),
+            format!(
+                "ip link set {interface} addrgenmode eui64 (or add one: ip -6 addr add fe80::1/64 dev {interface})"
+            ),
         ),
         (Some(ll), _) => Finding::ok(CHECK, format!("{interface}: IPv6 on, link-local {ll}")),
         (None, false) => Finding::ok(CHECK, format!("{interface}: IPv6 on")),
