@@ -496,3 +496,43 @@ fn another_group_on_our_vrid_over_ipv6_fails() {
         "{l}"
     );
 }
+
+#[test]
+fn a_host_holding_the_ipv6_vip_answers_the_dad_probe_and_fails_naming_its_mac() {
+    let lab = lab("dndp", &[]);
+    let args = [
+        "--interface",
+        "eth0",
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--backend",
+        "[2001:db8::11]:6443",
+    ];
+    wait_link_local(&lab, "lb");
+    let (_, out) = doctor(&lab, &args);
+    line(
+        &out,
+        "ok   vip-ndp: no host on eth0 answers a DAD probe for 2001:db8::100",
+    );
+    // m1 takes the VIP (no DAD of its own, so it is usable at once).
+    lab.host("m1")
+        .ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::100/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail vip-ndp:"),
+        format!(
+            "fail vip-ndp: 2001:db8::100 is advertised on eth0 by {M1_MAC}: another host holds the VIP; fix: find the host with that MAC (`ip -6 neigh`, the switch's MAC table) and remove the VIP from it, or choose a free VIP"
+        )
+    );
+}
