@@ -149,6 +149,8 @@ pub mod map_names {
     pub const VIP_STATS: &str = "VIP_STATS";
     /// Per CPU: `u32 backend index -> Counters`.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// Per CPU: `u32 backend index -> Passive` (handshakes forwarded, answered, refused).
+    pub const PASSIVE: &str = "PASSIVE";
     /// `VipKey6 -> VipMeta6`: the IPv6 VIPs (their indices shared with `VIPS`: one
     /// `RINGS`, one `VIP_STATS`).
     pub const VIPS6: &str = "VIPS6";

@@ -439,6 +439,20 @@ pub struct Counters {
     pub new_flows: u64,
 }
 
+/// `PASSIVE` value (per CPU): the handshakes of one backend as the data path saw them, for
+/// passive health (`observe layer4`). Each new flow counts once: its first SYN forwarded,
+/// then the backend's first answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Passive {
+    /// New TCP flows whose SYN was forwarded to the backend.
+    pub syns: u64,
+    /// Of those, answered with a SYN-ACK (or any first answer other than a RST).
+    pub answered: u64,
+    /// Of those, answered with a RST (refused).
+    pub refused: u64,
+}
+
 /// `Pod` for both instantiations of the generic map types. bytemuck cannot derive it for
 /// a generic struct, so each instantiation states the size it has without padding (the
 /// sum of its fields), checked at compile time: a field added with a hole fails the build.
@@ -492,6 +506,7 @@ mod user {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Ifaces {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for Passive {}
     unsafe impl aya::Pod for AddrSlot6 {}
 }
 

@@ -30,6 +30,7 @@ use crate::{
     lookup,
     maps::{NEW_FLOW_BUDGET, PROVEN, Scratch},
     packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    stats,
 };
 
 /// `last_seen_ns` of a tuple given up by its flow: expired whatever its state.
@@ -1067,6 +1068,15 @@ pub fn unconfirmed_reply<A: Family>(
     let tcp = h.proto == IPPROTO_TCP;
     // SAFETY: `rev` points into a live map value.
     let r = unsafe {
+        // The backend's first answer to a handshake counts for passive health.
+        if tcp && (*rev).flags & (REV_FLAG_BACKEND_SEEN | REV_FLAG_MIDSTREAM) == 0 {
+            let event = if h.tcp_flags & TCP_RST != 0 {
+                stats::Handshake::Refused
+            } else {
+                stats::Handshake::Answered
+            };
+            stats::count_handshake((*rev).backend_idx, event);
+        }
         (*rev).flags |= REV_FLAG_BACKEND_SEEN;
         (*rev).last_seen_ns = now;
         // A handshake's backend position is its SYN-ACK's (what the client must

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     AddrSlot6, Backend, Backend6, Config, Counters, CtEntry, CtEntry6, DEFAULT_CONNTRACK_SIZE,
-    FlowKey, FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, PROVEN_SIZE, RINGS_SIZE, RevEntry,
-    RevEntry6, UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6,
+    FlowKey, FlowKey6, Ifaces, Ip6, MAX_BACKENDS, MAX_VIPS, PROVEN_SIZE, Passive, RINGS_SIZE,
+    RevEntry, RevEntry6, UNCONFIRMED_SIZE, VIP_ADDRS6_SIZE, VipKey, VipKey6, VipMeta, VipMeta6,
     stats::REASON_COUNT,
 };
 
@@ -187,3 +187,8 @@ pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_
 /// Per CPU: backend index -> Counters. Written here.
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per CPU: backend index -> Passive (new flows' SYNs forwarded, first answers: SYN-ACK or
+/// RST). Written here, read by the daemon every passive-health tick.
+#[map]
+pub static PASSIVE: PerCpuArray<Passive> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

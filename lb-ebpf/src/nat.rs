@@ -4,7 +4,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CtEntry, FlowKey, IPPROTO_UDP, Reason, VipMeta,
+    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, VipMeta,
     checksum::{udp_fixup, update_u16},
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
@@ -14,7 +14,7 @@ use crate::{
     family::Family,
     lookup,
     maps::CONFIG,
-    packet::{Frame, Headers},
+    packet::{Frame, Headers, TCP_ACK, TCP_SYN},
     stats,
 };
 
@@ -110,6 +110,9 @@ fn forward<A: Family>(
         frame.len() as u64,
         flow.new,
     );
+    if flow.new && h.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        stats::count_handshake(flow.backend_idx, stats::Handshake::Syn);
+    }
     egress(
         flow.backend.ifindex,
         ingress,

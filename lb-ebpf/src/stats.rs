@@ -1,8 +1,9 @@
-//! Per-CPU counters: one per verdict reason, and traffic per VIP and per backend.
+//! Per-CPU counters: one per verdict reason, traffic per VIP and per backend, and each
+//! backend's handshakes for passive health.
 
 use lb_common::Reason;
 
-use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
+use crate::maps::{BACKEND_STATS, PASSIVE, REASONS, VIP_STATS};
 
 #[inline(always)]
 pub fn count_reason(reason: Reason) {
@@ -30,6 +31,31 @@ pub fn count_traffic(vip_index: u32, backend_idx: u32, bytes: u64, new_flow: boo
             (*c).packets += 1;
             (*c).bytes += bytes;
             (*c).new_flows += n;
+        }
+    }
+}
+
+/// One handshake event of a backend's new flow, for passive health.
+#[derive(Clone, Copy)]
+pub enum Handshake {
+    /// The flow's first SYN forwarded to the backend.
+    Syn,
+    /// The backend's first answer, not a RST.
+    Answered,
+    /// The backend's first answer, a RST.
+    Refused,
+}
+
+#[inline(always)]
+pub fn count_handshake(backend_idx: u32, event: Handshake) {
+    if let Some(c) = PASSIVE.get_ptr_mut(backend_idx) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            match event {
+                Handshake::Syn => (*c).syns += 1,
+                Handshake::Answered => (*c).answered += 1,
+                Handshake::Refused => (*c).refused += 1,
+            }
         }
     }
 }

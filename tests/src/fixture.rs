@@ -159,6 +159,20 @@ impl Dp {
         m.get(&(r as u32), 0).unwrap().iter().sum()
     }
 
+    /// A backend's handshake counters (`PASSIVE`) over all CPUs.
+    pub fn passive(&self, backend_idx: u32) -> lb_common::Passive {
+        let m: PerCpuArray<_, lb_common::Passive> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::PASSIVE).unwrap()).unwrap();
+        m.get(&backend_idx, 0)
+            .unwrap()
+            .iter()
+            .fold(lb_common::Passive::default(), |a, c| lb_common::Passive {
+                syns: a.syns + c.syns,
+                answered: a.answered + c.answered,
+                refused: a.refused + c.refused,
+            })
+    }
+
     /// Writes `VIP_KEYS[index]` alone (the daemon writes it after the VIP's `VIPS` entry).
     pub fn set_vip_index_key(&mut self, index: u32, key: VipKey) {
         let mut keys: Array<_, VipKey> =

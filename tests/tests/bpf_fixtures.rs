@@ -1255,6 +1255,67 @@ fn a_guessed_ack_confirms_nothing_and_the_backends_rst_ends_the_attempt() {
     assert_eq!(rstate(&dp), Some(ct_state::TCP_ESTABLISHED));
 }
 
+/// Passive health's counters: a new flow's SYN counts once (not its retransmission), the
+/// backend's first answer once (a SYN-ACK answered, a RST refused; not its
+/// retransmissions), a flow picked up mid-stream not at all.
+#[test]
+fn handshake_counters_count_each_new_flows_syn_and_first_answer_once() {
+    let mut dp = Dp::standard();
+    dp.ring(VIP_TCP.0, 0, &[0; RING as usize]);
+    let vip = (VIP, 6443);
+    let passive = |dp: &Dp| {
+        let p = dp.passive(0);
+        (p.syns, p.answered, p.refused)
+    };
+    let from_backend = |sport: u16, flags: u8| {
+        Pkt::tcp((BACKENDS[0], 6443), (LB, sport), flags)
+            .seq(0x7000_0000)
+            .macs(BACKEND_MACS[0], LB_MAC)
+    };
+    let syn = |dp: &Dp, c: ([u8; 4], u16)| -> u16 {
+        let (v, out) = dp.run(&Pkt::tcp(c, vip, SYN).bytes());
+        assert_eq!(v, XDP_TX, "SYN forwarded");
+        u16::from_be_bytes([out[34], out[35]])
+    };
+    assert_eq!(passive(&dp), (0, 0, 0));
+    // Answered: SYN twice (a retransmission), SYN-ACK twice.
+    let c = (CLIENT, 41000);
+    let sport = syn(&dp, c);
+    assert_eq!(syn(&dp, c), sport);
+    assert_eq!(
+        passive(&dp),
+        (1, 0, 0),
+        "a retransmitted SYN is no new flow"
+    );
+    for _ in 0..2 {
+        assert_eq!(dp.run(&from_backend(sport, SYN | ACK).bytes()).0, XDP_TX);
+    }
+    assert_eq!(passive(&dp), (1, 1, 0), "the first answer only");
+    // Refused: the backend's RST to the SYN.
+    let sport = syn(&dp, (CLIENT, 41001));
+    assert_eq!(dp.run(&from_backend(sport, RST | ACK).bytes()).0, XDP_TX);
+    assert_eq!(passive(&dp), (2, 1, 1));
+    // Mid-stream (a bare ACK opens the flow) and the backend's RST to it: not a handshake.
+    let (v, out) = dp.run(
+        &Pkt::tcp((CLIENT, 41002), vip, ACK)
+            .seq(5000)
+            .ack(9000)
+            .bytes(),
+    );
+    assert_eq!(v, XDP_TX);
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+    let _ = dp.run(&from_backend(sport, RST).bytes());
+    assert_eq!(passive(&dp), (2, 1, 1), "mid-stream flows are not counted");
+    // Hostile: RSTs sprayed from the backend's address at SNAT ports with no handshake in
+    // progress, and at the refused flow's port again, count nothing.
+    for port in [SNAT_MIN, SNAT_MIN + 1, sport.wrapping_add(1), SNAT_MAX] {
+        let _ = dp.run(&from_backend(port, RST).bytes());
+    }
+    assert_eq!(passive(&dp), (2, 1, 1), "spoofed RSTs counted");
+    // Only backend 0's slot moved.
+    assert_eq!(dp.passive(1), lb_common::Passive::default());
+}
+
 /// A blind SYN on a closing entry starts new windows (a client reusing its port) but buys
 /// 5 s, not 2 h: a guessed ACK leaves it in `TCP_SYN`, and the backend's RST to that ACK
 /// (whatever its sequence number) is honoured. Only the ACK of the backend's new SYN-ACK

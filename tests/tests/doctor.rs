@@ -51,6 +51,27 @@ fn doctor(lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// Waits (at most 5 s) until `host`'s eth0 has a link-local address past the kernel's
+/// duplicate address detection.
+fn wait_link_local(lab: &Lab, host: &str) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let shown = lab
+            .host(host)
+            .ns
+            .ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"])
+            .unwrap();
+        if shown.contains("fe80::") && !shown.contains("tentative") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no link-local address on {host}: {shown}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn line<'a>(out: &'a str, start: &str) -> &'a str {
     out.lines()
         .find(|l| l.starts_with(start))
@@ -341,5 +362,175 @@ fn a_master_of_another_ca_fails_its_readyz_and_the_issuers_differ() {
     assert_eq!(
         line(&out, "warn master-ca: "),
         "warn master-ca: the masters' certificates come from different issuers: \"CN=cluster CA\" (192.0.2.11:6443, 192.0.2.12:6443); \"CN=other CA\" (192.0.2.13:6443); fix: sign every API server's certificate with the cluster CA (kubeadm: the same /etc/kubernetes/pki/ca.{crt,key} on every master, e.g. `kubeadm join --control-plane` with --certificate-key)"
+    );
+}
+
+#[test]
+fn ipv6_turned_off_on_the_interface_fails_for_ipv6_vips() {
+    let lab = lab("dok6", &[]);
+    let args = [
+        "--interface",
+        "eth0",
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--backend",
+        "[2001:db8::11]:6443",
+    ];
+    wait_link_local(&lab, "lb");
+    let (_, out) = doctor(&lab, &args);
+    line(&out, "ok   ipv6: eth0: IPv6 on, link-local fe80::");
+    let mut off = lab.host("lb").ns.cmd("sysctl");
+    off.args(["-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    tests::lab::sh(&mut off).unwrap();
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail ipv6:"),
+        "fail ipv6: eth0: net.ipv6.conf.eth0.disable_ipv6=1, but IPv6 VIPs are configured; fix: sysctl -w net.ipv6.conf.eth0.disable_ipv6=0 (and set it in /etc/sysctl.d)"
+    );
+}
+
+#[test]
+fn kube_proxy_in_ipvs_mode_without_strict_arp_warns_from_its_configmap_until_fixed() {
+    let files = TempDir::new("dokkp");
+    let conf = files.str("kube-proxy.conf");
+    // kubeadm's defaults with mode ipvs, as in the seed's kubeadm config.
+    std::fs::write(
+        &conf,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nipvs:\n  excludeCIDRs: null\n  strictARP: false\nmode: ipvs\n",
+    )
+    .unwrap();
+    let flags: &[&str] = &["--san", VIP, "--kube-proxy-config", &conf];
+    let lab = lab("dokkp", &[("m1", flags), ("m2", flags), ("m3", flags)]);
+    let kc = files.str("admin.conf");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://192.0.2.11:6443\n    insecure-skip-tls-verify: true\n\
+         users:\n- name: admin\n  user:\n    token: lab-token\ncontexts:\n- name: admin@lab\n  context:\n    cluster: lab\n    user: admin\n\
+         current-context: admin@lab\n",
+    )
+    .unwrap();
+    let args = run_args(&["--discover-from-kubeconfig", &kc]);
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(code, Some(0), "a warning only: {out}");
+    assert_eq!(
+        line(&out, "warn kube-proxy:"),
+        "warn kube-proxy: mode ipvs: ipvs.strictARP is false (kube-proxy answers ARP for its service addresses on every interface); ipvs.excludeCIDRs lacks 192.0.2.100/32 (its IPVS cleanup may remove the VIP); fix: set ipvs.strictARP: true and add 192.0.2.100/32 to ipvs.excludeCIDRs in the kube-proxy ConfigMap (kubectl -n kube-system edit configmap kube-proxy), then restart kube-proxy"
+    );
+    std::fs::write(
+        &conf,
+        "kind: KubeProxyConfiguration\nipvs:\n  excludeCIDRs: [\"192.0.2.100/32\"]\n  strictARP: true\nmode: ipvs\n",
+    )
+    .unwrap();
+    let (_, out) = doctor(&lab, &args);
+    line(
+        &out,
+        "ok   kube-proxy: mode ipvs with strictARP and the VIPs in excludeCIDRs",
+    );
+}
+
+#[test]
+fn another_group_on_our_vrid_over_ipv6_fails() {
+    let lab = lab("dvrrp6", &[]);
+    // m1 advertises VRID 51 for another IPv6 address, from its link-local to ff02::12.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ns, flag) = (lab.host("m1").ns.name.clone(), Arc::clone(&stop));
+    let sender = std::thread::spawn(move || {
+        in_netns(&ns, move || -> anyhow::Result<()> {
+            use xvip::{
+                announce::{ndp, vrrp::VrrpSocket},
+                wire::vrrp::{Advert, Auth, MULTICAST6, Version},
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let iface = xvip::net::iface::Interface::lookup("eth0")?;
+                // The link-local address appears after the kernel's DAD (about a second).
+                let end = std::time::Instant::now() + Duration::from_secs(5);
+                let ll = loop {
+                    if let Some(ll) = ndp::link_local(&ndp::interface_addresses("eth0")) {
+                        break ll;
+                    }
+                    anyhow::ensure!(std::time::Instant::now() < end, "no link-local address");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                let sock = VrrpSocket::open("eth0", iface.index, IpAddr::V6(ll))?;
+                let msg = Advert {
+                    version: Version::V3,
+                    vrid: 51,
+                    priority: 200,
+                    max_adver_int_cs: 20,
+                    addrs: vec!["2001:db8::200".parse()?],
+                    auth: Auth::NONE,
+                }
+                .encode(ll, MULTICAST6);
+                while !flag.load(Ordering::Relaxed) {
+                    sock.send(&msg, IpAddr::V6(MULTICAST6))?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(())
+            })
+        })
+    });
+    let args = [
+        "--interface",
+        "eth0",
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--backend",
+        "[2001:db8::11]:6443",
+        "--vrrp-vrid",
+        "51",
+    ];
+    wait_link_local(&lab, "lb");
+    let (code, out) = doctor(&lab, &args);
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap().unwrap().unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "fail vrrp-adverts: fe80::");
+    assert!(
+        l.ends_with(" advertises VRID 51 for 2001:db8::200, not 2001:db8::100: another VRRP group uses our VRID; fix: the same VIPs on every router of the group, or give this group a --vrrp-vrid no other router on the segment uses"),
+        "{l}"
+    );
+}
+
+#[test]
+fn a_host_holding_the_ipv6_vip_answers_the_dad_probe_and_fails_naming_its_mac() {
+    let lab = lab("dndp", &[]);
+    let args = [
+        "--interface",
+        "eth0",
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--backend",
+        "[2001:db8::11]:6443",
+    ];
+    wait_link_local(&lab, "lb");
+    let (_, out) = doctor(&lab, &args);
+    line(
+        &out,
+        "ok   vip-ndp: no host on eth0 answers a DAD probe for 2001:db8::100",
+    );
+    // m1 takes the VIP (no DAD of its own, so it is usable at once).
+    lab.host("m1")
+        .ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::100/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        line(&out, "fail vip-ndp:"),
+        format!(
+            "fail vip-ndp: 2001:db8::100 is advertised on eth0 by {M1_MAC}: another host holds the VIP; fix: find the host with that MAC (`ip -6 neigh`, the switch's MAC table) and remove the VIP from it, or choose a free VIP"
+        )
     );
 }

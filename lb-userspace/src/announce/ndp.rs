@@ -42,6 +42,7 @@ pub const HOP_LIMIT: u8 = 255;
 /// All-nodes multicast, the destination of unsolicited advertisements.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const ICMPV6_NS: u8 = 135;
+const ICMPV6_NA: u8 = 136;
 /// Neighbor solicitation: the 8-byte ICMPv6 header, then the 16-byte target.
 const NS_MIN_LEN: usize = 24;
 const TARGET: std::ops::Range<usize> = 0..16;
@@ -260,6 +261,47 @@ impl Advertisement {
     }
 }
 
+/// A duplicate address detection probe for `target` from `our_mac` (RFC 4862 section
+/// 5.4.2): a solicitation from the unspecified address to the target's solicited-node
+/// group, without a source link-layer option, so no host learns anything from it. Returns
+/// the frame and its Ethernet destination.
+pub fn dad_probe(our_mac: [u8; 6], target: Ipv6Addr) -> (Vec<u8>, [u8; 6]) {
+    let group = solicited_node(target);
+    let eth_dst = multicast_mac(group);
+    let b = PacketBuilder::ethernet2(our_mac, eth_dst)
+        .ipv6(Ipv6Addr::UNSPECIFIED.octets(), group.octets(), HOP_LIMIT)
+        .icmpv6(Icmpv6Type::NeighborSolicitation);
+    let body = target.octets();
+    let mut out = Vec::with_capacity(b.size(body.len()));
+    b.write(&mut out, &body)
+        .expect("a 16-byte payload fits and a Vec does not fail");
+    (out, eth_dst)
+}
+
+/// The target and the Ethernet source of a valid neighbour advertisement (hop limit 255,
+/// code 0, checksum, a unicast target: RFC 4861 section 7.1.2), else `None`.
+pub fn advertised(frame: &[u8]) -> Option<(Ipv6Addr, [u8; 6])> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(etherparse::LinkSlice::Ethernet2(e)) = &p.link else {
+        return None;
+    };
+    let (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Icmpv6(icmp))) = (&p.net, &p.transport)
+    else {
+        return None;
+    };
+    let h = ip.header();
+    if icmp.type_u8() != ICMPV6_NA
+        || icmp.code_u8() != 0
+        || h.hop_limit() != HOP_LIMIT
+        || icmp.payload().len() < TARGET.end
+        || !icmp.is_checksum_valid(h.source_addr().octets(), h.destination_addr().octets())
+    {
+        return None;
+    }
+    let target = Ipv6Addr::from(<[u8; 16]>::try_from(&icmp.payload()[TARGET]).ok()?);
+    (!target.is_multicast()).then_some((target, e.source()))
+}
+
 /// Errors of the NDP socket.
 #[derive(Debug, thiserror::Error)]
 #[error("NDP socket on {name}: {what}: {source}")]
@@ -298,9 +340,10 @@ pub struct NdpSocket {
 }
 
 /// The classic BPF filter of the socket: IPv6 (ether type at 12), next header ICMPv6 (at
-/// 14 + 6) and ICMPv6 type 135 (at 14 + 40), everything else never reaches user space.
-/// Solicitations behind extension headers are not expected (RFC 4861 sends none).
-fn ns_filter() -> [libc::sock_filter; 8] {
+/// 14 + 6) and ICMPv6 type `kind` (at 14 + 40: 135 solicitations, 136 advertisements for
+/// the doctor's probe), everything else never reaches user space. NDP behind extension
+/// headers is not expected (RFC 4861 sends none).
+fn icmp_filter(kind: u8) -> [libc::sock_filter; 8] {
     const LDH: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
     const LDB: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
@@ -312,7 +355,7 @@ fn ns_filter() -> [libc::sock_filter; 8] {
         i(LDB, 0, 0, 20),
         i(JEQ, 0, 3, 58),
         i(LDB, 0, 0, 54),
-        i(JEQ, 0, 1, u32::from(ICMPV6_NS)),
+        i(JEQ, 0, 1, u32::from(kind)),
         i(RET, 0, 0, 0xffff),
         i(RET, 0, 0, 0),
     ]
@@ -327,6 +370,20 @@ impl NdpSocket {
     /// # Errors
     /// [`NdpError`] naming the call that failed.
     pub fn open(name: &str, ifindex: u32, addrs: &[Ipv6Addr]) -> Result<Self, NdpError> {
+        Self::open_for(name, ifindex, addrs, ICMPV6_NS)
+    }
+
+    /// A socket that sees only neighbour advertisements, for duplicate address detection
+    /// probes ([`dad_probe`], [`advertised`]: `xvip doctor`); answers to a probe go to all
+    /// nodes, which every interface receives. Needs CAP_NET_RAW.
+    ///
+    /// # Errors
+    /// [`NdpError`] naming the call that failed.
+    pub fn open_probe(name: &str, ifindex: u32) -> Result<Self, NdpError> {
+        Self::open_for(name, ifindex, &[], ICMPV6_NA)
+    }
+
+    fn open_for(name: &str, ifindex: u32, addrs: &[Ipv6Addr], kind: u8) -> Result<Self, NdpError> {
         let err = |what, source| NdpError {
             name: name.into(),
             what,
@@ -346,7 +403,7 @@ impl NdpSocket {
         }
         // SAFETY: a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut filter = ns_filter();
+        let mut filter = icmp_filter(kind);
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
             filter: filter.as_mut_ptr(),
@@ -504,14 +561,29 @@ impl NdpSocket {
     /// # Errors
     /// The `sendto(2)` error.
     pub fn send(&self, na: &Advertisement) -> io::Result<()> {
-        let frame = na.to_frame();
+        self.send_frame(&na.to_frame(), na.eth_dst)
+    }
+
+    /// The next frame the filter lets through, whole (the probe socket's advertisements).
+    ///
+    /// # Errors
+    /// The socket's receive error.
+    pub async fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::net::sys::recv(&self.fd, buf).await
+    }
+
+    /// Sends one whole Ethernet frame to `eth_dst`.
+    ///
+    /// # Errors
+    /// The `sendto(2)` error.
+    pub fn send_frame(&self, frame: &[u8], eth_dst: [u8; 6]) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_ll is valid; fields set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = ETH_P_IPV6.to_be();
         sll.sll_ifindex = self.ifindex as i32;
         sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&na.eth_dst);
+        sll.sll_addr[..6].copy_from_slice(&eth_dst);
         // SAFETY: sending a local buffer to a correctly sized address.
         let n = unsafe {
             libc::sendto(
@@ -756,6 +828,25 @@ mod tests {
     }
 
     #[test]
+    fn the_doctors_probe_is_a_dad_probe_and_advertisements_are_read_back() {
+        let (frame, eth_dst) = super::dad_probe(OUR_MAC, VIP);
+        assert_eq!(eth_dst, multicast_mac(solicited_node(VIP)));
+        let ns = Solicitation::parse(&frame).unwrap();
+        assert!(ns.is_dad());
+        assert_eq!((ns.target, ns.source_lladdr), (VIP, None));
+        let na = Advertisement::unsolicited(VIP, OUR_MAC).to_frame();
+        assert_eq!(advertised(&na), Some((VIP, OUR_MAC)));
+        let mut bad = na.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(advertised(&bad), None, "bad checksum");
+        assert_eq!(advertised(&frame), None, "a solicitation");
+        for n in 0..na.len() {
+            assert_eq!(advertised(&na[..n]), None, "{n} bytes");
+        }
+    }
+
+    #[test]
     fn every_malformation_has_its_reason() {
         assert_eq!(Solicitation::parse(&with(21, 64)), Err(Invalid::HopLimit));
         assert_eq!(Solicitation::parse(&with(57, 0)), Err(Invalid::Checksum));
@@ -788,7 +879,7 @@ mod tests {
 
     #[test]
     fn the_socket_filter_ends_in_its_two_returns() {
-        let f = ns_filter();
+        let f = icmp_filter(ICMPV6_NS);
         for (i, insn) in f.iter().enumerate() {
             if insn.code == 0x15 {
                 let jf = i + 1 + usize::from(insn.jf);

@@ -19,7 +19,23 @@ pub struct BackendStatus {
     pub addr: String,
     pub index: u32,
     pub weight: u32,
+    /// A backup: in the table only while no primary of its family is healthy.
+    #[serde(default)]
+    pub backup: bool,
     pub healthy: bool,
+    /// Out of the table for failed handshakes of live traffic (passive health), until
+    /// its check's rise.
+    #[serde(default)]
+    pub passive_down: bool,
+    /// New flows' SYNs the backend answered with a RST.
+    #[serde(default)]
+    pub handshakes_refused: u64,
+    /// New flows' SYNs the backend left unanswered past `--passive-timeout`.
+    #[serde(default)]
+    pub handshakes_unanswered: u64,
+    /// Times failed handshakes took it out.
+    #[serde(default)]
+    pub passive_ejections: u64,
     /// Next-hop MAC, once resolved.
     pub mac: Option<String>,
     /// The next hop from the kernel's tables ("192.0.2.1 on eth0 (gateway)"), or why the
@@ -75,6 +91,9 @@ pub struct Status {
     pub last_detection_ms: Option<f64>,
     /// No backend is healthy: the table holds every reachable backend.
     pub fail_open: bool,
+    /// No primary is healthy: the backups hold the table.
+    #[serde(default)]
+    pub backups_serving: bool,
     /// Whether this node answers ARP for the (IPv4) VIPs.
     pub announcing: bool,
     /// Whether this node answers NDP for the IPv6 VIPs (`None` without IPv6 VIPs).

@@ -38,6 +38,16 @@ impl Status {
             ("backend_weight", "Configured weight (0 = draining).", |b| {
                 i64::from(b.weight)
             }),
+            (
+                "backend_backup",
+                "1 for a backup (in the table only while no primary is healthy).",
+                |b| i64::from(b.backup),
+            ),
+            (
+                "backend_passive_down",
+                "1 while failed handshakes keep the backend out (until its check's rise).",
+                |b| i64::from(b.passive_down),
+            ),
         ] {
             let fam = Family::<Labels, Gauge>::default();
             for b in &self.backends {
@@ -68,6 +78,22 @@ impl Status {
             }
         }
         reg.register("backend_checks", "Health checks by result.", checks);
+        let handshakes = Family::<Labels, Counter>::default();
+        for b in &self.backends {
+            for (kind, n) in [
+                ("refused", b.handshakes_refused),
+                ("unanswered", b.handshakes_unanswered),
+            ] {
+                handshakes
+                    .get_or_create(&labels(&[("backend", &b.addr), ("kind", kind)]))
+                    .inc_by(n);
+            }
+        }
+        reg.register(
+            "backend_handshakes_failed",
+            "New flows' handshakes the backend refused (RST) or left unanswered (passive health).",
+            handshakes,
+        );
         for (name, help, f) in [
             (
                 "backend_transitions",
@@ -87,6 +113,11 @@ impl Status {
             ("backend_new_flows", "Flows assigned to the backend.", |b| {
                 b.new_flows
             }),
+            (
+                "backend_passive_ejections",
+                "Times failed handshakes took the backend out (passive health).",
+                |b| b.passive_ejections,
+            ),
         ] {
             let fam = Family::<Labels, Counter>::default();
             for b in &self.backends {
@@ -186,6 +217,12 @@ impl Status {
             "all_backends_down",
             "1 when no backend is healthy (table fails open).",
             flag(self.fail_open),
+        );
+        int(
+            &mut reg,
+            "backups_serving",
+            "1 when no primary is healthy and the backups hold the table.",
+            flag(self.backups_serving),
         );
         int(
             &mut reg,
@@ -612,6 +649,8 @@ mod tests {
         let before = [
             "counter xvip_backend_bytes_total{backend}",
             "counter xvip_backend_checks_total{backend,result}",
+            "counter xvip_backend_handshakes_failed_total{backend,kind}",
+            "counter xvip_backend_passive_ejections_total{backend}",
             "counter xvip_backend_new_flows_total{backend}",
             "counter xvip_backend_packets_total{backend}",
             "counter xvip_backend_transitions_total{backend}",
@@ -630,10 +669,13 @@ mod tests {
             "counter xvip_vrrp_transitions_total{}",
             "gauge xvip_all_backends_down{}",
             "gauge xvip_announcing{}",
+            "gauge xvip_backend_backup{backend}",
             "gauge xvip_backend_check_latency_seconds{backend}",
             "gauge xvip_backend_healthy{backend}",
+            "gauge xvip_backend_passive_down{backend}",
             "gauge xvip_backend_slots{backend}",
             "gauge xvip_backend_weight{backend}",
+            "gauge xvip_backups_serving{}",
             "gauge xvip_conntrack_entries{}",
             "gauge xvip_detection_seconds{}",
             "gauge xvip_discovery_last_success_age_seconds{}",

@@ -40,6 +40,35 @@ mod tests {
     }
 
     #[test]
+    fn backups_and_their_turn_show_in_the_table_and_the_metrics() {
+        let mut s = sample();
+        s.backends.push(BackendStatus {
+            addr: "192.0.2.13:6443".into(),
+            healthy: true,
+            weight: 1,
+            backup: true,
+            ..Default::default()
+        });
+        let t = s.to_table();
+        assert!(t.contains("192.0.2.13:6443 (backup)"), "{t}");
+        assert!(!t.contains("ALL PRIMARIES DOWN"), "{t}");
+        let m = s.to_prometheus();
+        for want in [
+            "xvip_backend_backup{backend=\"192.0.2.13:6443\"} 1",
+            "xvip_backups_serving 0",
+        ] {
+            assert!(m.contains(want), "{want}: {m}");
+        }
+        assert!(!m.contains(&format!(
+            "xvip_backend_backup{{backend=\"{}\"}} 1",
+            s.backends[0].addr
+        )));
+        s.backups_serving = true;
+        assert!(s.to_table().contains("ALL PRIMARIES DOWN (backups serve)"));
+        assert!(s.to_prometheus().contains("xvip_backups_serving 1"));
+    }
+
+    #[test]
     fn sync_shows_in_the_table_and_the_metrics() {
         let mut s = sample();
         assert!(

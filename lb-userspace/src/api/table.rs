@@ -18,6 +18,8 @@ impl Status {
             self.table_size,
             if self.fail_open {
                 ", ALL BACKENDS DOWN (fail open)"
+            } else if self.backups_serving {
+                ", ALL PRIMARIES DOWN (backups serve)"
             } else {
                 ""
             }
@@ -32,7 +34,11 @@ impl Status {
             let _ = writeln!(
                 o,
                 "{:<22} {:>5} {:>6} {:<9} {:>6.1}% {:>9} {:>10} {:>9}  {}",
-                b.addr,
+                if b.backup {
+                    format!("{} (backup)", b.addr)
+                } else {
+                    b.addr.clone()
+                },
                 b.index,
                 b.weight,
                 if b.healthy { "up" } else { "DOWN" },
@@ -43,6 +49,8 @@ impl Status {
                 b.packets,
                 b.new_flows,
                 match (b.healthy, &b.mac) {
+                    (false, _) if b.passive_down =>
+                        "handshakes failed (passive), back after the check's rise",
                     (false, _) => b.last_error.as_deref().unwrap_or(""),
                     (true, None) => b.next_hop.as_deref().unwrap_or(""),
                     (true, Some(_)) => "",

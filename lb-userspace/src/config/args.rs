@@ -52,6 +52,15 @@ pub struct RunArgs {
     /// Consecutive failures that take a backend out.
     #[arg(long, env = "XVIP_FALL")]
     pub fall: Option<u32>,
+    /// Failed handshakes of live traffic in a row (SYN refused with a RST or unanswered)
+    /// that take a backend out before its check fails; the check's rise brings it back
+    /// (default 3; 0 turns passive health off).
+    #[arg(long, env = "XVIP_PASSIVE_ERRORS")]
+    pub passive_errors: Option<u32>,
+    /// Time a backend has to answer a new flow's SYN before it counts as unanswered,
+    /// e.g. 300ms (default: the check's default timeout; 100ms to 10s).
+    #[arg(long, env = "XVIP_PASSIVE_TIMEOUT")]
+    pub passive_timeout: Option<String>,
     /// CA bundle (PEM) to verify the API servers' certificates with.
     #[arg(long, env = "XVIP_CA_FILE")]
     pub ca_file: Option<PathBuf>,

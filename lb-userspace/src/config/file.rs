@@ -24,6 +24,8 @@ pub(super) struct FileConfig {
     pub(super) health_timeout: Option<String>,
     pub(super) rise: Option<u32>,
     pub(super) fall: Option<u32>,
+    pub(super) passive_errors: Option<u32>,
+    pub(super) passive_timeout: Option<String>,
     pub(super) ca_file: Option<PathBuf>,
     pub(super) cert_file: Option<PathBuf>,
     pub(super) key_file: Option<PathBuf>,

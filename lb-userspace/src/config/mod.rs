@@ -135,6 +135,9 @@ pub struct BackendSpec6 {
     pub addr: SocketAddrV6,
     /// Relative weight; 0 drains (no new flows, existing ones kept).
     pub weight: u32,
+    /// Held back while any primary of its family is healthy (`ADDR,backup`, haproxy's
+    /// `backup`): in the table only when every primary is down.
+    pub backup: bool,
 }
 
 /// One backend as configured.
@@ -143,6 +146,9 @@ pub struct BackendSpec {
     pub addr: SocketAddrV4,
     /// Relative weight; 0 drains (no new flows, existing ones kept).
     pub weight: u32,
+    /// Held back while any primary of its family is healthy (`ADDR,backup`, haproxy's
+    /// `backup`): in the table only when every primary is down.
+    pub backup: bool,
 }
 
 /// Validated health-check settings.
@@ -154,6 +160,10 @@ pub struct HealthConfig {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// Failed handshakes in a row that take a backend out (passive health; 0: off).
+    pub passive_errors: u32,
+    /// Time a new flow's SYN may wait for the backend's answer.
+    pub passive_timeout: Duration,
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,

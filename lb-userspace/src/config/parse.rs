@@ -83,6 +83,64 @@ pub fn parse_vip_addr(s: &str) -> Result<SocketAddr, ConfigError> {
     parse_addr_port("--vip", s)
 }
 
+/// Role suffix of a backend held only for when every primary is down (`ADDR,backup`).
+pub const BACKUP_SUFFIX: &str = "backup";
+
+/// Parses a backend with its weight and role: `ADDR[:PORT][@WEIGHT][,backup]` (the forms
+/// of [`parse_backend_addr`]); returns whether it is a backup.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the value: a bad address or weight, or a role other
+/// than `backup`.
+pub fn parse_backend(s: &str) -> Result<(SocketAddr, u32, bool), ConfigError> {
+    let (spec, backup) = match s.split_once(',') {
+        Some((spec, role)) if role.trim() == BACKUP_SUFFIX => (spec.trim(), true),
+        Some((_, role)) => {
+            return Err(ConfigError::invalid(
+                "--backend",
+                s,
+                format!("role '{role}' is not 'backup'"),
+            ));
+        }
+        None => (s, false),
+    };
+    let (addr, weight) = parse_backend_addr(spec).map_err(|e| match e {
+        ConfigError::Invalid { field, reason, .. } => ConfigError::Invalid {
+            field,
+            value: s.into(),
+            reason,
+        },
+        e => e,
+    })?;
+    Ok((addr, weight, backup))
+}
+
+/// Joins the role of a comma-split backend list back onto its address: clap and the
+/// environment split `--backend 192.0.2.13,backup` at the comma, so a lone `backup` item
+/// belongs to the item before it.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] when the list starts with `backup` (no backend to apply it to).
+pub(super) fn join_backend_roles(list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        if item.trim() == BACKUP_SUFFIX {
+            let Some(last) = out.last_mut() else {
+                return Err(ConfigError::invalid(
+                    "--backend",
+                    item,
+                    "a role needs a backend before it (ADDR,backup)",
+                ));
+            };
+            last.push(',');
+            last.push_str(BACKUP_SUFFIX);
+        } else {
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
 /// Parses a backend of either family with its weight: `ADDR[:PORT][@WEIGHT]`, IPv6 as
 /// `[IPv6]:PORT[@WEIGHT]` or a bare `IPv6[@WEIGHT]`.
 ///

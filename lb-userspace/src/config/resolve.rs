@@ -14,8 +14,8 @@ use lb_common::{
 use super::args::RunArgs;
 use super::file::{FileConfig, OneOrMany, load_file};
 use super::parse::{
-    parse_any_ip, parse_backend_addr, parse_duration, parse_port_range, parse_vip_addr,
-    validate_interface_name,
+    join_backend_roles, parse_any_ip, parse_backend, parse_duration, parse_port_range,
+    parse_vip_addr, validate_interface_name,
 };
 use super::sync;
 use super::vrrp;
@@ -212,16 +212,16 @@ impl RunArgs {
         vips: &[VipSpec],
         vips6: &[VipSpec6],
     ) -> Result<(Vec<BackendSpec>, Vec<BackendSpec6>), ConfigError> {
-        let backend_strs = pick_list(&self.backends, file.backends.clone());
+        let backend_strs = join_backend_roles(pick_list(&self.backends, file.backends.clone()))?;
         if backend_strs.is_empty() {
             return Err(ConfigError::Missing {
                 field: "--backend",
-                hint: "at least one backend, IP[:PORT][@WEIGHT]",
+                hint: "at least one backend, IP[:PORT][@WEIGHT][,backup]",
             });
         }
         let backends = backend_strs
             .iter()
-            .map(|s| parse_backend_addr(s).map(|b| (s, b)))
+            .map(|s| parse_backend(s).map(|b| (s, b)))
             .collect::<Result<Vec<_>, _>>()?;
         if backends.len() > MAX_BACKENDS as usize {
             return Err(ConfigError::invalid(
@@ -237,15 +237,17 @@ impl RunArgs {
         }
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
-        for (given, (addr, weight)) in &backends {
+        for (given, (addr, weight, backup)) in &backends {
             match addr {
                 SocketAddr::V4(a) if !vips.is_empty() => v4.push(BackendSpec {
                     addr: *a,
                     weight: *weight,
+                    backup: *backup,
                 }),
                 SocketAddr::V6(a) if !vips6.is_empty() => v6.push(BackendSpec6 {
                     addr: *a,
                     weight: *weight,
+                    backup: *backup,
                 }),
                 _ => {
                     let (this, other) = if addr.is_ipv4() {
@@ -280,6 +282,25 @@ impl RunArgs {
                 "IPv6",
                 SocketAddrV6::new(v.addr, v.port, 0, 0).to_string(),
             ));
+        }
+        // Backups stand in for primaries: a family of nothing but backups has none to
+        // stand in for (and would balance over them as if they were primaries).
+        let all_backup = |family: &str, first: String| {
+            ConfigError::invalid(
+                "--backend",
+                first,
+                format!("every {family} backend is a backup: at least one must be a primary"),
+            )
+        };
+        if v4.iter().all(|b| b.backup)
+            && let Some(b) = v4.first()
+        {
+            return Err(all_backup("IPv4", b.addr.to_string()));
+        }
+        if v6.iter().all(|b| b.backup)
+            && let Some(b) = v6.first()
+        {
+            return Err(all_backup("IPv6", b.addr.to_string()));
         }
         Ok((v4, v6))
     }
@@ -387,6 +408,32 @@ impl RunArgs {
         if fall == 0 {
             return Err(ConfigError::invalid("--fall", fall, "must be at least 1"));
         }
+        let passive_errors = self.passive_errors.or(file.passive_errors).unwrap_or(3);
+        if passive_errors > MAX_PASSIVE_ERRORS {
+            return Err(ConfigError::invalid(
+                "--passive-errors",
+                passive_errors,
+                format!("must be 0 (off) to {MAX_PASSIVE_ERRORS}"),
+            ));
+        }
+        let passive_timeout = match self
+            .passive_timeout
+            .clone()
+            .or(file.passive_timeout.clone())
+        {
+            Some(s) => {
+                let t = parse_duration("--passive-timeout", &s)?;
+                if !(Duration::from_millis(100)..=Duration::from_secs(10)).contains(&t) {
+                    return Err(ConfigError::invalid(
+                        "--passive-timeout",
+                        s,
+                        "must be between 100ms and 10s",
+                    ));
+                }
+                t
+            }
+            None => Duration::from_millis(300),
+        };
         let ca_file = self.ca_file.clone().or(file.ca_file.clone());
         let cert_file = self.cert_file.clone().or(file.cert_file.clone());
         let key_file = self.key_file.clone().or(file.key_file.clone());
@@ -427,6 +474,8 @@ impl RunArgs {
             timeout,
             rise,
             fall,
+            passive_errors,
+            passive_timeout,
             ca_file,
             cert_file,
             key_file,
@@ -619,6 +668,9 @@ pub(super) fn check_family_rules(
     Ok(())
 }
 
+/// Most failed handshakes in a row `--passive-errors` may ask for.
+pub const MAX_PASSIVE_ERRORS: u32 = 1000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,14 +741,16 @@ mod tests {
             s.backends[0],
             BackendSpec {
                 addr: "192.0.2.11:6443".parse().unwrap(),
-                weight: 1
+                weight: 1,
+                backup: false
             }
         );
         assert_eq!(
             s.backends[1],
             BackendSpec {
                 addr: "192.0.2.12:6444".parse().unwrap(),
-                weight: 2
+                weight: 2,
+                backup: false
             }
         );
         assert_eq!(s.snat_ip, Ipv4Addr::new(192, 0, 2, 100));
@@ -744,11 +798,13 @@ mod tests {
             vec![
                 BackendSpec6 {
                     addr: "[2001:db8::11]:6443".parse().unwrap(),
-                    weight: 1
+                    weight: 1,
+                    backup: false
                 },
                 BackendSpec6 {
                     addr: "[2001:db8::12]:6443".parse().unwrap(),
-                    weight: 2
+                    weight: 2,
+                    backup: false
                 },
             ]
         );
@@ -764,8 +820,84 @@ mod tests {
             assert_eq!(parse_vip_addr(given).unwrap().to_string(), want, "{given}");
         }
         assert_eq!(
-            parse_backend_addr("[2001:db8::11]:6444@3").unwrap(),
-            ("[2001:db8::11]:6444".parse().unwrap(), 3)
+            parse_backend("[2001:db8::11]:6444@3").unwrap(),
+            ("[2001:db8::11]:6444".parse().unwrap(), 3, false)
+        );
+    }
+
+    #[test]
+    fn a_backup_role_follows_its_backend_in_flags_env_and_toml() {
+        // clap and XVIP_BACKENDS split `192.0.2.13,backup` at the comma.
+        let mut a = args();
+        a.backends.extend(["192.0.2.13@2".into(), "backup".into()]);
+        let s = a.resolve().unwrap();
+        let roles: Vec<(String, u32, bool)> = s
+            .backends
+            .iter()
+            .map(|b| (b.addr.to_string(), b.weight, b.backup))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("192.0.2.11:6443".into(), 1, false),
+                ("192.0.2.12:6444".into(), 2, false),
+                ("192.0.2.13:6443".into(), 2, true)
+            ]
+        );
+        // TOML keeps the item whole; IPv6 alike.
+        let mut a = v6_args();
+        a.backends.push("[2001:db8::13]:6443, backup".into());
+        assert!(a.resolve().unwrap().backends6[2].backup);
+    }
+
+    #[test]
+    fn passive_health_settings_default_parse_and_bad_values_are_named() {
+        let h = args().resolve().unwrap().health;
+        assert_eq!(
+            (h.passive_errors, h.passive_timeout),
+            (3, Duration::from_millis(300))
+        );
+        let mut a = args();
+        a.passive_errors = Some(0);
+        a.passive_timeout = Some("2s".into());
+        let h = a.resolve().unwrap().health;
+        assert_eq!(
+            (h.passive_errors, h.passive_timeout),
+            (0, Duration::from_secs(2))
+        );
+        for (errors, timeout, field, value) in [
+            (Some(1001), None, "--passive-errors", "1001"),
+            (None, Some("50ms"), "--passive-timeout", "50ms"),
+            (None, Some("11s"), "--passive-timeout", "11s"),
+            (None, Some("soon"), "--passive-timeout", "soon"),
+        ] {
+            let mut a = args();
+            a.passive_errors = errors;
+            a.passive_timeout = timeout.map(Into::into);
+            let (f, v, _) = invalid(a.resolve().unwrap_err());
+            assert_eq!((f, v.as_str()), (field, value));
+        }
+    }
+
+    #[test]
+    fn bad_backup_roles_are_named() {
+        let mut a = args();
+        a.backends.insert(0, "backup".into());
+        let (field, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!((field, value.as_str()), ("--backend", "backup"));
+        assert!(reason.contains("needs a backend before it"), "{reason}");
+        let mut a = args();
+        a.backends.push("192.0.2.13,standby".into());
+        let (_, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!(value, "192.0.2.13,standby");
+        assert!(reason.contains("'standby' is not 'backup'"), "{reason}");
+        let mut a = args();
+        a.backends = vec!["192.0.2.11,backup".into(), "192.0.2.12,backup".into()];
+        let (_, value, reason) = invalid(a.resolve().unwrap_err());
+        assert_eq!(value, "192.0.2.11:6443");
+        assert!(
+            reason.contains("at least one must be a primary"),
+            "{reason}"
         );
     }
 

@@ -409,10 +409,21 @@ async fn get_body<I>(io: I, host: &str, bearer: Option<&str>) -> Result<bytes::B
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let req = request(PATH, host, bearer)?;
-    let (resp, _conn) = crate::net::http::send(io, req)
-        .await
-        .map_err(|e| e.text())?;
+    get_path(io, PATH, host, bearer).await
+}
+
+/// `GET path` on `io`: the body of a 200 answer, at most [`MAX_RESPONSE`] bytes.
+async fn get_path<I>(
+    io: I,
+    path: &str,
+    host: &str,
+    bearer: Option<&str>,
+) -> Result<bytes::Bytes, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let req = request(path, host, bearer)?;
+    let (resp, _conn) = crate::net::http::send(io, req).await.map_err(|e| e.text())?;
     let status = resp.status();
     if status != hyper::StatusCode::OK {
         return Err(format!("HTTP {status}"));
@@ -481,6 +492,56 @@ pub async fn list_once(
     for (addr, name) in targets {
         match tokio::time::timeout(REQUEST_TIMEOUT, get_list(access, addr, &name)).await {
             Ok(Ok(list)) => return Ok(Listed { list, addr, name }),
+            Ok(Err(e)) => reasons.push(format!("{addr}: {e}")),
+            Err(_) => reasons.push(format!("{addr}: timeout after {REQUEST_TIMEOUT:?}")),
+        }
+    }
+    Err(DiscoveryError::NoAnswer(reasons.join("; ")))
+}
+
+/// One `GET path` (a JSON object of the API) from the first of the `candidates`, then the
+/// kubeconfig's server, that answers; `Ok(None)` when one answered 404 (no such object).
+/// For `xvip doctor`'s one-off reads.
+///
+/// # Errors
+/// [`DiscoveryError::NoAnswer`] with every server's reason.
+pub async fn get_object(
+    access: &ApiAccess,
+    candidates: &[SocketAddr],
+    path: &str,
+) -> Result<Option<bytes::Bytes>, DiscoveryError> {
+    let mut reasons = Vec::new();
+    let mut targets: Vec<(SocketAddr, String)> = candidates
+        .iter()
+        .map(|a| {
+            let name = access
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| a.ip().to_string());
+            (*a, name)
+        })
+        .collect();
+    if let Ok(addrs) =
+        tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await
+    {
+        for a in addrs {
+            if !targets.iter().any(|(t, _)| *t == a) {
+                let name = access
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| access.server_host.clone());
+                targets.push((a, name));
+            }
+        }
+    }
+    for (addr, name) in targets {
+        let get = async {
+            let tls = connect(access, addr, &name).await?;
+            get_path(tls, path, &name, access.bearer_token.as_deref()).await
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, get).await {
+            Ok(Ok(body)) => return Ok(Some(body)),
+            Ok(Err(e)) if e.starts_with("HTTP 404") => return Ok(None),
             Ok(Err(e)) => reasons.push(format!("{addr}: {e}")),
             Err(_) => reasons.push(format!("{addr}: timeout after {REQUEST_TIMEOUT:?}")),
         }

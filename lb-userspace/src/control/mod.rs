@@ -7,4 +7,5 @@ pub mod discovery;
 pub mod health;
 pub mod maglev;
 pub mod nexthop;
+pub mod passive;
 pub mod reconcile;

@@ -45,6 +45,8 @@ pub struct Applied {
     pub swaps: usize,
     /// No backend was eligible, so the table fell back to every reachable backend.
     pub fail_open: bool,
+    /// No primary was eligible, so the backups hold the table (of either family).
+    pub backups_serving: bool,
 }
 
 /// A VIP as the reconciler writes it: an address of either family and a port (TCP).
@@ -72,6 +74,8 @@ pub struct Reconciler {
     snat_ip6: Option<Ipv6Addr>,
     table_size: u32,
     backends: BTreeMap<SocketAddr, BackendState>,
+    /// The backends held back while a primary of their family is eligible.
+    backups: std::collections::BTreeSet<SocketAddr>,
     free: Vec<u32>,
     next_index: u32,
     tables: Vec<Vec<u32>>,
@@ -106,6 +110,7 @@ impl Reconciler {
             snat_ip6: s.snat_ip6,
             table_size: s.table_size,
             backends: BTreeMap::new(),
+            backups: Default::default(),
             free: Vec::new(),
             next_index: 0,
             tables: vec![Vec::new(); s.vips.len() + s.vips6.len()],
@@ -125,7 +130,22 @@ impl Reconciler {
                         .map(|b| (SocketAddr::V6(b.addr), b.weight)),
                 ),
         );
+        r.set_backups(backups_of(s));
         r
+    }
+
+    /// Declares which backends are backups (the rest are primaries); an address not
+    /// configured is remembered for when it is. Returns whether anything changed.
+    pub fn set_backups(&mut self, backups: impl IntoIterator<Item = SocketAddr>) -> bool {
+        let backups = backups.into_iter().collect();
+        let changed = self.backups != backups;
+        self.backups = backups;
+        changed
+    }
+
+    /// Whether `addr` is a backup.
+    pub fn is_backup(&self, addr: &SocketAddr) -> bool {
+        self.backups.contains(addr)
     }
 
     /// Adds IPv6 VIPs (and their backends come through [`Reconciler::set_backends`] like
@@ -449,13 +469,14 @@ impl Reconciler {
             }
         }
 
-        let (table4, open4) = self.compute_table(false);
-        let (table6, open6) = if any6 {
+        let (table4, open4, backup4) = self.compute_table(false);
+        let (table6, open6, backup6) = if any6 {
             self.compute_table(true)
         } else {
-            (Vec::new(), false)
+            (Vec::new(), false, false)
         };
         applied.fail_open = open4 || open6;
+        applied.backups_serving = backup4 || backup6;
         let flags = if self.mode == Mode::Dnat {
             VIP_FLAG_DNAT
         } else {
@@ -515,15 +536,20 @@ impl Reconciler {
         Ok(applied)
     }
 
-    /// The table the VIPs of one family share (`v6`): that family's healthy backends with a
-    /// known MAC; if none, every one with a known MAC (fail open: see
-    /// docs/health-checks.md).
-    fn compute_table(&self, v6: bool) -> (Vec<u32>, bool) {
-        let pick = |require_healthy: bool| -> Vec<MaglevBackend> {
+    /// The table the VIPs of one family share (`v6`): that family's healthy primaries with
+    /// a known MAC; if none, its healthy backups; if none, every one with a known MAC (fail
+    /// open: see docs/health-checks.md). Returns the table, whether it failed open and
+    /// whether the backups hold it.
+    fn compute_table(&self, v6: bool) -> (Vec<u32>, bool, bool) {
+        // `backup`: `Some(b)` takes only backups (`b`) or only primaries, `None` both.
+        let pick = |require_healthy: bool, backup: Option<bool>| -> Vec<MaglevBackend> {
             self.backends
                 .iter()
                 .filter(|(addr, st)| {
-                    addr.is_ipv6() == v6 && st.mac.is_some() && (st.healthy || !require_healthy)
+                    addr.is_ipv6() == v6
+                        && st.mac.is_some()
+                        && (st.healthy || !require_healthy)
+                        && backup.is_none_or(|b| self.backups.contains(addr) == b)
                 })
                 .map(|(addr, st)| MaglevBackend {
                     id: BackendId {
@@ -535,18 +561,38 @@ impl Reconciler {
                 })
                 .collect()
         };
-        let healthy = pick(true);
-        let (set, fail_open) = if healthy.iter().any(|b| b.weight > 0) {
-            (healthy, false)
+        let serves = |set: &[MaglevBackend]| set.iter().any(|b| b.weight > 0);
+        let primaries = pick(true, Some(false));
+        let (set, fail_open, backups) = if serves(&primaries) {
+            (primaries, false, false)
         } else {
-            let all = pick(false);
-            let open = all.iter().any(|b| b.weight > 0);
-            (all, open)
+            let backups = pick(true, Some(true));
+            if serves(&backups) {
+                (backups, false, true)
+            } else {
+                let all = pick(false, None);
+                let open = serves(&all);
+                (all, open, false)
+            }
         };
         let table = build_table(&set, self.table_size)
             .unwrap_or_else(|_| vec![NO_BACKEND; self.table_size as usize]);
-        (table, fail_open)
+        (table, fail_open, backups)
     }
+}
+
+/// The configured backups of both families.
+pub fn backups_of(s: &Settings) -> impl Iterator<Item = SocketAddr> + '_ {
+    s.backends
+        .iter()
+        .filter(|b| b.backup)
+        .map(|b| SocketAddr::V4(b.addr))
+        .chain(
+            s.backends6
+                .iter()
+                .filter(|b| b.backup)
+                .map(|b| SocketAddr::V6(b.addr)),
+        )
 }
 
 /// The `VIPS` key of an IPv4 VIP (TCP); `None` for an IPv6 one.
@@ -763,6 +809,62 @@ mod tests {
         let a = r.apply(&mut m, &[]).unwrap();
         assert!(a.fail_open);
         assert_eq!(owners(&m, &s).len(), 2);
+    }
+
+    #[test]
+    fn backups_take_the_table_only_while_no_primary_is_healthy() {
+        let s = settings(&["192.0.2.11", "192.0.2.12", "192.0.2.13,backup"]);
+        let mut r = Reconciler::new(&s);
+        for (i, a) in ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+            .iter()
+            .enumerate()
+        {
+            r.set_mac(addr(a), [2, 0, 0, 0, 0, i as u8]);
+        }
+        let index = |r: &Reconciler, a: &str| r.backends()[&addr(a)].index;
+        let (p1, p2, b) = (
+            index(&r, "192.0.2.11"),
+            index(&r, "192.0.2.12"),
+            index(&r, "192.0.2.13"),
+        );
+        assert!(r.is_backup(&addr("192.0.2.13")) && !r.is_backup(&addr("192.0.2.11")));
+        let mut m = FakeMaps::default();
+        let a = r.apply(&mut m, &[]).unwrap();
+        assert!(!a.backups_serving && !a.fail_open);
+        assert_eq!(owners(&m, &s), [p1, p2].into());
+        // One primary left: it holds the whole table, the backup still waits.
+        r.set_health(addr("192.0.2.11"), false);
+        let a = r.apply(&mut m, &[]).unwrap();
+        assert!(!a.backups_serving);
+        assert_eq!(owners(&m, &s), [p2].into());
+        // Every primary down: the backup takes the table, no fail-open.
+        r.set_health(addr("192.0.2.12"), false);
+        let a = r.apply(&mut m, &[]).unwrap();
+        assert!(a.backups_serving && !a.fail_open);
+        assert_eq!(owners(&m, &s), [b].into());
+        // A drained primary (weight 0) is not a primary that serves.
+        r.set_health(addr("192.0.2.12"), true);
+        r.set_backends([
+            (addr("192.0.2.11"), 1),
+            (addr("192.0.2.12"), 0),
+            (addr("192.0.2.13"), 1),
+        ]);
+        assert!(r.apply(&mut m, &[]).unwrap().backups_serving);
+        // A primary back: the table is the primaries' again.
+        r.set_health(addr("192.0.2.11"), true);
+        let a = r.apply(&mut m, &[]).unwrap();
+        assert!(!a.backups_serving);
+        assert_eq!(owners(&m, &s), [p1].into());
+        // Everything down: fail open over every reachable backend, backups included.
+        for a in ["192.0.2.11", "192.0.2.12", "192.0.2.13"] {
+            r.set_health(addr(a), false);
+        }
+        let a = r.apply(&mut m, &[]).unwrap();
+        assert!(a.fail_open && !a.backups_serving);
+        assert_eq!(owners(&m, &s), [p1, b].into());
+        // Roles change on reload: no backups, the table ignores the old role.
+        assert!(r.set_backups([]));
+        assert!(!r.is_backup(&addr("192.0.2.13")));
     }
 
     #[test]

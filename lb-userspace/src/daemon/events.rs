@@ -97,6 +97,8 @@ pub(super) struct Sources {
     pub(super) resolve: tokio::time::Interval,
     /// Refreshes the ARP frames' mark and, while yielded, probes the VIP (`claims`).
     pub(super) claims: tokio::time::Interval,
+    /// Reads the handshake counters for passive health.
+    pub(super) passive: tokio::time::Interval,
     pub(super) vrrp: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
     /// The IPv6 VRRP instance's state changes.
     pub(super) vrrp6: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
@@ -217,7 +219,8 @@ impl Daemon {
                 _ = src.sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
                 _ = src.sigint.recv() => { log::info!("SIGINT: stopping"); break; }
                 _ = src.sighup.recv() => self.on_sighup(),
-                Some(ev) = src.health.recv() => handle_health(&self.shared, ev),
+                Some(ev) = src.health.recv() => handle_health(&self.shared, ev, self.health.rise),
+                _ = src.passive.tick() => on_passive_tick(&self.shared),
                 Some(found) = recv_opt(&mut src.discovery) => self.on_discovered(&found),
                 pkt = arp.recv() => match pkt {
                     Ok(a) => self.on_arp(&arp, self.iface.mac, &a),
@@ -328,8 +331,16 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 super::startup::log_unapplied(&self.settings, &new);
+                // Roles first: the tables written below already hold the reloaded ones.
+                let backups: Vec<SocketAddr> =
+                    crate::control::reconcile::backups_of(&new).collect();
                 self.settings.backends = new.backends;
                 self.static6 = new.backends6;
+                self.shared
+                    .lock()
+                    .expect("poisoned")
+                    .reconciler
+                    .set_backups(backups);
                 let wanted6 = match &self.discovered6 {
                     Some(found) => self.weighted6(found),
                     None => self.static6.clone(),
@@ -356,29 +367,46 @@ impl Daemon {
         }
     }
 
-    /// Discovered addresses with their weights: a static backend's, else 1.
+    /// Discovered addresses with their weights: a static backend's, else 1; and the
+    /// configured backups discovery does not list (a standby outside the cluster's
+    /// EndpointSlice stays one).
     fn weighted(&self, found: &BTreeSet<SocketAddrV4>) -> Vec<(SocketAddrV4, u32)> {
+        let backups = self
+            .settings
+            .backends
+            .iter()
+            .filter(|b| b.backup && !found.contains(&b.addr))
+            .map(|b| (b.addr, b.weight));
         found
             .iter()
             .map(|a| {
                 let weight = self.settings.backends.iter().find(|b| b.addr == *a);
                 (*a, weight.map_or(1, |b| b.weight))
             })
+            .chain(backups)
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
             .collect()
     }
 
     /// Discovered IPv6 addresses with their weights: a configured backend's, else 1.
     fn weighted6(&self, found: &BTreeSet<SocketAddrV6>) -> Vec<crate::config::BackendSpec6> {
+        let backups = self
+            .static6
+            .iter()
+            .filter(|b| b.backup && !found.contains(&b.addr))
+            .copied();
         found
             .iter()
-            .map(|a| crate::config::BackendSpec6 {
-                addr: *a,
-                weight: self
-                    .static6
-                    .iter()
-                    .find(|b| b.addr == *a)
-                    .map_or(1, |b| b.weight),
+            .map(|a| {
+                let known = self.static6.iter().find(|b| b.addr == *a);
+                crate::config::BackendSpec6 {
+                    addr: *a,
+                    weight: known.map_or(1, |b| b.weight),
+                    backup: known.is_some_and(|b| b.backup),
+                }
             })
+            .chain(backups)
             .collect()
     }
 
@@ -723,10 +751,85 @@ pub(super) fn replace_backends(
     }
 }
 
+/// Passive health's tick: the handshake counters of the backends the data path forwards
+/// to (a local backend's answers never pass it) fed to the tracker; a backend whose failed
+/// handshakes in a row reach the limit leaves the table now.
+fn on_passive_tick(shared: &Mutex<Shared>) {
+    let mut s = shared.lock().expect("poisoned");
+    if !s.passive.enabled() {
+        return;
+    }
+    let st = &mut *s;
+    let followed: Vec<(SocketAddr, u32)> = st
+        .reconciler
+        .backends()
+        .iter()
+        .filter(|(a, _)| !st.reconciler.is_local(*a))
+        .map(|(a, b)| (*a, b.index))
+        .collect();
+    let counts = match st.dataplane.passive(followed.iter().map(|(_, i)| *i)) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("passive health: reading the handshake counters failed: {e}");
+            return;
+        }
+    };
+    let totals: BTreeMap<SocketAddr, lb_common::Passive> = followed
+        .iter()
+        .filter_map(|(a, i)| counts.get(i).map(|c| (*a, *c)))
+        .collect();
+    // A flood churns the data path's handshake entries: answers may find none.
+    let flood = st
+        .unconfirmed_entries
+        .load(std::sync::atomic::Ordering::Relaxed)
+        >= lb_common::UNCONFIRMED_FLOOD_THRESHOLD as usize;
+    let out = st.passive.tick(&totals, !flood);
+    st.passive_down
+        .retain(|a, _| st.reconciler.backends().contains_key(a));
+    let mut changed = false;
+    for addr in out {
+        if !st
+            .reconciler
+            .backends()
+            .get(&addr)
+            .is_some_and(|b| b.healthy)
+        {
+            continue;
+        }
+        let h = st.passive.stats(&addr);
+        tracing::warn!(backend = %addr, "backend {addr} is down: new flows' handshakes failed in a row (passive; {} refused, {} unanswered so far), back after its check's rise", h.refused, h.unanswered);
+        st.passive_down.insert(addr, 0);
+        *st.passive_ejections.entry(addr).or_default() += 1;
+        changed |= st.reconciler.set_health(addr, false);
+    }
+    if changed {
+        reconcile(st, None, None);
+    }
+}
+
+/// A check result for passive health: a backend it took out comes back after `rise`
+/// successful checks in a row; a check that fails starts the count again. Returns
+/// whether the backend came back.
+fn passive_check_result(s: &mut Shared, addr: SocketAddr, ok: bool, rise: u32) -> bool {
+    let Some(n) = s.passive_down.get_mut(&addr) else {
+        return false;
+    };
+    *n = if ok { *n + 1 } else { 0 };
+    if *n < rise {
+        return false;
+    }
+    s.passive_down.remove(&addr);
+    tracing::info!(backend = %addr, "backend {addr} is up: {rise} checks passed since failed handshakes took it out");
+    s.reconciler.set_health(addr, true)
+}
+
 /// A check result of an IPv6 backend: counted, and a transition reconciles (the IPv6 VIPs'
 /// tables) as for IPv4.
-fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEvent) {
+fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEvent, rise: u32) {
     let mut s = shared.lock().expect("poisoned");
+    if passive_check_result(&mut s, backend.into(), ev.result.is_ok(), rise) {
+        reconcile(&mut s, Some(ev.at), None);
+    }
     // A result of a checker stopped by a reload: that backend is gone.
     let Some((st, healthy)) = s.checks6.get_mut(&backend) else {
         return;
@@ -750,18 +853,35 @@ fn handle_health6(shared: &Mutex<Shared>, backend: SocketAddrV6, ev: &HealthEven
         } else {
             tracing::warn!(backend = %backend, reason = %t.reason, "backend {backend} is down: {}", t.reason);
         }
+        if passive_keeps_out(&mut s, backend.into(), t.healthy) {
+            return;
+        }
         if s.reconciler.set_health(backend, t.healthy) {
             reconcile(&mut s, Some(ev.at), t.first_failure_at);
         }
     }
 }
 
-fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
+/// A check transition of a backend passive health took out: up waits for passive health's
+/// own count of successes (returns true: keep it out); down hands it back to the check.
+fn passive_keeps_out(s: &mut Shared, addr: SocketAddr, healthy: bool) -> bool {
+    if healthy {
+        s.passive_down.contains_key(&addr)
+    } else {
+        s.passive_down.remove(&addr);
+        false
+    }
+}
+
+fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent, rise: u32) {
     let backend = match ev.backend {
         SocketAddr::V4(a) => a,
-        SocketAddr::V6(a) => return handle_health6(shared, a, &ev),
+        SocketAddr::V6(a) => return handle_health6(shared, a, &ev, rise),
     };
     let mut s = shared.lock().expect("poisoned");
+    if passive_check_result(&mut s, backend.into(), ev.result.is_ok(), rise) {
+        reconcile(&mut s, Some(ev.at), None);
+    }
     let st = s.checks.entry(backend).or_default();
     match &ev.result {
         Ok(lat) => {
@@ -779,6 +899,9 @@ fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent) {
             tracing::info!(backend = %ev.backend, reason = %t.reason, "backend {} is up: {}", ev.backend, t.reason);
         } else {
             tracing::warn!(backend = %ev.backend, reason = %t.reason, "backend {} is down: {}", ev.backend, t.reason);
+        }
+        if passive_keeps_out(&mut s, ev.backend, t.healthy) {
+            return;
         }
         if s.reconciler.set_health(backend, t.healthy) {
             reconcile(&mut s, Some(ev.at), t.first_failure_at);
@@ -798,6 +921,14 @@ pub(super) fn reconcile(
                 log::error!("no healthy backend: the table fails open to every reachable backend");
             }
             st.fail_open = a.fail_open;
+            if a.backups_serving != st.backups_serving {
+                if a.backups_serving {
+                    log::warn!("no healthy primary: the backups hold the table");
+                } else {
+                    log::info!("a primary is healthy again: new flows go to the primaries");
+                }
+            }
+            st.backups_serving = a.backups_serving;
             if a.swaps > 0 {
                 st.swaps += a.swaps as u64;
                 if let Some(t) = transition_at {

@@ -96,6 +96,14 @@ struct Shared {
     last_reconcile: Option<Duration>,
     last_detection: Option<Duration>,
     fail_open: bool,
+    /// No primary is healthy: the backups hold the table.
+    backups_serving: bool,
+    /// Passive health: the handshake counters followed tick to tick.
+    passive: crate::control::passive::PassiveTracker,
+    /// Backends taken out by passive health, with the successful checks seen since.
+    passive_down: BTreeMap<std::net::SocketAddr, u32>,
+    /// Times passive health took each backend out.
+    passive_ejections: BTreeMap<std::net::SocketAddr, u64>,
     /// Answering ARP for the IPv4 VIPs.
     announcing: bool,
     /// Answering NDP for the IPv6 VIPs (its own VRRP instance decides, with `--vrrp-vrid`).

@@ -117,6 +117,11 @@ impl Daemon {
             ),
             resolve: tokio::time::interval(Duration::from_secs(1)),
             claims: tokio::time::interval(crate::announce::claims::PROBE),
+            passive: {
+                let mut i = tokio::time::interval(crate::control::passive::TICK);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            },
             vrrp: None,
             vrrp6: None,
             other_arp,
@@ -198,6 +203,13 @@ pub(super) fn shared_state(
         last_reconcile: None,
         last_detection: None,
         fail_open: false,
+        backups_serving: false,
+        passive: crate::control::passive::PassiveTracker::new(
+            settings.health.passive_errors,
+            settings.health.passive_timeout,
+        ),
+        passive_down: BTreeMap::new(),
+        passive_ejections: BTreeMap::new(),
         // With VRRP, only the master answers ARP for the VIPs.
         // `--announce none` (per-node mode): never.
         announcing: settings.vrrp.is_none() && settings.announce == Announce::Arp,

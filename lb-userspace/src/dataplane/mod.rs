@@ -187,6 +187,7 @@ pub struct Dataplane {
     reasons: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
+    passive: PerCpuArray<MapData, lb_common::Passive>,
     /// One entry per interface attached to, in attach order.
     links: Vec<IfLink>,
     /// The bpffs directory holding the pins (the first interface's), when pinning.
@@ -252,6 +253,7 @@ const PINNED_MAPS: &[&str] = &[
     map_names::REASONS,
     map_names::VIP_STATS,
     map_names::BACKEND_STATS,
+    map_names::PASSIVE,
     SOCK_CONFIG,
     SOCK_COUNTS,
 ];
@@ -491,6 +493,7 @@ impl Dataplane {
             reasons: take(&mut ebpf, map_names::REASONS)?,
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
             backend_stats: take(&mut ebpf, map_names::BACKEND_STATS)?,
+            passive: take(&mut ebpf, map_names::PASSIVE)?,
             rings,
             ebpf,
             links: Vec::new(),
@@ -574,6 +577,29 @@ impl Dataplane {
             s.backends.insert(i, sum_counters(v.iter()));
         }
         Ok(s)
+    }
+
+    /// The handshake counters (`PASSIVE`) of the backend indices given, summed over CPUs.
+    ///
+    /// # Errors
+    /// A failed map read.
+    pub fn passive(
+        &self,
+        backend_indices: impl IntoIterator<Item = u32>,
+    ) -> Result<StdHashMap<u32, lb_common::Passive>, DataplaneError> {
+        let mut out = StdHashMap::new();
+        for i in backend_indices {
+            let v = op(map_names::PASSIVE, self.passive.get(&i, 0))?;
+            let sum = v
+                .iter()
+                .fold(lb_common::Passive::default(), |a, c| lb_common::Passive {
+                    syns: a.syns + c.syns,
+                    answered: a.answered + c.answered,
+                    refused: a.refused + c.refused,
+                });
+            out.insert(i, sum);
+        }
+        Ok(out)
     }
 
     /// Number of tracked flows. Walks the whole map (one syscall per entry): call it from

@@ -564,12 +564,13 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
                     return Err(perr(path, *line, "server needs a name and an address"));
                 };
                 let params = &w[3..];
-                if params.iter().any(|p| p == "backup" || p == "disabled") {
+                if params.iter().any(|p| p == "disabled") {
                     notes.push(format!(
-                        "{file}:{line}: '{l}': backup/disabled servers are not carried over (xvip balances over every healthy backend)"
+                        "{file}:{line}: '{l}': disabled servers are not carried over"
                     ));
                     continue;
                 }
+                let backup = params.iter().any(|p| p == "backup");
                 // haproxy writes IPv6 servers as `[addr]:port`, `addr:port` or a bare `addr`.
                 let (ip, p) = if let Some(rest) = addr.strip_prefix('[') {
                     match rest.split_once("]:") {
@@ -593,6 +594,7 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
                 while let Some(p) = it.next() {
                     match p.as_str() {
                         "check" => checks += 1,
+                        "backup" => {}
                         "check-ssl" => tls = true,
                         "weight" => {
                             if let Some(v) = it.next() {
@@ -619,6 +621,9 @@ pub fn parse_haproxy(path: &Path, notes: &mut Vec<String>) -> Result<Haproxy, Im
                             shown(std::slice::from_ref(&other.to_string()))
                         )),
                     }
+                }
+                if backup {
+                    spec.push_str(",backup");
                 }
                 h.backends.push(spec);
             }
@@ -1452,6 +1457,32 @@ mod tests {
     }
 
     #[test]
+    fn a_haproxy_backup_server_is_a_backup_in_the_imported_config() {
+        let d = Dir::new("backup");
+        let (ka, hap) = guide(&d);
+        let text = std::fs::read_to_string(&hap).unwrap().replace(
+            "server m3 192.0.2.13:6443 check\n",
+            "server m3 192.0.2.13:6443 check backup\n",
+        );
+        let hap = d.file("haproxy.cfg", &text);
+        let out = keepalived(&ka, None, Some(&hap)).unwrap();
+        let s = check(&out.toml, &d);
+        let roles: Vec<(String, bool)> = s
+            .backends
+            .iter()
+            .map(|b| (b.addr.to_string(), b.backup))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("192.0.2.11:6443".into(), false),
+                ("192.0.2.12:6443".into(), false),
+                ("192.0.2.13:6443".into(), true)
+            ]
+        );
+    }
+
+    #[test]
     fn haproxy_variants_newer_guide_listen_sections_and_bad_servers() {
         let d = Dir::new("hap");
         let mut notes = Vec::new();
@@ -1462,7 +1493,15 @@ mod tests {
         );
         let h = parse_haproxy(&p, &mut notes).unwrap();
         assert_eq!(h.port, 8443);
-        assert_eq!(h.backends, ["192.0.2.11:6443@3", "192.0.2.12:6443"]);
+        // haproxy's backup server stays a backup.
+        assert_eq!(
+            h.backends,
+            [
+                "192.0.2.11:6443@3",
+                "192.0.2.12:6443",
+                "192.0.2.13:6443,backup"
+            ]
+        );
         assert_eq!(
             (h.health, h.health_path.as_deref()),
             (Some("https"), Some("/readyz"))
@@ -1471,12 +1510,7 @@ mod tests {
             (h.health_interval.as_deref(), h.fall, h.rise),
             (Some("500ms"), Some(4), Some(3))
         );
-        assert!(
-            notes
-                .iter()
-                .any(|n| n.contains("h.cfg:15") && n.contains("backup")),
-            "{notes:?}"
-        );
+        assert!(!notes.iter().any(|n| n.contains("h.cfg:15")), "{notes:?}");
         let p = d.file(
             "l.cfg",
             "listen api\n  bind 0.0.0.0:6443\n  option tcp-check\n  server a 192.0.2.11 check\n",

@@ -3,9 +3,10 @@
 //! is made. Each check is a small function returning a [`Finding`]; they are grouped by what
 //! they look at: `node` (kernel, bpffs, the interface's XDP, capabilities), `vip` (the VIP
 //! on this node, on `kube-ipvs0`, answered on the segment), `sysctl` (SNAT ports, rp_filter)
-//! `masters` (`/readyz`, the serving certificate) and `vrrp` (other routers' advertisements
-//! on our VRID).
+//! `masters` (`/readyz`, the serving certificate), `vrrp` (other routers' advertisements
+//! on our VRID) and `kube_proxy` (its ConfigMap, with a kubeconfig).
 
+pub mod kube_proxy;
 pub mod masters;
 pub mod node;
 pub mod sysctl;
@@ -152,6 +153,7 @@ async fn checks(s: &Settings, health: &crate::control::health::HealthSettings) -
     out.extend(vip::checks(s).await);
     out.extend(sysctl::checks(s));
     out.extend(masters::checks(s, health).await);
+    out.extend(kube_proxy::checks(s).await);
     let locals: Vec<_> = vip::local_addrs().into_iter().map(|l| l.addr).collect();
     out.extend(vrrp::checks(s, &locals).await);
     out

@@ -1,6 +1,7 @@
 //! Checks of the kernel settings xvip depends on: the SNAT ports against the ephemeral
-//! ports (`config::parse::check_snat_ephemeral`, which `xvip run` refuses to start on), and
-//! reverse-path filtering where the kernel's stack sees the VIP's traffic.
+//! ports (`config::parse::check_snat_ephemeral`, which `xvip run` refuses to start on),
+//! reverse-path filtering where the kernel's stack sees the VIP's traffic, and, with IPv6
+//! VIPs, IPv6 on the interfaces (and the link-local address VRRPv3 over IPv6 speaks from).
 
 use super::Finding;
 use crate::config::{self, Mode, Settings};
@@ -29,7 +30,67 @@ pub fn checks(s: &Settings) -> Vec<Finding> {
             s.mode,
         ));
     }
+    if !s.vips6.is_empty() {
+        let proc_ipv6 = std::path::Path::new("/proc/sys/net/ipv6").is_dir();
+        for (n, i) in s.interfaces.iter().enumerate() {
+            let disabled =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{i}/disable_ipv6"))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+            let link_local =
+                crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(i));
+            // VRRP speaks from the first interface only.
+            let vrrp = n == 0 && s.vrrp.is_some();
+            out.push(ipv6(i, proc_ipv6, disabled, link_local, vrrp));
+        }
+    }
     out
+}
+
+/// IPv6 on an attached interface, with IPv6 VIPs: off in the kernel (`ipv6.disable=1`:
+/// no `/proc/sys/net/ipv6`) or on the interface (`disable_ipv6`), the NDP socket cannot
+/// serve them; VRRPv3 over IPv6 (`vrrp`) also needs a link-local source address.
+pub fn ipv6(
+    interface: &str,
+    proc_ipv6: bool,
+    disabled: Option<u32>,
+    link_local: Option<std::net::Ipv6Addr>,
+    vrrp: bool,
+) -> Finding {
+    const CHECK: &str = "ipv6";
+    if !proc_ipv6 {
+        return Finding::fail(
+            CHECK,
+            format!(
+                "{interface}: IPv6 is off in the kernel (no /proc/sys/net/ipv6), but IPv6 VIPs are configured"
+            ),
+            "remove ipv6.disable=1 from the kernel command line and reboot, or serve IPv4 VIPs only",
+        );
+    }
+    if disabled == Some(1) {
+        return Finding::fail(
+            CHECK,
+            format!(
+                "{interface}: net.ipv6.conf.{interface}.disable_ipv6=1, but IPv6 VIPs are configured"
+            ),
+            format!(
+                "sysctl -w net.ipv6.conf.{interface}.disable_ipv6=0 (and set it in /etc/sysctl.d)"
+            ),
+        );
+    }
+    match (link_local, vrrp) {
+        (None, true) => Finding::fail(
+            CHECK,
+            format!(
+                "{interface}: IPv6 on, but no link-local address: VRRPv3 over IPv6 sends its adverts from one"
+            ),
+            format!(
+                "ip link set {interface} addrgenmode eui64 (or add one: ip -6 addr add fe80::1/64 dev {interface})"
+            ),
+        ),
+        (Some(ll), _) => Finding::ok(CHECK, format!("{interface}: IPv6 on, link-local {ll}")),
+        (None, false) => Finding::ok(CHECK, format!("{interface}: IPv6 on")),
+    }
 }
 
 fn read_u32(interface: &str, name: &str) -> Option<u32> {
@@ -178,6 +239,26 @@ mod tests {
         assert_eq!(
             rp_filter("eth0", Some(2), Some(1), 2, Mode::Dnat).level,
             Level::Ok
+        );
+    }
+
+    #[test]
+    fn ipv6_off_in_the_kernel_or_on_the_interface_fails_and_vrrp_needs_a_link_local() {
+        let ll: std::net::Ipv6Addr = "fe80::2".parse().unwrap();
+        let f = ipv6("eth0", false, None, None, false);
+        assert_eq!(f.level, Level::Fail);
+        assert!(f.seen.contains("no /proc/sys/net/ipv6"), "{f:?}");
+        assert_eq!(
+            ipv6("eth0", true, Some(1), Some(ll), true).line(),
+            "fail ipv6: eth0: net.ipv6.conf.eth0.disable_ipv6=1, but IPv6 VIPs are configured; fix: sysctl -w net.ipv6.conf.eth0.disable_ipv6=0 (and set it in /etc/sysctl.d)"
+        );
+        let f = ipv6("eth0", true, Some(0), None, true);
+        assert_eq!(f.level, Level::Fail);
+        assert!(f.fix.contains("addrgenmode eui64"), "{f:?}");
+        assert_eq!(ipv6("eth0", true, Some(0), None, false).level, Level::Ok);
+        assert_eq!(
+            ipv6("eth0", true, Some(0), Some(ll), true).line(),
+            "ok   ipv6: eth0: IPv6 on, link-local fe80::2"
         );
     }
 }

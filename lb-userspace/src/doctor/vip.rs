@@ -1,8 +1,9 @@
 //! Checks of the VIPs: not an address of this node, not held by kube-proxy's `kube-ipvs0`,
-//! and not answered by any host on the segment (an RFC 5227 ARP probe).
+//! and not answered by any host on the segment (an RFC 5227 ARP probe; for IPv6 VIPs a
+//! duplicate address detection probe, RFC 4862).
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -42,7 +43,9 @@ pub async fn checks(s: &Settings) -> Vec<Finding> {
         .ok()
         .and_then(|t| t.trim().parse().ok());
     out.push(kube_ipvs(&vips, &locals, arp_ignore));
-    out.extend(probes(s).await);
+    let (four, six) = tokio::join!(probes(s), probes6(s));
+    out.extend(four);
+    out.extend(six);
     out
 }
 
@@ -217,6 +220,85 @@ pub fn vip_arp(vip: Ipv4Addr, iface: &str, answers: &[[u8; 6]], vrrp: bool) -> F
     )
 }
 
+/// The duplicate address detection probe's verdict on an IPv6 VIP: the MACs that
+/// advertised it.
+pub fn vip_ndp(vip: Ipv6Addr, iface: &str, answers: &[[u8; 6]], vrrp: bool) -> Finding {
+    const CHECK: &str = "vip-ndp";
+    if answers.is_empty() {
+        return Finding::ok(
+            CHECK,
+            format!("no host on {iface} answers a DAD probe for {vip}"),
+        );
+    }
+    let macs = answers
+        .iter()
+        .map(format_mac)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let seen = format!("{vip} is advertised on {iface} by {macs}");
+    if vrrp {
+        return Finding::warn(
+            CHECK,
+            seen,
+            "expected while another node of this VRRP group is master; otherwise find the host with that MAC (`ip -6 neigh`, the switch's MAC table) and remove the VIP from it",
+        );
+    }
+    Finding::fail(
+        CHECK,
+        format!("{seen}: another host holds the VIP"),
+        "find the host with that MAC (`ip -6 neigh`, the switch's MAC table) and remove the VIP from it, or choose a free VIP",
+    )
+}
+
+/// Probes each IPv6 VIP on the first interface (duplicate address detection) and collects
+/// the advertisements.
+async fn probes6(s: &Settings) -> Vec<Finding> {
+    if s.vips6.is_empty() {
+        return Vec::new();
+    }
+    let Ok(iface) = Interface::lookup(&s.interface) else {
+        return Vec::new();
+    };
+    let sock = match crate::announce::ndp::NdpSocket::open_probe(&iface.name, iface.index) {
+        Ok(sock) => sock,
+        Err(e) => {
+            return vec![Finding::warn(
+                "vip-ndp",
+                format!("cannot probe: {e}"),
+                "run as root (CAP_NET_RAW)",
+            )];
+        }
+    };
+    let mut answers: Vec<(Ipv6Addr, Vec<[u8; 6]>)> =
+        s.vips6.iter().map(|v| (v.addr, Vec::new())).collect();
+    for (vip, _) in &answers {
+        let (frame, dst) = crate::announce::ndp::dad_probe(iface.mac, *vip);
+        let _ = sock.send_frame(&frame, dst);
+    }
+    let end = Instant::now() + PROBE_WAIT;
+    let mut buf = [0u8; 1600];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(Ok(n)) = tokio::time::timeout(left, sock.recv_frame(&mut buf)).await else {
+            break;
+        };
+        let Some((target, mac)) = crate::announce::ndp::advertised(&buf[..n]) else {
+            continue;
+        };
+        if mac == iface.mac {
+            continue;
+        }
+        if let Some((_, macs)) = answers.iter_mut().find(|(v, _)| *v == target)
+            && !macs.contains(&mac)
+        {
+            macs.push(mac);
+        }
+    }
+    answers
+        .iter()
+        .map(|(vip, macs)| vip_ndp(*vip, &iface.name, macs, s.vrrp.is_some()))
+        .collect()
+}
+
 /// The RFC 5227 probe of `vip` from `mac`: sender IP 0.0.0.0, so no host learns anything.
 pub fn probe(mac: [u8; 6], vip: Ipv4Addr) -> Arp {
     Arp::request(mac, Ipv4Addr::UNSPECIFIED, vip)
@@ -331,6 +413,22 @@ mod tests {
             vip_arp(vip, "eth0", &[], false).line(),
             "ok   vip-arp: no host on eth0 answers ARP for 192.0.2.100"
         );
+    }
+
+    #[test]
+    fn an_advertised_ipv6_vip_fails_naming_the_mac_unless_vrrp_explains_it() {
+        let vip: Ipv6Addr = "2001:db8::100".parse().unwrap();
+        assert_eq!(
+            vip_ndp(vip, "eth0", &[], false).line(),
+            "ok   vip-ndp: no host on eth0 answers a DAD probe for 2001:db8::100"
+        );
+        let f = vip_ndp(vip, "eth0", &[[2, 0, 0, 0, 3, 0x0b]], false);
+        assert_eq!(f.level, Level::Fail);
+        assert_eq!(
+            f.seen,
+            "2001:db8::100 is advertised on eth0 by 02:00:00:00:03:0b: another host holds the VIP"
+        );
+        assert_eq!(vip_ndp(vip, "eth0", &[[2; 6]], true).level, Level::Warn);
     }
 
     #[test]

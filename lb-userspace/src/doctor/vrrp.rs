@@ -1,5 +1,6 @@
-//! With `--vrrp-vrid`: the VRRP advertisements on the first interface for our VRID, heard
-//! for a few seconds through the election's own raw socket and parser (nothing is sent).
+//! With `--vrrp-vrid`: the VRRP advertisements on the first interface for our VRID (of the
+//! IPv4 instance, and of the IPv6 one with IPv6 VIPs), heard for a few seconds through the
+//! election's own raw sockets and parser (nothing is sent).
 //! Another router on our VRID that speaks another version, uses another password, is not one
 //! of the configured peers or announces other addresses breaks the election: both sides
 //! become master, or each ignores the other.
@@ -26,28 +27,71 @@ pub fn listen_time(advert_interval: Duration) -> Duration {
 
 const CHECK: &str = "vrrp-adverts";
 
-/// Listens for the adverts of our VRID (IPv4 instance) and judges each router heard.
+/// Listens for the adverts of our VRID, of the IPv4 instance (224.0.0.18) and, with IPv6
+/// VIPs, the IPv6 one (ff02::12, from the link-local address) at the same time, and judges
+/// each router heard.
 pub async fn checks(s: &Settings, locals: &[IpAddr]) -> Vec<Finding> {
     let Some(v) = &s.vrrp else {
         return Vec::new();
     };
-    if s.vips.is_empty() {
-        return Vec::new();
-    }
     let Ok(iface) = Interface::lookup(&s.interface) else {
         return Vec::new(); // the node checks have said so
     };
-    let sock = match VrrpSocket::open(&iface.name, iface.index, IpAddr::V4(iface.ipv4)) {
+    let wait = listen_time(v.advert_interval);
+    let v4 = async {
+        if s.vips.is_empty() {
+            return Vec::new();
+        }
+        let vips: Vec<IpAddr> = s.vips.iter().map(|x| IpAddr::V4(x.addr)).collect();
+        listen(
+            &iface,
+            IpAddr::V4(iface.ipv4),
+            &iface.name,
+            v,
+            &vips,
+            locals,
+            wait,
+        )
+        .await
+    };
+    let v6 = async {
+        let ll = crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(
+            &iface.name,
+        ));
+        // Without a link-local address the `ipv6` check has failed already.
+        let (false, Some(ll)) = (s.vips6.is_empty(), ll) else {
+            return Vec::new();
+        };
+        let vips: Vec<IpAddr> = s.vips6.iter().map(|x| IpAddr::V6(x.addr)).collect();
+        let name = format!("{} (IPv6)", iface.name);
+        listen(&iface, IpAddr::V6(ll), &name, v, &vips, locals, wait).await
+    };
+    let (mut out, six) = tokio::join!(v4, v6);
+    out.extend(six);
+    out
+}
+
+/// One instance's listening: the socket the election uses, sending from `src` (nothing is
+/// sent), for `wait`.
+async fn listen(
+    iface: &Interface,
+    src: IpAddr,
+    shown: &str,
+    v: &VrrpSettings,
+    vips: &[IpAddr],
+    locals: &[IpAddr],
+    wait: Duration,
+) -> Vec<Finding> {
+    let sock = match VrrpSocket::open(&iface.name, iface.index, src) {
         Ok(sock) => sock,
         Err(e) => {
             return vec![Finding::warn(
                 CHECK,
-                format!("cannot listen: {e}"),
+                format!("{shown}: cannot listen: {e}"),
                 "run as root (CAP_NET_RAW)",
             )];
         }
     };
-    let wait = listen_time(v.advert_interval);
     let end = Instant::now() + wait;
     let mut heard = Vec::new();
     let mut buf = [0u8; 2048];
@@ -55,15 +99,15 @@ pub async fn checks(s: &Settings, locals: &[IpAddr]) -> Vec<Finding> {
         let Ok(Ok(n)) = tokio::time::timeout(left, sock.recv(&mut buf)).await else {
             break;
         };
-        if let Ok(r) = packet::parse_ipv4(&buf[..n])
+        if let Ok(r) = packet::parse_ip(&buf[..n])
             && r.advert.vrid == v.vrid
+            && r.src.is_ipv4() == src.is_ipv4()
             && !locals.contains(&r.src)
         {
             heard.push((r.src, r.advert));
         }
     }
-    let vips: Vec<IpAddr> = s.vips.iter().map(|x| IpAddr::V4(x.addr)).collect();
-    judge(&iface.name, v, &vips, &heard, wait)
+    judge(shown, v, vips, &heard, wait)
 }
 
 /// One finding per router heard on our VRID (its last advert), or one saying none was.

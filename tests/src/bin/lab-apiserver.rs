@@ -64,6 +64,10 @@ struct Args {
     /// While this file exists, EndpointSlice watches are answered 410 Gone.
     #[arg(long, value_name = "PATH")]
     gone_file: Option<PathBuf>,
+    /// kube-proxy's configuration (YAML, kubeadm's `config.conf`), served as the
+    /// `kube-system/kube-proxy` ConfigMap (re-read per request; 404 without it).
+    #[arg(long, value_name = "PATH")]
+    kube_proxy_config: Option<PathBuf>,
     /// A further subjectAltName (IP or DNS) of the certificate; repeat for several.
     #[arg(long = "san", value_name = "NAME")]
     sans: Vec<String>,
@@ -93,6 +97,8 @@ const MAX_HEADERS: usize = 100;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const TEXT: &str = "text/plain; charset=utf-8";
+/// kube-proxy's ConfigMap, as kubeadm creates it.
+const KUBE_PROXY_PATH: &str = "/api/v1/namespaces/kube-system/configmaps/kube-proxy";
 const JSON: &str = "application/json";
 
 /// Shared, read-only state of the server.
@@ -103,6 +109,7 @@ struct Server {
     not_ready_file: Option<PathBuf>,
     endpointslices_file: Option<PathBuf>,
     gone_file: Option<PathBuf>,
+    kube_proxy_config: Option<PathBuf>,
 }
 
 /// The parts of a request the routes look at.
@@ -147,6 +154,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         not_ready_file: args.not_ready_file,
         endpointslices_file: args.endpointslices_file,
         gone_file: args.gone_file,
+        kube_proxy_config: args.kube_proxy_config,
     });
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     println!(
@@ -305,6 +313,24 @@ impl Server {
                 _ => (200, TEXT, "ok".into()),
             },
             "/healthz" | "/livez" => (200, TEXT, "ok".into()),
+            KUBE_PROXY_PATH => match self
+                .kube_proxy_config
+                .as_ref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+            {
+                Some(conf) => (
+                    200,
+                    JSON,
+                    serde_json::json!({
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+                        "data": {"config.conf": conf},
+                    })
+                    .to_string(),
+                ),
+                None => (404, TEXT, "404 page not found\n".into()),
+            },
             "/" | "/whoami" => (200, TEXT, format!("{}\n", self.name)),
             "/version" => (200, JSON, version_json()),
             SLICES_PATH => match &self.endpointslices_file {
