@@ -123,6 +123,52 @@ fn sigterm_resigns_with_priority_zero_and_the_backup_takes_over_without_the_down
     assert!(outage < TAKEOVER_BOUND, "outage {outage:?}");
 }
 
+/// keepalived's `track_interface` (`--vrrp-track-interface`): a master whose tracked
+/// interface goes down enters FAULT (in status and metrics) and resigns with priority 0, so
+/// the backup takes over after its skew time, not the down timer; back up, it returns as a
+/// backup and, with preempt, takes the VIP back.
+#[test]
+fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
+    let mut lab = lab("vrrptrk", 2, None);
+    let lb1 = lab.host("lb1").ns.name.clone();
+    let ip1 = |args: &[&str]| {
+        let mut full = vec!["-n", lb1.as_str()];
+        full.extend_from_slice(args);
+        tests::lab::sh(std::process::Command::new("ip").args(&full)).expect("ip");
+    };
+    ip1(&["link", "add", "uplink0", "type", "dummy"]);
+    ip1(&["link", "set", "uplink0", "up"]);
+    start_node(&mut lab, "lb1", 150, &["--vrrp-track-interface", "uplink0"]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    serving(&lab, "lb1", &["lb2"]);
+    assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
+
+    ip1(&["link", "set", "uplink0", "down"]);
+    let took = wait_for(Duration::from_secs(3), "lb1 fault, lb2 master", || {
+        state(&lab, "lb1") == "fault" && state(&lab, "lb2") == "master"
+    });
+    println!("tracked interface down: lb2 master after {} ms", took.as_millis());
+    // Read every 100 ms, then lb2's skew (61 ms); the down timer would be 360 ms more.
+    assert!(took < TAKEOVER_BOUND, "{took:?}");
+    assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 1"));
+    let st = status(&lab, "lb1").expect("lb1 status");
+    assert!(!st.announcing, "a node in fault does not answer ARP");
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(3),
+    )
+    .expect("through lb2");
+    assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb2"));
+    // Stays in fault, whatever lb2 advertises.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(&lab, "lb1"), "fault");
+
+    ip1(&["link", "set", "uplink0", "up"]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
+    assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
+}
+
 #[test]
 fn with_preempt_a_higher_priority_node_takes_the_vip_from_a_live_master() {
     let mut lab = lab("vrrppre", 2, None);

@@ -9,6 +9,8 @@ mod nexthops;
 mod report;
 mod routed;
 mod startup;
+mod takeover;
+mod track;
 mod tasks;
 
 use std::{

@@ -856,6 +856,7 @@ pub fn keepalived(
     let mut peers: Vec<String> = Vec::new();
     let mut vips: Vec<IpAddr> = Vec::new();
     let mut penalty: Option<u32> = None;
+    let mut tracked: Vec<String> = Vec::new();
     for s in inst.children() {
         match s.key() {
             "interface" => interface = s.arg(1).map(str::to_string),
@@ -948,6 +949,19 @@ pub fn keepalived(
                             }
                         }
                         Err(_) => note(&mut notes, v, "not an IP address, left out"),
+                    }
+                }
+            }
+            "track_interface" => {
+                for t in s.children() {
+                    if t.words.iter().any(|w| w == "weight") {
+                        note(
+                            &mut notes,
+                            t,
+                            "a weighted track_interface is not carried over: xvip tracks an interface as a fault only (down: never master)",
+                        );
+                    } else if !tracked.iter().any(|x| x == t.key()) {
+                        tracked.push(t.key().to_string());
                     }
                 }
             }
@@ -1097,6 +1111,9 @@ pub fn keepalived(
     let _ = writeln!(t, "vrrp_advert_int = {}", q(&advert_int));
     if !preempt {
         let _ = writeln!(t, "vrrp_preempt = false");
+    }
+    if !tracked.is_empty() {
+        let _ = writeln!(t, "vrrp_track_interfaces = {}", list(&tracked));
     }
     match (&password, version) {
         (Some(pw), 2) => {
@@ -1270,6 +1287,31 @@ mod tests {
         let v = s.vrrp.unwrap();
         assert_eq!((v.vrid, v.priority, v.preempt), (7, 90, false));
         assert_eq!(v.auth, crate::config::vrrp::Auth::pass(b"longerth"));
+    }
+
+    #[test]
+    fn track_interface_is_carried_over_and_a_weighted_one_is_noted() {
+        let d = Dir::new("track");
+        let ka = d.file(
+            "k.conf",
+            "vrrp_instance A {\n interface eth0\n virtual_router_id 51\n virtual_ipaddress {\n 192.0.2.100\n }\n track_interface {\n eth1\n bond0\n eth2 weight -20\n eth1\n }\n}\n",
+        );
+        let out = keepalived(&ka, None, None).unwrap();
+        assert!(
+            out.toml
+                .contains("vrrp_track_interfaces = [\"eth1\", \"bond0\"]"),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("k.conf:10") && n.contains("weighted track_interface")),
+            "{:?}",
+            out.notes
+        );
+        let s = check(&format!("{}backends = [\"192.0.2.11\"]\n", out.toml), &d);
+        assert_eq!(s.vrrp.unwrap().track_interfaces, ["eth1", "bond0"]);
     }
 
     #[test]

@@ -164,6 +164,9 @@ mod tests {
             health_penalty: 50,
             version,
             auth,
+            track_interfaces: Vec::new(),
+            notify_exec: None,
+            notify_fifo: None,
         }
     }
 

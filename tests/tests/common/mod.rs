@@ -690,3 +690,33 @@ pub fn plain_lab(tag: &str, lbs: u8, extra: &[(&str, Ipv4Addr)]) -> Lab {
     }
     lab
 }
+
+/// A sync key file (32 random bytes, mode 0600) in `dir`; its path.
+pub fn sync_key_file(dir: &tests::lab::TempDir) -> String {
+    use std::{io::Read, os::unix::fs::PermissionsExt};
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("urandom");
+    let p = dir.path("sync.key");
+    std::fs::write(&p, key).expect("key file");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    dir.str("sync.key")
+}
+
+/// The MAC and NUD state of `host`'s neighbour entry for the VIP ("" when none).
+pub fn vip_neighbour(lab: &Lab, host: &str) -> (String, String) {
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["neigh", "show", &VIP.to_string()])
+        .unwrap_or_default();
+    let w: Vec<&str> = out.split_whitespace().collect();
+    let mac = w
+        .iter()
+        .skip_while(|x| **x != "lladdr")
+        .nth(1)
+        .unwrap_or(&"")
+        .to_string();
+    (mac, w.last().unwrap_or(&"").to_string())
+}

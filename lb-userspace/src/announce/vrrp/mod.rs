@@ -13,6 +13,7 @@
 
 pub mod guard;
 pub mod machine;
+pub mod notify;
 pub mod packet;
 pub mod socket;
 
@@ -217,7 +218,8 @@ impl Handle {
 
 /// Starts the election on `iface` for the IPv4 `vips` (from the primary address). State
 /// changes are sent on `events`; the advertised priority follows `can_serve` (false: the
-/// health penalty applies).
+/// health penalty applies); while `fault` is true (a tracked interface is down) the router
+/// is in [`State::Fault`].
 ///
 /// # Errors
 /// [`VrrpError`] when the interface has no IPv4 address or the socket cannot be set up.
@@ -226,6 +228,7 @@ pub fn spawn(
     iface: &Interface,
     vips: &[Ipv4Addr],
     can_serve: watch::Receiver<bool>,
+    fault: watch::Receiver<bool>,
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     if iface.ipv4.is_unspecified() {
@@ -240,7 +243,7 @@ pub fn spawn(
         iface,
         IpAddr::V4(iface.ipv4),
         &vips,
-        can_serve,
+        [can_serve, fault],
         events,
     )
 }
@@ -257,6 +260,7 @@ pub fn spawn6(
     iface: &Interface,
     vips: &[std::net::Ipv6Addr],
     can_serve: watch::Receiver<bool>,
+    fault: watch::Receiver<bool>,
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     let ll =
@@ -266,7 +270,14 @@ pub fn spawn6(
             what: "link-local IPv6",
         })?;
     let vips: Vec<IpAddr> = vips.iter().map(|v| IpAddr::V6(*v)).collect();
-    spawn_from(settings, iface, IpAddr::V6(ll), &vips, can_serve, events)
+    spawn_from(
+        settings,
+        iface,
+        IpAddr::V6(ll),
+        &vips,
+        [can_serve, fault],
+        events,
+    )
 }
 
 fn spawn_from(
@@ -274,7 +285,7 @@ fn spawn_from(
     iface: &Interface,
     src: IpAddr,
     vips: &[IpAddr],
-    can_serve: watch::Receiver<bool>,
+    [can_serve, fault]: [watch::Receiver<bool>; 2],
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     let mut addrs: Vec<IpAddr> = Vec::new();
@@ -351,7 +362,7 @@ fn spawn_from(
                     }
                 };
                 ctx.failpoint_panic_when_master = failpoint.as_deref() == Some(FAILPOINT_PANIC);
-                let was_master = ctx.run(sock, can_serve, stop_rx).await;
+                let was_master = ctx.run(sock, can_serve, fault, stop_rx).await;
                 let _ = done_tx.send(was_master);
             });
         })
@@ -402,12 +413,18 @@ impl Ctx {
         mut self,
         sock: VrrpSocket,
         mut can_serve: watch::Receiver<bool>,
+        mut fault: watch::Receiver<bool>,
         mut stop: oneshot::Receiver<()>,
     ) -> bool {
         let mut buf = vec![0u8; 4096];
         let mut health_open = true;
+        let mut fault_open = true;
         let acts = self.machine.startup(Instant::now());
         self.apply(&sock, acts);
+        if *fault.borrow_and_update() {
+            let acts = self.machine.fault(Instant::now());
+            self.apply(&sock, acts);
+        }
         self.publish();
         let mut master_since: Option<Instant> = None;
         loop {
@@ -461,6 +478,18 @@ impl Ctx {
                         }
                     }
                     Err(_) => health_open = false,
+                },
+                r = fault.changed(), if fault_open => match r {
+                    Ok(()) => {
+                        let now = Instant::now();
+                        let acts = if *fault.borrow_and_update() {
+                            self.machine.fault(now)
+                        } else {
+                            self.machine.recover(now)
+                        };
+                        self.apply(&sock, acts);
+                    }
+                    Err(_) => fault_open = false,
                 },
             }
             self.publish();
