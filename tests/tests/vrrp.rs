@@ -136,14 +136,23 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
         full.extend_from_slice(args);
         tests::lab::sh(std::process::Command::new("ip").args(&full)).expect("ip");
     };
-    ip1(&["link", "add", "uplink0", "type", "dummy"]);
+    // An uplink to track: a veth pair inside lb1's namespace (no dummy driver here); its
+    // far end going down takes the carrier away (IFF_RUNNING), as a pulled cable does.
+    ip1(&["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"]);
     ip1(&["link", "set", "uplink0", "up"]);
+    ip1(&["link", "set", "uplink1", "up"]);
+    wait_for(Duration::from_secs(3), "uplink0 has a carrier", || {
+        lab.host("lb1")
+            .ns
+            .ip(&["link", "show", "uplink0"])
+            .is_ok_and(|o| o.contains("LOWER_UP"))
+    });
     start_node(&mut lab, "lb1", 150, &["--vrrp-track-interface", "uplink0"]);
     start_node(&mut lab, "lb2", 100, &[]);
     serving(&lab, "lb1", &["lb2"]);
     assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
 
-    ip1(&["link", "set", "uplink0", "down"]);
+    ip1(&["link", "set", "uplink1", "down"]);
     let took = wait_for(Duration::from_secs(3), "lb1 fault, lb2 master", || {
         state(&lab, "lb1") == "fault" && state(&lab, "lb2") == "master"
     });
@@ -164,7 +173,7 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
     thread::sleep(Duration::from_millis(500));
     assert_eq!(state(&lab, "lb1"), "fault");
 
-    ip1(&["link", "set", "uplink0", "up"]);
+    ip1(&["link", "set", "uplink1", "up"]);
     wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
 }

@@ -857,6 +857,7 @@ pub fn keepalived(
     let mut vips: Vec<IpAddr> = Vec::new();
     let mut penalty: Option<u32> = None;
     let mut tracked: Vec<String> = Vec::new();
+    let mut notify: Option<String> = None;
     for s in inst.children() {
         match s.key() {
             "interface" => interface = s.arg(1).map(str::to_string),
@@ -952,6 +953,33 @@ pub fn keepalived(
                     }
                 }
             }
+            "notify" => {
+                let path = s.arg(1).map(|p| p.trim_matches('"'));
+                match path {
+                    Some(p)
+                        if s.words.len() == 2
+                            && p.starts_with('/')
+                            && !p.contains(char::is_whitespace) =>
+                    {
+                        notify = Some(p.to_string());
+                        note(
+                            &mut notes,
+                            s,
+                            "carried over as notify_exec (same arguments: INSTANCE NAME STATE PRIORITY, NAME is vridN); xvip refuses a script writable by group or others",
+                        );
+                    }
+                    _ => note(
+                        &mut notes,
+                        s,
+                        "a notify with arguments is not carried over: wrap it in a script and give notify_exec",
+                    ),
+                }
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => note(
+                &mut notes,
+                s,
+                "not carried over: xvip runs one notify_exec with the state (MASTER, BACKUP, FAULT, STOP) as $3",
+            ),
             "track_interface" => {
                 for t in s.children() {
                     if t.words.iter().any(|w| w == "weight") {
@@ -1114,6 +1142,9 @@ pub fn keepalived(
     }
     if !tracked.is_empty() {
         let _ = writeln!(t, "vrrp_track_interfaces = {}", list(&tracked));
+    }
+    if let Some(n) = &notify {
+        let _ = writeln!(t, "notify_exec = {}", q(n));
     }
     match (&password, version) {
         (Some(pw), 2) => {
@@ -1312,6 +1343,25 @@ mod tests {
         );
         let s = check(&format!("{}backends = [\"192.0.2.11\"]\n", out.toml), &d);
         assert_eq!(s.vrrp.unwrap().track_interfaces, ["eth1", "bond0"]);
+        // A bare notify script is carried over; per-state scripts are noted.
+        let ka = d.file(
+            "n.conf",
+            "vrrp_instance A {\n interface eth0\n virtual_router_id 51\n virtual_ipaddress {\n 192.0.2.100\n }\n notify /usr/local/bin/vrrp-hook\n notify_master /usr/local/bin/up\n}\n",
+        );
+        let out = keepalived(&ka, None, None).unwrap();
+        assert!(
+            out.toml
+                .contains("notify_exec = \"/usr/local/bin/vrrp-hook\""),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("n.conf:8") && n.contains("one notify_exec")),
+            "{:?}",
+            out.notes
+        );
     }
 
     #[test]
