@@ -126,9 +126,12 @@ fn sigterm_resigns_with_priority_zero_and_the_backup_takes_over_without_the_down
 /// keepalived's `track_interface` (`--vrrp-track-interface`): a master whose tracked
 /// interface goes down enters FAULT (in status and metrics) and resigns with priority 0, so
 /// the backup takes over after its skew time, not the down timer; back up, it returns as a
-/// backup and, with preempt, takes the VIP back.
+/// backup and, with preempt, takes the VIP back. Every change runs the notify hook with
+/// keepalived's arguments and writes keepalived's FIFO line.
 #[test]
 fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
+    // Before the lab: the hook outlives the nodes (their STOP runs at teardown).
+    let dir = tests::lab::TempDir::new("vrrptrk");
     let mut lab = lab("vrrptrk", 2, None);
     let lb1 = lab.host("lb1").ns.name.clone();
     let ip1 = |args: &[&str]| {
@@ -147,7 +150,44 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
             .ip(&["link", "show", "uplink0"])
             .is_ok_and(|o| o.contains("LOWER_UP"))
     });
-    start_node(&mut lab, "lb1", 150, &["--vrrp-track-interface", "uplink0"]);
+    let out = dir.path("notified");
+    let hook = dir.path("hook");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$1 $2 $3 $4\" >> {}\n", out.display()),
+    )
+    .expect("hook");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let fifo = dir.path("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo(3) on a path of our own directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A reader holds the FIFO open (non-blocking) for the whole test.
+    let mut reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("fifo reader")
+    };
+    let (hook_s, fifo_s) = (dir.str("hook"), dir.str("fifo"));
+    start_node(
+        &mut lab,
+        "lb1",
+        150,
+        &[
+            "--vrrp-track-interface",
+            "uplink0",
+            "--notify-exec",
+            &hook_s,
+            "--notify-fifo",
+            &fifo_s,
+        ],
+    );
     start_node(&mut lab, "lb2", 100, &[]);
     serving(&lab, "lb1", &["lb2"]);
     assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
@@ -176,6 +216,82 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
     ip1(&["link", "set", "uplink1", "up"]);
     wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
     assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
+
+    // keepalived's notify arguments, in order: startup, election, fault, back, preempt.
+    let want = [
+        "INSTANCE vrid51 BACKUP 150",
+        "INSTANCE vrid51 MASTER 150",
+        "INSTANCE vrid51 FAULT 150",
+        "INSTANCE vrid51 BACKUP 150",
+        "INSTANCE vrid51 MASTER 150",
+    ];
+    wait_for(Duration::from_secs(5), "the hook ran for every change", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() >= want.len())
+    });
+    let ran = std::fs::read_to_string(&out).expect("hook output");
+    assert_eq!(ran.lines().collect::<Vec<_>>(), want, "{ran}");
+    let mut lines = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut lines);
+    let fifo_want: Vec<String> = want
+        .iter()
+        .map(|w| {
+            let w: Vec<&str> = w.split(' ').collect();
+            format!("INSTANCE \"{}\" {} {}", w[1], w[2], w[3])
+        })
+        .collect();
+    assert_eq!(lines.lines().collect::<Vec<_>>(), fifo_want, "{lines}");
+    let n = status(&lab, "lb1").and_then(|s| s.notify).expect("notify status");
+    assert_eq!((n.exec_ok, n.fifo_lines, n.fifo_dropped), (5, 5, 0), "{n:?}");
+}
+
+/// The witness (`--vrrp-track-ip`): a master that cannot reach it for `fall` probes lowers
+/// its priority by the weight, below the backup's, and the backup preempts; once it answers
+/// again the priority comes back and the first node takes the VIP back. The client stands
+/// in for the gateway; a rule in it drops lb1's probes only (lb1 lost its uplink).
+#[test]
+fn a_master_that_cannot_reach_its_witness_lowers_its_priority_and_hands_over() {
+    let mut lab = lab("vrrpwit", 2, None);
+    let witness = CLIENT.to_string();
+    start_node(
+        &mut lab,
+        "lb1",
+        150,
+        &[
+            "--vrrp-track-ip",
+            &witness,
+            "--vrrp-track-ip-weight",
+            "60",
+            "--vrrp-track-ip-fall",
+            "2",
+        ],
+    );
+    start_node(&mut lab, "lb2", 100, &[]);
+    serving(&lab, "lb1", &["lb2"]);
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 150, "the witness answers");
+
+    let client = lab.host("client").ns.name.clone();
+    let nft = |rule: &str| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &client, "nft"]).args(rule.split(' '));
+        tests::lab::sh(&mut c).expect("nft");
+    };
+    nft("add table inet xvip_test");
+    nft("add chain inet xvip_test in { type filter hook input priority 0 ; }");
+    nft(&format!("add rule inet xvip_test in ip saddr {} icmp type echo-request drop", lb_ip(1)));
+    let cut = Instant::now();
+    let took = wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(8));
+    println!(
+        "witness unreachable from lb1: lb2 master {} ms after the cut",
+        took.as_millis()
+    );
+    assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 90, "150 - weight 60");
+    // fall 2 at one probe a second, then lb2's down interval: about 2-3 s.
+    assert!(cut.elapsed() < Duration::from_secs(5), "{:?}", cut.elapsed());
+
+    nft("delete table inet xvip_test");
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
+    assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 150);
 }
 
 #[test]

@@ -145,6 +145,18 @@ pub struct RunArgs {
     /// takes at once is dropped (counted), never waited for.
     #[arg(long, env = "XVIP_NOTIFY_FIFO")]
     pub notify_fifo: Option<PathBuf>,
+    /// A witness (e.g. the gateway) pinged every second: while it does not answer
+    /// (--vrrp-track-ip-fall probes in a row) the VRRP priority is lowered by
+    /// --vrrp-track-ip-weight, so a node that lost its uplink gives the VIP away.
+    #[arg(long, env = "XVIP_VRRP_TRACK_IP")]
+    pub vrrp_track_ip: Option<String>,
+    /// Priority taken off while the witness does not answer, 1-253 (default 50).
+    #[arg(long, env = "XVIP_VRRP_TRACK_IP_WEIGHT")]
+    pub vrrp_track_ip_weight: Option<u32>,
+    /// Probes in a row without an answer before the witness counts as lost, 1-100
+    /// (default 3).
+    #[arg(long, env = "XVIP_VRRP_TRACK_IP_FALL")]
+    pub vrrp_track_ip_fall: Option<u32>,
     /// Follow the `kubernetes` EndpointSlices with this kubeconfig and add/remove masters
     /// (the --backend list stays the fallback while the API is unreachable).
     #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]

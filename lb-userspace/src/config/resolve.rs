@@ -500,6 +500,9 @@ impl RunArgs {
             ),
             notify_exec: self.notify_exec.clone().or(file.notify_exec.clone()),
             notify_fifo: self.notify_fifo.clone().or(file.notify_fifo.clone()),
+            track_ip: self.vrrp_track_ip.clone().or(file.vrrp_track_ip.clone()),
+            track_ip_weight: self.vrrp_track_ip_weight.or(file.vrrp_track_ip_weight),
+            track_ip_fall: self.vrrp_track_ip_fall.or(file.vrrp_track_ip_fall),
         })?;
         let announce = self.announce.or(file.announce).unwrap_or_default();
         if announce == Announce::None && vrrp.is_some() {

@@ -153,7 +153,17 @@ pub struct VrrpSettings {
     /// A FIFO a line is written to on every state change, as keepalived's `notify_fifo`
     /// (`INSTANCE "NAME" STATE PRIORITY`); created (mode 0600) when missing.
     pub notify_fifo: Option<std::path::PathBuf>,
+    /// The witness (`--vrrp-track-ip`): probed every second; `track_ip_fall` probes in a
+    /// row without an answer lower the priority by `track_ip_weight` (down to 1).
+    pub track_ip: Option<std::net::Ipv4Addr>,
+    pub track_ip_weight: u8,
+    pub track_ip_fall: u32,
 }
+
+/// Default priority taken off while the witness does not answer.
+pub const DEFAULT_TRACK_IP_WEIGHT: u8 = 50;
+/// Default probes in a row without an answer before the witness counts as lost.
+pub const DEFAULT_TRACK_IP_FALL: u32 = 3;
 
 /// The VRRP settings as given (flags, environment or file), before validation.
 #[derive(Clone, Debug, Default)]
@@ -170,6 +180,9 @@ pub struct VrrpInput {
     pub track_interfaces: Vec<String>,
     pub notify_exec: Option<std::path::PathBuf>,
     pub notify_fifo: Option<std::path::PathBuf>,
+    pub track_ip: Option<String>,
+    pub track_ip_weight: Option<u32>,
+    pub track_ip_fall: Option<u32>,
 }
 
 /// `--notify-exec`: an absolute path to a regular file with an execute bit that neither its
@@ -255,6 +268,12 @@ impl VrrpSettings {
                     "--notify-fifo",
                     i.notify_fifo.as_ref().map(|p| p.display().to_string()),
                 ),
+                ("--vrrp-track-ip", i.track_ip.clone()),
+                (
+                    "--vrrp-track-ip-weight",
+                    i.track_ip_weight.map(|w| w.to_string()),
+                ),
+                ("--vrrp-track-ip-fall", i.track_ip_fall.map(|f| f.to_string())),
             ];
             if let Some((field, Some(v))) = stray.into_iter().find(|(_, v)| v.is_some()) {
                 return Err(invalid(field, v, "needs --vrrp-vrid"));
@@ -351,6 +370,40 @@ impl VrrpSettings {
         if let Some(p) = &i.notify_exec {
             check_notify_exec(p)?;
         }
+        let track_ip = match &i.track_ip {
+            Some(s) => {
+                let a: std::net::Ipv4Addr = s
+                    .parse()
+                    .map_err(|_| invalid("--vrrp-track-ip", s, "not an IPv4 address"))?;
+                if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                    return Err(invalid("--vrrp-track-ip", s, "not a unicast address"));
+                }
+                Some(a)
+            }
+            None => None,
+        };
+        if track_ip.is_none()
+            && let Some((f, v)) = [
+                ("--vrrp-track-ip-weight", i.track_ip_weight),
+                ("--vrrp-track-ip-fall", i.track_ip_fall),
+            ]
+            .into_iter()
+            .find_map(|(f, v)| v.map(|v| (f, v)))
+        {
+            return Err(invalid(f, v, "needs --vrrp-track-ip"));
+        }
+        let track_ip_weight = match i.track_ip_weight {
+            Some(w) => u8::try_from(w)
+                .ok()
+                .filter(|w| (1..=253).contains(w))
+                .ok_or_else(|| invalid("--vrrp-track-ip-weight", w, "must be in 1-253"))?,
+            None => DEFAULT_TRACK_IP_WEIGHT,
+        };
+        let track_ip_fall = match i.track_ip_fall {
+            Some(f) if (1..=100).contains(&f) => f,
+            Some(f) => return Err(invalid("--vrrp-track-ip-fall", f, "must be in 1-100")),
+            None => DEFAULT_TRACK_IP_FALL,
+        };
         if let Some(p) = &i.notify_fifo {
             check_notify_fifo(p)?;
         }
@@ -422,6 +475,9 @@ impl VrrpSettings {
             track_interfaces,
             notify_exec: i.notify_exec,
             notify_fifo: i.notify_fifo,
+            track_ip,
+            track_ip_weight,
+            track_ip_fall,
         }))
     }
 
@@ -492,6 +548,30 @@ mod tests {
         assert!(fifo(&dir.join("absent")).is_ok());
         assert!(fifo(&hook).unwrap_err().to_string().contains("not a FIFO"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_witness_is_a_unicast_ipv4_address_with_a_weight_and_a_fall() {
+        let s = VrrpSettings::resolve(VrrpInput {
+            track_ip: Some("192.0.2.1".into()),
+            ..input()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.track_ip, Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!((s.track_ip_weight, s.track_ip_fall), (50, 3));
+        let bad = |i: VrrpInput| VrrpSettings::resolve(i).unwrap_err().to_string();
+        let ip = || Some("192.0.2.1".to_string());
+        for (i, want) in [
+            (VrrpInput { track_ip: Some("gw".into()), ..input() }, "not an IPv4 address"),
+            (VrrpInput { track_ip: Some("224.0.0.1".into()), ..input() }, "not a unicast"),
+            (VrrpInput { track_ip: ip(), track_ip_weight: Some(0), ..input() }, "1-253"),
+            (VrrpInput { track_ip: ip(), track_ip_fall: Some(0), ..input() }, "1-100"),
+            (VrrpInput { track_ip_weight: Some(20), ..input() }, "needs --vrrp-track-ip"),
+        ] {
+            let e = bad(i);
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -84,8 +84,8 @@ pub(super) struct Daemon {
     pub(super) vrrp_report: Option<crate::announce::vrrp::Report>,
     /// Whether a takeover notice to the known clients is going, per family (`takeover`).
     pub(super) telling: [Arc<std::sync::atomic::AtomicBool>; 2],
-    /// Whether a tracked interface is down (`track`): both VRRP instances listen.
-    pub(super) fault_rx: watch::Receiver<bool>,
+    /// What the tracked interfaces and the witness say (`track`): both VRRP instances listen.
+    pub(super) fault_rx: watch::Receiver<crate::announce::vrrp::Tracked>,
     /// The notify hooks (`--notify-exec`, `--notify-fifo`), told of every state change.
     pub(super) notifier: Option<crate::announce::vrrp::notify::Notifier>,
 }

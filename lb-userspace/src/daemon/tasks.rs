@@ -137,12 +137,7 @@ impl Daemon {
             ),
             _ => None,
         };
-        let fault_rx = super::track::spawn(
-            settings
-                .vrrp
-                .as_ref()
-                .map_or(&[][..], |v| &v.track_interfaces[..]),
-        );
+        let fault_rx = super::track::spawn(settings.vrrp.as_ref());
         let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
             reconcile(st, None, None);
         })

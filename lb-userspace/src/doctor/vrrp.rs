@@ -167,6 +167,9 @@ mod tests {
             track_interfaces: Vec::new(),
             notify_exec: None,
             notify_fifo: None,
+            track_ip: None,
+            track_ip_weight: 50,
+            track_ip_fall: 3,
         }
     }
 
