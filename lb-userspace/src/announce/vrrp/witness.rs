@@ -36,7 +36,8 @@ pub fn reply_seq(pkt: &[u8], from: Ipv4Addr, id: u16) -> Option<u16> {
     if first >> 4 != 4 || ihl < 20 || *pkt.get(9)? != IPPROTO_ICMP {
         return None;
     }
-    let src = Ipv4Addr::new(*pkt.get(12)?, pkt[13], pkt[14], pkt[15]);
+    let s: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
+    let src = Ipv4Addr::from(s);
     let icmp = pkt.get(ihl..)?;
     if src != from || icmp.len() < ICMP_ECHO_LEN || icmp[0] != ECHO_REPLY || icmp[1] != 0 {
         return None;
