@@ -97,6 +97,9 @@ enum Fault {
     /// Every master unhealthy as the node sees it (its checks to port 6443 dropped in its
     /// namespace) for the pause: the health penalty lowers its priority.
     Unhealthy(usize, Duration),
+    /// `rtnl_lock` held in bursts for the pause (`common::rtnl_hog`): netlink slowed for
+    /// every node.
+    Rtnl(Duration),
 }
 
 impl fmt::Display for Fault {
@@ -114,6 +117,7 @@ impl fmt::Display for Fault {
             Fault::Link(i, d) => write!(f, "link {} {}", n(i), s(d)),
             Fault::Hup(i) => write!(f, "hup {}", n(i)),
             Fault::Unhealthy(i, d) => write!(f, "unhealthy {} {}", n(i), s(d)),
+            Fault::Rtnl(d) => write!(f, "rtnl {}", s(d)),
         }
     }
 }
@@ -128,7 +132,7 @@ impl Fault {
                 1 + rng.below(2) as usize
             }
         };
-        match rng.below(7) {
+        match rng.below(8) {
             0 => Fault::Kill(node(rng), rng.ms(1000, 3000)),
             1 => Fault::Stop(node(rng), rng.ms(1000, 5000)),
             2 => {
@@ -139,6 +143,7 @@ impl Fault {
             3 => Fault::VrrpAll(rng.ms(2000, 5000)),
             4 => Fault::Link(node(rng), rng.ms(1000, 3000)),
             5 => Fault::Unhealthy(node(rng), rng.ms(4000, 6000)),
+            6 => Fault::Rtnl(rng.ms(2000, 5000)),
             _ => Fault::Hup(node(rng)),
         }
     }
@@ -153,7 +158,7 @@ impl Fault {
             | Fault::Unhealthy(i, _) => *i == 0,
             Fault::VrrpPair(a, b, _, _) => *a == 0 || *b == 0,
             Fault::VrrpAll(_) => true,
-            Fault::Hup(_) => false,
+            Fault::Hup(_) | Fault::Rtnl(_) => false,
         }
     }
 }
@@ -311,6 +316,13 @@ impl Chaos {
                 nft("add rule inet xvip_chaos out tcp dport 6443 drop");
                 thread::sleep(*d);
                 nft("delete table inet xvip_chaos");
+            }
+            Fault::Rtnl(d) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let hog = rtnl_hog(&self.lab, stop.clone());
+                thread::sleep(*d);
+                stop.store(true, Ordering::Relaxed);
+                assert!(hog.join().expect("hog") >= 1, "the hog never held rtnl_lock");
             }
         }
     }

@@ -720,3 +720,43 @@ pub fn vip_neighbour(lab: &Lab, host: &str) -> (String, String) {
         .to_string();
     (mac, w.last().unwrap_or(&"").to_string())
 }
+
+/// Holds `rtnl_lock` in bursts until `stop` (or 30 s): in a namespace of its own, 500 veth
+/// pairs created in one batch, then the namespace deleted (its devices unregistered under
+/// the lock). Returns the number of rounds.
+pub fn rtnl_hog(
+    lab: &Lab,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u32> {
+    let name = format!("{}-hog", lab.prefix);
+    let batch: String = (0..500)
+        .map(|i| format!("link add v{i} type veth peer name w{i}\n"))
+        .collect();
+    thread::spawn(move || {
+        let file = std::env::temp_dir().join(format!("{name}.batch"));
+        std::fs::write(&file, batch).expect("batch file");
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut rounds = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            if !ip(&["netns", "add", &name]) {
+                break;
+            }
+            let ok = ip(&["-n", &name, "-batch", &file.to_string_lossy()]);
+            ip(&["netns", "del", &name]);
+            if !ok {
+                break;
+            }
+            rounds += 1;
+        }
+        let _ = std::fs::remove_file(&file);
+        rounds
+    })
+}
