@@ -152,10 +152,9 @@ impl Fault {
     /// two owners may answer for a few samples.
     fn preempts(&self) -> bool {
         match self {
-            Fault::Kill(i, _)
-            | Fault::Stop(i, _)
-            | Fault::Link(i, _)
-            | Fault::Unhealthy(i, _) => *i == 0,
+            Fault::Kill(i, _) | Fault::Stop(i, _) | Fault::Link(i, _) | Fault::Unhealthy(i, _) => {
+                *i == 0
+            }
             Fault::VrrpPair(a, b, _, _) => *a == 0 || *b == 0,
             Fault::VrrpAll(_) => true,
             Fault::Hup(_) | Fault::Rtnl(_) => false,
@@ -322,7 +321,10 @@ impl Chaos {
                 let hog = rtnl_hog(&self.lab, stop.clone());
                 thread::sleep(*d);
                 stop.store(true, Ordering::Relaxed);
-                assert!(hog.join().expect("hog") >= 1, "the hog never held rtnl_lock");
+                assert!(
+                    hog.join().expect("hog") >= 1,
+                    "the hog never held rtnl_lock"
+                );
             }
         }
     }

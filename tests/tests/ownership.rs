@@ -218,7 +218,14 @@ fn nft(lab: &Lab, host: &str, rule: &str) {
 /// Runs `sysctl -w` in `host`'s namespace.
 fn sysctl(lab: &Lab, host: &str, kv: &str) {
     let mut c = std::process::Command::new("ip");
-    c.args(["netns", "exec", &lab.host(host).ns.name, "sysctl", "-qw", kv]);
+    c.args([
+        "netns",
+        "exec",
+        &lab.host(host).ns.name,
+        "sysctl",
+        "-qw",
+        kv,
+    ]);
     sh(&mut c).expect("sysctl");
 }
 
@@ -247,12 +254,24 @@ fn a_client_in_the_flow_table_learns_the_new_owner_at_once() {
             "add chain arp xvip_test incoming { type filter hook input priority 0 ; }",
         );
         // Gratuitous ARP names the VIP as target (request and reply): ignored.
-        nft(&lab, h, &format!("add rule arp xvip_test incoming arp daddr ip {VIP} drop"));
+        nft(
+            &lab,
+            h,
+            &format!("add rule arp xvip_test incoming arp daddr ip {VIP} drop"),
+        );
     }
     // The quiet client's timers short enough to measure the time without in seconds:
     // REACHABLE for 3-9 s, then 1 s of DELAY, then unicast probes to the old owner.
-    sysctl(&lab, "quiet", "net.ipv4.neigh.eth0.base_reachable_time_ms=6000");
-    sysctl(&lab, "quiet", "net.ipv4.neigh.eth0.delay_first_probe_time=1");
+    sysctl(
+        &lab,
+        "quiet",
+        "net.ipv4.neigh.eth0.base_reachable_time_ms=6000",
+    );
+    sysctl(
+        &lab,
+        "quiet",
+        "net.ipv4.neigh.eth0.delay_first_probe_time=1",
+    );
 
     // The client's flow: a connection held open through lb1, synced to lb2.
     let ns = lab.host("client").ns.name.clone();
@@ -264,11 +283,15 @@ fn a_client_in_the_flow_table_learns_the_new_owner_at_once() {
     })
     .expect("client netns")
     .expect("connect through the VIP");
-    wait_for(Duration::from_secs(20), "lb2 holds the client's flow", || {
-        status(&lab, "lb2")
-            .and_then(|s| s.sync)
-            .is_some_and(|s| s.installed >= 1)
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "lb2 holds the client's flow",
+        || {
+            status(&lab, "lb2")
+                .and_then(|s| s.sync)
+                .is_some_and(|s| s.installed >= 1)
+        },
+    );
 
     // Fresh REACHABLE entries for the VIP on both (flushed, resolved again by one ping).
     for h in ["client", "quiet"] {
@@ -281,7 +304,11 @@ fn a_client_in_the_flow_table_learns_the_new_owner_at_once() {
     let lb1 = mac_of(&lab, "lb1").trim().to_string();
     let lb2 = mac_of(&lab, "lb2").trim().to_string();
     for h in ["client", "quiet"] {
-        assert_eq!(vip_neighbour(&lab, h), (lb1.clone(), "REACHABLE".into()), "{h}");
+        assert_eq!(
+            vip_neighbour(&lab, h),
+            (lb1.clone(), "REACHABLE".into()),
+            "{h}"
+        );
     }
     // The quiet client keeps using its entry (pings track no flow at xvip).
     let mut ping = lab.host("quiet").ns.cmd("ping");
@@ -329,7 +356,9 @@ fn a_client_in_the_flow_table_learns_the_new_owner_at_once() {
         client_at < master_at + TAKEOVER_BOUND,
         "the client learnt lb2 {client_at:?} after the SIGTERM, lb2 was master at {master_at:?}"
     );
-    let arp = status(&lab, "lb2").and_then(|s| s.arp).expect("lb2's ARP status");
+    let arp = status(&lab, "lb2")
+        .and_then(|s| s.arp)
+        .expect("lb2's ARP status");
     assert!(arp.takeover_notices >= 1, "{arp:?}");
     drop(conn);
 }

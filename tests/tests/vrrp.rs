@@ -141,7 +141,9 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
     };
     // An uplink to track: a veth pair inside lb1's namespace (no dummy driver here); its
     // far end going down takes the carrier away (IFF_RUNNING), as a pulled cable does.
-    ip1(&["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"]);
+    ip1(&[
+        "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
+    ]);
     ip1(&["link", "set", "uplink0", "up"]);
     ip1(&["link", "set", "uplink1", "up"]);
     wait_for(Duration::from_secs(3), "uplink0 has a carrier", || {
@@ -196,7 +198,10 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
     let took = wait_for(Duration::from_secs(3), "lb1 fault, lb2 master", || {
         state(&lab, "lb1") == "fault" && state(&lab, "lb2") == "master"
     });
-    println!("tracked interface down: lb2 master after {} ms", took.as_millis());
+    println!(
+        "tracked interface down: lb2 master after {} ms",
+        took.as_millis()
+    );
     // Read every 100 ms, then lb2's skew (61 ms); the down timer would be 360 ms more.
     assert!(took < TAKEOVER_BOUND, "{took:?}");
     assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 1"));
@@ -225,9 +230,11 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
         "INSTANCE vrid51 BACKUP 150",
         "INSTANCE vrid51 MASTER 150",
     ];
-    wait_for(Duration::from_secs(5), "the hook ran for every change", || {
-        std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() >= want.len())
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the hook ran for every change",
+        || std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() >= want.len()),
+    );
     let ran = std::fs::read_to_string(&out).expect("hook output");
     assert_eq!(ran.lines().collect::<Vec<_>>(), want, "{ran}");
     let mut lines = String::new();
@@ -240,8 +247,14 @@ fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
         })
         .collect();
     assert_eq!(lines.lines().collect::<Vec<_>>(), fifo_want, "{lines}");
-    let n = status(&lab, "lb1").and_then(|s| s.notify).expect("notify status");
-    assert_eq!((n.exec_ok, n.fifo_lines, n.fifo_dropped), (5, 5, 0), "{n:?}");
+    let n = status(&lab, "lb1")
+        .and_then(|s| s.notify)
+        .expect("notify status");
+    assert_eq!(
+        (n.exec_ok, n.fifo_lines, n.fifo_dropped),
+        (5, 5, 0),
+        "{n:?}"
+    );
 }
 
 /// The witness (`--vrrp-track-ip`): a master that cannot reach it for `fall` probes lowers
@@ -268,26 +281,42 @@ fn a_master_that_cannot_reach_its_witness_lowers_its_priority_and_hands_over() {
     start_node(&mut lab, "lb2", 100, &[]);
     serving(&lab, "lb1", &["lb2"]);
     thread::sleep(Duration::from_millis(1500));
-    assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 150, "the witness answers");
+    assert_eq!(
+        vrrp(&lab, "lb1").expect("lb1").priority,
+        150,
+        "the witness answers"
+    );
 
     let client = lab.host("client").ns.name.clone();
     let nft = |rule: &str| {
         let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &client, "nft"]).args(rule.split(' '));
+        c.args(["netns", "exec", &client, "nft"])
+            .args(rule.split(' '));
         tests::lab::sh(&mut c).expect("nft");
     };
     nft("add table inet xvip_test");
     nft("add chain inet xvip_test in { type filter hook input priority 0 ; }");
-    nft(&format!("add rule inet xvip_test in ip saddr {} icmp type echo-request drop", lb_ip(1)));
+    nft(&format!(
+        "add rule inet xvip_test in ip saddr {} icmp type echo-request drop",
+        lb_ip(1)
+    ));
     let cut = Instant::now();
     let took = wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(8));
     println!(
         "witness unreachable from lb1: lb2 master {} ms after the cut",
         took.as_millis()
     );
-    assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 90, "150 - weight 60");
+    assert_eq!(
+        vrrp(&lab, "lb1").expect("lb1").priority,
+        90,
+        "150 - weight 60"
+    );
     // fall 2 at one probe a second, then lb2's down interval: about 2-3 s.
-    assert!(cut.elapsed() < Duration::from_secs(5), "{:?}", cut.elapsed());
+    assert!(
+        cut.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        cut.elapsed()
+    );
 
     nft("delete table inet xvip_test");
     wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
@@ -792,4 +821,3 @@ fn a_stalled_netlink_and_a_scrape_loop_cause_no_takeover() {
         "no transition while the kernel was slow"
     );
 }
-

@@ -52,7 +52,7 @@ pub fn pick(entries: impl IntoIterator<Item = (u64, Client)>, max: usize) -> Pic
         .into_iter()
         .filter(|(_, c)| c.mac[0] & 1 == 0 && c.mac != [0; 6] && c.ifindex != 0)
         .collect();
-    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.sort_by_key(|a| std::cmp::Reverse(a.0));
     let mut seen = HashSet::new();
     let mut clients = Vec::new();
     let mut over_cap = 0;
@@ -102,19 +102,47 @@ mod tests {
         let p = pick(
             [
                 (10, router),
-                (30, Client { addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), ..router }),
+                (
+                    30,
+                    Client {
+                        addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+                        ..router
+                    },
+                ),
                 (20, c(2, 2, 10)),
                 (40, c(3, 1, 60)),
-                (50, Client { mac: [0xff; 6], ..c(2, 9, 9) }),
-                (50, Client { mac: [0x33, 0x33, 0, 0, 0, 1], ..c(2, 9, 9) }),
-                (50, Client { mac: [0; 6], ..c(2, 9, 9) }),
+                (
+                    50,
+                    Client {
+                        mac: [0xff; 6],
+                        ..c(2, 9, 9)
+                    },
+                ),
+                (
+                    50,
+                    Client {
+                        mac: [0x33, 0x33, 0, 0, 0, 1],
+                        ..c(2, 9, 9)
+                    },
+                ),
+                (
+                    50,
+                    Client {
+                        mac: [0; 6],
+                        ..c(2, 9, 9)
+                    },
+                ),
                 (50, c(0, 8, 8)),
             ],
             MAX_CLIENTS,
         );
         assert_eq!(p.over_cap, 0);
         let got: Vec<_> = p.clients.iter().map(|x| (x.ifindex, x.mac[5])).collect();
-        assert_eq!(got, [(3, 1), (2, 1), (2, 2)], "the same MAC on two interfaces is two clients");
+        assert_eq!(
+            got,
+            [(3, 1), (2, 1), (2, 2)],
+            "the same MAC on two interfaces is two clients"
+        );
         assert_eq!(
             p.clients[1].addr,
             IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),

@@ -81,7 +81,12 @@ impl Status {
             let _ = writeln!(
                 o,
                 "notify: exec {} ok, {} failed, {} timed out, {} dropped; fifo {} lines, {} dropped",
-                n.exec_ok, n.exec_failed, n.exec_timed_out, n.exec_dropped, n.fifo_lines, n.fifo_dropped
+                n.exec_ok,
+                n.exec_failed,
+                n.exec_timed_out,
+                n.exec_dropped,
+                n.fifo_lines,
+                n.fifo_dropped
             );
         }
         if let Some(r) = &self.route {

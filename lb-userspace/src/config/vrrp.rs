@@ -273,7 +273,10 @@ impl VrrpSettings {
                     "--vrrp-track-ip-weight",
                     i.track_ip_weight.map(|w| w.to_string()),
                 ),
-                ("--vrrp-track-ip-fall", i.track_ip_fall.map(|f| f.to_string())),
+                (
+                    "--vrrp-track-ip-fall",
+                    i.track_ip_fall.map(|f| f.to_string()),
+                ),
             ];
             if let Some((field, Some(v))) = stray.into_iter().find(|(_, v)| v.is_some()) {
                 return Err(invalid(field, v, "needs --vrrp-vrid"));
@@ -354,7 +357,10 @@ impl VrrpSettings {
         let mut track_interfaces: Vec<String> = Vec::new();
         for t in &i.track_interfaces {
             // IFNAMSIZ is 16 with the NUL; '/' and white space are never in a name.
-            if t.is_empty() || t.len() > 15 || t.contains(['/', ':']) || t.contains(char::is_whitespace)
+            if t.is_empty()
+                || t.len() > 15
+                || t.contains(['/', ':'])
+                || t.contains(char::is_whitespace)
             {
                 return Err(invalid(
                     "--vrrp-track-interface",
@@ -530,14 +536,25 @@ mod tests {
         ] {
             std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = with(&hook).unwrap_err().to_string();
-            assert!(e.contains(why) && e.contains("--notify-exec"), "{mode:o}: {e}");
+            assert!(
+                e.contains(why) && e.contains("--notify-exec"),
+                "{mode:o}: {e}"
+            );
         }
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(with(&hook).unwrap().unwrap().notify_exec, Some(hook.clone()));
+        assert_eq!(
+            with(&hook).unwrap().unwrap().notify_exec,
+            Some(hook.clone())
+        );
         let e = with(std::path::Path::new("hook")).unwrap_err().to_string();
         assert!(e.contains("absolute"), "{e}");
         assert!(with(&dir.join("missing")).is_err());
-        assert!(with(&dir).unwrap_err().to_string().contains("not a regular file"));
+        assert!(
+            with(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
         // The FIFO: absent (created at start) or a FIFO, never a plain file.
         let fifo = |p: &std::path::Path| {
             VrrpSettings::resolve(VrrpInput {
@@ -563,11 +580,43 @@ mod tests {
         let bad = |i: VrrpInput| VrrpSettings::resolve(i).unwrap_err().to_string();
         let ip = || Some("192.0.2.1".to_string());
         for (i, want) in [
-            (VrrpInput { track_ip: Some("gw".into()), ..input() }, "not an IPv4 address"),
-            (VrrpInput { track_ip: Some("224.0.0.1".into()), ..input() }, "not a unicast"),
-            (VrrpInput { track_ip: ip(), track_ip_weight: Some(0), ..input() }, "1-253"),
-            (VrrpInput { track_ip: ip(), track_ip_fall: Some(0), ..input() }, "1-100"),
-            (VrrpInput { track_ip_weight: Some(20), ..input() }, "needs --vrrp-track-ip"),
+            (
+                VrrpInput {
+                    track_ip: Some("gw".into()),
+                    ..input()
+                },
+                "not an IPv4 address",
+            ),
+            (
+                VrrpInput {
+                    track_ip: Some("224.0.0.1".into()),
+                    ..input()
+                },
+                "not a unicast",
+            ),
+            (
+                VrrpInput {
+                    track_ip: ip(),
+                    track_ip_weight: Some(0),
+                    ..input()
+                },
+                "1-253",
+            ),
+            (
+                VrrpInput {
+                    track_ip: ip(),
+                    track_ip_fall: Some(0),
+                    ..input()
+                },
+                "1-100",
+            ),
+            (
+                VrrpInput {
+                    track_ip_weight: Some(20),
+                    ..input()
+                },
+                "needs --vrrp-track-ip",
+            ),
         ] {
             let e = bad(i);
             assert!(e.contains(want), "{e}");

@@ -10,8 +10,8 @@ mod report;
 mod routed;
 mod startup;
 mod takeover;
-mod track;
 mod tasks;
+mod track;
 
 use std::{
     collections::BTreeMap,

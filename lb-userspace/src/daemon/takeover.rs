@@ -48,9 +48,9 @@ pub(super) fn tell_known_clients(shared: &Mutex<Shared>, senders: Senders, busy:
                 maps.clients4(clients::MAX_WALK)
             };
             let picked = clients::pick(
-                found.into_iter().map(|(at, ifindex, mac, addr)| {
-                    (at, Client { ifindex, mac, addr })
-                }),
+                found
+                    .into_iter()
+                    .map(|(at, ifindex, mac, addr)| (at, Client { ifindex, mac, addr })),
                 clients::MAX_CLIENTS,
             );
             let mut told = 0;
@@ -65,7 +65,11 @@ pub(super) fn tell_known_clients(shared: &Mutex<Shared>, senders: Senders, busy:
                 picked.clients.len(),
                 if v6 { "IPv6" } else { "IPv4" },
                 if picked.over_cap > 0 {
-                    format!(" ({} more over the cap of {})", picked.over_cap, clients::MAX_CLIENTS)
+                    format!(
+                        " ({} more over the cap of {})",
+                        picked.over_cap,
+                        clients::MAX_CLIENTS
+                    )
                 } else {
                     String::new()
                 }

@@ -131,7 +131,10 @@ impl Daemon {
                 .map_err(|e| {
                     DaemonError::Runtime(format!(
                         "--notify-fifo {}: {e}",
-                        v.notify_fifo.as_deref().unwrap_or(std::path::Path::new("")).display()
+                        v.notify_fifo
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new(""))
+                            .display()
                     ))
                 })?,
             ),

@@ -22,7 +22,7 @@ use crate::{
 pub const EVERY: Duration = Duration::from_millis(100);
 
 /// The tracked interfaces down among `names`, by `running`.
-pub fn down<'a>(names: &'a [String], running: impl Fn(&str) -> bool) -> Vec<&'a str> {
+pub fn down(names: &[String], running: impl Fn(&str) -> bool) -> Vec<&str> {
     names
         .iter()
         .map(String::as_str)
@@ -111,7 +111,8 @@ impl Probe {
 /// (nothing tracked: always the default, no thread).
 pub(super) fn spawn(vrrp: Option<&VrrpSettings>) -> watch::Receiver<Tracked> {
     let names: Vec<String> = vrrp.map(|v| v.track_interfaces.clone()).unwrap_or_default();
-    let witness_cfg = vrrp.and_then(|v| v.track_ip.map(|a| (a, v.track_ip_weight, v.track_ip_fall)));
+    let witness_cfg =
+        vrrp.and_then(|v| v.track_ip.map(|a| (a, v.track_ip_weight, v.track_ip_fall)));
     let sock = crate::sys::ioctl_socket().ok();
     let running = move |s: &Option<OwnedFd>, n: &str| {
         s.as_ref()
@@ -137,7 +138,9 @@ pub(super) fn spawn(vrrp: Option<&VrrpSettings>) -> watch::Receiver<Tracked> {
     let mut probe = match witness_cfg.map(|(a, _, _)| Probe::open(a)) {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => {
-            log::error!("--vrrp-track-ip: cannot open an ICMP socket ({e}): the witness is not checked");
+            log::error!(
+                "--vrrp-track-ip: cannot open an ICMP socket ({e}): the witness is not checked"
+            );
             None
         }
         None => None,
@@ -207,6 +210,9 @@ mod tests {
         let sock = crate::sys::ioctl_socket().unwrap();
         assert!(crate::sys::interface_running(&sock, "lo"), "lo is up");
         assert!(!crate::sys::interface_running(&sock, "xvip-nothere0"));
-        assert!(!crate::sys::interface_running(&sock, "a-name-far-too-long-for-it"));
+        assert!(!crate::sys::interface_running(
+            &sock,
+            "a-name-far-too-long-for-it"
+        ));
     }
 }

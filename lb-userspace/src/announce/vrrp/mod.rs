@@ -542,7 +542,11 @@ impl Ctx {
             log::warn!(
                 "VRRP vrid {}: the witness {}, advertising priority {p}",
                 self.settings.vrid,
-                if t.penalty > 0 { "does not answer" } else { "answers again" }
+                if t.penalty > 0 {
+                    "does not answer"
+                } else {
+                    "answers again"
+                }
             );
             self.machine.set_priority(p);
         }

@@ -134,7 +134,9 @@ impl Notifier {
             if tx.try_send(change).is_err() {
                 let n = self.counts.exec_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
-                    log::warn!("--notify-exec: {n} state changes dropped so far (the hook is slow)");
+                    log::warn!(
+                        "--notify-exec: {n} state changes dropped so far (the hook is slow)"
+                    );
                 }
             }
         }
@@ -228,7 +230,10 @@ mod tests {
         let hook = dir.join("hook");
         std::fs::write(
             &hook,
-            format!("#!/bin/sh\necho \"$1 $2 $3 $4\" >> {}\nsleep 0.2\n", out.display()),
+            format!(
+                "#!/bin/sh\necho \"$1 $2 $3 $4\" >> {}\nsleep 0.2\n",
+                out.display()
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;

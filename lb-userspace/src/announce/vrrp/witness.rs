@@ -58,7 +58,11 @@ pub struct Witness {
 impl Witness {
     /// The last probe was answered (`true`) or not; returns the new "lost" when it changed.
     pub fn probed(&mut self, answered: bool, fall: u32) -> Option<bool> {
-        self.missed = if answered { 0 } else { self.missed.saturating_add(1) };
+        self.missed = if answered {
+            0
+        } else {
+            self.missed.saturating_add(1)
+        };
         let lost = self.missed >= fall.max(1);
         (lost != self.lost).then(|| {
             self.lost = lost;
@@ -104,7 +108,11 @@ mod tests {
         assert_eq!(reply_seq(&reply(GW, 9, 3), GW, 9), Some(3));
         assert_eq!(reply_seq(&reply(GW, 9, 3), GW, 10), None, "another id");
         let other = Ipv4Addr::new(192, 0, 2, 66);
-        assert_eq!(reply_seq(&reply(other, 9, 3), GW, 9), None, "another source");
+        assert_eq!(
+            reply_seq(&reply(other, 9, 3), GW, 9),
+            None,
+            "another source"
+        );
         let mut bad = reply(GW, 9, 3);
         bad[27] ^= 1;
         assert_eq!(reply_seq(&bad, GW, 9), None, "bad checksum");
