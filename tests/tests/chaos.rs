@@ -3,7 +3,8 @@
 //! 50 ms, a TCP connect loop through the VIP and a server-push stream. Random faults from a
 //! seed (printed; `XVIP_CHAOS_SEED` replays it): SIGKILL and restart, SIGSTOP then SIGCONT,
 //! VRRP dropped on the switch between two nodes (one or both directions) or for everyone,
-//! a node's link down and up, SIGHUP. After each fault the group must converge (lb1 master,
+//! a node's link down and up, SIGHUP, a node's masters all unhealthy (its health checks
+//! dropped: the health penalty). After each fault the group must converge (lb1 master,
 //! the others backups naming it, lb1 alone answering ARP) within `CONVERGE`; per fault the
 //! test measures the time with two or more ARP owners, with none, the failed connects and
 //! the stream lines lost, prints a table, and holds the targets (see `check`).
@@ -93,6 +94,12 @@ enum Fault {
     Link(usize, Duration),
     /// SIGHUP (the configuration read again; nothing changes).
     Hup(usize),
+    /// Every master unhealthy as the node sees it (its checks to port 6443 dropped in its
+    /// namespace) for the pause: the health penalty lowers its priority.
+    Unhealthy(usize, Duration),
+    /// `rtnl_lock` held in bursts for the pause (`common::rtnl_hog`): netlink slowed for
+    /// every node.
+    Rtnl(Duration),
 }
 
 impl fmt::Display for Fault {
@@ -109,6 +116,8 @@ impl fmt::Display for Fault {
             Fault::VrrpAll(d) => write!(f, "vrrp all {}", s(d)),
             Fault::Link(i, d) => write!(f, "link {} {}", n(i), s(d)),
             Fault::Hup(i) => write!(f, "hup {}", n(i)),
+            Fault::Unhealthy(i, d) => write!(f, "unhealthy {} {}", n(i), s(d)),
+            Fault::Rtnl(d) => write!(f, "rtnl {}", s(d)),
         }
     }
 }
@@ -123,7 +132,7 @@ impl Fault {
                 1 + rng.below(2) as usize
             }
         };
-        match rng.below(6) {
+        match rng.below(8) {
             0 => Fault::Kill(node(rng), rng.ms(1000, 3000)),
             1 => Fault::Stop(node(rng), rng.ms(1000, 5000)),
             2 => {
@@ -133,6 +142,8 @@ impl Fault {
             }
             3 => Fault::VrrpAll(rng.ms(2000, 5000)),
             4 => Fault::Link(node(rng), rng.ms(1000, 3000)),
+            5 => Fault::Unhealthy(node(rng), rng.ms(4000, 6000)),
+            6 => Fault::Rtnl(rng.ms(2000, 5000)),
             _ => Fault::Hup(node(rng)),
         }
     }
@@ -141,10 +152,12 @@ impl Fault {
     /// two owners may answer for a few samples.
     fn preempts(&self) -> bool {
         match self {
-            Fault::Kill(i, _) | Fault::Stop(i, _) | Fault::Link(i, _) => *i == 0,
+            Fault::Kill(i, _) | Fault::Stop(i, _) | Fault::Link(i, _) | Fault::Unhealthy(i, _) => {
+                *i == 0
+            }
             Fault::VrrpPair(a, b, _, _) => *a == 0 || *b == 0,
             Fault::VrrpAll(_) => true,
-            Fault::Hup(_) => false,
+            Fault::Hup(_) | Fault::Rtnl(_) => false,
         }
     }
 }
@@ -288,6 +301,30 @@ impl Chaos {
                 let p = self.proc(*i);
                 self.lab.procs[p].signal(libc::SIGHUP);
                 thread::sleep(Duration::from_millis(500));
+            }
+            Fault::Unhealthy(i, d) => {
+                let ns = self.lab.host(NODES[*i].0).ns.name.clone();
+                let nft = |rule: &str| {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", &ns, "nft"]).args(rule.split(' '));
+                    sh(&mut c).unwrap_or_else(|e| panic!("nft {rule}: {e}"));
+                };
+                // Only the node's own connections: forwarded client flows leave by XDP.
+                nft("add table inet xvip_chaos");
+                nft("add chain inet xvip_chaos out { type filter hook output priority 0 ; }");
+                nft("add rule inet xvip_chaos out tcp dport 6443 drop");
+                thread::sleep(*d);
+                nft("delete table inet xvip_chaos");
+            }
+            Fault::Rtnl(d) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let hog = rtnl_hog(&self.lab, stop.clone());
+                thread::sleep(*d);
+                stop.store(true, Ordering::Relaxed);
+                assert!(
+                    hog.join().expect("hog") >= 1,
+                    "the hog never held rtnl_lock"
+                );
             }
         }
     }

@@ -206,3 +206,159 @@ fn a_foreign_host_claiming_the_vip_is_reported_and_not_fought() {
         "lb1 answers ARP"
     );
 }
+
+/// Runs `nft` in `host`'s namespace.
+fn nft(lab: &Lab, host: &str, rule: &str) {
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", &lab.host(host).ns.name, "nft"])
+        .args(rule.split(' '));
+    sh(&mut c).expect("nft");
+}
+
+/// Runs `sysctl -w` in `host`'s namespace.
+fn sysctl(lab: &Lab, host: &str, kv: &str) {
+    let mut c = std::process::Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &lab.host(host).ns.name,
+        "sysctl",
+        "-qw",
+        kv,
+    ]);
+    sh(&mut c).expect("sysctl");
+}
+
+/// After a takeover, a client that ignores gratuitous ARP (dropped by its own rule, as some
+/// hosts and switches do; `arp_accept=0`) and holds a fresh REACHABLE entry for the VIP
+/// learns the new owner at once: its flow is in the new master's flow table (synced), so
+/// the new master tells it with a unicast reply. A second such client without a flow
+/// (only pings, which tracks no flow) keeps the old owner until its own timers run out:
+/// the time without.
+#[test]
+fn a_client_in_the_flow_table_learns_the_new_owner_at_once() {
+    let dir = tests::lab::TempDir::new("owntell");
+    let key = sync_key_file(&dir);
+    let quiet_ip = std::net::Ipv4Addr::new(192, 0, 2, 20);
+    let mut lab = plain_lab("ownt", 2, &[("quiet", quiet_ip)]);
+    let extra = ["--health", "tcp", "--sync-key-file", key.as_str()];
+    start_node(&mut lab, "lb1", 150, &extra);
+    start_node(&mut lab, "lb2", 100, &extra);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
+    for h in ["client", "quiet"] {
+        sysctl(&lab, h, "net.ipv4.conf.eth0.arp_accept=0");
+        nft(&lab, h, "add table arp xvip_test");
+        nft(
+            &lab,
+            h,
+            "add chain arp xvip_test incoming { type filter hook input priority 0 ; }",
+        );
+        // Gratuitous ARP names the VIP as target (request and reply): ignored.
+        nft(
+            &lab,
+            h,
+            &format!("add rule arp xvip_test incoming arp daddr ip {VIP} drop"),
+        );
+    }
+    // The quiet client's timers short enough to measure the time without in seconds:
+    // REACHABLE for 3-9 s, then 1 s of DELAY, then unicast probes to the old owner.
+    sysctl(
+        &lab,
+        "quiet",
+        "net.ipv4.neigh.eth0.base_reachable_time_ms=6000",
+    );
+    sysctl(
+        &lab,
+        "quiet",
+        "net.ipv4.neigh.eth0.delay_first_probe_time=1",
+    );
+
+    // The client's flow: a connection held open through lb1, synced to lb2.
+    let ns = lab.host("client").ns.name.clone();
+    let conn = tests::lab::in_netns(&ns, || {
+        std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddrV4::new(VIP, 6443).into(),
+            Duration::from_secs(3),
+        )
+    })
+    .expect("client netns")
+    .expect("connect through the VIP");
+    wait_for(
+        Duration::from_secs(20),
+        "lb2 holds the client's flow",
+        || {
+            status(&lab, "lb2")
+                .and_then(|s| s.sync)
+                .is_some_and(|s| s.installed >= 1)
+        },
+    );
+
+    // Fresh REACHABLE entries for the VIP on both (flushed, resolved again by one ping).
+    for h in ["client", "quiet"] {
+        let ns = &lab.host(h).ns;
+        ns.ip(&["neigh", "flush", "dev", "eth0"]).expect("flush");
+        let mut c = ns.cmd("ping");
+        c.args(["-c1", "-W1", &VIP.to_string()]);
+        sh(&mut c).expect("ping the VIP");
+    }
+    let lb1 = mac_of(&lab, "lb1").trim().to_string();
+    let lb2 = mac_of(&lab, "lb2").trim().to_string();
+    for h in ["client", "quiet"] {
+        assert_eq!(
+            vip_neighbour(&lab, h),
+            (lb1.clone(), "REACHABLE".into()),
+            "{h}"
+        );
+    }
+    // The quiet client keeps using its entry (pings track no flow at xvip).
+    let mut ping = lab.host("quiet").ns.cmd("ping");
+    ping.args(["-q", "-i", "0.2", "-w", "30", &VIP.to_string()])
+        .stdout(std::process::Stdio::null());
+    lab.spawn("quiet-ping", ping).expect("ping");
+    // Linux takes a changed address only for an entry older than `locktime` (1 s): let
+    // the entries age past it, so the first round can count.
+    thread::sleep(Duration::from_millis(1200));
+
+    let i = xvip_index(&lab, "lb1");
+    let t0 = Instant::now();
+    lab.procs[i].signal(libc::SIGTERM);
+    let (mut master_at, mut client_at, mut quiet_at) = (None, None, None);
+    let mut quiet_when_client = String::new();
+    while t0.elapsed() < Duration::from_secs(20) && quiet_at.is_none() {
+        if master_at.is_none() && state(&lab, "lb2") == "master" {
+            master_at = Some(t0.elapsed());
+        }
+        if client_at.is_none() && vip_neighbour(&lab, "client").0 == lb2 {
+            client_at = Some(t0.elapsed());
+            quiet_when_client = vip_neighbour(&lab, "quiet").0;
+        }
+        if quiet_at.is_none() && vip_neighbour(&lab, "quiet").0 == lb2 {
+            quiet_at = Some(t0.elapsed());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let ms = |d: Option<Duration>| d.map_or("never".into(), |d| format!("{} ms", d.as_millis()));
+    println!(
+        "after SIGTERM to lb1: lb2 master at {}, the client in the flow table on lb2's MAC at {}, the quiet client at {} (within 20 s)",
+        ms(master_at),
+        ms(client_at),
+        ms(quiet_at)
+    );
+    let (master_at, client_at) = (
+        master_at.expect("lb2 master"),
+        client_at.expect("the client learns lb2 within 20 s"),
+    );
+    assert_eq!(
+        quiet_when_client, lb1,
+        "the quiet client ignored the gratuitous ARP: it still had lb1 when the client switched"
+    );
+    assert!(
+        client_at < master_at + TAKEOVER_BOUND,
+        "the client learnt lb2 {client_at:?} after the SIGTERM, lb2 was master at {master_at:?}"
+    );
+    let arp = status(&lab, "lb2")
+        .and_then(|s| s.arp)
+        .expect("lb2's ARP status");
+    assert!(arp.takeover_notices >= 1, "{arp:?}");
+    drop(conn);
+}

@@ -120,6 +120,206 @@ fn sigterm_resigns_with_priority_zero_and_the_backup_takes_over_without_the_down
     assert!(outage < TAKEOVER_BOUND, "outage {outage:?}");
 }
 
+/// keepalived's `track_interface` (`--vrrp-track-interface`): a master whose tracked
+/// interface goes down enters FAULT (in status and metrics) and resigns with priority 0, so
+/// the backup takes over after its skew time, not the down timer; back up, it returns as a
+/// backup and, with preempt, takes the VIP back. Every change runs the notify hook with
+/// keepalived's arguments and writes keepalived's FIFO line.
+#[test]
+fn a_tracked_interface_down_is_a_fault_and_the_backup_takes_over() {
+    // Before the lab: the hook outlives the nodes (their STOP runs at teardown).
+    let dir = tests::lab::TempDir::new("vrrptrk");
+    let mut lab = lab("vrrptrk", 2, None);
+    let lb1 = lab.host("lb1").ns.name.clone();
+    let ip1 = |args: &[&str]| {
+        let mut full = vec!["-n", lb1.as_str()];
+        full.extend_from_slice(args);
+        tests::lab::sh(std::process::Command::new("ip").args(&full)).expect("ip");
+    };
+    // An uplink to track: a veth pair inside lb1's namespace (no dummy driver here); its
+    // far end going down takes the carrier away (IFF_RUNNING), as a pulled cable does.
+    ip1(&[
+        "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
+    ]);
+    ip1(&["link", "set", "uplink0", "up"]);
+    ip1(&["link", "set", "uplink1", "up"]);
+    wait_for(Duration::from_secs(3), "uplink0 has a carrier", || {
+        lab.host("lb1")
+            .ns
+            .ip(&["link", "show", "uplink0"])
+            .is_ok_and(|o| o.contains("LOWER_UP"))
+    });
+    let out = dir.path("notified");
+    let hook = dir.path("hook");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$1 $2 $3 $4\" >> {}\n", out.display()),
+    )
+    .expect("hook");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let fifo = dir.path("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo(3) on a path of our own directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A reader holds the FIFO open (non-blocking) for the whole test.
+    let mut reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("fifo reader")
+    };
+    let (hook_s, fifo_s) = (dir.str("hook"), dir.str("fifo"));
+    start_node(
+        &mut lab,
+        "lb1",
+        150,
+        &[
+            "--vrrp-track-interface",
+            "uplink0",
+            "--notify-exec",
+            &hook_s,
+            "--notify-fifo",
+            &fifo_s,
+        ],
+    );
+    start_node(&mut lab, "lb2", 100, &[]);
+    serving(&lab, "lb1", &["lb2"]);
+    assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
+
+    ip1(&["link", "set", "uplink1", "down"]);
+    let took = wait_for(Duration::from_secs(3), "lb1 fault, lb2 master", || {
+        state(&lab, "lb1") == "fault" && state(&lab, "lb2") == "master"
+    });
+    println!(
+        "tracked interface down: lb2 master after {} ms",
+        took.as_millis()
+    );
+    // Read every 100 ms, then lb2's skew (61 ms); the down timer would be 360 ms more.
+    assert!(took < TAKEOVER_BOUND, "{took:?}");
+    assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 1"));
+    let st = status(&lab, "lb1").expect("lb1 status");
+    assert!(!st.announcing, "a node in fault does not answer ARP");
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(3),
+    )
+    .expect("through lb2");
+    assert_eq!(client_vip_mac(&lab), mac_of(&lab, "lb2"));
+    // Stays in fault, whatever lb2 advertises.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(&lab, "lb1"), "fault");
+
+    ip1(&["link", "set", "uplink1", "up"]);
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
+    assert!(endpoint(&lab, "lb1", "/metrics").contains("xvip_vrrp_fault 0"));
+
+    // keepalived's notify arguments, in order: startup, election, fault, back, preempt.
+    let want = [
+        "INSTANCE vrid51 BACKUP 150",
+        "INSTANCE vrid51 MASTER 150",
+        "INSTANCE vrid51 FAULT 150",
+        "INSTANCE vrid51 BACKUP 150",
+        "INSTANCE vrid51 MASTER 150",
+    ];
+    wait_for(
+        Duration::from_secs(5),
+        "the hook ran for every change",
+        || std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() >= want.len()),
+    );
+    let ran = std::fs::read_to_string(&out).expect("hook output");
+    assert_eq!(ran.lines().collect::<Vec<_>>(), want, "{ran}");
+    let mut lines = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut lines);
+    let fifo_want: Vec<String> = want
+        .iter()
+        .map(|w| {
+            let w: Vec<&str> = w.split(' ').collect();
+            format!("INSTANCE \"{}\" {} {}", w[1], w[2], w[3])
+        })
+        .collect();
+    assert_eq!(lines.lines().collect::<Vec<_>>(), fifo_want, "{lines}");
+    let n = status(&lab, "lb1")
+        .and_then(|s| s.notify)
+        .expect("notify status");
+    assert_eq!(
+        (n.exec_ok, n.fifo_lines, n.fifo_dropped),
+        (5, 5, 0),
+        "{n:?}"
+    );
+}
+
+/// The witness (`--vrrp-track-ip`): a master that cannot reach it for `fall` probes lowers
+/// its priority by the weight, below the backup's, and the backup preempts; once it answers
+/// again the priority comes back and the first node takes the VIP back. The client stands
+/// in for the gateway; a rule in it drops lb1's probes only (lb1 lost its uplink).
+#[test]
+fn a_master_that_cannot_reach_its_witness_lowers_its_priority_and_hands_over() {
+    let mut lab = lab("vrrpwit", 2, None);
+    let witness = CLIENT.to_string();
+    start_node(
+        &mut lab,
+        "lb1",
+        150,
+        &[
+            "--vrrp-track-ip",
+            &witness,
+            "--vrrp-track-ip-weight",
+            "60",
+            "--vrrp-track-ip-fall",
+            "2",
+        ],
+    );
+    start_node(&mut lab, "lb2", 100, &[]);
+    serving(&lab, "lb1", &["lb2"]);
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        vrrp(&lab, "lb1").expect("lb1").priority,
+        150,
+        "the witness answers"
+    );
+
+    let client = lab.host("client").ns.name.clone();
+    let nft = |rule: &str| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &client, "nft"])
+            .args(rule.split(' '));
+        tests::lab::sh(&mut c).expect("nft");
+    };
+    nft("add table inet xvip_test");
+    nft("add chain inet xvip_test in { type filter hook input priority 0 ; }");
+    nft(&format!(
+        "add rule inet xvip_test in ip saddr {} icmp type echo-request drop",
+        lb_ip(1)
+    ));
+    let cut = Instant::now();
+    let took = wait_master(&lab, "lb2", &["lb1"], Duration::from_secs(8));
+    println!(
+        "witness unreachable from lb1: lb2 master {} ms after the cut",
+        took.as_millis()
+    );
+    assert_eq!(
+        vrrp(&lab, "lb1").expect("lb1").priority,
+        90,
+        "150 - weight 60"
+    );
+    // fall 2 at one probe a second, then lb2's down interval: about 2-3 s.
+    assert!(
+        cut.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        cut.elapsed()
+    );
+
+    nft("delete table inet xvip_test");
+    wait_master(&lab, "lb1", &["lb2"], Duration::from_secs(8));
+    assert_eq!(vrrp(&lab, "lb1").expect("lb1").priority, 150);
+}
+
 #[test]
 fn with_preempt_a_higher_priority_node_takes_the_vip_from_a_live_master() {
     let mut lab = lab("vrrppre", 2, None);
@@ -617,44 +817,4 @@ fn a_stalled_netlink_and_a_scrape_loop_cause_no_takeover() {
         before,
         "no transition while the kernel was slow"
     );
-}
-
-/// Holds `rtnl_lock` in bursts until `stop` (or 30 s): in a namespace of its own, 500 veth
-/// pairs created in one batch, then the namespace deleted (its devices unregistered under
-/// the lock). Returns the number of rounds.
-fn rtnl_hog(
-    lab: &Lab,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> thread::JoinHandle<u32> {
-    let name = format!("{}-hog", lab.prefix);
-    let batch: String = (0..500)
-        .map(|i| format!("link add v{i} type veth peer name w{i}\n"))
-        .collect();
-    thread::spawn(move || {
-        let file = std::env::temp_dir().join(format!("{name}.batch"));
-        std::fs::write(&file, batch).expect("batch file");
-        let ip = |args: &[&str]| {
-            std::process::Command::new("ip")
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let end = Instant::now() + Duration::from_secs(30);
-        let mut rounds = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
-            if !ip(&["netns", "add", &name]) {
-                break;
-            }
-            let ok = ip(&["-n", &name, "-batch", &file.to_string_lossy()]);
-            ip(&["netns", "del", &name]);
-            if !ok {
-                break;
-            }
-            rounds += 1;
-        }
-        let _ = std::fs::remove_file(&file);
-        rounds
-    })
 }

@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     net::iface::{IfaceError, Interface},
-    wire::arp::{Arp, BROADCAST, ETH_P_ARP, FRAME_LEN, MARK_LEN, Mark},
+    wire::arp::{ARP_REPLY, Arp, BROADCAST, ETH_P_ARP, FRAME_LEN, MARK_LEN, Mark},
 };
 
 /// The ARP sockets' answers (all attached interfaces together).
@@ -29,6 +29,10 @@ pub struct ArpStatus {
     /// Requests for our addresses not answered: over the requester's or the segment's
     /// budget.
     pub rate_limited: u64,
+    /// Unicast replies telling a known client the new owner after a takeover
+    /// (`announce::clients`).
+    #[serde(default)]
+    pub takeover_notices: u64,
 }
 
 /// Errors about the interface or the socket.
@@ -51,6 +55,7 @@ pub struct ArpSocket {
     answered: AtomicU64,
     rate_limited: AtomicU64,
     send_errors: AtomicU64,
+    takeover_notices: AtomicU64,
     /// The mark sent after every packet (`announce::claims`).
     mark: Mutex<Option<Mark>>,
 }
@@ -106,6 +111,7 @@ impl ArpSocket {
             answered: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
+            takeover_notices: AtomicU64::new(0),
             mark: Mutex::new(None),
         })
     }
@@ -151,6 +157,7 @@ impl ArpSocket {
         ArpStatus {
             answered: self.answered.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            takeover_notices: self.takeover_notices.load(Ordering::Relaxed),
         }
     }
 
@@ -200,6 +207,24 @@ impl ArpSocket {
         } else {
             Ok(())
         }
+    }
+
+    /// Tells `client` (its MAC and address) that `vip` is at `our_mac` now: a unicast
+    /// reply, as if it had asked (`announce::clients`). Counted; returns whether it went out.
+    pub fn tell(&self, our_mac: [u8; 6], vip: Ipv4Addr, mac: [u8; 6], addr: Ipv4Addr) -> bool {
+        let reply = Arp {
+            op: ARP_REPLY,
+            sender_mac: our_mac,
+            sender_ip: vip,
+            target_mac: mac,
+            target_ip: addr,
+            mark: None,
+        };
+        let ok = self.send(&reply, mac).is_ok();
+        if ok {
+            self.takeover_notices.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Sends gratuitous ARP (request and reply) for each VIP.

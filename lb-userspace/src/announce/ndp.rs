@@ -34,6 +34,10 @@ pub struct NdpStatus {
     pub answered: u64,
     /// Frames dropped by the checks, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Unicast advertisements telling a known client the new owner after a takeover
+    /// (`announce::clients`).
+    #[serde(default)]
+    pub takeover_notices: u64,
 }
 
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -324,6 +328,8 @@ pub struct Counts {
     pub rate_limited: AtomicU64,
     /// Advertisements in answer that could not be sent.
     pub send_errors: AtomicU64,
+    /// Unicast advertisements to known clients after a takeover.
+    pub takeover_notices: AtomicU64,
 }
 
 /// A packet socket on one interface that receives only ICMPv6 neighbor solicitations.
@@ -532,7 +538,26 @@ impl NdpSocket {
                     c.rate_limited.load(Ordering::Relaxed),
                 )])
                 .collect(),
+            takeover_notices: c.takeover_notices.load(Ordering::Relaxed),
         }
+    }
+
+    /// Tells a client (`mac`, `addr`) that `vip` is at `our_mac` now: an advertisement
+    /// sent to it alone, Override set (RFC 4861 section 7.2.5: a REACHABLE entry takes the
+    /// new address). Counted; returns whether it went out.
+    pub fn tell(&self, our_mac: [u8; 6], vip: Ipv6Addr, mac: [u8; 6], addr: Ipv6Addr) -> bool {
+        let na = Advertisement {
+            eth_dst: mac,
+            eth_src: our_mac,
+            dst: addr,
+            target: vip,
+            solicited: false,
+        };
+        let ok = self.send(&na).is_ok();
+        if ok {
+            self.counts.takeover_notices.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Receives the next valid neighbor solicitation (invalid frames are counted).

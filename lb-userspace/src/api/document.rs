@@ -125,6 +125,9 @@ pub struct Status {
     /// Conntrack sync (`--sync-key-file`), when enabled.
     #[serde(default)]
     pub sync: Option<crate::sync::SyncStatus>,
+    /// The VRRP notify hooks (`--notify-exec`, `--notify-fifo`), when given.
+    #[serde(default)]
+    pub notify: Option<crate::announce::vrrp::notify::NotifyStatus>,
 }
 
 impl Status {

@@ -251,6 +251,12 @@ impl Status {
                 "ARP requests for our addresses not answered: over the requester's or the segment's budget.",
                 a.rate_limited,
             );
+            counter(
+                &mut reg,
+                "arp_takeover_notices",
+                "Unicast ARP replies telling a known client (the flow table's) the new owner after a takeover.",
+                a.takeover_notices,
+            );
         }
         if let Some(c) = &self.claims {
             let foreign = c.claimants.iter().filter(|x| x.kind == "foreign").count();
@@ -291,6 +297,12 @@ impl Status {
                 "ndp_answered",
                 "Neighbour solicitations answered for the IPv6 VIPs.",
                 n.answered,
+            );
+            counter(
+                &mut reg,
+                "ndp_takeover_notices",
+                "Unicast advertisements telling a known client (the flow table's) the new owner after a takeover.",
+                n.takeover_notices,
             );
             let drops = Family::<Labels, Counter>::default();
             for (k, v) in &n.dropped {
@@ -342,6 +354,12 @@ impl Status {
                 "vrrp_master",
                 "1 when this node is the VRRP master.",
                 flag(v.state == "master"),
+            );
+            int(
+                &mut reg,
+                "vrrp_fault",
+                "1 while a tracked interface is down (--vrrp-track-interface): never master.",
+                flag(v.state == "fault"),
             );
             int(
                 &mut reg,
@@ -683,6 +701,7 @@ mod tests {
             "gauge xvip_reconcile_seconds{}",
             "gauge xvip_under_flood{}",
             "gauge xvip_unconfirmed_flows{}",
+            "gauge xvip_vrrp_fault{}",
             "gauge xvip_vrrp_guard_holding{}",
             "gauge xvip_vrrp_master{}",
             "gauge xvip_vrrp_priority{}",

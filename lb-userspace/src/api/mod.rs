@@ -139,6 +139,7 @@ mod tests {
             solicitations: 4,
             answered: 3,
             dropped: [("hop_limit".to_string(), 2u64)].into(),
+            takeover_notices: 0,
         });
         let t = st.to_table();
         assert!(
@@ -176,17 +177,19 @@ mod tests {
         st.arp = Some(ArpStatus {
             answered: 7,
             rate_limited: 19_000,
+            takeover_notices: 5,
         });
         let m = st.to_prometheus();
         for want in [
             "xvip_arp_answered_total 7",
             "xvip_arp_rate_limited_total 19000",
+            "xvip_arp_takeover_notices_total 5",
         ] {
             assert!(m.contains(want), "{want}: {m}");
         }
         let t = st.to_table();
         assert!(
-            t.contains("arp: 7 answered, 19000 not answered (rate limit)"),
+            t.contains("arp: 7 answered, 19000 not answered (rate limit), 5 takeover notices"),
             "{t}"
         );
     }

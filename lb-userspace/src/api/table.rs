@@ -85,14 +85,26 @@ impl Status {
                 nonzero.join(" ")
             }
         );
+        if let Some(n) = &self.notify {
+            let _ = writeln!(
+                o,
+                "notify: exec {} ok, {} failed, {} timed out, {} dropped; fifo {} lines, {} dropped",
+                n.exec_ok,
+                n.exec_failed,
+                n.exec_timed_out,
+                n.exec_dropped,
+                n.fifo_lines,
+                n.fifo_dropped
+            );
+        }
         if let Some(r) = &self.route {
             let _ = writeln!(o, "{}", r.line());
         }
         if let Some(a) = &self.arp {
             let _ = writeln!(
                 o,
-                "arp: {} answered, {} not answered (rate limit)",
-                a.answered, a.rate_limited
+                "arp: {} answered, {} not answered (rate limit), {} takeover notices",
+                a.answered, a.rate_limited, a.takeover_notices
             );
         }
         if let Some(c) = &self.claims {

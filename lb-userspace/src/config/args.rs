@@ -134,6 +134,38 @@ pub struct RunArgs {
     /// environment or the config file: a flag shows in `ps`.
     #[arg(long, env = "XVIP_VRRP_AUTH_PASS", hide_env_values = true)]
     pub vrrp_auth_pass: Option<vrrp::Secret>,
+    /// An interface whose loss is a fault, as keepalived's `track_interface`: while it is
+    /// down or missing this node is never VRRP master (a master resigns with priority 0);
+    /// repeat for several.
+    #[arg(
+        long = "vrrp-track-interface",
+        env = "XVIP_VRRP_TRACK_INTERFACES",
+        value_delimiter = ','
+    )]
+    pub vrrp_track_interfaces: Vec<String>,
+    /// Run on every VRRP state change as keepalived's `notify` script:
+    /// `PATH INSTANCE NAME STATE PRIORITY` (STATE MASTER, BACKUP, FAULT or STOP), one at a
+    /// time, killed after 10 s; never delays the election. Absolute, executable, writable
+    /// only by its owner.
+    #[arg(long, env = "XVIP_NOTIFY_EXEC")]
+    pub notify_exec: Option<PathBuf>,
+    /// A FIFO that gets a line per VRRP state change, as keepalived's `notify_fifo`:
+    /// `INSTANCE "NAME" STATE PRIORITY`; created (0600) when missing; a line no reader
+    /// takes at once is dropped (counted), never waited for.
+    #[arg(long, env = "XVIP_NOTIFY_FIFO")]
+    pub notify_fifo: Option<PathBuf>,
+    /// A witness (e.g. the gateway) pinged every second: while it does not answer
+    /// (--vrrp-track-ip-fall probes in a row) the VRRP priority is lowered by
+    /// --vrrp-track-ip-weight, so a node that lost its uplink gives the VIP away.
+    #[arg(long, env = "XVIP_VRRP_TRACK_IP")]
+    pub vrrp_track_ip: Option<String>,
+    /// Priority taken off while the witness does not answer, 1-253 (default 50).
+    #[arg(long, env = "XVIP_VRRP_TRACK_IP_WEIGHT")]
+    pub vrrp_track_ip_weight: Option<u32>,
+    /// Probes in a row without an answer before the witness counts as lost, 1-100
+    /// (default 3).
+    #[arg(long, env = "XVIP_VRRP_TRACK_IP_FALL")]
+    pub vrrp_track_ip_fall: Option<u32>,
     /// Follow the `kubernetes` EndpointSlices with this kubeconfig and add/remove masters
     /// (the --backend list stays the fallback while the API is unreachable).
     #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]

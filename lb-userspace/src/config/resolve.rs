@@ -543,6 +543,15 @@ impl RunArgs {
             version: self.vrrp_version.or(file.vrrp_version),
             auth_type: self.vrrp_auth_type.clone().or(file.vrrp_auth_type.clone()),
             auth_pass: self.vrrp_auth_pass.clone().or(file.vrrp_auth_pass.clone()),
+            track_interfaces: pick_list(
+                &self.vrrp_track_interfaces,
+                file.vrrp_track_interfaces.clone(),
+            ),
+            notify_exec: self.notify_exec.clone().or(file.notify_exec.clone()),
+            notify_fifo: self.notify_fifo.clone().or(file.notify_fifo.clone()),
+            track_ip: self.vrrp_track_ip.clone().or(file.vrrp_track_ip.clone()),
+            track_ip_weight: self.vrrp_track_ip_weight.or(file.vrrp_track_ip_weight),
+            track_ip_fall: self.vrrp_track_ip_fall.or(file.vrrp_track_ip_fall),
         })?;
         let announce = self.announce.or(file.announce).unwrap_or_default();
         if announce == Announce::None && vrrp.is_some() {

@@ -56,7 +56,27 @@ pub struct VrrpSettings {
     pub version: Version,
     /// v2 authentication ([`Auth::NONE`] or PASS); its `Debug` hides the password.
     pub auth: Auth,
+    /// Interfaces whose loss is a fault (keepalived's `track_interface`): while one is down
+    /// (or missing) the router is in FAULT: never master, a master resigns.
+    pub track_interfaces: Vec<String>,
+    /// Run on every state change, as keepalived's `notify` script
+    /// (`PATH INSTANCE NAME STATE PRIORITY`): an absolute path to an executable file
+    /// that only its owner may write.
+    pub notify_exec: Option<std::path::PathBuf>,
+    /// A FIFO a line is written to on every state change, as keepalived's `notify_fifo`
+    /// (`INSTANCE "NAME" STATE PRIORITY`); created (mode 0600) when missing.
+    pub notify_fifo: Option<std::path::PathBuf>,
+    /// The witness (`--vrrp-track-ip`): probed every second; `track_ip_fall` probes in a
+    /// row without an answer lower the priority by `track_ip_weight` (down to 1).
+    pub track_ip: Option<std::net::Ipv4Addr>,
+    pub track_ip_weight: u8,
+    pub track_ip_fall: u32,
 }
+
+/// Default priority taken off while the witness does not answer.
+pub const DEFAULT_TRACK_IP_WEIGHT: u8 = 50;
+/// Default probes in a row without an answer before the witness counts as lost.
+pub const DEFAULT_TRACK_IP_FALL: u32 = 3;
 
 /// The VRRP settings as given (flags, environment or file), before validation.
 #[derive(Clone, Debug, Default)]
@@ -70,6 +90,50 @@ pub struct VrrpInput {
     pub version: Option<u32>,
     pub auth_type: Option<String>,
     pub auth_pass: Option<Secret>,
+    pub track_interfaces: Vec<String>,
+    pub notify_exec: Option<std::path::PathBuf>,
+    pub notify_fifo: Option<std::path::PathBuf>,
+    pub track_ip: Option<String>,
+    pub track_ip_weight: Option<u32>,
+    pub track_ip_fall: Option<u32>,
+}
+
+/// `--notify-exec`: an absolute path to a regular file with an execute bit that neither its
+/// group nor others may write (keepalived's `enable_script_security` rule: whoever can
+/// change the script runs code as xvip).
+fn check_notify_exec(p: &std::path::Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |why: &str| invalid("--notify-exec", p.display(), why);
+    if !p.is_absolute() {
+        return Err(bad("must be an absolute path"));
+    }
+    let m = std::fs::metadata(p).map_err(|e| bad(&e.to_string()))?;
+    let mode = m.permissions().mode();
+    if !m.is_file() {
+        return Err(bad("not a regular file"));
+    }
+    if mode & 0o111 == 0 {
+        return Err(bad("not executable"));
+    }
+    if mode & 0o022 != 0 {
+        return Err(bad("writable by its group or others"));
+    }
+    Ok(())
+}
+
+/// `--notify-fifo`: an absolute path that is a FIFO, or nothing yet (created at start).
+fn check_notify_fifo(p: &std::path::Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::FileTypeExt;
+    let bad = |why: &str| invalid("--notify-fifo", p.display(), why);
+    if !p.is_absolute() {
+        return Err(bad("must be an absolute path"));
+    }
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_fifo() => Ok(()),
+        Ok(_) => Err(bad("exists and is not a FIFO")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(bad(&e.to_string())),
+    }
 }
 
 /// What an error shows instead of the password.
@@ -104,6 +168,27 @@ impl VrrpSettings {
                 (
                     "--vrrp-auth-pass",
                     i.auth_pass.as_ref().map(|_| HIDDEN.into()),
+                ),
+                (
+                    "--vrrp-track-interface",
+                    i.track_interfaces.first().cloned(),
+                ),
+                (
+                    "--notify-exec",
+                    i.notify_exec.as_ref().map(|p| p.display().to_string()),
+                ),
+                (
+                    "--notify-fifo",
+                    i.notify_fifo.as_ref().map(|p| p.display().to_string()),
+                ),
+                ("--vrrp-track-ip", i.track_ip.clone()),
+                (
+                    "--vrrp-track-ip-weight",
+                    i.track_ip_weight.map(|w| w.to_string()),
+                ),
+                (
+                    "--vrrp-track-ip-fall",
+                    i.track_ip_fall.map(|f| f.to_string()),
                 ),
             ];
             if let Some((field, Some(v))) = stray.into_iter().find(|(_, v)| v.is_some()) {
@@ -182,6 +267,65 @@ impl VrrpSettings {
             }
             peers.push(ip);
         }
+        let mut track_interfaces: Vec<String> = Vec::new();
+        for t in &i.track_interfaces {
+            // IFNAMSIZ is 16 with the NUL; '/' and white space are never in a name.
+            if t.is_empty()
+                || t.len() > 15
+                || t.contains(['/', ':'])
+                || t.contains(char::is_whitespace)
+            {
+                return Err(invalid(
+                    "--vrrp-track-interface",
+                    t,
+                    "not an interface name (1-15 bytes, no '/', ':' or spaces)",
+                ));
+            }
+            if track_interfaces.contains(t) {
+                return Err(invalid("--vrrp-track-interface", t, "given twice"));
+            }
+            track_interfaces.push(t.clone());
+        }
+        if let Some(p) = &i.notify_exec {
+            check_notify_exec(p)?;
+        }
+        let track_ip = match &i.track_ip {
+            Some(s) => {
+                let a: std::net::Ipv4Addr = s
+                    .parse()
+                    .map_err(|_| invalid("--vrrp-track-ip", s, "not an IPv4 address"))?;
+                if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                    return Err(invalid("--vrrp-track-ip", s, "not a unicast address"));
+                }
+                Some(a)
+            }
+            None => None,
+        };
+        if track_ip.is_none()
+            && let Some((f, v)) = [
+                ("--vrrp-track-ip-weight", i.track_ip_weight),
+                ("--vrrp-track-ip-fall", i.track_ip_fall),
+            ]
+            .into_iter()
+            .find_map(|(f, v)| v.map(|v| (f, v)))
+        {
+            return Err(invalid(f, v, "needs --vrrp-track-ip"));
+        }
+        let track_ip_weight = match i.track_ip_weight {
+            Some(w) => u8::try_from(w)
+                .ok()
+                .filter(|w| (1..=253).contains(w))
+                .ok_or_else(|| invalid("--vrrp-track-ip-weight", w, "must be in 1-253"))?,
+            None => DEFAULT_TRACK_IP_WEIGHT,
+        };
+        let track_ip_fall = match i.track_ip_fall {
+            Some(f) if (1..=100).contains(&f) => f,
+            Some(f) => return Err(invalid("--vrrp-track-ip-fall", f, "must be in 1-100")),
+            None => DEFAULT_TRACK_IP_FALL,
+        };
+        if let Some(p) = &i.notify_fifo {
+            check_notify_fifo(p)?;
+        }
         let health_penalty = match i.health_penalty {
             Some(n) => u8::try_from(n)
                 .ok()
@@ -247,6 +391,12 @@ impl VrrpSettings {
             health_penalty,
             version,
             auth,
+            track_interfaces,
+            notify_exec: i.notify_exec,
+            notify_fifo: i.notify_fifo,
+            track_ip,
+            track_ip_weight,
+            track_ip_fall,
         }))
     }
 
@@ -277,6 +427,150 @@ mod tests {
             vrid: Some(51),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_notify_hook_must_be_an_absolute_executable_only_its_owner_may_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xvip-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hook = dir.join("hook");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        let with = |p: &std::path::Path| {
+            VrrpSettings::resolve(VrrpInput {
+                notify_exec: Some(p.into()),
+                ..input()
+            })
+        };
+        for (mode, why) in [
+            (0o644, "not executable"),
+            (0o777, "writable by its group or others"),
+            (0o775, "writable by its group or others"),
+        ] {
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = with(&hook).unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains("--notify-exec"),
+                "{mode:o}: {e}"
+            );
+        }
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            with(&hook).unwrap().unwrap().notify_exec,
+            Some(hook.clone())
+        );
+        let e = with(std::path::Path::new("hook")).unwrap_err().to_string();
+        assert!(e.contains("absolute"), "{e}");
+        assert!(with(&dir.join("missing")).is_err());
+        assert!(
+            with(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        // The FIFO: absent (created at start) or a FIFO, never a plain file.
+        let fifo = |p: &std::path::Path| {
+            VrrpSettings::resolve(VrrpInput {
+                notify_fifo: Some(p.into()),
+                ..input()
+            })
+        };
+        assert!(fifo(&dir.join("absent")).is_ok());
+        assert!(fifo(&hook).unwrap_err().to_string().contains("not a FIFO"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_witness_is_a_unicast_ipv4_address_with_a_weight_and_a_fall() {
+        let s = VrrpSettings::resolve(VrrpInput {
+            track_ip: Some("192.0.2.1".into()),
+            ..input()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.track_ip, Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!((s.track_ip_weight, s.track_ip_fall), (50, 3));
+        let bad = |i: VrrpInput| VrrpSettings::resolve(i).unwrap_err().to_string();
+        let ip = || Some("192.0.2.1".to_string());
+        for (i, want) in [
+            (
+                VrrpInput {
+                    track_ip: Some("gw".into()),
+                    ..input()
+                },
+                "not an IPv4 address",
+            ),
+            (
+                VrrpInput {
+                    track_ip: Some("224.0.0.1".into()),
+                    ..input()
+                },
+                "not a unicast",
+            ),
+            (
+                VrrpInput {
+                    track_ip: ip(),
+                    track_ip_weight: Some(0),
+                    ..input()
+                },
+                "1-253",
+            ),
+            (
+                VrrpInput {
+                    track_ip: ip(),
+                    track_ip_fall: Some(0),
+                    ..input()
+                },
+                "1-100",
+            ),
+            (
+                VrrpInput {
+                    track_ip_weight: Some(20),
+                    ..input()
+                },
+                "needs --vrrp-track-ip",
+            ),
+        ] {
+            let e = bad(i);
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn tracked_interfaces_are_names_given_once_and_need_a_vrid() {
+        let s = VrrpSettings::resolve(VrrpInput {
+            track_interfaces: vec!["eth1".into(), "bond0.10".into()],
+            ..input()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.track_interfaces, ["eth1", "bond0.10"]);
+        for (bad, why) in [
+            ("", "not an interface name"),
+            ("a-very-long-name0", "not an interface name"),
+            ("eth 1", "not an interface name"),
+            ("../x", "not an interface name"),
+        ] {
+            let e = VrrpSettings::resolve(VrrpInput {
+                track_interfaces: vec![bad.into()],
+                ..input()
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+            assert!(e.to_string().contains("--vrrp-track-interface"), "{e}");
+        }
+        let e = VrrpSettings::resolve(VrrpInput {
+            track_interfaces: vec!["eth1".into(), "eth1".into()],
+            ..input()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let e = VrrpSettings::resolve(VrrpInput {
+            track_interfaces: vec!["eth1".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("needs --vrrp-vrid"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub(super) struct Daemon {
     pub(super) vrrp_master: bool,
     /// The IPv4 election's live status (its priority goes into the ARP frames' mark).
     pub(super) vrrp_report: Option<crate::announce::vrrp::Report>,
+    /// Whether a takeover notice to the known clients is going, per family (`takeover`).
+    pub(super) telling: [Arc<std::sync::atomic::AtomicBool>; 2],
+    /// What the tracked interfaces and the witness say (`track`): both VRRP instances listen.
+    pub(super) fault_rx: watch::Receiver<crate::announce::vrrp::Tracked>,
+    /// The notify hooks (`--notify-exec`, `--notify-fifo`), told of every state change.
+    pub(super) notifier: Option<crate::announce::vrrp::notify::Notifier>,
 }
 
 /// Where the loop's events come from; kept apart from [`Daemon`] so a handler can take
@@ -242,11 +248,17 @@ impl Daemon {
                 }
                 _ = src.resolve.tick() => self.on_tick(),
                 state = recv_unbounded_opt(&mut src.vrrp) => match state {
-                    Some(state) => self.on_vrrp(state),
+                    Some(state) => {
+                        self.notify(state, false);
+                        self.on_vrrp(state);
+                    }
                     None => return Some("VRRP"),
                 },
                 state = recv_unbounded_opt(&mut src.vrrp6) => match state {
-                    Some(state) => self.on_vrrp6(state),
+                    Some(state) => {
+                        self.notify(state, true);
+                        self.on_vrrp6(state);
+                    }
                     None => return Some("IPv6 VRRP"),
                 },
                 _ = &mut *endpoint => return Some("status endpoint"),
@@ -256,6 +268,22 @@ impl Daemon {
             }
         }
         None
+    }
+
+    /// A VRRP state change to the notify hooks: the instance is named by its VRID (and
+    /// family), the priority is the one advertised now.
+    fn notify(&self, state: crate::announce::vrrp::State, v6: bool) {
+        let (Some(n), Some(v)) = (&self.notifier, &self.settings.vrrp) else {
+            return;
+        };
+        let priority = self
+            .vrrp_report
+            .as_ref()
+            .filter(|_| !v6)
+            .and_then(|r| r.lock().ok().map(|s| s.priority))
+            .unwrap_or(v.priority);
+        let name = format!("vrid{}{}", v.vrid, if v6 { "-ipv6" } else { "" });
+        n.changed(&name, state, priority);
     }
 
     fn announcing(&self) -> bool {
@@ -319,6 +347,11 @@ impl Daemon {
         self.sync_master();
         if master {
             self.unsolicited_na();
+            super::takeover::tell_known_clients(
+                &self.shared,
+                super::takeover::Senders::Ndp(self.ndp.clone(), self.vip6_addrs.clone()),
+                &self.telling[1],
+            );
             self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
             self.garp_burst_at =
                 tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
@@ -598,10 +631,23 @@ impl Daemon {
         self.garp_burst = 0;
         if master {
             self.gratuitous_arp();
+            self.tell_known_clients();
             self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
             self.garp_burst_at =
                 tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
         }
+    }
+
+    /// The IPv4 clients in the flow table told the new owner directly (`takeover`).
+    fn tell_known_clients(&self) {
+        let socks = std::iter::once((self.iface.clone(), self.arp.clone()))
+            .chain(self.others.iter().cloned())
+            .collect();
+        super::takeover::tell_known_clients(
+            &self.shared,
+            super::takeover::Senders::Arp(socks, self.vip_addrs.clone()),
+            &self.telling[0],
+        );
     }
 
     fn on_garp_burst(&mut self) {
@@ -644,8 +690,15 @@ impl Daemon {
             }
         }
         let mut was_master = false;
-        for v in vrrp.into_iter().flatten() {
-            was_master |= v.stop().await;
+        let mut families = Vec::new();
+        for (i, v) in vrrp.into_iter().enumerate() {
+            if let Some(v) = v {
+                was_master |= v.stop().await;
+                families.push(i == 1);
+            }
+        }
+        for v6 in families {
+            self.notify(crate::announce::vrrp::State::Initialize, v6);
         }
         if was_master {
             let grace = self

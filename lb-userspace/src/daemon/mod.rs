@@ -9,7 +9,9 @@ mod nexthops;
 mod report;
 mod routed;
 mod startup;
+mod takeover;
 mod tasks;
+mod track;
 
 use std::{
     collections::BTreeMap,

@@ -127,5 +127,6 @@ pub(super) fn status_of(
         discovery: None,
         route: s.route.clone(),
         sync: None,
+        notify: None,
     }
 }

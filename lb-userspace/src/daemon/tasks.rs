@@ -129,6 +129,25 @@ impl Daemon {
             discovery: None,
         };
         let static6 = settings.backends6.clone();
+        let notifier = match &settings.vrrp {
+            Some(v) if v.notify_exec.is_some() || v.notify_fifo.is_some() => Some(
+                crate::announce::vrrp::notify::Notifier::start(
+                    v.notify_exec.as_deref(),
+                    v.notify_fifo.as_deref(),
+                )
+                .map_err(|e| {
+                    DaemonError::Runtime(format!(
+                        "--notify-fifo {}: {e}",
+                        v.notify_fifo
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new(""))
+                            .display()
+                    ))
+                })?,
+            ),
+            _ => None,
+        };
+        let fault_rx = super::track::spawn(settings.vrrp.as_ref());
         let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
             reconcile(st, None, None);
         })
@@ -167,6 +186,9 @@ impl Daemon {
             claims: Default::default(),
             vrrp_master: false,
             vrrp_report: None,
+            telling: Default::default(),
+            fault_rx,
+            notifier,
         };
         Ok((d, sources))
     }
@@ -253,6 +275,7 @@ pub(super) fn vrrp(
         &d.iface,
         &vips,
         d.serve_rx.clone(),
+        d.fault_rx.clone(),
         sources.listen_vrrp(),
     )?;
     log::info!(
@@ -290,6 +313,7 @@ pub(super) fn vrrp6(
         &d.iface,
         &vips,
         d.serve6_rx.clone(),
+        d.fault_rx.clone(),
         sources.listen_vrrp6(),
     )?;
     log::info!(
@@ -345,6 +369,7 @@ pub(super) async fn status_endpoint(
             .flatten()
             .collect();
         let sync = d.sync.clone();
+        let notifier = d.notifier.clone();
         let discovery = settings
             .discover_from_kubeconfig
             .clone()
@@ -368,6 +393,7 @@ pub(super) async fn status_endpoint(
                     let one = n.status();
                     sum.solicitations += one.solicitations;
                     sum.answered += one.answered;
+                    sum.takeover_notices += one.takeover_notices;
                     for (k, v) in one.dropped {
                         *sum.dropped.entry(k).or_default() += v;
                     }
@@ -379,6 +405,7 @@ pub(super) async fn status_endpoint(
                 for a in arp.iter().map(|a| a.status()) {
                     sum.answered += a.answered;
                     sum.rate_limited += a.rate_limited;
+                    sum.takeover_notices += a.takeover_notices;
                 }
                 sum
             });
@@ -386,6 +413,7 @@ pub(super) async fn status_endpoint(
                 .as_ref()
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
             st.sync = sync.as_ref().map(|s| s.status());
+            st.notify = notifier.as_ref().map(|n| n.status());
             st
         })
     };

@@ -613,6 +613,16 @@ impl Dataplane {
         self.flow_map_handle(map_names::CONNTRACK)
     }
 
+    /// Second handles on the pinned `CONNTRACK` and `CONNTRACK6` maps: the clients told of
+    /// a takeover are read from them off the main loop. `None` without pins.
+    pub fn client_maps(&self) -> Option<ClientMaps> {
+        let v4 = self.flow_map_handle(map_names::CONNTRACK)?;
+        let v6 = MapData::from_pin(self.pins.as_ref()?.join(map_names::CONNTRACK6))
+            .ok()
+            .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok());
+        Some(ClientMaps { v4, v6 })
+    }
+
     /// The same for `UNCONFIRMED` (flows not confirmed yet: a flood shows there).
     pub fn unconfirmed_handle(&self) -> Option<HashMap<MapData, FlowKey, CtEntry>> {
         self.flow_map_handle(map_names::UNCONFIRMED)
@@ -658,6 +668,46 @@ impl Dataplane {
         let path = self.pins.as_ref()?.join(name);
         let data = MapData::from_pin(&path).ok()?;
         HashMap::try_from(Map::LruHashMap(data)).ok()
+    }
+}
+
+/// The confirmed-flow maps as the takeover notice reads them (`Dataplane::client_maps`).
+pub struct ClientMaps {
+    v4: HashMap<MapData, FlowKey, CtEntry>,
+    v6: Option<HashMap<MapData, lb_common::FlowKey6, lb_common::CtEntry6>>,
+}
+
+/// A client as a flow entry names it: (last seen, interface index, MAC, address).
+pub type FlowClient = (u64, u32, [u8; 6], std::net::IpAddr);
+
+impl ClientMaps {
+    /// The clients of at most `max_walk` IPv4 flows (one syscall per entry: call it off the
+    /// main loop).
+    pub fn clients4(&self, max_walk: usize) -> Vec<FlowClient> {
+        self.v4
+            .iter()
+            .take(max_walk)
+            .filter_map(Result::ok)
+            .map(|(k, e)| {
+                let addr = std::net::Ipv4Addr::from(u32::from_be(k.src_addr));
+                (e.last_seen_ns, e.client_ifindex, e.client_mac, addr.into())
+            })
+            .collect()
+    }
+
+    /// The same for the IPv6 flows (none when the map is not there).
+    pub fn clients6(&self, max_walk: usize) -> Vec<FlowClient> {
+        let Some(m) = &self.v6 else {
+            return Vec::new();
+        };
+        m.iter()
+            .take(max_walk)
+            .filter_map(Result::ok)
+            .map(|(k, e)| {
+                let addr = std::net::Ipv6Addr::from(lb_common::ip6_octets(k.src_addr));
+                (e.last_seen_ns, e.client_ifindex, e.client_mac, addr.into())
+            })
+            .collect()
     }
 }
 

@@ -861,6 +861,8 @@ pub fn keepalived(
     let mut peers: Vec<String> = Vec::new();
     let mut vips: Vec<IpAddr> = Vec::new();
     let mut penalty: Option<u32> = None;
+    let mut tracked: Vec<String> = Vec::new();
+    let mut notify: Option<String> = None;
     for s in inst.children() {
         match s.key() {
             "interface" => interface = s.arg(1).map(str::to_string),
@@ -953,6 +955,46 @@ pub fn keepalived(
                             }
                         }
                         Err(_) => note(&mut notes, v, "not an IP address, left out"),
+                    }
+                }
+            }
+            "notify" => {
+                let path = s.arg(1).map(|p| p.trim_matches('"'));
+                match path {
+                    Some(p)
+                        if s.words.len() == 2
+                            && p.starts_with('/')
+                            && !p.contains(char::is_whitespace) =>
+                    {
+                        notify = Some(p.to_string());
+                        note(
+                            &mut notes,
+                            s,
+                            "carried over as notify_exec (same arguments: INSTANCE NAME STATE PRIORITY, NAME is vridN); xvip refuses a script writable by group or others",
+                        );
+                    }
+                    _ => note(
+                        &mut notes,
+                        s,
+                        "a notify with arguments is not carried over: wrap it in a script and give notify_exec",
+                    ),
+                }
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => note(
+                &mut notes,
+                s,
+                "not carried over: xvip runs one notify_exec with the state (MASTER, BACKUP, FAULT, STOP) as $3",
+            ),
+            "track_interface" => {
+                for t in s.children() {
+                    if t.words.iter().any(|w| w == "weight") {
+                        note(
+                            &mut notes,
+                            t,
+                            "a weighted track_interface is not carried over: xvip tracks an interface as a fault only (down: never master)",
+                        );
+                    } else if !tracked.iter().any(|x| x == t.key()) {
+                        tracked.push(t.key().to_string());
                     }
                 }
             }
@@ -1102,6 +1144,12 @@ pub fn keepalived(
     let _ = writeln!(t, "vrrp_advert_int = {}", q(&advert_int));
     if !preempt {
         let _ = writeln!(t, "vrrp_preempt = false");
+    }
+    if !tracked.is_empty() {
+        let _ = writeln!(t, "vrrp_track_interfaces = {}", list(&tracked));
+    }
+    if let Some(n) = &notify {
+        let _ = writeln!(t, "notify_exec = {}", q(n));
     }
     match (&password, version) {
         (Some(pw), 2) => {
@@ -1275,6 +1323,50 @@ mod tests {
         let v = s.vrrp.unwrap();
         assert_eq!((v.vrid, v.priority, v.preempt), (7, 90, false));
         assert_eq!(v.auth, crate::wire::vrrp::Auth::pass(b"longerth"));
+    }
+
+    #[test]
+    fn track_interface_is_carried_over_and_a_weighted_one_is_noted() {
+        let d = Dir::new("track");
+        let ka = d.file(
+            "k.conf",
+            "vrrp_instance A {\n interface eth0\n virtual_router_id 51\n virtual_ipaddress {\n 192.0.2.100\n }\n track_interface {\n eth1\n bond0\n eth2 weight -20\n eth1\n }\n}\n",
+        );
+        let out = keepalived(&ka, None, None).unwrap();
+        assert!(
+            out.toml
+                .contains("vrrp_track_interfaces = [\"eth1\", \"bond0\"]"),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("k.conf:10") && n.contains("weighted track_interface")),
+            "{:?}",
+            out.notes
+        );
+        let s = check(&format!("{}backends = [\"192.0.2.11\"]\n", out.toml), &d);
+        assert_eq!(s.vrrp.unwrap().track_interfaces, ["eth1", "bond0"]);
+        // A bare notify script is carried over; per-state scripts are noted.
+        let ka = d.file(
+            "n.conf",
+            "vrrp_instance A {\n interface eth0\n virtual_router_id 51\n virtual_ipaddress {\n 192.0.2.100\n }\n notify /usr/local/bin/vrrp-hook\n notify_master /usr/local/bin/up\n}\n",
+        );
+        let out = keepalived(&ka, None, None).unwrap();
+        assert!(
+            out.toml
+                .contains("notify_exec = \"/usr/local/bin/vrrp-hook\""),
+            "{}",
+            out.toml
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("n.conf:8") && n.contains("one notify_exec")),
+            "{:?}",
+            out.notes
+        );
     }
 
     #[test]

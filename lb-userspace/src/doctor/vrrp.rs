@@ -209,6 +209,12 @@ mod tests {
             health_penalty: 50,
             version,
             auth,
+            track_interfaces: Vec::new(),
+            notify_exec: None,
+            notify_fifo: None,
+            track_ip: None,
+            track_ip_weight: 50,
+            track_ip_fall: 3,
         }
     }
 

@@ -145,3 +145,39 @@ pub fn bind_to_device(fd: &OwnedFd, name: &str) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// Whether interface `name` is up and running (`IFF_UP` and `IFF_RUNNING`: administratively
+/// up with its carrier), read with `SIOCGIFFLAGS` through `sock` (any datagram socket);
+/// `false` when there is no such interface.
+pub fn interface_running(sock: &OwnedFd, name: &str) -> bool {
+    // SAFETY: a zeroed ifreq is valid; the name is copied in below.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() {
+        return false;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
+        return false;
+    }
+    // SAFETY: SIOCGIFFLAGS sets the flags member of the union.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+}
+
+/// A datagram socket for interface ioctls ([`interface_running`]).
+///
+/// # Errors
+/// The `socket(2)` error.
+pub fn ioctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket call; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}

@@ -690,3 +690,73 @@ pub fn plain_lab(tag: &str, lbs: u8, extra: &[(&str, Ipv4Addr)]) -> Lab {
     }
     lab
 }
+
+/// A sync key file (32 random bytes, mode 0600) in `dir`; its path.
+pub fn sync_key_file(dir: &tests::lab::TempDir) -> String {
+    use std::{io::Read, os::unix::fs::PermissionsExt};
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("urandom");
+    let p = dir.path("sync.key");
+    std::fs::write(&p, key).expect("key file");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    dir.str("sync.key")
+}
+
+/// The MAC and NUD state of `host`'s neighbour entry for the VIP ("" when none).
+pub fn vip_neighbour(lab: &Lab, host: &str) -> (String, String) {
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["neigh", "show", &VIP.to_string()])
+        .unwrap_or_default();
+    let w: Vec<&str> = out.split_whitespace().collect();
+    let mac = w
+        .iter()
+        .skip_while(|x| **x != "lladdr")
+        .nth(1)
+        .unwrap_or(&"")
+        .to_string();
+    (mac, w.last().unwrap_or(&"").to_string())
+}
+
+/// Holds `rtnl_lock` in bursts until `stop` (or 30 s): in a namespace of its own, 500 veth
+/// pairs created in one batch, then the namespace deleted (its devices unregistered under
+/// the lock). Returns the number of rounds.
+pub fn rtnl_hog(
+    lab: &Lab,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u32> {
+    let name = format!("{}-hog", lab.prefix);
+    let batch: String = (0..500)
+        .map(|i| format!("link add v{i} type veth peer name w{i}\n"))
+        .collect();
+    thread::spawn(move || {
+        let file = std::env::temp_dir().join(format!("{name}.batch"));
+        std::fs::write(&file, batch).expect("batch file");
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut rounds = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            if !ip(&["netns", "add", &name]) {
+                break;
+            }
+            let ok = ip(&["-n", &name, "-batch", &file.to_string_lossy()]);
+            ip(&["netns", "del", &name]);
+            if !ok {
+                break;
+            }
+            rounds += 1;
+        }
+        let _ = std::fs::remove_file(&file);
+        rounds
+    })
+}

@@ -34,6 +34,9 @@ pub enum State {
     Backup,
     /// Advertising and answering ARP for the VIPs.
     Master,
+    /// A tracked interface is down (keepalived's FAULT): silent, never master, until
+    /// [`Machine::recover`].
+    Fault,
 }
 
 impl State {
@@ -43,6 +46,7 @@ impl State {
             Self::Initialize => "initialize",
             Self::Backup => "backup",
             Self::Master => "master",
+            Self::Fault => "fault",
         }
     }
 }
@@ -164,7 +168,7 @@ impl Machine {
         let after = until + self.skew_time();
         let mut out = Vec::new();
         match self.state {
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
             State::Backup => {
                 self.master_down_at = Some(self.master_down_at.map_or(after, |t| t.max(after)));
             }
@@ -201,7 +205,7 @@ impl Machine {
     /// When [`poll`](Self::poll) has something to do, if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Initialize => None,
+            State::Initialize | State::Fault => None,
             State::Backup => self.master_down_at,
             State::Master => self.adver_at,
         }
@@ -232,13 +236,42 @@ impl Machine {
         match self.state {
             State::Initialize => return out,
             State::Master => out.push(Action::Send { priority: 0 }),
-            State::Backup => {}
+            State::Backup | State::Fault => {}
         }
         self.master_down_at = None;
         self.adver_at = None;
         self.master = None;
         out.push(self.go(State::Initialize, "shutdown"));
         out
+    }
+
+    /// A tracked interface went down (keepalived's `track_interface`): a master resigns
+    /// with a priority 0 advertisement, as at shutdown, so a backup takes over after its
+    /// Skew_Time; a backup stops its timer. Nothing more happens until [`recover`](Self::recover).
+    pub fn fault(&mut self, _now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Initialize | State::Fault => return out,
+            State::Master => out.push(Action::Send { priority: 0 }),
+            State::Backup => {}
+        }
+        self.master_down_at = None;
+        self.adver_at = None;
+        self.master = None;
+        out.push(self.go(State::Fault, "a tracked interface is down"));
+        out
+    }
+
+    /// Every tracked interface is up again: back to Backup with a full Master_Down_Timer
+    /// (the live master, if any, is heard before it expires).
+    pub fn recover(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != State::Fault {
+            return Vec::new();
+        }
+        self.master_adver_interval = self.params.advert_interval;
+        self.master_down_at = Some(now + self.master_down_interval());
+        self.master = None;
+        vec![self.go(State::Backup, "the tracked interfaces are up")]
     }
 
     /// Fires the timers that are due at `now`.
@@ -278,7 +311,7 @@ impl Machine {
     ) -> Vec<Action> {
         let mut out = Vec::new();
         match self.state {
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
             State::Backup => {
                 if priority == 0 {
                     // The master resigned: take over after Skew_Time only.
@@ -398,6 +431,36 @@ mod tests {
         assert!(m.poll(down + INT - MS).is_empty());
         assert_eq!(sent(&m.poll(down + INT)), Some(100));
         assert_eq!(m.next_deadline(), Some(down + 2 * INT));
+    }
+
+    /// keepalived's `track_interface`: a master whose tracked interface goes down enters
+    /// FAULT and resigns with priority 0; in FAULT nothing makes it master (no timer, adverts
+    /// ignored); once the interface is back it is a backup with a full Master_Down_Timer.
+    #[test]
+    fn a_fault_resigns_with_priority_0_and_stays_silent_until_recovered() {
+        let (mut m, t0) = machine(150, true);
+        m.startup(t0);
+        let down = m.next_deadline().unwrap();
+        assert_eq!(became(&m.poll(down)), Some(State::Master));
+        let a = m.fault(down + MS);
+        assert_eq!(sent(&a), Some(0), "priority 0, as at shutdown");
+        assert_eq!(became(&a), Some(State::Fault));
+        assert_eq!(m.next_deadline(), None);
+        assert!(m.fault(down + 2 * MS).is_empty(), "already in fault");
+        assert!(m.on_advert(down + 3 * MS, HIGHER_IP, 0, INT).is_empty());
+        assert!(m.poll(down + Duration::from_secs(10)).is_empty());
+        assert_eq!(m.state(), State::Fault);
+        let t = down + Duration::from_secs(11);
+        assert_eq!(became(&m.recover(t)), Some(State::Backup));
+        assert_eq!(m.next_deadline(), Some(t + m.master_down_interval()));
+        assert!(m.recover(t).is_empty(), "recovered once");
+        // A backup in fault just stops its timer; shutdown from fault sends nothing.
+        let (mut b, t0) = machine(100, true);
+        b.startup(t0);
+        let a = b.fault(t0);
+        assert_eq!((sent(&a), became(&a)), (None, Some(State::Fault)));
+        let a = b.shutdown(t0);
+        assert_eq!((sent(&a), became(&a)), (None, Some(State::Initialize)));
     }
 
     #[test]

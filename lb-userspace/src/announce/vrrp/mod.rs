@@ -13,7 +13,9 @@
 
 pub mod guard;
 pub mod machine;
+pub mod notify;
 pub mod socket;
+pub mod witness;
 
 use std::{
     collections::BTreeMap,
@@ -217,7 +219,8 @@ impl Handle {
 
 /// Starts the election on `iface` for the IPv4 `vips` (from the primary address). State
 /// changes are sent on `events`; the advertised priority follows `can_serve` (false: the
-/// health penalty applies).
+/// health penalty applies); `tracked` says when the router is in [`State::Fault`] (a tracked
+/// interface down) and what the witness takes off the priority.
 ///
 /// # Errors
 /// [`VrrpError`] when the interface has no IPv4 address or the socket cannot be set up.
@@ -226,6 +229,7 @@ pub fn spawn(
     iface: &Interface,
     vips: &[Ipv4Addr],
     can_serve: watch::Receiver<bool>,
+    tracked: watch::Receiver<Tracked>,
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     if iface.ipv4.is_unspecified() {
@@ -241,6 +245,7 @@ pub fn spawn(
         IpAddr::V4(iface.ipv4),
         &vips,
         can_serve,
+        tracked,
         events,
     )
 }
@@ -257,6 +262,7 @@ pub fn spawn6(
     iface: &Interface,
     vips: &[std::net::Ipv6Addr],
     can_serve: watch::Receiver<bool>,
+    tracked: watch::Receiver<Tracked>,
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     let ll =
@@ -266,7 +272,15 @@ pub fn spawn6(
             what: "link-local IPv6",
         })?;
     let vips: Vec<IpAddr> = vips.iter().map(|v| IpAddr::V6(*v)).collect();
-    spawn_from(settings, iface, IpAddr::V6(ll), &vips, can_serve, events)
+    spawn_from(
+        settings,
+        iface,
+        IpAddr::V6(ll),
+        &vips,
+        can_serve,
+        tracked,
+        events,
+    )
 }
 
 fn spawn_from(
@@ -275,6 +289,7 @@ fn spawn_from(
     src: IpAddr,
     vips: &[IpAddr],
     can_serve: watch::Receiver<bool>,
+    tracked: watch::Receiver<Tracked>,
     events: mpsc::UnboundedSender<State>,
 ) -> Result<Handle, VrrpError> {
     let mut addrs: Vec<IpAddr> = Vec::new();
@@ -289,7 +304,10 @@ fn spawn_from(
     let report: Report = Arc::new(Mutex::new(VrrpStatus::default()));
     let mut ctx = Ctx {
         machine: Machine::new(Params {
-            priority: settings.effective_priority(*can_serve.borrow()),
+            priority: settings
+                .effective_priority(*can_serve.borrow())
+                .saturating_sub(tracked.borrow().penalty)
+                .max(1),
             advert_interval: settings.advert_interval,
             preempt: settings.preempt,
             primary: src,
@@ -309,6 +327,7 @@ fn spawn_from(
         guard: guard::Guard::default(),
         guard_was_holding: false,
         failpoint_panic_when_master: false,
+        tracked: Tracked::default(),
     };
     ctx.publish();
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -351,7 +370,7 @@ fn spawn_from(
                     }
                 };
                 ctx.failpoint_panic_when_master = failpoint.as_deref() == Some(FAILPOINT_PANIC);
-                let was_master = ctx.run(sock, can_serve, stop_rx).await;
+                let was_master = ctx.run(sock, can_serve, tracked, stop_rx).await;
                 let _ = done_tx.send(was_master);
             });
         })
@@ -391,6 +410,17 @@ struct Ctx {
     guard_was_holding: bool,
     /// See [`FAILPOINT_ENV`].
     failpoint_panic_when_master: bool,
+    /// What the tracked interfaces and the witness said last.
+    tracked: Tracked,
+}
+
+/// What the node's own checks say about the election (`daemon::track`): a tracked
+/// interface is down (FAULT), and the priority the witness takes off while it does not
+/// answer (0 when it does, or without one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tracked {
+    pub fault: bool,
+    pub penalty: u8,
 }
 
 /// A rejected packet: why, its sender when known, and the advert when it decoded (for the
@@ -402,12 +432,17 @@ impl Ctx {
         mut self,
         sock: VrrpSocket,
         mut can_serve: watch::Receiver<bool>,
+        mut tracked: watch::Receiver<Tracked>,
         mut stop: oneshot::Receiver<()>,
     ) -> bool {
         let mut buf = vec![0u8; 4096];
         let mut health_open = true;
+        let mut tracked_open = true;
+        let mut serving = *can_serve.borrow_and_update();
         let acts = self.machine.startup(Instant::now());
         self.apply(&sock, acts);
+        let t = *tracked.borrow_and_update();
+        self.on_tracked(&sock, t, serving);
         self.publish();
         let mut master_since: Option<Instant> = None;
         loop {
@@ -450,7 +485,8 @@ impl Ctx {
                 r = can_serve.changed(), if health_open => match r {
                     Ok(()) => {
                         let ok = *can_serve.borrow_and_update();
-                        let p = self.settings.effective_priority(ok);
+                        serving = ok;
+                        let p = self.priority(ok);
                         if p != self.machine.priority() {
                             log::warn!(
                                 "VRRP vrid {}: {} backend to serve, advertising priority {p}",
@@ -462,6 +498,13 @@ impl Ctx {
                     }
                     Err(_) => health_open = false,
                 },
+                r = tracked.changed(), if tracked_open => match r {
+                    Ok(()) => {
+                        let t = *tracked.borrow_and_update();
+                        self.on_tracked(&sock, t, serving);
+                    }
+                    Err(_) => tracked_open = false,
+                },
             }
             self.publish();
         }
@@ -470,6 +513,43 @@ impl Ctx {
         self.apply(&sock, acts);
         self.publish();
         was_master
+    }
+
+    /// The priority to advertise: configured, less the health penalty while no backend
+    /// can be served, less the witness's weight while it does not answer (down to 1).
+    fn priority(&self, can_serve: bool) -> u8 {
+        self.settings
+            .effective_priority(can_serve)
+            .saturating_sub(self.tracked.penalty)
+            .max(1)
+    }
+
+    /// A tracked interface went down or came back (FAULT), or the witness was lost or
+    /// answered again (the priority).
+    fn on_tracked(&mut self, sock: &VrrpSocket, t: Tracked, serving: bool) {
+        let was = std::mem::replace(&mut self.tracked, t);
+        let now = Instant::now();
+        if t.fault != was.fault || (t.fault && self.machine.state() != State::Fault) {
+            let acts = if t.fault {
+                self.machine.fault(now)
+            } else {
+                self.machine.recover(now)
+            };
+            self.apply(sock, acts);
+        }
+        let p = self.priority(serving);
+        if p != self.machine.priority() {
+            log::warn!(
+                "VRRP vrid {}: the witness {}, advertising priority {p}",
+                self.settings.vrid,
+                if t.penalty > 0 {
+                    "does not answer"
+                } else {
+                    "answers again"
+                }
+            );
+            self.machine.set_priority(p);
+        }
     }
 
     fn on_packet(&mut self, sock: &VrrpSocket, pkt: &[u8]) {
