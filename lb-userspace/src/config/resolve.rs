@@ -41,6 +41,14 @@ impl RunArgs {
         };
         let interfaces = self.interface_section(&file)?;
         let interface = interfaces[0].clone();
+        let attach = self.attach.or(file.attach).unwrap_or_default();
+        if attach != super::Attach::Xdp && interfaces.len() > 1 {
+            return Err(ConfigError::invalid(
+                "--attach",
+                attach.name(),
+                "tc and auto take one --interface (several interfaces: --attach xdp)",
+            ));
+        }
         let (vips, vips6) = self.vips_section(&file)?;
         let (backends, backends6) = self.backends_section(&file, &vips, &vips6)?;
         let (mode, snat_ip, snat_ip6, snat_ports) = self.nat_section(&file, &vips, &vips6)?;
@@ -66,6 +74,7 @@ impl RunArgs {
             health,
             metrics_addr,
             xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+            attach,
             keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
             table_size,
             conntrack_size,

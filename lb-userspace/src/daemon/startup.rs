@@ -202,7 +202,8 @@ fn load(
     iface: &Interface,
     others: &[Interface],
 ) -> Result<Dataplane, DaemonError> {
-    let pins = crate::dataplane::pins::claim(&settings.pin_root, iface)?;
+    let (pins, placement) =
+        crate::dataplane::pins::claim(&settings.pin_root, iface, settings.attach)?;
     for o in others {
         crate::dataplane::pins::claim_extra(&pins, o)?;
     }
@@ -216,6 +217,7 @@ fn load(
         !settings.vips6.is_empty(),
         Some((&pins, &iface.name)),
     )?;
+    dataplane.set_placement(placement);
     if dataplane.adopted() {
         log::info!(
             "adopted the pinned state in {} ({} tracked flows)",
@@ -309,10 +311,11 @@ fn attach(
             let cgroup = crate::dataplane::local::cgroup_root()?;
             dataplane.attach_connect4(&cgroup, crate::dataplane::local::netns_cookie()?)?;
         }
-        let first = dataplane.attach(&iface.name, settings.xdp_mode)?;
+        let placement = dataplane.placement();
+        let first = dataplane.attach(&iface.name, settings.xdp_mode, placement)?;
         // One program and one set of maps on every interface: a failure on any detaches all.
         for other in &ifaces[1..] {
-            let mode = dataplane.attach(&other.name, settings.xdp_mode)?;
+            let mode = dataplane.attach(&other.name, settings.xdp_mode, placement)?;
             log::info!("attached to {} ({mode} XDP) too", other.name);
         }
         Ok(first)
@@ -327,8 +330,13 @@ fn attach(
         }
     };
     log::info!(
-        "attached to {} ({xdp_mode} XDP), VIPs {}, {} backends, {:?} mode",
+        "attached to {} ({}), VIPs {}, {} backends, {:?} mode",
         iface.name,
+        if xdp_mode.starts_with("tc") {
+            format!("{xdp_mode} ingress")
+        } else {
+            format!("{xdp_mode} XDP")
+        },
         settings
             .vips
             .iter()
@@ -416,6 +424,7 @@ pub(super) fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str>
         health,
         metrics_addr,
         xdp_mode,
+        attach,
         keep_attached,
         table_size,
         conntrack_size,
@@ -444,6 +453,7 @@ pub(super) fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str>
         ("health", *health != old.health),
         ("metrics-addr", *metrics_addr != old.metrics_addr),
         ("xdp-mode", *xdp_mode != old.xdp_mode),
+        ("attach", *attach != old.attach),
         ("keep-attached", *keep_attached != old.keep_attached),
         ("table-size", *table_size != old.table_size),
         ("conntrack-size", *conntrack_size != old.conntrack_size),
