@@ -10,9 +10,8 @@ use aya_ebpf::{
     helpers::{bpf_l4_csum_replace, bpf_xdp_adjust_head},
     programs::{TcContext, XdpContext},
 };
-use lb_common::checksum::{fold, udp_fixup};
+use lb_common::checksum::fold;
 
-use crate::maps::TC_CSUM;
 
 /// tc's verdicts as the program returns them (the bindings' types differ by target).
 pub const TC_REDIRECT: u32 = aya_ebpf::bindings::TC_ACT_REDIRECT as u32;
@@ -35,8 +34,6 @@ pub trait Ctx {
     fn data(&self) -> usize;
     /// End of the frame's directly readable bytes.
     fn data_end(&self) -> usize;
-    /// Length of the whole packet in bytes (an skb's may go beyond its linear part).
-    fn len(&self) -> usize;
     /// The interface the frame arrived on.
     fn ingress_ifindex(&self) -> u32;
     /// What `bpf_redirect` returns when it accepted the redirect in this program type.
@@ -44,10 +41,12 @@ pub trait Ctx {
     /// Moves the start of the frame by `delta` bytes; false when it cannot (tc: never
     /// asked, tagged frames pass before parsing).
     fn adjust_head(&self, delta: i32) -> bool;
-    /// Stores a TCP or UDP checksum at frame offset `off` (`check` points at it): `old` as
-    /// received, `addrs` after the pseudo-header's addresses changed, `new` after the ports
-    /// changed too (all RFC 1624 updates of `old`).
-    fn set_l4_check(&self, check: *mut [u8; 2], off: usize, old: u16, addrs: u16, new: u16, udp: bool);
+    /// Learns of the TCP or UDP checksum at frame offset `off` just rewritten in place:
+    /// `old` as received, `addrs` after the pseudo-header's addresses changed, `new` after
+    /// the ports changed too (RFC 1624 updates of `old`, right for a complete checksum).
+    /// XDP: nothing to do. tc: the skb's checksum may be partial, so the field is put back
+    /// and updated by the kernel's helper at the end (`apply_l4_check`).
+    fn note_l4_check(&self, off: usize, old: u16, addrs: u16, new: u16, udp: bool);
 }
 
 impl Ctx for XdpContext {
@@ -79,10 +78,6 @@ impl Ctx for XdpContext {
         XdpContext::data_end(self)
     }
     #[inline(always)]
-    fn len(&self) -> usize {
-        XdpContext::data_end(self) - XdpContext::data(self)
-    }
-    #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
         XdpContext::ingress_ifindex(self) as u32
     }
@@ -93,11 +88,7 @@ impl Ctx for XdpContext {
         unsafe { bpf_xdp_adjust_head(self.ctx, delta) == 0 }
     }
     #[inline(always)]
-    fn set_l4_check(&self, check: *mut [u8; 2], _: usize, old: u16, _: u16, new: u16, udp: bool) {
-        let c = if udp { udp_fixup(old, new) } else { new };
-        // SAFETY: the caller's checked header.
-        unsafe { *check = c.to_be_bytes() };
-    }
+    fn note_l4_check(&self, _: usize, _: u16, _: u16, _: u16, _: bool) {}
 }
 
 /// `TcContext` with the raw pointer the verifier needs at hand.
@@ -131,10 +122,6 @@ impl Ctx for TcContext {
         TcContext::data_end(self)
     }
     #[inline(always)]
-    fn len(&self) -> usize {
-        TcContext::len(self) as usize
-    }
-    #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
         // At tc ingress the skb's device is the one it arrived on.
         // SAFETY: the program's context.
@@ -146,42 +133,39 @@ impl Ctx for TcContext {
         false
     }
     #[inline(always)]
-    fn set_l4_check(&self, _: *mut [u8; 2], off: usize, old: u16, addrs: u16, new: u16, udp: bool) {
-        // Kept for `apply_l4_check` after the last packet access: the helper invalidates
-        // every packet pointer the parser checked. The differences of the covered sums
-        // (`~check`), one for the pseudo-header and one for the ports.
-        if let Some(p) = TC_CSUM.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot, used within this packet only.
-            unsafe {
-                (*p).off = off as u32;
-                (*p).udp = udp as u32;
-                (*p).addrs = fold(!addrs as u32 + old as u32) as u32;
-                (*p).ports = fold(!new as u32 + addrs as u32) as u32;
-            }
+    fn note_l4_check(&self, off: usize, old: u16, addrs: u16, new: u16, udp: bool) {
+        // Kept in the skb's control buffer (no stack, no map: the deep IPv6 path has no
+        // room left) for `apply_l4_check`, after the last packet access (the helper
+        // invalidates every packet pointer the parser checked): the checksum as received
+        // and the differences of the covered sums (`~check`), one for the pseudo-header
+        // and one for the ports.
+        let skb = self.raw();
+        // SAFETY: the program's context; tc programs own `cb`.
+        unsafe {
+            (*skb).cb[CB_OFF] = (off as u32) << 1 | udp as u32;
+            (*skb).cb[CB_OLD] = old as u32;
+            // The kernel sums the field as it lies in memory: network order.
+            (*skb).cb[CB_ADDRS] = fold(!addrs as u32 + old as u32).to_be() as u32;
+            (*skb).cb[CB_PORTS] = fold(!new as u32 + addrs as u32).to_be() as u32;
         }
     }
 }
 
-/// `TC_CSUM`'s value: a transport checksum change waiting for [`apply_l4_check`].
-#[repr(C)]
-pub struct PendingCsum {
-    /// Frame offset of the checksum; 0 when nothing is pending.
-    pub off: u32,
-    /// UDP (a zero checksum means none).
-    pub udp: u32,
-    /// Difference of the pseudo-header's sum.
-    pub addrs: u32,
-    /// Difference of the ports' sum.
-    pub ports: u32,
-}
+/// `__sk_buff.cb` words of a pending checksum change: the checksum's frame offset << 1 |
+/// UDP (0: nothing pending), the checksum as received, the two differences.
+const CB_OFF: usize = 0;
+const CB_OLD: usize = 1;
+const CB_ADDRS: usize = 2;
+const CB_PORTS: usize = 3;
 
-/// Clears this CPU's pending checksum change (the tc entry, before the packet path).
+/// Where a transport checksum can be, at most (bytes from the frame's start).
+const MAX_CHECK_OFFSET: u32 = 1024;
+
+/// Clears the pending checksum change (the tc entry, before the packet path).
 #[inline(always)]
-pub fn clear_l4_check() {
-    if let Some(p) = TC_CSUM.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot.
-        unsafe { (*p).off = 0 };
-    }
+pub fn clear_l4_check(skb: *mut __sk_buff) {
+    // SAFETY: the program's context.
+    unsafe { (*skb).cb[CB_OFF] = 0 };
 }
 
 /// Stores the pending checksum change through `bpf_l4_csum_replace`, which knows the skb's
@@ -190,14 +174,28 @@ pub fn clear_l4_check() {
 /// helper refused (the frame must not leave with a wrong checksum).
 #[inline(always)]
 pub fn apply_l4_check(skb: *mut __sk_buff) -> bool {
-    let Some(p) = TC_CSUM.get_ptr_mut(0) else {
-        return true;
+    // SAFETY: the program's context.
+    let (off_udp, old, addrs, ports) = unsafe {
+        let cb = &(*skb).cb;
+        (cb[CB_OFF], cb[CB_OLD], cb[CB_ADDRS], cb[CB_PORTS])
     };
-    // SAFETY: this CPU's slot.
-    let (off, udp, addrs, ports) = unsafe { ((*p).off, (*p).udp, (*p).addrs, (*p).ports) };
-    if off == 0 {
+    if off_udp == 0 {
         return true;
     }
+    let (off, udp) = (off_udp >> 1, off_udp & 1);
+    // The field back as received, written directly (a helper would want the bytes on
+    // the stack, which this path has no room for).
+    let (start, end) = TcContext::bounds(skb);
+    // A bound the verifier can see (a transport header is within `MAX_L4_OFFSET`).
+    if off > MAX_CHECK_OFFSET {
+        return false;
+    }
+    let field = start + off as usize;
+    if field + 2 > end {
+        return false;
+    }
+    // SAFETY: within the frame (checked above).
+    unsafe { *(field as *mut [u8; 2]) = (old as u16).to_be_bytes() };
     let zero = if udp != 0 {
         BPF_F_MARK_MANGLED_0 as u64
     } else {

@@ -74,17 +74,12 @@ pub fn xvip(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
     match packet::l2(&frame) {
         Ok(l2) if packet::is_ipv6(&l2) => {
-            process6::<XdpContext>(ctx.ctx, packet::classify6::<XdpContext>(ctx.ctx))
+            process6::<XdpContext>(ctx.ctx, packet::classify6::<XdpContext>(ctx.ctx)) as u32
         }
         // Not IPv6, or too short to tell (IPv4's parser counts that).
-        _ => process4::<XdpContext>(ctx.ctx),
+        _ => process4::<XdpContext>(ctx.ctx) as u32,
     }
 }
-
-/// Bytes of an skb made directly readable (and writable) before parsing: the deepest
-/// header the path reads (an IPv6 transport header starts within `MAX_L4_OFFSET`; an
-/// ICMP error's quote follows its 8 bytes) fits.
-const TC_PULL_LEN: u32 = 640;
 
 /// The same path at tc ingress (`--attach tc`), beside another program that holds XDP.
 /// Verdicts become tc's: pass is `TC_ACT_UNSPEC` (the next program of the interface, if
@@ -92,91 +87,118 @@ const TC_PULL_LEN: u32 = 640;
 /// own egress.
 #[classifier]
 pub fn xvip_tc(ctx: TcContext) -> i32 {
+    // The entry's own stack frame stays empty, as XDP's (the deep IPv6 path takes the
+    // rest of the 512 bytes): map lookups and helpers happen in calls of their own.
     let skb = ctx.raw();
-    // SAFETY: the program's context.
-    let (vlan_present, len) = unsafe { ((*skb).vlan_present, (*skb).len) };
-    let pull = if len < TC_PULL_LEN { len } else { TC_PULL_LEN };
-    if vlan_present != 0 || ctx.skb.pull_data(pull).is_err() {
-        stats::count_reason(Reason::PassTcUnhandled);
-        return TC_NEXT as i32;
+    if !tc_prepare(skb) {
+        return tc_unhandled();
     }
-    ctx::clear_l4_check();
     let frame = Frame::new(&ctx);
-    (match packet::l2(&frame) {
+    let packed = match packet::l2(&frame) {
         // A tag still in the frame (a second one, or no hardware untagging on this path):
         // `vlan::restore` would have to move the frame's start, which tc does not here.
-        Ok(l2) if l2.vlan != 0 => {
-            stats::count_reason(Reason::PassTcUnhandled);
-            return TC_NEXT as i32;
-        }
+        Ok(l2) if l2.vlan != 0 => return tc_unhandled(),
         Ok(l2) if packet::is_ipv6(&l2) => {
             process6::<TcContext>(skb, packet::classify6::<TcContext>(skb))
         }
         _ => process4::<TcContext>(skb),
-    }) as i32
+    };
+    tc_exit(skb, packed) as i32
 }
 
-/// XDP's verdict in context `C`'s terms: in tc, the transport checksum stored (after the
-/// last packet access) and `XDP_TX` turned into a redirect to the interface it came in on.
-trait Finish: Ctx {
-    fn finish(&self, v: Verdict) -> Verdict;
+/// Readies an skb for the shared path: false for a tagged one (the kernel took the tag
+/// into the skb; this path does not put one back) or one that cannot be made linear. The
+/// whole skb is made linear and writable (the parser checks the datagram's length against
+/// the frame's, as in XDP; a GRO'd packet pays a copy here), and no checksum change is
+/// pending.
+#[inline(never)]
+fn tc_prepare(skb: *mut aya_ebpf::bindings::__sk_buff) -> bool {
+    // SAFETY: the program's context.
+    if unsafe { (*skb).vlan_present } != 0 {
+        return false;
+    }
+    // SAFETY: helper on our own context.
+    if unsafe { aya_ebpf::helpers::bpf_skb_pull_data(skb, 0) } != 0 {
+        return false;
+    }
+    ctx::clear_l4_check(skb);
+    true
 }
 
-impl Finish for XdpContext {
+/// A frame the tc entry leaves to the next program and the kernel, counted.
+#[inline(never)]
+fn tc_unhandled() -> i32 {
+    stats::count_reason(Reason::PassTcUnhandled);
+    TC_NEXT as i32
+}
+
+/// How a context's path ends: XDP counts the verdict's reason (the program's one exit) and
+/// returns its action; tc hands the verdict, packed, to its entry, which finishes it
+/// (checksum, redirect) in a call of its own and counts it there (the deep IPv6 path's
+/// frame has no room for those calls under it).
+trait Exit: Ctx {
+    fn exit(v: Verdict) -> u64;
+}
+
+impl Exit for XdpContext {
     #[inline(always)]
-    fn finish(&self, v: Verdict) -> Verdict {
-        v
+    fn exit(v: Verdict) -> u64 {
+        stats::count_reason(v.reason);
+        v.action as u64
     }
 }
 
-impl Finish for TcContext {
+impl Exit for TcContext {
     #[inline(always)]
-    fn finish(&self, v: Verdict) -> Verdict {
-        let action = match v.action {
-            xdp_action::XDP_PASS => return Verdict::with(TC_NEXT, v.reason),
-            xdp_action::XDP_TX | xdp_action::XDP_REDIRECT => TC_REDIRECT,
-            _ => return Verdict::with(TC_SHOT, v.reason),
-        };
-        if !ctx::apply_l4_check(self.raw()) {
-            return Verdict::with(TC_SHOT, Reason::DropInternal);
-        }
-        // SAFETY: helper call with plain arguments.
-        if v.action == xdp_action::XDP_TX
-            && unsafe { bpf_redirect(self.ingress_ifindex(), 0) } as u32 != TC_REDIRECT
-        {
-            return Verdict::with(TC_SHOT, Reason::DropRedirectFailed);
-        }
-        Verdict::with(action, v.reason)
+    fn exit(v: Verdict) -> u64 {
+        (v.reason as u64) << 32 | v.action as u64
     }
 }
 
-/// Counts the verdict's reason (the program's one exit) and returns its action.
-#[inline(always)]
-fn counted(v: Verdict) -> u32 {
-    stats::count_reason(v.reason);
-    v.action
+/// The tc entry's one exit: the packed verdict of the path in tc's terms, the checksum
+/// stored and `XDP_TX` redirected to the interface it came in on, its reason counted
+/// (the finishing step's own when it fails).
+#[inline(never)]
+fn tc_exit(skb: *mut aya_ebpf::bindings::__sk_buff, packed: u64) -> u32 {
+    let (action, reason) = (packed as u32, (packed >> 32) as u32);
+    let (tc, reason) = match action {
+        xdp_action::XDP_PASS => (TC_NEXT, reason),
+        xdp_action::XDP_TX | xdp_action::XDP_REDIRECT => {
+            if !ctx::apply_l4_check(skb) {
+                (TC_SHOT, Reason::DropInternal as u32)
+            } else if action == xdp_action::XDP_TX
+                // SAFETY: the program's context; a helper call with plain arguments.
+                && unsafe { bpf_redirect((*skb).ifindex, 0) } as u32 != TC_REDIRECT
+            {
+                (TC_SHOT, Reason::DropRedirectFailed as u32)
+            } else {
+                (TC_REDIRECT, reason)
+            }
+        }
+        _ => (TC_SHOT, reason),
+    };
+    stats::count_reason_index(reason);
+    tc
 }
 
 #[inline(never)]
-fn process4<C: Finish>(raw: *mut C::Raw) -> u32 {
+fn process4<C: Exit>(raw: *mut C::Raw) -> u64 {
     let ctx = C::from_raw(raw);
     let frame = Frame::new(&ctx);
-    let v = match packet::parse(&frame) {
+    C::exit(match packet::parse(&frame) {
         Ok(p) => dispatch(&ctx, &frame, &p),
         Err(v) => v,
-    };
-    counted(ctx.finish(v))
+    })
 }
 
 #[inline(never)]
-fn process6<C: Finish>(raw: *mut C::Raw, class: u32) -> u32 {
+fn process6<C: Exit>(raw: *mut C::Raw, class: u32) -> u64 {
     let ctx = C::from_raw(raw);
     let frame = Frame::new(&ctx);
-    let v = match packet::parse6(&frame, class) {
+    C::exit(match packet::parse6(&frame, class) {
         Ok(p) => dispatch(&ctx, &frame, &p),
         Err(v) => v,
-    };
-    counted(ctx.finish(v))
+    })
 }
 
 #[inline(always)]

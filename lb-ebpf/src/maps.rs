@@ -188,7 +188,3 @@ pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
-/// Per CPU: the tc entry's pending transport checksum change (`ctx::apply_l4_check`), kept
-/// here rather than on the IPv6 path's tight stack. Written and read within one packet.
-#[map]
-pub static TC_CSUM: PerCpuArray<crate::ctx::PendingCsum> = PerCpuArray::with_max_entries(1, 0);

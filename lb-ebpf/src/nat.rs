@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect};
 use lb_common::{
     ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CtEntry, FlowKey, IPPROTO_UDP, Reason, VipMeta,
-    checksum::update_u16,
+    checksum::{udp_fixup, update_u16},
 };
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
@@ -258,38 +258,30 @@ pub fn rewrite<C: Ctx, A: Family>(ctx: &C, h: &Headers<A>, rw: &Rewrite<A>) {
         u16::from_be(rw.sport),
         u16::from_be(rw.dport),
     );
-    // The context stores the result: the pseudo-header's part and the ports' part apart
-    // (an skb's partial checksum takes only the first).
-    let l4_update = |check: *mut [u8; 2], off: usize, udp: bool| {
-        // SAFETY: the parser checked the whole transport header, which holds `check`.
-        let old = u16::from_be_bytes(unsafe { *check });
-        let addrs = A::addrs_csum(h, (&raw const rw.src).cast(), old);
+    // The context learns the pseudo-header's part and the ports' part apart (an skb's
+    // partial checksum takes only the first: see `Ctx::note_l4_check`).
+    let l4_update = |c: u16, off: usize, udp: bool| {
+        let addrs = A::addrs_csum(h, (&raw const rw.src).cast(), c);
         let new = update_u16(update_u16(addrs, old_sport, new_sport), old_dport, new_dport);
-        ctx.set_l4_check(check, off, old, addrs, new, udp);
+        ctx.note_l4_check(off, c, addrs, new, udp);
+        new
     };
     if h.proto == IPPROTO_UDP {
         let udp = h.l4 as *mut UdpHdr;
-        l4_update(
-            // SAFETY: the parser checked a whole UDP header.
-            unsafe { &raw mut (*udp).check },
-            h.l4_off + UDP_CHECK_OFFSET,
-            true,
-        );
-        // SAFETY: as above.
+        // SAFETY: the parser checked a whole UDP header.
         unsafe {
+            let orig = u16::from_be_bytes((*udp).check);
+            let new = l4_update(orig, h.l4_off + UDP_CHECK_OFFSET, true);
+            (*udp).check = udp_fixup(orig, new).to_be_bytes();
             (*udp).src = rw.sport.to_ne_bytes();
             (*udp).dst = rw.dport.to_ne_bytes();
         }
     } else {
         let tcp = h.l4 as *mut TcpHdr;
-        l4_update(
-            // SAFETY: the parser checked a whole TCP header.
-            unsafe { &raw mut (*tcp).check },
-            h.l4_off + TCP_CHECK_OFFSET,
-            false,
-        );
-        // SAFETY: as above.
+        // SAFETY: the parser checked a whole TCP header.
         unsafe {
+            let orig = u16::from_be_bytes((*tcp).check);
+            (*tcp).check = l4_update(orig, h.l4_off + TCP_CHECK_OFFSET, false).to_be_bytes();
             (*tcp).source = rw.sport.to_ne_bytes();
             (*tcp).dest = rw.dport.to_ne_bytes();
         }

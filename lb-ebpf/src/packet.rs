@@ -54,8 +54,6 @@ pub const TCP_ACK: u8 = 0x10;
 pub struct Frame {
     start: usize,
     end: usize,
-    /// The whole packet's length: `end - start` in XDP, beyond the linear part in tc.
-    len: usize,
 }
 
 impl Frame {
@@ -64,7 +62,6 @@ impl Frame {
         Self {
             start: ctx.data(),
             end: ctx.data_end(),
-            len: ctx.len(),
         }
     }
 
@@ -77,11 +74,10 @@ impl Frame {
         Some((self.start + off) as *mut T)
     }
 
-    /// Length of the whole frame in bytes (in tc, also what is not in the linear part:
-    /// [`Frame::ptr`] reaches only that).
+    /// Length of the whole frame in bytes (the tc entry makes the whole skb linear).
     #[inline(always)]
     pub fn len(&self) -> usize {
-        self.len
+        self.end - self.start
     }
 }
 
@@ -508,12 +504,7 @@ pub fn classify6<C: Ctx>(ctx: *mut C::Raw) -> u32 {
     // The context read here, volatile: read in the caller (as the compiler would move
     // them), the frame's end would arrive as a plain number the verifier refuses.
     let (start, end) = C::bounds(ctx);
-    // Only the linear part is read here: the length is not needed.
-    let frame = Frame {
-        start,
-        end,
-        len: end - start,
-    };
+    let frame = Frame { start, end };
     let Ok(l2) = l2(&frame) else {
         return V6_MAYBE_DNAT_REPLY;
     };
