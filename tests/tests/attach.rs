@@ -67,6 +67,14 @@ fn start(lab: &mut Lab, c: &Cleanup, attach: &str, log: &Path) {
     lab.spawn("xvip-lb", cmd).unwrap();
 }
 
+/// [`start`], then waits until that xvip is attached (its status endpoint answers).
+fn start_attached(lab: &mut Lab, c: &Cleanup, attach: &str, log: &Path) {
+    start(lab, c, attach, log);
+    if let Err(e) = lab.wait_attached("lb") {
+        panic!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+}
+
 /// A neighbour from lab-ebpf attached in native XDP to the lb's eth0; `drop_port` set in
 /// its map. Kept alive by the returned handle (the test's own, never xvip's).
 fn neighbour(lab: &Lab, program: &'static str, drop_port: u16) -> aya::Ebpf {
@@ -74,7 +82,7 @@ fn neighbour(lab: &Lab, program: &'static str, drop_port: u16) -> aya::Ebpf {
         let mut ebpf = aya::Ebpf::load_file(lab_object())?;
         let mut port: aya::maps::Array<_, u16> =
             aya::maps::Array::try_from(ebpf.map_mut("NEIGHBOUR_DROP_PORT").unwrap())?;
-        port.set(0, drop_port, 0)?;
+        port.set(0, &drop_port, 0)?;
         let prog: &mut aya::programs::Xdp = ebpf.program_mut(program).unwrap().try_into()?;
         prog.load()?;
         prog.attach(c"eth0", aya::programs::XdpMode::Driver)?;
@@ -148,7 +156,7 @@ fn auto_beside_a_port_dropping_xdp_neighbour_serves_through_tc_and_leaves_it_unt
     let n = neighbour(&lab, "lab_neighbour_drop", 9999);
     let id = xdp_prog(&lab).expect("the neighbour is attached");
     let log = dir.path("xvip.log");
-    start(&mut lab, &c, "auto", &log);
+    start_attached(&mut lab, &c, "auto", &log);
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap()));
     let text = std::fs::read_to_string(&log).unwrap();
@@ -191,9 +199,9 @@ fn attach_tc_pins_its_link_serves_while_xvip_is_down_and_a_restart_adopts_it() {
     let (c, mut lab) = lab("attc");
     let n = neighbour(&lab, "lab_neighbour_pass", 0);
     let id = xdp_prog(&lab).unwrap();
-    start(&mut lab, &c, "tc", &dir.path("1.log"));
+    start_attached(&mut lab, &c, "tc", &dir.path("1.log"));
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(dir.path("1.log")).unwrap()));
     let pins = c.root.join(c.netns[0].to_string()).join("eth0");
     assert!(pins.join("tc").exists(), "the tc link is not pinned in {}", pins.display());
     assert!(!pins.join("link").exists());
@@ -205,7 +213,7 @@ fn attach_tc_pins_its_link_serves_while_xvip_is_down_and_a_restart_adopts_it() {
         .expect("the pinned tc program stopped serving with xvip down");
 
     let log = dir.path("2.log");
-    start(&mut lab, &c, "tc", &log);
+    start_attached(&mut lab, &c, "tc", &log);
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
         .unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -254,9 +262,9 @@ fn attach_tc_translates_frames_with_checksums_left_to_offload() {
     // hook; the lb's own eth0 completes them on the way out (tx offload off), so a wrong
     // pseudo-header update would reach m1 as a bad checksum.
     sh(lab.host("client").ns.cmd("ethtool").args(["-K", "eth0", "tx", "on"])).unwrap();
-    start(&mut lab, &c, "tc", &dir.path("xvip.log"));
+    start_attached(&mut lab, &c, "tc", &dir.path("xvip.log"));
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(dir.path("xvip.log")).unwrap()));
     // A body of several segments (GSO on the client).
     let body = dir.path("body");
     std::fs::write(&body, vec![b'x'; 256 * 1024]).unwrap();

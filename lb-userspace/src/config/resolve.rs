@@ -975,6 +975,32 @@ mod tests {
     }
 
     #[test]
+    fn attach_comes_from_the_flag_or_toml_defaults_to_xdp_and_tc_takes_one_interface() {
+        use crate::config::Attach;
+        assert_eq!(args().resolve().unwrap().attach, Attach::Xdp);
+        let mut a = args();
+        a.attach = Some(Attach::Auto);
+        assert_eq!(a.resolve().unwrap().attach, Attach::Auto);
+        let dir = std::env::temp_dir().join(format!("xvip-attach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.toml");
+        std::fs::write(&path, "attach = \"tc\"\n").unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        assert_eq!(a.resolve().unwrap().attach, Attach::Tc);
+        std::fs::write(&path, "attach = \"ebpf\"\n").unwrap();
+        assert!(a.resolve().is_err(), "an unknown attach mode is refused");
+        std::fs::remove_dir_all(&dir).unwrap();
+        for attach in [Attach::Tc, Attach::Auto] {
+            let mut a = args();
+            a.attach = Some(attach);
+            a.interface = vec!["eth0".into(), "eth1".into()];
+            let err = a.resolve().unwrap_err();
+            assert_eq!(field_of(err), "--attach");
+        }
+    }
+
+    #[test]
     fn missing_required_settings_are_named() {
         let mut a = args();
         a.interface = Vec::new();

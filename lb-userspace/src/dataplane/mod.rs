@@ -788,6 +788,22 @@ impl Dataplane {
         self.placement
     }
 
+    /// The tc entry, loaded (verified) if it was not yet, e.g. for `BPF_PROG_TEST_RUN`.
+    ///
+    /// # Errors
+    /// The object lacks it or the verifier refuses it.
+    pub fn tc_program(&mut self) -> Result<&SchedClassifier, DataplaneError> {
+        Ok(&*self.tc_program_mut()?)
+    }
+
+    /// The tc entry once [`Dataplane::tc_program`] (or a tc attach) has loaded it.
+    pub fn tc_program_loaded(&self) -> Option<&SchedClassifier> {
+        self.ebpf
+            .program(TC_PROGRAM_NAME)
+            .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+            .filter(|p| p.fd().is_ok())
+    }
+
     /// The tc entry, verified on first use (an XDP-only run never loads it).
     fn tc_program_mut(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
         let p: &mut SchedClassifier = self

@@ -833,6 +833,25 @@ pub fn detach_dirs(root: &Path, interface: &str) -> Result<Vec<PathBuf>, PinErro
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn auto_goes_to_tc_only_beside_a_foreign_program() {
+        let a = Attached {
+            prog_id: 42,
+            mode: 1,
+        };
+        assert_eq!(auto_placement(decide(None, 3, &[a])), Placement::Tc);
+        assert_eq!(auto_placement(decide(None, 3, &[])), Placement::Xdp);
+        let ours = LinkState {
+            id: 7,
+            prog_id: 42,
+            link_type: BPF_LINK_TYPE_XDP,
+            ifindex: 3,
+        };
+        // Our own pinned program (a restart): XDP again.
+        assert_eq!(auto_placement(decide(Some(ours), 3, &[a])), Placement::Xdp);
+    }
+
     use super::*;
 
     fn link(ifindex: u32, prog_id: u32) -> Option<LinkState> {
