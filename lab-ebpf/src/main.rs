@@ -110,7 +110,10 @@ pub fn lab_neighbour_drop(ctx: XdpContext) -> u32 {
     }
     // SAFETY: checked above.
     let dport = unsafe { u16::from_be_bytes([*p.add(l4 + 2), *p.add(l4 + 3)]) };
-    if NEIGHBOUR_DROP_PORT.get(0).is_some_and(|d| *d != 0 && *d == dport) {
+    if NEIGHBOUR_DROP_PORT
+        .get(0)
+        .is_some_and(|d| *d != 0 && *d == dport)
+    {
         bump(2);
         return xdp_action::XDP_DROP;
     }

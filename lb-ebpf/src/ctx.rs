@@ -6,18 +6,17 @@
 //! after GRO, needs the kernel's helper).
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, __sk_buff, xdp_action, xdp_md},
+    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, xdp_action, xdp_md},
     helpers::{bpf_l4_csum_replace, bpf_xdp_adjust_head},
     programs::{TcContext, XdpContext},
 };
 use lb_common::checksum::fold;
 
-
 /// tc's verdicts as the program returns them (the bindings' types differ by target).
 pub const TC_REDIRECT: u32 = aya_ebpf::bindings::TC_ACT_REDIRECT as u32;
 pub const TC_SHOT: u32 = aya_ebpf::bindings::TC_ACT_SHOT as u32;
 /// `TC_ACT_UNSPEC` (-1): tcx's "next", the interface's next program decides.
-pub const TC_NEXT: u32 = aya_ebpf::bindings::TC_ACT_UNSPEC as i32 as u32;
+pub const TC_NEXT: u32 = aya_ebpf::bindings::TC_ACT_UNSPEC as u32;
 
 /// A program context the packet path can run in.
 pub trait Ctx {
@@ -122,8 +121,11 @@ impl Ctx for TcContext {
         TcContext::data_end(self)
     }
     #[inline(always)]
+    #[expect(
+        clippy::misnamed_getters,
+        reason = "at tc ingress the skb's device is the one it arrived on; `ingress_ifindex` (skb_iif) is 0 in a test run, where XDP's is the loopback's, as `ifindex` is"
+    )]
     fn ingress_ifindex(&self) -> u32 {
-        // At tc ingress the skb's device is the one it arrived on.
         // SAFETY: the program's context.
         unsafe { (*self.raw()).ifindex }
     }

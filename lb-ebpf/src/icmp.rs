@@ -16,8 +16,8 @@ use network_types::{
 };
 
 use crate::{
-    ctx::Ctx,
     Verdict, conntrack,
+    ctx::Ctx,
     family::Family,
     lookup,
     maps::CONFIG,

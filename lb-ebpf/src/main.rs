@@ -5,6 +5,9 @@
 // `atomic_cxchg`: the only compare-and-swap the BPF target offers (see conntrack.rs).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// aya's `#[classifier]` wraps the kernel's context pointer with `NonNull::new_unchecked` in
+// the public function it generates, which this lint cannot tell from a dereference.
+#![expect(clippy::not_unsafe_ptr_arg_deref)]
 
 mod conntrack;
 mod ctx;
@@ -202,8 +205,7 @@ fn process6<C: Exit>(raw: *mut C::Raw, class: u32) -> u64 {
 }
 
 #[inline(always)]
-fn dispatch<C: Ctx, A: icmp::QuotedIp>(
-    ctx: &C, frame: &Frame, parsed: &Parsed<A>) -> Verdict {
+fn dispatch<C: Ctx, A: icmp::QuotedIp>(ctx: &C, frame: &Frame, parsed: &Parsed<A>) -> Verdict {
     let eth = match parsed {
         Parsed::Flow(h) | Parsed::Icmp(h) => h.eth,
     };

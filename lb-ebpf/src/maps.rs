@@ -187,4 +187,3 @@ pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_
 /// Per CPU: backend index -> Counters. Written here.
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
-

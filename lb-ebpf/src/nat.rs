@@ -262,7 +262,11 @@ pub fn rewrite<C: Ctx, A: Family>(ctx: &C, h: &Headers<A>, rw: &Rewrite<A>) {
     // partial checksum takes only the first: see `Ctx::note_l4_check`).
     let l4_update = |c: u16, off: usize, udp: bool| {
         let addrs = A::addrs_csum(h, (&raw const rw.src).cast(), c);
-        let new = update_u16(update_u16(addrs, old_sport, new_sport), old_dport, new_dport);
+        let new = update_u16(
+            update_u16(addrs, old_sport, new_sport),
+            old_dport,
+            new_dport,
+        );
         ctx.note_l4_check(off, c, addrs, new, udp);
         new
     };

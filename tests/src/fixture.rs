@@ -131,13 +131,12 @@ impl Dp {
     pub fn run_tc(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let prog: &SchedClassifier = self.ebpf.program(TC_PROGRAM).unwrap().try_into().unwrap();
         let mut out = vec![0u8; frame.len() + 64];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })?;
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out))
     }

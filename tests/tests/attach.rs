@@ -58,7 +58,14 @@ fn whoami() -> String {
 fn start(lab: &mut Lab, c: &Cleanup, attach: &str, log: &Path) {
     let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
     cmd.arg("run")
-        .args(["--interface", "eth0", "--backend", "192.0.2.11", "--vip", VIP])
+        .args([
+            "--interface",
+            "eth0",
+            "--backend",
+            "192.0.2.11",
+            "--vip",
+            VIP,
+        ])
         .args(["--attach", attach, "--pin-root"])
         .arg(&c.root)
         .env("RUST_LOG", "info")
@@ -78,31 +85,42 @@ fn start_attached(lab: &mut Lab, c: &Cleanup, attach: &str, log: &Path) {
 /// A neighbour from lab-ebpf attached in native XDP to the lb's eth0; `drop_port` set in
 /// its map. Kept alive by the returned handle (the test's own, never xvip's).
 fn neighbour(lab: &Lab, program: &'static str, drop_port: u16) -> aya::Ebpf {
-    in_netns(&lab.host("lb").ns.name, move || -> anyhow::Result<aya::Ebpf> {
-        let mut ebpf = aya::Ebpf::load_file(lab_object())?;
-        let mut port: aya::maps::Array<_, u16> =
-            aya::maps::Array::try_from(ebpf.map_mut("NEIGHBOUR_DROP_PORT").unwrap())?;
-        port.set(0, &drop_port, 0)?;
-        let prog: &mut aya::programs::Xdp = ebpf.program_mut(program).unwrap().try_into()?;
-        prog.load()?;
-        prog.attach(c"eth0", aya::programs::XdpMode::Driver)?;
-        Ok(ebpf)
-    })
+    in_netns(
+        &lab.host("lb").ns.name,
+        move || -> anyhow::Result<aya::Ebpf> {
+            let mut ebpf = aya::Ebpf::load_file(lab_object())?;
+            let mut port: aya::maps::Array<_, u16> =
+                aya::maps::Array::try_from(ebpf.map_mut("NEIGHBOUR_DROP_PORT").unwrap())?;
+            port.set(0, &drop_port, 0)?;
+            let prog: &mut aya::programs::Xdp = ebpf.program_mut(program).unwrap().try_into()?;
+            prog.load()?;
+            prog.attach(c"eth0", aya::programs::XdpMode::Driver)?;
+            Ok(ebpf)
+        },
+    )
     .unwrap()
     .unwrap()
 }
 
 /// `NEIGHBOUR_COUNTS[slot]` summed over the CPUs.
 fn count(ebpf: &aya::Ebpf, slot: u32) -> u64 {
-    let m: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("NEIGHBOUR_COUNTS").unwrap()).unwrap();
+    let m: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("NEIGHBOUR_COUNTS").unwrap()).unwrap();
     m.get(&slot, 0).unwrap().iter().sum()
 }
 
 /// The XDP program id on the lb's eth0, as `ip link` shows it.
 fn xdp_prog(lab: &Lab) -> Option<u32> {
-    let out = lab.host("lb").ns.ip(&["link", "show", "dev", "eth0"]).ok()?;
+    let out = lab
+        .host("lb")
+        .ns
+        .ip(&["link", "show", "dev", "eth0"])
+        .ok()?;
     let rest = &out[out.find("prog/xdp id ")? + "prog/xdp id ".len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The names of the tcx ingress programs on the lb's eth0.
@@ -145,7 +163,10 @@ fn stop(lab: &mut Lab) {
     let i = lab.proc_index("xvip-lb").unwrap();
     lab.procs[i].signal(libc::SIGTERM);
     let status = lab.procs[i].wait_timeout(Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "xvip did not stop cleanly: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "xvip did not stop cleanly: {status:?}"
+    );
     lab.stop("xvip-lb");
 }
 
@@ -160,7 +181,10 @@ fn auto_beside_a_port_dropping_xdp_neighbour_serves_through_tc_and_leaves_it_unt
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap()));
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("--attach auto")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("--attach auto"))
+        .collect();
     assert_eq!(lines.len(), 1, "one line says where and why: {text}");
     assert!(
         lines[0].contains("lab_neighbour_d") && lines[0].contains("tc ingress"),
@@ -173,8 +197,12 @@ fn auto_beside_a_port_dropping_xdp_neighbour_serves_through_tc_and_leaves_it_unt
 
     // The neighbour still sees the VIP's traffic first, and drops its own port.
     let seen = count(&n, 1);
-    lab.curl("client", &whoami(), Duration::from_secs(5)).unwrap();
-    assert!(count(&n, 1) > seen, "the neighbour no longer sees the traffic");
+    lab.curl("client", &whoami(), Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        count(&n, 1) > seen,
+        "the neighbour no longer sees the traffic"
+    );
     let dropped = count(&n, 2);
     udp_to_lb(&lab, 9999, 5);
     udp_to_lb(&lab, 9998, 5);
@@ -186,7 +214,11 @@ fn auto_beside_a_port_dropping_xdp_neighbour_serves_through_tc_and_leaves_it_unt
 
     // xvip gone: the neighbour is as it was, nothing of xvip's is left on the interface.
     stop(&mut lab);
-    assert_eq!(xdp_prog(&lab), Some(id), "stopping xvip touched the neighbour");
+    assert_eq!(
+        xdp_prog(&lab),
+        Some(id),
+        "stopping xvip touched the neighbour"
+    );
     assert!(tc_progs(&lab).is_empty(), "the tc program stayed");
     let seen = count(&n, 1);
     udp_to_lb(&lab, 9998, 3);
@@ -201,9 +233,18 @@ fn attach_tc_pins_its_link_serves_while_xvip_is_down_and_a_restart_adopts_it() {
     let id = xdp_prog(&lab).unwrap();
     start_attached(&mut lab, &c, "tc", &dir.path("1.log"));
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(dir.path("1.log")).unwrap()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                std::fs::read_to_string(dir.path("1.log")).unwrap()
+            )
+        });
     let pins = c.root.join(c.netns[0].to_string()).join("eth0");
-    assert!(pins.join("tc").exists(), "the tc link is not pinned in {}", pins.display());
+    assert!(
+        pins.join("tc").exists(),
+        "the tc link is not pinned in {}",
+        pins.display()
+    );
     assert!(!pins.join("link").exists());
 
     // Killed: the pinned link keeps serving.
@@ -217,9 +258,16 @@ fn attach_tc_pins_its_link_serves_while_xvip_is_down_and_a_restart_adopts_it() {
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
         .unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("replaced the pinned tc program in place"), "{text}");
+    assert!(
+        text.contains("replaced the pinned tc program in place"),
+        "{text}"
+    );
     assert!(text.contains("adopted the pinned state"), "{text}");
-    assert_eq!(tc_progs(&lab), vec!["xvip_tc".to_string()], "two tc programs");
+    assert_eq!(
+        tc_progs(&lab),
+        vec!["xvip_tc".to_string()],
+        "two tc programs"
+    );
     assert_eq!(xdp_prog(&lab), Some(id));
     assert!(count(&n, 0) > 0);
 
@@ -261,10 +309,20 @@ fn attach_tc_translates_frames_with_checksums_left_to_offload() {
     // The client's frames now carry partial checksums (veth offload) up to the lb's tc
     // hook; the lb's own eth0 completes them on the way out (tx offload off), so a wrong
     // pseudo-header update would reach m1 as a bad checksum.
-    sh(lab.host("client").ns.cmd("ethtool").args(["-K", "eth0", "tx", "on"])).unwrap();
+    sh(lab
+        .host("client")
+        .ns
+        .cmd("ethtool")
+        .args(["-K", "eth0", "tx", "on"]))
+    .unwrap();
     start_attached(&mut lab, &c, "tc", &dir.path("xvip.log"));
     lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(dir.path("xvip.log")).unwrap()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                std::fs::read_to_string(dir.path("xvip.log")).unwrap()
+            )
+        });
     // A body of several segments (GSO on the client).
     let body = dir.path("body");
     std::fs::write(&body, vec![b'x'; 256 * 1024]).unwrap();
@@ -272,11 +330,22 @@ fn attach_tc_translates_frames_with_checksums_left_to_offload() {
         .host("client")
         .ns
         .cmd("curl")
-        .args(["-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .args(["--data-binary", &format!("@{}", body.display()), &whoami()])
         .output()
         .unwrap();
     let code = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success() && code != "000", "curl exit {:?}, code {code}", out.status.code());
+    assert!(
+        out.status.success() && code != "000",
+        "curl exit {:?}, code {code}",
+        out.status.code()
+    );
 }
-

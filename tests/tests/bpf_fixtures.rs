@@ -927,12 +927,19 @@ fn the_tc_entry_gives_every_row_the_same_bytes_and_verdict() {
                 continue;
             }
             Err(e) => {
-                failures.push(format!("{}: tc test run: {e} ({} bytes)", f.name, f.input.len()));
+                failures.push(format!(
+                    "{}: tc test run: {e} ({} bytes)",
+                    f.name,
+                    f.input.len()
+                ));
                 continue;
             }
         };
         if verdict != want_verdict {
-            failures.push(format!("{}: tc verdict {verdict}, expected {want_verdict}", f.name));
+            failures.push(format!(
+                "{}: tc verdict {verdict}, expected {want_verdict}",
+                f.name
+            ));
         } else if &out != want_out {
             failures.push(format!(
                 "{}: tc output differs\n  got      {}\n  expected {}",

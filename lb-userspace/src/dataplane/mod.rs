@@ -901,7 +901,8 @@ impl Dataplane {
             log::info!("{interface}: replaced the pinned tc program in place");
             return Ok("tc (pinned)");
         }
-        let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        let tcx = aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
         let ifname = std::ffi::CString::new(interface).map_err(|_| fail("NUL in name".into()))?;
         if !tcx {
             // Already there is fine; any other failure shows in the attach below.

@@ -727,8 +727,6 @@ fn claim_tc(dir: &Path, iface: &Interface) -> Result<(), PinError> {
     }
 }
 
-
-
 /// File name of the pinned XDP link of a further interface (`--interface` repeated): kept in
 /// the first interface's directory with the maps they share, so one `xvip detach --interface
 /// FIRST` removes them all and a restart adopts each.
