@@ -120,8 +120,9 @@ fn tc_prepare(skb: *mut aya_ebpf::bindings::__sk_buff) -> bool {
     if unsafe { (*skb).vlan_present } != 0 {
         return false;
     }
-    // SAFETY: helper on our own context.
-    if unsafe { aya_ebpf::helpers::bpf_skb_pull_data(skb, 0) } != 0 {
+    // The whole length: 0 would pull only what is already linear.
+    // SAFETY: the program's context, and a helper on it.
+    if unsafe { aya_ebpf::helpers::bpf_skb_pull_data(skb, (*skb).len) } != 0 {
         return false;
     }
     ctx::clear_l4_check(skb);

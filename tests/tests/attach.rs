@@ -348,4 +348,13 @@ fn attach_tc_translates_frames_with_checksums_left_to_offload() {
         "curl exit {:?}, code {code}",
         out.status.code()
     );
+    // The whole body went through the tc program (GSO super-packets made linear, none
+    // dropped as truncated), and nothing was left untranslated.
+    let s = lab.xvip_status("lb").unwrap();
+    let get = |k: &str| s.reasons.get(k).copied().unwrap_or(0);
+    for r in ["drop_truncated", "drop_internal", "pass_tc_unhandled"] {
+        assert_eq!(get(r), 0, "{r}: {:?}", s.reasons);
+    }
+    let bytes: u64 = s.vip_traffic.iter().map(|v| v.bytes).sum();
+    assert!(bytes > 256 * 1024, "only {bytes} bytes to the VIP through tc");
 }
