@@ -31,6 +31,16 @@ impl Drop for Cleanup {
     }
 }
 
+/// One test of this file at a time: each verifies xvip's programs at start, which on a
+/// loaded two-core machine takes long enough already without three others doing the same.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn lab(tag: &str) -> (Cleanup, Lab) {
     let hosts = [
         ("client", Ipv4Addr::new(192, 0, 2, 10)),
@@ -172,6 +182,7 @@ fn stop(lab: &mut Lab) {
 
 #[test]
 fn auto_beside_a_port_dropping_xdp_neighbour_serves_through_tc_and_leaves_it_untouched() {
+    let _one = serial();
     let dir = TempDir::new("atauto");
     let (c, mut lab) = lab("atauto");
     let n = neighbour(&lab, "lab_neighbour_drop", 9999);
@@ -227,6 +238,7 @@ fn auto_beside_a_port_dropping_xdp_neighbour_serves_through_tc_and_leaves_it_unt
 
 #[test]
 fn attach_tc_pins_its_link_serves_while_xvip_is_down_and_a_restart_adopts_it() {
+    let _one = serial();
     let dir = TempDir::new("attc");
     let (c, mut lab) = lab("attc");
     let n = neighbour(&lab, "lab_neighbour_pass", 0);
@@ -279,6 +291,7 @@ fn attach_tc_pins_its_link_serves_while_xvip_is_down_and_a_restart_adopts_it() {
 
 #[test]
 fn attach_xdp_beside_a_neighbour_refuses_in_one_line_with_exit_2() {
+    let _one = serial();
     let dir = TempDir::new("atxdp");
     let (c, mut lab) = lab("atxdp");
     let _n = neighbour(&lab, "lab_neighbour_pass", 0);
@@ -304,6 +317,7 @@ fn attach_xdp_beside_a_neighbour_refuses_in_one_line_with_exit_2() {
 
 #[test]
 fn attach_tc_translates_frames_with_checksums_left_to_offload() {
+    let _one = serial();
     let dir = TempDir::new("atcsum");
     let (c, mut lab) = lab("atcsum");
     // The client's frames now carry partial checksums (veth offload) up to the lb's tc
@@ -356,5 +370,8 @@ fn attach_tc_translates_frames_with_checksums_left_to_offload() {
         assert_eq!(get(r), 0, "{r}: {:?}", s.reasons);
     }
     let bytes: u64 = s.vip_traffic.iter().map(|v| v.bytes).sum();
-    assert!(bytes > 256 * 1024, "only {bytes} bytes to the VIP through tc");
+    assert!(
+        bytes > 256 * 1024,
+        "only {bytes} bytes to the VIP through tc"
+    );
 }

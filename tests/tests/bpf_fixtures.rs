@@ -984,27 +984,35 @@ fn fixture_costs_per_packet_class() {
         let _ = dp.run(&f.input);
         let repeat = dp.cost_repeat(&f.input, REPEAT);
         let single = dp.cost_single(&f.input, SINGLE);
-        rows.push((f.name, f.verdict, repeat, single));
+        // The tc entry on the same maps (`--attach tc`), where an skb can carry the row.
+        let tc = dp
+            .run_tc(&f.input)
+            .ok()
+            .map(|_| dp.cost_repeat_tc(&f.input, REPEAT));
+        rows.push((f.name, f.verdict, repeat, single, tc));
     }
     println!(
-        "\n{:<90} {:>8} {:>10} {:>10}",
-        "class", "verdict", "ns/pkt", "ns/single"
+        "\n{:<90} {:>8} {:>10} {:>10} {:>10}",
+        "class", "verdict", "ns/pkt", "ns/single", "tc ns/pkt"
     );
-    for (name, v, r, s) in &rows {
-        println!("{name:<90} {v:>8} {r:>10} {s:>10}");
+    for (name, v, r, s, tc) in &rows {
+        let tc = tc.map_or("-".to_string(), |t| t.to_string());
+        println!("{name:<90} {v:>8} {r:>10} {s:>10} {tc:>10}");
     }
     println!(
         "ns/pkt: repeat={REPEAT} in the kernel (a rewritten frame is re-run as rewritten, so for \
          XDP_TX rows it is mostly the cost of the rewritten frame); ns/single: mean of {SINGLE} \
-         single runs of the original frame (includes ~timer overhead)."
+         single runs of the original frame (includes ~timer overhead); tc ns/pkt: the tc \
+         entry, repeat={REPEAT}, the same maps (program time only: the skb is built once)."
     );
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     if std::fs::create_dir_all(&dir).is_ok() {
         let json: Vec<String> = rows
             .iter()
-            .map(|(n, v, r, s)| {
+            .map(|(n, v, r, s, tc)| {
+                let tc = tc.map_or("null".to_string(), |t| t.to_string());
                 format!(
-                    "  {{\"class\": {n:?}, \"verdict\": {v}, \"ns_per_packet_repeat\": {r}, \"ns_per_packet_single\": {s}}}"
+                    "  {{\"class\": {n:?}, \"verdict\": {v}, \"ns_per_packet_repeat\": {r}, \"ns_per_packet_single\": {s}, \"tc_ns_per_packet_repeat\": {tc}}}"
                 )
             })
             .collect();

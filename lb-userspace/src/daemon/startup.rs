@@ -211,13 +211,13 @@ fn load(
     for gone in crate::dataplane::pins::drop_unlisted_links(&pins, &keep) {
         log::info!("{gone} is no longer an --interface: its pinned link was removed");
     }
-    let mut dataplane = Dataplane::load_pinned(
+    let mut dataplane = Dataplane::load_for(
         super::OBJECT,
         settings.conntrack_size,
         !settings.vips6.is_empty(),
         Some((&pins, &iface.name)),
+        placement,
     )?;
-    dataplane.set_placement(placement);
     if dataplane.adopted() {
         log::info!(
             "adopted the pinned state in {} ({} tracked flows)",

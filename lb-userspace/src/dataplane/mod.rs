@@ -619,6 +619,21 @@ impl Dataplane {
         ipv6: bool,
         pins: Option<(&Path, &str)>,
     ) -> Result<Self, DataplaneError> {
+        Self::load_for(object, conntrack_size, ipv6, pins, Placement::Xdp)
+    }
+
+    /// [`Dataplane::load_pinned`] for a program that goes to `placement`: only that entry
+    /// is verified now (the other, if ever needed, at its attach).
+    ///
+    /// # Errors
+    /// As [`Dataplane::load_pinned`].
+    pub fn load_for(
+        object: &[u8],
+        conntrack_size: u32,
+        ipv6: bool,
+        pins: Option<(&Path, &str)>,
+        placement: Placement,
+    ) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
@@ -673,8 +688,10 @@ impl Dataplane {
                 reason: format!("{PROGRAM_NAME} not in the object"),
             })?
             .try_into()?;
-        program.load()?;
-        Ok(Self {
+        if placement == Placement::Xdp {
+            program.load()?;
+        }
+        let mut dp = Self {
             config: take(&mut ebpf, map_names::CONFIG)?,
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
@@ -701,8 +718,12 @@ impl Dataplane {
             connect6: None,
             connect6_owned: None,
             adopted,
-            placement: Placement::Xdp,
-        })
+            placement,
+        };
+        if placement == Placement::Tc {
+            dp.tc_program_mut()?;
+        }
+        Ok(dp)
     }
 
     /// Writes every attached interface's index and MAC (`IFACES`), read by the program when
@@ -776,11 +797,6 @@ impl Dataplane {
                 .and_then(|p| p.info().ok())
                 .map(|i| i.id()),
         }
-    }
-
-    /// Sets where [`Dataplane::attach`] is to put the program (the pins' claim decides).
-    pub fn set_placement(&mut self, placement: Placement) {
-        self.placement = placement;
     }
 
     /// Where the program runs.
@@ -946,6 +962,9 @@ impl Dataplane {
         mode: XdpAttachMode,
         ifname: &std::ffi::CStr,
     ) -> Result<&'static str, DataplaneError> {
+        if self.program_mut().fd().is_err() {
+            self.program_mut().load()?;
+        }
         if let Some(path) = self.link_pin(interface)
             && path.exists()
         {
