@@ -56,6 +56,70 @@ pub fn lab_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Per CPU: 0 -> frames seen by `lab_neighbour_pass`, 1 -> by `lab_neighbour_drop`, 2 ->
+/// frames `lab_neighbour_drop` dropped. Read by the attach tests.
+#[map]
+static NEIGHBOUR_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+
+/// 0 -> the UDP destination port (host order) `lab_neighbour_drop` drops. Written by the
+/// attach tests.
+#[map]
+static NEIGHBOUR_DROP_PORT: Array<u16> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn bump(slot: u32) {
+    if let Some(p) = NEIGHBOUR_COUNTS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot.
+        unsafe { *p += 1 };
+    }
+}
+
+/// A CNI-like XDP neighbour (Cilium's XDP acceleration, Calico's prefilter) that counts
+/// every frame and passes it: what xvip's `--attach auto` must run beside.
+#[xdp]
+pub fn lab_neighbour_pass(_ctx: XdpContext) -> u32 {
+    bump(0);
+    xdp_action::XDP_PASS
+}
+
+/// A CNI-like XDP neighbour with a policy: drops untagged IPv4 UDP to the port in
+/// `NEIGHBOUR_DROP_PORT` (options honoured), counts and passes the rest.
+#[xdp]
+pub fn lab_neighbour_drop(ctx: XdpContext) -> u32 {
+    bump(1);
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + ETH_LEN + IP_LEN > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = data as *const u8;
+    // SAFETY: the Ethernet header and a minimal IPv4 header are within the frame.
+    let (ether_type, vihl, proto) = unsafe {
+        (
+            u16::from_be_bytes([*p.add(12), *p.add(13)]),
+            *p.add(ETH_LEN),
+            *p.add(ETH_LEN + 9),
+        )
+    };
+    const IPPROTO_UDP: u8 = 17;
+    if ether_type != 0x0800 || proto != IPPROTO_UDP {
+        return xdp_action::XDP_PASS;
+    }
+    let l4 = ETH_LEN + ((vihl & 0x0f) as usize) * 4;
+    if l4 > ETH_LEN + 60 || data + l4 + 4 > end {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: checked above.
+    let dport = unsafe { u16::from_be_bytes([*p.add(l4 + 2), *p.add(l4 + 3)]) };
+    if NEIGHBOUR_DROP_PORT
+        .get(0)
+        .is_some_and(|d| *d != 0 && *d == dport)
+    {
+        bump(2);
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_PASS
+}
+
 /// Counts and drops: the sink of the benchmarks.
 #[xdp]
 pub fn lab_count(ctx: XdpContext) -> u32 {

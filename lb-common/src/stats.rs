@@ -89,6 +89,10 @@ reasons! {
     /// (`NEW_FLOW_BUDGET_PER_SEC`): a flood of spoofed sources is dropped here, before it
     /// takes a tuple, an unconfirmed entry or a backend's SYN queue slot.
     DropNewFlowBudget = "drop_new_flow_budget",
+    /// tc mode only: a frame the tc entry leaves alone, handed on untouched: 802.1Q/802.1ad
+    /// tagged (the kernel has taken the tag off into the skb, where this path does not put
+    /// it back), or one whose headers cannot be made directly readable.
+    PassTcUnhandled = "pass_tc_unhandled",
 }
 
 /// Number of reasons: the size of the `REASONS` map.

@@ -5,7 +5,6 @@
 //! in its types, its checksum's pseudo-header (the outer addresses) and the quoted header
 //! (no header checksum, no options: a quote with extension headers is not ours).
 
-use aya_ebpf::programs::XdpContext;
 use lb_common::{
     ADDR_FLAG_VIP, Addr, BACKEND_FLAG_LOCAL, CONFIG_FLAG_ICMP_ECHO, IPPROTO_TCP, IPPROTO_UDP, Ip6,
     Reason,
@@ -18,6 +17,7 @@ use network_types::{
 
 use crate::{
     Verdict, conntrack,
+    ctx::Ctx,
     family::Family,
     lookup,
     maps::CONFIG,
@@ -229,7 +229,7 @@ fn quote_l4<A: Family>(
 }
 
 #[inline(always)]
-pub fn handle<A: QuotedIp>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
+pub fn handle<C: Ctx, A: QuotedIp>(ctx: &C, frame: &Frame, h: &Headers<A>) -> Verdict {
     let icmp = h.l4 as *mut Icmpv4Hdr;
     // SAFETY: checked by the parser (ICMP and ICMPv6 headers have the same 8 bytes).
     let (ty, code) = unsafe { ((*icmp).type_, (*icmp).code) };
@@ -296,8 +296,8 @@ pub struct Tuple<A> {
 ///   client's path (fragmentation needed, packet too big: path MTU discovery): sent on to
 ///   the flow's backend as if it were about the packet the backend sent.
 #[inline(always)]
-fn translate_error<A: QuotedIp>(
-    ctx: &XdpContext,
+fn translate_error<C: Ctx, A: QuotedIp>(
+    ctx: &C,
     frame: &Frame,
     h: &Headers<A>,
     icmp: *mut Icmpv4Hdr,
@@ -313,7 +313,7 @@ fn translate_error<A: QuotedIp>(
     let Some(cfg) = CONFIG.get(0) else {
         return Verdict::drop(Reason::DropInternal);
     };
-    let ingress = ctx.ingress_ifindex() as u32;
+    let ingress = ctx.ingress_ifindex();
     // About a packet to a backend: the tuple is one a flow holds, confirmed or not.
     // SAFETY: plain values copied out of the maps.
     let rev = unsafe { A::reverse().get(&key) }
@@ -348,7 +348,7 @@ fn translate_error<A: QuotedIp>(
         if let Err(v) = crate::vlan::restore(ctx, h, rev.client_vlan) {
             return v;
         }
-        return nat::egress(
+        return nat::egress::<C>(
             rev.client_ifindex,
             ingress,
             Reason::IcmpErrorTranslated,
@@ -389,7 +389,7 @@ fn translate_error<A: QuotedIp>(
     };
     rewrite_quote(frame, h, icmp, &q, limit, &new, outer_src, backend.addr);
     nat::rewrite_ip(h, outer_src, backend.addr, src_mac, backend.mac);
-    nat::egress(
+    nat::egress::<C>(
         backend.ifindex,
         ingress,
         Reason::IcmpErrorToBackend,

@@ -2,7 +2,7 @@
 //! backend's reply becomes VIP -> client. Headers are rewritten in place with incremental
 //! checksum updates (RFC 1624).
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect};
 use lb_common::{
     ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, VipMeta,
     checksum::{udp_fixup, update_u16},
@@ -11,6 +11,7 @@ use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
     Verdict, conntrack,
+    ctx::Ctx,
     family::Family,
     lookup,
     maps::CONFIG,
@@ -30,6 +31,10 @@ pub struct Rewrite<A> {
     pub src_mac: [u8; 6],
 }
 
+/// Offsets of the checksum in the UDP and TCP headers.
+const UDP_CHECK_OFFSET: usize = 6;
+const TCP_CHECK_OFFSET: usize = 16;
+
 /// TCP or UDP: a packet for a VIP, a reply to a translated flow, or neither.
 ///
 /// IPv4: a packet to a VIP address is first looked up as a confirmed flow: when the VIP
@@ -38,7 +43,7 @@ pub struct Rewrite<A> {
 /// skipped. Any other packet to a VIP address asks `VIPS`, as does a new flow. IPv6 asks
 /// `VIPS6` first (`Family::ENTRY_FIRST`).
 #[inline(always)]
-pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
+pub fn handle_flow<C: Ctx, A: Family>(ctx: &C, frame: &Frame, h: &Headers<A>) -> Verdict {
     if h.dst_flags & ADDR_FLAG_VIP != 0 {
         let mut local = core::mem::MaybeUninit::uninit();
         if A::ENTRY_FIRST {
@@ -65,8 +70,8 @@ pub fn handle_flow<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -
 /// A packet for a VIP: `key` its client-side key and `entry` the flow's `CONNTRACK` entry,
 /// `meta` the VIP's, each when already looked up (see `conntrack::forward_flow`).
 #[inline(always)]
-fn forward<A: Family>(
-    ctx: &XdpContext,
+fn forward<C: Ctx, A: Family>(
+    ctx: &C,
     frame: &Frame,
     h: &Headers<A>,
     key: Option<&FlowKey<A>>,
@@ -81,7 +86,7 @@ fn forward<A: Family>(
     };
     // SAFETY: checked by the parser.
     let client_mac = unsafe { (*h.eth).src_addr };
-    let ingress = ctx.ingress_ifindex() as u32;
+    let ingress = ctx.ingress_ifindex();
     let flow = match conntrack::forward_flow(h, key, entry, meta, cfg, client_mac, ingress) {
         Ok(f) => f,
         Err(v) => return v,
@@ -103,7 +108,7 @@ fn forward<A: Family>(
         dst_mac: flow.backend.mac,
         src_mac: source_mac(cfg, h, out_ifindex(flow.backend.ifindex, ingress)),
     };
-    rewrite(h, &rw);
+    rewrite(ctx, h, &rw);
     stats::count_traffic(
         flow.vip_index,
         flow.backend_idx,
@@ -113,7 +118,7 @@ fn forward<A: Family>(
     if flow.new && h.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         stats::count_handshake(flow.backend_idx, stats::Handshake::Syn);
     }
-    egress(
+    egress::<C>(
         flow.backend.ifindex,
         ingress,
         Reason::TxForward,
@@ -122,7 +127,7 @@ fn forward<A: Family>(
 }
 
 #[inline(always)]
-fn reply<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict {
+fn reply<C: Ctx, A: Family>(ctx: &C, frame: &Frame, h: &Headers<A>) -> Verdict {
     // A reply is keyed by its own tuple, as received.
     let key = conntrack::key_of(h);
     // One clock read for the expiry check and the refresh.
@@ -166,17 +171,17 @@ fn reply<A: Family>(ctx: &XdpContext, frame: &Frame, h: &Headers<A>) -> Verdict 
         src_mac: source_mac(
             cfg,
             h,
-            out_ifindex(rev.client_ifindex, ctx.ingress_ifindex() as u32),
+            out_ifindex(rev.client_ifindex, ctx.ingress_ifindex()),
         ),
     };
-    rewrite(h, &rw);
+    rewrite(ctx, h, &rw);
     stats::count_traffic(rev.vip_index, rev.backend_idx, frame.len() as u64, false);
     if let Err(v) = crate::vlan::restore(ctx, h, rev.client_vlan) {
         return v;
     }
-    egress(
+    egress::<C>(
         rev.client_ifindex,
-        ctx.ingress_ifindex() as u32,
+        ctx.ingress_ifindex(),
         Reason::TxReply,
         Reason::RedirectReply,
     )
@@ -215,17 +220,17 @@ pub fn source_mac<A: Family>(cfg: &lb_common::Config, h: &Headers<A>, out: u32) 
     unsafe { (*h.eth).dst_addr }
 }
 
-/// `XDP_TX` when the packet leaves by the interface it came in on, a redirect otherwise.
+/// `XDP_TX` when the packet leaves by the interface it came in on, a redirect otherwise
+/// (`XDP_REDIRECT` in either context: the tc entry turns the verdicts into its own).
 #[inline(always)]
-pub fn egress(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
+pub fn egress<C: Ctx>(out: u32, ingress: u32, tx: Reason, redirect: Reason) -> Verdict {
     if out == 0 || out == ingress {
         return Verdict::tx(tx);
     }
     // SAFETY: helper call with plain arguments.
-    let action = unsafe { bpf_redirect(out, 0) } as u32;
-    if action == xdp_action::XDP_REDIRECT {
+    if unsafe { bpf_redirect(out, 0) } as u32 == C::REDIRECTED {
         Verdict {
-            action,
+            action: xdp_action::XDP_REDIRECT,
             reason: redirect,
         }
     } else {
@@ -249,24 +254,32 @@ pub fn rewrite_ip<A: Family>(h: &Headers<A>, src: A, dst: A, src_mac: [u8; 6], d
 /// Rewrites MACs, addresses, ports and TTL, updating the IPv4 and L4 checksums (the
 /// pseudo-header's addresses of either family, RFC 1624).
 #[inline(always)]
-pub fn rewrite<A: Family>(h: &Headers<A>, rw: &Rewrite<A>) {
+pub fn rewrite<C: Ctx, A: Family>(ctx: &C, h: &Headers<A>, rw: &Rewrite<A>) {
     let (old_sport, old_dport, new_sport, new_dport) = (
         u16::from_be(h.sport),
         u16::from_be(h.dport),
         u16::from_be(rw.sport),
         u16::from_be(rw.dport),
     );
-    let l4_update = |c: u16| {
-        let mut c = A::addrs_csum(h, (&raw const rw.src).cast(), c);
-        c = update_u16(c, old_sport, new_sport);
-        update_u16(c, old_dport, new_dport)
+    // The context learns the pseudo-header's part and the ports' part apart (an skb's
+    // partial checksum takes only the first: see `Ctx::note_l4_check`).
+    let l4_update = |c: u16, off: usize, udp: bool| {
+        let addrs = A::addrs_csum(h, (&raw const rw.src).cast(), c);
+        let new = update_u16(
+            update_u16(addrs, old_sport, new_sport),
+            old_dport,
+            new_dport,
+        );
+        ctx.note_l4_check(off, c, addrs, new, udp);
+        new
     };
     if h.proto == IPPROTO_UDP {
         let udp = h.l4 as *mut UdpHdr;
         // SAFETY: the parser checked a whole UDP header.
         unsafe {
             let orig = u16::from_be_bytes((*udp).check);
-            (*udp).check = udp_fixup(orig, l4_update(orig)).to_be_bytes();
+            let new = l4_update(orig, h.l4_off + UDP_CHECK_OFFSET, true);
+            (*udp).check = udp_fixup(orig, new).to_be_bytes();
             (*udp).src = rw.sport.to_ne_bytes();
             (*udp).dst = rw.dport.to_ne_bytes();
         }
@@ -274,7 +287,8 @@ pub fn rewrite<A: Family>(h: &Headers<A>, rw: &Rewrite<A>) {
         let tcp = h.l4 as *mut TcpHdr;
         // SAFETY: the parser checked a whole TCP header.
         unsafe {
-            (*tcp).check = l4_update(u16::from_be_bytes((*tcp).check)).to_be_bytes();
+            let orig = u16::from_be_bytes((*tcp).check);
+            (*tcp).check = l4_update(orig, h.l4_off + TCP_CHECK_OFFSET, false).to_be_bytes();
             (*tcp).source = rw.sport.to_ne_bytes();
             (*tcp).dest = rw.dport.to_ne_bytes();
         }

@@ -4,7 +4,6 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
 use lb_common::{
     ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, ADDR_SLOT_OVERFLOW, Addr, IPPROTO_ICMP, IPPROTO_TCP,
     IPPROTO_UDP, Ip6, MAX_IPV6_EXT_HEADERS, Reason, hash::addr_slot, vlan_tag,
@@ -20,6 +19,7 @@ use network_types::{
 
 use crate::{
     Verdict,
+    ctx::Ctx,
     family::Family,
     maps::{VIP_ADDRS, VIP_ADDRS6, VIP_SLOTS, VIP_SLOTS6},
 };
@@ -58,7 +58,7 @@ pub struct Frame {
 
 impl Frame {
     #[inline(always)]
-    pub fn new(ctx: &XdpContext) -> Self {
+    pub fn new<C: Ctx>(ctx: &C) -> Self {
         Self {
             start: ctx.data(),
             end: ctx.data_end(),
@@ -74,7 +74,7 @@ impl Frame {
         Some((self.start + off) as *mut T)
     }
 
-    /// Length of the whole frame in bytes.
+    /// Length of the whole frame in bytes (the tc entry makes the whole skb linear).
     #[inline(always)]
     pub fn len(&self) -> usize {
         self.end - self.start
@@ -500,16 +500,11 @@ const _: () = assert!(
 /// has no room for the slot reads, and `parse6` receives the answer. A frame too short to
 /// tell gets `V6_MAYBE_DNAT_REPLY` (the parser refuses it).
 #[inline(never)]
-pub fn classify6(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+pub fn classify6<C: Ctx>(ctx: *mut C::Raw) -> u32 {
     // The context read here, volatile: read in the caller (as the compiler would move
     // them), the frame's end would arrive as a plain number the verifier refuses.
-    // SAFETY: the program's context.
-    let frame = unsafe {
-        Frame {
-            start: core::ptr::read_volatile(&raw const (*ctx).data) as usize,
-            end: core::ptr::read_volatile(&raw const (*ctx).data_end) as usize,
-        }
-    };
+    let (start, end) = C::bounds(ctx);
+    let frame = Frame { start, end };
     let Ok(l2) = l2(&frame) else {
         return V6_MAYBE_DNAT_REPLY;
     };

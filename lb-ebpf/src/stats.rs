@@ -7,7 +7,13 @@ use crate::maps::{BACKEND_STATS, PASSIVE, REASONS, VIP_STATS};
 
 #[inline(always)]
 pub fn count_reason(reason: Reason) {
-    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
+    count_reason_index(reason as u32);
+}
+
+/// [`count_reason`] for a reason carried as its index (`Reason as u32`).
+#[inline(always)]
+pub fn count_reason_index(index: u32) {
+    if let Some(c) = REASONS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it.
         unsafe { *c += 1 };
     }

@@ -3,11 +3,10 @@
 //! pushed or popped. The last step before the verdict: pushing or popping moves the start
 //! of the frame, after which no header pointer of the parser is valid.
 
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Reason, VLAN_8021AD, VLAN_TAGGED};
 use network_types::{eth::EthHdr, vlan::VlanHdr};
 
-use crate::{Verdict, family::Family, packet::Headers};
+use crate::{Verdict, ctx::Ctx, family::Family, packet::Headers};
 
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
@@ -26,7 +25,7 @@ fn tpid(tag: u32) -> u16 {
 
 /// Gives the frame (parsed as `h`, addresses already rewritten) the client's tag `want`.
 #[inline(always)]
-pub fn restore<A: Family>(ctx: &XdpContext, h: &Headers<A>, want: u32) -> Result<(), Verdict> {
+pub fn restore<C: Ctx, A: Family>(ctx: &C, h: &Headers<A>, want: u32) -> Result<(), Verdict> {
     let have = h.vlan;
     if have == want {
         return Ok(());
@@ -42,8 +41,7 @@ pub fn restore<A: Family>(ctx: &XdpContext, h: &Headers<A>, want: u32) -> Result
     if want & VLAN_TAGGED != 0 {
         // Push: four bytes in front, the MACs moved there, the tag after them; the frame's
         // EtherType is then where a tag's inner type belongs.
-        // SAFETY: helper on our own context.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(TAG_LEN as i32)) } != 0 {
+        if !ctx.adjust_head(-(TAG_LEN as i32)) {
             return Err(Verdict::drop(Reason::DropInternal));
         }
         let (data, end) = (ctx.data(), ctx.data_end());
@@ -67,8 +65,7 @@ pub fn restore<A: Family>(ctx: &XdpContext, h: &Headers<A>, want: u32) -> Result
         let macs: [u8; MACS_LEN] = core::ptr::read_unaligned(p.cast());
         core::ptr::write_unaligned(p.add(TAG_LEN).cast(), macs);
     }
-    // SAFETY: helper on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, TAG_LEN as i32) } != 0 {
+    if !ctx.adjust_head(TAG_LEN as i32) {
         return Err(Verdict::drop(Reason::DropInternal));
     }
     Ok(())

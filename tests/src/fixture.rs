@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{CONFIG_FLAG_ICMP_ECHO, Config, PROGRAM_NAME, Reason, VipKey, map_names};
 
@@ -22,6 +22,28 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 /// See [`XDP_ABORTED`].
 pub const XDP_TX: u32 = 3;
+/// See [`XDP_ABORTED`].
+pub const XDP_REDIRECT: u32 = 4;
+
+/// The tc entry's verdicts (`xvip_tc`), as `BPF_PROG_TEST_RUN` returns them: pass is
+/// `TC_ACT_UNSPEC` (-1, the interface's next program), drop `TC_ACT_SHOT`, `XDP_TX` and
+/// redirects `TC_ACT_REDIRECT`.
+pub const TC_NEXT: u32 = u32::MAX;
+/// See [`TC_NEXT`].
+pub const TC_SHOT: u32 = 2;
+/// See [`TC_NEXT`].
+pub const TC_REDIRECT: u32 = 7;
+/// The tc entry's name in the object.
+pub const TC_PROGRAM: &str = "xvip_tc";
+
+/// The tc verdict that stands for XDP verdict `xdp`.
+pub fn tc_verdict(xdp: u32) -> u32 {
+    match xdp {
+        XDP_PASS => TC_NEXT,
+        XDP_TX | XDP_REDIRECT => TC_REDIRECT,
+        _ => TC_SHOT,
+    }
+}
 
 /// The daemon's XDP object: `XVIP_EBPF_OBJ`, else where `cargo xtask build` puts it.
 pub fn object() -> PathBuf {
@@ -93,7 +115,45 @@ impl Dp {
         if let Err(e) = prog.load() {
             panic!("the verifier refused the program: {e:?}");
         }
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(TC_PROGRAM)
+            .expect("tc program")
+            .try_into()
+            .expect("sched_cls");
+        if let Err(e) = tc.load() {
+            panic!("the verifier refused the tc program: {e:?}");
+        }
         Self { ebpf }
+    }
+
+    /// Runs one frame through the tc entry (an skb built from it); returns the verdict and
+    /// the frame as the program left it.
+    pub fn run_tc(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        let prog: &SchedClassifier = self.ebpf.program(TC_PROGRAM).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 64];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// Mean cost in ns of `frame` run `repeat` times through the tc entry.
+    pub fn cost_repeat_tc(&self, frame: &[u8], repeat: u32) -> u128 {
+        let prog: &SchedClassifier = self.ebpf.program(TC_PROGRAM).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 64];
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        })
+        .expect("tc test run")
+        .duration
+        .as_nanos()
     }
 
     /// Writes `CONFIG`: SNAT ports `min..=max`, ICMP echo answered, the LB's MAC.

@@ -788,6 +788,71 @@ fn v6_fixtures_translate_every_packet_class_byte_for_byte() {
     );
 }
 
+/// The tc entry (`--attach tc`) on the IPv6 rows: the same bytes, the same verdict in tc's
+/// terms, the same counter (tagged rows, and replies of the flows they would start, are
+/// left alone there: `pass_tc_unhandled`, as in `bpf_fixtures`); frames the kernel builds
+/// no skb from in a test run (shorter than an IPv6 header) are XDP's alone.
+#[test]
+fn v6_the_tc_entry_gives_every_row_the_same_bytes_and_verdict() {
+    let dp = Dp::standard();
+    let mut failures = Vec::new();
+    let tag = |b: &[u8]| matches!(u16::from_be_bytes([b[12], b[13]]), 0x8100 | 0x88a8);
+    let mut compared = 0;
+    for r in fixtures() {
+        let out_tagged = r.output.as_ref().is_some_and(|o| tag(o));
+        if (tag(&r.input) && r.input.len() >= 18) || out_tagged {
+            continue;
+        }
+        let before = dp.reason(r.reason);
+        let (verdict, out) = match dp.run_tc(&r.input) {
+            Ok(v) => v,
+            Err(_) if r.input.len() < 14 + 40 => continue,
+            Err(e) => {
+                failures.push(format!("{}: tc test run: {e}", r.name));
+                continue;
+            }
+        };
+        compared += 1;
+        let want_verdict = fixture::tc_verdict(r.verdict);
+        if verdict != want_verdict {
+            failures.push(format!(
+                "{}: tc verdict {verdict}, want {want_verdict}",
+                r.name
+            ));
+            continue;
+        }
+        if dp.reason(r.reason) != before + 1 {
+            failures.push(format!(
+                "{}: counter {:?} not incremented",
+                r.name, r.reason
+            ));
+        }
+        let want = r.output.as_deref().unwrap_or(&r.input);
+        if out != want {
+            failures.push(format!(
+                "{}: tc output differs\n  got  {}\n  want {}",
+                r.name,
+                hex(&out),
+                hex(want)
+            ));
+        }
+    }
+    println!(
+        "tc entry: {compared} of {} IPv6 rows compared",
+        fixtures().len()
+    );
+    assert!(
+        compared * 4 >= fixtures().len() * 3,
+        "only {compared} rows compared"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn a_million_random_v6_frames_keep_the_invariants() {
     let dp = Dp::standard();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::vrrp;
-use super::{Announce, HealthKind, Mode, XdpAttachMode};
+use super::{Announce, Attach, HealthKind, Mode, XdpAttachMode};
 
 /// `xvip run` and `xvip check-config` settings as given on the command line or in the
 /// environment. Every field is optional here: unset ones come from `--config`, then defaults.
@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// XDP attach mode: auto (default), native or generic.
     #[arg(long, env = "XVIP_XDP_MODE", value_enum)]
     pub xdp_mode: Option<XdpAttachMode>,
+    /// Where the program goes: xdp (default; another XDP program on the interface is
+    /// refused), tc (tc ingress beside it) or auto (XDP when the interface is free, else tc).
+    #[arg(long, env = "XVIP_ATTACH", value_enum)]
+    pub attach: Option<Attach>,
     /// Leave the program attached on exit (flows keep being served by the pinned maps).
     #[arg(long, env = "XVIP_KEEP_ATTACHED")]
     pub keep_attached: bool,

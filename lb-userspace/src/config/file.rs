@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::vrrp;
-use super::{Announce, ConfigError, HealthKind, Mode, XdpAttachMode};
+use super::{Announce, Attach, ConfigError, HealthKind, Mode, XdpAttachMode};
 
 /// The TOML file: the same settings, named as the flags with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +32,7 @@ pub(super) struct FileConfig {
     pub(super) insecure_skip_verify: Option<bool>,
     pub(super) metrics_addr: Option<String>,
     pub(super) xdp_mode: Option<XdpAttachMode>,
+    pub(super) attach: Option<Attach>,
     pub(super) keep_attached: Option<bool>,
     pub(super) table_size: Option<u32>,
     pub(super) conntrack_size: Option<u32>,

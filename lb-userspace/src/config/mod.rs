@@ -115,6 +115,31 @@ pub enum XdpAttachMode {
     Generic,
 }
 
+/// Where the program is attached (`--attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Attach {
+    /// XDP (`--xdp-mode` says how); another XDP program on the interface is refused.
+    #[default]
+    Xdp,
+    /// tc ingress (tcx where the kernel has it, else a clsact filter), beside whatever
+    /// holds XDP.
+    Tc,
+    /// XDP when no other XDP program is on the interface, else tc beside it.
+    Auto,
+}
+
+impl Attach {
+    /// The name used on the command line and in the status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attach::Xdp => "xdp",
+            Attach::Tc => "tc",
+            Attach::Auto => "auto",
+        }
+    }
+}
+
 /// One VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipSpec {
@@ -196,6 +221,8 @@ pub struct Settings {
     pub health: HealthConfig,
     pub metrics_addr: SocketAddr,
     pub xdp_mode: XdpAttachMode,
+    /// `--attach`: XDP, tc or the choice at startup.
+    pub attach: Attach,
     pub keep_attached: bool,
     pub table_size: u32,
     pub conntrack_size: u32,

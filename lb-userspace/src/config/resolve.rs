@@ -41,6 +41,14 @@ impl RunArgs {
         };
         let interfaces = self.interface_section(&file)?;
         let interface = interfaces[0].clone();
+        let attach = self.attach.or(file.attach).unwrap_or_default();
+        if attach != super::Attach::Xdp && interfaces.len() > 1 {
+            return Err(ConfigError::invalid(
+                "--attach",
+                attach.name(),
+                "tc and auto take one --interface (several interfaces: --attach xdp)",
+            ));
+        }
         let (vips, vips6) = self.vips_section(&file)?;
         let (backends, backends6) = self.backends_section(&file, &vips, &vips6)?;
         let (mode, snat_ip, snat_ip6, snat_ports) = self.nat_section(&file, &vips, &vips6)?;
@@ -66,6 +74,7 @@ impl RunArgs {
             health,
             metrics_addr,
             xdp_mode: self.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
+            attach,
             keep_attached: self.keep_attached || file.keep_attached.unwrap_or(false),
             table_size,
             conntrack_size,
@@ -1104,6 +1113,32 @@ mod tests {
             .map(|i| format!("eth{i}"))
             .collect();
         assert!(a.resolve().unwrap_err().to_string().contains("at most"));
+    }
+
+    #[test]
+    fn attach_comes_from_the_flag_or_toml_defaults_to_xdp_and_tc_takes_one_interface() {
+        use crate::config::Attach;
+        assert_eq!(args().resolve().unwrap().attach, Attach::Xdp);
+        let mut a = args();
+        a.attach = Some(Attach::Auto);
+        assert_eq!(a.resolve().unwrap().attach, Attach::Auto);
+        let dir = std::env::temp_dir().join(format!("xvip-attach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.toml");
+        std::fs::write(&path, "attach = \"tc\"\n").unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        assert_eq!(a.resolve().unwrap().attach, Attach::Tc);
+        std::fs::write(&path, "attach = \"ebpf\"\n").unwrap();
+        assert!(a.resolve().is_err(), "an unknown attach mode is refused");
+        std::fs::remove_dir_all(&dir).unwrap();
+        for attach in [Attach::Tc, Attach::Auto] {
+            let mut a = args();
+            a.attach = Some(attach);
+            a.interface = vec!["eth0".into(), "eth1".into()];
+            let err = a.resolve().unwrap_err();
+            assert_eq!(field_of(err), "--attach");
+        }
     }
 
     #[test]

@@ -34,8 +34,23 @@ pub(super) fn drop_stale_routes(spec: &crate::announce::route::RouteSpec) {
 
 /// Whether our program is the one the kernel runs on interface `ifindex` (`None` when the
 /// kernel cannot say: the caller keeps what it knew).
-fn program_attached(program: Option<u32>, ifindex: u32) -> Option<bool> {
+fn program_attached(
+    (program, placement): (Option<u32>, crate::dataplane::pins::Placement),
+    ifindex: u32,
+) -> Option<bool> {
     let program = program?;
+    if placement == crate::dataplane::pins::Placement::Tc {
+        return match aya::programs::SchedClassifier::query_tcx(
+            aya::programs::NetworkInterface::Index(ifindex),
+            aya::programs::TcAttachType::Ingress,
+        ) {
+            Ok((_, on)) => Some(on.iter().any(|p| p.id() == program)),
+            Err(e) => {
+                log::debug!("routed mode: cannot read the tc programs on ifindex {ifindex}: {e}");
+                None
+            }
+        };
+    }
     match crate::dataplane::pins::attached_xdp(ifindex) {
         Ok(on) => Some(on.iter().any(|a| a.prog_id == program)),
         Err(e) => {
@@ -65,7 +80,8 @@ pub(super) fn sync_route(
             .route
             .as_ref()
             .is_some_and(|st| st.reason.as_deref() == Some(Withdrawn::NotAttached.reason()));
-        let program = ((force || unknown) && !stopping).then(|| s.dataplane.program_id());
+        let program = ((force || unknown) && !stopping)
+            .then(|| (s.dataplane.program_id(), s.dataplane.placement()));
         drop(s);
         // The netlink question outside the lock.
         program.and_then(|p| program_attached(p, spec.ifindex))

@@ -203,7 +203,8 @@ fn load(
     iface: &Interface,
     others: &[Interface],
 ) -> Result<Dataplane, DaemonError> {
-    let pins = crate::dataplane::pins::claim(&settings.pin_root, iface)?;
+    let (pins, placement) =
+        crate::dataplane::pins::claim(&settings.pin_root, iface, settings.attach)?;
     for o in others {
         crate::dataplane::pins::claim_extra(&pins, o)?;
     }
@@ -211,11 +212,12 @@ fn load(
     for gone in crate::dataplane::pins::drop_unlisted_links(&pins, &keep) {
         log::info!("{gone} is no longer an --interface: its pinned link was removed");
     }
-    let mut dataplane = Dataplane::load_pinned(
+    let mut dataplane = Dataplane::load_for(
         super::OBJECT,
         settings.conntrack_size,
         !settings.vips6.is_empty(),
         Some((&pins, &iface.name)),
+        placement,
     )?;
     if dataplane.adopted() {
         log::info!(
@@ -310,10 +312,11 @@ fn attach(
             let cgroup = crate::dataplane::local::cgroup_root()?;
             dataplane.attach_connect4(&cgroup, crate::dataplane::local::netns_cookie()?)?;
         }
-        let first = dataplane.attach(&iface.name, settings.xdp_mode)?;
+        let placement = dataplane.placement();
+        let first = dataplane.attach(&iface.name, settings.xdp_mode, placement)?;
         // One program and one set of maps on every interface: a failure on any detaches all.
         for other in &ifaces[1..] {
-            let mode = dataplane.attach(&other.name, settings.xdp_mode)?;
+            let mode = dataplane.attach(&other.name, settings.xdp_mode, placement)?;
             log::info!("attached to {} ({mode} XDP) too", other.name);
         }
         Ok(first)
@@ -328,8 +331,13 @@ fn attach(
         }
     };
     log::info!(
-        "attached to {} ({xdp_mode} XDP), VIPs {}, {} backends, {:?} mode",
+        "attached to {} ({}), VIPs {}, {} backends, {:?} mode",
         iface.name,
+        if xdp_mode.starts_with("tc") {
+            format!("{xdp_mode} ingress")
+        } else {
+            format!("{xdp_mode} XDP")
+        },
         settings
             .vips
             .iter()

@@ -1,5 +1,5 @@
-//! Attaching and detaching: the XDP program on each interface (its link pinned so it
-//! survives the daemon), the cgroup `connect4`/`connect6` hooks for the node's own
+//! Attaching and detaching: the XDP program (or, with `--attach tc`, the tc entry) on each
+//! interface (its link pinned so it survives the daemon), the cgroup `connect4`/`connect6` hooks for the node's own
 //! processes, and their counters. Methods of [`Dataplane`], beside its loading and maps in
 //! `mod.rs`.
 
@@ -17,7 +17,52 @@ impl Dataplane {
     /// The kernel's id of the loaded XDP program (what `ip link` shows on an interface it
     /// is attached to); `None` if the kernel cannot say.
     pub fn program_id(&self) -> Option<u32> {
-        self.program().info().ok().map(|i| i.id())
+        match self.placement {
+            Placement::Xdp => self.program().info().ok().map(|i| i.id()),
+            Placement::Tc => self
+                .ebpf
+                .program(TC_PROGRAM_NAME)
+                .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+                .and_then(|p| p.info().ok())
+                .map(|i| i.id()),
+        }
+    }
+
+    /// Where the program runs.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// The tc entry, loaded (verified) if it was not yet, e.g. for `BPF_PROG_TEST_RUN`.
+    ///
+    /// # Errors
+    /// The object lacks it or the verifier refuses it.
+    pub fn tc_program(&mut self) -> Result<&SchedClassifier, DataplaneError> {
+        Ok(&*self.tc_program_mut()?)
+    }
+
+    /// The tc entry once [`Dataplane::tc_program`] (or a tc attach) has loaded it.
+    pub fn tc_program_loaded(&self) -> Option<&SchedClassifier> {
+        self.ebpf
+            .program(TC_PROGRAM_NAME)
+            .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+            .filter(|p| p.fd().is_ok())
+    }
+
+    /// The tc entry, verified on first use (an XDP-only run never loads it).
+    pub(super) fn tc_program_mut(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        let p: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_PROGRAM_NAME)
+            .ok_or(DataplaneError::Map {
+                name: "program",
+                reason: format!("{TC_PROGRAM_NAME} not in the object"),
+            })?
+            .try_into()?;
+        if p.fd().is_err() {
+            p.load()?;
+        }
+        Ok(p)
     }
 
     fn program_mut(&mut self) -> &mut Xdp {
@@ -36,6 +81,7 @@ impl Dataplane {
         &mut self,
         interface: &str,
         mode: XdpAttachMode,
+        placement: Placement,
     ) -> Result<&'static str, DataplaneError> {
         let ifname = std::ffi::CString::new(interface).map_err(|_| DataplaneError::Attach {
             interface: interface.into(),
@@ -49,6 +95,105 @@ impl Dataplane {
                 reason: "already attached by this xvip".into(),
             });
         }
+        self.placement = placement;
+        if placement == Placement::Tc {
+            let how = self.attach_tc(interface)?;
+            // An earlier xvip's XDP link on this interface goes now that tc serves.
+            self.drop_other_pin(interface, LINK_PIN);
+            return Ok(how);
+        }
+        let attached = self.attach_xdp(interface, mode, &ifname)?;
+        self.drop_other_pin(interface, TC_LINK_PIN);
+        Ok(attached)
+    }
+
+    /// Removes the pinned link `name` of the other placement (detaching that program),
+    /// left by an earlier xvip run with another `--attach`.
+    fn drop_other_pin(&self, interface: &str, name: &str) {
+        let Some(dir) = self.pins.as_ref() else {
+            return;
+        };
+        let path = dir.join(name);
+        if path.exists() && std::fs::remove_file(&path).is_ok() {
+            log::info!(
+                "{interface}: removed the earlier run's {} link ({})",
+                if name == LINK_PIN { "XDP" } else { "tc" },
+                path.display()
+            );
+        }
+    }
+
+    /// tc ingress: tcx where the kernel has it (6.6), else a filter on a clsact qdisc; an
+    /// earlier xvip's pinned tcx link is updated in place.
+    fn attach_tc(&mut self, interface: &str) -> Result<&'static str, DataplaneError> {
+        let fail = |reason: String| DataplaneError::Attach {
+            interface: interface.into(),
+            mode: "tc",
+            reason,
+        };
+        let pin = self.pins.as_ref().map(|d| d.join(TC_LINK_PIN));
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            let pinned =
+                PinnedLink::from_pin(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            let fd: FdLink = pinned.into();
+            let link = SchedClassifierLink::try_from(fd).map_err(|e| fail(e.to_string()))?;
+            let prog = self.tc_program_mut()?;
+            let id = prog.attach_to_link(link)?;
+            let mut l = IfLink::new(interface);
+            l.tc_owned = prog.take_link(id).ok();
+            l.pinned = Some(PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?);
+            self.links.push(l);
+            log::info!("{interface}: replaced the pinned tc program in place");
+            return Ok("tc (pinned)");
+        }
+        let tcx = aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        let ifname = std::ffi::CString::new(interface).map_err(|_| fail("NUL in name".into()))?;
+        if !tcx {
+            // Already there is fine; any other failure shows in the attach below.
+            let _ = aya::programs::tc::qdisc_add_clsact(ifname.as_c_str());
+        }
+        let prog = self.tc_program_mut()?;
+        let id = prog
+            .attach(ifname.as_c_str(), TcAttachType::Ingress)
+            .map_err(|e| fail(error_chain(&e)))?;
+        let mut l = IfLink::new(interface);
+        if !tcx {
+            // A clsact filter: no BPF link to pin; it goes when this process detaches.
+            log::warn!(
+                "{interface}: no tcx in this kernel: a clsact filter, not pinned (a restart attaches afresh)"
+            );
+            l.tc_link = Some(id);
+            self.links.push(l);
+            return Ok("tc (clsact)");
+        }
+        let link = prog.take_link(id).map_err(|e| fail(e.to_string()))?;
+        let fd = FdLink::try_from(link).map_err(|e| fail(e.to_string()))?;
+        match pin {
+            Some(path) => {
+                l.pinned = Some(fd.pin(&path).map_err(|e| {
+                    fail(format!("cannot pin the tc link at {}: {e}", path.display()))
+                })?);
+            }
+            None => {
+                l.tc_owned =
+                    Some(SchedClassifierLink::try_from(fd).map_err(|e| fail(e.to_string()))?);
+            }
+        }
+        self.links.push(l);
+        Ok("tc")
+    }
+
+    /// XDP in `mode`, or the earlier xvip's pinned link updated in place.
+    fn attach_xdp(
+        &mut self,
+        interface: &str,
+        mode: XdpAttachMode,
+        ifname: &std::ffi::CStr,
+    ) -> Result<&'static str, DataplaneError> {
+        if self.program_mut().fd().is_err() {
+            self.program_mut().load()?;
+        }
         if let Some(path) = self.link_pin(interface)
             && path.exists()
         {
@@ -61,7 +206,7 @@ impl Dataplane {
         };
         let mut last = String::new();
         for (i, (m, name)) in tries.iter().enumerate() {
-            match self.program_mut().attach(ifname.as_c_str(), *m) {
+            match self.program_mut().attach(ifname, *m) {
                 Ok(link) => {
                     if i > 0 {
                         log::warn!(
@@ -177,11 +322,18 @@ impl Dataplane {
             {
                 first_err.get_or_insert(e);
             }
+            if let Some(link) = l.tc_link.take()
+                && let Ok(p) = self.tc_program_mut()
+                && let Err(e) = p.detach(link)
+            {
+                first_err.get_or_insert(e);
+            }
             if let Some(p) = l.pinned.take() {
                 drop(p.unpin());
             }
             // With the pin gone, closing the last reference detaches the program.
             drop(l.owned.take());
+            drop(l.tc_owned.take());
         }
         for p in [self.connect4.take(), self.connect6.take()]
             .into_iter()
@@ -210,6 +362,15 @@ impl Dataplane {
             {
                 log::warn!(
                     "{}: the XDP link is not pinned: it stays attached only while this process lives",
+                    l.interface
+                );
+                std::mem::forget(owned);
+            }
+            if l.pinned.is_none()
+                && let Some(owned) = l.tc_owned.take()
+            {
+                log::warn!(
+                    "{}: the tc link is not pinned: it stays attached only while this process lives",
                     l.interface
                 );
                 std::mem::forget(owned);
@@ -327,4 +488,5 @@ impl Dataplane {
         let sum = |i: u32| a.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
         (sum(0), sum(1))
     }
+
 }

@@ -20,9 +20,10 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrLink,
         links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId},
         xdp::{XdpLink, XdpLinkId},
     },
 };
@@ -31,7 +32,13 @@ use lb_common::{
     Ip6, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
 };
 
-use crate::{config::XdpAttachMode, dataplane::pins::LINK_PIN};
+use crate::{
+    config::XdpAttachMode,
+    dataplane::pins::{LINK_PIN, Placement, TC_LINK_PIN},
+};
+
+/// The tc entry of the same object (`lb-ebpf`'s `xvip_tc`): same maps, same path.
+const TC_PROGRAM_NAME: &str = "xvip_tc";
 
 /// Errors of the kernel side.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +210,8 @@ pub struct Dataplane {
     connect6_owned: Option<CgroupSockAddrLink>,
     /// The maps were adopted from a previous xvip rather than created.
     adopted: bool,
+    /// Where the program runs (the first `attach` decides, for every interface).
+    placement: Placement,
 }
 
 /// The program's attachment to one interface.
@@ -214,6 +223,9 @@ struct IfLink {
     pinned: Option<PinnedLink>,
     /// Our reference to an adopted link after the in-place program update.
     owned: Option<XdpLink>,
+    /// The same three for a tc attachment (`--attach tc`).
+    tc_link: Option<SchedClassifierLinkId>,
+    tc_owned: Option<SchedClassifierLink>,
 }
 
 impl IfLink {
@@ -223,6 +235,8 @@ impl IfLink {
             link: None,
             pinned: None,
             owned: None,
+            tc_link: None,
+            tc_owned: None,
         }
     }
 }
@@ -421,6 +435,21 @@ impl Dataplane {
         ipv6: bool,
         pins: Option<(&Path, &str)>,
     ) -> Result<Self, DataplaneError> {
+        Self::load_for(object, conntrack_size, ipv6, pins, Placement::Xdp)
+    }
+
+    /// [`Dataplane::load_pinned`] for a program that goes to `placement`: only that entry
+    /// is verified now (the other, if ever needed, at its attach).
+    ///
+    /// # Errors
+    /// As [`Dataplane::load_pinned`].
+    pub fn load_for(
+        object: &[u8],
+        conntrack_size: u32,
+        ipv6: bool,
+        pins: Option<(&Path, &str)>,
+        placement: Placement,
+    ) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
@@ -475,8 +504,10 @@ impl Dataplane {
                 reason: format!("{PROGRAM_NAME} not in the object"),
             })?
             .try_into()?;
-        program.load()?;
-        Ok(Self {
+        if placement == Placement::Xdp {
+            program.load()?;
+        }
+        let mut dp = Self {
             config: take(&mut ebpf, map_names::CONFIG)?,
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
@@ -504,7 +535,12 @@ impl Dataplane {
             connect6: None,
             connect6_owned: None,
             adopted,
-        })
+            placement,
+        };
+        if placement == Placement::Tc {
+            dp.tc_program_mut()?;
+        }
+        Ok(dp)
     }
 
     /// Writes every attached interface's index and MAC (`IFACES`), read by the program when

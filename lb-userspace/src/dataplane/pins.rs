@@ -18,8 +18,30 @@ use crate::net::iface::Interface;
 
 /// File name of the pinned XDP link inside an interface's pin directory.
 pub const LINK_PIN: &str = "link";
+/// File name of the pinned tcx link (`--attach tc`) beside it.
+pub const TC_LINK_PIN: &str = "tc";
 /// `BPF_LINK_TYPE_XDP` in `bpf_link_info.type`.
 const BPF_LINK_TYPE_XDP: u32 = 6;
+/// `BPF_LINK_TYPE_TCX`: its `bpf_link_info` union starts with the ifindex, as XDP's does.
+const BPF_LINK_TYPE_TCX: u32 = 11;
+
+/// Where the program runs on the interface, once `--attach` is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// XDP.
+    Xdp,
+    /// tc ingress, beside whatever holds XDP.
+    Tc,
+}
+
+/// Where `--attach auto` puts the program, from the XDP decision for the interface: tc
+/// when a program that is not this xvip's holds XDP, else XDP. Pure.
+pub fn auto_placement(decision: Decision) -> Placement {
+    match decision {
+        Decision::Foreign(_) => Placement::Tc,
+        _ => Placement::Xdp,
+    }
+}
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `IFLA_XDP` and its nested attributes (`linux/if_link.h`).
@@ -39,7 +61,7 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 pub enum PinError {
     /// Another XDP program is attached to the interface.
     #[error(
-        "{interface} already has XDP program {name} (id {prog_id}) attached, not by this xvip: {how}"
+        "{interface} already has XDP program {name} (id {prog_id}) attached, not by this xvip: {how}, or run beside it with --attach auto (or tc)"
     )]
     ForeignProgram {
         interface: String,
@@ -464,12 +486,7 @@ pub fn decide(link: Option<LinkState>, ifindex: u32, attached: &[Attached]) -> D
 }
 
 fn foreign(interface: &str, a: Attached) -> PinError {
-    let name = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == a.prog_id)
-        .and_then(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "(unnamed)".into());
+    let name = program_name(a.prog_id);
     let link = aya::programs::loaded_links()
         .filter_map(Result::ok)
         .find(|l| l.program_id() == a.prog_id)
@@ -558,7 +575,11 @@ pub fn defunct_dirs(root: &Path) -> Vec<PathBuf> {
 ///
 /// # Errors
 /// [`PinError`]: a foreign program, a link attached elsewhere, or an unreadable pin.
-pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
+pub fn claim(
+    root: &Path,
+    iface: &Interface,
+    attach: crate::config::Attach,
+) -> Result<(PathBuf, Placement), PinError> {
     let dir = pin_dir(root, netns_inode()?, &iface.name);
     let attached = attached_xdp(iface.index).map_err(|e| PinError::Query {
         interface: iface.name.clone(),
@@ -596,7 +617,34 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
             Err(e) => log::warn!("cannot move {} to {}: {e}", legacy.display(), dir.display()),
         }
     }
-    let mut decision = decide(read(&dir)?, iface.index, &attached);
+    let link = read(&dir)?;
+    let placement = match attach {
+        crate::config::Attach::Xdp => Placement::Xdp,
+        crate::config::Attach::Tc => Placement::Tc,
+        crate::config::Attach::Auto => {
+            let decision = decide(link, iface.index, &attached);
+            let p = auto_placement(decision);
+            match decision {
+                Decision::Foreign(a) => log::info!(
+                    "{}: --attach auto: XDP program {} (id {}) holds the interface, not this xvip: attaching at tc ingress beside it",
+                    iface.name,
+                    program_name(a.prog_id),
+                    a.prog_id
+                ),
+                _ => log::info!(
+                    "{}: --attach auto: no other XDP program on the interface: attaching in XDP",
+                    iface.name
+                ),
+            }
+            p
+        }
+    };
+    // At tc, a program holding XDP is a neighbour, not in the way.
+    let decide = |link: Option<LinkState>| match decide(link, iface.index, &attached) {
+        Decision::Foreign(_) if placement == Placement::Tc => Decision::Fresh,
+        d => d,
+    };
+    let mut decision = decide(link);
     if decision == Decision::DropStale {
         let n = remove_dir(&dir).unwrap_or(0);
         log::warn!(
@@ -604,7 +652,10 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
             iface.name,
             dir.display()
         );
-        decision = decide(None, iface.index, &attached);
+        decision = decide(None);
+    }
+    if placement == Placement::Tc {
+        claim_tc(&dir, iface)?;
     }
     match decision {
         Decision::Fresh | Decision::Adopt => {}
@@ -628,7 +679,52 @@ pub fn claim(root: &Path, iface: &Interface) -> Result<PathBuf, PinError> {
             );
         }
     }
-    Ok(dir)
+    Ok((dir, placement))
+}
+
+/// The name the kernel gives program `prog_id`, or "(unnamed)".
+fn program_name(prog_id: u32) -> String {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == prog_id)
+        .and_then(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "(unnamed)".into())
+}
+
+/// The pinned tcx link in `dir`, if any: adopted when it is on this interface, dropped
+/// when its interface is gone, refused when it is on another one.
+fn claim_tc(dir: &Path, iface: &Interface) -> Result<(), PinError> {
+    let path = dir.join(TC_LINK_PIN);
+    let unreadable = |reason: String| PinError::Unreadable {
+        path: path.display().to_string(),
+        interface: iface.name.clone(),
+        reason,
+    };
+    match read_link(&path) {
+        Ok(None) => Ok(()),
+        Ok(Some(l)) if l.link_type != BPF_LINK_TYPE_TCX => {
+            Err(unreadable(format!("a link of type {}", l.link_type)))
+        }
+        Ok(Some(l)) if l.ifindex == 0 => {
+            let _ = std::fs::remove_file(&path);
+            log::warn!(
+                "{}: the pinned tc link {} is defunct (its interface is gone): removed, attaching afresh",
+                iface.name,
+                path.display()
+            );
+            Ok(())
+        }
+        Ok(Some(l)) if l.ifindex == iface.index => Ok(()),
+        Ok(Some(l)) => Err(PinError::Elsewhere {
+            dir: dir.display().to_string(),
+            interface: iface.name.clone(),
+            ifindex: l.ifindex,
+            expected: iface.index,
+            prog_id: l.prog_id,
+        }),
+        Err(e) => Err(unreadable(e.to_string())),
+    }
 }
 
 /// File name of the pinned XDP link of a further interface (`--interface` repeated): kept in
@@ -735,6 +831,25 @@ pub fn detach_dirs(root: &Path, interface: &str) -> Result<Vec<PathBuf>, PinErro
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn auto_goes_to_tc_only_beside_a_foreign_program() {
+        let a = Attached {
+            prog_id: 42,
+            mode: 1,
+        };
+        assert_eq!(auto_placement(decide(None, 3, &[a])), Placement::Tc);
+        assert_eq!(auto_placement(decide(None, 3, &[])), Placement::Xdp);
+        let ours = LinkState {
+            id: 7,
+            prog_id: 42,
+            link_type: BPF_LINK_TYPE_XDP,
+            ifindex: 3,
+        };
+        // Our own pinned program (a restart): XDP again.
+        assert_eq!(auto_placement(decide(Some(ours), 3, &[a])), Placement::Xdp);
+    }
+
     use super::*;
 
     fn link(ifindex: u32, prog_id: u32) -> Option<LinkState> {

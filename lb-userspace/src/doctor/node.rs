@@ -283,15 +283,18 @@ fn attached_program(s: &Settings, iface: &Interface) -> Finding {
     };
     xdp_program(
         &iface.name,
+        s.attach,
         pins::decide(link, iface.index, &attached),
         |a| program_name(a.prog_id),
         |a| pins::removal_hint(&iface.name, a.mode, foreign_link(a)),
     )
 }
 
-/// The finding of `pins::decide`'s decision; `name` and `hint` describe a foreign program.
+/// The finding of `pins::decide`'s decision under `--attach attach`; `name` and `hint`
+/// describe a foreign program: in the way of `--attach xdp`, a neighbour to `tc` and `auto`.
 pub fn xdp_program(
     iface: &str,
+    attach: crate::config::Attach,
     decision: Decision,
     name: impl Fn(&Attached) -> String,
     hint: impl Fn(&Attached) -> String,
@@ -307,6 +310,15 @@ pub fn xdp_program(
             CHECK,
             format!("{iface}: a defunct pinned link, which `xvip run` removes"),
         ),
+        Decision::Foreign(a) if attach != crate::config::Attach::Xdp => Finding::ok(
+            CHECK,
+            format!(
+                "{iface} has XDP program {} (id {}), not this xvip's: with --attach {} xvip runs at tc ingress beside it",
+                name(&a),
+                a.prog_id,
+                attach.name()
+            ),
+        ),
         Decision::Foreign(a) => Finding::fail(
             CHECK,
             format!(
@@ -314,7 +326,10 @@ pub fn xdp_program(
                 name(&a),
                 a.prog_id
             ),
-            hint(&a),
+            format!(
+                "{}, or run beside it with --attach auto (tc ingress, same tables)",
+                hint(&a)
+            ),
         ),
         Decision::Elsewhere(l) => Finding::fail(
             CHECK,
@@ -441,21 +456,39 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_program_fails_with_its_name_id_and_removal() {
+    fn a_foreign_program_fails_xdp_with_its_name_id_and_removal_and_is_a_neighbour_to_tc() {
+        use crate::config::Attach;
         let a = Attached {
             prog_id: 42,
             mode: 1,
         };
         let f = xdp_program(
             "eth0",
+            Attach::Xdp,
             pins::decide(None, 3, &[a]),
             |_| "xdp_fw".into(),
             |a| pins::removal_hint("eth0", a.mode, None),
         );
         assert_eq!(
             f.line(),
-            "fail xdp-program: eth0 already has XDP program xdp_fw (id 42) attached, not by this xvip; fix: remove it with `ip link set dev eth0 xdpdrv off`"
+            "fail xdp-program: eth0 already has XDP program xdp_fw (id 42) attached, not by this xvip; fix: remove it with `ip link set dev eth0 xdpdrv off`, or run beside it with --attach auto (tc ingress, same tables)"
         );
+        for attach in [Attach::Auto, Attach::Tc] {
+            let f = xdp_program(
+                "eth0",
+                attach,
+                pins::decide(None, 3, &[a]),
+                |_| "xdp_fw".into(),
+                |_| unreachable!(),
+            );
+            assert_eq!(
+                f.line(),
+                format!(
+                    "ok   xdp-program: eth0 has XDP program xdp_fw (id 42), not this xvip's: with --attach {} xvip runs at tc ingress beside it",
+                    attach.name()
+                )
+            );
+        }
         let ours = LinkState {
             id: 7,
             prog_id: 42,
@@ -464,6 +497,7 @@ mod tests {
         };
         let f = xdp_program(
             "eth0",
+            Attach::Xdp,
             pins::decide(Some(ours), 3, &[a]),
             |_| unreachable!(),
             |_| unreachable!(),
@@ -471,6 +505,7 @@ mod tests {
         assert_eq!(f.level, super::super::Level::Ok);
         let f = xdp_program(
             "eth0",
+            Attach::Auto,
             pins::decide(None, 3, &[]),
             |_| unreachable!(),
             |_| unreachable!(),

@@ -19,7 +19,7 @@ use crate::{
     lab::lab_object,
 };
 use anyhow::{Context, Result, bail};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use xvip::config::Mode;
 
 fn xdp_ns_repeat(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
@@ -33,7 +33,10 @@ fn xdp_ns_repeat(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
 
 /// Average of `n` single runs, each with the frame `make(i)`; the packet is reset on every
 /// call, so a class whose rewrite would change the next run's class is measured right.
-fn xdp_ns_single(prog: &Xdp, n: u32, mut make: impl FnMut(u32) -> Vec<u8>) -> Result<f64> {
+fn xdp_ns_single<P>(prog: &P, n: u32, mut make: impl FnMut(u32) -> Vec<u8>) -> Result<f64>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let mut total = 0u128;
     for i in 0..n {
         let f = make(i);
@@ -68,7 +71,9 @@ pub fn cost_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let repeat: u32 = if ctx.quick { 200_000 } else { 1_000_000 };
     let singles: u32 = if ctx.quick { 5_000 } else { 20_000 };
 
-    let full = xvip_dataplane(&ctx.obj, Mode::Fullnat, 3, 1 << 20)?;
+    let mut full = xvip_dataplane(&ctx.obj, Mode::Fullnat, 3, 1 << 20)?;
+    // The tc entry (`--attach tc`) of the same object and maps: an skb per packet.
+    full.tc_program()?;
     let dnat = xvip_dataplane(&ctx.obj, Mode::Dnat, 3, 1 << 20)?;
     // The flow for the established and reply classes, and the reply a backend sends.
     let mut out = vec![0u8; 256];
@@ -165,6 +170,25 @@ pub fn cost_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             "xvip",
             one.clone(),
             xdp_ns_single(full.program(), singles, |_| reply.clone())?,
+        );
+        let tc: &SchedClassifier = full.tc_program_loaded().context("tc entry")?;
+        add(
+            "non-VIP (tc: TC_ACT_UNSPEC)",
+            "xvip_tc",
+            one.clone(),
+            xdp_ns_single(tc, singles, |_| non_vip.clone())?,
+        );
+        add(
+            "established (conntrack hit), fullnat",
+            "xvip_tc",
+            one.clone(),
+            xdp_ns_single(tc, singles, |_| est.clone())?,
+        );
+        add(
+            "reply (reverse hit), fullnat",
+            "xvip_tc",
+            one.clone(),
+            xdp_ns_single(tc, singles, |_| reply.clone())?,
         );
         for (name, dp) in [("new flow, fullnat", &full), ("new flow, dnat", &dnat)] {
             // Fresh flows each time: client ports 1024.. across 198.51.100.0/24.

@@ -18,7 +18,10 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::lab::{GenConfig, RedirectConfig};
-use xvip::{config::XdpAttachMode, dataplane::Dataplane};
+use xvip::{
+    config::XdpAttachMode,
+    dataplane::{Dataplane, pins::Placement},
+};
 
 use super::{
     frame::{TCP_ACK, TcpFrame},
@@ -421,8 +424,8 @@ impl XdpLab {
     pub fn use_xvip_two_arm(&mut self, mut dp: Dataplane) -> Result<()> {
         self.clear()?;
         with_netns(&self.lb.name, || {
-            dp.attach(LB_DEV, XdpAttachMode::Native)?;
-            dp.attach(LB1_DEV, XdpAttachMode::Native)?;
+            dp.attach(LB_DEV, XdpAttachMode::Native, Placement::Xdp)?;
+            dp.attach(LB1_DEV, XdpAttachMode::Native, Placement::Xdp)?;
             Ok(())
         })?;
         self.xvip = Some(dp);
@@ -446,7 +449,7 @@ impl XdpLab {
     pub fn use_xvip(&mut self, mut dp: Dataplane) -> Result<()> {
         self.clear()?;
         with_netns(&self.lb.name, || {
-            dp.attach(LB_DEV, XdpAttachMode::Native)?;
+            dp.attach(LB_DEV, XdpAttachMode::Native, Placement::Xdp)?;
             Ok(())
         })?;
         self.xvip = Some(dp);
