@@ -17,5 +17,6 @@ pub mod doctor;
 pub(crate) mod fuzz;
 pub mod http;
 pub mod route;
+pub mod services;
 pub mod sync;
 pub mod sys;

@@ -106,6 +106,9 @@ pub struct Status {
     /// Conntrack sync (`--sync-key-file`), when enabled.
     #[serde(default)]
     pub sync: Option<crate::sync::SyncStatus>,
+    /// Services of type LoadBalancer (`--services`), when enabled.
+    #[serde(default)]
+    pub services: Option<crate::services::watch::ServicesStatus>,
 }
 
 impl Status {

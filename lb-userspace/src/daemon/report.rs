@@ -121,5 +121,6 @@ pub(super) fn status_of(
         discovery: None,
         route: s.route.clone(),
         sync: None,
+        services: None,
     }
 }

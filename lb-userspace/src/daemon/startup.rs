@@ -428,6 +428,7 @@ pub(super) fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str>
         sync,
         announce,
         route_table,
+        services,
     } = new;
     let changed = [
         (
@@ -458,6 +459,7 @@ pub(super) fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str>
         ),
         ("sync", *sync != old.sync),
         ("announce", *announce != old.announce),
+        ("services", *services != old.services),
         ("route-table", *route_table != old.route_table),
     ];
     changed

@@ -120,6 +120,14 @@ impl Daemon {
             other_arp,
             ndp_rx,
             discovery: None,
+            services: None,
+        };
+        let (services_tx, services_rx) = match settings.services {
+            Some(_) => {
+                let (tx, rx) = watch::channel(Default::default());
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
         };
         let static6 = settings.backends6.clone();
         let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
@@ -150,6 +158,10 @@ impl Daemon {
             serve6_tx,
             serve6_rx,
             discovery_report: Default::default(),
+            services_report: Default::default(),
+            service_addrs: Vec::new(),
+            services_tx,
+            services_rx,
             discovered: None,
             discovered6: None,
             static6,
@@ -329,7 +341,13 @@ pub(super) async fn status_endpoint(
             .discover_from_kubeconfig
             .clone()
             .map(|kc| (kc, d.discovery_report.clone()));
+        let services = d
+            .services_rx
+            .clone()
+            .map(|rx| (d.services_report.clone(), rx));
+        let routed = settings.announce == crate::config::Announce::Route;
         Arc::new(move || {
+            let announcing = shared.lock().expect("poisoned").announcing;
             let mut st = super::report::status_of(
                 &shared.lock().expect("poisoned"),
                 &settings,
@@ -366,6 +384,29 @@ pub(super) async fn status_endpoint(
                 .as_ref()
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
             st.sync = sync.as_ref().map(|s| s.status());
+            st.services = services.as_ref().and_then(|(r, rx)| {
+                let mut s = r.lock().ok()?.status.clone();
+                let set = rx.borrow();
+                for a in &mut s.addresses {
+                    let Some(addr) = a.address.as_deref().and_then(|x| x.parse().ok()) else {
+                        continue;
+                    };
+                    let v4 = matches!(addr, std::net::IpAddr::V4(_));
+                    a.announced = set.contains(&addr) && v4 && announcing;
+                    if set.contains(&addr) {
+                        a.why = match (v4, announcing) {
+                            (true, true) => None,
+                            (false, _) => Some("IPv6 Service addresses are not announced by ARP mode yet".into()),
+                            (true, false) => Some(if routed {
+                                "routed mode: Service routes are not installed yet".into()
+                            } else {
+                                "this node does not hold the VIP (not the VRRP master)".into()
+                            }),
+                        };
+                    }
+                }
+                Some(s)
+            });
             st
         })
     };
@@ -377,6 +418,27 @@ pub(super) async fn status_endpoint(
         crate::api::server::record_addr(name, addr);
     }
     Ok(endpoint)
+}
+
+/// Services of type LoadBalancer (`--services`): the task that plans, writes the statuses
+/// and hands the loop the addresses to announce.
+pub(super) fn services(d: &mut Daemon, sources: &mut Sources) -> Option<JoinHandle<()>> {
+    let s = d.settings.services.clone()?;
+    let rx = d.services_rx.clone()?;
+    sources.services = Some(rx);
+    let tx = d.services_tx.take()?;
+    log::info!(
+        "services: LoadBalancer Services of class {}{} from {} pool(s), API through {}",
+        crate::config::services::CLASS,
+        if s.default_class { " or none" } else { "" },
+        s.pools.len(),
+        s.kubeconfig.display()
+    );
+    Some(crate::services::watch::spawn(
+        s,
+        d.services_report.clone(),
+        tx,
+    ))
 }
 
 /// Master discovery (`--discover-from-kubeconfig`): the API's list replaces the static one.
