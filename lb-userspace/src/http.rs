@@ -73,7 +73,10 @@ impl Drop for Connection {
 ///
 /// # Errors
 /// When the connection breaks or the answer is not HTTP/1.x.
-pub async fn send<I, B>(io: I, req: Request<B>) -> Result<(Response<Incoming>, Connection), HttpError>
+pub async fn send<I, B>(
+    io: I,
+    req: Request<B>,
+) -> Result<(Response<Incoming>, Connection), HttpError>
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     B: hyper::body::Body + Send + 'static,

@@ -41,15 +41,31 @@ fn kubeconfig(files: &Files) -> String {
 fn start_service_api(lab: &mut Lab) {
     let mut cmd = lab.host("m1").ns.cmd(apiserver_bin());
     cmd.args(["--listen", API, "--name", "svc-api", "--services"]);
-    lab.spawn_apiserver("svc-api", cmd).expect("service API server");
+    lab.spawn_apiserver("svc-api", cmd)
+        .expect("service API server");
 }
 
 /// One API call from m1 (curl): the status code and the JSON body.
 fn api(lab: &Lab, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut c = lab.host("m1").ns.cmd("curl");
-    c.args(["-sk", "--max-time", "3", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+    c.args([
+        "-sk",
+        "--max-time",
+        "3",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
     if let Some(b) = body {
-        c.args(["-H", "Content-Type: application/json", "--data", &b.to_string()]);
+        c.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &b.to_string(),
+        ]);
     }
     c.arg(format!("https://{API}{path}"));
     let out = c.output().expect("curl");
@@ -76,7 +92,12 @@ fn create(lab: &Lab, name: &str, annotations: Value, spec: Value) {
 
 /// The addresses `name`'s status holds.
 fn ingress(lab: &Lab, name: &str) -> Vec<String> {
-    let (_, s) = api(lab, "GET", &format!("/api/v1/namespaces/default/services/{name}"), None);
+    let (_, s) = api(
+        lab,
+        "GET",
+        &format!("/api/v1/namespaces/default/services/{name}"),
+        None,
+    );
     s["status"]["loadBalancer"]["ingress"]
         .as_array()
         .into_iter()
@@ -103,9 +124,8 @@ fn kube_proxy(lab: &Lab, host: &str, dir: &Path, addrs: &[&str]) {
     let ns = &lab.host(host).ns;
     sh(ns.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"])).expect("ip_forward");
     let (pod_ip, pod_port) = POD.split_once(':').unwrap();
-    let mut rules = String::from(
-        "table ip kp {\n chain pre { type nat hook prerouting priority -100;\n",
-    );
+    let mut rules =
+        String::from("table ip kp {\n chain pre { type nat hook prerouting priority -100;\n");
     for a in addrs {
         rules.push_str(&format!("  ip daddr {a} tcp dport 443 dnat to {POD}\n"));
     }
@@ -140,7 +160,13 @@ fn answered(lab: &Lab, addr: &str) -> bool {
 }
 
 fn services_args<'a>(pool: &'a str, kc: &'a str) -> [&'a str; 5] {
-    ["--services", "--services-pool", pool, "--services-kubeconfig", kc]
+    [
+        "--services",
+        "--services-pool",
+        pool,
+        "--services-kubeconfig",
+        kc,
+    ]
 }
 
 #[test]
@@ -150,7 +176,14 @@ fn a_service_gets_the_first_free_address_once_is_reached_through_the_owner_and_f
     let mut lab = lab("svc1", 2, None);
     start_service_api(&mut lab);
     let kc = kubeconfig(&files);
-    let pool_addrs = ["192.0.2.160", "192.0.2.161", "192.0.2.162", "192.0.2.163", "192.0.2.164", "192.0.2.165"];
+    let pool_addrs = [
+        "192.0.2.160",
+        "192.0.2.161",
+        "192.0.2.162",
+        "192.0.2.163",
+        "192.0.2.164",
+        "192.0.2.165",
+    ];
     for h in ["lb1", "lb2"] {
         kube_proxy(&lab, h, &files.0, &pool_addrs);
     }
@@ -162,18 +195,27 @@ fn a_service_gets_the_first_free_address_once_is_reached_through_the_owner_and_f
     let took = wait_for(Duration::from_secs(10), "web announced by lb1", || {
         svc_status(&lab, "lb1", FIRST).is_some_and(|(s, a, _)| s == "default/web" && a)
     });
-    println!("Service created -> announced by the owner: {} ms", took.as_millis());
+    println!(
+        "Service created -> announced by the owner: {} ms",
+        took.as_millis()
+    );
     assert_eq!(ingress(&lab, "web"), [FIRST]);
     // lb2 sees the same status and does not announce: it is not the owner.
     wait_for(Duration::from_secs(5), "lb2 knows web's address", || {
-        svc_status(&lab, "lb2", FIRST).is_some_and(|(_, a, why)| {
-            !a && why.is_some_and(|w| w.contains("VRRP master"))
-        })
+        svc_status(&lab, "lb2", FIRST)
+            .is_some_and(|(_, a, why)| !a && why.is_some_and(|w| w.contains("VRRP master")))
     });
     let stats = lab_stats(&lab);
-    assert_eq!(stats["status_writes"], 1, "written once by two nodes: {stats}");
+    assert_eq!(
+        stats["status_writes"], 1,
+        "written once by two nodes: {stats}"
+    );
     let body = lab
-        .curl_until_ok("client", &format!("https://{FIRST}/whoami"), Duration::from_secs(5))
+        .curl_until_ok(
+            "client",
+            &format!("https://{FIRST}/whoami"),
+            Duration::from_secs(5),
+        )
         .expect("the Service through lb1");
     assert_eq!(body.trim(), "m2");
     assert_eq!(client_mac_for(&lab, FIRST), mac_of(&lab, "lb1").trim());
@@ -183,17 +225,24 @@ fn a_service_gets_the_first_free_address_once_is_reached_through_the_owner_and_f
     for i in 0..5 {
         create(&lab, &format!("burst{i}"), json!({}), json!({}));
     }
-    wait_for(Duration::from_secs(10), "five more Services addressed", || {
-        (0..5).all(|i| ingress(&lab, &format!("burst{i}")).len() == 1)
-    });
-    let mut all: Vec<String> = (0..5).flat_map(|i| ingress(&lab, &format!("burst{i}"))).collect();
+    wait_for(
+        Duration::from_secs(10),
+        "five more Services addressed",
+        || (0..5).all(|i| ingress(&lab, &format!("burst{i}")).len() == 1),
+    );
+    let mut all: Vec<String> = (0..5)
+        .flat_map(|i| ingress(&lab, &format!("burst{i}")))
+        .collect();
     all.extend(ingress(&lab, "web"));
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 6, "six distinct addresses: {all:?}");
     std::thread::sleep(Duration::from_millis(1500));
     let stats = lab_stats(&lab);
-    println!("status writes {}, conflicts {}", stats["status_writes"], stats["conflicts"]);
+    println!(
+        "status writes {}, conflicts {}",
+        stats["status_writes"], stats["conflicts"]
+    );
     assert_eq!(stats["status_writes"], 6, "{stats}");
 
     // SIGKILL of the owner: lb2 takes the VIP and the Service address together.
@@ -205,10 +254,14 @@ fn a_service_gets_the_first_free_address_once_is_reached_through_the_owner_and_f
     let kill = Instant::now();
     lab.kill("xvip-lb1").unwrap();
     let lb2_mac = mac_of(&lab, "lb2").trim().to_string();
-    let moved = wait_for(Duration::from_secs(5), "lb2 answers for the Service", || {
-        svc_status(&lab, "lb2", FIRST).is_some_and(|(_, a, _)| a)
-            && client_mac_for(&lab, FIRST) == lb2_mac
-    });
+    let moved = wait_for(
+        Duration::from_secs(5),
+        "lb2 answers for the Service",
+        || {
+            svc_status(&lab, "lb2", FIRST).is_some_and(|(_, a, _)| a)
+                && client_mac_for(&lab, FIRST) == lb2_mac
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     let outage = prober.outage(kill);
     println!(
@@ -219,7 +272,11 @@ fn a_service_gets_the_first_free_address_once_is_reached_through_the_owner_and_f
     assert!(outage < TAKEOVER_BOUND, "Service outage {outage:?}");
     assert_eq!(client_vip_mac(&lab), lb2_mac, "the VIP moved with it");
     let body = lab
-        .curl("client", &format!("https://{FIRST}/whoami"), Duration::from_secs(2))
+        .curl(
+            "client",
+            &format!("https://{FIRST}/whoami"),
+            Duration::from_secs(2),
+        )
         .expect("the Service through lb2");
     assert_eq!(body.trim(), "m2");
 }
@@ -235,12 +292,32 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
     serving(&lab, "lb1", &[]);
 
     create(&lab, "a", json!({}), json!({}));
-    create(&lab, "b", json!({"xvip.io/loadbalancer-ips": "192.0.2.161"}), json!({}));
-    create(&lab, "outside", json!({}), json!({"loadBalancerIP": "198.51.100.5"}));
-    create(&lab, "taken", json!({"xvip.io/loadbalancer-ips": "192.0.2.160"}), json!({}));
+    create(
+        &lab,
+        "b",
+        json!({"xvip.io/loadbalancer-ips": "192.0.2.161"}),
+        json!({}),
+    );
+    create(
+        &lab,
+        "outside",
+        json!({}),
+        json!({"loadBalancerIP": "198.51.100.5"}),
+    );
+    create(
+        &lab,
+        "taken",
+        json!({"xvip.io/loadbalancer-ips": "192.0.2.160"}),
+        json!({}),
+    );
     create(&lab, "waiting", json!({}), json!({}));
     // Not ours: another class, another type.
-    create(&lab, "other", json!({}), json!({"loadBalancerClass": "example.com/lb"}));
+    create(
+        &lab,
+        "other",
+        json!({}),
+        json!({"loadBalancerClass": "example.com/lb"}),
+    );
     wait_for(Duration::from_secs(10), "a and b addressed", || {
         ingress(&lab, "a") == ["192.0.2.160"] && ingress(&lab, "b") == ["192.0.2.161"]
     });
@@ -251,19 +328,35 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
             .flatten()
             .map(|e| {
                 (
-                    e["involvedObject"]["name"].as_str().unwrap_or("").to_string(),
+                    e["involvedObject"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                     e["message"].as_str().unwrap_or("").to_string(),
                 )
             })
             .collect()
     };
-    wait_for(Duration::from_secs(5), "three events", || events().len() >= 3);
+    wait_for(Duration::from_secs(5), "three events", || {
+        events().len() >= 3
+    });
     let ev = events();
-    let of = |n: &str| ev.iter().find(|(s, _)| s == n).map(|(_, m)| m.clone()).unwrap_or_default();
-    assert!(of("outside").contains("198.51.100.5 is in no pool"), "{ev:?}");
+    let of = |n: &str| {
+        ev.iter()
+            .find(|(s, _)| s == n)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        of("outside").contains("198.51.100.5 is in no pool"),
+        "{ev:?}"
+    );
     assert!(of("taken").contains("in use by default/a"), "{ev:?}");
     assert!(of("waiting").contains("no free IPv4"), "{ev:?}");
-    assert!(of("other").is_empty() && ingress(&lab, "other").is_empty(), "{ev:?}");
+    assert!(
+        of("other").is_empty() && ingress(&lab, "other").is_empty(),
+        "{ev:?}"
+    );
     for n in ["outside", "taken", "waiting"] {
         assert!(ingress(&lab, n).is_empty(), "{n}");
     }
@@ -280,7 +373,12 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
     );
 
     // a deleted: its address goes to the oldest waiting Service ("taken" asked for it).
-    let (code, _) = api(&lab, "DELETE", "/api/v1/namespaces/default/services/a", None);
+    let (code, _) = api(
+        &lab,
+        "DELETE",
+        "/api/v1/namespaces/default/services/a",
+        None,
+    );
     assert_eq!(code, 200);
     wait_for(Duration::from_secs(5), "taken gets a's address", || {
         ingress(&lab, "taken") == ["192.0.2.160"]
@@ -288,12 +386,20 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
     assert!(ingress(&lab, "waiting").is_empty());
     // taken and waiting deleted: .160 is free and nobody answers for it.
     for n in ["taken", "waiting"] {
-        api(&lab, "DELETE", &format!("/api/v1/namespaces/default/services/{n}"), None);
+        api(
+            &lab,
+            "DELETE",
+            &format!("/api/v1/namespaces/default/services/{n}"),
+            None,
+        );
     }
     wait_for(Duration::from_secs(5), "192.0.2.160 released", || {
         svc_status(&lab, "lb1", "192.0.2.160").is_none()
     });
-    assert!(!answered(&lab, "192.0.2.160"), "a released address is not answered");
+    assert!(
+        !answered(&lab, "192.0.2.160"),
+        "a released address is not answered"
+    );
     assert!(answered(&lab, "192.0.2.161"), "b's still is");
 
     // The API server gone: what is announced stays, the VIP is untouched.
@@ -318,9 +424,17 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
         "{sv:?}"
     );
     let body = lab
-        .curl("client", "https://192.0.2.161/whoami", Duration::from_secs(2))
+        .curl(
+            "client",
+            "https://192.0.2.161/whoami",
+            Duration::from_secs(2),
+        )
         .expect("b without the API");
     assert_eq!(body.trim(), "m2");
-    lab.curl("client", &format!("https://{VIP}:6443/whoami"), Duration::from_secs(2))
-        .expect("the VIP without the Service API");
+    lab.curl(
+        "client",
+        &format!("https://{VIP}:6443/whoami"),
+        Duration::from_secs(2),
+    )
+    .expect("the VIP without the Service API");
 }

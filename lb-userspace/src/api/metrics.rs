@@ -457,11 +457,10 @@ fn services_metrics(reg: &mut Registry, sv: &crate::services::watch::ServicesSta
         sv.ignored as i64,
     );
     let writes = Family::<Labels, Counter>::default();
-    for (result, n) in [
-        ("ok", sv.status_writes),
-        ("conflict", sv.status_conflicts),
-    ] {
-        writes.get_or_create(&labels(&[("result", result)])).inc_by(n);
+    for (result, n) in [("ok", sv.status_writes), ("conflict", sv.status_conflicts)] {
+        writes
+            .get_or_create(&labels(&[("result", result)]))
+            .inc_by(n);
     }
     reg.register(
         "service_status_writes",

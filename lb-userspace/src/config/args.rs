@@ -148,7 +148,11 @@ pub struct RunArgs {
     pub services_default_class: bool,
     /// A pool range for Services, `[NAME=]CIDR|FIRST-LAST|ADDR` (pool `default` when
     /// unnamed); repeat for several. Replaces the file's `[[services.pool]]`.
-    #[arg(long = "services-pool", env = "XVIP_SERVICES_POOLS", value_delimiter = ',')]
+    #[arg(
+        long = "services-pool",
+        env = "XVIP_SERVICES_POOLS",
+        value_delimiter = ','
+    )]
     pub services_pools: Vec<String>,
     /// Kubeconfig to watch Services with (default: --discover-from-kubeconfig's).
     #[arg(long, env = "XVIP_SERVICES_KUBECONFIG")]

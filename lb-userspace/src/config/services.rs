@@ -193,7 +193,10 @@ pub(super) fn resolve(
                 return Err(bad(&p.name, "two pools of this name"));
             }
             if p.namespaces.len() > MAX_NAMESPACES {
-                return Err(bad(&p.name, format!("more than {MAX_NAMESPACES} namespaces")));
+                return Err(bad(
+                    &p.name,
+                    format!("more than {MAX_NAMESPACES} namespaces"),
+                ));
             }
             let ranges = p
                 .addresses
@@ -242,7 +245,10 @@ pub(super) fn resolve(
                 if q.contains(r.first) || q.contains(r.last) || r.contains(q.first) {
                     return Err(bad(
                         format!("{}-{}", r.first, r.last),
-                        format!("overlaps {}-{} (range {i} of pool {})", q.first, q.last, p.name),
+                        format!(
+                            "overlaps {}-{} (range {i} of pool {})",
+                            q.first, q.last, p.name
+                        ),
                     ));
                 }
             }
@@ -257,8 +263,7 @@ pub(super) fn resolve(
             hint: "--services watches the API: give --services-kubeconfig (or --discover-from-kubeconfig), e.g. /etc/kubernetes/admin.conf",
         })?;
     Ok(Some(ServicesSettings {
-        default_class: default_class_flag
-            || file.and_then(|f| f.default_class).unwrap_or(false),
+        default_class: default_class_flag || file.and_then(|f| f.default_class).unwrap_or(false),
         kubeconfig,
         pools,
     }))
@@ -301,7 +306,11 @@ mod tests {
             true,
             false,
             Some(kc),
-            &["192.0.2.200/30".into(), "v6=2001:db8::10-2001:db8::1f".into(), "192.0.2.210".into()],
+            &[
+                "192.0.2.200/30".into(),
+                "v6=2001:db8::10-2001:db8::1f".into(),
+                "192.0.2.210".into(),
+            ],
             None,
             None,
         )
@@ -311,15 +320,36 @@ mod tests {
         assert_eq!(s.pools[0].name, "default");
         assert_eq!(s.pools[0].ranges.len(), 2);
         assert_eq!(resolve(false, true, None, &[], None, None), Ok(None));
-        let e = resolve(true, false, Some(kc), &["192.0.2.200/30".into(), "x=192.0.2.201".into()], None, None)
-            .unwrap_err();
+        let e = resolve(
+            true,
+            false,
+            Some(kc),
+            &["192.0.2.200/30".into(), "x=192.0.2.201".into()],
+            None,
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("overlaps"), "{e}");
-        let e = resolve(true, false, Some(kc), &["bad name=192.0.2.1".into()], None, None).unwrap_err();
+        let e = resolve(
+            true,
+            false,
+            Some(kc),
+            &["bad name=192.0.2.1".into()],
+            None,
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("bad name"), "{e}");
-        assert!(matches!(resolve(true, false, Some(kc), &[], None, None), Err(ConfigError::Missing { .. })));
+        assert!(matches!(
+            resolve(true, false, Some(kc), &[], None, None),
+            Err(ConfigError::Missing { .. })
+        ));
         assert!(matches!(
             resolve(true, false, None, &["192.0.2.1".into()], None, None),
-            Err(ConfigError::Missing { field: "--services-kubeconfig", .. })
+            Err(ConfigError::Missing {
+                field: "--services-kubeconfig",
+                ..
+            })
         ));
     }
 }

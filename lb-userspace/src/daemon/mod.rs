@@ -140,7 +140,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             "the {task} task ended unexpectedly: withdrawing the VIP and exiting, so that the service manager restarts xvip"
         );
     }
-    d.shut_down([vrrp, vrrp6], discovery, services, endpoint).await?;
+    d.shut_down([vrrp, vrrp6], discovery, services, endpoint)
+        .await?;
     match died {
         Some(task) => Err(DaemonError::Runtime(format!(
             "the {task} task ended unexpectedly"

@@ -396,7 +396,9 @@ pub(super) async fn status_endpoint(
                     if set.contains(&addr) {
                         a.why = match (v4, announcing) {
                             (true, true) => None,
-                            (false, _) => Some("IPv6 Service addresses are not announced by ARP mode yet".into()),
+                            (false, _) => Some(
+                                "IPv6 Service addresses are not announced by ARP mode yet".into(),
+                            ),
                             (true, false) => Some(if routed {
                                 "routed mode: Service routes are not installed yet".into()
                             } else {

@@ -127,7 +127,7 @@ pub fn rbac_yaml(args: &RbacArgs) -> Result<String, ManifestError> {
     let binding = ClusterRoleBinding {
         metadata: meta(None),
         role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "ClusterRole".into(),
             name: args.name.clone(),
         },

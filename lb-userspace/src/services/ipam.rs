@@ -97,7 +97,7 @@ fn pools_for<'p>(pools: &'p [PoolSpec], ns: &str) -> impl Iterator<Item = &'p Po
     let ns = ns.to_string();
     pools
         .iter()
-        .filter(move |p| p.namespaces.is_empty() || p.namespaces.iter().any(|n| *n == ns))
+        .filter(move |p| p.namespaces.is_empty() || p.namespaces.contains(&ns))
 }
 
 fn in_pools(pools: &[PoolSpec], ns: &str, a: IpAddr) -> bool {
@@ -206,7 +206,9 @@ fn allocate(pools: &[PoolSpec], r: &Request, held: &BTreeMap<IpAddr, Vec<Holder<
         }
     }
     if got.is_empty() || (r.all_families && !missing.is_empty()) {
-        let names: Vec<&str> = pools_for(pools, &r.namespace).map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = pools_for(pools, &r.namespace)
+            .map(|p| p.name.as_str())
+            .collect();
         return Outcome::Refused(format!(
             "no free {} address in the pools for namespace {} ({})",
             missing
@@ -218,7 +220,11 @@ fn allocate(pools: &[PoolSpec], r: &Request, held: &BTreeMap<IpAddr, Vec<Holder<
                 .collect::<Vec<_>>()
                 .join("/"),
             r.namespace,
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         ));
     }
     Outcome::Assigned(got)
@@ -282,7 +288,10 @@ pub fn usage(pools: &[PoolSpec], plan: &BTreeMap<String, Outcome>) -> Vec<PoolUs
         .iter()
         .map(|p| PoolUsage {
             name: p.name.clone(),
-            total: p.ranges.iter().fold(0u128, |t, r| t.saturating_add(r.len())),
+            total: p
+                .ranges
+                .iter()
+                .fold(0u128, |t, r| t.saturating_add(r.len())),
             used: used
                 .iter()
                 .filter(|a| p.ranges.iter().any(|r| r.contains(**a)))
@@ -299,7 +308,10 @@ mod tests {
     fn pool(name: &str, ranges: &[&str], ns: &[&str]) -> PoolSpec {
         PoolSpec {
             name: name.into(),
-            ranges: ranges.iter().map(|r| AddrRange::parse(r).unwrap()).collect(),
+            ranges: ranges
+                .iter()
+                .map(|r| AddrRange::parse(r).unwrap())
+                .collect(),
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -391,7 +403,11 @@ mod tests {
         let p = plan(&pools, &[a, b, c, d]);
         assert_eq!(got(&p, "ns/a"), ["192.0.2.205"]);
         assert!(got(&p, "ns/b")[0].contains("198.51.100.1 is in no pool"));
-        assert!(got(&p, "ns/c")[0].contains("in use by ns/a"), "{:?}", got(&p, "ns/c"));
+        assert!(
+            got(&p, "ns/c")[0].contains("in use by ns/a"),
+            "{:?}",
+            got(&p, "ns/c")
+        );
         assert_eq!(got(&p, "ns/d"), ["192.0.2.200"]);
     }
 
@@ -444,7 +460,10 @@ mod tests {
             pool("team", &["192.0.2.200/32"], &["team"]),
             pool("all", &["192.0.2.210/32"], &[]),
         ];
-        let p = plan(&pools, &[svc("other/a", "1"), svc("team/b", "2"), svc("team/c", "3")]);
+        let p = plan(
+            &pools,
+            &[svc("other/a", "1"), svc("team/b", "2"), svc("team/c", "3")],
+        );
         assert_eq!(got(&p, "other/a"), ["192.0.2.210"]);
         assert_eq!(got(&p, "team/b"), ["192.0.2.200"]);
         assert!(got(&p, "team/c")[0].contains("(team, all)"));
@@ -455,20 +474,41 @@ mod tests {
 
     #[test]
     fn dual_stack_gets_one_of_each_family_per_policy() {
-        let pools = [pool("v4", &["192.0.2.200/32"], &[]), pool("v6", &["2001:db8::100/127"], &[])];
+        let pools = [
+            pool("v4", &["192.0.2.200/32"], &[]),
+            pool("v6", &["2001:db8::100/127"], &[]),
+        ];
         let dual = |key: &str, created: &str, all: bool| Request {
             families: vec![Family::V6, Family::V4],
             all_families: all,
             ..svc(key, created)
         };
-        let p = plan(&pools, &[dual("ns/a", "1", true), dual("ns/b", "2", false), dual("ns/c", "3", true)]);
+        let p = plan(
+            &pools,
+            &[
+                dual("ns/a", "1", true),
+                dual("ns/b", "2", false),
+                dual("ns/c", "3", true),
+            ],
+        );
         assert_eq!(got(&p, "ns/a"), ["2001:db8::100", "192.0.2.200"]);
-        assert_eq!(got(&p, "ns/b"), ["2001:db8::101"], "PreferDualStack takes what there is");
-        assert!(got(&p, "ns/c")[0].contains("no free IPv6/IPv4"), "{:?}", got(&p, "ns/c"));
+        assert_eq!(
+            got(&p, "ns/b"),
+            ["2001:db8::101"],
+            "PreferDualStack takes what there is"
+        );
+        assert!(
+            got(&p, "ns/c")[0].contains("no free IPv6/IPv4"),
+            "{:?}",
+            got(&p, "ns/c")
+        );
         // A kept dual-stack status needs both families under RequireDualStack.
         let mut a = dual("ns/a", "1", true);
         a.current = vec![ip("192.0.2.200")];
-        assert_eq!(got(&plan(&pools, &[a]), "ns/a"), ["2001:db8::100", "192.0.2.200"]);
+        assert_eq!(
+            got(&plan(&pools, &[a]), "ns/a"),
+            ["2001:db8::100", "192.0.2.200"]
+        );
     }
 
     #[test]
@@ -488,7 +528,10 @@ mod tests {
     #[test]
     fn the_last_address_of_a_range_is_given_and_then_none() {
         let pools = [pool("a", &["192.0.2.255/32", "198.51.100.0/32"], &[])];
-        let p = plan(&pools, &[svc("ns/a", "1"), svc("ns/b", "2"), svc("ns/c", "3")]);
+        let p = plan(
+            &pools,
+            &[svc("ns/a", "1"), svc("ns/b", "2"), svc("ns/c", "3")],
+        );
         assert_eq!(got(&p, "ns/a"), ["192.0.2.255"]);
         assert_eq!(got(&p, "ns/b"), ["198.51.100.0"]);
         assert!(got(&p, "ns/c")[0].starts_with("refused"));

@@ -133,7 +133,12 @@ pub fn request_of(s: &Service) -> Result<Request, String> {
         .cloned()
         .or(spec.load_balancer_ip.clone())
         .unwrap_or_default();
-    for a in text.split(',').map(str::trim).filter(|a| !a.is_empty()).take(3) {
+    for a in text
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .take(3)
+    {
         requested.push(
             a.parse::<IpAddr>()
                 .map_err(|_| format!("requested address {a:?} is not an address"))?,
@@ -170,7 +175,9 @@ pub fn request_of(s: &Service) -> Result<Request, String> {
         families,
         all_families: policy != "PreferDualStack",
         requested,
-        sharing: ann.get(ANNOTATION_SHARED).map(|v| v.chars().take(253).collect()),
+        sharing: ann
+            .get(ANNOTATION_SHARED)
+            .map(|v| v.chars().take(253).collect()),
         ports: spec
             .ports
             .unwrap_or_default()
@@ -285,7 +292,11 @@ struct Task {
 }
 
 /// Starts the task.
-pub fn spawn(settings: ServicesSettings, report: SharedReport, announce: Announce) -> JoinHandle<()> {
+pub fn spawn(
+    settings: ServicesSettings,
+    report: SharedReport,
+    announce: Announce,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let kubeconfig = settings.kubeconfig.clone();
         if let Ok(mut r) = report.lock() {
@@ -415,7 +426,9 @@ impl Task {
             }
             let mut reread = false;
             for (key, addrs) in st.writes.clone() {
-                let Some(s) = self.services.get(&key) else { continue };
+                let Some(s) = self.services.get(&key) else {
+                    continue;
+                };
                 let body = match serde_json::to_vec(&with_status(s, &addrs)) {
                     Ok(b) => b,
                     Err(_) => continue,
@@ -588,9 +601,16 @@ mod tests {
         .collect();
         let st = step(&settings(), &all);
         assert_eq!(st.plan.len(), 3, "{:?}", st.plan);
-        assert_eq!(st.writes["x/a"], vec!["192.0.2.200".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            st.writes["x/a"],
+            vec!["192.0.2.200".parse::<IpAddr>().unwrap()]
+        );
         assert!(!st.writes.contains_key("x/b"), "b's status is kept");
-        assert_eq!(st.writes["x/f"], Vec::<IpAddr>::new(), "a bad request clears");
+        assert_eq!(
+            st.writes["x/f"],
+            Vec::<IpAddr>::new(),
+            "a bad request clears"
+        );
         assert!(matches!(&st.plan["x/f"], Outcome::Refused(w) if w.contains("\"nope\"")));
         assert_eq!(
             st.announce,
@@ -598,7 +618,13 @@ mod tests {
             "only what a status holds"
         );
         // With the default class, c is served too.
-        let st = step(&ServicesSettings { default_class: true, ..settings() }, &all);
+        let st = step(
+            &ServicesSettings {
+                default_class: true,
+                ..settings()
+            },
+            &all,
+        );
         assert!(st.plan.contains_key("x/c"));
     }
 
@@ -617,14 +643,81 @@ mod tests {
     }
 
     #[test]
+    fn a_hostile_service_list_costs_bounded_work() {
+        // More Services than served, each with far too many ports, requested addresses and
+        // a huge sharing key: the oldest MAX_SERVICES are planned, the rest counted.
+        let ports: Vec<serde_json::Value> = (0..5000)
+            .map(|p| serde_json::json!({"port": p, "protocol": "TCP"}))
+            .collect();
+        let many_ips = (0..1000)
+            .map(|i| format!("192.0.2.{}", i % 250))
+            .collect::<Vec<_>>()
+            .join(",");
+        let all: BTreeMap<String, Service> = (0..MAX_SERVICES + 200)
+            .map(|i| {
+                let s: Service = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("s{i:05}"), "namespace": "x",
+                                 "creationTimestamp": format!("2026-01-01T{:02}:{:02}:{:02}Z", i / 3600, (i / 60) % 60, i % 60),
+                                 "annotations": if i == 0 {
+                                     serde_json::json!({ANNOTATION_SHARED: "k".repeat(100_000)})
+                                 } else {
+                                     serde_json::json!({})
+                                 }},
+                    "spec": {"type": "LoadBalancer", "loadBalancerClass": CLASS,
+                             "ports": if i == 0 { ports.clone() } else { vec![] }},
+                    "status": {"loadBalancer": {"ingress": (0..100).map(|j| serde_json::json!({"ip": format!("192.0.2.{j}")})).collect::<Vec<_>>()}}
+                }))
+                .unwrap();
+                (key_of(&s), s)
+            })
+            .collect();
+        let r = request_of(&all["x/s00000"]).unwrap();
+        assert_eq!(r.ports.len(), 256);
+        assert_eq!(r.current.len(), 2);
+        assert_eq!(r.sharing.unwrap().len(), 253);
+        let mut s0 = all["x/s00000"].clone();
+        s0.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ANNOTATION_IPS.into(), many_ips);
+        assert_eq!(request_of(&s0).unwrap().requested.len(), 3);
+        let started = std::time::Instant::now();
+        let st = step(&settings(), &all);
+        assert_eq!(st.ignored, 200);
+        assert_eq!(st.plan.len(), MAX_SERVICES);
+        assert!(
+            !st.plan.contains_key(&format!("x/s{:05}", MAX_SERVICES)),
+            "the newest wait"
+        );
+        // Four addresses for a thousand Services: four assigned, the rest refused, and the
+        // statuses naming foreign addresses are rewritten.
+        let assigned = st
+            .plan
+            .values()
+            .filter(|o| matches!(o, Outcome::Assigned(_)))
+            .count();
+        assert_eq!(assigned, 4);
+        assert_eq!(st.writes.len(), MAX_SERVICES);
+        println!(
+            "a hostile list of {} Services planned in {:?}",
+            all.len(),
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn families_follow_the_policy_and_requests_parse() {
-        let (_, s) = svc(r#"{"metadata":{"name":"a","namespace":"x","annotations":{"kube-vip.io/loadbalancerIPs":"192.0.2.9, 2001:db8::9"}},
-                    "spec":{"type":"LoadBalancer","ipFamilies":["IPv6","IPv4"],"ipFamilyPolicy":"PreferDualStack"}}"#);
+        let (_, s) = svc(
+            r#"{"metadata":{"name":"a","namespace":"x","annotations":{"kube-vip.io/loadbalancerIPs":"192.0.2.9, 2001:db8::9"}},
+                    "spec":{"type":"LoadBalancer","ipFamilies":["IPv6","IPv4"],"ipFamilyPolicy":"PreferDualStack"}}"#,
+        );
         let r = request_of(&s).unwrap();
         assert_eq!(r.families, vec![Family::V6, Family::V4]);
         assert!(!r.all_families);
         assert_eq!(r.requested.len(), 2);
-        let (_, s) = svc(r#"{"metadata":{"name":"a"},"spec":{"type":"LoadBalancer","ipFamilies":["IPv6","IPv4"],"ipFamilyPolicy":"SingleStack","loadBalancerIP":"2001:db8::1"}}"#);
+        let (_, s) = svc(
+            r#"{"metadata":{"name":"a"},"spec":{"type":"LoadBalancer","ipFamilies":["IPv6","IPv4"],"ipFamilyPolicy":"SingleStack","loadBalancerIP":"2001:db8::1"}}"#,
+        );
         let r = request_of(&s).unwrap();
         assert_eq!(r.families, vec![Family::V6]);
         assert_eq!(r.namespace, "default");

@@ -597,11 +597,16 @@ mod services {
                     .to_string(),
                 );
             }
-            let parts: Vec<&str> = path.trim_start_matches("/api/v1/namespaces/").split('/').collect();
+            let parts: Vec<&str> = path
+                .trim_start_matches("/api/v1/namespaces/")
+                .split('/')
+                .collect();
             let body: Option<Value> = serde_json::from_slice(body).ok();
             match (method, parts.as_slice()) {
                 ("POST", [ns, "events"]) => {
-                    let Some(mut ev) = body else { return status(400, "BadRequest", "no JSON") };
+                    let Some(mut ev) = body else {
+                        return status(400, "BadRequest", "no JSON");
+                    };
                     ev["metadata"]["namespace"] = (*ns).into();
                     st.events.push(ev.clone());
                     if st.events.len() > MAX_EVENTS {
@@ -610,20 +615,33 @@ mod services {
                     (201, ev.to_string())
                 }
                 ("POST", [ns, "services"]) => {
-                    let Some(mut obj) = body else { return status(400, "BadRequest", "no JSON") };
-                    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    let Some(mut obj) = body else {
+                        return status(400, "BadRequest", "no JSON");
+                    };
+                    let name = obj["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     let key = (ns.to_string(), name.clone());
                     if name.is_empty() {
                         return status(400, "BadRequest", "no name");
                     }
                     if st.objects.contains_key(&key) {
-                        return status(409, "AlreadyExists", &format!("services {name:?} already exists"));
+                        return status(
+                            409,
+                            "AlreadyExists",
+                            &format!("services {name:?} already exists"),
+                        );
                     }
                     obj["metadata"]["namespace"] = (*ns).into();
                     obj["metadata"]["uid"] = format!("uid-{ns}-{name}-{}", st.version).into();
                     if obj["metadata"]["creationTimestamp"].is_null() {
-                        obj["metadata"]["creationTimestamp"] =
-                            format!("2026-01-01T00:{:02}:{:02}Z", (st.version / 60) % 60, st.version % 60).into();
+                        obj["metadata"]["creationTimestamp"] = format!(
+                            "2026-01-01T00:{:02}:{:02}Z",
+                            (st.version / 60) % 60,
+                            st.version % 60
+                        )
+                        .into();
                     }
                     obj["status"] = json!({"loadBalancer": {}});
                     (201, st.commit("ADDED", key, obj).to_string())
@@ -638,14 +656,23 @@ mod services {
                         ("GET", _) => (200, cur.to_string()),
                         ("DELETE", false) => (200, st.commit("DELETED", key, cur).to_string()),
                         ("PUT", _) => {
-                            let Some(new) = body else { return status(400, "BadRequest", "no JSON") };
-                            let rv = new["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+                            let Some(new) = body else {
+                                return status(400, "BadRequest", "no JSON");
+                            };
+                            let rv = new["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap_or_default();
                             if !rv.is_empty() && rv != cur["metadata"]["resourceVersion"] {
                                 if sub {
                                     st.conflicts += 1;
                                 }
-                                return status(409, "Conflict", &format!(
-                                    "Operation cannot be fulfilled on services {name:?}: the object has been modified; please apply your changes to the latest version and try again"));
+                                return status(
+                                    409,
+                                    "Conflict",
+                                    &format!(
+                                        "Operation cannot be fulfilled on services {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+                                    ),
+                                );
                             }
                             let mut obj = cur.clone();
                             if sub {
@@ -653,7 +680,8 @@ mod services {
                                 st.status_writes += 1;
                             } else {
                                 obj["spec"] = new["spec"].clone();
-                                obj["metadata"]["annotations"] = new["metadata"]["annotations"].clone();
+                                obj["metadata"]["annotations"] =
+                                    new["metadata"]["annotations"].clone();
                             }
                             (200, st.commit("MODIFIED", key, obj).to_string())
                         }
@@ -685,10 +713,15 @@ mod services {
             loop {
                 let pending: Vec<(u64, &'static str, Value)> = {
                     let st = self.state.lock().expect("poisoned");
-                    st.log.iter().filter(|(v, _, _)| *v > sent).cloned().collect()
+                    st.log
+                        .iter()
+                        .filter(|(v, _, _)| *v > sent)
+                        .cloned()
+                        .collect()
                 };
                 for (v, kind, obj) in pending {
-                    super::chunk(&mut wr, &json!({"type": kind, "object": obj}).to_string()).await?;
+                    super::chunk(&mut wr, &json!({"type": kind, "object": obj}).to_string())
+                        .await?;
                     sent = v;
                 }
                 tokio::select! {
