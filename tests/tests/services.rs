@@ -438,3 +438,70 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
     )
     .expect("the VIP without the Service API");
 }
+
+#[test]
+fn routed_mode_puts_the_service_routes_beside_the_vips_and_takes_them_out_on_delete() {
+    let files = Files::new("svc3");
+    let mut lab = lab("svc3", 1, None);
+    start_service_api(&mut lab);
+    let kc = kubeconfig(&files);
+    let vip = "203.0.113.100";
+    let mut args = vec![
+        "--interface",
+        "eth0",
+        "--vip",
+        vip,
+        "--backend",
+        "192.0.2.11",
+        "--backend",
+        "192.0.2.12",
+        "--announce",
+        "route",
+        "--route-table",
+        "200",
+        "--snat-ip",
+        "192.0.2.2",
+        "--snat-ports",
+        "20000-32767",
+        "--metrics-addr",
+        METRICS,
+    ];
+    args.extend(services_args(POOL, &kc));
+    lab.start_xvip("lb1", &args).expect("xvip");
+    wait_attached(&lab, "lb1");
+    let routes = |lab: &Lab| {
+        lab.host("lb1")
+            .ns
+            .ip(&["route", "show", "table", "200"])
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(10), "the VIP's route", || {
+        routes(&lab).contains(vip)
+    });
+    create(&lab, "web", json!({}), json!({}));
+    let took = wait_for(Duration::from_secs(10), "the Service's route", || {
+        routes(&lab).contains(&format!("{FIRST} dev eth0"))
+    });
+    println!(
+        "routed mode: the Service /32 in table 200 {} ms after it was created",
+        took.as_millis()
+    );
+    assert!(svc_status(&lab, "lb1", FIRST).is_some_and(|(_, a, _)| a));
+    let (code, _) = api(
+        &lab,
+        "DELETE",
+        "/api/v1/namespaces/default/services/web",
+        None,
+    );
+    assert_eq!(code, 200);
+    wait_for(
+        Duration::from_secs(5),
+        "the Service's route withdrawn",
+        || !routes(&lab).contains(FIRST),
+    );
+    assert!(
+        routes(&lab).contains(vip),
+        "the VIP's route stays: {}",
+        routes(&lab)
+    );
+}

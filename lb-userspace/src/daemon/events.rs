@@ -305,7 +305,38 @@ impl Daemon {
             .filter(|a| !self.service_addrs.contains(a))
             .copied()
             .collect();
+        let gone: Vec<Ipv4Addr> = self
+            .service_addrs
+            .iter()
+            .filter(|a| !v4.contains(a))
+            .copied()
+            .collect();
         self.service_addrs = v4;
+        // Routed mode: the Service /32s ride with the VIPs' routes (announced while this
+        // node can serve, withdrawn with them); gone ones are withdrawn now.
+        if let Some(spec) = &mut self.route_spec {
+            spec.vips = self
+                .settings
+                .vips
+                .iter()
+                .map(|v| v.addr)
+                .chain(self.service_addrs.iter().copied())
+                .collect();
+            if !gone.is_empty() {
+                let old = crate::route::RouteSpec {
+                    vips: gone,
+                    ..spec.clone()
+                };
+                if let Err(e) = crate::route::withdraw(&old) {
+                    log::warn!(
+                        "routed mode: withdrawing Service routes {:?}: {e}",
+                        old.vips
+                    );
+                }
+            }
+            super::routed::sync_route(&self.shared, spec, false, true);
+            return;
+        }
         if self.announcing() {
             self.gratuitous_arp_for(&new);
         }

@@ -347,7 +347,13 @@ pub(super) async fn status_endpoint(
             .map(|rx| (d.services_report.clone(), rx));
         let routed = settings.announce == crate::config::Announce::Route;
         Arc::new(move || {
-            let announcing = shared.lock().expect("poisoned").announcing;
+            let announcing = {
+                let s = shared.lock().expect("poisoned");
+                match &s.route {
+                    Some(r) => r.announced,
+                    None => s.announcing,
+                }
+            };
             let mut st = super::report::status_of(
                 &shared.lock().expect("poisoned"),
                 &settings,
@@ -400,7 +406,7 @@ pub(super) async fn status_endpoint(
                                 "IPv6 Service addresses are not announced by ARP mode yet".into(),
                             ),
                             (true, false) => Some(if routed {
-                                "routed mode: Service routes are not installed yet".into()
+                                "routed mode: the routes are withdrawn (see route)".into()
                             } else {
                                 "this node does not hold the VIP (not the VRRP master)".into()
                             }),
