@@ -211,6 +211,27 @@ pub struct Step {
 pub fn step(settings: &ServicesSettings, all: &BTreeMap<String, Service>) -> Step {
     let mut reqs = Vec::new();
     let mut bad = BTreeMap::new();
+    let mut writes = BTreeMap::new();
+    // A Service that stopped being served (another type; no class without
+    // `--services-default-class`) and whose status still names a pool address gets its
+    // status cleared: the address is free again and must not be named twice.
+    for s in all.values().filter(|s| !served(s, settings.default_class)) {
+        let class = s
+            .spec
+            .as_ref()
+            .and_then(|x| x.load_balancer_class.as_deref());
+        let ours = class.is_none() || class == Some(CLASS);
+        if ours
+            && status_addrs(s).iter().any(|a| {
+                settings
+                    .pools
+                    .iter()
+                    .any(|p| p.ranges.iter().any(|r| r.contains(*a)))
+            })
+        {
+            writes.insert(key_of(s), Vec::new());
+        }
+    }
     for s in all.values().filter(|s| served(s, settings.default_class)) {
         match request_of(s) {
             Ok(r) => reqs.push(r),
@@ -223,7 +244,6 @@ pub fn step(settings: &ServicesSettings, all: &BTreeMap<String, Service>) -> Ste
     let ignored = reqs.len().saturating_sub(MAX_SERVICES) as u64;
     reqs.truncate(MAX_SERVICES);
     let mut plan = ipam::plan(&settings.pools, &reqs);
-    let mut writes = BTreeMap::new();
     let mut announce = BTreeSet::new();
     for (key, (why, current)) in bad {
         if !current.is_empty() {
@@ -616,6 +636,24 @@ mod tests {
             st.announce,
             ["192.0.2.201".parse::<IpAddr>().unwrap()].into(),
             "only what a status holds"
+        );
+        // A Service that turned into a ClusterIP one has its pool address cleared.
+        let mut all = all;
+        let (k, s) = svc(
+            r#"{"metadata":{"name":"g","namespace":"x"},"spec":{"type":"ClusterIP"},
+                    "status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.202"}]}}}"#,
+        );
+        all.insert(k, s);
+        let (k, s) = svc(
+            r#"{"metadata":{"name":"h","namespace":"x"},"spec":{"type":"ClusterIP"},
+                    "status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.1"}]}}}"#,
+        );
+        all.insert(k, s);
+        let st = step(&settings(), &all);
+        assert_eq!(st.writes["x/g"], Vec::<IpAddr>::new());
+        assert!(
+            !st.writes.contains_key("x/h"),
+            "not a pool address: not ours"
         );
         // With the default class, c is served too.
         let st = step(
