@@ -442,10 +442,20 @@ pub(super) fn services(d: &mut Daemon, sources: &mut Sources) -> Option<JoinHand
         s.pools.len(),
         s.kubeconfig.display()
     );
+    let shared = d.shared.clone();
+    let candidates: crate::control::discovery::Candidates = Arc::new(move || {
+        let s = shared.lock().expect("poisoned");
+        s.reconciler
+            .backends_v4()
+            .filter(|(_, b)| b.healthy)
+            .map(|(a, _)| std::net::SocketAddr::V4(a))
+            .collect()
+    });
     Some(crate::services::watch::spawn(
         s,
         d.services_report.clone(),
         tx,
+        candidates,
     ))
 }
 

@@ -7,47 +7,93 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::control::discovery::{ApiAccess, REQUEST_TIMEOUT};
+use crate::control::discovery::ApiAccess;
 
 /// Every Service of the cluster (list and watch).
 pub const SERVICES_PATH: &str = "/api/v1/services";
 /// Largest answer read: a list of [`super::MAX_SERVICES`] Services of a few KiB each.
 pub const MAX_RESPONSE: usize = 16 << 20;
 
-/// Where to ask: the kubeconfig's server, resolved, and the TLS name for it.
-///
-/// # Errors
-/// The name does not resolve.
-pub async fn server(access: &ApiAccess) -> Result<(SocketAddr, String), String> {
-    let addr = tokio::net::lookup_host((access.server_host.as_str(), access.server_port))
-        .await
-        .map_err(|e| format!("{}: {e}", access.server_host))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", access.server_host))?;
-    let name = access
-        .tls_server_name
-        .clone()
-        .unwrap_or_else(|| access.server_host.clone());
-    Ok((addr, name))
+/// Where to ask, in order: the `candidates` (the daemon's healthy masters, each at its own
+/// address: the kubeconfig's server is usually the VIP, which the node holding it cannot
+/// reach through its own XDP program), then the kubeconfig's server. Each with the TLS
+/// name to verify (`tls-server-name`, else the address asked).
+pub async fn targets(access: &ApiAccess, candidates: &[SocketAddr]) -> Vec<(SocketAddr, String)> {
+    let mut out: Vec<(SocketAddr, String)> = candidates
+        .iter()
+        .map(|a| {
+            let name = access
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| a.ip().to_string());
+            (*a, name)
+        })
+        .collect();
+    if let Ok(addrs) =
+        tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await
+    {
+        for a in addrs {
+            if !out.iter().any(|(t, _)| *t == a) {
+                let name = access
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| access.server_host.clone());
+                out.push((a, name));
+            }
+        }
+    }
+    out
 }
 
-/// One request: the answer's status code and body.
+/// One request to the first target that answers it: its address and name, the status code
+/// and body. A 404 goes on to the next target (a server that does not serve the path, or
+/// the object is gone everywhere: then the last 404 is the answer).
+///
+/// # Errors
+/// No target answered: every reason.
+pub async fn call_any(
+    access: &ApiAccess,
+    targets: &[(SocketAddr, String)],
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(SocketAddr, String, u16, Bytes), String> {
+    let mut reasons = Vec::new();
+    let mut not_found = None;
+    for (addr, name) in targets {
+        match call(access, *addr, name, method.clone(), path, body.clone()).await {
+            Ok((404, b)) => not_found = Some((*addr, name.clone(), 404, b)),
+            Ok((code, b)) => return Ok((*addr, name.clone(), code, b)),
+            Err(e) => reasons.push(e),
+        }
+    }
+    not_found.ok_or_else(|| {
+        if reasons.is_empty() {
+            "no API server to ask".to_string()
+        } else {
+            reasons.join("; ")
+        }
+    })
+}
+
+/// One request to `addr`: the answer's status code and body.
 ///
 /// # Errors
 /// The connection, TLS or HTTP failed, or the answer was too large or too late.
 pub async fn call(
     access: &ApiAccess,
+    addr: SocketAddr,
+    name: &str,
     method: hyper::Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Bytes), String> {
-    let (addr, name) = server(access).await?;
     let go = async {
-        let tls = crate::control::discovery::connect(access, addr, &name).await?;
+        let tls = crate::control::discovery::connect(access, addr, name).await?;
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, &name)
+            .header(hyper::header::HOST, name)
             .header(hyper::header::USER_AGENT, "xvip-services")
             .header(hyper::header::ACCEPT, "application/json")
             .header(hyper::header::CONNECTION, "close");
@@ -67,8 +113,11 @@ pub async fn call(
             .map_err(|e| e.text())?;
         Ok::<_, String>((status, body))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT * 5, go)
+    tokio::time::timeout(PER_TARGET, go)
         .await
-        .map_err(|_| format!("{addr}: {path}: timeout"))?
+        .map_err(|_| format!("{addr}: {path}: timeout after {PER_TARGET:?}"))?
         .map_err(|e| format!("{addr}: {path}: {e}"))
 }
+
+/// Bound on one request to one API server (a list of a thousand Services included).
+pub const PER_TARGET: std::time::Duration = std::time::Duration::from_secs(2);

@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::ipam::{self, Family, Outcome, Request};
-use super::kube::{SERVICES_PATH, call};
+use super::kube::{SERVICES_PATH, call_any, targets};
 use crate::config::services::{CLASS, ServicesSettings};
 use crate::control::discovery::{
-    ApiAccess, BACKOFF_MAX, BACKOFF_MIN, POLL_INTERVAL, Watch, WatchEnd, load_kubeconfig,
+    ApiAccess, BACKOFF_MAX, BACKOFF_MIN, Candidates, POLL_INTERVAL, Watch, WatchEnd,
+    load_kubeconfig,
 };
 
 /// Requested addresses, comma-separated (kube-vip's spelling is read too).
@@ -309,13 +310,18 @@ struct Task {
     /// The last event reason sent per Service (one event per change, not per pass).
     evented: BTreeMap<String, String>,
     last_problem: Option<String>,
+    candidates: Candidates,
+    /// Where to ask, refreshed at every list.
+    targets: Vec<(std::net::SocketAddr, String)>,
 }
 
-/// Starts the task.
+/// Starts the task; `candidates` are asked before the kubeconfig's server (see
+/// [`super::kube::targets`]).
 pub fn spawn(
     settings: ServicesSettings,
     report: SharedReport,
     announce: Announce,
+    candidates: Candidates,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let kubeconfig = settings.kubeconfig.clone();
@@ -329,6 +335,8 @@ pub fn spawn(
             services: BTreeMap::new(),
             evented: BTreeMap::new(),
             last_problem: None,
+            candidates,
+            targets: Vec::new(),
         };
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -341,9 +349,9 @@ pub fn spawn(
                 }
             };
             let ended = match t.list(&access).await {
-                Ok(version) => {
+                Ok((version, addr, name)) => {
                     backoff = BACKOFF_MIN;
-                    t.follow(&access, version).await
+                    t.follow(&access, version, addr, name).await
                 }
                 Err(e) => WatchEnd::Failed(e),
             };
@@ -378,8 +386,20 @@ impl Task {
         }
     }
 
-    async fn list(&mut self, access: &ApiAccess) -> Result<String, String> {
-        let (code, body) = call(access, hyper::Method::GET, SERVICES_PATH, None).await?;
+    /// Lists every Service: the version to watch from and who answered (watched there).
+    async fn list(
+        &mut self,
+        access: &ApiAccess,
+    ) -> Result<(String, std::net::SocketAddr, String), String> {
+        self.targets = targets(access, &(self.candidates)()).await;
+        let (addr, name, code, body) = call_any(
+            access,
+            &self.targets,
+            hyper::Method::GET,
+            SERVICES_PATH,
+            None,
+        )
+        .await?;
         if code != 200 {
             return Err(format!("{SERVICES_PATH}: HTTP {code}"));
         }
@@ -391,15 +411,26 @@ impl Task {
             .take(MAX_OBJECTS)
             .map(|s| (key_of(&s), s))
             .collect();
+        // The server that answered is asked first from now on.
+        if let Some(i) = self.targets.iter().position(|(a, _)| *a == addr) {
+            let t = self.targets.remove(i);
+            self.targets.insert(0, t);
+        }
         self.reconcile(access).await;
-        Ok(list.metadata.resource_version.unwrap_or_default())
+        Ok((
+            list.metadata.resource_version.unwrap_or_default(),
+            addr,
+            name,
+        ))
     }
 
-    async fn follow(&mut self, access: &ApiAccess, mut version: String) -> WatchEnd {
-        let (addr, name) = match super::kube::server(access).await {
-            Ok(x) => x,
-            Err(e) => return WatchEnd::Failed(e),
-        };
+    async fn follow(
+        &mut self,
+        access: &ApiAccess,
+        mut version: String,
+        addr: std::net::SocketAddr,
+        name: String,
+    ) -> WatchEnd {
         let mut w: Watch<Service> =
             match Watch::open_at(access, addr, &name, SERVICES_PATH, &version).await {
                 Ok(w) => w,
@@ -454,7 +485,8 @@ impl Task {
                     Err(_) => continue,
                 };
                 let path = format!("{}/status", service_path(&key));
-                match call(access, hyper::Method::PUT, &path, Some(body)).await {
+                let put = call_any(access, &self.targets, hyper::Method::PUT, &path, Some(body));
+                match put.await.map(|(_, _, code, b)| (code, b)) {
                     Ok((200 | 201, b)) => {
                         if let Ok(new) = serde_json::from_slice::<Service>(&b) {
                             self.services.insert(key.clone(), new);
@@ -465,8 +497,9 @@ impl Task {
                     Ok((409, _)) => {
                         self.note(|r| r.status.status_conflicts += 1);
                         reread = true;
-                        if let Ok((200, b)) =
-                            call(access, hyper::Method::GET, &service_path(&key), None).await
+                        let one = service_path(&key);
+                        let get = call_any(access, &self.targets, hyper::Method::GET, &one, None);
+                        if let Ok((_, _, 200, b)) = get.await
                             && let Ok(new) = serde_json::from_slice::<Service>(&b)
                         {
                             self.services.insert(key.clone(), new);
@@ -566,14 +599,14 @@ impl Task {
         });
         log::warn!("services: {key}: {why}");
         let path = format!("/api/v1/namespaces/{ns}/events");
-        if let Ok((200 | 201, _)) = call(
+        let post = call_any(
             access,
+            &self.targets,
             hyper::Method::POST,
             &path,
             serde_json::to_vec(&ev).ok(),
-        )
-        .await
-        {
+        );
+        if let Ok((_, _, 200 | 201, _)) = post.await {
             self.note(|r| r.status.events_sent += 1);
         }
     }
