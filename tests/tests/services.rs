@@ -372,6 +372,49 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
         "{metrics}"
     );
 
+    // The data path: Service traffic is passed to the kernel (kube-proxy's DNAT), the
+    // VIP's is forwarded by XDP as before.
+    let reasons = |lab: &Lab| status(lab, "lb1").unwrap().reasons;
+    let count =
+        |r: &std::collections::BTreeMap<String, u64>, k: &str| r.get(k).copied().unwrap_or(0);
+    let before = reasons(&lab);
+    for _ in 0..5 {
+        let body = lab
+            .curl(
+                "client",
+                "https://192.0.2.160/whoami",
+                Duration::from_secs(2),
+            )
+            .expect("a's address through lb1");
+        assert_eq!(body.trim(), "m2");
+    }
+    let mid = reasons(&lab);
+    for _ in 0..5 {
+        lab.curl(
+            "client",
+            &format!("https://{VIP}:6443/whoami"),
+            Duration::from_secs(2),
+        )
+        .expect("the VIP");
+    }
+    let after = reasons(&lab);
+    println!(
+        "5 Service requests: pass_not_for_vip +{}, tx_forward +{}; 5 VIP requests: tx_forward +{}",
+        count(&mid, "pass_not_for_vip") - count(&before, "pass_not_for_vip"),
+        count(&mid, "tx_forward") - count(&before, "tx_forward"),
+        count(&after, "tx_forward") - count(&mid, "tx_forward"),
+    );
+    assert!(count(&mid, "pass_not_for_vip") >= count(&before, "pass_not_for_vip") + 5 * 4);
+    assert_eq!(
+        count(&mid, "tx_forward"),
+        count(&before, "tx_forward"),
+        "no Service packet forwarded by XDP"
+    );
+    assert!(
+        count(&after, "tx_forward") >= count(&mid, "tx_forward") + 5 * 4,
+        "the VIP's fast path"
+    );
+
     // a deleted: its address goes to the oldest waiting Service ("taken" asked for it).
     let (code, _) = api(
         &lab,
