@@ -288,7 +288,9 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
     start_service_api(&mut lab);
     let kc = kubeconfig(&files);
     kube_proxy(&lab, "lb1", &files.0, &["192.0.2.160", "192.0.2.161"]);
-    start_node(&mut lab, "lb1", 150, &services_args("192.0.2.160/31", &kc));
+    let mut extra = services_args("192.0.2.160/31", &kc).to_vec();
+    extra.extend(["--services-node-name", "lb1"]);
+    start_node(&mut lab, "lb1", 150, &extra);
     serving(&lab, "lb1", &[]);
 
     create(&lab, "a", json!({}), json!({}));
@@ -363,6 +365,38 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
     // One event per refusal, not one per pass.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(events().len(), 3, "{:?}", events());
+    // externalTrafficPolicy Local on b, whose endpoint is on no node: the VIP owner refuses
+    // to announce it, with an event; back to Cluster, it answers again.
+    let mut b = api(&lab, "GET", "/api/v1/namespaces/default/services/b", None).1;
+    b["spec"]["externalTrafficPolicy"] = "Local".into();
+    let (code, body) = api(
+        &lab,
+        "PUT",
+        "/api/v1/namespaces/default/services/b",
+        Some(&b),
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_for(Duration::from_secs(5), "the owner refuses b", || {
+        events()
+            .iter()
+            .any(|(s, m)| s == "b" && m.contains("the VIP owner (node lb1) has no ready endpoint"))
+    });
+    assert!(svc_status(&lab, "lb1", "192.0.2.161").is_some_and(|(_, a, _)| !a));
+    assert!(
+        !answered(&lab, "192.0.2.161"),
+        "a refused Local address is not answered"
+    );
+    let mut b = api(&lab, "GET", "/api/v1/namespaces/default/services/b", None).1;
+    b["spec"]["externalTrafficPolicy"] = "Cluster".into();
+    api(
+        &lab,
+        "PUT",
+        "/api/v1/namespaces/default/services/b",
+        Some(&b),
+    );
+    wait_for(Duration::from_secs(5), "b answered again", || {
+        svc_status(&lab, "lb1", "192.0.2.161").is_some_and(|(_, a, _)| a)
+    });
     let st = status(&lab, "lb1").unwrap().services.unwrap();
     let pool = st.pools.first().unwrap();
     assert_eq!((pool.total, pool.used), (2, 2));
@@ -510,6 +544,7 @@ fn routed_mode_puts_the_service_routes_beside_the_vips_and_takes_them_out_on_del
         METRICS,
     ];
     args.extend(services_args(POOL, &kc));
+    args.extend(["--services-node-name", "lb1"]);
     lab.start_xvip("lb1", &args).expect("xvip");
     wait_attached(&lab, "lb1");
     let routes = |lab: &Lab| {
@@ -546,5 +581,56 @@ fn routed_mode_puts_the_service_routes_beside_the_vips_and_takes_them_out_on_del
         routes(&lab).contains(vip),
         "the VIP's route stays: {}",
         routes(&lab)
+    );
+
+    // externalTrafficPolicy Local: the route only while this node has a ready endpoint.
+    create(
+        &lab,
+        "loc",
+        json!({}),
+        json!({"externalTrafficPolicy": "Local"}),
+    );
+    wait_for(Duration::from_secs(10), "loc addressed", || {
+        ingress(&lab, "loc") == [FIRST]
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "loc known and not announced",
+        || {
+            svc_status(&lab, "lb1", FIRST).is_some_and(|(_, a, why)| {
+                !a && why.is_some_and(|w| w.contains("no ready endpoint on node lb1"))
+            })
+        },
+    );
+    assert!(!routes(&lab).contains(FIRST), "no endpoint here: no route");
+    let slice = |node: &str| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "loc-1", "labels": {"kubernetes.io/service-name": "loc"}},
+               "addressType": "IPv4",
+               "endpoints": [{"addresses": ["10.0.0.5"], "nodeName": node, "conditions": {"ready": true}}]})
+    };
+    let slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+    let (code, body) = api(&lab, "POST", slices, Some(&slice("lb1")));
+    assert_eq!(code, 201, "{body}");
+    let took = wait_for(
+        Duration::from_secs(5),
+        "a local endpoint: the route",
+        || routes(&lab).contains(&format!("{FIRST} dev eth0")),
+    );
+    println!(
+        "Local: route {} ms after a ready endpoint on this node",
+        took.as_millis()
+    );
+    let (code, body) = api(
+        &lab,
+        "PUT",
+        &format!("{slices}/loc-1"),
+        Some(&slice("elsewhere")),
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_for(
+        Duration::from_secs(5),
+        "the endpoint moved away: no route",
+        || !routes(&lab).contains(FIRST),
     );
 }

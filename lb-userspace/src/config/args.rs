@@ -157,4 +157,8 @@ pub struct RunArgs {
     /// Kubeconfig to watch Services with (default: --discover-from-kubeconfig's).
     #[arg(long, env = "XVIP_SERVICES_KUBECONFIG")]
     pub services_kubeconfig: Option<PathBuf>,
+    /// This node's Kubernetes name, for `externalTrafficPolicy: Local` (default: the host
+    /// name, as the kubelet names the node).
+    #[arg(long, env = "XVIP_SERVICES_NODE_NAME")]
+    pub services_node_name: Option<String>,
 }

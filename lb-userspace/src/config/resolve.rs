@@ -56,6 +56,7 @@ impl RunArgs {
             self.services,
             self.services_default_class,
             self.services_kubeconfig.as_deref(),
+            self.services_node_name.as_deref(),
             &self.services_pools,
             self.discover_from_kubeconfig
                 .as_deref()

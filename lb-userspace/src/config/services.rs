@@ -128,6 +128,9 @@ pub struct ServicesSettings {
     /// `--discover-from-kubeconfig`).
     pub kubeconfig: PathBuf,
     pub pools: Vec<PoolSpec>,
+    /// This node's Kubernetes name (`--services-node-name`, else the host name): whose
+    /// endpoints are local for `externalTrafficPolicy: Local`.
+    pub node_name: String,
 }
 
 /// `[services]` in the TOML file.
@@ -137,6 +140,7 @@ pub(super) struct ServicesFile {
     pub(super) enabled: Option<bool>,
     pub(super) default_class: Option<bool>,
     pub(super) kubeconfig: Option<PathBuf>,
+    pub(super) node_name: Option<String>,
     #[serde(default)]
     pub(super) pool: Vec<PoolFile>,
 }
@@ -173,10 +177,12 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
 ///
 /// # Errors
 /// The first bad pool, range or namespace; `--services` without any pool or kubeconfig.
+#[allow(clippy::too_many_arguments, reason = "one per flag of the section")]
 pub(super) fn resolve(
     enabled_flag: bool,
     default_class_flag: bool,
     kubeconfig_flag: Option<&Path>,
+    node_name_flag: Option<&str>,
     flag_pools: &[String],
     discover: Option<&Path>,
     file: Option<&ServicesFile>,
@@ -262,10 +268,34 @@ pub(super) fn resolve(
             field: "--services-kubeconfig",
             hint: "--services watches the API: give --services-kubeconfig (or --discover-from-kubeconfig), e.g. /etc/kubernetes/admin.conf",
         })?;
+    let given = node_name_flag
+        .map(String::from)
+        .or_else(|| file.and_then(|f| f.node_name.clone()));
+    // The host name is taken as it is (lower-cased); a name given is checked.
+    let node_name = given.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase()
+    });
+    if given.is_some()
+        && (node_name.is_empty()
+            || node_name.len() > 253
+            || !node_name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'))
+    {
+        return Err(ConfigError::invalid(
+            "--services-node-name",
+            &node_name,
+            "a Kubernetes node name: up to 253 of [a-z0-9.-]",
+        ));
+    }
     Ok(Some(ServicesSettings {
         default_class: default_class_flag || file.and_then(|f| f.default_class).unwrap_or(false),
         kubeconfig,
         pools,
+        node_name,
     }))
 }
 
@@ -306,6 +336,7 @@ mod tests {
             true,
             false,
             Some(kc),
+            None,
             &[
                 "192.0.2.200/30".into(),
                 "v6=2001:db8::10-2001:db8::1f".into(),
@@ -319,11 +350,12 @@ mod tests {
         assert_eq!(s.pools.len(), 2);
         assert_eq!(s.pools[0].name, "default");
         assert_eq!(s.pools[0].ranges.len(), 2);
-        assert_eq!(resolve(false, true, None, &[], None, None), Ok(None));
+        assert_eq!(resolve(false, true, None, None, &[], None, None), Ok(None));
         let e = resolve(
             true,
             false,
             Some(kc),
+            None,
             &["192.0.2.200/30".into(), "x=192.0.2.201".into()],
             None,
             None,
@@ -334,6 +366,7 @@ mod tests {
             true,
             false,
             Some(kc),
+            None,
             &["bad name=192.0.2.1".into()],
             None,
             None,
@@ -341,11 +374,11 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("bad name"), "{e}");
         assert!(matches!(
-            resolve(true, false, Some(kc), &[], None, None),
+            resolve(true, false, Some(kc), None, &[], None, None),
             Err(ConfigError::Missing { .. })
         ));
         assert!(matches!(
-            resolve(true, false, None, &["192.0.2.1".into()], None, None),
+            resolve(true, false, None, None, &["192.0.2.1".into()], None, None),
             Err(ConfigError::Missing {
                 field: "--services-kubeconfig",
                 ..

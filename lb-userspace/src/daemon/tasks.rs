@@ -451,11 +451,17 @@ pub(super) fn services(d: &mut Daemon, sources: &mut Sources) -> Option<JoinHand
             .map(|(a, _)| std::net::SocketAddr::V4(a))
             .collect()
     });
+    let owner: crate::services::watch::Owner = {
+        let shared = d.shared.clone();
+        let vrrp = d.settings.vrrp.is_some();
+        Arc::new(move || vrrp.then(|| shared.lock().expect("poisoned").announcing))
+    };
     Some(crate::services::watch::spawn(
         s,
         d.services_report.clone(),
         tx,
         candidates,
+        owner,
     ))
 }
 

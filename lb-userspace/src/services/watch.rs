@@ -199,6 +199,9 @@ pub fn request_of(s: &Service) -> Result<Request, String> {
 /// oldest first), the writes it needs, and the addresses to announce now.
 #[derive(Debug, Default, PartialEq)]
 pub struct Step {
+    /// Served `externalTrafficPolicy: Local` Services with an address but no ready endpoint
+    /// on this node: not announced here.
+    pub no_local: BTreeSet<String>,
     /// key -> outcome.
     pub plan: BTreeMap<String, Outcome>,
     /// Services whose status must change: key -> the addresses to write.
@@ -208,8 +211,20 @@ pub struct Step {
     pub ignored: u64,
 }
 
-/// See [`Step`].
-pub fn step(settings: &ServicesSettings, all: &BTreeMap<String, Service>) -> Step {
+/// Whether `s` asks for `externalTrafficPolicy: Local`.
+pub fn local_policy(s: &Service) -> bool {
+    s.spec
+        .as_ref()
+        .and_then(|x| x.external_traffic_policy.as_deref())
+        == Some("Local")
+}
+
+/// See [`Step`]. `local`: the Services with a ready endpoint on this node.
+pub fn step(
+    settings: &ServicesSettings,
+    all: &BTreeMap<String, Service>,
+    local: &BTreeSet<String>,
+) -> Step {
     let mut reqs = Vec::new();
     let mut bad = BTreeMap::new();
     let mut writes = BTreeMap::new();
@@ -246,6 +261,7 @@ pub fn step(settings: &ServicesSettings, all: &BTreeMap<String, Service>) -> Ste
     reqs.truncate(MAX_SERVICES);
     let mut plan = ipam::plan(&settings.pools, &reqs);
     let mut announce = BTreeSet::new();
+    let mut no_local = BTreeSet::new();
     for (key, (why, current)) in bad {
         if !current.is_empty() {
             writes.insert(key.clone(), Vec::new());
@@ -263,17 +279,30 @@ pub fn step(settings: &ServicesSettings, all: &BTreeMap<String, Service>) -> Ste
             b.sort();
             a == b
         };
-        if same {
+        let here = !all.get(&r.key).is_some_and(local_policy) || local.contains(&r.key);
+        if same && !here && !want.is_empty() {
+            no_local.insert(r.key.clone());
+        } else if same {
             announce.extend(want);
         } else {
             writes.insert(r.key.clone(), want);
         }
     }
     Step {
+        no_local,
         plan,
         writes,
         announce,
         ignored,
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -313,7 +342,15 @@ struct Task {
     candidates: Candidates,
     /// Where to ask, refreshed at every list.
     targets: Vec<(std::net::SocketAddr, String)>,
+    /// Services with a ready endpoint on this node (the EndpointSlice task's last word).
+    local: BTreeSet<String>,
+    local_rx: watch::Receiver<BTreeSet<String>>,
+    /// Whether this node holds the VIP (VRRP master): it sends the `Local` refusals.
+    owner: Owner,
 }
+
+/// Whether this node is the VRRP owner now (`None` without VRRP).
+pub type Owner = Arc<dyn Fn() -> Option<bool> + Send + Sync>;
 
 /// Starts the task; `candidates` are asked before the kubeconfig's server (see
 /// [`super::kube::targets`]).
@@ -322,8 +359,18 @@ pub fn spawn(
     report: SharedReport,
     announce: Announce,
     candidates: Candidates,
+    owner: Owner,
 ) -> JoinHandle<()> {
+    let (local_tx, local_rx) = watch::channel(BTreeSet::new());
+    let slices = super::endpoints::spawn(
+        settings.kubeconfig.clone(),
+        settings.node_name.clone(),
+        candidates.clone(),
+        local_tx,
+    );
     tokio::spawn(async move {
+        // The EndpointSlice task lives as long as this one.
+        let _slices = AbortOnDrop(slices);
         let kubeconfig = settings.kubeconfig.clone();
         if let Ok(mut r) = report.lock() {
             r.status.kubeconfig = kubeconfig.display().to_string();
@@ -337,6 +384,9 @@ pub fn spawn(
             last_problem: None,
             candidates,
             targets: Vec::new(),
+            local: BTreeSet::new(),
+            local_rx,
+            owner,
         };
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -437,7 +487,17 @@ impl Task {
                 Err(end) => return end,
             };
         loop {
-            let ev = match w.next().await {
+            let ev = tokio::select! {
+                ev = w.next() => ev,
+                changed = self.local_rx.changed() => {
+                    if changed.is_ok() {
+                        self.local = self.local_rx.borrow_and_update().clone();
+                        self.reconcile(access).await;
+                    }
+                    continue;
+                }
+            };
+            let ev = match ev {
                 Ok(ev) => ev,
                 Err(end) => return end,
             };
@@ -470,7 +530,7 @@ impl Task {
     /// Plans, writes the statuses that differ (a 409 reads the Service again and plans
     /// again, at most [`MAX_RETRIES`] times), sends events for refusals, and publishes.
     async fn reconcile(&mut self, access: &ApiAccess) {
-        let mut st = step(&self.settings, &self.services);
+        let mut st = step(&self.settings, &self.services, &self.local);
         for _ in 0..MAX_RETRIES {
             if st.writes.is_empty() {
                 break;
@@ -513,7 +573,7 @@ impl Task {
                     Err(e) => self.failed(&e),
                 }
             }
-            st = step(&self.settings, &self.services);
+            st = step(&self.settings, &self.services, &self.local);
             if !reread {
                 break;
             }
@@ -524,6 +584,20 @@ impl Task {
             {
                 self.event(access, key, why).await;
                 self.evented.insert(key.clone(), why.clone());
+            }
+        }
+        // With VRRP the owner refuses a `Local` Service it has no endpoint for (routed
+        // mode: the nodes that have one announce it, the others stay silent).
+        if (self.owner)() == Some(true) {
+            for key in &st.no_local {
+                let why = format!(
+                    "externalTrafficPolicy Local: the VIP owner (node {}) has no ready endpoint of this Service; its address is not announced",
+                    self.settings.node_name
+                );
+                if self.evented.get(key) != Some(&why) {
+                    self.event(access, key, &why).await;
+                    self.evented.insert(key.clone(), why);
+                }
             }
         }
         self.evented.retain(|k, _| st.plan.contains_key(k));
@@ -538,7 +612,16 @@ impl Task {
                         service: k.clone(),
                         address: Some(a.to_string()),
                         announced: false,
-                        why: (!st.announce.contains(a)).then(|| "status not written yet".into()),
+                        why: (!st.announce.contains(a)).then(|| {
+                            if st.no_local.contains(k) {
+                                format!(
+                                    "externalTrafficPolicy Local: no ready endpoint on node {}",
+                                    self.settings.node_name
+                                )
+                            } else {
+                                "status not written yet".into()
+                            }
+                        }),
                     })
                     .collect::<Vec<_>>(),
                 Outcome::Refused(why) => vec![ServiceAddr {
@@ -621,6 +704,7 @@ mod tests {
         ServicesSettings {
             default_class: false,
             kubeconfig: "/k".into(),
+            node_name: "n1".into(),
             pools: vec![PoolSpec {
                 name: "p".into(),
                 ranges: vec![AddrRange::parse("192.0.2.200/30").unwrap()],
@@ -652,7 +736,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let st = step(&settings(), &all);
+        let st = step(&settings(), &all, &BTreeSet::new());
         assert_eq!(st.plan.len(), 3, "{:?}", st.plan);
         assert_eq!(
             st.writes["x/a"],
@@ -682,7 +766,7 @@ mod tests {
                     "status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.1"}]}}}"#,
         );
         all.insert(k, s);
-        let st = step(&settings(), &all);
+        let st = step(&settings(), &all, &BTreeSet::new());
         assert_eq!(st.writes["x/g"], Vec::<IpAddr>::new());
         assert!(
             !st.writes.contains_key("x/h"),
@@ -695,8 +779,27 @@ mod tests {
                 ..settings()
             },
             &all,
+            &BTreeSet::new(),
         );
         assert!(st.plan.contains_key("x/c"));
+    }
+
+    #[test]
+    fn a_local_service_is_announced_only_where_it_has_an_endpoint() {
+        let (k, s) = svc(r#"{"metadata":{"name":"l","namespace":"x"},
+                    "spec":{"type":"LoadBalancer","loadBalancerClass":"xvip.io/lb","externalTrafficPolicy":"Local"},
+                    "status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.200"}]}}}"#);
+        let all = BTreeMap::from([(k.clone(), s)]);
+        let st = step(&settings(), &all, &BTreeSet::new());
+        assert!(st.announce.is_empty());
+        assert!(st.no_local.contains(&k));
+        assert!(
+            st.writes.is_empty(),
+            "the status stays: another node may serve it"
+        );
+        let st = step(&settings(), &all, &BTreeSet::from([k.clone()]));
+        assert_eq!(st.announce.len(), 1);
+        assert!(st.no_local.is_empty());
     }
 
     #[test]
@@ -704,11 +807,11 @@ mod tests {
         let (k, s) = svc(r#"{"metadata":{"name":"a","namespace":"x"},
                     "spec":{"type":"LoadBalancer","loadBalancerClass":"xvip.io/lb"}}"#);
         let mut all = BTreeMap::from([(k.clone(), s)]);
-        let st = step(&settings(), &all);
+        let st = step(&settings(), &all, &BTreeSet::new());
         let addrs = st.writes[&k].clone();
         let written = with_status(&all[&k], &addrs);
         all.insert(k.clone(), written);
-        let st = step(&settings(), &all);
+        let st = step(&settings(), &all, &BTreeSet::new());
         assert!(st.writes.is_empty());
         assert_eq!(st.announce.into_iter().collect::<Vec<_>>(), addrs);
     }
@@ -753,7 +856,7 @@ mod tests {
             .insert(ANNOTATION_IPS.into(), many_ips);
         assert_eq!(request_of(&s0).unwrap().requested.len(), 3);
         let started = std::time::Instant::now();
-        let st = step(&settings(), &all);
+        let st = step(&settings(), &all, &BTreeSet::new());
         assert_eq!(st.ignored, 200);
         assert_eq!(st.plan.len(), MAX_SERVICES);
         assert!(

@@ -305,7 +305,12 @@ impl Server {
                 let from = query_param(&request.query, "resourceVersion").unwrap_or_default();
                 return self.watch_slices(stream, from.to_string()).await;
             }
-            if request.path.starts_with("/api/v1/") || request.path.starts_with("/lab/") {
+            if request.path.starts_with("/api/v1/")
+                || request.path.starts_with("/lab/")
+                || (self.services.is_some()
+                    && self.endpointslices_file.is_none()
+                    && request.path.starts_with("/apis/discovery.k8s.io/v1/"))
+            {
                 let Some(store) = &self.services else {
                     let body = "404 page not found\n".to_owned();
                     self.respond(&mut stream, 404, TEXT, body, request.keep_alive)
@@ -313,12 +318,12 @@ impl Server {
                     continue;
                 };
                 if request.method == "GET"
-                    && request.path == services::LIST
+                    && let Some(res) = services::list_resource(&request.path)
                     && query_param(&request.query, "watch").is_some_and(|v| v == "1" || v == "true")
                 {
                     let from = query_param(&request.query, "resourceVersion").unwrap_or_default();
                     let from = from.parse().unwrap_or(0);
-                    return store.watch(stream, &self.name, from).await;
+                    return store.watch(stream, &self.name, res, from).await;
                 }
                 let (status, body) = store.route(&request.method, &request.path, &request.body);
                 self.respond(&mut stream, status, JSON, body, request.keep_alive)
@@ -497,7 +502,7 @@ impl Server {
     }
 }
 
-/// The in-memory Services of `--services`.
+/// The in-memory Services (and EndpointSlices) of `--services`.
 mod services {
     use std::collections::BTreeMap;
     use std::io;
@@ -507,19 +512,24 @@ mod services {
     use serde_json::{Value, json};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    /// The list and watch path.
+    /// The Service list and watch path.
     pub const LIST: &str = "/api/v1/services";
+    /// The EndpointSlice list and watch path (every namespace).
+    pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
     /// Events kept (the oldest go first).
     const MAX_EVENTS: usize = 1000;
     /// Watch events kept for watches that resume.
     const MAX_LOG: usize = 10_000;
 
+    /// (resource, namespace, name).
+    type Key = (&'static str, String, String);
+
     #[derive(Default)]
     struct State {
         version: u64,
-        objects: BTreeMap<(String, String), Value>,
-        /// (version, type, object) of every change, oldest first.
-        log: Vec<(u64, &'static str, Value)>,
+        objects: BTreeMap<Key, Value>,
+        /// (version, resource, type, object) of every change, oldest first.
+        log: Vec<(u64, &'static str, &'static str, Value)>,
         status_writes: u64,
         conflicts: u64,
         events: Vec<Value>,
@@ -552,16 +562,34 @@ mod services {
         )
     }
 
+    /// A resource's kind and apiVersion.
+    fn type_of(resource: &str) -> (&'static str, &'static str) {
+        match resource {
+            "services" => ("Service", "v1"),
+            _ => ("EndpointSlice", "discovery.k8s.io/v1"),
+        }
+    }
+
+    /// The resource a list path names.
+    pub fn list_resource(path: &str) -> Option<&'static str> {
+        match path {
+            LIST => Some("services"),
+            SLICES => Some("endpointslices"),
+            _ => None,
+        }
+    }
+
     impl State {
-        fn commit(&mut self, kind: &'static str, key: (String, String), mut obj: Value) -> Value {
+        fn commit(&mut self, kind: &'static str, key: Key, mut obj: Value) -> Value {
             self.version += 1;
             obj["metadata"]["resourceVersion"] = self.version.to_string().into();
+            let res = key.0;
             if kind == "DELETED" {
                 self.objects.remove(&key);
             } else {
                 self.objects.insert(key, obj.clone());
             }
-            self.log.push((self.version, kind, obj.clone()));
+            self.log.push((self.version, res, kind, obj.clone()));
             if self.log.len() > MAX_LOG {
                 self.log.remove(0);
             }
@@ -588,20 +616,34 @@ mod services {
                     .to_string(),
                 );
             }
-            if path == LIST && method == "GET" {
-                let items: Vec<&Value> = st.objects.values().collect();
+            if let Some(res) = list_resource(path)
+                && method == "GET"
+            {
+                let items: Vec<&Value> = st
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.0 == res)
+                    .map(|(_, v)| v)
+                    .collect();
+                let (kind, api) = type_of(res);
                 return (
                     200,
-                    json!({"kind": "ServiceList", "apiVersion": "v1",
+                    json!({"kind": format!("{kind}List"), "apiVersion": api,
                            "metadata": {"resourceVersion": st.version.to_string()}, "items": items})
                     .to_string(),
                 );
             }
-            let parts: Vec<&str> = path
-                .trim_start_matches("/api/v1/namespaces/")
-                .split('/')
-                .collect();
+            let rest = path
+                .strip_prefix("/api/v1/namespaces/")
+                .or_else(|| path.strip_prefix("/apis/discovery.k8s.io/v1/namespaces/"))
+                .unwrap_or_default();
+            let parts: Vec<&str> = rest.split('/').collect();
             let body: Option<Value> = serde_json::from_slice(body).ok();
+            let res = |r: &str| match r {
+                "services" => Some("services"),
+                "endpointslices" => Some("endpointslices"),
+                _ => None,
+            };
             match (method, parts.as_slice()) {
                 ("POST", [ns, "events"]) => {
                     let Some(mut ev) = body else {
@@ -614,7 +656,7 @@ mod services {
                     }
                     (201, ev.to_string())
                 }
-                ("POST", [ns, "services"]) => {
+                ("POST", [ns, r]) if res(r).is_some() => {
                     let Some(mut obj) = body else {
                         return status(400, "BadRequest", "no JSON");
                     };
@@ -622,7 +664,7 @@ mod services {
                         .as_str()
                         .unwrap_or_default()
                         .to_string();
-                    let key = (ns.to_string(), name.clone());
+                    let key = (res(r).unwrap_or_default(), ns.to_string(), name.clone());
                     if name.is_empty() {
                         return status(400, "BadRequest", "no name");
                     }
@@ -630,7 +672,7 @@ mod services {
                         return status(
                             409,
                             "AlreadyExists",
-                            &format!("services {name:?} already exists"),
+                            &format!("{r} {name:?} already exists"),
                         );
                     }
                     obj["metadata"]["namespace"] = (*ns).into();
@@ -643,13 +685,15 @@ mod services {
                         )
                         .into();
                     }
-                    obj["status"] = json!({"loadBalancer": {}});
+                    if key.0 == "services" {
+                        obj["status"] = json!({"loadBalancer": {}});
+                    }
                     (201, st.commit("ADDED", key, obj).to_string())
                 }
-                (m, [ns, "services", name]) | (m, [ns, "services", name, "status"]) => {
-                    let key = (ns.to_string(), name.to_string());
+                (m, [ns, r, name]) | (m, [ns, r, name, "status"]) if res(r).is_some() => {
+                    let key = (res(r).unwrap_or_default(), ns.to_string(), name.to_string());
                     let Some(cur) = st.objects.get(&key).cloned() else {
-                        return status(404, "NotFound", &format!("services {name:?} not found"));
+                        return status(404, "NotFound", &format!("{r} {name:?} not found"));
                     };
                     let sub = parts.len() == 4;
                     match (m, sub) {
@@ -670,7 +714,7 @@ mod services {
                                     409,
                                     "Conflict",
                                     &format!(
-                                        "Operation cannot be fulfilled on services {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+                                        "Operation cannot be fulfilled on {r} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
                                     ),
                                 );
                             }
@@ -678,10 +722,13 @@ mod services {
                             if sub {
                                 obj["status"] = new["status"].clone();
                                 st.status_writes += 1;
-                            } else {
+                            } else if key.0 == "services" {
                                 obj["spec"] = new["spec"].clone();
                                 obj["metadata"]["annotations"] =
                                     new["metadata"]["annotations"].clone();
+                            } else {
+                                obj["endpoints"] = new["endpoints"].clone();
+                                obj["ports"] = new["ports"].clone();
                             }
                             (200, st.commit("MODIFIED", key, obj).to_string())
                         }
@@ -692,12 +739,13 @@ mod services {
             }
         }
 
-        /// A watch from version `from`: the changes after it, then each change as it comes,
-        /// a bookmark every second, until the client leaves.
+        /// A watch of `resource` from version `from`: the changes after it, then each
+        /// change as it comes, a bookmark every second, until the client leaves.
         pub async fn watch<S: AsyncRead + AsyncWrite + Unpin>(
             &self,
             stream: S,
             name: &str,
+            resource: &'static str,
             from: u64,
         ) -> io::Result<()> {
             let (mut rd, mut wr) = tokio::io::split(stream);
@@ -715,8 +763,8 @@ mod services {
                     let st = self.state.lock().expect("poisoned");
                     st.log
                         .iter()
-                        .filter(|(v, _, _)| *v > sent)
-                        .cloned()
+                        .filter(|(v, r, _, _)| *v > sent && *r == resource)
+                        .map(|(v, _, k, o)| (*v, *k, o.clone()))
                         .collect()
                 };
                 for (v, kind, obj) in pending {
@@ -727,12 +775,11 @@ mod services {
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return Ok(()) },
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                        let v = self.state.lock().expect("poisoned").version;
-                        if v == sent {
-                            let ev = json!({"type": "BOOKMARK", "object": {"kind": "Service",
-                                "apiVersion": "v1", "metadata": {"resourceVersion": v.to_string()}}});
-                            super::chunk(&mut wr, &ev.to_string()).await?;
-                        }
+                        // The last version of this resource sent: nothing after it is skipped.
+                        let (kind, api) = type_of(resource);
+                        let ev = json!({"type": "BOOKMARK", "object": {"kind": kind,
+                            "apiVersion": api, "metadata": {"resourceVersion": sent.to_string()}}});
+                        super::chunk(&mut wr, &ev.to_string()).await?;
                     }
                     read = rd.read(&mut scratch) => if read? == 0 { return Ok(()) },
                 }
