@@ -83,11 +83,19 @@ pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
 /// A kubeconfig that would send credentials to an unverified server is bad configuration
 /// (exit 2), not something discovery retries forever.
 fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
+    if let Some(sv) = &s.services {
+        check_one_kubeconfig("--services-kubeconfig", &sv.kubeconfig)?;
+    }
     let Some(path) = &s.discover_from_kubeconfig else {
         return Ok(());
     };
+    check_one_kubeconfig("--discover-from-kubeconfig", path)
+}
+
+/// [`check_kubeconfig`] of one file, named by its flag.
+fn check_one_kubeconfig(field: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
     crate::control::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
-        field: "--discover-from-kubeconfig",
+        field,
         value: path.display().to_string(),
         reason: match e {
             crate::control::discovery::DiscoveryError::NoCa { cluster, .. } => {
@@ -483,6 +491,50 @@ pub(super) fn log_unapplied(old: &Settings, new: &Settings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_services_kubeconfig_without_a_ca_is_refused_at_start_naming_its_flag() {
+        let dir = std::env::temp_dir().join(format!("xvip-svc-kc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kc = dir.join("services.conf");
+        std::fs::write(
+            &kc,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://192.0.2.11:6443\n\
+             contexts:\n- name: x\n  context:\n    cluster: c\ncurrent-context: x\n",
+        )
+        .unwrap();
+        let kc_s = kc.display().to_string();
+        let s = settings(&[
+            "--services",
+            "--services-pool",
+            "192.0.2.160/30",
+            "--services-kubeconfig",
+            &kc_s,
+        ]);
+        let e = check_kubeconfig(&s).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    field: "--services-kubeconfig",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&kc_s));
+        // Missing is fine: it appears with `kubeadm init`.
+        let missing = dir.join("later.conf").display().to_string();
+        let s = settings(&[
+            "--services",
+            "--services-pool",
+            "192.0.2.160/30",
+            "--services-kubeconfig",
+            &missing,
+        ]);
+        assert!(check_kubeconfig(&s).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn settings(extra: &[&str]) -> Settings {
         use clap::Parser as _;
