@@ -19,5 +19,6 @@ pub mod doctor;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod net;
+pub mod services;
 pub mod sync;
 pub mod wire;

@@ -26,7 +26,7 @@ pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
     let req = hyper::Request::get("/status")
         .header(header::HOST, "xvip")
         .header(header::CONNECTION, "close")
-        .body(http_body_util::Empty::new())?;
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
     let exchange = async {
         let (resp, _conn) = crate::net::http::send(conn, req).await?;
         anyhow::ensure!(

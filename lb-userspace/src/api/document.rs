@@ -128,6 +128,9 @@ pub struct Status {
     /// The VRRP notify hooks (`--notify-exec`, `--notify-fifo`), when given.
     #[serde(default)]
     pub notify: Option<crate::announce::vrrp::notify::NotifyStatus>,
+    /// Services of type LoadBalancer (`--services`), when enabled.
+    #[serde(default)]
+    pub services: Option<crate::services::watch::ServicesStatus>,
 }
 
 impl Status {

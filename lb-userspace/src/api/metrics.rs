@@ -455,11 +455,73 @@ impl Status {
                 );
             }
         }
+        if let Some(sv) = &self.services {
+            services_metrics(&mut reg, sv);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
         out
     }
+}
+
+/// `xvip_service_*`: pool use, each Service address announced or not, status writes.
+fn services_metrics(reg: &mut Registry, sv: &crate::services::watch::ServicesStatus) {
+    let int = |reg: &mut Registry, name: &str, help: &str, x: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(x);
+        reg.register(name, help, g);
+    };
+    let pools = Family::<Labels, Gauge>::default();
+    for p in &sv.pools {
+        for (state, n) in [("used", p.used), ("free", p.total.saturating_sub(p.used))] {
+            pools
+                .get_or_create(&labels(&[("pool", &p.pool), ("state", state)]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+    reg.register(
+        "service_pool_addresses",
+        "Addresses of each Service pool, used or free.",
+        pools,
+    );
+    let announced = Family::<Labels, Gauge>::default();
+    for a in &sv.addresses {
+        if let Some(addr) = &a.address {
+            announced
+                .get_or_create(&labels(&[("service", &a.service), ("address", addr)]))
+                .set(i64::from(a.announced));
+        }
+    }
+    reg.register(
+        "service_address_announced",
+        "1 while this node answers for the Service address.",
+        announced,
+    );
+    let unassigned = sv.addresses.iter().filter(|a| a.address.is_none()).count();
+    int(
+        reg,
+        "services_without_address",
+        "Served Services refused an address (see their events).",
+        unassigned as i64,
+    );
+    int(
+        reg,
+        "services_ignored",
+        "Services beyond the served bound, left alone.",
+        sv.ignored as i64,
+    );
+    let writes = Family::<Labels, Counter>::default();
+    for (result, n) in [("ok", sv.status_writes), ("conflict", sv.status_conflicts)] {
+        writes
+            .get_or_create(&labels(&[("result", result)]))
+            .inc_by(n);
+    }
+    reg.register(
+        "service_status_writes",
+        "Service status writes by result.",
+        writes,
+    );
 }
 
 /// `xvip_sync_*`: conntrack sync's peers, traffic, installs and rejections.

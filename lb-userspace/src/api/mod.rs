@@ -69,6 +69,60 @@ mod tests {
     }
 
     #[test]
+    fn services_show_in_the_table_and_the_metrics() {
+        use crate::services::watch::{PoolStatus, ServiceAddr, ServicesStatus};
+        let mut s = sample();
+        s.services = Some(ServicesStatus {
+            kubeconfig: "/etc/kubernetes/admin.conf".into(),
+            addresses: vec![
+                ServiceAddr {
+                    service: "default/web".into(),
+                    address: Some("192.0.2.160".into()),
+                    announced: true,
+                    why: None,
+                },
+                ServiceAddr {
+                    service: "default/late".into(),
+                    address: None,
+                    announced: false,
+                    why: Some("no free IPv4 address in the pools".into()),
+                },
+            ],
+            pools: vec![PoolStatus {
+                pool: "default".into(),
+                total: 8,
+                used: 1,
+            }],
+            status_writes: 3,
+            status_conflicts: 1,
+            ..Default::default()
+        });
+        let t = s.to_table();
+        assert!(
+            t.contains("pools (used/total) default 1/8, status writes 3 (conflicts 1)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("service default/web 192.0.2.160: ANNOUNCED"),
+            "{t}"
+        );
+        assert!(
+            t.contains("service default/late -: not announced (no free IPv4"),
+            "{t}"
+        );
+        let m = s.to_prometheus();
+        for line in [
+            r#"xvip_service_pool_addresses{pool="default",state="used"} 1"#,
+            r#"xvip_service_pool_addresses{pool="default",state="free"} 7"#,
+            r#"xvip_service_address_announced{service="default/web",address="192.0.2.160"} 1"#,
+            "xvip_services_without_address 1",
+            r#"xvip_service_status_writes_total{result="conflict"} 1"#,
+        ] {
+            assert!(m.contains(line), "{line} in {m}");
+        }
+    }
+
+    #[test]
     fn sync_shows_in_the_table_and_the_metrics() {
         let mut s = sample();
         assert!(

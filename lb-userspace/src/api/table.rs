@@ -215,7 +215,54 @@ impl Status {
                     .unwrap_or_default()
             );
         }
+        if let Some(sv) = &self.services {
+            services_table(&mut o, sv);
+        }
         o
+    }
+}
+
+/// `xvip status` lines of `--services`: the pools, then one line per Service address.
+fn services_table(o: &mut String, sv: &crate::services::watch::ServicesStatus) {
+    let pools: Vec<String> = sv
+        .pools
+        .iter()
+        .map(|p| format!("{} {}/{}", p.pool, p.used, p.total))
+        .collect();
+    let _ = writeln!(
+        o,
+        "services from {}: pools (used/total) {}, status writes {} (conflicts {}), events {}{}{}",
+        sv.kubeconfig,
+        pools.join(", "),
+        sv.status_writes,
+        sv.status_conflicts,
+        sv.events_sent,
+        if sv.ignored > 0 {
+            format!(", IGNORED {} beyond the bound", sv.ignored)
+        } else {
+            String::new()
+        },
+        sv.last_error
+            .as_ref()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default()
+    );
+    for a in &sv.addresses {
+        let _ = writeln!(
+            o,
+            "service {} {}: {}{}",
+            a.service,
+            a.address.as_deref().unwrap_or("-"),
+            if a.announced {
+                "ANNOUNCED"
+            } else {
+                "not announced"
+            },
+            a.why
+                .as_ref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        );
     }
 }
 

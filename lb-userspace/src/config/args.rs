@@ -184,4 +184,26 @@ pub struct RunArgs {
     /// Kernel routing table of the VIP routes with --announce route (default 200).
     #[arg(long, env = "XVIP_ROUTE_TABLE")]
     pub route_table: Option<u32>,
+    /// Give Services of type LoadBalancer addresses from the pools and announce them
+    /// (docs/services.md).
+    #[arg(long, env = "XVIP_SERVICES")]
+    pub services: bool,
+    /// Serve Services with no loadBalancerClass too (else only `xvip.io/lb`).
+    #[arg(long, env = "XVIP_SERVICES_DEFAULT_CLASS")]
+    pub services_default_class: bool,
+    /// A pool range for Services, `[NAME=]CIDR|FIRST-LAST|ADDR` (pool `default` when
+    /// unnamed); repeat for several. Replaces the file's `[[services.pool]]`.
+    #[arg(
+        long = "services-pool",
+        env = "XVIP_SERVICES_POOLS",
+        value_delimiter = ','
+    )]
+    pub services_pools: Vec<String>,
+    /// Kubeconfig to watch Services with (default: --discover-from-kubeconfig's).
+    #[arg(long, env = "XVIP_SERVICES_KUBECONFIG")]
+    pub services_kubeconfig: Option<PathBuf>,
+    /// This node's Kubernetes name, for `externalTrafficPolicy: Local` (default: the host
+    /// name, as the kubelet names the node).
+    #[arg(long, env = "XVIP_SERVICES_NODE_NAME")]
+    pub services_node_name: Option<String>,
 }

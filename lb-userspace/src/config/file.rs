@@ -59,6 +59,7 @@ pub(super) struct FileConfig {
     pub(super) sync_key_file: Option<PathBuf>,
     pub(super) announce: Option<Announce>,
     pub(super) route_table: Option<u32>,
+    pub(super) services: Option<super::services::ServicesFile>,
 }
 
 /// `interface = "eth0"` or `interface = ["eth0", "eth1"]` in the TOML file.

@@ -10,6 +10,7 @@ pub mod file;
 pub mod parse;
 pub mod reload;
 pub mod resolve;
+pub mod services;
 pub mod sync;
 pub mod vrrp;
 
@@ -241,4 +242,6 @@ pub struct Settings {
     pub announce: Announce,
     /// Routing table of the VIP routes (`--announce route`).
     pub route_table: u32,
+    /// Services of type LoadBalancer (`--services`).
+    pub services: Option<services::ServicesSettings>,
 }

@@ -36,6 +36,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         sync,
         announce,
         route_table,
+        services,
     } = new;
     let changed = [
         (
@@ -68,6 +69,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("sync", *sync != old.sync),
         ("announce", *announce != old.announce),
         ("route-table", *route_table != old.route_table),
+        ("services", *services != old.services),
     ];
     changed
         .into_iter()

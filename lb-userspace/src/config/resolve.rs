@@ -60,7 +60,19 @@ impl RunArgs {
         let sync = self
             .sync_section(&file, vrrp.as_ref())?
             .map(|s| sync::SyncSettings { snat_ports, ..s });
+        let services = super::services::resolve(
+            self.services,
+            self.services_default_class,
+            self.services_kubeconfig.as_deref(),
+            self.services_node_name.as_deref(),
+            &self.services_pools,
+            self.discover_from_kubeconfig
+                .as_deref()
+                .or(file.discover_from_kubeconfig.as_deref()),
+            file.services.as_ref(),
+        )?;
         Ok(Settings {
+            services,
             interface,
             interfaces,
             vips,

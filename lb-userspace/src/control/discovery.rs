@@ -357,7 +357,7 @@ pub fn ready_masters_of<'a>(
 }
 
 /// A TLS connection to `addr` (`name`: for SNI and verification).
-async fn connect(
+pub async fn connect(
     access: &ApiAccess,
     addr: SocketAddr,
     name: &str,
@@ -560,15 +560,16 @@ pub enum WatchEnd {
     Failed(String),
 }
 
-/// A running watch of the `kubernetes` EndpointSlices.
-pub struct Watch {
+/// A running watch of the `kubernetes` EndpointSlices (or, through [`Watch::open_at`], of
+/// any list path's objects `T`).
+pub struct Watch<T = EndpointSlice> {
     body: hyper::body::Incoming,
     _conn: crate::net::http::Connection,
     buf: Vec<u8>,
-    events: std::collections::VecDeque<WatchEvent<EndpointSlice>>,
+    events: std::collections::VecDeque<WatchEvent<T>>,
 }
 
-impl Watch {
+impl Watch<EndpointSlice> {
     /// Starts a watch at `addr` from `resource_version`.
     ///
     /// # Errors
@@ -579,8 +580,26 @@ impl Watch {
         name: &str,
         resource_version: &str,
     ) -> Result<Watch, WatchEnd> {
+        Self::open_at(access, addr, name, PATH, resource_version).await
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Watch<T> {
+    /// Starts a watch of `list_path` (a query string allowed) at `addr` from
+    /// `resource_version`.
+    ///
+    /// # Errors
+    /// [`WatchEnd::Expired`] on 410 Gone, [`WatchEnd::Failed`] otherwise.
+    pub async fn open_at(
+        access: &ApiAccess,
+        addr: SocketAddr,
+        name: &str,
+        list_path: &str,
+        resource_version: &str,
+    ) -> Result<Watch<T>, WatchEnd> {
+        let sep = if list_path.contains('?') { '&' } else { '?' };
         let path = format!(
-            "{PATH}&watch=1&resourceVersion={resource_version}&allowWatchBookmarks=true&timeoutSeconds={}",
+            "{list_path}{sep}watch=1&resourceVersion={resource_version}&allowWatchBookmarks=true&timeoutSeconds={}",
             WATCH_TIMEOUT.as_secs()
         );
         let start = async {
@@ -610,7 +629,7 @@ impl Watch {
     ///
     /// # Errors
     /// How the watch ended.
-    pub async fn next(&mut self) -> Result<WatchEvent<EndpointSlice>, WatchEnd> {
+    pub async fn next(&mut self) -> Result<WatchEvent<T>, WatchEnd> {
         use http_body_util::BodyExt as _;
         loop {
             match self.events.pop_front() {
@@ -653,12 +672,11 @@ impl Watch {
 
 /// Moves the complete events (JSON objects, one after the other, however the stream cut
 /// them) out of `buf` into `out`.
-fn take_events(
+fn take_events<T: serde::de::DeserializeOwned>(
     buf: &mut Vec<u8>,
-    out: &mut std::collections::VecDeque<WatchEvent<EndpointSlice>>,
+    out: &mut std::collections::VecDeque<WatchEvent<T>>,
 ) -> Result<(), WatchEnd> {
-    let mut events =
-        serde_json::Deserializer::from_slice(buf).into_iter::<WatchEvent<EndpointSlice>>();
+    let mut events = serde_json::Deserializer::from_slice(buf).into_iter::<WatchEvent<T>>();
     let mut used = 0;
     let mut bad = None;
     while let Some(ev) = events.next() {
@@ -1113,7 +1131,7 @@ mod tests {
             let (mut buf, mut out) = (Vec::new(), std::collections::VecDeque::new());
             for part in [&stream[..cut], &stream[cut..]] {
                 buf.extend_from_slice(part);
-                take_events(&mut buf, &mut out).unwrap();
+                take_events::<EndpointSlice>(&mut buf, &mut out).unwrap();
             }
             assert!(buf.iter().all(u8::is_ascii_whitespace), "{cut}");
             assert_eq!(out.len(), 3, "{cut}");
@@ -1126,7 +1144,7 @@ mod tests {
             assert!(matches!(&out[2], WatchEvent::ErrorStatus(s) if s.code == Some(410)));
         }
         let mut buf = b"{\"type\":\"MODIFIED\",\"object\":17}\n".to_vec();
-        let r = take_events(&mut buf, &mut Default::default());
+        let r = take_events::<EndpointSlice>(&mut buf, &mut Default::default());
         assert!(matches!(r, Err(WatchEnd::Failed(m)) if m.contains("bad event")));
     }
 

@@ -196,7 +196,7 @@ where
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "xvip-health")
         .header(hyper::header::CONNECTION, "close")
-        .body(http_body_util::Empty::new())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| Failure::BadResponse(format!("bad request for {path:?}: {e}")))?;
     let (resp, conn) = crate::net::http::send(io, req)
         .await

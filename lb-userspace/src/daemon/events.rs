@@ -90,6 +90,15 @@ pub(super) struct Daemon {
     pub(super) fault_rx: watch::Receiver<crate::announce::vrrp::Tracked>,
     /// The notify hooks (`--notify-exec`, `--notify-fifo`), told of every state change.
     pub(super) notifier: Option<crate::announce::vrrp::notify::Notifier>,
+    /// The Services task's report (`--services`).
+    pub(super) services_report: crate::services::watch::SharedReport,
+    /// The IPv4 Service addresses the statuses give (`--services`): answered and announced
+    /// exactly as the VIPs, by the same owner.
+    pub(super) service_addrs: Vec<Ipv4Addr>,
+    /// The Services task's end of the channel, until it starts.
+    pub(super) services_tx: Option<crate::services::watch::Announce>,
+    /// The channel's other end (the status endpoint reads what is announced).
+    pub(super) services_rx: Option<watch::Receiver<BTreeSet<std::net::IpAddr>>>,
 }
 
 /// Where the loop's events come from; kept apart from [`Daemon`] so a handler can take
@@ -114,6 +123,8 @@ pub(super) struct Sources {
     pub(super) ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub(super) discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
+    /// The Service addresses to announce (`--services`).
+    pub(super) services: Option<watch::Receiver<BTreeSet<std::net::IpAddr>>>,
 }
 
 impl Sources {
@@ -228,6 +239,7 @@ impl Daemon {
                 Some(ev) = src.health.recv() => handle_health(&self.shared, ev, self.health.rise),
                 _ = src.passive.tick() => on_passive_tick(&self.shared),
                 Some(found) = recv_opt(&mut src.discovery) => self.on_discovered(&found),
+                Some(addrs) = changed_opt(&mut src.services) => self.on_services(&addrs),
                 pkt = arp.recv() => match pkt {
                     Ok(a) => self.on_arp(&arp, self.iface.mac, &a),
                     Err(e) => log::warn!("ARP socket: {e}"),
@@ -290,15 +302,76 @@ impl Daemon {
         self.shared.lock().expect("poisoned").announcing
     }
 
-    /// On every attached interface (see `on_arp`).
+    /// On every attached interface (see `on_arp`), for the VIPs and the Service addresses.
     fn gratuitous_arp(&self) {
-        if let Err(e) = self.arp.announce(self.iface.mac, &self.vip_addrs) {
+        self.gratuitous_arp_for(&self.vip_addrs);
+        self.gratuitous_arp_for(&self.service_addrs);
+    }
+
+    fn gratuitous_arp_for(&self, addrs: &[Ipv4Addr]) {
+        if addrs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.arp.announce(self.iface.mac, addrs) {
             log::warn!("gratuitous ARP on {}: {e}", self.iface.name);
         }
         for (i, sock) in &self.others {
-            if let Err(e) = sock.announce(i.mac, &self.vip_addrs) {
+            if let Err(e) = sock.announce(i.mac, addrs) {
                 log::warn!("gratuitous ARP on {}: {e}", i.name);
             }
+        }
+    }
+
+    /// The Service addresses changed (`--services`): new ones get a gratuitous round at once
+    /// while this node announces; gone ones are no longer answered.
+    fn on_services(&mut self, addrs: &BTreeSet<std::net::IpAddr>) {
+        let v4: Vec<Ipv4Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                std::net::IpAddr::V4(a) => Some(*a),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .filter(|a| !self.vip_addrs.contains(a))
+            .collect();
+        let new: Vec<Ipv4Addr> = v4
+            .iter()
+            .filter(|a| !self.service_addrs.contains(a))
+            .copied()
+            .collect();
+        let gone: Vec<Ipv4Addr> = self
+            .service_addrs
+            .iter()
+            .filter(|a| !v4.contains(a))
+            .copied()
+            .collect();
+        self.service_addrs = v4;
+        // Routed mode: the Service /32s ride with the VIPs' routes (announced while this
+        // node can serve, withdrawn with them); gone ones are withdrawn now.
+        if let Some(spec) = &mut self.route_spec {
+            spec.vips = self
+                .settings
+                .vips
+                .iter()
+                .map(|v| v.addr)
+                .chain(self.service_addrs.iter().copied())
+                .collect();
+            if !gone.is_empty() {
+                let old = crate::announce::route::RouteSpec {
+                    vips: gone,
+                    ..spec.clone()
+                };
+                if let Err(e) = crate::announce::route::withdraw(&old) {
+                    log::warn!(
+                        "routed mode: withdrawing Service routes {:?}: {e}",
+                        old.vips
+                    );
+                }
+            }
+            super::routed::sync_route(&self.shared, spec, false, true);
+            return;
+        }
+        if self.announcing() {
+            self.gratuitous_arp_for(&new);
         }
     }
 
@@ -512,7 +585,7 @@ impl Daemon {
     fn on_arp(&mut self, sock: &ArpSocket, mac: [u8; 6], a: &Arp) {
         self.on_claim(a);
         if self.announcing() {
-            for vip in &self.vip_addrs {
+            for vip in self.vip_addrs.iter().chain(&self.service_addrs) {
                 if let Some((reply, to)) = a.answer_for(*vip, mac) {
                     sock.answer(&reply, to, a.sender_ip);
                 }
@@ -674,6 +747,7 @@ impl Daemon {
         self,
         vrrp: [Option<crate::announce::vrrp::Handle>; 2],
         discovery: Option<JoinHandle<()>>,
+        services: Option<JoinHandle<()>>,
         endpoint: JoinHandle<()>,
     ) -> Result<(), DaemonError> {
         {
@@ -710,8 +784,8 @@ impl Daemon {
             // Priority 0 sent: keep forwarding while a backup takes over and announces.
             tokio::time::sleep(grace).await;
         }
-        if let Some(d) = discovery {
-            d.abort();
+        for t in [discovery, services].into_iter().flatten() {
+            t.abort();
         }
         for (_, h) in self.checkers {
             h.abort();
@@ -739,6 +813,18 @@ impl Daemon {
 async fn recv_unbounded_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next value of an optional watch channel; never ready when there is none (or its
+/// sender is gone).
+async fn changed_opt<T: Clone>(rx: &mut Option<watch::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(r.borrow_and_update().clone()),
+            Err(_) => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }

@@ -140,6 +140,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     d.sync = tasks::sync(&d)?;
     let mut endpoint = tasks::status_endpoint(&d, vrrp.as_ref(), vrrp6.as_ref()).await?;
     let discovery = tasks::discovery(&d, &mut sources);
+    let services = tasks::services(&mut d, &mut sources);
     d.start_checkers();
     d.announce_at_start();
     let died = d.event_loop(sources, &mut endpoint).await;
@@ -148,7 +149,8 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
             "the {task} task ended unexpectedly: withdrawing the VIP and exiting, so that the service manager restarts xvip"
         );
     }
-    d.shut_down([vrrp, vrrp6], discovery, endpoint).await?;
+    d.shut_down([vrrp, vrrp6], discovery, services, endpoint)
+        .await?;
     match died {
         Some(task) => Err(DaemonError::Runtime(format!(
             "the {task} task ended unexpectedly"

@@ -128,5 +128,6 @@ pub(super) fn status_of(
         route: s.route.clone(),
         sync: None,
         notify: None,
+        services: None,
     }
 }

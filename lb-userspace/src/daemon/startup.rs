@@ -84,11 +84,19 @@ pub fn check_config(args: &RunArgs) -> Result<Settings, DaemonError> {
 /// A kubeconfig that would send credentials to an unverified server is bad configuration
 /// (exit 2), not something discovery retries forever.
 fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
+    if let Some(sv) = &s.services {
+        check_one_kubeconfig("--services-kubeconfig", &sv.kubeconfig)?;
+    }
     let Some(path) = &s.discover_from_kubeconfig else {
         return Ok(());
     };
+    check_one_kubeconfig("--discover-from-kubeconfig", path)
+}
+
+/// [`check_kubeconfig`] of one file, named by its flag.
+fn check_one_kubeconfig(field: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
     crate::control::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
-        field: "--discover-from-kubeconfig",
+        field,
         value: path.display().to_string(),
         reason: match e {
             crate::control::discovery::DiscoveryError::NoCa { cluster, .. } => {

@@ -127,6 +127,14 @@ impl Daemon {
             other_arp,
             ndp_rx,
             discovery: None,
+            services: None,
+        };
+        let (services_tx, services_rx) = match settings.services {
+            Some(_) => {
+                let (tx, rx) = watch::channel(Default::default());
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
         };
         let static6 = settings.backends6.clone();
         let notifier = match &settings.vrrp {
@@ -176,6 +184,10 @@ impl Daemon {
             serve6_tx,
             serve6_rx,
             discovery_report: Default::default(),
+            services_report: Default::default(),
+            service_addrs: Vec::new(),
+            services_tx,
+            services_rx,
             discovered: None,
             discovered6: None,
             static6,
@@ -374,7 +386,19 @@ pub(super) async fn status_endpoint(
             .discover_from_kubeconfig
             .clone()
             .map(|kc| (kc, d.discovery_report.clone()));
+        let services = d
+            .services_rx
+            .clone()
+            .map(|rx| (d.services_report.clone(), rx));
+        let routed = settings.announce == crate::config::Announce::Route;
         Arc::new(move || {
+            let announcing = {
+                let s = shared.lock().expect("poisoned");
+                match &s.route {
+                    Some(r) => r.announced,
+                    None => s.announcing,
+                }
+            };
             let mut st = super::report::status_of(
                 &shared.lock().expect("poisoned"),
                 &settings,
@@ -414,6 +438,31 @@ pub(super) async fn status_endpoint(
                 .and_then(|(kc, r)| r.lock().ok().map(|r| r.status(kc)));
             st.sync = sync.as_ref().map(|s| s.status());
             st.notify = notifier.as_ref().map(|n| n.status());
+            st.services = services.as_ref().and_then(|(r, rx)| {
+                let mut s = r.lock().ok()?.status.clone();
+                let set = rx.borrow();
+                for a in &mut s.addresses {
+                    let Some(addr) = a.address.as_deref().and_then(|x| x.parse().ok()) else {
+                        continue;
+                    };
+                    let v4 = matches!(addr, std::net::IpAddr::V4(_));
+                    a.announced = set.contains(&addr) && v4 && announcing;
+                    if set.contains(&addr) {
+                        a.why = match (v4, announcing) {
+                            (true, true) => None,
+                            (false, _) => Some(
+                                "IPv6 Service addresses are not announced by ARP mode yet".into(),
+                            ),
+                            (true, false) => Some(if routed {
+                                "routed mode: the routes are withdrawn (see route)".into()
+                            } else {
+                                "this node does not hold the VIP (not the VRRP master)".into()
+                            }),
+                        };
+                    }
+                }
+                Some(s)
+            });
             st
         })
     };
@@ -425,6 +474,43 @@ pub(super) async fn status_endpoint(
         crate::api::server::record_addr(name, addr);
     }
     Ok(endpoint)
+}
+
+/// Services of type LoadBalancer (`--services`): the task that plans, writes the statuses
+/// and hands the loop the addresses to announce.
+pub(super) fn services(d: &mut Daemon, sources: &mut Sources) -> Option<JoinHandle<()>> {
+    let s = d.settings.services.clone()?;
+    let rx = d.services_rx.clone()?;
+    sources.services = Some(rx);
+    let tx = d.services_tx.take()?;
+    log::info!(
+        "services: LoadBalancer Services of class {}{} from {} pool(s), API through {}",
+        crate::config::services::CLASS,
+        if s.default_class { " or none" } else { "" },
+        s.pools.len(),
+        s.kubeconfig.display()
+    );
+    let shared = d.shared.clone();
+    let candidates: crate::control::discovery::Candidates = Arc::new(move || {
+        let s = shared.lock().expect("poisoned");
+        s.reconciler
+            .backends_v4()
+            .filter(|(_, b)| b.healthy)
+            .map(|(a, _)| std::net::SocketAddr::V4(a))
+            .collect()
+    });
+    let owner: crate::services::watch::Owner = {
+        let shared = d.shared.clone();
+        let vrrp = d.settings.vrrp.is_some();
+        Arc::new(move || vrrp.then(|| shared.lock().expect("poisoned").announcing))
+    };
+    Some(crate::services::watch::spawn(
+        s,
+        d.services_report.clone(),
+        tx,
+        candidates,
+        owner,
+    ))
 }
 
 /// Master discovery (`--discover-from-kubeconfig`): the API's list replaces the static one.

@@ -55,6 +55,114 @@ pub enum ManifestCommand {
     Systemd(ManifestArgs),
     /// Man pages (section 8) of xvip and each subcommand, written into a directory.
     Man(ManArgs),
+    /// The RBAC `--services` needs: a ServiceAccount, a ClusterRole (Services and
+    /// EndpointSlices list/watch, services/status update/patch, events create; nothing
+    /// more) and its ClusterRoleBinding (YAML on stdout).
+    Rbac(RbacArgs),
+}
+
+/// `xvip manifest rbac`.
+#[derive(Args, Debug)]
+pub struct RbacArgs {
+    /// Namespace of the ServiceAccount.
+    #[arg(long, default_value = "kube-system")]
+    pub namespace: String,
+    /// Name of the ServiceAccount, ClusterRole and binding.
+    #[arg(long, default_value = "xvip")]
+    pub name: String,
+}
+
+/// The rules of `xvip manifest rbac`: what `--services` reads and writes, nothing more.
+pub fn rbac_rules() -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
+    vec![
+        rule("", &["services"], &["get", "list", "watch"]),
+        rule("", &["services/status"], &["update", "patch"]),
+        rule("discovery.k8s.io", &["endpointslices"], &["list", "watch"]),
+        rule("", &["events"], &["create"]),
+    ]
+}
+
+/// `xvip manifest rbac` as YAML (three documents).
+///
+/// # Errors
+/// [`ManifestError::Serialize`] (a bug).
+pub fn rbac_yaml(args: &RbacArgs) -> Result<String, ManifestError> {
+    use k8s_openapi::api::{
+        core::v1::ServiceAccount,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject},
+    };
+    for (field, v) in [("--namespace", &args.namespace), ("--name", &args.name)] {
+        if v.is_empty()
+            || v.len() > 63
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ManifestError::Config(ConfigError::Invalid {
+                field,
+                value: v.clone(),
+                reason: "a Kubernetes name: 1-63 of [a-z0-9-]".into(),
+            }));
+        }
+    }
+    let meta = |ns: Option<&str>| ObjectMeta {
+        name: Some(args.name.clone()),
+        namespace: ns.map(String::from),
+        ..Default::default()
+    };
+    let sa = ServiceAccount {
+        metadata: meta(Some(&args.namespace)),
+        ..Default::default()
+    };
+    let role = ClusterRole {
+        metadata: meta(None),
+        rules: Some(rbac_rules()),
+        ..Default::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: meta(None),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: args.name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: args.name.clone(),
+            namespace: Some(args.namespace.clone()),
+            ..Default::default()
+        }]),
+    };
+    let doc = |v: serde_json::Value, kind: &str, api: &str| {
+        let mut v = v;
+        v["apiVersion"] = api.into();
+        v["kind"] = kind.into();
+        serde_yaml_ng::to_string(&v).map_err(|e| ManifestError::Serialize(e.to_string()))
+    };
+    let ser = |x: serde_json::Result<serde_json::Value>| {
+        x.map_err(|e| ManifestError::Serialize(e.to_string()))
+    };
+    Ok([
+        doc(ser(serde_json::to_value(&sa))?, "ServiceAccount", "v1")?,
+        doc(
+            ser(serde_json::to_value(&role))?,
+            "ClusterRole",
+            "rbac.authorization.k8s.io/v1",
+        )?,
+        doc(
+            ser(serde_json::to_value(&binding))?,
+            "ClusterRoleBinding",
+            "rbac.authorization.k8s.io/v1",
+        )?,
+    ]
+    .join("---\n"))
 }
 
 /// `xvip manifest man`.
@@ -215,6 +323,7 @@ fn files(run: &RunArgs) -> Vec<(&'static str, &Path)> {
         ("--key-file", &run.key_file),
         ("--discover-from-kubeconfig", &run.discover_from_kubeconfig),
         ("--sync-key-file", &run.sync_key_file),
+        ("--services-kubeconfig", &run.services_kubeconfig),
     ]
     .into_iter()
     .filter_map(|(f, p)| p.as_deref().map(|p| (f, p)))
@@ -463,6 +572,7 @@ pub fn render(cmd: &ManifestCommand, matches: &ArgMatches) -> Result<String, Man
         ManifestCommand::Pod(a) => pod_yaml(a, flags),
         ManifestCommand::Systemd(a) => systemd_unit(a, flags),
         ManifestCommand::Man(_) => Err(ManifestError::NotText),
+        ManifestCommand::Rbac(a) => rbac_yaml(a),
     }
 }
 
@@ -495,6 +605,53 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+
+    #[test]
+    fn rbac_grants_what_services_needs_and_nothing_more() {
+        let (cmd, m) = parse_from(["manifest", "rbac"]).unwrap();
+        let yaml = render(&cmd, &m).unwrap();
+        let docs: Vec<serde_json::Value> = yaml
+            .split("---\n")
+            .map(|d| serde_yaml_ng::from_str(d).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[0]["kind"], "ServiceAccount");
+        assert_eq!(docs[0]["metadata"]["namespace"], "kube-system");
+        let role: k8s_openapi::api::rbac::v1::ClusterRole =
+            serde_json::from_value(docs[1].clone()).unwrap();
+        let mut grants: Vec<String> = role
+            .rules
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                let g = r.api_groups.clone().unwrap().join(",");
+                let res = r.resources.clone().unwrap();
+                res.into_iter().flat_map(move |x| {
+                    let g = g.clone();
+                    r.verbs.iter().map(move |v| format!("{g}/{x}:{v}"))
+                })
+            })
+            .collect();
+        grants.sort();
+        assert_eq!(
+            grants,
+            [
+                "/events:create",
+                "/services/status:patch",
+                "/services/status:update",
+                "/services:get",
+                "/services:list",
+                "/services:watch",
+                "discovery.k8s.io/endpointslices:list",
+                "discovery.k8s.io/endpointslices:watch",
+            ]
+        );
+        assert_eq!(docs[2]["subjects"][0]["name"], "xvip");
+        let (cmd, m) = parse_from(["manifest", "rbac", "--namespace", "Bad_NS"]).unwrap();
+        let e = render(&cmd, &m).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("Bad_NS"));
+    }
 
     /// `xvip run`'s own parser, as main.rs builds it.
     #[derive(clap::Parser)]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::{Request, Response, body::Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -73,12 +73,15 @@ impl Drop for Connection {
 ///
 /// # Errors
 /// When the connection breaks or the answer is not HTTP/1.x.
-pub async fn send<I>(
+pub async fn send<I, B>(
     io: I,
-    req: Request<Empty<Bytes>>,
+    req: Request<B>,
 ) -> Result<(Response<Incoming>, Connection), HttpError>
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .title_case_headers(true)

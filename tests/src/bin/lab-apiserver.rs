@@ -20,6 +20,15 @@
 //! watch is refused with 410 Gone (an `ERROR` event on a running stream), as a real server
 //! answers a resource version too old for its cache: the client must list again.
 //!
+//! With `--services` it keeps Services in memory (`services`): `GET /api/v1/services`
+//! lists them with a resourceVersion, `watch=1` streams `ADDED`/`MODIFIED`/`DELETED` from
+//! a version (bookmarks every second); `POST /api/v1/namespaces/NS/services` creates,
+//! `PUT .../services/NAME` replaces the spec and metadata, `DELETE` deletes, `GET` reads
+//! one; `PUT .../services/NAME/status` replaces the status only when the body's
+//! `metadata.resourceVersion` is the current one (409 Conflict otherwise, as the real
+//! server's optimistic concurrency); `POST .../events` keeps an event. `GET /lab/services`
+//! says how many status writes and conflicts there were and the events, for the tests.
+//!
 //! Once listening it prints `lab-apiserver NAME listening on IP:PORT (https|http)`, so
 //! a parent process can wait for that line instead of polling the port.
 
@@ -81,6 +90,10 @@ struct Args {
     /// The CA's common name (with --ca-key).
     #[arg(long, value_name = "NAME", requires = "ca_key")]
     ca_name: Option<String>,
+    /// Keep Services in memory: list, watch, create, replace, delete, the `status`
+    /// subresource with its resourceVersion precondition, events (see `services`).
+    #[arg(long)]
+    services: bool,
 }
 
 /// How often a watch looks at the EndpointSlices file.
@@ -110,6 +123,8 @@ struct Server {
     endpointslices_file: Option<PathBuf>,
     gone_file: Option<PathBuf>,
     kube_proxy_config: Option<PathBuf>,
+    /// `--services`: the Service store.
+    services: Option<services::Store>,
 }
 
 /// The parts of a request the routes look at.
@@ -120,7 +135,12 @@ struct Request {
     /// The query string, without `?`.
     query: String,
     keep_alive: bool,
+    /// The body, at most [`MAX_BODY`] bytes.
+    body: Vec<u8>,
 }
+
+/// Largest request body kept.
+const MAX_BODY: u64 = 1 << 20;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -155,6 +175,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         endpointslices_file: args.endpointslices_file,
         gone_file: args.gone_file,
         kube_proxy_config: args.kube_proxy_config,
+        services: args.services.then(services::Store::default),
     });
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     println!(
@@ -292,6 +313,34 @@ impl Server {
                 let from = query_param(&request.query, "resourceVersion").unwrap_or_default();
                 return self.watch_slices(stream, from.to_string()).await;
             }
+            if request.path.starts_with("/api/v1/")
+                || request.path.starts_with("/lab/")
+                || (self.services.is_some()
+                    && self.endpointslices_file.is_none()
+                    && request.path.starts_with("/apis/discovery.k8s.io/v1/"))
+            {
+                let Some(store) = &self.services else {
+                    let body = "404 page not found\n".to_owned();
+                    self.respond(&mut stream, 404, TEXT, body, request.keep_alive)
+                        .await?;
+                    continue;
+                };
+                if request.method == "GET"
+                    && let Some(res) = services::list_resource(&request.path)
+                    && query_param(&request.query, "watch").is_some_and(|v| v == "1" || v == "true")
+                {
+                    let from = query_param(&request.query, "resourceVersion").unwrap_or_default();
+                    let from = from.parse().unwrap_or(0);
+                    return store.watch(stream, &self.name, res, from).await;
+                }
+                let (status, body) = store.route(&request.method, &request.path, &request.body);
+                self.respond(&mut stream, status, JSON, body, request.keep_alive)
+                    .await?;
+                if !request.keep_alive {
+                    return Ok(());
+                }
+                continue;
+            }
             let (status, content_type, body) = self.route(&request).await;
             self.respond(&mut stream, status, content_type, body, request.keep_alive)
                 .await?;
@@ -374,8 +423,10 @@ impl Server {
     ) -> io::Result<()> {
         let reason = match status {
             200 => "OK",
+            201 => "Created",
             400 => "Bad Request",
             404 => "Not Found",
+            409 => "Conflict",
             410 => "Gone",
             _ => "Service Unavailable",
         };
@@ -474,6 +525,292 @@ impl Server {
         }
         wr.write_all(b"0\r\n\r\n").await?;
         wr.flush().await
+    }
+}
+
+/// The in-memory Services (and EndpointSlices) of `--services`.
+mod services {
+    use std::collections::BTreeMap;
+    use std::io;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// The Service list and watch path.
+    pub const LIST: &str = "/api/v1/services";
+    /// The EndpointSlice list and watch path (every namespace).
+    pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+    /// Events kept (the oldest go first).
+    const MAX_EVENTS: usize = 1000;
+    /// Watch events kept for watches that resume.
+    const MAX_LOG: usize = 10_000;
+
+    /// (resource, namespace, name).
+    type Key = (&'static str, String, String);
+
+    #[derive(Default)]
+    struct State {
+        version: u64,
+        objects: BTreeMap<Key, Value>,
+        /// (version, resource, type, object) of every change, oldest first.
+        log: Vec<(u64, &'static str, &'static str, Value)>,
+        status_writes: u64,
+        conflicts: u64,
+        events: Vec<Value>,
+    }
+
+    /// The store and a signal for watches.
+    pub struct Store {
+        state: Mutex<State>,
+        changed: tokio::sync::watch::Sender<u64>,
+    }
+
+    impl Default for Store {
+        fn default() -> Self {
+            Self {
+                state: Mutex::new(State {
+                    version: 100,
+                    ..Default::default()
+                }),
+                changed: tokio::sync::watch::channel(100).0,
+            }
+        }
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> (u16, String) {
+        (
+            code,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": message, "reason": reason, "code": code})
+            .to_string(),
+        )
+    }
+
+    /// A resource's kind and apiVersion.
+    fn type_of(resource: &str) -> (&'static str, &'static str) {
+        match resource {
+            "services" => ("Service", "v1"),
+            _ => ("EndpointSlice", "discovery.k8s.io/v1"),
+        }
+    }
+
+    /// The resource a list path names.
+    pub fn list_resource(path: &str) -> Option<&'static str> {
+        match path {
+            LIST => Some("services"),
+            SLICES => Some("endpointslices"),
+            _ => None,
+        }
+    }
+
+    impl State {
+        fn commit(&mut self, kind: &'static str, key: Key, mut obj: Value) -> Value {
+            self.version += 1;
+            obj["metadata"]["resourceVersion"] = self.version.to_string().into();
+            let res = key.0;
+            if kind == "DELETED" {
+                self.objects.remove(&key);
+            } else {
+                self.objects.insert(key, obj.clone());
+            }
+            self.log.push((self.version, res, kind, obj.clone()));
+            if self.log.len() > MAX_LOG {
+                self.log.remove(0);
+            }
+            obj
+        }
+    }
+
+    impl Store {
+        /// Everything but the watch.
+        pub fn route(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+            let r = self.route_locked(method, path, body);
+            let v = self.state.lock().expect("poisoned").version;
+            self.changed.send_replace(v);
+            r
+        }
+
+        fn route_locked(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+            let mut st = self.state.lock().expect("poisoned");
+            if path == "/lab/services" {
+                return (
+                    200,
+                    json!({"status_writes": st.status_writes, "conflicts": st.conflicts,
+                           "events": st.events})
+                    .to_string(),
+                );
+            }
+            if let Some(res) = list_resource(path)
+                && method == "GET"
+            {
+                let items: Vec<&Value> = st
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.0 == res)
+                    .map(|(_, v)| v)
+                    .collect();
+                let (kind, api) = type_of(res);
+                return (
+                    200,
+                    json!({"kind": format!("{kind}List"), "apiVersion": api,
+                           "metadata": {"resourceVersion": st.version.to_string()}, "items": items})
+                    .to_string(),
+                );
+            }
+            let rest = path
+                .strip_prefix("/api/v1/namespaces/")
+                .or_else(|| path.strip_prefix("/apis/discovery.k8s.io/v1/namespaces/"))
+                .unwrap_or_default();
+            let parts: Vec<&str> = rest.split('/').collect();
+            let body: Option<Value> = serde_json::from_slice(body).ok();
+            let res = |r: &str| match r {
+                "services" => Some("services"),
+                "endpointslices" => Some("endpointslices"),
+                _ => None,
+            };
+            match (method, parts.as_slice()) {
+                ("POST", [ns, "events"]) => {
+                    let Some(mut ev) = body else {
+                        return status(400, "BadRequest", "no JSON");
+                    };
+                    ev["metadata"]["namespace"] = (*ns).into();
+                    st.events.push(ev.clone());
+                    if st.events.len() > MAX_EVENTS {
+                        st.events.remove(0);
+                    }
+                    (201, ev.to_string())
+                }
+                ("POST", [ns, r]) if res(r).is_some() => {
+                    let Some(mut obj) = body else {
+                        return status(400, "BadRequest", "no JSON");
+                    };
+                    let name = obj["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let key = (res(r).unwrap_or_default(), ns.to_string(), name.clone());
+                    if name.is_empty() {
+                        return status(400, "BadRequest", "no name");
+                    }
+                    if st.objects.contains_key(&key) {
+                        return status(
+                            409,
+                            "AlreadyExists",
+                            &format!("{r} {name:?} already exists"),
+                        );
+                    }
+                    obj["metadata"]["namespace"] = (*ns).into();
+                    obj["metadata"]["uid"] = format!("uid-{ns}-{name}-{}", st.version).into();
+                    if obj["metadata"]["creationTimestamp"].is_null() {
+                        obj["metadata"]["creationTimestamp"] = format!(
+                            "2026-01-01T00:{:02}:{:02}Z",
+                            (st.version / 60) % 60,
+                            st.version % 60
+                        )
+                        .into();
+                    }
+                    if key.0 == "services" {
+                        obj["status"] = json!({"loadBalancer": {}});
+                    }
+                    (201, st.commit("ADDED", key, obj).to_string())
+                }
+                (m, [ns, r, name]) | (m, [ns, r, name, "status"]) if res(r).is_some() => {
+                    let key = (res(r).unwrap_or_default(), ns.to_string(), name.to_string());
+                    let Some(cur) = st.objects.get(&key).cloned() else {
+                        return status(404, "NotFound", &format!("{r} {name:?} not found"));
+                    };
+                    let sub = parts.len() == 4;
+                    match (m, sub) {
+                        ("GET", _) => (200, cur.to_string()),
+                        ("DELETE", false) => (200, st.commit("DELETED", key, cur).to_string()),
+                        ("PUT", _) => {
+                            let Some(new) = body else {
+                                return status(400, "BadRequest", "no JSON");
+                            };
+                            let rv = new["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap_or_default();
+                            if !rv.is_empty() && rv != cur["metadata"]["resourceVersion"] {
+                                if sub {
+                                    st.conflicts += 1;
+                                }
+                                return status(
+                                    409,
+                                    "Conflict",
+                                    &format!(
+                                        "Operation cannot be fulfilled on {r} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+                                    ),
+                                );
+                            }
+                            let mut obj = cur.clone();
+                            if sub {
+                                obj["status"] = new["status"].clone();
+                                st.status_writes += 1;
+                            } else if key.0 == "services" {
+                                obj["spec"] = new["spec"].clone();
+                                obj["metadata"]["annotations"] =
+                                    new["metadata"]["annotations"].clone();
+                            } else {
+                                obj["endpoints"] = new["endpoints"].clone();
+                                obj["ports"] = new["ports"].clone();
+                            }
+                            (200, st.commit("MODIFIED", key, obj).to_string())
+                        }
+                        _ => status(405, "MethodNotAllowed", m),
+                    }
+                }
+                _ => status(404, "NotFound", path),
+            }
+        }
+
+        /// A watch of `resource` from version `from`: the changes after it, then each
+        /// change as it comes, a bookmark every second, until the client leaves.
+        pub async fn watch<S: AsyncRead + AsyncWrite + Unpin>(
+            &self,
+            stream: S,
+            name: &str,
+            resource: &'static str,
+            from: u64,
+        ) -> io::Result<()> {
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+                 X-Lab-Server: {name}\r\n\r\n"
+            );
+            wr.write_all(head.as_bytes()).await?;
+            wr.flush().await?;
+            let mut sent = from;
+            let mut rx = self.changed.subscribe();
+            let mut scratch = [0u8; 512];
+            loop {
+                let pending: Vec<(u64, &'static str, Value)> = {
+                    let st = self.state.lock().expect("poisoned");
+                    st.log
+                        .iter()
+                        .filter(|(v, r, _, _)| *v > sent && *r == resource)
+                        .map(|(v, _, k, o)| (*v, *k, o.clone()))
+                        .collect()
+                };
+                for (v, kind, obj) in pending {
+                    super::chunk(&mut wr, &json!({"type": kind, "object": obj}).to_string())
+                        .await?;
+                    sent = v;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return Ok(()) },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        // The last version of this resource sent: nothing after it is skipped.
+                        let (kind, api) = type_of(resource);
+                        let ev = json!({"type": "BOOKMARK", "object": {"kind": kind,
+                            "apiVersion": api, "metadata": {"resourceVersion": sent.to_string()}}});
+                        super::chunk(&mut wr, &ev.to_string()).await?;
+                    }
+                    read = rd.read(&mut scratch) => if read? == 0 { return Ok(()) },
+                }
+            }
+        }
     }
 }
 
@@ -598,8 +935,18 @@ async fn read_request<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Option<R
             }
         }
     }
-    // No route reads a body, but it must be consumed to find the next request.
-    tokio::io::copy(&mut (&mut *r).take(content_length), &mut tokio::io::sink()).await?;
+    // The Service routes read the body (bounded); the rest must be consumed to find the
+    // next request.
+    let mut body = Vec::new();
+    (&mut *r)
+        .take(content_length.min(MAX_BODY))
+        .read_to_end(&mut body)
+        .await?;
+    tokio::io::copy(
+        &mut (&mut *r).take(content_length.saturating_sub(MAX_BODY)),
+        &mut tokio::io::sink(),
+    )
+    .await?;
     Ok(Some(Request {
         method: method.to_owned(),
         path: target.split('?').next().unwrap_or_default().to_owned(),
@@ -609,6 +956,7 @@ async fn read_request<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Option<R
             .unwrap_or_default()
             .to_owned(),
         keep_alive,
+        body,
     }))
 }
 

@@ -184,6 +184,11 @@ pub struct Prober {
 
 impl Prober {
     pub fn start(lab: &Lab) -> Self {
+        Self::start_to(lab, SocketAddr::V4(SocketAddrV4::new(VIP, 6443)))
+    }
+
+    /// The same to another address (a Service's).
+    pub fn start_to(lab: &Lab, to: SocketAddr) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let path = format!("/var/run/netns/{}", lab.host("client").ns.name);
         let s = stop.clone();
@@ -191,7 +196,6 @@ impl Prober {
             let f = std::fs::File::open(&path).expect("netns file");
             // SAFETY: setns on this thread only.
             assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let to = SocketAddr::V4(SocketAddrV4::new(VIP, 6443));
             let mut out = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 let began = Instant::now();
