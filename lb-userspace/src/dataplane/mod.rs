@@ -605,6 +605,25 @@ impl Dataplane {
         ipv6: bool,
         pins: Option<(&Path, &str)>,
     ) -> Result<Self, DataplaneError> {
+        let mut dp = Self::load_maps(object, conntrack_size, ipv6, pins)?;
+        dp.verify()?;
+        Ok(dp)
+    }
+
+    /// [`Dataplane::load_pinned`] without the program's load: the maps are created (or
+    /// adopted) and writable, the program is not yet verified, so nothing can be attached
+    /// until [`Dataplane::verify`] has run. The verifier is most of the start-up's time
+    /// (see docs/benchmarks.md, "Start-up"), so the daemon runs it beside the next-hop
+    /// resolution.
+    ///
+    /// # Errors
+    /// As [`Dataplane::load_pinned`].
+    pub fn load_maps(
+        object: &[u8],
+        conntrack_size: u32,
+        ipv6: bool,
+        pins: Option<(&Path, &str)>,
+    ) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
@@ -652,14 +671,6 @@ impl Dataplane {
                 });
             }
         };
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::Map {
-                name: "program",
-                reason: format!("{PROGRAM_NAME} not in the object"),
-            })?
-            .try_into()?;
-        program.load()?;
         Ok(Self {
             config: take(&mut ebpf, map_names::CONFIG)?,
             vips: take(&mut ebpf, map_names::VIPS)?,
@@ -688,6 +699,28 @@ impl Dataplane {
             connect6_owned: None,
             adopted,
         })
+    }
+
+    /// Loads the XDP program into the kernel (the verifier's walk): the step between
+    /// [`Dataplane::load_maps`] and attaching. Returns the instructions the verifier
+    /// processed, when the kernel reports them.
+    ///
+    /// # Errors
+    /// The program is not in the object or the kernel refused it.
+    pub fn verify(&mut self) -> Result<Option<u32>, DataplaneError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::Map {
+                name: "program",
+                reason: format!("{PROGRAM_NAME} not in the object"),
+            })?
+            .try_into()?;
+        program.load()?;
+        Ok(program
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count()))
     }
 
     /// Writes every attached interface's index and MAC (`IFACES`), read by the program when
