@@ -202,6 +202,15 @@ pub struct StartupRow {
     pub attach_ms: Summary,
 }
 
+/// One program's mean time per packet of a class at a table size (`super::peers`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerRow {
+    pub program: String,
+    pub class: String,
+    pub flows: u64,
+    pub ns: Summary,
+}
+
 /// BPF memory of the flow tables.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemRow {
@@ -240,6 +249,7 @@ pub struct Report {
     pub maglev: Vec<MaglevRow>,
     pub memory: Vec<MemRow>,
     pub startup: Vec<StartupRow>,
+    pub peers: Vec<PeerRow>,
     /// Per-class program time, live and `BPF_PROG_TEST_RUN` (see [`Report::fill_classes`]).
     pub classes: Vec<ClassCost>,
     /// Call targets in xvip's translated program (`bpftool prog dump xlated`) and how many
@@ -506,6 +516,35 @@ impl Report {
                 cell(&r.hops_ms, 1.0, 0),
                 cell(&r.table_ms, 1.0, 0),
                 cell(&r.attach_ms, 1.0, 0),
+            );
+        }
+        m.push_str(
+            "\n## Peers: Katran beside xvip (BPF_PROG_TEST_RUN single runs)\n\n\
+             Kernel-timed single runs on one CPU (the harness's fixed ~35 ns included), each on a \
+             fresh copy of the frame; established flows are hit in a stride through the table. \
+             Katran: VIP hash lookup, its CPU's LRU, the real, IPIP encapsulation (DSR: no \
+             replies, no reverse state). xvip: translation with forward and reverse state (DNAT; \
+             full NAT also rewrites the source).\n\n\
+             | program | class | flows | ns/packet | vs Katran |\n|---|---|---:|---|---|\n",
+        );
+        for r in &self.peers {
+            let katran = self
+                .peers
+                .iter()
+                .find(|k| k.program == "Katran" && k.class == r.class && k.flows == r.flows)
+                .map(|k| k.ns.median);
+            let vs = match katran {
+                Some(k) if k > 0.0 && r.program != "Katran" => format!("{:.2}×", r.ns.median / k),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} |",
+                r.program,
+                r.class,
+                r.flows,
+                cell(&r.ns, 1.0, 0),
+                vs
             );
         }
         if !self.notes.is_empty() {

@@ -17,6 +17,7 @@ use tests::bench::{
     ctx::{Ctx, STOP},
     nft::nft_part,
     pps::{TWO_ARM_LIMIT, TWO_ARM_XVIP, pps_part, two_arm_part},
+    peers::peers_part,
     startup::startup_part,
     report::{Machine, PpsRow, Report, Target},
     sync::sync_part,
@@ -39,7 +40,7 @@ struct Args {
     /// CPUs the XDP generator uses, one pinned thread each.
     #[arg(long, default_value_t = 1)]
     gen_cpus: u32,
-    /// Only these parts: maglev,memory,startup,cost,pps,two-arm,nft,tcp,sync (default: all).
+    /// Only these parts: maglev,memory,startup,peers,cost,pps,two-arm,nft,tcp,sync (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory (default: $XVIP_BENCH_OUT, else target/bench).
@@ -124,10 +125,11 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 9] = [
+    let parts: [(&str, Part); 10] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("startup", startup_part),
+        ("peers", peers_part),
         ("cost", cost_part),
         ("pps", pps_part),
         ("two-arm", two_arm_part),
@@ -245,9 +247,34 @@ fn startup_targets(r: &Report, t: &mut Vec<Target>) {
     }
 }
 
+/// xvip's established per-packet time at or below Katran's, per mode and table size.
+fn peer_targets(r: &Report, t: &mut Vec<Target>) {
+    for x in r.peers.iter().filter(|p| p.program != "Katran" && p.class == "established") {
+        let Some(k) = r
+            .peers
+            .iter()
+            .find(|k| k.program == "Katran" && k.class == x.class && k.flows == x.flows)
+        else {
+            continue;
+        };
+        let q = (k.ns.median > 0.0).then(|| x.ns.median / k.ns.median);
+        t.push(Target {
+            name: format!("{} established vs Katran, {} flows", x.program, x.flows),
+            want: "<= 1.00×".into(),
+            measured: q.map_or("n/a".into(), |q| format!("{q:.2}×")),
+            verdict: verdict(q.map(|q| q <= 1.0)),
+            note: format!(
+                "{:.0} vs {:.0} ns per packet (BPF_PROG_TEST_RUN single runs, same run)",
+                x.ns.median, k.ns.median
+            ),
+        });
+    }
+}
+
 fn targets(r: &mut Report) {
     let mut t = Vec::new();
     startup_targets(r, &mut t);
+    peer_targets(r, &mut t);
     let out = |p: Option<&PpsRow>| p.map(|p| p.pps_out.median);
     let limit = out(find(r, "limit: bare XDP forward", "-", "xdp", 0, 0));
     let est_full = out(find(r, "xvip established", "fullnat", "xdp", 3, 1000));
