@@ -332,17 +332,32 @@ fn flow(i: u32) -> (Ipv4Addr, u16) {
     )
 }
 
-/// [`once`], waiting out xvip's budget of new flows from unproven sources (10,000 a
-/// second per CPU, `NEW_FLOW_BUDGET`): a drop is retried every 50 ms, for at most 5 s.
-fn once_admitted(prog: &Xdp, frame: &[u8]) -> Result<(u32, Vec<u8>, f64)> {
+/// [`once`] through xvip, waiting out its budget of new flows from unproven sources
+/// (10,000 a second per CPU, `NEW_FLOW_BUDGET`): a drop that moved the
+/// `drop_new_flow_budget` counter is retried every 50 ms, for at most 5 s; any other
+/// verdict is the caller's. `budget` is the counter as last read.
+fn once_admitted(
+    dp: &Dataplane,
+    budget: &std::cell::Cell<u64>,
+    frame: &[u8],
+) -> Result<(u32, Vec<u8>, f64)> {
+    let at = lb_common::Reason::ALL
+        .iter()
+        .position(|r| *r as u32 == lb_common::Reason::DropNewFlowBudget as u32)
+        .context("no drop_new_flow_budget reason")?;
     for _ in 0..100 {
-        let r = once(prog, frame)?;
+        let r = once(dp.program(), frame)?;
         if r.0 != XDP_DROP {
             return Ok(r);
         }
+        let now = dp.snapshot(&[])?.reasons.get(at).copied().unwrap_or(0);
+        if now == budget.get() {
+            return Ok(r);
+        }
+        budget.set(now);
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    bail!("dropped for 5 s")
+    bail!("xvip: still over its new-flow budget after 5 s")
 }
 
 const XDP_DROP: u32 = 1;
@@ -365,48 +380,59 @@ const XDP_TX: u32 = 3;
 /// One program under comparison.
 enum Peer {
     Katran(Katran),
-    Xvip(Mode, Dataplane),
+    /// The last `drop_new_flow_budget` count read ([`once_admitted`]).
+    Xvip(Mode, Dataplane, std::cell::Cell<u64>),
 }
 
 impl Peer {
     fn name(&self) -> String {
         match self {
             Self::Katran(_) => "Katran".into(),
-            Self::Xvip(m, _) => format!("xvip {}", mode_name(*m)),
+            Self::Xvip(m, ..) => format!("xvip {}", mode_name(*m)),
         }
     }
     /// One run of `frame`, waiting out xvip's new-flow budget ([`once_admitted`]).
     fn run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>, f64)> {
         match self {
             Self::Katran(k) => raw_once(&k.prog, frame),
-            Self::Xvip(_, d) => once_admitted(d.program(), frame),
+            Self::Xvip(_, d, budget) => once_admitted(d, budget, frame),
         }
     }
-    /// Makes flows `from..to` established: Katran's first packet puts the flow in its
-    /// LRU; xvip's flow is confirmed by its backend's first answer.
-    fn populate(&self, from: u32, to: u32) -> Result<()> {
+    /// Makes flows `from..to` established and appends those that are to `est`: Katran's
+    /// first packet puts the flow in its LRU; xvip's flow is confirmed by its backend's
+    /// first answer (a flow xvip refuses, e.g. no SNAT port left, is left out).
+    fn populate(&self, from: u32, to: u32, est: &mut Vec<u32>) -> Result<()> {
         for i in from..to {
             let (src, sport) = flow(i);
             let (v, out, _) = self.run(&client_frame(src, sport, VIP, TCP_ACK))?;
-            ensure!(v == XDP_TX, "{}: flow {i}'s first packet: verdict {v}", self.name());
+            if v != XDP_TX {
+                ensure!(
+                    matches!(self, Self::Xvip(..)),
+                    "{}: flow {i}'s first packet: verdict {v}",
+                    self.name()
+                );
+                continue;
+            }
             if let Self::Xvip(..) = self {
                 let (v, _, _) = self.run(&reply_to(&out))?;
                 ensure!(v == XDP_TX, "{}: flow {i}'s reply: verdict {v}", self.name());
             }
+            est.push(i);
         }
         Ok(())
     }
 }
 
-/// Mean kernel time of `n` single runs, each of the frame `make(k)`, all sent out again.
-fn mean_ns(p: &Peer, n: u32, make: impl Fn(u32) -> Vec<u8>) -> Result<f64> {
-    let mut total = 0.0;
+/// Mean kernel time of `n` single runs, each of the frame `make(k)`, and how many of them
+/// were not sent out again (`XDP_TX`).
+fn mean_ns(p: &Peer, n: u32, make: impl Fn(u32) -> Vec<u8>) -> Result<(f64, u32)> {
+    let (mut total, mut not_tx) = (0.0, 0);
     for k in 0..n {
         let (v, _, ns) = p.run(&make(k))?;
-        ensure!(v == XDP_TX, "{}: verdict {v}", p.name());
+        not_tx += u32::from(v != XDP_TX);
         total += ns;
     }
-    Ok(total / f64::from(n))
+    Ok((total / f64::from(n), not_tx))
 }
 
 /// The `peers` part (see the module's documentation).
@@ -443,42 +469,74 @@ pub fn peers_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
 fn measure(ctx: &Ctx, report: &mut Report, src: &Path) -> Result<()> {
     let peers = [
         Peer::Katran(Katran::build_and_load(ctx, src)?),
-        Peer::Xvip(Mode::Dnat, xvip_dataplane(&ctx.obj, Mode::Dnat, 3, FLOW_ROOM)?),
-        Peer::Xvip(Mode::Fullnat, xvip_dataplane(&ctx.obj, Mode::Fullnat, 3, FLOW_ROOM)?),
+        Peer::Xvip(
+            Mode::Dnat,
+            xvip_dataplane(&ctx.obj, Mode::Dnat, 3, FLOW_ROOM)?,
+            Default::default(),
+        ),
+        Peer::Xvip(
+            Mode::Fullnat,
+            xvip_dataplane(&ctx.obj, Mode::Fullnat, 3, FLOW_ROOM)?,
+            Default::default(),
+        ),
     ];
     let singles: u32 = if ctx.quick { 2_000 } else { 10_000 };
     let mut new_flow_base = 0u32;
     let mut have = 0u32;
+    let mut est_flows: Vec<Vec<u32>> = vec![Vec::new(); peers.len()];
     for flows in PEER_FLOWS {
-        for p in &peers {
-            p.populate(have, flows)?;
+        for (p, est) in peers.iter().zip(&mut est_flows) {
+            p.populate(have, flows, est)?;
+            if est.len() < flows as usize {
+                report.notes.push(format!(
+                    "peers: {} refused {} of {flows} flows when they were made (the rows use the {} it keeps)",
+                    p.name(),
+                    flows as usize - est.len(),
+                    est.len()
+                ));
+            }
         }
         have = flows;
         // (peer, class) -> one mean per round; the peers alternate within a round.
         let mut est: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
         let mut new: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+        let mut refused = vec![0u32; peers.len()];
+        let news = singles.min(2_000);
         for _ in 0..ctx.runs {
             ctx.check_stop()?;
             for (i, p) in peers.iter().enumerate() {
                 // Established: a stride through the table, so consecutive runs touch
                 // different flows (as live traffic of that many flows would).
-                est[i].push(mean_ns(p, singles, |k| {
-                    let (a, port) = flow((k.wrapping_mul(7_919)) % flows);
+                let table = &est_flows[i];
+                let (ns, not_tx) = mean_ns(p, singles, |k| {
+                    let (a, port) = flow(table[(k as usize * 7_919) % table.len()]);
                     client_frame(a, port, VIP, TCP_ACK)
-                })?);
+                })?;
+                ensure!(not_tx == 0, "{}: {not_tx} established packets not sent out", p.name());
+                est[i].push(ns);
                 // New flow: the SYN of a client never seen (198.51.100.0/24).
                 let base = new_flow_base;
-                new[i].push(mean_ns(p, singles.min(2_000), |k| {
+                let (ns, not_tx) = mean_ns(p, news, |k| {
                     let n = base + k;
                     let a = Ipv4Addr::from(
                         u32::from(Ipv4Addr::new(198, 51, 100, 1)) + n / PORTS_PER_ADDR,
                     );
                     client_frame(a, (1024 + n % PORTS_PER_ADDR) as u16, VIP, TCP_SYN)
-                })?);
+                })?;
+                refused[i] += not_tx;
+                new[i].push(ns);
             }
-            new_flow_base += singles.min(2_000);
+            new_flow_base += news;
         }
         for (i, p) in peers.iter().enumerate() {
+            if refused[i] > 0 {
+                report.notes.push(format!(
+                    "peers: {flows} flows, {}: {} of {} new flows refused (in the row's mean)",
+                    p.name(),
+                    refused[i],
+                    news as usize * ctx.runs
+                ));
+            }
             for (class, v) in [("established", &est[i]), ("new flow (SYN)", &new[i])] {
                 report.peers.push(PeerRow {
                     program: p.name(),
