@@ -105,7 +105,11 @@ fn run(cmd: &mut Command) -> Result<()> {
     if !out.status.success() {
         bail!(
             "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("failed")
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("failed")
         );
     }
     Ok(())
@@ -116,12 +120,19 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn katran_source(ctx: &Ctx) -> Result<PathBuf> {
     let has = |d: &Path| d.join("katran/lib/bpf/balancer.bpf.c").is_file();
     if let Some(d) = std::env::var_os("XVIP_KATRAN_SRC").map(PathBuf::from) {
-        ensure!(has(&d), "XVIP_KATRAN_SRC={} holds no katran/lib/bpf/balancer.bpf.c", d.display());
+        ensure!(
+            has(&d),
+            "XVIP_KATRAN_SRC={} holds no katran/lib/bpf/balancer.bpf.c",
+            d.display()
+        );
         return Ok(d);
     }
     let d = ctx.tmp.join("katran-src");
-    run(Command::new("timeout").args(["120", "git", "clone", "--quiet", "--depth", "1"]).arg("https://github.com/facebookincubator/katran").arg(&d))
-        .context("no XVIP_KATRAN_SRC and cloning Katran failed")?;
+    run(Command::new("timeout")
+        .args(["120", "git", "clone", "--quiet", "--depth", "1"])
+        .arg("https://github.com/facebookincubator/katran")
+        .arg(&d))
+    .context("no XVIP_KATRAN_SRC and cloning Katran failed")?;
     ensure!(has(&d), "the clone holds no katran/lib/bpf/balancer.bpf.c");
     Ok(d)
 }
@@ -142,7 +153,14 @@ impl Katran {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "x86_64-linux-gnu".into());
         run(Command::new("clang")
-            .args(["-O2", "-g", "-target", "bpf", "-DMAX_CONN_RATE=100000000", "-w"])
+            .args([
+                "-O2",
+                "-g",
+                "-target",
+                "bpf",
+                "-DMAX_CONN_RATE=100000000",
+                "-w",
+            ])
             .arg("-I")
             .arg(src)
             .arg("-I")
@@ -268,7 +286,11 @@ fn obj_get(path: &Path) -> Result<std::os::fd::OwnedFd> {
         )
     };
     if fd < 0 {
-        bail!("BPF_OBJ_GET {}: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "BPF_OBJ_GET {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     // SAFETY: a new descriptor this process owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
@@ -381,7 +403,7 @@ const XDP_TX: u32 = 3;
 enum Peer {
     Katran(Katran),
     /// The last `drop_new_flow_budget` count read ([`once_admitted`]).
-    Xvip(Mode, Dataplane, std::cell::Cell<u64>),
+    Xvip(Mode, Box<Dataplane>, std::cell::Cell<u64>),
 }
 
 impl Peer {
@@ -415,7 +437,11 @@ impl Peer {
             }
             if let Self::Xvip(..) = self {
                 let (v, _, _) = self.run(&reply_to(&out))?;
-                ensure!(v == XDP_TX, "{}: flow {i}'s reply: verdict {v}", self.name());
+                ensure!(
+                    v == XDP_TX,
+                    "{}: flow {i}'s reply: verdict {v}",
+                    self.name()
+                );
             }
             est.push(i);
         }
@@ -471,12 +497,12 @@ fn measure(ctx: &Ctx, report: &mut Report, src: &Path) -> Result<()> {
         Peer::Katran(Katran::build_and_load(ctx, src)?),
         Peer::Xvip(
             Mode::Dnat,
-            xvip_dataplane(&ctx.obj, Mode::Dnat, 3, FLOW_ROOM)?,
+            Box::new(xvip_dataplane(&ctx.obj, Mode::Dnat, 3, FLOW_ROOM)?),
             Default::default(),
         ),
         Peer::Xvip(
             Mode::Fullnat,
-            xvip_dataplane(&ctx.obj, Mode::Fullnat, 3, FLOW_ROOM)?,
+            Box::new(xvip_dataplane(&ctx.obj, Mode::Fullnat, 3, FLOW_ROOM)?),
             Default::default(),
         ),
     ];
@@ -512,7 +538,11 @@ fn measure(ctx: &Ctx, report: &mut Report, src: &Path) -> Result<()> {
                     let (a, port) = flow(table[(k as usize * 7_919) % table.len()]);
                     client_frame(a, port, VIP, TCP_ACK)
                 })?;
-                ensure!(not_tx == 0, "{}: {not_tx} established packets not sent out", p.name());
+                ensure!(
+                    not_tx == 0,
+                    "{}: {not_tx} established packets not sent out",
+                    p.name()
+                );
                 est[i].push(ns);
                 // New flow: the SYN of a client never seen (198.51.100.0/24).
                 let base = new_flow_base;

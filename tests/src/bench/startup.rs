@@ -67,7 +67,11 @@ fn start_at_once(ctx: &Ctx, lab: &mut Lab, hosts: &[&str], run: usize) -> Result
         let log = ctx.tmp.join(format!("startup-{h}-{run}.log"));
         let mut cmd = lab.host(h).ns.cmd(xvip_bin());
         cmd.args(["run", "--interface", "eth0", "--vip", "192.0.2.100"])
-            .args(["192.0.2.11", "192.0.2.12", "192.0.2.13"].iter().flat_map(|b| ["--backend", b]))
+            .args(
+                ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+                    .iter()
+                    .flat_map(|b| ["--backend", b]),
+            )
             .args(["--health", "none"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -83,7 +87,10 @@ fn start_at_once(ctx: &Ctx, lab: &mut Lab, hosts: &[&str], run: usize) -> Result
     while exec_to_attached.iter().any(Option::is_none) {
         ctx.check_stop()?;
         if begun.elapsed() > START_BOUND {
-            bail!("xvip did not attach within {START_BOUND:?} (logs in {})", ctx.tmp.display());
+            bail!(
+                "xvip did not attach within {START_BOUND:?} (logs in {})",
+                ctx.tmp.display()
+            );
         }
         for (i, h) in hosts.iter().enumerate() {
             if exec_to_attached[i].is_none() && lab.xvip_status(h).is_ok() {

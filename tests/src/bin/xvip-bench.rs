@@ -16,10 +16,10 @@ use tests::bench::{
     cost::cost_part,
     ctx::{Ctx, STOP},
     nft::nft_part,
-    pps::{TWO_ARM_LIMIT, TWO_ARM_XVIP, pps_part, two_arm_part},
     peers::peers_part,
-    startup::startup_part,
+    pps::{TWO_ARM_LIMIT, TWO_ARM_XVIP, pps_part, two_arm_part},
     report::{Machine, PpsRow, Report, Target},
+    startup::startup_part,
     sync::sync_part,
     tcp_paths::{BARE_TCP, tcp_part},
 };
@@ -249,7 +249,11 @@ fn startup_targets(r: &Report, t: &mut Vec<Target>) {
 
 /// xvip's established per-packet time at or below Katran's, per mode and table size.
 fn peer_targets(r: &Report, t: &mut Vec<Target>) {
-    for x in r.peers.iter().filter(|p| p.program != "Katran" && p.class == "established") {
+    for x in r
+        .peers
+        .iter()
+        .filter(|p| p.program != "Katran" && p.class == "established")
+    {
         let Some(k) = r
             .peers
             .iter()
