@@ -370,6 +370,9 @@ fn sighup_reloads_the_backend_list_without_dropping_flows() {
     let p = path.to_str().unwrap().to_string();
     lab.start_xvip("lb", &["--interface", "eth0", "--vip", VIP, "--config", &p])
         .unwrap();
+    // The start-up (the verifier: seconds on a loaded machine) is not what the budget
+    // below is for.
+    lab.wait_attached("lb").unwrap();
     lab.curl_until_ok(
         "client",
         &format!("https://{VIP}:6443/readyz"),

@@ -41,6 +41,9 @@ pub const BENCH: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
     ("haproxy", "haproxy"),
     ("bpftool", "bpftool"),
+    // The `peers` part builds Katran's XDP balancer (and gcc names the include triplet).
+    ("clang", "clang"),
+    ("gcc", "gcc"),
 ];
 
 fn on_path(cmd: &str) -> bool {

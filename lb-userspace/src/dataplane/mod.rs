@@ -438,12 +438,32 @@ impl Dataplane {
         Self::load_for(object, conntrack_size, ipv6, pins, Placement::Xdp)
     }
 
-    /// [`Dataplane::load_pinned`] for a program that goes to `placement`: only that entry
-    /// is verified now (the other, if ever needed, at its attach).
+    /// [`Dataplane::load_pinned`] for a program that goes to `placement`: the maps, then
+    /// only that entry verified (the other, if ever needed, at its attach).
     ///
     /// # Errors
     /// As [`Dataplane::load_pinned`].
     pub fn load_for(
+        object: &[u8],
+        conntrack_size: u32,
+        ipv6: bool,
+        pins: Option<(&Path, &str)>,
+        placement: Placement,
+    ) -> Result<Self, DataplaneError> {
+        let mut dp = Self::load_maps(object, conntrack_size, ipv6, pins, placement)?;
+        dp.verify()?;
+        Ok(dp)
+    }
+
+    /// [`Dataplane::load_for`] without the program's load: the maps are created (or
+    /// adopted) and writable, the program is not yet verified, so nothing can be attached
+    /// until [`Dataplane::verify`] has run. The verifier is most of the start-up's time
+    /// (see docs/benchmarks.md, "Start-up"), so the daemon runs it beside the next-hop
+    /// resolution.
+    ///
+    /// # Errors
+    /// As [`Dataplane::load_pinned`].
+    pub fn load_maps(
         object: &[u8],
         conntrack_size: u32,
         ipv6: bool,
@@ -497,17 +517,7 @@ impl Dataplane {
                 });
             }
         };
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::Map {
-                name: "program",
-                reason: format!("{PROGRAM_NAME} not in the object"),
-            })?
-            .try_into()?;
-        if placement == Placement::Xdp {
-            program.load()?;
-        }
-        let mut dp = Self {
+        Ok(Self {
             config: take(&mut ebpf, map_names::CONFIG)?,
             vips: take(&mut ebpf, map_names::VIPS)?,
             vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
@@ -536,11 +546,34 @@ impl Dataplane {
             connect6_owned: None,
             adopted,
             placement,
-        };
-        if placement == Placement::Tc {
-            dp.tc_program_mut()?;
+        })
+    }
+
+    /// Loads the program of the placement into the kernel (the verifier's walk): the XDP
+    /// entry, or the tc entry for `--attach tc`; the step between [`Dataplane::load_maps`]
+    /// and attaching. Returns the instructions the verifier processed, when the kernel
+    /// reports them.
+    ///
+    /// # Errors
+    /// The program is not in the object or the kernel refused it.
+    pub fn verify(&mut self) -> Result<Option<u32>, DataplaneError> {
+        if self.placement == Placement::Tc {
+            let p = self.tc_program_mut()?;
+            return Ok(p.info().ok().and_then(|i| i.verified_instruction_count()));
         }
-        Ok(dp)
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::Map {
+                name: "program",
+                reason: format!("{PROGRAM_NAME} not in the object"),
+            })?
+            .try_into()?;
+        program.load()?;
+        Ok(program
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count()))
     }
 
     /// Writes every attached interface's index and MAC (`IFACES`), read by the program when

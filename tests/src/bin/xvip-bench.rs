@@ -16,8 +16,10 @@ use tests::bench::{
     cost::cost_part,
     ctx::{Ctx, STOP},
     nft::nft_part,
+    peers::peers_part,
     pps::{TWO_ARM_LIMIT, TWO_ARM_XVIP, pps_part, two_arm_part},
     report::{Machine, PpsRow, Report, Target},
+    startup::startup_part,
     sync::sync_part,
     tcp_paths::{BARE_TCP, tcp_part},
 };
@@ -38,7 +40,7 @@ struct Args {
     /// CPUs the XDP generator uses, one pinned thread each.
     #[arg(long, default_value_t = 1)]
     gen_cpus: u32,
-    /// Only these parts: maglev,memory,cost,pps,two-arm,nft,tcp,sync (default: all).
+    /// Only these parts: maglev,memory,startup,peers,cost,pps,two-arm,nft,tcp,sync (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory (default: $XVIP_BENCH_OUT, else target/bench).
@@ -123,9 +125,11 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 8] = [
+    let parts: [(&str, Part); 10] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
+        ("startup", startup_part),
+        ("peers", peers_part),
         ("cost", cost_part),
         ("pps", pps_part),
         ("two-arm", two_arm_part),
@@ -220,8 +224,61 @@ fn verdict(ok: Option<bool>) -> String {
     }
 }
 
+/// Exec to attached, per case (`tests::bench::startup`).
+fn startup_targets(r: &Report, t: &mut Vec<Target>) {
+    for row in &r.startup {
+        let s = &row.exec_to_attached_ms;
+        let q = (s.runs > 0).then_some(s.median / 1e3);
+        t.push(Target {
+            name: format!("exec to attached, {}", row.case),
+            want: "<= 0.5 s".into(),
+            measured: q.map_or("n/a".into(), |q| format!("{q:.2} s")),
+            verdict: verdict(q.map(|q| q <= 0.5)),
+            note: format!(
+                "the verifier {:.0} ms of it ({:.0} instructions processed), maps {:.0} ms, \
+                 first table {:.0} ms, attach {:.0} ms (medians)",
+                row.verifier_ms.median,
+                row.verified_insns.median,
+                row.maps_ms.median,
+                row.table_ms.median,
+                row.attach_ms.median
+            ),
+        });
+    }
+}
+
+/// xvip's established per-packet time at or below Katran's, per mode and table size.
+fn peer_targets(r: &Report, t: &mut Vec<Target>) {
+    for x in r
+        .peers
+        .iter()
+        .filter(|p| p.program != "Katran" && p.class == "established")
+    {
+        let Some(k) = r
+            .peers
+            .iter()
+            .find(|k| k.program == "Katran" && k.class == x.class && k.flows == x.flows)
+        else {
+            continue;
+        };
+        let q = (k.ns.median > 0.0).then(|| x.ns.median / k.ns.median);
+        t.push(Target {
+            name: format!("{} established vs Katran, {} flows", x.program, x.flows),
+            want: "<= 1.00×".into(),
+            measured: q.map_or("n/a".into(), |q| format!("{q:.2}×")),
+            verdict: verdict(q.map(|q| q <= 1.0)),
+            note: format!(
+                "{:.0} vs {:.0} ns per packet (BPF_PROG_TEST_RUN single runs, same run)",
+                x.ns.median, k.ns.median
+            ),
+        });
+    }
+}
+
 fn targets(r: &mut Report) {
     let mut t = Vec::new();
+    startup_targets(r, &mut t);
+    peer_targets(r, &mut t);
     let out = |p: Option<&PpsRow>| p.map(|p| p.pps_out.median);
     let limit = out(find(r, "limit: bare XDP forward", "-", "xdp", 0, 0));
     let est_full = out(find(r, "xvip established", "fullnat", "xdp", 3, 1000));
