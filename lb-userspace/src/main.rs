@@ -116,7 +116,10 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("xvip: cannot write the man pages into {}: {e}", a.out.display());
+                eprintln!(
+                    "xvip: cannot write the man pages into {}: {e}",
+                    a.out.display()
+                );
                 ExitCode::FAILURE
             }
         };

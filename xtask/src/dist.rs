@@ -94,7 +94,7 @@ pub fn dist(args: &[String]) -> Result<ExitCode> {
     let tarball = tarball(&inputs, &files, &work, &out)?;
     let image = image(&inputs, &work, &out)?;
 
-    check_deb(&deb, &work.join("check-deb"))?;
+    check_deb(&deb, &inputs.commit, &work.join("check-deb"))?;
     check_image(&image, &inputs, &work.join("check-image"))?;
     fs::remove_dir_all(&work)?;
     for f in [&deb, &tarball, &image] {
@@ -278,7 +278,10 @@ fn tarball(inputs: &Inputs, p: &Payload, work: &Path, out: &Path) -> Result<Path
         fs::copy(src, top.join(dst))?;
     }
     for page in &p.man {
-        fs::copy(page, top.join("man").join(page.file_name().expect("a page")))?;
+        fs::copy(
+            page,
+            top.join("man").join(page.file_name().expect("a page")),
+        )?;
     }
     fs::copy(crate::root().join("README.md"), top.join("README.md"))?;
     let tar = work.join("tarball.tar");
@@ -305,7 +308,10 @@ fn image(inputs: &Inputs, work: &Path, out: &Path) -> Result<PathBuf> {
     }
     // What a container runtime expects to find: root's entry, a /tmp.
     fs::create_dir_all(base.join("etc"))?;
-    fs::write(base.join("etc/passwd"), "root:x:0:0:root:/root:/sbin/nologin\n")?;
+    fs::write(
+        base.join("etc/passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\n",
+    )?;
     fs::write(base.join("etc/group"), "root:x:0:\n")?;
     fs::create_dir_all(base.join("tmp"))?;
     fs::set_permissions(base.join("tmp"), fs::Permissions::from_mode(0o1777))?;
@@ -398,11 +404,15 @@ fn image(inputs: &Inputs, work: &Path, out: &Path) -> Result<PathBuf> {
 
 /// Installs the package into an empty root with dpkg, checks what it put there, runs the
 /// installed binary, and purges it again.
-fn check_deb(deb: &Path, dir: &Path) -> Result<()> {
+fn check_deb(deb: &Path, commit: &str, dir: &Path) -> Result<()> {
     let info = output(Command::new("dpkg-deb").arg("--info").arg(deb))?;
     ensure!(info.contains("Package: xvip"), "dpkg-deb --info: {info}");
     let root = dir.join("root");
-    for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"] {
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+    ] {
         fs::create_dir_all(root.join(d))?;
     }
     fs::write(root.join("var/lib/dpkg/status"), "")?;
@@ -410,7 +420,11 @@ fn check_deb(deb: &Path, dir: &Path) -> Result<()> {
         run(Command::new("dpkg")
             .arg(format!("--root={}", root.display()))
             // The scripts run on this host with DPKG_ROOT set, and skip themselves.
-            .args(["--force-script-chrootless", "--force-not-root", "--force-depends"])
+            .args([
+                "--force-script-chrootless",
+                "--force-not-root",
+                "--force-depends",
+            ])
             .args(args))
     };
     dpkg(&["--install", &deb.display().to_string()])?;
@@ -420,7 +434,11 @@ fn check_deb(deb: &Path, dir: &Path) -> Result<()> {
         .permissions()
         .mode()
         & 0o777;
-    ensure!(mode == 0o600, "{} has mode {mode:o}, not 600", config.display());
+    ensure!(
+        mode == 0o600,
+        "{} has mode {mode:o}, not 600",
+        config.display()
+    );
     for f in [
         "usr/bin/xvip",
         "usr/lib/systemd/system/xvip.service",
@@ -431,9 +449,11 @@ fn check_deb(deb: &Path, dir: &Path) -> Result<()> {
     }
     let xvip = root.join("usr/bin/xvip");
     let version = output(Command::new(&xvip).arg("--version"))?;
+    // The release build records git's HEAD (lb-userspace/build.rs).
+    let first = format!("xvip {} ({commit})", env!("CARGO_PKG_VERSION"));
     ensure!(
-        version.starts_with(concat!("xvip ", env!("CARGO_PKG_VERSION"))) && version.contains("\nkernel "),
-        "installed xvip --version: {version}"
+        version.starts_with(&first) && version.contains("\nkernel "),
+        "installed xvip --version does not start with '{first}': {version}"
     );
     let ok = output(
         Command::new(&xvip)
@@ -449,7 +469,10 @@ fn check_deb(deb: &Path, dir: &Path) -> Result<()> {
         !root.join("usr/bin/xvip").exists() && !config.exists(),
         "dpkg --purge left files behind"
     );
-    println!("checked {}: installs into an empty root, --version and check-config run, purges", deb.display());
+    println!(
+        "checked {}: installs into an empty root, --version and check-config run, purges",
+        deb.display()
+    );
     Ok(())
 }
 
@@ -458,16 +481,25 @@ fn check_deb(deb: &Path, dir: &Path) -> Result<()> {
 fn check_image(archive: &Path, inputs: &Inputs, dir: &Path) -> Result<()> {
     let layout = dir.join("layout");
     fs::create_dir_all(&layout)?;
-    run(Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&layout))?;
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&layout))?;
     let read_json = |p: &Path| -> Result<Value> {
         serde_json::from_slice(&fs::read(p).with_context(|| format!("reading {}", p.display()))?)
             .with_context(|| format!("parsing {}", p.display()))
     };
     let oci_layout = read_json(&layout.join("oci-layout"))?;
-    ensure!(oci_layout["imageLayoutVersion"] == "1.0.0", "oci-layout: {oci_layout}");
+    ensure!(
+        oci_layout["imageLayoutVersion"] == "1.0.0",
+        "oci-layout: {oci_layout}"
+    );
     let index = read_json(&layout.join("index.json"))?;
     ensure!(index["schemaVersion"] == 2, "index.json: schemaVersion");
-    let manifests = index["manifests"].as_array().context("index.json: manifests")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .context("index.json: manifests")?;
     ensure!(manifests.len() == 1, "index.json: one manifest expected");
     let desc = &manifests[0];
     ensure!(
@@ -478,9 +510,16 @@ fn check_image(archive: &Path, inputs: &Inputs, dir: &Path) -> Result<()> {
     );
     // A descriptor's blob: present, of its size and digest, of the expected media type.
     let verified = |desc: &Value, media: &str| -> Result<PathBuf> {
-        ensure!(desc["mediaType"] == media, "{desc}: media type is not {media}");
-        let digest = desc["digest"].as_str().context("descriptor without digest")?;
-        let hex = digest.strip_prefix("sha256:").context("digest not sha256")?;
+        ensure!(
+            desc["mediaType"] == media,
+            "{desc}: media type is not {media}"
+        );
+        let digest = desc["digest"]
+            .as_str()
+            .context("descriptor without digest")?;
+        let hex = digest
+            .strip_prefix("sha256:")
+            .context("digest not sha256")?;
         let path = layout.join("blobs/sha256").join(hex);
         let bytes = fs::read(&path).with_context(|| format!("blob {digest} missing"))?;
         ensure!(
@@ -489,10 +528,16 @@ fn check_image(archive: &Path, inputs: &Inputs, dir: &Path) -> Result<()> {
             bytes.len(),
             desc["size"]
         );
-        ensure!(hex_sha256(&bytes) == hex, "blob {digest}: content does not match");
+        ensure!(
+            hex_sha256(&bytes) == hex,
+            "blob {digest}: content does not match"
+        );
         Ok(path)
     };
-    let manifest = read_json(&verified(desc, "application/vnd.oci.image.manifest.v1+json")?)?;
+    let manifest = read_json(&verified(
+        desc,
+        "application/vnd.oci.image.manifest.v1+json",
+    )?)?;
     ensure!(manifest["schemaVersion"] == 2, "manifest: schemaVersion");
     let config = read_json(&verified(
         &manifest["config"],
@@ -502,7 +547,9 @@ fn check_image(archive: &Path, inputs: &Inputs, dir: &Path) -> Result<()> {
         config["architecture"] == inputs.oci_arch.as_str() && config["os"] == "linux",
         "config: platform"
     );
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().context("config: diff_ids")?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .context("config: diff_ids")?;
     let layers = manifest["layers"].as_array().context("manifest: layers")?;
     ensure!(
         layers.len() == diff_ids.len() && !layers.is_empty(),
@@ -520,21 +567,33 @@ fn check_image(archive: &Path, inputs: &Inputs, dir: &Path) -> Result<()> {
             .arg(&gz)
             .output()
             .context("running gzip -d")?;
-        ensure!(plain.status.success(), "layer {}: not gzip", layer["digest"]);
+        ensure!(
+            plain.status.success(),
+            "layer {}: not gzip",
+            layer["digest"]
+        );
         fs::write(&tar, &plain.stdout)?;
         ensure!(
             diff_id.as_str() == Some(&format!("sha256:{}", hex_sha256(&plain.stdout))),
             "layer {}: uncompressed digest is not its diff_id {diff_id}",
             layer["digest"]
         );
-        run(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&rootfs))?;
+        run(Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&rootfs))?;
         fs::remove_file(&tar)?;
     }
     let entry = config["config"]["Entrypoint"][0]
         .as_str()
         .context("config: no Entrypoint")?;
     // The image's own C library, not this machine's: the binary runs chrooted in it.
-    let version = output(Command::new("chroot").arg(&rootfs).args([entry, "--version"]))?;
+    let version = output(
+        Command::new("chroot")
+            .arg(&rootfs)
+            .args([entry, "--version"]),
+    )?;
     ensure!(
         version.starts_with(concat!("xvip ", env!("CARGO_PKG_VERSION"))),
         "xvip --version in the image: {version}"
@@ -552,11 +611,15 @@ fn base_debs(arch: &str) -> Result<Vec<PathBuf>> {
     let cache = crate::toolchain::cache_dir().join(format!("dist-debs-{arch}"));
     fs::create_dir_all(&cache)?;
     let find = |pkg: &str| -> Option<PathBuf> {
-        fs::read_dir(&cache).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
-        })
+        fs::read_dir(&cache)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
+            })
     };
     let missing: Vec<&str> = BASE_PACKAGES
         .into_iter()
@@ -765,7 +828,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-glibc-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let f = dir.join("bin");
-        fs::write(&f, b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.28\0GLIBC_PRIVATE\0").unwrap();
+        fs::write(
+            &f,
+            b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.28\0GLIBC_PRIVATE\0",
+        )
+        .unwrap();
         assert_eq!(glibc_needed(&f).unwrap(), "2.34");
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -179,7 +179,11 @@ pub struct ManArgs {
 /// # Errors
 /// Writing a file failed.
 pub fn man_pages(cmd: clap::Command, out: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
-    fn walk(cmd: clap::Command, out: &std::path::Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    fn walk(
+        cmd: clap::Command,
+        out: &std::path::Path,
+        files: &mut Vec<PathBuf>,
+    ) -> std::io::Result<()> {
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
             walk(sub, out, files)?;
         }

@@ -10,7 +10,10 @@ pub const SHORT: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("XVIP_COMM
 /// What xvip needs of a kernel, with the release that brought it (the kernel's
 /// Documentation/bpf and the UAPI headers' history).
 const NEEDS: [(&str, (u32, u32)); 3] = [
-    ("XDP through bpf_link, pinned so restarts keep the program", (5, 9)),
+    (
+        "XDP through bpf_link, pinned so restarts keep the program",
+        (5, 9),
+    ),
     ("BPF ring buffer (conntrack sync events)", (5, 8)),
     ("tcx ingress links (beside another XDP program)", (6, 6)),
 ];
