@@ -423,7 +423,9 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let req = request(path, host, bearer)?;
-    let (resp, _conn) = crate::net::http::send(io, req).await.map_err(|e| e.text())?;
+    let (resp, _conn) = crate::net::http::send(io, req)
+        .await
+        .map_err(|e| e.text())?;
     let status = resp.status();
     if status != hyper::StatusCode::OK {
         return Err(format!("HTTP {status}"));

@@ -488,5 +488,4 @@ impl Dataplane {
         let sum = |i: u32| a.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
         (sum(0), sum(1))
     }
-
 }

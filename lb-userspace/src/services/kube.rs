@@ -106,7 +106,9 @@ pub async fn call(
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| format!("bad request: {e}"))?;
-        let (resp, _conn) = crate::net::http::send(tls, req).await.map_err(|e| e.text())?;
+        let (resp, _conn) = crate::net::http::send(tls, req)
+            .await
+            .map_err(|e| e.text())?;
         let status = resp.status().as_u16();
         let body = crate::net::http::body(resp, MAX_RESPONSE)
             .await
