@@ -733,3 +733,44 @@ fn a_run_started_during_a_graceful_stop_waits_for_it_and_takes_over() {
             .unwrap();
     }
 }
+
+#[test]
+fn pinned_counters_of_another_shape_are_replaced_and_the_flow_maps_adopted() {
+    let mut own = OwnPins::default();
+    let mut lab = lab("ctrshape", &mut own, &[("lb", Ipv4Addr::new(192, 0, 2, 2))]);
+    let pins = pins_of(own.0[0]);
+    start(&mut lab, "lb", &args(&["192.0.2.100"]), None);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+    let (ct, _) = pinned_map(&pins.join("CONNTRACK"));
+    lab.kill("xvip-lb").unwrap();
+    // An older (or newer) xvip's REASONS: a counter map of another shape (here
+    // BACKEND_STATS' entries and value size, linked in its place on the bpffs).
+    let reasons = pins.join("REASONS");
+    std::fs::remove_file(&reasons).unwrap();
+    std::fs::hard_link(pins.join("BACKEND_STATS"), &reasons).unwrap();
+    let (old_reasons, old_entries) = pinned_map(&reasons);
+    assert_ne!(old_entries, lb_common::stats::REASON_COUNT);
+
+    let log = TempDir::new("ctrshapelog");
+    let log_path = log.path("xvip.log");
+    start(&mut lab, "lb", &args(&["192.0.2.100"]), Some(&log_path));
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(30))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )
+        });
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        log_text.contains("REASONS: the pinned counters")
+            && log_text.contains("adopted the pinned state"),
+        "{log_text}"
+    );
+    // The state was adopted (same flow map), only the counters were replaced.
+    assert_eq!(pinned_map(&pins.join("CONNTRACK")).0, ct);
+    let (new_reasons, entries) = pinned_map(&reasons);
+    assert_ne!(new_reasons, old_reasons);
+    assert_eq!(entries, lb_common::stats::REASON_COUNT);
+}

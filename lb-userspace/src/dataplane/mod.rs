@@ -325,6 +325,58 @@ fn resize_idle_v6_pins(dir: &Path, sizes: &[(&'static str, u32)]) {
     }
 }
 
+/// The counter maps: what this build's program counts (drop and pass reasons, per VIP, per
+/// backend, the handshakes of passive health), as (name, entries, value size).
+fn counter_maps() -> [(&'static str, u32, u32); 4] {
+    let size = |n: usize| n as u32;
+    [
+        (
+            map_names::REASONS,
+            lb_common::stats::REASON_COUNT,
+            size(std::mem::size_of::<u64>()),
+        ),
+        (
+            map_names::VIP_STATS,
+            lb_common::MAX_VIPS,
+            size(std::mem::size_of::<Counters>()),
+        ),
+        (
+            map_names::BACKEND_STATS,
+            lb_common::MAX_BACKENDS,
+            size(std::mem::size_of::<Counters>()),
+        ),
+        (
+            map_names::PASSIVE,
+            lb_common::MAX_BACKENDS,
+            size(std::mem::size_of::<lb_common::Passive>()),
+        ),
+    ]
+}
+
+/// A pinned counter map of another shape than this build's (an upgrade that counts a new
+/// reason, or a counter struct that grew) is replaced, its counts starting from zero, instead
+/// of refusing to adopt the pins: the flows, tables and links are the state an upgrade must
+/// keep; the counters are statistics, and Prometheus takes a counter reset in its stride.
+/// The maps that hold state still refuse a mismatch (`PinnedMismatch`).
+fn replace_changed_counter_pins(dir: &Path) {
+    for (name, entries, value_size) in counter_maps() {
+        let path = dir.join(name);
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        let (have_entries, have_size) = (info.max_entries(), info.value_size());
+        if (have_entries, have_size) == (entries, value_size) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!(
+                "{name}: the pinned counters ({have_entries} x {have_size} bytes) are of another xvip version ({entries} x {value_size} here): replaced, they count from zero"
+            ),
+            Err(e) => log::warn!("{name}: cannot unpin {}: {e}", path.display()),
+        }
+    }
+}
+
 /// Makes `dir` exist on a bpffs, mounting bpffs on `/sys/fs/bpf` first if it is missing
 /// (it is not mounted at boot on some systems).
 ///
@@ -487,6 +539,7 @@ impl Dataplane {
             Some((dir, _)) => {
                 prepare_pin_dir(dir)?;
                 resize_idle_v6_pins(dir, &v6_sizes);
+                replace_changed_counter_pins(dir);
                 PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect()
             }
             None => Vec::new(),
