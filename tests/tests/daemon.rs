@@ -509,10 +509,16 @@ fn version_names_the_build_and_the_kernel_features_and_man_pages_cover_every_set
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
+    // Each `--flag` named in the help (its own line or mentioned in another's text).
     let flags: Vec<&str> = help
         .split_whitespace()
-        .filter(|w| w.starts_with("--") && w.len() > 2)
-        .map(|w| w.trim_end_matches([',', '.', ')', '=']))
+        .filter_map(|w| {
+            let name = w.strip_prefix("--")?;
+            let end = name
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+                .unwrap_or(name.len());
+            (end > 0).then(|| &w[..end + 2])
+        })
         .collect();
     assert!(flags.len() > 30, "{help}");
     let page = run.replace("\\-", "-");

@@ -313,7 +313,9 @@ impl Server {
                 let from = query_param(&request.query, "resourceVersion").unwrap_or_default();
                 return self.watch_slices(stream, from.to_string()).await;
             }
-            if request.path.starts_with("/api/v1/")
+            // The Service store answers the API's paths, except the kube-proxy ConfigMap
+            // (`route`, for the doctor's check).
+            if (request.path.starts_with("/api/v1/") && request.path != KUBE_PROXY_PATH)
                 || request.path.starts_with("/lab/")
                 || (self.services.is_some()
                     && self.endpointslices_file.is_none()
