@@ -137,9 +137,11 @@ impl Claims {
         }
         match (mark, ours) {
             (Some(theirs), Some(ours)) if theirs > ours => {
-                self.log(now, || {
+                // Also the first announcement of a preempting master, which can arrive before
+                // its advert: a warning, not an error.
+                self.log(now, log::Level::Warn, || {
                     format!(
-                        "another xvip ({}, {}, priority {}, VRID {}) answers for {vip} while this node does and VRRP between us is not heard: it outranks this node, which stops answering until it is gone",
+                        "another xvip ({}, {}, priority {}, VRID {}) answers for {vip} while this node does: it outranks this node, which stops answering until it is gone (a preempting master's first announcement; if it repeats, VRRP between the two is not heard)",
                         format_mac(&mac),
                         theirs.primary,
                         theirs.priority,
@@ -152,9 +154,9 @@ impl Claims {
             }
             (Some(theirs), Some(_)) => {
                 if new {
-                    self.log(now, || {
+                    self.log(now, log::Level::Warn, || {
                         format!(
-                            "another xvip ({}, {}, priority {}) answers for {vip} while this node does and VRRP between us is not heard: this node outranks it and keeps the VIP",
+                            "another xvip ({}, {}, priority {}) answers for {vip} while this node does: this node outranks it and keeps the VIP (if it repeats, VRRP between the two is not heard)",
                             format_mac(&mac),
                             theirs.primary,
                             theirs.priority
@@ -175,7 +177,7 @@ impl Claims {
             }
             _ => {
                 if new {
-                    self.log(now, || {
+                    self.log(now, log::Level::Error, || {
                         format!(
                             "a host that is not xvip ({}) claims {vip}, which this node announces: remove the address from that host; xvip keeps answering requests and does not fight it with gratuitous ARP",
                             format_mac(&mac)
@@ -194,7 +196,7 @@ impl Claims {
             Some((_, heard)) if now.duration_since(heard) < HOLD => true,
             Some((mac, _)) => {
                 self.yielded = None;
-                self.log(now, || {
+                self.log(now, log::Level::Info, || {
                     format!(
                         "the xvip this node yielded the VIP to ({}) no longer answers: answering again",
                         format_mac(&mac)
@@ -293,7 +295,7 @@ impl Claims {
         true
     }
 
-    fn log(&mut self, now: Instant, line: impl FnOnce() -> String) {
+    fn log(&mut self, now: Instant, level: log::Level, line: impl FnOnce() -> String) {
         if self
             .log_window
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
@@ -303,7 +305,7 @@ impl Claims {
         }
         if self.logged < LOG_BUDGET {
             self.logged += 1;
-            log::error!("VIP claim: {}", line());
+            log::log!(level, "VIP claim: {}", line());
         } else {
             self.logs_suppressed += 1;
         }
