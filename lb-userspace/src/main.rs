@@ -215,6 +215,18 @@ fn main() -> ExitCode {
             interface,
             pin_root,
         } => {
+            // Never under a running xvip: its instance lock (held until it exits) says so.
+            let _lock = match xvip::dataplane::pins::lock_interfaces(
+                std::path::Path::new(xvip::dataplane::pins::LOCK_ROOT),
+                &[interface.as_str()],
+                std::time::Duration::from_secs(1),
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("xvip: {e}");
+                    return ExitCode::from(e.exit_code() as u8);
+                }
+            };
             // Routed mode's VIP routes go first: the router must stop sending here.
             if let Ok(i) = xvip::net::iface::Interface::lookup(&interface) {
                 match xvip::announce::route::withdraw_all(i.index) {

@@ -259,16 +259,21 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     )
     .unwrap();
 
+    // A detach while xvip serves the interface is refused (its instance lock), and changes
+    // nothing.
+    let detach = |lab: &Lab| {
+        let mut c = lab.host("lb").ns.cmd_net_only(xvip_bin());
+        c.args(["detach", "--interface", "eth0", "--pin-root", &pin]);
+        c
+    };
+    let refused = detach(&lab).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("served by another xvip"), "{err}");
+    assert!(lab.has_xdp("lb").unwrap(), "a refused detach detached");
     // Stop the daemon without detaching, then detach explicitly.
     lab.kill("xvip-lb").unwrap();
-    let out = sh(lab.host("lb").ns.cmd_net_only(xvip_bin()).args([
-        "detach",
-        "--interface",
-        "eth0",
-        "--pin-root",
-        &pin,
-    ]))
-    .unwrap();
+    let out = sh(&mut detach(&lab)).unwrap();
     println!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(
         !lab.has_xdp("lb").unwrap(),
