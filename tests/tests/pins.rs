@@ -491,7 +491,9 @@ fn an_interface_named_with_a_dot_like_a_vlan_is_pinned_and_adopted_across_a_rest
     start(&mut lab, "lb", &args, Some(&log_path));
     lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
         .unwrap();
-    let ok = wait_until(Duration::from_secs(5), || {
+    // The pinned program answers before the new xvip has loaded (the verifier may take
+    // seconds under load): wait for its adoption line.
+    let ok = wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("adopted the pinned state"))
     });
     assert!(
