@@ -1,7 +1,7 @@
 //! The benchmark harness behind `cargo xtask bench` (the `xvip-bench` binary): a veth lab
 //! driven by an XDP traffic generator, kernel baselines (nftables, haproxy), TCP load,
 //! control-plane timings, and the report writers: a module per part of the bench
-//! (`control`, `cost`, `pps`, `nft`, `tcp_paths`, `sync`, `startup`, `peers`) over the shared `ctx` and
+//! (`control`, `cost`, `pps`, `pps_tc`, `nft`, `tcp_paths`, `sync`, `startup`, `peers`) over the shared `ctx` and
 //! `setup`; the binary keeps the command line and the targets. Nothing here runs in CI.
 
 pub mod control;
@@ -11,6 +11,7 @@ pub mod frame;
 pub mod nft;
 pub mod peers;
 pub mod pps;
+pub mod pps_tc;
 pub mod raw_gen;
 pub mod report;
 pub mod setup;

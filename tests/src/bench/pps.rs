@@ -115,7 +115,7 @@ fn measure_xdp(
 }
 
 /// Warm-up long enough to send every flow about twice at ~1 Mpps.
-fn warm_for(flows: u32) -> Duration {
+pub fn warm_for(flows: u32) -> Duration {
     Duration::from_millis(300) + Duration::from_micros(2 * flows as u64)
 }
 
@@ -336,7 +336,7 @@ fn test_run_once(prog: &Xdp, frame: &[u8]) -> Result<Vec<u8>> {
 /// through `BPF_PROG_TEST_RUN` once. Without this the lab's virtual backends never answer
 /// and "established" flows would stay unconfirmed (and beyond `UNCONFIRMED_SIZE` flows,
 /// churn that LRU map).
-fn confirm_flows(dp: &Dataplane, spec: &GenSpec) -> Result<()> {
+pub fn confirm_flows(dp: &Dataplane, spec: &GenSpec) -> Result<()> {
     let span = u32::from(spec.port_span.max(1));
     for i in 0..spec.flows {
         let src = Ipv4Addr::from(u32::from(spec.src_base).wrapping_add(i / span));

@@ -18,6 +18,7 @@ use tests::bench::{
     nft::nft_part,
     peers::peers_part,
     pps::{TWO_ARM_LIMIT, TWO_ARM_XVIP, pps_part, two_arm_part},
+    pps_tc::pps_tc_part,
     report::{Machine, PpsRow, Report, Target},
     startup::startup_part,
     sync::sync_part,
@@ -40,7 +41,7 @@ struct Args {
     /// CPUs the XDP generator uses, one pinned thread each.
     #[arg(long, default_value_t = 1)]
     gen_cpus: u32,
-    /// Only these parts: maglev,memory,startup,peers,cost,pps,two-arm,nft,tcp,sync (default: all).
+    /// Only these parts: maglev,memory,startup,peers,cost,pps,two-arm,pps-tc,nft,tcp,sync (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory (default: $XVIP_BENCH_OUT, else target/bench).
@@ -125,7 +126,7 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 10] = [
+    let parts: [(&str, Part); 11] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("startup", startup_part),
@@ -133,6 +134,7 @@ fn run(args: Args) -> Result<()> {
         ("cost", cost_part),
         ("pps", pps_part),
         ("two-arm", two_arm_part),
+        ("pps-tc", pps_tc_part),
         ("nft", nft_part),
         ("tcp", tcp_part),
         ("sync", sync_part),
