@@ -375,3 +375,126 @@ fn attach_tc_translates_frames_with_checksums_left_to_offload() {
         "only {bytes} bytes to the VIP through tc"
     );
 }
+
+/// The XDP program `xdp-loader` (xdp-tools) installs on the lb's eth0 for one object: a
+/// libxdp dispatcher where the kernel lets libxdp make one, else (extension programs
+/// refused, as on the lab kernel: docs/operations.md) the object's program itself.
+fn xdp_loader(lab: &Lab, c: &Cleanup, args: &[&str]) -> String {
+    let mut cmd = lab.host("lb").ns.cmd_net_only("xdp-loader");
+    // libxdp pins its dispatcher under $LIBXDP_BPFFS/xdp: this test's own root.
+    cmd.args(args).env("LIBXDP_BPFFS", &c.root);
+    let out = sh(&mut cmd).unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// xdp-filter's pass-everything program, from the xdp-tools package.
+fn xdp_filter_object() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|d| Some(d.ok()?.path().join("bpf/xdpfilt_alw_all.o")))
+        .chain([PathBuf::from("/usr/lib/bpf/xdpfilt_alw_all.o")])
+        .find(|p| p.is_file())
+        .expect("xdpfilt_alw_all.o (xdp-tools) is installed")
+}
+
+#[test]
+fn auto_beside_a_program_xdp_loader_installed_serves_through_tc_and_xdp_loader_still_owns_it() {
+    let _one = serial();
+    let dir = TempDir::new("atxl");
+    let (c, mut lab) = lab("atxl");
+    std::fs::create_dir_all(&c.root).unwrap();
+    let obj = xdp_filter_object();
+    xdp_loader(
+        &lab,
+        &c,
+        &["load", "-m", "native", "eth0", obj.to_str().unwrap()],
+    );
+    let listed = |lab: &Lab| xdp_loader(lab, &c, &["status", "eth0"]).contains("xdpfilt_alw_all");
+    assert!(listed(&lab), "xdp-loader does not list its program");
+    let id = xdp_prog(&lab).expect("xdp-loader attached a program");
+
+    let log = dir.path("xvip.log");
+    start_attached(&mut lab, &c, "auto", &log);
+    lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("--attach auto"))
+        .unwrap_or_else(|| panic!("no line says where and why: {text}"));
+    assert!(
+        line.contains(&format!("id {id}")) && line.contains("tc ingress"),
+        "{line}"
+    );
+    assert_eq!(xdp_prog(&lab), Some(id), "xvip replaced xdp-loader's program");
+    assert_eq!(tc_progs(&lab), vec!["xvip_tc".to_string()]);
+    assert!(listed(&lab), "xdp-loader lost its program while xvip runs");
+
+    // xvip gone: xdp-loader's program is as it was, and xdp-loader can still remove it.
+    stop(&mut lab);
+    assert_eq!(xdp_prog(&lab), Some(id), "stopping xvip touched the program");
+    assert!(tc_progs(&lab).is_empty(), "the tc program stayed");
+    assert!(listed(&lab));
+    xdp_loader(&lab, &c, &["unload", "--all", "eth0"]);
+    assert_eq!(xdp_prog(&lab), None, "xdp-loader could not unload its program");
+}
+
+#[test]
+fn a_restart_from_tc_to_xdp_adopts_the_pinned_state_and_removes_the_tc_link() {
+    let _one = serial();
+    let dir = TempDir::new("atsw");
+    let (c, mut lab) = lab("atsw");
+    start_attached(&mut lab, &c, "tc", &dir.path("1.log"));
+    lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                std::fs::read_to_string(dir.path("1.log")).unwrap()
+            )
+        });
+    let pins = c.root.join(c.netns[0].to_string()).join("eth0");
+    assert!(pins.join("tc").exists());
+    assert_eq!(xdp_prog(&lab), None);
+
+    // Killed, restarted at XDP: the maps are adopted, the tc link goes once XDP serves.
+    lab.kill("xvip-lb").unwrap();
+    let log = dir.path("2.log");
+    start_attached(&mut lab, &c, "xdp", &log);
+    lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("adopted the pinned state"), "{text}");
+    assert_eq!(lab.xvip_status("lb").unwrap().xdp_mode, "native");
+    assert!(xdp_prog(&lab).is_some(), "not attached at XDP");
+    assert!(
+        wait_until(Duration::from_secs(5), || tc_progs(&lab).is_empty()),
+        "the earlier mode's tc program stayed: {:?}",
+        tc_progs(&lab)
+    );
+    assert!(!pins.join("tc").exists(), "the tc pin stayed");
+    assert!(pins.join("link").exists(), "the XDP link is not pinned");
+
+    stop(&mut lab);
+    assert_eq!(xdp_prog(&lab), None);
+    assert!(!pins.exists(), "pins left after the stop");
+}
+
+#[test]
+fn tc_and_auto_with_two_interfaces_are_refused_in_one_line_with_exit_2() {
+    for attach in ["tc", "auto"] {
+        let out = std::process::Command::new(xvip_bin())
+            .args(["run", "--interface", "eth0", "--interface", "eth1"])
+            .args(["--backend", "192.0.2.11", "--vip", VIP, "--attach", attach])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{attach}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{attach}: {err}");
+        assert!(
+            lines[0].contains("--attach") && lines[0].contains(attach),
+            "{attach}: {}",
+            lines[0]
+        );
+    }
+}

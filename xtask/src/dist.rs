@@ -224,9 +224,13 @@ fn deb(inputs: &Inputs, p: &Payload, work: &Path, out: &Path) -> Result<PathBuf>
     )?;
     fs::write(control.join("conffiles"), "/etc/xvip/xvip.toml\n")?;
     // Maintainer scripts: systemd sees a new or changed unit, an upgrade restarts a running
-    // xvip on the new binary (the pins keep its flows; VRRP hands the VIP over meanwhile),
-    // removal stops it (SIGTERM: hand over, then detach). Nothing when installing into
-    // another root (DPKG_ROOT) or without systemd.
+    // xvip on the new binary (the example config's keep_attached leaves the program and
+    // pins serving through the restart and the new binary adopts them; VRRP hands the VIP
+    // over meanwhile), removal stops it (SIGTERM: hand over) and then detaches what a
+    // keep_attached stop left: each interface pinned under the default pin root in this
+    // network namespace (`xvip detach`, directory names decoded as `pins::pin_name`
+    // encodes them). Nothing when installing into another root (DPKG_ROOT) or without
+    // systemd.
     let script = |name: &str, body: &str| -> Result<()> {
         let path = control.join(name);
         fs::write(
@@ -248,7 +252,15 @@ fn deb(inputs: &Inputs, p: &Payload, work: &Path, out: &Path) -> Result<PathBuf>
     )?;
     script(
         "prerm",
-        "if [ \"$1\" = remove ]; then systemctl stop xvip.service || true; fi\n",
+        "if [ \"$1\" = remove ]; then\n\
+         \tsystemctl stop xvip.service || true\n\
+         \tns=$(stat -L -c %i /proc/self/ns/net) || exit 0\n\
+         \tfor d in /sys/fs/bpf/xvip/\"$ns\"/*/; do\n\
+         \t\t[ -d \"$d\" ] || continue\n\
+         \t\tiface=$(basename \"$d\" | sed -e 's/%2e/./g' -e 's/%25/%/g')\n\
+         \t\t/usr/bin/xvip detach --interface \"$iface\" || true\n\
+         \tdone\n\
+         fi\n",
     )?;
     script(
         "postrm",

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 pub const DEMO: &[(&str, &str)] = &[("ip", "iproute2"), ("ethtool", "ethtool"), ("curl", "curl")];
 /// ... and what the tests need on top (VRRP interop, kubectl, nsenter/setpriv, a packet
 /// crafter for the blind RST sweep, BIRD as the routed-mode lab's BGP router and nodes,
-/// ping for ICMPv6 echo through the IPv6 VIP).
+/// ping for ICMPv6 echo through the IPv6 VIP, xdp-loader as a neighbour on the interface).
 pub const TEST: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
@@ -23,6 +23,7 @@ pub const TEST: &[(&str, &str)] = &[
     ("bird", "bird2"),
     ("ping", "iputils-ping"),
     ("nft", "nftables"),
+    ("xdp-loader", "xdp-tools"),
 ];
 /// ... what `dist` builds and checks the packages with.
 pub const DIST: &[(&str, &str)] = &[
