@@ -3,7 +3,9 @@
 //! neighbour keeps XDP, sees the traffic and applies its own policy; stopping xvip leaves
 //! the neighbour as it was; `tc` pins its link and a restart adopts it; `xdp` still refuses
 //! the neighbour in one line with exit status 2; tc mode translates frames whose checksums
-//! the sender left to offload (`CHECKSUM_PARTIAL`).
+//! the sender left to offload (`CHECKSUM_PARTIAL`); beside a program xdp-loader installed;
+//! a restart from tc to XDP; tc on an interface named like a VLAN and 802.1Q-tagged frames
+//! (handed on, counted); tc/auto refuse several interfaces.
 
 use std::{
     net::Ipv4Addr,
@@ -135,8 +137,13 @@ fn xdp_prog(lab: &Lab) -> Option<u32> {
 
 /// The names of the tcx ingress programs on the lb's eth0.
 fn tc_progs(lab: &Lab) -> Vec<String> {
-    in_netns(&lab.host("lb").ns.name, || {
-        aya::programs::SchedClassifier::query_tcx(c"eth0", aya::programs::TcAttachType::Ingress)
+    tc_progs_on(lab, c"eth0")
+}
+
+/// ... on the lb's `ifname`.
+fn tc_progs_on(lab: &Lab, ifname: &'static std::ffi::CStr) -> Vec<String> {
+    in_netns(&lab.host("lb").ns.name, move || {
+        aya::programs::SchedClassifier::query_tcx(ifname, aya::programs::TcAttachType::Ingress)
             .map(|(_, p)| {
                 p.iter()
                     .map(|i| i.name_as_str().unwrap_or("").to_string())
@@ -497,4 +504,133 @@ fn tc_and_auto_with_two_interfaces_are_refused_in_one_line_with_exit_2() {
             lines[0]
         );
     }
+}
+
+/// Sends `n` 802.1Q-tagged (VLAN 100) TCP SYNs from the client's eth0 to the VIP, port
+/// 6443, to `dst` (the lb's MAC), through an `AF_PACKET` socket (the lab kernel has no VLAN
+/// devices: `CONFIG_VLAN_8021Q` is off).
+fn tagged_syns_to_vip(lab: &Lab, dst: [u8; 6], n: usize) {
+    let src = tests::flood::mac_of(lab, "client").unwrap();
+    in_netns(&lab.host("client").ns.name, move || {
+        let mut f = Vec::with_capacity(58);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 100, 0x08, 0x00]);
+        let ip_start = f.len();
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&[192, 0, 2, 10, 192, 0, 2, 100]);
+        let mut sum: u32 = f[ip_start..]
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        f[ip_start + 10..ip_start + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        // TCP: 40000 -> 6443, SYN, no options (the checksum is not what is tested).
+        f.extend_from_slice(&[0x9c, 0x40, 0x19, 0x2b, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02]);
+        f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+        // SAFETY: plain syscalls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket");
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&dst);
+            for _ in 0..n {
+                let r = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&raw const sll).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(r, f.len() as isize, "sendto");
+            }
+            libc::close(fd);
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn attach_tc_on_an_interface_named_like_a_vlan_pins_it_and_passes_tagged_frames_counted() {
+    let _one = serial();
+    let dir = TempDir::new("atvlan");
+    let (c, mut lab) = lab("atvlan");
+    let lb_mac = tests::flood::mac_of(&lab, "lb").unwrap();
+    // `eth0.100` is what a VLAN interface is called (bpffs refuses the dot in a pin name).
+    let h = lab.host("lb");
+    for args in [
+        &["link", "set", "eth0", "down"][..],
+        &["link", "set", "eth0", "name", "eth0.100"],
+        &["link", "set", "eth0.100", "up"],
+    ] {
+        h.ns.ip(args).unwrap();
+    }
+    let run = |lab: &mut Lab, log: &Path| {
+        let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
+        cmd.args(["run", "--interface", "eth0.100", "--backend", "192.0.2.11"])
+            .args(["--vip", VIP, "--attach", "tc", "--pin-root"])
+            .arg(&c.root)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        lab.spawn("xvip-lb", cmd).unwrap();
+        if let Err(e) = lab.wait_attached("lb") {
+            panic!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+    };
+    run(&mut lab, &dir.path("1.log"));
+    lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                std::fs::read_to_string(dir.path("1.log")).unwrap()
+            )
+        });
+    assert_eq!(lab.xvip_status("lb").unwrap().xdp_mode, "tc");
+    assert_eq!(tc_progs_on(&lab, c"eth0.100"), vec!["xvip_tc".to_string()]);
+    let pins = c.root.join(c.netns[0].to_string()).join("eth0%2e100");
+    assert!(pins.join("tc").exists(), "no tc pin in {}", pins.display());
+
+    // Tagged frames for the VIP reach tc with the tag already in the skb: handed on
+    // untranslated, each counted, none forwarded.
+    let reasons = |lab: &Lab| lab.xvip_status("lb").unwrap().reasons;
+    let before = reasons(&lab);
+    let get = |r: &std::collections::BTreeMap<String, u64>, k: &str| r.get(k).copied().unwrap_or(0);
+    tagged_syns_to_vip(&lab, lb_mac, 5);
+    let counted = wait_until(Duration::from_secs(5), || {
+        get(&reasons(&lab), "pass_tc_unhandled") >= get(&before, "pass_tc_unhandled") + 5
+    });
+    let after = reasons(&lab);
+    assert!(counted, "tagged frames not counted: {before:?} -> {after:?}");
+    assert_eq!(
+        get(&after, "pass_tc_unhandled"),
+        get(&before, "pass_tc_unhandled") + 5,
+        "{after:?}"
+    );
+
+    // Killed: the pinned tc program keeps serving; the next xvip replaces it in place.
+    lab.kill("xvip-lb").unwrap();
+    lab.curl("client", &whoami(), Duration::from_secs(5))
+        .expect("the pinned tc program stopped serving with xvip down");
+    let log = dir.path("2.log");
+    run(&mut lab, &log);
+    lab.curl_until_ok("client", &whoami(), Duration::from_secs(15))
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("replaced the pinned tc program in place"),
+        "{text}"
+    );
+    assert!(text.contains("adopted the pinned state"), "{text}");
+    assert_eq!(tc_progs_on(&lab, c"eth0.100"), vec!["xvip_tc".to_string()]);
+
+    stop(&mut lab);
+    assert!(tc_progs_on(&lab, c"eth0.100").is_empty());
+    assert!(!pins.exists(), "pins left after the stop");
 }

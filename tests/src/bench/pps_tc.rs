@@ -5,7 +5,10 @@
 //! path of `g0` and the receive path of `l0`, on the generator's CPU: these rows compare
 //! the two attach points with each other, not with the `xdp`-generator rows of `pps`.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use xvip::{
@@ -25,8 +28,6 @@ use super::{
         run_stats, with_netns,
     },
 };
-use std::sync::atomic::Ordering;
-
 /// Generator name of these rows.
 const GENERATOR: &str = "raw";
 
