@@ -433,17 +433,29 @@ fn auto_beside_a_program_xdp_loader_installed_serves_through_tc_and_xdp_loader_s
         line.contains(&format!("id {id}")) && line.contains("tc ingress"),
         "{line}"
     );
-    assert_eq!(xdp_prog(&lab), Some(id), "xvip replaced xdp-loader's program");
+    assert_eq!(
+        xdp_prog(&lab),
+        Some(id),
+        "xvip replaced xdp-loader's program"
+    );
     assert_eq!(tc_progs(&lab), vec!["xvip_tc".to_string()]);
     assert!(listed(&lab), "xdp-loader lost its program while xvip runs");
 
     // xvip gone: xdp-loader's program is as it was, and xdp-loader can still remove it.
     stop(&mut lab);
-    assert_eq!(xdp_prog(&lab), Some(id), "stopping xvip touched the program");
+    assert_eq!(
+        xdp_prog(&lab),
+        Some(id),
+        "stopping xvip touched the program"
+    );
     assert!(tc_progs(&lab).is_empty(), "the tc program stayed");
     assert!(listed(&lab));
     xdp_loader(&lab, &c, &["unload", "--all", "eth0"]);
-    assert_eq!(xdp_prog(&lab), None, "xdp-loader could not unload its program");
+    assert_eq!(
+        xdp_prog(&lab),
+        None,
+        "xdp-loader could not unload its program"
+    );
 }
 
 #[test]
@@ -607,7 +619,10 @@ fn attach_tc_on_an_interface_named_like_a_vlan_pins_it_and_passes_tagged_frames_
         get(&reasons(&lab), "pass_tc_unhandled") >= get(&before, "pass_tc_unhandled") + 5
     });
     let after = reasons(&lab);
-    assert!(counted, "tagged frames not counted: {before:?} -> {after:?}");
+    assert!(
+        counted,
+        "tagged frames not counted: {before:?} -> {after:?}"
+    );
     assert_eq!(
         get(&after, "pass_tc_unhandled"),
         get(&before, "pass_tc_unhandled") + 5,
