@@ -628,7 +628,7 @@ fn routed_mode_with_bird_every_node_exports_the_service_and_local_only_where_end
             METRICS,
         ];
         args.extend(services_args(POOL, &kc));
-        args.extend(["--services-node-name", h]);
+        args.extend(["--services-pool", POOL6, "--services-node-name", h]);
         lab.start_xvip(h, &args).expect("xvip");
     }
     wait_attached(&lab, "lb1");
@@ -649,7 +649,18 @@ fn routed_mode_with_bird_every_node_exports_the_service_and_local_only_where_end
             .ip(&["route", "show", "table", "200"])
             .unwrap_or_default()
     };
-    create(&lab, "web", json!({}), json!({}));
+    let routes6 = |lab: &Lab| {
+        lab.host("lb1")
+            .ns
+            .ip(&["-6", "route", "show", "table", "200"])
+            .unwrap_or_default()
+    };
+    create(
+        &lab,
+        "web",
+        json!({}),
+        json!({"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"}),
+    );
     let took = wait_for(Duration::from_secs(10), "the Service's route", || {
         routes(&lab).contains(&format!("{FIRST} dev eth0"))
     });
@@ -668,6 +679,11 @@ fn routed_mode_with_bird_every_node_exports_the_service_and_local_only_where_end
     );
     assert!(svc_status(&lab, "lb1", FIRST).is_some_and(|(_, a, _)| a));
     assert!(svc_status(&lab, "lb2", FIRST).is_some_and(|(_, a, _)| a));
+    // The IPv6 address as a /128 beside it (BIRD here exports IPv4 only).
+    wait_for(Duration::from_secs(5), "the Service's /128", || {
+        routes6(&lab).contains(&format!("{FIRST6} dev eth0"))
+    });
+    assert!(svc_status(&lab, "lb1", FIRST6).is_some_and(|(_, a, _)| a));
     let (code, _) = api(
         &lab,
         "DELETE",
@@ -677,8 +693,8 @@ fn routed_mode_with_bird_every_node_exports_the_service_and_local_only_where_end
     assert_eq!(code, 200);
     wait_for(
         Duration::from_secs(5),
-        "the Service's route withdrawn",
-        || !routes(&lab).contains(FIRST),
+        "the Service's routes withdrawn",
+        || !routes(&lab).contains(FIRST) && !routes6(&lab).contains(FIRST6),
     );
     wait_for(
         Duration::from_secs(10),

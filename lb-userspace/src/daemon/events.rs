@@ -344,22 +344,23 @@ impl Daemon {
             .filter(|a| !self.service_addrs.contains(a))
             .copied()
             .collect();
-        let gone: Vec<Ipv4Addr> = self
-            .service_addrs
-            .iter()
-            .filter(|a| !v4.contains(a))
-            .copied()
-            .collect();
         self.service_addrs = v4;
-        // Routed mode: the Service /32s ride with the VIPs' routes (announced while this
-        // node can serve, withdrawn with them); gone ones are withdrawn now.
+        // Routed mode: the Service /32s (and, svc, IPv6 /128s) ride with the VIPs' routes
+        // (announced while this node can serve, withdrawn with them); gone ones are
+        // withdrawn now.
         if let Some(spec) = &mut self.route_spec {
+            let before = std::mem::take(&mut spec.vips);
             spec.vips = self
                 .settings
                 .vips
                 .iter()
-                .map(|v| v.addr)
-                .chain(self.service_addrs.iter().copied())
+                .map(|v| std::net::IpAddr::V4(v.addr))
+                .chain(self.service_addrs.iter().map(|a| (*a).into()))
+                .chain(self.service6_addrs.iter().map(|a| (*a).into()))
+                .collect();
+            let gone: Vec<std::net::IpAddr> = before
+                .into_iter()
+                .filter(|a| !spec.vips.contains(a))
                 .collect();
             if !gone.is_empty() {
                 let old = crate::announce::route::RouteSpec {
@@ -404,7 +405,7 @@ impl Daemon {
 
     /// The IPv6 Service addresses changed (`--services`, svc): the NDP sockets hold their
     /// solicited-node groups, new ones are advertised at once while this node announces.
-    /// Routed mode does not route them (IPv4 /32s only, for now).
+    /// Routed mode routes them as /128s (`on_services`).
     fn on_services6(&mut self, addrs: &BTreeSet<std::net::IpAddr>) {
         let v6: Vec<std::net::Ipv6Addr> = addrs
             .iter()

@@ -104,7 +104,7 @@ impl Daemon {
         }
         let route_spec =
             (settings.announce == Announce::Route).then(|| crate::announce::route::RouteSpec {
-                vips: settings.vips.iter().map(|v| v.addr).collect(),
+                vips: settings.vips.iter().map(|v| v.addr.into()).collect(),
                 ifindex: iface.index,
                 table: settings.route_table,
             });
@@ -454,19 +454,16 @@ pub(super) async fn status_endpoint(
                     let Some(addr) = a.address.as_deref().and_then(|x| x.parse().ok()) else {
                         continue;
                     };
-                    // svc: IPv6 Service addresses are answered over NDP (not routed yet).
+                    // svc: IPv6 Service addresses are answered over NDP, routed as /128s.
                     let v4 = matches!(addr, std::net::IpAddr::V4(_));
-                    let can = v4 || (!routed && !ndp.is_empty());
+                    let can = v4 || routed || !ndp.is_empty();
                     a.announced = set.contains(&addr) && can && announcing;
                     if set.contains(&addr) {
                         a.why = match (can, announcing) {
                             (true, true) => None,
-                            (false, _) => Some(if routed {
-                                "routed mode routes IPv4 Service addresses only (no /128 yet)"
-                                    .into()
-                            } else {
-                                "no NDP socket on this node (IPv6 unavailable?)".into()
-                            }),
+                            (false, _) => {
+                                Some("no NDP socket on this node (IPv6 unavailable?)".into())
+                            }
                             (true, false) => Some(if routed {
                                 "routed mode: the routes are withdrawn (see route)".into()
                             } else {
