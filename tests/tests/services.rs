@@ -820,6 +820,18 @@ const POD6: &str = "2001:db8::12";
 /// The IPv6 Service range: ::a0-::a7, no lab host's.
 const POOL6: &str = "2001:db8::a0/125";
 const FIRST6: &str = "2001:db8::a0";
+/// [`FIRST6`]'s solicited-node group as `ip -6 maddr` prints it.
+const GROUP6: &str = "ff02::1:ff00:a0";
+
+/// Whether `host`'s eth0 is in multicast group `group`.
+fn holds_group(lab: &Lab, host: &str, group: &str) -> bool {
+    lab.host(host)
+        .ns
+        .ip(&["-6", "maddr", "show", "dev", "eth0"])
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|w| w == group)
+}
 
 #[test]
 fn a_dual_stack_service_gets_one_address_of_each_family_both_answered_and_both_fail_over() {
@@ -884,6 +896,15 @@ fn a_dual_stack_service_gets_one_address_of_each_family_both_answered_and_both_f
         lb1_mac,
         "NDP answered by the owner"
     );
+    // Both nodes hold the address's solicited-node group (a snooping switch forwards its
+    // solicitations to whichever becomes the owner).
+    for h in ["lb1", "lb2"] {
+        wait_for(
+            Duration::from_secs(5),
+            "the solicited-node group joined",
+            || holds_group(&lab, h, GROUP6),
+        );
+    }
     let ndp = status(&lab, "lb1").unwrap().ndp.expect("lb1's NDP sockets");
     assert!(
         ndp.answered >= 1,
@@ -961,4 +982,16 @@ fn a_dual_stack_service_gets_one_address_of_each_family_both_answered_and_both_f
             .unwrap_or_else(|e| panic!("{url} through lb2: {e:#}"));
         assert_eq!(body.trim(), "m2", "{url}");
     }
+    // The Service gone: its address is no longer answered and its group is left.
+    let (code, _) = api(
+        &lab,
+        "DELETE",
+        "/api/v1/namespaces/default/services/dual",
+        None,
+    );
+    assert_eq!(code, 200);
+    wait_for(Duration::from_secs(5), "lb2 leaves the group", || {
+        !holds_group(&lab, "lb2", GROUP6)
+    });
+    assert!(svc_status(&lab, "lb2", FIRST6).is_none());
 }
