@@ -305,17 +305,11 @@ fn syns_the_masters_cannot_answer_never_empty_the_table() {
     )
     .expect("the client connects");
     let attack = |secs: u64| FloodSpec {
-        src_base: Ipv4Addr::new(203, 0, 113, 0),
-        addresses: 256,
-        first_port: 2000,
-        port_span: 60_000,
-        dst: vip(),
-        dport: 6443,
-        flags: SYN,
         bad_checksum: true,
         max_frames: 300 * secs,
         max_time: Duration::from_secs(secs + 5),
         max_rate: Some(300.0),
+        ..syn_flood()
     };
     // Alone, for 3 s.
     let flood = Flood::start(&lab, "attacker", "lb", attack(3)).expect("flood");
