@@ -88,6 +88,8 @@ pub(super) struct Daemon {
     pub(super) telling: [Arc<std::sync::atomic::AtomicBool>; 2],
     /// What the tracked interfaces and the witness say (`track`): both VRRP instances listen.
     pub(super) fault_rx: watch::Receiver<crate::announce::vrrp::Tracked>,
+    /// elect (#23): the running elections' configured priority, set again by SIGHUP.
+    pub(super) vrrp_priority: Vec<crate::announce::vrrp::PrioritySetter>,
     /// The notify hooks (`--notify-exec`, `--notify-fifo`), told of every state change.
     pub(super) notifier: Option<crate::announce::vrrp::notify::Notifier>,
     /// The Services task's report (`--services`).
@@ -437,6 +439,13 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 super::startup::log_unapplied(&self.settings, &new);
+                // elect (#23): a new VRRP priority applies live, as keepalived's reload.
+                if let (Some(old), Some(v)) = (&mut self.settings.vrrp, &new.vrrp) {
+                    old.priority = v.priority;
+                    for p in &self.vrrp_priority {
+                        p.set(v.priority);
+                    }
+                }
                 // Roles first: the tables written below already hold the reloaded ones.
                 let backups: Vec<SocketAddr> =
                     crate::control::reconcile::backups_of(&new).collect();

@@ -200,6 +200,7 @@ impl Daemon {
             vrrp_report: None,
             telling: Default::default(),
             fault_rx,
+            vrrp_priority: Vec::new(),
             notifier,
         };
         Ok((d, sources))
