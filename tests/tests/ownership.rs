@@ -363,20 +363,6 @@ fn a_client_in_the_flow_table_learns_the_new_owner_at_once() {
     drop(conn);
 }
 
-/// `node_args` for `priority` in a configuration file (`vrrp_priority`, read again on
-/// SIGHUP) instead of the `--vrrp-priority` flag.
-fn args_with_priority_file(cfg: &std::path::Path, priority: u8) -> Vec<String> {
-    std::fs::write(cfg, format!("vrrp_priority = {priority}\n")).expect("config");
-    let mut args = node_args(priority, &[]);
-    let at = args
-        .iter()
-        .position(|a| a == "--vrrp-priority")
-        .expect("--vrrp-priority");
-    args.drain(at..at + 2);
-    args.extend(["--config".into(), cfg.to_string_lossy().into_owned()]);
-    args
-}
-
 /// A SIGHUP with a new priority applies live (keepalived's reload): lb1 (150) lowered to
 /// 50 hands the VIP to the preempting lb2 (100), raised to 200 it takes it back. Each
 /// handover: at most one ARP sample with two owners (a preemption: the new master answers
@@ -387,7 +373,7 @@ fn a_sighup_with_a_new_priority_hands_the_vip_over_and_back() {
     let dir = tests::lab::TempDir::new("ownhup");
     let mut lab = lab("ownh", 2, None);
     let cfg = dir.path("lb1.toml");
-    let args = args_with_priority_file(&cfg, 150);
+    let args = node_args_priority_file(&cfg, 150, &[]);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     start_xvip_logged(&mut lab, "lb1", &a, &[], &dir.path("lb1.log"));
     wait_attached(&lab, "lb1");
@@ -426,14 +412,15 @@ fn a_sighup_with_a_new_priority_hands_the_vip_over_and_back() {
     let (first, second): (Vec<_>, Vec<_>) = samples.into_iter().partition(|s| s.at < up.0);
     let (gap1, n1, two1) = assert_one_arp_owner_but_handover(
         &first,
-        |t| (t < down.0).then(|| lb1.clone()).or_else(|| (t > down.1).then(|| lb2.clone())),
+        |t| {
+            (t < down.0)
+                .then(|| lb1.clone())
+                .or_else(|| (t > down.1).then(|| lb2.clone()))
+        },
         Some(down),
     );
-    let (gap2, n2, two2) = assert_one_arp_owner_but_handover(
-        &second,
-        |t| (t > up.1).then(|| lb1.clone()),
-        Some(up),
-    );
+    let (gap2, n2, two2) =
+        assert_one_arp_owner_but_handover(&second, |t| (t > up.1).then(|| lb1.clone()), Some(up));
     println!(
         "lowered: {n1} samples, longest without an owner {gap1:?}, {two1} with two; raised: {n2} samples, {gap2:?}, {two2}"
     );

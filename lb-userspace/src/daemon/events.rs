@@ -122,7 +122,7 @@ pub(super) struct Sources {
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     pub(super) other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
-    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Solicitation)>,
+    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::wire::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub(super) discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
     /// The Service addresses to announce (`--services`).
@@ -392,7 +392,7 @@ impl Daemon {
     }
 
     /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
-    fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
+    fn on_ns(&self, n: usize, ns: &crate::wire::ndp::Solicitation) {
         if !self.announcing6() {
             return;
         }

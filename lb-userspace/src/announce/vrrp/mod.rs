@@ -216,7 +216,8 @@ pub struct PrioritySetter(Arc<watch::Sender<u8>>);
 impl PrioritySetter {
     /// Sets the configured priority; nothing happens when it is the current one.
     pub fn set(&self, priority: u8) {
-        self.0.send_if_modified(|p| std::mem::replace(p, priority) != priority);
+        self.0
+            .send_if_modified(|p| std::mem::replace(p, priority) != priority);
     }
 }
 
