@@ -632,7 +632,6 @@ mod tests {
             assert!(Solicitation::parse(&NS[..n]).is_err(), "{n} bytes");
         }
     }
-
 }
 
 /// Bounded fuzzing of the parsers: whatever arrives on the packet socket.
