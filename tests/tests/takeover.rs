@@ -167,11 +167,14 @@ fn a_v6_client_in_the_flow_table_learns_the_new_owner_from_the_unicast_advertise
     let t0 = Instant::now();
     lab.procs[i].signal(libc::SIGTERM);
     let (mut master_at, mut client_at) = (None, None);
-    while t0.elapsed() < Duration::from_secs(10) && client_at.is_none() {
+    // Both watched until both are seen (a status poll takes longer than the neighbour
+    // table's: the client may be seen switched before lb2 is seen master).
+    while t0.elapsed() < Duration::from_secs(10) && (client_at.is_none() || master_at.is_none())
+    {
         if master_at.is_none() && state6(&lab, "lb2") == "master" {
             master_at = Some(t0.elapsed());
         }
-        if client_vip6(&lab).0 == lb2 {
+        if client_at.is_none() && client_vip6(&lab).0 == lb2 {
             client_at = Some(t0.elapsed());
         }
         thread::sleep(Duration::from_millis(10));
