@@ -106,9 +106,11 @@ fn a_v6_client_in_the_flow_table_learns_the_new_owner_from_the_unicast_advertise
         lab.start_xvip(host, &args).expect("start xvip");
         wait_attached(&lab, host);
     }
-    wait_for(Duration::from_secs(8), "lb1 master, lb2 backup (v6)", || {
-        state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup"
-    });
+    wait_for(
+        Duration::from_secs(8),
+        "lb1 master, lb2 backup (v6)",
+        || state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup",
+    );
 
     // The client drops unsolicited advertisements to all nodes: only a unicast one can
     // move its entry.
@@ -169,8 +171,7 @@ fn a_v6_client_in_the_flow_table_learns_the_new_owner_from_the_unicast_advertise
     let (mut master_at, mut client_at) = (None, None);
     // Both watched until both are seen (a status poll takes longer than the neighbour
     // table's: the client may be seen switched before lb2 is seen master).
-    while t0.elapsed() < Duration::from_secs(10) && (client_at.is_none() || master_at.is_none())
-    {
+    while t0.elapsed() < Duration::from_secs(10) && (client_at.is_none() || master_at.is_none()) {
         if master_at.is_none() && state6(&lab, "lb2") == "master" {
             master_at = Some(t0.elapsed());
         }
