@@ -88,6 +88,8 @@ pub(super) struct Daemon {
     pub(super) telling: [Arc<std::sync::atomic::AtomicBool>; 2],
     /// What the tracked interfaces and the witness say (`track`): both VRRP instances listen.
     pub(super) fault_rx: watch::Receiver<crate::announce::vrrp::Tracked>,
+    /// elect (#23): the running elections' configured priority, set again by SIGHUP.
+    pub(super) vrrp_priority: Vec<crate::announce::vrrp::PrioritySetter>,
     /// The notify hooks (`--notify-exec`, `--notify-fifo`), told of every state change.
     pub(super) notifier: Option<crate::announce::vrrp::notify::Notifier>,
     /// The Services task's report (`--services`).
@@ -123,7 +125,7 @@ pub(super) struct Sources {
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     pub(super) other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
-    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Solicitation)>,
+    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::wire::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub(super) discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
     /// The Service addresses to announce (`--services`).
@@ -436,7 +438,7 @@ impl Daemon {
     /// A neighbour solicitation: answered for our IPv6 addresses while announcing them
     /// (the v6 VIPs by the IPv6 election's master; the IPv6 Service addresses, svc, by the
     /// IPv4 one's, which owns every Service address).
-    fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
+    fn on_ns(&self, n: usize, ns: &crate::wire::ndp::Solicitation) {
         let Some((i, ndp)) = self.ndp.get(n) else {
             return;
         };
@@ -489,6 +491,13 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 super::startup::log_unapplied(&self.settings, &new);
+                // elect (#23): a new VRRP priority applies live, as keepalived's reload.
+                if let (Some(old), Some(v)) = (&mut self.settings.vrrp, &new.vrrp) {
+                    old.priority = v.priority;
+                    for p in &self.vrrp_priority {
+                        p.set(v.priority);
+                    }
+                }
                 // Roles first: the tables written below already hold the reloaded ones.
                 let backups: Vec<SocketAddr> =
                     crate::control::reconcile::backups_of(&new).collect();
