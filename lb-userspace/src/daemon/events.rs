@@ -88,6 +88,8 @@ pub(super) struct Daemon {
     pub(super) telling: [Arc<std::sync::atomic::AtomicBool>; 2],
     /// What the tracked interfaces and the witness say (`track`): both VRRP instances listen.
     pub(super) fault_rx: watch::Receiver<crate::announce::vrrp::Tracked>,
+    /// elect (#23): the running elections' configured priority, set again by SIGHUP.
+    pub(super) vrrp_priority: Vec<crate::announce::vrrp::PrioritySetter>,
     /// The notify hooks (`--notify-exec`, `--notify-fifo`), told of every state change.
     pub(super) notifier: Option<crate::announce::vrrp::notify::Notifier>,
     /// The Services task's report (`--services`).
@@ -95,6 +97,9 @@ pub(super) struct Daemon {
     /// The IPv4 Service addresses the statuses give (`--services`): answered and announced
     /// exactly as the VIPs, by the same owner.
     pub(super) service_addrs: Vec<Ipv4Addr>,
+    /// The IPv6 Service addresses (`--services`): answered (NDP) and advertised by the same
+    /// owner as the IPv4 ones, the IPv4 election's master.
+    pub(super) service6_addrs: Vec<std::net::Ipv6Addr>,
     /// The Services task's end of the channel, until it starts.
     pub(super) services_tx: Option<crate::services::watch::Announce>,
     /// The channel's other end (the status endpoint reads what is announced).
@@ -120,7 +125,7 @@ pub(super) struct Sources {
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     pub(super) other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
-    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Solicitation)>,
+    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::wire::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub(super) discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
     /// The Service addresses to announce (`--services`).
@@ -306,6 +311,8 @@ impl Daemon {
     fn gratuitous_arp(&self) {
         self.gratuitous_arp_for(&self.vip_addrs);
         self.gratuitous_arp_for(&self.service_addrs);
+        // --services: the IPv6 Service addresses follow the same owner (svc).
+        self.unsolicited_na_for(&self.service6_addrs);
     }
 
     fn gratuitous_arp_for(&self, addrs: &[Ipv4Addr]) {
@@ -325,6 +332,7 @@ impl Daemon {
     /// The Service addresses changed (`--services`): new ones get a gratuitous round at once
     /// while this node announces; gone ones are no longer answered.
     fn on_services(&mut self, addrs: &BTreeSet<std::net::IpAddr>) {
+        self.on_services6(addrs);
         let v4: Vec<Ipv4Addr> = addrs
             .iter()
             .filter_map(|a| match a {
@@ -338,22 +346,23 @@ impl Daemon {
             .filter(|a| !self.service_addrs.contains(a))
             .copied()
             .collect();
-        let gone: Vec<Ipv4Addr> = self
-            .service_addrs
-            .iter()
-            .filter(|a| !v4.contains(a))
-            .copied()
-            .collect();
         self.service_addrs = v4;
-        // Routed mode: the Service /32s ride with the VIPs' routes (announced while this
-        // node can serve, withdrawn with them); gone ones are withdrawn now.
+        // Routed mode: the Service /32s (and, svc, IPv6 /128s) ride with the VIPs' routes
+        // (announced while this node can serve, withdrawn with them); gone ones are
+        // withdrawn now.
         if let Some(spec) = &mut self.route_spec {
+            let before = std::mem::take(&mut spec.vips);
             spec.vips = self
                 .settings
                 .vips
                 .iter()
-                .map(|v| v.addr)
-                .chain(self.service_addrs.iter().copied())
+                .map(|v| std::net::IpAddr::V4(v.addr))
+                .chain(self.service_addrs.iter().map(|a| (*a).into()))
+                .chain(self.service6_addrs.iter().map(|a| (*a).into()))
+                .collect();
+            let gone: Vec<std::net::IpAddr> = before
+                .into_iter()
+                .filter(|a| !spec.vips.contains(a))
                 .collect();
             if !gone.is_empty() {
                 let old = crate::announce::route::RouteSpec {
@@ -382,22 +391,67 @@ impl Daemon {
     /// Unsolicited neighbour advertisements for the IPv6 addresses (the gratuitous-ARP
     /// equivalent).
     fn unsolicited_na(&self) {
+        self.unsolicited_na_for(&self.vip6_addrs);
+    }
+
+    fn unsolicited_na_for(&self, addrs: &[std::net::Ipv6Addr]) {
+        if addrs.is_empty() {
+            return;
+        }
         for (i, ndp) in &self.ndp {
-            if let Err(e) = ndp.announce(i.mac, &self.vip6_addrs) {
+            if let Err(e) = ndp.announce(i.mac, addrs) {
                 log::warn!("unsolicited neighbour advertisement on {}: {e}", i.name);
             }
         }
     }
 
-    /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
-    fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
-        if !self.announcing6() {
-            return;
+    /// The IPv6 Service addresses changed (`--services`, svc): the NDP sockets hold their
+    /// solicited-node groups, new ones are advertised at once while this node announces.
+    /// Routed mode routes them as /128s (`on_services`).
+    fn on_services6(&mut self, addrs: &BTreeSet<std::net::IpAddr>) {
+        let v6: Vec<std::net::Ipv6Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                std::net::IpAddr::V6(a) => Some(*a),
+                std::net::IpAddr::V4(_) => None,
+            })
+            .filter(|a| !self.vip6_addrs.contains(a))
+            .collect();
+        let new: Vec<std::net::Ipv6Addr> = v6
+            .iter()
+            .filter(|a| !self.service6_addrs.contains(a))
+            .copied()
+            .collect();
+        if v6 != self.service6_addrs {
+            for (i, ndp) in &self.ndp {
+                if let Err(e) = ndp.set_extra(&v6) {
+                    log::warn!("services: IPv6 Service addresses on {}: {e}", i.name);
+                }
+            }
         }
+        self.service6_addrs = v6;
+        if !new.is_empty() && self.announcing() {
+            self.unsolicited_na_for(&new);
+        }
+    }
+
+    /// A neighbour solicitation: answered for our IPv6 addresses while announcing them
+    /// (the v6 VIPs by the IPv6 election's master; the IPv6 Service addresses, svc, by the
+    /// IPv4 one's, which owns every Service address).
+    fn on_ns(&self, n: usize, ns: &crate::wire::ndp::Solicitation) {
         let Some((i, ndp)) = self.ndp.get(n) else {
             return;
         };
-        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac) {
+        let na = self
+            .announcing6()
+            .then(|| ns.answer(&self.vip6_addrs, i.mac))
+            .flatten()
+            .or_else(|| {
+                self.announcing()
+                    .then(|| ns.answer(&self.service6_addrs, i.mac))
+                    .flatten()
+            });
+        if let Some(na) = na {
             ndp.answer(ns, &na);
         }
     }
@@ -437,6 +491,13 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 super::startup::log_unapplied(&self.settings, &new);
+                // elect (#23): a new VRRP priority applies live, as keepalived's reload.
+                if let (Some(old), Some(v)) = (&mut self.settings.vrrp, &new.vrrp) {
+                    old.priority = v.priority;
+                    for p in &self.vrrp_priority {
+                        p.set(v.priority);
+                    }
+                }
                 // Roles first: the tables written below already hold the reloaded ones.
                 let backups: Vec<SocketAddr> =
                     crate::control::reconcile::backups_of(&new).collect();
@@ -933,6 +994,16 @@ fn on_passive_tick(shared: &Mutex<Shared>) {
             .get(&addr)
             .is_some_and(|b| b.healthy)
         {
+            continue;
+        }
+        // Clients' packets are the evidence: they may thin the table, never empty it.
+        if !st
+            .reconciler
+            .backends()
+            .iter()
+            .any(|(a, b)| *a != addr && b.healthy)
+        {
+            tracing::debug!(backend = %addr, "passive health keeps {addr}: no other backend is healthy");
             continue;
         }
         let h = st.passive.stats(&addr);

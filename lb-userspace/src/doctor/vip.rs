@@ -272,7 +272,7 @@ async fn probes6(s: &Settings) -> Vec<Finding> {
     let mut answers: Vec<(Ipv6Addr, Vec<[u8; 6]>)> =
         s.vips6.iter().map(|v| (v.addr, Vec::new())).collect();
     for (vip, _) in &answers {
-        let (frame, dst) = crate::announce::ndp::dad_probe(iface.mac, *vip);
+        let (frame, dst) = crate::wire::ndp::dad_probe(iface.mac, *vip);
         let _ = sock.send_frame(&frame, dst);
     }
     let end = Instant::now() + PROBE_WAIT;
@@ -281,7 +281,7 @@ async fn probes6(s: &Settings) -> Vec<Finding> {
         let Ok(Ok(n)) = tokio::time::timeout(left, sock.recv_frame(&mut buf)).await else {
             break;
         };
-        let Some((target, mac)) = crate::announce::ndp::advertised(&buf[..n]) else {
+        let Some((target, mac)) = crate::wire::ndp::advertised(&buf[..n]) else {
             continue;
         };
         if mac == iface.mac {
