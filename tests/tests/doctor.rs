@@ -537,7 +537,12 @@ fn a_host_holding_the_ipv6_vip_answers_the_dad_probe_and_fails_naming_its_mac() 
 
 /// Sends a sync heartbeat (an empty, signed records message, as every running xvip does each
 /// second) from `host` to 224.0.0.18:8849 every 200 ms until `stop`.
-fn heartbeats(lab: &Lab, host: &str, key: &[u8], stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn heartbeats(
+    lab: &Lab,
+    host: &str,
+    key: &[u8],
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     use xvip::wire::sync::{Header, Kind, SyncKey, encode, wall_ms};
     let h = lab.host(host);
     // A route for the group inside the host's namespace (the lab's hosts have none).
@@ -645,7 +650,9 @@ fn a_certificate_without_the_control_plane_endpoint_fails_naming_it() {
     for m in ["192.0.2.12", "192.0.2.13"] {
         line(
             &out,
-            &format!("ok   master-cert: {m}:6443: certificate names the controlPlaneEndpoint cp.example"),
+            &format!(
+                "ok   master-cert: {m}:6443: certificate names the controlPlaneEndpoint cp.example"
+            ),
         );
     }
     assert_eq!(code, Some(1), "{out}");

@@ -155,7 +155,10 @@ pub async fn configmap(
 ///
 /// # Errors
 /// What does not parse, in one line.
-pub fn configmap_yaml<T: serde::de::DeserializeOwned>(body: &[u8], field: &str) -> Result<T, String> {
+pub fn configmap_yaml<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    field: &str,
+) -> Result<T, String> {
     let cm: ConfigMap =
         serde_json::from_slice(body).map_err(|e| format!("not a ConfigMap: {e}"))?;
     let conf = cm

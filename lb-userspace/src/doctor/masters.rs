@@ -72,7 +72,9 @@ pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
         Err(e) => {
             out.push(Finding::warn(
                 "master-cert",
-                format!("cannot read the controlPlaneEndpoint from kube-system/kubeadm-config: {e}"),
+                format!(
+                    "cannot read the controlPlaneEndpoint from kube-system/kubeadm-config: {e}"
+                ),
                 "give it with --control-plane-endpoint",
             ));
             None
@@ -133,14 +135,18 @@ async fn control_plane_endpoint(s: &Settings) -> Result<Option<String>, String> 
 /// # Errors
 /// What does not parse, in one line.
 pub fn endpoint_of(body: &[u8]) -> Result<Option<String>, String> {
-    let c: ClusterConfiguration =
-        super::kube_proxy::configmap_yaml(body, "ClusterConfiguration")?;
+    let c: ClusterConfiguration = super::kube_proxy::configmap_yaml(body, "ClusterConfiguration")?;
     if c.control_plane_endpoint.is_empty() {
         return Ok(None);
     }
     crate::config::resolve::control_plane_host(&c.control_plane_endpoint)
         .map(Some)
-        .ok_or_else(|| format!("controlPlaneEndpoint {:?} is no host[:port]", c.control_plane_endpoint))
+        .ok_or_else(|| {
+            format!(
+                "controlPlaneEndpoint {:?} is no host[:port]",
+                c.control_plane_endpoint
+            )
+        })
 }
 
 /// Whether the certificate names `endpoint` (an address among its IP SANs, a name among its
@@ -505,11 +511,20 @@ mod tests {
             bad.line(),
             "fail master-cert: 192.0.2.11:6443: certificate does not name the controlPlaneEndpoint cp.example (SANs: 192.0.2.11, kubernetes, *.K8s.example): clients of cp.example (kubeconfigs, kubelets) get \"x509: certificate is valid for ..., not cp.example\"; fix: add cp.example to kubeadm's apiServer.certSANs, then regenerate the certificate: move /etc/kubernetes/pki/apiserver.{crt,key} away and run `kubeadm init phase certs apiserver --config FILE`"
         );
-        assert_eq!(names_endpoint(master(), "cp.k8s.example", &f).level, Level::Ok);
-        assert_eq!(names_endpoint(master(), "a.b.k8s.example", &f).level, Level::Fail);
+        assert_eq!(
+            names_endpoint(master(), "cp.k8s.example", &f).level,
+            Level::Ok
+        );
+        assert_eq!(
+            names_endpoint(master(), "a.b.k8s.example", &f).level,
+            Level::Fail
+        );
         assert_eq!(names_endpoint(master(), "kubernetes", &f).level, Level::Ok);
         assert_eq!(names_endpoint(master(), "192.0.2.11", &f).level, Level::Ok);
-        assert_eq!(names_endpoint(master(), "192.0.2.12", &f).level, Level::Fail);
+        assert_eq!(
+            names_endpoint(master(), "192.0.2.12", &f).level,
+            Level::Fail
+        );
     }
 
     #[test]
@@ -520,7 +535,9 @@ mod tests {
                 .into_bytes()
         };
         assert_eq!(
-            endpoint_of(&cm("kind: ClusterConfiguration\ncontrolPlaneEndpoint: \"CP.example:6443\"\n")),
+            endpoint_of(&cm(
+                "kind: ClusterConfiguration\ncontrolPlaneEndpoint: \"CP.example:6443\"\n"
+            )),
             Ok(Some("cp.example".into()))
         );
         assert_eq!(endpoint_of(&cm("kind: ClusterConfiguration\n")), Ok(None));

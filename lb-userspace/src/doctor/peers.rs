@@ -275,7 +275,10 @@ mod tests {
             judge(&[], &heard(&[], Some(&["192.0.2.13"])), 51, T)[0].seen,
             "sync heartbeats heard from 192.0.2.13"
         );
-        assert_eq!(judge(&[], &heard(&[], Some(&[])), 51, T)[0].level, Level::Warn);
+        assert_eq!(
+            judge(&[], &heard(&[], Some(&[])), 51, T)[0].level,
+            Level::Warn
+        );
         assert!(judge(&[], &heard(&["192.0.2.13"], None), 51, T).is_empty());
     }
 }
