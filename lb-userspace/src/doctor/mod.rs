@@ -4,7 +4,8 @@
 //! they look at: `node` (kernel, bpffs, the interface's XDP, capabilities), `vip` (the VIP
 //! on this node, on `kube-ipvs0`, answered on the segment), `sysctl` (SNAT ports, rp_filter)
 //! `masters` (`/readyz`, the serving certificate), `vrrp` (other routers' advertisements
-//! on our VRID), `peers` (which nodes of the group reach this one, heard meanwhile) and `kube_proxy` (its ConfigMap, with a kubeconfig).
+//! on our VRID), `peers` (which nodes of the group reach this one, heard meanwhile) and
+//! `kube_proxy` (its ConfigMap, with a kubeconfig).
 
 pub mod kube_proxy;
 pub mod masters;
