@@ -662,3 +662,48 @@ fn a_certificate_without_the_control_plane_endpoint_fails_naming_it() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.is_empty(), "{out}");
 }
+
+#[test]
+fn a_service_pool_holding_the_vip_or_the_node_fails_naming_it() {
+    let lab = lab("dpool", &[]);
+    let services = |pool: &str| -> Vec<String> {
+        run_args(&[
+            "--services",
+            "--services-kubeconfig",
+            "/nonexistent/admin.conf",
+            "--services-pool",
+        ])
+        .into_iter()
+        .map(String::from)
+        .chain([pool.to_string()])
+        .collect()
+    };
+    let args = services("192.0.2.96/28");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(
+        line(&out, "fail services-pools: "),
+        "fail services-pools: pool default: 192.0.2.100 (in 192.0.2.96-192.0.2.111) is a VIP: a Service given it takes its traffic; fix: leave 192.0.2.100 out of pool default (--services-pool, [[services.pool]])"
+    );
+    assert_eq!(code, Some(1), "{out}");
+    // The lb's own address (192.0.2.2, also the default SNAT address: one line).
+    let args = services("192.0.2.0-192.0.2.7");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = doctor(&lab, &args);
+    let fails: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("fail services-pools: "))
+        .collect();
+    assert_eq!(fails.len(), 1, "{out}");
+    assert!(
+        fails[0].starts_with(
+            "fail services-pools: pool default: 192.0.2.2 (in 192.0.2.0-192.0.2.7) is "
+        ),
+        "{out}"
+    );
+    assert_eq!(code, Some(1), "{out}");
+    let args = services("198.51.100.0/29");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, out) = doctor(&lab, &args);
+    line(&out, "ok   services-pools: 1 pool(s), 1 range(s): ");
+}

@@ -5,12 +5,14 @@
 //! on this node, on `kube-ipvs0`, answered on the segment), `sysctl` (SNAT ports, rp_filter)
 //! `masters` (`/readyz`, the serving certificate), `vrrp` (other routers' advertisements
 //! on our VRID), `peers` (which nodes of the group reach this one, heard meanwhile) and
-//! `kube_proxy` (its ConfigMap, with a kubeconfig).
+//! `kube_proxy` (its ConfigMap, with a kubeconfig), `services` (the Service pools against
+//! the VIPs, the SNAT address, the masters and this node's addresses).
 
 pub mod kube_proxy;
 pub mod masters;
 pub mod node;
 pub mod peers;
+pub mod services;
 pub mod sysctl;
 pub mod vip;
 pub mod vrrp;
@@ -170,7 +172,9 @@ async fn checks(s: &Settings, health: &crate::control::health::HealthSettings) -
     out.extend(sysctl::checks(s));
     out.extend(masters::checks(s, health).await);
     out.extend(kube_proxy::checks(s).await);
-    let locals: Vec<_> = vip::local_addrs().into_iter().map(|l| l.addr).collect();
+    let locals = vip::local_addrs();
+    out.extend(services::checks(s, &locals));
+    let locals: Vec<_> = locals.into_iter().map(|l| l.addr).collect();
     out.extend(vrrp::checks(s, &locals).await);
     out
 }
