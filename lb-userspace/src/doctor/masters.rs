@@ -44,6 +44,14 @@ pub struct CertFacts {
     pub issuer: String,
 }
 
+impl CertFacts {
+    /// Every SAN as printed: the addresses, then the names.
+    pub fn sans(&self) -> Vec<String> {
+        let ips = self.ips.iter().map(ToString::to_string);
+        ips.chain(self.dns.iter().cloned()).collect()
+    }
+}
+
 /// Every master check, master by master.
 pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
     let masters = super::masters(s);
@@ -171,12 +179,7 @@ pub fn names_endpoint(master: SocketAddr, endpoint: &str, facts: &CertFacts) -> 
             format!("{master}: certificate names the controlPlaneEndpoint {endpoint}"),
         );
     }
-    let sans: Vec<String> = facts
-        .ips
-        .iter()
-        .map(ToString::to_string)
-        .chain(facts.dns.iter().cloned())
-        .collect();
+    let sans = facts.sans();
     Finding::fail(
         CHECK,
         format!(
@@ -421,12 +424,7 @@ pub fn certificate(
         .map(ToString::to_string)
         .collect();
     if !missing.is_empty() {
-        let sans: Vec<String> = facts
-            .ips
-            .iter()
-            .map(ToString::to_string)
-            .chain(facts.dns.iter().cloned())
-            .collect();
+        let sans = facts.sans();
         return Finding::fail(
             CHECK,
             format!(
