@@ -27,6 +27,10 @@ pub fn listen_time(advert_interval: Duration) -> Duration {
 
 const CHECK: &str = "vrrp-adverts";
 
+/// Most routers told apart in one listening (VRRP's own limit on a segment is the 255
+/// VRIDs, each normally with a handful of routers).
+const MAX_ROUTERS: usize = 64;
+
 /// Listens for the adverts of our VRID, of the IPv4 instance (224.0.0.18) and, with IPv6
 /// VIPs, the IPv6 one (ff02::12, from the link-local address) at the same time, and judges
 /// each router heard.
@@ -121,7 +125,9 @@ async fn listen(
         }
     };
     let end = Instant::now() + wait;
-    let mut heard = Vec::new();
+    // The last advert of each source, at most `MAX_ROUTERS` sources (a flood of spoofed
+    // sources costs the listening time, not memory).
+    let mut heard: BTreeMap<IpAddr, Advert> = BTreeMap::new();
     let mut buf = [0u8; 2048];
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         let Ok(Ok(n)) = tokio::time::timeout(left, sock.recv(&mut buf)).await else {
@@ -131,10 +137,12 @@ async fn listen(
             && r.advert.vrid == v.vrid
             && r.src.is_ipv4() == src.is_ipv4()
             && !locals.contains(&r.src)
+            && (heard.len() < MAX_ROUTERS || heard.contains_key(&r.src))
         {
-            heard.push((r.src, r.advert));
+            heard.insert(r.src, r.advert);
         }
     }
+    let heard: Vec<(IpAddr, Advert)> = heard.into_iter().collect();
     let from = heard
         .iter()
         .filter(|(src, a)| of_group(v, vips, *src, a))
