@@ -592,27 +592,47 @@ fn a_peer_whose_multicast_is_dropped_is_named_while_the_other_is_heard() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    // m1 and m2 play the other nodes of the group (m3 stays out of it).
+    // m1 and m2 play the other nodes of the group; m3 signs with another key (a forger, or
+    // a node of another group).
     let stop = Arc::new(AtomicBool::new(false));
     let senders = [
         heartbeats(&lab, "m1", key, &stop),
         heartbeats(&lab, "m2", key, &stop),
+        heartbeats(&lab, "m3", b"another key of 32 bytes or more..", &stop),
     ];
     let key_file = dir.str("sync.key");
-    let args = run_args(&[
-        "--vrrp-vrid",
-        "51",
-        "--vrrp-peer",
-        "192.0.2.11,192.0.2.12",
-        "--sync-key-file",
-        &key_file,
-    ]);
+    let with_peers = |peers: &'static str| -> Vec<String> {
+        run_args(&["--vrrp-vrid", "51", "--vrrp-peer", peers, "--sync-key-file"])
+            .into_iter()
+            .map(String::from)
+            .chain([key_file.clone()])
+            .collect()
+    };
+    let args = with_peers("192.0.2.11,192.0.2.12");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out) = doctor(&lab, &args);
     assert_eq!(
         line(&out, "ok   group-peers: "),
         "ok   group-peers: heard every --vrrp-peer: 192.0.2.11, 192.0.2.12"
     );
     assert_eq!(code, Some(0), "{out}");
+
+    // m3's heartbeats do not count: not authenticated with our key.
+    let three = with_peers("192.0.2.11,192.0.2.12,192.0.2.13");
+    let three: Vec<&str> = three.iter().map(String::as_str).collect();
+    let (code, out) = doctor(&lab, &three);
+    let fails: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("fail group-peers: "))
+        .collect();
+    assert_eq!(
+        fails,
+        [
+            "fail group-peers: nothing from 192.0.2.13 in 3s while 192.0.2.11, 192.0.2.12 were heard: its VRRP and sync traffic does not reach this node; fix: let IP protocol 112 and UDP sync from 192.0.2.13 reach this node (firewall, nftables, the switch's IGMP snooping) and check xvip runs there"
+        ],
+        "{out}"
+    );
+    assert_eq!(code, Some(1), "{out}");
 
     // The lb's firewall drops m2's multicast.
     let nft = |rule: &str| {

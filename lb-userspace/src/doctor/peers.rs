@@ -176,8 +176,9 @@ pub fn judge(expected: &[IpAddr], heard: &Heard, vrid: u8, listened: Duration) -
                 out.push(Finding::fail(
                     CHECK,
                     format!(
-                        "nothing from {p} in {listened:?} while {} was heard: its VRRP and sync traffic does not reach this node",
-                        list(&present)
+                        "nothing from {p} in {listened:?} while {} {} heard: its VRRP and sync traffic does not reach this node",
+                        list(&present),
+                        if present.len() == 1 { "was" } else { "were" }
                     ),
                     fix(p),
                 ));
