@@ -505,10 +505,25 @@ fn requested_outside_taken_exhausted_deleted_and_the_api_gone() {
             .and_then(|s| s.services)
             .is_some_and(|s| s.last_error.is_some())
     });
-    let hold = Duration::from_secs(5);
+    // 30 s (the bound: an API server restart or a control-plane blip), checked
+    // every second: the Service address answered, the VIP announced.
+    let hold = Duration::from_secs(30);
+    let mut checks = 0;
     while gone.elapsed() < hold {
-        std::thread::sleep(Duration::from_millis(250));
+        assert!(
+            answered(&lab, "192.0.2.161"),
+            "b's address unanswered {:.1} s after the API went",
+            gone.elapsed().as_secs_f64()
+        );
+        assert!(
+            status(&lab, "lb1").is_some_and(|s| s.announcing),
+            "the VIP not announced {:.1} s after the API went",
+            gone.elapsed().as_secs_f64()
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(1000));
     }
+    assert!(checks >= 10, "only {checks} checks in 30 s");
     let s = status(&lab, "lb1").unwrap();
     assert!(s.announcing);
     let sv = s.services.unwrap();
