@@ -95,15 +95,17 @@ fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
 
 /// [`check_kubeconfig`] of one file, named by its flag.
 fn check_one_kubeconfig(field: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
-    crate::control::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
-        field,
-        value: path.display().to_string(),
-        reason: match e {
-            crate::control::discovery::DiscoveryError::NoCa { cluster, .. } => {
-                crate::control::discovery::no_ca(&cluster)
-            }
-            other => other.to_string(),
-        },
+    crate::control::discovery::kubeconfig::check_kubeconfig(path).map_err(|e| {
+        ConfigError::Invalid {
+            field,
+            value: path.display().to_string(),
+            reason: match e {
+                crate::control::discovery::DiscoveryError::NoCa { cluster, .. } => {
+                    crate::control::discovery::no_ca(&cluster)
+                }
+                other => other.to_string(),
+            },
+        }
     })
 }
 

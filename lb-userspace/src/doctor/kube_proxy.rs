@@ -151,14 +151,17 @@ pub async fn checks(s: &Settings) -> Vec<Finding> {
         .chain(s.vips6.iter().map(|v| IpAddr::V6(v.addr)))
         .collect();
     let read = async {
-        let access = crate::control::discovery::load_kubeconfig(path).map_err(|e| e.to_string())?;
+        let access = crate::control::discovery::kubeconfig::load_kubeconfig(path)
+            .map_err(|e| e.to_string())?;
         let candidates: Vec<SocketAddr> = s
             .backends
             .iter()
             .map(|b| SocketAddr::V4(b.addr))
             .chain(s.backends6.iter().map(|b| SocketAddr::V6(b.addr)))
             .collect();
-        match crate::control::discovery::get_object(&access, &candidates, CONFIGMAP_PATH).await {
+        match crate::control::discovery::client::get_object(&access, &candidates, CONFIGMAP_PATH)
+            .await
+        {
             Ok(Some(body)) => parse(&body).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),

@@ -1,5 +1,5 @@
 //! The API calls of `--services`: one request per connection to the kubeconfig's server
-//! over [`crate::http`] and discovery's TLS ([`crate::control::discovery::connect`]),
+//! over [`crate::http`] and discovery's TLS ([`crate::control::discovery::client::connect`]),
 //! bounded in time and size.
 
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::control::discovery::ApiAccess;
+use crate::control::discovery::kubeconfig::ApiAccess;
 
 /// Every Service of the cluster (list and watch).
 pub const SERVICES_PATH: &str = "/api/v1/services";
@@ -89,7 +89,7 @@ pub async fn call(
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Bytes), String> {
     let go = async {
-        let tls = crate::control::discovery::connect(access, addr, name).await?;
+        let tls = crate::control::discovery::client::connect(access, addr, name).await?;
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
