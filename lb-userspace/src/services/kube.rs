@@ -14,35 +14,12 @@ pub const SERVICES_PATH: &str = "/api/v1/services";
 /// Largest answer read: a list of [`super::MAX_SERVICES`] Services of a few KiB each.
 pub const MAX_RESPONSE: usize = 16 << 20;
 
-/// Where to ask, in order: the `candidates` (the daemon's healthy masters, each at its own
-/// address: the kubeconfig's server is usually the VIP, which the node holding it cannot
-/// reach through its own XDP program), then the kubeconfig's server. Each with the TLS
-/// name to verify (`tls-server-name`, else the address asked).
+/// Where to ask, in order ([`crate::control::discovery::client::targets`]; a server name
+/// that does not resolve leaves only the `candidates`).
 pub async fn targets(access: &ApiAccess, candidates: &[SocketAddr]) -> Vec<(SocketAddr, String)> {
-    let mut out: Vec<(SocketAddr, String)> = candidates
-        .iter()
-        .map(|a| {
-            let name = access
-                .tls_server_name
-                .clone()
-                .unwrap_or_else(|| a.ip().to_string());
-            (*a, name)
-        })
-        .collect();
-    if let Ok(addrs) =
-        tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await
-    {
-        for a in addrs {
-            if !out.iter().any(|(t, _)| *t == a) {
-                let name = access
-                    .tls_server_name
-                    .clone()
-                    .unwrap_or_else(|| access.server_host.clone());
-                out.push((a, name));
-            }
-        }
-    }
-    out
+    crate::control::discovery::client::targets(access, candidates)
+        .await
+        .0
 }
 
 /// One request to the first target that answers it: its address and name, the status code

@@ -133,6 +133,33 @@ where
         .map_err(|e| e.text())
 }
 
+/// Where to ask, in order: the `candidates` (the daemon's healthy masters, each at its own
+/// address: the kubeconfig's server is usually the VIP, which the node holding it cannot
+/// reach through its own XDP program), then the kubeconfig's server's addresses not among
+/// them. Each with the TLS name to verify (`tls-server-name`, else the address or host
+/// asked). Beside the list, why the server's name did not resolve, when it did not.
+pub async fn targets(
+    access: &ApiAccess,
+    candidates: &[SocketAddr],
+) -> (Vec<(SocketAddr, String)>, Option<String>) {
+    let name_for = |asked: String| access.tls_server_name.clone().unwrap_or(asked);
+    let mut out: Vec<(SocketAddr, String)> = candidates
+        .iter()
+        .map(|a| (*a, name_for(a.ip().to_string())))
+        .collect();
+    match tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await {
+        Ok(addrs) => {
+            for a in addrs {
+                if !out.iter().any(|(t, _)| *t == a) {
+                    out.push((a, name_for(access.server_host.clone())));
+                }
+            }
+            (out, None)
+        }
+        Err(e) => (out, Some(format!("{}: {e}", access.server_host))),
+    }
+}
+
 /// Asks the `candidates` (healthy backends) in turn, then the kubeconfig's server.
 ///
 /// # Errors
@@ -164,31 +191,8 @@ pub async fn list_once(
     access: &ApiAccess,
     candidates: &[SocketAddr],
 ) -> Result<Listed, DiscoveryError> {
-    let mut reasons = Vec::new();
-    let mut targets: Vec<(SocketAddr, String)> = candidates
-        .iter()
-        .map(|a| {
-            let name = access
-                .tls_server_name
-                .clone()
-                .unwrap_or_else(|| a.ip().to_string());
-            (*a, name)
-        })
-        .collect();
-    match tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await {
-        Ok(addrs) => {
-            for a in addrs {
-                if !targets.iter().any(|(t, _)| *t == a) {
-                    let name = access
-                        .tls_server_name
-                        .clone()
-                        .unwrap_or_else(|| access.server_host.clone());
-                    targets.push((a, name));
-                }
-            }
-        }
-        Err(e) => reasons.push(format!("{}: {e}", access.server_host)),
-    }
+    let (targets, unresolved) = targets(access, candidates).await;
+    let mut reasons: Vec<String> = unresolved.into_iter().collect();
     for (addr, name) in targets {
         match tokio::time::timeout(REQUEST_TIMEOUT, get_list(access, addr, &name)).await {
             Ok(Ok(list)) => return Ok(Listed { list, addr, name }),
@@ -211,29 +215,7 @@ pub async fn get_object(
     path: &str,
 ) -> Result<Option<bytes::Bytes>, DiscoveryError> {
     let mut reasons = Vec::new();
-    let mut targets: Vec<(SocketAddr, String)> = candidates
-        .iter()
-        .map(|a| {
-            let name = access
-                .tls_server_name
-                .clone()
-                .unwrap_or_else(|| a.ip().to_string());
-            (*a, name)
-        })
-        .collect();
-    if let Ok(addrs) =
-        tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await
-    {
-        for a in addrs {
-            if !targets.iter().any(|(t, _)| *t == a) {
-                let name = access
-                    .tls_server_name
-                    .clone()
-                    .unwrap_or_else(|| access.server_host.clone());
-                targets.push((a, name));
-            }
-        }
-    }
+    let (targets, _) = targets(access, candidates).await;
     for (addr, name) in targets {
         let get = async {
             let tls = connect(access, addr, &name).await?;

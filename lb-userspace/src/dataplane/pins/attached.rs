@@ -8,19 +8,14 @@ use std::{
     path::Path,
 };
 
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
+};
+
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-/// `IFLA_XDP` and its nested attributes (`linux/if_link.h`).
-const IFLA_XDP: u16 = 43;
-const IFLA_XDP_ATTACHED: u16 = 2;
-const IFLA_XDP_PROG_ID: u16 = 4;
-/// With several modes attached (`XDP_ATTACHED_MULTI`), one id per mode.
-const IFLA_XDP_DRV_PROG_ID: u16 = 5;
-const IFLA_XDP_SKB_PROG_ID: u16 = 6;
-const IFLA_XDP_HW_PROG_ID: u16 = 7;
-const XDP_ATTACHED_MULTI: u8 = 4;
-/// Attribute type bits that are flags, not part of the type.
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// What the kernel says about a pinned link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,125 +80,88 @@ pub struct Attached {
 /// The XDP programs attached to interface `ifindex` of this namespace (one per mode).
 ///
 /// # Errors
-/// The netlink request failed, or its answer took more than a second.
+/// The netlink request failed, or its answer took longer than
+/// [`crate::net::netlink::NETLINK_TIMEOUT`].
 pub fn attached_xdp(ifindex: u32) -> io::Result<Vec<Attached>> {
-    // SAFETY: a plain netlink socket, owned at once.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a new descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let fd_raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    // A lost answer must not hang the caller (routed mode asks every second).
-    let timeout = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt(2) with a timeval of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd_raw,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes).
-    let mut req = [0u8; 32];
-    req[0..4].copy_from_slice(&32u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
-    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[16] = libc::AF_UNSPEC as u8;
-    req[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
-    // SAFETY: sending our buffer on our socket (to the kernel: no address needed).
-    if unsafe { libc::send(fd_raw, req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: receiving into our buffer.
-    let n = unsafe { libc::recv(fd_raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    parse_getlink(&buf[..n as usize])
+    let s = crate::net::netlink::socket()?;
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex;
+    crate::net::netlink::send(&s, RouteNetlinkMessage::GetLink(m), NLM_F_REQUEST)?;
+    crate::net::netlink::read_answer(&s, getlink_answer)
 }
 
-fn u16_at(b: &[u8], i: usize) -> Option<u16> {
-    b.get(i..i + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]))
+/// The XDP attachment in the answer to `RTM_GETLINK` (or the kernel's refusal); `None` for
+/// any other message.
+fn getlink_answer(p: NetlinkPayload<RouteNetlinkMessage>) -> Option<io::Result<Vec<Attached>>> {
+    match p {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Some(Ok(xdp_of(&l))),
+        NetlinkPayload::Error(e) => Some(crate::net::netlink::acked(&e).map(|()| Vec::new())),
+        _ => None,
+    }
 }
 
-/// The payload of the first attribute of type `want` in a run of netlink attributes.
-fn attrs(mut b: &[u8], want: u16) -> Option<&[u8]> {
-    while b.len() >= 4 {
-        let l = usize::from(u16_at(b, 0)?);
-        let t = u16_at(b, 2)? & NLA_TYPE_MASK;
-        if l < 4 || l > b.len() {
-            return None;
+/// The programs an `IFLA_XDP` attribute names: one, or with several modes attached
+/// (`XDP_ATTACHED_MULTI`) one id per mode.
+fn xdp_of(link: &LinkMessage) -> Vec<Attached> {
+    let Some(xdp) = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(x) => Some(x),
+        _ => None,
+    }) else {
+        return Vec::new();
+    };
+    let (mut mode, mut one, mut drv, mut skb, mut hw) = (0u8, 0, 0, 0, 0);
+    for x in xdp {
+        match x {
+            LinkXdp::Attached(a) => {
+                mode = match a {
+                    XdpAttached::None => 0,
+                    XdpAttached::Driver => 1,
+                    XdpAttached::SocketBuffer => 2,
+                    XdpAttached::Hardware => 3,
+                    XdpAttached::Multiple => 4,
+                    XdpAttached::Other(m) => *m,
+                    _ => 0,
+                }
+            }
+            LinkXdp::ProgId(id) => one = *id,
+            LinkXdp::DrvProgId(id) => drv = *id,
+            LinkXdp::SkbProgId(id) => skb = *id,
+            LinkXdp::HwProgId(id) => hw = *id,
+            _ => {}
         }
-        if t == want {
-            return Some(&b[4..l]);
-        }
-        b = &b[l.next_multiple_of(4).min(b.len())..];
     }
-    None
-}
-
-/// The XDP attachment in one `RTM_NEWLINK` answer (or the error it carries).
-fn parse_getlink(msg: &[u8]) -> io::Result<Vec<Attached>> {
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
-    let len = msg
-        .get(0..4)
-        .map(|s| u32::from_ne_bytes(s.try_into().expect("4")) as usize)
-        .ok_or_else(bad)?;
-    let msg = msg.get(..len).ok_or_else(bad)?;
-    let kind = u16_at(msg, 4).ok_or_else(bad)?;
-    if kind == libc::NLMSG_ERROR as u16 {
-        let code = msg
-            .get(16..20)
-            .map(|s| i32::from_ne_bytes(s.try_into().expect("4")))
-            .ok_or_else(bad)?;
-        return Err(io::Error::from_raw_os_error(-code));
-    }
-    let Some(xdp) = msg.get(32..).and_then(|b| attrs(b, IFLA_XDP)) else {
-        return Ok(Vec::new());
-    };
-    let mode = attrs(xdp, IFLA_XDP_ATTACHED)
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0);
-    let id = |kind: u16| {
-        attrs(xdp, kind)
-            .and_then(|v| v.get(..4))
-            .map(|v| u32::from_ne_bytes(v.try_into().expect("4")))
-            .unwrap_or(0)
-    };
     let found: Vec<(u32, u8)> = match mode {
         0 => Vec::new(),
-        XDP_ATTACHED_MULTI => vec![
-            (id(IFLA_XDP_DRV_PROG_ID), 1),
-            (id(IFLA_XDP_SKB_PROG_ID), 2),
-            (id(IFLA_XDP_HW_PROG_ID), 3),
-        ],
-        m => vec![(id(IFLA_XDP_PROG_ID), m)],
+        4 => vec![(drv, 1), (skb, 2), (hw, 3)],
+        m => vec![(one, m)],
     };
-    Ok(found
+    found
         .into_iter()
         .filter(|(prog_id, _)| *prog_id != 0)
         .map(|(prog_id, mode)| Attached { prog_id, mode })
-        .collect())
+        .collect()
+}
+
+/// [`getlink_answer`] of one raw answer (the tests build them byte by byte).
+#[cfg(test)]
+fn parse_getlink(msg: &[u8]) -> io::Result<Vec<Attached>> {
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    let m = netlink_packet_core::NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg)
+        .map_err(|e| bad(e.to_string()))?;
+    getlink_answer(m.payload).unwrap_or_else(|| Err(bad("not a link answer".into())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `IFLA_XDP` and its nested attributes (`linux/if_link.h`), for raw answers.
+    const IFLA_XDP: u16 = 43;
+    const IFLA_XDP_ATTACHED: u16 = 2;
+    const IFLA_XDP_PROG_ID: u16 = 4;
+    const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+    const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+    const XDP_ATTACHED_MULTI: u8 = 4;
 
     fn nlattr(kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
