@@ -231,8 +231,6 @@ pub async fn get_object(
     Err(DiscoveryError::NoAnswer(reasons.join("; ")))
 }
 
-/// How a watch ended.
-
 /// What [`get_body`] makes of `answer` from a fake server that then closes.
 #[cfg(test)]
 async fn body_of(answer: &[u8]) -> Result<bytes::Bytes, String> {

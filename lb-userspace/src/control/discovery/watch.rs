@@ -13,6 +13,7 @@ use super::{
     kubeconfig::ApiAccess,
 };
 
+/// How a watch ended.
 #[derive(Debug, PartialEq)]
 pub enum WatchEnd {
     /// The server closed it (its `timeoutSeconds`): resume from the last version.
