@@ -20,7 +20,6 @@ use lb_common::{
 use super::{
     FamilyMaps, Stats, bump,
     install::{self, Local, Skip},
-    monotonic_ns,
     peer::{self, Verdict},
     random_u64,
     sender::stamp,
@@ -312,7 +311,7 @@ where
             Some(a) if force => a >= Duration::from_millis(100),
             Some(a) => a >= Duration::from_secs(1),
         };
-        self.local.now_ns = monotonic_ns();
+        self.local.now_ns = crate::net::sys::monotonic_ns();
         if !due {
             return false;
         }

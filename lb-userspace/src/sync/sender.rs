@@ -20,7 +20,7 @@ use lb_common::{
 
 use super::{
     BATCH_EVERY, DUMP_ANSWER_EVERY, HEARTBEAT_EVERY, MAX_DUMPS_AT_ONCE, REFRESH_EVERY, Stats, bump,
-    install, monotonic_ns,
+    install,
 };
 use crate::wire::{
     self,
@@ -108,7 +108,7 @@ impl Sender {
 
     /// Everything in the ring buffer, sent.
     fn flush(&mut self) {
-        let now = monotonic_ns();
+        let now = crate::net::sys::monotonic_ns();
         let mut records = Vec::new();
         while let Some(item) = self.events.next() {
             records.extend(record_of_event(&item, now));
@@ -154,7 +154,7 @@ impl Sender {
     /// parts to whoever asked (`to`: its nonce and address), or as ordinary records to
     /// every peer (the periodic refresh).
     fn dump(&mut self, to: Option<(u64, SocketAddr)>) {
-        let now = monotonic_ns();
+        let now = crate::net::sys::monotonic_ns();
         let mut records: Vec<AnyRecord> = self
             .conntrack
             .iter()

@@ -337,20 +337,7 @@ pub fn claim(
     if placement == Placement::Tc {
         claim_tc(&dir, iface)?;
     }
-    match decision {
-        Decision::Fresh | Decision::Adopt => {}
-        Decision::Foreign(a) => return Err(foreign(&iface.name, a)),
-        Decision::Elsewhere(l) => {
-            return Err(PinError::Elsewhere {
-                dir: dir.display().to_string(),
-                interface: iface.name.clone(),
-                ifindex: l.ifindex,
-                expected: iface.index,
-                prog_id: l.prog_id,
-            });
-        }
-        Decision::DropStale => unreachable!("decided again without a link"),
-    }
+    accept(decision, &dir, iface)?;
     for stale in defunct_dirs(root).into_iter().filter(|d| *d != dir) {
         if let Ok(n) = remove_dir(&stale) {
             log::info!(
@@ -453,6 +440,13 @@ pub fn claim_extra(dir: &Path, iface: &Interface) -> Result<(), PinError> {
         );
         decision = decide(None, iface.index, &attached);
     }
+    accept(decision, dir, iface)
+}
+
+/// `Ok` for a decision that leaves the pins in `dir` to us (fresh or adopted), else the
+/// refusal naming what holds the interface. Called after a stale link was dropped and the
+/// decision taken again, so never with [`Decision::DropStale`].
+fn accept(decision: Decision, dir: &Path, iface: &Interface) -> Result<(), PinError> {
     match decision {
         Decision::Fresh | Decision::Adopt => Ok(()),
         Decision::Foreign(a) => Err(foreign(&iface.name, a)),
