@@ -39,6 +39,8 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         announce,
         route_table,
         services,
+        // Read by `xvip doctor` only.
+        control_plane_endpoint: _,
     } = new;
     let changed = [
         (

@@ -32,12 +32,7 @@ pub struct LocalAddr {
 /// Every check of the VIPs, in order.
 pub async fn checks(s: &Settings) -> Vec<Finding> {
     let locals = local_addrs();
-    let vips: Vec<IpAddr> = s
-        .vips
-        .iter()
-        .map(|v| IpAddr::V4(v.addr))
-        .chain(s.vips6.iter().map(|v| IpAddr::V6(v.addr)))
-        .collect();
+    let vips = super::vips(s);
     let mut out: Vec<Finding> = vips.iter().map(|v| vip_local(*v, &locals)).collect();
     let arp_ignore = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore")
         .ok()

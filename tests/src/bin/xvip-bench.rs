@@ -16,6 +16,7 @@ use tests::bench::{
     cost::cost_part,
     ctx::{Ctx, STOP},
     nft::nft_part,
+    passive::passive_part,
     peers::peers_part,
     pps::{TWO_ARM_LIMIT, TWO_ARM_XVIP, pps_part, two_arm_part},
     pps_tc::pps_tc_part,
@@ -41,7 +42,7 @@ struct Args {
     /// CPUs the XDP generator uses, one pinned thread each.
     #[arg(long, default_value_t = 1)]
     gen_cpus: u32,
-    /// Only these parts: maglev,memory,startup,peers,cost,pps,two-arm,pps-tc,nft,tcp,sync (default: all).
+    /// Only these parts: maglev,memory,startup,peers,cost,passive,pps,two-arm,pps-tc,nft,tcp,sync (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory (default: $XVIP_BENCH_OUT, else target/bench).
@@ -126,12 +127,13 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 11] = [
+    let parts: [(&str, Part); 12] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("startup", startup_part),
         ("peers", peers_part),
         ("cost", cost_part),
+        ("passive", passive_part),
         ("pps", pps_part),
         ("two-arm", two_arm_part),
         ("pps-tc", pps_tc_part),
