@@ -482,32 +482,14 @@ pub fn all_addresses() -> Vec<Ipv6Addr> {
 
 /// The IPv6 addresses of interface `only`, or of every interface, from `getifaddrs`.
 fn addresses(only: Option<&str>) -> Vec<Ipv6Addr> {
-    let mut out = Vec::new();
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return out;
-    }
-    let mut cur = addrs;
-    while !cur.is_null() {
-        // SAFETY: walking the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a C string.
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-        // SAFETY: non-null sockaddr; the family is read before the cast below.
-        if only.is_none_or(|n| n == ifname)
-            && !ifa.ifa_addr.is_null()
-            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET6
-        {
-            // SAFETY: AF_INET6 means sockaddr_in6.
-            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-            out.push(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: freeing what getifaddrs allocated.
-    unsafe { libc::freeifaddrs(addrs) };
-    out
+    crate::net::iface::if_addrs()
+        .into_iter()
+        .filter(|n| only.is_none_or(|o| o == n.interface))
+        .filter_map(|n| match n.addr {
+            crate::net::iface::IfAddr::Ip(std::net::IpAddr::V6(a), _) => Some(a),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The first link-local address (fe80::/10) among `addrs`: what VRRP over IPv6 sends from.

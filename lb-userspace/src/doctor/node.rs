@@ -249,16 +249,6 @@ pub fn xdp_driver(iface: &str, driver: Option<&str>, mode: XdpAttachMode) -> Fin
     }
 }
 
-/// The program name the kernel gives `prog_id`, for the line.
-fn program_name(prog_id: u32) -> String {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == prog_id)
-        .and_then(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "(unnamed)".into())
-}
-
 /// What is attached to the interface, through the same decision `xvip run` makes.
 fn attached_program(s: &Settings, iface: &Interface) -> Finding {
     let attached = match attached::attached_xdp(iface.index) {
@@ -288,7 +278,7 @@ fn attached_program(s: &Settings, iface: &Interface) -> Finding {
         &iface.name,
         s.attach,
         pins::decide(link, iface.index, &attached),
-        |a| program_name(a.prog_id),
+        |a| crate::dataplane::pins::program_name(a.prog_id),
         |a| pins::removal_hint(&iface.name, a.mode, foreign_link(a)),
     )
 }

@@ -44,69 +44,19 @@ pub async fn checks(s: &Settings) -> Vec<Finding> {
     out
 }
 
-/// This namespace's addresses (`getifaddrs`).
+/// This namespace's IP addresses (`getifaddrs`, through `net::iface`).
 pub fn local_addrs() -> Vec<LocalAddr> {
-    let mut out = Vec::new();
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return out;
-    }
-    let mut cur = addrs;
-    while !cur.is_null() {
-        // SAFETY: walking the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a C string.
-        let interface = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: non-null sockaddrs of the family read; the mask is of the same family.
-        let (addr, prefix) = unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    let m = if ifa.ifa_netmask.is_null() {
-                        u32::MAX
-                    } else {
-                        (*(ifa.ifa_netmask as *const libc::sockaddr_in))
-                            .sin_addr
-                            .s_addr
-                    };
-                    (
-                        IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
-                        m.count_ones() as u8,
-                    )
-                }
-                libc::AF_INET6 => {
-                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    let m = if ifa.ifa_netmask.is_null() {
-                        [0xff; 16]
-                    } else {
-                        (*(ifa.ifa_netmask as *const libc::sockaddr_in6))
-                            .sin6_addr
-                            .s6_addr
-                    };
-                    (
-                        IpAddr::V6(a.sin6_addr.s6_addr.into()),
-                        m.iter().map(|b| b.count_ones()).sum::<u32>() as u8,
-                    )
-                }
-                _ => continue,
-            }
-        };
-        out.push(LocalAddr {
-            interface,
-            addr,
-            prefix,
-        });
-    }
-    // SAFETY: freeing what getifaddrs allocated.
-    unsafe { libc::freeifaddrs(addrs) };
-    out
+    crate::net::iface::if_addrs()
+        .into_iter()
+        .filter_map(|n| match n.addr {
+            crate::net::iface::IfAddr::Ip(addr, prefix) => Some(LocalAddr {
+                interface: n.interface,
+                addr,
+                prefix,
+            }),
+            crate::net::iface::IfAddr::Mac(_) => None,
+        })
+        .collect()
 }
 
 /// The VIP must not be an address of this node (kube-ipvs0 aside: its own check): the kernel

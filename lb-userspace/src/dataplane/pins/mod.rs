@@ -350,7 +350,7 @@ pub fn claim(
 }
 
 /// The name the kernel gives program `prog_id`, or "(unnamed)".
-fn program_name(prog_id: u32) -> String {
+pub fn program_name(prog_id: u32) -> String {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .find(|p| p.id() == prog_id)
