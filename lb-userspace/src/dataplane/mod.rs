@@ -5,6 +5,7 @@
 // The node itself (VIP on `lo`, the connect4 hook) and the pins of the maps and links.
 mod adopt;
 mod attach;
+pub mod family;
 pub mod flows;
 pub mod local;
 pub mod pins;
@@ -108,19 +109,14 @@ pub struct Snapshot {
 pub struct Dataplane {
     ebpf: Ebpf,
     config: Array<MapData, Config>,
-    vips: HashMap<MapData, VipKey, VipMeta>,
-    vip_addrs: HashMap<MapData, u32, u32>,
-    vip_slots: Array<MapData, u64>,
+    /// `VIPS`, `VIP_ADDRS`, `VIP_SLOTS`, `BACKENDS`, and their IPv6 twins.
+    v4: family::FamilyMaps<u32>,
+    v6: family::FamilyMaps<Ip6>,
     vip_keys: Array<MapData, VipKey>,
-    backends: Array<MapData, Backend>,
     /// `BACKEND_SLOTS`, and the bits this process knows are set in it (read from the map
     /// the first time a slot is touched: an adopted map keeps its bits).
     backend_slots: Array<MapData, u32>,
     backend_slot_bits: StdHashMap<u32, u32>,
-    vips6: HashMap<MapData, VipKey6, VipMeta6>,
-    vip_addrs6: HashMap<MapData, Ip6, u32>,
-    vip_slots6: Array<MapData, AddrSlot6>,
-    backends6: Array<MapData, Backend6>,
     rings: ring::RingMmap,
     conntrack: HashMap<MapData, FlowKey, CtEntry>,
     reasons: PerCpuArray<MapData, u64>,
@@ -258,7 +254,7 @@ pub fn remove_pins(dir: &Path, interface: &str) -> Result<usize, DataplaneError>
     })
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
@@ -410,17 +406,11 @@ impl Dataplane {
         };
         Ok(Self {
             config: take(&mut ebpf, map_names::CONFIG)?,
-            vips: take(&mut ebpf, map_names::VIPS)?,
-            vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
-            vip_slots: take(&mut ebpf, map_names::VIP_SLOTS)?,
+            v4: family::FamilyMaps::take(&mut ebpf)?,
+            v6: family::FamilyMaps::take(&mut ebpf)?,
             vip_keys: take(&mut ebpf, map_names::VIP_KEYS)?,
-            backends: take(&mut ebpf, map_names::BACKENDS)?,
             backend_slots: take(&mut ebpf, map_names::BACKEND_SLOTS)?,
             backend_slot_bits: StdHashMap::new(),
-            vips6: take(&mut ebpf, map_names::VIPS6)?,
-            vip_addrs6: take(&mut ebpf, map_names::VIP_ADDRS6)?,
-            vip_slots6: take(&mut ebpf, map_names::VIP_SLOTS6)?,
-            backends6: take(&mut ebpf, map_names::BACKENDS6)?,
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
@@ -495,27 +485,20 @@ impl Dataplane {
 
     /// Backends present in the (adopted) `BACKENDS` map: index, address and MAC.
     pub fn present_backends(&self) -> Vec<(u32, std::net::SocketAddr, [u8; 6])> {
-        let v4 = self
+        let mut out = self.present_backends_of::<u32>();
+        out.extend(self.present_backends_of::<Ip6>());
+        out
+    }
+
+    fn present_backends_of<A: family::Family>(&self) -> Vec<(u32, std::net::SocketAddr, [u8; 6])> {
+        A::maps(self)
             .backends
             .iter()
             .enumerate()
-            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, b)))
+            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, *A::backend(&b))))
             .filter(|(_, b)| b.flags & lb_common::BACKEND_FLAG_PRESENT != 0)
-            .map(|(i, b)| {
-                let addr = std::net::Ipv4Addr::from(b.addr.to_ne_bytes());
-                (i, (addr, u16::from_be(b.port)).into(), b.mac)
-            });
-        let v6 = self
-            .backends6
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, b)))
-            .filter(|(_, b)| b.flags & lb_common::BACKEND_FLAG_PRESENT != 0)
-            .map(|(i, b)| {
-                let addr = std::net::Ipv6Addr::from(lb_common::ip6_octets(b.addr));
-                (i, (addr, u16::from_be(b.port)).into(), b.mac)
-            });
-        v4.chain(v6).collect()
+            .map(|(i, b)| (i, (b.addr.ip(), u16::from_be(b.port)).into(), b.mac))
+            .collect()
     }
 
     /// Counters summed over CPUs, for the backend indices given.
