@@ -144,15 +144,7 @@ impl Daemon {
         self.shared.lock().expect("poisoned").announcing6 = master;
         self.sync_master();
         if master {
-            self.unsolicited_na();
-            super::takeover::tell_known_clients(
-                &self.shared,
-                super::takeover::Senders::Ndp(self.ndp.clone(), self.vip6_addrs.clone()),
-                &self.telling[1],
-            );
-            self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
-            self.garp_burst_at =
-                tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
+            self.take_over(true);
         }
     }
 
@@ -281,24 +273,28 @@ impl Daemon {
         self.sync_master();
         self.garp_burst = 0;
         if master {
-            self.gratuitous_arp();
-            self.tell_known_clients();
-            self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
-            self.garp_burst_at =
-                tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
+            self.take_over(false);
         }
     }
 
-    /// The IPv4 clients in the flow table told the new owner directly (`takeover`).
-    pub(super) fn tell_known_clients(&self) {
-        let socks = std::iter::once((self.iface.clone(), self.arp.clone()))
-            .chain(self.others.iter().cloned())
-            .collect();
-        super::takeover::tell_known_clients(
-            &self.shared,
-            super::takeover::Senders::Arp(socks, self.vip_addrs.clone()),
-            &self.telling[0],
-        );
+    /// A family's election won (`v6`: the IPv6 instance's): its addresses announced at once
+    /// (gratuitous ARP, unsolicited NAs), the clients in its flow table told the new owner
+    /// directly (`takeover`), and the burst of further announcements started.
+    fn take_over(&mut self, v6: bool) {
+        let senders = if v6 {
+            self.unsolicited_na();
+            super::takeover::Senders::Ndp(self.ndp.clone(), self.vip6_addrs.clone())
+        } else {
+            self.gratuitous_arp();
+            let socks = std::iter::once((self.iface.clone(), self.arp.clone()))
+                .chain(self.others.iter().cloned())
+                .collect();
+            super::takeover::Senders::Arp(socks, self.vip_addrs.clone())
+        };
+        super::takeover::tell_known_clients(&self.shared, senders, &self.telling[usize::from(v6)]);
+        self.garp_burst = crate::announce::vrrp::GARP_BURST - 1;
+        self.garp_burst_at =
+            tokio::time::Instant::now() + crate::announce::vrrp::GARP_BURST_SPACING;
     }
 
     pub(super) fn on_garp_burst(&mut self) {

@@ -277,60 +277,21 @@ pub(super) fn replace_backends(
     }
 }
 
-/// A check result of an IPv6 backend: counted, and a transition reconciles (the IPv6 VIPs'
-/// tables) as for IPv4.
-pub(super) fn handle_health6(
-    shared: &Mutex<Shared>,
-    backend: SocketAddrV6,
-    ev: &HealthEvent,
-    rise: u32,
-) {
-    let mut s = shared.lock().expect("poisoned");
-    if passive_check_result(&mut s, backend.into(), ev.result.is_ok(), rise) {
-        reconcile(&mut s, Some(ev.at), None);
-    }
-    // A result of a checker stopped by a reload: that backend is gone.
-    let Some((st, healthy)) = s.checks6.get_mut(&backend) else {
-        return;
-    };
-    match &ev.result {
-        Ok(lat) => {
-            st.ok += 1;
-            st.last_latency = Some(*lat);
-        }
-        Err(f) => {
-            st.failed += 1;
-            st.last_error = Some(f.to_string());
-        }
-    }
-    if let Some(t) = &ev.transition {
-        st.transitions += 1;
-        *healthy = t.healthy;
-        let t = t.clone();
-        if t.healthy {
-            tracing::info!(backend = %backend, reason = %t.reason, "backend {backend} is up: {}", t.reason);
-        } else {
-            tracing::warn!(backend = %backend, reason = %t.reason, "backend {backend} is down: {}", t.reason);
-        }
-        if passive_keeps_out(&mut s, backend.into(), t.healthy) {
-            return;
-        }
-        if s.reconciler.set_health(backend, t.healthy) {
-            reconcile(&mut s, Some(ev.at), t.first_failure_at);
-        }
-    }
-}
-
+/// A check result: counted, and a transition reconciles (its family's VIPs' tables). An
+/// IPv4 backend's statistics start at its first result; an IPv6 backend's exist while it is
+/// configured (`replace_backends6`), so a result of a checker a reload stopped is dropped.
 pub(super) fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent, rise: u32) {
-    let backend = match ev.backend {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(a) => return handle_health6(shared, a, &ev, rise),
-    };
     let mut s = shared.lock().expect("poisoned");
-    if passive_check_result(&mut s, backend.into(), ev.result.is_ok(), rise) {
+    if passive_check_result(&mut s, ev.backend, ev.result.is_ok(), rise) {
         reconcile(&mut s, Some(ev.at), None);
     }
-    let st = s.checks.entry(backend).or_default();
+    let (st, healthy) = match ev.backend {
+        SocketAddr::V4(a) => (s.checks.entry(a).or_default(), None),
+        SocketAddr::V6(a) => match s.checks6.get_mut(&a) {
+            Some((st, healthy)) => (st, Some(healthy)),
+            None => return,
+        },
+    };
     match &ev.result {
         Ok(lat) => {
             st.ok += 1;
@@ -343,6 +304,9 @@ pub(super) fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent, rise: u32) 
     }
     if let Some(t) = ev.transition {
         st.transitions += 1;
+        if let Some(healthy) = healthy {
+            *healthy = t.healthy;
+        }
         if t.healthy {
             tracing::info!(backend = %ev.backend, reason = %t.reason, "backend {} is up: {}", ev.backend, t.reason);
         } else {
@@ -351,7 +315,7 @@ pub(super) fn handle_health(shared: &Mutex<Shared>, ev: HealthEvent, rise: u32) 
         if passive_keeps_out(&mut s, ev.backend, t.healthy) {
             return;
         }
-        if s.reconciler.set_health(backend, t.healthy) {
+        if s.reconciler.set_health(ev.backend, t.healthy) {
             reconcile(&mut s, Some(ev.at), t.first_failure_at);
         }
     }
