@@ -73,6 +73,16 @@ impl Daemon {
         self.resolve_next_hops();
     }
 
+    /// A new IPv6 backend set (`why`: SIGHUP, discovery): when it differs from the one in
+    /// use, the checkers and tables follow it.
+    fn set_backends6(&mut self, wanted6: Vec<crate::config::BackendSpec6>, why: &str) {
+        if self.settings.backends6 != wanted6 {
+            self.settings.backends6 = wanted6;
+            self.replace_backends6();
+            log::info!("{why}: {} IPv6 backends", self.settings.backends6.len());
+        }
+    }
+
     /// SIGHUP: the configuration read again; its backends (or, with discovery, the
     /// discovered set with the reloaded weights) replace the current ones.
     pub(super) fn on_sighup(&mut self) {
@@ -93,11 +103,7 @@ impl Daemon {
                     Some(found) => self.weighted6(found),
                     None => self.static6.clone(),
                 };
-                if self.settings.backends6 != wanted6 {
-                    self.settings.backends6 = wanted6;
-                    self.replace_backends6();
-                    log::info!("SIGHUP: {} IPv6 backends", self.settings.backends6.len());
-                }
+                self.set_backends6(wanted6, "SIGHUP");
                 let wanted = match &self.discovered {
                     Some(found) => self.weighted(found),
                     None => self
@@ -181,11 +187,7 @@ impl Daemon {
         if !self.settings.vips6.is_empty() && !v6.is_empty() {
             let wanted6 = self.weighted6(&v6);
             self.discovered6 = Some(v6);
-            if self.settings.backends6 != wanted6 {
-                self.settings.backends6 = wanted6;
-                self.replace_backends6();
-                log::info!("discovery: {} IPv6 backends", self.settings.backends6.len());
-            }
+            self.set_backends6(wanted6, "discovery");
         }
         if !self.settings.vips.is_empty() && !v4.is_empty() {
             self.on_discovered4(&v4);

@@ -131,17 +131,11 @@ pub(super) struct Sources {
 }
 
 impl Sources {
-    /// Takes the VRRP state channel: the loop listens to it from now on.
-    pub fn listen_vrrp(&mut self) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
+    /// Takes a VRRP instance's state channel (`v6`: the IPv6 instance's): the loop listens
+    /// to it from now on.
+    pub fn listen_vrrp(&mut self, v6: bool) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.vrrp = Some(rx);
-        tx
-    }
-
-    /// Takes the IPv6 VRRP instance's state channel.
-    pub fn listen_vrrp6(&mut self) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.vrrp6 = Some(rx);
+        *if v6 { &mut self.vrrp6 } else { &mut self.vrrp } = Some(rx);
         tx
     }
 }

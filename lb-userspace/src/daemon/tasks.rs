@@ -293,7 +293,7 @@ pub(super) fn vrrp(
         &vips,
         d.serve_rx.clone(),
         d.fault_rx.clone(),
-        sources.listen_vrrp(),
+        sources.listen_vrrp(false),
     )?;
     log::info!(
         "VRRPv{} vrid {} from {}: priority {}, advertising every {:?}, preempt {}, {}",
@@ -331,7 +331,7 @@ pub(super) fn vrrp6(
         &vips,
         d.serve6_rx.clone(),
         d.fault_rx.clone(),
-        sources.listen_vrrp6(),
+        sources.listen_vrrp(true),
     )?;
     log::info!(
         "VRRPv3 (IPv6) vrid {} on {}: priority {}, advertising every {:?}, preempt {}",

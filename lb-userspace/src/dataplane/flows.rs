@@ -4,6 +4,8 @@
 use aya::maps::{HashMap, MapData};
 use lb_common::{CtEntry, FlowKey};
 
+use super::family::Family;
+
 /// The confirmed-flow maps as the takeover notice reads them (`Dataplane::client_maps`).
 pub struct ClientMaps {
     pub(super) v4: HashMap<MapData, FlowKey, CtEntry>,
@@ -17,31 +19,38 @@ impl ClientMaps {
     /// The clients of at most `max_walk` IPv4 flows (one syscall per entry: call it off the
     /// main loop).
     pub fn clients4(&self, max_walk: usize) -> Vec<FlowClient> {
-        self.v4
-            .iter()
-            .take(max_walk)
-            .filter_map(Result::ok)
-            .map(|(k, e)| {
-                let addr = std::net::Ipv4Addr::from(u32::from_be(k.src_addr));
-                (e.last_seen_ns, e.client_ifindex, e.client_mac, addr.into())
-            })
-            .collect()
+        clients(&self.v4, max_walk)
     }
 
     /// The same for the IPv6 flows (none when the map is not there).
     pub fn clients6(&self, max_walk: usize) -> Vec<FlowClient> {
-        let Some(m) = &self.v6 else {
-            return Vec::new();
-        };
-        m.iter()
-            .take(max_walk)
-            .filter_map(Result::ok)
-            .map(|(k, e)| {
-                let addr = std::net::Ipv6Addr::from(lb_common::ip6_octets(k.src_addr));
-                (e.last_seen_ns, e.client_ifindex, e.client_mac, addr.into())
-            })
-            .collect()
+        self.v6
+            .as_ref()
+            .map_or_else(Vec::new, |m| clients(m, max_walk))
     }
+}
+
+/// The clients of at most `max_walk` flows of one family's confirmed-flow map.
+fn clients<A: Family>(
+    map: &HashMap<MapData, FlowKey<A>, CtEntry<A>>,
+    max_walk: usize,
+) -> Vec<FlowClient>
+where
+    FlowKey<A>: aya::Pod,
+    CtEntry<A>: aya::Pod,
+{
+    map.iter()
+        .take(max_walk)
+        .filter_map(Result::ok)
+        .map(|(k, e)| {
+            (
+                e.last_seen_ns,
+                e.client_ifindex,
+                e.client_mac,
+                k.src_addr.ip(),
+            )
+        })
+        .collect()
 }
 
 /// Counts `map`'s entries every `every`, storing the result in `out`, until `out` is the
