@@ -137,17 +137,6 @@ impl Daemon {
         }
     }
 
-    /// A transition of the IPv6 VRRP instance: its master answers NDP for the IPv6 VIPs
-    /// and sends unsolicited advertisements (now and in the burst), a backup stops.
-    pub(super) fn on_vrrp6(&mut self, state: crate::announce::vrrp::State) {
-        let master = state == crate::announce::vrrp::State::Master;
-        self.shared.lock().expect("poisoned").announcing6 = master;
-        self.sync_master();
-        if master {
-            self.take_over(true);
-        }
-    }
-
     /// An ARP packet on an interface (socket `sock`, MAC `mac`): answered for our
     /// addresses while announcing. Every attached interface answers, with its own MAC:
     /// clients may sit on any, and the masters reach the SNAT address (and the VIP) on
@@ -256,24 +245,37 @@ impl Daemon {
                 }
             }
         } else if self.vrrp_master {
-            self.on_vrrp(crate::announce::vrrp::State::Master);
+            self.on_vrrp(crate::announce::vrrp::State::Master, false);
         }
     }
 
-    /// A VRRP transition: a master announces (and sends a burst of gratuitous ARP), a backup
-    /// stops. A master that has yielded to another xvip claiming the VIPs (`on_claim`) waits
-    /// until that one is gone.
-    pub(super) fn on_vrrp(&mut self, state: crate::announce::vrrp::State) {
-        self.vrrp_master = state == crate::announce::vrrp::State::Master;
-        if !self.vrrp_master {
-            self.claims.end_yield();
+    /// A VRRP transition of one family's instance (`v6`: the IPv6 one, which answers NDP):
+    /// a master announces (and sends a burst of gratuitous ARP or unsolicited NAs), a backup
+    /// stops. An IPv4 master that has yielded to another xvip claiming the VIPs
+    /// (`on_claim`) waits until that one is gone; an IPv4 transition ends any burst.
+    pub(super) fn on_vrrp(&mut self, state: crate::announce::vrrp::State, v6: bool) {
+        let elected = state == crate::announce::vrrp::State::Master;
+        let master = if v6 {
+            elected
+        } else {
+            self.vrrp_master = elected;
+            if !elected {
+                self.claims.end_yield();
+            }
+            self.garp_burst = 0;
+            elected && !self.claims.yielded(std::time::Instant::now())
+        };
+        {
+            let mut s = self.shared.lock().expect("poisoned");
+            *if v6 {
+                &mut s.announcing6
+            } else {
+                &mut s.announcing
+            } = master;
         }
-        let master = self.vrrp_master && !self.claims.yielded(std::time::Instant::now());
-        self.shared.lock().expect("poisoned").announcing = master;
         self.sync_master();
-        self.garp_burst = 0;
         if master {
-            self.take_over(false);
+            self.take_over(v6);
         }
     }
 

@@ -170,20 +170,13 @@ impl Daemon {
     /// A backend set from discovery, split by family: each family with VIPs takes the
     /// masters of its family (a family with none found keeps its backends).
     pub(super) fn on_discovered(&mut self, found: &BTreeSet<SocketAddr>) {
-        let v4: BTreeSet<SocketAddrV4> = found
-            .iter()
-            .filter_map(|a| match a {
-                SocketAddr::V4(a) => Some(*a),
-                SocketAddr::V6(_) => None,
-            })
-            .collect();
-        let v6: BTreeSet<SocketAddrV6> = found
-            .iter()
-            .filter_map(|a| match a {
-                SocketAddr::V6(a) => Some(*a),
-                SocketAddr::V4(_) => None,
-            })
-            .collect();
+        let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+        for a in found {
+            match a {
+                SocketAddr::V4(a) => v4.insert(*a),
+                SocketAddr::V6(a) => v6.insert(*a),
+            };
+        }
         if !self.settings.vips6.is_empty() && !v6.is_empty() {
             let wanted6 = self.weighted6(&v6);
             self.discovered6 = Some(v6);

@@ -204,14 +204,14 @@ impl Daemon {
                 state = recv_unbounded_opt(&mut src.vrrp) => match state {
                     Some(state) => {
                         self.notify(state, false);
-                        self.on_vrrp(state);
+                        self.on_vrrp(state, false);
                     }
                     None => return Some("VRRP"),
                 },
                 state = recv_unbounded_opt(&mut src.vrrp6) => match state {
                     Some(state) => {
                         self.notify(state, true);
-                        self.on_vrrp6(state);
+                        self.on_vrrp(state, true);
                     }
                     None => return Some("IPv6 VRRP"),
                 },
