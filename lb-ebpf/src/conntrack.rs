@@ -1068,14 +1068,17 @@ pub fn unconfirmed_reply<A: Family>(
     let tcp = h.proto == IPPROTO_TCP;
     // SAFETY: `rev` points into a live map value.
     let r = unsafe {
-        // The backend's first answer to a handshake counts for passive health.
+        // The backend's first answer to a handshake counts for passive health: refused
+        // only by a RST that answers the SYN itself (RST+ACK, as a closed port answers;
+        // a RST without ACK answers a segment that carried one, a client's doing).
         if tcp && (*rev).flags & (REV_FLAG_BACKEND_SEEN | REV_FLAG_MIDSTREAM) == 0 {
-            let event = if h.tcp_flags & TCP_RST != 0 {
-                stats::Handshake::Refused
-            } else {
-                stats::Handshake::Answered
-            };
-            stats::count_handshake((*rev).backend_idx, event);
+            match h.tcp_flags & (TCP_RST | TCP_ACK) {
+                f if f == TCP_RST | TCP_ACK => {
+                    stats::count_handshake((*rev).backend_idx, stats::Handshake::Refused)
+                }
+                TCP_RST => {}
+                _ => stats::count_handshake((*rev).backend_idx, stats::Handshake::Answered),
+            }
         }
         (*rev).flags |= REV_FLAG_BACKEND_SEEN;
         (*rev).last_seen_ns = now;

@@ -15,7 +15,7 @@ use crate::{
     family::Family,
     lookup,
     maps::CONFIG,
-    packet::{Frame, Headers, TCP_ACK, TCP_SYN},
+    packet::{Frame, Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats,
 };
 
@@ -115,7 +115,12 @@ fn forward<C: Ctx, A: Family>(
         frame.len() as u64,
         flow.new,
     );
-    if flow.new && h.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+    // A SYN a listener answers (with SYN+ACK or, on a closed port, RST+ACK): Linux drops
+    // SYN+FIN and SYN+RST unanswered, which must not count against the backend.
+    if flow.new
+        && h.proto == IPPROTO_TCP
+        && h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) == TCP_SYN
+    {
         stats::count_handshake(flow.backend_idx, stats::Handshake::Syn);
     }
     egress::<C>(

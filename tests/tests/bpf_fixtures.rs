@@ -1392,6 +1392,20 @@ fn handshake_counters_count_each_new_flows_syn_and_first_answer_once() {
     let sport = syn(&dp, (CLIENT, 41001));
     assert_eq!(dp.run(&from_backend(sport, RST | ACK).bytes()).0, XDP_TX);
     assert_eq!(passive(&dp), (2, 1, 1));
+    // A client's doing, not the backend's: a RST without ACK answers a segment that carried
+    // one (a guessed ACK sent behind the SYN), so it ends the attempt but refuses nothing.
+    let sport = syn(&dp, (CLIENT, 41003));
+    assert_eq!(dp.run(&from_backend(sport, RST).bytes()).0, XDP_TX);
+    assert_eq!(
+        passive(&dp),
+        (3, 1, 1),
+        "a RST to the client's ACK counted as refused"
+    );
+    // SYN+FIN and SYN+RST, which a Linux listener drops unanswered, are no handshakes.
+    for (port, flags) in [(41004, SYN | FIN), (41005, SYN | RST)] {
+        let _ = dp.run(&Pkt::tcp((CLIENT, port), vip, flags).bytes());
+    }
+    assert_eq!(passive(&dp), (3, 1, 1), "malformed SYNs counted");
     // Mid-stream (a bare ACK opens the flow) and the backend's RST to it: not a handshake.
     let (v, out) = dp.run(
         &Pkt::tcp((CLIENT, 41002), vip, ACK)
@@ -1402,13 +1416,13 @@ fn handshake_counters_count_each_new_flows_syn_and_first_answer_once() {
     assert_eq!(v, XDP_TX);
     let sport = u16::from_be_bytes([out[34], out[35]]);
     let _ = dp.run(&from_backend(sport, RST).bytes());
-    assert_eq!(passive(&dp), (2, 1, 1), "mid-stream flows are not counted");
+    assert_eq!(passive(&dp), (3, 1, 1), "mid-stream flows are not counted");
     // Hostile: RSTs sprayed from the backend's address at SNAT ports with no handshake in
     // progress, and at the refused flow's port again, count nothing.
     for port in [SNAT_MIN, SNAT_MIN + 1, sport.wrapping_add(1), SNAT_MAX] {
         let _ = dp.run(&from_backend(port, RST).bytes());
     }
-    assert_eq!(passive(&dp), (2, 1, 1), "spoofed RSTs counted");
+    assert_eq!(passive(&dp), (3, 1, 1), "spoofed RSTs counted");
     // Only backend 0's slot moved.
     assert_eq!(dp.passive(1), lb_common::Passive::default());
 }

@@ -372,6 +372,16 @@ fn on_passive_tick(shared: &Mutex<Shared>) {
         {
             continue;
         }
+        // Clients' packets are the evidence: they may thin the table, never empty it.
+        if !st
+            .reconciler
+            .backends()
+            .iter()
+            .any(|(a, b)| *a != addr && b.healthy)
+        {
+            tracing::debug!(backend = %addr, "passive health keeps {addr}: no other backend is healthy");
+            continue;
+        }
         let h = st.passive.stats(&addr);
         tracing::warn!(backend = %addr, "backend {addr} is down: new flows' handshakes failed in a row (passive; {} refused, {} unanswered so far), back after its check's rise", h.refused, h.unanswered);
         st.passive_down.insert(addr, 0);
