@@ -332,12 +332,22 @@ pub struct Counts {
     pub takeover_notices: AtomicU64,
 }
 
+/// The solicited-node groups a socket holds: those of the addresses it was opened for
+/// (kept) and all joined now (those and the extra addresses').
+#[derive(Debug, Default)]
+struct Groups {
+    base: Vec<Ipv6Addr>,
+    joined: Vec<Ipv6Addr>,
+}
+
 /// A packet socket on one interface that receives only ICMPv6 neighbor solicitations.
 pub struct NdpSocket {
     fd: AsyncFd<OwnedFd>,
     /// A datagram socket holding the solicited-node groups at the IP layer, so the kernel
     /// reports them (MLD) and a snooping switch forwards their solicitations here.
     _groups: OwnedFd,
+    /// The solicited-node groups held (`NdpSocket::set_extra`).
+    groups: std::sync::Mutex<Groups>,
     ifindex: u32,
     name: String,
     counts: Counts,
@@ -477,11 +487,91 @@ impl NdpSocket {
         Ok(Self {
             fd,
             _groups: groups,
+            groups: std::sync::Mutex::new(Groups {
+                base: joined.clone(),
+                joined,
+            }),
             ifindex,
             name: name.into(),
             counts: Counts::default(),
             limit: std::sync::Mutex::default(),
         })
+    }
+
+    /// Makes the joined solicited-node groups those of the addresses given at open plus
+    /// `extra` (the Service addresses, `--services`, which come and go while running):
+    /// groups no longer needed are left, new ones joined, at the link and the IP layer as
+    /// [`NdpSocket::open`] does, so the groups held never outnumber the addresses served.
+    /// Returns how many groups were joined.
+    ///
+    /// # Errors
+    /// [`NdpError`] naming the call that failed (the changes before it stay).
+    pub fn set_extra(&self, extra: &[Ipv6Addr]) -> Result<usize, NdpError> {
+        let err = |what, source| NdpError {
+            name: self.name.clone(),
+            what,
+            source,
+        };
+        let mut g = self
+            .groups
+            .lock()
+            .map_err(|_| err("groups", io::Error::other("lock poisoned")))?;
+        let mut wanted = g.base.clone();
+        for a in extra {
+            let s = solicited_node(*a);
+            if !wanted.contains(&s) {
+                wanted.push(s);
+            }
+        }
+        let gone: Vec<Ipv6Addr> = g
+            .joined
+            .iter()
+            .filter(|j| !wanted.contains(j))
+            .copied()
+            .collect();
+        for grp in gone {
+            self.membership(grp, false).map_err(|(w, e)| err(w, e))?;
+            g.joined.retain(|j| *j != grp);
+        }
+        let mut n = 0;
+        for grp in wanted {
+            if g.joined.contains(&grp) {
+                continue;
+            }
+            self.membership(grp, true).map_err(|(w, e)| err(w, e))?;
+            g.joined.push(grp);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Joins (`add`) or leaves solicited-node group `grp` at the link and the IP layer.
+    fn membership(&self, grp: Ipv6Addr, add: bool) -> Result<(), (&'static str, io::Error)> {
+        let mut mr = libc::packet_mreq {
+            mr_ifindex: self.ifindex as i32,
+            mr_type: libc::PACKET_MR_MULTICAST as u16,
+            mr_alen: 6,
+            mr_address: [0; 8],
+        };
+        mr.mr_address[..6].copy_from_slice(&multicast_mac(grp));
+        let (opt, what) = if add {
+            (libc::PACKET_ADD_MEMBERSHIP, "PACKET_ADD_MEMBERSHIP")
+        } else {
+            (libc::PACKET_DROP_MEMBERSHIP, "PACKET_DROP_MEMBERSHIP")
+        };
+        setsockopt(self.fd.get_ref(), libc::SOL_PACKET, opt, &mr).map_err(|e| (what, e))?;
+        let mreq = libc::ipv6_mreq {
+            ipv6mr_multiaddr: libc::in6_addr {
+                s6_addr: grp.octets(),
+            },
+            ipv6mr_interface: self.ifindex,
+        };
+        let (opt, what) = if add {
+            (libc::IPV6_ADD_MEMBERSHIP, "IPV6_ADD_MEMBERSHIP")
+        } else {
+            (libc::IPV6_DROP_MEMBERSHIP, "IPV6_DROP_MEMBERSHIP")
+        };
+        setsockopt(&self._groups, libc::IPPROTO_IPV6, opt, &mreq).map_err(|e| (what, e))
     }
 
     /// What was received so far.

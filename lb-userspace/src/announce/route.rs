@@ -10,7 +10,10 @@
 //! the node's own forwarding: packets to the VIP are taken by the XDP program before any
 //! route lookup, and the node's own processes reach the VIP through the `connect4` hook.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
@@ -41,10 +44,10 @@ pub enum RouteError {
     #[error("netlink socket: {0}")]
     Socket(#[from] std::io::Error),
     /// The kernel refused a request.
-    #[error("{op} route {vip}/32 table {table}: {source}")]
+    #[error("{op} route {vip}/{} table {table}: {source}", prefix_len(*vip))]
     Refused {
         op: &'static str,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         table: u32,
         #[source]
         source: std::io::Error,
@@ -135,20 +138,31 @@ impl RouteStatus {
     }
 }
 
-/// The routes of one daemon: its VIPs on its interface in its table.
+/// The routes of one daemon: its VIPs (and the Service addresses, `--services`: IPv6 ones
+/// as /128s) on its interface in its table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     pub ifindex: u32,
     pub table: u32,
 }
 
-/// The route message for `vip`: `vip/32 dev ifindex scope link proto xvip table N`.
-pub fn route_message(vip: Ipv4Addr, ifindex: u32, table: u32) -> RouteMessage {
+/// 32 for an IPv4 address, 128 for an IPv6 one: a host route.
+pub fn prefix_len(a: IpAddr) -> u8 {
+    if a.is_ipv4() { 32 } else { 128 }
+}
+
+/// The route message for `vip`: `vip/32 dev ifindex scope link proto xvip table N` (/128
+/// for an IPv6 address).
+pub fn route_message(vip: IpAddr, ifindex: u32, table: u32) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header = RouteHeader {
-        address_family: AddressFamily::Inet,
-        destination_prefix_length: 32,
+        address_family: if vip.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        },
+        destination_prefix_length: prefix_len(vip),
         // Tables above 255 are only in the attribute; the header then says "unspec".
         table: u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC),
         protocol: RouteProtocol::Other(RTPROT_XVIP),
@@ -157,7 +171,10 @@ pub fn route_message(vip: Ipv4Addr, ifindex: u32, table: u32) -> RouteMessage {
         ..Default::default()
     };
     m.attributes = vec![
-        RouteAttribute::Destination(RouteAddress::Inet(vip)),
+        RouteAttribute::Destination(match vip {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }),
         RouteAttribute::Oif(ifindex),
         RouteAttribute::Table(table),
     ];
@@ -211,16 +228,17 @@ fn delete(s: &Socket, m: RouteMessage) -> Result<(), RouteError> {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
         Err(source) => Err(RouteError::Refused {
             op: "delete",
-            vip: vip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            vip: vip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             table,
             source,
         }),
     }
 }
 
-fn destination(m: &RouteMessage) -> Option<Ipv4Addr> {
+fn destination(m: &RouteMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         _ => None,
     })
 }
@@ -242,14 +260,23 @@ fn oif_of(m: &RouteMessage) -> Option<u32> {
     })
 }
 
-/// xvip's routes (`proto xvip`) on `ifindex`, in any table, as (VIP, table).
+/// xvip's routes (`proto xvip`) on `ifindex`, in any table, as (VIP, table): the IPv4
+/// /32s, then the IPv6 /128s (a kernel without IPv6 has none: its refusal is no error).
 ///
 /// # Errors
-/// The dump failed.
-pub fn ours(ifindex: u32) -> Result<Vec<(Ipv4Addr, u32)>, RouteError> {
+/// The IPv4 dump failed.
+pub fn ours(ifindex: u32) -> Result<Vec<(IpAddr, u32)>, RouteError> {
+    let mut found = ours_of(ifindex, AddressFamily::Inet)?;
+    if let Ok(v6) = ours_of(ifindex, AddressFamily::Inet6) {
+        found.extend(v6);
+    }
+    Ok(found)
+}
+
+fn ours_of(ifindex: u32, family: AddressFamily) -> Result<Vec<(IpAddr, u32)>, RouteError> {
     let s = socket()?;
     let mut req = RouteMessage::default();
-    req.header.address_family = AddressFamily::Inet;
+    req.header.address_family = family;
     send(
         &s,
         RouteNetlinkMessage::GetRoute(req),
@@ -272,10 +299,11 @@ pub fn ours(ifindex: u32) -> Result<Vec<(Ipv4Addr, u32)>, RouteError> {
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r))
                     if r.header.protocol == RouteProtocol::Other(RTPROT_XVIP)
-                        && r.header.destination_prefix_length == 32
                         && oif_of(&r) == Some(ifindex) =>
                 {
-                    if let Some(vip) = destination(&r) {
+                    if let Some(vip) = destination(&r)
+                        && r.header.destination_prefix_length == prefix_len(vip)
+                    {
                         found.push((vip, table_of(&r)));
                     }
                 }
@@ -365,7 +393,7 @@ mod tests {
 
     #[test]
     fn the_route_is_a_unicast_link_route_of_xvip_in_the_table() {
-        let m = route_message(Ipv4Addr::new(192, 0, 2, 100), 7, 200);
+        let m = route_message(Ipv4Addr::new(192, 0, 2, 100).into(), 7, 200);
         assert_eq!(m.header.kind, RouteType::Unicast);
         assert_eq!(m.header.scope, RouteScope::Link);
         assert_eq!(m.header.destination_prefix_length, 32);
@@ -373,10 +401,21 @@ mod tests {
         assert_eq!(m.header.table, 200);
         assert_eq!(table_of(&m), 200);
         assert_eq!(oif_of(&m), Some(7));
-        assert_eq!(destination(&m), Some(Ipv4Addr::new(192, 0, 2, 100)));
+        assert_eq!(destination(&m), Some(Ipv4Addr::new(192, 0, 2, 100).into()));
         // A table above 255 lives in the attribute only.
-        let m = route_message(Ipv4Addr::new(192, 0, 2, 100), 7, 1000);
+        let m = route_message(Ipv4Addr::new(192, 0, 2, 100).into(), 7, 1000);
         assert_eq!(m.header.table, RouteHeader::RT_TABLE_UNSPEC);
         assert_eq!(table_of(&m), 1000);
+    }
+
+    #[test]
+    fn an_ipv6_service_address_is_a_host_route_of_its_family() {
+        let a: IpAddr = "2001:db8::a0".parse().unwrap();
+        let m = route_message(a, 7, 200);
+        assert_eq!(m.header.address_family, AddressFamily::Inet6);
+        assert_eq!(m.header.destination_prefix_length, 128);
+        assert_eq!(m.header.protocol, RouteProtocol::Other(RTPROT_XVIP));
+        assert_eq!(destination(&m), Some(a));
+        assert_eq!(prefix_len(Ipv4Addr::LOCALHOST.into()), 32);
     }
 }

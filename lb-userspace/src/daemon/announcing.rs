@@ -31,6 +31,8 @@ impl Daemon {
     pub(super) fn gratuitous_arp(&self) {
         self.gratuitous_arp_for(&self.vip_addrs);
         self.gratuitous_arp_for(&self.service_addrs);
+        // --services: the IPv6 Service addresses follow the same owner (svc).
+        self.unsolicited_na_for(&self.service6_addrs);
     }
 
     pub(super) fn gratuitous_arp_for(&self, addrs: &[Ipv4Addr]) {
@@ -50,6 +52,7 @@ impl Daemon {
     /// The Service addresses changed (`--services`): new ones get a gratuitous round at once
     /// while this node announces; gone ones are no longer answered.
     pub(super) fn on_services(&mut self, addrs: &BTreeSet<std::net::IpAddr>) {
+        self.on_services6(addrs);
         let v4: Vec<Ipv4Addr> = addrs
             .iter()
             .filter_map(|a| match a {
@@ -63,22 +66,23 @@ impl Daemon {
             .filter(|a| !self.service_addrs.contains(a))
             .copied()
             .collect();
-        let gone: Vec<Ipv4Addr> = self
-            .service_addrs
-            .iter()
-            .filter(|a| !v4.contains(a))
-            .copied()
-            .collect();
         self.service_addrs = v4;
-        // Routed mode: the Service /32s ride with the VIPs' routes (announced while this
-        // node can serve, withdrawn with them); gone ones are withdrawn now.
+        // Routed mode: the Service /32s (and, svc, IPv6 /128s) ride with the VIPs' routes
+        // (announced while this node can serve, withdrawn with them); gone ones are
+        // withdrawn now.
         if let Some(spec) = &mut self.route_spec {
+            let before = std::mem::take(&mut spec.vips);
             spec.vips = self
                 .settings
                 .vips
                 .iter()
-                .map(|v| v.addr)
-                .chain(self.service_addrs.iter().copied())
+                .map(|v| std::net::IpAddr::V4(v.addr))
+                .chain(self.service_addrs.iter().map(|a| (*a).into()))
+                .chain(self.service6_addrs.iter().map(|a| (*a).into()))
+                .collect();
+            let gone: Vec<std::net::IpAddr> = before
+                .into_iter()
+                .filter(|a| !spec.vips.contains(a))
                 .collect();
             if !gone.is_empty() {
                 let old = crate::announce::route::RouteSpec {
@@ -107,22 +111,67 @@ impl Daemon {
     /// Unsolicited neighbour advertisements for the IPv6 addresses (the gratuitous-ARP
     /// equivalent).
     pub(super) fn unsolicited_na(&self) {
+        self.unsolicited_na_for(&self.vip6_addrs);
+    }
+
+    fn unsolicited_na_for(&self, addrs: &[std::net::Ipv6Addr]) {
+        if addrs.is_empty() {
+            return;
+        }
         for (i, ndp) in &self.ndp {
-            if let Err(e) = ndp.announce(i.mac, &self.vip6_addrs) {
+            if let Err(e) = ndp.announce(i.mac, addrs) {
                 log::warn!("unsolicited neighbour advertisement on {}: {e}", i.name);
             }
         }
     }
 
-    /// A neighbour solicitation: answered for our IPv6 addresses while announcing them.
-    pub(super) fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
-        if !self.announcing6() {
-            return;
+    /// The IPv6 Service addresses changed (`--services`, svc): the NDP sockets hold their
+    /// solicited-node groups, new ones are advertised at once while this node announces.
+    /// Routed mode routes them as /128s (`on_services`).
+    fn on_services6(&mut self, addrs: &BTreeSet<std::net::IpAddr>) {
+        let v6: Vec<std::net::Ipv6Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                std::net::IpAddr::V6(a) => Some(*a),
+                std::net::IpAddr::V4(_) => None,
+            })
+            .filter(|a| !self.vip6_addrs.contains(a))
+            .collect();
+        let new: Vec<std::net::Ipv6Addr> = v6
+            .iter()
+            .filter(|a| !self.service6_addrs.contains(a))
+            .copied()
+            .collect();
+        if v6 != self.service6_addrs {
+            for (i, ndp) in &self.ndp {
+                if let Err(e) = ndp.set_extra(&v6) {
+                    log::warn!("services: IPv6 Service addresses on {}: {e}", i.name);
+                }
+            }
         }
+        self.service6_addrs = v6;
+        if !new.is_empty() && self.announcing() {
+            self.unsolicited_na_for(&new);
+        }
+    }
+
+    /// A neighbour solicitation: answered for our IPv6 addresses while announcing them
+    /// (the v6 VIPs by the IPv6 election's master; the IPv6 Service addresses, svc, by the
+    /// IPv4 one's, which owns every Service address).
+    pub(super) fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
         let Some((i, ndp)) = self.ndp.get(n) else {
             return;
         };
-        if let Some(na) = ns.answer(&self.vip6_addrs, i.mac) {
+        let na = self
+            .announcing6()
+            .then(|| ns.answer(&self.vip6_addrs, i.mac))
+            .flatten()
+            .or_else(|| {
+                self.announcing()
+                    .then(|| ns.answer(&self.service6_addrs, i.mac))
+                    .flatten()
+            });
+        if let Some(na) = na {
             ndp.answer(ns, &na);
         }
     }

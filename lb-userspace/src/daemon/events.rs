@@ -98,6 +98,9 @@ pub(super) struct Daemon {
     /// The IPv4 Service addresses the statuses give (`--services`): answered and announced
     /// exactly as the VIPs, by the same owner.
     pub(super) service_addrs: Vec<Ipv4Addr>,
+    /// The IPv6 Service addresses (`--services`): answered (NDP) and advertised by the same
+    /// owner as the IPv4 ones, the IPv4 election's master.
+    pub(super) service6_addrs: Vec<std::net::Ipv6Addr>,
     /// The Services task's end of the channel, until it starts.
     pub(super) services_tx: Option<crate::services::watch::Announce>,
     /// The channel's other end (the status endpoint reads what is announced).

@@ -1,7 +1,7 @@
 //! Routed mode (`--announce route`): the VIP routes put in or taken out as
 //! `route::decide` says, and the stale ones a previous xvip left removed.
 
-use std::{net::Ipv4Addr, sync::Mutex};
+use std::{net::IpAddr, sync::Mutex};
 
 use super::Shared;
 use crate::announce::route::Withdrawn;
@@ -9,7 +9,7 @@ use crate::announce::route::Withdrawn;
 /// Removes routes a previous xvip on this interface left that this one does not announce
 /// (another table, a VIP no longer configured).
 pub(super) fn drop_stale_routes(spec: &crate::announce::route::RouteSpec) {
-    let stale: Vec<(Ipv4Addr, u32)> = match crate::announce::route::ours(spec.ifindex) {
+    let stale: Vec<(IpAddr, u32)> = match crate::announce::route::ours(spec.ifindex) {
         Ok(r) => r
             .into_iter()
             .filter(|(vip, table)| *table != spec.table || !spec.vips.contains(vip))
@@ -26,8 +26,14 @@ pub(super) fn drop_stale_routes(spec: &crate::announce::route::RouteSpec) {
             table,
         };
         match crate::announce::route::withdraw(&old) {
-            Ok(()) => log::info!("removed a stale route {vip}/32 from table {table}"),
-            Err(e) => log::warn!("stale route {vip}/32 table {table}: {e}"),
+            Ok(()) => log::info!(
+                "removed a stale route {vip}/{} from table {table}",
+                crate::announce::route::prefix_len(vip)
+            ),
+            Err(e) => log::warn!(
+                "stale route {vip}/{} table {table}: {e}",
+                crate::announce::route::prefix_len(vip)
+            ),
         }
     }
 }
@@ -154,7 +160,7 @@ pub(super) fn sync_route(
         if st.announced {
             tracing::info!(
                 table = spec.table,
-                "route announced: {:?}/32 in table {}",
+                "route announced: {:?} in table {}",
                 spec.vips,
                 spec.table
             );

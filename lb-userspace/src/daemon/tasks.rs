@@ -84,20 +84,28 @@ impl Daemon {
         vip6_addrs.dedup();
         let mut ndp = Vec::new();
         let (ndp_tx, ndp_rx) = mpsc::channel(256);
-        if !vip6_addrs.is_empty() && settings.announce == Announce::Arp {
+        // --services (svc): IPv6 Service addresses need the sockets without v6 VIPs too;
+        // then a node without IPv6 only loses those (a warning), not its start.
+        if (!vip6_addrs.is_empty() || settings.services.is_some())
+            && settings.announce == Announce::Arp
+        {
             for i in &all {
-                let sock = Arc::new(crate::announce::ndp::NdpSocket::open(
-                    &i.name,
-                    i.index,
-                    &vip6_addrs,
-                )?);
+                let sock =
+                    match crate::announce::ndp::NdpSocket::open(&i.name, i.index, &vip6_addrs) {
+                        Ok(s) => Arc::new(s),
+                        Err(e) if vip6_addrs.is_empty() => {
+                            log::warn!("services: no IPv6 Service addresses on {}: {e}", i.name);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                 forward_ns(ndp.len(), sock.clone(), ndp_tx.clone());
                 ndp.push((i.clone(), sock));
             }
         }
         let route_spec =
             (settings.announce == Announce::Route).then(|| crate::announce::route::RouteSpec {
-                vips: settings.vips.iter().map(|v| v.addr).collect(),
+                vips: settings.vips.iter().map(|v| v.addr.into()).collect(),
                 ifindex: iface.index,
                 table: settings.route_table,
             });
@@ -187,6 +195,7 @@ impl Daemon {
             discovery_report: Default::default(),
             services_report: Default::default(),
             service_addrs: Vec::new(),
+            service6_addrs: Vec::new(),
             services_tx,
             services_rx,
             discovered: None,
@@ -450,14 +459,16 @@ pub(super) async fn status_endpoint(
                     let Some(addr) = a.address.as_deref().and_then(|x| x.parse().ok()) else {
                         continue;
                     };
+                    // svc: IPv6 Service addresses are answered over NDP, routed as /128s.
                     let v4 = matches!(addr, std::net::IpAddr::V4(_));
-                    a.announced = set.contains(&addr) && v4 && announcing;
+                    let can = v4 || routed || !ndp.is_empty();
+                    a.announced = set.contains(&addr) && can && announcing;
                     if set.contains(&addr) {
-                        a.why = match (v4, announcing) {
+                        a.why = match (can, announcing) {
                             (true, true) => None,
-                            (false, _) => Some(
-                                "IPv6 Service addresses are not announced by ARP mode yet".into(),
-                            ),
+                            (false, _) => {
+                                Some("no NDP socket on this node (IPv6 unavailable?)".into())
+                            }
                             (true, false) => Some(if routed {
                                 "routed mode: the routes are withdrawn (see route)".into()
                             } else {

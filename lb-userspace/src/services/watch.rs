@@ -8,7 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::{
@@ -41,6 +41,9 @@ pub const MAX_SERVICES: usize = 1000;
 pub const MAX_OBJECTS: usize = 20_000;
 /// Status writes retried after a conflict before the next event.
 const MAX_RETRIES: usize = 3;
+/// How often the task looks whether this node's VRRP ownership moved (the `Local` refusal
+/// is the owner's to send, at once, not at the next Service change).
+const OWNER_POLL: Duration = Duration::from_millis(200);
 
 /// One Service address as `xvip status` shows it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -347,6 +350,8 @@ struct Task {
     local_rx: watch::Receiver<BTreeSet<String>>,
     /// Whether this node holds the VIP (VRRP master): it sends the `Local` refusals.
     owner: Owner,
+    /// What `owner` said at the last plan.
+    was_owner: Option<bool>,
 }
 
 /// Whether this node is the VRRP owner now (`None` without VRRP).
@@ -387,6 +392,7 @@ pub fn spawn(
             local: BTreeSet::new(),
             local_rx,
             owner,
+            was_owner: None,
         };
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -486,9 +492,17 @@ impl Task {
                 Ok(w) => w,
                 Err(end) => return end,
             };
+        let mut owner_poll = tokio::time::interval(OWNER_POLL);
+        owner_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let ev = tokio::select! {
                 ev = w.next() => ev,
+                _ = owner_poll.tick() => {
+                    if (self.owner)() != self.was_owner {
+                        self.reconcile(access).await;
+                    }
+                    continue;
+                }
                 changed = self.local_rx.changed() => {
                     if changed.is_ok() {
                         self.local = self.local_rx.borrow_and_update().clone();
@@ -530,6 +544,7 @@ impl Task {
     /// Plans, writes the statuses that differ (a 409 reads the Service again and plans
     /// again, at most [`MAX_RETRIES`] times), sends events for refusals, and publishes.
     async fn reconcile(&mut self, access: &ApiAccess) {
+        self.was_owner = (self.owner)();
         let mut st = step(&self.settings, &self.services, &self.local);
         for _ in 0..MAX_RETRIES {
             if st.writes.is_empty() {
@@ -588,7 +603,7 @@ impl Task {
         }
         // With VRRP the owner refuses a `Local` Service it has no endpoint for (routed
         // mode: the nodes that have one announce it, the others stay silent).
-        if (self.owner)() == Some(true) {
+        if self.was_owner == Some(true) {
             for key in &st.no_local {
                 let why = format!(
                     "externalTrafficPolicy Local: the VIP owner (node {}) has no ready endpoint of this Service; its address is not announced",
