@@ -120,6 +120,25 @@ pub fn lab_neighbour_drop(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Per CPU: as the daemon's `PASSIVE` (backend index -> handshake counters), for
+/// `lab_passive`.
+#[map]
+static LAB_PASSIVE: PerCpuArray<lb_common::Passive> =
+    PerCpuArray::with_max_entries(lb_common::MAX_BACKENDS, 0);
+
+/// `lab_pass` plus what passive health adds to a new flow's SYN in xvip: one per-CPU
+/// counter of one backend (its index from the frame's length, as xvip's comes from the
+/// flow, unknown to the verifier), for the bench's cost part to take `lab_pass` from.
+#[xdp]
+pub fn lab_passive(ctx: XdpContext) -> u32 {
+    let idx = (ctx.data_end() - ctx.data()) as u32 % lb_common::MAX_BACKENDS;
+    if let Some(c) = LAB_PASSIVE.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot.
+        unsafe { (*c).syns += 1 };
+    }
+    xdp_action::XDP_PASS
+}
+
 /// Counts and drops: the sink of the benchmarks.
 #[xdp]
 pub fn lab_count(ctx: XdpContext) -> u32 {

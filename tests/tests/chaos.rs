@@ -3,8 +3,9 @@
 //! 50 ms, a TCP connect loop through the VIP and a server-push stream. Random faults from a
 //! seed (printed; `XVIP_CHAOS_SEED` replays it): SIGKILL and restart, SIGSTOP then SIGCONT,
 //! VRRP dropped on the switch between two nodes (one or both directions) or for everyone,
-//! a node's link down and up, SIGHUP, a node's masters all unhealthy (its health checks
-//! dropped: the health penalty). After each fault the group must converge (lb1 master,
+//! a node's link down and up, SIGHUP, SIGHUP with a new priority (lb1 below lb2, or a
+//! backup above lb1, and back: two handovers), a node's masters all unhealthy (its health
+//! checks dropped: the health penalty). After each fault the group must converge (lb1 master,
 //! the others backups naming it, lb1 alone answering ARP) within `CONVERGE`; per fault the
 //! test measures the time with two or more ARP owners, with none, the failed connects and
 //! the stream lines lost, prints a table, and holds the targets (see `check`).
@@ -94,6 +95,10 @@ enum Fault {
     Link(usize, Duration),
     /// SIGHUP (the configuration read again; nothing changes).
     Hup(usize),
+    /// SIGHUP with a new priority in the node's configuration file (lb1: 90, below lb2; a
+    /// backup: 200, above lb1), the other master waited for, and the old priority back by
+    /// SIGHUP after the pause: two preemptions.
+    Priority(usize, Duration),
     /// Every master unhealthy as the node sees it (its checks to port 6443 dropped in its
     /// namespace) for the pause: the health penalty lowers its priority.
     Unhealthy(usize, Duration),
@@ -116,6 +121,7 @@ impl fmt::Display for Fault {
             Fault::VrrpAll(d) => write!(f, "vrrp all {}", s(d)),
             Fault::Link(i, d) => write!(f, "link {} {}", n(i), s(d)),
             Fault::Hup(i) => write!(f, "hup {}", n(i)),
+            Fault::Priority(i, d) => write!(f, "prio {} {} {}", n(i), raised(*i), s(d)),
             Fault::Unhealthy(i, d) => write!(f, "unhealthy {} {}", n(i), s(d)),
             Fault::Rtnl(d) => write!(f, "rtnl {}", s(d)),
         }
@@ -132,7 +138,7 @@ impl Fault {
                 1 + rng.below(2) as usize
             }
         };
-        match rng.below(8) {
+        match rng.below(9) {
             0 => Fault::Kill(node(rng), rng.ms(1000, 3000)),
             1 => Fault::Stop(node(rng), rng.ms(1000, 5000)),
             2 => {
@@ -144,6 +150,7 @@ impl Fault {
             4 => Fault::Link(node(rng), rng.ms(1000, 3000)),
             5 => Fault::Unhealthy(node(rng), rng.ms(4000, 6000)),
             6 => Fault::Rtnl(rng.ms(2000, 5000)),
+            7 => Fault::Priority(node(rng), rng.ms(1000, 3000)),
             _ => Fault::Hup(node(rng)),
         }
     }
@@ -156,10 +163,15 @@ impl Fault {
                 *i == 0
             }
             Fault::VrrpPair(a, b, _, _) => *a == 0 || *b == 0,
-            Fault::VrrpAll(_) => true,
+            Fault::VrrpAll(_) | Fault::Priority(..) => true,
             Fault::Hup(_) | Fault::Rtnl(_) => false,
         }
     }
+}
+
+/// The priority `Fault::Priority` gives node `i`: lb1 below lb2, a backup above lb1.
+fn raised(i: usize) -> u8 {
+    if i == 0 { 90 } else { 200 }
 }
 
 /// The chaos lab: client, lb1..lb3, m1..m3 serving plain HTTP (`/watch` streams).
@@ -187,9 +199,13 @@ impl Chaos {
         let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
         std::fs::set_permissions(&key, mode).expect("chmod");
         let key = key.to_string_lossy().into_owned();
+        // Priorities in configuration files: `Fault::Priority` rewrites them.
         let args = NODES
             .iter()
-            .map(|(_, prio)| node_args(*prio, &["--health", "tcp", "--sync-key-file", &key]))
+            .map(|(host, prio)| {
+                let extra = ["--health", "tcp", "--sync-key-file", &key];
+                node_args_priority_file(&logs.join(format!("{host}.toml")), *prio, &extra)
+            })
             .collect();
         Self {
             lab,
@@ -205,6 +221,14 @@ impl Chaos {
         let log = self.logs.join(format!("{host}-{}.log", self.starts));
         let a: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
         start_xvip_logged(&mut self.lab, host, &a, &[], &log);
+    }
+
+    /// Writes node `i`'s priority into its configuration file and sends it SIGHUP.
+    fn set_priority(&self, i: usize, priority: u8) {
+        let cfg = self.logs.join(format!("{}.toml", NODES[i].0));
+        std::fs::write(&cfg, format!("vrrp_priority = {priority}\n")).expect("config");
+        let p = self.proc(i);
+        self.lab.procs[p].signal(libc::SIGHUP);
     }
 
     fn proc(&self, i: usize) -> usize {
@@ -301,6 +325,29 @@ impl Chaos {
                 let p = self.proc(*i);
                 self.lab.procs[p].signal(libc::SIGHUP);
                 thread::sleep(Duration::from_millis(500));
+            }
+            Fault::Priority(i, d) => {
+                self.set_priority(*i, raised(*i));
+                // The handover the new priority asks for: lb2 for a lowered lb1, the
+                // raised backup otherwise.
+                let (master, ip) = if *i == 0 {
+                    ("lb2", lb_ip(2))
+                } else {
+                    (NODES[*i].0, lb_ip(*i as u8 + 1))
+                };
+                let ip = ip.to_string();
+                wait_for(
+                    Duration::from_secs(5),
+                    &format!("{master} master after {fault}"),
+                    || {
+                        state(&self.lab, master) == "master"
+                            && vrrp(&self.lab, "lb1").is_some_and(|v| {
+                                v.state == "backup" && v.master.as_ref() == Some(&ip)
+                            })
+                    },
+                );
+                thread::sleep(*d);
+                self.set_priority(*i, NODES[*i].1);
             }
             Fault::Unhealthy(i, d) => {
                 let ns = self.lab.host(NODES[*i].0).ns.name.clone();

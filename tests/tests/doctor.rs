@@ -1,8 +1,8 @@
 //! `xvip doctor` in the namespace lab: a healthy lab passes, and each fault the lab can make
 //! (a host answering ARP for the VIP, the VIP on the node, a SNAT/ephemeral overlap, a
 //! foreign XDP program, kube-ipvs0 holding the VIP, certificates without the VIP, about to
-//! expire or of another CA, another VRRP router on our VRID) is a line naming it, with exit
-//! status 1. Nothing is attached by the doctor.
+//! expire or of another CA, another VRRP router on our VRID, a peer whose multicast does
+//! not arrive) is a line naming it, with exit status 1. Nothing is attached by the doctor.
 
 use std::{
     net::IpAddr,
@@ -533,4 +533,197 @@ fn a_host_holding_the_ipv6_vip_answers_the_dad_probe_and_fails_naming_its_mac() 
             "fail vip-ndp: 2001:db8::100 is advertised on eth0 by {M1_MAC}: another host holds the VIP; fix: find the host with that MAC (`ip -6 neigh`, the switch's MAC table) and remove the VIP from it, or choose a free VIP"
         )
     );
+}
+
+/// Sends a sync heartbeat (an empty, signed records message, as every running xvip does each
+/// second) from `host` to 224.0.0.18:8849 every 200 ms until `stop`.
+fn heartbeats(
+    lab: &Lab,
+    host: &str,
+    key: &[u8],
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use xvip::wire::sync::{Header, Kind, SyncKey, encode, wall_ms};
+    let h = lab.host(host);
+    // A route for the group inside the host's namespace (the lab's hosts have none).
+    h.ns.ip(&["route", "replace", "224.0.0.0/4", "dev", "eth0"])
+        .unwrap();
+    let (ns, ip) = (h.ns.name.clone(), h.ip);
+    let (key, flag) = (SyncKey::new(key), Arc::clone(stop));
+    std::thread::spawn(move || {
+        in_netns(&ns, move || -> anyhow::Result<()> {
+            let sock = std::net::UdpSocket::bind((ip, 0))?;
+            sock.set_multicast_ttl_v4(1)?;
+            let epoch = u64::from(std::process::id()) << 16;
+            for counter in 1.. {
+                if flag.load(Ordering::Relaxed) || counter > 600 {
+                    break;
+                }
+                let h = Header {
+                    kind: Kind::Records,
+                    last: false,
+                    epoch,
+                    seq: counter,
+                    nonce: 0,
+                    part: 0,
+                    sender: ip,
+                    recipient: xvip::sync::SYNC_GROUP,
+                    time_ms: wall_ms(),
+                    counter,
+                };
+                sock.send_to(&encode(&key, &h, &[]), ("224.0.0.18", 8849))?;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+    })
+}
+
+#[test]
+fn a_peer_whose_multicast_is_dropped_is_named_while_the_other_is_heard() {
+    let lab = lab("dpeers", &[]);
+    let dir = TempDir::new("dpeers");
+    let key = b"0123456789abcdef0123456789abcdef";
+    std::fs::write(dir.path("sync.key"), key).unwrap();
+    std::fs::set_permissions(
+        dir.path("sync.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    // m1 and m2 play the other nodes of the group; m3 signs with another key (a forger, or
+    // a node of another group).
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = [
+        heartbeats(&lab, "m1", key, &stop),
+        heartbeats(&lab, "m2", key, &stop),
+        heartbeats(&lab, "m3", b"another key of 32 bytes or more..", &stop),
+    ];
+    let key_file = dir.str("sync.key");
+    let with_peers = |peers: &'static str| -> Vec<String> {
+        run_args(&["--vrrp-vrid", "51", "--vrrp-peer", peers, "--sync-key-file"])
+            .into_iter()
+            .map(String::from)
+            .chain([key_file.clone()])
+            .collect()
+    };
+    let args = with_peers("192.0.2.11,192.0.2.12");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(
+        line(&out, "ok   group-peers: "),
+        "ok   group-peers: heard every --vrrp-peer: 192.0.2.11, 192.0.2.12"
+    );
+    assert_eq!(code, Some(0), "{out}");
+
+    // m3's heartbeats do not count: not authenticated with our key.
+    let three = with_peers("192.0.2.11,192.0.2.12,192.0.2.13");
+    let three: Vec<&str> = three.iter().map(String::as_str).collect();
+    let (code, out) = doctor(&lab, &three);
+    let fails: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("fail group-peers: "))
+        .collect();
+    assert_eq!(
+        fails,
+        [
+            "fail group-peers: nothing from 192.0.2.13 in 3s while 192.0.2.11, 192.0.2.12 were heard: its VRRP and sync traffic does not reach this node; fix: let IP protocol 112 and UDP sync from 192.0.2.13 reach this node (firewall, nftables, the switch's IGMP snooping) and check xvip runs there"
+        ],
+        "{out}"
+    );
+    assert_eq!(code, Some(1), "{out}");
+
+    // The lb's firewall drops m2's multicast.
+    let nft = |rule: &str| {
+        let out = lab.host("lb").ns.cmd("nft").arg(rule).output().unwrap();
+        assert!(out.status.success(), "nft {rule}: {out:?}");
+    };
+    nft("add table ip xvipdoc");
+    nft("add chain ip xvipdoc in { type filter hook input priority 0; }");
+    nft("add rule ip xvipdoc in ip saddr 192.0.2.12 ip daddr 224.0.0.0/4 drop");
+    let (code, out) = doctor(&lab, &args);
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert_eq!(
+        line(&out, "fail group-peers: "),
+        "fail group-peers: nothing from 192.0.2.12 in 3s while 192.0.2.11 was heard: its VRRP and sync traffic does not reach this node; fix: let IP protocol 112 and UDP sync from 192.0.2.12 reach this node (firewall, nftables, the switch's IGMP snooping) and check xvip runs there"
+    );
+    assert_eq!(code, Some(1), "{out}");
+}
+
+#[test]
+fn a_certificate_without_the_control_plane_endpoint_fails_naming_it() {
+    let with = ["--san", VIP, "--san", "cp.example"];
+    // m1's certificate names the VIP but not the endpoint.
+    let lab = lab("dcpe", &[("m2", &with), ("m3", &with)]);
+    let (code, out) = doctor(
+        &lab,
+        &run_args(&["--control-plane-endpoint", "CP.example:6443"]),
+    );
+    assert_eq!(
+        line(&out, "fail master-cert: "),
+        "fail master-cert: 192.0.2.11:6443: certificate does not name the controlPlaneEndpoint cp.example (SANs: 192.0.2.11, 192.0.2.100, localhost): clients of cp.example (kubeconfigs, kubelets) get \"x509: certificate is valid for ..., not cp.example\"; fix: add cp.example to kubeadm's apiServer.certSANs, then regenerate the certificate: move /etc/kubernetes/pki/apiserver.{crt,key} away and run `kubeadm init phase certs apiserver --config FILE`"
+    );
+    for m in ["192.0.2.12", "192.0.2.13"] {
+        line(
+            &out,
+            &format!(
+                "ok   master-cert: {m}:6443: certificate names the controlPlaneEndpoint cp.example"
+            ),
+        );
+    }
+    assert_eq!(code, Some(1), "{out}");
+
+    // Not a host name: status 2, nothing checked.
+    let (code, out) = doctor(&lab, &run_args(&["--control-plane-endpoint", "cp example"]));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.is_empty(), "{out}");
+}
+
+#[test]
+fn a_service_pool_holding_the_vip_or_the_node_fails_naming_it() {
+    let lab = lab("dpool", &[]);
+    let services = |pool: &str| -> Vec<String> {
+        run_args(&[
+            "--services",
+            "--services-kubeconfig",
+            "/nonexistent/admin.conf",
+            "--services-pool",
+        ])
+        .into_iter()
+        .map(String::from)
+        .chain([pool.to_string()])
+        .collect()
+    };
+    let args = services("192.0.2.96/28");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = doctor(&lab, &args);
+    assert_eq!(
+        line(&out, "fail services-pools: "),
+        "fail services-pools: pool default: 192.0.2.100 (in 192.0.2.96-192.0.2.111) is a VIP: a Service given it takes its traffic; fix: leave 192.0.2.100 out of pool default (--services-pool, [[services.pool]])"
+    );
+    assert_eq!(code, Some(1), "{out}");
+    // The lb's own address (192.0.2.2, also the default SNAT address: one line).
+    let args = services("192.0.2.0-192.0.2.7");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = doctor(&lab, &args);
+    let fails: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("fail services-pools: "))
+        .collect();
+    assert_eq!(fails.len(), 1, "{out}");
+    assert!(
+        fails[0].starts_with(
+            "fail services-pools: pool default: 192.0.2.2 (in 192.0.2.0-192.0.2.7) is "
+        ),
+        "{out}"
+    );
+    assert_eq!(code, Some(1), "{out}");
+    let args = services("198.51.100.0/29");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, out) = doctor(&lab, &args);
+    line(&out, "ok   services-pools: 1 pool(s), 1 range(s): ");
 }

@@ -362,3 +362,70 @@ fn a_client_in_the_flow_table_learns_the_new_owner_at_once() {
     assert!(arp.takeover_notices >= 1, "{arp:?}");
     drop(conn);
 }
+
+/// A SIGHUP with a new priority applies live (keepalived's reload): lb1 (150) lowered to
+/// 50 hands the VIP to the preempting lb2 (100), raised to 200 it takes it back. Each
+/// handover: at most one ARP sample with two owners (a preemption: the new master answers
+/// before its advert reaches the old one), no longer without an owner than the master-down
+/// interval and the measurement margin, and the new owner alone once the states say so.
+#[test]
+fn a_sighup_with_a_new_priority_hands_the_vip_over_and_back() {
+    let dir = tests::lab::TempDir::new("ownhup");
+    let mut lab = lab("ownh", 2, None);
+    let cfg = dir.path("lb1.toml");
+    let args = node_args_priority_file(&cfg, 150, &[]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    start_xvip_logged(&mut lab, "lb1", &a, &[], &dir.path("lb1.log"));
+    wait_attached(&lab, "lb1");
+    start_node(&mut lab, "lb2", 100, &[]);
+    serving(&lab, "lb1", &["lb2"]);
+    let (lb1, lb2) = (mac_of(&lab, "lb1"), mac_of(&lab, "lb2"));
+    let i = xvip_index(&lab, "lb1");
+    let sampler = ArpSampler::start(&lab);
+    thread::sleep(Duration::from_millis(500));
+    let mut windows = Vec::new();
+    for (priority, master, backup) in [(50, "lb2", "lb1"), (200, "lb1", "lb2")] {
+        std::fs::write(&cfg, format!("vrrp_priority = {priority}\n")).expect("config");
+        let from = Instant::now();
+        lab.procs[i].signal(libc::SIGHUP);
+        let took = wait_master(&lab, master, &[backup], Duration::from_secs(5));
+        // The status is polled: the daemons act on the state change a moment later.
+        let to = Instant::now() + Duration::from_millis(100);
+        println!("SIGHUP priority {priority}: {master} master after {took:?}");
+        let v = vrrp(&lab, "lb1").expect("lb1's VRRP status");
+        assert_eq!((v.configured_priority, v.priority), (priority, priority));
+        lab.curl_until_ok(
+            "client",
+            &format!("https://{VIP}:6443/whoami"),
+            Duration::from_secs(5),
+        )
+        .expect("through the VIP after the handover");
+        thread::sleep(Duration::from_millis(700));
+        windows.push((from, to));
+    }
+    let samples = sampler.stop();
+    let log = std::fs::read_to_string(dir.path("lb1.log")).expect("lb1 log");
+    assert!(log.contains("priority 150 -> 50 (reload)"), "{log}");
+    assert!(log.contains("priority 50 -> 200 (reload)"), "{log}");
+    assert!(!log.contains("need a restart"), "{log}");
+    let (down, up) = (windows[0], windows[1]);
+    let (first, second): (Vec<_>, Vec<_>) = samples.into_iter().partition(|s| s.at < up.0);
+    let (gap1, n1, two1) = assert_one_arp_owner_but_handover(
+        &first,
+        |t| {
+            (t < down.0)
+                .then(|| lb1.clone())
+                .or_else(|| (t > down.1).then(|| lb2.clone()))
+        },
+        Some(down),
+    );
+    let (gap2, n2, two2) =
+        assert_one_arp_owner_but_handover(&second, |t| (t > up.1).then(|| lb1.clone()), Some(up));
+    println!(
+        "lowered: {n1} samples, longest without an owner {gap1:?}, {two1} with two; raised: {n2} samples, {gap2:?}, {two2}"
+    );
+    // Master-down interval of priority 100 (361 ms) + the 100 ms + the 250 ms the
+    // chaos test allows its measurement (sampling period, a loaded machine).
+    let bound = Duration::from_millis(361 + 100 + 250);
+    assert!(gap1 <= bound && gap2 <= bound, "{gap1:?} {gap2:?}");
+}

@@ -174,6 +174,11 @@ pub struct RunArgs {
     /// (the --backend list stays the fallback while the API is unreachable).
     #[arg(long, env = "XVIP_DISCOVER_FROM_KUBECONFIG")]
     pub discover_from_kubeconfig: Option<PathBuf>,
+    /// kubeadm's controlPlaneEndpoint (`NAME[:PORT]`): `xvip doctor` checks that every
+    /// master's serving certificate names it (default: read from the kubeadm-config
+    /// ConfigMap with --discover-from-kubeconfig).
+    #[arg(long, env = "XVIP_CONTROL_PLANE_ENDPOINT")]
+    pub control_plane_endpoint: Option<String>,
     /// Conntrack sync with the other nodes of the VRRP group, authenticated with the key in
     /// this file (the same on every node; at least 32 bytes, mode 0600 or stricter).
     #[arg(long, env = "XVIP_SYNC_KEY_FILE")]

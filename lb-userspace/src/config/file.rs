@@ -57,6 +57,7 @@ pub(super) struct FileConfig {
     pub(super) vrrp_track_ip_fall: Option<u32>,
     pub(super) discover_from_kubeconfig: Option<PathBuf>,
     pub(super) sync_key_file: Option<PathBuf>,
+    pub(super) control_plane_endpoint: Option<String>,
     pub(super) announce: Option<Announce>,
     pub(super) route_table: Option<u32>,
     pub(super) services: Option<super::services::ServicesFile>,

@@ -238,6 +238,9 @@ pub struct Settings {
     pub discover_from_kubeconfig: Option<PathBuf>,
     /// Conntrack sync with the VRRP peers (`--sync-key-file`).
     pub sync: Option<sync::SyncSettings>,
+    /// kubeadm's controlPlaneEndpoint without its port (`--control-plane-endpoint`): a DNS
+    /// name or an address the masters' certificates must name (read by `xvip doctor` only).
+    pub control_plane_endpoint: Option<String>,
     /// Whether the VIPs are announced (ARP, a route) or only used on this node.
     pub announce: Announce,
     /// Routing table of the VIP routes (`--announce route`).

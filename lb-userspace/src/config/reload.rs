@@ -1,12 +1,14 @@
 //! What a reload (SIGHUP) of the configuration can apply: the settings that differ between
-//! the running and the reloaded [`Settings`] and need a restart. A statement about the
+//! the running and the reloaded [`Settings`] and need a restart (a reload applies the
+//! backends and the VRRP priority). A statement about the
 //! settings alone; the daemon logs it and applies the rest.
 
 use super::Settings;
 
 /// The settings a SIGHUP reload cannot apply that differ between the running `old` and the
-/// reloaded `new` configuration, by their configuration names. A reload applies only the
-/// backends (and their weights); everything else is taken at start. Exhaustive over
+/// reloaded `new` configuration, by their configuration names. A reload applies the
+/// backends (and their weights) and the VRRP priority (as keepalived's reload does: the
+/// election takes it live); everything else is taken at start, turning VRRP on or off too. Exhaustive over
 /// [`Settings`]: a new field does not compile until it is sorted here.
 pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let Settings {
@@ -37,6 +39,8 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         announce,
         route_table,
         services,
+        // Read by `xvip doctor` only.
+        control_plane_endpoint: _,
     } = new;
     let changed = [
         (
@@ -61,7 +65,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("pin-root", *pin_root != old.pin_root),
         ("icmp-echo", *icmp_echo != old.icmp_echo),
         ("local-connect", *local_connect != old.local_connect),
-        ("vrrp", *vrrp != old.vrrp),
+        ("vrrp", !same_but_priority(vrrp.as_ref(), old.vrrp.as_ref())),
         (
             "discover-from-kubeconfig",
             *discover_from_kubeconfig != old.discover_from_kubeconfig,
@@ -76,6 +80,24 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         .filter(|(_, c)| *c)
         .map(|(name, _)| name)
         .collect()
+}
+
+/// Whether two VRRP settings differ at most in the priority (both absent: the same).
+fn same_but_priority(
+    a: Option<&crate::config::vrrp::VrrpSettings>,
+    b: Option<&crate::config::vrrp::VrrpSettings>,
+) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            let a = crate::config::vrrp::VrrpSettings {
+                priority: b.priority,
+                ..a.clone()
+            };
+            a == *b
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +142,16 @@ mod tests {
         assert_eq!(needs_restart(&old, &new), ["vips", "snat-ports"]);
         let new = settings(&["--mode", "dnat", "--health-interval", "3s"]);
         assert_eq!(needs_restart(&old, &new), ["mode", "health"]);
+    }
+
+    #[test]
+    fn a_new_vrrp_priority_applies_live_but_other_vrrp_changes_and_turning_it_on_do_not() {
+        let old = settings(&["--vrrp-vrid", "51", "--vrrp-priority", "150"]);
+        let lower = settings(&["--vrrp-vrid", "51", "--vrrp-priority", "90"]);
+        assert!(needs_restart(&old, &lower).is_empty());
+        let vrid = settings(&["--vrrp-vrid", "52", "--vrrp-priority", "90"]);
+        assert_eq!(needs_restart(&old, &vrid), ["vrrp"]);
+        assert_eq!(needs_restart(&settings(&[]), &old), ["vrrp"]);
+        assert_eq!(needs_restart(&old, &settings(&[])), ["vrrp"]);
     }
 }

@@ -109,6 +109,20 @@ impl RunArgs {
                 .clone()
                 .or(file.discover_from_kubeconfig),
             sync,
+            control_plane_endpoint: self
+                .control_plane_endpoint
+                .clone()
+                .or(file.control_plane_endpoint.clone())
+                .map(|e| {
+                    control_plane_host(&e).ok_or_else(|| {
+                        ConfigError::invalid(
+                            "--control-plane-endpoint",
+                            &e,
+                            "want a DNS name or an address, with an optional :PORT",
+                        )
+                    })
+                })
+                .transpose()?,
             announce,
             route_table,
         })
@@ -638,6 +652,31 @@ pub(super) fn check_routed(
         ));
     }
     Ok(table)
+}
+
+/// The host of a controlPlaneEndpoint (`NAME[:PORT]`, `ADDR`, `[ADDR6]:PORT`): an address
+/// as printed, or a DNS name in lower case; `None` for anything else.
+pub fn control_plane_host(endpoint: &str) -> Option<String> {
+    if let Ok(ip) = endpoint.parse::<IpAddr>() {
+        return Some(ip.to_string());
+    }
+    if let Ok(sa) = endpoint.parse::<SocketAddr>() {
+        return Some(sa.ip().to_string());
+    }
+    let host = match endpoint.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().ok()?;
+            host
+        }
+        None => endpoint,
+    };
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    (host.len() <= 253 && host.split('.').all(label)).then(|| host.to_ascii_lowercase())
 }
 
 pub(super) fn pick_list(cli: &[String], file: Option<Vec<String>>) -> Vec<String> {
@@ -1317,5 +1356,38 @@ mod routed_tests {
         .unwrap();
         assert_eq!((s.announce, s.route_table), (Announce::Route, 300));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_control_plane_endpoint_keeps_its_host_and_refuses_what_is_no_name() {
+        for (given, host) in [
+            ("K8s.Example.com:6443", "k8s.example.com"),
+            ("cp", "cp"),
+            ("192.0.2.100:6443", "192.0.2.100"),
+            ("[2001:db8::64]:6443", "2001:db8::64"),
+            ("2001:db8::64", "2001:db8::64"),
+        ] {
+            assert_eq!(control_plane_host(given).as_deref(), Some(host), "{given}");
+        }
+        for bad in ["", "a..b", "-a.b", "a b", "name:port", "name:70000"] {
+            assert_eq!(control_plane_host(bad), None, "{bad}");
+        }
+        let mut a = RunArgs {
+            interface: vec!["eth0".into()],
+            vips: vec!["192.0.2.100".into()],
+            backends: vec!["192.0.2.11".into()],
+            control_plane_endpoint: Some("cp.example:6443".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            a.resolve().unwrap().control_plane_endpoint.as_deref(),
+            Some("cp.example")
+        );
+        a.control_plane_endpoint = Some("bad name:6443".into());
+        let e = a.resolve().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field: "--control-plane-endpoint", value, .. } if value == "bad name:6443"),
+            "{e:?}"
+        );
     }
 }

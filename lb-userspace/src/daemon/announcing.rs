@@ -158,7 +158,7 @@ impl Daemon {
     /// A neighbour solicitation: answered for our IPv6 addresses while announcing them
     /// (the v6 VIPs by the IPv6 election's master; the IPv6 Service addresses, svc, by the
     /// IPv4 one's, which owns every Service address).
-    pub(super) fn on_ns(&self, n: usize, ns: &crate::announce::ndp::Solicitation) {
+    pub(super) fn on_ns(&self, n: usize, ns: &crate::wire::ndp::Solicitation) {
         let Some((i, ndp)) = self.ndp.get(n) else {
             return;
         };

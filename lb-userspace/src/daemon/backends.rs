@@ -89,6 +89,13 @@ impl Daemon {
         match self.args.resolve() {
             Ok(new) => {
                 super::startup::log_unapplied(&self.settings, &new);
+                // elect (#23): a new VRRP priority applies live, as keepalived's reload.
+                if let (Some(old), Some(v)) = (&mut self.settings.vrrp, &new.vrrp) {
+                    old.priority = v.priority;
+                    for p in &self.vrrp_priority {
+                        p.set(v.priority);
+                    }
+                }
                 // Roles first: the tables written below already hold the reloaded ones.
                 let backups: Vec<SocketAddr> =
                     crate::control::reconcile::backups_of(&new).collect();

@@ -91,6 +91,8 @@ pub(super) struct Daemon {
     pub(super) telling: [Arc<std::sync::atomic::AtomicBool>; 2],
     /// What the tracked interfaces and the witness say (`track`): both VRRP instances listen.
     pub(super) fault_rx: watch::Receiver<crate::announce::vrrp::Tracked>,
+    /// elect (#23): the running elections' configured priority, set again by SIGHUP.
+    pub(super) vrrp_priority: Vec<crate::announce::vrrp::PrioritySetter>,
     /// The notify hooks (`--notify-exec`, `--notify-fifo`), told of every state change.
     pub(super) notifier: Option<crate::announce::vrrp::notify::Notifier>,
     /// The Services task's report (`--services`).
@@ -126,7 +128,7 @@ pub(super) struct Sources {
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     pub(super) other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
-    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Solicitation)>,
+    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::wire::ndp::Solicitation)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub(super) discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
     /// The Service addresses to announce (`--services`).

@@ -139,6 +139,12 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let vrrp = tasks::vrrp(&d, &mut sources)?;
     d.vrrp_report = vrrp.as_ref().map(|h| h.report());
     let vrrp6 = tasks::vrrp6(&d, &mut sources)?;
+    // elect (#23): SIGHUP sets a new priority in both elections.
+    d.vrrp_priority = [&vrrp, &vrrp6]
+        .into_iter()
+        .flatten()
+        .map(|h| h.priority_setter())
+        .collect();
     d.sync = tasks::sync(&d)?;
     let mut endpoint = tasks::status_endpoint(&d, vrrp.as_ref(), vrrp6.as_ref()).await?;
     let discovery = tasks::discovery(&d, &mut sources);

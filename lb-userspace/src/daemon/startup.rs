@@ -447,12 +447,13 @@ async fn resolve_before_attach(
     }
 }
 
-/// SIGHUP's one line about what it did not apply (nothing when only backends changed).
+/// SIGHUP's one line about what it did not apply (nothing when only backends or the VRRP
+/// priority changed).
 pub(super) fn log_unapplied(old: &Settings, new: &Settings) {
     let left = crate::config::reload::needs_restart(old, new);
     if !left.is_empty() {
         log::warn!(
-            "SIGHUP: changes to {} need a restart; applied: backends",
+            "SIGHUP: changes to {} need a restart; applied: backends, VRRP priority",
             left.join(", ")
         );
     }

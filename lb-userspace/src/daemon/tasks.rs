@@ -210,6 +210,7 @@ impl Daemon {
             vrrp_report: None,
             telling: Default::default(),
             fault_rx,
+            vrrp_priority: Vec::new(),
             notifier,
         };
         Ok((d, sources))
@@ -566,7 +567,7 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
 pub(super) fn forward_ns(
     n: usize,
     sock: Arc<crate::announce::ndp::NdpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::ndp::Solicitation)>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::wire::ndp::Solicitation)>,
 ) {
     tokio::spawn(async move {
         loop {

@@ -3,7 +3,7 @@
 //! for the addresses it holds unless `ipvs.strictARP` is set, and it cleans up IPVS
 //! addresses it does not know unless they are in `ipvs.excludeCIDRs` (kube-vip#745).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use serde::Deserialize;
 
@@ -45,13 +45,7 @@ struct ConfigMap {
 /// # Errors
 /// What does not parse, in one line.
 pub fn parse(body: &[u8]) -> Result<KubeProxyConfig, String> {
-    let cm: ConfigMap =
-        serde_json::from_slice(body).map_err(|e| format!("not a ConfigMap: {e}"))?;
-    let conf = cm
-        .data
-        .get("config.conf")
-        .ok_or("the ConfigMap has no config.conf")?;
-    serde_yaml_ng::from_str(conf).map_err(|e| format!("config.conf: {e}"))
+    configmap_yaml(body, "config.conf")
 }
 
 /// Whether `cidr` (`ADDR/LEN`) holds `ip`.
@@ -139,29 +133,51 @@ pub fn decide(read: Result<Option<KubeProxyConfig>, String>, vips: &[IpAddr]) ->
     )
 }
 
+/// A ConfigMap's answer through the kubeconfig `path`, from the masters of `s` (`None`:
+/// there is no such ConfigMap).
+///
+/// # Errors
+/// What failed (the kubeconfig, the request), in one line.
+pub async fn configmap(
+    s: &Settings,
+    path: &std::path::Path,
+    object: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let access = crate::control::discovery::load_kubeconfig(path).map_err(|e| e.to_string())?;
+    let candidates = super::masters(s);
+    crate::control::discovery::get_object(&access, &candidates, object)
+        .await
+        .map(|body| body.map(|b| b.to_vec()))
+        .map_err(|e| e.to_string())
+}
+
+/// The YAML document `data.FIELD` of a ConfigMap answer.
+///
+/// # Errors
+/// What does not parse, in one line.
+pub fn configmap_yaml<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    field: &str,
+) -> Result<T, String> {
+    let cm: ConfigMap =
+        serde_json::from_slice(body).map_err(|e| format!("not a ConfigMap: {e}"))?;
+    let conf = cm
+        .data
+        .get(field)
+        .ok_or_else(|| format!("the ConfigMap has no {field}"))?;
+    serde_yaml_ng::from_str(conf).map_err(|e| format!("{field}: {e}"))
+}
+
 /// The check, when `--discover-from-kubeconfig` names a kubeconfig (else none).
 pub async fn checks(s: &Settings) -> Vec<Finding> {
     let Some(path) = &s.discover_from_kubeconfig else {
         return Vec::new();
     };
-    let vips: Vec<IpAddr> = s
-        .vips
-        .iter()
-        .map(|v| IpAddr::V4(v.addr))
-        .chain(s.vips6.iter().map(|v| IpAddr::V6(v.addr)))
-        .collect();
+    let vips = super::vips(s);
     let read = async {
-        let access = crate::control::discovery::load_kubeconfig(path).map_err(|e| e.to_string())?;
-        let candidates: Vec<SocketAddr> = s
-            .backends
-            .iter()
-            .map(|b| SocketAddr::V4(b.addr))
-            .chain(s.backends6.iter().map(|b| SocketAddr::V6(b.addr)))
-            .collect();
-        match crate::control::discovery::get_object(&access, &candidates, CONFIGMAP_PATH).await {
-            Ok(Some(body)) => parse(&body).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e.to_string()),
+        match configmap(s, path, CONFIGMAP_PATH).await? {
+            Some(body) => parse(&body).map(Some),
+            None => Ok(None),
         }
     };
     vec![decide(read.await, &vips)]

@@ -3,7 +3,9 @@
 //! the daemon asks for it (out of an attached interface, its MAC resolved); and its serving
 //! certificate, read over a TLS handshake made with the health check's client settings: it
 //! must name every VIP (clients reach the API server through it) and must not be within 30
-//! days of expiry; all masters' certificates must come from one issuer.
+//! days of expiry; all masters' certificates must come from one issuer. With a
+//! controlPlaneEndpoint (`--control-plane-endpoint`, or kubeadm's from the `kubeadm-config`
+//! ConfigMap with a kubeconfig), each certificate must name it too.
 
 use std::{
     collections::BTreeMap,
@@ -42,20 +44,18 @@ pub struct CertFacts {
     pub issuer: String,
 }
 
+impl CertFacts {
+    /// Every SAN as printed: the addresses, then the names.
+    pub fn sans(&self) -> Vec<String> {
+        let ips = self.ips.iter().map(ToString::to_string);
+        ips.chain(self.dns.iter().cloned()).collect()
+    }
+}
+
 /// Every master check, master by master.
 pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
-    let masters: Vec<SocketAddr> = s
-        .backends
-        .iter()
-        .map(|b| SocketAddr::V4(b.addr))
-        .chain(s.backends6.iter().map(|b| SocketAddr::V6(b.addr)))
-        .collect();
-    let vips: Vec<IpAddr> = s
-        .vips
-        .iter()
-        .map(|v| IpAddr::V4(v.addr))
-        .chain(s.vips6.iter().map(|v| IpAddr::V6(v.addr)))
-        .collect();
+    let masters = super::masters(s);
+    let vips = super::vips(s);
     // The health check's client settings without verification: the certificate is read
     // even when the configured CA would refuse it (the readyz line says so).
     let reader = crate::net::tls::tls_config(
@@ -75,6 +75,19 @@ pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
         .collect();
     let kernel = nexthop::Kernel::open();
     let mut out = Vec::new();
+    let endpoint = match control_plane_endpoint(s).await {
+        Ok(e) => e,
+        Err(e) => {
+            out.push(Finding::warn(
+                "master-cert",
+                format!(
+                    "cannot read the controlPlaneEndpoint from kube-system/kubeadm-config: {e}"
+                ),
+                "give it with --control-plane-endpoint",
+            ));
+            None
+        }
+    };
     let mut issuers = Vec::new();
     for m in masters {
         out.push(readyz(m, health, health::check_once(m, health).await));
@@ -90,11 +103,93 @@ pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
         };
         if let Ok(f) = &facts {
             issuers.push((m, f.issuer.clone()));
+            if let Some(e) = &endpoint {
+                out.push(names_endpoint(m, e, f));
+            }
         }
         out.push(certificate(m, &vips, facts, now));
     }
     out.extend(one_issuer(&issuers));
     out
+}
+
+/// Where kubeadm keeps its `ClusterConfiguration`.
+pub const KUBEADM_CONFIG_PATH: &str = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config";
+
+/// The part of kubeadm's `ClusterConfiguration` read here.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ClusterConfiguration {
+    #[serde(default, rename = "controlPlaneEndpoint")]
+    control_plane_endpoint: String,
+}
+
+/// The controlPlaneEndpoint's host: the setting, else kubeadm's through the kubeconfig
+/// (`None`: neither is there, or kubeadm's is empty).
+async fn control_plane_endpoint(s: &Settings) -> Result<Option<String>, String> {
+    if let Some(e) = &s.control_plane_endpoint {
+        return Ok(Some(e.clone()));
+    }
+    let Some(path) = &s.discover_from_kubeconfig else {
+        return Ok(None);
+    };
+    let Some(body) = super::kube_proxy::configmap(s, path, KUBEADM_CONFIG_PATH).await? else {
+        return Ok(None);
+    };
+    endpoint_of(&body)
+}
+
+/// The controlPlaneEndpoint's host in a `kubeadm-config` ConfigMap answer.
+///
+/// # Errors
+/// What does not parse, in one line.
+pub fn endpoint_of(body: &[u8]) -> Result<Option<String>, String> {
+    let c: ClusterConfiguration = super::kube_proxy::configmap_yaml(body, "ClusterConfiguration")?;
+    if c.control_plane_endpoint.is_empty() {
+        return Ok(None);
+    }
+    crate::config::resolve::control_plane_host(&c.control_plane_endpoint)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "controlPlaneEndpoint {:?} is no host[:port]",
+                c.control_plane_endpoint
+            )
+        })
+}
+
+/// Whether the certificate names `endpoint` (an address among its IP SANs, a name among its
+/// DNS SANs, a `*.` SAN covering its first label).
+pub fn names_endpoint(master: SocketAddr, endpoint: &str, facts: &CertFacts) -> Finding {
+    const CHECK: &str = "master-cert";
+    let named = match endpoint.parse::<IpAddr>() {
+        Ok(ip) => facts.ips.contains(&ip),
+        Err(_) => facts.dns.iter().any(|d| {
+            let d = d.to_ascii_lowercase();
+            d == endpoint
+                || d.strip_prefix("*.").is_some_and(|rest| {
+                    endpoint
+                        .split_once('.')
+                        .is_some_and(|(_, tail)| tail == rest)
+                })
+        }),
+    };
+    if named {
+        return Finding::ok(
+            CHECK,
+            format!("{master}: certificate names the controlPlaneEndpoint {endpoint}"),
+        );
+    }
+    let sans = facts.sans();
+    Finding::fail(
+        CHECK,
+        format!(
+            "{master}: certificate does not name the controlPlaneEndpoint {endpoint} (SANs: {}): clients of {endpoint} (kubeconfigs, kubelets) get \"x509: certificate is valid for ..., not {endpoint}\"",
+            sans.join(", ")
+        ),
+        format!(
+            "add {endpoint} to kubeadm's apiServer.certSANs, then regenerate the certificate: move /etc/kubernetes/pki/apiserver.{{crt,key}} away and run `kubeadm init phase certs apiserver --config FILE`"
+        ),
+    )
 }
 
 /// The name of interface `index` (its number when it has none).
@@ -329,12 +424,7 @@ pub fn certificate(
         .map(ToString::to_string)
         .collect();
     if !missing.is_empty() {
-        let sans: Vec<String> = facts
-            .ips
-            .iter()
-            .map(ToString::to_string)
-            .chain(facts.dns.iter().cloned())
-            .collect();
+        let sans = facts.sans();
         return Finding::fail(
             CHECK,
             format!(
@@ -408,6 +498,52 @@ mod tests {
             f.seen
         );
         assert!(f.fix.contains("certSANs"), "{}", f.fix);
+    }
+
+    #[test]
+    fn the_control_plane_endpoint_must_be_named_by_name_wildcard_or_address() {
+        let mut f = facts(&["192.0.2.11"], 400 * DAY);
+        f.dns.push("*.K8s.example".into());
+        let bad = names_endpoint(master(), "cp.example", &f);
+        assert_eq!(
+            bad.line(),
+            "fail master-cert: 192.0.2.11:6443: certificate does not name the controlPlaneEndpoint cp.example (SANs: 192.0.2.11, kubernetes, *.K8s.example): clients of cp.example (kubeconfigs, kubelets) get \"x509: certificate is valid for ..., not cp.example\"; fix: add cp.example to kubeadm's apiServer.certSANs, then regenerate the certificate: move /etc/kubernetes/pki/apiserver.{crt,key} away and run `kubeadm init phase certs apiserver --config FILE`"
+        );
+        assert_eq!(
+            names_endpoint(master(), "cp.k8s.example", &f).level,
+            Level::Ok
+        );
+        assert_eq!(
+            names_endpoint(master(), "a.b.k8s.example", &f).level,
+            Level::Fail
+        );
+        assert_eq!(names_endpoint(master(), "kubernetes", &f).level, Level::Ok);
+        assert_eq!(names_endpoint(master(), "192.0.2.11", &f).level, Level::Ok);
+        assert_eq!(
+            names_endpoint(master(), "192.0.2.12", &f).level,
+            Level::Fail
+        );
+    }
+
+    #[test]
+    fn kubeadms_endpoint_is_read_from_its_configmap() {
+        let cm = |conf: &str| {
+            serde_json::json!({"kind": "ConfigMap", "data": {"ClusterConfiguration": conf}})
+                .to_string()
+                .into_bytes()
+        };
+        assert_eq!(
+            endpoint_of(&cm(
+                "kind: ClusterConfiguration\ncontrolPlaneEndpoint: \"CP.example:6443\"\n"
+            )),
+            Ok(Some("cp.example".into()))
+        );
+        assert_eq!(endpoint_of(&cm("kind: ClusterConfiguration\n")), Ok(None));
+        assert!(endpoint_of(&cm("controlPlaneEndpoint: \"a b\"\n")).is_err());
+        assert_eq!(
+            endpoint_of(b"{\"data\": {}}"),
+            Err("the ConfigMap has no ClusterConfiguration".into())
+        );
     }
 
     #[test]

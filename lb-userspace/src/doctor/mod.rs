@@ -4,11 +4,15 @@
 //! they look at: `node` (kernel, bpffs, the interface's XDP, capabilities), `vip` (the VIP
 //! on this node, on `kube-ipvs0`, answered on the segment), `sysctl` (SNAT ports, rp_filter)
 //! `masters` (`/readyz`, the serving certificate), `vrrp` (other routers' advertisements
-//! on our VRID) and `kube_proxy` (its ConfigMap, with a kubeconfig).
+//! on our VRID), `peers` (which nodes of the group reach this one, heard meanwhile) and
+//! `kube_proxy` (its ConfigMap, with a kubeconfig), `services` (the Service pools against
+//! the VIPs, the SNAT address, the masters and this node's addresses).
 
 pub mod kube_proxy;
 pub mod masters;
 pub mod node;
+pub mod peers;
+pub mod services;
 pub mod sysctl;
 pub mod vip;
 pub mod vrrp;
@@ -135,6 +139,20 @@ impl Report {
     }
 }
 
+/// Every VIP of `s`, IPv4 then IPv6.
+fn vips(s: &Settings) -> Vec<std::net::IpAddr> {
+    let v4 = s.vips.iter().map(|v| std::net::IpAddr::V4(v.addr));
+    v4.chain(s.vips6.iter().map(|v| std::net::IpAddr::V6(v.addr)))
+        .collect()
+}
+
+/// Every configured master of `s` (`--backend`), IPv4 then IPv6.
+fn masters(s: &Settings) -> Vec<std::net::SocketAddr> {
+    let v4 = s.backends.iter().map(|b| std::net::SocketAddr::V4(b.addr));
+    v4.chain(s.backends6.iter().map(|b| std::net::SocketAddr::V6(b.addr)))
+        .collect()
+}
+
 /// Resolves the settings as `xvip run` does and runs every check.
 ///
 /// # Errors
@@ -154,7 +172,9 @@ async fn checks(s: &Settings, health: &crate::control::health::HealthSettings) -
     out.extend(sysctl::checks(s));
     out.extend(masters::checks(s, health).await);
     out.extend(kube_proxy::checks(s).await);
-    let locals: Vec<_> = vip::local_addrs().into_iter().map(|l| l.addr).collect();
+    let locals = vip::local_addrs();
+    out.extend(services::checks(s, &locals));
+    let locals: Vec<_> = locals.into_iter().map(|l| l.addr).collect();
     out.extend(vrrp::checks(s, &locals).await);
     out
 }

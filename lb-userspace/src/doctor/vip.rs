@@ -32,12 +32,7 @@ pub struct LocalAddr {
 /// Every check of the VIPs, in order.
 pub async fn checks(s: &Settings) -> Vec<Finding> {
     let locals = local_addrs();
-    let vips: Vec<IpAddr> = s
-        .vips
-        .iter()
-        .map(|v| IpAddr::V4(v.addr))
-        .chain(s.vips6.iter().map(|v| IpAddr::V6(v.addr)))
-        .collect();
+    let vips = super::vips(s);
     let mut out: Vec<Finding> = vips.iter().map(|v| vip_local(*v, &locals)).collect();
     let arp_ignore = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore")
         .ok()
@@ -272,7 +267,7 @@ async fn probes6(s: &Settings) -> Vec<Finding> {
     let mut answers: Vec<(Ipv6Addr, Vec<[u8; 6]>)> =
         s.vips6.iter().map(|v| (v.addr, Vec::new())).collect();
     for (vip, _) in &answers {
-        let (frame, dst) = crate::announce::ndp::dad_probe(iface.mac, *vip);
+        let (frame, dst) = crate::wire::ndp::dad_probe(iface.mac, *vip);
         let _ = sock.send_frame(&frame, dst);
     }
     let end = Instant::now() + PROBE_WAIT;
@@ -281,7 +276,7 @@ async fn probes6(s: &Settings) -> Vec<Finding> {
         let Ok(Ok(n)) = tokio::time::timeout(left, sock.recv_frame(&mut buf)).await else {
             break;
         };
-        let Some((target, mac)) = crate::announce::ndp::advertised(&buf[..n]) else {
+        let Some((target, mac)) = crate::wire::ndp::advertised(&buf[..n]) else {
             continue;
         };
         if mac == iface.mac {

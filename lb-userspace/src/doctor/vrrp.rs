@@ -27,6 +27,10 @@ pub fn listen_time(advert_interval: Duration) -> Duration {
 
 const CHECK: &str = "vrrp-adverts";
 
+/// Most routers told apart in one listening (VRRP's own limit on a segment is the 255
+/// VRIDs, each normally with a handful of routers).
+const MAX_ROUTERS: usize = 64;
+
 /// Listens for the adverts of our VRID, of the IPv4 instance (224.0.0.18) and, with IPv6
 /// VIPs, the IPv6 one (ff02::12, from the link-local address) at the same time, and judges
 /// each router heard.
@@ -40,7 +44,7 @@ pub async fn checks(s: &Settings, locals: &[IpAddr]) -> Vec<Finding> {
     let wait = listen_time(v.advert_interval);
     let v4 = async {
         if s.vips.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let vips: Vec<IpAddr> = s.vips.iter().map(|x| IpAddr::V4(x.addr)).collect();
         listen(
@@ -60,19 +64,46 @@ pub async fn checks(s: &Settings, locals: &[IpAddr]) -> Vec<Finding> {
         ));
         // Without a link-local address the `ipv6` check has failed already.
         let (false, Some(ll)) = (s.vips6.is_empty(), ll) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let vips: Vec<IpAddr> = s.vips6.iter().map(|x| IpAddr::V6(x.addr)).collect();
         let name = format!("{} (IPv6)", iface.name);
         listen(&iface, IpAddr::V6(ll), &name, v, &vips, locals, wait).await
     };
-    let (mut out, six) = tokio::join!(v4, v6);
+    let sync = async {
+        match &s.sync {
+            Some(sync) => Some(super::peers::listen_sync(&iface, sync, wait).await),
+            None => None,
+        }
+    };
+    let ((mut out, mut heard), (six, heard6), sync) = tokio::join!(v4, v6, sync);
     out.extend(six);
+    heard.extend(heard6);
+    let mut heard = super::peers::Heard {
+        vrrp: heard.into_iter().collect(),
+        sync: None,
+    };
+    match sync {
+        Some(super::peers::SyncListen::Heard(from)) => heard.sync = Some(from),
+        Some(super::peers::SyncListen::Skipped(why)) => out.push(Finding::warn(
+            "group-peers",
+            format!("sync heartbeats not heard: {why}"),
+            "",
+        )),
+        None => {}
+    }
+    let expected: Vec<IpAddr> = v
+        .peers
+        .iter()
+        .filter(|p| !locals.contains(p))
+        .copied()
+        .collect();
+    out.extend(super::peers::judge(&expected, &heard, v.vrid, wait));
     out
 }
 
 /// One instance's listening: the socket the election uses, sending from `src` (nothing is
-/// sent), for `wait`.
+/// sent), for `wait`. Also returns the sources heard on our VRID (for `peers`).
 async fn listen(
     iface: &Interface,
     src: IpAddr,
@@ -81,19 +112,22 @@ async fn listen(
     vips: &[IpAddr],
     locals: &[IpAddr],
     wait: Duration,
-) -> Vec<Finding> {
+) -> (Vec<Finding>, Vec<IpAddr>) {
     let sock = match VrrpSocket::open(&iface.name, iface.index, src) {
         Ok(sock) => sock,
         Err(e) => {
-            return vec![Finding::warn(
+            let f = Finding::warn(
                 CHECK,
                 format!("{shown}: cannot listen: {e}"),
                 "run as root (CAP_NET_RAW)",
-            )];
+            );
+            return (vec![f], Vec::new());
         }
     };
     let end = Instant::now() + wait;
-    let mut heard = Vec::new();
+    // The last advert of each source, at most `MAX_ROUTERS` sources (a flood of spoofed
+    // sources costs the listening time, not memory).
+    let mut heard: BTreeMap<IpAddr, Advert> = BTreeMap::new();
     let mut buf = [0u8; 2048];
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         let Ok(Ok(n)) = tokio::time::timeout(left, sock.recv(&mut buf)).await else {
@@ -103,11 +137,30 @@ async fn listen(
             && r.advert.vrid == v.vrid
             && r.src.is_ipv4() == src.is_ipv4()
             && !locals.contains(&r.src)
+            && (heard.len() < MAX_ROUTERS || heard.contains_key(&r.src))
         {
-            heard.push((r.src, r.advert));
+            heard.insert(r.src, r.advert);
         }
     }
-    judge(shown, v, vips, &heard, wait)
+    let heard: Vec<(IpAddr, Advert)> = heard.into_iter().collect();
+    let from = heard
+        .iter()
+        .filter(|(src, a)| of_group(v, vips, *src, a))
+        .map(|(src, _)| *src)
+        .collect();
+    (judge(shown, v, vips, &heard, wait), from)
+}
+
+/// Whether `a` from `src` is an advert of our group (what [`judge`] calls ok).
+fn of_group(ours: &VrrpSettings, vips: &[IpAddr], src: IpAddr, a: &Advert) -> bool {
+    let mut theirs = a.addrs.clone();
+    theirs.sort();
+    let mut mine = vips.to_vec();
+    mine.sort();
+    a.version == ours.version
+        && (a.version != Version::V2 || a.auth.matches(&ours.auth))
+        && (ours.peers.is_empty() || ours.peers.contains(&src))
+        && theirs == mine
 }
 
 /// One finding per router heard on our VRID (its last advert), or one saying none was.

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use xvip::config::Mode;
 
-fn xdp_ns_repeat(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
+pub(super) fn xdp_ns_repeat(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
     let r = prog.test_run(TestRunOptions {
         data_in: Some(frame),
         repeat,

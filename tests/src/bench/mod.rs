@@ -1,7 +1,7 @@
 //! The benchmark harness behind `cargo xtask bench` (the `xvip-bench` binary): a veth lab
 //! driven by an XDP traffic generator, kernel baselines (nftables, haproxy), TCP load,
 //! control-plane timings, and the report writers: a module per part of the bench
-//! (`control`, `cost`, `pps`, `nft`, `tcp_paths`, `sync`, `startup`, `peers`) over the shared `ctx` and
+//! (`control`, `cost`, `passive`, `pps`, `nft`, `tcp_paths`, `sync`, `startup`, `peers`) over the shared `ctx` and
 //! `setup`; the binary keeps the command line and the targets. Nothing here runs in CI.
 
 pub mod control;
@@ -9,6 +9,7 @@ pub mod cost;
 pub mod ctx;
 pub mod frame;
 pub mod nft;
+pub mod passive;
 pub mod peers;
 pub mod pps;
 pub mod raw_gen;

@@ -16,6 +16,7 @@ use tests::bench::{
     cost::cost_part,
     ctx::{Ctx, STOP},
     nft::nft_part,
+    passive::passive_part,
     peers::peers_part,
     pps::{TWO_ARM_LIMIT, TWO_ARM_XVIP, pps_part, two_arm_part},
     report::{Machine, PpsRow, Report, Target},
@@ -125,12 +126,13 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 10] = [
+    let parts: [(&str, Part); 11] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("startup", startup_part),
         ("peers", peers_part),
         ("cost", cost_part),
+        ("passive", passive_part),
         ("pps", pps_part),
         ("two-arm", two_arm_part),
         ("nft", nft_part),

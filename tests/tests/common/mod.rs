@@ -355,6 +355,20 @@ pub fn node_args(priority: u8, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// [`node_args`] with `priority` in the configuration file `cfg` (`vrrp_priority`, read
+/// again on SIGHUP) instead of the `--vrrp-priority` flag; writes `cfg`.
+pub fn node_args_priority_file(cfg: &Path, priority: u8, extra: &[&str]) -> Vec<String> {
+    std::fs::write(cfg, format!("vrrp_priority = {priority}\n")).expect("config");
+    let mut args = node_args(priority, extra);
+    let at = args
+        .iter()
+        .position(|a| a == "--vrrp-priority")
+        .expect("--vrrp-priority");
+    args.drain(at..at + 2);
+    args.extend(["--config".into(), cfg.to_string_lossy().into_owned()]);
+    args
+}
+
 /// `curl` of `path` on `host`'s status endpoint (e.g. `/metrics`, `/status`).
 pub fn endpoint(lab: &Lab, host: &str, path: &str) -> String {
     lab.host(host)

@@ -575,6 +575,44 @@ mod tests {
         assert_eq!(m.next_deadline(), Some(t1 + MS + m.master_down_interval()));
     }
 
+    /// A reload's new priority (keepalived's SIGHUP): a backup raised above the live master
+    /// with preempt stops taking its adverts and takes over at its Master_Down_Timer; a
+    /// master lowered below a backup advertises the lower priority and steps down when the
+    /// preempting backup's first advert reaches it.
+    #[test]
+    fn a_priority_changed_at_run_time_hands_the_vip_over_through_preemption() {
+        // Raised: 100 -> 200 while a master at 150 advertises.
+        let (mut b, t0) = machine(100, true);
+        b.startup(t0);
+        b.on_advert(t0, LOWER_IP, 150, INT);
+        assert_eq!(b.master(), Some(LOWER_IP));
+        b.set_priority(200);
+        let t1 = t0 + INT;
+        assert!(b.on_advert(t1, LOWER_IP, 150, INT).is_empty());
+        // The advert at t1 did not reset the timer armed at t0.
+        let down = b.next_deadline().expect("master down armed");
+        assert!(down <= t0 + b.master_down_interval() + INT, "{down:?}");
+        let a = b.poll(down);
+        assert_eq!((became(&a), sent(&a)), (Some(State::Master), Some(200)));
+
+        // Lowered: a master at 150 goes to 50; it advertises 50 and yields to 100.
+        let (mut m, t0) = machine(150, true);
+        m.startup(t0);
+        let t1 = t0 + m.master_down_interval();
+        m.poll(t1);
+        m.set_priority(50);
+        assert_eq!(sent(&m.poll(t1 + INT)), Some(50));
+        let a = m.on_advert(t1 + INT + MS, LOWER_IP, 100, INT);
+        assert_eq!(became(&a), Some(State::Backup));
+        // Raising it again without anyone advertising changes nothing by itself.
+        m.set_priority(254);
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.priority(), 254);
+        // 255 (the address owner) is never taken: clamped as at start.
+        m.set_priority(255);
+        assert_eq!(m.priority(), 254);
+    }
+
     #[test]
     fn split_brain_converges_on_priority_then_on_the_higher_address() {
         // Two masters that see each other: the one with lower priority yields ...

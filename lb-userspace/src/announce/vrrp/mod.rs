@@ -201,9 +201,32 @@ pub struct Handle {
     /// Whether the router was master when it stopped; dropped unsent when the task dies.
     done: oneshot::Receiver<bool>,
     report: Report,
+    /// The configured priority, changed by a reload (SIGHUP).
+    priority: Arc<watch::Sender<u8>>,
+}
+
+/// Changes a running router's configured priority (a SIGHUP reload, as keepalived's
+/// reload does): the health penalty and the witness's weight still come off it, and the
+/// election follows the RFC from there (a master lowered below a preempting backup loses
+/// the VIP to it after the backup's Master_Down_Interval; a backup raised above the master
+/// with preempt takes over the same way). Clamped to 1-254 as at start.
+#[derive(Clone)]
+pub struct PrioritySetter(Arc<watch::Sender<u8>>);
+
+impl PrioritySetter {
+    /// Sets the configured priority; nothing happens when it is the current one.
+    pub fn set(&self, priority: u8) {
+        self.0
+            .send_if_modified(|p| std::mem::replace(p, priority) != priority);
+    }
 }
 
 impl Handle {
+    /// What changes the configured priority while the router runs.
+    pub fn priority_setter(&self) -> PrioritySetter {
+        PrioritySetter(self.priority.clone())
+    }
+
     /// The live status.
     pub fn report(&self) -> Report {
         self.report.clone()
@@ -330,6 +353,7 @@ fn spawn_from(
         tracked: Tracked::default(),
     };
     ctx.publish();
+    let (priority_tx, priority_rx) = watch::channel(ctx.settings.priority);
     let (stop_tx, stop_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
     // The socket is registered with the thread's own reactor, so it is opened there.
@@ -370,7 +394,9 @@ fn spawn_from(
                     }
                 };
                 ctx.failpoint_panic_when_master = failpoint.as_deref() == Some(FAILPOINT_PANIC);
-                let was_master = ctx.run(sock, can_serve, tracked, stop_rx).await;
+                let was_master = ctx
+                    .run(sock, can_serve, tracked, priority_rx, stop_rx)
+                    .await;
                 let _ = done_tx.send(was_master);
             });
         })
@@ -382,6 +408,7 @@ fn spawn_from(
         stop: stop_tx,
         done: done_rx,
         report,
+        priority: Arc::new(priority_tx),
     })
 }
 
@@ -433,11 +460,13 @@ impl Ctx {
         sock: VrrpSocket,
         mut can_serve: watch::Receiver<bool>,
         mut tracked: watch::Receiver<Tracked>,
+        mut configured: watch::Receiver<u8>,
         mut stop: oneshot::Receiver<()>,
     ) -> bool {
         let mut buf = vec![0u8; 4096];
         let mut health_open = true;
         let mut tracked_open = true;
+        let mut configured_open = true;
         let mut serving = *can_serve.borrow_and_update();
         let acts = self.machine.startup(Instant::now());
         self.apply(&sock, acts);
@@ -505,6 +534,13 @@ impl Ctx {
                     }
                     Err(_) => tracked_open = false,
                 },
+                r = configured.changed(), if configured_open => match r {
+                    Ok(()) => {
+                        let p = *configured.borrow_and_update();
+                        self.on_configured(&sock, p, serving);
+                    }
+                    Err(_) => configured_open = false,
+                },
             }
             self.publish();
         }
@@ -522,6 +558,28 @@ impl Ctx {
             .effective_priority(can_serve)
             .saturating_sub(self.tracked.penalty)
             .max(1)
+    }
+
+    /// A reload changed the configured priority: advertised from now on (less the
+    /// penalties). A master says so at once with an advert, so that a preempting backup
+    /// it now ranks below counts its Master_Down_Interval from here; a backup raised above
+    /// a live master with preempt takes over when its timer runs out (the master's adverts
+    /// no longer reset it), as RFC 5798 section 6.4.2 has it.
+    fn on_configured(&mut self, sock: &VrrpSocket, configured: u8, serving: bool) {
+        let configured = configured.clamp(1, 254);
+        if configured == self.settings.priority {
+            return;
+        }
+        let was = std::mem::replace(&mut self.settings.priority, configured);
+        let p = self.priority(serving);
+        log::warn!(
+            "VRRP vrid {}: priority {was} -> {configured} (reload), advertising {p}",
+            self.settings.vrid
+        );
+        self.machine.set_priority(p);
+        if self.machine.state() == State::Master {
+            self.apply(sock, vec![Action::Send { priority: p }]);
+        }
     }
 
     /// A tracked interface went down or came back (FAULT), or the witness was lost or
