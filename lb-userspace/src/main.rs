@@ -216,8 +216,8 @@ fn main() -> ExitCode {
             pin_root,
         } => {
             // Never under a running xvip: its instance lock (held until it exits) says so.
-            let _lock = match xvip::dataplane::pins::lock_interfaces(
-                std::path::Path::new(xvip::dataplane::pins::LOCK_ROOT),
+            let _lock = match xvip::dataplane::pins::lock::lock_interfaces(
+                std::path::Path::new(xvip::dataplane::pins::lock::LOCK_ROOT),
                 &[interface.as_str()],
                 std::time::Duration::from_secs(1),
             ) {

@@ -57,7 +57,7 @@ fn program_attached(
             }
         };
     }
-    match crate::dataplane::pins::attached_xdp(ifindex) {
+    match crate::dataplane::pins::attached::attached_xdp(ifindex) {
         Ok(on) => Some(on.iter().any(|a| a.prog_id == program)),
         Err(e) => {
             log::debug!("routed mode: cannot read the XDP program on ifindex {ifindex}: {e}");

@@ -95,15 +95,17 @@ fn check_kubeconfig(s: &Settings) -> Result<(), ConfigError> {
 
 /// [`check_kubeconfig`] of one file, named by its flag.
 fn check_one_kubeconfig(field: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
-    crate::control::discovery::check_kubeconfig(path).map_err(|e| ConfigError::Invalid {
-        field,
-        value: path.display().to_string(),
-        reason: match e {
-            crate::control::discovery::DiscoveryError::NoCa { cluster, .. } => {
-                crate::control::discovery::no_ca(&cluster)
-            }
-            other => other.to_string(),
-        },
+    crate::control::discovery::kubeconfig::check_kubeconfig(path).map_err(|e| {
+        ConfigError::Invalid {
+            field,
+            value: path.display().to_string(),
+            reason: match e {
+                crate::control::discovery::DiscoveryError::NoCa { cluster, .. } => {
+                    crate::control::discovery::no_ca(&cluster)
+                }
+                other => other.to_string(),
+            },
+        }
     })
 }
 
@@ -121,7 +123,7 @@ fn check_snat_range(s: &Settings) -> Result<(), ConfigError> {
 }
 
 /// Startup in order: configuration and interface checked (nothing touched yet), the
-/// interfaces' instance locks taken (`pins::lock_interfaces`), pins claimed, maps loaded or adopted, next hops resolved, the first table written, the hooks
+/// interfaces' instance locks taken (`pins::lock::lock_interfaces`), pins claimed, maps loaded or adopted, next hops resolved, the first table written, the hooks
 /// attached.
 pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     let begun = Instant::now();
@@ -131,10 +133,10 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     // One xvip per interface, before anything is adopted, written or attached: a second
     // run waits for a stopping one, else exits 2 naming it (its pins stay untouched).
     let names: Vec<&str> = settings.interfaces.iter().map(String::as_str).collect();
-    crate::dataplane::pins::lock_interfaces(
-        std::path::Path::new(crate::dataplane::pins::LOCK_ROOT),
+    crate::dataplane::pins::lock::lock_interfaces(
+        std::path::Path::new(crate::dataplane::pins::lock::LOCK_ROOT),
         &names,
-        crate::dataplane::pins::LOCK_WAIT,
+        crate::dataplane::pins::lock::LOCK_WAIT,
     )?
     .hold_until_exit();
     let iface = Interface::lookup(&settings.interface).map_err(ArpError::from)?;

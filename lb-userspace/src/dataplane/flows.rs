@@ -81,7 +81,7 @@ pub fn count_live(
 ) {
     std::thread::spawn(move || {
         while std::sync::Arc::strong_count(&out) > 1 {
-            let now = monotonic_ns();
+            let now = crate::net::sys::monotonic_ns();
             let n = map
                 .iter()
                 .filter_map(Result::ok)
@@ -91,16 +91,4 @@ pub fn count_live(
             std::thread::sleep(every);
         }
     });
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the data path's `bpf_ktime_get_coarse_ns`
-/// (which trails it by up to a tick).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

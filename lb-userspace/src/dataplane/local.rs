@@ -84,27 +84,13 @@ pub fn cgroup_root() -> Result<File, LocalError> {
 
 /// Every IPv4 address of this network namespace.
 pub fn local_addresses() -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return out;
-    }
-    let mut cur = addrs;
-    while !cur.is_null() {
-        // SAFETY: walking the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        // SAFETY: non-null sockaddr, family checked before the cast.
-        if !ifa.ifa_addr.is_null() && unsafe { (*ifa.ifa_addr).sa_family } as i32 == libc::AF_INET {
-            // SAFETY: AF_INET means sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: freeing what getifaddrs allocated.
-    unsafe { libc::freeifaddrs(addrs) };
-    out
+    crate::net::iface::if_addrs()
+        .into_iter()
+        .filter_map(|a| match a.addr {
+            crate::net::iface::IfAddr::Ip(IpAddr::V4(v4), _) => Some(v4),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Adds or removes `addr/32` (IPv6: `/128`) on interface `ifindex` over rtnetlink.

@@ -366,8 +366,8 @@ fn host_dirs(run: &RunArgs, settings: &Settings) -> Result<Vec<(PathBuf, bool)>,
         dirs.push((PathBuf::from(CGROUP2), false));
     }
     // The instance locks and status records: shared with an xvip run on the host, so a
-    // second one on the same interface is refused (`pins::lock_interfaces`).
-    dirs.push((PathBuf::from(crate::dataplane::pins::LOCK_ROOT), true));
+    // second one on the same interface is refused (`pins::lock::lock_interfaces`).
+    dirs.push((PathBuf::from(crate::dataplane::pins::lock::LOCK_ROOT), true));
     Ok(dirs)
 }
 

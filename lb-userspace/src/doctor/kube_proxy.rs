@@ -143,9 +143,10 @@ pub async fn configmap(
     path: &std::path::Path,
     object: &str,
 ) -> Result<Option<Vec<u8>>, String> {
-    let access = crate::control::discovery::load_kubeconfig(path).map_err(|e| e.to_string())?;
+    let access =
+        crate::control::discovery::kubeconfig::load_kubeconfig(path).map_err(|e| e.to_string())?;
     let candidates = super::masters(s);
-    crate::control::discovery::get_object(&access, &candidates, object)
+    crate::control::discovery::client::get_object(&access, &candidates, object)
         .await
         .map(|body| body.map(|b| b.to_vec()))
         .map_err(|e| e.to_string())

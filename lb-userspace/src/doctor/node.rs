@@ -5,7 +5,10 @@ use std::{io, path::Path};
 
 use super::Finding;
 use crate::config::{Announce, Settings, XdpAttachMode};
-use crate::dataplane::pins::{self, Attached, Decision};
+use crate::dataplane::pins::{
+    self, Decision,
+    attached::{self, Attached},
+};
 use crate::net::iface::Interface;
 
 /// Oldest kernel xvip runs on: CAP_BPF and the XDP features it uses.
@@ -258,7 +261,7 @@ fn program_name(prog_id: u32) -> String {
 
 /// What is attached to the interface, through the same decision `xvip run` makes.
 fn attached_program(s: &Settings, iface: &Interface) -> Finding {
-    let attached = match pins::attached_xdp(iface.index) {
+    let attached = match attached::attached_xdp(iface.index) {
         Ok(a) => a,
         Err(e) => {
             return Finding::warn(
@@ -274,7 +277,7 @@ fn attached_program(s: &Settings, iface: &Interface) -> Finding {
     let link = pins::netns_inode()
         .ok()
         .map(|ns| pins::pin_dir(&s.pin_root, ns, &iface.name).join(pins::LINK_PIN))
-        .and_then(|p| pins::read_link(&p).ok().flatten());
+        .and_then(|p| attached::read_link(&p).ok().flatten());
     let foreign_link = |a: &Attached| {
         aya::programs::loaded_links()
             .filter_map(Result::ok)
@@ -393,7 +396,7 @@ pub fn capabilities(caps: Option<u64>, raw_sockets: bool) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::pins::LinkState;
+    use crate::dataplane::pins::attached::LinkState;
 
     #[test]
     fn kernel_releases_are_read_and_judged() {

@@ -1,8 +1,9 @@
 //! A network interface by name, as the packet sockets (ARP, NDP, VRRP) and the pins need
 //! it: index, MAC and first IPv4 address, read with `getifaddrs` in the current network
-//! namespace; and the `aa:bb:cc:dd:ee:ff` form of a MAC.
+//! namespace; every address of the namespace ([`if_addrs`]); and the `aa:bb:cc:dd:ee:ff`
+//! form of a MAC.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Why an interface cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -76,40 +77,104 @@ pub fn format_mac(m: &[u8; 6]) -> String {
 
 /// The interface's MAC (from its AF_PACKET entry) and first IPv4 address.
 fn addresses(name: &str) -> (Option<[u8; 6]>, Option<Ipv4Addr>) {
+    let (mut mac, mut ipv4) = (None, None);
+    for a in if_addrs().into_iter().filter(|a| a.interface == name) {
+        match a.addr {
+            IfAddr::Ip(IpAddr::V4(v4), _) if ipv4.is_none() => ipv4 = Some(v4),
+            IfAddr::Mac(m) => mac = Some(m),
+            _ => {}
+        }
+    }
+    (mac, ipv4)
+}
+
+/// What one `getifaddrs` entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfAddr {
+    /// An IPv4 or IPv6 address and its prefix length (from the netmask; full when none).
+    Ip(IpAddr, u8),
+    /// The link-layer address of an Ethernet-like interface (`AF_PACKET`, 6 bytes).
+    Mac([u8; 6]),
+}
+
+/// One address of one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedAddr {
+    pub interface: String,
+    pub addr: IfAddr,
+}
+
+/// Every address of every interface of the current network namespace (`getifaddrs`; not
+/// sysfs, which shows the namespace it was mounted in), in the kernel's order; other
+/// families are left out. Empty when `getifaddrs` fails.
+pub fn if_addrs() -> Vec<NamedAddr> {
+    let mut out = Vec::new();
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below.
     if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return (None, None);
+        return out;
     }
-    let (mut mac, mut ipv4) = (None, None);
     let mut cur = addrs;
     while !cur.is_null() {
         // SAFETY: walking the list getifaddrs returned.
         let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a C string.
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-        if ifname == name && !ifa.ifa_addr.is_null() {
-            // SAFETY: non-null sockaddr; the family decides the cast below.
-            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-            if family == libc::AF_INET && ipv4.is_none() {
-                // SAFETY: AF_INET means sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                ipv4 = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            } else if family == libc::AF_PACKET {
-                // SAFETY: AF_PACKET means sockaddr_ll.
-                let sll = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_ll) };
-                if sll.sll_halen == 6 {
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: non-null sockaddrs, each read as its family says; the netmask, when
+        // present, is of the address's family.
+        let addr = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let m = if ifa.ifa_netmask.is_null() {
+                        u32::MAX
+                    } else {
+                        (*(ifa.ifa_netmask as *const libc::sockaddr_in))
+                            .sin_addr
+                            .s_addr
+                    };
+                    IfAddr::Ip(
+                        IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                        m.count_ones() as u8,
+                    )
+                }
+                libc::AF_INET6 => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let m = if ifa.ifa_netmask.is_null() {
+                        [0xff; 16]
+                    } else {
+                        (*(ifa.ifa_netmask as *const libc::sockaddr_in6))
+                            .sin6_addr
+                            .s6_addr
+                    };
+                    IfAddr::Ip(
+                        IpAddr::V6(a.sin6_addr.s6_addr.into()),
+                        m.iter().map(|b| b.count_ones()).sum::<u32>() as u8,
+                    )
+                }
+                libc::AF_PACKET => {
+                    let sll = &*(ifa.ifa_addr as *const libc::sockaddr_ll);
+                    if sll.sll_halen != 6 {
+                        continue;
+                    }
                     let mut m = [0u8; 6];
                     m.copy_from_slice(&sll.sll_addr[..6]);
-                    mac = Some(m);
+                    IfAddr::Mac(m)
                 }
+                _ => continue,
             }
-        }
-        cur = ifa.ifa_next;
+        };
+        // SAFETY: ifa_name is a C string.
+        let interface = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        out.push(NamedAddr { interface, addr });
     }
     // SAFETY: freeing what getifaddrs allocated.
     unsafe { libc::freeifaddrs(addrs) };
-    (mac, ipv4)
+    out
 }
 
 #[cfg(test)]

@@ -181,3 +181,15 @@ pub fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the data path's `bpf_ktime_get_coarse_ns`
+/// (which trails it by up to a tick).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -14,7 +14,9 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::kube::{call_any, targets};
 use crate::control::discovery::{
-    BACKOFF_MAX, BACKOFF_MIN, Candidates, POLL_INTERVAL, Watch, WatchEnd, load_kubeconfig,
+    BACKOFF_MAX, BACKOFF_MIN, Candidates, POLL_INTERVAL,
+    kubeconfig::load_kubeconfig,
+    watch::{Watch, WatchEnd},
 };
 
 /// Every EndpointSlice (list and watch).
@@ -121,7 +123,7 @@ pub fn spawn(
 }
 
 async fn follow(
-    access: &crate::control::discovery::ApiAccess,
+    access: &crate::control::discovery::kubeconfig::ApiAccess,
     addr: std::net::SocketAddr,
     name: &str,
     version: String,

@@ -1,5 +1,5 @@
 //! The API calls of `--services`: one request per connection to the kubeconfig's server
-//! over [`crate::http`] and discovery's TLS ([`crate::control::discovery::connect`]),
+//! over [`crate::http`] and discovery's TLS ([`crate::control::discovery::client::connect`]),
 //! bounded in time and size.
 
 use std::net::SocketAddr;
@@ -7,42 +7,19 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::control::discovery::ApiAccess;
+use crate::control::discovery::kubeconfig::ApiAccess;
 
 /// Every Service of the cluster (list and watch).
 pub const SERVICES_PATH: &str = "/api/v1/services";
 /// Largest answer read: a list of [`super::MAX_SERVICES`] Services of a few KiB each.
 pub const MAX_RESPONSE: usize = 16 << 20;
 
-/// Where to ask, in order: the `candidates` (the daemon's healthy masters, each at its own
-/// address: the kubeconfig's server is usually the VIP, which the node holding it cannot
-/// reach through its own XDP program), then the kubeconfig's server. Each with the TLS
-/// name to verify (`tls-server-name`, else the address asked).
+/// Where to ask, in order ([`crate::control::discovery::client::targets`]; a server name
+/// that does not resolve leaves only the `candidates`).
 pub async fn targets(access: &ApiAccess, candidates: &[SocketAddr]) -> Vec<(SocketAddr, String)> {
-    let mut out: Vec<(SocketAddr, String)> = candidates
-        .iter()
-        .map(|a| {
-            let name = access
-                .tls_server_name
-                .clone()
-                .unwrap_or_else(|| a.ip().to_string());
-            (*a, name)
-        })
-        .collect();
-    if let Ok(addrs) =
-        tokio::net::lookup_host((access.server_host.as_str(), access.server_port)).await
-    {
-        for a in addrs {
-            if !out.iter().any(|(t, _)| *t == a) {
-                let name = access
-                    .tls_server_name
-                    .clone()
-                    .unwrap_or_else(|| access.server_host.clone());
-                out.push((a, name));
-            }
-        }
-    }
-    out
+    crate::control::discovery::client::targets(access, candidates)
+        .await
+        .0
 }
 
 /// One request to the first target that answers it: its address and name, the status code
@@ -89,7 +66,7 @@ pub async fn call(
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Bytes), String> {
     let go = async {
-        let tls = crate::control::discovery::connect(access, addr, name).await?;
+        let tls = crate::control::discovery::client::connect(access, addr, name).await?;
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)

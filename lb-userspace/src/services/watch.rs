@@ -23,8 +23,9 @@ use super::ipam::{self, Family, Outcome, Request};
 use super::kube::{SERVICES_PATH, call_any, targets};
 use crate::config::services::{CLASS, ServicesSettings};
 use crate::control::discovery::{
-    ApiAccess, BACKOFF_MAX, BACKOFF_MIN, Candidates, POLL_INTERVAL, Watch, WatchEnd,
-    load_kubeconfig,
+    BACKOFF_MAX, BACKOFF_MIN, Candidates, POLL_INTERVAL,
+    kubeconfig::{ApiAccess, load_kubeconfig},
+    watch::{Watch, WatchEnd},
 };
 
 /// Requested addresses, comma-separated (kube-vip's spelling is read too).

@@ -163,21 +163,7 @@ impl VrrpSocket {
         }
         // SAFETY: a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let ifname = std::ffi::CString::new(name)
-            .map_err(|_| err("interface name", io::ErrorKind::InvalidInput.into()))?;
-        // SAFETY: the option value is the NUL-terminated name and its length.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                ifname.as_ptr().cast(),
-                ifname.as_bytes_with_nul().len() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(err("SO_BINDTODEVICE", io::Error::last_os_error()));
-        }
+        crate::net::sys::bind_to_device(&fd, name).map_err(|e| err("SO_BINDTODEVICE", e))?;
         let mreqn = libc::ip_mreqn {
             imr_multiaddr: in_addr(MULTICAST),
             imr_address: in_addr(Ipv4Addr::UNSPECIFIED),
