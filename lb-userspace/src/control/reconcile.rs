@@ -379,15 +379,15 @@ impl Reconciler {
                 store.set_vip_index_key(i, &VipKey::default())?;
             }
             let wanted: Vec<VipKey> = self.vips.iter().filter_map(vip_key).collect();
-            for key in store.vip_keys() {
+            for key in store.vip_keys::<u32>() {
                 if !wanted.contains(&key) {
-                    store.remove_vip(&key)?;
+                    store.remove_vip::<u32>(&key)?;
                 }
             }
             let wanted6: Vec<VipKey6> = self.vips.iter().filter_map(vip_key6).collect();
-            for key in store.vip6_keys() {
+            for key in store.vip_keys::<Ip6>() {
                 if !wanted6.contains(&key) {
-                    store.remove_vip6(&key)?;
+                    store.remove_vip::<Ip6>(&key)?;
                 }
             }
         }
@@ -395,7 +395,7 @@ impl Reconciler {
             store.set_vip_addr(*a, *f)?;
         }
         for (a, f) in &addr_flags6 {
-            store.set_vip_addr6(*a, *f)?;
+            store.set_vip_addr(*a, *f)?;
         }
         // Then the slots in front of them (a shared slot sends packets to `VIP_ADDRS`, which
         // is complete by now). Only changed slots are written; all of them the first time,
@@ -403,27 +403,27 @@ impl Reconciler {
         let slots = lb_common::hash::addr_slots(addr_flags.iter().map(|(a, f)| (*a, *f)));
         for (i, v) in slots.iter().enumerate() {
             if self.slots.as_ref().is_none_or(|old| old[i] != *v) {
-                store.set_vip_slot(i as u32, *v)?;
+                store.set_vip_slot::<u32>(i as u32, v)?;
             }
         }
         self.slots = Some(slots.to_vec());
         let slots6 = lb_common::hash::addr_slots6(addr_flags6.iter().map(|(a, f)| (*a, *f)));
         for (i, v) in slots6.iter().enumerate() {
             if self.slots6.as_ref().is_none_or(|old| old[i] != *v) {
-                store.set_vip_slot6(i as u32, v)?;
+                store.set_vip_slot::<Ip6>(i as u32, v)?;
             }
         }
         self.slots6 = Some(slots6.to_vec());
         // Stale addresses go only now that no slot points at them.
         if first {
-            for a in store.vip_addr_keys() {
+            for a in store.vip_addr_keys::<u32>() {
                 if !addr_flags.contains_key(&a) {
                     store.set_vip_addr(a, 0)?;
                 }
             }
-            for a in store.vip_addr6_keys() {
+            for a in store.vip_addr_keys::<Ip6>() {
                 if !addr_flags6.contains_key(&a) {
-                    store.set_vip_addr6(a, 0)?;
+                    store.set_vip_addr(a, 0)?;
                 }
             }
         }
@@ -431,8 +431,8 @@ impl Reconciler {
         // other family may take the index).
         for (addr, idx) in removed {
             match addr {
-                SocketAddr::V4(_) => store.set_backend(*idx, &Backend::default())?,
-                SocketAddr::V6(_) => store.set_backend6(*idx, &Backend6::default())?,
+                SocketAddr::V4(_) => store.set_backend::<u32>(*idx, &Backend::default())?,
+                SocketAddr::V6(_) => store.set_backend::<Ip6>(*idx, &Backend6::default())?,
             }
         }
         for (addr, st) in &self.backends {
@@ -453,7 +453,7 @@ impl Reconciler {
                         mac,
                         _pad: [0; 4],
                     };
-                    store.set_backend(st.index, &b)?;
+                    store.set_backend::<u32>(st.index, &b)?;
                 }
                 IpAddr::V6(a) => {
                     let b = Backend6 {
@@ -464,7 +464,7 @@ impl Reconciler {
                         mac,
                         _pad: [0; 4],
                     };
-                    store.set_backend6(st.index, &b)?;
+                    store.set_backend::<Ip6>(st.index, &b)?;
                 }
             }
         }
@@ -489,7 +489,7 @@ impl Reconciler {
             }
             let (index, ring_size) = (i as u32, self.table_size);
             if let Some(key) = vip_key(v) {
-                let half = store.vip(&key).map_or(0, |m| m.active_half ^ 1);
+                let half = store.vip::<u32>(&key).map_or(0, |m| m.active_half ^ 1);
                 let meta = VipMeta {
                     index,
                     ring_size,
@@ -499,7 +499,7 @@ impl Reconciler {
                     _pad: 0,
                 };
                 store.write_ring(meta.ring_base(), table)?;
-                store.set_vip(&key, &meta)?;
+                store.set_vip::<u32>(&key, &meta)?;
                 // Only now that `VIPS` has it: a flow of this VIP skips the lookup.
                 if self.index_keys[i] != key {
                     store.set_vip_index_key(index, &key)?;
@@ -515,7 +515,7 @@ impl Reconciler {
                     );
                     continue;
                 }
-                let half = store.vip6(&key).map_or(0, |m| m.active_half ^ 1);
+                let half = store.vip::<Ip6>(&key).map_or(0, |m| m.active_half ^ 1);
                 let meta = VipMeta6 {
                     index,
                     ring_size,
@@ -525,7 +525,7 @@ impl Reconciler {
                     _pad: 0,
                 };
                 store.write_ring(meta.ring_base(), table)?;
-                store.set_vip6(&key, &meta)?;
+                store.set_vip::<Ip6>(&key, &meta)?;
             }
             self.tables[i] = table.clone();
             applied.swaps += 1;

@@ -4,6 +4,8 @@
 //! (`events`), and shut down in order. `report` renders the status document, `routed` keeps
 //! routed mode's routes.
 
+mod announcing;
+mod backends;
 mod events;
 mod nexthops;
 mod report;
@@ -112,7 +114,7 @@ struct Shared {
     announcing6: bool,
     /// Check statistics of the IPv6 backends, and whether each is healthy.
     checks6: BTreeMap<std::net::SocketAddrV6, (CheckStats, bool)>,
-    /// Tracked flows, counted off the main loop (see `dataplane::count_conntrack`).
+    /// Tracked flows, counted off the main loop (see `dataplane::flows::count_conntrack`).
     conntrack_entries: Arc<AtomicUsize>,
     /// Flows not confirmed yet, counted the same way.
     unconfirmed_entries: Arc<AtomicUsize>,

@@ -1,7 +1,7 @@
 //! The tasks beside the loop, each started by one function: `Daemon::new` (the daemon's
 //! state and the sources of its events, with the threads feeding them), the shared state
 //! with its flow counters, the VRRP election, the status endpoint and master discovery.
-//! (Health checkers are started by the loop's owner, `events::Daemon::start_checkers`.)
+//! (Health checkers are started by the loop's owner, `backends::Daemon::start_checkers`.)
 //! This module uses the loop's types (`events`); the loop never calls back here.
 
 use std::{
@@ -19,7 +19,8 @@ use tokio::{
 
 use super::{
     DaemonError, Shared,
-    events::{Daemon, Sources, reconcile},
+    backends::reconcile,
+    events::{Daemon, Sources},
     startup::Up,
 };
 use crate::{
@@ -225,11 +226,15 @@ pub(super) fn shared_state(
 ) -> Arc<Mutex<Shared>> {
     let conntrack_entries = Arc::new(AtomicUsize::new(0));
     if let Some(map) = dataplane.conntrack_handle() {
-        crate::dataplane::count_conntrack(map, conntrack_entries.clone(), Duration::from_secs(2));
+        crate::dataplane::flows::count_conntrack(
+            map,
+            conntrack_entries.clone(),
+            Duration::from_secs(2),
+        );
     }
     let unconfirmed_entries = Arc::new(AtomicUsize::new(0));
     if let Some(map) = dataplane.unconfirmed_handle() {
-        crate::dataplane::count_live(
+        crate::dataplane::flows::count_live(
             map,
             Duration::from_nanos(lb_common::TCP_SYN_TIMEOUT_NS),
             unconfirmed_entries.clone(),
@@ -298,7 +303,7 @@ pub(super) fn vrrp(
         &vips,
         d.serve_rx.clone(),
         d.fault_rx.clone(),
-        sources.listen_vrrp(),
+        sources.listen_vrrp(false),
     )?;
     log::info!(
         "VRRPv{} vrid {} from {}: priority {}, advertising every {:?}, preempt {}, {}",
@@ -336,7 +341,7 @@ pub(super) fn vrrp6(
         &vips,
         d.serve6_rx.clone(),
         d.fault_rx.clone(),
-        sources.listen_vrrp6(),
+        sources.listen_vrrp(true),
     )?;
     log::info!(
         "VRRPv3 (IPv6) vrid {} on {}: priority {}, advertising every {:?}, preempt {}",

@@ -3,16 +3,16 @@
 //! [`FakeMaps`] without a kernel).
 
 // The node itself (VIP on `lo`, the connect4 hook) and the pins of the maps and links.
+mod adopt;
 mod attach;
+pub mod family;
+pub mod flows;
 pub mod local;
 pub mod pins;
+mod ring;
 pub mod store;
 
-use std::{
-    collections::HashMap as StdHashMap,
-    os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
-};
+use std::collections::HashMap as StdHashMap;
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,7 @@ use aya::{
 };
 use lb_common::{
     Addr, AddrSlot6, BACKEND_FLAG_PRESENT, Backend, Backend6, Config, Counters, CtEntry, FlowKey,
-    Ip6, MAX_RING_SIZE, PROGRAM_NAME, RINGS_SIZE, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
+    Ip6, MAX_RING_SIZE, PROGRAM_NAME, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
 };
 
 use crate::{
@@ -94,73 +94,6 @@ pub enum DataplaneError {
     TableTooLarge { len: usize, max: u32 },
 }
 
-/// The `RINGS` array mapped into our memory. The kernel stores array values with an 8-byte
-/// stride (`round_up(value_size, 8)`), so slot `i`'s `u32` is the low half of the `i`th u64.
-struct RingMmap {
-    /// Keeps the map alive as long as the mapping.
-    _map: MapData,
-    ptr: NonNull<u64>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this value.
-unsafe impl Send for RingMmap {}
-unsafe impl Sync for RingMmap {}
-
-impl RingMmap {
-    fn new(map: MapData) -> Result<Self, DataplaneError> {
-        let len = RINGS_SIZE as usize;
-        let bytes = (len * size_of::<u64>()).next_multiple_of(4096);
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: mapping a BPF_F_MMAPABLE array map of exactly this size, shared.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(DataplaneError::Mmap {
-                name: map_names::RINGS,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(Self {
-            _map: map,
-            ptr: NonNull::new(p.cast()).expect("mmap returned null"),
-            len,
-        })
-    }
-
-    fn write(&mut self, base: u32, table: &[u32]) {
-        let base = base as usize;
-        assert!(base + table.len() <= self.len, "ring write out of bounds");
-        for (i, v) in table.iter().enumerate() {
-            // SAFETY: in bounds (asserted); only this process writes the inactive half, and
-            // a u64 store never tears a slot.
-            unsafe {
-                self.ptr
-                    .as_ptr()
-                    .add(base + i)
-                    .write_volatile(u64::from(*v))
-            };
-        }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for RingMmap {
-    fn drop(&mut self) {
-        let bytes = (self.len * size_of::<u64>()).next_multiple_of(4096);
-        // SAFETY: unmapping what `new` mapped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
-    }
-}
-
 /// Counters summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -176,20 +109,15 @@ pub struct Snapshot {
 pub struct Dataplane {
     ebpf: Ebpf,
     config: Array<MapData, Config>,
-    vips: HashMap<MapData, VipKey, VipMeta>,
-    vip_addrs: HashMap<MapData, u32, u32>,
-    vip_slots: Array<MapData, u64>,
+    /// `VIPS`, `VIP_ADDRS`, `VIP_SLOTS`, `BACKENDS`, and their IPv6 twins.
+    v4: family::FamilyMaps<u32>,
+    v6: family::FamilyMaps<Ip6>,
     vip_keys: Array<MapData, VipKey>,
-    backends: Array<MapData, Backend>,
     /// `BACKEND_SLOTS`, and the bits this process knows are set in it (read from the map
     /// the first time a slot is touched: an adopted map keeps its bits).
     backend_slots: Array<MapData, u32>,
     backend_slot_bits: StdHashMap<u32, u32>,
-    vips6: HashMap<MapData, VipKey6, VipMeta6>,
-    vip_addrs6: HashMap<MapData, Ip6, u32>,
-    vip_slots6: Array<MapData, AddrSlot6>,
-    backends6: Array<MapData, Backend6>,
-    rings: RingMmap,
+    rings: ring::RingMmap,
     conntrack: HashMap<MapData, FlowKey, CtEntry>,
     reasons: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, Counters>,
@@ -283,100 +211,6 @@ const SOCK_COUNTS: &str = "SOCK_COUNTS";
 /// Entries of each IPv6 flow map while no IPv6 VIP is configured.
 pub const IDLE_V6_FLOWS: u32 = 1024;
 
-/// The IPv6 flow maps and their sizes: as IPv4's with IPv6 VIPs, else [`IDLE_V6_FLOWS`].
-fn v6_flow_sizes(conntrack_size: u32, ipv6: bool) -> [(&'static str, u32); 4] {
-    let (confirmed, unconfirmed) = if ipv6 {
-        (conntrack_size, lb_common::UNCONFIRMED_SIZE)
-    } else {
-        (IDLE_V6_FLOWS, IDLE_V6_FLOWS)
-    };
-    [
-        (map_names::CONNTRACK6, confirmed),
-        (map_names::REVERSE6, confirmed),
-        (map_names::UNCONFIRMED6, unconfirmed),
-        (map_names::UNCONFIRMED_REV6, unconfirmed),
-    ]
-}
-
-/// Unpins an IPv6 flow map pinned at another size when one of the two sizes is the idle
-/// one (the first IPv6 VIP added, or the last removed): the pinned map holds no flow of a
-/// configured IPv6 VIP, and adopting it would fail on its size. Any other size difference
-/// is left to the loader, which refuses it like IPv4's.
-fn resize_idle_v6_pins(dir: &Path, sizes: &[(&'static str, u32)]) {
-    for (name, want) in sizes {
-        let path = dir.join(name);
-        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
-            continue;
-        };
-        let have = info.max_entries();
-        if have != *want && (have == IDLE_V6_FLOWS || *want == IDLE_V6_FLOWS) {
-            match std::fs::remove_file(&path) {
-                Ok(()) => log::info!(
-                    "{name}: {have} -> {want} entries (IPv6 VIPs {}); the pinned map is replaced",
-                    if *want == IDLE_V6_FLOWS {
-                        "removed"
-                    } else {
-                        "added"
-                    }
-                ),
-                Err(e) => log::warn!("{name}: cannot unpin {}: {e}", path.display()),
-            }
-        }
-    }
-}
-
-/// The counter maps: what this build's program counts (drop and pass reasons, per VIP, per
-/// backend, the handshakes of passive health), as (name, entries, value size).
-fn counter_maps() -> [(&'static str, u32, u32); 4] {
-    let size = |n: usize| n as u32;
-    [
-        (
-            map_names::REASONS,
-            lb_common::stats::REASON_COUNT,
-            size(std::mem::size_of::<u64>()),
-        ),
-        (
-            map_names::VIP_STATS,
-            lb_common::MAX_VIPS,
-            size(std::mem::size_of::<Counters>()),
-        ),
-        (
-            map_names::BACKEND_STATS,
-            lb_common::MAX_BACKENDS,
-            size(std::mem::size_of::<Counters>()),
-        ),
-        (
-            map_names::PASSIVE,
-            lb_common::MAX_BACKENDS,
-            size(std::mem::size_of::<lb_common::Passive>()),
-        ),
-    ]
-}
-
-/// A pinned counter map of another shape than this build's (an upgrade that counts a new
-/// reason, or a counter struct that grew) is replaced, its counts starting from zero, instead
-/// of refusing to adopt the pins: the flows, tables and links are the state an upgrade must
-/// keep; the counters are statistics, and Prometheus takes a counter reset in its stride.
-/// The maps that hold state still refuse a mismatch (`PinnedMismatch`).
-fn replace_changed_counter_pins(dir: &Path) {
-    for (name, entries, value_size) in counter_maps() {
-        let path = dir.join(name);
-        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
-            continue;
-        };
-        let (have_entries, have_size) = (info.max_entries(), info.value_size());
-        if (have_entries, have_size) == (entries, value_size) {
-            continue;
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => log::info!(
-                "{name}: the pinned counters ({have_entries} x {have_size} bytes) are of another xvip version ({entries} x {value_size} here): replaced, they count from zero"
-            ),
-            Err(e) => log::warn!("{name}: cannot unpin {}: {e}", path.display()),
-        }
-    }
-}
-
 /// Makes `dir` exist on a bpffs, mounting bpffs on `/sys/fs/bpf` first if it is missing
 /// (it is not mounted at boot on some systems).
 ///
@@ -420,7 +254,7 @@ pub fn remove_pins(dir: &Path, interface: &str) -> Result<usize, DataplaneError>
     })
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
@@ -527,7 +361,7 @@ impl Dataplane {
         }
         let mut loader = EbpfLoader::new();
         // With IPv6 VIPs, IPv6's confirmed flows get the same room as IPv4's.
-        let v6_sizes = v6_flow_sizes(conntrack_size, ipv6);
+        let v6_sizes = adopt::v6_flow_sizes(conntrack_size, ipv6);
         loader
             .map_max_entries(map_names::CONNTRACK, conntrack_size)
             .map_max_entries(map_names::REVERSE, conntrack_size);
@@ -538,8 +372,8 @@ impl Dataplane {
         let paths: Vec<(&str, PathBuf)> = match pins {
             Some((dir, _)) => {
                 prepare_pin_dir(dir)?;
-                resize_idle_v6_pins(dir, &v6_sizes);
-                replace_changed_counter_pins(dir);
+                adopt::resize_idle_v6_pins(dir, &v6_sizes);
+                adopt::replace_changed_counter_pins(dir);
                 PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect()
             }
             None => Vec::new(),
@@ -562,7 +396,7 @@ impl Dataplane {
             log::debug!("no aya-log channel in the XDP program ({e}): it logs nothing");
         }
         let rings = match ebpf.take_map(map_names::RINGS) {
-            Some(Map::Array(data)) => RingMmap::new(data)?,
+            Some(Map::Array(data)) => ring::RingMmap::new(data)?,
             _ => {
                 return Err(DataplaneError::Map {
                     name: map_names::RINGS,
@@ -572,17 +406,11 @@ impl Dataplane {
         };
         Ok(Self {
             config: take(&mut ebpf, map_names::CONFIG)?,
-            vips: take(&mut ebpf, map_names::VIPS)?,
-            vip_addrs: take(&mut ebpf, map_names::VIP_ADDRS)?,
-            vip_slots: take(&mut ebpf, map_names::VIP_SLOTS)?,
+            v4: family::FamilyMaps::take(&mut ebpf)?,
+            v6: family::FamilyMaps::take(&mut ebpf)?,
             vip_keys: take(&mut ebpf, map_names::VIP_KEYS)?,
-            backends: take(&mut ebpf, map_names::BACKENDS)?,
             backend_slots: take(&mut ebpf, map_names::BACKEND_SLOTS)?,
             backend_slot_bits: StdHashMap::new(),
-            vips6: take(&mut ebpf, map_names::VIPS6)?,
-            vip_addrs6: take(&mut ebpf, map_names::VIP_ADDRS6)?,
-            vip_slots6: take(&mut ebpf, map_names::VIP_SLOTS6)?,
-            backends6: take(&mut ebpf, map_names::BACKENDS6)?,
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,
             reasons: take(&mut ebpf, map_names::REASONS)?,
             vip_stats: take(&mut ebpf, map_names::VIP_STATS)?,
@@ -657,27 +485,20 @@ impl Dataplane {
 
     /// Backends present in the (adopted) `BACKENDS` map: index, address and MAC.
     pub fn present_backends(&self) -> Vec<(u32, std::net::SocketAddr, [u8; 6])> {
-        let v4 = self
+        let mut out = self.present_backends_of::<u32>();
+        out.extend(self.present_backends_of::<Ip6>());
+        out
+    }
+
+    fn present_backends_of<A: family::Family>(&self) -> Vec<(u32, std::net::SocketAddr, [u8; 6])> {
+        A::maps(self)
             .backends
             .iter()
             .enumerate()
-            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, b)))
+            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, *A::backend(&b))))
             .filter(|(_, b)| b.flags & lb_common::BACKEND_FLAG_PRESENT != 0)
-            .map(|(i, b)| {
-                let addr = std::net::Ipv4Addr::from(b.addr.to_ne_bytes());
-                (i, (addr, u16::from_be(b.port)).into(), b.mac)
-            });
-        let v6 = self
-            .backends6
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| b.ok().map(|b| (i as u32, b)))
-            .filter(|(_, b)| b.flags & lb_common::BACKEND_FLAG_PRESENT != 0)
-            .map(|(i, b)| {
-                let addr = std::net::Ipv6Addr::from(lb_common::ip6_octets(b.addr));
-                (i, (addr, u16::from_be(b.port)).into(), b.mac)
-            });
-        v4.chain(v6).collect()
+            .map(|(i, b)| (i, (b.addr.ip(), u16::from_be(b.port)).into(), b.mac))
+            .collect()
     }
 
     /// Counters summed over CPUs, for the backend indices given.
@@ -725,7 +546,7 @@ impl Dataplane {
     }
 
     /// Number of tracked flows. Walks the whole map (one syscall per entry): call it from
-    /// [`count_conntrack`]'s background task, never while holding the daemon's state.
+    /// [`flows::count_conntrack`]'s background task, never while holding the daemon's state.
     pub fn conntrack_entries(&self) -> usize {
         self.conntrack.keys().filter(|k| k.is_ok()).count()
     }
@@ -737,12 +558,12 @@ impl Dataplane {
 
     /// Second handles on the pinned `CONNTRACK` and `CONNTRACK6` maps: the clients told of
     /// a takeover are read from them off the main loop. `None` without pins.
-    pub fn client_maps(&self) -> Option<ClientMaps> {
+    pub fn client_maps(&self) -> Option<flows::ClientMaps> {
         let v4 = self.flow_map_handle(map_names::CONNTRACK)?;
         let v6 = MapData::from_pin(self.pins.as_ref()?.join(map_names::CONNTRACK6))
             .ok()
             .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok());
-        Some(ClientMaps { v4, v6 })
+        Some(flows::ClientMaps { v4, v6 })
     }
 
     /// The same for `UNCONFIRMED` (flows not confirmed yet: a flood shows there).
@@ -791,98 +612,6 @@ impl Dataplane {
         let data = MapData::from_pin(&path).ok()?;
         HashMap::try_from(Map::LruHashMap(data)).ok()
     }
-}
-
-/// The confirmed-flow maps as the takeover notice reads them (`Dataplane::client_maps`).
-pub struct ClientMaps {
-    v4: HashMap<MapData, FlowKey, CtEntry>,
-    v6: Option<HashMap<MapData, lb_common::FlowKey6, lb_common::CtEntry6>>,
-}
-
-/// A client as a flow entry names it: (last seen, interface index, MAC, address).
-pub type FlowClient = (u64, u32, [u8; 6], std::net::IpAddr);
-
-impl ClientMaps {
-    /// The clients of at most `max_walk` IPv4 flows (one syscall per entry: call it off the
-    /// main loop).
-    pub fn clients4(&self, max_walk: usize) -> Vec<FlowClient> {
-        self.v4
-            .iter()
-            .take(max_walk)
-            .filter_map(Result::ok)
-            .map(|(k, e)| {
-                let addr = std::net::Ipv4Addr::from(u32::from_be(k.src_addr));
-                (e.last_seen_ns, e.client_ifindex, e.client_mac, addr.into())
-            })
-            .collect()
-    }
-
-    /// The same for the IPv6 flows (none when the map is not there).
-    pub fn clients6(&self, max_walk: usize) -> Vec<FlowClient> {
-        let Some(m) = &self.v6 else {
-            return Vec::new();
-        };
-        m.iter()
-            .take(max_walk)
-            .filter_map(Result::ok)
-            .map(|(k, e)| {
-                let addr = std::net::Ipv6Addr::from(lb_common::ip6_octets(k.src_addr));
-                (e.last_seen_ns, e.client_ifindex, e.client_mac, addr.into())
-            })
-            .collect()
-    }
-}
-
-/// Counts `map`'s entries every `every`, storing the result in `out`, until `out` is the
-/// only reference left. Runs on a blocking thread: a walk of a million entries takes a
-/// second or so and must not delay health transitions.
-pub fn count_conntrack(
-    map: HashMap<MapData, FlowKey, CtEntry>,
-    out: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    every: std::time::Duration,
-) {
-    std::thread::spawn(move || {
-        while std::sync::Arc::strong_count(&out) > 1 {
-            let n = map.keys().filter(|k| k.is_ok()).count();
-            out.store(n, std::sync::atomic::Ordering::Relaxed);
-            std::thread::sleep(every);
-        }
-    });
-}
-
-/// Like [`count_conntrack`], counting only entries seen within `lifetime` (an LRU map keeps
-/// expired entries until it needs the room): for the small `UNCONFIRMED` map, whose live
-/// count is what tells a flood.
-pub fn count_live(
-    map: HashMap<MapData, FlowKey, CtEntry>,
-    lifetime: std::time::Duration,
-    out: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    every: std::time::Duration,
-) {
-    std::thread::spawn(move || {
-        while std::sync::Arc::strong_count(&out) > 1 {
-            let now = monotonic_ns();
-            let n = map
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(_, e)| now.saturating_sub(e.last_seen_ns) <= lifetime.as_nanos() as u64)
-                .count();
-            out.store(n, std::sync::atomic::Ordering::Relaxed);
-            std::thread::sleep(every);
-        }
-    });
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the data path's `bpf_ktime_get_coarse_ns`
-/// (which trails it by up to a tick).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// An error and its sources on one line (aya's syscall errors keep the errno in a source).
