@@ -71,6 +71,16 @@ impl RunArgs {
                 .or(file.discover_from_kubeconfig.as_deref()),
             file.services.as_ref(),
         )?;
+        // With VRRP the IPv4 election's master owns every Service address; a node with
+        // only IPv6 VIPs has no such election and would announce none.
+        if services.is_some() && vrrp.is_some() && vips.is_empty() {
+            return Err(ConfigError::invalid(
+                "--services",
+                "on",
+                "with VRRP the Service addresses follow the IPv4 VIP's election: add an IPv4 --vip \
+                 (an IPv6-only VRRP group cannot announce Services yet; routed mode can)",
+            ));
+        }
         Ok(Settings {
             services,
             interface,
@@ -752,6 +762,28 @@ mod tests {
             backends: vec!["192.0.2.11".into(), "192.0.2.12:6444@2".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn services_with_vrrp_need_an_ipv4_vip_to_follow() {
+        let v6_only = |vrid: Option<u32>| RunArgs {
+            interface: vec!["eth0".into()],
+            vips: vec!["[2001:db8::100]:6443".into()],
+            backends: vec!["[2001:db8::11]:6443".into()],
+            services: true,
+            services_pools: vec!["2001:db8:5::/120".into()],
+            services_kubeconfig: Some("/etc/kubernetes/admin.conf".into()),
+            vrrp_vrid: vrid,
+            ..Default::default()
+        };
+        let e = v6_only(Some(51)).resolve().unwrap_err().to_string();
+        assert!(e.contains("--services") && e.contains("IPv4 --vip"), "{e}");
+        // Without VRRP (every node announces) it stands; with an IPv4 VIP too.
+        assert!(v6_only(None).resolve().is_ok());
+        let mut a = v6_only(Some(51));
+        a.vips.push("192.0.2.100".into());
+        a.backends.push("192.0.2.11".into());
+        assert!(a.resolve().is_ok(), "{:?}", a.resolve().err());
     }
 
     #[test]
