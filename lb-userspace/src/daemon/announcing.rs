@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use super::events::Daemon;
+use super::state::Daemon;
 use crate::{announce::arp::ArpSocket, config::Announce, wire::arp::Arp};
 
 impl Daemon {

@@ -11,10 +11,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::{
-    Shared,
-    events::{Daemon, passive_check_result, passive_keeps_out},
-};
+use super::{Shared, state::Daemon};
 use crate::control::health::{self, HealthEvent, HealthSettings};
 
 impl Daemon {
@@ -380,4 +377,97 @@ pub(super) fn can_serve(shared: &Mutex<Shared>) -> bool {
         .backends()
         .values()
         .any(|b| b.healthy && b.weight > 0)
+}
+
+/// Passive health's tick: the handshake counters of the backends the data path forwards
+/// to (a local backend's answers never pass it) fed to the tracker; a backend whose failed
+/// handshakes in a row reach the limit leaves the table now.
+pub(super) fn on_passive_tick(shared: &Mutex<Shared>) {
+    let mut s = shared.lock().expect("poisoned");
+    if !s.passive.enabled() {
+        return;
+    }
+    let st = &mut *s;
+    let followed: Vec<(SocketAddr, u32)> = st
+        .reconciler
+        .backends()
+        .iter()
+        .filter(|(a, _)| !st.reconciler.is_local(*a))
+        .map(|(a, b)| (*a, b.index))
+        .collect();
+    let counts = match st.dataplane.passive(followed.iter().map(|(_, i)| *i)) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("passive health: reading the handshake counters failed: {e}");
+            return;
+        }
+    };
+    let totals: BTreeMap<SocketAddr, lb_common::Passive> = followed
+        .iter()
+        .filter_map(|(a, i)| counts.get(i).map(|c| (*a, *c)))
+        .collect();
+    // A flood churns the data path's handshake entries: answers may find none.
+    let flood = st
+        .unconfirmed_entries
+        .load(std::sync::atomic::Ordering::Relaxed)
+        >= lb_common::UNCONFIRMED_FLOOD_THRESHOLD as usize;
+    let out = st.passive.tick(&totals, !flood);
+    st.passive_down
+        .retain(|a, _| st.reconciler.backends().contains_key(a));
+    let mut changed = false;
+    for addr in out {
+        if !st
+            .reconciler
+            .backends()
+            .get(&addr)
+            .is_some_and(|b| b.healthy)
+        {
+            continue;
+        }
+        // Clients' packets are the evidence: they may thin the table, never empty it.
+        if !st
+            .reconciler
+            .backends()
+            .iter()
+            .any(|(a, b)| *a != addr && b.healthy)
+        {
+            tracing::debug!(backend = %addr, "passive health keeps {addr}: no other backend is healthy");
+            continue;
+        }
+        let h = st.passive.stats(&addr);
+        tracing::warn!(backend = %addr, "backend {addr} is down: new flows' handshakes failed in a row (passive; {} refused, {} unanswered so far), back after its check's rise", h.refused, h.unanswered);
+        st.passive_down.insert(addr, 0);
+        *st.passive_ejections.entry(addr).or_default() += 1;
+        changed |= st.reconciler.set_health(addr, false);
+    }
+    if changed {
+        reconcile(st, None, None);
+    }
+}
+
+/// A check result for passive health: a backend it took out comes back after `rise`
+/// successful checks in a row; a check that fails starts the count again. Returns
+/// whether the backend came back.
+pub(super) fn passive_check_result(s: &mut Shared, addr: SocketAddr, ok: bool, rise: u32) -> bool {
+    let Some(n) = s.passive_down.get_mut(&addr) else {
+        return false;
+    };
+    *n = if ok { *n + 1 } else { 0 };
+    if *n < rise {
+        return false;
+    }
+    s.passive_down.remove(&addr);
+    tracing::info!(backend = %addr, "backend {addr} is up: {rise} checks passed since failed handshakes took it out");
+    s.reconciler.set_health(addr, true)
+}
+
+/// A check transition of a backend passive health took out: up waits for passive health's
+/// own count of successes (returns true: keep it out); down hands it back to the check.
+pub(super) fn passive_keeps_out(s: &mut Shared, addr: SocketAddr, healthy: bool) -> bool {
+    if healthy {
+        s.passive_down.contains_key(&addr)
+    } else {
+        s.passive_down.remove(&addr);
+        false
+    }
 }

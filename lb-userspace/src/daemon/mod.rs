@@ -11,6 +11,7 @@ mod nexthops;
 mod report;
 mod routed;
 mod startup;
+mod state;
 mod takeover;
 mod tasks;
 mod track;
@@ -135,7 +136,7 @@ struct Shared {
 /// Startup failures leave the interface as it was.
 pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let up = startup::bring_up(&args).await?;
-    let (mut d, mut sources) = events::Daemon::new(args, up)?;
+    let (mut d, mut sources) = state::Daemon::new(args, up)?;
     let vrrp = tasks::vrrp(&d, &mut sources)?;
     d.vrrp_report = vrrp.as_ref().map(|h| h.report());
     let vrrp6 = tasks::vrrp6(&d, &mut sources)?;

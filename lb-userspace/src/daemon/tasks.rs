@@ -20,8 +20,8 @@ use tokio::{
 use super::{
     DaemonError, Shared,
     backends::reconcile,
-    events::{Daemon, Sources},
     startup::Up,
+    state::{Daemon, Sources},
 };
 use crate::{
     announce::arp::ArpSocket,

@@ -12,7 +12,9 @@ use lb_common::{
     Addr, AddrSlot6, Backend, Backend6, Ip6, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
 };
 
-use super::{Dataplane, DataplaneError, store::FakeMaps, take};
+use lb_common::Config;
+
+use super::{Dataplane, DataplaneError, take};
 
 /// An address family: its address type is `Self`, its `VIPS`, `VIP_ADDRS`, `VIP_SLOTS` and
 /// `BACKENDS` maps are named here (the IPv6 ones with the `6` suffix).
@@ -60,6 +62,25 @@ impl<A: Family> FamilyMaps<A> {
             backends: take(ebpf, A::BACKENDS)?,
         })
     }
+}
+
+/// In-memory maps for tests of the control plane (their `MapStore` is in `store`), here
+/// beside the per-family views the trait hands out.
+#[derive(Debug, Default)]
+pub struct FakeMaps {
+    pub config: Config,
+    pub vip_addrs: StdHashMap<u32, u32>,
+    pub vip_slots: StdHashMap<u32, u64>,
+    pub vips: StdHashMap<VipKey, VipMeta>,
+    pub vip_index_keys: StdHashMap<u32, VipKey>,
+    pub backends: StdHashMap<u32, Backend>,
+    pub vip_addrs6: StdHashMap<Ip6, u32>,
+    pub vip_slots6: StdHashMap<u32, AddrSlot6>,
+    pub vips6: StdHashMap<VipKey6, VipMeta6>,
+    pub backends6: StdHashMap<u32, Backend6>,
+    pub rings: StdHashMap<u32, u32>,
+    /// Number of `write_ring` calls (table swaps).
+    pub ring_writes: usize,
 }
 
 /// One family's maps in [`FakeMaps`], to read.

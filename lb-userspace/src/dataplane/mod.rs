@@ -28,8 +28,8 @@ use aya::{
     },
 };
 use lb_common::{
-    Addr, AddrSlot6, BACKEND_FLAG_PRESENT, Backend, Backend6, Config, Counters, CtEntry, FlowKey,
-    Ip6, MAX_RING_SIZE, PROGRAM_NAME, VipKey, VipKey6, VipMeta, VipMeta6, map_names,
+    Addr, BACKEND_FLAG_PRESENT, Config, Counters, CtEntry, FlowKey, Ip6, MAX_RING_SIZE,
+    PROGRAM_NAME, VipKey, VipKey6, map_names,
 };
 
 use crate::{

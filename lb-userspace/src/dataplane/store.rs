@@ -3,6 +3,7 @@
 //! the bench's control-plane figures).
 
 use super::*;
+pub use crate::dataplane::family::FakeMaps;
 use crate::dataplane::family::Family;
 
 /// Map writes the reconciliation needs. Implemented by [`Dataplane`] and [`FakeMaps`].
@@ -42,24 +43,6 @@ pub trait MapStore {
     ) -> Result<(), DataplaneError>;
     /// Writes `table` into `RINGS` starting at `base`.
     fn write_ring(&mut self, base: u32, table: &[u32]) -> Result<(), DataplaneError>;
-}
-
-/// In-memory maps for tests of the control plane.
-#[derive(Debug, Default)]
-pub struct FakeMaps {
-    pub config: Config,
-    pub vip_addrs: StdHashMap<u32, u32>,
-    pub vip_slots: StdHashMap<u32, u64>,
-    pub vips: StdHashMap<VipKey, VipMeta>,
-    pub vip_index_keys: StdHashMap<u32, VipKey>,
-    pub backends: StdHashMap<u32, Backend>,
-    pub vip_addrs6: StdHashMap<Ip6, u32>,
-    pub vip_slots6: StdHashMap<u32, AddrSlot6>,
-    pub vips6: StdHashMap<VipKey6, VipMeta6>,
-    pub backends6: StdHashMap<u32, Backend6>,
-    pub rings: StdHashMap<u32, u32>,
-    /// Number of `write_ring` calls (table swaps).
-    pub ring_writes: usize,
 }
 
 impl FakeMaps {

@@ -145,7 +145,7 @@ pub async fn configmap(
 ) -> Result<Option<Vec<u8>>, String> {
     let access =
         crate::control::discovery::kubeconfig::load_kubeconfig(path).map_err(|e| e.to_string())?;
-    let candidates = super::masters(s);
+    let candidates = super::master_addrs(s);
     crate::control::discovery::client::get_object(&access, &candidates, object)
         .await
         .map(|body| body.map(|b| b.to_vec()))

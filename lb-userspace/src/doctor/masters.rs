@@ -54,7 +54,7 @@ impl CertFacts {
 
 /// Every master check, master by master.
 pub async fn checks(s: &Settings, health: &HealthSettings) -> Vec<Finding> {
-    let masters = super::masters(s);
+    let masters = super::master_addrs(s);
     let vips = super::vips(s);
     // The health check's client settings without verification: the certificate is read
     // even when the configured CA would refuse it (the readyz line says so).

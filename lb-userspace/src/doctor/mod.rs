@@ -147,7 +147,7 @@ fn vips(s: &Settings) -> Vec<std::net::IpAddr> {
 }
 
 /// Every configured master of `s` (`--backend`), IPv4 then IPv6.
-fn masters(s: &Settings) -> Vec<std::net::SocketAddr> {
+fn master_addrs(s: &Settings) -> Vec<std::net::SocketAddr> {
     let v4 = s.backends.iter().map(|b| std::net::SocketAddr::V4(b.addr));
     v4.chain(s.backends6.iter().map(|b| std::net::SocketAddr::V6(b.addr)))
         .collect()

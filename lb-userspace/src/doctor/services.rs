@@ -26,7 +26,7 @@ pub fn checks(s: &Settings, locals: &[super::vip::LocalAddr]) -> Vec<Finding> {
             .map(|a| (IpAddr::V6(a), "the IPv6 SNAT address".into())),
     );
     taken.extend(
-        super::masters(s)
+        super::master_addrs(s)
             .into_iter()
             .map(|m| (m.ip(), "a master".into())),
     );
