@@ -119,6 +119,8 @@ pub mod map_names {
     pub const VIPS: &str = "VIPS";
     /// `u32 VIP index -> VipKey` of the VIP holding the index in `VIPS` (zero: none).
     pub const VIP_KEYS: &str = "VIP_KEYS";
+    /// `u32 VIP index -> VipKey6` of the IPv6 VIP holding the index in `VIPS6` (zero: none).
+    pub const VIP_KEYS6: &str = "VIP_KEYS6";
     /// `u32 slot -> u64 (address << 32 | ADDR_FLAG_* or ADDR_SLOT_OVERFLOW)`.
     pub const VIP_SLOTS: &str = "VIP_SLOTS";
     /// `u32 slot (hash::addr_slot6) -> AddrSlot6`.

@@ -252,6 +252,15 @@ impl Ifaces {
 /// Conntrack sync is on: confirmed flows and their ends are written to `SYNC_EVENTS`.
 pub const CONFIG_FLAG_SYNC: u32 = 1 << 2;
 
+/// Test hook (the daemon never sets it): every packet takes the full path, as if the
+/// established fast path (`lb-ebpf/src/fast.rs`) did not exist. The packet fixtures run
+/// with it and without it and must see the same bytes, verdicts and counters.
+pub const CONFIG_FLAG_NO_FAST_PATH: u32 = 1 << 3;
+/// Test hook (the daemon never sets it): the XDP entry runs only the fast path; a packet
+/// it declines returns `XDP_ABORTED` untouched and uncounted (the full path never returns
+/// `XDP_ABORTED`), so a fixture can tell which packets the fast path takes.
+pub const CONFIG_FLAG_FAST_PATH_ONLY: u32 = 1 << 4;
+
 /// `SyncEvent::kind`: a flow was confirmed (entered `CONNTRACK`/`REVERSE`).
 pub const SYNC_CONFIRMED: u32 = 1;
 /// `SyncEvent::kind`: a confirmed flow saw an in-window FIN or RST (now closing).

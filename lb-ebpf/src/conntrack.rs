@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// `last_seen_ns` of a tuple given up by its flow: expired whatever its state.
-const RELEASED: u64 = 0;
+pub const RELEASED: u64 = 0;
 
 /// A flow ready to be translated: only what the rewrite needs (the stack is small).
 pub struct Flow<A: Family> {
@@ -186,7 +186,7 @@ fn touch(state: *mut u8, last_seen: *mut u64, proto: u8, flags: u8, now: u64) {
 /// Whether a packet with `flags` would change an entry's state or its coarse `last_seen`:
 /// only then is the entry (and its reverse entry) written.
 #[inline(always)]
-fn stale(state: u8, last_seen: u64, proto: u8, flags: u8, now: u64) -> bool {
+pub fn stale(state: u8, last_seen: u64, proto: u8, flags: u8, now: u64) -> bool {
     next_state(state, proto, flags) != state
         || now.saturating_sub(last_seen) > LAST_SEEN_GRANULARITY_NS
 }
@@ -238,7 +238,7 @@ pub fn client_key<A: Family>(r: &RevEntry<A>, proto: u8) -> FlowKey<A> {
 
 /// Whether a reverse entry belongs to the client flow `key`.
 #[inline(always)]
-fn owns<A: Family>(rev: &RevEntry<A>, key: &FlowKey<A>) -> bool {
+pub fn owns<A: Family>(rev: &RevEntry<A>, key: &FlowKey<A>) -> bool {
     rev.client_addr == key.src_addr
         && rev.client_port == key.src_port
         && rev.vip_addr == key.dst_addr

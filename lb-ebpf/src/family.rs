@@ -10,7 +10,8 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use crate::{
     maps::{
         BACKENDS, BACKENDS6, CONNTRACK, CONNTRACK6, REVERSE, REVERSE6, SCRATCH, SCRATCH6, Scratch,
-        UNCONFIRMED, UNCONFIRMED_REV, UNCONFIRMED_REV6, UNCONFIRMED6, VIP_KEYS, VIPS, VIPS6,
+        UNCONFIRMED, UNCONFIRMED_REV, UNCONFIRMED_REV6, UNCONFIRMED6, VIP_KEYS, VIP_KEYS6, VIPS,
+        VIPS6,
     },
     packet::{self, Headers},
 };
@@ -40,8 +41,8 @@ pub trait Family: Addr {
     fn icmp_error(ty: u8) -> bool;
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>>;
     /// Whether the VIP holding index `index` is the one the packet is addressed to: then a
-    /// flow entry naming that index belongs to a VIP that still exists. Only called with
-    /// `ENTRY_FIRST`.
+    /// flow entry naming that index belongs to a VIP that still exists (`VIP_KEYS`,
+    /// `VIP_KEYS6`). Called by the full path with `ENTRY_FIRST`, and by the fast path.
     fn vip_holds(index: u32, h: &Headers<Self>) -> bool;
     fn backends() -> &'static Array<Backend<Self>>;
     fn conntrack() -> &'static LruHashMap<FlowKey<Self>, CtEntry<Self>>;
@@ -293,10 +294,14 @@ impl Family for Ip6 {
     fn vips() -> &'static HashMap<VipKey<Self>, VipMeta<Self>> {
         &VIPS6
     }
-    /// Not called (`ENTRY_FIRST` is false): no index is known to hold.
+    /// `VIP_KEYS6`: one inlined read and a 20-byte compare (the fast path's; the full
+    /// path, without `ENTRY_FIRST`, asks `VIPS6`).
     #[inline(always)]
-    fn vip_holds(_index: u32, _h: &Headers<Self>) -> bool {
-        false
+    fn vip_holds(index: u32, h: &Headers<Self>) -> bool {
+        match VIP_KEYS6.get(index) {
+            Some(k) => k.port == h.dport && k.proto == h.proto && k.addr == Self::dst(h),
+            None => false,
+        }
     }
     #[inline(always)]
     fn backends() -> &'static Array<Backend<Self>> {

@@ -18,12 +18,17 @@ pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 
 
 /// VIP index -> the `VipKey` holding that index in `VIPS`, zero when none: a packet of a
 /// confirmed IPv4 flow (whose entry names its VIP's index) proves its VIP still exists with
-/// one inlined read instead of the `VIPS` hash lookup (IPv6 has no such map: see
-/// `Family::ENTRY_FIRST`). Written by the daemon: set after the
+/// one inlined read instead of the `VIPS` hash lookup. Written by the daemon: set after the
 /// VIP's `VIPS` entry, cleared before it goes. A key that does not match sends the packet
 /// the slow way (`VIPS`), so a torn or stale read costs time, never a wrong answer.
 #[map]
 pub static VIP_KEYS: Array<VipKey> = Array::with_max_entries(MAX_VIPS, 0);
+
+/// `VIP_KEYS` for IPv6: VIP index -> the `VipKey6` holding it in `VIPS6`, zero when none.
+/// Read by the fast path (`fast.rs`) only; the full IPv6 path asks `VIPS6`
+/// (`Family::ENTRY_FIRST`). Written by the daemon in the same order as `VIP_KEYS`.
+#[map]
+pub static VIP_KEYS6: Array<VipKey6> = Array::with_max_entries(MAX_VIPS, 0);
 
 /// Slot (`addr_slot(addr)`) -> `address << 32 | ADDR_FLAG_*` for the one `VIP_ADDRS` key
 /// in that slot, `ADDR_SLOT_OVERFLOW` when several share it, 0 when none: answers most

@@ -24,8 +24,8 @@ use crate::{
     maps::{VIP_ADDRS, VIP_ADDRS6, VIP_SLOTS, VIP_SLOTS6},
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 /// IPv6 extension headers the parser walks (RFC 8200 section 4).
 const NH_HOP_BY_HOP: u8 = 0;
 const NH_ROUTING: u8 = 43;
@@ -35,16 +35,16 @@ const NH_DEST_OPTS: u8 = 60;
 /// units, above the two reserved bits and the M flag.
 const IP6_OFFSET_MASK: u16 = 0xfff8;
 /// Offset of the checksum in a UDP header.
-const UDP_CHECK: usize = 6;
+pub const UDP_CHECK: usize = 6;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 /// IPv4 "more fragments" flag and fragment offset mask, in the host-order `frags` word.
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET_MASK: u16 = 0x1fff;
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
 /// Offset of the flags byte within the fixed TCP header.
-const TCP_FLAGS_OFFSET: usize = 13;
+pub const TCP_FLAGS_OFFSET: usize = 13;
 /// Offset of the data-offset byte (header length in 32-bit words, high nibble).
-const TCP_DOFF_OFFSET: usize = 12;
+pub const TCP_DOFF_OFFSET: usize = 12;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
@@ -481,7 +481,7 @@ pub fn addr_flags(addr: u32) -> u32 {
 /// `BACKEND_SLOTS` read rejects the node's other TCP and UDP traffic before the reply
 /// lookups and the clock read.
 #[inline(always)]
-fn maybe_reply(src: u32, proto: u8) -> bool {
+pub fn maybe_reply(src: u32, proto: u8) -> bool {
     (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || maybe_backend(src)
 }
 
@@ -531,7 +531,7 @@ pub fn classify6<C: Ctx>(ctx: *mut C::Raw) -> u32 {
 /// Whether `addr` may be a backend of its family: its `BACKEND_SLOTS` slot has the
 /// family's bit (a slot shared with a backend says yes; the reply lookups then decide).
 #[inline(always)]
-fn maybe_backend<A: Addr>(addr: A) -> bool {
+pub fn maybe_backend<A: Addr>(addr: A) -> bool {
     crate::maps::BACKEND_SLOTS
         .get(addr.backend_slot())
         .is_some_and(|v| v & A::BACKEND_SLOT_BIT != 0)
