@@ -85,6 +85,8 @@ pub struct Reconciler {
     slots6: Option<Vec<AddrSlot6>>,
     /// The `VIP_KEYS` contents last written (index -> key; the default key: none).
     index_keys: Vec<VipKey>,
+    /// The same for `VIP_KEYS6`.
+    index_keys6: Vec<VipKey6>,
     /// This node's addresses: a backend on one of them is served by the local stack.
     locals: std::collections::BTreeSet<IpAddr>,
     /// When the last swap happened.
@@ -118,6 +120,7 @@ impl Reconciler {
             slots: None,
             slots6: None,
             index_keys: vec![VipKey::default(); MAX_VIPS as usize],
+            index_keys6: vec![VipKey6::default(); MAX_VIPS as usize],
             last_swap: None,
         };
         r.set_backends(
@@ -372,11 +375,12 @@ impl Reconciler {
         // `VIPS`/`VIPS6` first, so neither XDP nor the connect hooks balance them any more.
         let first = self.slots.is_none();
         if first {
-            // `VIP_KEYS` first: an adopted index may name a VIP that goes or moves, and no
-            // packet may take the fast path of a VIP once its `VIPS` entry is gone. Each
-            // index is written again below, after its VIP's `VIPS` entry.
+            // `VIP_KEYS` and `VIP_KEYS6` first: an adopted index may name a VIP that goes
+            // or moves, and no packet may take the fast path of a VIP once its `VIPS`
+            // entry is gone. Each index is written again below, after its VIP's entry.
             for i in 0..MAX_VIPS {
-                store.set_vip_index_key(i, &VipKey::default())?;
+                store.set_vip_index_key::<u32>(i, &VipKey::default())?;
+                store.set_vip_index_key::<Ip6>(i, &VipKey6::default())?;
             }
             let wanted: Vec<VipKey> = self.vips.iter().filter_map(vip_key).collect();
             for key in store.vip_keys::<u32>() {
@@ -502,7 +506,7 @@ impl Reconciler {
                 store.set_vip::<u32>(&key, &meta)?;
                 // Only now that `VIPS` has it: a flow of this VIP skips the lookup.
                 if self.index_keys[i] != key {
-                    store.set_vip_index_key(index, &key)?;
+                    store.set_vip_index_key::<u32>(index, &key)?;
                     self.index_keys[i] = key;
                 }
             } else if let Some(key) = vip_key6(v) {
@@ -526,6 +530,10 @@ impl Reconciler {
                 };
                 store.write_ring(meta.ring_base(), table)?;
                 store.set_vip::<Ip6>(&key, &meta)?;
+                if self.index_keys6[i] != key {
+                    store.set_vip_index_key::<Ip6>(index, &key)?;
+                    self.index_keys6[i] = key;
+                }
             }
             self.tables[i] = table.clone();
             applied.swaps += 1;
@@ -688,11 +696,22 @@ mod tests {
         assert_eq!(meta6.snat_addr, ip6_raw(snat6.octets()));
         let key4 = vip_key(&r.vips()[0]).unwrap();
         assert_ne!(meta6.index, m.vips[&key4].index);
-        // `VIP_KEYS` names the IPv4 VIP at its index, and nothing else (IPv6 has none).
+        // `VIP_KEYS` names the IPv4 VIP at its index, `VIP_KEYS6` the IPv6 one, and
+        // neither names the other family's.
         assert_eq!(m.vip_index_keys[&m.vips[&key4].index], key4);
         assert_eq!(m.vip_index_keys[&meta6.index], VipKey::default());
+        assert_eq!(m.vip_index_keys6[&meta6.index], key6);
+        assert_eq!(
+            m.vip_index_keys6[&m.vips[&key4].index],
+            VipKey6::default()
+        );
         assert_eq!(
             m.vip_index_keys.len(),
+            MAX_VIPS as usize,
+            "all cleared first"
+        );
+        assert_eq!(
+            m.vip_index_keys6.len(),
             MAX_VIPS as usize,
             "all cleared first"
         );

@@ -29,6 +29,7 @@ pub trait Family: Addr + aya::Pod + Hash {
     type Slot: aya::Pod + Copy;
     /// The map names, as `lb_common::map_names` spells them.
     const VIPS: &'static str;
+    const VIP_KEYS: &'static str;
     const VIP_ADDRS: &'static str;
     const VIP_SLOTS: &'static str;
     const BACKENDS: &'static str;
@@ -47,6 +48,8 @@ pub trait Family: Addr + aya::Pod + Hash {
 /// One family's maps in the loaded data path.
 pub struct FamilyMaps<A: Family> {
     pub(super) vips: HashMap<MapData, A::VipKey, A::VipMeta>,
+    /// `VIP_KEYS` (`VIP_KEYS6`): VIP index -> the key holding it in `vips`.
+    pub(super) vip_keys: Array<MapData, A::VipKey>,
     pub(super) vip_addrs: HashMap<MapData, A, u32>,
     pub(super) vip_slots: Array<MapData, A::Slot>,
     pub(super) backends: Array<MapData, A::Backend>,
@@ -57,6 +60,7 @@ impl<A: Family> FamilyMaps<A> {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
         Ok(Self {
             vips: take(ebpf, A::VIPS)?,
+            vip_keys: take(ebpf, A::VIP_KEYS)?,
             vip_addrs: take(ebpf, A::VIP_ADDRS)?,
             vip_slots: take(ebpf, A::VIP_SLOTS)?,
             backends: take(ebpf, A::BACKENDS)?,
@@ -77,6 +81,7 @@ pub struct FakeMaps {
     pub vip_addrs6: StdHashMap<Ip6, u32>,
     pub vip_slots6: StdHashMap<u32, AddrSlot6>,
     pub vips6: StdHashMap<VipKey6, VipMeta6>,
+    pub vip_index_keys6: StdHashMap<u32, VipKey6>,
     pub backends6: StdHashMap<u32, Backend6>,
     pub rings: StdHashMap<u32, u32>,
     /// Number of `write_ring` calls (table swaps).
@@ -92,6 +97,7 @@ pub struct FakeFamily<'a, A: Family> {
 /// One family's maps in [`FakeMaps`], to write.
 pub struct FakeFamilyMut<'a, A: Family> {
     pub vips: &'a mut StdHashMap<A::VipKey, A::VipMeta>,
+    pub vip_index_keys: &'a mut StdHashMap<u32, A::VipKey>,
     pub vip_addrs: &'a mut StdHashMap<A, u32>,
     pub vip_slots: &'a mut StdHashMap<u32, A::Slot>,
     pub backends: &'a mut StdHashMap<u32, A::Backend>,
@@ -103,6 +109,7 @@ impl Family for u32 {
     type Backend = Backend;
     type Slot = u64;
     const VIPS: &'static str = map_names::VIPS;
+    const VIP_KEYS: &'static str = map_names::VIP_KEYS;
     const VIP_ADDRS: &'static str = map_names::VIP_ADDRS;
     const VIP_SLOTS: &'static str = map_names::VIP_SLOTS;
     const BACKENDS: &'static str = map_names::BACKENDS;
@@ -127,6 +134,7 @@ impl Family for u32 {
     fn fake_mut(m: &mut FakeMaps) -> FakeFamilyMut<'_, Self> {
         FakeFamilyMut {
             vips: &mut m.vips,
+            vip_index_keys: &mut m.vip_index_keys,
             vip_addrs: &mut m.vip_addrs,
             vip_slots: &mut m.vip_slots,
             backends: &mut m.backends,
@@ -140,6 +148,7 @@ impl Family for Ip6 {
     type Backend = Backend6;
     type Slot = AddrSlot6;
     const VIPS: &'static str = map_names::VIPS6;
+    const VIP_KEYS: &'static str = map_names::VIP_KEYS6;
     const VIP_ADDRS: &'static str = map_names::VIP_ADDRS6;
     const VIP_SLOTS: &'static str = map_names::VIP_SLOTS6;
     const BACKENDS: &'static str = map_names::BACKENDS6;
@@ -164,6 +173,7 @@ impl Family for Ip6 {
     fn fake_mut(m: &mut FakeMaps) -> FakeFamilyMut<'_, Self> {
         FakeFamilyMut {
             vips: &mut m.vips6,
+            vip_index_keys: &mut m.vip_index_keys6,
             vip_addrs: &mut m.vip_addrs6,
             vip_slots: &mut m.vip_slots6,
             backends: &mut m.backends6,

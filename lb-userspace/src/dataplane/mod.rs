@@ -109,10 +109,9 @@ pub struct Snapshot {
 pub struct Dataplane {
     ebpf: Ebpf,
     config: Array<MapData, Config>,
-    /// `VIPS`, `VIP_ADDRS`, `VIP_SLOTS`, `BACKENDS`, and their IPv6 twins.
+    /// `VIPS`, `VIP_KEYS`, `VIP_ADDRS`, `VIP_SLOTS`, `BACKENDS`, and their IPv6 twins.
     v4: family::FamilyMaps<u32>,
     v6: family::FamilyMaps<Ip6>,
-    vip_keys: Array<MapData, VipKey>,
     /// `BACKEND_SLOTS`, and the bits this process knows are set in it (read from the map
     /// the first time a slot is touched: an adopted map keeps its bits).
     backend_slots: Array<MapData, u32>,
@@ -175,6 +174,7 @@ const PINNED_MAPS: &[&str] = &[
     map_names::VIP_ADDRS,
     map_names::VIP_SLOTS,
     map_names::VIP_KEYS,
+    map_names::VIP_KEYS6,
     map_names::RINGS,
     map_names::BACKENDS,
     map_names::BACKEND_SLOTS,
@@ -408,7 +408,6 @@ impl Dataplane {
             config: take(&mut ebpf, map_names::CONFIG)?,
             v4: family::FamilyMaps::take(&mut ebpf)?,
             v6: family::FamilyMaps::take(&mut ebpf)?,
-            vip_keys: take(&mut ebpf, map_names::VIP_KEYS)?,
             backend_slots: take(&mut ebpf, map_names::BACKEND_SLOTS)?,
             backend_slot_bits: StdHashMap::new(),
             conntrack: take(&mut ebpf, map_names::CONNTRACK)?,

@@ -18,9 +18,14 @@ pub trait MapStore {
     -> Result<(), DataplaneError>;
     /// Marks an address as VIP and/or SNAT address (`flags` = 0 removes it).
     fn set_vip_addr<A: Family>(&mut self, addr: A, flags: u32) -> Result<(), DataplaneError>;
-    /// Writes `VIP_KEYS[index]`: the key of the IPv4 VIP holding `index` in `VIPS`
-    /// (`VipKey::default()`: none). Set after the VIP's `VIPS` entry, cleared before it goes.
-    fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError>;
+    /// Writes `VIP_KEYS[index]` (IPv6: `VIP_KEYS6`): the key of the VIP holding `index` in
+    /// `VIPS` (`VIPS6`); the default key: none. Set after the VIP's `VIPS` entry, cleared
+    /// before it goes.
+    fn set_vip_index_key<A: Family>(
+        &mut self,
+        index: u32,
+        key: &A::VipKey,
+    ) -> Result<(), DataplaneError>;
     /// Adds or replaces a VIP. Replacing is atomic for packets (a new hash element).
     fn set_vip<A: Family>(
         &mut self,
@@ -101,8 +106,12 @@ impl MapStore for FakeMaps {
         A::fake_mut(self).vips.insert(*key, *meta);
         Ok(())
     }
-    fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError> {
-        self.vip_index_keys.insert(index, *key);
+    fn set_vip_index_key<A: Family>(
+        &mut self,
+        index: u32,
+        key: &A::VipKey,
+    ) -> Result<(), DataplaneError> {
+        A::fake_mut(self).vip_index_keys.insert(index, *key);
         Ok(())
     }
     fn vip<A: Family>(&self, key: &A::VipKey) -> Option<A::VipMeta> {
@@ -178,8 +187,12 @@ impl MapStore for Dataplane {
     ) -> Result<(), DataplaneError> {
         op(A::VIPS, A::maps_mut(self).vips.insert(key, meta, 0))
     }
-    fn set_vip_index_key(&mut self, index: u32, key: &VipKey) -> Result<(), DataplaneError> {
-        op(map_names::VIP_KEYS, self.vip_keys.set(index, key, 0))
+    fn set_vip_index_key<A: Family>(
+        &mut self,
+        index: u32,
+        key: &A::VipKey,
+    ) -> Result<(), DataplaneError> {
+        op(A::VIP_KEYS, A::maps_mut(self).vip_keys.set(index, key, 0))
     }
     fn vip<A: Family>(&self, key: &A::VipKey) -> Option<A::VipMeta> {
         A::maps(self).vips.get(key, 0).ok()
