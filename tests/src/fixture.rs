@@ -10,7 +10,10 @@ use aya::{
     maps::{Array, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use lb_common::{CONFIG_FLAG_ICMP_ECHO, Config, PROGRAM_NAME, Reason, VipKey, map_names};
+use lb_common::{
+    CONFIG_FLAG_FAST_PATH_ONLY, CONFIG_FLAG_ICMP_ECHO, Config, Counters, PROGRAM_NAME, Reason,
+    VipKey, map_names,
+};
 
 use crate::packets::LB_MAC;
 
@@ -231,6 +234,59 @@ impl Dp {
                 answered: a.answered + c.answered,
                 refused: a.refused + c.refused,
             })
+    }
+
+    /// Sets (`on`) or clears one `CONFIG` flag, the others kept: the fast path's test hooks
+    /// (`CONFIG_FLAG_NO_FAST_PATH`, `CONFIG_FLAG_FAST_PATH_ONLY`).
+    pub fn config_flag(&mut self, flag: u32, on: bool) {
+        let mut m: Array<_, Config> =
+            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+        let mut c = m.get(&0, 0).unwrap();
+        if on {
+            c.flags |= flag;
+        } else {
+            c.flags &= !flag;
+        }
+        m.set(0, &c, 0).unwrap();
+    }
+
+    /// Runs one frame as [`Dp::run`] does, and tells whether the established fast path
+    /// took it: first with `CONFIG_FLAG_FAST_PATH_ONLY` (a frame the fast path declines
+    /// comes back `XDP_ABORTED`, untouched and uncounted), then, when declined, again
+    /// without (where the fast path declines it again and the full path runs). Verdict,
+    /// bytes and counters are those of one run with the fast path on.
+    pub fn run_noting_fast(&mut self, frame: &[u8]) -> (u32, Vec<u8>, bool) {
+        self.config_flag(CONFIG_FLAG_FAST_PATH_ONLY, true);
+        let (v, out) = self.run(frame);
+        self.config_flag(CONFIG_FLAG_FAST_PATH_ONLY, false);
+        if v != XDP_ABORTED {
+            return (v, out, true);
+        }
+        assert_eq!(out, frame, "a frame the fast path declined was changed");
+        let (v, out) = self.run(frame);
+        (v, out, false)
+    }
+
+    /// Every reason's count and the traffic counters of VIPs and backends `0..n`, summed
+    /// over the CPUs: two runs of the same frames must end with the same.
+    pub fn counters(&self, n: u32) -> (Vec<u64>, Vec<Counters>) {
+        let reasons = Reason::ALL.iter().map(|r| self.reason(*r)).collect();
+        let mut traffic = Vec::new();
+        for name in [map_names::VIP_STATS, map_names::BACKEND_STATS] {
+            let m: PerCpuArray<_, Counters> =
+                PerCpuArray::try_from(self.ebpf.map(name).unwrap()).unwrap();
+            for i in 0..n {
+                traffic.push(m.get(&i, 0).unwrap().iter().fold(
+                    Counters::default(),
+                    |a, c| Counters {
+                        packets: a.packets + c.packets,
+                        bytes: a.bytes + c.bytes,
+                        new_flows: a.new_flows + c.new_flows,
+                    },
+                ));
+            }
+        }
+        (reasons, traffic)
     }
 
     /// Writes `VIP_KEYS[index]` alone (the daemon writes it after the VIP's `VIPS` entry).

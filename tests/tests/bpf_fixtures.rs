@@ -11,7 +11,8 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend, Config,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend,
+    CONFIG_FLAG_NO_FAST_PATH, Config,
     CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, RevEntry, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT,
     VipKey, VipMeta, ct_state, hash::flow_hash, ip_raw, map_names, port_raw, ring_base,
 };
@@ -776,7 +777,89 @@ fn fixtures() -> Vec<Fixture> {
         XDP_DROP,
         Reason::DropTruncated,
     ));
+    settled_rows(&mut rows);
     rows
+}
+
+/// Flows taken to `TCP_ESTABLISHED` (data both ways) and UDP flows confirmed, then their
+/// packets: those marked "(fast path)" are the established fast path's (no entry needs a
+/// write), the others its edges, which it leaves to the full path.
+fn settled_rows(rows: &mut Vec<Fixture>) {
+    let tcp_table = [0, 1, 2, 0, 1, 2, 0];
+    let dnat_table = [2, 1, 0, 2, 1, 0, 2];
+    let udp_table = [3, 4, 5, 3, 4, 5, 3];
+    // Full NAT and DNAT, each: SYN, SYN-ACK, the client's proven ACK with data (confirmed,
+    // open), the backend's data, the client's data (established); then the settled ones.
+    for (vip, dnat) in [((VIP, 6443), false), ((VIP_DNAT, 6443), true)] {
+        let c = (CLIENT, if dnat { 40031 } else { 40030 });
+        let table = if dnat { &dnat_table } else { &tcp_table };
+        let b = backend_of(c, vip, TCP, table) as usize;
+        // Where the backend sees the flow from, and what it sends back to.
+        let tuple = if dnat { c } else { (LB, snat_port(c, vip, TCP)) };
+        let to_backend = move |p: Pkt| {
+            p.macs(LB_MAC, BACKEND_MACS[b])
+                .src(tuple.0, tuple.1)
+                .dst(BACKENDS[b], 6443)
+                .ttl(63)
+        };
+        let from_backend = |flags: u8| {
+            Pkt::tcp((BACKENDS[b], 6443), tuple, flags).macs(BACKEND_MACS[b], LB_MAC)
+        };
+        let to_client = move |p: Pkt| p.macs(LB_MAC, CLIENT_MAC).src(vip.0, vip.1).dst(c.0, c.1).ttl(63);
+        let client = |flags: u8, seq: u32, data: &[u8]| {
+            Pkt::tcp(c, vip, flags).seq(seq).ack(1001).payload(data)
+        };
+        let mode = if dnat { "dnat" } else { "fullnat" };
+        let steps: [(&'static str, Pkt, bool); 10] = [
+            ("SYN", client(SYN, 1000, b""), true),
+            ("SYN-ACK", from_backend(SYN | ACK), false),
+            ("proven ACK with data: confirmed", client(ACK | PSH, 1001, b"hello"), true),
+            ("backend's data", from_backend(ACK | PSH).seq(1001).ack(1006).payload(b"world"), false),
+            ("client's data: established", client(ACK | PSH, 1006, b"again"), true),
+            ("established data (fast path)", client(ACK | PSH, 1011, b"fast!"), true),
+            ("established bare ACK (fast path)", client(ACK, 1016, b""), true),
+            ("established reply (fast path)", from_backend(ACK | PSH).seq(1006).ack(1016).payload(b"reply"), false),
+            ("established reply beyond the recorded position's slack", from_backend(ACK).seq(1006 + (1 << 17)), false),
+            ("established data past the slack (the full path records it)", client(ACK, 1011 + (1 << 16), b""), true),
+        ];
+        for (what, p, forward) in steps {
+            let name: &'static str = Box::leak(format!("settled {mode}: {what}").into_boxed_str());
+            if forward {
+                rows.push(tx(name, &p, &to_backend(p.clone()), Reason::TxForward));
+            } else {
+                rows.push(tx(name, &p, &to_client(p.clone()), Reason::TxReply));
+            }
+        }
+    }
+    // UDP: confirmed by the backend's first answer, then settled both ways.
+    let vu = (VIP, 53);
+    let cu = (CLIENT, 5020);
+    let b = backend_of(cu, vu, UDP, &udp_table) as usize - 3;
+    let su = snat_port(cu, vu, UDP);
+    let to_backend = |p: Pkt| {
+        p.macs(LB_MAC, BACKEND_MACS[b])
+            .src(LB, su)
+            .dst(BACKENDS[b], UDP_BACKEND_PORT)
+            .ttl(63)
+    };
+    let reply = Pkt::udp((BACKENDS[b], UDP_BACKEND_PORT), (LB, su))
+        .macs(BACKEND_MACS[b], LB_MAC)
+        .payload(b"answer");
+    let to_client = |p: Pkt| p.macs(LB_MAC, CLIENT_MAC).src(VIP, 53).dst(CLIENT, 5020).ttl(63);
+    let q = Pkt::udp(cu, vu).payload(b"query");
+    rows.push(tx("settled UDP: first query", &q, &to_backend(q.clone()), Reason::TxForward));
+    rows.push(tx("settled UDP: first answer, confirmed", &reply, &to_client(reply.clone()), Reason::TxReply));
+    rows.push(tx("settled UDP: query (fast path)", &q, &to_backend(q.clone()), Reason::TxForward));
+    rows.push(tx("settled UDP: answer (fast path)", &reply, &to_client(reply.clone()), Reason::TxReply));
+    let q0 = Pkt::udp(cu, vu).payload(b"query").no_udp_checksum();
+    rows.push(tx("settled UDP: query without checksum (fast path)", &q0, &to_backend(q0.clone()), Reason::TxForward));
+    // A settled flow's packet with an expired TTL: the full path's answer.
+    rows.push(row(
+        "settled UDP: TTL 1, passed to the stack",
+        Pkt::udp(cu, vu).payload(b"query").ttl(1).bytes(),
+        XDP_PASS,
+        Reason::PassTtlExpired,
+    ));
 }
 
 fn arp_frame() -> Vec<u8> {
@@ -809,13 +892,25 @@ fn describe(frame: &[u8]) -> String {
     format!("{:?}", etherparse::SlicedPacket::from_ethernet(frame))
 }
 
-#[test]
-fn fixtures_translate_every_packet_class_byte_for_byte() {
-    let dp = Dp::standard();
+/// Every row through the program with the established fast path (`fast`) or without it
+/// (`CONFIG_FLAG_NO_FAST_PATH`); returns the failures, the counters after the last row and
+/// the names of the rows the fast path took.
+fn run_fixture_rows(fast: bool) -> (Vec<String>, FixtureCounters, Vec<&'static str>) {
+    let mut dp = Dp::standard();
+    dp.config_flag(CONFIG_FLAG_NO_FAST_PATH, !fast);
     let mut failures = Vec::new();
+    let mut taken = Vec::new();
     for f in fixtures() {
         let before = dp.reason(f.reason);
-        let (verdict, out) = dp.run(&f.input);
+        let (verdict, out) = if fast {
+            let (v, out, by_fast) = dp.run_noting_fast(&f.input);
+            if by_fast {
+                taken.push(f.name);
+            }
+            (v, out)
+        } else {
+            dp.run(&f.input)
+        };
         let expected = f.output.as_ref().unwrap_or(&f.input);
         if verdict != f.verdict {
             failures.push(format!(
@@ -876,6 +971,35 @@ fn fixtures_translate_every_packet_class_byte_for_byte() {
     match (dp.conntrack(&k3), dp.unconfirmed(&k3)) {
         (None, Some(u)) if u.state == ct_state::UNCONFIRMED => {}
         other => failures.push(format!("SYN only: flow 3 is {other:?}")),
+    }
+    (failures, dp.counters(8), taken)
+}
+
+/// Reasons, then the traffic counters of VIPs and backends 0..8.
+type FixtureCounters = (Vec<u64>, Vec<lb_common::Counters>);
+
+/// The rows run twice, with the established fast path and without it: each run gets every
+/// row's bytes, verdict and reason right, both end with the same counters, and the fast
+/// path takes every row marked "(fast path)" (and none of those it must leave alone).
+#[test]
+fn fixtures_translate_every_packet_class_byte_for_byte() {
+    let (mut failures, fast_counters, taken) = run_fixture_rows(true);
+    let (full_failures, full_counters, _) = run_fixture_rows(false);
+    failures.extend(full_failures.into_iter().map(|f| format!("without the fast path: {f}")));
+    for f in fixtures() {
+        let marked = f.name.contains("(fast path)");
+        if marked != taken.contains(&f.name) {
+            failures.push(format!(
+                "{}: {} by the fast path",
+                f.name,
+                if marked { "not taken" } else { "taken" }
+            ));
+        }
+    }
+    if fast_counters != full_counters {
+        failures.push(format!(
+            "counters differ:\n  fast path {fast_counters:?}\n  full path {full_counters:?}"
+        ));
     }
     assert!(
         failures.is_empty(),
