@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use aya::maps::{Array, HashMap, PerCpuArray};
 use etherparse::{Icmpv6Type, PacketBuilder, icmpv6::DestUnreachableCode};
 use lb_common::{
-    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6, Config, IPPROTO_TCP,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6,
+    CONFIG_FLAG_NO_FAST_PATH, Config, IPPROTO_TCP,
     IPPROTO_UDP, Ip6, Reason, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state,
     hash::flow_hash_of, ip6_raw, map_names, port_raw, ring_base,
 };
@@ -98,6 +99,7 @@ impl Dp {
         }
         let mut vips: HashMap<_, VipKey6, VipMeta6> =
             HashMap::try_from(dp.ebpf.map_mut(map_names::VIPS6).unwrap()).unwrap();
+        let mut index_keys = Vec::new();
         for (addr, port, proto, index, flags) in [
             (VIP6, 6443, IPPROTO_TCP, VIP_TCP, VIP_FLAG_FULLNAT),
             (VIP6, 53, IPPROTO_UDP, VIP_UDP, VIP_FLAG_FULLNAT),
@@ -122,6 +124,13 @@ impl Dp {
                 _pad: 0,
             };
             vips.insert(&key, &meta, 0).unwrap();
+            index_keys.push((index, key));
+        }
+        // As the daemon: `VIP_KEYS6` after the VIPs' `VIPS6` entries (the fast path's).
+        let mut keys: Array<_, VipKey6> =
+            Array::try_from(dp.ebpf.map_mut(map_names::VIP_KEYS6).unwrap()).unwrap();
+        for (index, key) in index_keys {
+            keys.set(index, &key, 0).unwrap();
         }
         let mut rings: Array<_, u32> =
             Array::try_from(dp.ebpf.map_mut(map_names::RINGS).unwrap()).unwrap();
@@ -750,16 +759,102 @@ fn fixtures() -> Vec<Fixture> {
         XDP_PASS,
         Reason::PassIcmp,
     ));
+    settled_rows(&mut rows);
     rows
 }
 
-#[test]
-fn v6_fixtures_translate_every_packet_class_byte_for_byte() {
-    let dp = Dp::standard();
+/// IPv6 flows taken to `TCP_ESTABLISHED` (data both ways) and a UDP flow confirmed, then
+/// their packets: those marked "(fast path)" are the established fast path's, the others
+/// its edges, left to the full path.
+fn settled_rows(rows: &mut Vec<Fixture>) {
+    for (vip, dnat) in [((VIP6, 6443), false), ((VIP6_DNAT, 6443), true)] {
+        let c = (CLIENT6, if dnat { 40031 } else { 40030 });
+        let (b, sp) = pick(c, vip, IPPROTO_TCP);
+        // Where the backend sees the flow from, and what it answers to.
+        let tuple = if dnat { c } else { (SNAT6, sp) };
+        let back = (BACKENDS6[b], 6443);
+        let client = |seq: u32, data: &[u8]| {
+            let mut p = P6::tcp(c, vip, false).seq_ack(seq, 1001);
+            p.payload = data.to_vec();
+            p
+        };
+        let backend = |seq: u32, ack: u32, data: &[u8]| {
+            let mut p = P6::tcp(back, tuple, false)
+                .macs(BACKEND_MACS[b], LB_MAC)
+                .seq_ack(seq, ack);
+            p.payload = data.to_vec();
+            p
+        };
+        let mode = if dnat { "dnat" } else { "fullnat" };
+        let steps: [(&'static str, P6, bool); 10] = [
+            ("SYN", P6::tcp(c, vip, true), true),
+            ("SYN-ACK", P6::tcp(back, tuple, true).macs(BACKEND_MACS[b], LB_MAC), false),
+            ("proven ACK with data: confirmed", client(1001, b"hello"), true),
+            ("backend's data", backend(1001, 1006, b"world"), false),
+            ("client's data: established", client(1006, b"again"), true),
+            ("established data (fast path)", client(1011, b"fast!"), true),
+            ("established bare ACK (fast path)", client(1016, b""), true),
+            ("established reply (fast path)", backend(1006, 1016, b"reply"), false),
+            ("established reply beyond the recorded position's slack", backend(1006 + (1 << 17), 1016, b""), false),
+            ("established data past the slack (the full path records it)", client(1011 + (1 << 16), b""), true),
+        ];
+        for (what, p, forward) in steps {
+            let name: &'static str = Box::leak(format!("v6 settled {mode}: {what}").into_boxed_str());
+            let out = if forward {
+                p.to(tuple, back, BACKEND_MACS[b])
+            } else {
+                p.to(vip, c, CLIENT_MAC)
+            };
+            rows.push(tx(name, p.bytes(), out.bytes(), if forward { Reason::TxForward } else { Reason::TxReply }));
+        }
+    }
+    let c = (CLIENT6, 40032);
+    let (b, sp) = pick(c, (VIP6, 53), IPPROTO_UDP);
+    let back = (BACKENDS6[b], UDP_BACKEND_PORT);
+    let q = P6::udp(c, (VIP6, 53));
+    let q_out = q.to((SNAT6, sp), back, BACKEND_MACS[b]);
+    let a = P6::udp(back, (SNAT6, sp)).macs(BACKEND_MACS[b], LB_MAC);
+    let a_out = a.to((VIP6, 53), c, CLIENT_MAC);
+    rows.push(tx("v6 settled UDP: first query", q.bytes(), q_out.bytes(), Reason::TxForward));
+    rows.push(tx("v6 settled UDP: first answer, confirmed", a.bytes(), a_out.bytes(), Reason::TxReply));
+    rows.push(tx("v6 settled UDP: query (fast path)", q.bytes(), q_out.bytes(), Reason::TxForward));
+    rows.push(tx("v6 settled UDP: answer (fast path)", a.bytes(), a_out.bytes(), Reason::TxReply));
+    rows.push(row(
+        "v6 settled UDP: hop limit 1, passed to the stack",
+        q.clone().hop(1).bytes(),
+        XDP_PASS,
+        Reason::PassTtlExpired,
+    ));
+    let mut zero = q.bytes();
+    zero[14 + 40 + 6] = 0;
+    zero[14 + 40 + 7] = 0;
+    rows.push(row(
+        "v6 settled UDP: checksum 0, dropped by the full path",
+        zero,
+        XDP_DROP,
+        Reason::DropBadHeader,
+    ));
+}
+
+/// Every row with the established fast path (`fast`) or without it
+/// (`CONFIG_FLAG_NO_FAST_PATH`): the failures, the counters after the last row, and the
+/// rows the fast path took.
+fn run_v6_rows(fast: bool) -> (Vec<String>, FixtureCounters, Vec<&'static str>) {
+    let mut dp = Dp::standard();
+    dp.config_flag(CONFIG_FLAG_NO_FAST_PATH, !fast);
     let mut failures = Vec::new();
+    let mut taken = Vec::new();
     for r in fixtures() {
         let before = dp.reason(r.reason);
-        let (verdict, out) = dp.run(&r.input);
+        let (verdict, out) = if fast {
+            let (v, out, by_fast) = dp.run_noting_fast(&r.input);
+            if by_fast {
+                taken.push(r.name);
+            }
+            (v, out)
+        } else {
+            dp.run(&r.input)
+        };
         if verdict != r.verdict {
             failures.push(format!("{}: verdict {verdict}, want {}", r.name, r.verdict));
             continue;
@@ -779,6 +874,35 @@ fn v6_fixtures_translate_every_packet_class_byte_for_byte() {
                 hex(want)
             ));
         }
+    }
+    (failures, dp.counters(16), taken)
+}
+
+/// Reasons, then the traffic counters of VIPs and backends 0..16.
+type FixtureCounters = (Vec<u64>, Vec<lb_common::Counters>);
+
+/// The rows twice, with the established fast path and without it: each run gets every
+/// row right, both end with the same counters, and the fast path takes exactly the rows
+/// marked "(fast path)".
+#[test]
+fn v6_fixtures_translate_every_packet_class_byte_for_byte() {
+    let (mut failures, fast_counters, taken) = run_v6_rows(true);
+    let (full_failures, full_counters, _) = run_v6_rows(false);
+    failures.extend(full_failures.into_iter().map(|f| format!("without the fast path: {f}")));
+    for r in fixtures() {
+        let marked = r.name.contains("(fast path)");
+        if marked != taken.contains(&r.name) {
+            failures.push(format!(
+                "{}: {} by the fast path",
+                r.name,
+                if marked { "not taken" } else { "taken" }
+            ));
+        }
+    }
+    if fast_counters != full_counters {
+        failures.push(format!(
+            "counters differ:\n  fast path {fast_counters:?}\n  full path {full_counters:?}"
+        ));
     }
     assert!(
         failures.is_empty(),
