@@ -276,14 +276,16 @@ impl Dp {
             let m: PerCpuArray<_, Counters> =
                 PerCpuArray::try_from(self.ebpf.map(name).unwrap()).unwrap();
             for i in 0..n {
-                traffic.push(m.get(&i, 0).unwrap().iter().fold(
-                    Counters::default(),
-                    |a, c| Counters {
-                        packets: a.packets + c.packets,
-                        bytes: a.bytes + c.bytes,
-                        new_flows: a.new_flows + c.new_flows,
-                    },
-                ));
+                traffic.push(
+                    m.get(&i, 0)
+                        .unwrap()
+                        .iter()
+                        .fold(Counters::default(), |a, c| Counters {
+                            packets: a.packets + c.packets,
+                            bytes: a.bytes + c.bytes,
+                            new_flows: a.new_flows + c.new_flows,
+                        }),
+                );
             }
         }
         (reasons, traffic)

@@ -12,9 +12,9 @@ use aya::{
 };
 use lb_common::{
     ADDR_FLAG_SNAT, ADDR_FLAG_VIP, ADDR_KEY_DNAT_PRESENT, BACKEND_FLAG_PRESENT, Backend,
-    CONFIG_FLAG_NO_FAST_PATH, Config,
-    CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, RevEntry, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT,
-    VipKey, VipMeta, ct_state, hash::flow_hash, ip_raw, map_names, port_raw, ring_base,
+    CONFIG_FLAG_NO_FAST_PATH, Config, CtEntry, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, RevEntry,
+    VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey, VipMeta, ct_state, hash::flow_hash, ip_raw, map_names,
+    port_raw, ring_base,
 };
 use tests::fixture::{
     self, Fixture, Rng, TC_NEXT, TC_REDIRECT, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX,
@@ -795,17 +795,25 @@ fn settled_rows(rows: &mut Vec<Fixture>) {
         let table = if dnat { &dnat_table } else { &tcp_table };
         let b = backend_of(c, vip, TCP, table) as usize;
         // Where the backend sees the flow from, and what it sends back to.
-        let tuple = if dnat { c } else { (LB, snat_port(c, vip, TCP)) };
+        let tuple = if dnat {
+            c
+        } else {
+            (LB, snat_port(c, vip, TCP))
+        };
         let to_backend = move |p: Pkt| {
             p.macs(LB_MAC, BACKEND_MACS[b])
                 .src(tuple.0, tuple.1)
                 .dst(BACKENDS[b], 6443)
                 .ttl(63)
         };
-        let from_backend = |flags: u8| {
-            Pkt::tcp((BACKENDS[b], 6443), tuple, flags).macs(BACKEND_MACS[b], LB_MAC)
+        let from_backend =
+            |flags: u8| Pkt::tcp((BACKENDS[b], 6443), tuple, flags).macs(BACKEND_MACS[b], LB_MAC);
+        let to_client = move |p: Pkt| {
+            p.macs(LB_MAC, CLIENT_MAC)
+                .src(vip.0, vip.1)
+                .dst(c.0, c.1)
+                .ttl(63)
         };
-        let to_client = move |p: Pkt| p.macs(LB_MAC, CLIENT_MAC).src(vip.0, vip.1).dst(c.0, c.1).ttl(63);
         let client = |flags: u8, seq: u32, data: &[u8]| {
             Pkt::tcp(c, vip, flags).seq(seq).ack(1001).payload(data)
         };
@@ -813,14 +821,52 @@ fn settled_rows(rows: &mut Vec<Fixture>) {
         let steps: [(&'static str, Pkt, bool); 10] = [
             ("SYN", client(SYN, 1000, b""), true),
             ("SYN-ACK", from_backend(SYN | ACK), false),
-            ("proven ACK with data: confirmed", client(ACK | PSH, 1001, b"hello"), true),
-            ("backend's data", from_backend(ACK | PSH).seq(1001).ack(1006).payload(b"world"), false),
-            ("client's data: established", client(ACK | PSH, 1006, b"again"), true),
-            ("established data (fast path)", client(ACK | PSH, 1011, b"fast!"), true),
-            ("established bare ACK (fast path)", client(ACK, 1016, b""), true),
-            ("established reply (fast path)", from_backend(ACK | PSH).seq(1006).ack(1016).payload(b"reply"), false),
-            ("established reply beyond the recorded position's slack", from_backend(ACK).seq(1006 + (1 << 17)), false),
-            ("established data past the slack (the full path records it)", client(ACK, 1011 + (1 << 16), b""), true),
+            (
+                "proven ACK with data: confirmed",
+                client(ACK | PSH, 1001, b"hello"),
+                true,
+            ),
+            (
+                "backend's data",
+                from_backend(ACK | PSH)
+                    .seq(1001)
+                    .ack(1006)
+                    .payload(b"world"),
+                false,
+            ),
+            (
+                "client's data: established",
+                client(ACK | PSH, 1006, b"again"),
+                true,
+            ),
+            (
+                "established data (fast path)",
+                client(ACK | PSH, 1011, b"fast!"),
+                true,
+            ),
+            (
+                "established bare ACK (fast path)",
+                client(ACK, 1016, b""),
+                true,
+            ),
+            (
+                "established reply (fast path)",
+                from_backend(ACK | PSH)
+                    .seq(1006)
+                    .ack(1016)
+                    .payload(b"reply"),
+                false,
+            ),
+            (
+                "established reply beyond the recorded position's slack",
+                from_backend(ACK).seq(1006 + (1 << 17)),
+                false,
+            ),
+            (
+                "established data past the slack (the full path records it)",
+                client(ACK, 1011 + (1 << 16), b""),
+                true,
+            ),
         ];
         for (what, p, forward) in steps {
             let name: &'static str = Box::leak(format!("settled {mode}: {what}").into_boxed_str());
@@ -845,14 +891,44 @@ fn settled_rows(rows: &mut Vec<Fixture>) {
     let reply = Pkt::udp((BACKENDS[b], UDP_BACKEND_PORT), (LB, su))
         .macs(BACKEND_MACS[b], LB_MAC)
         .payload(b"answer");
-    let to_client = |p: Pkt| p.macs(LB_MAC, CLIENT_MAC).src(VIP, 53).dst(CLIENT, 5020).ttl(63);
+    let to_client = |p: Pkt| {
+        p.macs(LB_MAC, CLIENT_MAC)
+            .src(VIP, 53)
+            .dst(CLIENT, 5020)
+            .ttl(63)
+    };
     let q = Pkt::udp(cu, vu).payload(b"query");
-    rows.push(tx("settled UDP: first query", &q, &to_backend(q.clone()), Reason::TxForward));
-    rows.push(tx("settled UDP: first answer, confirmed", &reply, &to_client(reply.clone()), Reason::TxReply));
-    rows.push(tx("settled UDP: query (fast path)", &q, &to_backend(q.clone()), Reason::TxForward));
-    rows.push(tx("settled UDP: answer (fast path)", &reply, &to_client(reply.clone()), Reason::TxReply));
+    rows.push(tx(
+        "settled UDP: first query",
+        &q,
+        &to_backend(q.clone()),
+        Reason::TxForward,
+    ));
+    rows.push(tx(
+        "settled UDP: first answer, confirmed",
+        &reply,
+        &to_client(reply.clone()),
+        Reason::TxReply,
+    ));
+    rows.push(tx(
+        "settled UDP: query (fast path)",
+        &q,
+        &to_backend(q.clone()),
+        Reason::TxForward,
+    ));
+    rows.push(tx(
+        "settled UDP: answer (fast path)",
+        &reply,
+        &to_client(reply.clone()),
+        Reason::TxReply,
+    ));
     let q0 = Pkt::udp(cu, vu).payload(b"query").no_udp_checksum();
-    rows.push(tx("settled UDP: query without checksum (fast path)", &q0, &to_backend(q0.clone()), Reason::TxForward));
+    rows.push(tx(
+        "settled UDP: query without checksum (fast path)",
+        &q0,
+        &to_backend(q0.clone()),
+        Reason::TxForward,
+    ));
     // A settled flow's packet with an expired TTL: the full path's answer.
     rows.push(row(
         "settled UDP: TTL 1, passed to the stack",
@@ -985,7 +1061,11 @@ type FixtureCounters = (Vec<u64>, Vec<lb_common::Counters>);
 fn fixtures_translate_every_packet_class_byte_for_byte() {
     let (mut failures, fast_counters, taken) = run_fixture_rows(true);
     let (full_failures, full_counters, _) = run_fixture_rows(false);
-    failures.extend(full_failures.into_iter().map(|f| format!("without the fast path: {f}")));
+    failures.extend(
+        full_failures
+            .into_iter()
+            .map(|f| format!("without the fast path: {f}")),
+    );
     for f in fixtures() {
         let marked = f.name.contains("(fast path)");
         if marked != taken.contains(&f.name) {

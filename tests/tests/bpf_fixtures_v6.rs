@@ -11,9 +11,9 @@ use aya::maps::{Array, HashMap, PerCpuArray};
 use etherparse::{Icmpv6Type, PacketBuilder, icmpv6::DestUnreachableCode};
 use lb_common::{
     ADDR_FLAG_SNAT, ADDR_FLAG_VIP, AddrSlot6, BACKEND_FLAG_PRESENT, Backend6,
-    CONFIG_FLAG_NO_FAST_PATH, Config, IPPROTO_TCP,
-    IPPROTO_UDP, Ip6, Reason, VIP_FLAG_DNAT, VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state,
-    hash::flow_hash_of, ip6_raw, map_names, port_raw, ring_base,
+    CONFIG_FLAG_NO_FAST_PATH, Config, IPPROTO_TCP, IPPROTO_UDP, Ip6, Reason, VIP_FLAG_DNAT,
+    VIP_FLAG_FULLNAT, VipKey6, VipMeta6, ct_state, hash::flow_hash_of, ip6_raw, map_names,
+    port_raw, ring_base,
 };
 use tests::fixture::{
     self, Fixture, Rng, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, hex, mark_backend_slot, row, tx,
@@ -788,24 +788,54 @@ fn settled_rows(rows: &mut Vec<Fixture>) {
         let mode = if dnat { "dnat" } else { "fullnat" };
         let steps: [(&'static str, P6, bool); 10] = [
             ("SYN", P6::tcp(c, vip, true), true),
-            ("SYN-ACK", P6::tcp(back, tuple, true).macs(BACKEND_MACS[b], LB_MAC), false),
-            ("proven ACK with data: confirmed", client(1001, b"hello"), true),
+            (
+                "SYN-ACK",
+                P6::tcp(back, tuple, true).macs(BACKEND_MACS[b], LB_MAC),
+                false,
+            ),
+            (
+                "proven ACK with data: confirmed",
+                client(1001, b"hello"),
+                true,
+            ),
             ("backend's data", backend(1001, 1006, b"world"), false),
             ("client's data: established", client(1006, b"again"), true),
             ("established data (fast path)", client(1011, b"fast!"), true),
             ("established bare ACK (fast path)", client(1016, b""), true),
-            ("established reply (fast path)", backend(1006, 1016, b"reply"), false),
-            ("established reply beyond the recorded position's slack", backend(1006 + (1 << 17), 1016, b""), false),
-            ("established data past the slack (the full path records it)", client(1011 + (1 << 16), b""), true),
+            (
+                "established reply (fast path)",
+                backend(1006, 1016, b"reply"),
+                false,
+            ),
+            (
+                "established reply beyond the recorded position's slack",
+                backend(1006 + (1 << 17), 1016, b""),
+                false,
+            ),
+            (
+                "established data past the slack (the full path records it)",
+                client(1011 + (1 << 16), b""),
+                true,
+            ),
         ];
         for (what, p, forward) in steps {
-            let name: &'static str = Box::leak(format!("v6 settled {mode}: {what}").into_boxed_str());
+            let name: &'static str =
+                Box::leak(format!("v6 settled {mode}: {what}").into_boxed_str());
             let out = if forward {
                 p.to(tuple, back, BACKEND_MACS[b])
             } else {
                 p.to(vip, c, CLIENT_MAC)
             };
-            rows.push(tx(name, p.bytes(), out.bytes(), if forward { Reason::TxForward } else { Reason::TxReply }));
+            rows.push(tx(
+                name,
+                p.bytes(),
+                out.bytes(),
+                if forward {
+                    Reason::TxForward
+                } else {
+                    Reason::TxReply
+                },
+            ));
         }
     }
     let c = (CLIENT6, 40032);
@@ -815,10 +845,30 @@ fn settled_rows(rows: &mut Vec<Fixture>) {
     let q_out = q.to((SNAT6, sp), back, BACKEND_MACS[b]);
     let a = P6::udp(back, (SNAT6, sp)).macs(BACKEND_MACS[b], LB_MAC);
     let a_out = a.to((VIP6, 53), c, CLIENT_MAC);
-    rows.push(tx("v6 settled UDP: first query", q.bytes(), q_out.bytes(), Reason::TxForward));
-    rows.push(tx("v6 settled UDP: first answer, confirmed", a.bytes(), a_out.bytes(), Reason::TxReply));
-    rows.push(tx("v6 settled UDP: query (fast path)", q.bytes(), q_out.bytes(), Reason::TxForward));
-    rows.push(tx("v6 settled UDP: answer (fast path)", a.bytes(), a_out.bytes(), Reason::TxReply));
+    rows.push(tx(
+        "v6 settled UDP: first query",
+        q.bytes(),
+        q_out.bytes(),
+        Reason::TxForward,
+    ));
+    rows.push(tx(
+        "v6 settled UDP: first answer, confirmed",
+        a.bytes(),
+        a_out.bytes(),
+        Reason::TxReply,
+    ));
+    rows.push(tx(
+        "v6 settled UDP: query (fast path)",
+        q.bytes(),
+        q_out.bytes(),
+        Reason::TxForward,
+    ));
+    rows.push(tx(
+        "v6 settled UDP: answer (fast path)",
+        a.bytes(),
+        a_out.bytes(),
+        Reason::TxReply,
+    ));
     rows.push(row(
         "v6 settled UDP: hop limit 1, passed to the stack",
         q.clone().hop(1).bytes(),
@@ -888,7 +938,11 @@ type FixtureCounters = (Vec<u64>, Vec<lb_common::Counters>);
 fn v6_fixtures_translate_every_packet_class_byte_for_byte() {
     let (mut failures, fast_counters, taken) = run_v6_rows(true);
     let (full_failures, full_counters, _) = run_v6_rows(false);
-    failures.extend(full_failures.into_iter().map(|f| format!("without the fast path: {f}")));
+    failures.extend(
+        full_failures
+            .into_iter()
+            .map(|f| format!("without the fast path: {f}")),
+    );
     for r in fixtures() {
         let marked = r.name.contains("(fast path)");
         if marked != taken.contains(&r.name) {

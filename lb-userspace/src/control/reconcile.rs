@@ -701,10 +701,7 @@ mod tests {
         assert_eq!(m.vip_index_keys[&m.vips[&key4].index], key4);
         assert_eq!(m.vip_index_keys[&meta6.index], VipKey::default());
         assert_eq!(m.vip_index_keys6[&meta6.index], key6);
-        assert_eq!(
-            m.vip_index_keys6[&m.vips[&key4].index],
-            VipKey6::default()
-        );
+        assert_eq!(m.vip_index_keys6[&m.vips[&key4].index], VipKey6::default());
         assert_eq!(
             m.vip_index_keys.len(),
             MAX_VIPS as usize,

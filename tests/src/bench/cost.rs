@@ -9,6 +9,7 @@ use super::setup::client_frame;
 use super::setup::client_frame6;
 use super::setup::xvip_dataplane;
 use super::setup::xvip_dataplane6;
+use super::setup::{fast_path, no_fast_path};
 use crate::{
     bench::{
         frame::{TCP_ACK, TCP_SYN, reply_to, reply_to6},
@@ -86,7 +87,7 @@ pub fn cost_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let reply = reply_to(&out[..r.data_size_out as usize]);
 
     // IPv6 beside IPv4 in the same run: the same classes through a v6 VIP.
-    let full6 = xvip_dataplane6(&ctx.obj, 1 << 20)?;
+    let mut full6 = xvip_dataplane6(&ctx.obj, 1 << 20)?;
     let (client6, vip6): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
         ("2001:db8:ff::7".parse()?, VIP6.parse()?);
     let est6 = client_frame6(client6, 40000, vip6, TCP_ACK);
@@ -114,6 +115,21 @@ pub fn cost_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             r.return_value == 3,
             "a backend's first answer was not sent back"
         );
+    }
+    // Then data both ways (the backend's, the client's) makes them established, the
+    // state of a long-lived connection and the established fast path's.
+    for (dp, frames) in [(&full, [&reply, &est]), (&full6, [&reply6, &est6])] {
+        for frame in frames {
+            let r = dp.program().test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..Default::default()
+            })?;
+            anyhow::ensure!(
+                r.return_value == 3,
+                "an established flow's packet was not sent"
+            );
+        }
     }
 
     let mut rows: Vec<(String, String, String, Vec<f64>)> = Vec::new();
@@ -171,6 +187,36 @@ pub fn cost_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
             one.clone(),
             xdp_ns_single(full.program(), singles, |_| reply.clone())?,
         );
+        // The same classes through the full path alone (as before the fast path).
+        no_fast_path(&mut full, Mode::Fullnat)?;
+        no_fast_path(&mut full6, Mode::Fullnat)?;
+        for (class, dp, frame) in [
+            (
+                "established (conntrack hit), fullnat, full path",
+                &full,
+                &est,
+            ),
+            ("reply (reverse hit), fullnat, full path", &full, &reply),
+            (
+                "IPv6 established (conntrack hit), fullnat, full path",
+                &full6,
+                &est6,
+            ),
+            (
+                "IPv6 reply (reverse hit), fullnat, full path",
+                &full6,
+                &reply6,
+            ),
+        ] {
+            add(
+                class,
+                "xvip",
+                one.clone(),
+                xdp_ns_single(dp.program(), singles, |_| frame.clone())?,
+            );
+        }
+        fast_path(&mut full, Mode::Fullnat, true)?;
+        fast_path(&mut full6, Mode::Fullnat, true)?;
         let tc: &SchedClassifier = full.tc_program_loaded().context("tc entry")?;
         add(
             "non-VIP (tc: TC_ACT_UNSPEC)",

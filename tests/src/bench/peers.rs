@@ -37,7 +37,7 @@ use super::{
     ctx::Ctx,
     frame::{TCP_ACK, TCP_SYN, reply_to},
     report::{PeerRow, Report},
-    setup::{client_frame, have, mode_name, xvip_dataplane},
+    setup::{client_frame, have, mode_name, no_fast_path, xvip_dataplane},
     stats::Summary,
     xdp_lab::{GEN_MAC, VIP, VIP_PORT, pin_to_cpu},
 };
@@ -402,31 +402,38 @@ const XDP_TX: u32 = 3;
 /// One program under comparison.
 enum Peer {
     Katran(Katran),
-    /// The last `drop_new_flow_budget` count read ([`once_admitted`]).
-    Xvip(Mode, Box<Dataplane>, std::cell::Cell<u64>),
+    /// The last `drop_new_flow_budget` count read ([`once_admitted`]); whether the
+    /// established fast path is on (off: `CONFIG_FLAG_NO_FAST_PATH`, every packet takes
+    /// the full path, as before the fast path).
+    Xvip(Mode, Box<Dataplane>, std::cell::Cell<u64>, bool),
 }
 
 impl Peer {
     fn name(&self) -> String {
         match self {
             Self::Katran(_) => "Katran".into(),
-            Self::Xvip(m, ..) => format!("xvip {}", mode_name(*m)),
+            Self::Xvip(m, .., true) => format!("xvip {}", mode_name(*m)),
+            Self::Xvip(m, .., false) => format!("xvip {}, full path", mode_name(*m)),
         }
     }
     /// One run of `frame`, waiting out xvip's new-flow budget ([`once_admitted`]).
     fn run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>, f64)> {
         match self {
             Self::Katran(k) => raw_once(&k.prog, frame),
-            Self::Xvip(_, d, budget) => once_admitted(d, budget, frame),
+            Self::Xvip(_, d, budget, _) => once_admitted(d, budget, frame),
         }
     }
     /// Makes flows `from..to` established and appends those that are to `est`: Katran's
     /// first packet puts the flow in its LRU; xvip's flow is confirmed by its backend's
-    /// first answer (a flow xvip refuses, e.g. no SNAT port left, is left out).
+    /// first answer and established (`TCP_ESTABLISHED`: data both ways) by the backend's
+    /// second and the client's next segment, all carrying data (a flow xvip refuses, e.g.
+    /// no SNAT port left, is left out). Before the fast path the rows measured flows left
+    /// open (`TCP_OPEN`, whose packets also look up `REVERSE` for the handshake's step).
     fn populate(&self, from: u32, to: u32, est: &mut Vec<u32>) -> Result<()> {
         for i in from..to {
             let (src, sport) = flow(i);
-            let (v, out, _) = self.run(&client_frame(src, sport, VIP, TCP_ACK))?;
+            let first = client_frame(src, sport, VIP, TCP_ACK);
+            let (v, out, _) = self.run(&first)?;
             if v != XDP_TX {
                 ensure!(
                     matches!(self, Self::Xvip(..)),
@@ -436,12 +443,16 @@ impl Peer {
                 continue;
             }
             if let Self::Xvip(..) = self {
-                let (v, _, _) = self.run(&reply_to(&out))?;
-                ensure!(
-                    v == XDP_TX,
-                    "{}: flow {i}'s reply: verdict {v}",
-                    self.name()
-                );
+                let reply = reply_to(&out);
+                for (what, frame) in [("reply", &reply), ("data", &reply), ("client data", &first)]
+                {
+                    let (v, _, _) = self.run(frame)?;
+                    ensure!(
+                        v == XDP_TX,
+                        "{}: flow {i}'s {what}: verdict {v}",
+                        self.name()
+                    );
+                }
             }
             est.push(i);
         }
@@ -493,18 +504,19 @@ pub fn peers_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
 }
 
 fn measure(ctx: &Ctx, report: &mut Report, src: &Path) -> Result<()> {
+    let xvip = |mode, fast: bool| -> Result<Peer> {
+        let mut dp = xvip_dataplane(&ctx.obj, mode, 3, FLOW_ROOM)?;
+        if !fast {
+            no_fast_path(&mut dp, mode)?;
+        }
+        Ok(Peer::Xvip(mode, Box::new(dp), Default::default(), fast))
+    };
     let peers = [
         Peer::Katran(Katran::build_and_load(ctx, src)?),
-        Peer::Xvip(
-            Mode::Dnat,
-            Box::new(xvip_dataplane(&ctx.obj, Mode::Dnat, 3, FLOW_ROOM)?),
-            Default::default(),
-        ),
-        Peer::Xvip(
-            Mode::Fullnat,
-            Box::new(xvip_dataplane(&ctx.obj, Mode::Fullnat, 3, FLOW_ROOM)?),
-            Default::default(),
-        ),
+        xvip(Mode::Dnat, true)?,
+        xvip(Mode::Fullnat, true)?,
+        xvip(Mode::Dnat, false)?,
+        xvip(Mode::Fullnat, false)?,
     ];
     let singles: u32 = if ctx.quick { 2_000 } else { 10_000 };
     let mut new_flow_base = 0u32;

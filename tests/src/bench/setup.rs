@@ -65,6 +65,38 @@ pub fn xvip_dataplane(
     Ok(dp)
 }
 
+/// Turns the established fast path off in a data path made by [`xvip_dataplane`] or
+/// [`xvip_dataplane6`] (its `CONFIG` written again with `CONFIG_FLAG_NO_FAST_PATH`):
+/// every packet takes the full path, as before the fast path, for rows beside the fast
+/// path's in the same run.
+///
+/// # Errors
+/// When the settings do not resolve or the map write fails.
+pub fn no_fast_path(dp: &mut Dataplane, mode: Mode) -> Result<()> {
+    fast_path(dp, mode, false)
+}
+
+/// Turns the established fast path on (`on`, as the daemon runs) or off again; see
+/// [`no_fast_path`].
+///
+/// # Errors
+/// As [`no_fast_path`].
+pub fn fast_path(dp: &mut Dataplane, mode: Mode, on: bool) -> Result<()> {
+    let s = settings(mode, 3, 1 << 16)?;
+    dp.set_config(&Config {
+        snat_port_min: s.snat_ports.0,
+        snat_port_max: s.snat_ports.1,
+        if_mac: LB_MAC,
+        flags: if on {
+            0
+        } else {
+            lb_common::CONFIG_FLAG_NO_FAST_PATH
+        },
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
 /// The IPv6 VIP of the cost rows, and its three backends.
 pub const VIP6: &str = "2001:db8::100";
 
