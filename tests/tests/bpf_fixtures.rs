@@ -973,6 +973,11 @@ fn describe(frame: &[u8]) -> String {
 /// the names of the rows the fast path took.
 fn run_fixture_rows(fast: bool) -> (Vec<String>, FixtureCounters, Vec<&'static str>) {
     let mut dp = Dp::standard();
+    if fast {
+        // For the record (docs/benchmarks.md): what the verifier walked for the XDP entry.
+        let n = dp.prog().info().ok().and_then(|i| i.verified_instruction_count());
+        println!("xvip (XDP): {n:?} instructions verified");
+    }
     dp.config_flag(CONFIG_FLAG_NO_FAST_PATH, !fast);
     let mut failures = Vec::new();
     let mut taken = Vec::new();
