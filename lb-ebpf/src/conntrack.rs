@@ -172,7 +172,7 @@ fn compare_and_swap(word: *mut u64, old: u64, new: u64) -> bool {
 /// Rewrites state and `last_seen` only when they change enough to matter, so established
 /// flows do not write the shared entry on every packet.
 #[inline(always)]
-fn touch(state: *mut u8, last_seen: *mut u64, proto: u8, flags: u8, now: u64) {
+pub fn touch(state: *mut u8, last_seen: *mut u64, proto: u8, flags: u8, now: u64) {
     // SAFETY: both point into a live map value.
     unsafe {
         let next = next_state(*state, proto, flags);

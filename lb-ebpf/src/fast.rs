@@ -5,15 +5,15 @@
 //! packet as if this file did not exist.
 //!
 //! A packet is taken only when the full path would do exactly this with it and write no
-//! map but the counters: an untagged IPv4 (no options, no fragment) or IPv6 (no extension
+//! map but the counters and, once a `LAST_SEEN_GRANULARITY_NS`, the entries' `last_seen`
+//! (the same stores as the full path's): an untagged IPv4 (no options, no fragment) or IPv6 (no extension
 //! header) frame to this host's MAC, TTL above 1, TCP without SYN, FIN or RST or UDP with
-//! a valid checksum; its entry in `TCP_ESTABLISHED` (TCP) or `UDP` state with `last_seen`
-//! fresher than `LAST_SEEN_GRANULARITY_NS` (no refresh due), the sequence position known
+//! a valid checksum; its entry in `TCP_ESTABLISHED` (TCP) or `UDP` state and live, the
+//! sequence position known
 //! and the segment within the window and within `SEQ_SLACK` of it (no advance due); and
 //! for a forward packet the VIP still holding the entry's index (`VIP_KEYS`,
 //! `VIP_KEYS6`), the backend still the entry's, the client's MAC, interface and VLAN
-//! unchanged, and the flow's tuple still its own in `REVERSE` with no refresh due there
-//! either. The same reason and traffic counters are counted as by the full path. The
+//! unchanged, and the flow's tuple still its own in `REVERSE`. The same reason and traffic counters are counted as by the full path. The
 //! packet fixtures run with and without this path (`CONFIG_FLAG_NO_FAST_PATH`) and must
 //! agree byte for byte.
 
@@ -22,7 +22,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CONFIG_FLAG_FAST_PATH_ONLY, CONFIG_FLAG_NO_FAST_PATH,
+    ADDR_FLAG_SNAT, ADDR_FLAG_VIP, BACKEND_FLAG_LOCAL, CONFIG_FLAG_FAST_PATH_ONLY, CONFIG_FLAG_NO_FAST_PATH,
     CT_FLAG_SEQ_KNOWN, Config, IPPROTO_TCP, IPPROTO_UDP, Ip6, REV_FLAG_SEQ_KNOWN, Reason,
     SEQ_SLACK, ct_state,
 };
@@ -119,7 +119,13 @@ fn take<A: Family>(
     if mac != [0; 6] && unsafe { (*h.eth).dst_addr } != mac {
         return None;
     }
-    if h.dst_flags & ADDR_FLAG_VIP != 0 {
+    if h.dst_flags & ADDR_FLAG_SNAT != 0 && in_snat_range(cfg, h.dport) {
+        // A reply to a SNAT port, also when the SNAT address is a VIP's (the default: the
+        // first VIP): the configuration refuses a VIP port within the SNAT range on the
+        // SNAT address (`config::resolve`), so the full path, after finding neither a flow
+        // nor a VIP there, takes it as a reply too.
+        backend_reply(ctx, frame, h, cfg)
+    } else if h.dst_flags & ADDR_FLAG_VIP != 0 {
         forward(ctx, frame, h, cfg)
     } else if ours(h) {
         backend_reply(ctx, frame, h, cfg)
@@ -128,8 +134,16 @@ fn take<A: Family>(
     }
 }
 
-/// Whether an entry in `state`, last seen at `seen`, is a settled flow that this packet
-/// leaves as it is: established TCP or UDP, live, no refresh of `last_seen` due.
+/// A raw port within the configured SNAT range (port 0 never is one).
+#[inline(always)]
+fn in_snat_range(cfg: &Config, port: u16) -> bool {
+    let p = u16::from_be(port);
+    p != 0 && p >= cfg.snat_port_min && p <= cfg.snat_port_max
+}
+
+/// Whether an entry in `state`, last seen at `seen`, is a settled flow whose state this
+/// packet leaves as it is: established TCP or UDP, live. (Its `last_seen` may be due a
+/// refresh: [`refresh`].)
 #[inline(always)]
 fn settled<A: Family>(state: u8, seen: u64, h: &Headers<A>, now: u64) -> bool {
     let want = if h.proto == IPPROTO_TCP {
@@ -137,10 +151,19 @@ fn settled<A: Family>(state: u8, seen: u64, h: &Headers<A>, now: u64) -> bool {
     } else {
         ct_state::UDP
     };
-    state == want
-        && seen != RELEASED
-        && !conntrack::expired(state, seen, now)
-        && !conntrack::stale(state, seen, h.proto, h.tcp_flags, now)
+    state == want && seen != RELEASED && !conntrack::expired(state, seen, now)
+}
+
+/// The full path's `conntrack::touch` of an entry, when due: for a packet without FIN, RST
+/// or SYN the state stays, and only `last_seen` moves, once per `LAST_SEEN_GRANULARITY_NS`
+/// (without this, a flow whose packets come less often than that would never take the
+/// fast path, and pay its failed attempt on top of the full path).
+#[inline(always)]
+fn refresh<A: Family>(state: *mut u8, seen: *mut u64, h: &Headers<A>, now: u64) {
+    // SAFETY: both point into a live map value.
+    if unsafe { conntrack::stale(*state, *seen, h.proto, h.tcp_flags, now) } {
+        conntrack::touch(state, seen, h.proto, h.tcp_flags, now);
+    }
 }
 
 /// Whether a TCP segment fits the stream recorded at `next` (`known`) and moves no
@@ -192,12 +215,13 @@ fn forward<A: Family>(
     let r = A::reverse().get_ptr_mut(&rkey)?;
     // SAFETY: `r` points into a live map value.
     unsafe {
-        if !conntrack::owns(&*r, &key)
-            || (*r).last_seen_ns == RELEASED
-            || conntrack::stale((*r).state, (*r).last_seen_ns, h.proto, h.tcp_flags, now)
-        {
+        if !conntrack::owns(&*r, &key) || (*r).last_seen_ns == RELEASED {
             return None;
         }
+        // The writes the full path makes for such a packet (`hold_reverse`, then its own
+        // entry's `touch`), nothing else.
+        refresh(&raw mut (*r).state, &raw mut (*r).last_seen_ns, h, now);
+        refresh(&raw mut (*e).state, &raw mut (*e).last_seen_ns, h, now);
     }
     let rw = Rewrite {
         // SAFETY: as above.
@@ -240,6 +264,9 @@ fn backend_reply<A: Family>(
             return None;
         }
     }
+    // `reply_touch`'s only write for such a packet.
+    // SAFETY: as above.
+    unsafe { refresh(&raw mut (*r).state, &raw mut (*r).last_seen_ns, h, now) };
     let ingress = Ctx::ingress_ifindex(ctx);
     // SAFETY: as above.
     let (out, vip_index, backend_idx) =

@@ -175,6 +175,30 @@ impl Dp {
             HashMap::try_from(self.ebpf.map(map_names::REVERSE).unwrap()).unwrap();
         m.get(key, 0).ok()
     }
+
+    /// Moves the `last_seen` of flow `key`'s entries (forward and reverse) `by_ns` into the
+    /// past, as if the flow had been idle that long; returns the reverse entry's key.
+    fn age(&mut self, key: &FlowKey, by_ns: u64) -> FlowKey {
+        let mut e = self.conntrack(key).expect("a confirmed flow");
+        let rkey = FlowKey {
+            src_addr: e.backend_addr,
+            dst_addr: e.snat_addr,
+            src_port: e.backend_port,
+            dst_port: e.snat_port,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        let mut r = self.reverse(&rkey).expect("its tuple");
+        e.last_seen_ns -= by_ns;
+        r.last_seen_ns -= by_ns;
+        let mut m: HashMap<_, FlowKey, CtEntry> =
+            HashMap::try_from(self.ebpf.map_mut(map_names::CONNTRACK).unwrap()).unwrap();
+        m.insert(key, &e, 0).unwrap();
+        let mut m: HashMap<_, FlowKey, RevEntry> =
+            HashMap::try_from(self.ebpf.map_mut(map_names::REVERSE).unwrap()).unwrap();
+        m.insert(&rkey, &r, 0).unwrap();
+        rkey
+    }
 }
 
 fn vip_key(addr: [u8; 4], v: (u32, u16, u8)) -> VipKey {
@@ -1054,6 +1078,59 @@ fn run_fixture_rows(fast: bool) -> (Vec<String>, FixtureCounters, Vec<&'static s
         other => failures.push(format!("SYN only: flow 3 is {other:?}")),
     }
     (failures, dp.counters(8), taken)
+}
+
+/// A settled flow idle for two seconds (its entries due a refresh of `last_seen`): the
+/// fast path takes its next packet each way and makes the full path's writes, both
+/// entries' `last_seen` refreshed and nothing else changed; bytes, verdicts and counters
+/// as without the fast path.
+#[test]
+fn an_idle_settled_flow_is_refreshed_alike_by_both_paths() {
+    const IDLE_NS: u64 = 2_000_000_000;
+    let mut rows = Vec::new();
+    settled_rows(&mut rows);
+    let key = key((CLIENT, 40030), (VIP, 6443), TCP);
+    let mut ends = Vec::new();
+    for fast in [true, false] {
+        let mut dp = Dp::standard();
+        dp.config_flag(CONFIG_FLAG_NO_FAST_PATH, !fast);
+        // SYN .. the client's data: established (fullnat, the first five rows).
+        for r in &rows[..5] {
+            assert_eq!(dp.run(&r.input).0, r.verdict, "{}", r.name);
+        }
+        let mut entries = Vec::new();
+        // The established data (row 5), then the established reply (row 7), each after
+        // two idle seconds.
+        for r in [&rows[5], &rows[7]] {
+            let rkey = dp.age(&key, IDLE_NS);
+            let aged = (
+                dp.conntrack(&key).unwrap().last_seen_ns,
+                dp.reverse(&rkey).unwrap().last_seen_ns,
+            );
+            let (v, out, taken) = if fast {
+                dp.run_noting_fast(&r.input)
+            } else {
+                let (v, out) = dp.run(&r.input);
+                (v, out, false)
+            };
+            assert_eq!(taken, fast, "{}: taken by the fast path", r.name);
+            assert_eq!(
+                (v, &out),
+                (r.verdict, r.output.as_ref().unwrap()),
+                "{} (fast path {fast})",
+                r.name
+            );
+            let (mut e, mut rev) = (dp.conntrack(&key).unwrap(), dp.reverse(&rkey).unwrap());
+            assert!(rev.last_seen_ns > aged.1, "{}: reverse entry refreshed", r.name);
+            // A reply refreshes only its reverse entry; a client's packet both.
+            let forward = r.name.contains("data");
+            assert_eq!(e.last_seen_ns > aged.0, forward, "{}: forward entry", r.name);
+            (e.last_seen_ns, rev.last_seen_ns) = (0, 0);
+            entries.push((e, rev));
+        }
+        ends.push((dp.counters(8), entries));
+    }
+    assert_eq!(ends[0], ends[1], "the two paths left different counters or entries");
 }
 
 /// Reasons, then the traffic counters of VIPs and backends 0..8.
