@@ -999,7 +999,11 @@ fn run_fixture_rows(fast: bool) -> (Vec<String>, FixtureCounters, Vec<&'static s
     let mut dp = Dp::standard();
     if fast {
         // For the record (docs/benchmarks.md): what the verifier walked for the XDP entry.
-        let n = dp.prog().info().ok().and_then(|i| i.verified_instruction_count());
+        let n = dp
+            .prog()
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count());
         println!("xvip (XDP): {n:?} instructions verified");
     }
     dp.config_flag(CONFIG_FLAG_NO_FAST_PATH, !fast);
@@ -1121,16 +1125,28 @@ fn an_idle_settled_flow_is_refreshed_alike_by_both_paths() {
                 r.name
             );
             let (mut e, mut rev) = (dp.conntrack(&key).unwrap(), dp.reverse(&rkey).unwrap());
-            assert!(rev.last_seen_ns > aged.1, "{}: reverse entry refreshed", r.name);
+            assert!(
+                rev.last_seen_ns > aged.1,
+                "{}: reverse entry refreshed",
+                r.name
+            );
             // A reply refreshes only its reverse entry; a client's packet both.
             let forward = r.name.contains("data");
-            assert_eq!(e.last_seen_ns > aged.0, forward, "{}: forward entry", r.name);
+            assert_eq!(
+                e.last_seen_ns > aged.0,
+                forward,
+                "{}: forward entry",
+                r.name
+            );
             (e.last_seen_ns, rev.last_seen_ns) = (0, 0);
             entries.push((e, rev));
         }
         ends.push((dp.counters(8), entries));
     }
-    assert_eq!(ends[0], ends[1], "the two paths left different counters or entries");
+    assert_eq!(
+        ends[0], ends[1],
+        "the two paths left different counters or entries"
+    );
 }
 
 /// Reasons, then the traffic counters of VIPs and backends 0..8.
