@@ -1039,7 +1039,12 @@ extern "C" fn snat_probe<A: Family>(i: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: this CPU's scratch, filled by `claim_snat_port` for this packet.
     unsafe {
         let p = &raw mut (*s).probe;
-        let (key, now) = (&raw const (*p).key, (*p).now);
+        let (key, now, range) = (&raw const (*p).key, (*p).now, (*p).range);
+        // Never 0 (`claim_snat_port` checked), but the callback cannot know it: without
+        // this, `%` would branch to a panic the verifier refuses.
+        if range == 0 {
+            return 1;
+        }
         let i = i as u32;
         let mut rkey = reverse_key(&(*s).ct, (*key).proto);
         let steal = i >= (*p).probes;
@@ -1053,7 +1058,7 @@ extern "C" fn snat_probe<A: Family>(i: u64, _ctx: *mut c_void) -> i64 {
             UNCONFIRMED_STEAL_AFTER_NS
         } else {
             rkey.dst_port =
-                (((*p).min + ((*p).hash.wrapping_add(i) % (*p).range)) as u16).to_be();
+                (((*p).min + ((*p).hash.wrapping_add(i) % range)) as u16).to_be();
             u64::MAX
         };
         let rev = &raw const (*s).rev;
