@@ -1057,8 +1057,7 @@ extern "C" fn snat_probe<A: Family>(i: u64, _ctx: *mut c_void) -> i64 {
             rkey.dst_port = (*p).oldest_port;
             UNCONFIRMED_STEAL_AFTER_NS
         } else {
-            rkey.dst_port =
-                (((*p).min + ((*p).hash.wrapping_add(i) % range)) as u16).to_be();
+            rkey.dst_port = (((*p).min + ((*p).hash.wrapping_add(i) % range)) as u16).to_be();
             u64::MAX
         };
         let rev = &raw const (*s).rev;
