@@ -987,7 +987,7 @@ fn claim_snat_port_unrolled<A: Family>(
     s: *mut Scratch<A>,
 ) -> Claim {
     // SAFETY: this CPU's scratch.
-    let (entry, rev) = unsafe { (&raw mut (*s).ct, &*(&raw const (*s).rev)) };
+    let (entry, rev) = unsafe { (&raw mut (*s).ct, &(*s).rev) };
     // SAFETY: scratch value.
     let mut rkey = reverse_key(unsafe { &*entry }, key.proto);
     let (mut oldest_port, mut oldest_seen) = (0u16, u64::MAX);
