@@ -1,9 +1,12 @@
 //! IPv6 neighbour discovery for the VIPs (RFC 4861), the IPv6 counterpart of `arp`: a
-//! packet socket that sees only neighbour solicitations, answers those for the v6 VIPs (and
-//! a v6 SNAT address that is not the node's own) while announcing, defends them against
+//! packet socket that sees only neighbour solicitations and the advertisements whose target
+//! is one of the addresses it was opened for, answers solicitations for the v6 VIPs (and a
+//! v6 SNAT address that is not the node's own) while announcing, defends them against
 //! duplicate address detection, and sends unsolicited neighbour advertisements on start and
-//! takeover (the gratuitous-ARP equivalent). Backends' link-layer addresses are not
-//! resolved here: they come from the kernel's neighbour table.
+//! takeover (the gratuitous-ARP equivalent). Every advertisement it sends carries the
+//! node's mark (`wire::ndp::OPT_MARK`); the advertisements it receives are claims of the
+//! VIPs (`announce::claims`). Backends' link-layer addresses are not resolved here: they
+//! come from the kernel's neighbour table.
 //!
 //! The messages as bytes (parsing, the checks of RFC 4861 section 7.1, building) are
 //! `wire::ndp`.
@@ -34,12 +37,28 @@ pub struct NdpStatus {
     /// (`announce::clients`).
     #[serde(default)]
     pub takeover_notices: u64,
+    /// Neighbour advertisements for our addresses that passed the RFC 4861 checks (claims;
+    /// ours come back only from another interface). Those that failed are counted in
+    /// `dropped` as `na_<reason>`.
+    #[serde(default)]
+    pub advertisements: u64,
 }
 
 use crate::wire::ndp::{
-    Advertisement, ETH_P_IPV6, ICMPV6_NA, ICMPV6_NS, Invalid, Solicitation, multicast_mac,
-    solicited_node,
+    Advertised, Advertisement, ETH_P_IPV6, ICMPV6_NA, ICMPV6_NS, Invalid, Mark, Solicitation,
+    multicast_mac, solicited_node,
 };
+
+/// What the socket received: a solicitation, or an advertisement for one of its addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    Ns(Solicitation),
+    Na(Advertised),
+}
+
+/// Addresses whose advertisements the socket filter picks out one by one; past that many,
+/// it passes every advertisement and user space drops the others (counted `na_not_ours`).
+pub const MAX_FILTER_TARGETS: usize = 64;
 
 /// Errors of the NDP socket.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +84,12 @@ pub struct Counts {
     pub send_errors: AtomicU64,
     /// Unicast advertisements to known clients after a takeover.
     pub takeover_notices: AtomicU64,
+    /// Advertisements for our addresses that passed the checks.
+    pub advertisements: AtomicU64,
+    /// Advertisements dropped, by [`Invalid`] reason.
+    pub na_invalid: [AtomicU64; Invalid::ALL.len()],
+    /// Advertisements for an address not ours (past [`MAX_FILTER_TARGETS`]).
+    pub na_not_ours: AtomicU64,
 }
 
 /// The solicited-node groups a socket holds: those of the addresses it was opened for
@@ -88,6 +113,10 @@ pub struct NdpSocket {
     counts: Counts,
     /// Bounds the advertisements solicitations can cause (`announce::limit`).
     limit: std::sync::Mutex<crate::announce::limit::ReplyLimiter>,
+    /// The addresses whose advertisements are received (those given at open).
+    targets: Vec<Ipv6Addr>,
+    /// The mark every advertisement sent carries (`announce::claims`).
+    mark: std::sync::Mutex<Option<Mark>>,
 }
 
 /// The classic BPF filter of the socket: IPv6 (ether type at 12), next header ICMPv6 (at
@@ -110,6 +139,49 @@ fn icmp_filter(kind: u8) -> [libc::sock_filter; 8] {
         i(RET, 0, 0, 0xffff),
         i(RET, 0, 0, 0),
     ]
+}
+
+/// The classic BPF filter of the announcing socket: IPv6 ICMPv6 (as [`icmp_filter`]), then
+/// every neighbour solicitation, and the advertisements whose target (the 16 bytes at
+/// 14 + 40 + 8) is one of `targets`, compared a 32-bit word at a time; with more than
+/// [`MAX_FILTER_TARGETS`] targets, every advertisement. Each target's block ends in its
+/// own accept, so no jump is longer than a block.
+fn ndp_filter(targets: &[Ipv6Addr]) -> Vec<libc::sock_filter> {
+    const LDH: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+    const LDB: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const LDW: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    const TARGET: u32 = 14 + 40 + 8;
+    let i = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let every_na = targets.len() > MAX_FILTER_TARGETS;
+    let mut f = vec![
+        i(LDH, 0, 0, 12),
+        i(JEQ, 0, 6, u32::from(ETH_P_IPV6)),
+        i(LDB, 0, 0, 20),
+        i(JEQ, 0, 4, 58),
+        i(LDB, 0, 0, 54),
+        i(JEQ, 1, 0, u32::from(ICMPV6_NS)),
+        // An advertisement: to the targets' blocks (or accepted), else dropped.
+        i(JEQ, if every_na { 0 } else { 2 }, 1, u32::from(ICMPV6_NA)),
+        i(RET, 0, 0, 0xffff),
+        i(RET, 0, 0, 0),
+    ];
+    if !every_na {
+        for t in targets {
+            let o = t.octets();
+            for w in 0..4u8 {
+                let at = usize::from(w) * 4;
+                let word = u32::from_be_bytes(o[at..at + 4].try_into().expect("4 bytes"));
+                f.push(i(LDW, 0, 0, TARGET + u32::from(w) * 4));
+                // A mismatch skips the rest of the block and its accept.
+                f.push(i(JEQ, 0, 7 - 2 * w, word));
+            }
+            f.push(i(RET, 0, 0, 0xffff));
+        }
+        f.push(i(RET, 0, 0, 0));
+    }
+    f
 }
 
 impl NdpSocket {
@@ -154,7 +226,11 @@ impl NdpSocket {
         }
         // SAFETY: a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut filter = icmp_filter(kind);
+        let mut filter = if kind == ICMPV6_NS {
+            ndp_filter(addrs)
+        } else {
+            icmp_filter(kind).to_vec()
+        };
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
             filter: filter.as_mut_ptr(),
@@ -230,7 +306,26 @@ impl NdpSocket {
             name: name.into(),
             counts: Counts::default(),
             limit: std::sync::Mutex::default(),
+            targets: addrs.to_vec(),
+            mark: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The mark this node's advertisements carry from now on (`None`: none; without VRRP).
+    pub fn set_mark(&self, mark: Option<Mark>) {
+        if let Ok(mut m) = self.mark.lock() {
+            *m = mark;
+        }
+    }
+
+    /// Asks who has `target`: a solicitation from `src` (our link-local address) and
+    /// `our_mac`, whose answers come back to this socket (`announce::claims`' probe).
+    ///
+    /// # Errors
+    /// The `sendto(2)` error.
+    pub fn probe(&self, our_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> io::Result<()> {
+        let (frame, to) = crate::wire::ndp::solicitation(our_mac, src, target);
+        self.send_frame(&frame, to)
     }
 
     /// Makes the joined solicited-node groups those of the addresses given at open plus
@@ -327,7 +422,7 @@ impl NdpSocket {
         let ok = self
             .limit
             .lock()
-            .map(|mut l| l.allow(std::time::Instant::now(), ns.src.into()))
+            .map(|mut l| l.allow(std::time::Instant::now(), ns.src))
             .unwrap_or(false);
         if !ok {
             self.counts.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -362,8 +457,19 @@ impl NdpSocket {
                     "rate_limited".to_string(),
                     c.rate_limited.load(Ordering::Relaxed),
                 )])
+                .chain(
+                    Invalid::ALL
+                        .iter()
+                        .zip(&c.na_invalid)
+                        .map(|(r, n)| (format!("na_{}", r.name()), n.load(Ordering::Relaxed))),
+                )
+                .chain([(
+                    "na_not_ours".to_string(),
+                    c.na_not_ours.load(Ordering::Relaxed),
+                )])
                 .collect(),
             takeover_notices: c.takeover_notices.load(Ordering::Relaxed),
+            advertisements: c.advertisements.load(Ordering::Relaxed),
         }
     }
 
@@ -385,22 +491,39 @@ impl NdpSocket {
         ok
     }
 
-    /// Receives the next valid neighbor solicitation (invalid frames are counted).
+    /// Receives the next valid neighbour solicitation, or advertisement for one of the
+    /// socket's addresses (invalid frames are counted, by message and reason).
     ///
     /// # Errors
     /// The socket's receive error.
-    pub async fn recv(&self) -> io::Result<Solicitation> {
+    pub async fn recv(&self) -> io::Result<Received> {
         let mut buf = [0u8; 1600];
+        let reason = |r: Invalid| Invalid::ALL.iter().position(|x| *x == r).unwrap_or(0);
         loop {
             let n = crate::net::sys::recv(&self.fd, &mut buf).await?;
-            match Solicitation::parse(&buf[..n]) {
+            let frame = &buf[..n];
+            if frame.get(54) == Some(&ICMPV6_NA) {
+                match Advertised::parse(frame) {
+                    Ok(a) if self.targets.contains(&a.target) => {
+                        self.counts.advertisements.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Received::Na(a));
+                    }
+                    Ok(_) => {
+                        self.counts.na_not_ours.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(r) => {
+                        self.counts.na_invalid[reason(r)].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
+            match Solicitation::parse(frame) {
                 Ok(s) => {
                     self.counts.solicitations.fetch_add(1, Ordering::Relaxed);
-                    return Ok(s);
+                    return Ok(Received::Ns(s));
                 }
                 Err(r) => {
-                    let i = Invalid::ALL.iter().position(|x| *x == r).unwrap_or(0);
-                    self.counts.invalid[i].fetch_add(1, Ordering::Relaxed);
+                    self.counts.invalid[reason(r)].fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -411,7 +534,8 @@ impl NdpSocket {
     /// # Errors
     /// The `sendto(2)` error.
     pub fn send(&self, na: &Advertisement) -> io::Result<()> {
-        self.send_frame(&na.to_frame(), na.eth_dst)
+        let mark = self.mark.lock().ok().and_then(|m| *m);
+        self.send_frame(&na.to_frame_marked(mark), na.eth_dst)
     }
 
     /// The next frame the filter lets through, whole (the probe socket's advertisements).
@@ -512,6 +636,71 @@ mod tests {
             }
         }
         assert_eq!(f[6].k, 0xffff);
+    }
+
+    /// Runs a classic BPF program over `pkt` (the subset the filters use), as the kernel
+    /// would: the bytes it keeps, 0 to drop.
+    fn run(f: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        let mut a = 0u32;
+        let mut pc = 0;
+        loop {
+            let insn = f[pc];
+            let k = insn.k as usize;
+            match insn.code {
+                0x28 => {
+                    let Some(b) = pkt.get(k..k + 2) else { return 0 };
+                    a = u32::from(u16::from_be_bytes([b[0], b[1]]));
+                }
+                0x30 => {
+                    let Some(b) = pkt.get(k) else { return 0 };
+                    a = u32::from(*b);
+                }
+                0x20 => {
+                    let Some(b) = pkt.get(k..k + 4) else { return 0 };
+                    a = u32::from_be_bytes(b.try_into().unwrap());
+                }
+                0x15 => {
+                    pc += usize::from(if a == insn.k { insn.jt } else { insn.jf });
+                }
+                0x06 => return insn.k,
+                c => panic!("opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn the_announcing_filter_passes_solicitations_and_advertisements_for_our_targets_only() {
+        let vip = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+        let snat = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
+        let mac = [2, 0, 0, 0, 0, 9];
+        let na = |t| Advertisement::unsolicited(t, mac).to_frame();
+        let (ns, _) = crate::wire::ndp::solicitation(mac, "fe80::9".parse().unwrap(), vip);
+        let f = ndp_filter(&[vip, snat]);
+        assert_eq!(run(&f, &ns), 0xffff);
+        assert_eq!(run(&f, &na(vip)), 0xffff);
+        assert_eq!(run(&f, &na(snat)), 0xffff);
+        // Differing in each word of the target in turn: dropped.
+        for w in 0..4 {
+            let mut o = vip.octets();
+            o[w * 4 + 3] ^= 1;
+            assert_eq!(run(&f, &na(Ipv6Addr::from(o))), 0, "word {w}");
+        }
+        let mut other = ns.clone();
+        other[54] = 128; // an echo request
+        assert_eq!(run(&f, &other), 0);
+        let mut v4 = ns.clone();
+        v4[12] = 0x08;
+        assert_eq!(run(&f, &v4), 0);
+        // No targets: solicitations only; too many: every advertisement.
+        assert_eq!(run(&ndp_filter(&[]), &na(vip)), 0);
+        assert_eq!(run(&ndp_filter(&[]), &ns), 0xffff);
+        let many = vec![snat; MAX_FILTER_TARGETS + 1];
+        assert_eq!(run(&ndp_filter(&many), &na(vip)), 0xffff);
+        // Frames cut before the target's end are dropped, never read past their end.
+        for n in 0..14 + 40 + 8 + 16 {
+            assert_eq!(run(&f, &na(vip)[..n]), 0, "{n} bytes");
+        }
     }
 
     #[test]

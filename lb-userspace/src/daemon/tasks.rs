@@ -206,8 +206,11 @@ impl Daemon {
             _vip_on_lo: vip_on_lo,
             sync: None,
             claims: Default::default(),
+            claims6: Default::default(),
             vrrp_master: false,
+            vrrp6_master: false,
             vrrp_report: None,
+            vrrp6_report: None,
             telling: Default::default(),
             fault_rx,
             vrrp_priority: Vec::new(),
@@ -282,6 +285,8 @@ pub(super) fn shared_state(
         }),
         route_failed: false,
         claims: (settings.announce == Announce::Arp).then(Default::default),
+        claims6: (settings.announce == Announce::Arp && !settings.vips6.is_empty())
+            .then(Default::default),
     }))
 }
 
@@ -433,6 +438,7 @@ pub(super) async fn status_endpoint(
                     sum.solicitations += one.solicitations;
                     sum.answered += one.answered;
                     sum.takeover_notices += one.takeover_notices;
+                    sum.advertisements += one.advertisements;
                     for (k, v) in one.dropped {
                         *sum.dropped.entry(k).or_default() += v;
                     }
@@ -563,11 +569,11 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
 }
 
 /// Feeds the ARP packets of a further interface's socket to the loop as `(n, packet)`.
-/// Forwards neighbour solicitations from NDP socket `n` to the loop.
+/// Forwards neighbour solicitations and advertisements from NDP socket `n` to the loop.
 pub(super) fn forward_ns(
     n: usize,
     sock: Arc<crate::announce::ndp::NdpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::wire::ndp::Solicitation)>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::ndp::Received)>,
 ) {
     tokio::spawn(async move {
         loop {
