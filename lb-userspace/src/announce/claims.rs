@@ -433,12 +433,7 @@ mod tests {
 
     /// `c` yields to `mac` with `theirs` over `ours` at `t`: an unasked claim makes it
     /// probe, the answer makes it yield.
-    fn yield_to<A: Primary + Display>(
-        c: &mut Claims<A>,
-        t: Instant,
-        cl: Claim<A>,
-        ours: Mark<A>,
-    ) {
+    fn yield_to<A: Primary + Display>(c: &mut Claims<A>, t: Instant, cl: Claim<A>, ours: Mark<A>) {
         let unasked = Claim { to_us: false, ..cl };
         assert_eq!(c.on_claim(t, unasked, Some(ours), true), Decision::Probe);
         c.sent_probe(t);
@@ -453,10 +448,20 @@ mod tests {
     fn the_lower_priority_asks_then_yields_and_the_higher_reasserts_at_most_once_a_second() {
         let t = Instant::now();
         let (mut low, mut high) = (Claims::default(), Claims::default());
-        yield_to(&mut low, t, claim(B, Some(mark(150, 2)), false), mark(100, 3));
+        yield_to(
+            &mut low,
+            t,
+            claim(B, Some(mark(150, 2)), false),
+            mark(100, 3),
+        );
         assert_eq!(low.yields, 1);
         assert_eq!(
-            high.on_claim(t, claim(A, Some(mark(100, 3)), false), Some(mark(150, 2)), true),
+            high.on_claim(
+                t,
+                claim(A, Some(mark(100, 3)), false),
+                Some(mark(150, 2)),
+                true
+            ),
             Decision::Reassert
         );
         let soon = t + Duration::from_millis(300);
@@ -492,7 +497,12 @@ mod tests {
         yield_to(&mut c, t, claim(B, Some(mark(100, 3)), false), mark(100, 2));
         let mut c = Claims::default();
         assert_eq!(
-            c.on_claim(t, claim(B, Some(mark(100, 2)), true), Some(mark(100, 3)), true),
+            c.on_claim(
+                t,
+                claim(B, Some(mark(100, 2)), true),
+                Some(mark(100, 3)),
+                true
+            ),
             Decision::Reassert
         );
     }
@@ -572,7 +582,12 @@ mod tests {
         // VRRP is heard again: this node is backup; the winner's answers to its last
         // probe arrive: no renewal, the yield is over.
         assert_eq!(
-            c.on_claim(t, claim(B, Some(mark(150, 2)), true), Some(mark(100, 3)), false),
+            c.on_claim(
+                t,
+                claim(B, Some(mark(150, 2)), true),
+                Some(mark(100, 3)),
+                false
+            ),
             Decision::None
         );
         assert!(!c.yielded(t));
@@ -598,7 +613,12 @@ mod tests {
         // A backup hears its master: nothing.
         let mut b = Claims::default();
         assert_eq!(
-            b.on_claim(t, claim(B, Some(mark(150, 2)), false), Some(mark(100, 3)), false),
+            b.on_claim(
+                t,
+                claim(B, Some(mark(150, 2)), false),
+                Some(mark(100, 3)),
+                false
+            ),
             Decision::None
         );
         assert!(!b.yielded(t));
@@ -652,10 +672,20 @@ mod tests {
             to_us,
         };
         let mut low = Claims::default();
-        yield_to(&mut low, t, cl(m6(100, "fe80::3"), false), m6(100, "fe80::2"));
+        yield_to(
+            &mut low,
+            t,
+            cl(m6(100, "fe80::3"), false),
+            m6(100, "fe80::2"),
+        );
         let mut high = Claims::default();
         assert_eq!(
-            high.on_claim(t, cl(m6(100, "fe80::2"), false), Some(m6(100, "fe80::3")), true),
+            high.on_claim(
+                t,
+                cl(m6(100, "fe80::2"), false),
+                Some(m6(100, "fe80::3")),
+                true
+            ),
             Decision::Reassert
         );
         let st = low.status(t);

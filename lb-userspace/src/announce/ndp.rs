@@ -318,14 +318,25 @@ impl NdpSocket {
         }
     }
 
-    /// Asks who has `target`: a solicitation from `src` (our link-local address) and
-    /// `our_mac`, whose answers come back to this socket (`announce::claims`' probe).
+    /// Asks who has `target` (`announce::claims`' probe): a solicitation from `our_mac` and
+    /// a fresh random link-local address (fe80::/64, 64 random bits), which the answers go
+    /// to, so an answer naming it answers this question and no other. Returns the address.
+    /// An owner that is a kernel keeps a neighbour entry for it until it goes stale; xvip
+    /// keeps none.
     ///
     /// # Errors
-    /// The `sendto(2)` error.
-    pub fn probe(&self, our_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> io::Result<()> {
+    /// The `sendto(2)` error, or no random bytes from the system.
+    pub fn probe(&self, our_mac: [u8; 6], target: Ipv6Addr) -> io::Result<Ipv6Addr> {
+        use ring::rand::SecureRandom;
+        let mut o = [0u8; 16];
+        o[..2].copy_from_slice(&[0xfe, 0x80]);
+        ring::rand::SystemRandom::new()
+            .fill(&mut o[8..])
+            .map_err(|_| io::Error::other("no random bytes"))?;
+        let src = Ipv6Addr::from(o);
         let (frame, to) = crate::wire::ndp::solicitation(our_mac, src, target);
-        self.send_frame(&frame, to)
+        self.send_frame(&frame, to)?;
+        Ok(src)
     }
 
     /// Makes the joined solicited-node groups those of the addresses given at open plus

@@ -269,11 +269,14 @@ impl Daemon {
     /// A neighbour advertisement for one of our IPv6 addresses on NDP socket `n`: a claim
     /// when it is not from us, decided as the ARP ones are (`on_claim`, `claims6`) for the
     /// IPv6 election.
-    pub(super) fn on_na(&mut self, n: usize, na: &crate::wire::ndp::Advertised) {
+    pub(super) fn on_na(&mut self, na: &crate::wire::ndp::Advertised) {
         let mac = na.claimed_mac();
         if !self.vip6_addrs.contains(&na.target)
             || mac == self.iface.mac
-            || self.ndp.iter().any(|(i, _)| i.mac == mac || i.mac == na.eth_src)
+            || self
+                .ndp
+                .iter()
+                .any(|(i, _)| i.mac == mac || i.mac == na.eth_src)
         {
             return;
         }
@@ -285,8 +288,8 @@ impl Daemon {
             mac,
             vip: na.target,
             mark: na.mark,
-            // The probe asks from our link-local address (`ndp_probe`).
-            to_us: na.solicited && na.dst.is_unicast_link_local() && self.link_local(n) == Some(na.dst),
+            // The answer to our last probe, sent to its random address (`ndp_probe`).
+            to_us: na.solicited && self.probe6_from == Some(na.dst),
         };
         let ours = self.mark6();
         let now = std::time::Instant::now();
@@ -306,23 +309,17 @@ impl Daemon {
         }
     }
 
-    /// The link-local address of NDP socket `n`'s interface, now.
-    fn link_local(&self, n: usize) -> Option<std::net::Ipv6Addr> {
-        let (i, _) = self.ndp.get(n)?;
-        crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(&i.name))
-    }
-
-    /// Asks who has the (first) v6 VIP on the first interface: a solicitation from our
-    /// link-local address, whose answers come back to us (`on_na`).
+    /// Asks who has the (first) v6 VIP on the first interface: a solicitation from a fresh
+    /// random link-local address (`NdpSocket::probe`), so only an answer to this very
+    /// question can name it (`on_na`): a forger that has not seen the probe cannot.
     fn ndp_probe(&mut self, now: std::time::Instant) {
-        let (Some(vip), Some((i, sock)), Some(ll)) =
-            (self.vip6_addrs.first(), self.ndp.first(), self.link_local(0))
-        else {
+        let (Some(vip), Some((i, sock))) = (self.vip6_addrs.first(), self.ndp.first()) else {
             return;
         };
         self.claims6.sent_probe(now);
-        if let Err(e) = sock.probe(i.mac, ll, *vip) {
-            log::debug!("neighbour solicitation for {vip}: {e}");
+        match sock.probe(i.mac, *vip) {
+            Ok(src) => self.probe6_from = Some(src),
+            Err(e) => log::debug!("neighbour solicitation for {vip}: {e}"),
         }
     }
 
@@ -348,19 +345,20 @@ impl Daemon {
     /// without a link-local address).
     pub(super) fn mark6(&self) -> Option<crate::wire::ndp::Mark> {
         let v = self.settings.vrrp.as_ref()?;
-        let report = self.vrrp6_report.as_ref().and_then(|r| r.lock().ok().map(|s| (s.priority, s.address.clone())));
+        let report = self
+            .vrrp6_report
+            .as_ref()
+            .and_then(|r| r.lock().ok().map(|s| (s.priority, s.address.clone())));
         let priority = report
             .as_ref()
             .map(|r| r.0)
             .filter(|p| *p > 0)
             .unwrap_or(v.priority);
-        let primary = report
-            .and_then(|r| r.1.parse().ok())
-            .or_else(|| {
-                crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(
-                    &self.iface.name,
-                ))
-            })?;
+        let primary = report.and_then(|r| r.1.parse().ok()).or_else(|| {
+            crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(
+                &self.iface.name,
+            ))
+        })?;
         Some(crate::wire::ndp::Mark {
             priority,
             primary,

@@ -62,7 +62,7 @@ impl Daemon {
                 },
                 Some((n, m)) = src.ndp_rx.recv() => match m {
                     crate::announce::ndp::Received::Ns(ns) => self.on_ns(n, &ns),
-                    crate::announce::ndp::Received::Na(na) => self.on_na(n, &na),
+                    crate::announce::ndp::Received::Na(na) => self.on_na(&na),
                 },
                 Some((n, a)) = src.other_arp.recv() => {
                     let (mac, sock) = (self.others[n].0.mac, self.others[n].1.clone());

@@ -82,6 +82,8 @@ pub(super) struct Daemon {
     pub(super) claims: crate::announce::claims::Claims<Ipv4Addr>,
     /// ... and in NDP, for the IPv6 VIPs (the IPv6 election's).
     pub(super) claims6: crate::announce::claims::Claims<Ipv6Addr>,
+    /// The random address the last NDP probe asked from: answers to it are answers to us.
+    pub(super) probe6_from: Option<Ipv6Addr>,
     /// Whether the IPv6 election says this node holds the v6 VIPs (`claims6` as `claims`).
     pub(super) vrrp6_master: bool,
     /// The IPv6 election's live status (its priority and address go into the NAs' mark).

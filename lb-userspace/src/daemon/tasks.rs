@@ -209,6 +209,7 @@ impl Daemon {
             claims6: Default::default(),
             vrrp_master: false,
             vrrp6_master: false,
+            probe6_from: None,
             vrrp_report: None,
             vrrp6_report: None,
             telling: Default::default(),
