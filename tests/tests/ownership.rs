@@ -632,8 +632,11 @@ fn send_frames(lab: &Lab, host: &str, frames: Vec<Vec<u8>>, per_ms: usize) -> us
 /// unsolicited advertisements (to all nodes) for the VIP, by MAC: the announcements.
 struct NdpSampler {
     stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<(Vec<ArpSample>, Vec<(Instant, String)>)>,
+    thread: thread::JoinHandle<Sampled>,
 }
+
+/// What [`NdpSampler`] saw: the samples, and the unsolicited advertisements (when, MAC).
+type Sampled = (Vec<ArpSample>, Vec<(Instant, String)>);
 
 const NDP_SLOTS: u16 = 50;
 
@@ -726,7 +729,7 @@ impl NdpSampler {
 
     /// Stops (after late answers) and returns the samples and the unsolicited
     /// advertisements seen (when, which MAC).
-    fn stop(self) -> (Vec<ArpSample>, Vec<(Instant, String)>) {
+    fn stop(self) -> Sampled {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("NDP sampler")
     }
