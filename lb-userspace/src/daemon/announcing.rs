@@ -434,12 +434,19 @@ impl Daemon {
             elected && !self.claims.yielded(std::time::Instant::now())
         };
         {
+            let now = std::time::Instant::now();
             let mut s = self.shared.lock().expect("poisoned");
             *if v6 {
                 &mut s.announcing6
             } else {
                 &mut s.announcing
             } = master;
+            // The status shows a yield ended by the election at once.
+            if v6 && let Some(c) = &mut s.claims6 {
+                *c = self.claims6.status(now);
+            } else if !v6 && let Some(c) = &mut s.claims {
+                *c = self.claims.status(now);
+            }
         }
         self.sync_master();
         if master {
