@@ -12,6 +12,10 @@
 //!   most one a [`PROBE`]) and yields only to an outranking claimant that **answers that
 //!   question** within [`PROBE`]: so a yield always leaves an owner that answers (the
 //!   winner), and frames alone (unsolicited claims, however marked) never silence a node.
+//!   What counts as an answer is the caller's to say ([`Claim::to_us`]): for NDP, a
+//!   solicited NA to the random address the probe asked from (`announce::ndp`), which a
+//!   forger must have seen the probe to know; ARP has no such field, so for ARP it is a
+//!   reply to this node's address (docs/security.md).
 //!   The winner re-announces (a gratuitous round, at most one a second) so the clients'
 //!   caches point to it again. The yielding node goes on asking every [`PROBE`]: while the
 //!   winner answers it stays out; [`HOLD`] after its last answer, it announces again (if

@@ -266,7 +266,7 @@ impl Daemon {
         }
     }
 
-    /// A neighbour advertisement for one of our IPv6 addresses on NDP socket `n`: a claim
+    /// A neighbour advertisement for one of our IPv6 addresses (any NDP socket): a claim
     /// when it is not from us, decided as the ARP ones are (`on_claim`, `claims6`) for the
     /// IPv6 election.
     pub(super) fn on_na(&mut self, na: &crate::wire::ndp::Advertised) {
