@@ -1,6 +1,7 @@
 //! IPv6 neighbour discovery for the VIPs (RFC 4861), the IPv6 counterpart of `arp`: a
-//! packet socket that sees only neighbour solicitations and the advertisements whose target
-//! is one of the addresses it was opened for, answers solicitations for the v6 VIPs (and a
+//! packet socket that sees only neighbour solicitations (and a second one, only the
+//! advertisements whose target is one of the addresses it was opened for, so a flood of
+//! those never crowds out a solicitation), answers solicitations for the v6 VIPs (and a
 //! v6 SNAT address that is not the node's own) while announcing, defends them against
 //! duplicate address detection, and sends unsolicited neighbour advertisements on start and
 //! takeover (the gratuitous-ARP equivalent). Every advertisement it sends carries the
@@ -49,7 +50,8 @@ use crate::wire::ndp::{
     multicast_mac, solicited_node,
 };
 
-/// What the socket received: a solicitation, or an advertisement for one of its addresses.
+/// What the sockets received: a solicitation, or an advertisement for one of their
+/// addresses (the daemon's queue carries both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received {
     Ns(Solicitation),
@@ -90,6 +92,13 @@ pub struct Counts {
     pub na_invalid: [AtomicU64; Invalid::ALL.len()],
     /// Advertisements for an address not ours (past [`MAX_FILTER_TARGETS`]).
     pub na_not_ours: AtomicU64,
+    /// Advertisements received while the daemon's queue was full: dropped unread.
+    pub na_busy: AtomicU64,
+}
+
+/// The index of drop reason `r` in the counters.
+fn reason(r: Invalid) -> usize {
+    Invalid::ALL.iter().position(|x| *x == r).unwrap_or(0)
 }
 
 /// The solicited-node groups a socket holds: those of the addresses it was opened for
@@ -113,8 +122,10 @@ pub struct NdpSocket {
     counts: Counts,
     /// Bounds the advertisements solicitations can cause (`announce::limit`).
     limit: std::sync::Mutex<crate::announce::limit::ReplyLimiter>,
-    /// The addresses whose advertisements are received (those given at open).
+    /// The addresses whose advertisements are received (those given at open) ...
     targets: Vec<Ipv6Addr>,
+    /// ... on this socket of their own ([`NdpSocket::recv_claim`]); none without them.
+    claims: Option<AsyncFd<OwnedFd>>,
     /// The mark every advertisement sent carries (`announce::claims`).
     mark: std::sync::Mutex<Option<Mark>>,
 }
@@ -141,12 +152,12 @@ fn icmp_filter(kind: u8) -> [libc::sock_filter; 8] {
     ]
 }
 
-/// The classic BPF filter of the announcing socket: IPv6 ICMPv6 (as [`icmp_filter`]), then
-/// every neighbour solicitation, and the advertisements whose target (the 16 bytes at
-/// 14 + 40 + 8) is one of `targets`, compared a 32-bit word at a time; with more than
-/// [`MAX_FILTER_TARGETS`] targets, every advertisement. Each target's block ends in its
-/// own accept, so no jump is longer than a block.
-fn ndp_filter(targets: &[Ipv6Addr]) -> Vec<libc::sock_filter> {
+/// The classic BPF filter of the announcing sockets: IPv6 ICMPv6 (as [`icmp_filter`]), then
+/// every neighbour solicitation if `solicitations`, and the advertisements whose target
+/// (the 16 bytes at 14 + 40 + 8) is one of `targets`, compared a 32-bit word at a time;
+/// with more than [`MAX_FILTER_TARGETS`] targets, every advertisement. Each target's block
+/// ends in its own accept, so no jump is longer than a block.
+fn ndp_filter(solicitations: bool, targets: &[Ipv6Addr]) -> Vec<libc::sock_filter> {
     const LDH: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
     const LDB: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const LDW: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
@@ -161,7 +172,13 @@ fn ndp_filter(targets: &[Ipv6Addr]) -> Vec<libc::sock_filter> {
         i(LDB, 0, 0, 20),
         i(JEQ, 0, 4, 58),
         i(LDB, 0, 0, 54),
-        i(JEQ, 1, 0, u32::from(ICMPV6_NS)),
+        // A solicitation: accepted, or dropped.
+        i(
+            JEQ,
+            if solicitations { 1 } else { 2 },
+            0,
+            u32::from(ICMPV6_NS),
+        ),
         // An advertisement: to the targets' blocks (or accepted), else dropped.
         i(JEQ, if every_na { 0 } else { 2 }, 1, u32::from(ICMPV6_NA)),
         i(RET, 0, 0, 0xffff),
@@ -182,6 +199,57 @@ fn ndp_filter(targets: &[Ipv6Addr]) -> Vec<libc::sock_filter> {
         f.push(i(RET, 0, 0, 0));
     }
     f
+}
+
+/// An IPv6 packet socket bound to interface `ifindex`, non-blocking, receiving only what
+/// `filter` passes (attached before the bind, so nothing else is ever queued).
+fn packet_socket(
+    name: &str,
+    ifindex: u32,
+    filter: &mut [libc::sock_filter],
+) -> Result<OwnedFd, NdpError> {
+    let err = |what, source| NdpError {
+        name: name.into(),
+        what,
+        source,
+    };
+    // Protocol 0 receives nothing until the bind below, after the filter is on.
+    // SAFETY: plain socket call.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(err("socket", io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+        .map_err(|e| err("SO_ATTACH_FILTER", e))?;
+    // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = ETH_P_IPV6.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: binding with a correctly sized sockaddr_ll.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(err("bind", io::Error::last_os_error()));
+    }
+    Ok(fd)
 }
 
 impl NdpSocket {
@@ -212,47 +280,21 @@ impl NdpSocket {
             what,
             source,
         };
-        // Protocol 0 receives nothing until the bind below, after the filter is on.
-        // SAFETY: plain socket call.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(err("socket", io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut filter = if kind == ICMPV6_NS {
-            ndp_filter(addrs)
+            ndp_filter(true, &[])
         } else {
             icmp_filter(kind).to_vec()
         };
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_mut_ptr(),
+        let fd = packet_socket(name, ifindex, &mut filter)?;
+        // The advertisements for our addresses (claims) on a socket of their own: a flood
+        // of them fills its queue, never the solicitations'.
+        let claims = if kind == ICMPV6_NS && !addrs.is_empty() {
+            let fd = packet_socket(name, ifindex, &mut ndp_filter(false, addrs))?;
+            // SAFETY: we own `fd` and hand it over; deregistered when `AsyncFd` drops it.
+            Some(unsafe { AsyncFd::register(fd) }.map_err(|e| err("register", e.into()))?)
+        } else {
+            None
         };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
-            .map_err(|e| err("SO_ATTACH_FILTER", e))?;
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_IPV6.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: binding with a correctly sized sockaddr_ll.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(err("bind", io::Error::last_os_error()));
-        }
         for a in addrs {
             let mac = multicast_mac(solicited_node(*a));
             let mut mr = libc::packet_mreq {
@@ -307,6 +349,7 @@ impl NdpSocket {
             counts: Counts::default(),
             limit: std::sync::Mutex::default(),
             targets: addrs.to_vec(),
+            claims,
             mark: std::sync::Mutex::new(None),
         })
     }
@@ -474,10 +517,13 @@ impl NdpSocket {
                         .zip(&c.na_invalid)
                         .map(|(r, n)| (format!("na_{}", r.name()), n.load(Ordering::Relaxed))),
                 )
-                .chain([(
-                    "na_not_ours".to_string(),
-                    c.na_not_ours.load(Ordering::Relaxed),
-                )])
+                .chain([
+                    (
+                        "na_not_ours".to_string(),
+                        c.na_not_ours.load(Ordering::Relaxed),
+                    ),
+                    ("na_busy".to_string(), c.na_busy.load(Ordering::Relaxed)),
+                ])
                 .collect(),
             takeover_notices: c.takeover_notices.load(Ordering::Relaxed),
             advertisements: c.advertisements.load(Ordering::Relaxed),
@@ -502,42 +548,58 @@ impl NdpSocket {
         ok
     }
 
-    /// Receives the next valid neighbour solicitation, or advertisement for one of the
-    /// socket's addresses (invalid frames are counted, by message and reason).
+    /// Receives the next valid neighbour solicitation (invalid frames are counted by
+    /// reason).
     ///
     /// # Errors
     /// The socket's receive error.
-    pub async fn recv(&self) -> io::Result<Received> {
+    pub async fn recv(&self) -> io::Result<Solicitation> {
         let mut buf = [0u8; 1600];
-        let reason = |r: Invalid| Invalid::ALL.iter().position(|x| *x == r).unwrap_or(0);
         loop {
             let n = crate::net::sys::recv(&self.fd, &mut buf).await?;
-            let frame = &buf[..n];
-            if frame.get(54) == Some(&ICMPV6_NA) {
-                match Advertised::parse(frame) {
-                    Ok(a) if self.targets.contains(&a.target) => {
-                        self.counts.advertisements.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Received::Na(a));
-                    }
-                    Ok(_) => {
-                        self.counts.na_not_ours.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(r) => {
-                        self.counts.na_invalid[reason(r)].fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                continue;
-            }
-            match Solicitation::parse(frame) {
+            match Solicitation::parse(&buf[..n]) {
                 Ok(s) => {
                     self.counts.solicitations.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Received::Ns(s));
+                    return Ok(s);
                 }
                 Err(r) => {
                     self.counts.invalid[reason(r)].fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
+    }
+
+    /// Receives the next valid advertisement for one of the socket's addresses (a claim,
+    /// `announce::claims`; invalid ones counted by reason as `na_*`); never returns on a
+    /// socket opened without addresses.
+    ///
+    /// # Errors
+    /// The socket's receive error.
+    pub async fn recv_claim(&self) -> io::Result<Advertised> {
+        let Some(fd) = &self.claims else {
+            return std::future::pending().await;
+        };
+        let mut buf = [0u8; 1600];
+        loop {
+            let n = crate::net::sys::recv(fd, &mut buf).await?;
+            match Advertised::parse(&buf[..n]) {
+                Ok(a) if self.targets.contains(&a.target) => {
+                    self.counts.advertisements.fetch_add(1, Ordering::Relaxed);
+                    return Ok(a);
+                }
+                Ok(_) => {
+                    self.counts.na_not_ours.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(r) => {
+                    self.counts.na_invalid[reason(r)].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Counts an advertisement dropped because the daemon's queue was full.
+    pub fn busy(&self) {
+        self.counts.na_busy.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sends one advertisement.
@@ -687,8 +749,13 @@ mod tests {
         let mac = [2, 0, 0, 0, 0, 9];
         let na = |t| Advertisement::unsolicited(t, mac).to_frame();
         let (ns, _) = crate::wire::ndp::solicitation(mac, "fe80::9".parse().unwrap(), vip);
-        let f = ndp_filter(&[vip, snat]);
+        let f = ndp_filter(true, &[vip, snat]);
         assert_eq!(run(&f, &ns), 0xffff);
+        // The claims socket's: the same advertisements, no solicitation.
+        let claims = ndp_filter(false, &[vip, snat]);
+        assert_eq!(run(&claims, &ns), 0);
+        assert_eq!(run(&claims, &na(vip)), 0xffff);
+        assert_eq!(run(&claims, &na(Ipv6Addr::LOCALHOST)), 0);
         assert_eq!(run(&f, &na(vip)), 0xffff);
         assert_eq!(run(&f, &na(snat)), 0xffff);
         // Differing in each word of the target in turn: dropped.
@@ -704,10 +771,10 @@ mod tests {
         v4[12] = 0x08;
         assert_eq!(run(&f, &v4), 0);
         // No targets: solicitations only; too many: every advertisement.
-        assert_eq!(run(&ndp_filter(&[]), &na(vip)), 0);
-        assert_eq!(run(&ndp_filter(&[]), &ns), 0xffff);
+        assert_eq!(run(&ndp_filter(true, &[]), &na(vip)), 0);
+        assert_eq!(run(&ndp_filter(true, &[]), &ns), 0xffff);
         let many = vec![snat; MAX_FILTER_TARGETS + 1];
-        assert_eq!(run(&ndp_filter(&many), &na(vip)), 0xffff);
+        assert_eq!(run(&ndp_filter(false, &many), &na(vip)), 0xffff);
         // Frames cut before the target's end are dropped, never read past their end.
         for n in 0..14 + 40 + 8 + 16 {
             assert_eq!(run(&f, &na(vip)[..n]), 0, "{n} bytes");
