@@ -6,6 +6,15 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use super::state::Daemon;
 use crate::{announce::arp::ArpSocket, config::Announce, wire::arp::Arp};
 
+/// How long a node that won the IPv4 election waits, after asking who answers for the
+/// VIP, before it announces. A master that is alive and answers ARP but whose adverts are
+/// not heard here (multicast filtered, a one-way partition) answers within it, and this
+/// node yields (`announce::claims`) without ever sending a gratuitous ARP that would pull
+/// the clients away from it. A takeover from a dead master costs this much more time
+/// without an owner (the data path keeps forwarding meanwhile: the clients' ARP entries
+/// still point to a node that serves, or to the dead one).
+pub const TAKEOVER_PROBE: std::time::Duration = std::time::Duration::from_millis(30);
+
 impl Daemon {
     /// A VRRP state change to the notify hooks: the instance is named by its VRID (and
     /// family), the priority is the one advertised now.
@@ -397,7 +406,8 @@ impl Daemon {
             if yielded {
                 self.arp_probe(now);
             } else if self.vrrp_master {
-                self.on_vrrp(crate::announce::vrrp::State::Master, false);
+                // The winner fell silent: asked again before announcing.
+                self.on_vrrp(crate::announce::vrrp::State::Master, false, true);
             }
         }
         if self.claims6.yielded_to().is_some() {
@@ -408,7 +418,7 @@ impl Daemon {
             if yielded {
                 self.ndp_probe(now);
             } else if self.vrrp6_master {
-                self.on_vrrp(crate::announce::vrrp::State::Master, true);
+                self.on_vrrp(crate::announce::vrrp::State::Master, true, false);
             }
         }
     }
@@ -416,8 +426,14 @@ impl Daemon {
     /// A VRRP transition of one family's instance (`v6`: the IPv6 one, which answers NDP):
     /// a master announces (and sends a burst of gratuitous ARP or unsolicited NAs), a backup
     /// stops. A master that has yielded to another xvip claiming the VIPs (`on_claim`,
-    /// `on_na`) waits until that one is gone; an IPv4 transition ends any burst.
-    pub(super) fn on_vrrp(&mut self, state: crate::announce::vrrp::State, v6: bool) {
+    /// `on_na`) waits until that one is gone; an IPv4 transition ends any burst. An IPv4
+    /// master elected from a silent master asks who answers first (`TAKEOVER_PROBE`).
+    pub(super) fn on_vrrp(
+        &mut self,
+        state: crate::announce::vrrp::State,
+        v6: bool,
+        from_silence: bool,
+    ) {
         let elected = state == crate::announce::vrrp::State::Master;
         let master = if v6 {
             self.vrrp6_master = elected;
@@ -431,7 +447,18 @@ impl Daemon {
                 self.claims.end_yield();
             }
             self.garp_burst = 0;
-            elected && !self.claims.yielded(std::time::Instant::now())
+            self.takeover_at = None;
+            if elected
+                && from_silence
+                && !self.claims.yielded(std::time::Instant::now())
+                && self.probe_vips()
+            {
+                // Announced once the probe's window passes (`on_takeover_probed`).
+                self.takeover_at = Some(tokio::time::Instant::now() + TAKEOVER_PROBE);
+                false
+            } else {
+                elected && !self.claims.yielded(std::time::Instant::now())
+            }
         };
         {
             let now = std::time::Instant::now();
@@ -452,6 +479,37 @@ impl Daemon {
         if master {
             self.take_over(v6);
         }
+    }
+
+    /// Asks the segment who answers for the first VIP (a marked ARP request from our
+    /// primary address); false when it could not be sent (then nothing is waited for).
+    fn probe_vips(&mut self) -> bool {
+        let Some(vip) = self.vip_addrs.first() else {
+            return false;
+        };
+        let probe = Arp::request(self.iface.mac, self.iface.ipv4, *vip);
+        // An answer to it is an answer to us (`claims`): an outranking one yields at once.
+        self.claims.sent_probe(std::time::Instant::now());
+        match self.arp.send(&probe, [0xff; 6]) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("ARP probe for {vip} before announcing: {e}");
+                false
+            }
+        }
+    }
+
+    /// The takeover probe's window passed: announce, unless an xvip that outranks this
+    /// node answered for the VIP meanwhile (`on_claim` yielded: it is alive and answers,
+    /// only its VRRP is not heard here) or the election was lost again.
+    pub(super) fn on_takeover_probed(&mut self) {
+        self.takeover_at = None;
+        if !self.vrrp_master || self.claims.yielded(std::time::Instant::now()) {
+            return;
+        }
+        self.shared.lock().expect("poisoned").announcing = true;
+        self.sync_master();
+        self.take_over(false);
     }
 
     /// A family's election won (`v6`: the IPv6 instance's): its addresses announced at once
