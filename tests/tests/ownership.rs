@@ -182,8 +182,10 @@ fn a_foreign_host_claiming_the_vip_is_reported_and_not_fought() {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     start_xvip_logged(&mut lab, "lb1", &a, &[], &dir.path("lb1.log"));
     wait_attached(&lab, "lb1");
-    wait_for(Duration::from_secs(8), "lb1 master", || {
-        state(&lab, "lb1") == "master"
+    // Master, and announcing: past the takeover probe's 30 ms (`TAKEOVER_PROBE`).
+    wait_for(Duration::from_secs(8), "lb1 master and announcing", || {
+        status(&lab, "lb1")
+            .is_some_and(|s| s.announcing && s.vrrp.is_some_and(|v| v.state == "master"))
     });
     foreign_garp(&lab, "m1", VIP);
     let m1 = mac_of(&lab, "m1");
@@ -193,7 +195,11 @@ fn a_foreign_host_claiming_the_vip_is_reported_and_not_fought() {
     });
     // Not fought, not given up: still master, announcing, and answering requests.
     let st = status(&lab, "lb1").expect("status");
-    assert!(st.announcing);
+    assert!(
+        st.announcing,
+        "{}",
+        std::fs::read_to_string(dir.path("lb1.log")).unwrap_or_default()
+    );
     let claims = st.claims.expect("claims");
     assert!(
         claims
