@@ -1,10 +1,15 @@
 //! Exactly one owner of the VIP, seen from the wire: two xvip nodes that cannot hear each
 //! other's VRRP (filtered on the switch) both become master by their election, but their
-//! ARP frames say who they are, and the one that is outranked stops answering at once; a
-//! foreign host claiming the VIP is reported and not fought.
+//! ARP frames and neighbour advertisements say who they are, and the one that is outranked
+//! stops answering at once; a foreign host claiming the VIP is reported and not fought;
+//! forged marks never leave the VIP without its owner.
 
 use std::{
     os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -25,6 +30,7 @@ impl VrrpFilter {
             "add table bridge xvip_test",
             "add chain bridge xvip_test block { type filter hook forward priority 0 ; }",
             "add rule bridge xvip_test block ip protocol 112 drop",
+            "add rule bridge xvip_test block ip6 nexthdr 112 drop",
         ] {
             let mut c = std::process::Command::new("ip");
             c.args(["netns", "exec", ns, "nft"]).args(rule.split(' '));
@@ -176,8 +182,10 @@ fn a_foreign_host_claiming_the_vip_is_reported_and_not_fought() {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     start_xvip_logged(&mut lab, "lb1", &a, &[], &dir.path("lb1.log"));
     wait_attached(&lab, "lb1");
-    wait_for(Duration::from_secs(8), "lb1 master", || {
-        state(&lab, "lb1") == "master"
+    // Master, and announcing: past the takeover probe's 30 ms (`TAKEOVER_PROBE`).
+    wait_for(Duration::from_secs(8), "lb1 master and announcing", || {
+        status(&lab, "lb1")
+            .is_some_and(|s| s.announcing && s.vrrp.is_some_and(|v| v.state == "master"))
     });
     foreign_garp(&lab, "m1", VIP);
     let m1 = mac_of(&lab, "m1");
@@ -187,7 +195,11 @@ fn a_foreign_host_claiming_the_vip_is_reported_and_not_fought() {
     });
     // Not fought, not given up: still master, announcing, and answering requests.
     let st = status(&lab, "lb1").expect("status");
-    assert!(st.announcing);
+    assert!(
+        st.announcing,
+        "{}",
+        std::fs::read_to_string(dir.path("lb1.log")).unwrap_or_default()
+    );
     let claims = st.claims.expect("claims");
     assert!(
         claims
@@ -428,4 +440,638 @@ fn a_sighup_with_a_new_priority_hands_the_vip_over_and_back() {
     // chaos test allows its measurement (sampling period, a loaded machine).
     let bound = Duration::from_millis(361 + 100 + 250);
     assert!(gap1 <= bound && gap2 <= bound, "{gap1:?} {gap2:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// IPv6: the same rule, from neighbour advertisements (`announce::claims` for NDP).
+
+const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+/// A lab host's IPv6 address: 2001:db8:: and the digits of its IPv4 address's last octet
+/// (192.0.2.11 -> 2001:db8::11), as `ipv6.rs` gives them.
+fn v6_of(ip: std::net::Ipv4Addr) -> String {
+    format!("2001:db8::{}", ip.octets()[3])
+}
+
+/// Every host's 2001:db8::N/64 (no DAD), then waits until no address is tentative.
+fn add_v6(lab: &Lab) {
+    for h in &lab.hosts {
+        h.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", v6_of(h.ip)),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("ip -6 addr add");
+    }
+    for h in &lab.hosts {
+        wait_for(Duration::from_secs(5), "no tentative address", || {
+            h.ns.ip(&["-6", "addr", "show", "dev", "eth0", "tentative"])
+                .is_ok_and(|o| o.trim().is_empty())
+        });
+    }
+}
+
+/// Lab API servers on the masters' IPv6 addresses (the IPv6 election's priority follows
+/// their health).
+fn start_v6_apiservers(lab: &mut Lab) {
+    for m in ["m1", "m2", "m3"] {
+        let listen = format!("[{}]:6443", v6_of(lab.host(m).ip));
+        let mut cmd = lab.host(m).ns.cmd(tests::lab::apiserver_bin());
+        cmd.args(["--listen", &listen, "--name", m]);
+        lab.spawn_apiserver(&format!("apiserver6-{m}"), cmd)
+            .expect("v6 apiserver");
+    }
+}
+
+/// A lab with `lbs` load balancers, IPv6 addresses and IPv6 masters.
+fn lab6(tag: &str, lbs: u8) -> Lab {
+    let mut lab = lab(tag, lbs, None);
+    add_v6(&lab);
+    start_v6_apiservers(&mut lab);
+    lab
+}
+
+/// Starts xvip on `host` for the IPv6 VIP with VRRP at `priority`, its log in `log`.
+fn start6(lab: &mut Lab, host: &str, priority: u8, log: &std::path::Path) {
+    let mut args: Vec<String> = [
+        "--interface",
+        "eth0",
+        "--vip",
+        "[2001:db8::100]:6443",
+        "--metrics-addr",
+        METRICS,
+        "--vrrp-vrid",
+        "51",
+        "--vrrp-priority",
+    ]
+    .map(String::from)
+    .into();
+    args.push(priority.to_string());
+    for m in ["m1", "m2", "m3"] {
+        args.push("--backend".into());
+        args.push(format!("[{}]:6443", v6_of(lab.host(m).ip)));
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    start_xvip_logged(lab, host, &a, &[], log);
+    wait_attached(lab, host);
+}
+
+fn state6(lab: &Lab, host: &str) -> String {
+    status(lab, host)
+        .and_then(|s| s.vrrp6)
+        .map_or_else(|| "down".into(), |v| v.state)
+}
+
+/// `host`'s link-local address on eth0.
+fn link_local(lab: &Lab, host: &str) -> std::net::Ipv6Addr {
+    let out = lab
+        .host(host)
+        .ns
+        .ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"])
+        .expect("ip -6 addr");
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("a link-local address")
+}
+
+fn mac_text(m: &[u8]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// An IPv6 packet socket on eth0 of the namespace this thread is in, bound, non-blocking;
+/// returns it and the interface index.
+fn packet_socket6() -> (i32, libc::sockaddr_ll) {
+    // SAFETY: plain socket call.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+            i32::from(0x86ddu16.to_be()),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: all-zero is a valid sockaddr_ll; fields set below.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = 0x86ddu16.to_be();
+    // SAFETY: if_nametoindex on a NUL-terminated name.
+    sll.sll_ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) } as i32;
+    sll.sll_halen = 6;
+    // SAFETY: a valid sockaddr_ll of its size.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    (fd, sll)
+}
+
+fn send_frame(fd: i32, sll: &libc::sockaddr_ll, frame: &[u8]) -> bool {
+    let mut to = *sll;
+    to.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: sending our buffer to a valid sockaddr_ll.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    n == frame.len() as isize
+}
+
+/// Enters `host`'s network namespace on this thread.
+fn enter(lab: &Lab, host: &str) -> impl FnOnce() + Send + 'static {
+    let path = format!("/var/run/netns/{}", lab.host(host).ns.name);
+    move || {
+        let f = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on this thread only.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    }
+}
+
+/// Sends `frames` from `host`'s eth0, `per_ms` of them a millisecond at most; returns how
+/// many went out.
+fn send_frames(lab: &Lab, host: &str, frames: Vec<Vec<u8>>, per_ms: usize) -> usize {
+    let enter = enter(lab, host);
+    thread::spawn(move || {
+        enter();
+        let (fd, sll) = packet_socket6();
+        let mut sent = 0;
+        for chunk in frames.chunks(per_ms.max(1)) {
+            sent += chunk.iter().filter(|f| send_frame(fd, &sll, f)).count();
+            thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+        sent
+    })
+    .join()
+    .expect("sender thread")
+}
+
+/// Asks "who has the v6 VIP" from the client every 50 ms (a raw neighbour solicitation on
+/// its eth0; the kernel's neighbour cache is not involved) and records, per solicitation,
+/// the MACs whose solicited advertisement answered it. Each one asks from its own address
+/// (2001:db8::2:0-49 in turn, unused in the lab) and the answers go to it, so a late answer
+/// still counts for its own solicitation, up to 1 s. Also counts, while it runs, the
+/// unsolicited advertisements (to all nodes) for the VIP, by MAC: the announcements.
+struct NdpSampler {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<Sampled>,
+}
+
+/// What [`NdpSampler`] saw: the samples, and the unsolicited advertisements (when, MAC).
+type Sampled = (Vec<ArpSample>, Vec<(Instant, String)>);
+
+const NDP_SLOTS: u16 = 50;
+
+impl NdpSampler {
+    fn start(lab: &Lab) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mac = mac_bytes(&mac_of(lab, "client"));
+        let enter = enter(lab, "client");
+        let s = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            enter();
+            let (fd, sll) = packet_socket6();
+            let _ = ready_tx.send(());
+            let from = |slot: u16| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 2, slot);
+            let mut out: Vec<ArpSample> = Vec::new();
+            let mut unsolicited = Vec::new();
+            let mut buf = [0u8; 1600];
+            let mut next_send = Instant::now();
+            let mut stopping: Option<Instant> = None;
+            loop {
+                if stopping.is_none() && s.load(Ordering::Relaxed) {
+                    stopping = Some(Instant::now());
+                }
+                match stopping {
+                    Some(t) if t.elapsed() > Duration::from_secs(1) => break,
+                    Some(_) => {}
+                    None if Instant::now() >= next_send => {
+                        let slot = (out.len() % usize::from(NDP_SLOTS)) as u16;
+                        let (ns, _) = xvip::wire::ndp::solicitation(mac, from(slot), VIP6);
+                        assert!(send_frame(fd, &sll, &ns), "send the solicitation");
+                        out.push(ArpSample {
+                            at: Instant::now(),
+                            owners: Default::default(),
+                            delays: Default::default(),
+                        });
+                        next_send += ARP_PERIOD;
+                    }
+                    None => {}
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, 5) } <= 0 {
+                    continue;
+                }
+                // SAFETY: receiving into our buffer.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let Ok(n) = usize::try_from(n) else { continue };
+                let Ok(na) = xvip::wire::ndp::Advertised::parse(&buf[..n]) else {
+                    continue;
+                };
+                if na.target != VIP6 {
+                    continue;
+                }
+                let owner = mac_text(&na.claimed_mac());
+                if !na.solicited && na.dst == xvip::wire::ndp::ALL_NODES {
+                    unsolicited.push((Instant::now(), owner));
+                    continue;
+                }
+                let o = na.dst.segments();
+                if o[..7] != [0x2001, 0xdb8, 0, 0, 0, 0, 2] || o[7] >= NDP_SLOTS || out.is_empty() {
+                    continue;
+                }
+                let slot = usize::from(o[7]);
+                let last = out.len() - 1;
+                let k = usize::from(NDP_SLOTS);
+                let back = (last % k + k - slot) % k;
+                let Some(i) = last.checked_sub(back) else {
+                    continue;
+                };
+                let delay = out[i].at.elapsed();
+                if delay <= Duration::from_secs(1) {
+                    out[i].delays.entry(owner.clone()).or_insert(delay);
+                    out[i].owners.insert(owner);
+                }
+            }
+            // SAFETY: our descriptor.
+            unsafe { libc::close(fd) };
+            (out, unsolicited)
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("NDP sampler started");
+        Self { stop, thread }
+    }
+
+    /// Stops (after late answers) and returns the samples and the unsolicited
+    /// advertisements seen (when, which MAC).
+    fn stop(self) -> Sampled {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("NDP sampler")
+    }
+}
+
+/// The samples in [from, to) and how many had no owner, two or more, or one other than
+/// `owner`.
+fn tally(samples: &[ArpSample], from: Instant, to: Instant, owner: &str) -> (usize, [usize; 3]) {
+    let w: Vec<_> = samples
+        .iter()
+        .filter(|s| s.at >= from && s.at < to)
+        .collect();
+    let none = w.iter().filter(|s| s.owners.is_empty()).count();
+    let two = w.iter().filter(|s| s.owners.len() > 1).count();
+    let other = w
+        .iter()
+        .filter(|s| s.owners.len() == 1 && !s.owners.contains(owner))
+        .count();
+    (w.len(), [none, two, other])
+}
+
+#[test]
+fn two_xvip_that_cannot_hear_each_other_leave_one_ndp_owner() {
+    let dir = tests::lab::TempDir::new("own6two");
+    let mut lab = lab6("own6", 2);
+    start6(&mut lab, "lb1", 150, &dir.path("lb1.log"));
+    start6(&mut lab, "lb2", 100, &dir.path("lb2.log"));
+    wait_for(
+        Duration::from_secs(8),
+        "lb1 master, lb2 backup (v6)",
+        || state6(&lab, "lb1") == "master" && state6(&lab, "lb2") == "backup",
+    );
+    let (lb1, lb2) = (mac_of(&lab, "lb1"), mac_of(&lab, "lb2"));
+    let sampler = NdpSampler::start(&lab);
+    thread::sleep(Duration::from_millis(500));
+    let filter = VrrpFilter::on(&lab);
+    let cut = Instant::now();
+    // VRRP deaf: lb2's IPv6 election makes it master too ...
+    let took = wait_for(Duration::from_secs(3), "lb2 master by its election", || {
+        state6(&lab, "lb2") == "master"
+    });
+    thread::sleep(Duration::from_secs(3));
+    // ... but lb1's advertisements outrank it, and lb1 answers its probe: lb2 is silent.
+    assert_eq!(state6(&lab, "lb1"), "master");
+    assert_eq!(state6(&lab, "lb2"), "master", "VRRP stays deaf");
+    let st2 = status(&lab, "lb2").expect("lb2 status");
+    assert_eq!(st2.announcing6, Some(false), "lb2 yielded to lb1");
+    let claims = st2.claims6.expect("lb2's IPv6 claims");
+    assert_eq!(claims.yielded_to.as_deref(), Some(lb1.as_str()));
+    assert!(
+        claims
+            .claimants
+            .iter()
+            .any(|c| c.kind == "xvip" && c.priority == Some(150) && c.mac == lb1),
+        "{claims:?}"
+    );
+    assert!(claims.probes >= 2, "lb2 keeps asking: {claims:?}");
+    let c1 = status(&lab, "lb1")
+        .and_then(|s| s.claims6)
+        .expect("lb1's claims");
+    assert!(
+        c1.claimants
+            .iter()
+            .any(|c| c.kind == "xvip" && c.priority == Some(100) && c.mac == lb2),
+        "lb1 saw lb2's claim: {c1:?}"
+    );
+    assert_eq!(c1.yields, 0);
+    let deaf_end = Instant::now();
+    drop(filter);
+    let restored = Instant::now();
+    wait_for(Duration::from_secs(5), "lb2 backup again", || {
+        state6(&lab, "lb2") == "backup"
+    });
+    wait_for(Duration::from_secs(3), "lb2's yield over", || {
+        status(&lab, "lb2")
+            .and_then(|s| s.claims6)
+            .is_some_and(|c| c.yielded_to.is_none())
+    });
+    assert_eq!(state6(&lab, "lb1"), "master");
+    thread::sleep(Duration::from_secs(1));
+    let end = Instant::now();
+    let (samples, _) = sampler.stop();
+    let settle = cut + Duration::from_millis(1500);
+    let (n0, before) = tally(&samples, samples[0].at, cut, &lb1);
+    let (n1, deaf) = tally(&samples, settle, deaf_end, &lb1);
+    let (n2, after) = tally(&samples, restored, end, &lb1);
+    // When lb1 became the only owner for good.
+    let last_bad = samples
+        .iter()
+        .filter(|s| s.at > cut && s.at < deaf_end)
+        .filter(|s| s.owners.len() != 1 || !s.owners.contains(&lb1))
+        .map(|s| s.at - cut)
+        .max();
+    let (_, early) = tally(&samples, cut, settle, &lb1);
+    println!(
+        "IPv6, VRRP filtered: lb2 master by its election {} ms after the cut; last sample without lb1 alone at {:?}; settle window (none, two, other) {early:?}; \
+         samples (none, two, other): before {before:?} of {n0}, deaf after 1.5 s {deaf:?} of {n1}, restored {after:?} of {n2}",
+        took.as_millis(),
+        last_bad.map(|d| d.as_millis()),
+    );
+    assert!(n1 >= 20, "{n1} samples while deaf");
+    assert_eq!(before, [0, 0, 0]);
+    assert_eq!(deaf, [0, 0, 0], "one owner, lb1, while VRRP is deaf");
+    assert_eq!(after, [0, 0, 0], "lb1 alone once VRRP is heard again");
+    let log = std::fs::read_to_string(dir.path("lb2.log")).expect("lb2 log");
+    assert!(
+        log.contains("another xvip") && log.contains(&lb1),
+        "lb2 names lb1: {log}"
+    );
+
+    // Deaf again, and lb1 dies: lb2's probes go unanswered, and it answers again.
+    let filter = VrrpFilter::on(&lab);
+    wait_for(Duration::from_secs(5), "lb2 yielded again", || {
+        status(&lab, "lb2")
+            .and_then(|s| s.claims6)
+            .is_some_and(|c| c.yielded_to.as_deref() == Some(lb1.as_str()))
+    });
+    let sampler = NdpSampler::start(&lab);
+    let i = xvip_index(&lab, "lb1");
+    let kill = Instant::now();
+    lab.procs[i].signal(libc::SIGKILL);
+    lab.procs[i].wait_timeout(Duration::from_secs(5));
+    let back = wait_for(Duration::from_secs(5), "lb2 answers again", || {
+        status(&lab, "lb2").is_some_and(|s| s.announcing6 == Some(true))
+    });
+    thread::sleep(Duration::from_millis(500));
+    let (samples, _) = sampler.stop();
+    let first = samples
+        .iter()
+        .find(|s| s.owners.contains(&lb2))
+        .map(|s| s.at - kill);
+    println!(
+        "IPv6, VRRP filtered, lb1 killed: lb2 announces after {} ms, first answer seen at {:?} ms",
+        back.as_millis(),
+        first.map(|d| d.as_millis())
+    );
+    // The yield's hold (1.5 s after the last answer) and the probe period bound it.
+    assert!(back < Duration::from_secs(3), "{back:?}");
+    let last = samples.last().expect("samples");
+    assert_eq!(
+        last.owners.iter().collect::<Vec<_>>(),
+        vec![&lb2],
+        "lb2 alone at the end"
+    );
+    drop(filter);
+}
+
+/// A foreign host's unsolicited advertisement for the VIP (its own MAC, no mark).
+fn foreign_na(mac: [u8; 6]) -> Vec<u8> {
+    xvip::wire::ndp::Advertisement::unsolicited(VIP6, mac).to_frame()
+}
+
+#[test]
+fn a_foreign_host_advertising_the_v6_vip_is_reported_and_not_fought() {
+    let dir = tests::lab::TempDir::new("own6foreign");
+    let mut lab = lab6("own6f", 1);
+    start6(&mut lab, "lb1", 150, &dir.path("lb1.log"));
+    wait_for(Duration::from_secs(8), "lb1 master (v6)", || {
+        state6(&lab, "lb1") == "master"
+    });
+    let (lb1, m1) = (mac_of(&lab, "lb1"), mac_of(&lab, "m1"));
+    let sampler = NdpSampler::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    // Two seconds of a foreign host advertising the VIP, 10 a second.
+    let from = Instant::now();
+    let frames = vec![foreign_na(mac_bytes(&m1)); 20];
+    let mut sent = 0;
+    for f in frames.chunks(1) {
+        sent += send_frames(&lab, "m1", f.to_vec(), 1);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let to = Instant::now();
+    assert_eq!(sent, 20);
+    wait_for(Duration::from_secs(3), "the claim reported", || {
+        std::fs::read_to_string(dir.path("lb1.log"))
+            .is_ok_and(|l| l.contains("a host that is not xvip") && l.contains(&m1))
+    });
+    let st = status(&lab, "lb1").expect("status");
+    assert_eq!(st.announcing6, Some(true), "not given up");
+    let claims = st.claims6.expect("claims6");
+    assert!(
+        claims
+            .claimants
+            .iter()
+            .any(|c| c.kind == "foreign" && c.mac == m1 && c.vip == VIP6.to_string()),
+        "{claims:?}"
+    );
+    assert_eq!((claims.yielded_to, claims.yields), (None, 0));
+    let ndp = st.ndp.expect("ndp status");
+    assert!(ndp.advertisements >= 20, "{ndp:?}");
+    let metrics = endpoint(&lab, "lb1", "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("xvip_vip6_claimants_foreign") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let table = lab
+        .host("lb1")
+        .ns
+        .cmd(tests::lab::xvip_bin())
+        .args(["status", "--metrics-addr", METRICS])
+        .output()
+        .expect("xvip status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("VIP CLAIMED: 2001:db8::100") && table.contains(&m1),
+        "{table}"
+    );
+    let (samples, unsolicited) = sampler.stop();
+    // Not fought: lb1 sent no announcement of its own against the 20 (its periodic refresh,
+    // every 10 s, may fall in the window once), and answered every solicitation alone.
+    let ours = unsolicited
+        .iter()
+        .filter(|(t, m)| *t >= from && *t <= to && *m == lb1)
+        .count();
+    let (n, bad) = tally(&samples, from, to, &lb1);
+    println!(
+        "foreign NAs: 20 in {} ms; lb1's own unsolicited NAs meanwhile {ours}; samples {n}, (none, two, other) {bad:?}",
+        (to - from).as_millis()
+    );
+    assert!(ours <= 1, "{ours} advertisements from lb1: an NA war");
+    assert!(n >= 20, "{n} samples");
+    assert_eq!(bad, [0, 0, 0], "lb1 answers every solicitation alone");
+}
+
+/// The hostile case: forged advertisements carrying xvip's mark, from many MACs, in the
+/// patterns that matter (outranking marks from a new MAC each, lb1's own mark from foreign
+/// MACs, two claimants alternating, "answers" addressed to lb1 that it never asked for),
+/// 6250 in a few seconds: the VIP always keeps its owner, lb1 never yields, the log and the
+/// announcements stay bounded, and every frame is counted.
+#[test]
+fn forged_marked_advertisements_never_leave_the_v6_vip_without_its_owner() {
+    use xvip::wire::ndp::{Advertisement, Mark};
+    let dir = tests::lab::TempDir::new("own6forge");
+    let mut lab = lab6("own6h", 1);
+    start6(&mut lab, "lb1", 100, &dir.path("lb1.log"));
+    wait_for(Duration::from_secs(8), "lb1 master (v6)", || {
+        state6(&lab, "lb1") == "master"
+    });
+    let lb1 = mac_of(&lab, "lb1");
+    let (lb1_mac, lb1_ll) = (mac_bytes(&lb1), link_local(&lab, "lb1"));
+    let ours = Mark {
+        priority: 100,
+        primary: lb1_ll,
+        vrid: 51,
+    };
+    let mac = |i: u32| [2, 0xf0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+    let marked =
+        |m: [u8; 6], mark: Mark| Advertisement::unsolicited(VIP6, m).to_frame_marked(Some(mark));
+    let mut frames = Vec::new();
+    for i in 0..1250u32 {
+        // An outranking xvip, a new one each time.
+        let high = Mark {
+            priority: 255,
+            primary: std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, i as u16),
+            vrid: 51,
+        };
+        frames.push(marked(mac(i), high));
+        // lb1's own mark from a foreign MAC.
+        frames.push(marked(mac(100_000 + i), ours));
+        // Two claimants alternating, outranking.
+        let alt = Mark {
+            priority: 200 + (i % 2) as u8,
+            ..high
+        };
+        frames.push(marked(mac(200_000 + i % 2), alt));
+        // An "answer" to lb1, unasked: to its link-local address and to a guessed probe
+        // address.
+        let mut answer = Advertisement {
+            eth_dst: lb1_mac,
+            eth_src: mac(300_000 + i % 2),
+            dst: lb1_ll,
+            target: VIP6,
+            solicited: true,
+        };
+        frames.push(answer.to_frame_marked(Some(high)));
+        answer.dst = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, i as u16);
+        frames.push(answer.to_frame_marked(Some(high)));
+    }
+    let total = frames.len();
+    let sampler = NdpSampler::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    let from = Instant::now();
+    let sent = send_frames(&lab, "m1", frames, 2);
+    let to = Instant::now();
+    thread::sleep(Duration::from_millis(1000));
+    let after = Instant::now();
+    let (samples, unsolicited) = sampler.stop();
+    let secs = (to - from).as_secs_f64();
+    let st = status(&lab, "lb1").expect("lb1 status");
+    let claims = st.claims6.expect("claims6");
+    let ndp = st.ndp.expect("ndp");
+    let (n, bad) = tally(&samples, from, after, &lb1);
+    let ours_sent = unsolicited
+        .iter()
+        .filter(|(t, m)| *t >= from && *t <= after && *m == lb1)
+        .count();
+    let log = std::fs::read_to_string(dir.path("lb1.log")).expect("lb1 log");
+    let lines = log.lines().filter(|l| l.contains("VIP claim:")).count();
+    println!(
+        "forged NAs: {sent} of {total} sent in {secs:.1} s; samples {n} (none, two, other) {bad:?}; lb1: {} advertisements received, {} claims over budget, {} probes, {} yields, {} claimants kept, {} forgotten, {lines} log lines ({} suppressed), {ours_sent} unsolicited NAs of its own",
+        ndp.advertisements,
+        claims.rate_limited,
+        claims.probes,
+        claims.yields,
+        claims.claimants.len(),
+        claims.forgotten,
+        claims.logs_suppressed
+    );
+    assert_eq!(sent, total);
+    assert!(n >= 20, "{n} samples");
+    assert_eq!(bad, [0, 0, 0], "lb1 alone answered every solicitation");
+    assert_eq!(st.announcing6, Some(true));
+    assert_eq!((claims.yields, claims.yielded_to.as_deref()), (0, None));
+    assert!(claims.claimants.len() <= 16, "{}", claims.claimants.len());
+    assert!(
+        claims.forgotten > 0 && claims.rate_limited > 0,
+        "{claims:?}"
+    );
+    // Every frame accounted for: received (then acted on or over budget), or dropped.
+    assert!(
+        ndp.advertisements as usize >= total * 9 / 10,
+        "{} of {total}",
+        ndp.advertisements
+    );
+    // Bounded: 10 log lines a minute, a probe per 500 ms and a reassertion a second.
+    assert!(lines <= 10, "{lines} log lines:\n{log}");
+    let window = (after - from).as_secs_f64();
+    assert!(
+        (claims.probes as f64) <= window * 2.0 + 2.0,
+        "{} probes in {window:.1} s",
+        claims.probes
+    );
+    assert!(
+        (ours_sent as f64) <= window + 2.0,
+        "{ours_sent} NAs in {window:.1} s"
+    );
 }

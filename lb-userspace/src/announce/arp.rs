@@ -131,7 +131,7 @@ impl ArpSocket {
         let ok = self
             .limit
             .lock()
-            .map(|mut l| l.allow(Instant::now(), requester.into()))
+            .map(|mut l| l.allow(Instant::now(), requester))
             .unwrap_or(false);
         if !ok {
             self.rate_limited.fetch_add(1, Ordering::Relaxed);

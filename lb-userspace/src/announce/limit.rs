@@ -1,11 +1,12 @@
 //! How many ARP replies or neighbour advertisements requests can make this node send: a
 //! token bucket per requester (its protocol address, hashed with a per-process key into a
 //! fixed table, so spoofed senders cost no memory) and one for the whole segment (the
-//! interface). Pure, with explicit time; the sockets count what it refuses.
+//! interface). Pure, with explicit time; the sockets count what it refuses. The same
+//! buckets bound the claims of the VIPs this node acts on (`announce::claims`, keyed by
+//! the claimant's MAC).
 
 use std::{
-    hash::{BuildHasher, RandomState},
-    net::IpAddr,
+    hash::{BuildHasher, Hash, RandomState},
     time::{Duration, Instant},
 };
 
@@ -18,6 +19,35 @@ pub const PER_REQUESTER_RATE: f64 = 5.0;
 pub const SEGMENT_RATE: f64 = 1000.0;
 /// Requester buckets (a power of two); colliding requesters share one.
 pub const REQUESTER_SLOTS: usize = 1024;
+
+/// The budgets of one limiter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    /// Per requester: a burst, then this many a second.
+    pub burst: f64,
+    pub rate: f64,
+    /// The whole segment: as a burst and per second.
+    pub segment: f64,
+}
+
+impl Rates {
+    /// Answers to requests ([`PER_REQUESTER_BURST`], [`PER_REQUESTER_RATE`],
+    /// [`SEGMENT_RATE`]).
+    pub const REPLIES: Self = Self {
+        burst: PER_REQUESTER_BURST,
+        rate: PER_REQUESTER_RATE,
+        segment: SEGMENT_RATE,
+    };
+    /// Claims of the VIPs acted on (`announce::claims`), per claimant MAC: an xvip sends a
+    /// few frames per VIP a round (a takeover's burst, a reassertion, answers to probes),
+    /// so 20 and 10 a second leave room for several VIPs; 200 a second from the segment
+    /// bound what a flood from many MACs costs the daemon's loop.
+    pub const CLAIMS: Self = Self {
+        burst: 20.0,
+        rate: 10.0,
+        segment: 200.0,
+    };
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -49,6 +79,7 @@ impl Bucket {
 /// The limiter of one interface.
 #[derive(Debug)]
 pub struct ReplyLimiter {
+    rates: Rates,
     key: RandomState,
     slots: Box<[Bucket]>,
     segment: Bucket,
@@ -56,7 +87,15 @@ pub struct ReplyLimiter {
 
 impl Default for ReplyLimiter {
     fn default() -> Self {
+        Self::new(Rates::REPLIES)
+    }
+}
+
+impl ReplyLimiter {
+    /// A limiter with budgets `rates` (the default: [`Rates::REPLIES`]).
+    pub fn new(rates: Rates) -> Self {
         Self {
+            rates,
             key: RandomState::new(),
             slots: vec![Bucket::new(); REQUESTER_SLOTS].into_boxed_slice(),
             segment: Bucket::new(),
@@ -65,15 +104,17 @@ impl Default for ReplyLimiter {
 }
 
 impl ReplyLimiter {
-    fn slot(&self, requester: IpAddr) -> usize {
+    fn slot(&self, requester: impl Hash) -> usize {
         (self.key.hash_one(requester) as usize) & (REQUESTER_SLOTS - 1)
     }
 
-    /// Whether a reply to `requester` may go out at `now` (and if so, it is counted).
-    pub fn allow(&mut self, now: Instant, requester: IpAddr) -> bool {
+    /// Whether a reply to `requester` (its address, or any key naming it) may go out at
+    /// `now` (and if so, it is counted).
+    pub fn allow(&mut self, now: Instant, requester: impl Hash) -> bool {
         let i = self.slot(requester);
-        let mine = self.slots[i].refill(now, PER_REQUESTER_RATE, PER_REQUESTER_BURST);
-        let all = self.segment.refill(now, SEGMENT_RATE, SEGMENT_RATE);
+        let r = self.rates;
+        let mine = self.slots[i].refill(now, r.rate, r.burst);
+        let all = self.segment.refill(now, r.segment, r.segment);
         if mine && all {
             self.slots[i].tokens -= 1.0;
             self.segment.tokens -= 1.0;
@@ -89,7 +130,7 @@ impl ReplyLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
 

@@ -116,6 +116,9 @@ pub struct Status {
     /// `--announce none`).
     #[serde(default)]
     pub claims: Option<crate::announce::claims::ClaimsStatus>,
+    /// The same for the IPv6 VIPs, from neighbour advertisements (absent without them).
+    #[serde(default)]
+    pub claims6: Option<crate::announce::claims::ClaimsStatus>,
     /// Master discovery, when enabled.
     #[serde(default)]
     pub discovery: Option<DiscoveryStatus>,

@@ -258,31 +258,51 @@ impl Status {
                 a.takeover_notices,
             );
         }
-        if let Some(c) = &self.claims {
+        for (c, p, seen) in [
+            (&self.claims, "vip", "ARP"),
+            (&self.claims6, "vip6", "neighbour advertisements"),
+        ] {
+            let Some(c) = c else { continue };
             let foreign = c.claimants.iter().filter(|x| x.kind == "foreign").count();
             int(
                 &mut reg,
-                "vip_claimants_foreign",
-                "Hosts that are not xvip claiming a VIP in ARP, heard in the last 5 minutes.",
+                &format!("{p}_claimants_foreign"),
+                &format!(
+                    "Hosts that are not xvip claiming a VIP in {seen}, heard in the last 5 minutes."
+                ),
                 foreign as i64,
             );
             int(
                 &mut reg,
-                "vip_claimants_xvip",
-                "Other xvip nodes claiming a VIP in ARP (VRRP between us not heard), heard in the last 5 minutes.",
+                &format!("{p}_claimants_xvip"),
+                &format!(
+                    "Other xvip nodes claiming a VIP in {seen} (VRRP between us not heard), heard in the last 5 minutes."
+                ),
                 (c.claimants.len() - foreign) as i64,
             );
             int(
                 &mut reg,
-                "vip_yielded",
+                &format!("{p}_yielded"),
                 "1 while this node has yielded the VIPs to another xvip that outranks it.",
                 flag(c.yielded_to.is_some()),
             );
             counter(
                 &mut reg,
-                "vip_yields",
+                &format!("{p}_yields"),
                 "Times this node yielded the VIPs to another xvip claiming them.",
                 c.yields,
+            );
+            counter(
+                &mut reg,
+                &format!("{p}_claims_rate_limited"),
+                "Claims of the VIPs not acted on: over the claimant's or the segment's budget.",
+                c.rate_limited,
+            );
+            counter(
+                &mut reg,
+                &format!("{p}_claim_probes"),
+                "Questions \"who has the VIP\" sent before and while yielding to another xvip.",
+                c.probes,
             );
         }
         if let Some(n) = &self.ndp {
@@ -303,6 +323,12 @@ impl Status {
                 "ndp_takeover_notices",
                 "Unicast advertisements telling a known client (the flow table's) the new owner after a takeover.",
                 n.takeover_notices,
+            );
+            counter(
+                &mut reg,
+                "ndp_advertisements",
+                "Neighbour advertisements for the IPv6 VIPs that passed the checks (claims).",
+                n.advertisements,
             );
             let drops = Family::<Labels, Counter>::default();
             for (k, v) in &n.dropped {

@@ -194,6 +194,7 @@ mod tests {
             answered: 3,
             dropped: [("hop_limit".to_string(), 2u64)].into(),
             takeover_notices: 0,
+            advertisements: 0,
         });
         let t = st.to_table();
         assert!(

@@ -107,7 +107,7 @@ impl Status {
                 a.answered, a.rate_limited, a.takeover_notices
             );
         }
-        if let Some(c) = &self.claims {
+        for c in [&self.claims, &self.claims6].into_iter().flatten() {
             for x in &c.claimants {
                 let who = match (&x.primary, x.priority) {
                     (Some(p), Some(pr)) => format!("xvip {p} priority {pr}"),

@@ -219,9 +219,9 @@ impl Daemon {
     }
 
     /// An ARP packet that claims one of our VIPs from a MAC not ours (a gratuitous ARP, a
-    /// reply): another xvip that outranks this node makes it stop answering, one it
-    /// outranks gets a gratuitous round back, a foreign host is reported
-    /// (`announce::claims`).
+    /// reply): another xvip that outranks this node makes it ask who has the VIP and stop
+    /// answering if that one answers, one it outranks gets a gratuitous round back, a
+    /// foreign host is reported (`announce::claims`).
     pub(super) fn on_claim(&mut self, a: &Arp) {
         if !self.vip_addrs.contains(&a.sender_ip)
             || a.sender_mac == self.iface.mac
@@ -233,11 +233,18 @@ impl Daemon {
             Some(_) => self.vrrp_master,
             None => self.settings.announce == Announce::Arp,
         };
+        let claim = crate::announce::claims::Claim {
+            mac: a.sender_mac,
+            vip: a.sender_ip,
+            mark: a.mark,
+            // The probe asks from our address and MAC (`arp_probe`).
+            to_us: a.op == crate::wire::arp::ARP_REPLY
+                && a.target_mac == self.iface.mac
+                && a.target_ip == self.iface.ipv4,
+        };
         let ours = self.mark();
         let now = std::time::Instant::now();
-        let decision = self
-            .claims
-            .on_claim(now, a.sender_mac, a.sender_ip, a.mark, ours, holds);
+        let decision = self.claims.on_claim(now, claim, ours, holds);
         {
             let mut s = self.shared.lock().expect("poisoned");
             s.claims = Some(self.claims.status(now));
@@ -250,8 +257,78 @@ impl Daemon {
                 self.garp_burst = 0;
                 self.sync_master();
             }
+            crate::announce::claims::Decision::Probe => self.arp_probe(now),
             crate::announce::claims::Decision::Reassert => self.gratuitous_arp(),
             crate::announce::claims::Decision::None => {}
+        }
+    }
+
+    /// Asks who has the (first) VIP: an ARP request from our address and MAC, whose
+    /// answers are claims addressed to us (`on_claim`).
+    fn arp_probe(&mut self, now: std::time::Instant) {
+        if let Some(vip) = self.vip_addrs.first() {
+            let probe = Arp::request(self.iface.mac, self.iface.ipv4, *vip);
+            self.claims.sent_probe(now);
+            if let Err(e) = self.arp.send(&probe, [0xff; 6]) {
+                log::debug!("ARP probe for {vip}: {e}");
+            }
+        }
+    }
+
+    /// A neighbour advertisement for one of our IPv6 addresses (any NDP socket): a claim
+    /// when it is not from us, decided as the ARP ones are (`on_claim`, `claims6`) for the
+    /// IPv6 election.
+    pub(super) fn on_na(&mut self, na: &crate::wire::ndp::Advertised) {
+        let mac = na.claimed_mac();
+        if !self.vip6_addrs.contains(&na.target)
+            || mac == self.iface.mac
+            || self
+                .ndp
+                .iter()
+                .any(|(i, _)| i.mac == mac || i.mac == na.eth_src)
+        {
+            return;
+        }
+        let holds = match self.settings.vrrp {
+            Some(_) => self.vrrp6_master,
+            None => self.settings.announce == Announce::Arp,
+        };
+        let claim = crate::announce::claims::Claim {
+            mac,
+            vip: na.target,
+            mark: na.mark,
+            // The answer to our last probe, sent to its random address (`ndp_probe`).
+            to_us: na.solicited && self.probe6_from == Some(na.dst),
+        };
+        let ours = self.mark6();
+        let now = std::time::Instant::now();
+        let decision = self.claims6.on_claim(now, claim, ours, holds);
+        {
+            let mut s = self.shared.lock().expect("poisoned");
+            s.claims6 = Some(self.claims6.status(now));
+            if decision == crate::announce::claims::Decision::Yield {
+                s.announcing6 = false;
+            }
+        }
+        match decision {
+            crate::announce::claims::Decision::Yield => self.sync_master(),
+            crate::announce::claims::Decision::Probe => self.ndp_probe(now),
+            crate::announce::claims::Decision::Reassert => self.unsolicited_na(),
+            crate::announce::claims::Decision::None => {}
+        }
+    }
+
+    /// Asks who has the (first) v6 VIP on the first interface: a solicitation from a fresh
+    /// random link-local address (`NdpSocket::probe`), so only an answer to this very
+    /// question can name it (`on_na`): a forger that has not seen the probe cannot.
+    fn ndp_probe(&mut self, now: std::time::Instant) {
+        let (Some(vip), Some((i, sock))) = (self.vip6_addrs.first(), self.ndp.first()) else {
+            return;
+        };
+        self.claims6.sent_probe(now);
+        match sock.probe(i.mac, *vip) {
+            Ok(src) => self.probe6_from = Some(src),
+            Err(e) => log::debug!("neighbour solicitation for {vip}: {e}"),
         }
     }
 
@@ -272,46 +349,85 @@ impl Daemon {
         })
     }
 
-    /// Every `claims::PROBE`: the frames' mark follows the priority; a gratuitous round
-    /// put off by a recent one is paid; while yielded, asks who has the VIP (the winner's
-    /// answer keeps the yield), and once the winner has been silent for `claims::HOLD`
-    /// answers again if the election still says so.
+    /// What this node's neighbour advertisements say of it: the IPv6 election's VRID,
+    /// priority now and the link-local address it advertises from (none without VRRP or
+    /// without a link-local address).
+    pub(super) fn mark6(&self) -> Option<crate::wire::ndp::Mark> {
+        let v = self.settings.vrrp.as_ref()?;
+        let report = self
+            .vrrp6_report
+            .as_ref()
+            .and_then(|r| r.lock().ok().map(|s| (s.priority, s.address.clone())));
+        let priority = report
+            .as_ref()
+            .map(|r| r.0)
+            .filter(|p| *p > 0)
+            .unwrap_or(v.priority);
+        let primary = report.and_then(|r| r.1.parse().ok()).or_else(|| {
+            crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(
+                &self.iface.name,
+            ))
+        })?;
+        Some(crate::wire::ndp::Mark {
+            priority,
+            primary,
+            vrid: v.vrid,
+        })
+    }
+
+    /// Every `claims::PROBE`, for each family: the frames' mark follows the priority; a
+    /// gratuitous round put off by a recent one is paid; while yielded, asks who has the
+    /// VIP (the winner's answer keeps the yield), and once the winner has not answered for
+    /// `claims::HOLD` answers again if the election still says so.
     pub(super) fn on_claims_tick(&mut self) {
+        let now = std::time::Instant::now();
         let mark = self.mark();
         self.arp.set_mark(mark);
         for (_, sock) in &self.others {
             sock.set_mark(mark);
         }
-        if self.claims.reassert_due(std::time::Instant::now()) && self.announcing() {
+        if !self.ndp.is_empty() {
+            let mark6 = self.mark6();
+            for (_, sock) in &self.ndp {
+                sock.set_mark(mark6);
+            }
+        }
+        if self.claims.reassert_due(now) && self.announcing() {
             self.gratuitous_arp();
         }
-        if self.claims.yielded_to().is_none() {
-            return;
+        if self.claims6.reassert_due(now) && self.announcing6() {
+            self.unsolicited_na();
         }
-        let yielded = self.claims.yielded(std::time::Instant::now());
-        if let Some(c) = &mut self.shared.lock().expect("poisoned").claims {
-            c.yielded_to = self
-                .claims
-                .yielded_to()
-                .map(|m| crate::net::iface::format_mac(&m));
-        }
-        if yielded {
-            if let Some(vip) = self.vip_addrs.first() {
-                let probe = Arp::request(self.iface.mac, self.iface.ipv4, *vip);
-                if let Err(e) = self.arp.send(&probe, [0xff; 6]) {
-                    log::debug!("ARP probe for {vip}: {e}");
-                }
+        if self.claims.yielded_to().is_some() {
+            let yielded = self.claims.yielded(now);
+            if let Some(c) = &mut self.shared.lock().expect("poisoned").claims {
+                *c = self.claims.status(now);
             }
-        } else if self.vrrp_master {
-            // The winner fell silent: asked again before announcing.
-            self.on_vrrp(crate::announce::vrrp::State::Master, false, true);
+            if yielded {
+                self.arp_probe(now);
+            } else if self.vrrp_master {
+                // The winner fell silent: asked again before announcing.
+                self.on_vrrp(crate::announce::vrrp::State::Master, false, true);
+            }
+        }
+        if self.claims6.yielded_to().is_some() {
+            let yielded = self.claims6.yielded(now);
+            if let Some(c) = &mut self.shared.lock().expect("poisoned").claims6 {
+                *c = self.claims6.status(now);
+            }
+            if yielded {
+                self.ndp_probe(now);
+            } else if self.vrrp6_master {
+                self.on_vrrp(crate::announce::vrrp::State::Master, true, false);
+            }
         }
     }
 
     /// A VRRP transition of one family's instance (`v6`: the IPv6 one, which answers NDP):
     /// a master announces (and sends a burst of gratuitous ARP or unsolicited NAs), a backup
-    /// stops. An IPv4 master that has yielded to another xvip claiming the VIPs
-    /// (`on_claim`) waits until that one is gone; an IPv4 transition ends any burst.
+    /// stops. A master that has yielded to another xvip claiming the VIPs (`on_claim`,
+    /// `on_na`) waits until that one is gone; an IPv4 transition ends any burst. An IPv4
+    /// master elected from a silent master asks who answers first (`TAKEOVER_PROBE`).
     pub(super) fn on_vrrp(
         &mut self,
         state: crate::announce::vrrp::State,
@@ -320,7 +436,11 @@ impl Daemon {
     ) {
         let elected = state == crate::announce::vrrp::State::Master;
         let master = if v6 {
-            elected
+            self.vrrp6_master = elected;
+            if !elected {
+                self.claims6.end_yield();
+            }
+            elected && !self.claims6.yielded(std::time::Instant::now())
         } else {
             self.vrrp_master = elected;
             if !elected {
@@ -341,12 +461,19 @@ impl Daemon {
             }
         };
         {
+            let now = std::time::Instant::now();
             let mut s = self.shared.lock().expect("poisoned");
             *if v6 {
                 &mut s.announcing6
             } else {
                 &mut s.announcing
             } = master;
+            // The status shows a yield ended by the election at once.
+            if v6 && let Some(c) = &mut s.claims6 {
+                *c = self.claims6.status(now);
+            } else if !v6 && let Some(c) = &mut s.claims {
+                *c = self.claims.status(now);
+            }
         }
         self.sync_master();
         if master {
@@ -356,11 +483,13 @@ impl Daemon {
 
     /// Asks the segment who answers for the first VIP (a marked ARP request from our
     /// primary address); false when it could not be sent (then nothing is waited for).
-    fn probe_vips(&self) -> bool {
+    fn probe_vips(&mut self) -> bool {
         let Some(vip) = self.vip_addrs.first() else {
             return false;
         };
         let probe = Arp::request(self.iface.mac, self.iface.ipv4, *vip);
+        // An answer to it is an answer to us (`claims`): an outranking one yields at once.
+        self.claims.sent_probe(std::time::Instant::now());
         match self.arp.send(&probe, [0xff; 6]) {
             Ok(()) => true,
             Err(e) => {

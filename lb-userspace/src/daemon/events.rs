@@ -60,7 +60,10 @@ impl Daemon {
                     Ok(a) => self.on_arp(&arp, self.iface.mac, &a),
                     Err(e) => log::warn!("ARP socket: {e}"),
                 },
-                Some((n, ns)) = src.ndp_rx.recv() => self.on_ns(n, &ns),
+                Some((n, m)) = src.ndp_rx.recv() => match m {
+                    crate::announce::ndp::Received::Ns(ns) => self.on_ns(n, &ns),
+                    crate::announce::ndp::Received::Na(na) => self.on_na(&na),
+                },
                 Some((n, a)) = src.other_arp.recv() => {
                     let (mac, sock) = (self.others[n].0.mac, self.others[n].1.clone());
                     self.on_arp(&sock, mac, &a);

@@ -128,6 +128,8 @@ struct Shared {
     route_failed: bool,
     /// The loop's view of other claimants of the VIPs (`announce::claims`), for the status.
     claims: Option<crate::announce::claims::ClaimsStatus>,
+    /// The same for the IPv6 VIPs (NDP).
+    claims6: Option<crate::announce::claims::ClaimsStatus>,
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -140,6 +142,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let vrrp = tasks::vrrp(&d, &mut sources)?;
     d.vrrp_report = vrrp.as_ref().map(|h| h.report());
     let vrrp6 = tasks::vrrp6(&d, &mut sources)?;
+    d.vrrp6_report = vrrp6.as_ref().map(|h| h.report());
     // elect (#23): SIGHUP sets a new priority in both elections.
     d.vrrp_priority = [&vrrp, &vrrp6]
         .into_iter()

@@ -124,6 +124,7 @@ pub(super) fn status_of(
         ndp: None,
         arp: None,
         claims: s.claims.clone(),
+        claims6: s.claims6.clone(),
         discovery: None,
         route: s.route.clone(),
         sync: None,

@@ -82,8 +82,16 @@ pub(super) struct Daemon {
     pub(super) _vip_on_lo: Option<crate::dataplane::local::VipOnLo>,
     /// Conntrack sync (`--sync-key-file`), told of VRRP transitions.
     pub(super) sync: Option<Arc<crate::sync::SyncHandle>>,
-    /// Other claimants of the VIPs seen on the wire (`announce::claims`).
-    pub(super) claims: crate::announce::claims::Claims,
+    /// Other claimants of the VIPs seen on the wire (`announce::claims`): in ARP ...
+    pub(super) claims: crate::announce::claims::Claims<Ipv4Addr>,
+    /// ... and in NDP, for the IPv6 VIPs (the IPv6 election's).
+    pub(super) claims6: crate::announce::claims::Claims<Ipv6Addr>,
+    /// The random address the last NDP probe asked from: answers to it are answers to us.
+    pub(super) probe6_from: Option<Ipv6Addr>,
+    /// Whether the IPv6 election says this node holds the v6 VIPs (`claims6` as `claims`).
+    pub(super) vrrp6_master: bool,
+    /// The IPv6 election's live status (its priority and address go into the NAs' mark).
+    pub(super) vrrp6_report: Option<crate::announce::vrrp::Report>,
     /// Whether the (IPv4) election says this node holds the VIPs; announcing also needs
     /// that no other xvip outranking it claims them (`claims`).
     pub(super) vrrp_master: bool,
@@ -129,8 +137,9 @@ pub(super) struct Sources {
     pub(super) vrrp6: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::Change>>,
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     pub(super) other_arp: mpsc::Receiver<(usize, Arp)>,
-    /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
-    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::wire::ndp::Solicitation)>,
+    /// Neighbour solicitations and advertisements for our addresses from the NDP sockets:
+    /// (index in `Daemon::ndp`, message).
+    pub(super) ndp_rx: mpsc::Receiver<(usize, crate::announce::ndp::Received)>,
     /// Backend sets from the EndpointSlice watch (`--discover-from-kubeconfig`).
     pub(super) discovery: Option<mpsc::Receiver<BTreeSet<SocketAddr>>>,
     /// The Service addresses to announce (`--services`).

@@ -207,8 +207,12 @@ impl Daemon {
             _vip_on_lo: vip_on_lo,
             sync: None,
             claims: Default::default(),
+            claims6: Default::default(),
             vrrp_master: false,
+            vrrp6_master: false,
+            probe6_from: None,
             vrrp_report: None,
+            vrrp6_report: None,
             telling: Default::default(),
             fault_rx,
             vrrp_priority: Vec::new(),
@@ -283,6 +287,8 @@ pub(super) fn shared_state(
         }),
         route_failed: false,
         claims: (settings.announce == Announce::Arp).then(Default::default),
+        claims6: (settings.announce == Announce::Arp && !settings.vips6.is_empty())
+            .then(Default::default),
     }))
 }
 
@@ -434,6 +440,7 @@ pub(super) async fn status_endpoint(
                     sum.solicitations += one.solicitations;
                     sum.answered += one.answered;
                     sum.takeover_notices += one.takeover_notices;
+                    sum.advertisements += one.advertisements;
                     for (k, v) in one.dropped {
                         *sum.dropped.entry(k).or_default() += v;
                     }
@@ -563,18 +570,37 @@ pub(super) fn discovery(d: &Daemon, sources: &mut Sources) -> Option<JoinHandle<
     ))
 }
 
-/// Feeds the ARP packets of a further interface's socket to the loop as `(n, packet)`.
-/// Forwards neighbour solicitations from NDP socket `n` to the loop.
+/// Forwards neighbour solicitations and advertisements from NDP socket `n` to the loop,
+/// each from a task of its own. An advertisement finding the queue full is dropped and
+/// counted (`na_busy`) rather than waited on, so a flood of them never holds up the
+/// solicitations.
 pub(super) fn forward_ns(
     n: usize,
     sock: Arc<crate::announce::ndp::NdpSocket>,
-    tx: tokio::sync::mpsc::Sender<(usize, crate::wire::ndp::Solicitation)>,
+    tx: tokio::sync::mpsc::Sender<(usize, crate::announce::ndp::Received)>,
 ) {
+    use crate::announce::ndp::Received;
+    let (claims, claims_tx) = (sock.clone(), tx.clone());
+    tokio::spawn(async move {
+        loop {
+            match claims.recv_claim().await {
+                Ok(na) => match claims_tx.try_send((n, Received::Na(na))) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => claims.busy(),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                },
+                Err(e) => {
+                    log::warn!("NDP claims socket on {}: {e}", claims.interface());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
     tokio::spawn(async move {
         loop {
             match sock.recv().await {
                 Ok(ns) => {
-                    if tx.send((n, ns)).await.is_err() {
+                    if tx.send((n, Received::Ns(ns))).await.is_err() {
                         return;
                     }
                 }
@@ -587,6 +613,7 @@ pub(super) fn forward_ns(
     });
 }
 
+/// Feeds the ARP packets of a further interface's socket to the loop as `(n, packet)`.
 pub(super) fn forward_arp(
     n: usize,
     name: String,

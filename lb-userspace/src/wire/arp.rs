@@ -17,42 +17,13 @@ pub const ARP_REPLY: u16 = 2;
 /// The Ethernet broadcast address.
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 
-/// What an xvip node says about itself after the ARP packet in its frames (the padding
-/// up to the shortest Ethernet frame; hosts ignore it): read by `announce::claims`, written by `announce::arp`'s socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Mark {
-    /// Compared first: the higher priority keeps the VIP ...
-    pub priority: u8,
-    /// ... then the higher primary address (RFC 5798's tie-break).
-    pub primary: Ipv4Addr,
-    pub vrid: u8,
-}
+/// An xvip node's mark (`wire::mark`) as ARP frames carry it, after the ARP packet in the
+/// padding up to the shortest Ethernet frame (hosts ignore it): read by `announce::claims`,
+/// written by `announce::arp`'s socket.
+pub type Mark = crate::wire::mark::Mark<Ipv4Addr>;
 
-/// The mark's bytes: "XVIP", version 1, VRID, priority, 0, primary address.
-pub const MARK_LEN: usize = 12;
-const MAGIC: [u8; 4] = *b"XVIP";
-
-impl Mark {
-    pub fn encode(&self) -> [u8; MARK_LEN] {
-        let mut b = [0u8; MARK_LEN];
-        b[..4].copy_from_slice(&MAGIC);
-        b[4] = 1;
-        b[5] = self.vrid;
-        b[6] = self.priority;
-        b[8..12].copy_from_slice(&self.primary.octets());
-        b
-    }
-
-    /// The mark at the start of `trailer` (the frame's bytes after the ARP packet), if any.
-    pub fn decode(trailer: &[u8]) -> Option<Self> {
-        let b = trailer.get(..MARK_LEN)?;
-        (b[..4] == MAGIC && b[4] == 1).then(|| Self {
-            vrid: b[5],
-            priority: b[6],
-            primary: Ipv4Addr::new(b[8], b[9], b[10], b[11]),
-        })
-    }
-}
+/// The mark's length in the padding.
+pub const MARK_LEN: usize = Mark::LEN;
 
 /// One parsed ARP packet (IPv4 over Ethernet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,18 @@ const TARGET: std::ops::Range<usize> = 8..24;
 /// Option types (RFC 4861 section 4.6.1).
 pub const OPT_SOURCE_LLADDR: u8 = 1;
 pub const OPT_TARGET_LLADDR: u8 = 2;
+/// The option xvip's mark travels in: RFC 4727's first experimental option type (253,
+/// "RFC3692-style Experiment 1"), which no standard option will ever use, and which every
+/// host skips: RFC 4861 section 4.6 has receivers ignore options they do not know. Its
+/// body starts with the mark's magic, so another experiment's 253 is not taken for one.
+pub const OPT_MARK: u8 = 253;
+/// The mark option's length in units of 8 bytes: type, length and the 24-byte IPv6 mark,
+/// padded to 32 bytes.
+const OPT_MARK_UNITS: u8 = 4;
+
+/// An xvip node's mark (`wire::mark`) as its neighbour advertisements carry it: the primary
+/// address is the link-local address its IPv6 election advertises from.
+pub type Mark = crate::wire::mark::Mark<Ipv6Addr>;
 /// Advertisement flags (RFC 4861 section 4.4), in the first byte after the checksum.
 const FLAG_SOLICITED: u8 = 0x40;
 const FLAG_OVERRIDE: u8 = 0x20;
@@ -163,9 +175,9 @@ fn icmp(frame: &[u8], kind: u8) -> Result<Icmp<'_>, Invalid> {
     })
 }
 
-/// The link-layer address option of type `kind` among `opts`, if present (the last one
-/// wins); every option must have a non-zero length within the message (section 4.6).
-fn lladdr(mut opts: &[u8], kind: u8) -> Result<Option<[u8; 6]>, Invalid> {
+/// The body (after type and length) of the last option of type `kind` among `opts`, if
+/// present; every option must have a non-zero length within the message (section 4.6).
+fn option(mut opts: &[u8], kind: u8) -> Result<Option<&[u8]>, Invalid> {
     let mut found = None;
     while !opts.is_empty() {
         let [k, len8, ..] = *opts else {
@@ -175,12 +187,18 @@ fn lladdr(mut opts: &[u8], kind: u8) -> Result<Option<[u8; 6]>, Invalid> {
         if len == 0 || len > opts.len() {
             return Err(Invalid::Options);
         }
-        if k == kind && len == 8 {
-            found = Some(opts[2..8].try_into().expect("6 bytes"));
+        if k == kind {
+            found = Some(&opts[2..len]);
         }
         opts = &opts[len..];
     }
     Ok(found)
+}
+
+/// The link-layer address option of type `kind` among `opts`, if present (the last one
+/// wins; one of another length than 8 bytes is not an Ethernet address and is skipped).
+fn lladdr(opts: &[u8], kind: u8) -> Result<Option<[u8; 6]>, Invalid> {
+    Ok(option(opts, kind)?.and_then(|b| b.try_into().ok()))
 }
 
 /// An Ethernet frame carrying ICMPv6 `kind` from `src` to `dst` (hop limit 255): the
@@ -300,11 +318,24 @@ impl Advertisement {
     /// The Ethernet frame: IPv6 (hop limit 255) from the target address, ICMPv6 type 136
     /// with its checksum, the target and its link-layer address option.
     pub fn to_frame(&self) -> Vec<u8> {
-        let mut body = [0u8; 24];
+        self.to_frame_marked(None)
+    }
+
+    /// [`Advertisement::to_frame`] with `mark` (when given) in an [`OPT_MARK`] option after
+    /// the link-layer address, inside the checksum.
+    pub fn to_frame_marked(&self, mark: Option<Mark>) -> Vec<u8> {
+        let mut body = vec![0u8; 24];
         body[..16].copy_from_slice(&self.target.octets());
         body[16] = OPT_TARGET_LLADDR;
         body[17] = 1; // 8 bytes
         body[18..24].copy_from_slice(&self.eth_src);
+        if let Some(m) = mark {
+            let at = body.len();
+            body.resize(at + usize::from(OPT_MARK_UNITS) * 8, 0);
+            body[at] = OPT_MARK;
+            body[at + 1] = OPT_MARK_UNITS;
+            body[at + 2..at + 2 + Mark::LEN].copy_from_slice(&m.encode());
+        }
         let flags = FLAG_OVERRIDE | if self.solicited { FLAG_SOLICITED } else { 0 };
         encode(
             (self.eth_src, self.eth_dst),
@@ -328,6 +359,8 @@ pub struct Advertised {
     pub override_: bool,
     /// The target link-layer address option, if present.
     pub target_lladdr: Option<[u8; 6]>,
+    /// An xvip sender's mark ([`OPT_MARK`]), if present and well-formed.
+    pub mark: Option<Mark>,
 }
 
 impl Advertised {
@@ -340,7 +373,9 @@ impl Advertised {
     pub fn parse(frame: &[u8]) -> Result<Self, Invalid> {
         let m = icmp(frame, ICMPV6_NA)?;
         let flags = m.msg[4];
-        let target_lladdr = lladdr(&m.msg[TARGET.end..], OPT_TARGET_LLADDR)?;
+        let opts = &m.msg[TARGET.end..];
+        let target_lladdr = lladdr(opts, OPT_TARGET_LLADDR)?;
+        let mark = option(opts, OPT_MARK)?.and_then(Mark::decode);
         let solicited = flags & FLAG_SOLICITED != 0;
         if solicited && m.dst.is_multicast() {
             return Err(Invalid::Target);
@@ -353,6 +388,7 @@ impl Advertised {
             solicited,
             override_: flags & FLAG_OVERRIDE != 0,
             target_lladdr,
+            mark,
         })
     }
 
@@ -378,6 +414,22 @@ pub fn dad_probe(our_mac: [u8; 6], target: Ipv6Addr) -> (Vec<u8>, [u8; 6]) {
         [0; 4],
         &target.octets(),
     );
+    (f, eth_dst)
+}
+
+/// A solicitation for `target` from `src` (our link-local address) and `our_mac`, to the
+/// target's solicited-node group, with our source link-layer address: whoever answers for
+/// `target` answers us (the claims' probe, `announce::claims`). Returns the frame and its
+/// Ethernet destination.
+pub fn solicitation(our_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> (Vec<u8>, [u8; 6]) {
+    let group = solicited_node(target);
+    let eth_dst = multicast_mac(group);
+    let mut body = [0u8; 24];
+    body[..16].copy_from_slice(&target.octets());
+    body[16] = OPT_SOURCE_LLADDR;
+    body[17] = 1;
+    body[18..24].copy_from_slice(&our_mac);
+    let f = encode((our_mac, eth_dst), src, group, ICMPV6_NS, [0; 4], &body);
     (f, eth_dst)
 }
 
@@ -587,6 +639,7 @@ mod tests {
                 solicited: true,
                 override_: true,
                 target_lladdr: Some(OUR_MAC),
+                mark: None,
             }
         );
         assert_eq!(a.claimed_mac(), OUR_MAC);
@@ -600,6 +653,61 @@ mod tests {
         for n in 0..f.len() {
             assert!(Advertised::parse(&f[..n]).is_err(), "{n} bytes");
         }
+    }
+
+    /// Our mark rides in option 253 inside the checksum; etherparse (an independent reader)
+    /// still takes the frame as a valid NA, and a host's parser skipping unknown options
+    /// finds the same link-layer address.
+    #[test]
+    fn the_mark_option_is_read_back_and_ignored_by_others() {
+        let mark = Mark {
+            priority: 150,
+            primary: "fe80::2".parse().unwrap(),
+            vrid: 51,
+        };
+        let f = Advertisement::unsolicited(VIP, OUR_MAC).to_frame_marked(Some(mark));
+        assert_eq!(f.len(), 86 + 32);
+        assert_eq!(&f[86..88], &[OPT_MARK, 4]);
+        let a = Advertised::parse(&f).unwrap();
+        assert_eq!(a.mark, Some(mark));
+        assert_eq!(a.target_lladdr, Some(OUR_MAC));
+        let p = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+        let Some(etherparse::TransportSlice::Icmpv6(icmp)) = p.transport else {
+            panic!("not ICMPv6")
+        };
+        assert!(icmp.is_checksum_valid(VIP.octets(), ALL_NODES.octets()));
+        // Unmarked, or another experiment's option 253: no mark.
+        let plain = Advertisement::unsolicited(VIP, OUR_MAC).to_frame();
+        assert_eq!(Advertised::parse(&plain).unwrap().mark, None);
+        let mut other = f.clone();
+        other[88] = b'Y';
+        let sum = icmp_checksum(VIP, ALL_NODES, &{
+            let mut m = other[ICMP..].to_vec();
+            m[2] = 0;
+            m[3] = 0;
+            m
+        });
+        other[ICMP + 2..ICMP + 4].copy_from_slice(&sum.to_be_bytes());
+        let a = Advertised::parse(&other).unwrap();
+        assert_eq!((a.mark, a.target_lladdr), (None, Some(OUR_MAC)));
+        for n in 0..f.len() {
+            assert!(Advertised::parse(&f[..n]).is_err(), "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn the_claims_probe_is_a_solicitation_from_our_link_local() {
+        let ll: Ipv6Addr = "fe80::2".parse().unwrap();
+        let (f, to) = solicitation(OUR_MAC, ll, VIP);
+        assert_eq!(to, multicast_mac(solicited_node(VIP)));
+        let s = Solicitation::parse(&f).unwrap();
+        assert_eq!(
+            (s.src, s.dst, s.target, s.source_lladdr),
+            (ll, solicited_node(VIP), VIP, Some(OUR_MAC))
+        );
+        // Answered as any solicitation: to us, solicited.
+        let na = s.answer(&[VIP], CLIENT_MAC).unwrap();
+        assert_eq!((na.eth_dst, na.dst, na.solicited), (OUR_MAC, ll, true));
     }
 
     #[test]
