@@ -269,7 +269,11 @@ impl Table {
         let rev_map = open(map_names::REVERSE)?;
         // Each CPU writes its share of the batches (a per-CPU LRU list, if the maps have
         // them, takes only its own CPU's inserts).
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Online CPUs (not `available_parallelism`: this thread is pinned to one).
+        // SAFETY: sysconf has no preconditions.
+        let cpus = usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) })
+            .unwrap_or(1)
+            .max(1);
         let batches = flows.div_ceil(BATCH as u32);
         std::thread::scope(|s| -> Result<()> {
             let handles: Vec<_> = (0..cpus)
