@@ -136,7 +136,6 @@ fn update_batch<K, V>(map: &MapData, keys: &[K], values: &[V]) -> Result<()> {
 
 /// The forward and reverse entries of flows `range`, from the templates (one per
 /// backend): established, each holding its own tuple.
-#[expect(clippy::type_complexity, reason = "four parallel arrays for two batch updates")]
 fn entries(
     templates: &[CtEntry],
     fullnat: bool,

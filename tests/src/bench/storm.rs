@@ -63,9 +63,12 @@ struct Slot {
 /// Opens a watch: connect, request, the answer's head; returns the stream and the server
 /// number named by its `X-Lab-Server` header.
 async fn open_watch(target: SocketAddr) -> Result<(tokio::net::TcpStream, u8)> {
-    let mut s = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(target))
-        .await
-        .context("connect timed out")??;
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    .context("connect timed out")??;
     s.write_all(b"GET /watch HTTP/1.1\r\nHost: storm\r\n\r\n")
         .await?;
     let mut head = Vec::with_capacity(512);
@@ -243,8 +246,7 @@ fn storm(ctx: &Ctx, lab: &mut Lab, target: SocketAddr, clients: usize) -> Result
         let collateral = slots
             .iter()
             .filter(|s| {
-                s.first.load(Ordering::Relaxed) != leaving
-                    && s.lost_us.load(Ordering::Relaxed) != 0
+                s.first.load(Ordering::Relaxed) != leaving && s.lost_us.load(Ordering::Relaxed) != 0
             })
             .count();
         Ok(Round {
@@ -422,8 +424,12 @@ pub fn storm_part(ctx: &Ctx, report: &mut Report) -> Result<()> {
         .stderr(std::fs::File::create(ctx.out.join("haproxy-storm.log"))?);
     lab.spawn("haproxy", cmd)?;
     let haproxy: SocketAddr = "192.0.2.2:6443".parse()?;
-    let r = super::tcp::wait_ready(&lab.host("client").ns.name, haproxy, Duration::from_secs(10))
-        .and_then(|()| rounds(ctx, &mut lab, "through haproxy (mode tcp, checks)", haproxy));
+    let r = super::tcp::wait_ready(
+        &lab.host("client").ns.name,
+        haproxy,
+        Duration::from_secs(10),
+    )
+    .and_then(|()| rounds(ctx, &mut lab, "through haproxy (mode tcp, checks)", haproxy));
     lab.stop("haproxy");
     report.storms.push(r?);
     Ok(())

@@ -14,8 +14,8 @@ use clap::Parser;
 use tests::bench::{
     control::{maglev_part, memory_part},
     cost::cost_part,
-    flows::flows_part,
     ctx::{Ctx, STOP},
+    flows::flows_part,
     nft::nft_part,
     passive::passive_part,
     peers::peers_part,
@@ -309,7 +309,10 @@ fn storm_target(r: &Report, t: &mut Vec<Target>) {
     };
     let (a, b) = (x.all_back_ms.median, h.all_back_ms.median);
     t.push(Target {
-        name: format!("reconnect storm ({} clients): all back, xvip vs haproxy", x.clients),
+        name: format!(
+            "reconnect storm ({} clients): all back, xvip vs haproxy",
+            x.clients
+        ),
         want: "lower".into(),
         measured: format!("{a:.0} vs {b:.0} ms"),
         verdict: verdict((a.is_finite() && b.is_finite()).then_some(a <= b)),
