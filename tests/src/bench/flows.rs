@@ -424,3 +424,57 @@ fn measure(ctx: &Ctx, report: &mut Report) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One template per backend, as the program would leave them (full NAT: the SNAT
+    /// address fixed, DNAT: the client's own).
+    fn templates() -> Vec<CtEntry> {
+        (0..BACKENDS as u32)
+            .map(|b| CtEntry {
+                backend_idx: b,
+                backend_addr: u32::from_ne_bytes([198, 51, 100, 1 + b as u8]),
+                backend_port: 6443u16.to_be(),
+                snat_addr: u32::from_ne_bytes(VIP.octets()),
+                snat_port: 1,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn tuple(k: &FlowKey) -> (u32, u32, u16, u16) {
+        (k.src_addr, k.dst_addr, k.src_port, k.dst_port)
+    }
+
+    #[test]
+    fn a_million_full_nat_flows_hold_distinct_tuples_in_the_snat_range() {
+        // The last 100,000 of a million: the highest SNAT ports, and every backend's.
+        let n = *FLOW_SIZES.last().unwrap();
+        let (keys, cts, rkeys, revs) = entries(&templates(), true, n - 100_000..n);
+        let mut seen = std::collections::HashSet::new();
+        for (i, rk) in rkeys.iter().enumerate() {
+            assert!(seen.insert(tuple(rk)), "flow {i} shares its tuple");
+            let port = u16::from_be(rk.dst_port);
+            assert!(
+                (SNAT_PORT_MIN..=lb_common::DEFAULT_SNAT_PORT_MAX).contains(&port),
+                "flow {i}: SNAT port {port}"
+            );
+            assert_eq!(cts[i].state, ct_state::TCP_ESTABLISHED);
+            assert_eq!(revs[i].client_addr, keys[i].src_addr);
+            assert_eq!(revs[i].client_port, keys[i].src_port);
+            assert_eq!(tuple(rk), tuple(&reverse_key(&cts[i])));
+        }
+        let clients: std::collections::HashSet<_> = keys.iter().map(tuple).collect();
+        assert_eq!(clients.len(), keys.len(), "client keys repeat");
+    }
+
+    #[test]
+    fn dnat_flows_hold_the_clients_own_address_and_port() {
+        let (keys, _, rkeys, _) = entries(&templates(), false, 0..70_000);
+        for (k, rk) in keys.iter().zip(&rkeys) {
+            assert_eq!((rk.dst_addr, rk.dst_port), (k.src_addr, k.src_port));
+        }
+    }
+}

@@ -243,6 +243,8 @@ pub struct StormRow {
     pub median_back_ms: Summary,
     /// Watches on the other masters that broke too (all rounds).
     pub collateral: u64,
+    /// Rounds run again: under a tenth of the clients were on the master that left.
+    pub rerun: u32,
 }
 
 /// BPF memory of the flow tables.
@@ -615,19 +617,20 @@ impl Report {
                  Every client holds a watch (a chunked line every 100 ms); master m1 is killed \
                  and each of its clients reconnects at once, retrying every 50 ms. Times from \
                  the kill until the clients of m1 have a new watch.\n\n\
-                 | path | clients | on m1 | all back ms | median back ms | others broken |\n\
-                 |---|---:|---|---|---|---:|\n",
+                 | path | clients | on m1 | all back ms | median back ms | others broken | rounds run again |\n\
+                 |---|---:|---|---|---|---:|---:|\n",
             );
             for r in &self.storms {
                 let _ = writeln!(
                     m,
-                    "| {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} |",
                     r.path,
                     r.clients,
                     cell(&r.affected, 1.0, 0),
                     cell(&r.all_back_ms, 1.0, 0),
                     cell(&r.median_back_ms, 1.0, 0),
-                    r.collateral
+                    r.collateral,
+                    r.rerun
                 );
             }
         }
