@@ -29,6 +29,10 @@ pub trait Family: Addr {
     /// IPv6 does not: the reordered path does not fit its stack (LLVM spills more of the
     /// SNAT probe's registers), so its packets keep the `VIPS6` lookup.
     const ENTRY_FIRST: bool;
+    /// Whether the SNAT probes run as a `bpf_loop` callback (`conntrack::claim_snat_port`).
+    /// IPv6 unrolls them: a callback's frame counts towards the 512-byte stack of the
+    /// chain, and IPv6's path already uses ~500 bytes of it.
+    const PROBE_LOOP: bool;
     /// A UDP checksum of zero is invalid (IPv6), not "none" (IPv4).
     const UDP_CHECKSUM_REQUIRED: bool;
     /// The family's ICMP echo request and reply types.
@@ -86,6 +90,7 @@ impl Family for u32 {
     type IpHdr = Ipv4Hdr;
     type Addrs = [u32; 2];
     const ENTRY_FIRST: bool = true;
+    const PROBE_LOOP: bool = true;
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<u32>, entry: &CtEntry<u32>) {
         crate::sync::emit_confirmed(lb_common::SYNC_FAMILY_V4, key, entry);
@@ -216,6 +221,7 @@ impl Family for Ip6 {
     type IpHdr = Ipv6Hdr;
     type Addrs = ();
     const ENTRY_FIRST: bool = false;
+    const PROBE_LOOP: bool = false;
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<Ip6>, entry: &CtEntry<Ip6>) {
         crate::sync::emit6(lb_common::SYNC_CONFIRMED, key, entry);

@@ -101,6 +101,27 @@ pub struct Scratch<A> {
     pub meta: VipMeta<A>,
     /// `packet::launder` (IPv6 only).
     pub l4_off: u32,
+    /// `conntrack::claim_snat_port`'s state across its `bpf_loop` (no room on the stack).
+    pub probe: SnatProbe<A>,
+}
+
+/// The SNAT probe's state, shared by the `bpf_loop` callback's calls.
+pub struct SnatProbe<A> {
+    /// The new flow's client-side key.
+    pub key: FlowKey<A>,
+    pub now: u64,
+    /// The unconfirmed holder idle the longest so far (`u64::MAX`: none).
+    pub oldest_seen: u64,
+    /// First port (host order), size of the range, the flow's hash.
+    pub min: u32,
+    pub range: u32,
+    pub hash: u32,
+    /// Ports to probe: `SNAT_PROBES`, or the whole range when smaller.
+    pub probes: u32,
+    /// The port of `oldest_seen` (network order).
+    pub oldest_port: u16,
+    /// `conntrack::PROBE_*`.
+    pub outcome: u8,
 }
 
 /// The IPv6 VIPs: VipKey6 -> VipMeta6, indices shared with `VIPS` (one `RINGS`, one

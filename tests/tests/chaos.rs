@@ -162,9 +162,11 @@ impl Fault {
             Fault::Kill(i, _) | Fault::Stop(i, _) | Fault::Link(i, _) | Fault::Unhealthy(i, _) => {
                 *i == 0
             }
-            Fault::VrrpPair(a, b, _, _) => *a == 0 || *b == 0,
-            Fault::VrrpAll(_) | Fault::Priority(..) => true,
-            Fault::Hup(_) | Fault::Rtnl(_) => false,
+            // VRRP not heard: lb1 stays master throughout, and the deaf node that wins its
+            // own election asks who answers for the VIP before it announces
+            // (`daemon::announcing::TAKEOVER_PROBE`) and yields to lb1: no handover.
+            Fault::Priority(..) => true,
+            Fault::VrrpPair(..) | Fault::VrrpAll(_) | Fault::Hup(_) | Fault::Rtnl(_) => false,
         }
     }
 }
@@ -514,10 +516,14 @@ fn measure(
             r.none_run = r.none_run.max(r.to - t);
         }
         if let Some(c) = r.converged {
+            // Who answered at all, late answers included: after convergence a late answer
+            // of lb1 alone is a slow machine, not a wrong owner, while a late answer of
+            // another node (or none at all) is wrong.
             let settled = c + Duration::from_millis(300);
-            r.arp_wrong = win
+            r.arp_wrong = samples
                 .iter()
-                .filter(|s| s.at >= settled && (s.owners.len() != 1 || !s.owners.contains(lb1)))
+                .filter(|s| s.at >= settled.max(r.from) && s.at < r.to)
+                .filter(|s| s.owners.len() != 1 || !s.owners.contains(lb1))
                 .count();
         }
         let p: Vec<_> = probes
@@ -592,11 +598,16 @@ fn print_table(seed: u64, rows: &[Row]) {
     }
     let sum = |f: fn(&Row) -> usize| rows.iter().map(f).sum::<usize>();
     println!(
-        "total: {} faults, {} not converged, two owners {} ms (longest run {} samples), no owner {} ms (longest {} ms), requests failed {}/{}, stream lines lost {}, breaks {}, stale samples {}, slowest answer counted {} ms",
+        "total: {} faults, {} not converged, two owners {} ms (longest run {} samples; outside preemptions {} ms), no owner {} ms (longest {} ms), requests failed {}/{}, stream lines lost {}, breaks {}, stale samples {}, slowest answer counted {} ms",
         rows.len(),
         rows.iter().filter(|r| !r.ok()).count(),
         sum(|r| r.two) * period,
         rows.iter().map(|r| r.two_run).max().unwrap_or(0),
+        rows.iter()
+            .filter(|r| !r.fault.preempts())
+            .map(|r| r.two)
+            .sum::<usize>()
+            * period,
         sum(|r| r.none) * period,
         rows.iter()
             .map(|r| r.none_run)

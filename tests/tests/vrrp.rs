@@ -818,3 +818,41 @@ fn a_stalled_netlink_and_a_scrape_loop_cause_no_takeover() {
         "no transition while the kernel was slow"
     );
 }
+
+/// The VRRP interface itself is tracked (keepalived's default without `dont_track_primary`):
+/// a backup whose own link goes down is in FAULT instead of becoming master on the dead
+/// link, and when the link comes back it is a backup again, so the client never sees it
+/// answer for the VIP beside the master. Before, it became master while the link was down
+/// and answered ARP beside lb1 until lb1's next advert reached it.
+#[test]
+fn a_backup_whose_own_link_goes_down_is_in_fault_and_never_a_second_owner() {
+    let mut lab = lab("vrrpown", 2, None);
+    start_node(&mut lab, "lb1", 150, &[]);
+    start_node(&mut lab, "lb2", 100, &[]);
+    serving(&lab, "lb1", &["lb2"]);
+    let lb1 = mac_of(&lab, "lb1");
+    let sampler = ArpSampler::start(&lab);
+    thread::sleep(Duration::from_millis(300));
+    let ns = &lab.host("lb2").ns;
+    ns.ip(&["link", "set", "eth0", "down"]).expect("lb2 down");
+    let took = wait_for(Duration::from_secs(3), "lb2 in fault", || {
+        state(&lab, "lb2") == "fault"
+    });
+    // Longer than lb2's master-down interval (361 ms): before, it would be master by now.
+    thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        state(&lab, "lb2"),
+        "fault",
+        "still in fault while its link is down"
+    );
+    ns.ip(&["link", "set", "eth0", "up"]).expect("lb2 up");
+    wait_for(Duration::from_secs(3), "lb2 backup again", || {
+        state(&lab, "lb2") == "backup"
+    });
+    thread::sleep(Duration::from_millis(800));
+    assert_eq!(state(&lab, "lb1"), "master");
+    assert_eq!(state(&lab, "lb2"), "backup");
+    let samples = sampler.stop();
+    let (gap, n) = assert_one_arp_owner(&samples, |_| Some(lb1.clone()));
+    println!("lb2's link down: fault after {took:?}; {n} ARP samples, all lb1 alone (gap {gap:?})");
+}

@@ -6,6 +6,7 @@ mod packages;
 mod toolchain;
 
 use std::{
+    ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
 };
@@ -82,7 +83,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             cargo(
                 &tc,
                 &["build", "--release", "-p", "tests", "--bins"],
-                &[("XVIP_EBPF_OBJ", &obj)],
+                &[("XVIP_EBPF_OBJ", obj.as_os_str())],
             )?;
             let target = target_dir();
             run_status(
@@ -137,7 +138,7 @@ pub fn lab_object() -> PathBuf {
 }
 
 /// Runs cargo of the pinned toolchain in the workspace root.
-fn cargo(tc: &toolchain::Toolchain, args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
+fn cargo(tc: &toolchain::Toolchain, args: &[&str], env: &[(&str, &OsStr)]) -> Result<()> {
     let mut c = tc.cargo();
     c.current_dir(root()).args(args);
     for (k, v) in env {
@@ -168,7 +169,7 @@ fn build(extra: &[String]) -> Result<PathBuf> {
     let obj = ebpf_object();
     let mut args = vec!["build", "-p", "lb-userspace"];
     args.extend(extra.iter().map(String::as_str));
-    cargo(&tc, &args, &[("XVIP_EBPF_OBJ", &obj)])?;
+    cargo(&tc, &args, &[("XVIP_EBPF_OBJ", obj.as_os_str())])?;
     let profile = if extra.iter().any(|a| a == "--release") {
         "release"
     } else {
@@ -176,6 +177,16 @@ fn build(extra: &[String]) -> Result<PathBuf> {
     };
     Ok(target_dir().join(profile).join("xvip"))
 }
+
+/// Flags of every crate built for the BPF target: BTF in the objects (`bpf-linker --btf`,
+/// from the DWARF of `debuginfo=2`). The kernel wants BTF `func_info` for a program with a
+/// `bpf_loop` callback (`conntrack::snat_probe`), and aya links a subprogram only when it
+/// has `func_info` like its caller: `debuginfo` for every crate, `compiler_builtins` (the
+/// `memset`/`memmove` LLVM calls) included, not only `lb-ebpf`'s profile.
+const BPF_RUSTFLAGS: (&str, &str) = (
+    "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
+    "-C debuginfo=2 -C link-arg=--btf",
+);
 
 /// Builds the eBPF crates: the daemon's XDP object (`lb-ebpf`) and the lab's (`lab-ebpf`).
 fn build_ebpf(tc: &toolchain::Toolchain) -> Result<()> {
@@ -193,7 +204,7 @@ fn build_ebpf(tc: &toolchain::Toolchain) -> Result<()> {
             "-Z",
             "build-std=core",
         ],
-        &[],
+        &[(BPF_RUSTFLAGS.0, OsStr::new(BPF_RUSTFLAGS.1))],
     )
 }
 
@@ -216,7 +227,7 @@ fn lint() -> Result<()> {
             "-D",
             "warnings",
         ],
-        &[("XVIP_EBPF_OBJ", &obj)],
+        &[("XVIP_EBPF_OBJ", obj.as_os_str())],
     )?;
     cargo(
         &tc,
@@ -235,7 +246,7 @@ fn lint() -> Result<()> {
             "-D",
             "warnings",
         ],
-        &[],
+        &[(BPF_RUSTFLAGS.0, OsStr::new(BPF_RUSTFLAGS.1))],
     )?;
     Ok(())
 }
@@ -302,7 +313,7 @@ fn run_cargo_test(test_args: &[String]) -> Result<ExitCode> {
     cargo(
         &tc,
         &["build", "-p", "lb-userspace", "-p", "tests", "--bins"],
-        &[("XVIP_EBPF_OBJ", &obj)],
+        &[("XVIP_EBPF_OBJ", obj.as_os_str())],
     )?;
     let target = target_dir();
     let mut c = tc.cargo();

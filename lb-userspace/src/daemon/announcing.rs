@@ -6,6 +6,15 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use super::state::Daemon;
 use crate::{announce::arp::ArpSocket, config::Announce, wire::arp::Arp};
 
+/// How long a node that won the IPv4 election waits, after asking who answers for the
+/// VIP, before it announces. A master that is alive and answers ARP but whose adverts are
+/// not heard here (multicast filtered, a one-way partition) answers within it, and this
+/// node yields (`announce::claims`) without ever sending a gratuitous ARP that would pull
+/// the clients away from it. A takeover from a dead master costs this much more time
+/// without an owner (the data path keeps forwarding meanwhile: the clients' ARP entries
+/// still point to a node that serves, or to the dead one).
+pub const TAKEOVER_PROBE: std::time::Duration = std::time::Duration::from_millis(30);
+
 impl Daemon {
     /// A VRRP state change to the notify hooks: the instance is named by its VRID (and
     /// family), the priority is the one advertised now.
@@ -294,7 +303,8 @@ impl Daemon {
                 }
             }
         } else if self.vrrp_master {
-            self.on_vrrp(crate::announce::vrrp::State::Master, false);
+            // The winner fell silent: asked again before announcing.
+            self.on_vrrp(crate::announce::vrrp::State::Master, false, true);
         }
     }
 
@@ -302,7 +312,12 @@ impl Daemon {
     /// a master announces (and sends a burst of gratuitous ARP or unsolicited NAs), a backup
     /// stops. An IPv4 master that has yielded to another xvip claiming the VIPs
     /// (`on_claim`) waits until that one is gone; an IPv4 transition ends any burst.
-    pub(super) fn on_vrrp(&mut self, state: crate::announce::vrrp::State, v6: bool) {
+    pub(super) fn on_vrrp(
+        &mut self,
+        state: crate::announce::vrrp::State,
+        v6: bool,
+        from_silence: bool,
+    ) {
         let elected = state == crate::announce::vrrp::State::Master;
         let master = if v6 {
             elected
@@ -312,7 +327,18 @@ impl Daemon {
                 self.claims.end_yield();
             }
             self.garp_burst = 0;
-            elected && !self.claims.yielded(std::time::Instant::now())
+            self.takeover_at = None;
+            if elected
+                && from_silence
+                && !self.claims.yielded(std::time::Instant::now())
+                && self.probe_vips()
+            {
+                // Announced once the probe's window passes (`on_takeover_probed`).
+                self.takeover_at = Some(tokio::time::Instant::now() + TAKEOVER_PROBE);
+                false
+            } else {
+                elected && !self.claims.yielded(std::time::Instant::now())
+            }
         };
         {
             let mut s = self.shared.lock().expect("poisoned");
@@ -326,6 +352,35 @@ impl Daemon {
         if master {
             self.take_over(v6);
         }
+    }
+
+    /// Asks the segment who answers for the first VIP (a marked ARP request from our
+    /// primary address); false when it could not be sent (then nothing is waited for).
+    fn probe_vips(&self) -> bool {
+        let Some(vip) = self.vip_addrs.first() else {
+            return false;
+        };
+        let probe = Arp::request(self.iface.mac, self.iface.ipv4, *vip);
+        match self.arp.send(&probe, [0xff; 6]) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("ARP probe for {vip} before announcing: {e}");
+                false
+            }
+        }
+    }
+
+    /// The takeover probe's window passed: announce, unless an xvip that outranks this
+    /// node answered for the VIP meanwhile (`on_claim` yielded: it is alive and answers,
+    /// only its VRRP is not heard here) or the election was lost again.
+    pub(super) fn on_takeover_probed(&mut self) {
+        self.takeover_at = None;
+        if !self.vrrp_master || self.claims.yielded(std::time::Instant::now()) {
+            return;
+        }
+        self.shared.lock().expect("poisoned").announcing = true;
+        self.sync_master();
+        self.take_over(false);
     }
 
     /// A family's election won (`v6`: the IPv6 instance's): its addresses announced at once

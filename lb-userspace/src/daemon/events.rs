@@ -76,22 +76,26 @@ impl Daemon {
                 }
                 _ = src.resolve.tick() => self.on_tick(),
                 state = recv_unbounded_opt(&mut src.vrrp) => match state {
-                    Some(state) => {
-                        self.notify(state, false);
-                        self.on_vrrp(state, false);
+                    Some(c) => {
+                        self.notify(c.state, false);
+                        self.on_vrrp(c.state, false, c.from_silence);
                     }
                     None => return Some("VRRP"),
                 },
                 state = recv_unbounded_opt(&mut src.vrrp6) => match state {
-                    Some(state) => {
-                        self.notify(state, true);
-                        self.on_vrrp(state, true);
+                    Some(c) => {
+                        self.notify(c.state, true);
+                        self.on_vrrp(c.state, true, c.from_silence);
                     }
                     None => return Some("IPv6 VRRP"),
                 },
                 _ = &mut *endpoint => return Some("status endpoint"),
                 _ = tokio::time::sleep_until(self.garp_burst_at), if self.garp_burst > 0 => {
                     self.on_garp_burst();
+                }
+                _ = tokio::time::sleep_until(self.takeover_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if self.takeover_at.is_some() => {
+                    self.on_takeover_probed();
                 }
             }
         }

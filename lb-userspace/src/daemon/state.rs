@@ -75,6 +75,10 @@ pub(super) struct Daemon {
     /// Gratuitous ARP rounds still to send after becoming VRRP master, and when.
     pub(super) garp_burst: u32,
     pub(super) garp_burst_at: tokio::time::Instant,
+    /// An IPv4 election won but not yet announced: the node first asks who answers for
+    /// the VIP (`announcing::TAKEOVER_PROBE`) and announces when this passes unanswered by
+    /// an xvip that outranks it.
+    pub(super) takeover_at: Option<tokio::time::Instant>,
     pub(super) _vip_on_lo: Option<crate::dataplane::local::VipOnLo>,
     /// Conntrack sync (`--sync-key-file`), told of VRRP transitions.
     pub(super) sync: Option<Arc<crate::sync::SyncHandle>>,
@@ -120,9 +124,9 @@ pub(super) struct Sources {
     pub(super) claims: tokio::time::Interval,
     /// Reads the handshake counters for passive health.
     pub(super) passive: tokio::time::Interval,
-    pub(super) vrrp: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
+    pub(super) vrrp: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::Change>>,
     /// The IPv6 VRRP instance's state changes.
-    pub(super) vrrp6: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::State>>,
+    pub(super) vrrp6: Option<mpsc::UnboundedReceiver<crate::announce::vrrp::Change>>,
     /// ARP packets from the further interfaces' sockets: (index in `Daemon::others`, packet).
     pub(super) other_arp: mpsc::Receiver<(usize, Arp)>,
     /// Neighbour solicitations from the NDP sockets: (index in `Daemon::ndp`, solicitation).
@@ -136,7 +140,10 @@ pub(super) struct Sources {
 impl Sources {
     /// Takes a VRRP instance's state channel (`v6`: the IPv6 instance's): the loop listens
     /// to it from now on.
-    pub fn listen_vrrp(&mut self, v6: bool) -> mpsc::UnboundedSender<crate::announce::vrrp::State> {
+    pub fn listen_vrrp(
+        &mut self,
+        v6: bool,
+    ) -> mpsc::UnboundedSender<crate::announce::vrrp::Change> {
         let (tx, rx) = mpsc::unbounded_channel();
         *if v6 { &mut self.vrrp6 } else { &mut self.vrrp } = Some(rx);
         tx

@@ -164,7 +164,7 @@ impl Daemon {
             ),
             _ => None,
         };
-        let fault_rx = super::track::spawn(settings.vrrp.as_ref());
+        let fault_rx = super::track::spawn(settings.vrrp.as_ref(), &iface.name);
         let resolver = super::nexthops::spawn(shared.clone(), all.clone(), |st| {
             reconcile(st, None, None);
         })
@@ -203,6 +203,7 @@ impl Daemon {
             static6,
             garp_burst: 0,
             garp_burst_at: tokio::time::Instant::now(),
+            takeover_at: None,
             _vip_on_lo: vip_on_lo,
             sync: None,
             claims: Default::default(),

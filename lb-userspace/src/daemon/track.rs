@@ -107,10 +107,28 @@ impl Probe {
     }
 }
 
-/// Starts the tracker when `vrrp` tracks anything; the receiver says what it found
-/// (nothing tracked: always the default, no thread).
-pub(super) fn spawn(vrrp: Option<&VrrpSettings>) -> watch::Receiver<Tracked> {
-    let names: Vec<String> = vrrp.map(|v| v.track_interfaces.clone()).unwrap_or_default();
+/// The interfaces the election tracks: the VRRP interface itself (`primary`), as
+/// keepalived does unless `dont_track_primary` is set, then `--vrrp-track-interface`'s.
+/// A router whose own link is down hears no adverts: without this it would become master
+/// on the dead link and still be master, answering ARP beside the real one, when the link
+/// comes back (measured in the chaos test: 50-100 ms with two owners per link flap of a
+/// backup).
+pub fn tracked_names(configured: &[String], primary: &str) -> Vec<String> {
+    let mut names = vec![primary.to_string()];
+    for n in configured {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    names
+}
+
+/// Starts the tracker when VRRP runs; the receiver says what it found (no VRRP: always
+/// the default, no thread).
+pub(super) fn spawn(vrrp: Option<&VrrpSettings>, primary: &str) -> watch::Receiver<Tracked> {
+    let names: Vec<String> = vrrp
+        .map(|v| tracked_names(&v.track_interfaces, primary))
+        .unwrap_or_default();
     let witness_cfg =
         vrrp.and_then(|v| v.track_ip.map(|a| (a, v.track_ip_weight, v.track_ip_fall)));
     let sock = crate::net::sys::ioctl_socket().ok();
@@ -201,6 +219,13 @@ pub(super) fn spawn(vrrp: Option<&VrrpSettings>) -> watch::Receiver<Tracked> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vrrp_interface_is_always_tracked_and_listed_once() {
+        assert_eq!(tracked_names(&[], "eth0"), ["eth0"]);
+        let configured = ["bond0".to_string(), "eth0".to_string()];
+        assert_eq!(tracked_names(&configured, "eth0"), ["eth0", "bond0"]);
+    }
 
     #[test]
     fn an_interface_not_running_or_missing_is_down() {

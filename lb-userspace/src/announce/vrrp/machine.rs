@@ -97,6 +97,12 @@ pub struct Machine {
     master: Option<IpAddr>,
     /// The mismatch guard: no transition to Master before this.
     hold_until: Option<Instant>,
+    /// When a master was last heard that this backup preempts (its lower priority
+    /// discarded) or that resigned (priority 0): a takeover soon after is a handover from a
+    /// live master, not from a silent one ([`Machine::took_over_from_silence`]).
+    handover_heard: Option<Instant>,
+    /// Whether the last transition to Master followed a master that fell silent.
+    from_silence: bool,
     transitions: u64,
 }
 
@@ -112,6 +118,8 @@ impl Machine {
             adver_at: None,
             master: None,
             hold_until: None,
+            handover_heard: None,
+            from_silence: false,
             transitions: 0,
         }
     }
@@ -129,6 +137,14 @@ impl Machine {
     /// The master as far as we know: ourselves in Master, the last accepted sender in Backup.
     pub fn master(&self) -> Option<IpAddr> {
         self.master
+    }
+
+    /// Whether this router became master because the master fell silent (its adverts not
+    /// heard for the down interval: dead, or alive but not heard here), not by preempting a
+    /// lower-priority master or after a resignation. Only then may another node still
+    /// answer for the VIP (`daemon::announcing::TAKEOVER_PROBE`).
+    pub fn took_over_from_silence(&self) -> bool {
+        self.from_silence
     }
 
     /// State changes so far.
@@ -286,8 +302,19 @@ impl Machine {
                 out.push(Action::Send {
                     priority: self.priority,
                 });
+                let handover = self.handover_heard.is_some_and(|t| {
+                    now.saturating_duration_since(t) < self.master_down_interval()
+                });
+                self.from_silence = !handover;
                 self.become_master(now);
-                out.push(self.go(State::Master, "master down timer expired"));
+                out.push(self.go(
+                    State::Master,
+                    if handover {
+                        "preempting a lower-priority master, or after a resignation"
+                    } else {
+                        "master down timer expired"
+                    },
+                ));
             }
             State::Master if self.adver_at.is_some_and(|t| t <= now) => {
                 out.push(Action::Send {
@@ -317,12 +344,16 @@ impl Machine {
                     // The master resigned: take over after Skew_Time only.
                     self.master_down_at = Some(now + self.skew_time());
                     self.master = None;
+                    self.handover_heard = Some(now);
                 } else if !self.params.preempt || priority >= self.priority {
                     self.master_adver_interval = self.learnt(interval);
                     self.master_down_at = Some(now + self.master_down_interval());
                     self.master = Some(src);
+                    self.handover_heard = None;
+                } else {
+                    // A lower-priority master we preempt; its advert is discarded.
+                    self.handover_heard = Some(now);
                 }
-                // else: a lower-priority master we preempt; its advert is discarded.
             }
             State::Master => {
                 if priority == 0 {
@@ -431,6 +462,41 @@ mod tests {
         assert!(m.poll(down + INT - MS).is_empty());
         assert_eq!(sent(&m.poll(down + INT)), Some(100));
         assert_eq!(m.next_deadline(), Some(down + 2 * INT));
+    }
+
+    /// A takeover says whether the old master fell silent (it may still answer for the VIP
+    /// where its adverts are not heard: the daemon asks before announcing) or handed over
+    /// (preempted while advertising a lower priority, or resigned with priority 0).
+    #[test]
+    fn a_takeover_tells_a_silent_master_from_a_handover() {
+        // Silent: heard, then nothing for the down interval.
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 150, INT);
+        let a = m.poll(t0 + m.master_down_interval());
+        assert_eq!(became(&a), Some(State::Master));
+        assert!(m.took_over_from_silence());
+        // Preempting: the lower-priority master keeps advertising until the end.
+        let (mut m, t0) = machine(200, true);
+        m.startup(t0);
+        let down = m.master_down_interval();
+        let mut t = t0;
+        while t < t0 + down {
+            m.on_advert(t, LOWER_IP, 150, INT);
+            t += INT;
+        }
+        assert_eq!(became(&m.poll(t0 + down)), Some(State::Master));
+        assert!(!m.took_over_from_silence());
+        // Resigned: priority 0, then Skew_Time.
+        let (mut m, t0) = machine(100, true);
+        m.startup(t0);
+        m.on_advert(t0, HIGHER_IP, 150, INT);
+        m.on_advert(t0 + INT, HIGHER_IP, 0, INT);
+        assert_eq!(
+            became(&m.poll(t0 + INT + m.skew_time())),
+            Some(State::Master)
+        );
+        assert!(!m.took_over_from_silence());
     }
 
     /// keepalived's `track_interface`: a master whose tracked interface goes down enters

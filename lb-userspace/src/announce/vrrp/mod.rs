@@ -38,6 +38,16 @@ pub use machine::{Action, Machine, Params, STARTUP_LISTEN, State};
 use receive::{Rejected, auth_name, classify};
 pub use socket::{SocketError, VrrpSocket};
 
+/// A state change as the daemon hears it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub state: State,
+    /// A new master whose predecessor fell silent (see
+    /// [`machine::Machine::took_over_from_silence`]): that one may be alive and still
+    /// answering for the VIP where its adverts are not heard.
+    pub from_silence: bool,
+}
+
 /// VRRP failover (absent without `--vrrp-vrid`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VrrpStatus {
@@ -185,7 +195,7 @@ pub fn spawn(
     vips: &[Ipv4Addr],
     can_serve: watch::Receiver<bool>,
     tracked: watch::Receiver<Tracked>,
-    events: mpsc::UnboundedSender<State>,
+    events: mpsc::UnboundedSender<Change>,
 ) -> Result<Handle, VrrpError> {
     if iface.ipv4.is_unspecified() {
         return Err(VrrpError::NoAddress {
@@ -218,7 +228,7 @@ pub fn spawn6(
     vips: &[std::net::Ipv6Addr],
     can_serve: watch::Receiver<bool>,
     tracked: watch::Receiver<Tracked>,
-    events: mpsc::UnboundedSender<State>,
+    events: mpsc::UnboundedSender<Change>,
 ) -> Result<Handle, VrrpError> {
     let ll =
         crate::announce::ndp::link_local(&crate::announce::ndp::interface_addresses(&iface.name))
@@ -245,7 +255,7 @@ fn spawn_from(
     vips: &[IpAddr],
     can_serve: watch::Receiver<bool>,
     tracked: watch::Receiver<Tracked>,
-    events: mpsc::UnboundedSender<State>,
+    events: mpsc::UnboundedSender<Change>,
 ) -> Result<Handle, VrrpError> {
     let mut addrs: Vec<IpAddr> = Vec::new();
     for v in vips {
@@ -357,7 +367,7 @@ struct Ctx {
     src: IpAddr,
     /// The VIP addresses, as advertised (all of the family of `src`).
     addrs: Vec<IpAddr>,
-    events: mpsc::UnboundedSender<State>,
+    events: mpsc::UnboundedSender<Change>,
     report: Report,
     sent: u64,
     received: u64,
@@ -696,7 +706,10 @@ impl Ctx {
                         to.name(),
                         self.machine.priority()
                     );
-                    let _ = self.events.send(to);
+                    let _ = self.events.send(Change {
+                        state: to,
+                        from_silence: to == State::Master && self.machine.took_over_from_silence(),
+                    });
                 }
             }
         }

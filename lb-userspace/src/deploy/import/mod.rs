@@ -406,6 +406,11 @@ pub fn keepalived(
                 s,
                 "not carried over: xvip runs one notify_exec with the state (MASTER, BACKUP, FAULT, STOP) as $3",
             ),
+            "dont_track_primary" => note(
+                &mut notes,
+                s,
+                "not carried over: xvip always tracks the VRRP interface (down: FAULT, never master)",
+            ),
             "track_interface" => {
                 for t in s.children() {
                     if t.words.iter().any(|w| w == "weight") {
@@ -752,7 +757,7 @@ mod tests {
         let d = Dir::new("track");
         let ka = d.file(
             "k.conf",
-            "vrrp_instance A {\n interface eth0\n virtual_router_id 51\n virtual_ipaddress {\n 192.0.2.100\n }\n track_interface {\n eth1\n bond0\n eth2 weight -20\n eth1\n }\n}\n",
+            "vrrp_instance A {\n interface eth0\n virtual_router_id 51\n dont_track_primary\n virtual_ipaddress {\n 192.0.2.100\n }\n track_interface {\n eth1\n bond0\n eth2 weight -20\n eth1\n }\n}\n",
         );
         let out = keepalived(&ka, None, None).unwrap();
         assert!(
@@ -764,7 +769,14 @@ mod tests {
         assert!(
             out.notes
                 .iter()
-                .any(|n| n.contains("k.conf:10") && n.contains("weighted track_interface")),
+                .any(|n| n.contains("k.conf:11") && n.contains("weighted track_interface")),
+            "{:?}",
+            out.notes
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("k.conf:4") && n.contains("always tracks the VRRP interface")),
             "{:?}",
             out.notes
         );
