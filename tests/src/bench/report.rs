@@ -211,6 +211,42 @@ pub struct PeerRow {
     pub ns: Summary,
 }
 
+/// An established packet's time with the confirmed tables holding `flows` flows
+/// (`super::flows`).
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowRow {
+    pub mode: String,
+    pub flows: u64,
+    /// `CONNTRACK` and `REVERSE` entries (the same for every row).
+    pub map_entries: u32,
+    /// Mean kernel time per packet (single test runs), one figure per round.
+    pub ns: Summary,
+    /// The bare forwarder (`lab_forward`) in the same rounds: the harness's own share.
+    pub bare_ns: Summary,
+    /// This row over its mode's 1k-flow row, paired per round.
+    pub vs_1k: Summary,
+    /// The same with the bare forwarder's time taken off both.
+    pub own_vs_1k: Summary,
+}
+
+/// The reconnect storm through one balancer (`super::storm`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StormRow {
+    pub path: String,
+    /// Clients holding a watch each.
+    pub clients: u32,
+    /// Clients whose watch was on the master that left.
+    pub affected: Summary,
+    /// From the kill until the last of them had a new watch, ms.
+    pub all_back_ms: Summary,
+    /// The same for the median one.
+    pub median_back_ms: Summary,
+    /// Watches on the other masters that broke too (all rounds).
+    pub collateral: u64,
+    /// Rounds run again: under a tenth of the clients were on the master that left.
+    pub rerun: u32,
+}
+
 /// BPF memory of the flow tables.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemRow {
@@ -250,6 +286,10 @@ pub struct Report {
     pub memory: Vec<MemRow>,
     pub startup: Vec<StartupRow>,
     pub peers: Vec<PeerRow>,
+    /// Established time by table size (`super::flows`).
+    pub flows: Vec<FlowRow>,
+    /// The reconnect storm (`super::storm`).
+    pub storms: Vec<StormRow>,
     /// Per-class program time, live and `BPF_PROG_TEST_RUN` (see [`Report::fill_classes`]).
     pub classes: Vec<ClassCost>,
     /// Call targets in xvip's translated program (`bpftool prog dump xlated`) and how many
@@ -546,6 +586,53 @@ impl Report {
                 cell(&r.ns, 1.0, 0),
                 vs
             );
+        }
+        if !self.flows.is_empty() {
+            m.push_str(
+                "\n## Established cost by table size (BPF_PROG_TEST_RUN single runs)\n\n\
+                 Every table in `CONNTRACK`/`REVERSE` maps of the same size, filled to the row's \
+                 flows and hit in a stride of 7,919 flows; the tables and the bare forwarder \
+                 take turns within each round, and the ratios are paired per round. \
+                 \"own\": with the bare forwarder's time (the harness) taken off both.\n\n\
+                 | mode | flows | map entries | ns/packet | bare forwarder ns | vs 1k flows | own vs 1k flows |\n\
+                 |---|---:|---:|---|---|---|---|\n",
+            );
+            for r in &self.flows {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    r.mode,
+                    r.flows,
+                    r.map_entries,
+                    cell(&r.ns, 1.0, 0),
+                    cell(&r.bare_ns, 1.0, 0),
+                    cell(&r.vs_1k, 1.0, 2),
+                    cell(&r.own_vs_1k, 1.0, 2),
+                );
+            }
+        }
+        if !self.storms.is_empty() {
+            m.push_str(
+                "\n## The reconnect storm: a master leaves\n\n\
+                 Every client holds a watch (a chunked line every 100 ms); master m1 is killed \
+                 and each of its clients reconnects at once, retrying every 50 ms. Times from \
+                 the kill until the clients of m1 have a new watch.\n\n\
+                 | path | clients | on m1 | all back ms | median back ms | others broken | rounds run again |\n\
+                 |---|---:|---|---|---|---:|---:|\n",
+            );
+            for r in &self.storms {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    r.path,
+                    r.clients,
+                    cell(&r.affected, 1.0, 0),
+                    cell(&r.all_back_ms, 1.0, 0),
+                    cell(&r.median_back_ms, 1.0, 0),
+                    r.collateral,
+                    r.rerun
+                );
+            }
         }
         if !self.notes.is_empty() {
             m.push_str("\n## Notes\n\n");

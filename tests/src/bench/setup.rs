@@ -49,8 +49,23 @@ pub fn xvip_dataplane(
     backends: usize,
     conntrack: u32,
 ) -> Result<Dataplane> {
+    xvip_dataplane_pinned(obj, mode, backends, conntrack, None)
+}
+
+/// [`xvip_dataplane`] with its maps pinned in `pins` (a bpffs directory the caller
+/// removes), so that second handles on them can be opened; IPv4 only.
+pub fn xvip_dataplane_pinned(
+    obj: &[u8],
+    mode: Mode,
+    backends: usize,
+    conntrack: u32,
+    pins: Option<&std::path::Path>,
+) -> Result<Dataplane> {
     let s = settings(mode, backends, conntrack)?;
-    let mut dp = Dataplane::load(obj, conntrack)?;
+    let mut dp = match pins {
+        Some(dir) => Dataplane::load_pinned(obj, conntrack, false, Some((dir, LB_DEV)))?,
+        None => Dataplane::load(obj, conntrack)?,
+    };
     dp.set_config(&Config {
         snat_port_min: s.snat_ports.0,
         snat_port_max: s.snat_ports.1,

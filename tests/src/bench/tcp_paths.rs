@@ -28,7 +28,8 @@ use aya::programs::Xdp;
 
 const TCP_WORKERS: usize = 32;
 
-fn lb_mac(lab: &Lab) -> Result<String> {
+/// lb's `eth0` MAC (the client's static neighbour entry for the VIP).
+pub(super) fn lb_mac(lab: &Lab) -> Result<String> {
     let out = lab
         .host("lb")
         .ns

@@ -15,6 +15,7 @@ use tests::bench::{
     control::{maglev_part, memory_part},
     cost::cost_part,
     ctx::{Ctx, STOP},
+    flows::flows_part,
     nft::nft_part,
     passive::passive_part,
     peers::peers_part,
@@ -22,6 +23,7 @@ use tests::bench::{
     pps_tc::pps_tc_part,
     report::{Machine, PpsRow, Report, Target},
     startup::startup_part,
+    storm::storm_part,
     sync::sync_part,
     tcp_paths::{BARE_TCP, tcp_part},
 };
@@ -42,7 +44,7 @@ struct Args {
     /// CPUs the XDP generator uses, one pinned thread each.
     #[arg(long, default_value_t = 1)]
     gen_cpus: u32,
-    /// Only these parts: maglev,memory,startup,peers,cost,passive,pps,two-arm,pps-tc,nft,tcp,sync (default: all).
+    /// Only these parts: maglev,memory,startup,peers,flows,cost,passive,pps,two-arm,pps-tc,nft,tcp,storm,sync (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Output directory (default: $XVIP_BENCH_OUT, else target/bench).
@@ -127,11 +129,12 @@ fn run(args: Args) -> Result<()> {
     }
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     type Part = fn(&Ctx, &mut Report) -> Result<()>;
-    let parts: [(&str, Part); 12] = [
+    let parts: [(&str, Part); 14] = [
         ("maglev", maglev_part),
         ("memory", memory_part),
         ("startup", startup_part),
         ("peers", peers_part),
+        ("flows", flows_part),
         ("cost", cost_part),
         ("passive", passive_part),
         ("pps", pps_part),
@@ -139,6 +142,7 @@ fn run(args: Args) -> Result<()> {
         ("pps-tc", pps_tc_part),
         ("nft", nft_part),
         ("tcp", tcp_part),
+        ("storm", storm_part),
         ("sync", sync_part),
     ];
     let mut result = Ok(());
@@ -279,10 +283,52 @@ fn peer_targets(r: &Report, t: &mut Vec<Target>) {
     }
 }
 
+/// The established cost at a million flows within 1.5× of a thousand, per mode.
+fn flow_targets(r: &Report, t: &mut Vec<Target>) {
+    let top = r.flows.iter().map(|f| f.flows).max().unwrap_or(0);
+    for x in r.flows.iter().filter(|f| f.flows == top && top > 1_000) {
+        let q = x.vs_1k.median;
+        t.push(Target {
+            name: format!("established {}: {} flows vs 1,000", x.mode, x.flows),
+            want: "<= 1.50×".into(),
+            measured: format!("{q:.2}×"),
+            verdict: verdict(q.is_finite().then_some(q <= 1.5)),
+            note: format!(
+                "{:.0} ns per packet (BPF_PROG_TEST_RUN single runs, the harness's {:.0} ns included; without it {:.2}×), paired per round",
+                x.ns.median, x.bare_ns.median, x.own_vs_1k.median
+            ),
+        });
+    }
+}
+
+/// The reconnect storm: xvip's clients all back no later than haproxy's.
+fn storm_target(r: &Report, t: &mut Vec<Target>) {
+    let row = |p: &str| r.storms.iter().find(|s| s.path.starts_with(p));
+    let (Some(x), Some(h)) = (row("through xvip"), row("through haproxy")) else {
+        return;
+    };
+    let (a, b) = (x.all_back_ms.median, h.all_back_ms.median);
+    t.push(Target {
+        name: format!(
+            "reconnect storm ({} clients): all back, xvip vs haproxy",
+            x.clients
+        ),
+        want: "lower".into(),
+        measured: format!("{a:.0} vs {b:.0} ms"),
+        verdict: verdict((a.is_finite() && b.is_finite()).then_some(a <= b)),
+        note: format!(
+            "median client {:.0} vs {:.0} ms; the same TCP checks (200 ms, fall 3)",
+            x.median_back_ms.median, h.median_back_ms.median
+        ),
+    });
+}
+
 fn targets(r: &mut Report) {
     let mut t = Vec::new();
     startup_targets(r, &mut t);
     peer_targets(r, &mut t);
+    flow_targets(r, &mut t);
+    storm_target(r, &mut t);
     let out = |p: Option<&PpsRow>| p.map(|p| p.pps_out.median);
     let limit = out(find(r, "limit: bare XDP forward", "-", "xdp", 0, 0));
     let est_full = out(find(r, "xvip established", "fullnat", "xdp", 3, 1000));
