@@ -41,8 +41,7 @@ pub fn load_key(path: &Path) -> Result<SyncKey, String> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    // A trailing newline (echo, an editor) is not part of the key.
-    let key = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let key = key_bytes(&bytes);
     if key.len() < MIN_KEY_LEN {
         return Err(format!(
             "{} bytes: a sync key needs at least {MIN_KEY_LEN} (head -c 32 /dev/urandom | base64 > FILE)",
@@ -50,6 +49,17 @@ pub fn load_key(path: &Path) -> Result<SyncKey, String> {
         ));
     }
     Ok(SyncKey::new(key))
+}
+
+/// The key a file holds. A text key (printable ASCII: base64, hex, a passphrase) may end
+/// in a newline (echo, an editor), which is not part of it. A binary key (`head -c 32
+/// /dev/urandom`) is taken whole: its last byte is 0x0a once in 256 keys, and stripping it
+/// refused such a key as 31 bytes (seen in the test suite).
+fn key_bytes(bytes: &[u8]) -> &[u8] {
+    match bytes.strip_suffix(b"\n") {
+        Some(text) if text.iter().all(|b| b.is_ascii_graphic() || *b == b' ') => text,
+        _ => bytes,
+    }
 }
 
 impl PartialEq for SyncSettings {
@@ -79,6 +89,23 @@ mod tests {
         let e = load_key(&p).unwrap_err();
         assert!(e.contains("31 bytes"), "{e}");
         assert!(!e.contains("0123"), "the key is never in a message: {e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_text_key_loses_its_newline_and_a_binary_key_is_taken_whole() {
+        assert_eq!(key_bytes(b"c2VjcmV0\n"), b"c2VjcmV0");
+        assert_eq!(key_bytes(b"c2VjcmV0"), b"c2VjcmV0");
+        // Random bytes that happen to end in 0x0a: all 32 are the key.
+        let mut raw = [0x9cu8; 32];
+        raw[31] = b'\n';
+        assert_eq!(key_bytes(&raw), &raw[..]);
+        let dir = std::env::temp_dir().join(format!("xvip-sync-raw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("key");
+        std::fs::write(&p, raw).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_key(&p).is_ok(), "a raw 32-byte key ending in 0x0a");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
