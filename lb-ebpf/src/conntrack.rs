@@ -948,15 +948,13 @@ fn claim_snat_port<A: Family>(
         return Claim::Busy;
     }
     let range = max - min + 1;
-    if !A::PROBE_LOOP {
-        return claim_snat_port_unrolled(key, min, range, hash, now, s);
-    }
     let probes = SNAT_PROBES.min(range);
     // SAFETY: this CPU's scratch, used by this packet only.
     unsafe {
         // Field by field: a literal would be built on the stack first.
         let p = &raw mut (*s).probe;
         (*p).key = *key;
+        (*p).rkey = reverse_key(&(*s).ct, key.proto);
         (*p).now = now;
         (*p).oldest_seen = u64::MAX;
         (*p).min = min;
@@ -973,53 +971,6 @@ fn claim_snat_port<A: Family>(
             _ => Claim::Busy,
         }
     }
-}
-
-/// `claim_snat_port` with its probes unrolled (`Family::PROBE_LOOP` false: IPv6), the
-/// same ports in the same order, then the same steal pass.
-#[inline(always)]
-fn claim_snat_port_unrolled<A: Family>(
-    key: &FlowKey<A>,
-    min: u32,
-    range: u32,
-    hash: u32,
-    now: u64,
-    s: *mut Scratch<A>,
-) -> Claim {
-    // SAFETY: this CPU's scratch.
-    let (entry, rev) = unsafe { (&raw mut (*s).ct, &(*s).rev) };
-    // SAFETY: scratch value.
-    let mut rkey = reverse_key(unsafe { &*entry }, key.proto);
-    let (mut oldest_port, mut oldest_seen) = (0u16, u64::MAX);
-    for i in 0..SNAT_PROBES {
-        if i >= range {
-            break;
-        }
-        rkey.dst_port = ((min + (hash.wrapping_add(i) % range)) as u16).to_be();
-        match claim(&rkey, rev, key, now, u64::MAX, s) {
-            Claim::Busy => {}
-            Claim::BusyUnconfirmed(seen) => {
-                if seen < oldest_seen {
-                    (oldest_port, oldest_seen) = (rkey.dst_port, seen);
-                }
-            }
-            Claim::Taken => {
-                // SAFETY: scratch value.
-                unsafe { (*entry).snat_port = rkey.dst_port };
-                return Claim::Taken;
-            }
-            Claim::Adopted => return Claim::Adopted,
-        }
-    }
-    if oldest_seen != u64::MAX && now.saturating_sub(oldest_seen) > UNCONFIRMED_STEAL_AFTER_NS {
-        rkey.dst_port = oldest_port;
-        if claim(&rkey, rev, key, now, UNCONFIRMED_STEAL_AFTER_NS, s) == Claim::Taken {
-            // SAFETY: scratch value.
-            unsafe { (*entry).snat_port = oldest_port };
-            return Claim::Taken;
-        }
-    }
-    Claim::Busy
 }
 
 /// `SnatProbe::outcome`: every probe so far busy, a port taken (written into `(*s).ct`),
@@ -1046,24 +997,24 @@ extern "C" fn snat_probe<A: Family>(i: u64, _ctx: *mut c_void) -> i64 {
             return 1;
         }
         let i = i as u32;
-        let mut rkey = reverse_key(&(*s).ct, (*key).proto);
+        let rkey = &raw mut (*p).rkey;
         let steal = i >= (*p).probes;
-        let steal_after = if steal {
+        let (port, steal_after) = if steal {
             if (*p).oldest_seen == u64::MAX
                 || now.saturating_sub((*p).oldest_seen) <= UNCONFIRMED_STEAL_AFTER_NS
             {
                 return 1;
             }
-            rkey.dst_port = (*p).oldest_port;
-            UNCONFIRMED_STEAL_AFTER_NS
+            ((*p).oldest_port, UNCONFIRMED_STEAL_AFTER_NS)
         } else {
-            rkey.dst_port = (((*p).min + ((*p).hash.wrapping_add(i) % range)) as u16).to_be();
-            u64::MAX
+            let port = (((*p).min + ((*p).hash.wrapping_add(i) % range)) as u16).to_be();
+            (port, u64::MAX)
         };
+        (*rkey).dst_port = port;
         let rev = &raw const (*s).rev;
-        match claim(&rkey, &*rev, &*key, now, steal_after, s) {
+        match claim(&*rkey, &*rev, &*key, now, steal_after, s) {
             Claim::Taken => {
-                (*s).ct.snat_port = rkey.dst_port;
+                (*s).ct.snat_port = port;
                 (*p).outcome = PROBE_TAKEN;
                 1
             }
@@ -1072,7 +1023,7 @@ extern "C" fn snat_probe<A: Family>(i: u64, _ctx: *mut c_void) -> i64 {
                 1
             }
             Claim::BusyUnconfirmed(seen) if !steal && seen < (*p).oldest_seen => {
-                (*p).oldest_port = rkey.dst_port;
+                (*p).oldest_port = port;
                 (*p).oldest_seen = seen;
                 0
             }
