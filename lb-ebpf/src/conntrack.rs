@@ -963,13 +963,42 @@ fn claim_snat_port<A: Family>(
         (*p).probes = probes;
         (*p).oldest_port = 0;
         (*p).outcome = PROBE_BUSY;
-        // The callback finds its state in the scratch: the stack has no room for it.
-        bpf_loop(probes + 1, snat_probe::<A> as *mut c_void, null_mut(), 0);
+        // The callback finds its state in the scratch: the stack has no room for it, and
+        // the global function that runs the loop takes no pointer.
+        A::snat_probes(probes + 1);
         match (*p).outcome {
             PROBE_TAKEN => Claim::Taken,
             PROBE_ADOPTED => Claim::Adopted,
             _ => Claim::Busy,
         }
+    }
+}
+
+/// The `n` calls of `snat_probe` for IPv4 (`Family::snat_probes`), their state and outcome
+/// in the scratch. A global function (exported, `no_mangle`; the object's BTF gives it
+/// global linkage): the verifier checks it once, on its own, with nothing known of its
+/// caller, where a static function or inlined code is walked again for every state that
+/// reaches it (the new-flow path is reached from many). That is why its only argument is
+/// a number: a global function may not be handed map values or packet pointers.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn xvip_snat_probes4(n: u32) -> u64 {
+    // SAFETY: a helper call; the callback reads its state from this CPU's scratch.
+    unsafe { bpf_loop(n, snat_probe::<u32> as *mut c_void, null_mut(), 0) as u64 }
+}
+
+/// [`xvip_snat_probes4`] for IPv6.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn xvip_snat_probes6(n: u32) -> u64 {
+    // SAFETY: as `xvip_snat_probes4`.
+    unsafe {
+        bpf_loop(
+            n,
+            snat_probe::<lb_common::Ip6> as *mut c_void,
+            null_mut(),
+            0,
+        ) as u64
     }
 }
 

@@ -35,6 +35,7 @@ pub trait Family: Addr {
     /// paths take ~500 of the 512 bytes of stack, and the SNAT probes' `bpf_loop` callback
     /// must fit under the forward path's frame (the chain's frames add up).
     const FORWARD_APART: bool;
+    fn snat_probes(n: u32);
     /// A UDP checksum of zero is invalid (IPv6), not "none" (IPv4).
     const UDP_CHECKSUM_REQUIRED: bool;
     /// The family's ICMP echo request and reply types.
@@ -93,6 +94,10 @@ impl Family for u32 {
     type Addrs = [u32; 2];
     const ENTRY_FIRST: bool = true;
     const FORWARD_APART: bool = false;
+    #[inline(always)]
+    fn snat_probes(n: u32) {
+        crate::conntrack::xvip_snat_probes4(n);
+    }
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<u32>, entry: &CtEntry<u32>) {
         crate::sync::emit_confirmed(lb_common::SYNC_FAMILY_V4, key, entry);
@@ -224,6 +229,10 @@ impl Family for Ip6 {
     type Addrs = ();
     const ENTRY_FIRST: bool = false;
     const FORWARD_APART: bool = true;
+    #[inline(always)]
+    fn snat_probes(n: u32) {
+        crate::conntrack::xvip_snat_probes6(n);
+    }
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<Ip6>, entry: &CtEntry<Ip6>) {
         crate::sync::emit6(lb_common::SYNC_CONFIRMED, key, entry);
