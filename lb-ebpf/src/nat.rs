@@ -89,7 +89,7 @@ pub fn forward_apart<C: Ctx, A: Family>(ctx: &C, frame: &Frame, h: &Headers<A>) 
         return Verdict::drop(Reason::DropInternal);
     }
     // SAFETY: this CPU's scratch, whose meta `handle_flow` has just written.
-    let meta = unsafe { &*(&raw const (*s).meta) };
+    let meta = unsafe { &(*s).meta };
     forward(ctx, frame, h, None, None, Some(meta))
 }
 
