@@ -209,7 +209,9 @@ pub fn remove_dir(dir: &Path) -> io::Result<usize> {
         n += 1;
     }
     for entry in std::fs::read_dir(dir)? {
-        if std::fs::remove_file(entry?.path()).is_ok() {
+        let path = entry?.path();
+        // Pins are files; the program marker (`dataplane/running.rs`) is an empty directory.
+        if std::fs::remove_file(&path).is_ok() || std::fs::remove_dir(&path).is_ok() {
             n += 1;
         }
     }
