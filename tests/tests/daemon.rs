@@ -189,10 +189,19 @@ fn the_client_resolves_the_vip_to_xvips_mac_and_garp_corrects_a_stale_entry() {
 /// Starts xvip on the lb host entering only its network namespace, so its pins (under
 /// `pin_root`) outlive it.
 fn start_pinned(lab: &mut Lab, pin_root: &str) {
+    start_pinned_logged(lab, pin_root, None);
+}
+
+/// [`start_pinned`], its log (`RUST_LOG=info`) to `log` when given.
+fn start_pinned_logged(lab: &mut Lab, pin_root: &str, log: Option<&std::path::Path>) {
     let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
     cmd.arg("run")
         .args(run_args(&[]))
         .args(["--pin-root", pin_root]);
+    if let Some(l) = log {
+        cmd.env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(l).unwrap());
+    }
     lab.spawn("xvip-lb", cmd).unwrap();
     lab.wait_attached("lb").unwrap();
 }
@@ -240,13 +249,28 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     );
     std::thread::sleep(Duration::from_millis(1000));
 
-    start_pinned(&mut lab, &pin);
+    // The same binary restarted adopts the program still attached: no verifier.
+    let log = files.0.join("restart.log");
+    start_pinned_logged(&mut lab, &pin, Some(&log));
     lab.wait_status("lb", Duration::from_secs(5), |s| {
         s.backends.iter().all(|b| b.mac.is_some())
     })
     .unwrap();
     let s = lab.xvip_status("lb").unwrap();
     assert!(s.conntrack_entries >= 1, "adopted conntrack is empty");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let started = text
+        .lines()
+        .find(|l| l.contains("started in"))
+        .unwrap_or_else(|| panic!("no start-up line: {text}"));
+    assert!(
+        started.contains("program adopted") && !started.contains("the verifier"),
+        "{text}"
+    );
+    assert!(
+        text.contains("eth0: kept the running program (adopted)"),
+        "{text}"
+    );
     let (code, out) = lab.finish_stream("watch", Duration::from_secs(10)).unwrap();
     let ticks = out.lines().count();
     assert_eq!(code, Some(28), "the stream was broken: {out}");

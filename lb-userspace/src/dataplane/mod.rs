@@ -490,14 +490,18 @@ impl Dataplane {
                 .iter()
                 .filter_map(|i| Some((i.clone(), self.link_pin(i)?)))
                 .collect();
-            let fresh = |name: &str| self.ebpf.map(name).and_then(|m| match m {
-                Map::RingBuf(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) => d.info().ok(),
-                _ => None,
-            });
+            let fresh = |name: &str| {
+                self.ebpf.map(name).and_then(|m| match m {
+                    Map::RingBuf(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) => d.info().ok(),
+                    _ => None,
+                })
+            };
             match running::adopt(&dir, &self.object_hash, &links, PINNED_MAPS, fresh) {
                 Ok(r) => {
                     let id = r.prog_id;
-                    log::info!("adopted the running program {id} (this object, its maps the pinned ones): no verifier");
+                    log::info!(
+                        "adopted the running program {id} (this object, its maps the pinned ones): no verifier"
+                    );
                     self.running = Some(r);
                     return Ok(ProgramStart::Adopted(id));
                 }

@@ -42,7 +42,10 @@ const UNPINNED: &[&str] = &[
 /// The first half of the object's SHA-256, in hex: names the object in the marker.
 pub(super) fn object_hash(object: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, object);
-    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The marker's name for `object_hash` loaded as a program with kernel tag `tag`.
@@ -67,7 +70,10 @@ fn markers(dir: &Path) -> Vec<String> {
 pub(super) fn clear_markers(dir: &Path) {
     for m in markers(dir) {
         if let Err(e) = std::fs::remove_dir(dir.join(&m)) {
-            log::warn!("cannot remove the program marker {m} in {}: {e}", dir.display());
+            log::warn!(
+                "cannot remove the program marker {m} in {}: {e}",
+                dir.display()
+            );
         }
     }
 }
@@ -114,8 +120,12 @@ pub(super) fn adopt(
     let mut held = Vec::new();
     let mut prog_id = None;
     for (interface, path) in links {
-        let pin = PinnedLink::from_pin(path)
-            .map_err(|e| format!("{interface}: no pinned link to adopt at {} ({e})", path.display()))?;
+        let pin = PinnedLink::from_pin(path).map_err(|e| {
+            format!(
+                "{interface}: no pinned link to adopt at {} ({e})",
+                path.display()
+            )
+        })?;
         let fd: FdLink = pin.into();
         let id = fd
             .info()
@@ -169,7 +179,14 @@ pub(super) fn adopt(
                 dir.display()
             ));
         }
-        let shape = |i: &MapInfo| (i.map_type().ok(), i.key_size(), i.value_size(), i.max_entries());
+        let shape = |i: &MapInfo| {
+            (
+                i.map_type().ok(),
+                i.key_size(),
+                i.value_size(),
+                i.max_entries(),
+            )
+        };
         if fresh(&name).map(|f| shape(&f)) != Some(shape(&m)) {
             return Err(format!("map {id} ({name}) differs from this object's"));
         }
