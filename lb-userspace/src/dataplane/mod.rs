@@ -492,7 +492,9 @@ impl Dataplane {
                 .collect();
             let fresh = |name: &str| {
                 self.ebpf.map(name).and_then(|m| match m {
-                    Map::RingBuf(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) => d.info().ok(),
+                    Map::RingBuf(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) | Map::Array(d) => {
+                        d.info().ok()
+                    }
                     _ => None,
                 })
             };

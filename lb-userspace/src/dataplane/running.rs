@@ -28,9 +28,12 @@ use lb_common::map_names;
 const MARKER_PREFIX: &str = "program-";
 
 /// The XDP program's maps that are not pinned (per-CPU scratch, the new-flow budget, the
-/// proven sources, the sync ring and its counters): an adopted start uses the running
-/// program's instances (the names as the kernel keeps them: at most 15 bytes).
+/// proven sources, the sync ring and its counters, and the object's constants, `.rodata`,
+/// which the loader fills from the object alone: xvip sets no globals at load): an adopted
+/// start uses the running program's instances (the names as the kernel keeps them: at most
+/// 15 bytes).
 const UNPINNED: &[&str] = &[
+    ".rodata",
     "SCRATCH",
     "SCRATCH6",
     "NEW_FLOW_BUDGET",
