@@ -822,11 +822,19 @@ fn a_restart_adopts_the_running_program_only_when_the_marker_names_it() {
 
     // A marker naming another program (its tag changed): not adopted, verified afresh,
     // the new program swapped into the link, and its own marker written.
-    let (keep, _) = m.rsplit_once('-').unwrap();
-    std::fs::rename(pins.join(&m), pins.join(format!("{keep}-0123456789abcdef"))).unwrap();
+    let parts: Vec<&str> = m.split('-').collect();
+    assert_eq!(parts.len(), 4, "program-<object>-<tag>-<id>: {m}");
+    assert_eq!(
+        parts[3],
+        first.to_string(),
+        "the marker names the program id"
+    );
+    let forged = format!("program-{}-0123456789abcdef-{first}", parts[1]);
+    std::fs::rename(pins.join(&m), pins.join(forged)).unwrap();
     let text = restart_logged(&mut lab, &files.path("tag.log"));
     assert!(
-        text.contains("not adopting the running program: the running program's tag"),
+        text.contains("not adopting the running program: the marker")
+            && text.contains(&format!("does not name the running program (id {first}")),
         "{text}"
     );
     assert!(
@@ -837,8 +845,9 @@ fn a_restart_adopts_the_running_program_only_when_the_marker_names_it() {
     let second = xdp_prog(&lab, "lb").expect("attached");
     assert_ne!(second, first, "the fresh program is in the link");
     let m2 = marker(&pins).expect("the fresh program's marker");
-    // The same object has the same tag (the kernel's hash leaves map references out).
-    assert_eq!(m2, m, "the marker names the new program's real tag");
+    // The same object has the same tag (the kernel's hash leaves map references out); the
+    // id is the new program's.
+    assert_eq!(m2, format!("program-{}-{}-{second}", parts[1], parts[2]));
     lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
         .unwrap();
 

@@ -537,10 +537,10 @@ impl Dataplane {
             running::clear_markers(dir);
             return;
         }
-        let Some(tag) = self.program().info().ok().map(|i| i.tag()) else {
+        let Some((tag, id)) = self.program().info().ok().map(|i| (i.tag(), i.id())) else {
             return;
         };
-        let name = running::marker_name(&self.object_hash, tag);
+        let name = running::marker_name(&self.object_hash, tag, id);
         if let Err(e) = running::write_marker(dir, &name) {
             log::warn!(
                 "cannot write the program marker {name} in {}: {e} (the next start verifies afresh)",

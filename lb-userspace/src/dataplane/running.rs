@@ -4,11 +4,12 @@
 //!
 //! The proof that the running program is this binary's object is a marker directory in the
 //! pin directory (bpffs holds only pins and directories), written by the run that loaded
-//! it: `program-<SHA-256 of the object, 32 hex>-<kernel tag of the loaded program>`. The
-//! object hash says which object the run loaded; the tag (the kernel's hash of the
-//! program's instructions) ties the marker to the program the links hold now, so a program
-//! swapped in by anything else, or a run that died between a swap and its marker, is not
-//! adopted. Every map the running program uses must then be one of the maps this daemon
+//! it: `program-<SHA-256 of the object, 32 hex>-<kernel tag>-<kernel program id>`. The
+//! object hash says which object the run loaded; the program id (never reused while the
+//! kernel runs, and bpffs does not outlive a reboot) and its tag (the kernel's hash of the
+//! instructions) tie the marker to the program the links hold now, so a program swapped in
+//! by anything else (an older xvip that knows no markers, a run that died between its swap
+//! and its marker) is not adopted. Every map the running program uses must then be one of the maps this daemon
 //! writes and reads: a pinned map by the same kernel id as the pin, or one of the program's
 //! own unpinned maps ([`UNPINNED`]), which the daemon then takes by id. Anything else, and
 //! the daemon loads and verifies afresh, as before.
@@ -51,9 +52,9 @@ pub(super) fn object_hash(object: &[u8]) -> String {
         .collect()
 }
 
-/// The marker's name for `object_hash` loaded as a program with kernel tag `tag`.
-pub(super) fn marker_name(object_hash: &str, tag: u64) -> String {
-    format!("{MARKER_PREFIX}{object_hash}-{tag:016x}")
+/// The marker's name for `object_hash` loaded as program `id` with kernel tag `tag`.
+pub(super) fn marker_name(object_hash: &str, tag: u64, id: u32) -> String {
+    format!("{MARKER_PREFIX}{object_hash}-{tag:016x}-{id}")
 }
 
 /// The markers present in `dir`.
@@ -154,10 +155,9 @@ pub(super) fn adopt(
             lb_common::PROGRAM_NAME
         ));
     }
-    let want = marker_name(object_hash, info.tag());
-    if marker != want {
+    if marker != marker_name(object_hash, info.tag(), prog_id) {
         return Err(format!(
-            "the running program's tag {:016x} is not the marker's ({marker})",
+            "the marker {marker} does not name the running program (id {prog_id}, tag {:016x})",
             info.tag()
         ));
     }
@@ -218,4 +218,39 @@ pub(super) fn adopt(
         sync_events,
         sync_counts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_names_the_object_the_tag_and_the_program_and_is_a_bpffs_name() {
+        let a = object_hash(b"one object");
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, object_hash(b"another object"));
+        let m = marker_name(&a, 0x20fe_30a1_37da_4e7f, 58017);
+        assert_eq!(m, format!("program-{a}-20fe30a137da4e7f-58017"));
+        // bpffs refuses dots in names; the daemon's own pins never start with the prefix.
+        assert!(!m.contains('.') && m.len() < 256);
+        assert_ne!(m, marker_name(&a, 0x20fe_30a1_37da_4e7f, 58018));
+    }
+
+    #[test]
+    fn markers_are_found_and_cleared_and_pins_beside_them_stay() {
+        let dir = std::env::temp_dir().join(format!("xvip-marker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("CONNTRACK"), b"").unwrap();
+        write_marker(&dir, "program-a-1-2").unwrap();
+        write_marker(&dir, "program-b-3-4").unwrap();
+        assert_eq!(markers(&dir), ["program-b-3-4"], "one marker at a time");
+        let refused = adopt(&dir, "a", &[], &[], |_| None).err().unwrap();
+        assert!(refused.contains("names another object"), "{refused}");
+        clear_markers(&dir);
+        assert!(markers(&dir).is_empty());
+        assert!(dir.join("CONNTRACK").exists());
+        let refused = adopt(&dir, "a", &[], &[], |_| None).err().unwrap();
+        assert!(refused.contains("no program marker"), "{refused}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
