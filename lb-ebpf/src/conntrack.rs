@@ -948,15 +948,13 @@ fn claim_snat_port<A: Family>(
         return Claim::Busy;
     }
     let range = max - min + 1;
-    if !A::PROBE_LOOP {
-        return claim_snat_port_unrolled(key, min, range, hash, now, s);
-    }
     let probes = SNAT_PROBES.min(range);
     // SAFETY: this CPU's scratch, used by this packet only.
     unsafe {
         // Field by field: a literal would be built on the stack first.
         let p = &raw mut (*s).probe;
         (*p).key = *key;
+        (*p).rkey = reverse_key(&(*s).ct, key.proto);
         (*p).now = now;
         (*p).oldest_seen = u64::MAX;
         (*p).min = min;
@@ -965,8 +963,9 @@ fn claim_snat_port<A: Family>(
         (*p).probes = probes;
         (*p).oldest_port = 0;
         (*p).outcome = PROBE_BUSY;
-        // The callback finds its state in the scratch: the stack has no room for it.
-        bpf_loop(probes + 1, snat_probe::<A> as *mut c_void, null_mut(), 0);
+        // The callback finds its state in the scratch: the stack has no room for it, and
+        // the global function that runs the loop takes no pointer.
+        A::snat_probes(probes + 1);
         match (*p).outcome {
             PROBE_TAKEN => Claim::Taken,
             PROBE_ADOPTED => Claim::Adopted,
@@ -975,51 +974,32 @@ fn claim_snat_port<A: Family>(
     }
 }
 
-/// `claim_snat_port` with its probes unrolled (`Family::PROBE_LOOP` false: IPv6), the
-/// same ports in the same order, then the same steal pass.
-#[inline(always)]
-fn claim_snat_port_unrolled<A: Family>(
-    key: &FlowKey<A>,
-    min: u32,
-    range: u32,
-    hash: u32,
-    now: u64,
-    s: *mut Scratch<A>,
-) -> Claim {
-    // SAFETY: this CPU's scratch.
-    let (entry, rev) = unsafe { (&raw mut (*s).ct, &(*s).rev) };
-    // SAFETY: scratch value.
-    let mut rkey = reverse_key(unsafe { &*entry }, key.proto);
-    let (mut oldest_port, mut oldest_seen) = (0u16, u64::MAX);
-    for i in 0..SNAT_PROBES {
-        if i >= range {
-            break;
-        }
-        rkey.dst_port = ((min + (hash.wrapping_add(i) % range)) as u16).to_be();
-        match claim(&rkey, rev, key, now, u64::MAX, s) {
-            Claim::Busy => {}
-            Claim::BusyUnconfirmed(seen) => {
-                if seen < oldest_seen {
-                    (oldest_port, oldest_seen) = (rkey.dst_port, seen);
-                }
-            }
-            Claim::Taken => {
-                // SAFETY: scratch value.
-                unsafe { (*entry).snat_port = rkey.dst_port };
-                return Claim::Taken;
-            }
-            Claim::Adopted => return Claim::Adopted,
-        }
+/// The `n` calls of `snat_probe` for IPv4 (`Family::snat_probes`), their state and outcome
+/// in the scratch. A global function (exported, `no_mangle`; the object's BTF gives it
+/// global linkage): the verifier checks it once, on its own, with nothing known of its
+/// caller, where a static function or inlined code is walked again for every state that
+/// reaches it (the new-flow path is reached from many). That is why its only argument is
+/// a number: a global function may not be handed map values or packet pointers.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn xvip_snat_probes4(n: u32) -> u64 {
+    // SAFETY: a helper call; the callback reads its state from this CPU's scratch.
+    unsafe { bpf_loop(n, snat_probe::<u32> as *mut c_void, null_mut(), 0) as u64 }
+}
+
+/// [`xvip_snat_probes4`] for IPv6.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn xvip_snat_probes6(n: u32) -> u64 {
+    // SAFETY: as `xvip_snat_probes4`.
+    unsafe {
+        bpf_loop(
+            n,
+            snat_probe::<lb_common::Ip6> as *mut c_void,
+            null_mut(),
+            0,
+        ) as u64
     }
-    if oldest_seen != u64::MAX && now.saturating_sub(oldest_seen) > UNCONFIRMED_STEAL_AFTER_NS {
-        rkey.dst_port = oldest_port;
-        if claim(&rkey, rev, key, now, UNCONFIRMED_STEAL_AFTER_NS, s) == Claim::Taken {
-            // SAFETY: scratch value.
-            unsafe { (*entry).snat_port = oldest_port };
-            return Claim::Taken;
-        }
-    }
-    Claim::Busy
 }
 
 /// `SnatProbe::outcome`: every probe so far busy, a port taken (written into `(*s).ct`),
@@ -1046,24 +1026,24 @@ extern "C" fn snat_probe<A: Family>(i: u64, _ctx: *mut c_void) -> i64 {
             return 1;
         }
         let i = i as u32;
-        let mut rkey = reverse_key(&(*s).ct, (*key).proto);
+        let rkey = &raw mut (*p).rkey;
         let steal = i >= (*p).probes;
-        let steal_after = if steal {
+        let (port, steal_after) = if steal {
             if (*p).oldest_seen == u64::MAX
                 || now.saturating_sub((*p).oldest_seen) <= UNCONFIRMED_STEAL_AFTER_NS
             {
                 return 1;
             }
-            rkey.dst_port = (*p).oldest_port;
-            UNCONFIRMED_STEAL_AFTER_NS
+            ((*p).oldest_port, UNCONFIRMED_STEAL_AFTER_NS)
         } else {
-            rkey.dst_port = (((*p).min + ((*p).hash.wrapping_add(i) % range)) as u16).to_be();
-            u64::MAX
+            let port = (((*p).min + ((*p).hash.wrapping_add(i) % range)) as u16).to_be();
+            (port, u64::MAX)
         };
+        (*rkey).dst_port = port;
         let rev = &raw const (*s).rev;
-        match claim(&rkey, &*rev, &*key, now, steal_after, s) {
+        match claim(&*rkey, &*rev, &*key, now, steal_after, s) {
             Claim::Taken => {
-                (*s).ct.snat_port = rkey.dst_port;
+                (*s).ct.snat_port = port;
                 (*p).outcome = PROBE_TAKEN;
                 1
             }
@@ -1072,7 +1052,7 @@ extern "C" fn snat_probe<A: Family>(i: u64, _ctx: *mut c_void) -> i64 {
                 1
             }
             Claim::BusyUnconfirmed(seen) if !steal && seen < (*p).oldest_seen => {
-                (*p).oldest_port = rkey.dst_port;
+                (*p).oldest_port = port;
                 (*p).oldest_seen = seen;
                 0
             }

@@ -30,10 +30,12 @@ pub trait Family: Addr {
     /// IPv6 does not: the reordered path does not fit its stack (LLVM spills more of the
     /// SNAT probe's registers), so its packets keep the `VIPS6` lookup.
     const ENTRY_FIRST: bool;
-    /// Whether the SNAT probes run as a `bpf_loop` callback (`conntrack::claim_snat_port`).
-    /// IPv6 unrolls them: a callback's frame counts towards the 512-byte stack of the
-    /// chain, and IPv6's path already uses ~500 bytes of it.
-    const PROBE_LOOP: bool;
+    /// Whether a packet for a VIP continues in a call of its own (`nat::VERDICT_FORWARD`,
+    /// `forward6` in main.rs) instead of under the rest of the path: IPv6's reply and ICMP
+    /// paths take ~500 of the 512 bytes of stack, and the SNAT probes' `bpf_loop` callback
+    /// must fit under the forward path's frame (the chain's frames add up).
+    const FORWARD_APART: bool;
+    fn snat_probes(n: u32);
     /// A UDP checksum of zero is invalid (IPv6), not "none" (IPv4).
     const UDP_CHECKSUM_REQUIRED: bool;
     /// The family's ICMP echo request and reply types.
@@ -91,7 +93,11 @@ impl Family for u32 {
     type IpHdr = Ipv4Hdr;
     type Addrs = [u32; 2];
     const ENTRY_FIRST: bool = true;
-    const PROBE_LOOP: bool = true;
+    const FORWARD_APART: bool = false;
+    #[inline(always)]
+    fn snat_probes(n: u32) {
+        crate::conntrack::xvip_snat_probes4(n);
+    }
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<u32>, entry: &CtEntry<u32>) {
         crate::sync::emit_confirmed(lb_common::SYNC_FAMILY_V4, key, entry);
@@ -222,7 +228,11 @@ impl Family for Ip6 {
     type IpHdr = Ipv6Hdr;
     type Addrs = ();
     const ENTRY_FIRST: bool = false;
-    const PROBE_LOOP: bool = false;
+    const FORWARD_APART: bool = true;
+    #[inline(always)]
+    fn snat_probes(n: u32) {
+        crate::conntrack::xvip_snat_probes6(n);
+    }
     #[inline(always)]
     fn sync_confirmed(key: &FlowKey<Ip6>, entry: &CtEntry<Ip6>) {
         crate::sync::emit6(lb_common::SYNC_CONFIRMED, key, entry);

@@ -84,7 +84,11 @@ pub fn xvip(ctx: XdpContext) -> u32 {
             if fast != fast::DECLINED {
                 return fast;
             }
-            process6::<XdpContext>(ctx.ctx, packet::classify6::<XdpContext>(ctx.ctx)) as u32
+            let class = packet::classify6::<XdpContext>(ctx.ctx);
+            match process6::<XdpContext>(ctx.ctx, class) {
+                FORWARD => forward6::<XdpContext>(ctx.ctx, class) as u32,
+                v => v as u32,
+            }
         }
         // Not IPv6, or too short to tell (IPv4's parser counts that).
         _ => {
@@ -115,7 +119,11 @@ pub fn xvip_tc(ctx: TcContext) -> i32 {
         // `vlan::restore` would have to move the frame's start, which tc does not here.
         Ok(l2) if l2.vlan != 0 => return tc_unhandled(),
         Ok(l2) if packet::is_ipv6(&l2) => {
-            process6::<TcContext>(skb, packet::classify6::<TcContext>(skb))
+            let class = packet::classify6::<TcContext>(skb);
+            match process6::<TcContext>(skb, class) {
+                FORWARD => forward6::<TcContext>(skb, class),
+                v => v,
+            }
         }
         _ => process4::<TcContext>(skb),
     };
@@ -208,12 +216,38 @@ fn process4<C: Exit>(raw: *mut C::Raw) -> u64 {
     })
 }
 
+/// `process6`'s answer for a packet to a VIP, which `forward6` then takes (not an action
+/// of either context, nothing counted yet).
+const FORWARD: u64 = u64::MAX;
+
+/// IPv6 but a packet to a VIP: that one returns [`FORWARD`], and the entry calls
+/// `forward6` for it, so the forward path (with the SNAT probes' `bpf_loop` callback under
+/// it) and the reply and ICMP paths each have a frame of their own
+/// (`Family::FORWARD_APART`).
 #[inline(never)]
 fn process6<C: Exit>(raw: *mut C::Raw, class: u32) -> u64 {
     let ctx = C::from_raw(raw);
     let frame = Frame::new(&ctx);
-    C::exit(match packet::parse6(&frame, class) {
+    let v = match packet::parse6(&frame, class) {
         Ok(p) => dispatch(&ctx, &frame, &p),
+        Err(v) => v,
+    };
+    if v.action == nat::VERDICT_FORWARD.action {
+        return FORWARD;
+    }
+    C::exit(v)
+}
+
+/// An IPv6 packet `process6` found to be for a VIP (its frame's MAC checked there): parsed
+/// again (a packet pointer cannot be kept between calls) and forwarded.
+#[inline(never)]
+fn forward6<C: Exit>(raw: *mut C::Raw, class: u32) -> u64 {
+    let ctx = C::from_raw(raw);
+    let frame = Frame::new(&ctx);
+    C::exit(match packet::parse6(&frame, class) {
+        Ok(Parsed::Flow(h)) => nat::forward_apart(&ctx, &frame, &h),
+        // `process6` parsed the same bytes as a flow.
+        Ok(Parsed::Icmp(_)) => Verdict::drop(Reason::DropInternal),
         Err(v) => v,
     })
 }

@@ -114,6 +114,9 @@ pub struct Scratch<A> {
 pub struct SnatProbe<A> {
     /// The new flow's client-side key.
     pub key: FlowKey<A>,
+    /// The tuple being probed (in the scratch: IPv6's 40-byte key would not fit the
+    /// callback's frame beside the path's).
+    pub rkey: FlowKey<A>,
     pub now: u64,
     /// The unconfirmed holder idle the longest so far (`u64::MAX`: none).
     pub oldest_seen: u64,

@@ -61,10 +61,31 @@ pub fn handle_flow<C: Ctx, A: Family>(ctx: &C, frame: &Frame, h: &Headers<A>) ->
                 return forward(ctx, frame, h, Some(&key), entry, meta);
             }
         } else if let Some(meta) = lookup::vip_meta(h, &mut local) {
+            if A::FORWARD_APART {
+                // `forward_apart`, in a call of its own (main.rs: `forward6`).
+                return VERDICT_FORWARD;
+            }
             return forward(ctx, frame, h, None, None, Some(meta));
         }
     }
     reply(ctx, frame, h)
+}
+
+/// Not a verdict: `handle_flow`'s answer, with `Family::FORWARD_APART`, for a packet to a
+/// VIP, which the entry then gives to `forward_apart` in a call of its own (never counted,
+/// never returned to the kernel).
+pub const VERDICT_FORWARD: Verdict = Verdict::with(u32::MAX, Reason::DropInternal);
+
+/// The rest of `handle_flow` for a packet `VERDICT_FORWARD` named: the VIP's meta again
+/// (the daemon may have removed the VIP meanwhile: then it is not ours), then `forward`.
+/// Its caller has checked the frame's destination MAC, as `dispatch` does.
+#[inline(always)]
+pub fn forward_apart<C: Ctx, A: Family>(ctx: &C, frame: &Frame, h: &Headers<A>) -> Verdict {
+    let mut local = core::mem::MaybeUninit::uninit();
+    match lookup::vip_meta(h, &mut local) {
+        Some(meta) => forward(ctx, frame, h, None, None, Some(meta)),
+        None => Verdict::pass(Reason::PassNotForVip),
+    }
 }
 
 /// A packet for a VIP: `key` its client-side key and `entry` the flow's `CONNTRACK` entry,
