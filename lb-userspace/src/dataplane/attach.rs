@@ -68,7 +68,7 @@ impl Dataplane {
         Ok(p)
     }
 
-    fn program_mut(&mut self) -> &mut Xdp {
+    pub(super) fn program_mut(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(PROGRAM_NAME)
             .and_then(|p| <&mut Xdp>::try_from(p).ok())

@@ -520,11 +520,12 @@ impl Dataplane {
         self.running.is_some()
     }
 
-    /// Records in the pin directory which program is attached (its object and tag), so the
+    /// Records in the pin directory which program is attached (its object, tag and id, with
+    /// the program and its maps that are not among the daemon's pins pinned inside), so the
     /// next start of this binary can adopt it: once every interface is attached through a
     /// pinned XDP link to this object's program. An adopted program's marker stays.
-    pub fn mark_program(&self) {
-        let Some(dir) = self.pins.as_ref() else {
+    pub fn mark_program(&mut self) {
+        let Some(dir) = self.pins.clone() else {
             return;
         };
         if self.running.is_some() {
@@ -534,14 +535,29 @@ impl Dataplane {
             || self.links.is_empty()
             || self.links.iter().any(|l| l.pinned.is_none())
         {
-            running::clear_markers(dir);
+            running::clear_markers(&dir);
             return;
         }
         let Some((tag, id)) = self.program().info().ok().map(|i| (i.tag(), i.id())) else {
             return;
         };
         let name = running::marker_name(&self.object_hash, tag, id);
-        if let Err(e) = running::write_marker(dir, &name) {
+        let written = running::begin_marker(&dir, &name)
+            .map_err(|e| e.to_string())
+            .and_then(|path| {
+                self.program_mut()
+                    .pin(path.join(running::PROGRAM_PIN))
+                    .map_err(|e| format!("the program: {e}"))?;
+                for (map, m) in self.ebpf.maps() {
+                    if !PINNED_MAPS.contains(&map) {
+                        m.pin(path.join(running::own_pin_name(map)))
+                            .map_err(|e| format!("{map}: {e}"))?;
+                    }
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
+            running::clear_markers(&dir);
             log::warn!(
                 "cannot write the program marker {name} in {}: {e} (the next start verifies afresh)",
                 dir.display()

@@ -4,20 +4,20 @@
 //!
 //! The proof that the running program is this binary's object is a marker directory in the
 //! pin directory (bpffs holds only pins and directories), written by the run that loaded
-//! it: `program-<SHA-256 of the object, 32 hex>-<kernel tag>-<kernel program id>`. The
-//! object hash says which object the run loaded; the program id (never reused while the
-//! kernel runs, and bpffs does not outlive a reboot) and its tag (the kernel's hash of the
-//! instructions) tie the marker to the program the links hold now, so a program swapped in
-//! by anything else (an older xvip that knows no markers, a run that died between its swap
-//! and its marker) is not adopted. Every map the running program uses must then be one of the maps this daemon
-//! writes and reads: a pinned map by the same kernel id as the pin, or one of the program's
-//! own unpinned maps ([`UNPINNED`]), which the daemon then takes by id. Anything else, and
-//! the daemon loads and verifies afresh, as before.
+//! it: `program-<SHA-256 of the object, 32 hex>-<kernel tag>-<kernel program id>`, holding
+//! the program itself (`prog`) and the maps of the object that are not among the daemon's
+//! pins (per-CPU scratch, the new-flow budget, the proven sources, the sync ring and its
+//! counters, the constants `.rodata` as `rodata`). The object hash says which object the run
+//! loaded; the program id (never reused while the kernel runs; bpffs does not outlive a
+//! reboot) and its tag (the kernel's hash of the instructions) tie the marker to the program
+//! the links hold now, so a program swapped in by anything else (an older xvip that knows no
+//! markers, a run that died between its swap and its marker) is not adopted. Every map the
+//! running program uses must then be one of the daemon's pins or one of the marker's, by
+//! kernel id. Everything is opened through its pin (`BPF_OBJ_GET`): the ids' own calls
+//! (`BPF_*_GET_FD_BY_ID`, `*_GET_NEXT_ID`) need `CAP_SYS_ADMIN`, which the deployed daemon
+//! does not have. Anything else, and the daemon loads and verifies afresh, as before.
 
-use std::{
-    collections::HashSet,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashSet, path::Path};
 
 use aya::{
     maps::{MapData, MapInfo},
@@ -27,21 +27,8 @@ use lb_common::map_names;
 
 /// Prefix of the marker directory's name.
 const MARKER_PREFIX: &str = "program-";
-
-/// The XDP program's maps that are not pinned (per-CPU scratch, the new-flow budget, the
-/// proven sources, the sync ring and its counters, and the object's constants, `.rodata`,
-/// which the loader fills from the object alone: xvip sets no globals at load): an adopted
-/// start uses the running program's instances (the names as the kernel keeps them: at most
-/// 15 bytes).
-const UNPINNED: &[&str] = &[
-    ".rodata",
-    "SCRATCH",
-    "SCRATCH6",
-    "NEW_FLOW_BUDGET",
-    "PROVEN",
-    map_names::SYNC_EVENTS,
-    map_names::SYNC_COUNTS,
-];
+/// The program's pin inside the marker.
+pub(super) const PROGRAM_PIN: &str = "prog";
 
 /// The first half of the object's SHA-256, in hex: names the object in the marker.
 pub(super) fn object_hash(object: &[u8]) -> String {
@@ -57,6 +44,11 @@ pub(super) fn marker_name(object_hash: &str, tag: u64, id: u32) -> String {
     format!("{MARKER_PREFIX}{object_hash}-{tag:016x}-{id}")
 }
 
+/// A map's pin name inside the marker: bpffs refuses dots (`.rodata` -> `rodata`).
+pub(super) fn own_pin_name(map: &str) -> String {
+    map.trim_start_matches('.').replace('.', "_")
+}
+
 /// The markers present in `dir`.
 fn markers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -69,11 +61,15 @@ fn markers(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Removes every marker in `dir`: before a program is swapped into the links, so a run
-/// that dies between the swap and its own marker leaves none.
+/// Removes every marker in `dir` (and the pins in it): before a program is swapped into
+/// the links, so a run that dies between the swap and its own marker leaves none.
 pub(super) fn clear_markers(dir: &Path) {
     for m in markers(dir) {
-        if let Err(e) = std::fs::remove_dir(dir.join(&m)) {
+        let path = dir.join(&m);
+        for e in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        if let Err(e) = std::fs::remove_dir(&path) {
             log::warn!(
                 "cannot remove the program marker {m} in {}: {e}",
                 dir.display()
@@ -82,10 +78,15 @@ pub(super) fn clear_markers(dir: &Path) {
     }
 }
 
-/// Writes the marker of the program now attached (after [`clear_markers`]).
-pub(super) fn write_marker(dir: &Path, name: &str) -> std::io::Result<()> {
+/// Starts the marker `name` of the program now attached (after [`clear_markers`]): the
+/// directory, into which the caller pins the program ([`PROGRAM_PIN`]) and its own maps
+/// ([`own_pin_name`]). A marker left half-written by a crash lacks a pin, and is not
+/// adopted.
+pub(super) fn begin_marker(dir: &Path, name: &str) -> std::io::Result<std::path::PathBuf> {
     clear_markers(dir);
-    std::fs::create_dir(dir.join(name))
+    let path = dir.join(name);
+    std::fs::create_dir(&path)?;
+    Ok(path)
 }
 
 /// The running program, adopted.
@@ -103,25 +104,38 @@ pub(super) struct Running {
 pub(super) type Refusal = String;
 
 /// Adopts the program held by the pinned links `links` (interface, pin path) when the
-/// marker in `dir` names this object (`object_hash`) and that program's tag, and every map
-/// it uses is a pin in `dir` (names `pinned`) or one of its own [`UNPINNED`] maps of the
-/// same shape as `fresh(name)` (this object's map of that name, as the loader created it).
+/// marker in `dir` names this object (`object_hash`) and that program's id and tag, and
+/// every map it uses is a pin in `dir` (names `pinned`) or in the marker, the marker's of
+/// the same shape as `fresh(name)` (this object's map of that name, as the loader created
+/// it).
 pub(super) fn adopt(
     dir: &Path,
     object_hash: &str,
-    links: &[(String, PathBuf)],
+    links: &[(String, std::path::PathBuf)],
     pinned: &[&str],
     fresh: impl Fn(&str) -> Option<MapInfo>,
 ) -> Result<Running, Refusal> {
     let found = markers(dir);
     let prefix = format!("{MARKER_PREFIX}{object_hash}-");
     let marker = match found.as_slice() {
-        [] => return Err("no program marker in the pin directory (an older xvip, or a run that did not finish attaching)".into()),
+        [] => {
+            return Err("no program marker in the pin directory (an older xvip, or a run that did not finish attaching)".into());
+        }
         [one] if one.starts_with(&prefix) => one.clone(),
-        [one] => return Err(format!("the program marker {one} names another object (this one: {object_hash})")),
-        _ => return Err(format!("{} program markers in the pin directory", found.len())),
+        [one] => {
+            return Err(format!(
+                "the program marker {one} names another object (this one: {object_hash})"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{} program markers in the pin directory",
+                found.len()
+            ));
+        }
     };
-    let mut held = Vec::new();
+    let mdir = dir.join(&marker);
+    let mut out = Vec::new();
     let mut prog_id = None;
     for (interface, path) in links {
         let pin = PinnedLink::from_pin(path).map_err(|e| {
@@ -141,47 +155,45 @@ pub(super) fn adopt(
                 prog_id.unwrap_or(0)
             ));
         }
-        held.push((interface.clone(), fd));
+        drop(fd);
+        let pin = PinnedLink::from_pin(path)
+            .map_err(|e| format!("{interface}: {} ({e})", path.display()))?;
+        out.push((interface.clone(), pin));
     }
     let prog_id = prog_id.ok_or("no interface")?;
-    let info = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == prog_id)
-        .ok_or_else(|| format!("program {prog_id} of the pinned link is not loaded"))?;
-    if info.name_as_str() != Some(lb_common::PROGRAM_NAME) {
+    let info = super::pins::attached::read_prog(&mdir.join(PROGRAM_PIN))
+        .map_err(|e| format!("the marker {marker} holds no program ({e})"))?;
+    if info.id != prog_id {
+        return Err(format!(
+            "the marker's program {} is not the one in the link ({prog_id})",
+            info.id
+        ));
+    }
+    if info.name != lb_common::PROGRAM_NAME {
         return Err(format!(
             "program {prog_id} is {:?}, not {}",
-            info.name_as_str().unwrap_or("unnamed"),
+            info.name,
             lb_common::PROGRAM_NAME
         ));
     }
-    if marker != marker_name(object_hash, info.tag(), prog_id) {
+    if marker != marker_name(object_hash, info.tag, prog_id) {
         return Err(format!(
             "the marker {marker} does not name the running program (id {prog_id}, tag {:016x})",
-            info.tag()
+            info.tag
         ));
     }
-    let pinned_ids: HashSet<u32> = pinned
+    let uses: HashSet<u32> = info.map_ids.into_iter().collect();
+    let mut known: HashSet<u32> = pinned
         .iter()
         .filter_map(|n| MapInfo::from_pin(dir.join(n)).ok().map(|i| i.id()))
         .collect();
-    let map_ids = info
-        .map_ids()
-        .map_err(|e| format!("cannot list program {prog_id}'s maps ({e})"))?
-        .ok_or("the kernel does not list the program's maps")?;
-    let mut own = Vec::new();
-    for id in map_ids {
-        if pinned_ids.contains(&id) {
+    for e in std::fs::read_dir(&mdir).map_err(|e| format!("{marker}: {e}"))? {
+        let e = e.map_err(|e| format!("{marker}: {e}"))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == PROGRAM_PIN {
             continue;
         }
-        let m = MapInfo::from_id(id).map_err(|e| format!("map {id}: {e}"))?;
-        let name = m.name_as_str().unwrap_or("").to_string();
-        if !UNPINNED.contains(&name.as_str()) {
-            return Err(format!(
-                "map {id} ({name}) of the running program is not among the pins in {}",
-                dir.display()
-            ));
-        }
+        let m = MapInfo::from_pin(e.path()).map_err(|err| format!("{marker}/{name}: {err}"))?;
         let shape = |i: &MapInfo| {
             (
                 i.map_type().ok(),
@@ -190,27 +202,37 @@ pub(super) fn adopt(
                 i.max_entries(),
             )
         };
-        if fresh(&name).map(|f| shape(&f)) != Some(shape(&m)) {
-            return Err(format!("map {id} ({name}) differs from this object's"));
+        let mine = fresh(&name).or_else(|| fresh(&format!(".{name}")));
+        if mine.map(|f| shape(&f)) != Some(shape(&m)) {
+            return Err(format!(
+                "the marker's map {name} differs from this object's"
+            ));
         }
-        own.push((name, id));
+        known.insert(m.id());
     }
-    let take = |name: &str| -> Result<Option<MapData>, Refusal> {
-        match own.iter().find(|(n, _)| n == name) {
-            Some((_, id)) => MapData::from_id(*id)
-                .map(Some)
-                .map_err(|e| format!("map {id} ({name}): {e}")),
-            None => Ok(None),
+    if let Some(id) = uses.iter().find(|id| !known.contains(id)) {
+        return Err(format!(
+            "map {id} of the running program is neither a pin of {} nor the marker's",
+            dir.display()
+        ));
+    }
+    // The ring and counters the daemon reads: the running program's own.
+    let own = |name: &str| -> Result<Option<MapData>, Refusal> {
+        let path = mdir.join(own_pin_name(name));
+        if !path.exists() {
+            return Ok(None);
         }
+        let m = MapData::from_pin(&path).map_err(|e| format!("{marker}/{name}: {e}"))?;
+        let id = m.info().map_err(|e| format!("{name}: {e}"))?.id();
+        if !uses.contains(&id) {
+            return Err(format!("the marker's {name} is not the running program's"));
+        }
+        Ok(Some(m))
     };
-    let sync_events = take(map_names::SYNC_EVENTS)?;
-    let sync_counts = take(map_names::SYNC_COUNTS)?;
-    let mut out = Vec::new();
-    for ((interface, fd), (_, path)) in held.into_iter().zip(links) {
-        drop(fd);
-        let pin = PinnedLink::from_pin(path)
-            .map_err(|e| format!("{interface}: {} ({e})", path.display()))?;
-        out.push((interface, pin));
+    let sync_events = own(map_names::SYNC_EVENTS)?;
+    let sync_counts = own(map_names::SYNC_COUNTS)?;
+    if sync_events.is_none() || sync_counts.is_none() {
+        return Err("the marker lacks the sync ring or its counters".into());
     }
     Ok(Running {
         prog_id,
@@ -233,6 +255,8 @@ mod tests {
         assert_eq!(m, format!("program-{a}-20fe30a137da4e7f-58017"));
         // bpffs refuses dots in names; the daemon's own pins never start with the prefix.
         assert!(!m.contains('.') && m.len() < 256);
+        assert_eq!(own_pin_name(".rodata"), "rodata");
+        assert_eq!(own_pin_name("SYNC_EVENTS"), "SYNC_EVENTS");
         assert_ne!(m, marker_name(&a, 0x20fe_30a1_37da_4e7f, 58018));
     }
 
@@ -241,8 +265,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xvip-marker-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("CONNTRACK"), b"").unwrap();
-        write_marker(&dir, "program-a-1-2").unwrap();
-        write_marker(&dir, "program-b-3-4").unwrap();
+        begin_marker(&dir, "program-a-1-2").unwrap();
+        let b = begin_marker(&dir, "program-b-3-4").unwrap();
+        std::fs::write(b.join(PROGRAM_PIN), b"").unwrap();
         assert_eq!(markers(&dir), ["program-b-3-4"], "one marker at a time");
         let refused = adopt(&dir, "a", &[], &[], |_| None).err().unwrap();
         assert!(refused.contains("names another object"), "{refused}");

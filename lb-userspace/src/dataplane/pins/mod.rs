@@ -208,10 +208,10 @@ pub fn remove_dir(dir: &Path) -> io::Result<usize> {
     if std::fs::remove_file(&link).is_ok() {
         n += 1;
     }
+    // The program marker (`dataplane/running.rs`): a directory of pins of its own.
+    super::running::clear_markers(dir);
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        // Pins are files; the program marker (`dataplane/running.rs`) is an empty directory.
-        if std::fs::remove_file(&path).is_ok() || std::fs::remove_dir(&path).is_ok() {
+        if std::fs::remove_file(entry?.path()).is_ok() {
             n += 1;
         }
     }
