@@ -191,7 +191,8 @@ fn restarts(ctx: &Ctx, lab: &mut Lab, drop_marker: bool) -> Result<Vec<Phases>> 
             for d in pin_dirs(&root.0) {
                 for e in std::fs::read_dir(&d)?.filter_map(Result::ok) {
                     if e.file_name().to_string_lossy().starts_with("program-") {
-                        std::fs::remove_dir(e.path())?;
+                        // The marker holds the program's and its own maps' pins.
+                        std::fs::remove_dir_all(e.path())?;
                     }
                 }
             }
