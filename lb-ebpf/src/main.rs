@@ -238,8 +238,9 @@ fn process6<C: Exit>(raw: *mut C::Raw, class: u32) -> u64 {
     C::exit(v)
 }
 
-/// An IPv6 packet `process6` found to be for a VIP (its frame's MAC checked there): parsed
-/// again (a packet pointer cannot be kept between calls) and forwarded.
+/// An IPv6 packet `process6` found to be for a VIP (its frame's MAC checked there, the
+/// VIP's meta copied into the scratch): parsed again (a packet pointer cannot be kept
+/// between calls) and forwarded.
 #[inline(never)]
 fn forward6<C: Exit>(raw: *mut C::Raw, class: u32) -> u64 {
     let ctx = C::from_raw(raw);

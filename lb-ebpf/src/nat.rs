@@ -76,16 +76,21 @@ pub fn handle_flow<C: Ctx, A: Family>(ctx: &C, frame: &Frame, h: &Headers<A>) ->
 /// never returned to the kernel).
 pub const VERDICT_FORWARD: Verdict = Verdict::with(u32::MAX, Reason::DropInternal);
 
-/// The rest of `handle_flow` for a packet `VERDICT_FORWARD` named: the VIP's meta again
-/// (the daemon may have removed the VIP meanwhile: then it is not ours), then `forward`.
+/// The rest of `handle_flow` for a packet `VERDICT_FORWARD` named: `forward` with the
+/// VIP's meta `vip_meta` copied into this CPU's scratch for this very packet a moment
+/// before (a family with `FORWARD_APART` keeps its copies there: `Family::snapshot`).
 /// Its caller has checked the frame's destination MAC, as `dispatch` does.
 #[inline(always)]
 pub fn forward_apart<C: Ctx, A: Family>(ctx: &C, frame: &Frame, h: &Headers<A>) -> Verdict {
-    let mut local = core::mem::MaybeUninit::uninit();
-    match lookup::vip_meta(h, &mut local) {
-        Some(meta) => forward(ctx, frame, h, None, None, Some(meta)),
-        None => Verdict::pass(Reason::PassNotForVip),
+    let Some(s) = A::scratch().get_ptr(0) else {
+        return Verdict::drop(Reason::DropInternal);
+    };
+    if !A::FORWARD_APART {
+        return Verdict::drop(Reason::DropInternal);
     }
+    // SAFETY: this CPU's scratch, whose meta `handle_flow` has just written.
+    let meta = unsafe { &*(&raw const (*s).meta) };
+    forward(ctx, frame, h, None, None, Some(meta))
 }
 
 /// A packet for a VIP: `key` its client-side key and `entry` the flow's `CONNTRACK` entry,

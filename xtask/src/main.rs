@@ -77,12 +77,23 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "chaos" => chaos(&rest),
         "bench" => {
             packages::ensure(packages::BENCH)?;
-            build(&["--release".to_string()])?;
             let tc = toolchain::ensure()?;
+            build_ebpf(&tc)?;
             let obj = ebpf_object();
+            // One invocation for the daemon and the bench's binaries: built apart, the two
+            // resolve lb-userspace's dependencies' features differently and the daemon was
+            // compiled twice (~4 minutes each here).
             cargo(
                 &tc,
-                &["build", "--release", "-p", "tests", "--bins"],
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "lb-userspace",
+                    "-p",
+                    "tests",
+                    "--bins",
+                ],
                 &[("XVIP_EBPF_OBJ", obj.as_os_str())],
             )?;
             let target = target_dir();

@@ -33,7 +33,7 @@ use std::{
 use lb_common::Passive;
 
 /// How often the daemon reads the counters.
-pub const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(25);
 
 /// New flows are summed over this long (an unconfirmed flow's idle lifetime) to judge
 /// whether they could have churned the handshake table.
@@ -237,7 +237,7 @@ mod tests {
     impl Feed {
         fn new() -> Self {
             Self {
-                p: PassiveTracker::new(3, Duration::from_millis(300)),
+                p: PassiveTracker::new(3, TICK * 3),
                 b: 0,
             }
         }
