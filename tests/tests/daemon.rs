@@ -189,10 +189,24 @@ fn the_client_resolves_the_vip_to_xvips_mac_and_garp_corrects_a_stale_entry() {
 /// Starts xvip on the lb host entering only its network namespace, so its pins (under
 /// `pin_root`) outlive it.
 fn start_pinned(lab: &mut Lab, pin_root: &str) {
+    start_pinned_logged(lab, pin_root, &[], None);
+}
+
+/// [`start_pinned`] with `extra` arguments, its log (`RUST_LOG=info`) to `log` when given.
+fn start_pinned_logged(
+    lab: &mut Lab,
+    pin_root: &str,
+    extra: &[&str],
+    log: Option<&std::path::Path>,
+) {
     let mut cmd = lab.host("lb").ns.cmd_net_only(xvip_bin());
     cmd.arg("run")
-        .args(run_args(&[]))
+        .args(run_args(extra))
         .args(["--pin-root", pin_root]);
+    if let Some(l) = log {
+        cmd.env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(l).unwrap());
+    }
     lab.spawn("xvip-lb", cmd).unwrap();
     lab.wait_attached("lb").unwrap();
 }
@@ -217,7 +231,20 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     let pin_root = PathBuf::from(format!("/sys/fs/bpf/xvip-test-{}", lab.prefix));
     let _guard = PinGuard(pin_root.clone());
     let pin = pin_root.to_str().unwrap().to_string();
-    start_pinned(&mut lab, &pin);
+    // Conntrack sync on (a key and a VRRP group of one, no peer needed): the program writes
+    // its ring, which the restarted daemon must read from the adopted program.
+    let key = files.path("sync.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let sync = [
+        "--vrrp-vrid",
+        "61",
+        "--vrrp-priority",
+        "200",
+        "--sync-key-file",
+        key.to_str().unwrap(),
+    ];
+    start_pinned_logged(&mut lab, &pin, &sync, Some(&files.path("first.log")));
     lab.curl_until_ok(
         "client",
         &format!("https://{VIP}:6443/readyz"),
@@ -240,24 +267,58 @@ fn sigkill_and_restart_keep_an_open_stream_and_detach_removes_everything() {
     );
     std::thread::sleep(Duration::from_millis(1000));
 
-    start_pinned(&mut lab, &pin);
+    // The same binary restarted adopts the program still attached: no verifier.
+    let log = files.0.join("restart.log");
+    start_pinned_logged(&mut lab, &pin, &sync, Some(&log));
     lab.wait_status("lb", Duration::from_secs(5), |s| {
         s.backends.iter().all(|b| b.mac.is_some())
     })
     .unwrap();
     let s = lab.xvip_status("lb").unwrap();
     assert!(s.conntrack_entries >= 1, "adopted conntrack is empty");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let started = text
+        .lines()
+        .find(|l| l.contains("started in"))
+        .unwrap_or_else(|| panic!("no start-up line: {text}"));
+    assert!(
+        started.contains("program adopted") && !started.contains("the verifier"),
+        "{text}"
+    );
+    assert!(
+        text.contains("eth0: kept the running program (adopted)"),
+        "{text}"
+    );
     let (code, out) = lab.finish_stream("watch", Duration::from_secs(10)).unwrap();
     let ticks = out.lines().count();
     assert_eq!(code, Some(28), "the stream was broken: {out}");
     assert!(ticks >= 50, "only {ticks} lines in 6 s: {out}");
-    // New connections work after the restart.
+    // New connections work after the restart, and their sync events reach the daemon
+    // through the adopted program's ring.
+    // `events`: the program's SYNC_COUNTS; `sent_records`: records read from its ring.
+    let events = |lab: &Lab| {
+        lab.xvip_status("lb")
+            .ok()
+            .and_then(|s| s.sync)
+            .map_or((0, 0), |s| (s.events, s.sent_records))
+    };
+    let before = events(&lab);
     lab.curl(
         "client",
         &format!("https://{VIP}:6443/whoami"),
         Duration::from_secs(2),
     )
     .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let grew = |now: (u64, u64)| now.0 > before.0 && now.1 > before.1;
+    while !grew(events(&lab)) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = events(&lab);
+    assert!(
+        grew(now),
+        "sync after the adopted restart: (events, records sent) {before:?} -> {now:?}"
+    );
 
     // A detach while xvip serves the interface is refused (its instance lock), and changes
     // nothing.

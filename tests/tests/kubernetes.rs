@@ -659,22 +659,26 @@ fn the_capabilities_the_manifest_grants_are_enough_to_serve_the_vip() {
         .map(|c| format!("+{}", c.to_lowercase()))
         .collect();
     let caps = format!("-all,{}", caps.join(","));
-    let mut cmd = lab.host("lb").ns.cmd_net_only("setpriv");
-    cmd.args([
-        "--inh-caps",
-        &caps,
-        "--ambient-caps",
-        &caps,
-        "--bounding-set",
-        &caps,
-        "--",
-    ])
-    .arg(xvip_bin())
-    .args(["run", "--interface", "eth0", "--vip", VIP, "--pin-root"])
-    .arg(&pin_root)
-    .args(all_backends())
-    .env("RUST_LOG", "info");
-    lab.spawn("xvip-lb", cmd).unwrap();
+    let start = |lab: &mut Lab, log: &std::path::Path| {
+        let mut cmd = lab.host("lb").ns.cmd_net_only("setpriv");
+        cmd.args([
+            "--inh-caps",
+            &caps,
+            "--ambient-caps",
+            &caps,
+            "--bounding-set",
+            &caps,
+            "--",
+        ])
+        .arg(xvip_bin())
+        .args(["run", "--interface", "eth0", "--vip", VIP, "--pin-root"])
+        .arg(&pin_root)
+        .args(all_backends())
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(log).unwrap());
+        lab.spawn("xvip-lb", cmd).unwrap();
+    };
+    start(&mut lab, &files.path("caps-1.log"));
     lab.curl_until_ok(
         "client",
         &format!("https://{VIP}:6443/readyz"),
@@ -698,6 +702,29 @@ fn the_capabilities_the_manifest_grants_are_enough_to_serve_the_vip() {
     );
     let seen = spread(&lab, "client", 12);
     assert!(seen.keys().all(|k| k.starts_with('m')), "{seen:?}");
+
+    // A restart with the same capabilities (no CAP_SYS_ADMIN: nothing opened by id) adopts
+    // the running program.
+    lab.kill("xvip-lb").unwrap();
+    let log = files.path("caps-2.log");
+    start(&mut lab, &log);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !read().contains("started in") && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = read();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("started in") && l.contains("program adopted")),
+        "{text}"
+    );
+    lab.curl_until_ok(
+        "client",
+        &format!("https://{VIP}:6443/readyz"),
+        Duration::from_secs(10),
+    )
+    .expect("the adopted program serves");
 }
 
 #[test]

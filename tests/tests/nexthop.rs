@@ -362,7 +362,7 @@ fn a_restart_adopts_the_links_of_both_interfaces_and_serves_meanwhile() {
     let adopted = |n: usize| {
         std::fs::read_to_string(logs.path("2.log"))
             .unwrap_or_default()
-            .matches("replaced the pinned program in place")
+            .matches("kept the running program (adopted)")
             .count()
             >= n
     };

@@ -156,7 +156,8 @@ fn two_xvip_in_two_namespaces_with_the_default_pin_root_keep_to_their_own_interf
         assert_eq!(s.vips, [vip], "{host}");
     }
 
-    // lb1 killed and started again adopts its own link, in place, and leaves lb2's alone.
+    // lb1 killed and started again adopts its own link and the program in it (the same
+    // binary: no verifier), and leaves lb2's alone.
     lab.kill("xvip-lb1").unwrap();
     assert_eq!(xdp_prog(&lab, "lb1"), Some(p1), "pinned: stays attached");
     let files = TempDir::new("pins-two");
@@ -166,13 +167,13 @@ fn two_xvip_in_two_namespaces_with_the_default_pin_root_keep_to_their_own_interf
         wait_until(Duration::from_secs(10), || {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
-                .contains("replaced the pinned program in place")
+                .contains(&format!("adopted the running program {p1} "))
         }),
-        "lb1 did not adopt its own link: {}",
+        "lb1 did not adopt its own program: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let p1_new = xdp_prog(&lab, "lb1").expect("lb1 attached");
-    assert_ne!(p1_new, p1, "the restarted xvip's program is in lb1's link");
+    assert_eq!(p1_new, p1, "the adopted program stays in lb1's link");
     assert_eq!(xdp_prog(&lab, "lb2"), Some(p2), "lb1's restart touched lb2");
     for vip in ["192.0.2.100", "192.0.2.101"] {
         lab.curl_until_ok("client", &whoami(vip), Duration::from_secs(5))
@@ -348,10 +349,11 @@ fn pins_of_an_older_xvip_at_root_ifname_are_moved_and_adopted_when_their_link_is
 
     let log = files.path("lb.log");
     start(&mut lab, "lb", &a, Some(&log));
+    // The program marker moved with the pins: the same binary adopts the program.
     assert!(
         wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("replaced the pinned program in place")),
+            .contains("kept the running program (adopted)")),
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
@@ -359,7 +361,7 @@ fn pins_of_an_older_xvip_at_root_ifname_are_moved_and_adopted_when_their_link_is
     assert!(text.contains("moved an earlier xvip's pins"), "{text}");
     assert!(!root.join("eth0").exists());
     assert!(root.join(ns.to_string()).join("eth0/link").exists());
-    assert_ne!(xdp_prog(&lab, "lb"), Some(prog), "updated in place");
+    assert_eq!(xdp_prog(&lab, "lb"), Some(prog), "adopted, not replaced");
     lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(5))
         .unwrap();
 }
@@ -779,4 +781,108 @@ fn pinned_counters_of_another_shape_are_replaced_and_the_flow_maps_adopted() {
     let (new_reasons, entries) = pinned_map(&reasons);
     assert_ne!(new_reasons, old_reasons);
     assert_eq!(entries, lb_common::stats::REASON_COUNT);
+}
+
+/// The program marker in `dir` (`program-<object hash>-<tag>`), if there is exactly one.
+fn marker(dir: &Path) -> Option<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("program-"))
+        .collect();
+    match names.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// Restarts `xvip-lb` after a SIGKILL, logging to `log`; returns the log once the
+/// start-up line is in it.
+fn restart_logged(lab: &mut Lab, log: &Path) -> String {
+    lab.kill("xvip-lb").unwrap();
+    start(lab, "lb", &args(&["192.0.2.100"]), Some(log));
+    let up = wait_until(Duration::from_secs(30), || read(log).contains("started in"));
+    let text = read(log);
+    assert!(up, "no start-up line: {text}");
+    text
+}
+
+#[test]
+fn a_restart_adopts_the_running_program_only_when_the_marker_names_it() {
+    let mut own = OwnPins::default();
+    let mut lab = lab("marker", &mut own, &[("lb", Ipv4Addr::new(192, 0, 2, 2))]);
+    let pins = pins_of(own.0[0]);
+    let files = TempDir::new("pins-marker");
+    start(&mut lab, "lb", &args(&["192.0.2.100"]), None);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+    let first = xdp_prog(&lab, "lb").expect("attached");
+    let m = marker(&pins).expect("a fresh attach leaves one program marker");
+
+    // A marker naming another program (its tag changed): not adopted, verified afresh,
+    // the new program swapped into the link, and its own marker written.
+    let parts: Vec<&str> = m.split('-').collect();
+    assert_eq!(parts.len(), 4, "program-<object>-<tag>-<id>: {m}");
+    assert_eq!(
+        parts[3],
+        first.to_string(),
+        "the marker names the program id"
+    );
+    let forged = format!("program-{}-0123456789abcdef-{first}", parts[1]);
+    std::fs::rename(pins.join(&m), pins.join(forged)).unwrap();
+    let text = restart_logged(&mut lab, &files.path("tag.log"));
+    assert!(
+        text.contains("not adopting the running program: the marker")
+            && text.contains(&format!("does not name the running program (id {first}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("replaced the pinned program in place"),
+        "{text}"
+    );
+    assert!(text.contains("the verifier"), "{text}");
+    let second = xdp_prog(&lab, "lb").expect("attached");
+    assert_ne!(second, first, "the fresh program is in the link");
+    let m2 = marker(&pins).expect("the fresh program's marker");
+    // The same object has the same tag (the kernel's hash leaves map references out); the
+    // id is the new program's.
+    assert_eq!(m2, format!("program-{}-{}-{second}", parts[1], parts[2]));
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+
+    // No marker at all (what an older xvip leaves): the same.
+    std::fs::remove_dir_all(pins.join(&m2)).unwrap();
+    let text = restart_logged(&mut lab, &files.path("none.log"));
+    assert!(
+        text.contains("not adopting the running program: no program marker"),
+        "{text}"
+    );
+    let third = xdp_prog(&lab, "lb").expect("attached");
+    assert_ne!(third, second);
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
+
+    // A pinned map the running program does not use (here CONFIG unpinned, so the loader
+    // creates a new one): not adopted, whatever the marker says.
+    std::fs::remove_file(pins.join("CONFIG")).unwrap();
+    let text = restart_logged(&mut lab, &files.path("map.log"));
+    assert!(
+        text.contains("not adopting the running program: map ")
+            && text.contains("is neither a pin of"),
+        "{text}"
+    );
+    let fourth = xdp_prog(&lab, "lb").expect("attached");
+    assert_ne!(fourth, third);
+
+    // And with the marker right, the next restart adopts that program.
+    let text = restart_logged(&mut lab, &files.path("same.log"));
+    assert!(
+        text.contains(&format!("adopted the running program {fourth} ")),
+        "{text}"
+    );
+    assert!(text.contains("program adopted"), "{text}");
+    assert_eq!(xdp_prog(&lab, "lb"), Some(fourth));
+    lab.curl_until_ok("client", &whoami("192.0.2.100"), Duration::from_secs(10))
+        .unwrap();
 }

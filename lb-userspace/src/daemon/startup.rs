@@ -17,7 +17,7 @@ use crate::{
     control::health::{CheckKind, HealthSettings},
     control::nexthop,
     control::reconcile::Reconciler,
-    dataplane::{Dataplane, store::MapStore},
+    dataplane::{Dataplane, ProgramStart, store::MapStore},
     net::iface::Interface,
 };
 
@@ -184,9 +184,11 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     // "Start-up"): it runs on a blocking thread while the backends' next hops resolve
     // (before attaching, so the first table is not empty). Nothing is attached before both
     // are done; a refused program drops the maps as before.
+    let attach_to = settings.interfaces.clone();
     let verifying = tokio::task::spawn_blocking(move || {
         let since = Instant::now();
-        let verified = dataplane.verify();
+        // A restart of the same binary adopts the program its predecessor left attached.
+        let verified = dataplane.verify_or_adopt(&attach_to);
         (dataplane, verified, since.elapsed())
     });
     let hops_begun = Instant::now();
@@ -211,15 +213,25 @@ pub(super) async fn bring_up(args: &RunArgs) -> Result<Up, DaemonError> {
     let table_time = table_begun.elapsed();
     let attach_begun = Instant::now();
     let xdp_mode = attach(&settings, &all, &mut dataplane)?;
+    dataplane.mark_program();
+    let program = match insns {
+        ProgramStart::Adopted(id) => format!(
+            "program adopted (id {id}, no verifier) {} ms",
+            verify_time.as_millis()
+        ),
+        ProgramStart::Verified(n) => format!(
+            "the verifier {} ms ({})",
+            verify_time.as_millis(),
+            n.map_or("instructions not reported".into(), |n| format!(
+                "{n} instructions processed"
+            ))
+        ),
+    };
     log::info!(
-        "started in {} ms: maps {} ms, the verifier {} ms ({}) beside the next hops {} ms, \
+        "started in {} ms: maps {} ms, {program} beside the next hops {} ms, \
          first table {} ms, attach {} ms",
         begun.elapsed().as_millis(),
         maps_time.as_millis(),
-        verify_time.as_millis(),
-        insns.map_or("instructions not reported".into(), |n| format!(
-            "{n} instructions processed"
-        )),
         hops_time.as_millis(),
         table_time.as_millis(),
         attach_begun.elapsed().as_millis(),

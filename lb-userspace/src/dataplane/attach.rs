@@ -18,7 +18,10 @@ impl Dataplane {
     /// is attached to); `None` if the kernel cannot say.
     pub fn program_id(&self) -> Option<u32> {
         match self.placement {
-            Placement::Xdp => self.program().info().ok().map(|i| i.id()),
+            Placement::Xdp => match self.running.as_ref() {
+                Some(r) => Some(r.prog_id),
+                None => self.program().info().ok().map(|i| i.id()),
+            },
             Placement::Tc => self
                 .ebpf
                 .program(TC_PROGRAM_NAME)
@@ -65,7 +68,7 @@ impl Dataplane {
         Ok(p)
     }
 
-    fn program_mut(&mut self) -> &mut Xdp {
+    pub(super) fn program_mut(&mut self) -> &mut Xdp {
         self.ebpf
             .program_mut(PROGRAM_NAME)
             .and_then(|p| <&mut Xdp>::try_from(p).ok())
@@ -191,8 +194,27 @@ impl Dataplane {
         mode: XdpAttachMode,
         ifname: &std::ffi::CStr,
     ) -> Result<&'static str, DataplaneError> {
+        if let Some(r) = self.running.as_mut() {
+            let Some(at) = r.links.iter().position(|(i, _)| i == interface) else {
+                return Err(DataplaneError::Attach {
+                    interface: interface.into(),
+                    mode: "adopted",
+                    reason: "the adopted program has no pinned link on it".into(),
+                });
+            };
+            let (_, pinned) = r.links.remove(at);
+            let mut l = IfLink::new(interface);
+            l.pinned = Some(pinned);
+            self.links.push(l);
+            log::info!("{interface}: kept the running program (adopted)");
+            return Ok("pinned (adopted)");
+        }
         if self.program_mut().fd().is_err() {
             self.program_mut().load()?;
+        }
+        // Another program is about to take the links: no marker may name the old one.
+        if let Some(dir) = self.pins.as_ref() {
+            running::clear_markers(dir);
         }
         if let Some(path) = self.link_pin(interface)
             && path.exists()
@@ -239,7 +261,7 @@ impl Dataplane {
 
     /// Where `interface`'s link is pinned: `link` for the interface the pins are keyed by,
     /// `link@IFNAME` beside it for the others.
-    fn link_pin(&self, interface: &str) -> Option<PathBuf> {
+    pub(super) fn link_pin(&self, interface: &str) -> Option<PathBuf> {
         let dir = self.pins.as_ref()?;
         Some(match self.pin_interface.as_deref() {
             Some(first) if first != interface => dir.join(pins::extra_link_pin(interface)),

@@ -10,6 +10,7 @@ pub mod flows;
 pub mod local;
 pub mod pins;
 mod ring;
+mod running;
 pub mod store;
 
 use std::collections::HashMap as StdHashMap;
@@ -139,6 +140,19 @@ pub struct Dataplane {
     adopted: bool,
     /// Where the program runs (the first `attach` decides, for every interface).
     placement: Placement,
+    /// The object's hash, as named in the program marker (`running.rs`).
+    object_hash: String,
+    /// The earlier xvip's program, adopted instead of loading this object's.
+    running: Option<running::Running>,
+}
+
+/// How the program came to be ready to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramStart {
+    /// Loaded through the verifier (instructions processed, when the kernel reports them).
+    Verified(Option<u32>),
+    /// The earlier xvip's program (this kernel id), still attached, adopted.
+    Adopted(u32),
 }
 
 /// The program's attachment to one interface.
@@ -426,6 +440,8 @@ impl Dataplane {
             connect6_owned: None,
             adopted,
             placement,
+            object_hash: running::object_hash(object),
+            running: None,
         })
     }
 
@@ -454,6 +470,99 @@ impl Dataplane {
             .info()
             .ok()
             .and_then(|i| i.verified_instruction_count()))
+    }
+
+    /// [`Dataplane::verify`], unless the program an earlier xvip left in the pinned links of
+    /// `interfaces` (all of them, XDP only) is this very object with these very maps: then
+    /// that program is adopted and nothing is loaded (`running.rs` says how that is proven).
+    /// Any doubt takes the verifier's path, logged in one line.
+    ///
+    /// # Errors
+    /// As [`Dataplane::verify`].
+    pub fn verify_or_adopt(
+        &mut self,
+        interfaces: &[String],
+    ) -> Result<ProgramStart, DataplaneError> {
+        if self.placement == Placement::Xdp
+            && let Some(dir) = self.pins.clone()
+        {
+            let links: Vec<(String, PathBuf)> = interfaces
+                .iter()
+                .filter_map(|i| Some((i.clone(), self.link_pin(i)?)))
+                .collect();
+            let fresh = |name: &str| {
+                self.ebpf.map(name).and_then(|m| match m {
+                    Map::RingBuf(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) | Map::Array(d) => {
+                        d.info().ok()
+                    }
+                    _ => None,
+                })
+            };
+            match running::adopt(&dir, &self.object_hash, &links, PINNED_MAPS, fresh) {
+                Ok(r) => {
+                    let id = r.prog_id;
+                    log::info!(
+                        "adopted the running program {id} (this object, its maps the pinned ones): no verifier"
+                    );
+                    self.running = Some(r);
+                    return Ok(ProgramStart::Adopted(id));
+                }
+                Err(why) => log::info!("not adopting the running program: {why}; loading afresh"),
+            }
+            // No marker while another program may be swapped in.
+            running::clear_markers(&dir);
+        }
+        self.verify().map(ProgramStart::Verified)
+    }
+
+    /// Whether the attached program is an earlier xvip's, adopted.
+    pub fn program_adopted(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Records in the pin directory which program is attached (its object, tag and id, with
+    /// the program and its maps that are not among the daemon's pins pinned inside), so the
+    /// next start of this binary can adopt it: once every interface is attached through a
+    /// pinned XDP link to this object's program. An adopted program's marker stays.
+    pub fn mark_program(&mut self) {
+        let Some(dir) = self.pins.clone() else {
+            return;
+        };
+        if self.running.is_some() {
+            return;
+        }
+        if self.placement != Placement::Xdp
+            || self.links.is_empty()
+            || self.links.iter().any(|l| l.pinned.is_none())
+        {
+            running::clear_markers(&dir);
+            return;
+        }
+        let Some((tag, id)) = self.program().info().ok().map(|i| (i.tag(), i.id())) else {
+            return;
+        };
+        let name = running::marker_name(&self.object_hash, tag, id);
+        let written = running::begin_marker(&dir, &name)
+            .map_err(|e| e.to_string())
+            .and_then(|path| {
+                self.program_mut()
+                    .pin(path.join(running::PROGRAM_PIN))
+                    .map_err(|e| format!("the program: {e}"))?;
+                for (map, m) in self.ebpf.maps() {
+                    if !PINNED_MAPS.contains(&map) {
+                        m.pin(path.join(running::own_pin_name(map)))
+                            .map_err(|e| format!("{map}: {e}"))?;
+                    }
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
+            running::clear_markers(&dir);
+            log::warn!(
+                "cannot write the program marker {name} in {}: {e} (the next start verifies afresh)",
+                dir.display()
+            );
+        }
     }
 
     /// Writes every attached interface's index and MAC (`IFACES`), read by the program when
@@ -588,9 +697,19 @@ impl Dataplane {
             backends: Array::try_from(Map::Array(pinned(map_names::BACKENDS6)?)).ok()?,
         };
         let conntrack6_dump = HashMap::try_from(lru(map_names::CONNTRACK6)?).ok()?;
-        let events =
-            aya::maps::RingBuf::try_from(self.ebpf.take_map(map_names::SYNC_EVENTS)?).ok()?;
-        let counts = PerCpuArray::try_from(self.ebpf.take_map(map_names::SYNC_COUNTS)?).ok()?;
+        // An adopted program's ring and counters are its own, not the loader's.
+        let (events, counts) = match self.running.as_mut() {
+            Some(r) => (
+                Map::from_map_data(r.sync_events.take()?).ok()?,
+                Map::from_map_data(r.sync_counts.take()?).ok()?,
+            ),
+            None => (
+                self.ebpf.take_map(map_names::SYNC_EVENTS)?,
+                self.ebpf.take_map(map_names::SYNC_COUNTS)?,
+            ),
+        };
+        let events = aya::maps::RingBuf::try_from(events).ok()?;
+        let counts = PerCpuArray::try_from(counts).ok()?;
         Some(crate::sync::SyncMaps {
             events,
             counts,

@@ -539,7 +539,10 @@ impl Report {
         m.push_str(
             "\n## Start-up: exec to attached\n\nA fresh start (maps created, nothing adopted), \
              three backends that answer ARP; the phases are the daemon's own (`started in` log \
-             line); the verifier runs beside the next-hop resolution.\n\n\
+             line); the verifier runs beside the next-hop resolution. The restarts follow a \
+             SIGKILL with the pins present: adopting the running program (its check in the \
+             verifier column, no instructions), or with its marker removed (the verifier and \
+             the swap into the pinned link).\n\n\
              | case | starts | exec to attached ms | maps ms | verifier ms | instructions verified | next hops ms | first table ms | attach ms |\n\
              |---|---:|---|---|---|---|---|---|---|\n",
         );

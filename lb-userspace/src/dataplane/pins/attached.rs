@@ -69,6 +69,64 @@ pub fn read_link(path: &Path) -> io::Result<Option<LinkState>> {
     }))
 }
 
+/// What the kernel says about a pinned program (`bpf_prog_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgState {
+    pub id: u32,
+    /// The kernel's tag (hash of the instructions, map references left out), as a number.
+    pub tag: u64,
+    /// The program's name (at most 15 bytes).
+    pub name: String,
+    /// The maps it uses.
+    pub map_ids: Vec<u32>,
+}
+
+/// Most maps one program may use (`MAX_USED_MAPS`).
+const MAX_USED_MAPS: usize = 64;
+
+/// Reads the program pinned at `path` through its pin alone (`BPF_OBJ_GET`, then
+/// `BPF_OBJ_GET_INFO_BY_FD` with room for its map ids): unlike aya's `ProgramInfo::map_ids`,
+/// which reopens the program by id, this needs no `CAP_SYS_ADMIN`.
+///
+/// # Errors
+/// Nothing pinned there, or not a program the kernel describes.
+pub fn read_prog(path: &Path) -> io::Result<ProgState> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = [0u64; 8];
+    attr[0] = c.as_ptr() as u64;
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_prog_info: type, id, tag[8], jited/xlated lengths and pointers, load_time,
+    // created_by_uid, nr_map_ids (byte 52), map_ids (56), name[16] (64).
+    let mut ids = [0u32; MAX_USED_MAPS];
+    let mut info = [0u64; 32];
+    info[6] = (MAX_USED_MAPS as u64) << 32;
+    info[7] = ids.as_mut_ptr() as u64;
+    let mut attr = [0u64; 8];
+    attr[0] =
+        u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32) | (size_of_val(&info) as u64) << 32;
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let bytes: &[u8] = bytemuck::cast_slice(&info);
+    let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let n = word(52) as usize;
+    if n > MAX_USED_MAPS {
+        return Err(io::Error::other(format!(
+            "{n} maps, more than {MAX_USED_MAPS}"
+        )));
+    }
+    let name = &bytes[64..80];
+    let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(16)];
+    Ok(ProgState {
+        id: word(4),
+        tag: u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")),
+        name: String::from_utf8_lossy(name).into_owned(),
+        map_ids: ids[..n].to_vec(),
+    })
+}
+
 /// An XDP program attached to an interface, as `RTM_GETLINK` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attached {

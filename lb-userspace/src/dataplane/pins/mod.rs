@@ -208,6 +208,8 @@ pub fn remove_dir(dir: &Path) -> io::Result<usize> {
     if std::fs::remove_file(&link).is_ok() {
         n += 1;
     }
+    // The program marker (`dataplane/running.rs`): a directory of pins of its own.
+    super::running::clear_markers(dir);
     for entry in std::fs::read_dir(dir)? {
         if std::fs::remove_file(entry?.path()).is_ok() {
             n += 1;
