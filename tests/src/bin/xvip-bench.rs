@@ -384,7 +384,7 @@ fn targets(r: &mut Report) {
         show(q, "×"),
         q.map(|q| q >= 4.0),
         format!(
-            "xvip fed by the XDP generator, nftables by trafgen (the kernel path needs skbs); with trafgen feeding both: {}",
+            "xvip fed by the {generator} generator, nftables by trafgen (the kernel path needs skbs); with trafgen feeding both: {}",
             show(ratio(xvip_tg, nft), "×")
         ),
     );
